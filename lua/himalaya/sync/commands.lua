@@ -1,0 +1,272 @@
+--- `:HimalayaSync {subcommand} [args]`: one command, completion for
+--- subcommands and their arguments.
+local M = {}
+
+local function notify(msg, level)
+  vim.notify('himalaya-sync: ' .. msg, level or vim.log.levels.INFO)
+end
+
+local function err(msg)
+  notify(msg, vim.log.levels.ERROR)
+end
+
+---@class himalaya.sync.Subcommand
+---@field run fun(args: string[], opts: table)
+---@field complete? fun(arglead: string, args: string[]): string[]
+---@field desc string
+
+---@type table<string, himalaya.sync.Subcommand>
+M.subcommands = {}
+
+local function ago(since)
+  if not since then
+    return ''
+  end
+  local s = os.time() - since
+  if s < 120 then
+    return ('%d s'):format(s)
+  elseif s < 7200 then
+    return ('%d min'):format(math.floor(s / 60))
+  end
+  return ('%d h'):format(math.floor(s / 3600))
+end
+
+M.subcommands.locks = {
+  desc = 'list named locks and their holders',
+  run = function()
+    local lock = require('himalaya.sync.lock')
+    local dir, derr = lock.lock_dir()
+    if not dir then
+      return err(derr)
+    end
+    local list, lerr = lock.list_locks()
+    if lerr then
+      return err(lerr)
+    end
+    local chunks = { { ('Locks in %s\n'):format(dir), 'Title' } }
+    if #list == 0 then
+      chunks[#chunks + 1] = { '  (none)\n', 'Comment' }
+    end
+    for _, l in ipairs(list) do
+      chunks[#chunks + 1] = { ('  %-24s '):format(l.name) }
+      if l.held then
+        chunks[#chunks + 1] = {
+          ('held by pid %s (%s%s) for %s'):format(
+            l.pid or '?',
+            l.process or '?',
+            l.mine and ', this Neovim' or '',
+            ago(l.since)
+          ),
+          'WarningMsg',
+        }
+        if l.purpose and l.purpose ~= '' then
+          chunks[#chunks + 1] = { ' - ' .. l.purpose }
+        end
+        chunks[#chunks + 1] = { '\n' }
+      else
+        chunks[#chunks + 1] = { 'free\n', 'Comment' }
+      end
+    end
+    vim.api.nvim_echo(chunks, true, {})
+  end,
+}
+
+M.subcommands.version = {
+  desc = 'show plugin and library versions',
+  run = function()
+    local native = require('himalaya.sync.native')
+    local lib, lerr = native.get()
+    if not lib then
+      return err(lerr)
+    end
+    vim.api.nvim_echo({
+      {
+        ('himalaya-sync %s, library %s (build %s) from %s'):format(
+          native.expected_version,
+          lib.version,
+          lib.build_id,
+          native.source()
+        ),
+      },
+    }, true, {})
+  end,
+}
+
+M.subcommands.build = {
+  desc = 'build the Rust library (cargo build --release) and load it',
+  run = function()
+    local native = require('himalaya.sync.native')
+    if vim.fn.executable('cargo') ~= 1 then
+      return err('cargo not found on PATH; install Rust (https://rustup.rs) and try again')
+    end
+    notify('building the library in ' .. native.root .. ' …')
+    local started = vim.uv.now()
+    vim.system({ 'cargo', 'build', '--release' }, { cwd = native.root, text = true }, function(res)
+      vim.schedule(function()
+        if res.code ~= 0 then
+          local lines = vim.split(vim.trim(res.stderr or ''), '\n')
+          local tail = table.concat(vim.list_slice(lines, math.max(1, #lines - 4)), '\n')
+          return err(('cargo build failed (exit %d):\n%s'):format(res.code, tail))
+        end
+        local secs = (vim.uv.now() - started) / 1000
+        local ok, msg = native.reload(function()
+          local m = package.loaded['himalaya.sync.manager']
+          return m ~= nil and m.is_busy ~= nil and m.is_busy()
+        end)
+        notify(('build finished in %.1f s; %s'):format(secs, msg or ''), ok and vim.log.levels.INFO or vim.log.levels.WARN)
+      end)
+    end)
+  end,
+}
+
+local function account_names()
+  local targets = require('himalaya.sync.manager').list_targets() or {}
+  return vim.tbl_map(function(t)
+    return t.name
+  end, targets)
+end
+
+local function complete_account(_, args)
+  return #args == 0 and account_names() or {}
+end
+
+local function start(type, account, folders)
+  local id, e = require('himalaya.sync.manager').start_sync(type, { account = account, folders = folders })
+  if not id then
+    err(e)
+  end
+end
+
+M.subcommands.full = {
+  desc = 'sync every folder of an account',
+  complete = complete_account,
+  run = function(args)
+    start('full', args[1])
+  end,
+}
+
+M.subcommands.inbox = {
+  desc = "sync an account's inbox",
+  complete = complete_account,
+  run = function(args)
+    start('inbox', args[1])
+  end,
+}
+
+M.subcommands.folders = {
+  desc = 'sync some folders of an account: folders {account} {folder...}',
+  complete = function(_, args)
+    if #args == 0 then
+      return account_names()
+    end
+    local acct = require('himalaya.sync.config').get().accounts[args[1]]
+    return acct and acct.folders or {}
+  end,
+  run = function(args)
+    local account = table.remove(args, 1)
+    if not account or #args == 0 then
+      return err('usage: :HimalayaSync folders {account} {folder...}')
+    end
+    start('folders', account, args)
+  end,
+}
+
+M.subcommands.cancel = {
+  desc = "cancel this Neovim's syncs",
+  run = function()
+    local n = require('himalaya.sync.manager').cancel_sync()
+    notify(n == 0 and 'no sync is running' or ('cancelling %d sync%s'):format(n, n == 1 and '' or 's'))
+  end,
+}
+
+local function describe(info)
+  local parts = { ('#%s %s %s: %s'):format(info.id, info.type or '?', info.account or '?', info.status) }
+  local p = info.progress
+  if info.status == 'running' and p then
+    if p.percent then
+      parts[#parts + 1] = ('%d%%'):format(math.floor(p.percent))
+    end
+    if p.box then
+      parts[#parts + 1] = 'in ' .. p.box
+    end
+    if p.near then
+      parts[#parts + 1] = ('%d/%d new'):format(p.near.new.done, p.near.new.total)
+    end
+  end
+  if info.message and info.status ~= 'running' then
+    parts[#parts + 1] = '- ' .. info.message
+  end
+  return table.concat(parts, ' ')
+end
+
+M.subcommands.status = {
+  desc = 'show what is syncing and how the last syncs ended',
+  run = function()
+    local info = require('himalaya.sync.manager').get_sync_info()
+    local chunks = { { 'himalaya-sync: ', 'Title' } }
+    if #info.syncs == 0 then
+      chunks[#chunks + 1] = { 'idle, no sync yet\n' }
+    else
+      chunks[#chunks + 1] = { info.status .. '\n' }
+      for _, s in ipairs(info.syncs) do
+        local hl = ({ error = 'ErrorMsg', cancelled = 'WarningMsg', running = 'MoreMsg' })[s.status]
+        chunks[#chunks + 1] = { '  ' .. describe(s) .. '\n', hl }
+      end
+    end
+    vim.api.nvim_echo(chunks, true, {})
+  end,
+}
+
+--- Sorted subcommand names.
+---@return string[]
+function M.names()
+  local names = vim.tbl_keys(M.subcommands)
+  table.sort(names)
+  return names
+end
+
+--- Entry point of `:HimalayaSync`.
+---@param opts {fargs: string[], bang: boolean}
+function M.run(opts)
+  local args = vim.deepcopy(opts.fargs)
+  local name = table.remove(args, 1)
+  if not name then
+    return err('usage: :HimalayaSync {' .. table.concat(M.names(), '|') .. '}')
+  end
+  local sub = M.subcommands[name]
+  if not sub then
+    return err(('unknown subcommand %q; expected one of: %s'):format(name, table.concat(M.names(), ', ')))
+  end
+  local ok, e = pcall(sub.run, args, opts)
+  if not ok then
+    err(tostring(e))
+  end
+end
+
+--- Completion for `:HimalayaSync`.
+---@param arglead string
+---@param cmdline string
+---@return string[]
+function M.complete(arglead, cmdline)
+  local words = vim.split(cmdline, '%s+', { trimempty = true })
+  table.remove(words, 1)
+  if arglead ~= '' then
+    table.remove(words)
+  end
+  local function filter(list)
+    return vim.tbl_filter(function(s)
+      return vim.startswith(s, arglead)
+    end, list)
+  end
+  if #words == 0 then
+    return filter(M.names())
+  end
+  local sub = M.subcommands[words[1]]
+  if sub and sub.complete then
+    local ok, list = pcall(sub.complete, arglead, vim.list_slice(words, 2))
+    return ok and filter(list or {}) or {}
+  end
+  return {}
+end
+
+return M

@@ -1,0 +1,158 @@
+--- Configuration: defaults, `vim.g.himalaya_sync`, and `setup(opts)`.
+---
+--- Both sources take the same table. Every value is validated and an error
+--- names the full path of the bad field (`himalaya_sync.mbsync.timeout`).
+local M = {}
+
+---@class himalaya.sync.MbsyncConfig
+---@field cmd string mbsync executable (default "mbsync")
+---@field config? string path of the mbsyncrc (default: mbsync's own lookup)
+---@field timeout number seconds without output or progress before a sync is killed (default 120)
+---@field extra_args string[] extra arguments for every mbsync run
+
+---@class himalaya.sync.AccountConfig
+---@field full? string mbsync target for a full sync (default: the channel or group named like the account)
+---@field inbox? string mbsync target for an inbox sync (default: channel `NAME-inbox`, else `NAME:INBOX`)
+---@field folders? string[] folders offered for selective syncs
+
+---@class himalaya.sync.Config
+---@field lock_dir? string folder for lock files (default: $XDG_RUNTIME_DIR/himalaya-sync/locks)
+---@field mbsync himalaya.sync.MbsyncConfig
+---@field accounts table<string, himalaya.sync.AccountConfig>
+---@field notify boolean show start/finish/error notifications (default true)
+
+---@type himalaya.sync.Config
+M.defaults = {
+  lock_dir = nil,
+  mbsync = { cmd = 'mbsync', config = nil, timeout = 120, extra_args = {} },
+  accounts = {},
+  notify = true,
+}
+
+---@type table? options given to setup()
+local user_opts
+
+local function fail(path, expected, value)
+  error(
+    ('himalaya-sync: invalid config %s: expected %s, got %s'):format(
+      path,
+      expected,
+      type(value) == 'string' and ('%q'):format(value) or vim.inspect(value)
+    ),
+    0
+  )
+end
+
+local function check_table_of_strings(path, v)
+  if type(v) ~= 'table' then
+    fail(path, 'a list of strings', v)
+  end
+  for i, s in ipairs(v) do
+    if type(s) ~= 'string' then
+      fail(('%s[%d]'):format(path, i), 'a string', s)
+    end
+  end
+end
+
+--- Field checkers: one per known key; unknown keys are errors too, since a
+--- typo silently ignored is worse than a clear message.
+local schema = {
+  lock_dir = function(path, v)
+    if v ~= nil and (type(v) ~= 'string' or v == '') then
+      fail(path, 'a folder path', v)
+    end
+  end,
+  notify = function(path, v)
+    if type(v) ~= 'boolean' then
+      fail(path, 'true or false', v)
+    end
+  end,
+  mbsync = {
+    cmd = function(path, v)
+      if type(v) ~= 'string' or v == '' then
+        fail(path, 'an executable name or path', v)
+      end
+    end,
+    config = function(path, v)
+      if v ~= nil and (type(v) ~= 'string' or v == '') then
+        fail(path, 'a file path', v)
+      end
+    end,
+    timeout = function(path, v)
+      if type(v) ~= 'number' or v <= 0 then
+        fail(path, 'a number of seconds > 0', v)
+      end
+    end,
+    extra_args = check_table_of_strings,
+  },
+  accounts = function(path, v)
+    if type(v) ~= 'table' then
+      fail(path, 'a table of accounts', v)
+    end
+    for name, acct in pairs(v) do
+      local p = ('%s.%s'):format(path, tostring(name))
+      if type(name) ~= 'string' or not name:match('^[%w_%-%.]+$') then
+        fail(path, 'account names made of letters, digits, "_", "-" or "."', name)
+      end
+      if type(acct) ~= 'table' then
+        fail(p, 'a table', acct)
+      end
+      for k, val in pairs(acct) do
+        if k == 'full' or k == 'inbox' then
+          if type(val) ~= 'string' or val == '' then
+            fail(p .. '.' .. k, 'an mbsync channel or group name', val)
+          end
+        elseif k == 'folders' then
+          check_table_of_strings(p .. '.folders', val)
+        else
+          fail(p .. '.' .. tostring(k), 'one of full, inbox, folders', val)
+        end
+      end
+    end
+  end,
+}
+
+local function validate(opts, spec, path)
+  if type(opts) ~= 'table' then
+    fail(path, 'a table', opts)
+  end
+  for k, v in pairs(opts) do
+    local p = path .. '.' .. tostring(k)
+    local check = spec[k]
+    if check == nil then
+      local known = vim.tbl_keys(spec)
+      table.sort(known)
+      fail(p, 'one of the known options (' .. table.concat(known, ', ') .. ')', v)
+    elseif type(check) == 'table' then
+      validate(v, check, p)
+    else
+      check(p, v)
+    end
+  end
+end
+
+--- Checks a user table; raises an error naming the bad field.
+---@param opts table
+function M.validate(opts)
+  validate(opts, schema, 'himalaya_sync')
+end
+
+--- Stores options from setup() after validating them.
+---@param opts? table
+function M.setup(opts)
+  opts = opts or {}
+  M.validate(opts)
+  user_opts = opts
+end
+
+--- The merged configuration: defaults < vim.g.himalaya_sync < setup().
+---@return himalaya.sync.Config
+function M.get()
+  local g = vim.g.himalaya_sync
+  if g ~= nil then
+    M.validate(g)
+  end
+  return vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), g or {}, user_opts or {})
+end
+
+return M

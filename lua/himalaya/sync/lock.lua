@@ -1,0 +1,229 @@
+--- Named cross-process locks (`require('himalaya.sync.lock')`).
+---
+--- A lock is a flock(2) on a file in a per-user folder, so exactly one holder
+--- exists among this Neovim, other Neovims and plain processes, and a lock
+--- whose holder died is free at once. Failures return `false, message, kind`
+--- (kind is `locked`, `invalid`, `config`, `io` or `cancelled`).
+local native = require('himalaya.sync.native')
+local config = require('himalaya.sync.config')
+
+local M = {}
+
+---@class himalaya.sync.LockInfo
+---@field name string
+---@field held boolean
+---@field pid? integer holder's process id
+---@field process? string holder's process name
+---@field since? integer unix time the lock was taken
+---@field purpose? string what the holder said it is for
+---@field mine boolean held by this Neovim
+
+--- The library with the lock folder opened (once, with the configured path).
+---@return table? lib
+---@return string? err
+---@return string? kind
+local function ready()
+  local lib, err = native.get()
+  if not lib then
+    return nil, err, 'config'
+  end
+  local ok, e = pcall(config.get)
+  if not ok then
+    return nil, e, 'config'
+  end
+  local dir, derr = lib.lock_open(e.lock_dir)
+  if not dir then
+    return nil, derr.message, derr.kind
+  end
+  return lib
+end
+
+local function check_args(name, timeout)
+  if type(name) ~= 'string' then
+    return ('invalid lock name: expected a string, got %s'):format(type(name))
+  end
+  if timeout ~= nil and (type(timeout) ~= 'number' or timeout < 0 or timeout ~= timeout) then
+    return ('invalid lock timeout %s: expected seconds >= 0'):format(vim.inspect(timeout))
+  end
+end
+
+--- Takes the lock `name`.
+---
+--- Without `callback` the call blocks the caller for up to `timeout` seconds
+--- (0, the default, tries once). With `callback` it returns at once and calls
+--- `callback(ok, err, kind)` on the main loop when the lock is taken or the
+--- wait ends.
+---@param name string
+---@param timeout? number seconds to wait (default 0)
+---@param callback? fun(ok: boolean, err?: string, kind?: string)
+---@return boolean ok with a callback: the request was accepted
+---@return string? err
+---@return string? kind
+function M.acquire_lock(name, timeout, callback)
+  local bad = check_args(name, timeout)
+  if not bad and callback ~= nil and not vim.is_callable(callback) then
+    bad = 'invalid callback: expected a function'
+  end
+  if bad then
+    if callback then
+      vim.schedule(function()
+        callback(false, bad, 'invalid')
+      end)
+    end
+    return false, bad, 'invalid'
+  end
+  local lib, err, kind = ready()
+  if not lib then
+    return false, err, kind
+  end
+  if not callback then
+    local ok, e = lib.lock_acquire(name, timeout or 0, 'neovim ' .. vim.fn.getpid())
+    if not ok then
+      return false, e.message, e.kind
+    end
+    return true
+  end
+  local id, e = lib.lock_acquire_async(name, timeout or 0, 'neovim ' .. vim.fn.getpid())
+  if not id then
+    vim.schedule(function()
+      callback(false, e.message, e.kind)
+    end)
+    return false, e.message, e.kind
+  end
+  native.on_id(id, function(ev)
+    native.off(id)
+    if ev.data.ok then
+      callback(true)
+    else
+      callback(false, ev.data.error.message, ev.data.error.kind)
+    end
+  end)
+  return true
+end
+
+--- Releases a lock this Neovim holds. Returns false when it held no such lock.
+---@param name string
+---@return boolean released
+---@return string? err
+function M.release_lock(name)
+  local bad = check_args(name)
+  if bad then
+    return false, bad
+  end
+  local lib, err = ready()
+  if not lib then
+    return false, err
+  end
+  local ok, e = lib.lock_release(name)
+  if ok == nil then
+    return false, e.message
+  end
+  return ok
+end
+
+--- Runs `fn` while holding `name`, releasing it afterwards even when `fn`
+--- errors (the error is raised again). Returns `fn`'s results, or
+--- `false, err, kind` when the lock could not be taken.
+---
+--- With `callback`, the wait does not block: `fn` runs on the main loop once
+--- the lock is taken, and `callback(ok, ...)` receives `true` and `fn`'s
+--- results, `false` and `fn`'s error, or `false, err, kind` when the lock
+--- could not be taken.
+---@param name string
+---@param fn fun(...): ...
+---@param timeout? number seconds to wait (default 0)
+---@param callback? fun(ok: boolean, ...)
+---@return any ...
+function M.with_lock(name, fn, timeout, callback)
+  if not vim.is_callable(fn) then
+    return false, 'invalid function: expected a callable', 'invalid'
+  end
+  local function run()
+    local res = vim.F.pack_len(pcall(fn))
+    M.release_lock(name)
+    return res
+  end
+  if callback then
+    return M.acquire_lock(name, timeout, function(ok, err, kind)
+      if not ok then
+        return callback(false, err, kind)
+      end
+      callback(vim.F.unpack_len(run()))
+    end)
+  end
+  local ok, err, kind = M.acquire_lock(name, timeout)
+  if not ok then
+    return false, err, kind
+  end
+  local res = run()
+  if not res[1] then
+    error(res[2], 0)
+  end
+  return unpack(res, 2, res.n)
+end
+
+--- Every lock file in the lock folder, with its holder when held.
+---@return himalaya.sync.LockInfo[] locks
+---@return string? err
+function M.list_locks()
+  local lib, err = ready()
+  if not lib then
+    return {}, err
+  end
+  local list, e = lib.lock_list()
+  if not list then
+    return {}, e.message
+  end
+  return list
+end
+
+--- True when some process holds `name`.
+---@param name string
+---@return boolean
+function M.is_locked(name)
+  for _, l in ipairs(M.list_locks()) do
+    if l.name == name then
+      return l.held
+    end
+  end
+  return false
+end
+
+--- Removes lock files nobody holds; returns how many were removed.
+---@return integer removed
+---@return string? err
+function M.cleanup_stale_locks()
+  local lib, err = ready()
+  if not lib then
+    return 0, err
+  end
+  local n, e = lib.lock_cleanup()
+  if not n then
+    return 0, e.message
+  end
+  return n
+end
+
+--- The lock folder in use.
+---@return string? dir
+---@return string? err
+function M.lock_dir()
+  local lib, err = ready()
+  if not lib then
+    return nil, err
+  end
+  return lib.lock_open(nil)
+end
+
+-- Names kept from the original neotex plugin.
+M.cleanup_locks = M.cleanup_stale_locks
+
+--- Locks currently held by any process (original plugin's name).
+---@return himalaya.sync.LockInfo[]
+function M.get_active_locks()
+  return vim.tbl_filter(function(l)
+    return l.held
+  end, M.list_locks())
+end
+
+return M

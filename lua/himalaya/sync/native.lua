@@ -1,0 +1,330 @@
+--- Finds, loads and version-checks the Rust library, and pumps its events.
+---
+--- Exactly one copy of the library is ever loaded in a Neovim (two copies
+--- would mean two runtimes): a rock install on `package.cpath` wins, else
+--- `<plugin root>/target/release/libhimalaya_sync.so`. A file build is
+--- copied into the cache folder (write, then rename) before loading, so a
+--- later `cargo build` never rewrites a file Neovim has mapped, and a new
+--- build can be loaded without a restart while nothing is running.
+---
+--- Events: Rust writes one byte to a pipe when events wait; a libuv S.poll
+--- handle on that pipe drains at most `DRAIN_MAX` events per loop turn and
+--- hands them to `vim.schedule`, so a flood never stalls the editor.
+local uv = vim.uv or vim.loop
+
+local M = {}
+
+local EXPECTED_VERSION = require('himalaya.sync.version')
+local MODULE = 'himalaya_sync'
+local DRAIN_MAX = 256
+
+---@class himalaya.sync.NativeLib
+---@field version string
+---@field build_id string
+
+-- State lives in the Lua registry, not in this module: a plugin reloader
+-- that clears `package.loaded` must not lead to a second poll handle or a
+-- second load of the library.
+local REGISTRY_KEY = 'himalaya_sync.native'
+local registry = debug.getregistry()
+---@class himalaya.sync.NativeState
+---@field lib? himalaya.sync.NativeLib
+---@field source? string where the loaded library came from
+---@field S.poll? uv.uv_poll_t
+---@field S.by_id table<integer, fun(ev: table)>
+---@field S.by_name table<string, fun(ev: table)[]>
+local S = registry[REGISTRY_KEY] or { by_id = {}, by_name = {} }
+registry[REGISTRY_KEY] = S
+
+local sysname = uv.os_uname().sysname
+local ext = sysname == 'Darwin' and '.dylib' or '.so'
+
+--- The plugin's root folder (the one holding `lua/` and `Cargo.toml`).
+M.root = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h:h')
+M.expected_version = EXPECTED_VERSION
+
+--- Where a file build is expected.
+---@return string
+function M.build_path()
+  return M.root .. '/target/release/lib' .. MODULE .. ext
+end
+
+--- How to get a working library, for error messages.
+---@return string
+function M.build_hint()
+  return ('run :HimalayaSync build, or `cargo build --release` in %s'):format(M.root)
+end
+
+---@class himalaya.sync.LibLocation
+---@field kind 'env'|'rock'|'file'
+---@field path string
+
+--- Locates the library without loading it.
+---@return himalaya.sync.LibLocation? location
+---@return string? err
+function M.find()
+  local env = os.getenv('HIMALAYA_SYNC_LIB')
+  if env and env ~= '' then
+    if uv.fs_stat(env) then
+      return { kind = 'env', path = env }
+    end
+    return nil, ('HIMALAYA_SYNC_LIB points at %s, which does not exist'):format(env)
+  end
+  local rock = package.searchpath(MODULE, package.cpath)
+  if rock then
+    return { kind = 'rock', path = rock }
+  end
+  local file = M.build_path()
+  if uv.fs_stat(file) then
+    return { kind = 'file', path = file }
+  end
+  return nil,
+    ('himalaya-sync: native library not found (looked for %s and %q on package.cpath); %s'):format(
+      file,
+      MODULE,
+      M.build_hint()
+    )
+end
+
+--- Copies a file build into the cache under a name unique to its size and
+--- mtime (temp file, then rename: readers never see half a file).
+---@param path string
+---@return string? staged
+---@return string? err
+local function stage(path)
+  local st = uv.fs_stat(path)
+  if not st then
+    return nil, 'cannot stat ' .. path
+  end
+  local dir = vim.fn.stdpath('cache') .. '/himalaya-sync'
+  vim.fn.mkdir(dir, 'p', tonumber('700', 8))
+  local name = ('lib%s-%d-%d.%d%s'):format(MODULE, st.size, st.mtime.sec, st.mtime.nsec, ext)
+  local dest = dir .. '/' .. name
+  if not uv.fs_stat(dest) then
+    local tmp = ('%s.tmp.%d'):format(dest, uv.os_getpid())
+    local ok, err = uv.fs_copyfile(path, tmp)
+    if not ok then
+      return nil, ('cannot copy %s to %s: %s'):format(path, tmp, err)
+    end
+    ok, err = uv.fs_rename(tmp, dest)
+    if not ok then
+      uv.fs_unlink(tmp)
+      return nil, ('cannot rename %s: %s'):format(tmp, err)
+    end
+  end
+  -- Older staged builds are no longer needed; a Neovim that still has one
+  -- mapped keeps its mapping after the unlink.
+  for entry in vim.fs.dir(dir) do
+    if entry ~= name and entry:match('^lib' .. MODULE .. '%-') then
+      uv.fs_unlink(dir .. '/' .. entry)
+    end
+  end
+  return dest
+end
+
+---@param loc himalaya.sync.LibLocation
+---@return himalaya.sync.NativeLib? lib
+---@return string? err
+local function open(loc)
+  local loaded, err
+  if loc.kind == 'rock' then
+    local ok, mod = pcall(require, MODULE)
+    loaded, err = ok and mod or nil, not ok and tostring(mod) or nil
+  else
+    local staged, serr = stage(loc.path)
+    if not staged then
+      return nil, 'himalaya-sync: ' .. serr
+    end
+    local loader, lerr = package.loadlib(staged, 'luaopen_' .. MODULE)
+    if loader then
+      local ok, mod = pcall(loader)
+      loaded, err = ok and mod or nil, not ok and tostring(mod) or nil
+    else
+      err = lerr
+    end
+  end
+  if not loaded then
+    return nil, ('himalaya-sync: cannot load %s: %s; %s'):format(loc.path, err, M.build_hint())
+  end
+  if loaded.version ~= EXPECTED_VERSION then
+    return nil,
+      ('himalaya-sync: library %s is version %s but the plugin expects %s; %s'):format(
+        loc.path,
+        tostring(loaded.version),
+        EXPECTED_VERSION,
+        M.build_hint()
+      )
+  end
+  return loaded
+end
+
+local function dispatch(events)
+  for _, ev in ipairs(events) do
+    local fns = {}
+    if S.by_id[ev.id] then
+      fns[1] = S.by_id[ev.id]
+    end
+    for _, fn in ipairs(S.by_name[ev.name] or {}) do
+      fns[#fns + 1] = fn
+    end
+    for _, fn in ipairs(fns) do
+      local ok, err = pcall(fn, ev)
+      if not ok then
+        vim.notify(('himalaya-sync: error in %s handler: %s'):format(ev.name, err), vim.log.levels.ERROR)
+      end
+    end
+  end
+end
+
+local drain
+--- Takes one capped batch; schedules another turn while a backlog remains.
+function drain()
+  if not S.lib then
+    return
+  end
+  local events, more = S.lib.drain_events(DRAIN_MAX)
+  if events and #events > 0 then
+    vim.schedule(function()
+      dispatch(events)
+    end)
+  end
+  if more then
+    vim.schedule(drain)
+  end
+end
+
+local function start_pump()
+  local fd = S.lib.events_fd()
+  S.poll = assert(uv.new_poll(fd))
+  S.poll:start('r', function(err)
+    if not err then
+      drain()
+    end
+  end)
+  vim.api.nvim_create_autocmd('VimLeavePre', {
+    group = vim.api.nvim_create_augroup('himalaya_sync_native', { clear = true }),
+    desc = 'himalaya-sync: stop syncs and child processes',
+    callback = function()
+      M.shutdown()
+    end,
+  })
+end
+
+local function stop_pump()
+  if S.poll then
+    S.poll:stop()
+    S.poll:close()
+    S.poll = nil
+  end
+end
+
+--- The loaded library, loading it on first use.
+---@return himalaya.sync.NativeLib? lib
+---@return string? err one line saying what is wrong and how to fix it
+function M.get()
+  if S.lib then
+    return S.lib
+  end
+  local loc, err = M.find()
+  if not loc then
+    return nil, err
+  end
+  local loaded, lerr = open(loc)
+  if not loaded then
+    return nil, lerr
+  end
+  S.lib, S.source = loaded, loc.path
+  start_pump()
+  return S.lib
+end
+
+--- True once the library is loaded (never loads it).
+---@return boolean
+function M.is_loaded()
+  return S.lib ~= nil
+end
+
+--- Path of the loaded library, if any.
+---@return string?
+function M.source()
+  return S.source
+end
+
+--- Calls `fn` with the event answering request `id` (repeatedly, until `M.off(id)`).
+---@param id integer
+---@param fn fun(ev: {id: integer, name: string, data: any})
+function M.on_id(id, fn)
+  S.by_id[id] = fn
+end
+
+---@param id integer
+function M.off(id)
+  S.by_id[id] = nil
+end
+
+--- Subscribes to every event named `name`; returns a function that unsubscribes.
+---@param name string
+---@param fn fun(ev: {id: integer, name: string, data: any})
+---@return fun()
+function M.on(name, fn)
+  local list = S.by_name[name] or {}
+  S.by_name[name] = list
+  list[#list + 1] = fn
+  return function()
+    for i, f in ipairs(list) do
+      if f == fn then
+        table.remove(list, i)
+        return
+      end
+    end
+  end
+end
+
+--- Stops event delivery, kills every child process group, stops the runtime
+--- (bounded: 200 ms by default). Called on VimLeavePre.
+---@param timeout_ms? integer
+function M.shutdown(timeout_ms)
+  if not S.lib then
+    return
+  end
+  stop_pump()
+  S.lib.shutdown(timeout_ms or 200)
+end
+
+--- Loads a freshly built library in place of the running one, if that is safe
+--- (nothing running, no lock held). Returns true when the new build is in use.
+---@param is_busy? fun(): boolean extra check (the manager's running syncs)
+---@return boolean ok
+---@return string? msg
+function M.reload(is_busy)
+  if not S.lib then
+    local ok, err = M.get()
+    return ok ~= nil, err
+  end
+  local loc, err = M.find()
+  if not loc then
+    return false, err
+  end
+  if loc.kind == 'rock' then
+    return false, 'the library is a rock install; restart Neovim to use a new version'
+  end
+  local held = S.lib.lock_held()
+  if (held and #held > 0) or (is_busy and is_busy()) then
+    return false, 'syncs or locks are active; the new build is used after a restart of Neovim'
+  end
+  local old, old_source = S.lib, S.source
+  local fresh, lerr = open(loc)
+  if not fresh then
+    return false, lerr
+  end
+  if fresh == old or fresh.build_id == old.build_id then
+    return true, 'already using build ' .. old.build_id
+  end
+  stop_pump()
+  old.shutdown(100)
+  S.lib, S.source = fresh, loc.path
+  start_pump()
+  return true, ('now using build %s (was %s from %s)'):format(fresh.build_id, old.build_id, old_source)
+end
+
+return M

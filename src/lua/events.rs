@@ -1,0 +1,54 @@
+//! Event delivery and lifecycle: the wakeup fd, capped drains, shutdown.
+
+use std::time::Duration;
+
+use mlua::{Lua, Table};
+
+use super::{func, to_lua};
+use crate::runtime;
+
+pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
+    m.set("events_fd", func(lua, |_, ()| Ok(runtime::bus()?.fd()))?)?;
+    // Returns (events, more): at most `max` events, and whether more wait.
+    m.set(
+        "drain_events",
+        func(lua, |lua, max: usize| {
+            let drained = runtime::bus()?.drain(max);
+            Ok((to_lua(lua, &drained.events)?, drained.more))
+        })?,
+    )?;
+    m.set(
+        "shutdown",
+        func(lua, |_, timeout_ms: Option<u64>| {
+            runtime::shutdown(Duration::from_millis(timeout_ms.unwrap_or(200)));
+            Ok(true)
+        })?,
+    )?;
+    m.set("is_stopped", func(lua, |_, ()| Ok(runtime::is_stopped()))?)?;
+    // Test hook: floods the bus from a worker thread to prove drains are
+    // capped and ordered (used by the Lua specs and `make bench`).
+    m.set(
+        "emit_test_events",
+        func(lua, |_, (count, name): (u64, String)| {
+            let handle = runtime::handle()?;
+            let id = runtime::next_id();
+            handle.spawn_blocking(move || {
+                for i in 0..count {
+                    runtime::emit(id, &name, serde_json::json!({ "seq": i, "t": now_us() }));
+                }
+            });
+            Ok(id)
+        })?,
+    )?;
+    m.set("now_us", func(lua, |_, ()| Ok(now_us()))?)?;
+    Ok(())
+}
+
+/// Monotonic-enough wall clock in microseconds, shared by Rust and Lua so
+/// event latency can be measured across the boundary.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

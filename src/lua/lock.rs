@@ -1,0 +1,137 @@
+//! Glue for `himalaya.sync.lock`: one [`LockTable`] per process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlua::{Lua, Table};
+use once_cell::sync::OnceCell;
+use serde_json::json;
+
+use super::{func, to_lua};
+use crate::error::{Error, ErrorKind, Result};
+use crate::lock::{default_dir, LockDir, LockTable};
+use crate::runtime;
+
+static TABLE: OnceCell<Arc<LockTable>> = OnceCell::new();
+
+/// The process's lock table, opening the lock directory on first use.
+/// `dir` only matters for the first call (the Lua config passes it then).
+pub(crate) fn table(dir: Option<PathBuf>) -> Result<Arc<LockTable>> {
+    TABLE
+        .get_or_try_init(|| {
+            let path = match dir {
+                Some(d) => d,
+                None => default_dir()?,
+            };
+            Ok(Arc::new(LockTable::new(LockDir::open(path)?)))
+        })
+        .cloned()
+}
+
+fn seconds(timeout: Option<f64>) -> Result<Duration> {
+    let t = timeout.unwrap_or(0.0);
+    if !t.is_finite() || t < 0.0 {
+        return Err(Error::invalid(format!(
+            "invalid lock timeout {t}: expected seconds >= 0"
+        )));
+    }
+    Ok(Duration::from_secs_f64(t))
+}
+
+pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
+    m.set(
+        "lock_open",
+        func(lua, |_, dir: Option<String>| {
+            let t = table(dir.map(PathBuf::from))?;
+            Ok(t.dir().path().display().to_string())
+        })?,
+    )?;
+    // Blocking form: waits up to `timeout` seconds on the calling thread.
+    m.set(
+        "lock_acquire",
+        func(
+            lua,
+            |_, (name, timeout, purpose): (String, Option<f64>, Option<String>)| {
+                let timeout = seconds(timeout)?;
+                table(None)?.acquire(
+                    &name,
+                    timeout,
+                    purpose.as_deref().unwrap_or(""),
+                    Some(runtime::stop_flag()),
+                )?;
+                Ok(true)
+            },
+        )?,
+    )?;
+    // Callback form: returns a request id at once; the answer arrives as a
+    // `lock` event `{ ok = bool, error = { kind, message }? }` with that id.
+    m.set(
+        "lock_acquire_async",
+        func(
+            lua,
+            |_, (name, timeout, purpose): (String, Option<f64>, Option<String>)| {
+                let timeout = seconds(timeout)?;
+                crate::lock::validate_name(&name)?;
+                let table = table(None)?;
+                let id = runtime::next_id();
+                runtime::handle()?.spawn_blocking(move || {
+                    let purpose = purpose.unwrap_or_default();
+                    let data = match table.acquire(&name, timeout, &purpose, Some(runtime::stop_flag())) {
+                        Ok(()) => json!({ "ok": true }),
+                        Err(e) => json!({ "ok": false, "error": { "kind": e.kind, "message": e.message } }),
+                    };
+                    // Shut down while waiting: nobody will ever release it.
+                    if runtime::is_stopped() {
+                        let _ = table.release(&name);
+                    }
+                    runtime::emit(id, "lock", data);
+                });
+                Ok(id)
+            },
+        )?,
+    )?;
+    m.set(
+        "lock_release",
+        func(lua, |_, name: String| table(None)?.release(&name))?,
+    )?;
+    m.set(
+        "lock_list",
+        func(lua, |lua, ()| {
+            let t = table(None)?;
+            let mut list = t.dir().list()?;
+            let mine = t.held_names();
+            let pid = std::process::id();
+            // Mark the locks this Neovim holds, which the UI shows apart.
+            let list: Vec<_> = list
+                .drain(..)
+                .map(|info| {
+                    let ours = info.held && info.pid == Some(pid) && mine.contains(&info.name);
+                    (info, ours)
+                })
+                .collect();
+            let out = lua.create_table().map_err(lua_err)?;
+            for (i, (info, ours)) in list.iter().enumerate() {
+                let v = to_lua(lua, info)?;
+                if let mlua::Value::Table(row) = &v {
+                    row.set("mine", *ours).map_err(lua_err)?;
+                }
+                out.raw_set(i + 1, v).map_err(lua_err)?;
+            }
+            Ok(out)
+        })?,
+    )?;
+    m.set(
+        "lock_cleanup",
+        func(lua, |_, ()| table(None)?.dir().cleanup_stale())?,
+    )?;
+    m.set(
+        "lock_held",
+        func(lua, |_, ()| Ok(table(None)?.held_names()))?,
+    )?;
+    Ok(())
+}
+
+fn lua_err(e: mlua::Error) -> Error {
+    Error::new(ErrorKind::Unknown, e.to_string())
+}

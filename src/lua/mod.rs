@@ -1,0 +1,78 @@
+//! The mlua glue: the only code that sees Lua values.
+//!
+//! Every function here is a thin adapter over an engine call. Conventions,
+//! relied on by `lua/himalaya/sync/native.lua`:
+//!
+//! * success returns the value(s); failure returns `nil, {kind=, message=}`
+//!   instead of raising, so the Lua side decides how to report it;
+//! * a Rust panic is caught here and turned into the same failure shape
+//!   (kind `internal`), so it never unwinds into Neovim;
+//! * nothing blocks unless its name says so: waiting work runs on the
+//!   runtime and answers through the event bus.
+
+mod events;
+mod lock;
+mod manager;
+mod mbsync;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use mlua::{FromLuaMulti, IntoLuaMulti, Lua, LuaSerdeExt, MultiValue, Table, Value};
+
+use crate::error::Error;
+
+/// Builds a Lua function from an engine-style closure, with the error and
+/// panic conventions described in the module docs.
+pub(crate) fn func<A, R, F>(lua: &Lua, f: F) -> mlua::Result<mlua::Function>
+where
+    A: FromLuaMulti,
+    R: IntoLuaMulti,
+    F: Fn(&Lua, A) -> crate::error::Result<R> + Send + 'static,
+{
+    lua.create_function(
+        move |lua, args: A| match catch_unwind(AssertUnwindSafe(|| f(lua, args))) {
+            Ok(Ok(v)) => v.into_lua_multi(lua),
+            Ok(Err(e)) => failure(lua, &e),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let t = lua.create_table()?;
+                t.set("kind", "internal")?;
+                t.set(
+                    "message",
+                    format!("himalaya-sync internal error (please report it): {what}"),
+                )?;
+                (Value::Nil, t).into_lua_multi(lua)
+            }
+        },
+    )
+}
+
+fn failure(lua: &Lua, e: &Error) -> mlua::Result<MultiValue> {
+    let t = lua.create_table()?;
+    t.set("kind", e.kind.as_str())?;
+    t.set("message", e.message.as_str())?;
+    (Value::Nil, t).into_lua_multi(lua)
+}
+
+/// Converts engine data to a Lua value (tables for structs and maps).
+pub(crate) fn to_lua<T: serde::Serialize>(lua: &Lua, v: &T) -> crate::error::Result<Value> {
+    lua.to_value(v)
+        .map_err(|e| Error::new(crate::error::ErrorKind::Unknown, e.to_string()))
+}
+
+/// The module table returned by `require('himalaya_sync')`.
+#[mlua::lua_module]
+fn himalaya_sync(lua: &Lua) -> mlua::Result<Table> {
+    let m = lua.create_table()?;
+    m.set("version", crate::VERSION)?;
+    m.set("build_id", crate::BUILD_ID)?;
+    events::register(lua, &m)?;
+    lock::register(lua, &m)?;
+    mbsync::register(lua, &m)?;
+    manager::register(lua, &m)?;
+    Ok(m)
+}

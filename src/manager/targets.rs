@@ -1,0 +1,290 @@
+//! Which mbsync targets a sync request means.
+//!
+//! An account is a `Channel` or `Group` of the user's mbsyncrc, optionally
+//! refined by the plugin configuration (`accounts.NAME.full/inbox`).
+//! Defaults: full = the channel or group named like the account; inbox =
+//! channel `NAME-inbox` when it exists, else `<channel>:INBOX` (for a group:
+//! every member channel's INBOX); folders = `<channel>:box,box`.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::mbsync::config::MbsyncConfig;
+
+/// What to sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncType {
+    Full,
+    Inbox,
+    Folders,
+}
+
+impl SyncType {
+    pub fn parse(s: &str) -> Result<SyncType> {
+        match s {
+            "full" => Ok(SyncType::Full),
+            "inbox" => Ok(SyncType::Inbox),
+            "folders" => Ok(SyncType::Folders),
+            other => Err(Error::invalid(format!(
+                "unknown sync type {other:?}: expected \"full\", \"inbox\" or \"folders\""
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncType::Full => "full",
+            SyncType::Inbox => "inbox",
+            SyncType::Folders => "folders",
+        }
+    }
+}
+
+/// Per-account overrides from the plugin configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct AccountOverrides {
+    pub full: Option<String>,
+    pub inbox: Option<String>,
+}
+
+/// Checks a folder name given for a selective sync.
+pub fn validate_folder(name: &str) -> Result<()> {
+    let bad = if name.is_empty() {
+        Some("it is empty")
+    } else if name.contains(',') {
+        Some("',' separates folders in mbsync targets")
+    } else if name.starts_with('-') {
+        Some("it starts with '-'")
+    } else if name.chars().any(|c| c.is_control()) {
+        Some("it contains a control character")
+    } else if name.split('/').any(|part| part == "..") {
+        Some("'..' is not a folder")
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => Err(Error::invalid(format!(
+            "invalid folder name {name:?}: {why}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Checks an account name (it becomes a lock name and an mbsync argument).
+pub fn validate_account(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '+'))
+        && !name.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid account name {name:?}: use letters, digits and _ - . @ +"
+        )))
+    }
+}
+
+/// Resolves a request to mbsync command-line targets.
+pub fn resolve(
+    cfg: &MbsyncConfig,
+    overrides: &HashMap<String, AccountOverrides>,
+    kind: SyncType,
+    account: &str,
+    folders: &[String],
+) -> Result<Vec<String>> {
+    validate_account(account)?;
+    let ov = overrides.get(account).cloned().unwrap_or_default();
+    let known = |name: &str| cfg.channel(name).is_some() || cfg.group(name).is_some();
+    let unknown =
+        || {
+            let names: Vec<String> = cfg.targets().into_iter().map(|t| t.name).collect();
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                "unknown account {account:?}: no channel or group of that name in {} (known: {})",
+                cfg.path.display(),
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            ),
+            )
+        };
+    let full = ov.full.clone().unwrap_or_else(|| account.to_string());
+    match kind {
+        SyncType::Full => {
+            if !known(base(&full)) {
+                return Err(unknown());
+            }
+            Ok(vec![full])
+        }
+        SyncType::Inbox => {
+            if let Some(t) = ov.inbox {
+                return Ok(vec![t]);
+            }
+            let dedicated = format!("{account}-inbox");
+            if cfg.channel(&dedicated).is_some() {
+                return Ok(vec![dedicated]);
+            }
+            channels_of(cfg, &full)
+                .ok_or_else(unknown)
+                .map(|chans| chans.into_iter().map(|c| format!("{c}:INBOX")).collect())
+        }
+        SyncType::Folders => {
+            if folders.is_empty() {
+                return Err(Error::invalid("a folders sync needs at least one folder"));
+            }
+            for f in folders {
+                validate_folder(f)?;
+            }
+            let chans = channels_of(cfg, &full).ok_or_else(unknown)?;
+            match chans.as_slice() {
+                [one] => Ok(vec![format!("{one}:{}", folders.join(","))]),
+                many => Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "{account:?} is a group of several channels ({}); sync folders of one channel, or set accounts.{account}.full to a channel",
+                        many.join(", ")
+                    ),
+                )),
+            }
+        }
+    }
+}
+
+/// The target without a `:box` selection.
+fn base(target: &str) -> &str {
+    target.split(':').next().unwrap_or(target)
+}
+
+/// The channels a channel or group name stands for.
+fn channels_of(cfg: &MbsyncConfig, name: &str) -> Option<Vec<String>> {
+    let name = base(name);
+    if cfg.channel(name).is_some() {
+        return Some(vec![name.to_string()]);
+    }
+    cfg.group(name).map(|g| {
+        let mut out: Vec<String> = Vec::new();
+        for m in &g.members {
+            let c = base(m).to_string();
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg() -> MbsyncConfig {
+        let text = "\
+IMAPStore r
+Host example.org
+User me
+
+MaildirStore l
+Path ~/Mail/
+Inbox ~/Mail/INBOX
+
+Channel gmail
+Far :r:
+Near :l:
+Patterns *
+
+Channel gmail-inbox
+Far :r:INBOX
+Near :l:INBOX
+
+Channel work
+Far :r:
+Near :l:
+
+Group both
+Channel gmail
+Channel work
+";
+        MbsyncConfig::parse(text, Path::new("/home/u/.mbsyncrc")).unwrap()
+    }
+
+    fn no() -> HashMap<String, AccountOverrides> {
+        HashMap::new()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg();
+        assert_eq!(
+            resolve(&c, &no(), SyncType::Full, "gmail", &[]).unwrap(),
+            ["gmail"]
+        );
+        assert_eq!(
+            resolve(&c, &no(), SyncType::Inbox, "gmail", &[]).unwrap(),
+            ["gmail-inbox"]
+        );
+        assert_eq!(
+            resolve(&c, &no(), SyncType::Inbox, "work", &[]).unwrap(),
+            ["work:INBOX"]
+        );
+        assert_eq!(
+            resolve(&c, &no(), SyncType::Inbox, "both", &[]).unwrap(),
+            ["gmail:INBOX", "work:INBOX"]
+        );
+        let f = vec!["INBOX".to_string(), "Work/Projects".to_string()];
+        assert_eq!(
+            resolve(&c, &no(), SyncType::Folders, "work", &f).unwrap(),
+            ["work:INBOX,Work/Projects"]
+        );
+    }
+
+    #[test]
+    fn overrides_win() {
+        let c = cfg();
+        let mut ov = no();
+        ov.insert(
+            "mail".into(),
+            AccountOverrides {
+                full: Some("both".into()),
+                inbox: Some("gmail-inbox".into()),
+            },
+        );
+        assert_eq!(
+            resolve(&c, &ov, SyncType::Full, "mail", &[]).unwrap(),
+            ["both"]
+        );
+        assert_eq!(
+            resolve(&c, &ov, SyncType::Inbox, "mail", &[]).unwrap(),
+            ["gmail-inbox"]
+        );
+    }
+
+    #[test]
+    fn clear_errors() {
+        let c = cfg();
+        let e = resolve(&c, &no(), SyncType::Full, "nope", &[]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert!(
+            e.message.contains("\"nope\"") && e.message.contains("gmail"),
+            "{e}"
+        );
+        let e = resolve(&c, &no(), SyncType::Full, "../x", &[]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Invalid);
+        let e = resolve(&c, &no(), SyncType::Full, "a;rm -rf", &[]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Invalid);
+        let e = resolve(&c, &no(), SyncType::Folders, "work", &["a,b".into()]).unwrap_err();
+        assert!(e.message.contains("\"a,b\""));
+        let e = resolve(&c, &no(), SyncType::Folders, "both", &["INBOX".into()]).unwrap_err();
+        assert!(e.message.contains("group"));
+        assert!(SyncType::parse("weekly")
+            .unwrap_err()
+            .message
+            .contains("weekly"));
+    }
+}

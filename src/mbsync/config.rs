@@ -1,0 +1,1455 @@
+//! mbsync's configuration file (`~/.mbsyncrc` or `$XDG_CONFIG_HOME/isyncrc`).
+//!
+//! The syntax follows isync's `config.c`:
+//!
+//! * a line is a keyword and its values, separated by blanks; keywords are
+//!   case-insensitive;
+//! * a value can be double-quoted (to hold blanks) and a backslash makes the
+//!   next character literal, inside quotes or out;
+//! * `#` where a word would start begins a comment (`a#b` is one value);
+//! * `IMAPAccount`, `IMAPStore`, `MaildirStore`, `Channel` and `Group` open a
+//!   section, which runs up to the next blank line (comment lines do not end
+//!   it). Options before the first section are global.
+//!
+//! This parser keeps what the engine needs (names, hosts, credentials
+//! sources, mail directories, channel and group structure) and skips every
+//! other option, so a newer mbsync with more options does not break it.
+//! Structural mistakes that make mbsync refuse the file are reported, each
+//! as one line `<path>:<line>: <problem>` of kind [`ErrorKind::Config`].
+//!
+//! As in mbsync, a store must be defined before a channel uses it and an
+//! account before a store names it; group members are checked once the whole
+//! file is read, since mbsync resolves them only when it runs.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, Serializer};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A parsed mbsync configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MbsyncConfig {
+    /// The file the configuration came from, used in messages.
+    pub path: PathBuf,
+    /// `IMAPAccount` sections. Accounts written inline in an `IMAPStore` are
+    /// in [`ImapStore::inline_account`] instead.
+    pub imap_accounts: Vec<ImapAccount>,
+    pub imap_stores: Vec<ImapStore>,
+    pub maildir_stores: Vec<MaildirStore>,
+    pub channels: Vec<Channel>,
+    pub groups: Vec<Group>,
+}
+
+/// A password from the configuration. It never appears in `Debug` output or
+/// serialized data; [`Secret::expose`] is the only way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The password itself, for handing to the process that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// How to reach and log in to an IMAP server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImapAccount {
+    pub name: String,
+    /// Without the deprecated `imaps:`/`imap:`/`//` prefixes.
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub pass: Option<Secret>,
+    /// The command as written, including a leading `+` (which tells mbsync
+    /// the command is interactive).
+    pub pass_cmd: Option<String>,
+    /// `SSLType` (or 1.5's `TLSType`) as written: `None`, `STARTTLS` or
+    /// `IMAPS`; `IMAPS` when the host was given as `imaps:host`.
+    pub ssl_type: Option<String>,
+    pub certificate_file: Option<PathBuf>,
+    /// `AuthMechs` values in order; empty means mbsync's default, any.
+    pub auth_mechs: Vec<String>,
+    pub tunnel: Option<String>,
+    /// Line of the section header (of the `IMAPStore` for an inline account).
+    pub line: usize,
+}
+
+impl ImapAccount {
+    fn new(name: &str, line: usize) -> Self {
+        ImapAccount {
+            name: name.to_owned(),
+            host: None,
+            port: None,
+            user: None,
+            pass: None,
+            pass_cmd: None,
+            ssl_type: None,
+            certificate_file: None,
+            auth_mechs: Vec::new(),
+            tunnel: None,
+            line,
+        }
+    }
+}
+
+/// An `IMAPStore` section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImapStore {
+    pub name: String,
+    /// The `IMAPAccount` named by `Account`.
+    pub account: Option<String>,
+    /// The account given by `Host`, `User`, `Pass`... inside the store
+    /// itself; mbsync names it after the store. Exactly one of `account` and
+    /// `inline_account` is set.
+    pub inline_account: Option<ImapAccount>,
+    pub line: usize,
+}
+
+/// A `MaildirStore` section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaildirStore {
+    pub name: String,
+    /// With a leading `~` or `~/` replaced by the home directory. mbsync
+    /// appends mailbox names to it as text, so it normally ends in `/`.
+    pub path: Option<PathBuf>,
+    /// `~` expanded like `path`; when unset mbsync uses `~/Maildir`.
+    pub inbox: Option<PathBuf>,
+    /// `Verbatim`, `Maildir++` or `Legacy`, as written.
+    pub subfolders: Option<String>,
+    pub flatten: Option<String>,
+    pub line: usize,
+}
+
+/// A `Channel` section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Channel {
+    pub name: String,
+    /// `:store:` or `:store:mailbox`, as written (`Master` in old files).
+    pub far: String,
+    /// Likewise for the near side (`Slave` in old files).
+    pub near: String,
+    /// All `Pattern`/`Patterns` values in order, e.g. `*`, `!Trash`.
+    pub patterns: Vec<String>,
+    pub line: usize,
+}
+
+/// A `Group` section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    pub name: String,
+    /// As written: `chan` or `chan:INBOX,Work` (a mailbox selection that
+    /// replaces the channel's Patterns).
+    pub members: Vec<String>,
+    pub line: usize,
+}
+
+/// Something that can be named on mbsync's command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub kind: TargetKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Channel,
+    Group,
+}
+
+impl MbsyncConfig {
+    /// Parses the text of a configuration file; `path` is only used in
+    /// messages and kept in the result. `~` in paths is expanded with
+    /// `$HOME`.
+    pub fn parse(text: &str, path: &Path) -> Result<MbsyncConfig> {
+        let home = home_dir();
+        parse_with_home(text, path, home.as_deref())
+    }
+
+    /// Reads and parses `path`, or without one the file mbsync itself would
+    /// read (see [`MbsyncConfig::default_path`]).
+    pub fn load(path: Option<&Path>) -> Result<MbsyncConfig> {
+        let (path, also_tried) = match path {
+            Some(path) => (path.to_path_buf(), None),
+            None => {
+                let home = home_dir().ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Config,
+                        "Cannot find the mbsync config file: $HOME is not set",
+                    )
+                })?;
+                let [xdg, legacy] = default_candidates(&home, xdg_config_home().as_deref());
+                if exists(&legacy) && !exists(&xdg) {
+                    (legacy, None)
+                } else {
+                    (xdg, Some(legacy))
+                }
+            }
+        };
+        let bytes = std::fs::read(&path).map_err(|err| {
+            let missing = err.kind() == std::io::ErrorKind::NotFound;
+            // "No such file or directory (os error 2)": the number helps nobody.
+            let err = err.to_string();
+            let reason = err.split(" (os error").next().unwrap_or(&err);
+            let mut message = format!("Cannot open config file '{}': {reason}", path.display());
+            match also_tried {
+                Some(legacy) if missing => {
+                    message.push_str(&format!(" (nor is there {})", legacy.display()));
+                }
+                _ => {}
+            }
+            let kind = if missing {
+                ErrorKind::Config
+            } else {
+                ErrorKind::Io
+            };
+            Error::new(kind, message)
+        })?;
+        let text = String::from_utf8(bytes).map_err(|err| {
+            let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            Error::new(
+                ErrorKind::Config,
+                format!("{}:{line}: not valid UTF-8", path.display()),
+            )
+        })?;
+        Self::parse(&text, &path)
+    }
+
+    /// The configuration file mbsync reads when not given `-c`.
+    ///
+    /// mbsync 1.5 prefers `$XDG_CONFIG_HOME/isyncrc` (`~/.config/isyncrc`)
+    /// and falls back to `~/.mbsyncrc` when only that exists; mbsync 1.4
+    /// reads `~/.mbsyncrc` only. This follows 1.5, which finds the file in
+    /// both layouts, so the runner should pass the path to mbsync with `-c`
+    /// to make an older mbsync read the same file. `None` without `$HOME`.
+    pub fn default_path() -> Option<PathBuf> {
+        let home = home_dir()?;
+        let [xdg, legacy] = default_candidates(&home, xdg_config_home().as_deref());
+        Some(if exists(&legacy) && !exists(&xdg) {
+            legacy
+        } else {
+            xdg
+        })
+    }
+
+    /// Every channel and group, in the order they appear in the file.
+    pub fn targets(&self) -> Vec<Target> {
+        let channels = self
+            .channels
+            .iter()
+            .map(|c| (c.line, &c.name, TargetKind::Channel));
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| (g.line, &g.name, TargetKind::Group));
+        let mut targets: Vec<_> = channels.chain(groups).collect();
+        targets.sort_by_key(|&(line, _, _)| line);
+        targets
+            .into_iter()
+            .map(|(_, name, kind)| Target {
+                name: name.clone(),
+                kind,
+            })
+            .collect()
+    }
+
+    pub fn channel(&self, name: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// The local directory a channel syncs into: the mail directory of its
+    /// Maildir side (the near side, or the far side if only that one is a
+    /// `MaildirStore`).
+    ///
+    /// With Patterns this is the store's `Path` followed by the mailbox
+    /// prefix from the channel (the directory holding all synced folders),
+    /// or `Inbox` for a store without `Path`. Without Patterns it is the one
+    /// mailbox synced: `Inbox` for `INBOX` (mbsync's default mailbox),
+    /// otherwise `Path` followed by the mailbox name. `None` when the channel
+    /// has no Maildir side or the needed `Path` is not set.
+    pub fn near_maildir(&self, channel: &Channel) -> Option<PathBuf> {
+        let (store, mailbox) = [&channel.near, &channel.far].into_iter().find_map(|spec| {
+            let (store, mailbox) = split_spec(spec)?;
+            let store = self.maildir_stores.iter().find(|s| s.name == store)?;
+            Some((store, mailbox))
+        })?;
+        let inbox = || {
+            store
+                .inbox
+                .clone()
+                .or_else(|| home_dir().map(|home| home.join("Maildir")))
+        };
+        if !channel.patterns.is_empty() {
+            match &store.path {
+                Some(path) => Some(append(path, mailbox)),
+                None => inbox(),
+            }
+        } else if mailbox.is_empty() || mailbox == "INBOX" {
+            inbox()
+        } else {
+            store.path.as_ref().map(|path| append(path, mailbox))
+        }
+    }
+
+    /// The IMAP account a channel logs in with: that of its far side's
+    /// `IMAPStore`, or of its near side if only that one is IMAP.
+    pub fn imap_account_for(&self, channel: &Channel) -> Option<&ImapAccount> {
+        [&channel.far, &channel.near].into_iter().find_map(|spec| {
+            let (store, _) = split_spec(spec)?;
+            let store = self.imap_stores.iter().find(|s| s.name == store)?;
+            match &store.account {
+                Some(account) => self.imap_accounts.iter().find(|a| &a.name == account),
+                None => store.inline_account.as_ref(),
+            }
+        })
+    }
+}
+
+/// `$HOME`, if set and not empty.
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+fn xdg_config_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|x| !x.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The two files mbsync 1.5 considers, preferred one first.
+fn default_candidates(home: &Path, xdg_config_home: Option<&Path>) -> [PathBuf; 2] {
+    let config_dir = xdg_config_home.map_or_else(|| home.join(".config"), Path::to_path_buf);
+    [config_dir.join("isyncrc"), home.join(".mbsyncrc")]
+}
+
+/// Whether anything is at `path`, counting dangling symlinks as mbsync does
+/// (it uses `lstat`).
+fn exists(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
+}
+
+/// `:store:mailbox` split into store and mailbox.
+fn split_spec(spec: &str) -> Option<(&str, &str)> {
+    spec.strip_prefix(':')?.split_once(':')
+}
+
+/// `path` with `suffix` appended as text, the way mbsync builds mailbox
+/// paths from a store's `Path`.
+fn append(path: &Path, suffix: &str) -> PathBuf {
+    let mut joined = OsString::from(path);
+    joined.push(suffix);
+    PathBuf::from(joined)
+}
+
+/// Expands a leading `~` or `~/`. `~user` is left as written: looking up
+/// other users' homes is not worth a dependency for a setup nobody uses.
+fn expand_tilde(value: &str, home: Option<&Path>) -> PathBuf {
+    match (value, home) {
+        ("~", Some(home)) => home.to_path_buf(),
+        (_, Some(home)) if value.starts_with("~/") => home.join(&value[2..]),
+        _ => PathBuf::from(value),
+    }
+}
+
+/// What one line of the file holds.
+enum LineKind {
+    Blank,
+    Comment,
+    Words(Vec<String>),
+}
+
+/// Splits a line into words the way mbsync's `get_arg` does.
+fn split_words(line: &str) -> std::result::Result<LineKind, &'static str> {
+    // C's isspace(), which unlike char::is_ascii_whitespace includes \v.
+    let is_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r');
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|&c| is_space(c)).is_some() {}
+        match chars.peek() {
+            None => break,
+            Some('#') if words.is_empty() => return Ok(LineKind::Comment),
+            Some('#') => break,
+            Some(_) => {}
+        }
+        let mut word = String::new();
+        let mut quoted = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(next) if !next.is_control() => word.push(next),
+                    _ => return Err("unterminated escape sequence"),
+                },
+                '"' => quoted = !quoted,
+                c if !quoted && is_space(c) => break,
+                c => word.push(c),
+            }
+        }
+        if quoted {
+            return Err("missing closing quote");
+        }
+        words.push(word);
+    }
+    Ok(if words.is_empty() {
+        LineKind::Blank
+    } else {
+        LineKind::Words(words)
+    })
+}
+
+const SECTION_KEYWORDS: &[&str] = &[
+    "IMAPAccount",
+    "IMAPStore",
+    "MaildirStore",
+    "Channel",
+    "Group",
+];
+
+/// Options allowed before the first section (`config.c` and its
+/// `getopt_helper`; `ExpireSide` and `ExpungeSolo` are from mbsync 1.5).
+const GLOBAL_KEYWORDS: &[&str] = &[
+    "FSync",
+    "FieldDelimiter",
+    "BufferLimit",
+    "Sync",
+    "SyncState",
+    "CopyArrivalDate",
+    "MaxMessages",
+    "ExpireUnread",
+    "ExpireSide",
+    "ExpungeSolo",
+    "Expunge",
+    "Create",
+    "Remove",
+];
+
+/// Options that describe the server connection (`drv_imap.c`). In an
+/// `IMAPStore` any of them makes an inline account, which must not be
+/// combined with `Account`.
+const ACCOUNT_KEYWORDS: &[&str] = &[
+    "Host",
+    "Port",
+    "User",
+    "UserCmd",
+    "Pass",
+    "PassCmd",
+    "UseKeychain",
+    "Timeout",
+    "PipelineDepth",
+    "DisableExtension",
+    "DisableExtensions",
+    "CertificateFile",
+    "SystemCertificates",
+    "ClientCertificate",
+    "ClientKey",
+    "CipherString",
+    "SSLType",
+    "SSLVersion",
+    "SSLVersions",
+    "TLSType",
+    "TLSVersion",
+    "TLSVersions",
+    "RequireSSL",
+    "UseIMAPS",
+    "UseSSLv2",
+    "UseSSLv3",
+    "UseTLSv1",
+    "UseTLSv1.1",
+    "UseTLSv1.2",
+    "UseTLSv1.3",
+    "AuthMech",
+    "AuthMechs",
+    "RequireCRAM",
+    "Tunnel",
+];
+
+fn is_one_of(keyword: &str, list: &[&str]) -> bool {
+    list.iter().any(|k| k.eq_ignore_ascii_case(keyword))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SectionKind {
+    Account,
+    ImapStore,
+    Maildir,
+    Channel,
+    Group,
+}
+
+impl SectionKind {
+    fn from_keyword(keyword: &str) -> Option<Self> {
+        const KINDS: [(&str, SectionKind); 5] = [
+            ("IMAPAccount", SectionKind::Account),
+            ("IMAPStore", SectionKind::ImapStore),
+            ("MaildirStore", SectionKind::Maildir),
+            ("Channel", SectionKind::Channel),
+            ("Group", SectionKind::Group),
+        ];
+        KINDS
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(keyword))
+            .map(|&(_, kind)| kind)
+    }
+
+    fn keyword(self) -> &'static str {
+        match self {
+            SectionKind::Account => "IMAPAccount",
+            SectionKind::ImapStore => "IMAPStore",
+            SectionKind::Maildir => "MaildirStore",
+            SectionKind::Channel => "Channel",
+            SectionKind::Group => "Group",
+        }
+    }
+}
+
+/// The section being read: its kind and its index in the matching list.
+struct Open {
+    kind: SectionKind,
+    index: usize,
+}
+
+struct Parser<'a> {
+    path: &'a Path,
+    home: Option<&'a Path>,
+    config: MbsyncConfig,
+    open: Option<Open>,
+    /// Global options are only allowed before this becomes true.
+    seen_section: bool,
+    /// For each group, the line each member was listed on.
+    member_lines: Vec<Vec<usize>>,
+}
+
+fn parse_with_home(text: &str, path: &Path, home: Option<&Path>) -> Result<MbsyncConfig> {
+    let mut parser = Parser {
+        path,
+        home,
+        config: MbsyncConfig {
+            path: path.to_path_buf(),
+            imap_accounts: Vec::new(),
+            imap_stores: Vec::new(),
+            maildir_stores: Vec::new(),
+            channels: Vec::new(),
+            groups: Vec::new(),
+        },
+        open: None,
+        seen_section: false,
+        member_lines: Vec::new(),
+    };
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        match split_words(line).map_err(|problem| parser.error(number, problem))? {
+            LineKind::Comment => {}
+            LineKind::Blank => parser.close_section()?,
+            LineKind::Words(words) => parser.line(number, &words)?,
+        }
+    }
+    parser.close_section()?;
+    parser.check_groups()?;
+    Ok(parser.config)
+}
+
+impl Parser<'_> {
+    fn error(&self, line: usize, problem: impl fmt::Display) -> Error {
+        Error::new(
+            ErrorKind::Config,
+            format!("{}:{line}: {problem}", self.path.display()),
+        )
+    }
+
+    /// Handles one line of words (at least the keyword).
+    fn line(&mut self, number: usize, words: &[String]) -> Result<()> {
+        let keyword = words[0].as_str();
+        let values = &words[1..];
+        if values.is_empty() {
+            return Err(self.error(number, format_args!("'{keyword}' needs a value")));
+        }
+        let Some(open) = &self.open else {
+            return self.top_level(number, keyword, values);
+        };
+        let (kind, index) = (open.kind, open.index);
+        let member_list = kind == SectionKind::Group
+            && (keyword.eq_ignore_ascii_case("Channel")
+                || keyword.eq_ignore_ascii_case("Channels"));
+        if is_one_of(keyword, SECTION_KEYWORDS) && !member_list {
+            let (name, line) = self.section_name_and_line(kind, index);
+            return Err(self.error(
+                number,
+                format_args!(
+                    "'{keyword}' cannot start a section here: the {} section '{name}' from line \
+                     {line} is still open (end it with a blank line)",
+                    kind.keyword()
+                ),
+            ));
+        }
+        match kind {
+            SectionKind::Account => {
+                let home = self.home;
+                let account = &mut self.config.imap_accounts[index];
+                account_option(account, keyword, values, home)
+                    .map_err(|problem| self.error(number, problem))
+            }
+            SectionKind::ImapStore => self.imap_store_option(number, index, keyword, values),
+            SectionKind::Maildir => self.maildir_option(number, index, keyword, values),
+            SectionKind::Channel => self.channel_option(number, index, keyword, values),
+            SectionKind::Group => {
+                if member_list {
+                    self.config.groups[index].members.extend_from_slice(values);
+                    self.member_lines[index].extend(values.iter().map(|_| number));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A line outside any section: a section header or a global option.
+    fn top_level(&mut self, number: usize, keyword: &str, values: &[String]) -> Result<()> {
+        let Some(kind) = SectionKind::from_keyword(keyword) else {
+            if !is_one_of(keyword, GLOBAL_KEYWORDS) {
+                return Err(self.error(
+                    number,
+                    format_args!(
+                        "'{keyword}' is not a recognized section-starting or global keyword"
+                    ),
+                ));
+            }
+            if self.seen_section {
+                return Err(self.error(
+                    number,
+                    format_args!("global option '{keyword}' must come before the first section"),
+                ));
+            }
+            return Ok(());
+        };
+        let name = values[0].as_str();
+        if kind != SectionKind::Group {
+            self.single_value(number, keyword, values)?;
+        }
+        if let Some(first) = self.defined_line(kind, name) {
+            return Err(self.error(
+                number,
+                format_args!(
+                    "duplicate {} name '{name}' (first defined on line {first})",
+                    noun(kind)
+                ),
+            ));
+        }
+        let index = match kind {
+            SectionKind::Account => {
+                self.config
+                    .imap_accounts
+                    .push(ImapAccount::new(name, number));
+                self.config.imap_accounts.len() - 1
+            }
+            SectionKind::ImapStore => {
+                self.config.imap_stores.push(ImapStore {
+                    name: name.to_owned(),
+                    account: None,
+                    inline_account: None,
+                    line: number,
+                });
+                self.config.imap_stores.len() - 1
+            }
+            SectionKind::Maildir => {
+                self.config.maildir_stores.push(MaildirStore {
+                    name: name.to_owned(),
+                    path: None,
+                    inbox: None,
+                    subfolders: None,
+                    flatten: None,
+                    line: number,
+                });
+                self.config.maildir_stores.len() - 1
+            }
+            SectionKind::Channel => {
+                self.config.channels.push(Channel {
+                    name: name.to_owned(),
+                    far: String::new(),
+                    near: String::new(),
+                    patterns: Vec::new(),
+                    line: number,
+                });
+                self.config.channels.len() - 1
+            }
+            SectionKind::Group => {
+                // `Group name chan1 chan2` lists members on the header too.
+                self.config.groups.push(Group {
+                    name: name.to_owned(),
+                    members: values[1..].to_vec(),
+                    line: number,
+                });
+                self.member_lines.push(vec![number; values.len() - 1]);
+                self.config.groups.len() - 1
+            }
+        };
+        self.open = Some(Open { kind, index });
+        self.seen_section = true;
+        Ok(())
+    }
+
+    /// The line a section of this kind and name was defined on, if any.
+    /// IMAP and Maildir stores share one namespace, as in mbsync.
+    fn defined_line(&self, kind: SectionKind, name: &str) -> Option<usize> {
+        let c = &self.config;
+        match kind {
+            SectionKind::Account => c
+                .imap_accounts
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.line),
+            SectionKind::ImapStore | SectionKind::Maildir => c
+                .imap_stores
+                .iter()
+                .map(|s| (&s.name, s.line))
+                .chain(c.maildir_stores.iter().map(|s| (&s.name, s.line)))
+                .find(|(n, _)| *n == name)
+                .map(|(_, line)| line),
+            SectionKind::Channel => c
+                .channels
+                .iter()
+                .find(|ch| ch.name == name)
+                .map(|ch| ch.line),
+            SectionKind::Group => c.groups.iter().find(|g| g.name == name).map(|g| g.line),
+        }
+    }
+
+    fn section_name_and_line(&self, kind: SectionKind, index: usize) -> (&str, usize) {
+        let c = &self.config;
+        match kind {
+            SectionKind::Account => (&c.imap_accounts[index].name, c.imap_accounts[index].line),
+            SectionKind::ImapStore => (&c.imap_stores[index].name, c.imap_stores[index].line),
+            SectionKind::Maildir => (&c.maildir_stores[index].name, c.maildir_stores[index].line),
+            SectionKind::Channel => (&c.channels[index].name, c.channels[index].line),
+            SectionKind::Group => (&c.groups[index].name, c.groups[index].line),
+        }
+    }
+
+    /// Rejects values after the first for options that take one, as mbsync
+    /// does ("excess token"); usually a value with blanks that lacks quotes.
+    fn single_value(&self, number: usize, keyword: &str, values: &[String]) -> Result<()> {
+        single_value(keyword, values).map_err(|problem| self.error(number, problem))
+    }
+
+    fn imap_store_option(
+        &mut self,
+        number: usize,
+        index: usize,
+        keyword: &str,
+        values: &[String],
+    ) -> Result<()> {
+        if keyword.eq_ignore_ascii_case("Account") {
+            self.single_value(number, keyword, values)?;
+            let name = &values[0];
+            if !self.config.imap_accounts.iter().any(|a| &a.name == name) {
+                return Err(self.error(
+                    number,
+                    format_args!(
+                        "unknown IMAP account '{name}' (accounts must be defined before the \
+                         stores that use them)"
+                    ),
+                ));
+            }
+            self.config.imap_stores[index].account = Some(name.clone());
+        } else if is_one_of(keyword, ACCOUNT_KEYWORDS) {
+            let home = self.home;
+            let store = &mut self.config.imap_stores[index];
+            let account = store
+                .inline_account
+                .get_or_insert_with(|| ImapAccount::new(&store.name, store.line));
+            account_option(account, keyword, values, home)
+                .map_err(|problem| self.error(number, problem))?;
+        }
+        Ok(())
+    }
+
+    fn maildir_option(
+        &mut self,
+        number: usize,
+        index: usize,
+        keyword: &str,
+        values: &[String],
+    ) -> Result<()> {
+        const KEYS: [&str; 4] = ["Path", "Inbox", "SubFolders", "Flatten"];
+        let Some(key) = KEYS.iter().find(|k| k.eq_ignore_ascii_case(keyword)) else {
+            return Ok(());
+        };
+        self.single_value(number, keyword, values)?;
+        let value = &values[0];
+        let home = self.home;
+        let store = &mut self.config.maildir_stores[index];
+        match *key {
+            "Path" => store.path = Some(expand_tilde(value, home)),
+            "Inbox" => store.inbox = Some(expand_tilde(value, home)),
+            "SubFolders" => store.subfolders = Some(value.clone()),
+            _ => store.flatten = Some(value.clone()),
+        }
+        Ok(())
+    }
+
+    fn channel_option(
+        &mut self,
+        number: usize,
+        index: usize,
+        keyword: &str,
+        values: &[String],
+    ) -> Result<()> {
+        let is = |k: &str| keyword.eq_ignore_ascii_case(k);
+        if is("Pattern") || is("Patterns") {
+            self.config.channels[index]
+                .patterns
+                .extend_from_slice(values);
+            return Ok(());
+        }
+        // Master and Slave are the names mbsync used before 1.4.
+        let far = is("Far") || is("Master");
+        if !far && !is("Near") && !is("Slave") {
+            return Ok(());
+        }
+        self.single_value(number, keyword, values)?;
+        let spec = &values[0];
+        let Some((store, _)) = split_spec(spec) else {
+            return Err(self.error(
+                number,
+                format_args!(
+                    "malformed mailbox spec '{spec}' (expected :store: or :store:mailbox)"
+                ),
+            ));
+        };
+        let c = &self.config;
+        let known = c.imap_stores.iter().any(|s| s.name == store)
+            || c.maildir_stores.iter().any(|s| s.name == store);
+        if !known {
+            return Err(self.error(
+                number,
+                format_args!(
+                    "'{keyword}' refers to undefined store '{store}' (stores must be defined \
+                     before the channels that use them)"
+                ),
+            ));
+        }
+        let channel = &mut self.config.channels[index];
+        if far {
+            channel.far = spec.clone();
+        } else {
+            channel.near = spec.clone();
+        }
+        Ok(())
+    }
+
+    /// Ends the open section, if any, and checks it is complete.
+    fn close_section(&mut self) -> Result<()> {
+        let Some(Open { kind, index }) = self.open.take() else {
+            return Ok(());
+        };
+        let c = &self.config;
+        let problem = match kind {
+            SectionKind::Account => {
+                let a = &c.imap_accounts[index];
+                (a.host.is_none() && a.tunnel.is_none()).then(|| {
+                    (
+                        a.line,
+                        format!("IMAP account '{}' has neither Host nor Tunnel", a.name),
+                    )
+                })
+            }
+            SectionKind::ImapStore => {
+                let s = &c.imap_stores[index];
+                match (&s.account, &s.inline_account) {
+                    (Some(_), Some(_)) => Some(format!(
+                        "IMAP store '{}' has both Account and account options (Host, User, ...)",
+                        s.name
+                    )),
+                    (None, None) => Some(format!(
+                        "IMAP store '{}' has neither Account nor Host/Tunnel",
+                        s.name
+                    )),
+                    (None, Some(a)) if a.host.is_none() && a.tunnel.is_none() => Some(format!(
+                        "IMAP store '{}' has neither Host nor Tunnel",
+                        s.name
+                    )),
+                    _ => None,
+                }
+                .map(|problem| (s.line, problem))
+            }
+            SectionKind::Channel => {
+                let ch = &c.channels[index];
+                let missing = if ch.far.is_empty() {
+                    Some("Far")
+                } else if ch.near.is_empty() {
+                    Some("Near")
+                } else {
+                    None
+                };
+                missing.map(|side| {
+                    (
+                        ch.line,
+                        format!("channel '{}' has no {side} store", ch.name),
+                    )
+                })
+            }
+            SectionKind::Maildir | SectionKind::Group => None,
+        };
+        match problem {
+            Some((line, problem)) => Err(self.error(line, problem)),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that every group member names a channel, and that mailbox
+    /// selections are only used on channels with Patterns (which mbsync
+    /// requires: the selection replaces them).
+    fn check_groups(&self) -> Result<()> {
+        for (group, lines) in self.config.groups.iter().zip(&self.member_lines) {
+            for (member, &line) in group.members.iter().zip(lines) {
+                let (name, boxes) = match member.split_once(':') {
+                    Some((name, boxes)) => (name, Some(boxes)),
+                    None => (member.as_str(), None),
+                };
+                let Some(channel) = self.config.channel(name) else {
+                    return Err(self.error(
+                        line,
+                        format_args!(
+                            "group '{}' refers to undefined channel '{name}'",
+                            group.name
+                        ),
+                    ));
+                };
+                if boxes.is_some() && channel.patterns.is_empty() {
+                    return Err(self.error(
+                        line,
+                        format_args!(
+                            "group '{}' selects mailboxes of channel '{name}', which has no Patterns",
+                            group.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a kind of section is called in messages.
+fn noun(kind: SectionKind) -> &'static str {
+    match kind {
+        SectionKind::Account => "IMAP account",
+        SectionKind::ImapStore | SectionKind::Maildir => "store",
+        SectionKind::Channel => "channel",
+        SectionKind::Group => "group",
+    }
+}
+
+fn single_value(keyword: &str, values: &[String]) -> std::result::Result<(), String> {
+    match values.get(1) {
+        None => Ok(()),
+        Some(extra) => Err(format!(
+            "'{keyword}' takes one value, but '{extra}' follows (quote values that contain blanks)"
+        )),
+    }
+}
+
+/// Applies one line of an account (an `IMAPAccount` section, or the inline
+/// account of an `IMAPStore`). Options the engine does not use are skipped.
+fn account_option(
+    account: &mut ImapAccount,
+    keyword: &str,
+    values: &[String],
+    home: Option<&Path>,
+) -> std::result::Result<(), String> {
+    let is = |k: &str| keyword.eq_ignore_ascii_case(k);
+    if is("AuthMech") || is("AuthMechs") {
+        account.auth_mechs.extend_from_slice(values);
+        return Ok(());
+    }
+    const SINGLE: [&str; 9] = [
+        "Host",
+        "Port",
+        "User",
+        "Pass",
+        "PassCmd",
+        "SSLType",
+        "TLSType",
+        "CertificateFile",
+        "Tunnel",
+    ];
+    if !SINGLE.iter().any(|k| is(k)) {
+        return Ok(());
+    }
+    single_value(keyword, values)?;
+    let value = values[0].clone();
+    if is("Host") {
+        // mbsync still accepts the old URL notation and strips it.
+        let mut host = value.as_str();
+        if let Some(rest) = host.strip_prefix("imaps:") {
+            host = rest;
+            account.ssl_type.get_or_insert_with(|| "IMAPS".to_owned());
+        } else if let Some(rest) = host.strip_prefix("imap:") {
+            host = rest;
+        }
+        account.host = Some(host.strip_prefix("//").unwrap_or(host).to_owned());
+    } else if is("Port") {
+        let port = value
+            .parse::<u16>()
+            .map_err(|_| format!("invalid port number '{value}'"))?;
+        // mbsync reads 0 as "the default for the SSL type".
+        account.port = (port != 0).then_some(port);
+    } else if is("User") {
+        account.user = Some(value);
+    } else if is("Pass") {
+        account.pass = Some(Secret(value));
+    } else if is("PassCmd") {
+        account.pass_cmd = Some(value);
+    } else if is("SSLType") || is("TLSType") {
+        account.ssl_type = Some(value);
+    } else if is("CertificateFile") {
+        account.certificate_file = Some(expand_tilde(&value, home));
+    } else {
+        account.tunnel = Some(value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HOME: &str = "/home/me";
+
+    fn parse(text: &str) -> Result<MbsyncConfig> {
+        parse_with_home(text, Path::new("/home/me/.mbsyncrc"), Some(Path::new(HOME)))
+    }
+
+    fn parse_err(text: &str) -> String {
+        let err = parse(text).expect_err("the config should be rejected");
+        assert_eq!(err.kind, ErrorKind::Config);
+        err.message
+    }
+
+    const GMAIL: &str = r#"
+# Global defaults
+Create Near
+SyncState *
+
+IMAPAccount gmail
+Host imap.gmail.com
+Port 993
+User me@gmail.com
+PassCmd "oama access me@gmail.com"
+AuthMechs XOAUTH2
+SSLType IMAPS
+CertificateFile ~/.certs/ca.pem
+
+IMAPStore gmail-remote
+Account gmail
+
+MaildirStore gmail-local
+Path ~/Mail/gmail/
+Inbox ~/Mail/gmail/Inbox
+SubFolders Verbatim
+# Comments inside a section do not end it.
+Flatten .
+
+Channel gmail-inbox
+Far :gmail-remote:
+Near :gmail-local:
+Patterns INBOX
+
+Channel gmail-all
+Far :gmail-remote:"[Gmail]/"
+Near :gmail-local:
+Patterns * !"All Mail" !Spam !"Trash"
+Sync Pull
+Expunge Both
+
+IMAPStore work-remote
+Host mail.example.org
+User "John Doe"
+Pass "p@ss \"word\" \\ end"
+Tunnel "ssh -q mail imapd"
+
+MaildirStore work-local
+Path ~/Mail/work/
+
+Channel work
+Master :work-remote:
+Slave :work-local:INBOX
+
+Group everything gmail-inbox
+Channels gmail-all
+Channel work
+
+Group selected
+Channel gmail-all:INBOX,Work
+"#;
+
+    #[test]
+    fn parses_a_realistic_file() {
+        let config = parse(GMAIL).unwrap();
+        assert_eq!(config.path, Path::new("/home/me/.mbsyncrc"));
+
+        let gmail = &config.imap_accounts[0];
+        assert_eq!(gmail.name, "gmail");
+        assert_eq!(gmail.host.as_deref(), Some("imap.gmail.com"));
+        assert_eq!(gmail.port, Some(993));
+        assert_eq!(gmail.user.as_deref(), Some("me@gmail.com"));
+        assert_eq!(gmail.pass_cmd.as_deref(), Some("oama access me@gmail.com"));
+        assert_eq!(gmail.pass, None);
+        assert_eq!(gmail.auth_mechs, ["XOAUTH2"]);
+        assert_eq!(gmail.ssl_type.as_deref(), Some("IMAPS"));
+        assert_eq!(
+            gmail.certificate_file.as_deref(),
+            Some(Path::new("/home/me/.certs/ca.pem"))
+        );
+        assert_eq!(gmail.line, 6);
+
+        assert_eq!(config.imap_stores[0].account.as_deref(), Some("gmail"));
+        assert_eq!(config.imap_stores[0].inline_account, None);
+
+        let local = &config.maildir_stores[0];
+        assert_eq!(
+            local.path.as_deref(),
+            Some(Path::new("/home/me/Mail/gmail/"))
+        );
+        assert_eq!(
+            local.inbox.as_deref(),
+            Some(Path::new("/home/me/Mail/gmail/Inbox"))
+        );
+        assert_eq!(local.subfolders.as_deref(), Some("Verbatim"));
+        assert_eq!(local.flatten.as_deref(), Some("."));
+
+        let all = config.channel("gmail-all").unwrap();
+        assert_eq!(all.far, ":gmail-remote:[Gmail]/");
+        assert_eq!(all.near, ":gmail-local:");
+        assert_eq!(all.patterns, ["*", "!All Mail", "!Spam", "!Trash"]);
+
+        let work = config.channel("work").unwrap();
+        assert_eq!(work.far, ":work-remote:");
+        assert_eq!(work.near, ":work-local:INBOX");
+
+        assert_eq!(
+            config.group("everything").unwrap().members,
+            ["gmail-inbox", "gmail-all", "work"]
+        );
+        assert_eq!(
+            config.group("selected").unwrap().members,
+            ["gmail-all:INBOX,Work"]
+        );
+        assert!(config.group("work").is_none());
+    }
+
+    #[test]
+    fn inline_account_in_imap_store() {
+        let config = parse(GMAIL).unwrap();
+        let store = &config.imap_stores[1];
+        assert_eq!(store.account, None);
+        let inline = store.inline_account.as_ref().unwrap();
+        assert_eq!(inline.name, "work-remote");
+        assert_eq!(inline.host.as_deref(), Some("mail.example.org"));
+        assert_eq!(inline.user.as_deref(), Some("John Doe"));
+        assert_eq!(
+            inline.pass.as_ref().unwrap().expose(),
+            r#"p@ss "word" \ end"#
+        );
+        assert_eq!(inline.tunnel.as_deref(), Some("ssh -q mail imapd"));
+        assert_eq!(inline.line, store.line);
+
+        let work = config.channel("work").unwrap();
+        assert_eq!(config.imap_account_for(work), Some(inline));
+        let gmail = config.channel("gmail-all").unwrap();
+        assert_eq!(
+            config.imap_account_for(gmail),
+            Some(&config.imap_accounts[0])
+        );
+    }
+
+    #[test]
+    fn targets_in_file_order() {
+        let config = parse(GMAIL).unwrap();
+        let targets = config.targets();
+        let names: Vec<(&str, TargetKind)> =
+            targets.iter().map(|t| (t.name.as_str(), t.kind)).collect();
+        assert_eq!(
+            names,
+            [
+                ("gmail-inbox", TargetKind::Channel),
+                ("gmail-all", TargetKind::Channel),
+                ("work", TargetKind::Channel),
+                ("everything", TargetKind::Group),
+                ("selected", TargetKind::Group),
+            ]
+        );
+        let json = serde_json::to_string(&targets[3]).unwrap();
+        assert_eq!(json, r#"{"name":"everything","kind":"group"}"#);
+    }
+
+    #[test]
+    fn near_maildir_resolution() {
+        let config = parse(GMAIL).unwrap();
+        let dir = |name: &str| config.near_maildir(config.channel(name).unwrap());
+        // Patterns: the store's Path (plus the channel's prefix).
+        assert_eq!(
+            dir("gmail-all"),
+            Some(PathBuf::from("/home/me/Mail/gmail/"))
+        );
+        assert_eq!(
+            dir("gmail-inbox"),
+            Some(PathBuf::from("/home/me/Mail/gmail/"))
+        );
+        // No Patterns and INBOX: the Inbox directory; the store has none, so
+        // mbsync's default ~/Maildir applies.
+        let default_inbox = home_dir().map(|h| h.join("Maildir"));
+        assert_eq!(dir("work"), default_inbox);
+
+        let config = parse(
+            "MaildirStore local\nPath ~/Mail/\n\nMaildirStore other\nPath /srv/mail/\n\n\
+             Channel archive\nFar :other:Archive\nNear :local:Lists/rust\n\n\
+             Channel pushed\nFar :local:Outbox\nNear :other:\nPatterns *\n",
+        )
+        .unwrap();
+        let archive = config.channel("archive").unwrap();
+        assert_eq!(
+            config.near_maildir(archive),
+            Some(PathBuf::from("/home/me/Mail/Lists/rust"))
+        );
+        assert_eq!(config.imap_account_for(archive), None);
+        let pushed = config.channel("pushed").unwrap();
+        assert_eq!(
+            config.near_maildir(pushed),
+            Some(PathBuf::from("/srv/mail/"))
+        );
+    }
+
+    #[test]
+    fn quoting_escapes_and_comments() {
+        let words = |line: &str| match split_words(line).unwrap() {
+            LineKind::Words(w) => w,
+            LineKind::Blank => vec!["<blank>".to_owned()],
+            LineKind::Comment => vec!["<comment>".to_owned()],
+        };
+        assert_eq!(words(r#"Pass "a b""#), ["Pass", "a b"]);
+        assert_eq!(words(r#"Pass a\ b"#), ["Pass", "a b"]);
+        assert_eq!(words(r#"Pass "a\"b""#), ["Pass", "a\"b"]);
+        assert_eq!(words(r#"Pass x"y z"w"#), ["Pass", "xy zw"]);
+        assert_eq!(words(r#"Pass \#notcomment"#), ["Pass", "#notcomment"]);
+        assert_eq!(words("Pass a#b # trailing comment"), ["Pass", "a#b"]);
+        assert_eq!(words(r#"Pass """#), ["Pass", ""]);
+        assert_eq!(words("  # comment"), ["<comment>"]);
+        assert_eq!(words(" \t\r"), ["<blank>"]);
+        assert!(split_words(r#"Pass "open"#).is_err());
+        assert!(split_words("Pass trailing\\").is_err());
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive_and_unknown_options_ignored() {
+        let config = parse(
+            "imapaccount a\nHOST h\nPipelineDepth 1\nSomeFutureOption x y z\n\n\
+             imapstore s\naccount a\nUseNamespace no\n\n\
+             maildirstore m\npath ~/M/\nAltMap yes\n\n\
+             CHANNEL c\nfar :s:\nNEAR :m:\nMaxMessages 10\n\n\
+             group g\nCHANNELS c\nFuture x\n",
+        )
+        .unwrap();
+        assert_eq!(config.imap_accounts[0].host.as_deref(), Some("h"));
+        assert_eq!(config.channels[0].far, ":s:");
+        assert_eq!(config.groups[0].members, ["c"]);
+    }
+
+    #[test]
+    fn port_zero_means_default() {
+        let config = parse("IMAPAccount a\nHost h\nPort 0\n").unwrap();
+        assert_eq!(config.imap_accounts[0].port, None);
+    }
+
+    #[test]
+    fn host_url_notation_is_stripped() {
+        let config = parse("IMAPAccount a\nHost imaps://imap.example.org\n").unwrap();
+        assert_eq!(
+            config.imap_accounts[0].host.as_deref(),
+            Some("imap.example.org")
+        );
+        assert_eq!(config.imap_accounts[0].ssl_type.as_deref(), Some("IMAPS"));
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let cases: &[(&str, &str)] = &[
+            ("IMAPAccount a\nHost h\nPass \"open\n", ":3: missing closing quote"),
+            ("IMAPAccount a\nHost h\nPass end\\\n", ":3: unterminated escape sequence"),
+            ("Bogus x\n", ":1: 'Bogus' is not a recognized section-starting or global keyword"),
+            ("\n\nIMAPAccount a\nHost h\n\nCreate Both\n", ":6: global option 'Create' must come"),
+            ("IMAPAccount a\nHost\n", ":2: 'Host' needs a value"),
+            ("IMAPAccount a\nHost h\nPort 99999\n", ":3: invalid port number '99999'"),
+            ("IMAPAccount a\nHost h\nPort imaps\n", ":3: invalid port number 'imaps'"),
+            ("IMAPAccount a\nHost h\nUser John Doe\n", ":3: 'User' takes one value, but 'Doe' follows"),
+            ("IMAPAccount a\nUser u\n", ":1: IMAP account 'a' has neither Host nor Tunnel"),
+            ("IMAPStore s\nAccount nope\n", ":2: unknown IMAP account 'nope'"),
+            ("IMAPStore s\nPath x\n", ":1: IMAP store 's' has neither Account nor Host/Tunnel"),
+            (
+                "IMAPAccount a\nHost h\n\nIMAPStore s\nAccount a\nUser u\n",
+                ":4: IMAP store 's' has both Account and account options",
+            ),
+            (
+                "MaildirStore m\nPath /m/\n\nChannel c\nFar :nostore:\nNear :m:\n",
+                ":5: 'Far' refers to undefined store 'nostore'",
+            ),
+            ("MaildirStore m\n\nChannel c\nFar m\n", ":4: malformed mailbox spec 'm'"),
+            ("MaildirStore m\n\nChannel c\nNear :m:\n", ":3: channel 'c' has no Far store"),
+            ("MaildirStore m\n\n# c\nChannel c\nFar :m:\n\n", ":4: channel 'c' has no Near store"),
+            (
+                "MaildirStore m\n\nChannel c\nFar :m:\nNear :m:\n\nChannel c\nFar :m:\nNear :m:\n",
+                ":7: duplicate channel name 'c' (first defined on line 3)",
+            ),
+            ("MaildirStore m\n\nMaildirStore m\n", ":3: duplicate store name 'm'"),
+            (
+                "MaildirStore m\nChannel c\nFar :m:\n",
+                ":2: 'Channel' cannot start a section here: the MaildirStore section 'm' from line 1",
+            ),
+            (
+                "MaildirStore m\n\nChannel c\nFar :m:\nNear :m:\n\nGroup g c\nChannel d\n",
+                ":8: group 'g' refers to undefined channel 'd'",
+            ),
+            (
+                "MaildirStore m\n\nChannel c\nFar :m:\nNear :m:\n\nGroup g\nChannels c:INBOX\n",
+                ":8: group 'g' selects mailboxes of channel 'c', which has no Patterns",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = parse_err(text);
+            assert!(
+                message.starts_with("/home/me/.mbsyncrc:") && message.contains(expected),
+                "{text:?}: got {message:?}, want {expected:?}"
+            );
+            assert!(!message.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn group_may_name_channels_defined_later() {
+        let config =
+            parse("MaildirStore m\n\nGroup g\nChannel later\n\nChannel later\nFar :m:\nNear :m:\n")
+                .unwrap();
+        assert_eq!(config.groups[0].members, ["later"]);
+    }
+
+    #[test]
+    fn secret_is_never_printed() {
+        let config = parse("IMAPAccount a\nHost h\nPass hunter2\n").unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"));
+        assert!(debug.contains("<redacted>"));
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(!json.contains("hunter2"));
+        assert!(json.contains(r#""pass":"<redacted>""#));
+        assert_eq!(
+            config.imap_accounts[0].pass.as_ref().unwrap().expose(),
+            "hunter2"
+        );
+    }
+
+    #[test]
+    fn default_path_prefers_xdg_like_mbsync_1_5() {
+        let home = Path::new("/home/me");
+        let [xdg, legacy] = default_candidates(home, None);
+        assert_eq!(xdg, Path::new("/home/me/.config/isyncrc"));
+        assert_eq!(legacy, Path::new("/home/me/.mbsyncrc"));
+        let [xdg, _] = default_candidates(home, Some(Path::new("/cfg")));
+        assert_eq!(xdg, Path::new("/cfg/isyncrc"));
+    }
+
+    #[test]
+    fn load_reports_missing_and_invalid_files() {
+        let dir = std::env::temp_dir().join(format!("mbsync-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let missing = dir.join("nope");
+        let err = MbsyncConfig::load(Some(&missing)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Config);
+        assert_eq!(
+            err.message,
+            format!(
+                "Cannot open config file '{}': No such file or directory",
+                missing.display()
+            )
+        );
+
+        let bad = dir.join("bad");
+        std::fs::write(&bad, b"IMAPAccount a\nHost h\nPass \xff\n").unwrap();
+        let err = MbsyncConfig::load(Some(&bad)).unwrap_err();
+        assert_eq!(err.message, format!("{}:3: not valid UTF-8", bad.display()));
+
+        let good = dir.join("good");
+        std::fs::write(&good, "MaildirStore m\n\nChannel c\nFar :m:\nNear :m:\n").unwrap();
+        let config = MbsyncConfig::load(Some(&good)).unwrap();
+        assert_eq!(config.path, good);
+        assert_eq!(config.channels.len(), 1);
+
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn empty_file_has_no_targets() {
+        let config = parse("# nothing yet\n").unwrap();
+        assert!(config.targets().is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(text in "\\PC{0,300}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn parse_never_panics_on_config_like_text(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    Just("IMAPAccount a".to_owned()),
+                    Just("IMAPStore s".to_owned()),
+                    Just("MaildirStore m".to_owned()),
+                    Just("Channel c".to_owned()),
+                    Just("Group g c c:INBOX".to_owned()),
+                    Just("Far :s:".to_owned()),
+                    Just("Near :m:x".to_owned()),
+                    Just("Account a".to_owned()),
+                    Just("Host h".to_owned()),
+                    Just("Patterns *".to_owned()),
+                    Just("Channels c".to_owned()),
+                    Just(String::new()),
+                    "[A-Za-z:\" \\\\#~/]{0,20}",
+                ],
+                0..30,
+            )
+        ) {
+            let text = lines.join("\n");
+            if let Ok(config) = parse(&text) {
+                for channel in &config.channels {
+                    let _ = config.near_maildir(channel);
+                    let _ = config.imap_account_for(channel);
+                }
+                let _ = config.targets();
+            }
+        }
+    }
+}

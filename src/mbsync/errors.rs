@@ -1,0 +1,772 @@
+//! What went wrong in an mbsync run, read from its output.
+//!
+//! mbsync exits with 0 or 1 and nothing finer, so the cause of a failure has
+//! to be recognised in the messages it printed. The patterns here follow the
+//! wording of isync 1.4 (`drv_imap.c`, `socket.c`, `sync.c`, `config.c`,
+//! `main.c`) and match anywhere in a line, so prefixes such as a channel
+//! label or a timestamp do not hide them.
+//!
+//! Output can hold credentials: debug output and some error messages echo
+//! IMAP commands, and `AUTHENTICATE XOAUTH2` carries a bearer token. Every
+//! line this module hands out goes through [`redact`] first.
+
+use crate::error::ErrorKind;
+
+/// The message after which mbsync 1.4 waits about three minutes for the
+/// server before giving up; the runner kills it as soon as it is seen.
+const HANG_MESSAGE: &str = "IMAP wants more steps despite successful SASL authentication.";
+
+/// Replaces every secret found by [`redact`].
+const REDACTED: &str = "<redacted>";
+
+/// A blob this long, of base64 characters and mixed case with digits, is
+/// taken for a token or encoded credentials wherever it appears.
+const MIN_BLOB_LEN: usize = 40;
+
+/// The failure an mbsync run ended with, and the line that shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Classified {
+    pub kind: ErrorKind,
+    /// The deciding output line, with secrets removed by [`redact`].
+    pub line: String,
+}
+
+/// Credentials were rejected, could not be obtained, or the SASL exchange
+/// broke down.
+const AUTH_PATTERNS: &[&str] = &[
+    // RFC 5530 response codes.
+    "[AUTHENTICATIONFAILED]",
+    "[AUTHORIZATIONFAILED]",
+    "[EXPIRED]",
+    // "Skipping account X, PassCmd exited with status 1", "... no password".
+    "Skipping account ",
+    HANG_MESSAGE,
+    "IMAP command 'LOGIN",
+    "IMAP command 'AUTHENTICATE",
+    "Error performing SASL authentication step",
+    "Error decoding SASL prompt",
+    "Error encoding SASL response",
+    "Error: Unknown SASL interaction ID",
+    "Error setting SASL authentication id",
+    "SASL(-",
+    "Looking up Keychain failed",
+    "LOGIN failed",
+];
+
+/// Auth failures whose wording varies between servers; matched without
+/// regard to case.
+const AUTH_PATTERNS_ANY_CASE: &[&str] = &["authentication failed", "invalid credentials"];
+
+/// Another mbsync holds the lock of a channel's sync state.
+const LOCKED_PATTERNS: &[&str] = &["Maildir error: cannot fcntl lock UIDVALIDITY"];
+
+/// Problems the user has to fix in the configuration or the installation.
+const CONFIG_PATTERNS: &[&str] = &[
+    "No channel or group named",
+    "Cannot open config file",
+    "No channels defined",
+    "No channel specified",
+    "Cannot override mailbox in channel",
+    "refers to no far side store",
+    "refers to no near side store",
+    "refers to undefined store",
+    "is not a recognized section-starting or global keyword",
+    "is not recognized in",
+    "unknown keyword",
+    "has neither Tunnel nor Host",
+    "has both User and UserCmd",
+    "has both Pass and PassCmd",
+    "has both Account and account-specific options",
+    "despite specifying Pass/PassCmd",
+    "mutually exclusive",
+    "requires SSL but no SSL versions enabled",
+    "Conflicting Sync args",
+    "Conflicting Sync options",
+    "Redundant Sync options",
+    "Invalid combination of simple and compound Sync options",
+    "Maildir error: store '",
+    "does not specify SubFolders style",
+    "Setting Path is incompatible with",
+    "does not support in-box sync state",
+    "Error: invalid SyncState location",
+    "hierarchy delimiter",
+    "cannot use unqualified",
+    "Unknown option",
+    "requires an argument",
+    // Authentication that cannot work as configured: retrying with a fresh
+    // token does not help, installing a SASL plugin or fixing SSLType does.
+    "selected SASL mechanism(s) not available",
+    "server supports no acceptable authentication mechanism",
+    "not using LOGIN because connection is not encrypted",
+    "Error initializing SASL",
+    "SSL support not available",
+    // Certificate verification: a configuration (CertificateFile) matter.
+    "SSL error connecting",
+    "certificate owner does not match hostname",
+    "no server certificate",
+    "cannot get certificate",
+];
+
+/// The server could not be reached or the connection broke.
+const NETWORK_PATTERNS: &[&str] = &[
+    "Cannot connect to",
+    "No working address found",
+    "Socket error",
+    "Cannot resolve server",
+    "Connection refused",
+    "Connection reset",
+    "Network is unreachable",
+    "No route to host",
+    "Broken pipe",
+    "IMAP connection lost",
+    "unexpected BYE response",
+];
+
+/// Returns the kind of failure `line` reports, or `None` for a line that is
+/// not recognised as an error.
+///
+/// A line matching several kinds gets the first of auth, uidvalidity,
+/// locked, config, timeout, network.
+pub fn classify_line(line: &str) -> Option<ErrorKind> {
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    let lower = line.to_ascii_lowercase();
+    let has = |patterns: &[&str]| patterns.iter().any(|p| line.contains(p));
+
+    if has(AUTH_PATTERNS) || AUTH_PATTERNS_ANY_CASE.iter().any(|p| lower.contains(p)) {
+        return Some(ErrorKind::Auth);
+    }
+    if is_uidvalidity_error(line) {
+        return Some(ErrorKind::Uidvalidity);
+    }
+    if (line.contains("Error: channel ") && line.contains(" is locked")) || has(LOCKED_PATTERNS) {
+        return Some(ErrorKind::Locked);
+    }
+    if has(CONFIG_PATTERNS) || is_config_file_error(line) {
+        return Some(ErrorKind::Config);
+    }
+    let connection = line.contains("Socket error") || line.contains("Cannot connect to");
+    if connection && (lower.contains("timeout") || lower.contains("timed out")) {
+        return Some(ErrorKind::Timeout);
+    }
+    if has(NETWORK_PATTERNS) || lower.contains("unexpected eof") {
+        return Some(ErrorKind::Network);
+    }
+    None
+}
+
+/// `Error: channel c, far side box INBOX: UIDVALIDITY genuinely changed (at
+/// UID 42).` and its relatives from `sync.c`, plus a Maildir whose
+/// UIDVALIDITY record is unreadable. Not the IMAP protocol complaint
+/// `malformed UIDVALIDITY status` (a server bug), nor notices.
+fn is_uidvalidity_error(line: &str) -> bool {
+    line.contains("UIDVALIDITY")
+        && (line.contains("Error: ")
+            || line.contains("Unable to recover from UIDVALIDITY change")
+            || line.contains("cannot read UIDVALIDITY"))
+}
+
+/// A configuration parse error: `<file>:<line>: <problem>`, as printed by
+/// mbsync's config reader, but not its `Notice:`/`Warning:` lines.
+fn is_config_file_error(line: &str) -> bool {
+    let mut search = 0;
+    while let Some(found) = line[search..].find(':') {
+        let colon = search + found;
+        let after = &line[colon + 1..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if colon > 0 && digits > 0 {
+            if let Some(problem) = after[digits..].strip_prefix(": ") {
+                return !problem.starts_with("Notice:") && !problem.starts_with("Warning:");
+            }
+        }
+        search = colon + 1;
+    }
+    false
+}
+
+/// Whether `line` announces mbsync's post-SASL hang: it would then wait for
+/// the server's timeout (about three minutes) before failing, so the runner
+/// should stop it at once and report an authentication failure.
+pub fn is_hang_line(line: &str) -> bool {
+    line.contains(HANG_MESSAGE)
+}
+
+/// Works out why an mbsync run failed.
+///
+/// Returns `None` when the run succeeded (`exit_code` 0). Otherwise the
+/// first line of the most important kind wins, in the order auth,
+/// uidvalidity, locked, config, timeout, network: a rejected password often
+/// comes with connection noise, and the password is what the user must fix.
+/// Without any recognised line the kind is [`ErrorKind::Unknown`], with the
+/// last line that mentions an error, else the last non-empty line.
+/// `exit_code` is `None` when the process was killed by a signal, which
+/// counts as failure.
+pub fn classify_output(lines: &[String], exit_code: Option<i32>) -> Option<Classified> {
+    if exit_code == Some(0) {
+        return None;
+    }
+    let rank = |kind: ErrorKind| match kind {
+        ErrorKind::Auth => 0,
+        ErrorKind::Uidvalidity => 1,
+        ErrorKind::Locked => 2,
+        ErrorKind::Config => 3,
+        ErrorKind::Timeout => 4,
+        _ => 5,
+    };
+    let mut best: Option<(ErrorKind, &str)> = None;
+    for line in lines {
+        if let Some(kind) = classify_line(line) {
+            if best.is_none_or(|(b, _)| rank(kind) < rank(b)) {
+                best = Some((kind, line));
+            }
+        }
+    }
+    if let Some((kind, line)) = best {
+        return Some(Classified {
+            kind,
+            line: redact(line.trim()),
+        });
+    }
+
+    let non_empty_from_end = || {
+        lines
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+    };
+    let line = non_empty_from_end()
+        .find(|l| {
+            let lower = l.to_ascii_lowercase();
+            lower.contains("error") || lower.contains("fatal") || lower.starts_with("cannot")
+        })
+        .or_else(|| non_empty_from_end().next());
+    let line = match (line, exit_code) {
+        (Some(line), _) => redact(line),
+        (None, Some(code)) => format!("mbsync exited with status {code} without an error message"),
+        (None, None) => "mbsync was killed before printing an error message".to_owned(),
+    };
+    Some(Classified {
+        kind: ErrorKind::Unknown,
+        line,
+    })
+}
+
+/// A one-line explanation of a failure for the user: what happened, the
+/// mbsync line (redacted), and what to do about it.
+pub fn summary(kind: ErrorKind, line: &str) -> String {
+    let line = redact(line.trim());
+    let (what, hint) = match kind {
+        ErrorKind::Auth if is_hang_line(&line) => (
+            "authentication failed",
+            "the server did not accept the OAuth2 token; refresh it and sync again",
+        ),
+        ErrorKind::Auth if line.contains("PassCmd") => (
+            "authentication failed",
+            "the PassCmd in the mbsync config failed; run it by hand to see why",
+        ),
+        ErrorKind::Auth => (
+            "authentication failed",
+            "check the user name and password, or refresh the OAuth2 token",
+        ),
+        ErrorKind::Network => (
+            "cannot reach the mail server",
+            "check the network connection and the Host and Port in the mbsync config",
+        ),
+        ErrorKind::Timeout => (
+            "the mail server stopped responding",
+            "the sync will be retried; check the network if this keeps happening",
+        ),
+        ErrorKind::Locked => (
+            "another mbsync is syncing this channel",
+            "wait for it to finish; if none is running, remove the stale .lock file",
+        ),
+        ErrorKind::Uidvalidity => (
+            "the server renumbered a mailbox (UIDVALIDITY changed)",
+            "the local copy of that mailbox needs to be repaired before it can sync",
+        ),
+        ErrorKind::Config
+            if line.contains("SASL mechanism") || line.contains("Error initializing SASL") =>
+        {
+            (
+                "mbsync cannot use the configured login method",
+                "install the SASL plugin for it (e.g. cyrus-sasl-xoauth2) or change AuthMechs",
+            )
+        }
+        ErrorKind::Config => ("mbsync configuration error", "fix the mbsync config file"),
+        ErrorKind::Cancelled => ("sync cancelled", "start it again when needed"),
+        ErrorKind::Invalid => ("invalid request", "check the arguments"),
+        ErrorKind::Io => (
+            "local file error",
+            "check permissions and free space of the mail directory",
+        ),
+        ErrorKind::Unknown => ("mbsync failed", "see the sync log for details"),
+    };
+    if line.is_empty() {
+        format!("{what} ({hint})")
+    } else {
+        format!("{what}: {line} ({hint})")
+    }
+}
+
+/// Removes credentials from a line of mbsync output:
+///
+/// * the password argument of an IMAP `LOGIN user password` command, quoted
+///   or not (the user name is kept; it helps to see which account failed);
+/// * the initial response of `AUTHENTICATE <mechanism> <data>` and the
+///   SASL continuations (`>+> <data>`) of mbsync's debug output, which for
+///   XOAUTH2 carry the bearer token;
+/// * any other long base64-like blob.
+///
+/// `LOGIN` only counts as a command where one can stand: at the start of
+/// the line, after a quote, or after `>>>` and a tag, so that prose such as
+/// `not using LOGIN because ...` stays readable.
+pub fn redact(line: &str) -> String {
+    let line = redact_commands(line);
+    redact_blobs(&line)
+}
+
+/// Handles `LOGIN`, `AUTHENTICATE` and `>+>`.
+fn redact_commands(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut copied = 0;
+    let mut at = 0;
+    while at < line.len() {
+        let rest = &line[at..];
+        let prefix = &line[..at];
+        let secret = if starts_word(line, at, "LOGIN ") && is_command_position(prefix) {
+            // Skip the user name, then cover the password.
+            skip_blanks(line, at + "LOGIN".len()).and_then(|user| {
+                let after_user = user + argument_len(&line[user..], prefix);
+                skip_blanks(line, after_user)
+            })
+        } else if starts_word(line, at, "AUTHENTICATE ") {
+            skip_blanks(line, at + "AUTHENTICATE".len()).and_then(|mech| {
+                let after_mech = mech + argument_len(&line[mech..], prefix);
+                skip_blanks(line, after_mech)
+            })
+        } else if rest.starts_with(">+> ") {
+            skip_blanks(line, at + ">+>".len())
+        } else {
+            None
+        };
+        match secret {
+            Some(start) if start < line.len() => {
+                let end = start + argument_len(&line[start..], prefix);
+                out.push_str(&line[copied..start]);
+                out.push_str(REDACTED);
+                copied = end;
+                at = end.max(at + 1);
+            }
+            _ => at += rest.chars().next().map_or(1, char::len_utf8),
+        }
+        // Keep `at` on a character boundary after jumping.
+        while !line.is_char_boundary(at) {
+            at += 1;
+        }
+    }
+    out.push_str(&line[copied.min(line.len())..]);
+    out
+}
+
+/// Whether `word` starts at byte `at` of `line` and is not the tail of a
+/// longer word.
+fn starts_word(line: &str, at: usize, word: &str) -> bool {
+    line[at..].starts_with(word)
+        && line[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_')
+}
+
+/// Whether text ending in `prefix` puts the next word where an IMAP command
+/// stands: line start, after a quote, after a tag at the line start, or
+/// after `>>>` (optionally followed by a tag) as in mbsync's debug output.
+fn is_command_position(prefix: &str) -> bool {
+    if prefix.ends_with(['\'', '"']) {
+        return true;
+    }
+    if !prefix.is_empty() && !prefix.ends_with([' ', '\t']) {
+        return false;
+    }
+    // Only the last words matter; reading them from the end keeps long
+    // lines with many `LOGIN`s linear.
+    let mut words = prefix.split_whitespace().rev();
+    match (words.next(), words.next()) {
+        (None, _) | (Some(_), None) => true,
+        (Some(last), Some(before)) => last.ends_with(">>>") || before.ends_with(">>>"),
+    }
+}
+
+/// Index of the first non-blank byte at or after `at`, provided at least
+/// one blank was skipped (arguments are separated by blanks); `None` at the
+/// end of the line.
+fn skip_blanks(line: &str, at: usize) -> Option<usize> {
+    let rest = line.get(at..)?;
+    let blanks = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    (blanks > 0 && at + blanks < line.len()).then_some(at + blanks)
+}
+
+/// Length in bytes of the IMAP argument at the start of `s`: a quoted
+/// string up to its closing quote (to the end if unterminated) or an atom up
+/// to the next blank. When the command itself sits inside single quotes
+/// (`IMAP command 'LOGIN u p' returned ...`) an atom's closing quote is left
+/// out.
+fn argument_len(s: &str, prefix: &str) -> usize {
+    if let Some(quoted) = s.strip_prefix('"') {
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => return i + 2,
+                _ => {}
+            }
+        }
+        return s.len();
+    }
+    let atom = s.find([' ', '\t']).unwrap_or(s.len());
+    if prefix.ends_with('\'') && s[..atom].ends_with('\'') {
+        atom - 1
+    } else {
+        atom
+    }
+}
+
+/// Replaces long base64-like runs (tokens, encoded credentials).
+fn redact_blobs(line: &str) -> String {
+    let is_blob_char = |c: char| c.is_ascii_alphanumeric() || "+/=_-".contains(c);
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(start) = rest.find(is_blob_char) {
+        let len = rest[start..]
+            .find(|c: char| !is_blob_char(c))
+            .unwrap_or(rest.len() - start);
+        let run = &rest[start..start + len];
+        out.push_str(&rest[..start]);
+        if looks_like_secret(run) {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(run);
+        }
+        rest = &rest[start + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A long run mixing upper case, lower case and digits; paths (which start
+/// with `/`) are left alone.
+fn looks_like_secret(run: &str) -> bool {
+    run.len() >= MIN_BLOB_LEN
+        && !run.starts_with('/')
+        && run.bytes().any(|b| b.is_ascii_uppercase())
+        && run.bytes().any(|b| b.is_ascii_lowercase())
+        && run.bytes().any(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lines(text: &[&str]) -> Vec<String> {
+        text.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn auth_lines() {
+        for line in [
+            "IMAP command 'LOGIN <user> <pass>' returned an error: NO [AUTHENTICATIONFAILED] Authentication failed.",
+            "IMAP command 'AUTHENTICATE PLAIN <authdata>' returned an error: NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)",
+            "Skipping account gmail, PassCmd exited with status 1",
+            "Skipping account work, PassCmd crashed",
+            "Skipping account work, PassCmd produced no output",
+            "Skipping account work, no password",
+            "Error: IMAP wants more steps despite successful SASL authentication.",
+            "Error performing SASL authentication step: SASL(-13): authentication failure: bad token",
+            "IMAP error: LOGIN failed.",
+            "Error from IMAP server: Authentication Failed",
+        ] {
+            assert_eq!(classify_line(line), Some(ErrorKind::Auth), "{line}");
+        }
+    }
+
+    #[test]
+    fn network_lines() {
+        for line in [
+            "Cannot connect to 127.0.0.1 (127.0.0.1:1): Connection refused",
+            "No working address found for imap.example.org",
+            "Socket error from imap.gmail.com (142.250.27.108:993): Broken pipe",
+            "Socket error: write to imap.gmail.com (142.250.27.108:993): Broken pipe",
+            "Socket error: read from imap.gmail.com (142.250.27.108:993): Connection reset by peer",
+            "Error: Cannot resolve server 'imap.gmail.com': Temporary failure in name resolution",
+            "IMAP error: unexpected EOF from imap.gmail.com (142.250.27.108:993)",
+            "IMAP connection lost",
+            "IMAP error: unexpected BYE response: [UNAVAILABLE] Temporary System Error",
+        ] {
+            assert_eq!(classify_line(line), Some(ErrorKind::Network), "{line}");
+        }
+    }
+
+    #[test]
+    fn timeout_lines() {
+        for line in [
+            "Socket error on imap.gmail.com (142.250.27.108:993): timeout.",
+            "Cannot connect to imap.example.org (192.0.2.1:993): Connection timed out",
+        ] {
+            assert_eq!(classify_line(line), Some(ErrorKind::Timeout), "{line}");
+        }
+    }
+
+    #[test]
+    fn locked_lines() {
+        assert_eq!(
+            classify_line("Error: channel :gmail-remote:INBOX-:gmail-local:INBOX is locked"),
+            Some(ErrorKind::Locked)
+        );
+    }
+
+    #[test]
+    fn uidvalidity_lines() {
+        for line in [
+            "Error: channel gmail, near side box INBOX: UIDVALIDITY genuinely changed (at UID 42).",
+            "Error: channel gmail, far side box Work: Unable to recover from UIDVALIDITY change.",
+            "Error: channel gmail: UIDVALIDITY of both far side INBOX and near side INBOX changed.",
+            "Maildir error: cannot read UIDVALIDITY.",
+        ] {
+            assert_eq!(classify_line(line), Some(ErrorKind::Uidvalidity), "{line}");
+        }
+        for line in [
+            "Notice: channel gmail, near side box INBOX: Recovered from change of UIDVALIDITY.",
+            "Maildir notice: no UIDVALIDITY, creating new.",
+        ] {
+            assert_eq!(classify_line(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn config_lines() {
+        for line in [
+            "No channel or group named 'nosuch' defined.",
+            "Cannot open config file '/nonexist': No such file or directory",
+            "/home/me/.mbsyncrc:1: 'Bogus' is not a recognized section-starting or global keyword",
+            "/home/me/.mbsyncrc:2: unknown store 'nostore'",
+            "rc4:2: keyword 'Foo' is not recognized in Channel sections",
+            "rc4:3: missing closing quote",
+            "channel 'x' refers to no far side store",
+            "No channels defined. Try 'man mbsync'",
+            "IMAP store 'work' has neither Tunnel nor Host",
+            "IMAP error: selected SASL mechanism(s) not available;",
+            "IMAP error: server supports no acceptable authentication mechanism",
+        ] {
+            assert_eq!(classify_line(line), Some(ErrorKind::Config), "{line}");
+        }
+        assert_eq!(
+            classify_line(
+                "/home/me/.mbsyncrc:4: Notice: URL notation is deprecated; use a plain host name"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn ordinary_lines_are_not_errors() {
+        for line in [
+            "",
+            "Opening far side box Work/Projects...",
+            "Processed 3 box(es) in 1 channel(s),",
+            "Maildir notice: sleeping due to recent directory modification.",
+            "Connection is now encrypted",
+        ] {
+            assert_eq!(classify_line(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn hang_line() {
+        assert!(is_hang_line(
+            "Error: IMAP wants more steps despite successful SASL authentication."
+        ));
+        assert!(!is_hang_line(
+            "Warning: SASL wants more steps despite successful IMAP authentication. Ignoring..."
+        ));
+    }
+
+    #[test]
+    fn exit_zero_is_success() {
+        let out = lines(&["Socket error on x (1.2.3.4:993): timeout."]);
+        assert_eq!(classify_output(&out, Some(0)), None);
+    }
+
+    #[test]
+    fn priority_prefers_auth_over_network() {
+        let out = lines(&[
+            "Socket error from imap.x.org (192.0.2.1:993): Broken pipe",
+            "Socket error on imap.x.org (192.0.2.1:993): timeout.",
+            "No channel or group named 'x' defined.",
+            "Error: channel :a:INBOX-:b:INBOX is locked",
+            "Error: channel a, far side box INBOX: UIDVALIDITY genuinely changed (at UID 3).",
+            "Skipping account gmail, PassCmd exited with status 2",
+        ]);
+        let expected = [
+            ErrorKind::Auth,
+            ErrorKind::Uidvalidity,
+            ErrorKind::Locked,
+            ErrorKind::Config,
+            ErrorKind::Timeout,
+            ErrorKind::Network,
+        ];
+        // Dropping the winner each time reveals the next kind in order.
+        for (skip, kind) in expected.iter().enumerate() {
+            let rest = &out[..out.len() - skip];
+            assert_eq!(classify_output(rest, Some(1)).unwrap().kind, *kind);
+        }
+    }
+
+    #[test]
+    fn first_line_of_the_winning_kind_is_kept() {
+        let out = lines(&[
+            "Cannot connect to imap.x.org (192.0.2.1:993): Connection refused",
+            "No working address found for imap.x.org",
+        ]);
+        assert_eq!(
+            classify_output(&out, Some(1)),
+            Some(Classified {
+                kind: ErrorKind::Network,
+                line: out[0].clone(),
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_failure_reports_an_error_line() {
+        let out = lines(&[
+            "Opening far side box INBOX...",
+            "Error: cannot create lock file /home/me/.mbsync/x.lock: Permission denied",
+            "Processed 0 box(es)",
+            "",
+        ]);
+        let got = classify_output(&out, Some(1)).unwrap();
+        assert_eq!(got.kind, ErrorKind::Unknown);
+        assert_eq!(got.line, out[1]);
+
+        let got = classify_output(&lines(&["something odd", "  "]), None).unwrap();
+        assert_eq!(got.line, "something odd");
+
+        let got = classify_output(&[], Some(1)).unwrap();
+        assert_eq!(got.kind, ErrorKind::Unknown);
+        assert!(got.line.contains("status 1"));
+    }
+
+    #[test]
+    fn summary_names_kind_and_hint() {
+        let s = summary(
+            ErrorKind::Auth,
+            "Skipping account gmail, PassCmd exited with status 1",
+        );
+        assert_eq!(
+            s,
+            "authentication failed: Skipping account gmail, PassCmd exited with status 1 \
+             (the PassCmd in the mbsync config failed; run it by hand to see why)"
+        );
+        assert!(summary(ErrorKind::Network, "").starts_with("cannot reach the mail server ("));
+        assert!(!summary(ErrorKind::Timeout, "x\n").contains('\n'));
+    }
+
+    #[test]
+    fn redacts_login_passwords() {
+        assert_eq!(
+            redact(r#"F: >>> 3 LOGIN "me@example.org" "s3cr\"et pass""#),
+            r#"F: >>> 3 LOGIN "me@example.org" <redacted>"#
+        );
+        assert_eq!(redact("1 LOGIN me hunter2"), "1 LOGIN me <redacted>");
+        assert_eq!(
+            redact("LOGIN me hunter2 trailing"),
+            "LOGIN me <redacted> trailing"
+        );
+        assert_eq!(
+            redact(
+                "IMAP command 'LOGIN me hunter2' returned an error: NO [AUTHENTICATIONFAILED] x"
+            ),
+            "IMAP command 'LOGIN me <redacted>' returned an error: NO [AUTHENTICATIONFAILED] x"
+        );
+        assert_eq!(
+            redact("IMAP command 'LOGIN <user> <pass>' returned an error: NO bad"),
+            "IMAP command 'LOGIN <user> <redacted>' returned an error: NO bad"
+        );
+        // An unterminated quoted password is covered to the end.
+        assert_eq!(
+            redact(r#">>> 1 LOGIN "me" "abc def"#),
+            r#">>> 1 LOGIN "me" <redacted>"#
+        );
+        // Prose mentioning LOGIN is left alone.
+        let note = "Note: not using LOGIN because connection is not encrypted;";
+        assert_eq!(redact(note), note);
+        assert_eq!(redact("XLOGIN a b"), "XLOGIN a b");
+    }
+
+    #[test]
+    fn redacts_sasl_data() {
+        let blob = "dXNlcj1tZUBleGFtcGxlLm9yZwFhdXRoPUJlYXJlciB5YTI5LmFiYwEB";
+        assert_eq!(
+            redact(&format!(">>> 2 AUTHENTICATE XOAUTH2 {blob}")),
+            ">>> 2 AUTHENTICATE XOAUTH2 <redacted>"
+        );
+        assert_eq!(
+            redact(&format!(
+                "IMAP command 'AUTHENTICATE XOAUTH2 {blob}' returned an error: NO [AUTHENTICATIONFAILED]"
+            )),
+            "IMAP command 'AUTHENTICATE XOAUTH2 <redacted>' returned an error: NO [AUTHENTICATIONFAILED]"
+        );
+        assert_eq!(redact("N: >+> abc"), "N: >+> <redacted>");
+        assert_eq!(
+            redact(&format!("token {blob} seen")),
+            "token <redacted> seen"
+        );
+        // Paths and ordinary words stay.
+        let path = "Maildir error: cannot open /home/someone/Mail/Archive/AllMail/Projects2023/cur";
+        assert_eq!(redact(path), path);
+    }
+
+    #[test]
+    fn classified_line_is_redacted() {
+        let out = lines(&[
+            "IMAP command 'LOGIN me hunter2' returned an error: NO [AUTHENTICATIONFAILED] Invalid",
+        ]);
+        let got = classify_output(&out, Some(1)).unwrap();
+        assert_eq!(got.kind, ErrorKind::Auth);
+        assert!(!got.line.contains("hunter2"));
+        assert!(!summary(got.kind, &out[0]).contains("hunter2"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(line in "\\PC{0,80}", code in proptest::option::of(-3i32..3)) {
+            let _ = classify_line(&line);
+            let _ = is_hang_line(&line);
+            let _ = summary(ErrorKind::Unknown, &line);
+            let _ = classify_output(std::slice::from_ref(&line), code);
+        }
+
+        #[test]
+        fn login_password_never_survives(
+            user in "[a-z@.]{1,12}",
+            pass in "[!-~]{6,20}",
+            quoted in any::<bool>(),
+            lead in prop_oneof![Just(""), Just(">>> 1 "), Just("F: >>> 12 "), Just("IMAP command '")],
+        ) {
+            // Avoid passwords that occur in the rest of the line anyway.
+            prop_assume!(!format!("{lead}LOGIN {user} <redacted> tail").contains(&pass));
+            let arg = if quoted {
+                format!("\"{}\"", pass.replace('\\', "\\\\").replace('"', "\\\""))
+            } else {
+                pass.clone()
+            };
+            let line = format!("{lead}LOGIN {user} {arg} tail");
+            prop_assert!(!redact(&line).contains(&pass), "{}", redact(&line));
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Runs one mbsync process and reports what it does.
+//!
+//! mbsync runs under a pseudo-terminal (it prints progress counters only to
+//! a TTY) in its own process group (see [`crate::process`]). Its output is
+//! split into progress frames and lines by [`StreamParser`]; a watchdog kills
+//! the group when nothing arrives for `idle_timeout`; the one known hang
+//! (`IMAP wants more steps despite successful SASL authentication.`, after
+//! which mbsync waits about 180 s) is killed as soon as the line appears.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::errors::{classify_output, is_hang_line, redact, Classified};
+use super::progress::{Progress, StreamItem, StreamParser};
+use crate::error::{Error, ErrorKind};
+use crate::process::{self, Exit, Spec};
+
+/// Wide enough that mbsync never truncates its counters.
+const COLUMNS: u16 = 250;
+/// Lines kept for the error report.
+const TAIL: usize = 50;
+/// How long mbsync gets to exit after SIGTERM before SIGKILL.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// One mbsync invocation.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub program: PathBuf,
+    pub config: Option<PathBuf>,
+    /// Channels, groups or `channel:box,box` selections.
+    pub targets: Vec<String>,
+    pub extra_args: Vec<String>,
+    /// Kill mbsync when it prints nothing for this long.
+    pub idle_timeout: Duration,
+}
+
+impl RunSpec {
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(c) = &self.config {
+            args.push("-c".to_string());
+            args.push(c.display().to_string());
+        }
+        // -V names each box as it is opened (`Opening far side box X...`),
+        // which the status shows as the current folder.
+        args.push("-V".to_string());
+        args.extend(self.extra_args.iter().cloned());
+        args.extend(self.targets.iter().cloned());
+        args
+    }
+}
+
+/// Something mbsync reported while running.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    Progress(Progress),
+    /// The box mbsync is working on now.
+    Box(String),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub exit: Option<Exit>,
+    /// None on success.
+    pub error: Option<Classified>,
+    pub last_progress: Option<Progress>,
+    /// The last lines mbsync printed (redacted), oldest first.
+    pub tail: Vec<String>,
+    pub duration: Duration,
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Extracts the box name from `Opening far side box X...` style lines.
+fn box_of(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("Opening ")?;
+    let at = rest.find(" box ")?;
+    let name = rest[at + 5..].trim_end_matches("...").trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+fn failed(kind: ErrorKind, line: String) -> Option<Classified> {
+    Some(Classified { kind, line })
+}
+
+/// Runs mbsync to the end, calling `on_update` as it goes. `cancel` turning
+/// true stops it (kind `cancelled`).
+pub async fn run(
+    spec: RunSpec,
+    mut cancel: watch::Receiver<bool>,
+    mut on_update: impl FnMut(Update) + Send,
+) -> Outcome {
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        exit: None,
+        error: None,
+        last_progress: None,
+        tail: Vec::new(),
+        duration: Duration::ZERO,
+    };
+    let pspec = Spec {
+        program: spec.program.clone(),
+        args: spec.args(),
+        env: vec![("LC_ALL".into(), "C".into())],
+        columns: COLUMNS,
+    };
+    let child = match process::spawn_pty(&pspec) {
+        Ok(c) => c,
+        Err(Error { kind, message }) => {
+            outcome.error = failed(kind, message);
+            return outcome;
+        }
+    };
+    let pgid = child.pgid;
+    let process::PtyChild {
+        child: mut proc_child,
+        master,
+        pgid: _,
+        group: _group,
+    } = child;
+
+    // Reader thread: blocking reads on the terminal's master side until the
+    // child and everything it started have closed it (EIO).
+    let (chunk_tx, mut chunks) = mpsc::unbounded_channel::<Vec<u8>>();
+    let mut reader = std::fs::File::from(master);
+    std::thread::Builder::new()
+        .name("himalaya-sync-pty".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if chunk_tx.send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+        })
+        .ok();
+    let (exit_tx, mut exit_rx) = oneshot::channel::<Exit>();
+    std::thread::Builder::new()
+        .name("himalaya-sync-wait".into())
+        .spawn(move || {
+            if let Ok(status) = proc_child.wait() {
+                let _ = exit_tx.send(status.into());
+            }
+        })
+        .ok();
+
+    let mut parser = StreamParser::new();
+    let mut lines: VecDeque<String> = VecDeque::new();
+    let mut stopped_by_us: Option<Classified> = None;
+    let mut exit: Option<Exit> = None;
+    let mut output_open = true;
+    let mut last_activity = tokio::time::Instant::now();
+
+    let mut handle_items = |items: Vec<StreamItem>,
+                            lines: &mut VecDeque<String>,
+                            outcome: &mut Outcome|
+     -> Option<Classified> {
+        let mut hang = None;
+        for item in items {
+            match item {
+                StreamItem::Progress(p) => {
+                    outcome.last_progress = Some(p.clone());
+                    on_update(Update::Progress(p));
+                }
+                StreamItem::Line(line) => {
+                    if let Some(b) = box_of(&line) {
+                        on_update(Update::Box(b));
+                    }
+                    if is_hang_line(&line) {
+                        hang = failed(ErrorKind::Auth, redact(&line));
+                    }
+                    if lines.len() == TAIL {
+                        lines.pop_front();
+                    }
+                    lines.push_back(redact(&line));
+                }
+            }
+        }
+        hang
+    };
+
+    while exit.is_none() || output_open {
+        let idle_deadline = last_activity + spec.idle_timeout;
+        tokio::select! {
+            chunk = chunks.recv(), if output_open => match chunk {
+                Some(bytes) => {
+                    last_activity = tokio::time::Instant::now();
+                    let items = parser.feed(&bytes);
+                    if let Some(hang) = handle_items(items, &mut lines, &mut outcome) {
+                        if stopped_by_us.is_none() {
+                            stopped_by_us = Some(hang);
+                            signal_now(pgid);
+                        }
+                    }
+                }
+                None => {
+                    output_open = false;
+                    let items = parser.finish();
+                    handle_items(items, &mut lines, &mut outcome);
+                }
+            },
+            status = &mut exit_rx, if exit.is_none() => {
+                exit = Some(status.unwrap_or(Exit { code: None, signal: None }));
+                // Anything mbsync started (PassCmd, Tunnel) goes with it,
+                // which also closes the terminal so the reader ends.
+                process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+            },
+            _ = tokio::time::sleep_until(idle_deadline), if exit.is_none() && stopped_by_us.is_none() => {
+                stopped_by_us = failed(
+                    ErrorKind::Timeout,
+                    format!("mbsync printed nothing for {} s and was stopped", spec.idle_timeout.as_secs()),
+                );
+                tokio::spawn(process::terminate_group(pgid, GRACE));
+            },
+            changed = cancel.changed(), if exit.is_none() && stopped_by_us.is_none() => {
+                if changed.is_err() || *cancel.borrow() {
+                    stopped_by_us = failed(ErrorKind::Cancelled, "sync cancelled".into());
+                    tokio::spawn(process::terminate_group(pgid, GRACE));
+                }
+            },
+        }
+    }
+
+    outcome.exit = exit;
+    outcome.tail = lines.into_iter().collect();
+    outcome.duration = started.elapsed();
+    outcome.error = match stopped_by_us {
+        Some(c) => Some(c),
+        None => {
+            let code = exit.and_then(|e| e.code);
+            match (code, exit.and_then(|e| e.signal)) {
+                (None, Some(sig)) => failed(
+                    ErrorKind::Unknown,
+                    format!("mbsync was killed by signal {sig}"),
+                ),
+                _ => classify_output(&outcome.tail, code),
+            }
+        }
+    };
+    outcome
+}
+
+/// The hang is certain: no grace period.
+fn signal_now(pgid: i32) {
+    process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_names_come_from_opening_lines() {
+        assert_eq!(
+            box_of("Opening far side box Work/Projects..."),
+            Some("Work/Projects".into())
+        );
+        assert_eq!(
+            box_of("Opening near side box INBOX..."),
+            Some("INBOX".into())
+        );
+        assert_eq!(box_of("Opening far side store demo-remote..."), None);
+        assert_eq!(box_of("C: 1/2"), None);
+    }
+
+    /// A stand-in for mbsync: a script that ignores its arguments.
+    fn sh(body: &str, timeout: Duration) -> (RunSpec, tempfile::TempDir) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fake-mbsync");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let spec = RunSpec {
+            program: path,
+            config: None,
+            targets: vec!["demo".into()],
+            extra_args: vec![],
+            idle_timeout: timeout,
+        };
+        (spec, dir)
+    }
+
+    fn run_blocking(spec: RunSpec, cancel_after: Option<Duration>) -> (Outcome, Vec<Update>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (tx, rx) = watch::channel(false);
+            if let Some(d) = cancel_after {
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let _ = tx.send(true);
+                });
+            } else {
+                std::mem::forget(tx);
+            }
+            let mut updates = Vec::new();
+            let out = run(spec, rx, |u| updates.push(u)).await;
+            (out, updates)
+        })
+    }
+
+    #[test]
+    fn progress_boxes_and_exit_are_reported() {
+        let script = r#"printf 'Opening far side box INBOX...\n'; printf 'C: 0/1  B: 0/2  F: +0/0 *0/0 #0/0  N: +1/4 *0/0 #0/0\r'; printf 'C: 1/1  B: 2/2  F: +0/0 *0/0 #0/0  N: +4/4 *0/0 #0/0\n'"#;
+        let (spec, _dir) = sh(script, Duration::from_secs(10));
+        let (out, updates) = run_blocking(spec, None);
+        assert!(out.success(), "{:?}", out.error);
+        assert_eq!(out.exit.unwrap().code, Some(0));
+        assert!(updates.contains(&Update::Box("INBOX".into())));
+        assert_eq!(out.last_progress.unwrap().near.new.done, 4);
+    }
+
+    #[test]
+    fn silence_trips_the_watchdog() {
+        let started = Instant::now();
+        let (spec, _dir) = sh("sleep 30", Duration::from_millis(300));
+        let (out, _) = run_blocking(spec, None);
+        assert_eq!(out.error.unwrap().kind, ErrorKind::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn cancel_stops_the_whole_group() {
+        let (spec, _dir) = sh("sleep 30 & sleep 30; wait", Duration::from_secs(60));
+        let (out, _) = run_blocking(spec, Some(Duration::from_millis(200)));
+        assert_eq!(out.error.unwrap().kind, ErrorKind::Cancelled);
+    }
+
+    #[test]
+    fn the_sasl_hang_is_killed_at_once_as_auth() {
+        let started = Instant::now();
+        let (spec, _dir) = sh(
+            "echo 'Error: IMAP wants more steps despite successful SASL authentication.'; sleep 30",
+            Duration::from_secs(60),
+        );
+        let (out, _) = run_blocking(spec, None);
+        assert_eq!(out.error.unwrap().kind, ErrorKind::Auth);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_missing_program_is_a_config_error() {
+        let (mut spec, _dir) = sh("true", Duration::from_secs(1));
+        spec.program = "/nonexistent/mbsync".into();
+        let (out, _) = run_blocking(spec, None);
+        let err = out.error.unwrap();
+        assert_eq!(err.kind, ErrorKind::Config);
+        assert!(err.line.contains("/nonexistent/mbsync"));
+    }
+}

@@ -1,0 +1,141 @@
+//! The engine's single tokio runtime, its event bus and its shutdown.
+//!
+//! Everything is created on first use, never at library load, so requiring
+//! the Lua module stays cheap. [`shutdown`] is called from Neovim's
+//! `VimLeavePre`: it stops event delivery, kills every child process group
+//! the engine started and stops the runtime within a bounded time, so
+//! quitting Neovim never leaves mbsync behind.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use once_cell::sync::OnceCell;
+use parking_lot::Mutex;
+use tokio::runtime::{Handle, Runtime};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{Event, EventBus};
+
+static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
+static BUS: OnceCell<EventBus> = OnceCell::new();
+static STOPPED: AtomicBool = AtomicBool::new(false);
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// A handle to the runtime, starting it on first use.
+pub fn handle() -> Result<Handle> {
+    if STOPPED.load(Ordering::SeqCst) {
+        return Err(stopped());
+    }
+    let mut rt = RUNTIME.lock();
+    if rt.is_none() {
+        let built = tokio::runtime::Builder::new_multi_thread()
+            // Syncs are I/O bound; two workers keep a 2-core laptop responsive.
+            .worker_threads(2)
+            .max_blocking_threads(64)
+            .thread_name("himalaya-sync")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("cannot start the sync runtime", e))?;
+        *rt = Some(built);
+    }
+    rt.as_ref().map(|r| r.handle().clone()).ok_or_else(stopped)
+}
+
+fn stopped() -> Error {
+    Error::new(ErrorKind::Cancelled, "himalaya-sync is shutting down")
+}
+
+/// The process-wide event bus.
+pub fn bus() -> Result<&'static EventBus> {
+    BUS.get_or_try_init(EventBus::new)
+}
+
+/// Pushes an event if the bus exists; events before first use have no reader.
+pub fn emit(id: u64, name: &str, data: serde_json::Value) {
+    if let Ok(bus) = bus() {
+        bus.push(Event::new(id, name, data));
+    }
+}
+
+/// A fresh id for a request or a sync; never 0 (0 marks broadcast events).
+pub fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Set once shutdown begins; long waits poll it so they end promptly.
+pub fn stop_flag() -> &'static AtomicBool {
+    &STOPPED
+}
+
+/// Registers a child's process group so shutdown can kill it; the group is
+/// forgotten when the returned guard drops.
+pub fn track_group(pgid: i32) -> GroupGuard {
+    GROUPS.lock().get_or_insert_with(HashSet::new).insert(pgid);
+    GroupGuard(pgid)
+}
+
+/// Unregisters a process group on drop (see [`track_group`]).
+pub struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(set) = GROUPS.lock().as_mut() {
+            set.remove(&self.0);
+        }
+    }
+}
+
+fn signal_groups(sig: Signal) -> usize {
+    let groups: Vec<i32> = GROUPS
+        .lock()
+        .as_ref()
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default();
+    let mut alive = 0;
+    for pgid in groups {
+        if killpg(Pid::from_raw(pgid), sig).is_ok() {
+            alive += 1;
+        }
+    }
+    alive
+}
+
+/// Stops everything: no more events, every child group gets SIGTERM and,
+/// if still alive shortly after, SIGKILL; then the runtime stops. Bounded
+/// by `timeout` (Neovim waits for this in `VimLeavePre`). Idempotent.
+pub fn shutdown(timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    STOPPED.store(true, Ordering::SeqCst);
+    if let Some(bus) = BUS.get() {
+        bus.close();
+    }
+    if signal_groups(Signal::SIGTERM) > 0 {
+        // Give mbsync a moment to exit cleanly (it saves its sync state on
+        // TERM), then make sure.
+        let grace = Instant::now() + timeout / 2;
+        while Instant::now() < grace && signal_groups_alive() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        signal_groups(Signal::SIGKILL);
+    }
+    let rt = RUNTIME.lock().take();
+    if let Some(rt) = rt {
+        rt.shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
+fn signal_groups_alive() -> bool {
+    GROUPS
+        .lock()
+        .as_ref()
+        .is_some_and(|s| s.iter().any(|&g| killpg(Pid::from_raw(g), None).is_ok()))
+}
+
+/// True once [`shutdown`] ran.
+pub fn is_stopped() -> bool {
+    STOPPED.load(Ordering::SeqCst)
+}

@@ -1,0 +1,105 @@
+local t = require('helpers')
+local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
+
+describe('loading', function()
+  it('the plugin file registers the command without loading anything', function()
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    eq(2, vim.fn.exists(':HimalayaSync'))
+    eq(nil, package.loaded['himalaya.sync.native'])
+    eq(nil, package.loaded['himalaya.sync.commands'])
+  end)
+
+  it('reports a missing library with how to build it', function()
+    vim.env.HIMALAYA_SYNC_LIB = '/nonexistent/libhimalaya_sync.so'
+    t.defer(function()
+      vim.env.HIMALAYA_SYNC_LIB = nil
+    end)
+    local native = require('himalaya.sync.native')
+    local lib, err = native.get()
+    eq(nil, lib)
+    contains(err, '/nonexistent/libhimalaya_sync.so')
+    local lock = require('himalaya.sync.lock')
+    local got, lerr = lock.acquire_lock('x', 0)
+    eq(false, got)
+    contains(lerr, 'HIMALAYA_SYNC_LIB')
+  end)
+
+  it('refuses a library of another version', function()
+    package.loaded['himalaya.sync.native'] = nil
+    package.loaded['himalaya.sync.version'] = '9.9.9'
+    t.defer(function()
+      package.loaded['himalaya.sync.native'] = nil
+      package.loaded['himalaya.sync.version'] = nil
+    end)
+    local lib, err = require('himalaya.sync.native').get()
+    eq(nil, lib)
+    contains(err, 'expects 9.9.9')
+    contains(err, ':HimalayaSync build')
+  end)
+
+  it('loads one staged copy of the build, version checked', function()
+    local native = require('himalaya.sync.native')
+    local lib = assert(native.get())
+    eq(require('himalaya.sync.version'), lib.version)
+    ok(lib.build_id ~= '')
+    eq(native.build_path(), native.source())
+    eq(lib, native.get(), 'loaded once')
+    local staged = vim.fn.glob(vim.fn.stdpath('cache') .. '/himalaya-sync/libhimalaya_sync-*', false, true)
+    eq(1, #staged)
+    local ok2, msg = native.reload()
+    eq(true, ok2)
+    contains(msg, 'already using')
+  end)
+
+  it('old require paths return the very same module tables', function()
+    for _, m in ipairs({ 'lock' }) do
+      eq(require('himalaya.sync.' .. m), require('neotex.plugins.tools.himalaya.sync.' .. m), m)
+    end
+  end)
+
+  it(':HimalayaSync completes subcommands and rejects unknown ones', function()
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local list = vim.fn.getcompletion('HimalayaSync ', 'cmdline')
+    ok(vim.tbl_contains(list, 'locks') and vim.tbl_contains(list, 'build') and vim.tbl_contains(list, 'version'), vim.inspect(list))
+    eq({ 'locks' }, vim.fn.getcompletion('HimalayaSync lo', 'cmdline'))
+    local msgs = {}
+    local orig = vim.notify
+    vim.notify = function(m)
+      msgs[#msgs + 1] = m
+    end
+    t.defer(function()
+      vim.notify = orig
+    end)
+    vim.cmd('HimalayaSync frobnicate')
+    contains(msgs[1], 'unknown subcommand "frobnicate"')
+  end)
+
+  it(':HimalayaSync locks and version print without errors', function()
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local out = vim.api.nvim_exec2('HimalayaSync locks', { output = true }).output
+    contains(out, 'Locks in')
+    out = vim.api.nvim_exec2('HimalayaSync version', { output = true }).output
+    contains(out, 'himalaya-sync ' .. require('himalaya.sync.version'))
+  end)
+end)
+
+describe('events', function()
+  it('a flood from a worker thread arrives complete and in order', function()
+    local native = require('himalaya.sync.native')
+    local lib = assert(native.get())
+    local n, last, in_order = 0, -1, true
+    local total = 100000
+    local id = assert(lib.emit_test_events(total, 'flood'))
+    native.on_id(id, function(ev)
+      in_order = in_order and ev.data.seq == last + 1
+      last = ev.data.seq
+      n = n + 1
+    end)
+    t.wait_for(function()
+      return n == total
+    end, 60000, 'all events')
+    native.off(id)
+    ok(in_order, 'events in order')
+    eq(total, n)
+  end)
+end)

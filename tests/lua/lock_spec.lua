@@ -1,0 +1,189 @@
+local t = require('helpers')
+local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
+
+local lock = require('himalaya.sync.lock')
+
+local function lock_dir()
+  return assert(lock.lock_dir())
+end
+
+describe('himalaya.sync.lock', function()
+  it('uses a private folder under $XDG_RUNTIME_DIR', function()
+    local dir = lock_dir()
+    eq(os.getenv('XDG_RUNTIME_DIR') .. '/himalaya-sync/locks', dir)
+    eq(tonumber('40700', 8), vim.uv.fs_stat(dir).mode)
+  end)
+
+  it('acquires, reports and releases', function()
+    eq(true, lock.acquire_lock('acct', 0))
+    local info = vim.tbl_filter(function(l)
+      return l.name == 'acct'
+    end, lock.list_locks())[1]
+    ok(info and info.held and info.mine, vim.inspect(info))
+    eq(vim.fn.getpid(), info.pid)
+    ok(info.since and info.since <= os.time())
+    ok(lock.is_locked('acct'))
+    eq(true, lock.release_lock('acct'))
+    eq(false, lock.release_lock('acct'))
+    ok(not lock.is_locked('acct'))
+  end)
+
+  it('is exclusive within one Neovim, with a clear message', function()
+    eq(true, lock.acquire_lock('same', 0))
+    t.defer(function()
+      lock.release_lock('same')
+    end)
+    local got, err, kind = lock.acquire_lock('same', 0)
+    eq(false, got)
+    eq('locked', kind)
+    contains(err, 'same')
+  end)
+
+  it('rejects bad names and timeouts with the bad value in the message', function()
+    for _, bad in ipairs({ 'a/b', '..', '../x', 'a\0b', 'tab\there', ('x'):rep(300), '' }) do
+      local got, err, kind = lock.acquire_lock(bad, 0)
+      eq(false, got, vim.inspect(bad))
+      eq('invalid', kind, vim.inspect(bad))
+      ok(type(err) == 'string' and err:find('invalid lock name'), err)
+    end
+    local got, err, kind = lock.acquire_lock(42, 0)
+    eq({ false, 'invalid' }, { got, kind })
+    contains(err, 'expected a string')
+    got, err = lock.acquire_lock('fine', -1)
+    eq(false, got)
+    contains(err, '-1')
+    got, err = lock.acquire_lock('fine', 'soon')
+    eq(false, got)
+    contains(err, 'soon')
+  end)
+
+  it('with_lock returns the function results and releases on error', function()
+    eq({ 1, 'two', nil, 4 }, { lock.with_lock('w', function()
+      ok(lock.is_locked('w'))
+      return 1, 'two', nil, 4
+    end) })
+    ok(not lock.is_locked('w'))
+    local pok, perr = pcall(lock.with_lock, 'w', function()
+      error('boom', 0)
+    end)
+    eq(false, pok)
+    eq('boom', perr)
+    ok(not lock.is_locked('w'), 'released after error')
+  end)
+
+  it('a plain process holds the lock; the callback form waits without blocking', function()
+    local file = lock_dir() .. '/ext.lock'
+    t.hold_lock(file, 1.5)
+    t.wait_for(function()
+      return lock.is_locked('ext')
+    end, 5000, 'flock(1) to take the lock')
+    local info = vim.tbl_filter(function(l)
+      return l.name == 'ext'
+    end, lock.list_locks())[1]
+    eq('flock', info.process)
+    eq(false, info.mine)
+    eq(false, (lock.acquire_lock('ext', 0)))
+
+    local ticks, result = 0, nil
+    local timer = vim.uv.new_timer()
+    timer:start(0, 10, function()
+      ticks = ticks + 1
+    end)
+    local started = vim.uv.hrtime()
+    eq(true, lock.acquire_lock('ext', 10, function(got, err)
+      result = { got, err }
+    end))
+    local returned_ms = (vim.uv.hrtime() - started) / 1e6
+    ok(returned_ms < 100, ('the callback form returned after %.1f ms'):format(returned_ms))
+    t.wait_for(function()
+      return result ~= nil
+    end, 10000, 'the lock callback')
+    timer:stop()
+    timer:close()
+    eq({ true }, result)
+    ok(ticks > 20, 'the main loop kept running while waiting: ' .. ticks .. ' ticks')
+    eq(true, lock.release_lock('ext'))
+  end)
+
+  it('times out with the holder named', function()
+    local file = lock_dir() .. '/busy.lock'
+    local holder = t.hold_lock(file, 30)
+    t.wait_for(function()
+      return lock.is_locked('busy')
+    end, 5000)
+    local started = vim.uv.hrtime()
+    local got, err, kind = lock.acquire_lock('busy', 0.3)
+    local waited = (vim.uv.hrtime() - started) / 1e9
+    eq(false, got)
+    eq('locked', kind)
+    contains(err, 'flock')
+    ok(waited >= 0.3, 'waited ' .. waited)
+    -- The holder dies: the lock is free at once.
+    holder.stop()
+    eq(true, lock.acquire_lock('busy', 0))
+    lock.release_lock('busy')
+  end)
+
+  it('cleans up stale lock files but never held ones', function()
+    eq(true, lock.acquire_lock('keep', 0))
+    lock.acquire_lock('gone', 0)
+    lock.release_lock('gone')
+    local removed = lock.cleanup_stale_locks()
+    ok(removed >= 1)
+    local names = vim.tbl_map(function(l)
+      return l.name
+    end, lock.list_locks())
+    ok(vim.tbl_contains(names, 'keep'))
+    ok(not vim.tbl_contains(names, 'gone'))
+    eq(true, lock.release_lock('keep'))
+    eq(lock.cleanup_locks, lock.cleanup_stale_locks)
+  end)
+
+  it('keeps the counter exact with Neovims and plain processes contending', function()
+    local dir = t.tmpdir()
+    local counter = dir .. '/counter'
+    local f = assert(io.open(counter, 'w'))
+    f:write('0')
+    f:close()
+    local rounds = 200
+    local script = dir .. '/worker.lua'
+    f = assert(io.open(script, 'w'))
+    f:write(([[
+vim.opt.rtp:prepend(%q)
+local lock = require('himalaya.sync.lock')
+for _ = 1, %d do
+  assert(lock.acquire_lock('counter', 30))
+  local fh = assert(io.open(%q)); local n = tonumber(fh:read('*a')); fh:close()
+  fh = assert(io.open(%q, 'w')); fh:write(tostring(n + 1)); fh:close()
+  assert(lock.release_lock('counter'))
+end
+]]):format(t.root, rounds, counter, counter))
+    f:close()
+    local lockfile = lock_dir() .. '/counter.lock'
+    local shell = ('for i in $(seq %d); do flock -x %s sh -c \'n=$(cat %s); echo $((n+1)) > %s\'; done'):format(
+      rounds,
+      lockfile,
+      counter,
+      counter
+    )
+    local procs = {
+      vim.system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, { text = true }),
+      vim.system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, { text = true }),
+      vim.system({ 'sh', '-c', shell }, { text = true }),
+      vim.system({ 'sh', '-c', shell }, { text = true }),
+    }
+    t.defer(function()
+      for _, p in ipairs(procs) do
+        pcall(p.kill, p, 9)
+      end
+    end)
+    for i, p in ipairs(procs) do
+      local r = p:wait(120000)
+      eq(0, r.code, ('worker %d: %s'):format(i, r.stderr))
+    end
+    f = assert(io.open(counter))
+    local n = tonumber(f:read('*a'))
+    f:close()
+    eq(4 * rounds, n)
+  end)
+end)

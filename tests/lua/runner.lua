@@ -1,0 +1,98 @@
+-- Test runner for the Lua specs, in real headless Neovim.
+--
+--   nvim --headless -u NONE -i NONE -n -l tests/lua/runner.lua [spec ...]
+--
+-- With no arguments it runs every tests/lua/*_spec.lua. Each spec file runs
+-- in its own Neovim (a fresh process: fresh library state, fresh lock
+-- table) with private XDG folders and lock folder, removed afterwards. The
+-- last line is `N passed, N failed`; the exit code is non-zero on failure.
+local uv = vim.uv or vim.loop
+local root = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h')
+local nvim = vim.v.progpath
+local SPEC_TIMEOUT_MS = tonumber(os.getenv('HIMALAYA_SPEC_TIMEOUT_MS') or '') or 240000
+
+local function run_one(spec)
+  vim.opt.rtp:prepend(root)
+  vim.opt.packpath = ''
+  package.path = root .. '/tests/lua/?.lua;' .. package.path
+  local t = require('helpers')
+  t.root = root
+  local ok, err = pcall(dofile, spec)
+  if not ok then
+    t.record_load_error(spec, err)
+  end
+  local passed, failed = t.run_all()
+  io.stdout:write(('%d passed, %d failed\n'):format(passed, failed))
+  io.stdout:flush()
+  -- Exit through :qa so VimLeavePre (and the library's shutdown) runs, as
+  -- it would for a user.
+  vim.cmd(failed == 0 and 'qa!' or 'cquit 1')
+end
+
+local function run_all(specs)
+  if #specs == 0 then
+    specs = vim.fn.glob(root .. '/tests/lua/*_spec.lua', false, true)
+    table.sort(specs)
+  end
+  local filter = os.getenv('HIMALAYA_SPEC_FILTER')
+  local total_pass, total_fail = 0, 0
+  for _, spec in ipairs(specs) do
+    local home = vim.fn.tempname() .. '-spec'
+    vim.fn.mkdir(home, 'p', tonumber('700', 8))
+    local env = {
+      XDG_STATE_HOME = home .. '/state',
+      XDG_CACHE_HOME = home .. '/cache',
+      XDG_CONFIG_HOME = home .. '/config',
+      XDG_DATA_HOME = home .. '/data',
+      XDG_RUNTIME_DIR = home .. '/run',
+      HIMALAYA_SPEC_HOME = home,
+      HIMALAYA_SPEC_FILTER = filter,
+    }
+    vim.fn.mkdir(env.XDG_RUNTIME_DIR, 'p', tonumber('700', 8))
+    local name = vim.fn.fnamemodify(spec, ':t')
+    io.stdout:write(('\n== %s\n'):format(name))
+    io.stdout:flush()
+    local started = uv.hrtime()
+    local out = {}
+    local proc = vim.system({ nvim, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', debug.getinfo(1, 'S').source:sub(2), '--one', spec }, {
+      env = env,
+      text = true,
+      stdout = function(_, data)
+        if data then
+          out[#out + 1] = data
+          io.stdout:write(data)
+          io.stdout:flush()
+        end
+      end,
+      stderr = function(_, data)
+        if data then
+          io.stderr:write(data)
+        end
+      end,
+    })
+    local res = proc:wait(SPEC_TIMEOUT_MS)
+    local secs = (uv.hrtime() - started) / 1e9
+    -- Collect the child's own summary from what it printed.
+    local p, f = 0, 0
+    for a, b in table.concat(out):gmatch('(%d+) passed, (%d+) failed') do
+      p, f = tonumber(a), tonumber(b)
+    end
+    if res.code ~= 0 and f == 0 then
+      f = 1
+      io.stdout:write(('FAIL %s: Neovim exited with code %s (signal %s) after %.1f s\n'):format(name, res.code, res.signal, secs))
+    end
+    total_pass, total_fail = total_pass + p, total_fail + f
+    io.stdout:write(('-- %s: %.1f s\n'):format(name, secs))
+    vim.fn.delete(home, 'rf')
+  end
+  io.stdout:write(('\n%d passed, %d failed\n'):format(total_pass, total_fail))
+  io.stdout:flush()
+  os.exit(total_fail == 0 and 0 or 1)
+end
+
+local args = _G.arg or {}
+if args[1] == '--one' then
+  run_one(args[2])
+else
+  run_all(args)
+end
