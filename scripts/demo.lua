@@ -16,25 +16,23 @@ local function out(line)
   end
 end
 
---- Counts messages per local folder, straight from the Maildir.
-local function local_counts(dir)
-  local counts = {}
-  for name, kind in vim.fs.dir(dir, { depth = 10 }) do
-    if kind == 'directory' and (name:match('/cur$') or name == 'cur') then
-      local folder = name:gsub('/?cur$', '')
-      local n, unread = 0, 0
-      for _, sub in ipairs({ 'cur', 'new' }) do
-        for f in vim.fs.dir(dir .. '/' .. folder .. '/' .. sub) do
-          n = n + 1
-          if sub == 'new' or not f:match(':2,[A-Z]*S') then
-            unread = unread + 1
-          end
-        end
-      end
-      counts[folder == '' and 'INBOX' or folder] = { total = n, unread = unread }
-    end
-  end
-  return counts
+--- Per-folder counts of one side, read from the Maildirs by the fixture
+--- (it decodes the modified-UTF-7 folder names mbsync 1.4 keeps on disk).
+local function counts(side)
+  local r = vim
+    .system({
+      'python3',
+      root .. '/tests/fixture/imap_fixture.py',
+      'counts',
+      '--dir',
+      fixture.dir,
+      '--account',
+      'demo',
+      '--side',
+      side,
+    }, { text = true })
+    :wait()
+  return r.code == 0 and vim.json.decode(r.stdout) or {}
 end
 
 local lines = {}
@@ -96,12 +94,12 @@ vim.api.nvim_create_autocmd('User', {
       end
       report[#report + 1] = ''
       report[#report + 1] = ('%-24s %8s %8s %8s'):format('folder', 'server', 'local', 'unread')
-      local counts = local_counts(fixture.accounts.demo.local_maildir)
-      local names = vim.tbl_keys(fixture.folders)
+      local server, localside = counts('server'), counts('local')
+      local names = vim.tbl_keys(server)
       table.sort(names)
       for _, f in ipairs(names) do
-        local c = counts[f] or { total = 0, unread = 0 }
-        report[#report + 1] = ('%-24s %8d %8d %8d'):format(f, fixture.folders[f], c.total, c.unread)
+        local c = localside[f] or { total = 0, unread = 0 }
+        report[#report + 1] = ('%-24s %8d %8d %8d'):format(f, server[f].total, c.total, c.unread)
       end
       if not headless then
         report[#report + 1] = ''

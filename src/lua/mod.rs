@@ -59,8 +59,15 @@ fn failure(lua: &Lua, e: &Error) -> mlua::Result<MultiValue> {
 }
 
 /// Converts engine data to a Lua value (tables for structs and maps).
+///
+/// `None` becomes `nil` (not mlua's `null` sentinel, which `vim.deepcopy`
+/// and most Lua code cannot handle) and arrays are plain tables.
 pub(crate) fn to_lua<T: serde::Serialize>(lua: &Lua, v: &T) -> crate::error::Result<Value> {
-    lua.to_value(v)
+    let options = mlua::serde::SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false)
+        .set_array_metatable(false);
+    lua.to_value_with(v, options)
         .map_err(|e| Error::new(crate::error::ErrorKind::Unknown, e.to_string()))
 }
 

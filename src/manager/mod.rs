@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockDir;
 use crate::mbsync::config::MbsyncConfig;
 use crate::mbsync::errors::summary;
-use crate::mbsync::progress::Progress;
+use crate::mbsync::progress::{PercentEstimate, Progress};
 use crate::mbsync::runner::{self, Outcome, RunSpec, Update};
 pub use targets::{AccountOverrides, SyncType};
 
@@ -131,6 +131,7 @@ struct Entry {
     info: SyncInfo,
     cancel: watch::Sender<bool>,
     cancel_flag: Arc<AtomicBool>,
+    estimate: PercentEstimate,
     last_sent: Option<Instant>,
     dirty: bool,
 }
@@ -237,6 +238,7 @@ impl Manager {
             info,
             cancel,
             cancel_flag: cancel_flag.clone(),
+            estimate: PercentEstimate::new(),
             last_sent: None,
             dirty: false,
         });
@@ -325,12 +327,7 @@ impl Manager {
             };
             match update {
                 Update::Progress(p) => {
-                    // mbsync discovers work as it goes, so its own ratio can
-                    // fall; the user sees a bar that only moves forward.
-                    percent = match (percent, p.percent()) {
-                        (Some(a), Some(b)) => Some(a.max(b)),
-                        (a, b) => b.or(a),
-                    };
+                    percent = e.estimate.update(&p);
                     counters = p;
                 }
                 Update::Box(b) => current_box = Some(b),
@@ -409,7 +406,9 @@ impl Manager {
             };
             if result.success {
                 if let Some(p) = info.progress.as_mut() {
+                    // The last progress event of a successful sync says 100 %.
                     p.percent = Some(100.0);
+                    e.dirty = true;
                 }
             }
             info.message = match &error {
@@ -438,6 +437,7 @@ impl Manager {
             }
             data
         };
+        self.flush(id, true);
         (self.emit)(id, "sync_done", data);
     }
 

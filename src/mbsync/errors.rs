@@ -302,7 +302,10 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
             "local file error",
             "check permissions and free space of the mail directory",
         ),
-        ErrorKind::Unknown => ("mbsync failed", "see the sync log for details"),
+        ErrorKind::Unknown => (
+            "mbsync failed",
+            "run mbsync -V with the same target in a terminal to see all of its output",
+        ),
     };
     if line.is_empty() {
         format!("{what} ({hint})")

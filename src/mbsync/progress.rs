@@ -107,17 +107,21 @@ impl Progress {
         Some(percent.clamp(0.0, 100.0))
     }
 
-    /// Share of the announced message operations (both sides, all kinds)
-    /// that are done, between 0 and 1.
-    fn message_fraction(&self) -> f64 {
-        let (done, total) = self
-            .far
+    /// Message operations (both sides, all kinds): (done, announced).
+    pub fn message_totals(&self) -> (u64, u64) {
+        self.far
             .counters()
             .into_iter()
             .chain(self.near.counters())
             .fold((0u64, 0u64), |(d, t), c| {
                 (d.saturating_add(c.done), t.saturating_add(c.total))
-            });
+            })
+    }
+
+    /// Share of the announced message operations (both sides, all kinds)
+    /// that are done, between 0 and 1.
+    fn message_fraction(&self) -> f64 {
+        let (done, total) = self.message_totals();
         if total == 0 {
             0.0
         } else {
@@ -404,6 +408,58 @@ impl Iterator for Visible<'_> {
             }
             self.skip_escape();
         }
+    }
+}
+
+/// A percentage for a whole run that only moves forward and reaches 100
+/// only when every box is done.
+///
+/// mbsync's message counters add up over the run while boxes are opened
+/// (several at once), so the plain ratio in [`Progress::percent`] jumps.
+/// This estimate counts finished boxes and adds the share of the messages
+/// announced since the last box finished.
+#[derive(Debug, Default, Clone)]
+pub struct PercentEstimate {
+    boxes_done: u64,
+    base: (u64, u64),
+    last: Option<f64>,
+}
+
+impl PercentEstimate {
+    pub fn new() -> Self {
+        PercentEstimate::default()
+    }
+
+    /// Feeds one frame; returns the estimate so far.
+    pub fn update(&mut self, p: &Progress) -> Option<f64> {
+        let (done, total) = p.message_totals();
+        if p.boxes.done != self.boxes_done {
+            self.boxes_done = p.boxes.done;
+            self.base = (done, total);
+        }
+        let now = if p.boxes.total == 0 {
+            p.percent()
+        } else {
+            let (base_done, base_total) = self.base;
+            let frac = if total > base_total {
+                (done.saturating_sub(base_done) as f64 / (total - base_total) as f64)
+                    .clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            let units = (p.boxes.done as f64 + frac).min(p.boxes.total as f64);
+            let cap = if p.boxes.done >= p.boxes.total {
+                100.0
+            } else {
+                99.0
+            };
+            Some((100.0 * units / p.boxes.total as f64).min(cap))
+        };
+        self.last = match (self.last, now) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => b.or(a),
+        };
+        self.last
     }
 }
 
@@ -805,5 +861,29 @@ mod tests {
                 prop_assert!((0.0..=100.0).contains(&v));
             }
         }
+    }
+
+    #[test]
+    fn the_estimate_only_moves_forward_and_ends_at_100() {
+        let frames = [
+            "C: 0/1  B: 0/3  F: +0/0 *0/0 #0/0  N: +0/10 *0/0 #0/0",
+            "C: 0/1  B: 0/3  F: +0/0 *0/0 #0/0  N: +5/10 *0/0 #0/0",
+            "C: 0/1  B: 1/3  F: +0/0 *0/0 #0/0  N: +10/10 *0/0 #0/0",
+            "C: 0/1  B: 1/3  F: +0/0 *0/0 #0/0  N: +10/30 *0/0 #0/0",
+            "C: 0/1  B: 1/3  F: +0/0 *0/0 #0/0  N: +20/30 *0/0 #0/0",
+            "C: 0/1  B: 2/3  F: +0/0 *0/0 #0/0  N: +30/30 *0/0 #0/0",
+            "C: 1/1  B: 3/3  F: +0/0 *0/0 #0/0  N: +30/30 *0/0 #0/0",
+        ];
+        let mut est = PercentEstimate::new();
+        let mut last = 0.0;
+        let mut seen = Vec::new();
+        for f in frames {
+            let p = parse_progress_line(f.as_bytes()).unwrap();
+            let v = est.update(&p).unwrap();
+            assert!(v >= last, "{v} < {last} at {f}");
+            last = v;
+            seen.push(v.round());
+        }
+        assert_eq!(seen, [0.0, 17.0, 33.0, 33.0, 50.0, 67.0, 100.0]);
     }
 }

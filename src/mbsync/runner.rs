@@ -80,12 +80,67 @@ impl Outcome {
     }
 }
 
-/// Extracts the box name from `Opening far side box X...` style lines.
+/// Extracts the box name from `Opening far side box X...` style lines,
+/// decoded for display (mbsync 1.4 prints IMAP's modified UTF-7).
 fn box_of(line: &str) -> Option<String> {
     let rest = line.strip_prefix("Opening ")?;
     let at = rest.find(" box ")?;
     let name = rest[at + 5..].trim_end_matches("...").trim();
-    (!name.is_empty()).then(|| name.to_string())
+    (!name.is_empty()).then(|| decode_mutf7(name))
+}
+
+/// Decodes IMAP's modified UTF-7 (RFC 3501 5.1.3): `&...-` holds UTF-16
+/// in base64 with `,` for `/`, and `&-` is a literal `&`. Anything that
+/// does not decode is kept as written.
+pub fn decode_mutf7(name: &str) -> String {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b',' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(start) = rest.find('&') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('-') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let encoded = &after[..end];
+        if encoded.is_empty() {
+            out.push('&');
+        } else {
+            let mut bits = 0u32;
+            let mut nbits = 0;
+            let mut units = Vec::new();
+            let mut valid = true;
+            for c in encoded.bytes() {
+                let Some(v) = sextet(c) else {
+                    valid = false;
+                    break;
+                };
+                bits = (bits << 6) | v;
+                nbits += 6;
+                if nbits >= 16 {
+                    nbits -= 16;
+                    units.push(((bits >> nbits) & 0xffff) as u16);
+                }
+            }
+            match (valid, String::from_utf16(&units)) {
+                (true, Ok(s)) => out.push_str(&s),
+                _ => out.push_str(&rest[start..start + 2 + end]),
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn failed(kind: ErrorKind, line: String) -> Option<Classified> {
@@ -230,7 +285,7 @@ pub async fn run(
             },
             changed = cancel.changed(), if exit.is_none() && stopped_by_us.is_none() => {
                 if changed.is_err() || *cancel.borrow() {
-                    stopped_by_us = failed(ErrorKind::Cancelled, "sync cancelled".into());
+                    stopped_by_us = failed(ErrorKind::Cancelled, String::new());
                     tokio::spawn(process::terminate_group(pgid, GRACE));
                 }
             },
@@ -277,6 +332,20 @@ mod tests {
         );
         assert_eq!(box_of("Opening far side store demo-remote..."), None);
         assert_eq!(box_of("C: 1/2"), None);
+        assert_eq!(
+            box_of("Opening far side box Entw&APw-rfe..."),
+            Some("Entwürfe".into())
+        );
+    }
+
+    #[test]
+    fn modified_utf7_decodes() {
+        assert_eq!(decode_mutf7("Work/Caf&AOk-"), "Work/Café");
+        assert_eq!(decode_mutf7("A&-B"), "A&B");
+        assert_eq!(decode_mutf7("&ZeVnLIqe-"), "日本語");
+        assert_eq!(decode_mutf7("plain"), "plain");
+        assert_eq!(decode_mutf7("broken&A"), "broken&A");
+        assert_eq!(decode_mutf7("bad&*-x"), "bad&*-x");
     }
 
     /// A stand-in for mbsync: a script that ignores its arguments.

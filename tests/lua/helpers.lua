@@ -128,4 +128,110 @@ function M.pgrep(pattern)
   return pids
 end
 
+local FIXTURE = nil
+local function fixture_script()
+  FIXTURE = FIXTURE or (M.root .. '/tests/fixture/imap_fixture.py')
+  return FIXTURE
+end
+
+--- Runs an imap_fixture.py subcommand and decodes its JSON answer.
+function M.fixture_cmd(args)
+  local cmd = vim.list_extend({ 'python3', fixture_script() }, args)
+  local r = vim.system(cmd, { text = true }):wait(120000)
+  if r.code ~= 0 then
+    error(('imap_fixture %s failed: %s'):format(args[1], vim.trim(r.stderr or '')), 2)
+  end
+  return vim.json.decode(r.stdout)
+end
+
+--- Starts a throwaway dovecot with generated mail (see tests/fixture); it is
+--- stopped and removed after the test. `args` are extra `start` arguments.
+function M.fixture(args)
+  local dir = M.tmpdir() .. '/imap'
+  local fx = M.fixture_cmd(vim.list_extend({ 'start', '--dir', dir }, args or {}))
+  M.defer(function()
+    vim.system({ 'python3', fixture_script(), 'stop', '--dir', dir }):wait(20000)
+  end)
+  function fx.ids(account, side)
+    return M.fixture_cmd({ 'message-ids', '--dir', dir, '--account', account, '--side', side })
+  end
+  function fx.counts(account, side)
+    return M.fixture_cmd({ 'counts', '--dir', dir, '--account', account, '--side', side })
+  end
+  function fx.deliver(account, folder, count)
+    return M.fixture_cmd({ 'deliver', '--dir', dir, '--account', account, '--folder', folder, '--count', tostring(count) })
+  end
+  function fx.stop()
+    M.fixture_cmd({ 'stop', '--dir', dir, '--keep' })
+  end
+  return fx
+end
+
+--- Writes `text` to `path`.
+function M.write(path, text)
+  local f = assert(io.open(path, 'w'))
+  f:write(text)
+  f:close()
+end
+
+--- Reads a whole file.
+function M.read(path)
+  local f = assert(io.open(path))
+  local s = f:read('*a')
+  f:close()
+  return s
+end
+
+--- A TCP server on 127.0.0.1 that accepts connections and never answers
+--- (a hung IMAP server). Returns its port; closed after the test.
+function M.silent_server()
+  local server = assert(uv.new_tcp())
+  assert(server:bind('127.0.0.1', 0))
+  local clients = {}
+  server:listen(16, function()
+    local c = uv.new_tcp()
+    server:accept(c)
+    clients[#clients + 1] = c
+  end)
+  M.defer(function()
+    for _, c in ipairs(clients) do
+      c:close()
+    end
+    server:close()
+  end)
+  return server:getsockname().port
+end
+
+--- A port on 127.0.0.1 where nothing listens.
+function M.closed_port()
+  local s = assert(uv.new_tcp())
+  assert(s:bind('127.0.0.1', 0))
+  local port = s:getsockname().port
+  s:close()
+  return port
+end
+
+--- Starts a sync through the manager and waits for its end; returns the
+--- result, the final info and every progress seen.
+function M.sync_and_wait(type, opts, timeout_ms)
+  local manager = require('himalaya.sync.manager')
+  local done, progress = nil, {}
+  opts = vim.tbl_extend('force', opts or {}, {
+    on_progress = function(p)
+      progress[#progress + 1] = vim.deepcopy(p)
+    end,
+    on_complete = function(result, info)
+      done = { result = result, info = info }
+    end,
+  })
+  local id, err, kind = manager.start_sync(type, opts)
+  if not id then
+    return nil, err, kind
+  end
+  M.wait_for(function()
+    return done ~= nil
+  end, timeout_ms or 120000, type .. ' sync to finish')
+  return done.result, done.info, progress, id
+end
+
 return M

@@ -1,0 +1,143 @@
+-- Neovim's lifetime and its children: :qa and SIGKILL while mbsync runs,
+-- and two Neovims syncing the same account.
+local t = require('helpers')
+local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
+
+local uv = vim.uv or vim.loop
+
+--- Writes an mbsyncrc for account "demo" pointing at `port`.
+local function config_for(port)
+  local dir = t.tmpdir()
+  local path = dir .. '/mbsyncrc'
+  vim.fn.mkdir(dir .. '/mail', 'p')
+  t.write(
+    path,
+    ([[
+IMAPAccount demo
+Host 127.0.0.1
+Port %d
+User demo
+Pass secret
+SSLType None
+AuthMechs LOGIN
+Timeout 120
+
+IMAPStore demo-remote
+Account demo
+
+MaildirStore demo-local
+Path %s/mail/
+Inbox %s/mail/INBOX
+SubFolders Verbatim
+
+Channel demo
+Far :demo-remote:
+Near :demo-local:
+Patterns *
+Create Both
+SyncState *
+]]):format(port, dir, dir)
+  )
+  return path
+end
+
+--- Starts another headless Neovim that syncs "demo" with `cfg`; it prints
+--- "running" once mbsync runs, then quits with :qa if `quit` is set, or
+--- waits to be killed.
+local function other_neovim(cfg, opts)
+  local script = t.tmpdir() .. '/child.lua'
+  t.write(
+    script,
+    ([[
+vim.opt.rtp:prepend(%q)
+vim.g.himalaya_sync = { mbsync = { config = %q, timeout = %d }, notify = false }
+local manager = require('himalaya.sync.manager')
+local done = false
+assert(manager.start_sync('full', { account = 'demo', on_complete = function() done = true end }))
+local pids = {}
+vim.wait(10000, function()
+  pids = vim.fn.systemlist({ 'pgrep', '-f', 'mbsync .*' .. %q })
+  return #pids > 0
+end, 20)
+io.stdout:write(#pids == 1 and ('running ' .. pids[1] .. '\n') or ('mbsync processes: ' .. #pids .. '\n'))
+io.stdout:flush()
+if %s then
+  vim.cmd('qa!')
+end
+vim.wait(120000, function() return done end, 50)
+]]):format(t.root, cfg, opts.timeout or 60, cfg, opts.quit and 'true' or 'false')
+  )
+  local state = { out = '' }
+  state.proc = vim.system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, {
+    text = true,
+    stdout = function(_, data)
+      if data then
+        state.out = state.out .. data
+      end
+    end,
+  })
+  t.defer(function()
+    pcall(state.proc.kill, state.proc, 9)
+  end)
+  t.wait_for(function()
+    return state.out:find('\n') ~= nil
+  end, 20000, 'the other Neovim to start mbsync')
+  local pid = state.out:match('^running (%d+)\n')
+  ok(pid, 'the other Neovim said: ' .. state.out)
+  state.mbsync = { tonumber(pid) }
+  return state
+end
+
+local function alive(pid)
+  return uv.kill(pid, 0) == 0
+end
+
+describe('lifecycle', function()
+  it(':qa while mbsync runs: Neovim exits promptly and leaves no process', function()
+    local cfg = config_for(t.silent_server())
+    local child = other_neovim(cfg, { quit = true })
+    local started = uv.hrtime()
+    local res = child.proc:wait(10000)
+    local secs = (uv.hrtime() - started) / 1e9
+    eq(0, res.code)
+    ok(secs < 3, ('Neovim took %.2f s to quit'):format(secs))
+    ok(not alive(child.mbsync[1]), 'mbsync is gone')
+    eq({}, t.pgrep('mbsync .*' .. cfg))
+  end)
+
+  it('SIGKILL of Neovim while mbsync runs: mbsync dies too and the account lock is free', function()
+    local cfg = config_for(t.silent_server())
+    local child = other_neovim(cfg, {})
+    child.proc:kill(9)
+    child.proc:wait(5000)
+    t.wait_for(function()
+      return not alive(child.mbsync[1])
+    end, 3000, 'mbsync to die with its Neovim')
+    local lock = require('himalaya.sync.lock')
+    eq(true, lock.acquire_lock('sync-demo', 0))
+    lock.release_lock('sync-demo')
+  end)
+
+  it('two Neovims on one account: the second reports locked, or waits when asked', function()
+    local cfg = config_for(t.silent_server())
+    vim.g.himalaya_sync = { mbsync = { config = cfg, timeout = 3 }, notify = false }
+    local child = other_neovim(cfg, { timeout = 3 })
+    local manager = require('himalaya.sync.manager')
+
+    local result = t.sync_and_wait('full', { account = 'demo' })
+    eq('locked', result.kind)
+    contains(result.error, 'another process')
+    contains(result.error, 'nvim')
+    ok(not result.error:find('\n'), 'one line')
+
+    -- Asked to wait, it runs once the other sync ends (here: by its
+    -- watchdog, since the server is silent), and then times out itself.
+    local started = uv.hrtime()
+    result = t.sync_and_wait('full', { account = 'demo', wait = 30 }, 40000)
+    local secs = (uv.hrtime() - started) / 1e9
+    eq('timeout', result.kind, result.error)
+    ok(secs >= 3, ('it waited for the other sync (%.1f s)'):format(secs))
+    ok(not alive(child.mbsync[1]))
+    eq('error', manager.get_sync_info().status)
+  end)
+end)

@@ -1,0 +1,238 @@
+-- Real syncs: real mbsync against a throwaway real dovecot, in this Neovim.
+local t = require('helpers')
+local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
+
+local mbsync = require('himalaya.sync.mbsync')
+local manager = require('himalaya.sync.manager')
+
+local function use(mbsyncrc, extra)
+  vim.g.himalaya_sync = vim.tbl_deep_extend('force', { mbsync = { config = mbsyncrc }, notify = false }, extra or {})
+end
+
+local function total(ids)
+  local n = 0
+  for _, list in pairs(ids) do
+    n = n + #list
+  end
+  return n
+end
+
+local function no_duplicates(ids)
+  for folder, list in pairs(ids) do
+    local seen = {}
+    for _, id in ipairs(list) do
+      if seen[id] then
+        error(('duplicate %s in %s'):format(id, folder))
+      end
+      seen[id] = true
+    end
+  end
+end
+
+local function one_line(s)
+  ok(type(s) == 'string' and s ~= '' and not s:find('\n'), 'one-line reason expected, got ' .. vim.inspect(s))
+end
+
+--- An mbsyncrc like the fixture's, with Host/Port/Pass changed.
+local function variant(fx, changes)
+  local text = t.read(fx.mbsyncrc)
+  for k, v in pairs(changes) do
+    text = text:gsub('\n' .. k .. ' [^\n]*', '\n' .. k .. ' ' .. v)
+  end
+  local path = fx.dir .. '/mbsyncrc-' .. vim.fn.sha256(vim.inspect(changes)):sub(1, 8)
+  t.write(path, text)
+  return path
+end
+
+describe('syncing real mail', function()
+  it('an initial full sync brings every message of nested and non-ASCII folders, with ordered progress to 100%', function()
+    local fx = t.fixture({ '--messages', '3000', '--nested-nonascii' })
+    use(fx.mbsyncrc)
+    local result, info, progress = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, vim.inspect(info.error))
+    eq('completed', info.status)
+    local server = fx.ids('demo', 'server')
+    local localside = fx.ids('demo', 'local')
+    eq(server, localside)
+    no_duplicates(localside)
+    ok(total(server) >= 3000, 'messages: ' .. total(server))
+    eq(total(server), result.pulled)
+    ok(#progress >= 2, 'progress events: ' .. #progress)
+    local last = -1
+    for i, p in ipairs(progress) do
+      ok((p.percent or 0) >= last, ('progress went backwards at %d: %s < %s'):format(i, p.percent, last))
+      last = p.percent or last
+    end
+    eq(100, progress[#progress].percent)
+    ok(info.progress.box ~= nil, 'the current box is reported')
+    local sync_info = manager.get_sync_info()
+    eq('completed', sync_info.status)
+    eq('demo', sync_info.account)
+    eq('full', sync_info.type)
+    ok(sync_info.end_time >= sync_info.start_time)
+
+    -- A second sync finds nothing new.
+    result = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success)
+    eq(0, result.pulled)
+  end)
+
+  it('inbox and selected-folder syncs touch only those folders', function()
+    local fx = t.fixture({ '--folders', 'INBOX=20,Work=10,Work/Projects=10,Archive=10' })
+    use(fx.mbsyncrc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    fx.deliver('demo', 'INBOX', 3)
+    fx.deliver('demo', 'Work', 4)
+    fx.deliver('demo', 'Work/Projects', 5)
+    local before = fx.counts('demo', 'local')
+
+    local result = t.sync_and_wait('inbox', { account = 'demo' })
+    eq(true, result.success, result.error)
+    local after = fx.counts('demo', 'local')
+    eq(before.INBOX.total + 3, after.INBOX.total)
+    eq(before.Work.total, after.Work.total)
+    eq(before['Work/Projects'].total, after['Work/Projects'].total)
+
+    local id, err = mbsync.sync_folders('demo', { 'Work/Projects' }, {
+      on_complete = function(r)
+        result = r
+      end,
+    })
+    ok(id, err)
+    result = nil
+    t.wait_for(function()
+      return result ~= nil
+    end, 60000)
+    eq(true, result.success, result.error)
+    after = fx.counts('demo', 'local')
+    eq(before['Work/Projects'].total + 5, after['Work/Projects'].total)
+    eq(before.Work.total, after.Work.total, 'Work untouched')
+
+    -- And a full sync brings the rest; nothing lost or doubled.
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+
+  it('cancel mid-sync stops the process group; the next sync completes with nothing lost or doubled', function()
+    local fx = t.fixture({ '--messages', '6000' })
+    use(fx.mbsyncrc)
+    local done, cancelled = nil, false
+    local id = assert(mbsync.sync_full('demo', {
+      on_progress = function(p)
+        if not cancelled and p.near and p.near.new.done > 200 then
+          cancelled = true
+          eq(1, mbsync.cancel_sync())
+        end
+      end,
+      on_complete = function(r, info)
+        done = { r, info }
+      end,
+    }))
+    t.wait_for(function()
+      return done ~= nil
+    end, 120000, 'the cancelled sync to end')
+    ok(cancelled, 'cancelled during the sync')
+    eq('cancelled', done[2].status)
+    eq('cancelled', done[1].kind)
+    eq(false, done[1].success)
+    ok(id > 0)
+    eq({}, t.pgrep('mbsync .*' .. fx.mbsyncrc), 'no mbsync left')
+    eq(false, mbsync.get_status().running)
+    local partial = total(fx.ids('demo', 'local'))
+    ok(partial < 6000, 'stopped before the end: ' .. partial)
+
+    local result = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    local localside = fx.ids('demo', 'local')
+    no_duplicates(localside)
+    eq(fx.ids('demo', 'server'), localside)
+  end)
+
+  it('classifies a wrong password as auth, with a one-line reason', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5' })
+    use(variant(fx, { Pass = 'wrong-password' }))
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(false, result.success)
+    eq('auth', result.kind)
+    eq('error', info.status)
+    one_line(result.error)
+    ok(not result.error:find('wrong%-password'), 'the password is not shown: ' .. result.error)
+  end)
+
+  it('classifies a server that is down as network', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5' })
+    use(variant(fx, { Port = tostring(t.closed_port()) }))
+    local result = t.sync_and_wait('full', { account = 'demo' })
+    eq('network', result.kind, result.error)
+    one_line(result.error)
+  end)
+
+  it('kills a silent server connection after the configured timeout', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5' })
+    use(variant(fx, { Port = tostring(t.silent_server()) }), { mbsync = { timeout = 2 } })
+    local started = vim.uv.hrtime()
+    local result = t.sync_and_wait('full', { account = 'demo' }, 30000)
+    local secs = (vim.uv.hrtime() - started) / 1e9
+    eq('timeout', result.kind, result.error)
+    one_line(result.error)
+    ok(secs < 15, ('took %.1f s'):format(secs))
+    eq({}, t.pgrep('mbsync .*' .. fx.dir), 'no mbsync left')
+  end)
+
+  it('reports unknown accounts and bad arguments clearly, starting nothing', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5' })
+    use(fx.mbsyncrc)
+    local id, err, kind = mbsync.sync_full('nope')
+    eq(nil, id)
+    eq('config', kind)
+    contains(err, '"nope"')
+    contains(err, 'demo')
+    id, err, kind = manager.start_sync('weekly', { account = 'demo' })
+    eq({ nil, 'invalid' }, { id, kind })
+    contains(err, 'weekly')
+    id, err, kind = mbsync.sync_folders('demo', { '../etc' })
+    eq({ nil, 'invalid' }, { id, kind })
+    contains(err, '../etc')
+    id, err, kind = mbsync.sync_full('demo; rm -rf ~')
+    eq({ nil, 'invalid' }, { id, kind })
+    id, err = mbsync.sync_full(42)
+    eq(nil, id)
+    contains(err, '42')
+    eq(false, mbsync.get_status().running)
+  end)
+
+  it('parses progress lines of mbsync 1.3, 1.4 and 1.5', function()
+    local p = mbsync.parse_progress_line('C: 1/2  B: 3/4  F: +13/13 *23/42 #0/0  N: +0/7 *0/0 #0/0')
+    eq({ 1, 2, 3, 4, 13, 23, 42, 7 }, {
+      p.channels.done,
+      p.channels.total,
+      p.boxes.done,
+      p.boxes.total,
+      p.far.new.done,
+      p.far.flags.done,
+      p.far.flags.total,
+      p.near.new.total,
+    })
+    ok(mbsync.parse_progress_line('C: 0/1  B: 0/1  M: +1/2 *0/0 #0/0  S: +0/0 *0/0 #0/0'))
+    ok(mbsync.parse_progress_line('C: 0/1  B: 0/1  F: +1/2 *0/0 #0/0 -0/0  N: +0/0 *0/0 #0/0 -0/0'))
+    eq(nil, mbsync.parse_progress_line('Opening far side box INBOX...'))
+    eq(nil, mbsync.parse_progress_line(nil))
+  end)
+
+  it(':HimalayaSync full/inbox/status/cancel work and complete account names', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5,Work=5' })
+    use(fx.mbsyncrc)
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    eq({ 'demo' }, vim.fn.getcompletion('HimalayaSync full ', 'cmdline'))
+    eq({ 'demo' }, vim.fn.getcompletion('HimalayaSync folders d', 'cmdline'))
+    vim.cmd('HimalayaSync full demo')
+    t.wait_for(function()
+      local info = manager.get_sync_info()
+      return info.status == 'completed'
+    end, 60000, 'the sync started by the command')
+    local out = vim.api.nvim_exec2('HimalayaSync status', { output = true }).output
+    contains(out, 'full demo: completed')
+    out = vim.api.nvim_exec2('HimalayaSync cancel', { output = true }).output
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+end)
