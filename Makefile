@@ -30,6 +30,10 @@ test-lua:
 demo: build
 	@bash scripts/demo.sh
 
+## Benchmarks, side by side in one run; results go to BENCHMARKS.md.
+bench: build
+	@bash bench/run.sh
+
 clean:
 	cargo clean
 	rm -rf .deps .tmp
