@@ -64,6 +64,8 @@ describe('syncing real mail', function()
       last = p.percent or last
     end
     eq(100, progress[#progress].percent)
+    -- Throttled: about ten progress updates a second at most.
+    ok(#progress <= math.ceil(result.duration * 10) + 3, ('%d updates in %.2f s'):format(#progress, result.duration))
     ok(info.progress.box ~= nil, 'the current box is reported')
     local sync_info = manager.get_sync_info()
     eq('completed', sync_info.status)

@@ -58,7 +58,7 @@ local order = {}
 ---@type table<integer, himalaya.sync.StartOptions>
 local callbacks = {}
 local subscribed = false
-local configured_with
+local configured_with, configured_lib
 
 local KEEP = 20
 local SYNC_TYPES = { full = true, inbox = true, folders = true }
@@ -131,12 +131,13 @@ local function ready()
   if settings.config then
     settings.config = vim.fn.expand(settings.config)
   end
-  if not vim.deep_equal(settings, configured_with) then
+  -- A rebuilt library loaded by :HimalayaSync build starts unconfigured.
+  if lib ~= configured_lib or not vim.deep_equal(settings, configured_with) then
     local done, e = lib.manager_configure(settings)
     if not done then
       return nil, e.message
     end
-    configured_with = settings
+    configured_with, configured_lib = settings, lib
   end
   return lib
 end

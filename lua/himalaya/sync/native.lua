@@ -30,6 +30,7 @@ local registry = debug.getregistry()
 ---@class himalaya.sync.NativeState
 ---@field lib? himalaya.sync.NativeLib
 ---@field source? string where the loaded library came from
+---@field staged? string the staged copy actually loaded
 ---@field S.poll? uv.uv_poll_t
 ---@field S.by_id table<integer, fun(ev: table)>
 ---@field S.by_name table<string, fun(ev: table)[]>
@@ -123,17 +124,23 @@ local function stage(path)
 end
 
 ---@param loc himalaya.sync.LibLocation
+---@param current? string staged path of the library in use
 ---@return himalaya.sync.NativeLib? lib
 ---@return string? err
-local function open(loc)
-  local loaded, err
+---@return string? staged path loaded (nil for a rock)
+local function open(loc, current)
+  local loaded, err, staged
   if loc.kind == 'rock' then
     local ok, mod = pcall(require, MODULE)
     loaded, err = ok and mod or nil, not ok and tostring(mod) or nil
   else
-    local staged, serr = stage(loc.path)
+    local serr
+    staged, serr = stage(loc.path)
     if not staged then
       return nil, 'himalaya-sync: ' .. serr
+    end
+    if staged == current then
+      return nil, nil, staged
     end
     local loader, lerr = package.loadlib(staged, 'luaopen_' .. MODULE)
     if loader then
@@ -155,7 +162,7 @@ local function open(loc)
         M.build_hint()
       )
   end
-  return loaded
+  return loaded, nil, staged
 end
 
 local function dispatch(events)
@@ -229,11 +236,11 @@ function M.get()
   if not loc then
     return nil, err
   end
-  local loaded, lerr = open(loc)
+  local loaded, lerr, staged = open(loc)
   if not loaded then
     return nil, lerr
   end
-  S.lib, S.source = loaded, loc.path
+  S.lib, S.source, S.staged = loaded, loc.path, staged
   start_pump()
   return S.lib
 end
@@ -313,16 +320,16 @@ function M.reload(is_busy)
     return false, 'syncs or locks are active; the new build is used after a restart of Neovim'
   end
   local old, old_source = S.lib, S.source
-  local fresh, lerr = open(loc)
+  local fresh, lerr, staged = open(loc, S.staged)
+  if staged and staged == S.staged then
+    return true, 'already using build ' .. old.build_id
+  end
   if not fresh then
     return false, lerr
   end
-  if fresh == old or fresh.build_id == old.build_id then
-    return true, 'already using build ' .. old.build_id
-  end
   stop_pump()
   old.shutdown(100)
-  S.lib, S.source = fresh, loc.path
+  S.lib, S.source, S.staged = fresh, loc.path, staged
   start_pump()
   return true, ('now using build %s (was %s from %s)'):format(fresh.build_id, old.build_id, old_source)
 end

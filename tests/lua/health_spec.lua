@@ -1,0 +1,144 @@
+-- :checkhealth, :HimalayaSync build, and a lock folder that is not private.
+local t = require('helpers')
+local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
+
+local uv = vim.uv or vim.loop
+
+local function health_output()
+  vim.cmd('checkhealth himalaya.sync')
+  local out = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
+  vim.cmd('bwipeout!')
+  return out
+end
+
+describe('health and hostile lock folders', function()
+  it('checkhealth reports library, mbsync and a private lock folder', function()
+    require('himalaya.sync.lock').list_locks()
+    local out = health_output()
+    contains(out, 'configuration is valid')
+    contains(out, 'library ' .. require('himalaya.sync.version'))
+    contains(out, 'isync 1.')
+    contains(out, 'is owned by you and private (0700)')
+    ok(not out:find('ERROR'), out)
+  end)
+
+  it('a lock folder with mode 0777 is refused with a clear error, and health says so', function()
+    local dir = t.tmpdir() .. '/locks'
+    vim.fn.mkdir(dir, 'p')
+    uv.fs_chmod(dir, tonumber('777', 8))
+    -- The lock folder is opened once per process: this Neovim has not
+    -- opened one yet when this test runs first... so use a fresh Neovim.
+    local script = t.tmpdir() .. '/c.lua'
+    t.write(
+      script,
+      ([[
+vim.opt.rtp:prepend(%q)
+vim.g.himalaya_sync = { lock_dir = %q }
+local lock = require('himalaya.sync.lock')
+local got, err, kind = lock.acquire_lock('x', 0)
+io.stdout:write(vim.json.encode({ got = got, err = err, kind = kind, n = #lock.list_locks() }))
+vim.cmd('checkhealth himalaya.sync')
+io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n'))
+]]):format(t.root, dir)
+    )
+    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
+    eq(0, r.code, r.stderr)
+    local first, rest = r.stdout:match('^([^\n]*)\n(.*)$')
+    local res = vim.json.decode(first)
+    eq(false, res.got)
+    eq('config', res.kind)
+    contains(res.err, dir)
+    contains(res.err, '0777')
+    contains(res.err, 'chmod 700')
+    ok(not res.err:find('\n'), 'one line')
+    contains(rest, '0777')
+    eq(tonumber('40777', 8), uv.fs_stat(dir).mode, 'nothing was changed')
+  end)
+
+  it('a lock file replaced by a symlink is refused and its target untouched', function()
+    local lock = require('himalaya.sync.lock')
+    local dir = assert(lock.lock_dir())
+    local target = t.tmpdir() .. '/precious'
+    t.write(target, 'keep me')
+    assert(uv.fs_symlink(target, dir .. '/evil.lock'))
+    t.defer(function()
+      uv.fs_unlink(dir .. '/evil.lock')
+    end)
+    local got, err = lock.acquire_lock('evil', 0)
+    eq(false, got)
+    contains(err, 'symlink')
+    eq('keep me', t.read(target))
+    lock.cleanup_stale_locks()
+    eq('keep me', t.read(target))
+  end)
+
+  it(':HimalayaSync build rebuilds in the background and keeps the loaded build', function()
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local native = require('himalaya.sync.native')
+    assert(native.get())
+    local msgs = {}
+    local orig = vim.notify
+    vim.notify = function(m, level)
+      msgs[#msgs + 1] = { m, level }
+    end
+    t.defer(function()
+      vim.notify = orig
+    end)
+    local ticks = 0
+    local timer = uv.new_timer()
+    timer:start(0, 10, function()
+      ticks = ticks + 1
+    end)
+    vim.cmd('HimalayaSync build')
+    t.wait_for(function()
+      return #msgs >= 2
+    end, 300000, 'the build to finish')
+    timer:stop()
+    timer:close()
+    contains(msgs[1][1], 'building')
+    contains(msgs[2][1], 'build finished')
+    contains(msgs[2][1], 'already using build')
+    ok(ticks > 0, 'the editor kept running during the build')
+  end)
+
+  it('a new build is loaded in place while nothing runs, and works', function()
+    local native = require('himalaya.sync.native')
+    local old = assert(native.get())
+    -- A "new build": the same library under another path and mtime.
+    local copy = t.tmpdir() .. '/libhimalaya_sync.so'
+    assert(uv.fs_copyfile(native.build_path(), copy))
+    uv.fs_utime(copy, os.time() + 5, os.time() + 5)
+    vim.env.HIMALAYA_SYNC_LIB = copy
+    t.defer(function()
+      vim.env.HIMALAYA_SYNC_LIB = nil
+    end)
+    local lock = require('himalaya.sync.lock')
+    eq(true, lock.acquire_lock('busy-now', 0))
+    local done, msg = native.reload()
+    eq(false, done)
+    contains(msg, 'restart')
+    lock.release_lock('busy-now')
+
+    done, msg = native.reload()
+    eq(true, done, msg)
+    contains(msg, 'now using build')
+    eq(copy, native.source())
+    local fresh = assert(native.get())
+    ok(fresh ~= old)
+    eq(true, old.is_stopped())
+    eq(false, fresh.is_stopped())
+    eq(true, lock.acquire_lock('after-reload', 0))
+    eq(true, lock.release_lock('after-reload'))
+    local n = 0
+    local id = fresh.emit_test_events(100, 'after-reload')
+    native.on_id(id, function()
+      n = n + 1
+    end)
+    t.wait_for(function()
+      return n == 100
+    end, 10000, 'events from the new build')
+    done, msg = native.reload()
+    eq(true, done)
+    contains(msg, 'already using')
+  end)
+end)

@@ -1,0 +1,75 @@
+local t = require('helpers')
+local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
+
+local manager = require('himalaya.sync.manager')
+
+describe('manager', function()
+  it('is idle before anything ran, without loading the library', function()
+    local info = manager.get_sync_info()
+    eq('idle', info.status)
+    eq({}, info.syncs)
+    eq(false, require('himalaya.sync.native').is_loaded())
+  end)
+
+  it('other code can report progress and completion into it', function()
+    local seen = {}
+    vim.api.nvim_create_autocmd('User', {
+      pattern = 'HimalayaSyncUpdate',
+      callback = function(ev)
+        seen[#seen + 1] = ev.data.status
+      end,
+    })
+    manager.update_progress({ percent = 40, box = 'INBOX' })
+    local info = manager.get_sync_info()
+    eq('running', info.status)
+    eq(40, info.progress.percent)
+    eq(true, manager.is_busy())
+    manager.complete_sync('inbox', { success = true, duration = 1.5 })
+    info = manager.get_sync_info()
+    eq('completed', info.status)
+    eq('inbox', info.type)
+    eq(1.5, info.result.duration)
+    ok(info.end_time)
+    eq({ 'running', 'completed' }, seen)
+    manager.complete_sync('inbox', { success = false, error = 'boom' })
+    eq('error', manager.get_sync_info().status)
+    eq('boom', manager.get_sync_info().message)
+  end)
+
+  it('rejects bad options with the field named', function()
+    local _, err, kind = manager.start_sync('full', { on_complete = 'nope' })
+    eq('invalid', kind)
+    ok(err:find('on_complete'), err)
+    _, err = manager.start_sync('full', { folders = { 1, 2 } })
+    ok(err:find('folders'), err)
+    _, err = manager.start_sync('full', { wait = -1 })
+    ok(err:find('wait'), err)
+    _, err = manager.start_sync('full', 'demo')
+    ok(err:find('options'), err)
+  end)
+
+  it('invalid configuration is reported with the field path, not a traceback', function()
+    vim.g.himalaya_sync = { mbsync = { timeout = 'soon' } }
+    t.defer(function()
+      vim.g.himalaya_sync = nil
+    end)
+    local id, err = manager.start_sync('full', { account = 'demo' })
+    eq(nil, id)
+    ok(err:find('himalaya_sync.mbsync.timeout', 1, true), err)
+    ok(err:find('"soon"', 1, true), err)
+    local ok2, e = pcall(require('himalaya.sync').setup, { acounts = {} })
+    eq(false, ok2)
+    ok(e:find('himalaya_sync.acounts', 1, true), e)
+    ok(not e:find('traceback'), e)
+  end)
+
+  it('with no account given and several in the mbsyncrc, asks which', function()
+    local rc = t.tmpdir() .. '/rc'
+    t.write(rc, 'MaildirStore a\nPath /tmp/a/\n\nMaildirStore b\nPath /tmp/b/\n\nChannel one\nFar :a:\nNear :b:\n\nChannel two\nFar :a:\nNear :b:\n')
+    vim.g.himalaya_sync = { mbsync = { config = rc }, notify = false }
+    local id, err, kind = manager.start_sync('full')
+    eq(nil, id)
+    eq('config', kind)
+    eq('which account? one of: one, two', err)
+  end)
+end)
