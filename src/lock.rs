@@ -209,7 +209,7 @@ impl LockDir {
                 e,
             )
         })?;
-        check_private_dir(&path, &checked)?;
+        check_private_dir(&path, &checked, "lock directory")?;
         let fd = fcntl::open(
             &path,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -956,6 +956,16 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
+/// Creates `path` (0700) if missing and checks it the way [`LockDir::open`]
+/// checks the lock directory: a real directory, ours, private. Used for the
+/// engine's other private data (sync history, logs).
+pub fn ensure_private_dir(path: &Path, what: &str) -> Result<()> {
+    create_missing_dir(path)?;
+    let st = stat::lstat(path)
+        .map_err(|e| Error::io(format!("cannot inspect {what} {}", path.display()), e))?;
+    check_private_dir(path, &st, what)
+}
+
 /// Creates `path` if it is missing (see [`LockDir::open`] for which parts
 /// are created private). An existing path is left alone for the checks.
 fn create_missing_dir(path: &Path) -> Result<()> {
@@ -964,7 +974,7 @@ fn create_missing_dir(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
             return Err(Error::io(
-                format!("cannot inspect lock directory {}", path.display()),
+                format!("cannot inspect directory {}", path.display()),
                 e,
             ))
         }
@@ -1002,26 +1012,27 @@ fn create_private_dir(path: &Path) -> Result<()> {
     }
 }
 
-/// Refuses a lock directory that others could tamper with.
-fn check_private_dir(path: &Path, st: &FileStat) -> Result<()> {
+/// Refuses a directory that others could tamper with; `what` names it in
+/// messages ("lock directory", "state directory").
+fn check_private_dir(path: &Path, st: &FileStat, what: &str) -> Result<()> {
     let shown = path.display();
     let me = unistd::geteuid().as_raw();
     let problem = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
         format!(
-            "lock directory {shown} is a symlink; refusing to follow it: \
+            "{what} {shown} is a symlink; refusing to follow it: \
              remove it (rm {shown}) and it will be recreated"
         )
     } else if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        format!("lock directory {shown} is not a directory: remove or rename it")
+        format!("{what} {shown} is not a directory: remove or rename it")
     } else if st.st_uid != me {
         format!(
-            "lock directory {shown} is owned by uid {}, not you (uid {me}): \
+            "{what} {shown} is owned by uid {}, not you (uid {me}): \
              remove it or set {LOCK_DIR_ENV} to a directory of your own",
             st.st_uid
         )
     } else if st.st_mode & 0o077 != 0 {
         format!(
-            "lock directory {shown} has mode {:04o}; it must be 0700 (owner only): \
+            "{what} {shown} has mode {:04o}; it must be 0700 (owner only): \
              run chmod 700 {shown}",
             st.st_mode & 0o7777
         )

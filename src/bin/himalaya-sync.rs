@@ -149,18 +149,15 @@ fn sync(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
         Arc::new(locks()?),
         Arc::new(emit),
         Box::new(runtime::next_id),
+        runtime::handle()?,
     ));
     manager.configure(settings);
-    let rt = runtime::handle()?;
-    manager.start(
-        &rt,
-        StartOptions {
-            kind,
-            account,
-            folders: Vec::new(),
-            wait_lock: wait,
-        },
-    )?;
+    manager.start(StartOptions {
+        kind,
+        account,
+        folders: Vec::new(),
+        wait_lock: wait,
+    })?;
     let done = rx
         .recv()
         .map_err(|_| Error::new(ErrorKind::Unknown, "the sync ended without a result"))?;

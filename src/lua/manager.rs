@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::{func, to_lua};
 use crate::error::{Error, Result};
 use crate::lock::LockDir;
-use crate::manager::{AccountOverrides, Manager, Settings, StartOptions, SyncType};
+use crate::manager::{AccountOverrides, Manager, RetryPolicy, Settings, StartOptions, SyncType};
 use crate::runtime;
 
 static MANAGER: OnceCell<Arc<Manager>> = OnceCell::new();
@@ -24,12 +24,23 @@ fn manager() -> Result<Arc<Manager>> {
                 Arc::new(LockDir::open(dir)?),
                 Arc::new(runtime::emit),
                 Box::new(runtime::next_id),
+                runtime::handle()?,
             )))
         })
         .cloned()
 }
 
-/// The `mbsync` part of the Lua configuration, already validated in Lua.
+/// Retry settings as the Lua configuration spells them (seconds).
+#[derive(Deserialize)]
+struct LuaRetry {
+    base: f64,
+    factor: f64,
+    cap: f64,
+    max_attempts: u32,
+    jitter: f64,
+}
+
+/// The engine part of the Lua configuration, already validated in Lua.
 #[derive(Deserialize)]
 struct LuaSettings {
     cmd: String,
@@ -39,6 +50,19 @@ struct LuaSettings {
     extra_args: Vec<String>,
     #[serde(default)]
     accounts: HashMap<String, AccountOverrides>,
+    max_parallel: usize,
+    retry: LuaRetry,
+    state_dir: Option<String>,
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(Error::invalid(format!(
+            "invalid {name} {v}: expected seconds >= 0"
+        )))
+    }
 }
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
@@ -48,7 +72,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             let s: LuaSettings = lua
                 .from_value(v)
                 .map_err(|e| Error::invalid(format!("invalid manager settings: {e}")))?;
-            if !s.timeout.is_finite() || s.timeout <= 0.0 {
+            if s.timeout <= 0.0 {
                 return Err(Error::invalid(format!(
                     "invalid mbsync.timeout {}",
                     s.timeout
@@ -57,9 +81,18 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             manager()?.configure(Settings {
                 mbsync_cmd: s.cmd.into(),
                 mbsync_config: s.config.map(Into::into),
-                idle_timeout: Duration::from_secs_f64(s.timeout),
+                idle_timeout: secs("mbsync.timeout", s.timeout)?,
                 extra_args: s.extra_args,
                 accounts: s.accounts,
+                max_parallel: s.max_parallel.max(1),
+                retry: RetryPolicy {
+                    base: secs("retry.base", s.retry.base)?,
+                    factor: s.retry.factor,
+                    cap: secs("retry.cap", s.retry.cap)?,
+                    max_attempts: s.retry.max_attempts,
+                    jitter: s.retry.jitter,
+                },
+                state_dir: s.state_dir.map(Into::into),
             });
             Ok(true)
         })?,
@@ -69,20 +102,12 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
         func(
             lua,
             |_, (kind, account, folders, wait): (String, String, Option<Vec<String>>, Option<f64>)| {
-                let wait = wait.unwrap_or(0.0);
-                if !wait.is_finite() || wait < 0.0 {
-                    return Err(Error::invalid(format!("invalid wait {wait}: expected seconds >= 0")));
-                }
-                let rt = runtime::handle()?;
-                manager()?.start(
-                    &rt,
-                    StartOptions {
-                        kind: SyncType::parse(&kind)?,
-                        account,
-                        folders: folders.unwrap_or_default(),
-                        wait_lock: Duration::from_secs_f64(wait),
-                    },
-                )
+                manager()?.start(StartOptions {
+                    kind: SyncType::parse(&kind)?,
+                    account,
+                    folders: folders.unwrap_or_default(),
+                    wait_lock: secs("wait", wait.unwrap_or(0.0))?,
+                })
             },
         )?,
     )?;
@@ -95,6 +120,13 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
         func(lua, |lua, ()| to_lua(lua, &manager()?.snapshot()))?,
     )?;
     m.set("sync_busy", func(lua, |_, ()| Ok(manager()?.busy()))?)?;
+    m.set(
+        "sync_history",
+        func(lua, |lua, ()| match manager()?.history()? {
+            Some(h) => to_lua(lua, &h.load()?),
+            None => Ok(mlua::Value::Nil),
+        })?,
+    )?;
     m.set(
         "mbsync_targets",
         func(lua, |lua, ()| {

@@ -1,15 +1,27 @@
 //! The sync manager: one coordinator for every sync this process runs.
 //!
-//! It resolves a request to mbsync targets, holds the account's named lock
-//! for the life of the mbsync process (so two syncs of one account never
-//! overlap, whichever Neovim or tool started them), runs mbsync through
-//! [`crate::mbsync::runner`], keeps a [`SyncInfo`] per sync and reports
-//! `sync_started`, `sync_progress` (at most ten a second per sync, always
-//! the latest and the final one) and `sync_done` events.
+//! * **Queue.** Requests for an account that already has a sync waiting or
+//!   running are coalesced when that sync covers them (a full sync covers
+//!   everything; an inbox sync covers inbox requests); otherwise they wait
+//!   for it. Different accounts run in parallel, at most `max_parallel` at
+//!   once. The queue lives here, so every caller gets the same behaviour.
+//! * **Locks.** A running sync holds the account's named lock for the life
+//!   of the mbsync process, so two syncs of one account never overlap,
+//!   whichever Neovim or tool started them.
+//! * **Retry.** Transient failures (`network`, `timeout`, and `locked` when
+//!   mbsync itself found the channel locked by a foreign mbsync) are retried
+//!   with exponential backoff and jitter; every retry is visible and
+//!   cancellable. `config` and the rest are never retried.
+//! * **Events.** `sync_queued`, `sync_started`, `sync_progress` (at most
+//!   ten a second per sync, always the latest and the final one),
+//!   `sync_retry` and `sync_done`, each carrying the sync's [`SyncInfo`].
+//! * **History** per account is recorded after every finished sync
+//!   ([`history`]).
 
+pub mod history;
 pub mod targets;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,10 +39,51 @@ use crate::mbsync::config::MbsyncConfig;
 use crate::mbsync::errors::summary;
 use crate::mbsync::progress::{PercentEstimate, Progress};
 use crate::mbsync::runner::{self, Outcome, RunSpec, Update};
+use history::{History, Record};
 pub use targets::{AccountOverrides, SyncType};
 
 /// Progress events are sent at most this often per sync.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// Finished syncs kept for `snapshot()`.
+const KEEP_FINISHED: usize = 20;
+
+/// Exponential backoff with jitter for transient failures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub factor: f64,
+    pub cap: Duration,
+    /// Retries after the first attempt; 0 disables retrying.
+    pub max_attempts: u32,
+    /// Fraction of the delay added or removed at random (0.2 = ±20 %), so
+    /// many Neovims do not retry in lockstep.
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_secs(10),
+            factor: 2.0,
+            cap: Duration::from_secs(300),
+            max_attempts: 3,
+            jitter: 0.2,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (1-based); `unit` in [0, 1).
+    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        let exp = self
+            .factor
+            .max(1.0)
+            .powi(attempt.saturating_sub(1).min(64) as i32);
+        let raw = (self.base.as_secs_f64() * exp).min(self.cap.as_secs_f64());
+        let spread = raw * self.jitter.clamp(0.0, 1.0) * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
+        Duration::from_secs_f64((raw + spread).clamp(0.0, self.cap.as_secs_f64()))
+    }
+}
 
 /// How the manager runs mbsync; set from the Lua configuration.
 #[derive(Debug, Clone)]
@@ -40,6 +93,10 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub extra_args: Vec<String>,
     pub accounts: HashMap<String, AccountOverrides>,
+    pub max_parallel: usize,
+    pub retry: RetryPolicy,
+    /// Where the sync history lives; None keeps no history.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -50,6 +107,9 @@ impl Default for Settings {
             idle_timeout: Duration::from_secs(120),
             extra_args: Vec::new(),
             accounts: HashMap::new(),
+            max_parallel: 2,
+            retry: RetryPolicy::default(),
+            state_dir: None,
         }
     }
 }
@@ -64,13 +124,40 @@ pub struct StartOptions {
     pub wait_lock: Duration,
 }
 
+impl StartOptions {
+    /// True when a sync for `self` also does everything `other` asks for.
+    fn covers(&self, other: &StartOptions) -> bool {
+        if self.account != other.account {
+            return false;
+        }
+        match (self.kind, other.kind) {
+            (SyncType::Full, _) => true,
+            (SyncType::Inbox, SyncType::Inbox) => true,
+            (SyncType::Folders, SyncType::Folders) => {
+                other.folders.iter().all(|f| self.folders.contains(f))
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Waiting for a free slot or for another sync of the same account.
+    Queued,
     Running,
+    /// Failed transiently; waiting for the next attempt.
+    Retrying,
     Completed,
     Error,
     Cancelled,
+}
+
+impl Status {
+    fn active(self) -> bool {
+        matches!(self, Status::Queued | Status::Running | Status::Retrying)
+    }
 }
 
 /// Parsed counters plus what the status line needs.
@@ -98,7 +185,7 @@ pub struct SyncResult {
     pub success: bool,
     pub error: Option<String>,
     pub kind: Option<ErrorKind>,
-    /// Seconds.
+    /// Seconds from the request to the end, retries included.
     pub duration: f64,
     /// Messages copied to the local (near) side.
     pub pulled: u64,
@@ -106,6 +193,8 @@ pub struct SyncResult {
     pub pushed: u64,
     pub flags_changed: u64,
     pub trashed: u64,
+    /// Attempts made (1 without retries).
+    pub attempts: u32,
 }
 
 /// Everything known about one sync.
@@ -117,18 +206,28 @@ pub struct SyncInfo {
     pub account: String,
     /// The mbsync targets, space separated.
     pub channel: String,
+    pub folders: Vec<String>,
     pub status: Status,
     pub progress: Option<ProgressInfo>,
-    /// Unix seconds.
+    /// Unix seconds of the request.
     pub start_time: f64,
     pub end_time: Option<f64>,
     pub message: String,
     pub error: Option<ErrorInfo>,
     pub result: Option<SyncResult>,
+    /// Attempt in progress (1 for the first run).
+    pub attempt: u32,
+    /// Unix seconds of the next attempt while retrying.
+    pub next_retry: Option<f64>,
+    /// Requests this sync answers (more than 1 when coalesced).
+    pub requests: u32,
 }
 
 struct Entry {
     info: SyncInfo,
+    opts: StartOptions,
+    targets: Vec<String>,
+    config: PathBuf,
     cancel: watch::Sender<bool>,
     cancel_flag: Arc<AtomicBool>,
     estimate: PercentEstimate,
@@ -139,15 +238,14 @@ struct Entry {
 /// Receives events: `(sync id, event name, data)`.
 pub type Emit = Arc<dyn Fn(u64, &str, Value) + Send + Sync>;
 
-/// Finished syncs kept for `snapshot()`.
-const KEEP_FINISHED: usize = 20;
-
 pub struct Manager {
     settings: Mutex<Settings>,
-    syncs: Mutex<Vec<Entry>>,
+    entries: Mutex<Vec<Entry>>,
     locks: Arc<LockDir>,
+    history: Mutex<Option<(PathBuf, Arc<History>)>>,
     emit: Emit,
     next_id: Box<dyn Fn() -> u64 + Send + Sync>,
+    rt: Handle,
 }
 
 fn now() -> f64 {
@@ -157,9 +255,30 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A number in [0, 1) that differs between processes and calls; good
+/// enough to spread retries, not for anything secret.
+fn jitter_unit(seed: u64) -> f64 {
+    let mut x = seed
+        ^ (now() * 1e6) as u64
+        ^ (std::process::id() as u64).rotate_left(32)
+        ^ 0x9e37_79b9_7f4a_7c15;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// The lock that serialises syncs of one account across processes.
 pub fn account_lock_name(account: &str) -> String {
     format!("sync-{account}")
+}
+
+/// What `finish` needs from one attempt.
+enum Attempt {
+    /// mbsync ran (successfully or not).
+    Ran(Box<Outcome>),
+    /// It never started: lock conflict, cancelled while waiting, spawn error.
+    NotRun(Error),
 }
 
 impl Manager {
@@ -167,13 +286,16 @@ impl Manager {
         locks: Arc<LockDir>,
         emit: Emit,
         next_id: Box<dyn Fn() -> u64 + Send + Sync>,
+        rt: Handle,
     ) -> Self {
         Manager {
             settings: Mutex::new(Settings::default()),
-            syncs: Mutex::new(Vec::new()),
+            entries: Mutex::new(Vec::new()),
             locks,
+            history: Mutex::new(None),
             emit,
             next_id,
+            rt,
         }
     }
 
@@ -191,8 +313,25 @@ impl Manager {
         MbsyncConfig::load(path.as_deref())
     }
 
-    /// Starts a sync and returns its id; the work runs on `rt`.
-    pub fn start(self: &Arc<Self>, rt: &Handle, opts: StartOptions) -> Result<u64> {
+    /// The history store for the configured state directory, if any.
+    pub fn history(&self) -> Result<Option<Arc<History>>> {
+        let Some(dir) = self.settings.lock().state_dir.clone() else {
+            return Ok(None);
+        };
+        let mut slot = self.history.lock();
+        if let Some((path, h)) = slot.as_ref() {
+            if *path == dir {
+                return Ok(Some(h.clone()));
+            }
+        }
+        let h = Arc::new(History::open(&dir, self.locks.clone())?);
+        *slot = Some((dir, h.clone()));
+        Ok(Some(h))
+    }
+
+    /// Requests a sync and returns its id: a new sync, or the waiting or
+    /// running one that already covers the request.
+    pub fn start(self: &Arc<Self>, opts: StartOptions) -> Result<u64> {
         let settings = self.settings();
         let cfg = self.mbsync_config()?;
         let targets = targets::resolve(
@@ -202,94 +341,141 @@ impl Manager {
             &opts.account,
             &opts.folders,
         )?;
-        let mut syncs = self.syncs.lock();
-        if let Some(e) = syncs
-            .iter()
-            .find(|e| e.info.account == opts.account && e.info.status == Status::Running)
+        let mut entries = self.entries.lock();
+        if let Some(e) = entries
+            .iter_mut()
+            .find(|e| e.info.status.active() && e.opts.covers(&opts))
         {
-            return Err(Error::new(
-                ErrorKind::Locked,
-                format!(
-                    "{} is already syncing here ({} sync #{})",
-                    opts.account,
-                    e.info.kind.as_str(),
-                    e.info.id
-                ),
-            ));
+            e.info.requests += 1;
+            return Ok(e.info.id);
         }
         let id = (self.next_id)();
-        let (cancel, cancel_rx) = watch::channel(false);
-        let cancel_flag = Arc::new(AtomicBool::new(false));
+        let (cancel, _) = watch::channel(false);
         let info = SyncInfo {
             id,
             kind: opts.kind,
             account: opts.account.clone(),
             channel: targets.join(" "),
-            status: Status::Running,
+            folders: opts.folders.clone(),
+            status: Status::Queued,
             progress: None,
             start_time: now(),
             end_time: None,
-            message: format!("starting {} sync of {}", opts.kind.as_str(), opts.account),
+            message: format!("{} sync of {} is queued", opts.kind.as_str(), opts.account),
             error: None,
             result: None,
+            attempt: 1,
+            next_retry: None,
+            requests: 1,
         };
-        (self.emit)(id, "sync_started", json!(info));
-        syncs.push(Entry {
+        (self.emit)(id, "sync_queued", json!(info));
+        entries.push(Entry {
             info,
+            opts,
+            targets,
+            config: cfg.path.clone(),
             cancel,
-            cancel_flag: cancel_flag.clone(),
+            cancel_flag: Arc::new(AtomicBool::new(false)),
             estimate: PercentEstimate::new(),
             last_sent: None,
             dirty: false,
         });
-        drop(syncs);
-
-        let spec = RunSpec {
-            program: settings.mbsync_cmd.clone(),
-            // The file we parsed is the file mbsync reads.
-            config: Some(cfg.path.clone()),
-            targets,
-            extra_args: settings.extra_args.clone(),
-            idle_timeout: settings.idle_timeout,
-        };
-        let me = self.clone();
-        rt.spawn(async move {
-            let outcome = me.run(id, opts, spec, cancel_rx, cancel_flag).await;
-            me.finish(id, outcome);
-        });
+        drop(entries);
+        self.pump();
         Ok(id)
     }
 
-    async fn run(
-        self: &Arc<Self>,
+    /// Starts queued syncs while slots are free, oldest first, never two of
+    /// one account.
+    fn pump(self: &Arc<Self>) {
+        let settings = self.settings();
+        let mut entries = self.entries.lock();
+        loop {
+            let running: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.info.status == Status::Running)
+                .map(|e| e.info.account.as_str())
+                .collect();
+            if running.len() >= settings.max_parallel.max(1) {
+                return;
+            }
+            let busy: HashSet<String> = running.iter().map(|a| a.to_string()).collect();
+            let Some(e) = entries
+                .iter_mut()
+                .find(|e| e.info.status == Status::Queued && !busy.contains(&e.info.account))
+            else {
+                return;
+            };
+            e.info.status = Status::Running;
+            e.info.next_retry = None;
+            e.info.progress = None;
+            e.estimate = PercentEstimate::new();
+            e.info.message = format!("syncing {}", e.info.account);
+            (self.emit)(e.info.id, "sync_started", json!(e.info));
+            let spec = RunSpec {
+                program: settings.mbsync_cmd.clone(),
+                // The file we parsed is the file mbsync reads.
+                config: Some(e.config.clone()),
+                targets: e.targets.clone(),
+                extra_args: settings.extra_args.clone(),
+                idle_timeout: settings.idle_timeout,
+            };
+            let id = e.info.id;
+            let opts = e.opts.clone();
+            let cancel_rx = e.cancel.subscribe();
+            let flag = e.cancel_flag.clone();
+            let me = self.clone();
+            self.rt.spawn(async move {
+                // A panic inside the attempt must not leave the sync
+                // "running" forever: it ends as an error instead.
+                let attempt = tokio::spawn(me.clone().attempt(id, opts, spec, cancel_rx, flag));
+                let result = match attempt.await {
+                    Ok(a) => a,
+                    Err(e) => Attempt::NotRun(Error::new(
+                        ErrorKind::Unknown,
+                        format!("internal error in the sync task: {e}"),
+                    )),
+                };
+                me.finish(id, result);
+            });
+        }
+    }
+
+    async fn attempt(
+        self: Arc<Self>,
         id: u64,
         opts: StartOptions,
         spec: RunSpec,
         cancel_rx: watch::Receiver<bool>,
         cancel_flag: Arc<AtomicBool>,
-    ) -> std::result::Result<Outcome, Error> {
+    ) -> Attempt {
         let locks = self.locks.clone();
         let name = account_lock_name(&opts.account);
         let purpose = format!("{} sync of {}", opts.kind.as_str(), opts.account);
+        let wait = opts.wait_lock;
         let flag = cancel_flag.clone();
-        let guard = tokio::task::spawn_blocking(move || {
-            locks.acquire(&name, opts.wait_lock, &purpose, Some(&flag))
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unknown, format!("lock task failed: {e}")))?
-        .map_err(|e| match e.kind {
-            ErrorKind::Locked => Error::new(
-                ErrorKind::Locked,
-                format!(
-                    "{} is being synced by another process: {}",
-                    opts.account, e.message
-                ),
-            ),
-            _ => e,
-        })?;
-        self.update(id, |info| {
-            info.message = format!("syncing {}", info.account)
-        });
+        let guard =
+            tokio::task::spawn_blocking(move || locks.acquire(&name, wait, &purpose, Some(&flag)))
+                .await;
+        let guard = match guard {
+            Ok(Ok(g)) => g,
+            Ok(Err(e)) if e.kind == ErrorKind::Locked => {
+                return Attempt::NotRun(Error::new(
+                    ErrorKind::Locked,
+                    format!(
+                        "{} is being synced by another process: {}",
+                        opts.account, e.message
+                    ),
+                ))
+            }
+            Ok(Err(e)) => return Attempt::NotRun(e),
+            Err(e) => {
+                return Attempt::NotRun(Error::new(
+                    ErrorKind::Unknown,
+                    format!("lock task failed: {e}"),
+                ))
+            }
+        };
         // Flushes throttled progress that arrived inside the last interval.
         let ticker = {
             let me = self.clone();
@@ -305,19 +491,13 @@ impl Manager {
         let outcome = runner::run(spec, cancel_rx, move |u| me.on_update(id, u)).await;
         ticker.abort();
         drop(guard);
-        Ok(outcome)
-    }
-
-    fn update(&self, id: u64, f: impl FnOnce(&mut SyncInfo)) {
-        if let Some(e) = self.syncs.lock().iter_mut().find(|e| e.info.id == id) {
-            f(&mut e.info);
-        }
+        Attempt::Ran(Box::new(outcome))
     }
 
     fn on_update(&self, id: u64, update: Update) {
         {
-            let mut syncs = self.syncs.lock();
-            let Some(e) = syncs.iter_mut().find(|e| e.info.id == id) else {
+            let mut entries = self.entries.lock();
+            let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
                 return;
             };
             let prev = e.info.progress.take();
@@ -345,8 +525,8 @@ impl Manager {
     /// Sends the latest progress if due (or always when `force`).
     fn flush(&self, id: u64, force: bool) {
         let data = {
-            let mut syncs = self.syncs.lock();
-            let Some(e) = syncs.iter_mut().find(|e| e.info.id == id) else {
+            let mut entries = self.entries.lock();
+            let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
                 return;
             };
             let due = e.last_sent.is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL);
@@ -360,112 +540,309 @@ impl Manager {
         (self.emit)(id, "sync_progress", data);
     }
 
-    fn finish(&self, id: u64, outcome: std::result::Result<Outcome, Error>) {
+    fn finish(self: &Arc<Self>, id: u64, attempt: Attempt) {
         self.flush(id, true);
-        let data = {
-            let mut syncs = self.syncs.lock();
-            let Some(e) = syncs.iter_mut().find(|e| e.info.id == id) else {
-                return;
-            };
-            let info = &mut e.info;
-            let end = now();
-            info.end_time = Some(end);
-            let (error, last) = match outcome {
-                Ok(o) => (
-                    o.error.map(|c| ErrorInfo {
-                        kind: c.kind,
-                        message: summary(c.kind, &c.line),
-                        line: c.line,
-                    }),
-                    o.last_progress,
-                ),
-                Err(e) => (
-                    Some(ErrorInfo {
-                        kind: e.kind,
-                        message: e.message.clone(),
-                        line: e.message,
-                    }),
-                    None,
-                ),
-            };
-            let counters = last.unwrap_or_default();
-            let result = SyncResult {
-                success: error.is_none(),
-                error: error.as_ref().map(|e| e.message.clone()),
-                kind: error.as_ref().map(|e| e.kind),
-                duration: end - info.start_time,
-                pulled: counters.near.new.done,
-                pushed: counters.far.new.done,
-                flags_changed: counters.near.flags.done + counters.far.flags.done,
-                trashed: counters.near.trash.done + counters.far.trash.done,
-            };
-            info.status = match &error {
-                None => Status::Completed,
-                Some(e) if e.kind == ErrorKind::Cancelled => Status::Cancelled,
-                Some(_) => Status::Error,
-            };
-            if result.success {
-                if let Some(p) = info.progress.as_mut() {
-                    // The last progress event of a successful sync says 100 %.
-                    p.percent = Some(100.0);
-                    e.dirty = true;
-                }
-            }
-            info.message = match &error {
-                None => format!(
-                    "{} sync of {} done in {:.1} s: {} new, {} sent",
-                    info.kind.as_str(),
-                    info.account,
-                    result.duration,
-                    result.pulled,
-                    result.pushed
-                ),
-                Some(e) => e.message.clone(),
-            };
-            info.error = error;
-            info.result = Some(result);
-            let data = json!(info);
-            // Keep only the newest finished syncs.
-            let finished = syncs
-                .iter()
-                .filter(|e| e.info.status != Status::Running)
-                .count();
-            if finished > KEEP_FINISHED {
-                if let Some(pos) = syncs.iter().position(|e| e.info.status != Status::Running) {
-                    syncs.remove(pos);
-                }
-            }
-            data
+        let policy = self.settings().retry;
+        let (error, last, ran) = match attempt {
+            Attempt::Ran(o) => (
+                o.error.map(|c| ErrorInfo {
+                    kind: c.kind,
+                    message: summary(c.kind, &c.line),
+                    line: c.line,
+                }),
+                o.last_progress,
+                true,
+            ),
+            Attempt::NotRun(e) => (
+                Some(ErrorInfo {
+                    kind: e.kind,
+                    message: e.message.clone(),
+                    line: e.message,
+                }),
+                None,
+                false,
+            ),
         };
-        self.flush(id, true);
-        (self.emit)(id, "sync_done", data);
+        let mut entries = self.entries.lock();
+        let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
+            return;
+        };
+        let transient = matches!(
+            error.as_ref().map(|e| e.kind),
+            Some(ErrorKind::Network | ErrorKind::Timeout | ErrorKind::Locked)
+        );
+        // Our own account lock being taken is reported at once (the caller
+        // chose how long to wait); mbsync finding its channel locked by a
+        // foreign mbsync is worth a retry.
+        let retry = ran
+            && transient
+            && e.info.attempt <= policy.max_attempts
+            && !e.cancel_flag.load(Ordering::SeqCst);
+        if retry {
+            let err = error.unwrap_or_else(|| ErrorInfo {
+                kind: ErrorKind::Unknown,
+                message: String::new(),
+                line: String::new(),
+            });
+            let delay = policy.delay(e.info.attempt, jitter_unit(id ^ e.info.attempt as u64));
+            e.info.status = Status::Retrying;
+            e.info.next_retry = Some(now() + delay.as_secs_f64());
+            e.info.message = format!(
+                "{}; retrying in {:.0} s (attempt {} of {})",
+                err.message,
+                delay.as_secs_f64().ceil(),
+                e.info.attempt + 1,
+                policy.max_attempts + 1
+            );
+            e.info.error = Some(err);
+            e.info.attempt += 1;
+            (self.emit)(id, "sync_retry", json!(e.info));
+            let mut cancel_rx = e.cancel.subscribe();
+            let me = self.clone();
+            self.rt.spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => me.requeue(id),
+                    _ = cancel_rx.wait_for(|c| *c) => me.requeue(id),
+                }
+            });
+            drop(entries);
+            self.pump();
+            return;
+        }
+        let data = self.finalize(e, error, last);
+        Self::prune(&mut entries);
+        drop(entries);
+        (self.emit)(id, "sync_done", data.0);
+        self.record_history(data.1);
+        self.pump();
     }
 
-    /// Cancels one sync, or every running sync when `id` is None; returns
-    /// how many were asked to stop.
-    pub fn cancel(&self, id: Option<u64>) -> usize {
-        let syncs = self.syncs.lock();
-        let mut n = 0;
-        for e in syncs.iter() {
-            if e.info.status == Status::Running && id.is_none_or(|i| i == e.info.id) {
-                e.cancel_flag.store(true, Ordering::SeqCst);
-                let _ = e.cancel.send(true);
-                n += 1;
+    /// A retry is due (or cancelled while waiting): back into the queue, or
+    /// finished as cancelled.
+    fn requeue(self: &Arc<Self>, id: u64) {
+        let mut entries = self.entries.lock();
+        let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
+            return;
+        };
+        if e.info.status != Status::Retrying {
+            return;
+        }
+        if e.cancel_flag.load(Ordering::SeqCst) {
+            let cancelled = Some(ErrorInfo {
+                kind: ErrorKind::Cancelled,
+                message: summary(ErrorKind::Cancelled, ""),
+                line: String::new(),
+            });
+            let data = self.finalize(e, cancelled, None);
+            drop(entries);
+            (self.emit)(id, "sync_done", data.0);
+            self.record_history(data.1);
+        } else {
+            e.info.status = Status::Queued;
+            e.info.message = format!("retrying {}", e.info.account);
+            (self.emit)(id, "sync_queued", json!(e.info));
+            drop(entries);
+        }
+        self.pump();
+    }
+
+    /// Sets the final state of a sync; returns the event data and what the
+    /// history should record.
+    fn finalize(
+        &self,
+        e: &mut Entry,
+        error: Option<ErrorInfo>,
+        last: Option<Progress>,
+    ) -> (Value, HistoryItem) {
+        let info = &mut e.info;
+        let end = now();
+        info.end_time = Some(end);
+        info.next_retry = None;
+        let counters = last
+            .or_else(|| info.progress.as_ref().map(|p| p.counters.clone()))
+            .unwrap_or_default();
+        let result = SyncResult {
+            success: error.is_none(),
+            error: error.as_ref().map(|e| e.message.clone()),
+            kind: error.as_ref().map(|e| e.kind),
+            duration: end - info.start_time,
+            pulled: counters.near.new.done,
+            pushed: counters.far.new.done,
+            flags_changed: counters.near.flags.done + counters.far.flags.done,
+            trashed: counters.near.trash.done + counters.far.trash.done,
+            attempts: info.attempt,
+        };
+        info.status = match &error {
+            None => Status::Completed,
+            Some(e) if e.kind == ErrorKind::Cancelled => Status::Cancelled,
+            Some(_) => Status::Error,
+        };
+        if result.success {
+            if let Some(p) = info.progress.as_mut() {
+                // The last progress event of a successful sync says 100 %.
+                p.percent = Some(100.0);
+                e.dirty = true;
             }
+        }
+        info.message = match &error {
+            None => format!(
+                "{} sync of {} done in {:.1} s: {} new, {} sent",
+                info.kind.as_str(),
+                info.account,
+                result.duration,
+                result.pulled,
+                result.pushed
+            ),
+            Some(e) => e.message.clone(),
+        };
+        let item = HistoryItem {
+            account: info.account.clone(),
+            kind: info.kind.as_str().to_string(),
+            end,
+            duration: result.duration,
+            error: error.as_ref().map(|e| (e.kind, e.message.clone())),
+        };
+        // A later success clears the error of earlier attempts.
+        info.error = error;
+        info.result = Some(result);
+        (json!(info), item)
+    }
+
+    fn prune(entries: &mut Vec<Entry>) {
+        while entries.iter().filter(|e| !e.info.status.active()).count() > KEEP_FINISHED {
+            match entries.iter().position(|e| !e.info.status.active()) {
+                Some(pos) => {
+                    entries.remove(pos);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn record_history(&self, item: HistoryItem) {
+        let Ok(Some(history)) = self.history() else {
+            return;
+        };
+        // File I/O and the history lock stay off the caller's thread (which
+        // may be Neovim's main loop when a queued sync is cancelled).
+        let emit = self.emit.clone();
+        self.rt.spawn_blocking(move || {
+            let record = Record {
+                account: &item.account,
+                kind: &item.kind,
+                end: item.end,
+                duration: item.duration,
+                error: item.error.as_ref().map(|(k, m)| (*k, m.as_str())),
+            };
+            if let Err(e) = history.record(&record) {
+                emit(
+                    0,
+                    "warning",
+                    json!({ "message": format!("sync history not saved: {}", e.message) }),
+                );
+            }
+        });
+    }
+
+    /// Cancels one sync, or every active sync when `id` is None; returns
+    /// how many were asked to stop. Queued syncs end at once; running ones
+    /// when mbsync has stopped; waiting retries at once.
+    pub fn cancel(self: &Arc<Self>, id: Option<u64>) -> usize {
+        let mut entries = self.entries.lock();
+        let mut n = 0;
+        let mut done = Vec::new();
+        for e in entries.iter_mut() {
+            if !e.info.status.active() || id.is_some_and(|i| i != e.info.id) {
+                continue;
+            }
+            n += 1;
+            e.cancel_flag.store(true, Ordering::SeqCst);
+            let _ = e.cancel.send(true);
+            if e.info.status == Status::Queued {
+                let cancelled = Some(ErrorInfo {
+                    kind: ErrorKind::Cancelled,
+                    message: summary(ErrorKind::Cancelled, ""),
+                    line: String::new(),
+                });
+                done.push((e.info.id, self.finalize(e, cancelled, None)));
+            }
+        }
+        drop(entries);
+        for (id, (data, item)) in done {
+            (self.emit)(id, "sync_done", data);
+            self.record_history(item);
         }
         n
     }
 
-    /// Every sync this process runs or recently ran, oldest first.
+    /// Every sync this process runs, waits for or recently ran, oldest first.
     pub fn snapshot(&self) -> Vec<SyncInfo> {
-        self.syncs.lock().iter().map(|e| e.info.clone()).collect()
+        self.entries.lock().iter().map(|e| e.info.clone()).collect()
     }
 
-    /// True while any sync runs.
+    /// True while any sync is queued, running or waiting to retry.
     pub fn busy(&self) -> bool {
-        self.syncs
-            .lock()
-            .iter()
-            .any(|e| e.info.status == Status::Running)
+        self.entries.lock().iter().any(|e| e.info.status.active())
+    }
+}
+
+/// What [`Manager::record_history`] writes, detached from the entry.
+struct HistoryItem {
+    account: String,
+    kind: String,
+    end: f64,
+    duration: f64,
+    error: Option<(ErrorKind, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(kind: SyncType, account: &str, folders: &[&str]) -> StartOptions {
+        StartOptions {
+            kind,
+            account: account.into(),
+            folders: folders.iter().map(|s| s.to_string()).collect(),
+            wait_lock: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn coverage_rules() {
+        let full = opts(SyncType::Full, "a", &[]);
+        let inbox = opts(SyncType::Inbox, "a", &[]);
+        let work = opts(SyncType::Folders, "a", &["Work", "INBOX"]);
+        assert!(full.covers(&inbox));
+        assert!(full.covers(&work));
+        assert!(full.covers(&full));
+        assert!(!inbox.covers(&full));
+        assert!(inbox.covers(&inbox));
+        assert!(!inbox.covers(&work));
+        assert!(work.covers(&opts(SyncType::Folders, "a", &["Work"])));
+        assert!(!work.covers(&opts(SyncType::Folders, "a", &["Sent"])));
+        assert!(!full.covers(&opts(SyncType::Inbox, "b", &[])));
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters_within_bounds() {
+        let p = RetryPolicy {
+            base: Duration::from_secs(2),
+            factor: 3.0,
+            cap: Duration::from_secs(60),
+            max_attempts: 5,
+            jitter: 0.25,
+        };
+        assert_eq!(p.delay(1, 0.5), Duration::from_secs(2));
+        assert_eq!(p.delay(2, 0.5), Duration::from_secs(6));
+        assert_eq!(p.delay(3, 0.5), Duration::from_secs(18));
+        assert_eq!(p.delay(9, 0.5), Duration::from_secs(60));
+        assert_eq!(p.delay(1, 0.0), Duration::from_secs_f64(1.5));
+        assert!(p.delay(1, 0.999) <= Duration::from_secs_f64(2.5));
+        assert!(p.delay(50, 0.999) <= Duration::from_secs(60));
+        for seed in 0..1000 {
+            let u = jitter_unit(seed);
+            assert!((0.0..1.0).contains(&u));
+        }
     }
 }

@@ -50,7 +50,7 @@ local function other_neovim(cfg, opts)
     script,
     ([[
 vim.opt.rtp:prepend(%q)
-vim.g.himalaya_sync = { mbsync = { config = %q, timeout = %d }, notify = false }
+vim.g.himalaya_sync = { mbsync = { config = %q, timeout = %d }, notify = false, retry = { max_attempts = 0 } }
 local manager = require('himalaya.sync.manager')
 local done = false
 assert(manager.start_sync('full', { account = 'demo', on_complete = function() done = true end }))
@@ -120,7 +120,7 @@ describe('lifecycle', function()
 
   it('two Neovims on one account: the second reports locked, or waits when asked', function()
     local cfg = config_for(t.silent_server())
-    vim.g.himalaya_sync = { mbsync = { config = cfg, timeout = 3 }, notify = false }
+    vim.g.himalaya_sync = { mbsync = { config = cfg, timeout = 3 }, notify = false, retry = { max_attempts = 0 } }
     local child = other_neovim(cfg, { timeout = 3 })
     local manager = require('himalaya.sync.manager')
 

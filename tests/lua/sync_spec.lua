@@ -6,7 +6,11 @@ local mbsync = require('himalaya.sync.mbsync')
 local manager = require('himalaya.sync.manager')
 
 local function use(mbsyncrc, extra)
-  vim.g.himalaya_sync = vim.tbl_deep_extend('force', { mbsync = { config = mbsyncrc }, notify = false }, extra or {})
+  vim.g.himalaya_sync = vim.tbl_deep_extend(
+    'force',
+    { mbsync = { config = mbsyncrc }, notify = false, retry = { max_attempts = 0 } },
+    extra or {}
+  )
 end
 
 local function total(ids)

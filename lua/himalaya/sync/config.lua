@@ -15,18 +15,50 @@ local M = {}
 ---@field inbox? string mbsync target for an inbox sync (default: channel `NAME-inbox`, else `NAME:INBOX`)
 ---@field folders? string[] folders offered for selective syncs
 
+---@class himalaya.sync.RetryConfig
+---@field base number seconds before the first retry (default 10)
+---@field factor number growth per retry (default 2)
+---@field cap number longest wait in seconds (default 300)
+---@field max_attempts integer retries after the first attempt; 0 disables (default 3)
+---@field jitter number random spread, 0-1 (default 0.2)
+
+---@class himalaya.sync.AutoSyncConfig
+---@field enabled boolean sync on a timer (default false)
+---@field interval number minutes between syncs (default 15)
+---@field type 'full'|'inbox' what the timer syncs (default 'full')
+---@field accounts? string[] accounts to sync (default: every channel and group)
+
+---@class himalaya.sync.NotifyConfig
+---@field enabled boolean notifications at all (default true)
+---@field start boolean when a sync starts (default false)
+---@field success boolean when a sync succeeds (default true)
+---@field error boolean when a sync fails (default true)
+---@field auto boolean also for syncs started by the auto-sync timer (default false)
+
 ---@class himalaya.sync.Config
 ---@field lock_dir? string folder for lock files (default: $XDG_RUNTIME_DIR/himalaya-sync/locks)
+---@field state_dir? string folder for the sync history (default: stdpath('state')/himalaya-sync)
 ---@field mbsync himalaya.sync.MbsyncConfig
 ---@field accounts table<string, himalaya.sync.AccountConfig>
----@field notify boolean show start/finish/error notifications (default true)
+---@field max_parallel integer accounts synced at once (default 2)
+---@field retry himalaya.sync.RetryConfig
+---@field auto_sync himalaya.sync.AutoSyncConfig
+---@field notify himalaya.sync.NotifyConfig|boolean
+---@field log boolean write a log to stdpath('log')/himalaya-sync.log (default true)
+---@field legacy_commands boolean also create the original plugin's commands (default false)
 
 ---@type himalaya.sync.Config
 M.defaults = {
   lock_dir = nil,
+  state_dir = nil,
   mbsync = { cmd = 'mbsync', config = nil, timeout = 120, extra_args = {} },
   accounts = {},
-  notify = true,
+  max_parallel = 2,
+  retry = { base = 10, factor = 2, cap = 300, max_attempts = 3, jitter = 0.2 },
+  auto_sync = { enabled = false, interval = 15, type = 'full', accounts = nil },
+  notify = { enabled = true, start = false, success = true, error = true, auto = false },
+  log = true,
+  legacy_commands = false,
 }
 
 ---@type table? options given to setup()
@@ -54,6 +86,20 @@ local function check_table_of_strings(path, v)
   end
 end
 
+local function boolean(path, v)
+  if type(v) ~= 'boolean' then
+    fail(path, 'true or false', v)
+  end
+end
+
+local function number_at_least(min)
+  return function(path, v)
+    if type(v) ~= 'number' or v < min or v ~= v then
+      fail(path, ('a number >= %s'):format(min), v)
+    end
+  end
+end
+
 --- Field checkers: one per known key; unknown keys are errors too, since a
 --- typo silently ignored is worse than a clear message.
 local schema = {
@@ -62,11 +108,66 @@ local schema = {
       fail(path, 'a folder path', v)
     end
   end,
-  notify = function(path, v)
-    if type(v) ~= 'boolean' then
-      fail(path, 'true or false', v)
+  state_dir = function(path, v)
+    if v ~= nil and (type(v) ~= 'string' or v == '') then
+      fail(path, 'a folder path', v)
     end
   end,
+  notify = function(path, v)
+    if type(v) == 'boolean' then
+      return
+    end
+    if type(v) ~= 'table' then
+      fail(path, 'true, false or a table', v)
+    end
+    for k, b in pairs(v) do
+      if not vim.tbl_contains({ 'enabled', 'start', 'success', 'error', 'auto' }, k) then
+        fail(path .. '.' .. tostring(k), 'one of enabled, start, success, error, auto', b)
+      elseif type(b) ~= 'boolean' then
+        fail(path .. '.' .. k, 'true or false', b)
+      end
+    end
+  end,
+  log = boolean,
+  legacy_commands = boolean,
+  max_parallel = function(path, v)
+    if type(v) ~= 'number' or v < 1 or v % 1 ~= 0 then
+      fail(path, 'a whole number >= 1', v)
+    end
+  end,
+  retry = {
+    base = number_at_least(0),
+    factor = number_at_least(1),
+    cap = number_at_least(0),
+    max_attempts = function(path, v)
+      if type(v) ~= 'number' or v < 0 or v % 1 ~= 0 then
+        fail(path, 'a whole number >= 0', v)
+      end
+    end,
+    jitter = function(path, v)
+      if type(v) ~= 'number' or v < 0 or v > 1 then
+        fail(path, 'a number from 0 to 1', v)
+      end
+    end,
+  },
+  auto_sync = {
+    enabled = boolean,
+    interval = function(path, v)
+      if type(v) ~= 'number' or v <= 0 then
+        fail(path, 'minutes > 0', v)
+      end
+    end,
+    type = function(path, v)
+      if v ~= 'full' and v ~= 'inbox' then
+        fail(path, '"full" or "inbox"', v)
+      end
+    end,
+    accounts = function(path, v)
+      if v ~= nil then
+        check_table_of_strings(path, v)
+      end
+    end,
+  },
   mbsync = {
     cmd = function(path, v)
       if type(v) ~= 'string' or v == '' then
@@ -152,7 +253,12 @@ function M.get()
   if g ~= nil then
     M.validate(g)
   end
-  return vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), g or {}, user_opts or {})
+  local cfg = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), g or {}, user_opts or {})
+  if type(cfg.notify) == 'boolean' then
+    local on = cfg.notify
+    cfg.notify = vim.tbl_extend('force', M.defaults.notify, { enabled = on })
+  end
+  return cfg
 end
 
 return M

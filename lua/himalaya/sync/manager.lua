@@ -50,15 +50,21 @@ local M = {}
 ---@field wait? number seconds to wait when another process syncs the account (default 0)
 ---@field on_progress? fun(progress: himalaya.sync.Progress, info: himalaya.sync.SyncInfo)
 ---@field on_complete? fun(result: himalaya.sync.Result, info: himalaya.sync.SyncInfo)
+---@field auto? boolean started by the auto-sync timer (quiet unless notify.auto)
 
 ---@type table<integer, himalaya.sync.SyncInfo>
 local syncs = {}
 ---@type integer[] sync ids, oldest first
 local order = {}
----@type table<integer, himalaya.sync.StartOptions>
+---@type table<integer, himalaya.sync.StartOptions[]> requests answered by each sync
 local callbacks = {}
+---@type table<integer, boolean> syncs asked for by a person (not only by the timer)
+local wanted = {}
 local subscribed = false
 local configured_with, configured_lib
+---@type fun(info: himalaya.sync.SyncInfo)[]
+local listeners = {}
+local status_text = ''
 
 local KEEP = 20
 local SYNC_TYPES = { full = true, inbox = true, folders = true }
@@ -74,10 +80,17 @@ local function remember(info)
   syncs[info.id] = info
 end
 
-local function notify(msg, level)
-  if config.get().notify then
-    vim.notify('himalaya-sync: ' .. msg, level)
+--- Notifies unless configured quiet; `what` is start, success or error.
+local function notify(what, msg, level, id)
+  local ok, cfg = pcall(config.get)
+  local n = ok and cfg.notify or config.defaults.notify
+  if not n.enabled or not n[what] then
+    return
   end
+  if id and not wanted[id] and not n.auto then
+    return
+  end
+  vim.notify('himalaya-sync: ' .. msg, level)
 end
 
 local function call(fn, ...)
@@ -89,22 +102,74 @@ local function call(fn, ...)
   end
 end
 
+local USER_EVENT = {
+  sync_started = 'HimalayaSyncStarted',
+  sync_progress = 'HimalayaSyncProgress',
+}
+
+--- Short text for status lines, computed when state changes (not on redraw).
+local function compute_status()
+  local parts = {}
+  for _, id in ipairs(order) do
+    local info = syncs[id]
+    if info.status == 'running' then
+      local pct = info.progress and info.progress.percent
+      parts[#parts + 1] = pct and ('%s %d%%'):format(info.account, math.floor(pct)) or info.account
+    elseif info.status == 'queued' then
+      parts[#parts + 1] = info.account .. ' queued'
+    elseif info.status == 'retrying' then
+      local wait = info.next_retry and math.max(0, math.ceil(info.next_retry - os.time())) or 0
+      parts[#parts + 1] = ('%s retry in %ds'):format(info.account, wait)
+    end
+  end
+  if #parts > 0 then
+    return 'sync ' .. table.concat(parts, ', ')
+  end
+  local last = syncs[order[#order]]
+  if last and last.status == 'error' and last.error then
+    return ('sync %s: %s error'):format(last.account or '?', last.error.kind)
+  end
+  return ''
+end
+
+local function fire(pattern, data)
+  vim.api.nvim_exec_autocmds('User', { pattern = pattern, modeline = false, data = data })
+end
+
 local function on_event(ev)
+  if ev.name == 'warning' then
+    vim.notify('himalaya-sync: ' .. ev.data.message, vim.log.levels.WARN)
+    return
+  end
   local info = ev.data
   remember(info)
-  local cb = callbacks[info.id] or {}
-  if ev.name == 'sync_progress' and info.progress then
-    call(cb.on_progress, info.progress, info)
+  local requests = callbacks[info.id] or {}
+  if ev.name == 'sync_started' then
+    notify('start', ('%s sync of %s started'):format(info.type, info.account), vim.log.levels.INFO, info.id)
+  elseif ev.name == 'sync_progress' and info.progress then
+    for _, r in ipairs(requests) do
+      call(r.on_progress, info.progress, info)
+    end
+  elseif ev.name == 'sync_retry' then
+    notify('error', info.message, vim.log.levels.WARN, info.id)
   elseif ev.name == 'sync_done' then
     callbacks[info.id] = nil
-    call(cb.on_complete, info.result, info)
-    if info.status == 'completed' then
-      notify(info.message, vim.log.levels.INFO)
-    elseif info.status == 'cancelled' then
-      notify(info.message, vim.log.levels.WARN)
-    else
-      notify(info.message, vim.log.levels.ERROR)
+    for _, r in ipairs(requests) do
+      call(r.on_complete, info.result, info)
     end
+    if info.status == 'completed' then
+      notify('success', info.message, vim.log.levels.INFO, info.id)
+    else
+      notify('error', info.message, info.status == 'cancelled' and vim.log.levels.WARN or vim.log.levels.ERROR, info.id)
+    end
+    wanted[info.id] = nil
+  end
+  local pattern = USER_EVENT[ev.name]
+  if ev.name == 'sync_done' then
+    pattern = info.status == 'completed' and 'HimalayaSyncCompleted' or 'HimalayaSyncFailed'
+  end
+  if pattern then
+    fire(pattern, info)
   end
   M.notify_ui_update()
 end
@@ -119,7 +184,7 @@ local function ready()
   end
   if not subscribed then
     subscribed = true
-    for _, name in ipairs({ 'sync_started', 'sync_progress', 'sync_done' }) do
+    for _, name in ipairs({ 'sync_queued', 'sync_started', 'sync_progress', 'sync_retry', 'sync_done', 'warning' }) do
       native.on(name, on_event)
     end
   end
@@ -127,7 +192,12 @@ local function ready()
   if not ok then
     return nil, cfg
   end
-  local settings = vim.tbl_extend('force', cfg.mbsync, { accounts = cfg.accounts })
+  local settings = vim.tbl_extend('force', cfg.mbsync, {
+    accounts = cfg.accounts,
+    max_parallel = cfg.max_parallel,
+    retry = cfg.retry,
+    state_dir = vim.fn.expand(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
+  })
   if settings.config then
     settings.config = vim.fn.expand(settings.config)
   end
@@ -226,8 +296,11 @@ function M.start_sync(type, options)
   if not id then
     return nil, e.message, e.kind
   end
-  callbacks[id] = { on_progress = options.on_progress, on_complete = options.on_complete }
-  notify(('%s sync of %s started'):format(type, account), vim.log.levels.INFO)
+  -- The id may be a sync that already covers this request (coalesced):
+  -- its callbacks then fire when that sync ends.
+  callbacks[id] = callbacks[id] or {}
+  table.insert(callbacks[id], { on_progress = options.on_progress, on_complete = options.on_complete })
+  wanted[id] = wanted[id] or not options.auto
   return id
 end
 
@@ -247,7 +320,7 @@ end
 ---@return boolean
 function M.is_busy()
   for _, info in pairs(syncs) do
-    if info.status == 'running' then
+    if info.status == 'running' or info.status == 'queued' or info.status == 'retrying' then
       return true
     end
   end
@@ -268,7 +341,49 @@ function M.get_sync_info()
   end
   local out = primary and vim.deepcopy(primary) or { status = 'idle' }
   out.syncs = list
+  out.queue = vim.tbl_filter(function(i)
+    return i.status == 'queued' or i.status == 'retrying'
+  end, list)
   return out
+end
+
+--- Sync history per account (last success, last error, syncs today, last
+--- duration), shared by every Neovim and kept across restarts.
+---@return table<string, {last_success?: number, last_sync?: number, last_type?: string, last_error?: {kind: string, message: string, time: number}, last_duration?: number, syncs_today: integer, day: string}>? history
+---@return string? err
+function M.history()
+  local lib, err = ready()
+  if not lib then
+    return nil, err
+  end
+  local h, e = lib.sync_history()
+  if e then
+    return nil, e.message
+  end
+  return h or {}
+end
+
+--- Calls `fn(info)` after sync state changes (at most once per event-loop
+--- turn). Returns a function that unsubscribes.
+---@param fn fun(info: himalaya.sync.SyncInfo)
+---@return fun()
+function M.on_update(fn)
+  listeners[#listeners + 1] = fn
+  return function()
+    for i, f in ipairs(listeners) do
+      if f == fn then
+        table.remove(listeners, i)
+        return
+      end
+    end
+  end
+end
+
+--- Text for a status line: empty when idle, else what runs (`sync demo 42%`),
+--- waits or failed last. Cheap: computed when state changes.
+---@return string
+function M.statusline()
+  return status_text
 end
 
 --- Reports progress of a sync run outside the engine (other code can feed
@@ -297,14 +412,24 @@ function M.complete_sync(type, result)
 end
 
 --- Tells the UI that sync state changed: fires `User HimalayaSyncUpdate`
---- with the info as data and redraws status lines.
+--- with the info as data, calls `on_update` listeners and redraws status
+--- lines, once per event-loop turn however often it is called.
+local ui_pending = false
 function M.notify_ui_update()
-  vim.api.nvim_exec_autocmds('User', {
-    pattern = 'HimalayaSyncUpdate',
-    modeline = false,
-    data = M.get_sync_info(),
-  })
-  vim.cmd.redrawstatus({ bang = true })
+  status_text = compute_status()
+  if ui_pending then
+    return
+  end
+  ui_pending = true
+  vim.schedule(function()
+    ui_pending = false
+    local info = M.get_sync_info()
+    fire('HimalayaSyncUpdate', info)
+    for _, fn in ipairs(listeners) do
+      call(fn, info)
+    end
+    vim.cmd.redrawstatus({ bang = true })
+  end)
 end
 
 return M
