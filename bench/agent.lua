@@ -40,6 +40,15 @@ function H.setup(req, done)
   })
 end
 
+--- The library's version and build (loads it).
+function H.info(_, done)
+  local lib, err = require('himalaya.sync.native').get()
+  if not lib then
+    return done({ ok = false, error = err })
+  end
+  done({ build_id = lib.build_id, version = lib.version, pid = vim.fn.getpid() })
+end
+
 --- {account, lag?}: `:HimalayaSync full ACCOUNT`, timed from the command to
 --- the completion seen by `User HimalayaSyncUpdate`; with `lag`, a 1 ms
 --- timer runs from just before the command until completion.

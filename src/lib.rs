@@ -15,6 +15,7 @@
 pub mod error;
 pub mod events;
 pub mod lock;
+pub mod log;
 pub mod lua;
 pub mod manager;
 pub mod mbsync;

@@ -128,6 +128,20 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
         })?,
     )?;
     m.set(
+        "log_open",
+        func(lua, |_, path: Option<String>| {
+            crate::log::open(path.as_deref().map(std::path::Path::new))?;
+            Ok(true)
+        })?,
+    )?;
+    m.set(
+        "log_write",
+        func(lua, |_, (level, message): (String, String)| {
+            crate::log::write(&level, &message);
+            Ok(true)
+        })?,
+    )?;
+    m.set(
         "mbsync_targets",
         func(lua, |lua, ()| {
             to_lua(lua, &manager()?.mbsync_config()?.targets())

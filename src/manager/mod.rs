@@ -411,6 +411,17 @@ impl Manager {
             e.info.progress = None;
             e.estimate = PercentEstimate::new();
             e.info.message = format!("syncing {}", e.info.account);
+            crate::log::write(
+                "info",
+                &format!(
+                    "sync #{} {} {} started (attempt {}): mbsync {}",
+                    e.info.id,
+                    e.info.kind.as_str(),
+                    e.info.account,
+                    e.info.attempt,
+                    e.info.channel
+                ),
+            );
             (self.emit)(e.info.id, "sync_started", json!(e.info));
             let spec = RunSpec {
                 program: settings.mbsync_cmd.clone(),
@@ -596,6 +607,7 @@ impl Manager {
             );
             e.info.error = Some(err);
             e.info.attempt += 1;
+            crate::log::write("warn", &format!("sync #{id} {}", e.info.message));
             (self.emit)(id, "sync_retry", json!(e.info));
             let mut cancel_rx = e.cancel.subscribe();
             let me = self.clone();
@@ -695,6 +707,18 @@ impl Manager {
             ),
             Some(e) => e.message.clone(),
         };
+        crate::log::write(
+            if error.is_none() { "info" } else { "error" },
+            &format!("sync #{} {}", info.id, info.message),
+        );
+        if let Some(e) = &error {
+            if !e.line.is_empty() && e.line != e.message {
+                crate::log::write(
+                    "error",
+                    &format!("sync #{} mbsync said: {}", info.id, e.line),
+                );
+            }
+        }
         let item = HistoryItem {
             account: info.account.clone(),
             kind: info.kind.as_str().to_string(),

@@ -217,6 +217,84 @@ M.subcommands.status = {
   end,
 }
 
+M.subcommands.auto = {
+  desc = 'auto-sync on the configured interval: auto [on|off|toggle]',
+  complete = function(_, args)
+    return #args == 0 and { 'on', 'off', 'toggle' } or {}
+  end,
+  run = function(args)
+    local auto = require('himalaya.sync.auto')
+    local what = args[1]
+    if what == 'on' then
+      auto.start()
+    elseif what == 'off' then
+      auto.stop()
+    elseif what == 'toggle' then
+      auto.toggle()
+    elseif what ~= nil then
+      return err(('unknown auto argument %q; expected on, off or toggle'):format(what))
+    end
+    local interval = require('himalaya.sync.config').get().auto_sync.interval
+    notify(
+      auto.is_enabled()
+          and ('auto-sync is on, every %s min%s'):format(interval, auto.is_leader() and ' (this Neovim leads)' or '')
+        or 'auto-sync is off'
+    )
+  end,
+}
+
+local function when(t)
+  return t and os.date('%Y-%m-%d %H:%M:%S', math.floor(t)) or 'never'
+end
+
+M.subcommands.info = {
+  desc = 'sync history per account',
+  run = function()
+    local history, herr = require('himalaya.sync.manager').history()
+    if not history then
+      return err(herr)
+    end
+    local names = vim.tbl_keys(history)
+    table.sort(names)
+    local chunks = { { 'himalaya-sync history\n', 'Title' } }
+    if #names == 0 then
+      chunks[#chunks + 1] = { '  no sync recorded yet\n', 'Comment' }
+    end
+    for _, name in ipairs(names) do
+      local h = history[name]
+      chunks[#chunks + 1] = {
+        ('  %s: last success %s, last sync %s (%s, %.1f s), %d today\n'):format(
+          name,
+          when(h.last_success),
+          when(h.last_sync),
+          h.last_type or '?',
+          h.last_duration or 0,
+          h.syncs_today or 0
+        ),
+      }
+      if h.last_error then
+        chunks[#chunks + 1] = {
+          ('    last error %s (%s): %s\n'):format(when(h.last_error.time), h.last_error.kind, h.last_error.message),
+          'WarningMsg',
+        }
+      end
+    end
+    vim.api.nvim_echo(chunks, true, {})
+  end,
+}
+
+M.subcommands.log = {
+  desc = "open the engine's log file",
+  run = function()
+    local path = require('himalaya.sync.manager').log_path()
+    if vim.fn.filereadable(path) ~= 1 then
+      return notify('no log yet at ' .. path)
+    end
+    vim.cmd('split ' .. vim.fn.fnameescape(path))
+    vim.bo.readonly = true
+  end,
+}
+
 --- Sorted subcommand names.
 ---@return string[]
 function M.names()

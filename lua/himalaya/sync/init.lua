@@ -4,13 +4,59 @@
 --- mbsyncrc. Modules: `himalaya.sync.manager`, `.mbsync`, `.oauth`, `.lock`.
 local M = {}
 
+M.version = require('himalaya.sync.version')
+
 --- Applies options (same table as `vim.g.himalaya_sync`); raises an error
---- naming the bad field when a value is invalid.
----@param opts? table
+--- naming the bad field when a value is invalid. Starts auto-sync and the
+--- legacy commands when they are enabled.
+---@param opts? himalaya.sync.Config|table
 function M.setup(opts)
-  require('himalaya.sync.config').setup(opts)
+  local config = require('himalaya.sync.config')
+  config.setup(opts)
+  local cfg = config.get()
+  if cfg.legacy_commands then
+    M.legacy_commands()
+  end
+  local auto = require('himalaya.sync.auto')
+  if cfg.auto_sync.enabled then
+    auto.stop()
+    auto.start()
+  else
+    auto.stop()
+  end
 end
 
-M.version = require('himalaya.sync.version')
+--- Status line text: empty when idle, else e.g. `sync demo 42%`. Cheap
+--- enough for every redraw (no library call, no allocation while idle).
+---@return string
+function M.statusline()
+  local manager = package.loaded['himalaya.sync.manager']
+  return manager and manager.statusline() or ''
+end
+
+--- A lualine component: `sections = { lualine_x = { require('himalaya.sync').lualine } }`.
+M.lualine = {
+  M.statusline,
+  cond = function()
+    return M.statusline() ~= ''
+  end,
+}
+
+--- The original plugin's commands, as thin aliases of `:HimalayaSync`.
+function M.legacy_commands()
+  local aliases = {
+    HimalayaSyncInbox = 'inbox',
+    HimalayaSyncFull = 'full',
+    HimalayaCancelSync = 'cancel',
+    HimalayaSyncStatus = 'status',
+    HimalayaSyncInfo = 'info',
+    HimalayaAutoSyncToggle = 'auto toggle',
+  }
+  for name, sub in pairs(aliases) do
+    vim.api.nvim_create_user_command(name, function(o)
+      vim.cmd('HimalayaSync ' .. sub .. (o.args ~= '' and (' ' .. o.args) or ''))
+    end, { nargs = '*', desc = 'himalaya-sync: :HimalayaSync ' .. sub })
+  end
+end
 
 return M

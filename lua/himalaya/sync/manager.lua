@@ -207,11 +207,18 @@ local function ready()
     if not done then
       return nil, e.message
     end
+    lib.log_open(cfg.log and M.log_path() or nil)
     configured_with, configured_lib = settings, lib
   end
   return lib
 end
 M._ready = ready
+
+--- The engine's log file (`stdpath('log')/himalaya-sync.log`).
+---@return string
+function M.log_path()
+  return vim.fn.stdpath('log') .. '/himalaya-sync.log'
+end
 
 --- Every channel and group in the mbsyncrc (each is an account name).
 ---@return {name: string, kind: 'channel'|'group'}[]? targets

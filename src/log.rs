@@ -1,0 +1,117 @@
+//! The engine's log file (`stdpath('log')/himalaya-sync.log` from Neovim).
+//!
+//! One line per event, appended with a timestamp; the file is created 0600
+//! and rotated to `.1` past 1 MiB. Only what callers pass is written, and
+//! the callers pass mbsync lines through `redact` first: no password or
+//! token ever reaches the log.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+const MAX_BYTES: u64 = 1024 * 1024;
+
+static PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Starts logging to `path` (None stops). The folder must exist.
+pub fn open(path: Option<&Path>) -> Result<()> {
+    if let Some(p) = path {
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = parent {
+            fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("cannot create log folder {}", dir.display()), e))?;
+        }
+    }
+    *PATH.lock() = path.map(Path::to_path_buf);
+    Ok(())
+}
+
+/// The log file in use, if any.
+pub fn path() -> Option<PathBuf> {
+    PATH.lock().clone()
+}
+
+/// Appends one line. Failures to log are ignored: logging must never
+/// break a sync.
+pub fn write(level: &str, message: &str) {
+    let guard = PATH.lock();
+    let Some(path) = guard.as_ref() else {
+        return;
+    };
+    if fs::metadata(path).is_ok_and(|m| m.len() > MAX_BYTES) {
+        let mut old = path.clone().into_os_string();
+        old.push(".1");
+        let _ = fs::rename(path, old);
+    }
+    let Ok(mut f) = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    else {
+        return;
+    };
+    let line = message.replace(['\n', '\r'], " ");
+    let _ = writeln!(
+        f,
+        "{} {level:<5} [{}] {line}",
+        timestamp(),
+        std::process::id()
+    );
+}
+
+/// Local time as `YYYY-MM-DD HH:MM:SS`.
+fn timestamp() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: localtime_r only writes into the tm we pass.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return t.to_string();
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writes_private_one_line_entries_and_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/h.log");
+        open(Some(&p)).unwrap();
+        write("info", "hello\nworld");
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.contains("info  ["), "{text}");
+        assert!(text.trim_end().ends_with("hello world"), "{text}");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::write(&p, vec![b'x'; (MAX_BYTES + 1) as usize]).unwrap();
+        write("info", "after rotation");
+        assert!(fs::read_to_string(&p).unwrap().contains("after rotation"));
+        assert!(dir.path().join("sub/h.log.1").exists());
+        open(None).unwrap();
+        write("info", "not written");
+        assert!(!fs::read_to_string(&p).unwrap().contains("not written"));
+    }
+}
