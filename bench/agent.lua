@@ -71,6 +71,23 @@ function H.idle(req, done)
   end, req.ms)
 end
 
+local lag_stop
+--- Starts the 1 ms timer and answers at once (the driver then runs
+--- something outside Neovim and asks for `lag_stop`).
+function H.lag_start(_, done)
+  lag_stop = B.lag_timer()
+  done({ t = uv.hrtime() })
+end
+
+function H.lag_stop(_, done)
+  if not lag_stop then
+    return done({ ok = false, error = 'lag_start first' })
+  end
+  local lag = lag_stop()
+  lag_stop = nil
+  done({ lag = lag })
+end
+
 -- The original plugin's progress parsing: mbsync under a pty through
 -- jobstart(), every chunk split on \r and \n, each piece matched in Lua.
 local PATTERN = 'C: (%d+)/(%d+)  B: (%d+)/(%d+)  F: %+(%d+)/(%d+) %*(%d+)/(%d+) #(%d+)/(%d+)  '

@@ -202,6 +202,56 @@ function M.silent_server()
   return server:getsockname().port
 end
 
+--- A TCP relay on 127.0.0.1:`port` to 127.0.0.1:`target` (a server that
+--- "comes back"). Closed after the test or by `:close()`.
+function M.relay(port, target)
+  local server = assert(uv.new_tcp())
+  assert(server:bind('127.0.0.1', port))
+  local handles = {}
+  local function close(h)
+    if h and not h:is_closing() then
+      h:close()
+    end
+  end
+  server:listen(16, function()
+    local client = uv.new_tcp()
+    server:accept(client)
+    local up = uv.new_tcp()
+    handles[#handles + 1] = client
+    handles[#handles + 1] = up
+    up:connect('127.0.0.1', target, function(err)
+      if err then
+        return close(client)
+      end
+      client:read_start(function(e, data)
+        if data and not e then
+          up:write(data)
+        else
+          close(up)
+          close(client)
+        end
+      end)
+      up:read_start(function(e, data)
+        if data and not e then
+          client:write(data)
+        else
+          close(up)
+          close(client)
+        end
+      end)
+    end)
+  end)
+  local r = {}
+  function r.close()
+    for _, h in ipairs(handles) do
+      close(h)
+    end
+    close(server)
+  end
+  M.defer(r.close)
+  return r
+end
+
 --- A port on 127.0.0.1 where nothing listens.
 function M.closed_port()
   local s = assert(uv.new_tcp())

@@ -1,0 +1,281 @@
+-- The manager against real dovecot + mbsync: queue and coalescing, parallel
+-- accounts, retry with backoff, events and notifications, history.
+local t = require('helpers')
+local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
+
+local manager = require('himalaya.sync.manager')
+local uv = vim.uv or vim.loop
+
+local function use(mbsyncrc, extra)
+  vim.g.himalaya_sync = vim.tbl_deep_extend('force', { mbsync = { config = mbsyncrc }, notify = false }, extra or {})
+end
+
+local function start(type, opts)
+  local box = { done = nil }
+  opts = vim.tbl_extend('force', opts, {
+    on_complete = function(r, info)
+      box.done = { result = r, info = info }
+    end,
+  })
+  local id, err = manager.start_sync(type, opts)
+  assert(id, err)
+  box.id = id
+  return box
+end
+
+local function wait_done(boxes, ms)
+  t.wait_for(function()
+    for _, b in ipairs(boxes) do
+      if not b.done then
+        return false
+      end
+    end
+    return true
+  end, ms or 120000, 'syncs to finish')
+end
+
+--- Deletes the local copy (and mbsync's state) so the next sync is initial.
+local function wipe_local(fx)
+  for _, a in pairs(fx.accounts) do
+    vim.fn.delete(a.local_maildir, 'rf')
+    vim.fn.mkdir(a.local_maildir, 'p')
+  end
+end
+
+describe('queue', function()
+  it('an inbox request during a full sync is covered by it; a full request during an inbox sync waits', function()
+    local fx = t.fixture({ '--messages', '4000' })
+    use(fx.mbsyncrc)
+    local full = start('full', { account = 'demo' })
+    local inbox = start('inbox', { account = 'demo' })
+    eq(full.id, inbox.id, 'coalesced into the running full sync')
+    wait_done({ full, inbox })
+    eq(true, full.done.result.success)
+    eq(full.done.result, inbox.done.result, 'both callbacks got the full sync result')
+    eq(2, full.done.info.requests)
+
+    fx.deliver('demo', 'INBOX', 2)
+    local order = {}
+    local unsub = manager.on_update(function(info)
+      for _, s in ipairs(info.syncs) do
+        order[#order + 1] = s.id .. ':' .. s.status
+      end
+    end)
+    t.defer(unsub)
+    local first = start('inbox', { account = 'demo' })
+    local second = start('full', { account = 'demo' })
+    ok(second.id ~= first.id)
+    local third = start('inbox', { account = 'demo' })
+    ok(third.id == first.id or third.id == second.id, 'a third request joins one of them')
+    t.wait_for(function()
+      local q = manager.get_sync_info().queue
+      return #q == 1 and q[1].id == second.id
+    end, 10000, 'the full sync to be listed as queued')
+    wait_done({ first, second, third })
+    eq(true, first.done.result.success)
+    eq(true, second.done.result.success)
+    ok(second.done.info.start_time >= first.done.info.start_time)
+    ok(first.done.info.end_time <= second.done.info.end_time)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+
+  it('syncs two accounts in parallel in well under the sequential time', function()
+    local fx = t.fixture({ '--accounts', 'demo,work', '--messages', '3000' })
+    use(fx.mbsyncrc)
+    local started = uv.hrtime()
+    wait_done({ start('full', { account = 'demo' }) })
+    wait_done({ start('full', { account = 'work' }) })
+    local sequential = (uv.hrtime() - started) / 1e9
+    wipe_local(fx)
+    started = uv.hrtime()
+    local a, b = start('full', { account = 'demo' }), start('full', { account = 'work' })
+    t.wait_for(function()
+      local running = 0
+      for _, s in ipairs(manager.get_sync_info().syncs) do
+        running = running + (s.status == 'running' and 1 or 0)
+      end
+      return running == 2 or (a.done and b.done)
+    end, 10000, 'both to run at once')
+    wait_done({ a, b })
+    local parallel = (uv.hrtime() - started) / 1e9
+    eq(true, a.done.result.success)
+    eq(true, b.done.result.success)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    eq(fx.ids('work', 'server'), fx.ids('work', 'local'))
+    io.stdout:write(('     sequential %.2f s, parallel %.2f s (%.2fx)\n'):format(sequential, parallel, parallel / sequential))
+    ok(parallel < 0.85 * sequential, ('parallel %.2f s vs sequential %.2f s'):format(parallel, sequential))
+  end)
+
+  it('max_parallel = 1 runs accounts one after another', function()
+    local fx = t.fixture({ '--accounts', 'demo,work', '--folders', 'INBOX=50' })
+    use(fx.mbsyncrc, { max_parallel = 1 })
+    local a, b = start('full', { account = 'demo' }), start('full', { account = 'work' })
+    t.wait_for(function()
+      return #manager.get_sync_info().queue == 1 or b.done
+    end, 10000, 'the second account to wait')
+    wait_done({ a, b })
+    ok(b.done.info.end_time >= a.done.info.end_time)
+    ok(b.done.result.success and a.done.result.success)
+  end)
+end)
+
+describe('retry', function()
+  it('a server that is down and comes back: the sync succeeds with no user action', function()
+    local fx = t.fixture({ '--folders', 'INBOX=30,Work=20' })
+    local port = t.closed_port()
+    local rc = fx.dir .. '/mbsyncrc-relay'
+    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPort %d+', '\nPort ' .. port)))
+    use(rc, { retry = { base = 0.5, factor = 2, cap = 2, max_attempts = 6, jitter = 0 } })
+    local retries = 0
+    local unsub = manager.on_update(function(info)
+      if info.status == 'retrying' then
+        retries = retries + 1
+      end
+    end)
+    t.defer(unsub)
+    local s = start('full', { account = 'demo' })
+    t.wait_for(function()
+      return manager.get_sync_info().status == 'retrying'
+    end, 20000, 'the first retry to be scheduled')
+    local info = manager.get_sync_info()
+    eq('network', info.error.kind)
+    ok(info.next_retry and info.attempt == 2, vim.inspect(info))
+    contains(info.message, 'retrying in')
+    eq(1, #info.queue)
+    t.relay(port, fx.port)
+    wait_done({ s }, 60000)
+    eq(true, s.done.result.success, s.done.result.error)
+    ok(s.done.result.attempts >= 2)
+    eq(nil, s.done.info.error, 'the success cleared the error')
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    ok(retries >= 1)
+  end)
+
+  it('a waiting retry is visible and can be cancelled', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5' })
+    local rc = fx.dir .. '/mbsyncrc-down'
+    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPort %d+', '\nPort ' .. t.closed_port())))
+    use(rc, { retry = { base = 30, max_attempts = 3 } })
+    local s = start('full', { account = 'demo' })
+    t.wait_for(function()
+      return manager.get_sync_info().status == 'retrying'
+    end, 20000)
+    contains(require('himalaya.sync').statusline(), 'demo retry in')
+    eq(1, manager.cancel_sync())
+    wait_done({ s }, 5000)
+    eq('cancelled', s.done.info.status)
+    eq(false, manager.is_busy())
+  end)
+
+  it('config errors never retry', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5' })
+    use(fx.mbsyncrc, { retry = { base = 0.1, max_attempts = 5 }, mbsync = { extra_args = { '--no-such-option' } } })
+    local s = start('full', { account = 'demo' })
+    wait_done({ s }, 20000)
+    eq(false, s.done.result.success)
+    eq(1, s.done.result.attempts)
+  end)
+end)
+
+describe('editor integration', function()
+  it('User events, listeners and notifications are observed; auto syncs are quiet', function()
+    local fx = t.fixture({ '--folders', 'INBOX=300,Work=300' })
+    use(fx.mbsyncrc, { notify = { start = true } })
+    local events = {}
+    for _, pat in ipairs({ 'HimalayaSyncStarted', 'HimalayaSyncProgress', 'HimalayaSyncCompleted', 'HimalayaSyncFailed' }) do
+      vim.api.nvim_create_autocmd('User', {
+        pattern = pat,
+        callback = function(ev)
+          events[#events + 1] = { pat, ev.data.id, ev.data.status }
+        end,
+      })
+    end
+    local notes, updates = {}, 0
+    local orig = vim.notify
+    vim.notify = function(m, level)
+      notes[#notes + 1] = { m, level }
+    end
+    t.defer(function()
+      vim.notify = orig
+    end)
+    t.defer(manager.on_update(function()
+      updates = updates + 1
+    end))
+    local status_seen
+    t.defer(manager.on_update(function()
+      local s = require('himalaya.sync').statusline()
+      if s:find('sync demo') then
+        status_seen = s
+      end
+    end))
+    wait_done({ start('full', { account = 'demo' }) })
+    eq('HimalayaSyncStarted', events[1][1])
+    eq('HimalayaSyncCompleted', events[#events][1])
+    ok(vim.tbl_contains(vim.tbl_map(function(e) return e[1] end, events), 'HimalayaSyncProgress'))
+    ok(updates >= 2, 'listener called ' .. updates)
+    ok(status_seen, 'the status line showed the sync')
+    eq('', require('himalaya.sync').statusline())
+    eq(2, #notes, vim.inspect(notes))
+    contains(notes[1][1], 'started')
+    eq(vim.log.levels.INFO, notes[2][2])
+    contains(notes[2][1], 'done')
+
+    -- A failure: a Failed event and an ERROR notification.
+    local rc = fx.dir .. '/mbsyncrc-bad'
+    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPass [^\n]*', '\nPass wrong')))
+    use(rc, { retry = { max_attempts = 0 }, notify = { start = true } })
+    notes = {}
+    wait_done({ start('full', { account = 'demo' }) })
+    eq('HimalayaSyncFailed', events[#events][1])
+    eq(vim.log.levels.ERROR, notes[#notes][2])
+    contains(require('himalaya.sync').statusline(), 'auth error')
+
+    -- Auto syncs are quiet by default.
+    use(fx.mbsyncrc)
+    notes = {}
+    wait_done({ start('full', { account = 'demo', auto = true }) })
+    eq({}, notes)
+  end)
+
+  it('history survives in the state folder, private, and other Neovims read it', function()
+    local fx = t.fixture({ '--folders', 'INBOX=20' })
+    use(fx.mbsyncrc)
+    local s = start('full', { account = 'demo' })
+    wait_done({ s })
+    local h
+    t.wait_for(function()
+      h = manager.history()
+      return h and h.demo and (h.demo.last_sync or 0) >= s.done.info.end_time - 1e-3
+    end, 5000, 'history to be written')
+    ok(h.demo.last_success and h.demo.last_duration)
+    local file = vim.fn.stdpath('state') .. '/himalaya-sync/history.json'
+    eq(tonumber('100600', 8), uv.fs_stat(file).mode)
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local out = vim.api.nvim_exec2('HimalayaSync info', { output = true }).output
+    contains(out, 'demo: last success')
+    local script = t.tmpdir() .. '/c.lua'
+    t.write(script, ([[
+vim.opt.rtp:prepend(%q)
+vim.g.himalaya_sync = { mbsync = { config = %q } }
+io.stdout:write(vim.json.encode(require('himalaya.sync.manager').history()))
+]]):format(t.root, fx.mbsyncrc))
+    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
+    local other = vim.json.decode(r.stdout).demo.last_success
+    ok(math.abs(h.demo.last_success - other) < 1e-3, ('%s vs %s'):format(h.demo.last_success, other))
+    -- The log has the sync and no password.
+    local log = t.read(manager.log_path())
+    contains(log, 'full demo started')
+    ok(not log:find(fx.accounts.demo.password, 1, true), 'no password in the log')
+  end)
+
+  it('<Plug> mappings and legacy commands exist', function()
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    eq('<Cmd>HimalayaSync full<CR>', vim.fn.maparg('<Plug>(HimalayaSyncFull)', 'n'))
+    eq('<Cmd>HimalayaSync cancel<CR>', vim.fn.maparg('<Plug>(HimalayaSyncCancel)', 'n'))
+    eq(0, vim.fn.exists(':HimalayaSyncInbox'))
+    require('himalaya.sync').setup({ legacy_commands = true })
+    for _, c in ipairs({ 'HimalayaSyncInbox', 'HimalayaSyncFull', 'HimalayaCancelSync', 'HimalayaSyncStatus', 'HimalayaSyncInfo', 'HimalayaAutoSyncToggle' }) do
+      eq(2, vim.fn.exists(':' .. c), c)
+    end
+  end)
+end)
