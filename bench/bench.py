@@ -219,6 +219,7 @@ class Agent:
             env=nvim_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog,
             start_new_session=True))
         self.buf = b""
+        self.seq = 0
         hello = self._read(30)
         self.pid = hello["pid"]
 
@@ -241,10 +242,15 @@ class Agent:
                 self.buf += d
 
     def call(self, cmd, timeout=300, **kw):
-        req = dict(kw, cmd=cmd)
+        self.seq += 1
+        req = dict(kw, cmd=cmd, seq=self.seq)
         self.p.stdin.write((json.dumps(req) + "\n").encode())
         self.p.stdin.flush()
-        r = self._read(timeout)
+        deadline = time.time() + timeout
+        while True:  # answers to earlier, abandoned requests are skipped
+            r = self._read(max(0.1, deadline - time.time()))
+            if r.get("seq") == self.seq:
+                break
         if not r.get("ok"):
             raise BenchError("agent %s %s: %s" % (self.name, cmd, r.get("error")))
         return r
@@ -404,10 +410,10 @@ def bench_sync(fx, agent, reps, R):
             wall, cpu, code = run_timed(NVIM_BASE + ["-c", "luafile " + os.path.join(REPO, "bench", "fresh.lua")],
                                         env=env, out_path=os.path.join(ROOT, "fresh.out"))
             r = json.load(open(out_json)) if os.path.exists(out_json) else {"ok": False, "error": "no result"}
-            expect(code == 0 and r.get("ok"), "fresh Neovim sync failed (%d): %s" % (code, r.get("error")))
             res = r.get("result") or {}
-            expect(r["status"] == "completed" and res.get("pulled") == expect_pulled,
-                   "plugin sync (fresh) did not complete as expected: %s %s" % (r["status"], r.get("message")))
+            expect(code == 0 and r.get("ok") and r.get("status") == "completed" and res.get("pulled") == expect_pulled,
+                   "fresh Neovim sync failed (exit %d): %s; Neovim said: %s" % (
+                       code, json.dumps(r)[:800], open(os.path.join(ROOT, "fresh.out")).read()[-800:]))
             m = {"internal_ms": r["ms"], "wall_ms": wall, "cpu_s": cpu}
         return m
 
@@ -822,12 +828,13 @@ def bench_micro(fx, agent, reps, R):
         reset_local(fx, ["demo"])
         if os.path.exists(out_json):
             os.unlink(out_json)
+        nv_out = os.path.join(ROOT, "fresh-rss.out")
         _, _, code = run_timed(NVIM_BASE + ["-c", "luafile " + os.path.join(REPO, "bench", "fresh.lua")],
                                env=nvim_env({"BENCH_MODE": "rss", "BENCH_RC": rc, "BENCH_ACCOUNT": "demo",
-                                             "BENCH_OUT": out_json}))
+                                             "BENCH_OUT": out_json}), out_path=nv_out)
         r = json.load(open(out_json)) if os.path.exists(out_json) else {}
         expect(code == 0 and r.get("ok") and (r.get("result") or {}).get("pulled") == total,
-               "RSS run failed: %s" % r.get("error"))
+               "RSS run failed (exit %s): %s; Neovim said: %s" % (code, json.dumps(r)[:800], open(nv_out).read()[-800:]))
         if rep > 0:
             rss.append(r)
         log("rss rep %d: %s" % (rep, {k: r[k] for k in ("before_kb", "loaded_kb", "peak_kb", "after_kb")}))
@@ -920,6 +927,19 @@ def sh(args):
         return "unknown (%s)" % exc
 
 
+def cpu_busy(seconds=1.0):
+    """Share (%) of all CPUs busy over `seconds` while this harness is idle:
+    the load other processes put on the machine."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return sum(v), v[3] + v[4]
+    t1, i1 = snap()
+    time.sleep(seconds)
+    t2, i2 = snap()
+    return 100.0 * (1 - (i2 - i1) / max(1, t2 - t1))
+
+
 def environment():
     cpu = "unknown"
     try:
@@ -969,6 +989,9 @@ def header(R, md, only):
     md.append("| date | %s |" % e["date"])
     md.append("| machine | %s CPUs (`nproc`), %s, %s RAM, Linux %s |" % (e["nproc"], e["cpu"], e["mem"], e["kernel"]))
     md.append("| load average (1/5/15 min) | %s at start, %s at end |" % (" ".join(e["loadavg_start"]), " ".join(e.get("loadavg_end", ["?"]))))
+    if R.get("busy"):
+        md.append("| CPU busy with other work (1 s with this harness idle, before each section) | %s |" % ", ".join(
+            "%s %.0f%%" % kv for kv in R["busy"].items()))
     md.append("| mbsync | %s |" % e["mbsync"])
     md.append("| dovecot | %s |" % e["dovecot"])
     md.append("| Neovim | %s |" % e["nvim"])
@@ -1041,6 +1064,8 @@ def summary_rows(R, only):
         rs = M["rss"]
         rows.append(("5. Neovim RSS: before load → loaded → peak in sync", "—", "%.1f → %.1f → %.1f MiB" % tuple(
             med([r[k] for r in rs]) / 1024 for k in ("before_kb", "loaded_kb", "peak_kb")), "—"))
+    for name, err in R.get("failed", {}).items():
+        rows.append(("%s (section %s)" % (name, name), "—", "FAILED: " + err.splitlines()[0][:200].replace("|", "/"), "**FAILED**"))
     rows.append(("Folder counts with 100k messages", "—", "not yet measured: feature not built", "—"))
     rows.append(("Fast-check latency", "—", "not yet measured: feature not built", "—"))
     return rows
@@ -1091,7 +1116,7 @@ def main():
            "target/release/libhimalaya_sync.so missing (run make build)")
 
     started = time.time()
-    R = {"reps": reps, "env": environment(), "fixtures": {}, "only": only}
+    R = {"reps": reps, "env": environment(), "fixtures": {}, "only": only, "failed": {}}
     log("root %s, %d repetitions, benchmarks: %s" % (ROOT, reps, ",".join(only)))
     fixtures, agents = [], []
     try:
@@ -1113,25 +1138,54 @@ def main():
                   env=nvim_env({"BENCH_MODE": "load", "BENCH_OUT": os.path.join(ROOT, "stage.json"),
                                 "BENCH_RC": "/dev/null"}))
 
-        agent = Agent("agent1")
-        agents.append(agent)
-        info = agent.call("setup", rc=fx1.mbsyncrc) if fx1 else agent.call("info")
-        R["library"] = {"version": info["version"], "build_id": info["build_id"]}
+        def new_agent(name, fx):
+            a = Agent(name)
+            agents.append(a)
+            info = a.call("setup", rc=fx.mbsyncrc) if fx else a.call("info")
+            R["library"] = {"version": info["version"], "build_id": info["build_id"]}
+            return a, info
 
-        if "sync" in only:
-            bench_sync(fx1, agent, reps, R)
-        if "lag" in only:
-            bench_lag(fx1, agent, reps, R)
-        if "parallel" in only:
-            agent2 = Agent("agent2")
-            agents.append(agent2)
-            i2 = agent2.call("setup", rc=fx2.mbsyncrc)
-            max_parallel = i2.get("max_parallel")
-            bench_parallel(fx2, agent2, reps, R, max_parallel is not None, max_parallel)
-        if "locks" in only:
-            bench_locks(agent, reps, R)
-        if "micro" in only:
-            bench_micro(fx1, agent, reps, R)
+        R["busy"] = {}
+        R["failed"] = {}
+        state = {"agent": None}
+
+        def agent1():
+            if state["agent"] is None:
+                state["agent"] = new_agent("agent%d" % (len(agents) + 1), fx1)[0]
+            return state["agent"]
+
+        def section(name, fn):
+            """Runs one benchmark; a failure is recorded in the report (and
+            the agent, which may be stuck in it, replaced) instead of ending
+            the run."""
+            if name not in only:
+                return
+            R["busy"][name] = cpu_busy()
+            log("%s: CPU busy with other work: %.0f%%" % (name, R["busy"][name]))
+            try:
+                fn()
+            except BenchError as exc:
+                R["failed"][name] = str(exc)
+                R.pop(name, None)
+                log("%s FAILED: %s" % (name, exc))
+                if state["agent"] is not None:
+                    state["agent"].close()
+                    state["agent"] = None
+
+        def run_parallel():
+            a2, i2 = new_agent("agent-par", fx2)
+            try:
+                mp = i2.get("max_parallel")
+                bench_parallel(fx2, a2, reps, R, mp is not None, mp)
+            finally:
+                a2.close()
+
+        section("sync", lambda: bench_sync(fx1, agent1(), reps, R))
+        section("lag", lambda: bench_lag(fx1, agent1(), reps, R))
+        section("parallel", run_parallel)
+        section("locks", lambda: bench_locks(agent1(), reps, R))
+        section("micro", lambda: bench_micro(fx1, agent1(), reps, R))
+        R["busy"]["end"] = cpu_busy()
     finally:
         for a in agents:
             try:
@@ -1151,10 +1205,16 @@ def main():
 
     md = []
     header(R, md, only)
+    titles = {"sync": "1. Sync overhead", "lag": "2. Editor responsiveness", "parallel": "3. Parallel accounts",
+              "locks": "4. Locks", "micro": "5. Micro-benchmarks"}
     for name, fn in (("sync", report_sync), ("lag", report_lag), ("parallel", report_parallel),
                      ("locks", report_locks), ("micro", report_micro)):
         if name in R:
             fn(R, md)
+        elif name in R.get("failed", {}):
+            md.append("## %s: FAILED\n" % titles[name])
+            md.append("This benchmark could not be measured in this run:\n")
+            md.append("```\n%s\n```\n" % R["failed"][name])
         elif not full:
             md.append("## (%s: not run in this partial run, BENCH_ONLY=%s)\n" % (name, ",".join(only)))
     not_built(md)
@@ -1171,6 +1231,9 @@ def main():
         os.replace(tmp, out_path)
         log("wrote %s (raw data: .tmp/bench/results.json) in %s" % (out_path, R["duration"]))
     sys.stdout.write(text)
+    if R["failed"]:
+        log("FAILED sections: %s (see the report)" % ", ".join(R["failed"]))
+        return 1
     return 0
 
 

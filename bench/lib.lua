@@ -75,7 +75,9 @@ function M.command_sync(account, done)
         return true
       end
       for _, s in ipairs((ev.data or {}).syncs or {}) do
-        if s.id and s.id > prev and FINISHED[s.status] then
+        -- The result too: the engine's last sync_progress event already says
+        -- "completed" but carries no result yet (sync_done follows).
+        if s.id and s.id > prev and FINISHED[s.status] and type(s.result) == 'table' then
           finished = true
           done((uv.hrtime() - t0) / 1e6, s)
           return true
@@ -88,23 +90,72 @@ function M.command_sync(account, done)
   if #M.errors > nerr and not finished then
     finished = true
     pcall(vim.api.nvim_del_autocmd, au)
-    done(nil, nil, M.errors[#M.errors])
+    return done(nil, nil, M.errors[#M.errors])
   end
+  -- Registered after the command (so a cold measurement loads nothing
+  -- early); the engine's sync_done cannot arrive before the loop runs.
+  M.watch_engine_done(function(id)
+    return id > prev
+  end, function()
+    return finished
+  end, function(id)
+    finished = true
+    pcall(vim.api.nvim_del_autocmd, au)
+    done(nil, nil, ('plugin bug: the engine sent sync_done for sync #%d but no User HimalayaSyncUpdate '
+      .. 'showed it finished with a result within %d s'):format(id, M.GRACE_MS / 1000))
+  end)
+end
+
+M.GRACE_MS = 5000
+
+--- Fails fast instead of waiting for a timeout when the engine reports a
+--- sync's end (`sync_done`) but the user-visible completion never follows.
+---@param match fun(id: integer): boolean which syncs to watch
+---@param seen fun(): boolean true once the user-visible completion came
+---@param fail fun(id: integer)
+function M.watch_engine_done(match, seen, fail)
+  local native = require('himalaya.sync.native')
+  local off
+  off = native.on('sync_done', function(ev)
+    if not match(ev.data.id or ev.id) then
+      return
+    end
+    off()
+    vim.defer_fn(function()
+      if not seen() then
+        fail(ev.data.id or ev.id)
+      end
+    end, M.GRACE_MS)
+  end)
 end
 
 --- Starts a sync through `manager.start_sync` and calls `done(ms, result,
 --- info, err)` from its on_complete callback.
 function M.api_sync(account, done)
   local t0 = uv.hrtime()
+  local called = false
   local id, err = require('himalaya.sync.manager').start_sync('full', {
     account = account,
     on_complete = function(result, info)
-      done((uv.hrtime() - t0) / 1e6, result, info)
+      if not called then
+        called = true
+        done((uv.hrtime() - t0) / 1e6, result, info)
+      end
     end,
   })
   if not id then
-    done(nil, nil, nil, err)
+    called = true
+    return done(nil, nil, nil, err)
   end
+  M.watch_engine_done(function(i)
+    return i == id
+  end, function()
+    return called
+  end, function()
+    called = true
+    done(nil, nil, nil, ('plugin bug: the engine sent sync_done for sync #%d of %s but on_complete was '
+      .. 'not called within %d s'):format(id, account, M.GRACE_MS / 1000))
+  end)
 end
 
 --- A 1 ms repeating libuv timer in this Neovim's loop. Returns `stop()`,

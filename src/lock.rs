@@ -202,6 +202,15 @@ impl LockDir {
         if path.as_os_str().is_empty() {
             return Err(Error::invalid("lock directory path is empty"));
         }
+        if path.is_relative() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "lock directory {} is a relative path; use an absolute one",
+                    path.display()
+                ),
+            ));
+        }
         create_missing_dir(&path)?;
         let checked = stat::lstat(&path).map_err(|e| {
             Error::io(

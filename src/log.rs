@@ -10,6 +10,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::mpsc;
+use std::time::Duration;
+
+use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
@@ -36,34 +40,77 @@ pub fn path() -> Option<PathBuf> {
     PATH.lock().clone()
 }
 
-/// Appends one line. Failures to log are ignored: logging must never
-/// break a sync.
+/// Queues one line for the writer thread. Never blocks and never fails:
+/// callers hold locks or run on Neovim's main loop, and a slow or broken
+/// log folder must not stall a sync or the editor.
 pub fn write(level: &str, message: &str) {
-    let guard = PATH.lock();
-    let Some(path) = guard.as_ref() else {
+    if PATH.lock().is_none() {
+        return;
+    }
+    let line = format!(
+        "{} {level:<5} [{}] {}",
+        timestamp(),
+        std::process::id(),
+        message.replace(['\n', '\r'], " ")
+    );
+    send(Msg::Line(line));
+}
+
+/// Waits (up to 2 s) until every queued line is written.
+pub fn flush() {
+    let (tx, rx) = mpsc::channel();
+    send(Msg::Flush(tx));
+    let _ = rx.recv_timeout(Duration::from_secs(2));
+}
+
+enum Msg {
+    Line(String),
+    Flush(mpsc::Sender<()>),
+}
+
+fn send(msg: Msg) {
+    static WRITER: OnceCell<Option<Mutex<mpsc::Sender<Msg>>>> = OnceCell::new();
+    let writer = WRITER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        std::thread::Builder::new()
+            .name("himalaya-sync-log".into())
+            .spawn(move || {
+                for msg in rx {
+                    match msg {
+                        Msg::Line(line) => append(&line),
+                        Msg::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    if let Some(tx) = writer {
+        let _ = tx.lock().send(msg);
+    }
+}
+
+fn append(line: &str) {
+    let Some(path) = PATH.lock().clone() else {
         return;
     };
-    if fs::metadata(path).is_ok_and(|m| m.len() > MAX_BYTES) {
+    if fs::metadata(&path).is_ok_and(|m| m.len() > MAX_BYTES) {
         let mut old = path.clone().into_os_string();
         old.push(".1");
-        let _ = fs::rename(path, old);
+        let _ = fs::rename(&path, old);
     }
     let Ok(mut f) = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+        .open(&path)
     else {
         return;
     };
-    let line = message.replace(['\n', '\r'], " ");
-    let _ = writeln!(
-        f,
-        "{} {level:<5} [{}] {line}",
-        timestamp(),
-        std::process::id()
-    );
+    let _ = writeln!(f, "{line}");
 }
 
 /// Local time as `YYYY-MM-DD HH:MM:SS`.
@@ -99,6 +146,7 @@ mod tests {
         let p = dir.path().join("sub/h.log");
         open(Some(&p)).unwrap();
         write("info", "hello\nworld");
+        flush();
         let text = fs::read_to_string(&p).unwrap();
         assert!(text.contains("info  ["), "{text}");
         assert!(text.trim_end().ends_with("hello world"), "{text}");
@@ -108,10 +156,12 @@ mod tests {
         );
         fs::write(&p, vec![b'x'; (MAX_BYTES + 1) as usize]).unwrap();
         write("info", "after rotation");
+        flush();
         assert!(fs::read_to_string(&p).unwrap().contains("after rotation"));
         assert!(dir.path().join("sub/h.log.1").exists());
         open(None).unwrap();
         write("info", "not written");
+        flush();
         assert!(!fs::read_to_string(&p).unwrap().contains("not written"));
     }
 }

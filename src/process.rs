@@ -13,14 +13,15 @@
 //! [`spawn_pty`] also gives the child a pseudo-terminal as stdin/stdout/
 //! stderr: mbsync prints its progress counters only to a TTY.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use nix::pty::{openpty, Winsize};
+use nix::fcntl::OFlag;
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt, Winsize};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use once_cell::sync::OnceCell;
@@ -78,17 +79,7 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
             "himalaya-sync is shutting down",
         ));
     }
-    let winsize = Winsize {
-        ws_row: 50,
-        ws_col: spec.columns,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty =
-        openpty(Some(&winsize), None).map_err(|e| Error::io("cannot open a pseudo-terminal", e))?;
-    let master = pty.master;
-    set_cloexec(&master)?;
-    let slave = pty.slave;
+    let (master, slave) = open_pty(spec.columns)?;
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .env("COLUMNS", spec.columns.to_string())
@@ -156,11 +147,35 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd> {
         .map_err(|e| Error::io("cannot duplicate a descriptor", e))
 }
 
-fn set_cloexec(fd: &OwnedFd) -> Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-        .map(|_| ())
-        .map_err(|e| Error::io("cannot set close-on-exec", e))
+/// Opens a pseudo-terminal whose both ends are close-on-exec from the
+/// start: `openpty(3)` leaves a window in which a process forked by another
+/// thread (another sync, or anything Neovim starts) inherits the terminal
+/// and keeps it open, so a sync would wait for that process to exit.
+fn open_pty(columns: u16) -> Result<(OwnedFd, OwnedFd)> {
+    let err = |e| Error::io("cannot open a pseudo-terminal", e);
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(err)?;
+    grantpt(&master).map_err(err)?;
+    unlockpt(&master).map_err(err)?;
+    let name = ptsname_r(&master).map_err(err)?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(err)?;
+    let winsize = Winsize {
+        ws_row: 50,
+        ws_col: columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize struct from the pointer.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &winsize) } < 0 {
+        return Err(err(nix::errno::Errno::last()));
+    }
+    // SAFETY: the master descriptor is owned by `master`, which we consume.
+    let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
+    Ok((master, slave))
 }
 
 /// Sends `sig` to the whole group; false when the group is gone.
@@ -203,7 +218,12 @@ fn signal_group_alive(pgid: i32) -> bool {
     killpg(Pid::from_raw(pgid), None).is_ok()
 }
 
-/// The raw descriptor, for readers that poll it.
-pub fn raw(fd: &OwnedFd) -> i32 {
-    fd.as_raw_fd()
+/// Kills a process group when dropped: a sync that ends any way at all,
+/// even by a panic unwinding through it, leaves no process behind.
+pub struct KillOnDrop(pub i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        signal_group(self.0, Signal::SIGKILL);
+    }
 }

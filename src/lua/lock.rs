@@ -16,27 +16,46 @@ use crate::runtime;
 static TABLE: OnceCell<Arc<LockTable>> = OnceCell::new();
 
 /// The process's lock table, opening the lock directory on first use.
-/// `dir` only matters for the first call (the Lua config passes it then).
+/// The Lua side opens it with the configured folder before any other use;
+/// asking for another folder later is an error, because two Neovims must
+/// agree on one folder for their locks to exclude each other.
 pub(crate) fn table(dir: Option<PathBuf>) -> Result<Arc<LockTable>> {
-    TABLE
+    let t = TABLE
         .get_or_try_init(|| {
-            let path = match dir {
-                Some(d) => d,
+            let path = match &dir {
+                Some(d) => d.clone(),
                 None => default_dir()?,
             };
-            Ok(Arc::new(LockTable::new(LockDir::open(path)?)))
-        })
-        .cloned()
+            Ok::<_, Error>(Arc::new(LockTable::new(LockDir::open(path)?)))
+        })?
+        .clone();
+    if let Some(wanted) = dir {
+        if wanted != t.dir().path() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the lock folder is already {}; restart Neovim to use {}",
+                    t.dir().path().display(),
+                    wanted.display()
+                ),
+            ));
+        }
+    }
+    Ok(t)
 }
 
-fn seconds(timeout: Option<f64>) -> Result<Duration> {
-    let t = timeout.unwrap_or(0.0);
-    if !t.is_finite() || t < 0.0 {
+/// The longest wait accepted anywhere (a day); longer is surely a mistake.
+pub(crate) const MAX_WAIT: f64 = 86_400.0;
+
+/// Seconds from Lua as a Duration, with an error naming the bad value.
+pub(crate) fn seconds(name: &str, value: f64) -> Result<Duration> {
+    if !(0.0..=MAX_WAIT).contains(&value) {
         return Err(Error::invalid(format!(
-            "invalid lock timeout {t}: expected seconds >= 0"
+            "invalid {name} {value}: expected seconds from 0 to {MAX_WAIT}"
         )));
     }
-    Ok(Duration::from_secs_f64(t))
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| Error::invalid(format!("invalid {name} {value}")))
 }
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
@@ -53,7 +72,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
         func(
             lua,
             |_, (name, timeout, purpose): (String, Option<f64>, Option<String>)| {
-                let timeout = seconds(timeout)?;
+                let timeout = seconds("lock timeout", timeout.unwrap_or(0.0))?;
                 table(None)?.acquire(
                     &name,
                     timeout,
@@ -71,7 +90,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
         func(
             lua,
             |_, (name, timeout, purpose): (String, Option<f64>, Option<String>)| {
-                let timeout = seconds(timeout)?;
+                let timeout = seconds("lock timeout", timeout.unwrap_or(0.0))?;
                 crate::lock::validate_name(&name)?;
                 let table = table(None)?;
                 let id = runtime::next_id();

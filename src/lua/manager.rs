@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mlua::{Lua, LuaSerdeExt, Table};
 use once_cell::sync::OnceCell;
@@ -55,16 +54,6 @@ struct LuaSettings {
     state_dir: Option<String>,
 }
 
-fn secs(name: &str, v: f64) -> Result<Duration> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(Error::invalid(format!(
-            "invalid {name} {v}: expected seconds >= 0"
-        )))
-    }
-}
-
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
     m.set(
         "manager_configure",
@@ -81,14 +70,14 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             manager()?.configure(Settings {
                 mbsync_cmd: s.cmd.into(),
                 mbsync_config: s.config.map(Into::into),
-                idle_timeout: secs("mbsync.timeout", s.timeout)?,
+                idle_timeout: super::lock::seconds("mbsync.timeout", s.timeout)?,
                 extra_args: s.extra_args,
                 accounts: s.accounts,
                 max_parallel: s.max_parallel.max(1),
                 retry: RetryPolicy {
-                    base: secs("retry.base", s.retry.base)?,
+                    base: super::lock::seconds("retry.base", s.retry.base)?,
                     factor: s.retry.factor,
-                    cap: secs("retry.cap", s.retry.cap)?,
+                    cap: super::lock::seconds("retry.cap", s.retry.cap)?,
                     max_attempts: s.retry.max_attempts,
                     jitter: s.retry.jitter,
                 },
@@ -106,7 +95,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                     kind: SyncType::parse(&kind)?,
                     account,
                     folders: folders.unwrap_or_default(),
-                    wait_lock: secs("wait", wait.unwrap_or(0.0))?,
+                    wait_lock: super::lock::seconds("wait", wait.unwrap_or(0.0))?,
                 })
             },
         )?,

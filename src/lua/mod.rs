@@ -74,6 +74,11 @@ pub(crate) fn to_lua<T: serde::Serialize>(lua: &Lua, v: &T) -> crate::error::Res
 /// The module table returned by `require('himalaya_sync')`.
 #[mlua::lua_module]
 fn himalaya_sync(lua: &Lua) -> mlua::Result<Table> {
+    // Panics are caught at every entry point; the default hook would still
+    // print a backtrace over Neovim's screen, so panics go to the log.
+    std::panic::set_hook(Box::new(|info| {
+        crate::log::write("error", &format!("internal error: {info}"));
+    }));
     let m = lua.create_table()?;
     m.set("version", crate::VERSION)?;
     m.set("build_id", crate::BUILD_ID)?;

@@ -227,6 +227,8 @@ struct Entry {
     info: SyncInfo,
     opts: StartOptions,
     targets: Vec<String>,
+    /// Channels this sync touches; each is locked while mbsync runs.
+    channels: Vec<String>,
     config: PathBuf,
     cancel: watch::Sender<bool>,
     cancel_flag: Arc<AtomicBool>,
@@ -268,9 +270,19 @@ fn jitter_unit(seed: u64) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The lock that serialises syncs of one account across processes.
-pub fn account_lock_name(account: &str) -> String {
-    format!("sync-{account}")
+/// The lock that serialises syncs of one mbsync channel across processes.
+pub fn channel_lock_name(channel: &str) -> String {
+    format!("sync-{channel}")
+}
+
+/// Everything one attempt needs, moved into its task.
+struct Job {
+    id: u64,
+    opts: StartOptions,
+    spec: RunSpec,
+    channels: Vec<String>,
+    cancel_rx: watch::Receiver<bool>,
+    cancel_flag: Arc<AtomicBool>,
 }
 
 /// What `finish` needs from one attempt.
@@ -341,6 +353,7 @@ impl Manager {
             &opts.account,
             &opts.folders,
         )?;
+        let channels = targets::channels_of_targets(&cfg, &targets);
         let mut entries = self.entries.lock();
         if let Some(e) = entries
             .iter_mut()
@@ -373,6 +386,7 @@ impl Manager {
             info,
             opts,
             targets,
+            channels,
             config: cfg.path.clone(),
             cancel,
             cancel_flag: Arc::new(AtomicBool::new(false)),
@@ -391,19 +405,20 @@ impl Manager {
         let settings = self.settings();
         let mut entries = self.entries.lock();
         loop {
-            let running: Vec<&str> = entries
+            let running: Vec<&Entry> = entries
                 .iter()
                 .filter(|e| e.info.status == Status::Running)
-                .map(|e| e.info.account.as_str())
                 .collect();
             if running.len() >= settings.max_parallel.max(1) {
                 return;
             }
-            let busy: HashSet<String> = running.iter().map(|a| a.to_string()).collect();
-            let Some(e) = entries
-                .iter_mut()
-                .find(|e| e.info.status == Status::Queued && !busy.contains(&e.info.account))
-            else {
+            let busy: HashSet<String> = running
+                .iter()
+                .flat_map(|e| e.channels.iter().cloned())
+                .collect();
+            let Some(e) = entries.iter_mut().find(|e| {
+                e.info.status == Status::Queued && !e.channels.iter().any(|c| busy.contains(c))
+            }) else {
                 return;
             };
             e.info.status = Status::Running;
@@ -432,14 +447,19 @@ impl Manager {
                 idle_timeout: settings.idle_timeout,
             };
             let id = e.info.id;
-            let opts = e.opts.clone();
-            let cancel_rx = e.cancel.subscribe();
-            let flag = e.cancel_flag.clone();
+            let job = Job {
+                id,
+                opts: e.opts.clone(),
+                spec,
+                channels: e.channels.clone(),
+                cancel_rx: e.cancel.subscribe(),
+                cancel_flag: e.cancel_flag.clone(),
+            };
             let me = self.clone();
             self.rt.spawn(async move {
                 // A panic inside the attempt must not leave the sync
                 // "running" forever: it ends as an error instead.
-                let attempt = tokio::spawn(me.clone().attempt(id, opts, spec, cancel_rx, flag));
+                let attempt = tokio::spawn(me.clone().attempt(job));
                 let result = match attempt.await {
                     Ok(a) => a,
                     Err(e) => Attempt::NotRun(Error::new(
@@ -452,23 +472,30 @@ impl Manager {
         }
     }
 
-    async fn attempt(
-        self: Arc<Self>,
-        id: u64,
-        opts: StartOptions,
-        spec: RunSpec,
-        cancel_rx: watch::Receiver<bool>,
-        cancel_flag: Arc<AtomicBool>,
-    ) -> Attempt {
+    async fn attempt(self: Arc<Self>, job: Job) -> Attempt {
+        let Job {
+            id,
+            opts,
+            spec,
+            channels,
+            cancel_rx,
+            cancel_flag,
+        } = job;
         let locks = self.locks.clone();
-        let name = account_lock_name(&opts.account);
+        let names: Vec<String> = channels.iter().map(|c| channel_lock_name(c)).collect();
         let purpose = format!("{} sync of {}", opts.kind.as_str(), opts.account);
         let wait = opts.wait_lock;
         let flag = cancel_flag.clone();
-        let guard =
-            tokio::task::spawn_blocking(move || locks.acquire(&name, wait, &purpose, Some(&flag)))
-                .await;
-        let guard = match guard {
+        // Sorted names: every process takes them in the same order, so two
+        // overlapping syncs can never hold one each and wait for the other.
+        let guards = tokio::task::spawn_blocking(move || {
+            names
+                .iter()
+                .map(|n| locks.acquire(n, wait, &purpose, Some(&flag)))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await;
+        let guards = match guards {
             Ok(Ok(g)) => g,
             Ok(Err(e)) if e.kind == ErrorKind::Locked => {
                 return Attempt::NotRun(Error::new(
@@ -498,10 +525,10 @@ impl Manager {
                 }
             })
         };
+        let _stop_ticker = AbortOnDrop(ticker);
         let me = self.clone();
         let outcome = runner::run(spec, cancel_rx, move |u| me.on_update(id, u)).await;
-        ticker.abort();
-        drop(guard);
+        drop(guards);
         Attempt::Ran(Box::new(outcome))
     }
 
@@ -534,21 +561,21 @@ impl Manager {
     }
 
     /// Sends the latest progress if due (or always when `force`).
+    ///
+    /// Events are emitted while `entries` is held (emitting never blocks),
+    /// so no progress event can overtake the `sync_done` of its sync.
     fn flush(&self, id: u64, force: bool) {
-        let data = {
-            let mut entries = self.entries.lock();
-            let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
-                return;
-            };
-            let due = e.last_sent.is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL);
-            if !e.dirty || !(due || force) {
-                return;
-            }
-            e.dirty = false;
-            e.last_sent = Some(Instant::now());
-            json!(e.info)
+        let mut entries = self.entries.lock();
+        let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
+            return;
         };
-        (self.emit)(id, "sync_progress", data);
+        let due = e.last_sent.is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL);
+        if !e.dirty || !(due || force) || !e.info.status.active() {
+            return;
+        }
+        e.dirty = false;
+        e.last_sent = Some(Instant::now());
+        (self.emit)(id, "sync_progress", json!(e.info));
     }
 
     fn finish(self: &Arc<Self>, id: u64, attempt: Attempt) {
@@ -621,11 +648,10 @@ impl Manager {
             self.pump();
             return;
         }
-        let data = self.finalize(e, error, last);
+        let item = self.finalize(e, error, last);
         Self::prune(&mut entries);
         drop(entries);
-        (self.emit)(id, "sync_done", data.0);
-        self.record_history(data.1);
+        self.record_history(item);
         self.pump();
     }
 
@@ -645,10 +671,9 @@ impl Manager {
                 message: summary(ErrorKind::Cancelled, ""),
                 line: String::new(),
             });
-            let data = self.finalize(e, cancelled, None);
+            let item = self.finalize(e, cancelled, None);
             drop(entries);
-            (self.emit)(id, "sync_done", data.0);
-            self.record_history(data.1);
+            self.record_history(item);
         } else {
             e.info.status = Status::Queued;
             e.info.message = format!("retrying {}", e.info.account);
@@ -658,14 +683,14 @@ impl Manager {
         self.pump();
     }
 
-    /// Sets the final state of a sync; returns the event data and what the
-    /// history should record.
+    /// Sets the final state of a sync and emits its last events (called with
+    /// `entries` held); returns what the history should record.
     fn finalize(
         &self,
         e: &mut Entry,
         error: Option<ErrorInfo>,
         last: Option<Progress>,
-    ) -> (Value, HistoryItem) {
+    ) -> HistoryItem {
         let info = &mut e.info;
         let end = now();
         info.end_time = Some(end);
@@ -684,18 +709,19 @@ impl Manager {
             trashed: counters.near.trash.done + counters.far.trash.done,
             attempts: info.attempt,
         };
+        if result.success {
+            if let Some(p) = info.progress.as_mut() {
+                // The last progress event of a successful sync says 100 %;
+                // it goes out before the status changes, as progress.
+                p.percent = Some(100.0);
+                (self.emit)(info.id, "sync_progress", json!(info));
+            }
+        }
         info.status = match &error {
             None => Status::Completed,
             Some(e) if e.kind == ErrorKind::Cancelled => Status::Cancelled,
             Some(_) => Status::Error,
         };
-        if result.success {
-            if let Some(p) = info.progress.as_mut() {
-                // The last progress event of a successful sync says 100 %.
-                p.percent = Some(100.0);
-                e.dirty = true;
-            }
-        }
         info.message = match &error {
             None => format!(
                 "{} sync of {} done in {:.1} s: {} new, {} sent",
@@ -729,7 +755,9 @@ impl Manager {
         // A later success clears the error of earlier attempts.
         info.error = error;
         info.result = Some(result);
-        (json!(info), item)
+        e.dirty = false;
+        (self.emit)(info.id, "sync_done", json!(info));
+        item
     }
 
     fn prune(entries: &mut Vec<Entry>) {
@@ -788,12 +816,11 @@ impl Manager {
                     message: summary(ErrorKind::Cancelled, ""),
                     line: String::new(),
                 });
-                done.push((e.info.id, self.finalize(e, cancelled, None)));
+                done.push(self.finalize(e, cancelled, None));
             }
         }
         drop(entries);
-        for (id, (data, item)) in done {
-            (self.emit)(id, "sync_done", data);
+        for item in done {
             self.record_history(item);
         }
         n
@@ -807,6 +834,15 @@ impl Manager {
     /// True while any sync is queued, running or waiting to retry.
     pub fn busy(&self) -> bool {
         self.entries.lock().iter().any(|e| e.info.status.active())
+    }
+}
+
+/// Stops a helper task however its owner ends (return or panic).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -156,6 +156,19 @@ pub fn resolve(
     }
 }
 
+/// The channels a list of resolved targets touches, sorted and unique:
+/// what must not be synced twice at once (locks are taken per channel, so
+/// a group and one of its channels never run together).
+pub fn channels_of_targets(cfg: &MbsyncConfig, targets: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = targets
+        .iter()
+        .flat_map(|t| channels_of(cfg, t).unwrap_or_else(|| vec![base(t).to_string()]))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The target without a `:box` selection.
 fn base(target: &str) -> &str {
     target.split(':').next().unwrap_or(target)
@@ -263,6 +276,15 @@ Channel work
             resolve(&c, &ov, SyncType::Inbox, "mail", &[]).unwrap(),
             ["gmail-inbox"]
         );
+    }
+
+    #[test]
+    fn groups_expand_to_their_channels() {
+        let c = cfg();
+        let t = resolve(&c, &no(), SyncType::Full, "both", &[]).unwrap();
+        assert_eq!(channels_of_targets(&c, &t), ["gmail", "work"]);
+        let t = resolve(&c, &no(), SyncType::Inbox, "work", &[]).unwrap();
+        assert_eq!(channels_of_targets(&c, &t), ["work"]);
     }
 
     #[test]

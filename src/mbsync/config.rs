@@ -964,6 +964,10 @@ fn noun(kind: SectionKind) -> &'static str {
 fn single_value(keyword: &str, values: &[String]) -> std::result::Result<(), String> {
     match values.get(1) {
         None => Ok(()),
+        // The value of a secret is never echoed, not even a part of it.
+        Some(_) if keyword.eq_ignore_ascii_case("pass") => Err(format!(
+            "'{keyword}' takes one value (quote a password that contains blanks)"
+        )),
         Some(extra) => Err(format!(
             "'{keyword}' takes one value, but '{extra}' follows (quote values that contain blanks)"
         )),
@@ -1304,6 +1308,10 @@ Channel gmail-all:INBOX,Work
             ("IMAPAccount a\nHost h\nPort 99999\n", ":3: invalid port number '99999'"),
             ("IMAPAccount a\nHost h\nPort imaps\n", ":3: invalid port number 'imaps'"),
             ("IMAPAccount a\nHost h\nUser John Doe\n", ":3: 'User' takes one value, but 'Doe' follows"),
+            (
+                "IMAPAccount a\nHost h\nPass hunter2 correct-horse\n",
+                ":3: 'Pass' takes one value (quote a password",
+            ),
             ("IMAPAccount a\nUser u\n", ":1: IMAP account 'a' has neither Host nor Tunnel"),
             ("IMAPStore s\nAccount nope\n", ":2: unknown IMAP account 'nope'"),
             ("IMAPStore s\nPath x\n", ":1: IMAP store 's' has neither Account nor Host/Tunnel"),

@@ -277,11 +277,11 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
         ),
         ErrorKind::Timeout => (
             "the mail server stopped responding",
-            "the sync will be retried; check the network if this keeps happening",
+            "check the network and the server if this keeps happening",
         ),
         ErrorKind::Locked => (
             "another mbsync is syncing this channel",
-            "wait for it to finish; if none is running, remove the stale .lock file",
+            "wait for it to finish; if no mbsync runs, delete the .mbsyncstate.lock file in that local folder",
         ),
         ErrorKind::Uidvalidity => (
             "the server renumbered a mailbox (UIDVALIDITY changed)",

@@ -168,14 +168,21 @@ pub async fn run(
         env: vec![("LC_ALL".into(), "C".into())],
         columns: COLUMNS,
     };
-    let child = match process::spawn_pty(&pspec) {
-        Ok(c) => c,
-        Err(Error { kind, message }) => {
+    // Spawning waits for the spawner thread: keep that off the async workers.
+    let spawned = tokio::task::spawn_blocking(move || process::spawn_pty(&pspec)).await;
+    let child = match spawned {
+        Ok(Ok(c)) => c,
+        Ok(Err(Error { kind, message })) => {
             outcome.error = failed(kind, message);
+            return outcome;
+        }
+        Err(e) => {
+            outcome.error = failed(ErrorKind::Unknown, format!("cannot start mbsync: {e}"));
             return outcome;
         }
     };
     let pgid = child.pgid;
+    let _kill_on_drop = process::KillOnDrop(pgid);
     let process::PtyChild {
         child: mut proc_child,
         master,
@@ -250,8 +257,19 @@ pub async fn run(
         hang
     };
 
+    // After mbsync exits, its output gets a moment to arrive; a process that
+    // escaped the group and still holds the terminal must not keep the sync
+    // open.
+    let mut drain_deadline = None;
     while exit.is_none() || output_open {
-        let idle_deadline = last_activity + spec.idle_timeout;
+        if exit.is_some() && drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            break;
+        }
+        // A huge timeout means "no watchdog" rather than an overflow.
+        let idle_deadline = last_activity
+            .checked_add(spec.idle_timeout)
+            .unwrap_or_else(|| last_activity + Duration::from_secs(86_400 * 365));
+        let drain_until = drain_deadline.unwrap_or(idle_deadline);
         tokio::select! {
             chunk = chunks.recv(), if output_open => match chunk {
                 Some(bytes) => {
@@ -270,8 +288,10 @@ pub async fn run(
                     handle_items(items, &mut lines, &mut outcome);
                 }
             },
+            _ = tokio::time::sleep_until(drain_until), if exit.is_some() => {},
             status = &mut exit_rx, if exit.is_none() => {
                 exit = Some(status.unwrap_or(Exit { code: None, signal: None }));
+                drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 // Anything mbsync started (PassCmd, Tunnel) goes with it,
                 // which also closes the terminal so the reader ends.
                 process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
@@ -279,7 +299,10 @@ pub async fn run(
             _ = tokio::time::sleep_until(idle_deadline), if exit.is_none() && stopped_by_us.is_none() => {
                 stopped_by_us = failed(
                     ErrorKind::Timeout,
-                    format!("mbsync printed nothing for {} s and was stopped", spec.idle_timeout.as_secs()),
+                    format!(
+                        "mbsync printed nothing for {} s and was stopped",
+                        fmt_secs(spec.idle_timeout)
+                    ),
                 );
                 tokio::spawn(process::terminate_group(pgid, GRACE));
             },
@@ -309,6 +332,16 @@ pub async fn run(
         }
     };
     outcome
+}
+
+/// Seconds for messages: whole numbers when whole, else one decimal.
+fn fmt_secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s:.1}")
+    }
 }
 
 /// The hang is certain: no grace period.
@@ -423,6 +456,35 @@ mod tests {
         let (out, _) = run_blocking(spec, None);
         assert_eq!(out.error.unwrap().kind, ErrorKind::Auth);
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_process_that_escaped_the_group_does_not_keep_the_sync_open() {
+        let started = Instant::now();
+        let (spec, dir) = sh(
+            "setsid sleep 20 & echo $! > \"$(dirname \"$0\")/escaped.pid\"; echo done",
+            Duration::from_secs(60),
+        );
+        let (out, _) = run_blocking(spec, None);
+        let escaped = std::fs::read_to_string(dir.path().join("escaped.pid")).unwrap_or_default();
+        if let Ok(pid) = escaped.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(out.success(), "{:?}", out.error);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn sub_second_watchdog_is_named_in_tenths() {
+        assert_eq!(fmt_secs(Duration::from_millis(300)), "0.3");
+        assert_eq!(fmt_secs(Duration::from_secs(120)), "120");
     }
 
     #[test]

@@ -97,7 +97,8 @@ io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false)
     timer:close()
     contains(msgs[1][1], 'building')
     contains(msgs[2][1], 'build finished')
-    contains(msgs[2][1], 'already using build')
+    -- Whether cargo had anything to do depends on what ran before.
+    ok(msgs[2][1]:find('already using build') or msgs[2][1]:find('now using build'), msgs[2][1])
     ok(ticks > 0, 'the editor kept running during the build')
   end)
 

@@ -203,8 +203,9 @@ function M.silent_server()
 end
 
 --- A TCP relay on 127.0.0.1:`port` to 127.0.0.1:`target` (a server that
---- "comes back"). Closed after the test or by `:close()`.
-function M.relay(port, target)
+--- "comes back", or a slow link when `delay_ms` delays every chunk in each
+--- direction). Closed after the test or by `:close()`.
+function M.relay(port, target, delay_ms)
   local server = assert(uv.new_tcp())
   assert(server:bind('127.0.0.1', port))
   local handles = {}
@@ -223,22 +224,29 @@ function M.relay(port, target)
       if err then
         return close(client)
       end
-      client:read_start(function(e, data)
-        if data and not e then
-          up:write(data)
-        else
-          close(up)
-          close(client)
+      -- Same delay for every chunk: timers fire in order, so order is kept.
+      local function forward(to)
+        return function(e, data)
+          local function go()
+            if to:is_closing() then
+              return
+            end
+            if data and not e then
+              to:write(data)
+            else
+              close(up)
+              close(client)
+            end
+          end
+          if delay_ms and delay_ms > 0 then
+            vim.defer_fn(go, delay_ms)
+          else
+            go()
+          end
         end
-      end)
-      up:read_start(function(e, data)
-        if data and not e then
-          client:write(data)
-        else
-          close(up)
-          close(client)
-        end
-      end)
+      end
+      client:read_start(forward(up))
+      up:read_start(forward(client))
     end)
   end)
   local r = {}

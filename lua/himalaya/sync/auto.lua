@@ -90,6 +90,11 @@ function M.stop()
   end
 end
 
+--- Called when the library is replaced: the next tick competes again.
+function M._lost_leadership()
+  leader = false
+end
+
 ---@return boolean
 function M.is_enabled()
   return timer ~= nil

@@ -130,6 +130,14 @@ local function complete_account(_, args)
   return #args == 0 and account_names() or {}
 end
 
+local function at_most(args, n, usage)
+  if #args > n then
+    err(('unexpected argument %q; usage: %s'):format(args[n + 1], usage))
+    return false
+  end
+  return true
+end
+
 local function start(type, account, folders)
   local id, e = require('himalaya.sync.manager').start_sync(type, { account = account, folders = folders })
   if not id then
@@ -141,7 +149,9 @@ M.subcommands.full = {
   desc = 'sync every folder of an account',
   complete = complete_account,
   run = function(args)
-    start('full', args[1])
+    if at_most(args, 1, ':HimalayaSync full [account]') then
+      start('full', args[1])
+    end
   end,
 }
 
@@ -149,7 +159,9 @@ M.subcommands.inbox = {
   desc = "sync an account's inbox",
   complete = complete_account,
   run = function(args)
-    start('inbox', args[1])
+    if at_most(args, 1, ':HimalayaSync inbox [account]') then
+      start('inbox', args[1])
+    end
   end,
 }
 

@@ -92,10 +92,13 @@ local function boolean(path, v)
   end
 end
 
-local function number_at_least(min)
+--- The longest time accepted for any timeout or wait (a day).
+M.MAX_SECONDS = 86400
+
+local function number_between(min, max)
   return function(path, v)
-    if type(v) ~= 'number' or v < min or v ~= v then
-      fail(path, ('a number >= %s'):format(min), v)
+    if type(v) ~= 'number' or not (v >= min and v <= max) then
+      fail(path, ('a number from %s to %s'):format(min, max), v)
     end
   end
 end
@@ -136,9 +139,9 @@ local schema = {
     end
   end,
   retry = {
-    base = number_at_least(0),
-    factor = number_at_least(1),
-    cap = number_at_least(0),
+    base = number_between(0, M.MAX_SECONDS),
+    factor = number_between(1, 100),
+    cap = number_between(0, M.MAX_SECONDS),
     max_attempts = function(path, v)
       if type(v) ~= 'number' or v < 0 or v % 1 ~= 0 then
         fail(path, 'a whole number >= 0', v)
@@ -153,8 +156,8 @@ local schema = {
   auto_sync = {
     enabled = boolean,
     interval = function(path, v)
-      if type(v) ~= 'number' or v <= 0 then
-        fail(path, 'minutes > 0', v)
+      if type(v) ~= 'number' or not (v > 0 and v <= 1440) then
+        fail(path, 'minutes > 0 and <= 1440', v)
       end
     end,
     type = function(path, v)
@@ -180,8 +183,8 @@ local schema = {
       end
     end,
     timeout = function(path, v)
-      if type(v) ~= 'number' or v <= 0 then
-        fail(path, 'a number of seconds > 0', v)
+      if type(v) ~= 'number' or not (v > 0 and v <= M.MAX_SECONDS) then
+        fail(path, ('seconds > 0 and <= %d'):format(M.MAX_SECONDS), v)
       end
     end,
     extra_args = check_table_of_strings,

@@ -31,19 +31,20 @@ local function ready()
   if not ok then
     return nil, e, 'config'
   end
-  local dir, derr = lib.lock_open(e.lock_dir)
+  local dir, derr = lib.lock_open(e.lock_dir and vim.fn.expand(e.lock_dir) or nil)
   if not dir then
     return nil, derr.message, derr.kind
   end
   return lib
 end
+M._ready = ready
 
 local function check_args(name, timeout)
   if type(name) ~= 'string' then
     return ('invalid lock name: expected a string, got %s'):format(type(name))
   end
-  if timeout ~= nil and (type(timeout) ~= 'number' or timeout < 0 or timeout ~= timeout) then
-    return ('invalid lock timeout %s: expected seconds >= 0'):format(vim.inspect(timeout))
+  if timeout ~= nil and (type(timeout) ~= 'number' or not (timeout >= 0 and timeout <= config.MAX_SECONDS)) then
+    return ('invalid lock timeout %s: expected seconds from 0 to %d'):format(vim.inspect(timeout), config.MAX_SECONDS)
   end
 end
 

@@ -69,8 +69,15 @@ local status_text = ''
 local KEEP = 20
 local SYNC_TYPES = { full = true, inbox = true, folders = true }
 
+local FINAL = { completed = true, error = true, cancelled = true }
+
 local function remember(info)
-  if not syncs[info.id] then
+  local known = syncs[info.id]
+  if known and FINAL[known.status] and info.id ~= 0 then
+    -- Nothing follows a sync's end; a late event must not revive it.
+    return false
+  end
+  if not known then
     order[#order + 1] = info.id
     if #order > KEEP then
       local old = table.remove(order, 1)
@@ -78,6 +85,7 @@ local function remember(info)
     end
   end
   syncs[info.id] = info
+  return true
 end
 
 --- Notifies unless configured quiet; `what` is start, success or error.
@@ -142,7 +150,9 @@ local function on_event(ev)
     return
   end
   local info = ev.data
-  remember(info)
+  if not remember(info) then
+    return
+  end
   local requests = callbacks[info.id] or {}
   if ev.name == 'sync_started' then
     notify('start', ('%s sync of %s started'):format(info.type, info.account), vim.log.levels.INFO, info.id)
@@ -191,6 +201,12 @@ local function ready()
   local ok, cfg = pcall(config.get)
   if not ok then
     return nil, cfg
+  end
+  -- The configured lock folder must be in place before the engine takes
+  -- any lock (it is shared with other Neovims).
+  local locked, lerr = require('himalaya.sync.lock')._ready()
+  if not locked then
+    return nil, lerr
   end
   local settings = vim.tbl_extend('force', cfg.mbsync, {
     accounts = cfg.accounts,
@@ -284,8 +300,10 @@ function M.start_sync(type, options)
       return nil, 'invalid options.folders: expected a list of folder names', 'invalid'
     end
   end
-  if options.wait ~= nil and (_G.type(options.wait) ~= 'number' or options.wait < 0) then
-    return nil, ('invalid options.wait: expected seconds >= 0, got %s'):format(vim.inspect(options.wait)), 'invalid'
+  if options.wait ~= nil and (_G.type(options.wait) ~= 'number' or not (options.wait >= 0 and options.wait <= config.MAX_SECONDS)) then
+    return nil,
+      ('invalid options.wait: expected seconds from 0 to %d, got %s'):format(config.MAX_SECONDS, vim.inspect(options.wait)),
+      'invalid'
   end
   local lib, err = ready()
   if not lib then

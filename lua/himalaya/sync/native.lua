@@ -110,13 +110,17 @@ local function stage(path)
     ok, err = uv.fs_rename(tmp, dest)
     if not ok then
       uv.fs_unlink(tmp)
-      return nil, ('cannot rename %s: %s'):format(tmp, err)
+      -- Another Neovim staging the same build at the same moment is fine.
+      if not uv.fs_stat(dest) then
+        return nil, ('cannot rename %s: %s'):format(tmp, err)
+      end
     end
   end
   -- Older staged builds are no longer needed; a Neovim that still has one
-  -- mapped keeps its mapping after the unlink.
+  -- mapped keeps its mapping after the unlink. Copies in progress (.tmp.)
+  -- belong to other Neovims starting up.
   for entry in vim.fs.dir(dir) do
-    if entry ~= name and entry:match('^lib' .. MODULE .. '%-') then
+    if entry ~= name and entry:match('^lib' .. MODULE .. '%-') and not entry:find('.tmp.', 1, true) then
       uv.fs_unlink(dir .. '/' .. entry)
     end
   end
@@ -190,7 +194,10 @@ function drain()
     return
   end
   local events, more = S.lib.drain_events(DRAIN_MAX)
-  if events and #events > 0 then
+  if not events then
+    return
+  end
+  if #events > 0 then
     vim.schedule(function()
       dispatch(events)
     end)
@@ -315,8 +322,12 @@ function M.reload(is_busy)
   if loc.kind == 'rock' then
     return false, 'the library is a rock install; restart Neovim to use a new version'
   end
-  local held = S.lib.lock_held()
-  if (held and #held > 0) or (is_busy and is_busy()) then
+  -- Auto-sync leadership is the only lock that may be held across a
+  -- reload: it is released here and taken again by the new build.
+  local held = vim.tbl_filter(function(n)
+    return n ~= 'auto-sync'
+  end, S.lib.lock_held() or {})
+  if #held > 0 or (is_busy and is_busy()) then
     return false, 'syncs or locks are active; the new build is used after a restart of Neovim'
   end
   local old, old_source = S.lib, S.source
@@ -328,6 +339,11 @@ function M.reload(is_busy)
     return false, lerr
   end
   stop_pump()
+  old.lock_release('auto-sync')
+  local auto = package.loaded['himalaya.sync.auto']
+  if auto then
+    auto._lost_leadership()
+  end
   old.shutdown(100)
   S.lib, S.source, S.staged = fresh, loc.path, staged
   start_pump()
