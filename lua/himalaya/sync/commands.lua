@@ -249,7 +249,7 @@ M.subcommands.auto = {
     local interval = require('himalaya.sync.config').get().auto_sync.interval
     notify(
       auto.is_enabled()
-          and ('auto-sync is on, every %s min%s'):format(interval, auto.is_leader() and ' (this Neovim leads)' or '')
+          and ('auto-sync is on, every %g min%s'):format(interval, auto.is_leader() and ' (this Neovim leads)' or '')
         or 'auto-sync is off'
     )
   end,

@@ -1,0 +1,116 @@
+-- Auto-sync across three Neovims: one leader, leadership moves when it
+-- exits, no duplicate syncs.
+local t = require('helpers')
+local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
+
+local uv = vim.uv or vim.loop
+
+local function now()
+  local s, us = uv.gettimeofday()
+  return s + us / 1e6
+end
+
+local function neovim(rc, log)
+  local script = t.tmpdir() .. '/auto.lua'
+  t.write(
+    script,
+    ([[
+vim.opt.rtp:prepend(%q)
+vim.g.himalaya_sync = { mbsync = { config = %q }, notify = false, auto_sync = { enabled = true, interval = 1 / 60 } }
+vim.api.nvim_create_autocmd('User', {
+  pattern = 'HimalayaSyncStarted',
+  callback = function(ev)
+    local s, us = vim.uv.gettimeofday()
+    local f = assert(io.open(%q, 'a'))
+    f:write(('%%d %%.3f %%s\n'):format(vim.fn.getpid(), s + us / 1e6, ev.data.account))
+    f:close()
+  end,
+})
+vim.cmd('runtime plugin/himalaya-sync.lua')
+vim.wait(120000, function() return false end, 50)
+]]):format(t.root, rc, log)
+  )
+  local proc = vim.system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
+  t.defer(function()
+    pcall(proc.kill, proc, 9)
+  end)
+  return proc
+end
+
+local function starts(log, since)
+  local out = {}
+  local f = io.open(log)
+  if not f then
+    return out
+  end
+  for line in f:lines() do
+    local pid, at = line:match('^(%d+) ([%d%.]+)')
+    if tonumber(at) >= since then
+      out[#out + 1] = { pid = tonumber(pid), at = tonumber(at) }
+    end
+  end
+  f:close()
+  return out
+end
+
+local function pids(list)
+  local set = {}
+  for _, s in ipairs(list) do
+    set[s.pid] = true
+  end
+  return vim.tbl_keys(set)
+end
+
+describe('auto-sync', function()
+  it('three Neovims: one leader syncs, leadership moves when it exits, no duplicate syncs', function()
+    local fx = t.fixture({ '--folders', 'INBOX=10' })
+    local log = t.tmpdir() .. '/starts.log'
+    local procs = { neovim(fx.mbsyncrc, log), neovim(fx.mbsyncrc, log), neovim(fx.mbsyncrc, log) }
+    local t0 = now()
+    t.wait_for(function()
+      return #starts(log, t0) >= 3
+    end, 20000, 'three auto syncs')
+    local first = starts(log, t0)
+    eq(1, #pids(first), 'one leader: ' .. vim.inspect(first))
+    local leader = first[1].pid
+    for i = 2, #first do
+      ok(first[i].at - first[i - 1].at > 0.4, 'no duplicate sync: ' .. vim.inspect(first))
+    end
+
+    -- The leader exits; another Neovim takes over at its next tick.
+    for _, p in ipairs(procs) do
+      if p.pid == leader then
+        p:kill(9)
+        p:wait(5000)
+      end
+    end
+    local t1 = now()
+    t.wait_for(function()
+      return #starts(log, t1) >= 3
+    end, 20000, 'auto syncs after the leader left')
+    local second = starts(log, t1)
+    eq(1, #pids(second), 'one new leader: ' .. vim.inspect(second))
+    ok(second[1].pid ~= leader)
+    for i = 2, #second do
+      ok(second[i].at - second[i - 1].at > 0.4, 'no duplicate sync: ' .. vim.inspect(second))
+    end
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+
+  it(':HimalayaSync auto turns it on and off', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3' })
+    vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc }, notify = false, auto_sync = { interval = 1 / 60 } }
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local auto = require('himalaya.sync.auto')
+    eq(false, auto.is_enabled())
+    vim.cmd('HimalayaSync auto on')
+    eq(true, auto.is_enabled())
+    t.wait_for(function()
+      return auto.is_leader() and #require('himalaya.sync.manager').get_sync_info().syncs > 0
+    end, 10000, 'the first auto sync')
+    vim.cmd('HimalayaSync auto toggle')
+    eq(false, auto.is_enabled())
+    eq(false, auto.is_leader())
+    eq(false, require('himalaya.sync.lock').is_locked('auto-sync'))
+  end)
+end)
