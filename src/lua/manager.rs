@@ -10,7 +10,9 @@ use serde::Deserialize;
 use super::{func, to_lua};
 use crate::error::{Error, Result};
 use crate::lock::LockDir;
-use crate::manager::{AccountOverrides, Manager, RetryPolicy, Settings, StartOptions, SyncType};
+use crate::manager::{
+    AccountOverrides, Manager, RetryPolicy, Settings, StartOptions, SyncType, UidvalidityPolicy,
+};
 use crate::runtime;
 
 static MANAGER: OnceCell<Arc<Manager>> = OnceCell::new();
@@ -52,6 +54,7 @@ struct LuaSettings {
     max_parallel: usize,
     retry: LuaRetry,
     state_dir: Option<String>,
+    uidvalidity: UidvalidityPolicy,
 }
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
@@ -82,6 +85,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                     jitter: s.retry.jitter,
                 },
                 state_dir: s.state_dir.map(Into::into),
+                uidvalidity: s.uidvalidity,
             });
             Ok(true)
         })?,

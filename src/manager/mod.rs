@@ -19,6 +19,7 @@
 //!   ([`history`]).
 
 pub mod history;
+pub mod repair;
 pub mod targets;
 
 use std::collections::{HashMap, HashSet};
@@ -95,8 +96,21 @@ pub struct Settings {
     pub accounts: HashMap<String, AccountOverrides>,
     pub max_parallel: usize,
     pub retry: RetryPolicy,
-    /// Where the sync history lives; None keeps no history.
+    /// Where the sync history (and repair backups) live; None keeps none.
     pub state_dir: Option<PathBuf>,
+    pub uidvalidity: UidvalidityPolicy,
+}
+
+/// What to do when a folder's UIDVALIDITY genuinely changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UidvalidityPolicy {
+    /// Repair it without loss (see [`repair`]) and sync again.
+    Repair,
+    /// Report it; the editor asks the user whether to repair.
+    Ask,
+    /// Report it only.
+    Off,
 }
 
 impl Default for Settings {
@@ -110,6 +124,7 @@ impl Default for Settings {
             max_parallel: 2,
             retry: RetryPolicy::default(),
             state_dir: None,
+            uidvalidity: UidvalidityPolicy::Repair,
         }
     }
 }
@@ -131,6 +146,9 @@ impl StartOptions {
             return false;
         }
         match (self.kind, other.kind) {
+            (SyncType::Repair, _) | (_, SyncType::Repair) => {
+                self.kind == other.kind && self.folders == other.folders
+            }
             (SyncType::Full, _) => true,
             (SyncType::Inbox, SyncType::Inbox) => true,
             (SyncType::Folders, SyncType::Folders) => {
@@ -149,6 +167,8 @@ pub enum Status {
     Running,
     /// Failed transiently; waiting for the next attempt.
     Retrying,
+    /// Repairing a folder whose UIDVALIDITY changed; the sync runs again after.
+    Repairing,
     Completed,
     Error,
     Cancelled,
@@ -156,7 +176,15 @@ pub enum Status {
 
 impl Status {
     fn active(self) -> bool {
-        matches!(self, Status::Queued | Status::Running | Status::Retrying)
+        matches!(
+            self,
+            Status::Queued | Status::Running | Status::Retrying | Status::Repairing
+        )
+    }
+
+    /// Holds a slot and its channels.
+    fn occupying(self) -> bool {
+        matches!(self, Status::Running | Status::Repairing)
     }
 }
 
@@ -221,6 +249,10 @@ pub struct SyncInfo {
     pub next_retry: Option<f64>,
     /// Requests this sync answers (more than 1 when coalesced).
     pub requests: u32,
+    /// What a UIDVALIDITY repair did for this sync.
+    pub repair: Option<repair::Report>,
+    /// The folder whose UIDVALIDITY changed, when that ended the sync.
+    pub damaged: Option<String>,
 }
 
 struct Entry {
@@ -291,6 +323,8 @@ enum Attempt {
     Ran(Box<Outcome>),
     /// It never started: lock conflict, cancelled while waiting, spawn error.
     NotRun(Error),
+    /// A repair request finished its work.
+    Repaired(repair::Report),
 }
 
 impl Manager {
@@ -380,6 +414,8 @@ impl Manager {
             attempt: 1,
             next_retry: None,
             requests: 1,
+            repair: None,
+            damaged: None,
         };
         (self.emit)(id, "sync_queued", json!(info));
         entries.push(Entry {
@@ -407,7 +443,7 @@ impl Manager {
         loop {
             let running: Vec<&Entry> = entries
                 .iter()
-                .filter(|e| e.info.status == Status::Running)
+                .filter(|e| e.info.status.occupying())
                 .collect();
             if running.len() >= settings.max_parallel.max(1) {
                 return;
@@ -481,6 +517,18 @@ impl Manager {
             cancel_rx,
             cancel_flag,
         } = job;
+        if opts.kind == SyncType::Repair {
+            let (Some(channel), Some(mailbox)) = (channels.first(), opts.folders.first()) else {
+                return Attempt::NotRun(Error::invalid("a repair needs a channel and a folder"));
+            };
+            return match self
+                .repair_steps(channel, mailbox, opts.wait_lock, cancel_rx, cancel_flag)
+                .await
+            {
+                Ok(report) => Attempt::Repaired(report),
+                Err(e) => Attempt::NotRun(e),
+            };
+        }
         let locks = self.locks.clone();
         let names: Vec<String> = channels.iter().map(|c| channel_lock_name(c)).collect();
         let purpose = format!("{} sync of {}", opts.kind.as_str(), opts.account);
@@ -532,6 +580,98 @@ impl Manager {
         Attempt::Ran(Box::new(outcome))
     }
 
+    /// Repairs one box (see [`repair`]) under its channel lock: move the
+    /// local folder aside, sync it fresh, restore what the server lacks,
+    /// sync again to upload it.
+    async fn repair_steps(
+        self: &Arc<Self>,
+        channel: &str,
+        mailbox: &str,
+        wait: Duration,
+        cancel_rx: watch::Receiver<bool>,
+        cancel_flag: Arc<AtomicBool>,
+    ) -> Result<repair::Report> {
+        let settings = self.settings();
+        let cfg = self.mbsync_config()?;
+        let state = settings.state_dir.clone().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "a repair needs a state folder for its backup",
+            )
+        })?;
+        let stamp = format!("{}", now() as u64);
+        let plan = repair::plan(&cfg, channel, mailbox, &state.join("repair"), &stamp)?;
+        let locks = self.locks.clone();
+        let name = channel_lock_name(channel);
+        let purpose = format!("repair of {channel}:{mailbox}");
+        let flag = cancel_flag.clone();
+        // A sync that just failed on this box may still be releasing it.
+        let wait = wait.max(Duration::from_secs(30));
+        let guard =
+            tokio::task::spawn_blocking(move || locks.acquire(&name, wait, &purpose, Some(&flag)))
+                .await
+                .map_err(|e| Error::new(ErrorKind::Unknown, format!("lock task failed: {e}")))??;
+        crate::log::write(
+            "warn",
+            &format!(
+                "repairing {channel}:{mailbox}: moving {} to {}",
+                plan.local.display(),
+                plan.backup.display()
+            ),
+        );
+        let p = plan.clone();
+        let backed_up = tokio::task::spawn_blocking(move || repair::move_aside(&p))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unknown, format!("repair task failed: {e}")))??;
+        let spec = RunSpec {
+            program: settings.mbsync_cmd.clone(),
+            config: Some(cfg.path.clone()),
+            targets: vec![format!("{channel}:{mailbox}")],
+            extra_args: settings.extra_args.clone(),
+            idle_timeout: settings.idle_timeout,
+        };
+        let kept = |step: &str, c: crate::mbsync::errors::Classified| {
+            Error::new(
+                c.kind,
+                format!(
+                    "repair of {channel}:{mailbox} failed at {step}: {}; the old copy is kept in {}",
+                    summary(c.kind, &c.line),
+                    plan.backup.display()
+                ),
+            )
+        };
+        let fresh = runner::run(spec.clone(), cancel_rx.clone(), |_| {}).await;
+        if let Some(c) = fresh.error {
+            return Err(kept("the fresh sync", c));
+        }
+        let p = plan.clone();
+        let restored = tokio::task::spawn_blocking(move || repair::restore_missing(&p))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unknown, format!("repair task failed: {e}")))??;
+        if restored > 0 {
+            let upload = runner::run(spec, cancel_rx, |_| {}).await;
+            if let Some(c) = upload.error {
+                return Err(kept("the upload of restored messages", c));
+            }
+        }
+        drop(guard);
+        crate::log::write(
+            "warn",
+            &format!(
+                "repaired {channel}:{mailbox}: {restored} of {backed_up} backed-up messages were \
+                 missing on the server and were uploaded; backup kept in {}",
+                plan.backup.display()
+            ),
+        );
+        Ok(repair::Report {
+            channel: channel.to_string(),
+            mailbox: mailbox.to_string(),
+            backup: plan.backup.clone(),
+            restored,
+            backed_up,
+        })
+    }
+
     fn on_update(&self, id: u64, update: Update) {
         {
             let mut entries = self.entries.lock();
@@ -580,7 +720,8 @@ impl Manager {
 
     fn finish(self: &Arc<Self>, id: u64, attempt: Attempt) {
         self.flush(id, true);
-        let policy = self.settings().retry;
+        let settings = self.settings();
+        let policy = settings.retry.clone();
         let (error, last, ran) = match attempt {
             Attempt::Ran(o) => (
                 o.error.map(|c| ErrorInfo {
@@ -600,11 +741,61 @@ impl Manager {
                 None,
                 false,
             ),
+            Attempt::Repaired(report) => {
+                let mut entries = self.entries.lock();
+                if let Some(e) = entries.iter_mut().find(|e| e.info.id == id) {
+                    e.info.repair = Some(report);
+                    let item = self.finalize(e, None, None);
+                    drop(entries);
+                    self.record_history(item);
+                }
+                self.pump();
+                return;
+            }
         };
         let mut entries = self.entries.lock();
         let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
             return;
         };
+        let damaged = error
+            .as_ref()
+            .filter(|err| err.kind == ErrorKind::Uidvalidity)
+            .and_then(|err| repair::parse_error_line(&err.line));
+        let mut error = error;
+        if let Some((channel, mailbox)) = damaged {
+            e.info.damaged = Some(mailbox.clone());
+            if settings.uidvalidity != UidvalidityPolicy::Repair {
+                if let Some(err) = error.as_mut() {
+                    err.message = format!(
+                        "the server renumbered {channel}:{mailbox} (UIDVALIDITY changed); \
+                         repair it without loss with :HimalayaSync repair {} {mailbox}",
+                        e.info.account
+                    );
+                }
+            }
+            if settings.uidvalidity == UidvalidityPolicy::Repair
+                && e.info.repair.is_none()
+                && !e.cancel_flag.load(Ordering::SeqCst)
+            {
+                e.info.status = Status::Repairing;
+                e.info.message = format!(
+                    "the server renumbered {channel}:{mailbox} (UIDVALIDITY changed); repairing it without loss"
+                );
+                e.info.error = error.clone();
+                (self.emit)(id, "sync_repair", json!(e.info));
+                let cancel_rx = e.cancel.subscribe();
+                let flag = e.cancel_flag.clone();
+                let me = self.clone();
+                drop(entries);
+                self.rt.spawn(async move {
+                    let repaired = me
+                        .repair_steps(&channel, &mailbox, Duration::ZERO, cancel_rx, flag)
+                        .await;
+                    me.after_auto_repair(id, repaired);
+                });
+                return;
+            }
+        }
         let transient = matches!(
             error.as_ref().map(|e| e.kind),
             Some(ErrorKind::Network | ErrorKind::Timeout | ErrorKind::Locked)
@@ -652,6 +843,38 @@ impl Manager {
         Self::prune(&mut entries);
         drop(entries);
         self.record_history(item);
+        self.pump();
+    }
+
+    /// An automatic repair ended: sync again (with the repair recorded), or
+    /// end with the repair's error, which says where the backup is.
+    fn after_auto_repair(self: &Arc<Self>, id: u64, repaired: Result<repair::Report>) {
+        let mut entries = self.entries.lock();
+        let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
+            return;
+        };
+        match repaired {
+            Ok(report) => {
+                e.info.message = format!(
+                    "repaired {}:{} ({} messages restored); syncing again",
+                    report.channel, report.mailbox, report.restored
+                );
+                e.info.repair = Some(report);
+                e.info.status = Status::Queued;
+                (self.emit)(id, "sync_queued", json!(e.info));
+                drop(entries);
+            }
+            Err(err) => {
+                let error = Some(ErrorInfo {
+                    kind: err.kind,
+                    message: err.message.clone(),
+                    line: err.message,
+                });
+                let item = self.finalize(e, error, None);
+                drop(entries);
+                self.record_history(item);
+            }
+        }
         self.pump();
     }
 

@@ -20,6 +20,8 @@ pub enum SyncType {
     Full,
     Inbox,
     Folders,
+    /// Lossless UIDVALIDITY repair of one folder (see [`super::repair`]).
+    Repair,
 }
 
 impl SyncType {
@@ -28,8 +30,9 @@ impl SyncType {
             "full" => Ok(SyncType::Full),
             "inbox" => Ok(SyncType::Inbox),
             "folders" => Ok(SyncType::Folders),
+            "repair" => Ok(SyncType::Repair),
             other => Err(Error::invalid(format!(
-                "unknown sync type {other:?}: expected \"full\", \"inbox\" or \"folders\""
+                "unknown sync type {other:?}: expected \"full\", \"inbox\", \"folders\" or \"repair\""
             ))),
         }
     }
@@ -39,6 +42,7 @@ impl SyncType {
             SyncType::Full => "full",
             SyncType::Inbox => "inbox",
             SyncType::Folders => "folders",
+            SyncType::Repair => "repair",
         }
     }
 }
@@ -134,7 +138,10 @@ pub fn resolve(
                 .ok_or_else(unknown)
                 .map(|chans| chans.into_iter().map(|c| format!("{c}:INBOX")).collect())
         }
-        SyncType::Folders => {
+        SyncType::Repair if folders.len() != 1 => Err(Error::invalid(
+            "a repair needs exactly one folder (the one whose UIDVALIDITY changed)",
+        )),
+        SyncType::Folders | SyncType::Repair => {
             if folders.is_empty() {
                 return Err(Error::invalid("a folders sync needs at least one folder"));
             }

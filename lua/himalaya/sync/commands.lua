@@ -307,6 +307,17 @@ M.subcommands.log = {
   end,
 }
 
+M.subcommands.repair = {
+  desc = 'repair a folder whose UIDVALIDITY changed, without losing mail: repair {account} {folder}',
+  complete = complete_account,
+  run = function(args)
+    if #args ~= 2 then
+      return err('usage: :HimalayaSync repair {account} {folder}')
+    end
+    start('repair', args[1], { args[2] })
+  end,
+}
+
 --- Sorted subcommand names.
 ---@return string[]
 function M.names()

@@ -44,6 +44,7 @@ local M = {}
 ---@field retry himalaya.sync.RetryConfig
 ---@field auto_sync himalaya.sync.AutoSyncConfig
 ---@field notify himalaya.sync.NotifyConfig|boolean
+---@field uidvalidity 'repair'|'ask'|'off' when the server renumbers a folder: repair it without loss, ask first, or only report (default 'repair')
 ---@field log boolean write a log to stdpath('log')/himalaya-sync.log (default true)
 ---@field legacy_commands boolean also create the original plugin's commands (default false)
 
@@ -57,6 +58,7 @@ M.defaults = {
   retry = { base = 10, factor = 2, cap = 300, max_attempts = 3, jitter = 0.2 },
   auto_sync = { enabled = false, interval = 15, type = 'full', accounts = nil },
   notify = { enabled = true, start = false, success = true, error = true, auto = false },
+  uidvalidity = 'repair',
   log = true,
   legacy_commands = false,
 }
@@ -133,6 +135,11 @@ local schema = {
   end,
   log = boolean,
   legacy_commands = boolean,
+  uidvalidity = function(path, v)
+    if v ~= 'repair' and v ~= 'ask' and v ~= 'off' then
+      fail(path, '"repair", "ask" or "off"', v)
+    end
+  end,
   max_parallel = function(path, v)
     if type(v) ~= 'number' or v < 1 or v % 1 ~= 0 then
       fail(path, 'a whole number >= 1', v)

@@ -67,7 +67,7 @@ local listeners = {}
 local status_text = ''
 
 local KEEP = 20
-local SYNC_TYPES = { full = true, inbox = true, folders = true }
+local SYNC_TYPES = { full = true, inbox = true, folders = true, repair = true }
 
 local FINAL = { completed = true, error = true, cancelled = true }
 
@@ -160,7 +160,7 @@ local function on_event(ev)
     for _, r in ipairs(requests) do
       call(r.on_progress, info.progress, info)
     end
-  elseif ev.name == 'sync_retry' then
+  elseif ev.name == 'sync_retry' or ev.name == 'sync_repair' then
     notify('error', info.message, vim.log.levels.WARN, info.id)
   elseif ev.name == 'sync_done' then
     callbacks[info.id] = nil
@@ -173,6 +173,9 @@ local function on_event(ev)
       notify('error', info.message, info.status == 'cancelled' and vim.log.levels.WARN or vim.log.levels.ERROR, info.id)
     end
     wanted[info.id] = nil
+    if info.damaged and info.error and info.error.kind == 'uidvalidity' then
+      M._offer_repair(info)
+    end
   end
   local pattern = USER_EVENT[ev.name]
   if ev.name == 'sync_done' then
@@ -194,7 +197,7 @@ local function ready()
   end
   if not subscribed then
     subscribed = true
-    for _, name in ipairs({ 'sync_queued', 'sync_started', 'sync_progress', 'sync_retry', 'sync_done', 'warning' }) do
+    for _, name in ipairs({ 'sync_queued', 'sync_started', 'sync_progress', 'sync_retry', 'sync_repair', 'sync_done', 'warning' }) do
       native.on(name, on_event)
     end
   end
@@ -212,6 +215,7 @@ local function ready()
     accounts = cfg.accounts,
     max_parallel = cfg.max_parallel,
     retry = cfg.retry,
+    uidvalidity = cfg.uidvalidity,
     state_dir = vim.fn.expand(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
   })
   if settings.config then
@@ -229,6 +233,24 @@ local function ready()
   return lib
 end
 M._ready = ready
+
+--- With `uidvalidity = 'ask'`, offers to repair the folder that broke a sync.
+---@param info himalaya.sync.SyncInfo
+function M._offer_repair(info)
+  local ok, cfg = pcall(config.get)
+  if not ok or cfg.uidvalidity ~= 'ask' then
+    return
+  end
+  local prompt = ('himalaya-sync: the server renumbered %s of %s (UIDVALIDITY changed). Repair it without loss?'):format(
+    info.damaged,
+    info.account
+  )
+  vim.ui.select({ 'Repair now', 'Not now' }, { prompt = prompt }, function(choice)
+    if choice == 'Repair now' then
+      M.start_sync('repair', { account = info.account, folders = { info.damaged } })
+    end
+  end)
+end
 
 --- The engine's log file (`stdpath('log')/himalaya-sync.log`).
 ---@return string
@@ -279,7 +301,9 @@ end
 ---@return string? kind
 function M.start_sync(type, options)
   if not SYNC_TYPES[type] then
-    return nil, ('unknown sync type %s: expected "full", "inbox" or "folders"'):format(vim.inspect(type)), 'invalid'
+    return nil,
+      ('unknown sync type %s: expected "full", "inbox", "folders" or "repair"'):format(vim.inspect(type)),
+      'invalid'
   end
   options = options or {}
   if _G.type(options) ~= 'table' then

@@ -55,6 +55,19 @@ function M.sync_folders(account, folders, opts)
   return start('folders', account, folders, opts)
 end
 
+--- Repairs a folder whose UIDVALIDITY changed on the server, without loss:
+--- the local folder is moved to a backup, synced fresh, and messages the
+--- server lacks are copied back and uploaded. The backup is kept.
+---@param account string
+---@param folder string
+---@param opts? himalaya.sync.SyncCallbacks
+---@return integer? id
+---@return string? err
+---@return string? kind
+function M.repair_folder(account, folder, opts)
+  return start('repair', account, { folder }, opts)
+end
+
 --- Cancels one sync by id, or every sync of this Neovim.
 ---@param id? integer
 ---@return integer cancelled how many syncs were asked to stop

@@ -1,0 +1,406 @@
+//! Lossless repair of a mailbox whose server UIDVALIDITY genuinely changed.
+//!
+//! mbsync refuses to sync such a box, and the usual advice (delete the
+//! sync state, or blank `.uidvalidity`) duplicates or loses mail. The
+//! method here keeps everything:
+//!
+//! 1. move the local folder aside to a backup outside the MaildirStore
+//!    (inside it, `Patterns *` would sync the backup as a new folder);
+//! 2. sync the box fresh into an empty folder;
+//! 3. copy back every backed-up message whose Message-ID the fresh copy
+//!    lacks (into `cur/`, without mbsync's `,U=` so it counts as new);
+//! 4. sync the box again, which uploads those messages.
+//!
+//! The backup is kept and reported. This module holds the file work and the
+//! plan; the manager runs mbsync between the steps under the channel lock.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::mbsync::config::MbsyncConfig;
+
+/// The channel and box named by mbsync's UIDVALIDITY error line, e.g.
+/// `Error: channel demo, far side box Work: UIDVALIDITY genuinely changed (at UID 1).`
+pub fn parse_error_line(line: &str) -> Option<(String, String)> {
+    let rest = &line[line.find("channel ")? + "channel ".len()..];
+    let (channel, rest) = rest.split_once(", ")?;
+    let rest = rest
+        .strip_prefix("far side box ")
+        .or_else(|| rest.strip_prefix("near side box "))
+        .or_else(|| rest.strip_prefix("master box "))
+        .or_else(|| rest.strip_prefix("slave box "))?;
+    let (name, _) = rest.split_once(": ")?;
+    (!channel.is_empty() && !name.is_empty()).then(|| (channel.to_string(), name.to_string()))
+}
+
+/// Where the repair works for one box.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub channel: String,
+    /// The box as mbsync names it (`INBOX`, `Work/Projects`).
+    pub mailbox: String,
+    /// The local Maildir folder of the box.
+    pub local: PathBuf,
+    /// Where the local folder is moved to.
+    pub backup: PathBuf,
+}
+
+/// What a repair did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub channel: String,
+    pub mailbox: String,
+    pub backup: PathBuf,
+    /// Messages of the backup that the server lacked and were uploaded.
+    pub restored: usize,
+    /// Messages in the backup.
+    pub backed_up: usize,
+}
+
+/// Works out the local folder of `mailbox` and a backup path under
+/// `backup_root`. Refuses layouts where moving the folder would not move
+/// mbsync's state with it (the state would then mislead the fresh sync).
+pub fn plan(
+    cfg: &MbsyncConfig,
+    channel: &str,
+    mailbox: &str,
+    backup_root: &Path,
+    stamp: &str,
+) -> Result<Plan> {
+    let refuse = |why: String| {
+        Error::new(
+            ErrorKind::Config,
+            format!("cannot repair {channel}:{mailbox}: {why}"),
+        )
+    };
+    let chan = cfg
+        .channel(channel)
+        .ok_or_else(|| refuse(format!("no channel {channel:?} in {}", cfg.path.display())))?;
+    let text = fs::read_to_string(&cfg.path)
+        .map_err(|e| Error::io(format!("cannot read {}", cfg.path.display()), e))?;
+    let state: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let key = words.next()?;
+            key.eq_ignore_ascii_case("SyncState")
+                .then(|| words.collect::<Vec<_>>().join(" "))
+        })
+        .collect();
+    if state.is_empty() || state.iter().any(|v| v.trim_matches('"') != "*") {
+        return Err(refuse(
+            "the repair needs `SyncState *` (state kept inside each folder) in the mbsyncrc".into(),
+        ));
+    }
+    let store = [&chan.near, &chan.far]
+        .into_iter()
+        .find_map(|spec| {
+            let name = spec.strip_prefix(':')?.split(':').next()?;
+            cfg.maildir_stores.iter().find(|s| s.name == name)
+        })
+        .ok_or_else(|| refuse("the channel has no Maildir side".into()))?;
+    let local = if mailbox == "INBOX" {
+        store
+            .inbox
+            .clone()
+            .ok_or_else(|| refuse(format!("MaildirStore {} has no Inbox", store.name)))?
+    } else {
+        let path = store
+            .path
+            .as_ref()
+            .ok_or_else(|| refuse(format!("MaildirStore {} has no Path", store.name)))?;
+        let layout = store.subfolders.as_deref().unwrap_or("");
+        let rel = if layout.eq_ignore_ascii_case("Verbatim") || !mailbox.contains('/') {
+            mailbox.to_string()
+        } else if layout.eq_ignore_ascii_case("Maildir++") {
+            format!(".{}", mailbox.replace('/', "."))
+        } else {
+            return Err(refuse(format!(
+                "nested folders with SubFolders {layout:?} are not supported; use Verbatim or Maildir++"
+            )));
+        };
+        let mut p = path.clone().into_os_string();
+        p.push(rel);
+        PathBuf::from(p)
+    };
+    if mailbox.split('/').any(|part| part == ".." || part == ".") || mailbox.starts_with('/') {
+        return Err(refuse("the box name is not a plain folder name".into()));
+    }
+    let safe: String = mailbox
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let backup = backup_root.join(format!("{channel}-{safe}-{stamp}"));
+    if let Some(root) = &store.path {
+        if backup.starts_with(root) {
+            return Err(refuse(format!(
+                "the backup folder {} is inside the MaildirStore {}",
+                backup.display(),
+                root.display()
+            )));
+        }
+    }
+    Ok(Plan {
+        channel: channel.to_string(),
+        mailbox: mailbox.to_string(),
+        local,
+        backup,
+    })
+}
+
+/// Step 1: moves the local folder to the backup and leaves an empty Maildir
+/// in its place. Returns how many messages were backed up.
+pub fn move_aside(plan: &Plan) -> Result<usize> {
+    let ctx = |what: &str| {
+        format!(
+            "cannot {what} for the repair of {}:{}",
+            plan.channel, plan.mailbox
+        )
+    };
+    if let Some(parent) = plan.backup.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| Error::io(ctx("create the backup folder"), e))?;
+    }
+    if plan.backup.exists() {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("backup folder {} already exists", plan.backup.display()),
+        ));
+    }
+    // Only the box itself moves: its Maildir parts and mbsync's files
+    // (state, .uidvalidity). Sub-folders (SubFolders Verbatim keeps
+    // `Work/Projects` inside `Work`) are other boxes and stay.
+    let count = if plan.local.exists() {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&plan.backup)
+            .map_err(|e| Error::io(ctx("create the backup folder"), e))?;
+        let entries =
+            fs::read_dir(&plan.local).map_err(|e| Error::io(ctx("read the local folder"), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && !["cur", "new", "tmp"].iter().any(|m| name == *m) {
+                continue;
+            }
+            fs::rename(entry.path(), plan.backup.join(&name)).map_err(|e| {
+                Error::io(
+                    format!(
+                        "cannot move {} to {} (they must be on one file system)",
+                        entry.path().display(),
+                        plan.backup.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        messages(&plan.backup).len()
+    } else {
+        0
+    };
+    for sub in ["cur", "new", "tmp"] {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(plan.local.join(sub))
+            .map_err(|e| Error::io(ctx("create the fresh folder"), e))?;
+    }
+    Ok(count)
+}
+
+/// Step 3: copies backed-up messages whose Message-ID the fresh folder lacks
+/// into its `cur/`; returns how many. Messages without a Message-ID are
+/// compared by content.
+pub fn restore_missing(plan: &Plan) -> Result<usize> {
+    let fresh = messages(&plan.local);
+    let mut have: HashSet<String> = fresh.iter().filter_map(|p| identity(p)).collect();
+    let mut restored = 0;
+    for (i, path) in messages(&plan.backup).iter().enumerate() {
+        let Some(id) = identity(path) else { continue };
+        if !have.insert(id) {
+            continue;
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("msg");
+        let target = plan.local.join("cur").join(new_name(name, i));
+        fs::copy(path, &target).map_err(|e| {
+            Error::io(
+                format!("cannot restore {} to {}", path.display(), target.display()),
+                e,
+            )
+        })?;
+        restored += 1;
+    }
+    Ok(restored)
+}
+
+/// Every message file of a Maildir folder (`cur/` and `new/`).
+fn messages(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in ["cur", "new"] {
+        if let Ok(entries) = fs::read_dir(dir.join(sub)) {
+            out.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The Message-ID (case-insensitive header, folded lines joined), or a
+/// content hash for messages without one.
+fn identity(path: &Path) -> Option<String> {
+    let file = fs::File::open(path).ok()?;
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    let mut current: Option<String> = None;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            break;
+        }
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            break;
+        }
+        if l.starts_with([' ', '\t']) {
+            if let Some(c) = current.as_mut() {
+                c.push_str(l.trim());
+            }
+            continue;
+        }
+        if let Some(id) = current.take() {
+            return Some(id);
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("message-id") {
+                current = Some(v.trim().to_string());
+            }
+        }
+    }
+    if let Some(id) = current.filter(|id| !id.is_empty()) {
+        return Some(id);
+    }
+    let bytes = fs::read(path).ok()?;
+    // FNV-1a: a stable fingerprint for messages without an ID.
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    Some(format!("<content-{hash:016x}>"))
+}
+
+/// A fresh Maildir name for a restored message: unique, flags kept, and no
+/// `,U=` (mbsync treats a file with its old UID as already paired).
+fn new_name(old: &str, n: usize) -> String {
+    let flags = old.split_once(":2,").map(|(_, f)| f).unwrap_or("");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "{now}.R{n}P{}.himalaya-sync-repair:2,{flags}",
+        std::process::id()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_name_channel_and_box() {
+        assert_eq!(
+            parse_error_line("Error: channel demo, far side box Work/Projects: UIDVALIDITY genuinely changed (at UID 1)."),
+            Some(("demo".into(), "Work/Projects".into()))
+        );
+        assert_eq!(
+            parse_error_line(
+                "Error: channel g, near side box INBOX: Unable to recover from UIDVALIDITY change."
+            ),
+            Some(("g".into(), "INBOX".into()))
+        );
+        assert_eq!(parse_error_line("Error: something else"), None);
+    }
+
+    fn write_msg(dir: &Path, sub: &str, name: &str, id: Option<&str>) {
+        fs::create_dir_all(dir.join(sub)).unwrap();
+        let head = id.map(|i| format!("Message-ID: {i}\n")).unwrap_or_default();
+        fs::write(
+            dir.join(sub).join(name),
+            format!("{head}Subject: s {name}\n\nbody {name}\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn moves_aside_and_restores_only_what_is_missing() {
+        let root = tempfile::tempdir().unwrap();
+        let plan = Plan {
+            channel: "demo".into(),
+            mailbox: "Work".into(),
+            local: root.path().join("mail/Work"),
+            backup: root.path().join("state/repair/demo-Work-1"),
+        };
+        write_msg(&plan.local, "cur", "1.a,U=1:2,S", Some("<a@x>"));
+        write_msg(&plan.local, "cur", "2.b,U=2:2,FS", Some("<b@x>"));
+        write_msg(&plan.local, "new", "3.local", Some("<local-only@x>"));
+        write_msg(&plan.local, "new", "4.noid", None);
+        fs::write(plan.local.join(".mbsyncstate"), "state").unwrap();
+        write_msg(
+            &plan.local.join("Projects"),
+            "cur",
+            "5.p,U=1:2,",
+            Some("<p@x>"),
+        );
+        assert_eq!(move_aside(&plan).unwrap(), 4);
+        assert!(
+            plan.local.join("Projects/cur/5.p,U=1:2,").exists(),
+            "sub-folders stay"
+        );
+        assert!(
+            plan.backup.join(".mbsyncstate").exists(),
+            "state moved with the folder"
+        );
+        assert!(plan.local.join("cur").is_dir() && !plan.local.join(".mbsyncstate").exists());
+        // The fresh sync brought a and b back (under new names).
+        write_msg(&plan.local, "cur", "9.a,U=7:2,S", Some("<a@x>"));
+        write_msg(&plan.local, "cur", "9.b,U=8:2,FS", Some("<b@x>"));
+        assert_eq!(restore_missing(&plan).unwrap(), 2);
+        let names: Vec<String> = messages(&plan.local)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 4);
+        assert!(names
+            .iter()
+            .filter(|n| n.contains("repair"))
+            .all(|n| !n.contains(",U=")));
+        // Running it again restores nothing more.
+        assert_eq!(restore_missing(&plan).unwrap(), 0);
+        assert!(plan.backup.exists(), "the backup is kept");
+    }
+
+    #[test]
+    fn folded_and_lowercase_message_ids_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m");
+        fs::write(&p, "From: a\nmessage-id:\n  <folded@x>\nSubject: s\n\nb\n").unwrap();
+        assert_eq!(identity(&p).as_deref(), Some("<folded@x>"));
+    }
+}

@@ -1,0 +1,116 @@
+-- UIDVALIDITY: a server folder is renumbered; the repair loses nothing.
+local t = require('helpers')
+local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
+
+local uv = vim.uv or vim.loop
+
+local function use(mbsyncrc, extra)
+  vim.g.himalaya_sync = vim.tbl_deep_extend(
+    'force',
+    { mbsync = { config = mbsyncrc }, notify = false, retry = { max_attempts = 0 } },
+    extra or {}
+  )
+end
+
+--- Renumbers a server folder the way a server that recreated it would:
+--- new UIDVALIDITY, UIDs in another order (dovecot reads its uidlist anew).
+local function renumber(fx, folder_dir)
+  local dir = fx.accounts.demo.server_maildir .. '/' .. folder_dir
+  local lines = vim.fn.readfile(dir .. '/dovecot-uidlist')
+  local header = vim.split(lines[1], ' ')
+  local files = {}
+  for i = #lines, 2, -1 do
+    local name = lines[i]:match('^%d+ (.*)$')
+    if name then
+      files[#files + 1] = name
+    end
+  end
+  local v = tonumber(header[2]:sub(2)) + 1000
+  local out = { ('3 V%d N%d %s'):format(v, #files + 1, header[4]) }
+  for i, name in ipairs(files) do
+    out[#out + 1] = ('%d %s'):format(i, name)
+  end
+  vim.fn.writefile(out, dir .. '/dovecot-uidlist')
+  for name in vim.fs.dir(dir) do
+    if name:match('^dovecot%.index') then
+      uv.fs_unlink(dir .. '/' .. name)
+    end
+  end
+end
+
+--- A message only the local side has (written, not yet uploaded).
+local function local_only(fx, folder, id)
+  local path = ('%s/%s/new/%d.local-only.test'):format(fx.accounts.demo.local_maildir, folder, os.time())
+  t.write(path, ('From: me@test\nTo: you@test\nSubject: local only\nMessage-ID: %s\n\nwritten offline\n'):format(id))
+end
+
+local function no_duplicates(ids)
+  for folder, list in pairs(ids) do
+    local seen = {}
+    for _, id in ipairs(list) do
+      ok(not seen[id], ('duplicate %s in %s'):format(id, folder))
+      seen[id] = true
+    end
+  end
+end
+
+describe('UIDVALIDITY', function()
+  it('is repaired automatically without losing or doubling anything', function()
+    local fx = t.fixture({ '--folders', 'INBOX=10,Work=12,Work/Projects=5' })
+    use(fx.mbsyncrc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    local_only(fx, 'Work', '<local-only-1@test>')
+    renumber(fx, '.Work')
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    ok(info.repair, 'the repair is reported')
+    eq('Work', info.repair.mailbox)
+    eq(1, info.repair.restored)
+    ok(vim.fn.isdirectory(info.repair.backup) == 1, 'the backup is kept')
+    ok(not vim.startswith(info.repair.backup, fx.accounts.demo.local_maildir), 'backup outside the maildir')
+    local server, localside = fx.ids('demo', 'server'), fx.ids('demo', 'local')
+    eq(server, localside)
+    no_duplicates(localside)
+    ok(vim.tbl_contains(server.Work, '<local-only-1@test>'), 'the local-only message reached the server')
+    eq(13, #server.Work)
+    eq(5, #server['Work/Projects'], 'the nested folder is untouched')
+    -- And the next sync is clean.
+    result = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success)
+    eq(0, result.pulled)
+  end)
+
+  it('with uidvalidity = "off" it is reported with the command that repairs it', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5,Work=6' })
+    use(fx.mbsyncrc, { uidvalidity = 'off' })
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    local_only(fx, 'Work', '<local-only-2@test>')
+    renumber(fx, '.Work')
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(false, result.success)
+    eq('uidvalidity', result.kind)
+    eq('Work', info.damaged)
+    contains(result.error, ':HimalayaSync repair demo Work')
+    ok(not result.error:find('\n'))
+
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local done
+    local unsub = require('himalaya.sync.manager').on_update(function(i)
+      if i.type == 'repair' and i.result then
+        done = i
+      end
+    end)
+    t.defer(unsub)
+    vim.cmd('HimalayaSync repair demo Work')
+    t.wait_for(function()
+      return done ~= nil
+    end, 60000, 'the repair')
+    eq(true, done.result.success, done.result.error)
+    eq(1, done.repair.restored)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    local server, localside = fx.ids('demo', 'server'), fx.ids('demo', 'local')
+    eq(server, localside)
+    no_duplicates(localside)
+    ok(vim.tbl_contains(server.Work, '<local-only-2@test>'))
+  end)
+end)
