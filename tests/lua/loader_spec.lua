@@ -60,7 +60,10 @@ describe('loading', function()
   it(':HimalayaSync completes subcommands and rejects unknown ones', function()
     vim.cmd('runtime plugin/himalaya-sync.lua')
     local list = vim.fn.getcompletion('HimalayaSync ', 'cmdline')
-    ok(vim.tbl_contains(list, 'locks') and vim.tbl_contains(list, 'build') and vim.tbl_contains(list, 'version'), vim.inspect(list))
+    ok(
+      vim.tbl_contains(list, 'locks') and vim.tbl_contains(list, 'build') and vim.tbl_contains(list, 'version'),
+      vim.inspect(list)
+    )
     eq({ 'locks' }, vim.fn.getcompletion('HimalayaSync loc', 'cmdline'))
     local msgs = {}
     local orig = vim.notify

@@ -58,10 +58,13 @@ describe('himalaya.sync.lock', function()
   end)
 
   it('with_lock returns the function results and releases on error', function()
-    eq({ 1, 'two', nil, 4 }, { lock.with_lock('w', function()
-      ok(lock.is_locked('w'))
-      return 1, 'two', nil, 4
-    end) })
+    eq(
+      { 1, 'two', nil, 4 },
+      { lock.with_lock('w', function()
+        ok(lock.is_locked('w'))
+        return 1, 'two', nil, 4
+      end) }
+    )
     ok(not lock.is_locked('w'))
     local pok, perr = pcall(lock.with_lock, 'w', function()
       error('boom', 0)
@@ -90,9 +93,12 @@ describe('himalaya.sync.lock', function()
       ticks = ticks + 1
     end)
     local started = vim.uv.hrtime()
-    eq(true, lock.acquire_lock('ext', 10, function(got, err)
-      result = { got, err }
-    end))
+    eq(
+      true,
+      lock.acquire_lock('ext', 10, function(got, err)
+        result = { got, err }
+      end)
+    )
     local returned_ms = (vim.uv.hrtime() - started) / 1e6
     ok(returned_ms < 100, ('the callback form returned after %.1f ms'):format(returned_ms))
     t.wait_for(function()
@@ -160,7 +166,7 @@ end
 ]]):format(t.root, rounds, counter, counter))
     f:close()
     local lockfile = lock_dir() .. '/counter.lock'
-    local shell = ('for i in $(seq %d); do flock -x %s sh -c \'n=$(cat %s); echo $((n+1)) > %s\'; done'):format(
+    local shell = ("for i in $(seq %d); do flock -x %s sh -c 'n=$(cat %s); echo $((n+1)) > %s'; done"):format(
       rounds,
       lockfile,
       counter,

@@ -20,7 +20,9 @@ describe('manager', function()
       end,
     })
     manager.update_progress({ percent = 40, box = 'INBOX' })
-    vim.wait(50, function() return #seen == 1 end)
+    vim.wait(50, function()
+      return #seen == 1
+    end)
     local info = manager.get_sync_info()
     eq('running', info.status)
     eq(40, info.progress.percent)
@@ -31,7 +33,9 @@ describe('manager', function()
     eq('inbox', info.type)
     eq(1.5, info.result.duration)
     ok(info.end_time)
-    vim.wait(50, function() return #seen == 2 end)
+    vim.wait(50, function()
+      return #seen == 2
+    end)
     eq({ 'running', 'completed' }, seen)
     manager.complete_sync('inbox', { success = false, error = 'boom' })
     eq('error', manager.get_sync_info().status)
@@ -67,7 +71,10 @@ describe('manager', function()
 
   it('with no account given and several in the mbsyncrc, asks which', function()
     local rc = t.tmpdir() .. '/rc'
-    t.write(rc, 'MaildirStore a\nPath /tmp/a/\n\nMaildirStore b\nPath /tmp/b/\n\nChannel one\nFar :a:\nNear :b:\n\nChannel two\nFar :a:\nNear :b:\n')
+    t.write(
+      rc,
+      'MaildirStore a\nPath /tmp/a/\n\nMaildirStore b\nPath /tmp/b/\n\nChannel one\nFar :a:\nNear :b:\n\nChannel two\nFar :a:\nNear :b:\n'
+    )
     vim.g.himalaya_sync = { mbsync = { config = rc }, notify = false }
     local id, err, kind = manager.start_sync('full')
     eq(nil, id)

@@ -108,7 +108,9 @@ describe('queue', function()
     eq(true, b.done.result.success)
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
     eq(fx.ids('work', 'server'), fx.ids('work', 'local'))
-    io.stdout:write(('     sequential %.2f s, parallel %.2f s (%.2fx)\n'):format(sequential, parallel, parallel / sequential))
+    io.stdout:write(
+      ('     sequential %.2f s, parallel %.2f s (%.2fx)\n'):format(sequential, parallel, parallel / sequential)
+    )
     ok(parallel < 0.75 * sequential, ('parallel %.2f s vs sequential %.2f s'):format(parallel, sequential))
   end)
 
@@ -188,7 +190,12 @@ describe('editor integration', function()
     local fx = t.fixture({ '--folders', 'INBOX=300,Work=300' })
     use(fx.mbsyncrc, { notify = { start = true } })
     local events = {}
-    for _, pat in ipairs({ 'HimalayaSyncStarted', 'HimalayaSyncProgress', 'HimalayaSyncCompleted', 'HimalayaSyncFailed' }) do
+    for _, pat in ipairs({
+      'HimalayaSyncStarted',
+      'HimalayaSyncProgress',
+      'HimalayaSyncCompleted',
+      'HimalayaSyncFailed',
+    }) do
       vim.api.nvim_create_autocmd('User', {
         pattern = pat,
         callback = function(ev)
@@ -217,7 +224,12 @@ describe('editor integration', function()
     wait_done({ start('full', { account = 'demo' }) })
     eq('HimalayaSyncStarted', events[1][1])
     eq('HimalayaSyncCompleted', events[#events][1])
-    ok(vim.tbl_contains(vim.tbl_map(function(e) return e[1] end, events), 'HimalayaSyncProgress'))
+    ok(vim.tbl_contains(
+      vim.tbl_map(function(e)
+        return e[1]
+      end, events),
+      'HimalayaSyncProgress'
+    ))
     ok(updates >= 2, 'listener called ' .. updates)
     ok(status_seen, 'the status line showed the sync')
     eq('', require('himalaya.sync').statusline())
@@ -260,11 +272,14 @@ describe('editor integration', function()
     local out = vim.api.nvim_exec2('HimalayaSync info', { output = true }).output
     contains(out, 'demo: last success')
     local script = t.tmpdir() .. '/c.lua'
-    t.write(script, ([[
+    t.write(
+      script,
+      ([[
 vim.opt.rtp:prepend(%q)
 vim.g.himalaya_sync = { mbsync = { config = %q } }
 io.stdout:write(vim.json.encode(require('himalaya.sync.manager').history()))
-]]):format(t.root, fx.mbsyncrc))
+]]):format(t.root, fx.mbsyncrc)
+    )
     local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
     local other = vim.json.decode(r.stdout).demo.last_success
     ok(math.abs(h.demo.last_success - other) < 1e-3, ('%s vs %s'):format(h.demo.last_success, other))
@@ -280,7 +295,14 @@ io.stdout:write(vim.json.encode(require('himalaya.sync.manager').history()))
     eq('<Cmd>HimalayaSync cancel<CR>', vim.fn.maparg('<Plug>(HimalayaSyncCancel)', 'n'))
     eq(0, vim.fn.exists(':HimalayaSyncInbox'))
     require('himalaya.sync').setup({ legacy_commands = true })
-    for _, c in ipairs({ 'HimalayaSyncInbox', 'HimalayaSyncFull', 'HimalayaCancelSync', 'HimalayaSyncStatus', 'HimalayaSyncInfo', 'HimalayaAutoSyncToggle' }) do
+    for _, c in ipairs({
+      'HimalayaSyncInbox',
+      'HimalayaSyncFull',
+      'HimalayaCancelSync',
+      'HimalayaSyncStatus',
+      'HimalayaSyncInfo',
+      'HimalayaAutoSyncToggle',
+    }) do
       eq(2, vim.fn.exists(':' .. c), c)
     end
   end)

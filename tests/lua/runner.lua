@@ -54,22 +54,25 @@ local function run_all(specs)
     io.stdout:flush()
     local started = uv.hrtime()
     local out = {}
-    local proc = vim.system({ nvim, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', debug.getinfo(1, 'S').source:sub(2), '--one', spec }, {
-      env = env,
-      text = true,
-      stdout = function(_, data)
-        if data then
-          out[#out + 1] = data
-          io.stdout:write(data)
-          io.stdout:flush()
-        end
-      end,
-      stderr = function(_, data)
-        if data then
-          io.stderr:write(data)
-        end
-      end,
-    })
+    local proc = vim.system(
+      { nvim, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', debug.getinfo(1, 'S').source:sub(2), '--one', spec },
+      {
+        env = env,
+        text = true,
+        stdout = function(_, data)
+          if data then
+            out[#out + 1] = data
+            io.stdout:write(data)
+            io.stdout:flush()
+          end
+        end,
+        stderr = function(_, data)
+          if data then
+            io.stderr:write(data)
+          end
+        end,
+      }
+    )
     local res = proc:wait(SPEC_TIMEOUT_MS)
     local secs = (uv.hrtime() - started) / 1e9
     -- Collect the child's own summary from what it printed.
@@ -79,7 +82,9 @@ local function run_all(specs)
     end
     if res.code ~= 0 and f == 0 then
       f = 1
-      io.stdout:write(('FAIL %s: Neovim exited with code %s (signal %s) after %.1f s\n'):format(name, res.code, res.signal, secs))
+      io.stdout:write(
+        ('FAIL %s: Neovim exited with code %s (signal %s) after %.1f s\n'):format(name, res.code, res.signal, secs)
+      )
     end
     total_pass, total_fail = total_pass + p, total_fail + f
     io.stdout:write(('-- %s: %.1f s\n'):format(name, secs))

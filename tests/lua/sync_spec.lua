@@ -49,39 +49,42 @@ local function variant(fx, changes)
 end
 
 describe('syncing real mail', function()
-  it('an initial full sync brings every message of nested and non-ASCII folders, with ordered progress to 100%', function()
-    local fx = t.fixture({ '--messages', '3000', '--nested-nonascii' })
-    use(fx.mbsyncrc)
-    local result, info, progress = t.sync_and_wait('full', { account = 'demo' })
-    eq(true, result.success, vim.inspect(info.error))
-    eq('completed', info.status)
-    local server = fx.ids('demo', 'server')
-    local localside = fx.ids('demo', 'local')
-    eq(server, localside)
-    no_duplicates(localside)
-    ok(total(server) >= 3000, 'messages: ' .. total(server))
-    eq(total(server), result.pulled)
-    ok(#progress >= 2, 'progress events: ' .. #progress)
-    local last = -1
-    for i, p in ipairs(progress) do
-      ok((p.percent or 0) >= last, ('progress went backwards at %d: %s < %s'):format(i, p.percent, last))
-      last = p.percent or last
-    end
-    eq(100, progress[#progress].percent)
-    -- Throttled: about ten progress updates a second at most.
-    ok(#progress <= math.ceil(result.duration * 10) + 3, ('%d updates in %.2f s'):format(#progress, result.duration))
-    ok(info.progress.box ~= nil, 'the current box is reported')
-    local sync_info = manager.get_sync_info()
-    eq('completed', sync_info.status)
-    eq('demo', sync_info.account)
-    eq('full', sync_info.type)
-    ok(sync_info.end_time >= sync_info.start_time)
+  it(
+    'an initial full sync brings every message of nested and non-ASCII folders, with ordered progress to 100%',
+    function()
+      local fx = t.fixture({ '--messages', '3000', '--nested-nonascii' })
+      use(fx.mbsyncrc)
+      local result, info, progress = t.sync_and_wait('full', { account = 'demo' })
+      eq(true, result.success, vim.inspect(info.error))
+      eq('completed', info.status)
+      local server = fx.ids('demo', 'server')
+      local localside = fx.ids('demo', 'local')
+      eq(server, localside)
+      no_duplicates(localside)
+      ok(total(server) >= 3000, 'messages: ' .. total(server))
+      eq(total(server), result.pulled)
+      ok(#progress >= 2, 'progress events: ' .. #progress)
+      local last = -1
+      for i, p in ipairs(progress) do
+        ok((p.percent or 0) >= last, ('progress went backwards at %d: %s < %s'):format(i, p.percent, last))
+        last = p.percent or last
+      end
+      eq(100, progress[#progress].percent)
+      -- Throttled: about ten progress updates a second at most.
+      ok(#progress <= math.ceil(result.duration * 10) + 3, ('%d updates in %.2f s'):format(#progress, result.duration))
+      ok(info.progress.box ~= nil, 'the current box is reported')
+      local sync_info = manager.get_sync_info()
+      eq('completed', sync_info.status)
+      eq('demo', sync_info.account)
+      eq('full', sync_info.type)
+      ok(sync_info.end_time >= sync_info.start_time)
 
-    -- A second sync finds nothing new.
-    result = t.sync_and_wait('full', { account = 'demo' })
-    eq(true, result.success)
-    eq(0, result.pulled)
-  end)
+      -- A second sync finds nothing new.
+      result = t.sync_and_wait('full', { account = 'demo' })
+      eq(true, result.success)
+      eq(0, result.pulled)
+    end
+  )
 
   it('inbox and selected-folder syncs touch only those folders', function()
     local fx = t.fixture({ '--folders', 'INBOX=20,Work=10,Work/Projects=10,Archive=10' })

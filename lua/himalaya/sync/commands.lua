@@ -113,7 +113,10 @@ M.subcommands.build = {
           local m = package.loaded['himalaya.sync.manager']
           return m ~= nil and m.is_busy ~= nil and m.is_busy()
         end)
-        notify(('build finished in %.1f s; %s'):format(secs, msg or ''), ok and vim.log.levels.INFO or vim.log.levels.WARN)
+        notify(
+          ('build finished in %.1f s; %s'):format(secs, msg or ''),
+          ok and vim.log.levels.INFO or vim.log.levels.WARN
+        )
       end)
     end)
   end,

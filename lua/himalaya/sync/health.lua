@@ -21,9 +21,7 @@ function M.check()
   else
     local lib, lerr = native.get()
     if lib then
-      health.ok(
-        ('library %s (build %s) loaded from %s (%s)'):format(lib.version, lib.build_id, loc.path, loc.kind)
-      )
+      health.ok(('library %s (build %s) loaded from %s (%s)'):format(lib.version, lib.build_id, loc.path, loc.kind))
     else
       health.error(lerr or 'cannot load the library', { native.build_hint() })
     end

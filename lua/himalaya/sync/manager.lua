@@ -140,6 +140,36 @@ local function compute_status()
   return ''
 end
 
+-- Neovim 0.12+ shows progress natively (`nvim_echo` with kind "progress").
+local native_progress = vim.fn.has('nvim-0.12') == 1
+---@type table<integer, integer> sync id -> progress message id
+local progress_msg = {}
+
+--- Updates the native progress message of a sync (0.12+, when not quiet).
+local function echo_progress(info, status)
+  if not native_progress then
+    return
+  end
+  local ok, cfg = pcall(config.get)
+  if not ok or not cfg.notify.enabled or (not wanted[info.id] and not cfg.notify.auto) then
+    return
+  end
+  local pct = info.progress and info.progress.percent
+  local done, id = pcall(vim.api.nvim_echo, { { info.message or '' } }, false, {
+    kind = 'progress',
+    id = progress_msg[info.id],
+    title = 'himalaya-sync',
+    status = status,
+    percent = pct and math.floor(pct) or nil,
+  })
+  if done and id then
+    progress_msg[info.id] = id
+  end
+  if status ~= 'running' then
+    progress_msg[info.id] = nil
+  end
+end
+
 local function fire(pattern, data)
   vim.api.nvim_exec_autocmds('User', { pattern = pattern, modeline = false, data = data })
 end
@@ -160,6 +190,7 @@ local function on_event(ev)
     for _, r in ipairs(requests) do
       call(r.on_progress, info.progress, info)
     end
+    echo_progress(info, 'running')
   elseif ev.name == 'sync_retry' or ev.name == 'sync_repair' then
     notify('error', info.message, vim.log.levels.WARN, info.id)
   elseif ev.name == 'sync_done' then
@@ -167,6 +198,7 @@ local function on_event(ev)
     for _, r in ipairs(requests) do
       call(r.on_complete, info.result, info)
     end
+    echo_progress(info, ({ completed = 'success', cancelled = 'cancel' })[info.status] or 'failed')
     if info.status == 'completed' then
       notify('success', info.message, vim.log.levels.INFO, info.id)
     else
@@ -197,7 +229,15 @@ local function ready()
   end
   if not subscribed then
     subscribed = true
-    for _, name in ipairs({ 'sync_queued', 'sync_started', 'sync_progress', 'sync_retry', 'sync_repair', 'sync_done', 'warning' }) do
+    for _, name in ipairs({
+      'sync_queued',
+      'sync_started',
+      'sync_progress',
+      'sync_retry',
+      'sync_repair',
+      'sync_done',
+      'warning',
+    }) do
       native.on(name, on_event)
     end
   end
@@ -288,8 +328,9 @@ function M.default_account()
     return t.name
   end, targets)
   return nil,
-    #names == 0 and 'no Channel or Group in the mbsyncrc'
-      or ('which account? one of: %s'):format(table.concat(names, ', '))
+    #names == 0 and 'no Channel or Group in the mbsyncrc' or ('which account? one of: %s'):format(
+      table.concat(names, ', ')
+    )
 end
 
 --- Starts a sync; returns its id, or `nil, err, kind`. Never blocks: the
@@ -318,15 +359,24 @@ function M.start_sync(type, options)
     return nil, ('invalid options.account: expected a string, got %s'):format(vim.inspect(options.account)), 'invalid'
   end
   if options.folders ~= nil then
-    if _G.type(options.folders) ~= 'table' or vim.iter(options.folders):any(function(f)
-      return _G.type(f) ~= 'string'
-    end) then
+    if
+      _G.type(options.folders) ~= 'table'
+      or vim.iter(options.folders):any(function(f)
+        return _G.type(f) ~= 'string'
+      end)
+    then
       return nil, 'invalid options.folders: expected a list of folder names', 'invalid'
     end
   end
-  if options.wait ~= nil and (_G.type(options.wait) ~= 'number' or not (options.wait >= 0 and options.wait <= config.MAX_SECONDS)) then
+  if
+    options.wait ~= nil
+    and (_G.type(options.wait) ~= 'number' or not (options.wait >= 0 and options.wait <= config.MAX_SECONDS))
+  then
     return nil,
-      ('invalid options.wait: expected seconds from 0 to %d, got %s'):format(config.MAX_SECONDS, vim.inspect(options.wait)),
+      ('invalid options.wait: expected seconds from 0 to %d, got %s'):format(
+        config.MAX_SECONDS,
+        vim.inspect(options.wait)
+      ),
       'invalid'
   end
   local lib, err = ready()
