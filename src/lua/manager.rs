@@ -55,6 +55,7 @@ struct LuaSettings {
     retry: LuaRetry,
     state_dir: Option<String>,
     uidvalidity: UidvalidityPolicy,
+    max_connections: usize,
 }
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
@@ -86,6 +87,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                 },
                 state_dir: s.state_dir.map(Into::into),
                 uidvalidity: s.uidvalidity,
+                max_connections: s.max_connections.max(1),
             });
             Ok(true)
         })?,

@@ -99,6 +99,10 @@ pub struct Settings {
     /// Where the sync history (and repair backups) live; None keeps none.
     pub state_dir: Option<PathBuf>,
     pub uidvalidity: UidvalidityPolicy,
+    /// mbsync processes one full sync of a channel may run at once, each on
+    /// its own boxes (1: one process, the default). Servers cap connections
+    /// per account (Gmail: 15).
+    pub max_connections: usize,
 }
 
 /// What to do when a folder's UIDVALIDITY genuinely changed.
@@ -125,6 +129,7 @@ impl Default for Settings {
             retry: RetryPolicy::default(),
             state_dir: None,
             uidvalidity: UidvalidityPolicy::Repair,
+            max_connections: 1,
         }
     }
 }
@@ -481,6 +486,7 @@ impl Manager {
                 targets: e.targets.clone(),
                 extra_args: settings.extra_args.clone(),
                 idle_timeout: settings.idle_timeout,
+                list: false,
             };
             let id = e.info.id;
             let job = Job {
@@ -574,10 +580,116 @@ impl Manager {
             })
         };
         let _stop_ticker = AbortOnDrop(ticker);
-        let me = self.clone();
-        let outcome = runner::run(spec, cancel_rx, move |u| me.on_update(id, u)).await;
+        let max = self.settings().max_connections;
+        let split = max > 1
+            && opts.kind == SyncType::Full
+            && channels.len() == 1
+            && spec.targets == channels;
+        let outcome = if split {
+            self.run_split(id, spec, &channels[0], max, cancel_rx).await
+        } else {
+            let me = self.clone();
+            runner::run(spec, cancel_rx, move |u| me.on_update(id, u)).await
+        };
         drop(guards);
         Attempt::Ran(Box::new(outcome))
+    }
+
+    /// A full sync of one channel as up to `max` mbsync processes on
+    /// disjoint sets of its boxes, reported as one sync: progress counters
+    /// are summed, the first error wins.
+    async fn run_split(
+        self: &Arc<Self>,
+        id: u64,
+        spec: RunSpec,
+        channel: &str,
+        max: usize,
+        cancel_rx: watch::Receiver<bool>,
+    ) -> Outcome {
+        let single = |me: Arc<Self>, spec: RunSpec, rx| async move {
+            runner::run(spec, rx, move |u| me.on_update(id, u)).await
+        };
+        let boxes = match runner::list_boxes(&spec, channel, cancel_rx.clone()).await {
+            // A comma would split a box name in an mbsync target.
+            Ok(b) if b.len() > 1 && b.iter().all(|n| !n.contains(',')) => b,
+            Ok(_) => return single(self.clone(), spec, cancel_rx).await,
+            Err(e) => {
+                return Outcome {
+                    exit: None,
+                    error: Some(e),
+                    last_progress: None,
+                    tail: Vec::new(),
+                    duration: Duration::ZERO,
+                }
+            }
+        };
+        let k = max.min(boxes.len());
+        let mut parts = vec![Vec::new(); k];
+        for (i, b) in boxes.into_iter().enumerate() {
+            parts[i % k].push(b);
+        }
+        let latest = Arc::new(Mutex::new(vec![Progress::default(); k]));
+        let mut runs = tokio::task::JoinSet::new();
+        for (i, part) in parts.into_iter().enumerate() {
+            let spec = RunSpec {
+                targets: vec![format!("{channel}:{}", part.join(","))],
+                ..spec.clone()
+            };
+            let me = self.clone();
+            let latest = latest.clone();
+            let rx = cancel_rx.clone();
+            runs.spawn(async move {
+                runner::run(spec, rx, move |u| match u {
+                    Update::Progress(p) => {
+                        let total = {
+                            let mut all = latest.lock();
+                            all[i] = p;
+                            all.iter().fold(Progress::default(), |mut sum, p| {
+                                sum.add(p);
+                                sum
+                            })
+                        };
+                        me.on_update(id, Update::Progress(total));
+                    }
+                    other => me.on_update(id, other),
+                })
+                .await
+            });
+        }
+        let mut merged = Outcome {
+            exit: None,
+            error: None,
+            last_progress: None,
+            tail: Vec::new(),
+            duration: Duration::ZERO,
+        };
+        let mut sum = Progress::default();
+        while let Some(joined) = runs.join_next().await {
+            let o = match joined {
+                Ok(o) => o,
+                Err(e) => Outcome {
+                    exit: None,
+                    error: Some(crate::mbsync::errors::Classified {
+                        kind: ErrorKind::Unknown,
+                        line: format!("internal error in a parallel mbsync: {e}"),
+                    }),
+                    last_progress: None,
+                    tail: Vec::new(),
+                    duration: Duration::ZERO,
+                },
+            };
+            if let Some(p) = &o.last_progress {
+                sum.add(p);
+            }
+            if merged.error.is_none() {
+                merged.error = o.error;
+                merged.exit = o.exit;
+            }
+            merged.tail.extend(o.tail);
+            merged.duration = merged.duration.max(o.duration);
+        }
+        merged.last_progress = Some(sum);
+        merged
     }
 
     /// Repairs one box (see [`repair`]) under its channel lock: move the
@@ -629,6 +741,7 @@ impl Manager {
             targets: vec![format!("{channel}:{mailbox}")],
             extra_args: settings.extra_args.clone(),
             idle_timeout: settings.idle_timeout,
+            list: false,
         };
         let kept = |step: &str, c: crate::mbsync::errors::Classified| {
             Error::new(

@@ -411,6 +411,34 @@ impl Iterator for Visible<'_> {
     }
 }
 
+impl Counter {
+    fn add(&mut self, o: Counter) {
+        self.done = self.done.saturating_add(o.done);
+        self.total = self.total.saturating_add(o.total);
+    }
+}
+
+impl Side {
+    fn add(&mut self, o: &Side) {
+        self.new.add(o.new);
+        self.flags.add(o.flags);
+        self.trash.add(o.trash);
+        self.expunge.add(o.expunge);
+    }
+}
+
+impl Progress {
+    /// Adds another run's counters: several mbsync processes working on
+    /// disjoint boxes of one sync report as one.
+    pub fn add(&mut self, o: &Progress) {
+        self.channels.add(o.channels);
+        self.boxes.add(o.boxes);
+        self.far.add(&o.far);
+        self.near.add(&o.near);
+        self.truncated |= o.truncated;
+    }
+}
+
 /// A percentage for a whole run that only moves forward and reaches 100
 /// only when every box is done.
 ///

@@ -36,6 +36,8 @@ pub struct RunSpec {
     pub extra_args: Vec<String>,
     /// Kill mbsync when it prints nothing for this long.
     pub idle_timeout: Duration,
+    /// List the targets' boxes (`mbsync -l`) instead of syncing.
+    pub list: bool,
 }
 
 impl RunSpec {
@@ -45,9 +47,13 @@ impl RunSpec {
             args.push("-c".to_string());
             args.push(c.display().to_string());
         }
-        // -V names each box as it is opened (`Opening far side box X...`),
-        // which the status shows as the current folder.
-        args.push("-V".to_string());
+        if self.list {
+            args.push("-l".to_string());
+        } else {
+            // -V names each box as it is opened (`Opening far side box X...`),
+            // which the status shows as the current folder.
+            args.push("-V".to_string());
+        }
         args.extend(self.extra_args.iter().cloned());
         args.extend(self.targets.iter().cloned());
         args
@@ -223,6 +229,8 @@ pub async fn run(
         .ok();
 
     let mut parser = StreamParser::new();
+    // A listing is the output itself; a sync keeps the last lines for errors.
+    let keep = if spec.list { 100_000 } else { TAIL };
     let mut lines: VecDeque<String> = VecDeque::new();
     let mut stopped_by_us: Option<Classified> = None;
     let mut exit: Option<Exit> = None;
@@ -247,7 +255,7 @@ pub async fn run(
                     if is_hang_line(&line) {
                         hang = failed(ErrorKind::Auth, redact(&line));
                     }
-                    if lines.len() == TAIL {
+                    if lines.len() == keep {
                         lines.pop_front();
                     }
                     lines.push_back(redact(&line));
@@ -334,6 +342,32 @@ pub async fn run(
     outcome
 }
 
+/// The boxes of one channel, as `mbsync -l` lists them (far side names).
+pub async fn list_boxes(
+    spec: &RunSpec,
+    channel: &str,
+    cancel: watch::Receiver<bool>,
+) -> Result<Vec<String>, Classified> {
+    let listing = RunSpec {
+        targets: vec![channel.to_string()],
+        list: true,
+        ..spec.clone()
+    };
+    let out = run(listing, cancel, |_| {}).await;
+    if let Some(e) = out.error {
+        return Err(e);
+    }
+    // mbsync prints notices on the same stream; box names never look like them.
+    const NOISE: [&str; 6] = ["Error", "Warning", "Notice", "Maildir ", "IMAP ", "Socket "];
+    Ok(out
+        .tail
+        .into_iter()
+        .filter(|l| {
+            !l.is_empty() && !NOISE.iter().any(|n| l.starts_with(n)) && !l.starts_with("***")
+        })
+        .collect())
+}
+
 /// Seconds for messages: whole numbers when whole, else one decimal.
 fn fmt_secs(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -394,6 +428,7 @@ mod tests {
             targets: vec!["demo".into()],
             extra_args: vec![],
             idle_timeout: timeout,
+            list: false,
         };
         (spec, dir)
     }

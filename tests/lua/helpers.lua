@@ -87,9 +87,13 @@ function M.wait_for(cond, ms, what)
   end
 end
 
---- A private temp folder removed after the test.
+local tmp_count = 0
+--- A private temp folder removed after the test. It lives in the spec's
+--- home, so the runner can stop what a killed spec left behind.
 function M.tmpdir()
-  local d = vim.fn.tempname() .. '-t'
+  tmp_count = tmp_count + 1
+  local home = os.getenv('HIMALAYA_SPEC_HOME')
+  local d = home and ('%s/t%d'):format(home, tmp_count) or (vim.fn.tempname() .. '-t')
   vim.fn.mkdir(d, 'p', tonumber('700', 8))
   M.defer(function()
     vim.fn.delete(d, 'rf')

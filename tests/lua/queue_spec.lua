@@ -127,6 +127,44 @@ describe('queue', function()
   end)
 end)
 
+describe('parallel folders', function()
+  it('max_connections runs one full sync as several mbsync on disjoint folders, reported as one', function()
+    local fx = t.fixture({ '--folders', 'INBOX=150,Sent=150,Archive=150,Work=150,Work/Projects=150,Drafts=150' })
+    local port = t.closed_port()
+    t.relay(port, fx.port, 10)
+    local rc = fx.dir .. '/mbsyncrc-slow'
+    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPort %d+', '\nPort ' .. port)))
+    use(rc, { max_connections = 3 })
+    local most = 0
+    local timer = uv.new_timer()
+    timer:start(
+      0,
+      20,
+      vim.schedule_wrap(function()
+        most = math.max(most, #t.pgrep('mbsync .*' .. rc))
+      end)
+    )
+    t.defer(function()
+      timer:stop()
+      timer:close()
+    end)
+    local progress = {}
+    local s = start('full', { account = 'demo' })
+    t.defer(manager.on_update(function(info)
+      local p = info.syncs[#info.syncs].progress
+      if p and p.percent then
+        progress[#progress + 1] = p.percent
+      end
+    end))
+    wait_done({ s })
+    eq(true, s.done.result.success, s.done.result.error)
+    eq(900, s.done.result.pulled)
+    eq(3, most, 'three mbsync processes at once')
+    eq(100, progress[#progress])
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+end)
+
 describe('retry', function()
   it('a server that is down and comes back: the sync succeeds with no user action', function()
     local fx = t.fixture({ '--folders', 'INBOX=30,Work=20' })

@@ -87,6 +87,11 @@ local function run_all(specs)
       )
     end
     total_pass, total_fail = total_pass + p, total_fail + f
+    -- A spec killed at its time limit could not clean up: stop every
+    -- server it started before removing its folder.
+    vim
+      .system({ 'python3', root .. '/tests/fixture/imap_fixture.py', 'stop-all', '--root', home }, { text = true })
+      :wait(30000)
     io.stdout:write(('-- %s: %.1f s\n'):format(name, secs))
     vim.fn.delete(home, 'rf')
   end

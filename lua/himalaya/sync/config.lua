@@ -41,6 +41,7 @@ local M = {}
 ---@field mbsync himalaya.sync.MbsyncConfig
 ---@field accounts table<string, himalaya.sync.AccountConfig>
 ---@field max_parallel integer accounts synced at once (default 2)
+---@field max_connections integer mbsync processes for one full sync of a channel, each on its own folders (default 1: off)
 ---@field retry himalaya.sync.RetryConfig
 ---@field auto_sync himalaya.sync.AutoSyncConfig
 ---@field notify himalaya.sync.NotifyConfig|boolean
@@ -55,6 +56,7 @@ M.defaults = {
   mbsync = { cmd = 'mbsync', config = nil, timeout = 120, extra_args = {} },
   accounts = {},
   max_parallel = 2,
+  max_connections = 1,
   retry = { base = 10, factor = 2, cap = 300, max_attempts = 3, jitter = 0.2 },
   auto_sync = { enabled = false, interval = 15, type = 'full', accounts = nil },
   notify = { enabled = true, start = false, success = true, error = true, auto = false },
@@ -143,6 +145,11 @@ local schema = {
   max_parallel = function(path, v)
     if type(v) ~= 'number' or v < 1 or v % 1 ~= 0 then
       fail(path, 'a whole number >= 1', v)
+    end
+  end,
+  max_connections = function(path, v)
+    if type(v) ~= 'number' or v < 1 or v > 64 or v % 1 ~= 0 then
+      fail(path, 'a whole number from 1 to 64', v)
     end
   end,
   retry = {

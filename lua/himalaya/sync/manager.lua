@@ -254,6 +254,7 @@ local function ready()
   local settings = vim.tbl_extend('force', cfg.mbsync, {
     accounts = cfg.accounts,
     max_parallel = cfg.max_parallel,
+    max_connections = cfg.max_connections,
     retry = cfg.retry,
     uidvalidity = cfg.uidvalidity,
     state_dir = vim.fn.expand(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
