@@ -21,6 +21,8 @@ use crate::process::{self, Exit, Spec};
 
 /// Wide enough that mbsync never truncates its counters.
 const COLUMNS: u16 = 250;
+/// Pause between terminal reads while output streams in (see the reader).
+const READ_BATCH: Duration = Duration::from_millis(5);
 /// Lines kept for the error report.
 const TAIL: usize = 50;
 /// How long mbsync gets to exit after SIGTERM before SIGKILL.
@@ -203,13 +205,22 @@ pub async fn run(
     std::thread::Builder::new()
         .name("himalaya-sync-pty".into())
         .spawn(move || {
-            let mut buf = vec![0u8; 16 * 1024];
+            let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match reader.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
                         if chunk_tx.send(buf[..n].to_vec()).is_err() {
                             break;
+                        }
+                        // mbsync rewrites its progress line after every
+                        // message: reading each write costs a wakeup of
+                        // this thread and of the runtime. Letting output
+                        // gather for a moment (far below what fills the
+                        // terminal's buffer) batches thousands of frames
+                        // into a few reads; only the latest frame matters.
+                        if n < buf.len() {
+                            std::thread::sleep(READ_BATCH);
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
