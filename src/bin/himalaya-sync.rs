@@ -8,20 +8,24 @@
 //!                                              run CMD while holding lock NAME
 //! himalaya-sync sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS]
 //!                                              one sync, through the same lock as Neovim
+//! himalaya-sync relay --kbps N HOST PORT      stdin/stdout <-> HOST:PORT at N kB/s each
+//!                                              way (mbsync's Tunnel for throttled accounts)
 //! ```
 //!
 //! Errors are one line on stderr and a non-zero exit (2 for usage).
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use himalaya_sync::error::{Error, ErrorKind, Result};
 use himalaya_sync::lock::{default_dir, LockDir};
 use himalaya_sync::manager::{Manager, Settings, StartOptions, SyncType};
 use himalaya_sync::runtime;
 
-const USAGE: &str = "usage: himalaya-sync {version | locks | cleanup-locks | with-lock NAME [-t SECS] -- CMD [ARGS...] | sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS]}";
+const USAGE: &str = "usage: himalaya-sync {version | locks | cleanup-locks | with-lock NAME [-t SECS] -- CMD [ARGS...] | sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS] | relay --kbps N HOST PORT}";
 
 fn usage(msg: &str) -> Error {
     Error::invalid(format!("{msg}\n{USAGE}"))
@@ -118,6 +122,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             ))
         }
         Some("sync") => sync(it),
+        Some("relay") => relay(it),
         Some(other) => Err(usage(&format!("unknown command {other:?}"))),
         None => Err(usage("a command is needed")),
     }
@@ -168,4 +173,69 @@ fn sync(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Copies bytes from `from` to `to` at most `rate` bytes a second: after
+/// each chunk it sleeps until the bytes sent fit the rate since the start.
+fn pump(mut from: impl Read, mut to: impl Write, rate: u64) -> std::io::Result<()> {
+    let started = Instant::now();
+    let chunk = (rate / 20).clamp(64, 16 * 1024) as usize;
+    let mut buf = vec![0u8; chunk];
+    let mut sent: u64 = 0;
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n])?;
+        to.flush()?;
+        sent += n as u64;
+        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+fn relay(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
+    let mut kbps = None;
+    let mut rest = Vec::new();
+    while let Some(a) = it.next() {
+        if a == "--kbps" {
+            let v = it.next().ok_or_else(|| usage("--kbps needs a number"))?;
+            kbps = Some(
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|k| *k > 0)
+                    .ok_or_else(|| usage(&format!("invalid --kbps {v:?}: expected kB/s >= 1")))?,
+            );
+        } else {
+            rest.push(a);
+        }
+    }
+    let (Some(kbps), [host, port]) = (kbps, rest.as_slice()) else {
+        return Err(usage("relay needs --kbps N HOST PORT"));
+    };
+    let rate = kbps * 1024;
+    let sock = TcpStream::connect((
+        host.as_str(),
+        port.parse::<u16>()
+            .map_err(|_| usage(&format!("invalid port {port:?}")))?,
+    ))
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::Network,
+            format!("Cannot connect to {host}:{port}: {e}"),
+        )
+    })?;
+    let upstream = sock
+        .try_clone()
+        .map_err(|e| Error::io("cannot share the connection", e))?;
+    std::thread::spawn(move || {
+        let _ = pump(std::io::stdin().lock(), &upstream, rate);
+        let _ = upstream.shutdown(std::net::Shutdown::Write);
+    });
+    pump(&sock, std::io::stdout().lock(), rate)
+        .map_err(|e| Error::new(ErrorKind::Network, format!("relay: {e}")))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -56,6 +56,7 @@ struct LuaSettings {
     state_dir: Option<String>,
     uidvalidity: UidvalidityPolicy,
     max_connections: usize,
+    relay_cmd: Option<String>,
 }
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
@@ -88,6 +89,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                 state_dir: s.state_dir.map(Into::into),
                 uidvalidity: s.uidvalidity,
                 max_connections: s.max_connections.max(1),
+                relay_cmd: s.relay_cmd.map(Into::into),
             });
             Ok(true)
         })?,

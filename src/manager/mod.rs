@@ -21,6 +21,7 @@
 pub mod history;
 pub mod repair;
 pub mod targets;
+pub mod throttle;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -103,6 +104,8 @@ pub struct Settings {
     /// its own boxes (1: one process, the default). Servers cap connections
     /// per account (Gmail: 15).
     pub max_connections: usize,
+    /// The `himalaya-sync` program, used as the relay of throttled accounts.
+    pub relay_cmd: Option<PathBuf>,
 }
 
 /// What to do when a folder's UIDVALIDITY genuinely changed.
@@ -130,6 +133,7 @@ impl Default for Settings {
             state_dir: None,
             uidvalidity: UidvalidityPolicy::Repair,
             max_connections: 1,
+            relay_cmd: None,
         }
     }
 }
@@ -320,6 +324,8 @@ struct Job {
     channels: Vec<String>,
     cancel_rx: watch::Receiver<bool>,
     cancel_flag: Arc<AtomicBool>,
+    /// Kilobytes per second when the account is throttled.
+    throttle: Option<u32>,
 }
 
 /// What `finish` needs from one attempt.
@@ -496,6 +502,11 @@ impl Manager {
                 channels: e.channels.clone(),
                 cancel_rx: e.cancel.subscribe(),
                 cancel_flag: e.cancel_flag.clone(),
+                throttle: settings
+                    .accounts
+                    .get(&e.info.account)
+                    .and_then(|a| a.throttle)
+                    .map(|t| t.kbps),
             };
             let me = self.clone();
             self.rt.spawn(async move {
@@ -518,11 +529,24 @@ impl Manager {
         let Job {
             id,
             opts,
-            spec,
+            mut spec,
             channels,
             cancel_rx,
             cancel_flag,
+            throttle,
         } = job;
+        // Kept until the attempt ends: the derived mbsyncrc of a throttled
+        // account is removed when this drops.
+        let mut _derived = None;
+        if let Some(kbps) = throttle {
+            match self.throttled_config(&channels, kbps, id).await {
+                Ok(path) => {
+                    spec.config = Some(path.clone());
+                    _derived = Some(throttle::Cleanup(path));
+                }
+                Err(e) => return Attempt::NotRun(e),
+            }
+        }
         if opts.kind == SyncType::Repair {
             let (Some(channel), Some(mailbox)) = (channels.first(), opts.folders.first()) else {
                 return Attempt::NotRun(Error::invalid("a repair needs a channel and a folder"));
@@ -593,6 +617,32 @@ impl Manager {
         };
         drop(guards);
         Attempt::Ran(Box::new(outcome))
+    }
+
+    /// Writes the mbsyncrc copy that sends a throttled account through the
+    /// relay (see [`throttle`]).
+    async fn throttled_config(&self, channels: &[String], kbps: u32, id: u64) -> Result<PathBuf> {
+        let settings = self.settings();
+        let cfg = self.mbsync_config()?;
+        let relay = settings.relay_cmd.clone().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "cannot throttle: the relay program is unknown",
+            )
+        })?;
+        let dir = settings.state_dir.clone().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "cannot throttle: no state folder for the derived mbsyncrc",
+            )
+        })?;
+        let channels = channels.to_vec();
+        tokio::task::spawn_blocking(move || {
+            crate::lock::ensure_private_dir(&dir, "state directory")?;
+            throttle::derived_config(&cfg, &channels, kbps, &relay, &dir, id)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unknown, format!("throttle task failed: {e}")))?
     }
 
     /// A full sync of one channel as up to `max` mbsync processes on

@@ -52,6 +52,14 @@ impl SyncType {
 pub struct AccountOverrides {
     pub full: Option<String>,
     pub inbox: Option<String>,
+    pub throttle: Option<Throttle>,
+}
+
+/// Bandwidth limit of an account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct Throttle {
+    /// Kilobytes per second, each direction.
+    pub kbps: u32,
 }
 
 /// Checks a folder name given for a selective sync.
@@ -273,6 +281,7 @@ Channel work
             AccountOverrides {
                 full: Some("both".into()),
                 inbox: Some("gmail-inbox".into()),
+                throttle: None,
             },
         );
         assert_eq!(

@@ -165,6 +165,48 @@ describe('parallel folders', function()
   end)
 end)
 
+describe('throttle', function()
+  it('a throttled account syncs through the relay at the configured rate, intact', function()
+    local fx = t.fixture({ '--folders', 'INBOX=200' })
+    local bytes = 0
+    for name in vim.fs.dir(fx.accounts.demo.server_maildir .. '/cur') do
+      bytes = bytes + vim.uv.fs_stat(fx.accounts.demo.server_maildir .. '/cur/' .. name).size
+    end
+    for name in vim.fs.dir(fx.accounts.demo.server_maildir .. '/new') do
+      bytes = bytes + vim.uv.fs_stat(fx.accounts.demo.server_maildir .. '/new/' .. name).size
+    end
+    local kbps = 40
+    use(fx.mbsyncrc, { accounts = { demo = { throttle = { kbps = kbps } } } })
+    local started = uv.hrtime()
+    local s = start('full', { account = 'demo' })
+    local tunnel = 0
+    local timer = uv.new_timer()
+    timer:start(
+      0,
+      50,
+      vim.schedule_wrap(function()
+        tunnel = math.max(tunnel, #t.pgrep('himalaya-sync relay --kbps ' .. kbps))
+      end)
+    )
+    t.defer(function()
+      timer:stop()
+      timer:close()
+    end)
+    wait_done({ s }, 120000)
+    local secs = (uv.hrtime() - started) / 1e9
+    eq(true, s.done.result.success, s.done.result.error)
+    eq(1, tunnel, 'mbsync went through the relay')
+    local floor = bytes / 1024 / kbps
+    ok(
+      secs >= floor,
+      ('%.1f kB at %d kB/s took %.2f s (at least %.2f s expected)'):format(bytes / 1024, kbps, secs, floor)
+    )
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    -- The derived mbsyncrc (which holds the password) is gone.
+    eq({}, vim.fn.glob(vim.fn.stdpath('state') .. '/himalaya-sync/mbsyncrc-throttled-*', false, true))
+  end)
+end)
+
 describe('retry', function()
   it('a server that is down and comes back: the sync succeeds with no user action', function()
     local fx = t.fixture({ '--folders', 'INBOX=30,Work=20' })

@@ -14,6 +14,7 @@ local M = {}
 ---@field full? string mbsync target for a full sync (default: the channel or group named like the account)
 ---@field inbox? string mbsync target for an inbox sync (default: channel `NAME-inbox`, else `NAME:INBOX`)
 ---@field folders? string[] folders offered for selective syncs
+---@field throttle? {kbps: number} bandwidth limit, kB/s each way (through mbsync's Tunnel; TLS stays end to end)
 
 ---@class himalaya.sync.RetryConfig
 ---@field base number seconds before the first retry (default 10)
@@ -222,8 +223,13 @@ local schema = {
           end
         elseif k == 'folders' then
           check_table_of_strings(p .. '.folders', val)
+        elseif k == 'throttle' then
+          local kbps = type(val) == 'table' and val.kbps
+          if type(kbps) ~= 'number' or kbps < 1 or kbps % 1 ~= 0 or next(val, next(val)) ~= nil then
+            fail(p .. '.throttle', '{ kbps = N } with a whole number N >= 1', val)
+          end
         else
-          fail(p .. '.' .. tostring(k), 'one of full, inbox, folders', val)
+          fail(p .. '.' .. tostring(k), 'one of full, inbox, folders, throttle', val)
         end
       end
     end

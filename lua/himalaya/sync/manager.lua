@@ -255,6 +255,7 @@ local function ready()
     accounts = cfg.accounts,
     max_parallel = cfg.max_parallel,
     max_connections = cfg.max_connections,
+    relay_cmd = M.relay_cmd(),
     retry = cfg.retry,
     uidvalidity = cfg.uidvalidity,
     state_dir = vim.fn.expand(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
@@ -291,6 +292,14 @@ function M._offer_repair(info)
       M.start_sync('repair', { account = info.account, folders = { info.damaged } })
     end
   end)
+end
+
+--- The `himalaya-sync` program next to the library (the relay of
+--- throttled accounts), if it was built.
+---@return string?
+function M.relay_cmd()
+  local path = native.root .. '/target/release/himalaya-sync'
+  return vim.fn.executable(path) == 1 and path or nil
 end
 
 --- The engine's log file (`stdpath('log')/himalaya-sync.log`).
