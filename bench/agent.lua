@@ -55,11 +55,14 @@ end
 function H.sync(req, done)
   local stop = req.lag and B.lag_timer()
   B.command_sync(req.account, function(ms, info, err)
-    local lag = stop and stop() or nil
+    local lag, main
+    if stop then
+      lag, main = stop()
+    end
     if not ms then
       return done({ ok = false, error = err })
     end
-    done({ ms = ms, status = info.status, result = info.result, message = info.message, lag = lag })
+    done({ ms = ms, status = info.status, result = info.result, message = info.message, lag = lag, main = main })
   end)
 end
 
@@ -67,7 +70,8 @@ end
 function H.idle(req, done)
   local stop = B.lag_timer()
   vim.defer_fn(function()
-    done({ lag = stop(), ms = req.ms })
+    local lag, main = stop()
+    done({ lag = lag, main = main, ms = req.ms })
   end, req.ms)
 end
 
@@ -83,9 +87,9 @@ function H.lag_stop(_, done)
   if not lag_stop then
     return done({ ok = false, error = 'lag_start first' })
   end
-  local lag = lag_stop()
+  local lag, main = lag_stop()
   lag_stop = nil
-  done({ lag = lag })
+  done({ lag = lag, main = main })
 end
 
 -- The original plugin's progress parsing: mbsync under a pty through
@@ -136,12 +140,17 @@ function H.jobstart_sync(req, done)
     end,
     on_exit = function(_, code)
       local ms = (uv.hrtime() - t0) / 1e6
+      local lag, main
+      if stop then
+        lag, main = stop()
+      end
       done({
         ms = ms,
         code = code,
         frames = frames,
         pulled = last and last.near.new.done or 0,
-        lag = stop and stop() or nil,
+        lag = lag,
+        main = main,
       })
     end,
   })

@@ -56,7 +56,13 @@ elseif mode == 'load' then
 elseif mode == 'rss' then
   B.configure(os.getenv('BENCH_RC'))
   local before = B.rss_kb()
-  for _, m in ipairs({ 'himalaya.sync', 'himalaya.sync.manager', 'himalaya.sync.mbsync', 'himalaya.sync.lock', 'himalaya.sync.commands' }) do
+  for _, m in ipairs({
+    'himalaya.sync',
+    'himalaya.sync.manager',
+    'himalaya.sync.mbsync',
+    'himalaya.sync.lock',
+    'himalaya.sync.commands',
+  }) do
     require(m)
   end
   require('himalaya.sync.lock').list_locks()

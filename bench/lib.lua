@@ -101,8 +101,14 @@ function M.command_sync(account, done)
   end, function(id)
     finished = true
     pcall(vim.api.nvim_del_autocmd, au)
-    done(nil, nil, ('plugin bug: the engine sent sync_done for sync #%d but no User HimalayaSyncUpdate '
-      .. 'showed it finished with a result within %d s'):format(id, M.GRACE_MS / 1000))
+    done(
+      nil,
+      nil,
+      (
+        'plugin bug: the engine sent sync_done for sync #%d but no User HimalayaSyncUpdate '
+        .. 'showed it finished with a result within %d s'
+      ):format(id, M.GRACE_MS / 1000)
+    )
   end)
 end
 
@@ -153,18 +159,43 @@ function M.api_sync(account, done)
     return called
   end, function()
     called = true
-    done(nil, nil, nil, ('plugin bug: the engine sent sync_done for sync #%d of %s but on_complete was '
-      .. 'not called within %d s'):format(id, account, M.GRACE_MS / 1000))
+    done(
+      nil,
+      nil,
+      nil,
+      ('plugin bug: the engine sent sync_done for sync #%d of %s but on_complete was ' .. 'not called within %d s'):format(
+        id,
+        account,
+        M.GRACE_MS / 1000
+      )
+    )
   end)
+end
+
+--- Neovim's main thread from /proc/self/schedstat (the thread-group
+--- leader): ns on a CPU and ns runnable but waiting for one.
+---@return integer? cpu_ns
+---@return integer? wait_ns
+function M.schedstat()
+  local f = io.open('/proc/self/schedstat', 'r')
+  if not f then
+    return nil
+  end
+  local s = f:read('*l') or ''
+  f:close()
+  local run, wait = s:match('^(%d+)%s+(%d+)')
+  return tonumber(run), tonumber(wait)
 end
 
 --- A 1 ms repeating libuv timer in this Neovim's loop. Returns `stop()`,
 --- which stops it and returns the lag of every tick in microseconds (the
---- interval since the previous tick minus 1000 µs).
----@return fun(): number[]
+--- interval since the previous tick minus 1000 µs), and the main thread's
+--- CPU time and run-queue wait over the same span (ms; nil if unknown).
+---@return fun(): number[], table
 function M.lag_timer()
   local samples, n = {}, 0
   local timer = assert(uv.new_timer())
+  local run0, wait0 = M.schedstat()
   local last = uv.hrtime()
   timer:start(1, 1, function()
     local now = uv.hrtime()
@@ -175,7 +206,12 @@ function M.lag_timer()
   return function()
     timer:stop()
     timer:close()
-    return samples
+    local run1, wait1 = M.schedstat()
+    local main = vim.empty_dict()
+    if run0 and run1 then
+      main = { cpu_ms = (run1 - run0) / 1e6, wait_ms = (wait1 - wait0) / 1e6 }
+    end
+    return samples, main
   end
 end
 

@@ -1083,7 +1083,11 @@ fn process_name_of(pid: u32) -> Option<String> {
 
 /// This process's name for the holder note.
 fn own_process_name() -> String {
-    read_comm("/proc/self/comm").unwrap_or_else(|| "unknown".to_owned())
+    // Read once: a process does not rename itself while holding locks, and
+    // every acquire would otherwise pay for the read.
+    static NAME: once_cell::sync::OnceCell<String> = once_cell::sync::OnceCell::new();
+    NAME.get_or_init(|| read_comm("/proc/self/comm").unwrap_or_else(|| "unknown".to_string()))
+        .clone()
 }
 
 fn read_comm(path: &str) -> Option<String> {

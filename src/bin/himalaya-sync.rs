@@ -131,7 +131,11 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
 fn sync(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
     let account = it.next().ok_or_else(|| usage("sync needs an account"))?;
     let mut kind = SyncType::Full;
-    let mut settings = Settings::default();
+    // History and repair backups go where Neovim keeps them by default.
+    let mut settings = Settings {
+        state_dir: default_state_dir(),
+        ..Settings::default()
+    };
     let mut wait = Duration::ZERO;
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -238,4 +242,16 @@ fn relay(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
     pump(&sock, std::io::stdout().lock(), rate)
         .map_err(|e| Error::new(ErrorKind::Network, format!("relay: {e}")))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `$XDG_STATE_HOME/nvim/himalaya-sync`, as Neovim's `stdpath('state')`
+/// gives for the default app name.
+fn default_state_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })?;
+    Some(base.join("nvim/himalaya-sync"))
 }

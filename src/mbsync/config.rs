@@ -164,6 +164,8 @@ pub struct Group {
 pub struct Target {
     pub name: String,
     pub kind: TargetKind,
+    /// A channel that some group syncs (auto-sync then syncs the group only).
+    pub grouped: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -266,6 +268,12 @@ impl MbsyncConfig {
             .map(|(_, name, kind)| Target {
                 name: name.clone(),
                 kind,
+                grouped: kind == TargetKind::Channel
+                    && self.groups.iter().any(|g| {
+                        g.members
+                            .iter()
+                            .any(|m| m.split(':').next() == Some(name.as_str()))
+                    }),
             })
             .collect()
     }
@@ -1206,7 +1214,11 @@ Channel gmail-all:INBOX,Work
             ]
         );
         let json = serde_json::to_string(&targets[3]).unwrap();
-        assert_eq!(json, r#"{"name":"everything","kind":"group"}"#);
+        assert_eq!(
+            json,
+            r#"{"name":"everything","kind":"group","grouped":false}"#
+        );
+        assert!(targets[2].grouped, "work is in a group");
     }
 
     #[test]

@@ -248,7 +248,7 @@ describe('retry', function()
     t.wait_for(function()
       return manager.get_sync_info().status == 'retrying'
     end, 20000)
-    contains(require('himalaya.sync').statusline(), 'demo retry in')
+    contains(require('himalaya.sync').statusline(), 'demo retry at')
     eq(1, manager.cancel_sync())
     wait_done({ s }, 5000)
     eq('cancelled', s.done.info.status)

@@ -32,10 +32,15 @@ local function accounts()
   if cfg.auto_sync.accounts then
     return cfg.auto_sync.accounts
   end
+  -- Every group, and every channel that no group syncs already.
   local targets = require('himalaya.sync.manager').list_targets() or {}
-  return vim.tbl_map(function(t)
-    return t.name
-  end, targets)
+  local names = {}
+  for _, t in ipairs(targets) do
+    if t.kind == 'group' or not t.grouped then
+      names[#names + 1] = t.name
+    end
+  end
+  return names
 end
 
 --- One tick: become leader if nobody is, then sync what is due.

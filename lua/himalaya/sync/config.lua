@@ -210,8 +210,8 @@ local schema = {
     end
     for name, acct in pairs(v) do
       local p = ('%s.%s'):format(path, tostring(name))
-      if type(name) ~= 'string' or not name:match('^[%w_%-%.]+$') then
-        fail(path, 'account names made of letters, digits, "_", "-" or "."', name)
+      if type(name) ~= 'string' or not name:match('^[%w_%-%.@%+]+$') then
+        fail(path, 'account names made of letters, digits and _ - . @ +', name)
       end
       if type(acct) ~= 'table' then
         fail(p, 'a table', acct)

@@ -22,10 +22,15 @@ local M = {}
 ---@return table? lib
 ---@return string? err
 ---@return string? kind
+local opened_for
 local function ready()
   local lib, err = native.get()
   if not lib then
     return nil, err, 'config'
+  end
+  -- The folder is opened once per loaded library (it cannot change later).
+  if opened_for == lib then
+    return lib
   end
   local ok, e = pcall(config.get)
   if not ok then
@@ -35,6 +40,7 @@ local function ready()
   if not dir then
     return nil, derr.message, derr.kind
   end
+  opened_for = lib
   return lib
 end
 M._ready = ready
@@ -137,7 +143,13 @@ end
 ---@return any ...
 function M.with_lock(name, fn, timeout, callback)
   if not vim.is_callable(fn) then
-    return false, 'invalid function: expected a callable', 'invalid'
+    local msg = 'invalid function: expected a callable'
+    if vim.is_callable(callback) then
+      vim.schedule(function()
+        callback(false, msg, 'invalid')
+      end)
+    end
+    return false, msg, 'invalid'
   end
   local function run()
     local res = vim.F.pack_len(pcall(fn))
@@ -213,7 +225,11 @@ function M.lock_dir()
   if not lib then
     return nil, err
   end
-  return lib.lock_open(nil)
+  local dir, e = lib.lock_open(nil)
+  if not dir then
+    return nil, e.message
+  end
+  return dir
 end
 
 -- Names kept from the original neotex plugin.

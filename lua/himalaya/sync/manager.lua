@@ -9,8 +9,8 @@ local config = require('himalaya.sync.config')
 
 local M = {}
 
----@alias himalaya.sync.SyncType 'full'|'inbox'|'folders'
----@alias himalaya.sync.Status 'idle'|'running'|'completed'|'error'|'cancelled'
+---@alias himalaya.sync.SyncType 'full'|'inbox'|'folders'|'repair'
+---@alias himalaya.sync.Status 'idle'|'queued'|'running'|'retrying'|'repairing'|'completed'|'error'|'cancelled'
 
 ---@class himalaya.sync.Progress
 ---@field channels {done: integer, total: integer}
@@ -23,8 +23,9 @@ local M = {}
 ---@class himalaya.sync.Result
 ---@field success boolean
 ---@field error? string one line for the user
----@field kind? string auth|network|timeout|locked|uidvalidity|config|cancelled|unknown|invalid
----@field duration number seconds
+---@field kind? string auth|network|timeout|locked|uidvalidity|config|cancelled|invalid|io|unknown
+---@field duration number seconds from the request to the end, retries included
+---@field attempts integer attempts made (1 without retries)
 ---@field pulled integer messages copied to the local side
 ---@field pushed integer messages copied to the server
 ---@field flags_changed integer
@@ -42,7 +43,14 @@ local M = {}
 ---@field message? string
 ---@field error? {kind: string, message: string, line: string}
 ---@field result? himalaya.sync.Result
+---@field folders? string[] the folders of a folders or repair sync
+---@field attempt? integer attempt in progress (1 for the first run)
+---@field next_retry? number unix seconds of the next attempt while retrying
+---@field requests? integer requests this sync answers (more than 1 when coalesced)
+---@field repair? {channel: string, mailbox: string, backup: string, restored: integer, backed_up: integer} what a UIDVALIDITY repair did
+---@field damaged? string the folder whose UIDVALIDITY change ended the sync
 ---@field syncs? himalaya.sync.SyncInfo[] every sync of this Neovim, oldest first
+---@field queue? himalaya.sync.SyncInfo[] syncs waiting (queued or retrying)
 
 ---@class himalaya.sync.StartOptions
 ---@field account? string channel or group name (default: the only one in mbsyncrc)
@@ -126,8 +134,10 @@ local function compute_status()
     elseif info.status == 'queued' then
       parts[#parts + 1] = info.account .. ' queued'
     elseif info.status == 'retrying' then
-      local wait = info.next_retry and math.max(0, math.ceil(info.next_retry - os.time())) or 0
-      parts[#parts + 1] = ('%s retry in %ds'):format(info.account, wait)
+      -- A time, not a countdown: the text only changes with sync state.
+      parts[#parts + 1] = ('%s retry at %s'):format(info.account, os.date('%H:%M:%S', math.floor(info.next_retry or 0)))
+    elseif info.status == 'repairing' then
+      parts[#parts + 1] = info.account .. ' repairing'
     end
   end
   if #parts > 0 then
@@ -429,7 +439,7 @@ end
 ---@return boolean
 function M.is_busy()
   for _, info in pairs(syncs) do
-    if info.status == 'running' or info.status == 'queued' or info.status == 'retrying' then
+    if not FINAL[info.status] and info.id ~= 0 or info.status == 'running' then
       return true
     end
   end
