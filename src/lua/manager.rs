@@ -57,6 +57,8 @@ struct LuaSettings {
     uidvalidity: UidvalidityPolicy,
     max_connections: usize,
     relay_cmd: Option<String>,
+    #[serde(default)]
+    auth_refresh: Vec<String>,
 }
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
@@ -90,6 +92,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                 uidvalidity: s.uidvalidity,
                 max_connections: s.max_connections.max(1),
                 relay_cmd: s.relay_cmd.map(Into::into),
+                auth_refresh: s.auth_refresh.into_iter().collect(),
             });
             Ok(true)
         })?,
@@ -107,6 +110,20 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                 })
             },
         )?,
+    )?;
+    // The editor's answer to a `sync_auth` event: `ok`, or the reason the
+    // credentials could not be refreshed.
+    m.set(
+        "sync_auth_refreshed",
+        func(lua, |_, (id, ok, why): (u64, bool, Option<String>)| {
+            let outcome = if ok {
+                Ok(())
+            } else {
+                Err(why.unwrap_or_else(|| "the refresh failed".into()))
+            };
+            manager()?.auth_refreshed(id, outcome);
+            Ok(true)
+        })?,
     )?;
     m.set(
         "sync_cancel",

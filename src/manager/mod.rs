@@ -106,6 +106,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// The `himalaya-sync` program, used as the relay of throttled accounts.
     pub relay_cmd: Option<PathBuf>,
+    /// Accounts whose credentials the editor can refresh (OAuth): an `auth`
+    /// failure asks for a refresh (`sync_auth` event) and retries once.
+    pub auth_refresh: HashSet<String>,
 }
 
 /// What to do when a folder's UIDVALIDITY genuinely changed.
@@ -134,6 +137,7 @@ impl Default for Settings {
             uidvalidity: UidvalidityPolicy::Repair,
             max_connections: 1,
             relay_cmd: None,
+            auth_refresh: HashSet::new(),
         }
     }
 }
@@ -276,6 +280,8 @@ struct Entry {
     estimate: PercentEstimate,
     last_sent: Option<Instant>,
     dirty: bool,
+    /// Credentials were refreshed once already for this sync.
+    auth_refreshed: bool,
 }
 
 /// Receives events: `(sync id, event name, data)`.
@@ -440,6 +446,7 @@ impl Manager {
             estimate: PercentEstimate::new(),
             last_sent: None,
             dirty: false,
+            auth_refreshed: false,
         });
         drop(entries);
         self.pump();
@@ -959,6 +966,36 @@ impl Manager {
                 return;
             }
         }
+        if ran
+            && error
+                .as_ref()
+                .is_some_and(|err| err.kind == ErrorKind::Auth)
+            && settings.auth_refresh.contains(&e.info.account)
+            && !e.auth_refreshed
+            && !e.cancel_flag.load(Ordering::SeqCst)
+        {
+            // The editor refreshes the credentials and answers with
+            // `auth_refreshed`; the sync then runs once more.
+            e.auth_refreshed = true;
+            e.info.attempt += 1;
+            e.info.status = Status::Retrying;
+            e.info.message = format!(
+                "authentication failed; refreshing the credentials of {}",
+                e.info.account
+            );
+            e.info.error = error;
+            (self.emit)(id, "sync_auth", json!(e.info));
+            return;
+        }
+        if ran && e.auth_refreshed {
+            if let Some(err) = error.as_mut().filter(|err| err.kind == ErrorKind::Auth) {
+                err.message = format!(
+                    "authentication failed again after refreshing the credentials of {}: \
+                     re-authorization needed ({})",
+                    e.info.account, err.message
+                );
+            }
+        }
         let transient = matches!(
             error.as_ref().map(|e| e.kind),
             Some(ErrorKind::Network | ErrorKind::Timeout | ErrorKind::Locked)
@@ -1032,6 +1069,42 @@ impl Manager {
                     kind: err.kind,
                     message: err.message.clone(),
                     line: err.message,
+                });
+                let item = self.finalize(e, error, None);
+                drop(entries);
+                self.record_history(item);
+            }
+        }
+        self.pump();
+    }
+
+    /// The editor's answer to `sync_auth`: run again with the refreshed
+    /// credentials, or end with the refresh's error.
+    pub fn auth_refreshed(self: &Arc<Self>, id: u64, outcome: std::result::Result<(), String>) {
+        let mut entries = self.entries.lock();
+        let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
+            return;
+        };
+        if e.info.status != Status::Retrying || !e.auth_refreshed {
+            return;
+        }
+        match outcome {
+            Ok(()) if !e.cancel_flag.load(Ordering::SeqCst) => {
+                e.info.status = Status::Queued;
+                e.info.message = format!("credentials refreshed; syncing {} again", e.info.account);
+                (self.emit)(id, "sync_queued", json!(e.info));
+                drop(entries);
+            }
+            refused => {
+                let why = refused.err().unwrap_or_else(|| "cancelled".to_string());
+                let error = Some(ErrorInfo {
+                    kind: ErrorKind::Auth,
+                    message: format!(
+                        "authentication failed and the credentials of {} could not be refreshed: {why}; \
+                         re-authorization needed",
+                        e.info.account
+                    ),
+                    line: why,
                 });
                 let item = self.finalize(e, error, None);
                 drop(entries);
@@ -1196,7 +1269,11 @@ impl Manager {
             n += 1;
             e.cancel_flag.store(true, Ordering::SeqCst);
             let _ = e.cancel.send(true);
-            if e.info.status == Status::Queued {
+            // Nothing else will end a sync that waits in the queue or for
+            // the editor's credential refresh.
+            if e.info.status == Status::Queued
+                || (e.info.status == Status::Retrying && e.auth_refreshed)
+            {
                 let cancelled = Some(ErrorInfo {
                     kind: ErrorKind::Cancelled,
                     message: summary(ErrorKind::Cancelled, ""),

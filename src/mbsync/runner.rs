@@ -21,8 +21,8 @@ use crate::process::{self, Exit, Spec};
 
 /// Wide enough that mbsync never truncates its counters.
 const COLUMNS: u16 = 250;
-/// Pause between terminal reads while output streams in (see the reader).
-const READ_BATCH: Duration = Duration::from_millis(5);
+/// Progress frames are handed to the runtime at most this often.
+const PROGRESS_BATCH: Duration = Duration::from_millis(20);
 /// Lines kept for the error report.
 const TAIL: usize = 50;
 /// How long mbsync gets to exit after SIGTERM before SIGKILL.
@@ -85,6 +85,62 @@ pub struct Outcome {
 impl Outcome {
     pub fn success(&self) -> bool {
         self.error.is_none()
+    }
+}
+
+/// The reader thread's loop (see `run`): read, parse, send batches.
+fn read_terminal(mut reader: std::fs::File, tx: mpsc::UnboundedSender<Vec<StreamItem>>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut parser = StreamParser::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out: Vec<StreamItem> = Vec::new();
+    let mut latest: Option<Progress> = None;
+    let mut last_sent = Instant::now();
+    loop {
+        // With a frame held back, wait only until it is due.
+        if latest.is_some() {
+            let left = PROGRESS_BATCH.saturating_sub(last_sent.elapsed());
+            let timeout = PollTimeout::try_from(left.as_millis().min(1000) as i32)
+                .unwrap_or(PollTimeout::ZERO);
+            let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
+            if matches!(poll(&mut fds, timeout), Ok(0)) {
+                out.extend(latest.take().map(StreamItem::Progress));
+            }
+        }
+        if !out.is_empty() {
+            if tx.send(std::mem::take(&mut out)).is_err() {
+                return;
+            }
+            last_sent = Instant::now();
+            continue;
+        }
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        for item in parser.feed(&buf[..n]) {
+            match item {
+                StreamItem::Progress(p) => latest = Some(p),
+                line => {
+                    // Keep order: the frame before a line goes first.
+                    out.extend(latest.take().map(StreamItem::Progress));
+                    out.push(line);
+                }
+            }
+        }
+        if latest.is_some() && last_sent.elapsed() >= PROGRESS_BATCH {
+            out.extend(latest.take().map(StreamItem::Progress));
+        }
+    }
+    out.extend(latest.take().map(StreamItem::Progress));
+    for item in parser.finish() {
+        out.push(item);
+    }
+    if !out.is_empty() {
+        let _ = tx.send(out);
     }
 }
 
@@ -198,36 +254,17 @@ pub async fn run(
         group: _group,
     } = child;
 
-    // Reader thread: blocking reads on the terminal's master side until the
-    // child and everything it started have closed it (EIO).
-    let (chunk_tx, mut chunks) = mpsc::unbounded_channel::<Vec<u8>>();
-    let mut reader = std::fs::File::from(master);
+    // Reader thread: reads the terminal's master side continuously (a
+    // reader that lags makes mbsync block on its writes) until the child
+    // and everything it started have closed it (EIO). It parses here, so
+    // the thousands of per-message progress frames cost the runtime only a
+    // few batches: lines go out at once, progress at most every
+    // PROGRESS_BATCH, always the latest frame.
+    let (items_tx, mut batches) = mpsc::unbounded_channel::<Vec<StreamItem>>();
+    let reader = std::fs::File::from(master);
     std::thread::Builder::new()
         .name("himalaya-sync-pty".into())
-        .spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if chunk_tx.send(buf[..n].to_vec()).is_err() {
-                            break;
-                        }
-                        // mbsync rewrites its progress line after every
-                        // message: reading each write costs a wakeup of
-                        // this thread and of the runtime. Letting output
-                        // gather for a moment (far below what fills the
-                        // terminal's buffer) batches thousands of frames
-                        // into a few reads; only the latest frame matters.
-                        if n < buf.len() {
-                            std::thread::sleep(READ_BATCH);
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                }
-            }
-        })
+        .spawn(move || read_terminal(reader, items_tx))
         .ok();
     let (exit_tx, mut exit_rx) = oneshot::channel::<Exit>();
     std::thread::Builder::new()
@@ -239,7 +276,6 @@ pub async fn run(
         })
         .ok();
 
-    let mut parser = StreamParser::new();
     // A listing is the output itself; a sync keeps the last lines for errors.
     let keep = if spec.list { 100_000 } else { TAIL };
     let mut lines: VecDeque<String> = VecDeque::new();
@@ -290,10 +326,9 @@ pub async fn run(
             .unwrap_or_else(|| last_activity + Duration::from_secs(86_400 * 365));
         let drain_until = drain_deadline.unwrap_or(idle_deadline);
         tokio::select! {
-            chunk = chunks.recv(), if output_open => match chunk {
-                Some(bytes) => {
+            batch = batches.recv(), if output_open => match batch {
+                Some(items) => {
                     last_activity = tokio::time::Instant::now();
-                    let items = parser.feed(&bytes);
                     if let Some(hang) = handle_items(items, &mut lines, &mut outcome) {
                         if stopped_by_us.is_none() {
                             stopped_by_us = Some(hang);
@@ -301,11 +336,7 @@ pub async fn run(
                         }
                     }
                 }
-                None => {
-                    output_open = false;
-                    let items = parser.finish();
-                    handle_items(items, &mut lines, &mut outcome);
-                }
+                None => output_open = false,
             },
             _ = tokio::time::sleep_until(drain_until), if exit.is_some() => {},
             status = &mut exit_rx, if exit.is_none() => {

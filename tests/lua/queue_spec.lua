@@ -165,6 +165,72 @@ describe('parallel folders', function()
   end)
 end)
 
+describe('auth', function()
+  it('an auth failure asks the account refresh function and retries once', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5' })
+    local rc = fx.dir .. '/mbsyncrc-auth'
+    local good = t.read(fx.mbsyncrc)
+    t.write(rc, (good:gsub('\nPass [^\n]*', '\nPass stale-token')))
+    local calls = {}
+    require('himalaya.sync').setup({
+      mbsync = { config = rc },
+      notify = false,
+      retry = { max_attempts = 0 },
+      accounts = {
+        demo = {
+          refresh = function(account, done)
+            calls[#calls + 1] = account
+            t.write(rc, good)
+            done(true)
+          end,
+        },
+      },
+    })
+    local s = start('full', { account = 'demo' })
+    wait_done({ s })
+    eq({ 'demo' }, calls)
+    eq(true, s.done.result.success, s.done.result.error)
+    eq(2, s.done.result.attempts)
+
+    -- A refresh that does not help: a clear re-authorization message.
+    t.write(rc, (good:gsub('\nPass [^\n]*', '\nPass stale-token')))
+    require('himalaya.sync').setup({
+      mbsync = { config = rc },
+      notify = false,
+      retry = { max_attempts = 0 },
+      accounts = { demo = {
+        refresh = function(_, done)
+          done(true)
+        end,
+      } },
+    })
+    s = start('full', { account = 'demo' })
+    wait_done({ s })
+    eq('auth', s.done.result.kind)
+    contains(s.done.result.error, 're-authorization needed')
+
+    -- A refresh that fails says why.
+    require('himalaya.sync').setup({
+      mbsync = { config = rc },
+      notify = false,
+      retry = { max_attempts = 0 },
+      accounts = {
+        demo = {
+          refresh = function(_, done)
+            done(false, 'invalid_grant: token revoked')
+          end,
+        },
+      },
+    })
+    s = start('full', { account = 'demo' })
+    wait_done({ s })
+    eq('auth', s.done.result.kind)
+    contains(s.done.result.error, 'invalid_grant: token revoked')
+    ok(not s.done.result.error:find('stale%-token'), 'no secret in the message')
+    require('himalaya.sync').setup({})
+  end)
+end)
+
 describe('throttle', function()
   it('a throttled account syncs through the relay at the configured rate, intact', function()
     local fx = t.fixture({ '--folders', 'INBOX=200' })

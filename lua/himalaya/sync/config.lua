@@ -15,6 +15,7 @@ local M = {}
 ---@field inbox? string mbsync target for an inbox sync (default: channel `NAME-inbox`, else `NAME:INBOX`)
 ---@field folders? string[] folders offered for selective syncs
 ---@field throttle? {kbps: number} bandwidth limit, kB/s each way (through mbsync's Tunnel; TLS stays end to end)
+---@field refresh? fun(account: string, done: fun(ok: boolean, err?: string)) refreshes credentials after an auth failure (setup() only); the sync then runs once more
 
 ---@class himalaya.sync.RetryConfig
 ---@field base number seconds before the first retry (default 10)
@@ -223,13 +224,17 @@ local schema = {
           end
         elseif k == 'folders' then
           check_table_of_strings(p .. '.folders', val)
+        elseif k == 'refresh' then
+          if not vim.is_callable(val) then
+            fail(p .. '.refresh', 'a function(account, done)', val)
+          end
         elseif k == 'throttle' then
           local kbps = type(val) == 'table' and val.kbps
           if type(kbps) ~= 'number' or kbps < 1 or kbps % 1 ~= 0 or next(val, next(val)) ~= nil then
             fail(p .. '.throttle', '{ kbps = N } with a whole number N >= 1', val)
           end
         else
-          fail(p .. '.' .. tostring(k), 'one of full, inbox, folders, throttle', val)
+          fail(p .. '.' .. tostring(k), 'one of full, inbox, folders, throttle, refresh', val)
         end
       end
     end

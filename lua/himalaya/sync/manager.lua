@@ -201,6 +201,8 @@ local function on_event(ev)
       call(r.on_progress, info.progress, info)
     end
     echo_progress(info, 'running')
+  elseif ev.name == 'sync_auth' then
+    M._refresh(info)
   elseif ev.name == 'sync_retry' or ev.name == 'sync_repair' then
     notify('error', info.message, vim.log.levels.WARN, info.id)
   elseif ev.name == 'sync_done' then
@@ -245,6 +247,7 @@ local function ready()
       'sync_progress',
       'sync_retry',
       'sync_repair',
+      'sync_auth',
       'sync_done',
       'warning',
     }) do
@@ -261,8 +264,18 @@ local function ready()
   if not locked then
     return nil, lerr
   end
+  -- The engine gets data only: which accounts have a refresh function.
+  local accounts, refreshable = {}, {}
+  for name, a in pairs(cfg.accounts) do
+    accounts[name] = { full = a.full, inbox = a.inbox, throttle = a.throttle }
+    if a.refresh then
+      refreshable[#refreshable + 1] = name
+    end
+  end
+  table.sort(refreshable)
   local settings = vim.tbl_extend('force', cfg.mbsync, {
-    accounts = cfg.accounts,
+    accounts = accounts,
+    auth_refresh = refreshable,
     max_parallel = cfg.max_parallel,
     max_connections = cfg.max_connections,
     relay_cmd = M.relay_cmd(),
@@ -285,6 +298,36 @@ local function ready()
   return lib
 end
 M._ready = ready
+
+--- Runs the account's `refresh` function after an auth failure and tells
+--- the engine how it went (once per sync; a refresh that never answers is
+--- ended by cancelling the sync).
+---@param info himalaya.sync.SyncInfo
+function M._refresh(info)
+  local lib = native.get()
+  local ok, cfg = pcall(config.get)
+  local acct = ok and cfg.accounts[info.account] or nil
+  if not (lib and acct and acct.refresh) then
+    if lib then
+      lib.sync_auth_refreshed(info.id, false, 'no refresh function is configured')
+    end
+    return
+  end
+  local answered = false
+  local function done(success, err)
+    if answered then
+      return
+    end
+    answered = true
+    vim.schedule(function()
+      lib.sync_auth_refreshed(info.id, success == true, err and tostring(err) or nil)
+    end)
+  end
+  local called, err = pcall(acct.refresh, info.account, done)
+  if not called then
+    done(false, err)
+  end
+end
 
 --- With `uidvalidity = 'ask'`, offers to repair the folder that broke a sync.
 ---@param info himalaya.sync.SyncInfo
