@@ -113,4 +113,37 @@ describe('UIDVALIDITY', function()
     no_duplicates(localside)
     ok(vim.tbl_contains(server.Work, '<local-only-2@test>'))
   end)
+
+  it('with uidvalidity = "ask" the user is asked, and the answer repairs it', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5,Work=6' })
+    use(fx.mbsyncrc, { uidvalidity = 'ask' })
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    local_only(fx, 'Work', '<local-only-3@test>')
+    renumber(fx, '.Work')
+    local asked
+    local orig = vim.ui.select
+    vim.ui.select = function(items, opts, on_choice)
+      asked = opts.prompt
+      on_choice(items[1])
+    end
+    t.defer(function()
+      vim.ui.select = orig
+    end)
+    local repaired
+    t.defer(require('himalaya.sync.manager').on_update(function(i)
+      if i.type == 'repair' and i.result then
+        repaired = i
+      end
+    end))
+    local result = t.sync_and_wait('full', { account = 'demo' })
+    eq('uidvalidity', result.kind)
+    t.wait_for(function()
+      return repaired ~= nil
+    end, 60000, 'the repair the user agreed to')
+    contains(asked, 'Work')
+    eq(true, repaired.result.success, repaired.result.error)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    no_duplicates(fx.ids('demo', 'local'))
+  end)
 end)
