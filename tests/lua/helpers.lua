@@ -181,6 +181,16 @@ function M.fixture(args)
   return fx
 end
 
+--- Configures the plugin for `mbsyncrc`: quiet, and failures final at once
+--- (no retries) so error kinds can be checked; `extra` overrides.
+function M.use(mbsyncrc, extra)
+  vim.g.himalaya_sync = vim.tbl_deep_extend(
+    'force',
+    { mbsync = { config = mbsyncrc }, notify = false, retry = { max_attempts = 0 } },
+    extra or {}
+  )
+end
+
 --- Writes `text` to `path`.
 function M.write(path, text)
   local f = assert(io.open(path, 'w'))

@@ -4,13 +4,7 @@ local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
 
 local uv = vim.uv or vim.loop
 
-local function use(mbsyncrc, extra)
-  vim.g.himalaya_sync = vim.tbl_deep_extend(
-    'force',
-    { mbsync = { config = mbsyncrc }, notify = false, retry = { max_attempts = 0 } },
-    extra or {}
-  )
-end
+local use = t.use
 
 --- Renumbers a server folder the way a server that recreated it would:
 --- new UIDVALIDITY, UIDs in another order (dovecot reads its uidlist anew).

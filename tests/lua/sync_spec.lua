@@ -5,13 +5,7 @@ local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
 local mbsync = require('himalaya.sync.mbsync')
 local manager = require('himalaya.sync.manager')
 
-local function use(mbsyncrc, extra)
-  vim.g.himalaya_sync = vim.tbl_deep_extend(
-    'force',
-    { mbsync = { config = mbsyncrc }, notify = false, retry = { max_attempts = 0 } },
-    extra or {}
-  )
-end
+local use = t.use
 
 local function total(ids)
   local n = 0
