@@ -36,6 +36,7 @@ function H.setup(req, done)
     build_id = lib.build_id,
     version = lib.version,
     max_parallel = cfg.get().max_parallel or vim.NIL,
+    max_connections = cfg.get().max_connections or vim.NIL,
     pid = vim.fn.getpid(),
   })
 end

@@ -12,7 +12,7 @@ BENCHMARKS.md (or $BENCH_OUT); raw samples to .tmp/bench/results.json.
 Environment:
   BENCH_ROOT   scratch folder (run.sh makes one under /dev/shm); removed by run.sh
   BENCH_REPS   repetitions (default 5)
-  BENCH_ONLY   comma list of benchmarks to run: sync,lag,parallel,locks,micro
+  BENCH_ONLY   comma list of benchmarks to run: sync,lag,parallel,locks,micro,folders
                (a partial run prints its tables and writes BENCH_OUT only if set)
   BENCH_OUT    output file (default BENCHMARKS.md for a full run)
 
@@ -28,7 +28,9 @@ import json
 import math
 import os
 import platform
+import re
 import select
+import socket
 import shutil
 import signal
 import struct
@@ -48,7 +50,7 @@ NVIM_BASE = [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-n",
 NVIM_BASE_TEXT = ("nvim --headless -u NONE -i NONE -n --cmd 'set rtp^=%s' "
                   "-c 'runtime plugin/himalaya-sync.lua'" % REPO)
 
-ALL = ["sync", "lag", "parallel", "locks", "micro"]
+ALL = ["sync", "lag", "parallel", "locks", "micro", "folders"]
 MESSAGES = 10000
 PAR_ACCOUNTS = ["acct1", "acct2", "acct3", "acct4"]
 PAR_MESSAGES = 2500
@@ -57,6 +59,9 @@ LOCK_N_MODULE = 20000
 LOCK_N_SPAWN = 200
 EVENTS_SINGLE = 300
 EVENTS_BURST = 10000
+FOLDERS_SPEC = "INBOX=400,Sent=400,Archive=400,Work=400,Work/Projects=400,Drafts=400"
+FOLDERS_DELAY_MS = 10  # each way: a 20 ms round trip
+FOLDERS_CONNECTIONS = [1, 3, 6]  # max_connections of the plugin variants
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -954,6 +959,247 @@ def report_micro(R, md):
 
 
 # --------------------------------------------------------------------------
+# 6. Parallel folders (max_connections) over a delayed link
+# --------------------------------------------------------------------------
+
+class DelayRelay:
+    """bench/relay.py in its own process (tracked like every child, and it
+    exits by itself when its stdin, held by this driver, closes)."""
+
+    def __init__(self, target_port, delay_ms):
+        self.errlog = open(os.path.join(ROOT, "relay.stderr"), "wb")
+        self.p = track(subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "bench", "relay.py"), str(target_port), str(delay_ms)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog, start_new_session=True))
+        self.buf = b""
+        first = self._line(10)
+        expect(first.startswith("port "), "relay: unexpected first line %r" % first)
+        self.port = int(first.split()[1])
+
+    def _line(self, timeout):
+        fd = self.p.stdout.fileno()
+        deadline = time.time() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.time()
+            r, _, _ = select.select([fd], [], [], max(0, left))
+            if not r:
+                raise BenchError("relay: no answer in %d s (see %s/relay.stderr)" % (timeout, ROOT))
+            d = os.read(fd, 65536)
+            if not d:
+                raise BenchError("relay exited (see %s/relay.stderr)" % ROOT)
+            self.buf += d
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+    def call(self, cmd):
+        self.p.stdin.write((cmd + "\n").encode())
+        self.p.stdin.flush()
+        return self._line(10)
+
+    def stats(self):
+        line = self.call("stats")
+        expect(line.startswith("stats "), "relay: bad answer %r" % line)
+        return json.loads(line[6:])
+
+    def close(self):
+        if self.p.returncode is None:
+            try:
+                self.p.stdin.close()  # EOF: the relay exits
+                self.p.wait(timeout=5)
+            except Exception:
+                kill_group(self.p.pid, signal.SIGKILL)
+                try:
+                    self.p.wait(timeout=5)
+                except Exception:
+                    pass
+        untrack(self.p)
+        self.errlog.close()
+
+
+def imap_rtt(port, n=20):
+    """Round trips of IMAP `NOOP` (no login) to 127.0.0.1:port, in ms."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    f = s.makefile("rb")
+    try:
+        f.readline()  # greeting
+        out = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            s.sendall(b"r%d NOOP\r\n" % i)
+            while not f.readline().startswith(b"r%d " % i):
+                pass
+            out.append((time.perf_counter() - t0) * 1000)
+        s.sendall(b"z LOGOUT\r\n")
+        return out
+    finally:
+        f.close()
+        s.close()
+
+
+def bench_folders(fx, agent, relay, rc, reps, R):
+    acct = "demo"
+    total = sum(fx.info["folders"].values())
+    boxes = list(fx.info["folders"])
+    # A-D as asked; E-G are references: what bare mbsync does with one
+    # process per folder on the same link, without the delay at all, and
+    # the folder listing the plugin runs before it splits.
+    variants = ["bare"] + ["mc%d" % n for n in FOLDERS_CONNECTIONS] + ["bare_split", "bare_direct", "list"]
+    runs = {v: [] for v in variants}
+    bare_out = os.path.join(ROOT, "folders-bare.out")
+    configured = [None]
+    for rep in range(reps + 1):
+        for v in rotate(variants, rep):
+            if v.startswith("mc") and configured[0] != v:
+                info = agent.call("setup", rc=rc, extra={"max_connections": int(v[2:])})
+                expect(info.get("max_connections") == int(v[2:]),
+                       "agent setup: max_connections is %r, not %s" % (info.get("max_connections"), v[2:]))
+                configured[0] = v
+            if v != "list":
+                reset_local(fx, [acct])
+            expect(relay.call("reset") == "ok", "relay reset failed")
+            m = {}
+            why = []
+            if v == "list":
+                wall, cpu, code = run_timed(["mbsync", "-c", rc, "-l", acct], out_path=bare_out)
+                with open(bare_out, "rb") as f:
+                    listed = f.read().decode("utf-8", "replace").split()
+                m.update({"ms": wall, "cpu_s": cpu})
+                if code != 0 or sorted(listed) != sorted(boxes):
+                    why.append("mbsync -l exited %d, listed %s" % (code, listed[:20]))
+            elif v in ("bare", "bare_direct"):
+                wall, cpu, code = run_timed(["mbsync", "-c", rc if v == "bare" else fx.mbsyncrc, "-a"],
+                                            out_path=bare_out)
+                with open(bare_out, "rb") as f:
+                    text = f.read()
+                m.update({"ms": wall, "cpu_s": cpu,
+                          "sleeps": text.count(b"sleeping due to recent directory modification")})
+                if code != 0:
+                    why.append("mbsync exited %d: %s" % (code, text[-300:].decode("utf-8", "replace")))
+            elif v == "bare_split":
+                t0 = time.perf_counter()
+                procs = [track(subprocess.Popen(["mbsync", "-c", rc, "%s:%s" % (acct, b)], stdin=subprocess.DEVNULL,
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                start_new_session=True)) for b in boxes]
+                waited = [_wait4(p, 300) for p in procs]
+                m.update({"ms": (time.perf_counter() - t0) * 1000, "cpu_s": sum(w[1] for w in waited)})
+                codes = [w[0] for w in waited]
+                if any(codes):
+                    why.append("mbsync exit codes %s" % codes)
+            else:
+                c0 = agent.cpu_s()
+                r = agent.call("sync", account=acct)
+                res = r.get("result") or {}
+                m.update({"ms": r["ms"], "cpu_s": agent.cpu_s() - c0, "pulled": res.get("pulled")})
+                if r["status"] != "completed":
+                    why.append("sync %s: %s" % (r["status"], r.get("message")))
+            st = relay.stats()
+            m.update({"count": count_local(fx, acct), "connections": st["accepted"], "max_open": st["max_open"],
+                      "down_bytes": st["down_bytes"], "up_bytes": st["up_bytes"]})
+            if m["count"] != total and v != "list":
+                why.append("local Maildir holds %d of %d messages" % (m["count"], total))
+            m["valid"] = not why
+            if why:
+                m["why"] = "; ".join(why)
+            if rep > 0:
+                runs[v].append(m)
+            log("folders rep %d%s %s: %.1f ms, %s%d connection(s) (%d at once)%s" % (
+                rep, " (warm-up)" if rep == 0 else "", v, m["ms"],
+                "" if v == "list" else "%d/%d messages, " % (m["count"], total), m["connections"],
+                m["max_open"], "" if m["valid"] else ", INVALID: " + m["why"]))
+    agent.call("setup", rc=rc)
+    R["folders"] = {"runs": runs, "total": total}
+
+
+def folders_ratios(runs, v):
+    """Per-repetition ratios of variant `v` to bare mbsync, valid pairs only."""
+    return [x["ms"] / b["ms"] for x, b in zip(runs[v], runs["bare"]) if x["valid"] and b["valid"] and b["ms"]]
+
+
+def folders_judge(rs):
+    return judge(rs, lambda r: r <= 0.6) if rs else "**INVALID** (no valid run)"
+
+
+def report_folders(R, md):
+    d = R["folders"]
+    runs = d["runs"]
+    fx = R["fixtures"]["f3"]
+    rtt = d.get("rtt") or {}
+    md.append("## 6. Parallel folders: `max_connections` over a 20 ms link\n")
+    md.append(busy_note(R, "folders"))
+    md.append("Fixture: one account, %s messages in %d folders (%s). Every connection goes through a relay "
+              "on 127.0.0.1 (bench/relay.py) that holds every chunk %d ms in each direction, in order "
+              "(latency only, no bandwidth limit); measured round trip of IMAP `NOOP` through it: %s ms "
+              "(directly to dovecot: %s ms), median (min–max) of %d. Initial syncs: fresh local Maildir every "
+              "run. Target: with `max_connections` on, a full sync takes ≤ 0.6× the wall time of bare "
+              "`mbsync -a`. Ratio = median of per-repetition ratios to the bare run of the same repetition "
+              "(min–max). A sync is valid only if it reported success and the local Maildir then holds all "
+              "%s messages; invalid runs are left out of every figure.\n" % (
+                  "{:,}".format(d["total"]), len(fx["folders"]),
+                  ", ".join("%s %s" % (k, "{:,}".format(v)) for k, v in fx["folders"].items()),
+                  d.get("delay_ms", FOLDERS_DELAY_MS), spread(rtt.get("relay", [])), spread(rtt.get("direct", [])),
+                  len(rtt.get("relay", [])), "{:,}".format(d["total"])))
+    md.append("| | measurement | wall time, ms: median (min–max) | ratio to bare | valid runs | connections (most at once) | CPU s (user+sys) | target | result |")
+    md.append("|---|---|---|---|---|---|---|---|---|")
+    labels = {"bare": ("A", "bare `mbsync -c RC -a` (reference)")}
+    for key, n in zip("BCD", FOLDERS_CONNECTIONS):
+        labels["mc%d" % n] = (key, "plugin `:HimalayaSync full demo`, `max_connections = %d`%s" % (
+            n, " (default: off)" if n == 1 else ""))
+    labels["bare_split"] = ("E", "bare mbsync, one process per folder, all %d at once (for reference: "
+                                 "what this machine and link allow)" % len(fx["folders"]))
+    labels["bare_direct"] = ("F", "bare `mbsync -a` straight to dovecot, no relay (for reference: "
+                                  "the cost of the link)")
+    labels["list"] = ("G", "`mbsync -c RC -l demo` alone: the folder listing the plugin runs before it "
+                           "splits (for reference; syncs nothing)")
+    for v in runs:
+        key, label = labels.get(v, ("?", v))
+        valid = [m for m in runs[v] if m["valid"]]
+        xs = [m["ms"] for m in valid]
+        if v == "bare":
+            ratio, target, res = "1×", "reference", "—"
+        else:
+            rs = folders_ratios(runs, v)
+            ratio = ratio_text(rs)
+            if v in ("mc1", "bare_split", "bare_direct", "list"):
+                target, res = "—", "—"
+            else:
+                target, res = "≤ 0.6×", folders_judge(rs)
+        conns = "%g (%g)" % (med([m["connections"] for m in valid]), med([m["max_open"] for m in valid])) if valid else "n/a"
+        if v == "bare_direct":
+            conns = "1 (not through the relay)"
+        md.append("| %s | %s | %s | %s | %d of %d | %s | %s | %s | %s |" % (
+            key, label, spread(xs), ratio, len(valid), len(runs[v]), conns,
+            spread([m["cpu_s"] for m in valid]), target, res))
+    md.append("")
+    bad = ["%s: %s" % (labels.get(v, ("?", v))[0], m["why"]) for v in runs for m in runs[v] if not m["valid"]]
+    if bad:
+        md.append("Invalid runs (left out):\n")
+        md.extend("- %s" % b for b in bad)
+        md.append("")
+    md.append("Connections are counted by the relay: with `max_connections = N > 1` the plugin first lists "
+              "the folders (`mbsync -l`, one connection), then runs min(N, 6) mbsync processes on disjoint "
+              "folder sets, so its wall time is about G followed by a split sync like E (plus the pty and `-V` "
+              "progress that B adds over A). mbsync's \"sleeping due to recent directory modification\" (1 s) occurred %d "
+              "time(s) in the recorded runs of A. CPU: for A, E and F the mbsync processes, for B–D the agent "
+              "Neovim and the mbsync processes it reaped (dovecot and the relay in none of them). This "
+              "machine has %s CPUs.\n" % (sum(m.get("sleeps", 0) for m in runs["bare"]), R["env"]["nproc"]))
+    md.append("Commands (`$FX3` = the fixture dir; every repetition runs A–G in rotating order, each sync after "
+              "`rm -rf $FX3/local/demo && mkdir $FX3/local/demo`):\n")
+    md.append("- Fixture: `python3 tests/fixture/imap_fixture.py start --dir $FX3 --accounts demo --folders '%s'`" % FOLDERS_SPEC)
+    md.append("- Relay: `python3 bench/relay.py $DOVECOT_PORT %d` (prints its port); `$RC` = a copy of "
+              "`$FX3/mbsyncrc` with `Port` set to the relay's port" % d.get("delay_ms", FOLDERS_DELAY_MS))
+    md.append("- A: `mbsync -c $RC -a` (output to a file: no progress counters)")
+    md.append("- B–D: agent request `{\"cmd\":\"setup\",\"rc\":\"$RC\",\"extra\":{\"max_connections\":N}}` (untimed), then "
+              "`{\"cmd\":\"sync\",\"account\":\"demo\"}` (`:HimalayaSync full demo`, timed inside Neovim to the `User "
+              "HimalayaSyncUpdate` that reports it finished) to `%s -c 'luafile bench/agent.lua'`" % NVIM_BASE_TEXT)
+    md.append("- E: `mbsync -c $RC demo:FOLDER` for each of the %d folders, all started at once; time to the "
+              "last exit" % len(fx["folders"]))
+    md.append("- F: `mbsync -c $FX3/mbsyncrc -a` (dovecot's own port)")
+    md.append("- G: `mbsync -c $RC -l demo` (after the previous variant's sync; valid if it lists the %d folders)" % len(fx["folders"]))
+    md.append("- This table alone: `BENCH_ONLY=folders make bench`\n")
+
+
+# --------------------------------------------------------------------------
 # Environment and report
 # --------------------------------------------------------------------------
 
@@ -1117,6 +1363,23 @@ def summary_rows(R, only):
         rs = M["rss"]
         rows.append(("5. Neovim RSS: before load → loaded → peak in sync", "—", "%.1f → %.1f → %.1f MiB" % tuple(
             med([r[k] for r in rs]) / 1024 for k in ("before_kb", "loaded_kb", "peak_kb")), "—"))
+    if "folders" in R:
+        runs = R["folders"]["runs"]
+        bare = [m["ms"] for m in runs["bare"] if m["valid"]]
+        for n in FOLDERS_CONNECTIONS:
+            v = "mc%d" % n
+            if v not in runs:
+                continue
+            rs = folders_ratios(runs, v)
+            xs = [m["ms"] for m in runs[v] if m["valid"]]
+            invalid = sum(not m["valid"] for vv in (v, "bare") for m in runs[vv])
+            rows.append(("6. Parallel folders, 6 folders × 400 over a 20 ms link: `max_connections = %d`%s" % (
+                n, " (default, off)" if n == 1 else ""),
+                "—" if n == 1 else "≤ 0.6× bare `mbsync -a`",
+                ("%.3f× (range %.3f–%.3f); medians %s vs %s ms%s" % (
+                    med(rs), min(rs), max(rs), num(med(xs)), num(med(bare)),
+                    "; %d invalid run(s) left out" % invalid if invalid else "")) if rs else "no valid run",
+                "—" if n == 1 else folders_judge(rs)))
     for name, err in R.get("failed", {}).items():
         rows.append(("%s (section %s)" % (name, name), "—", "FAILED: " + err.splitlines()[0][:200].replace("|", "/"), "**FAILED**"))
     rows.append(("Folder counts with 100k messages", "—", "not yet measured: feature not built", "—"))
@@ -1233,11 +1496,47 @@ def main():
             finally:
                 a2.close()
 
+        def run_folders():
+            log("starting fixture f3: demo, folders %s" % FOLDERS_SPEC)
+            fx3 = Fixture.start(os.path.join(ROOT, "f3"), accounts=["demo"], folders=FOLDERS_SPEC)
+            fixtures.append(fx3)
+            R["fixtures"]["f3"] = {"folders": fx3.info["folders"]}
+            relay = DelayRelay(fx3.port, FOLDERS_DELAY_MS)
+            a3 = None
+            try:
+                with open(fx3.mbsyncrc) as f:
+                    text = f.read()
+                rc_text = re.sub(r"\nPort \d+", "\nPort %d" % relay.port, text)
+                expect(rc_text != text, "no Port line in %s" % fx3.mbsyncrc)
+                rc = os.path.join(ROOT, "f3-relay.mbsyncrc")
+                fd = os.open(rc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(rc_text)
+                direct, through = imap_rtt(fx3.port), imap_rtt(relay.port)
+                log("folders: IMAP NOOP round trip %.2f ms through the relay, %.2f ms direct" % (
+                    med(through), med(direct)))
+                a3 = Agent("agent-folders")
+                agents.append(a3)
+                info = a3.call("setup", rc=rc)
+                R["library"] = {"version": info["version"], "build_id": info["build_id"]}
+                bench_folders(fx3, a3, relay, rc, reps, R)
+                R["folders"].update({"rtt": {"relay": through, "direct": direct}, "delay_ms": FOLDERS_DELAY_MS})
+            finally:
+                if a3 is not None:
+                    a3.close()
+                relay.close()
+                try:
+                    fx3.stop()
+                    fixtures.remove(fx3)
+                except Exception as exc:  # noqa: BLE001 (stopped again at the end)
+                    log("stopping fixture f3: %s" % exc)
+
         section("sync", lambda: bench_sync(fx1, agent1(), reps, R))
         section("lag", lambda: bench_lag(fx1, agent1(), reps, R))
         section("parallel", run_parallel)
         section("locks", lambda: bench_locks(agent1(), reps, R))
         section("micro", lambda: bench_micro(fx1, agent1(), reps, R))
+        section("folders", run_folders)
         R["busy"]["end"] = cpu_busy()
     finally:
         for a in agents:
@@ -1256,11 +1555,12 @@ def main():
     secs = time.time() - started
     R["duration"] = "%d min %02d s" % (secs // 60, secs % 60)
 
-    text = render(R)
+    # Raw results first: a report bug must not lose a run (fix it, then --render).
     raw_dir = os.path.join(REPO, ".tmp", "bench")
     os.makedirs(raw_dir, exist_ok=True)
     with open(os.path.join(raw_dir, "results.json"), "w") as f:
         json.dump(R, f, indent=1, default=str)
+    text = render(R)
     if out_path:
         tmp = out_path + ".tmp"
         with open(tmp, "w") as f:
@@ -1281,9 +1581,9 @@ def render(R):
     md = []
     header(R, md, only)
     titles = {"sync": "1. Sync overhead", "lag": "2. Editor responsiveness", "parallel": "3. Parallel accounts",
-              "locks": "4. Locks", "micro": "5. Micro-benchmarks"}
+              "locks": "4. Locks", "micro": "5. Micro-benchmarks", "folders": "6. Parallel folders"}
     for name, fn in (("sync", report_sync), ("lag", report_lag), ("parallel", report_parallel),
-                     ("locks", report_locks), ("micro", report_micro)):
+                     ("locks", report_locks), ("micro", report_micro), ("folders", report_folders)):
         if name in R:
             fn(R, md)
         elif name in R.get("failed", {}):

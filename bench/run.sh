@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark side by side in one run, results in
 # BENCHMARKS.md. The driver is bench/bench.py (Python standard library only);
-# Neovim runs bench/agent.lua and bench/fresh.lua.
+# Neovim runs bench/agent.lua and bench/fresh.lua; bench/relay.py is the
+# delaying TCP relay of section 6 (parallel folders).
 #
 #   BENCH_REPS=N   repetitions per figure (default 5)
-#   BENCH_ONLY=... comma list: sync,lag,parallel,locks,micro (partial run:
+#   BENCH_ONLY=... comma list: sync,lag,parallel,locks,micro,folders (partial run:
 #                  tables go to stdout; BENCHMARKS.md only with BENCH_OUT)
 #   BENCH_OUT=F    where to write the Markdown
 #
