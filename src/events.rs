@@ -114,11 +114,6 @@ impl EventBus {
         Drained { events, more }
     }
 
-    /// Number of events waiting.
-    pub fn pending(&self) -> usize {
-        self.queue.lock().events.len()
-    }
-
     /// Stops delivery: queued events are dropped and later pushes ignored.
     pub fn close(&self) {
         let mut q = self.queue.lock();

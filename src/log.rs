@@ -35,11 +35,6 @@ pub fn open(path: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// The log file in use, if any.
-pub fn path() -> Option<PathBuf> {
-    PATH.lock().clone()
-}
-
 /// Queues one line for the writer thread. Never blocks and never fails:
 /// callers hold locks or run on Neovim's main loop, and a slow or broken
 /// log folder must not stall a sync or the editor.

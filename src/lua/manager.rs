@@ -130,11 +130,6 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
         func(lua, |_, id: Option<u64>| Ok(manager()?.cancel(id)))?,
     )?;
     m.set(
-        "sync_snapshot",
-        func(lua, |lua, ()| to_lua(lua, &manager()?.snapshot()))?,
-    )?;
-    m.set("sync_busy", func(lua, |_, ()| Ok(manager()?.busy()))?)?;
-    m.set(
         "sync_history",
         func(lua, |lua, ()| match manager()?.history()? {
             Some(h) => to_lua(lua, &h.load()?),

@@ -46,7 +46,7 @@ pub use targets::{AccountOverrides, SyncType};
 
 /// Progress events are sent at most this often per sync.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
-/// Finished syncs kept for `snapshot()`.
+/// Finished syncs kept (their state answers late questions about them).
 const KEEP_FINISHED: usize = 20;
 
 /// Exponential backoff with jitter for transient failures.
@@ -1287,16 +1287,6 @@ impl Manager {
             self.record_history(item);
         }
         n
-    }
-
-    /// Every sync this process runs, waits for or recently ran, oldest first.
-    pub fn snapshot(&self) -> Vec<SyncInfo> {
-        self.entries.lock().iter().map(|e| e.info.clone()).collect()
-    }
-
-    /// True while any sync is queued, running or waiting to retry.
-    pub fn busy(&self) -> bool {
-        self.entries.lock().iter().any(|e| e.info.status.active())
     }
 }
 
