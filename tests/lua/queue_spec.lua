@@ -172,6 +172,10 @@ describe('auth', function()
     local good = t.read(fx.mbsyncrc)
     t.write(rc, (good:gsub('\nPass [^\n]*', '\nPass stale-token')))
     local calls = {}
+    -- setup() options outlive the test unless reset, even when it fails.
+    t.defer(function()
+      require('himalaya.sync').setup({})
+    end)
     require('himalaya.sync').setup({
       mbsync = { config = rc },
       notify = false,
@@ -227,7 +231,6 @@ describe('auth', function()
     eq('auth', s.done.result.kind)
     contains(s.done.result.error, 'invalid_grant: token revoked')
     ok(not s.done.result.error:find('stale%-token'), 'no secret in the message')
-    require('himalaya.sync').setup({})
   end)
 end)
 
