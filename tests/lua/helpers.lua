@@ -284,6 +284,34 @@ function M.relay(port, target, delay_ms)
   return r
 end
 
+--- Watches processes matching `pattern` until the test ends; returns a
+--- function giving the most seen at once.
+function M.watch_processes(pattern)
+  local most = 0
+  local timer = assert(uv.new_timer())
+  timer:start(
+    0,
+    20,
+    vim.schedule_wrap(function()
+      most = math.max(most, #M.pgrep(pattern))
+    end)
+  )
+  M.defer(function()
+    timer:stop()
+    timer:close()
+  end)
+  return function()
+    return most
+  end
+end
+
+--- A copy of a fixture's mbsyncrc whose Port points at `port`.
+function M.mbsyncrc_on_port(fx, port, name)
+  local rc = fx.dir .. '/mbsyncrc-' .. name
+  M.write(rc, (M.read(fx.mbsyncrc):gsub('\nPort %d+', '\nPort ' .. port)))
+  return rc
+end
+
 --- A port on 127.0.0.1 where nothing listens.
 function M.closed_port()
   local s = assert(uv.new_tcp())

@@ -85,9 +85,7 @@ describe('queue', function()
     local fx = t.fixture({ '--accounts', 'demo,work', '--folders', 'INBOX=200,Work=100,Sent=100' })
     local port = t.closed_port()
     t.relay(port, fx.port, 10)
-    local rc = fx.dir .. '/mbsyncrc-slow'
-    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPort %d+', '\nPort ' .. port)))
-    use(rc)
+    use(t.mbsyncrc_on_port(fx, port, 'slow'))
     local started = uv.hrtime()
     wait_done({ start('full', { account = 'demo' }) })
     wait_done({ start('full', { account = 'work' }) })
@@ -132,22 +130,9 @@ describe('parallel folders', function()
     local fx = t.fixture({ '--folders', 'INBOX=150,Sent=150,Archive=150,Work=150,Work/Projects=150,Drafts=150' })
     local port = t.closed_port()
     t.relay(port, fx.port, 10)
-    local rc = fx.dir .. '/mbsyncrc-slow'
-    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPort %d+', '\nPort ' .. port)))
+    local rc = t.mbsyncrc_on_port(fx, port, 'slow')
     use(rc, { max_connections = 3 })
-    local most = 0
-    local timer = uv.new_timer()
-    timer:start(
-      0,
-      20,
-      vim.schedule_wrap(function()
-        most = math.max(most, #t.pgrep('mbsync .*' .. rc))
-      end)
-    )
-    t.defer(function()
-      timer:stop()
-      timer:close()
-    end)
+    local most = t.watch_processes('mbsync .*' .. rc)
     local progress = {}
     local s = start('full', { account = 'demo' })
     t.defer(manager.on_update(function(info)
@@ -159,7 +144,7 @@ describe('parallel folders', function()
     wait_done({ s })
     eq(true, s.done.result.success, s.done.result.error)
     eq(900, s.done.result.pulled)
-    eq(3, most, 'three mbsync processes at once')
+    eq(3, most(), 'three mbsync processes at once')
     eq(100, progress[#progress])
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
@@ -248,23 +233,11 @@ describe('throttle', function()
     use(fx.mbsyncrc, { accounts = { demo = { throttle = { kbps = kbps } } } })
     local started = uv.hrtime()
     local s = start('full', { account = 'demo' })
-    local tunnel = 0
-    local timer = uv.new_timer()
-    timer:start(
-      0,
-      50,
-      vim.schedule_wrap(function()
-        tunnel = math.max(tunnel, #t.pgrep('himalaya-sync relay --kbps ' .. kbps))
-      end)
-    )
-    t.defer(function()
-      timer:stop()
-      timer:close()
-    end)
+    local tunnel = t.watch_processes('himalaya-sync relay --kbps ' .. kbps)
     wait_done({ s }, 120000)
     local secs = (uv.hrtime() - started) / 1e9
     eq(true, s.done.result.success, s.done.result.error)
-    eq(1, tunnel, 'mbsync went through the relay')
+    eq(1, tunnel(), 'mbsync went through the relay')
     local floor = bytes / 1024 / kbps
     ok(
       secs >= floor,
@@ -280,9 +253,10 @@ describe('retry', function()
   it('a server that is down and comes back: the sync succeeds with no user action', function()
     local fx = t.fixture({ '--folders', 'INBOX=30,Work=20' })
     local port = t.closed_port()
-    local rc = fx.dir .. '/mbsyncrc-relay'
-    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPort %d+', '\nPort ' .. port)))
-    use(rc, { retry = { base = 0.5, factor = 2, cap = 2, max_attempts = 6, jitter = 0 } })
+    use(
+      t.mbsyncrc_on_port(fx, port, 'relay'),
+      { retry = { base = 0.5, factor = 2, cap = 2, max_attempts = 6, jitter = 0 } }
+    )
     local retries = 0
     local unsub = manager.on_update(function(info)
       if info.status == 'retrying' then
@@ -310,9 +284,7 @@ describe('retry', function()
 
   it('a waiting retry is visible and can be cancelled', function()
     local fx = t.fixture({ '--folders', 'INBOX=5' })
-    local rc = fx.dir .. '/mbsyncrc-down'
-    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPort %d+', '\nPort ' .. t.closed_port())))
-    use(rc, { retry = { base = 30, max_attempts = 3 } })
+    use(t.mbsyncrc_on_port(fx, t.closed_port(), 'down'), { retry = { base = 30, max_attempts = 3 } })
     local s = start('full', { account = 'demo' })
     t.wait_for(function()
       return manager.get_sync_info().status == 'retrying'
