@@ -14,11 +14,15 @@
 
 pub mod error;
 pub mod events;
+pub mod himalaya;
+pub mod imap;
 pub mod lock;
 pub mod log;
 pub mod lua;
+pub mod maildir;
 pub mod manager;
 pub mod mbsync;
+pub mod oauth;
 pub mod process;
 pub mod runtime;
 

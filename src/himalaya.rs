@@ -1,0 +1,1 @@
+//! Account discovery from the himalaya CLI configuration.

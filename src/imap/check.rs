@@ -1,0 +1,1 @@
+//! The fast check: STATUS per folder compared with what mbsync last pulled.

@@ -1,0 +1,1 @@
+//! IMAP connection: TLS, STARTTLS or plain; LOGIN or AUTHENTICATE.

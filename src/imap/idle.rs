@@ -1,0 +1,1 @@
+//! IDLE watcher: push notification of new mail.

@@ -1,0 +1,1 @@
+//! Exact folder counts read straight from a Maildir tree.

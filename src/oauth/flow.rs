@@ -1,0 +1,1 @@
+//! OAuth2 flows: refresh, authorization code with PKCE, device code.

@@ -1,0 +1,1 @@
+//! OAuth2 providers: Google, Microsoft, generic; client credentials.

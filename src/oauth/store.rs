@@ -1,0 +1,1 @@
+//! Where tokens live: Secret Service, GPG, encrypted file, command, plain file.

@@ -1,0 +1,1 @@
+//! The token type and how external tools hand tokens over.
