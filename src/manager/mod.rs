@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockDir;
 use crate::mbsync::config::MbsyncConfig;
-use crate::mbsync::errors::summary;
+use crate::mbsync::errors::{summary, Classified};
 use crate::mbsync::progress::{PercentEstimate, Progress};
 use crate::mbsync::runner::{self, Outcome, RunSpec, Update};
 use history::{History, Record};
@@ -287,6 +287,9 @@ struct Entry {
 /// Receives events: `(sync id, event name, data)`.
 pub type Emit = Arc<dyn Fn(u64, &str, Value) + Send + Sync>;
 
+/// Which box list: the mbsyncrc used (None: mbsync's default) and the channel.
+type BoxKey = (Option<PathBuf>, String);
+
 pub struct Manager {
     settings: Mutex<Settings>,
     entries: Mutex<Vec<Entry>>,
@@ -295,6 +298,8 @@ pub struct Manager {
     emit: Emit,
     next_id: Box<dyn Fn() -> u64 + Send + Sync>,
     rt: Handle,
+    /// The boxes each (mbsyncrc, channel) had at its last split sync.
+    box_cache: Mutex<HashMap<BoxKey, Vec<String>>>,
 }
 
 fn now() -> f64 {
@@ -359,6 +364,7 @@ impl Manager {
             emit,
             next_id,
             rt,
+            box_cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -655,6 +661,13 @@ impl Manager {
     /// A full sync of one channel as up to `max` mbsync processes on
     /// disjoint sets of its boxes, reported as one sync: progress counters
     /// are summed, the first error wins.
+    ///
+    /// Listing the boxes (`mbsync -l`) costs a whole login, which behind a
+    /// slow link is most of what splitting saves. So the list from the last
+    /// sync of the channel is used to start at once, while a fresh listing
+    /// runs beside the parts; when it differs, boxes that appeared get a part
+    /// of their own, and parts that failed on a box that vanished (deleted on
+    /// the server, config changed) run again without it.
     async fn run_split(
         self: &Arc<Self>,
         id: u64,
@@ -663,44 +676,126 @@ impl Manager {
         max: usize,
         cancel_rx: watch::Receiver<bool>,
     ) -> Outcome {
-        let single = |me: Arc<Self>, spec: RunSpec, rx| async move {
-            runner::run(spec, rx, move |u| me.on_update(id, u)).await
+        let key = (spec.config.clone(), channel.to_string());
+        let cached = self.box_cache.lock().get(&key).cloned();
+        let listing = {
+            let (spec, channel, rx) = (spec.clone(), channel.to_string(), cancel_rx.clone());
+            tokio::spawn(async move { runner::list_boxes(&spec, &channel, rx).await })
         };
-        let boxes = match runner::list_boxes(&spec, channel, cancel_rx.clone()).await {
-            // A comma would split a box name in an mbsync target.
-            Ok(b) if b.len() > 1 && b.iter().all(|n| !n.contains(',')) => b,
-            Ok(_) => return single(self.clone(), spec, cancel_rx).await,
-            Err(e) => {
-                return Outcome {
-                    exit: None,
-                    error: Some(e),
-                    last_progress: None,
-                    tail: Vec::new(),
-                    duration: Duration::ZERO,
-                }
-            }
+        let listed = |joined: std::result::Result<_, tokio::task::JoinError>| match joined {
+            Ok(Ok(b)) => Ok(splittable(b)),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(Classified {
+                kind: ErrorKind::Unknown,
+                line: format!("internal error while listing boxes: {e}"),
+            }),
         };
-        let k = max.min(boxes.len());
-        let mut parts = vec![Vec::new(); k];
-        for (i, b) in boxes.into_iter().enumerate() {
-            parts[i % k].push(b);
+        // Listed before the parts start (no cached list) or beside them.
+        enum Fresh {
+            Listed(Vec<String>),
+            Pending(tokio::task::JoinHandle<std::result::Result<Vec<String>, Classified>>),
         }
-        let latest = Arc::new(Mutex::new(vec![Progress::default(); k]));
+        let (first, fresh) = match cached {
+            Some(boxes) => (boxes, Fresh::Pending(listing)),
+            None => match listed(listing.await) {
+                Ok(Some(b)) => (b.clone(), Fresh::Listed(b)),
+                Ok(None) => return self.run_single(id, spec, cancel_rx).await,
+                Err(e) => return failed_outcome(e),
+            },
+        };
+        let mut parts = deal(first, max);
+        let progress = Arc::new(Mutex::new(Vec::new()));
+        let mut outcomes = self
+            .run_parts(id, &spec, channel, &parts, &progress, &cancel_rx)
+            .await;
+        let fresh = match fresh {
+            Fresh::Listed(b) => b,
+            Fresh::Pending(listing) => match listed(listing.await) {
+                Ok(Some(b)) => b,
+                // One box or none left (or a name mbsync cannot take in a
+                // selection): the next sync lists again and runs unsplit.
+                Ok(None) => {
+                    self.box_cache.lock().remove(&key);
+                    return merge(outcomes);
+                }
+                Err(e) => return failed_outcome(e),
+            },
+        };
+        let known: HashSet<&String> = parts.iter().flatten().collect();
+        let now: HashSet<&String> = fresh.iter().collect();
+        let mut again: Vec<Vec<String>> = Vec::new();
+        let mut kept = Vec::new();
+        for (part, outcome) in parts.iter().zip(outcomes.drain(..)) {
+            let gone = part.iter().any(|b| !now.contains(b));
+            if outcome.error.is_some() && gone {
+                let rest: Vec<String> = part.iter().filter(|b| now.contains(b)).cloned().collect();
+                if !rest.is_empty() {
+                    again.push(rest);
+                }
+            } else {
+                kept.push(outcome);
+            }
+        }
+        let added: Vec<String> = fresh
+            .iter()
+            .filter(|b| !known.contains(b))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            again.push(added);
+        }
+        self.box_cache.lock().insert(key, fresh.clone());
+        if !again.is_empty() && !*cancel_rx.borrow() {
+            parts = again;
+            kept.extend(
+                self.run_parts(id, &spec, channel, &parts, &progress, &cancel_rx)
+                    .await,
+            );
+        }
+        merge(kept)
+    }
+
+    /// One plain mbsync run for the whole spec.
+    async fn run_single(
+        self: &Arc<Self>,
+        id: u64,
+        spec: RunSpec,
+        cancel_rx: watch::Receiver<bool>,
+    ) -> Outcome {
+        let me = self.clone();
+        runner::run(spec, cancel_rx, move |u| me.on_update(id, u)).await
+    }
+
+    /// Runs one mbsync per part at once and returns their outcomes in the
+    /// order of `parts`. Progress of every part ever started in this sync
+    /// lives in `progress`, so the total shown never goes backwards.
+    async fn run_parts(
+        self: &Arc<Self>,
+        id: u64,
+        spec: &RunSpec,
+        channel: &str,
+        parts: &[Vec<String>],
+        progress: &Arc<Mutex<Vec<Progress>>>,
+        cancel_rx: &watch::Receiver<bool>,
+    ) -> Vec<Outcome> {
         let mut runs = tokio::task::JoinSet::new();
-        for (i, part) in parts.into_iter().enumerate() {
+        for (n, part) in parts.iter().enumerate() {
+            let slot = {
+                let mut all = progress.lock();
+                all.push(Progress::default());
+                all.len() - 1
+            };
             let spec = RunSpec {
                 targets: vec![format!("{channel}:{}", part.join(","))],
                 ..spec.clone()
             };
-            let me = self.clone();
-            let latest = latest.clone();
-            let rx = cancel_rx.clone();
+            let (me, progress, rx) = (self.clone(), progress.clone(), cancel_rx.clone());
             runs.spawn(async move {
-                runner::run(spec, rx, move |u| match u {
+                let out = runner::run(spec, rx, move |u| match u {
                     Update::Progress(p) => {
                         let total = {
-                            let mut all = latest.lock();
-                            all[i] = p;
+                            let mut all = progress.lock();
+                            all[slot] = p;
                             all.iter().fold(Progress::default(), |mut sum, p| {
                                 sum.add(p);
                                 sum
@@ -710,43 +805,31 @@ impl Manager {
                     }
                     other => me.on_update(id, other),
                 })
-                .await
+                .await;
+                (n, out)
             });
         }
-        let mut merged = Outcome {
-            exit: None,
-            error: None,
-            last_progress: None,
-            tail: Vec::new(),
-            duration: Duration::ZERO,
-        };
-        let mut sum = Progress::default();
+        let mut outcomes: Vec<Option<Outcome>> = parts.iter().map(|_| None).collect();
         while let Some(joined) = runs.join_next().await {
-            let o = match joined {
-                Ok(o) => o,
-                Err(e) => Outcome {
-                    exit: None,
-                    error: Some(crate::mbsync::errors::Classified {
-                        kind: ErrorKind::Unknown,
-                        line: format!("internal error in a parallel mbsync: {e}"),
-                    }),
-                    last_progress: None,
-                    tail: Vec::new(),
-                    duration: Duration::ZERO,
-                },
-            };
-            if let Some(p) = &o.last_progress {
-                sum.add(p);
+            match joined {
+                Ok((n, o)) => outcomes[n] = Some(o),
+                Err(e) => {
+                    // The part's slot stays empty and is reported below.
+                    crate::log::write("error", &format!("parallel mbsync task failed: {e}"));
+                }
             }
-            if merged.error.is_none() {
-                merged.error = o.error;
-                merged.exit = o.exit;
-            }
-            merged.tail.extend(o.tail);
-            merged.duration = merged.duration.max(o.duration);
         }
-        merged.last_progress = Some(sum);
-        merged
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    failed_outcome(Classified {
+                        kind: ErrorKind::Unknown,
+                        line: "internal error in a parallel mbsync".to_string(),
+                    })
+                })
+            })
+            .collect()
     }
 
     /// Repairs one box (see [`repair`]) under its channel lock: move the
@@ -1306,6 +1389,59 @@ struct HistoryItem {
     end: f64,
     duration: f64,
     error: Option<(ErrorKind, String)>,
+}
+
+/// A box list worth splitting: two boxes or more, and no name with a comma
+/// (a comma would split the name in an mbsync `channel:box,box` target).
+fn splittable(boxes: Vec<String>) -> Option<Vec<String>> {
+    (boxes.len() > 1 && boxes.iter().all(|b| !b.contains(','))).then_some(boxes)
+}
+
+/// Deals the boxes round-robin into at most `max` parts.
+fn deal(boxes: Vec<String>, max: usize) -> Vec<Vec<String>> {
+    let k = max.clamp(1, boxes.len().max(1));
+    let mut parts = vec![Vec::new(); k];
+    for (i, b) in boxes.into_iter().enumerate() {
+        parts[i % k].push(b);
+    }
+    parts
+}
+
+/// An outcome for a run that never produced one of its own.
+fn failed_outcome(error: Classified) -> Outcome {
+    Outcome {
+        exit: None,
+        error: Some(error),
+        last_progress: None,
+        tail: Vec::new(),
+        duration: Duration::ZERO,
+    }
+}
+
+/// One outcome for the parts of a split sync: counters summed, the first
+/// error (in part order) wins, the longest part's duration.
+fn merge(outcomes: Vec<Outcome>) -> Outcome {
+    let mut merged = Outcome {
+        exit: None,
+        error: None,
+        last_progress: None,
+        tail: Vec::new(),
+        duration: Duration::ZERO,
+    };
+    let mut sum = Progress::default();
+    for o in outcomes {
+        if let Some(p) = &o.last_progress {
+            sum.add(p);
+        }
+        if merged.error.is_none() {
+            merged.error = o.error;
+            merged.exit = o.exit;
+        }
+        merged.tail.extend(o.tail);
+        merged.duration = merged.duration.max(o.duration);
+    }
+    merged.last_progress = Some(sum);
+    merged
 }
 
 #[cfg(test)]
