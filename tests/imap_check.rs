@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use himalaya_sync::error::ErrorKind;
 use himalaya_sync::imap::check::{check_channel, FolderCheck, SyncState};
-use himalaya_sync::imap::client::{Connection, Password, PasswordSource};
+use himalaya_sync::imap::client::{Connection, Password, PasswordSource, Security};
 use himalaya_sync::imap::idle::{IdleEvent, IdleOptions, IdleWatcher};
 use himalaya_sync::mbsync::config::MbsyncConfig;
 use serde_json::Value;
@@ -439,7 +439,7 @@ async fn idle_reconnects_after_server_restart() {
     // Let a few attempts fail on the closed port (backoff grows to the cap).
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    let _dovecot = Restarted::start(&fx);
+    let _dovecot = Restarted::start(&fx.dir.join("dovecot.conf"), fx.port());
     let deadline = Instant::now() + Duration::from_secs(10);
     while events
         .lock()
@@ -491,13 +491,14 @@ async fn idle_reconnects_after_server_restart() {
 struct Restarted(Child);
 
 impl Restarted {
-    fn start(fx: &Fixture) -> Restarted {
+    /// Starts dovecot with `conf` and waits until `port` accepts.
+    fn start(conf: &Path, port: u16) -> Restarted {
         use std::os::unix::process::CommandExt;
-        let conf = fx.dir.join("dovecot.conf");
-        let _ = std::fs::remove_dir_all(fx.dir.join("run"));
+        let dir = conf.parent().expect("fixture dir");
+        let _ = std::fs::remove_dir_all(dir.join("run"));
         let child = Command::new("dovecot")
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .arg("-F")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -507,7 +508,7 @@ impl Restarted {
             .expect("restart dovecot");
         let restarted = Restarted(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", fx.port())).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "dovecot did not come back");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -532,5 +533,139 @@ impl Drop for Restarted {
             libc::killpg(pgid, libc::SIGKILL);
         }
         let _ = self.0.wait();
+    }
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+/// A CA and a server certificate for `localhost`/127.0.0.1 signed by it.
+fn make_certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Fixture CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// STARTTLS and IMAPS against dovecot restarted with TLS on: the fixture's
+/// CA given as CertificateFile is trusted, an unknown CA is a Config error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_starttls_with_certificate_file() {
+    let fx = Fixture::start(&["--messages", "10"]);
+    let certs = fx.dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certificates(&certs);
+    fx.run(&["stop", "--keep"]);
+    let imaps_port = free_port();
+    let conf = std::fs::read_to_string(fx.dir.join("dovecot.conf")).unwrap();
+    let tls_conf = conf
+        .replace(
+            "ssl = no",
+            &format!(
+                "ssl = yes\nssl_cert = <{}\nssl_key = <{}",
+                certs.join("server.pem").display(),
+                certs.join("server.key").display()
+            ),
+        )
+        .replace(
+            "  inet_listener imaps {\n    port = 0",
+            &format!("  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps_port}"),
+        );
+    assert_ne!(conf, tls_conf);
+    let tls_conf_path = fx.dir.join("dovecot-tls.conf");
+    std::fs::write(&tls_conf_path, tls_conf).unwrap();
+    let _dovecot = Restarted::start(&tls_conf_path, fx.port());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", imaps_port)).is_err() {
+        assert!(Instant::now() < deadline, "no IMAPS listener");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let ca = certs.join("ca.pem");
+    for (security, port) in [(Security::StartTls, fx.port()), (Security::Tls, imaps_port)] {
+        let mut conn = fx.connection();
+        conn.host = "localhost".to_owned();
+        conn.port = port;
+        conn.security = security;
+        conn.certificate_file = Some(ca.clone());
+        let mut session = conn
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("{security:?}: {e:?}"));
+        assert!(session.status("INBOX").await.unwrap().messages > 0);
+        session.logout().await;
+
+        conn.certificate_file = None;
+        let err = conn.connect().await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Config, "{security:?}: {err:?}");
+        assert!(err.message.contains("certificate"), "{err:?}");
     }
 }
