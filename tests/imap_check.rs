@@ -336,6 +336,15 @@ fn plain_connection(port: u16, timeout: Duration) -> Connection {
         .with_timeout(timeout)
 }
 
+fn count_new(events: &Events) -> usize {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| matches!(e, IdleEvent::NewMail { .. }))
+        .count()
+}
+
 type Events = Arc<Mutex<Vec<(Instant, IdleEvent)>>>;
 
 fn recorder() -> (Events, impl Fn(IdleEvent) + Send + Sync + 'static) {
@@ -368,12 +377,12 @@ async fn wait_event(
 async fn idle_sees_delivery_and_stops_at_once() {
     let fx = Fixture::start(&["--messages", "10"]);
     let (events, sink) = recorder();
-    let watcher = IdleWatcher::spawn(
-        fx.connection(),
-        "INBOX".to_owned(),
-        IdleOptions::default(),
-        sink,
-    );
+    // A short re-IDLE interval: DONE/IDLE cycles must not lose deliveries.
+    let options = IdleOptions {
+        reidle: Duration::from_millis(150),
+        ..IdleOptions::default()
+    };
+    let watcher = IdleWatcher::spawn(fx.connection(), "INBOX".to_owned(), options, sink);
     assert!(
         wait_event(&events, Duration::from_secs(5), |e| matches!(
             e,
@@ -399,6 +408,30 @@ async fn idle_sees_delivery_and_stops_at_once() {
     let latency = seen.duration_since(delivered);
     println!("IDLE saw the delivery after {latency:?}");
     assert!(latency < Duration::from_millis(1500), "{latency:?}");
+
+    // Several re-IDLE cycles later: still watching, no errors, and a second
+    // delivery is seen too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.deliver("INBOX", 2);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while count_new(&events) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "second delivery missed: {:?}",
+            events.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, e)| matches!(e, IdleEvent::Error { .. })),
+        "{:?}",
+        events.lock().unwrap()
+    );
+    assert!(!watcher.is_finished());
 
     let started = Instant::now();
     watcher.join().await.expect("clean stop");

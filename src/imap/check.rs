@@ -144,7 +144,15 @@ pub async fn check_channel(
         check_on(&mut session, &folders).await
     }
     .await;
-    session.logout().await;
+    finish(session, result).await
+}
+
+/// Logs out after success; after a failure the connection may be dead or
+/// silent, so it is just dropped rather than waited on again.
+async fn finish<T>(session: Session, result: Result<T>) -> Result<T> {
+    if result.is_ok() {
+        session.logout().await;
+    }
     result
 }
 
@@ -152,8 +160,7 @@ pub async fn check_channel(
 pub async fn check(connection: &Connection, folders: &[CheckFolder]) -> Result<Vec<FolderCheck>> {
     let mut session = connection.connect().await?;
     let result = check_on(&mut session, folders).await;
-    session.logout().await;
-    result
+    finish(session, result).await
 }
 
 /// The check on an open session.

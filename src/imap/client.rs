@@ -388,8 +388,7 @@ impl Connection {
                 async { source.token(&self.user).await },
             )
             .await?;
-            let raw = format!("user={}\x01auth=Bearer {token}\x01\x01", self.user);
-            let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+            let encoded = xoauth2_response(&self.user, &token);
             return session.authenticate("XOAUTH2", &encoded).await;
         }
         if self.allows("XOAUTH2")
@@ -492,6 +491,12 @@ async fn run_pass_cmd(cmd: &str, limit: Duration) -> Result<Password> {
     });
     run.await
         .map_err(|_| Error::new(ErrorKind::Unknown, "PassCmd runner failed"))?
+}
+
+/// The XOAUTH2 initial client response, base64-encoded.
+fn xoauth2_response(user: &str, token: &str) -> String {
+    let raw = format!("user={user}\x01auth=Bearer {token}\x01\x01");
+    base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
 /// System trust roots, loaded once (it reads many files).
@@ -1513,6 +1518,15 @@ mod tests {
             assert_eq!(decode_mutf7(wire), plain);
         }
         assert_eq!(decode_mutf7("bad&"), "bad&");
+    }
+
+    #[test]
+    fn xoauth2_initial_response() {
+        let encoded = xoauth2_response("me@example.org", "ya29.tok");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        assert_eq!(raw, b"user=me@example.org\x01auth=Bearer ya29.tok\x01\x01");
     }
 
     #[test]
