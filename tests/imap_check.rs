@@ -702,3 +702,65 @@ async fn tls_and_starttls_with_certificate_file() {
         assert!(err.message.contains("certificate"), "{err:?}");
     }
 }
+
+/// mbsync's default layout: state files under a global `SyncState`
+/// directory, named after both stores and boxes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_with_global_sync_state() {
+    let fx = Fixture::start(&["--messages", "20", "--nested-nonascii"]);
+    let states = fx.dir.join("states/");
+    let local = fx.dir.join("local2");
+    std::fs::create_dir_all(local.join("demo")).unwrap();
+    let text = std::fs::read_to_string(fx.mbsyncrc()).unwrap();
+    let local_root = fx.dir.join("local");
+    let text = text
+        .replace("SyncState *\n", "")
+        .replace(
+            "FSync no\n",
+            &format!("FSync no\nSyncState {}\n", states.display()),
+        )
+        .replace(&*local_root.to_string_lossy(), &local.to_string_lossy());
+    let rc = fx.dir.join("mbsyncrc-global");
+    std::fs::write(&rc, text).unwrap();
+    let status = Command::new("mbsync")
+        .arg("-c")
+        .arg(&rc)
+        .arg("-a")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let config = MbsyncConfig::load(Some(&rc)).unwrap();
+    let global = SyncState::Global(states);
+    let checks = check_channel(&fx.connection(), &config, "demo", &global, None)
+        .await
+        .unwrap();
+    assert_eq!(checks.len(), 7);
+    assert!(checks.iter().all(|c| c.new == 0), "{checks:?}");
+
+    fx.deliver("Work/Café", 2);
+    let checks = check_channel(&fx.connection(), &config, "demo", &global, None)
+        .await
+        .unwrap();
+    for c in &checks {
+        assert_eq!(
+            c.new,
+            if c.folder == "Work/Café" { 2 } else { 0 },
+            "{checks:?}"
+        );
+    }
+
+    // Looking in the wrong place finds no state: everything counts as new.
+    let checks = check_channel(
+        &fx.connection(),
+        &config,
+        "demo",
+        &SyncState::InMailbox,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(checks.iter().all(|c| c.new == c.total), "{checks:?}");
+}
