@@ -514,7 +514,7 @@ fn system_roots() -> &'static rustls::RootCertStore {
 
 /// Anything the session can talk through: TCP, TLS over TCP, TLS over the
 /// STARTTLS-upgraded stream.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// The counters of `STATUS (MESSAGES UIDNEXT UNSEEN UIDVALIDITY)`.
