@@ -1,1 +1,320 @@
 //! IDLE watcher: push notification of new mail.
+//!
+//! [`watch`] keeps one connection per folder: it opens the folder with
+//! `EXAMINE`, enters `IDLE` (RFC 2177) and reports [`IdleEvent::NewMail`]
+//! when the server's `* N EXISTS` count grows. `RECENT` is not used: a
+//! delivery always raises EXISTS too, and RECENT is per-session and
+//! unreliable. Before the re-IDLE interval (default 25 min, under the
+//! server's 30 min inactivity limit) it leaves IDLE with `DONE` and enters
+//! it again, which also proves the connection is still alive.
+//!
+//! A lost connection is reported ([`IdleEvent::Error`]) and retried with
+//! exponential backoff; wrong credentials and configuration problems
+//! (no IDLE support, unknown folder) end the watcher, since retrying cannot
+//! fix them. A [`CancelToken`] stops it at once, even mid-backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::imap::client::{Connection, Session};
+
+/// A cloneable stop signal; every clone sees [`CancelToken::cancel`].
+#[derive(Debug, Clone)]
+pub struct CancelToken(Arc<watch::Sender<bool>>);
+
+impl Default for CancelToken {
+    fn default() -> Self {
+        CancelToken::new()
+    }
+}
+
+impl CancelToken {
+    pub fn new() -> Self {
+        CancelToken(Arc::new(watch::Sender::new(false)))
+    }
+
+    /// Signals every holder; idempotent.
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once [`CancelToken::cancel`] was called (at once if it was).
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives in self, so wait_for cannot fail.
+        let _ = rx.wait_for(|&c| c).await;
+    }
+}
+
+/// Timing of a watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleOptions {
+    /// Leave and re-enter IDLE after this long.
+    pub reidle: Duration,
+    /// First reconnect delay; doubled after each failure.
+    pub backoff_base: Duration,
+    /// Longest reconnect delay.
+    pub backoff_cap: Duration,
+}
+
+impl Default for IdleOptions {
+    fn default() -> Self {
+        IdleOptions {
+            reidle: Duration::from_secs(25 * 60),
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// What a watcher reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdleEvent {
+    /// IDLE is active on `folder` (after each (re)connect).
+    Watching { folder: String },
+    /// The folder's message count grew.
+    NewMail { folder: String },
+    /// The connection failed; the watcher retries after `retry_in`.
+    Error {
+        folder: String,
+        error: Error,
+        retry_in: Duration,
+    },
+}
+
+/// Watches `folder` until `cancel` fires (then `Ok`) or an error retrying
+/// cannot fix (Auth, Config, Invalid), which is returned. `on_event` is
+/// called from the watcher's task.
+pub async fn watch<F>(
+    connection: &Connection,
+    folder: &str,
+    options: IdleOptions,
+    cancel: &CancelToken,
+    on_event: F,
+) -> Result<()>
+where
+    F: Fn(IdleEvent) + Send + Sync,
+{
+    let mut failures: u32 = 0;
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            outcome = session_round(connection, folder, options, cancel, &on_event, &mut failures) => outcome,
+        };
+        let error = match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) if is_fatal(e.kind) => return Err(e),
+            Err(e) => e,
+        };
+        let retry_in = backoff(options, failures);
+        failures = failures.saturating_add(1);
+        on_event(IdleEvent::Error {
+            folder: folder.to_owned(),
+            error,
+            retry_in,
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(retry_in) => {}
+        }
+    }
+}
+
+/// Delay before reconnect attempt number `failures` (0-based).
+pub fn backoff(options: IdleOptions, failures: u32) -> Duration {
+    let factor = 1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX);
+    options
+        .backoff_base
+        .checked_mul(factor)
+        .unwrap_or(options.backoff_cap)
+        .min(options.backoff_cap)
+}
+
+fn is_fatal(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Auth | ErrorKind::Config | ErrorKind::Invalid
+    )
+}
+
+/// One connection's life: returns `Ok` only on cancel.
+async fn session_round<F>(
+    connection: &Connection,
+    folder: &str,
+    options: IdleOptions,
+    cancel: &CancelToken,
+    on_event: &F,
+    failures: &mut u32,
+) -> Result<()>
+where
+    F: Fn(IdleEvent) + Send + Sync,
+{
+    let mut session = connection.connect().await?;
+    if !session.has("IDLE") {
+        session.logout().await;
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "IMAP server {} does not support IDLE; use polling instead",
+                connection.host
+            ),
+        ));
+    }
+    let mut exists = session.examine(folder).await?.exists;
+    let mut announced = false;
+    loop {
+        let tag = session.idle_start().await?;
+        if !announced {
+            announced = true;
+            // A connection that reached IDLE resets the backoff.
+            *failures = 0;
+            on_event(IdleEvent::Watching {
+                folder: folder.to_owned(),
+            });
+        }
+        let deadline = Instant::now() + options.reidle;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    // Leave at once: DONE and LOGOUT without waiting.
+                    let _ = session.send_raw(b"DONE\r\nz LOGOUT\r\n").await;
+                    return Ok(());
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                raw = session.next_response() => {
+                    let raw = raw?;
+                    update(&raw, &mut exists, folder, on_event, &session)?;
+                }
+            }
+        }
+        for raw in session.idle_done(&tag).await? {
+            update(&raw, &mut exists, folder, on_event, &session)?;
+        }
+    }
+}
+
+/// Applies one untagged response to the EXISTS count.
+fn update<F>(
+    raw: &[u8],
+    exists: &mut u32,
+    folder: &str,
+    on_event: &F,
+    session: &Session,
+) -> Result<()>
+where
+    F: Fn(IdleEvent) + Send + Sync,
+{
+    let text = String::from_utf8_lossy(raw);
+    let mut words = text.split(' ');
+    if words.next() != Some("*") {
+        return Ok(());
+    }
+    let first = words.next().unwrap_or("");
+    let second = words.next().unwrap_or("").to_ascii_uppercase();
+    if first.eq_ignore_ascii_case("BYE") {
+        return Err(Error::new(
+            ErrorKind::Network,
+            format!("IMAP server {} closed the connection", session.address()),
+        ));
+    }
+    let Ok(n) = first.parse::<u32>() else {
+        return Ok(());
+    };
+    match second.as_str() {
+        "EXISTS" => {
+            if n > *exists {
+                on_event(IdleEvent::NewMail {
+                    folder: folder.to_owned(),
+                });
+            }
+            *exists = n;
+        }
+        "EXPUNGE" => *exists = exists.saturating_sub(1),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A watcher running on its own task.
+pub struct IdleWatcher {
+    cancel: CancelToken,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl IdleWatcher {
+    /// Spawns [`watch`] on the current tokio runtime.
+    pub fn spawn<F>(
+        connection: Connection,
+        folder: String,
+        options: IdleOptions,
+        on_event: F,
+    ) -> IdleWatcher
+    where
+        F: Fn(IdleEvent) + Send + Sync + 'static,
+    {
+        let cancel = CancelToken::new();
+        let token = cancel.clone();
+        let task =
+            tokio::spawn(
+                async move { watch(&connection, &folder, options, &token, on_event).await },
+            );
+        IdleWatcher { cancel, task }
+    }
+
+    /// Asks the watcher to stop (it does at once).
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Stops the watcher and waits for it; its result (Ok after a cancel).
+    pub async fn join(self) -> Result<()> {
+        self.cancel.cancel();
+        self.task
+            .await
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Unknown, "IDLE watcher task failed")))
+    }
+
+    /// Whether the watcher ended (cancelled or a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let o = IdleOptions {
+            reidle: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+        };
+        let d: Vec<u128> = (0..6).map(|i| backoff(o, i).as_millis()).collect();
+        assert_eq!(d, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff(o, 200), Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn cancel_token_wakes_all_clones() {
+        let a = CancelToken::new();
+        let b = a.clone();
+        let waiter = tokio::spawn(async move { b.cancelled().await });
+        a.cancel();
+        waiter.await.unwrap();
+        assert!(a.is_cancelled());
+        a.cancelled().await;
+    }
+}

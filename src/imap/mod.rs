@@ -1,4 +1,12 @@
 //! A small IMAP client for the fast new-mail check and IDLE push.
+//!
+//! * [`client`]: connection settings from an mbsyncrc account
+//!   ([`client::Connection`]), TLS/STARTTLS, LOGIN/AUTHENTICATE PLAIN/XOAUTH2,
+//!   and the few commands used here, each bounded by a timeout;
+//! * [`check`]: STATUS per far folder compared with the state mbsync keeps,
+//!   giving exact counts of the messages the next sync would pull;
+//! * [`idle`]: per-folder IDLE watchers with re-IDLE, reconnect backoff and
+//!   prompt cancellation.
 
 pub mod check;
 pub mod client;

@@ -1,0 +1,766 @@
+//! The IMAP fast check and IDLE watcher against a real dovecot (started by
+//! `tests/fixture/imap_fixture.py`) and real mbsync.
+//!
+//! Every fixture is stopped and its directory removed by a Drop guard, also
+//! when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use himalaya_sync::error::ErrorKind;
+use himalaya_sync::imap::check::{check_channel, FolderCheck, SyncState};
+use himalaya_sync::imap::client::{Connection, Password, PasswordSource, Security};
+use himalaya_sync::imap::idle::{IdleEvent, IdleOptions, IdleWatcher};
+use himalaya_sync::mbsync::config::MbsyncConfig;
+use serde_json::Value;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixture/imap_fixture.py");
+
+/// A running fixture; stopped and removed on drop.
+struct Fixture {
+    dir: PathBuf,
+    info: Value,
+    _tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn start(args: &[&str]) -> Fixture {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("imap");
+        let out = Command::new("python3")
+            .arg(FIXTURE)
+            .args(["start", "--dir"])
+            .arg(&dir)
+            .args(args)
+            .output()
+            .expect("run fixture");
+        // From here on the guard cleans up, whatever happens.
+        let mut fixture = Fixture {
+            dir,
+            info: Value::Null,
+            _tmp: tmp,
+        };
+        assert!(
+            out.status.success(),
+            "fixture start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fixture.info = serde_json::from_slice(&out.stdout).expect("fixture JSON");
+        fixture
+    }
+
+    fn run(&self, args: &[&str]) -> Value {
+        let out = Command::new("python3")
+            .arg(FIXTURE)
+            .arg(args[0])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&args[1..])
+            .output()
+            .expect("run fixture");
+        assert!(
+            out.status.success(),
+            "fixture {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("fixture JSON")
+    }
+
+    fn deliver(&self, folder: &str, count: u32) {
+        self.run(&[
+            "deliver",
+            "--account",
+            "demo",
+            "--folder",
+            folder,
+            "--count",
+            &count.to_string(),
+        ]);
+    }
+
+    fn mbsyncrc(&self) -> PathBuf {
+        PathBuf::from(self.info["mbsyncrc"].as_str().expect("mbsyncrc"))
+    }
+
+    fn port(&self) -> u16 {
+        self.info["port"].as_u64().expect("port") as u16
+    }
+
+    fn sync(&self) {
+        let out = Command::new("mbsync")
+            .arg("-c")
+            .arg(self.mbsyncrc())
+            .arg("-a")
+            .output()
+            .expect("run mbsync");
+        assert!(
+            out.status.success(),
+            "mbsync failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn config(&self) -> MbsyncConfig {
+        MbsyncConfig::load(Some(&self.mbsyncrc())).expect("parse mbsyncrc")
+    }
+
+    fn connection(&self) -> Connection {
+        let config = self.config();
+        let channel = config.channel("demo").expect("channel demo");
+        let account = config.imap_account_for(channel).expect("account");
+        Connection::from_account(account)
+            .expect("connection")
+            .with_timeout(Duration::from_secs(5))
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = Command::new("python3")
+            .arg(FIXTURE)
+            .args(["stop", "--dir"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+async fn check(fx: &Fixture) -> Vec<FolderCheck> {
+    check_channel(
+        &fx.connection(),
+        &fx.config(),
+        "demo",
+        &SyncState::InMailbox,
+        None,
+    )
+    .await
+    .expect("check")
+}
+
+fn new_counts(checks: &[FolderCheck]) -> Vec<(String, u32)> {
+    checks.iter().map(|c| (c.folder.clone(), c.new)).collect()
+}
+
+fn find<'a>(checks: &'a [FolderCheck], folder: &str) -> &'a FolderCheck {
+    checks
+        .iter()
+        .find(|c| c.folder == folder)
+        .unwrap_or_else(|| panic!("no {folder} in {checks:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_exact_new_counts() {
+    let fx = Fixture::start(&["--messages", "60", "--nested-nonascii"]);
+    fx.sync();
+
+    let started = Instant::now();
+    let checks = check(&fx).await;
+    let elapsed = started.elapsed();
+    println!(
+        "check of {} folders after a sync: {:?}",
+        checks.len(),
+        elapsed
+    );
+    assert_eq!(checks.len(), 7, "{checks:?}");
+    assert!(
+        checks.iter().all(|c| c.new == 0 && !c.uidvalidity_changed),
+        "{checks:?}"
+    );
+
+    // STATUS figures equal the server's own counts.
+    let counts = fx.run(&["counts", "--account", "demo", "--side", "server"]);
+    for c in &checks {
+        let want = &counts[&c.folder];
+        assert_eq!(
+            u64::from(c.total),
+            want["total"].as_u64().unwrap(),
+            "{}",
+            c.folder
+        );
+        assert_eq!(
+            u64::from(c.unseen),
+            want["unread"].as_u64().unwrap(),
+            "{}",
+            c.folder
+        );
+    }
+
+    fx.deliver("Work/Projects", 3);
+    fx.deliver("Work/Café", 2);
+    let checks = check(&fx).await;
+    for (folder, new) in new_counts(&checks) {
+        let want = match folder.as_str() {
+            "Work/Projects" => 3,
+            "Work/Café" => 2,
+            _ => 0,
+        };
+        assert_eq!(new, want, "{folder}: {checks:?}");
+    }
+
+    // A folder mbsync never synced: every message is new.
+    fx.deliver("Fresh", 4);
+    let started = Instant::now();
+    let checks = check(&fx).await;
+    println!(
+        "check of {} folders with new mail: {:?}",
+        checks.len(),
+        started.elapsed()
+    );
+    assert_eq!(find(&checks, "Fresh").new, 4);
+    assert_eq!(find(&checks, "Fresh").total, 4);
+
+    fx.sync();
+    let checks = check(&fx).await;
+    assert!(checks.iter().all(|c| c.new == 0), "{checks:?}");
+
+    // A message that arrived and was deleted again: UIDNEXT moved on, but
+    // `UID SEARCH UID n:*` then returns an old message, which must not count.
+    fx.deliver("Sent", 1);
+    assert_eq!(find(&check(&fx).await, "Sent").new, 1);
+    let sent_new = Path::new(
+        fx.info["accounts"]["demo"]["server_maildir"]
+            .as_str()
+            .unwrap(),
+    )
+    .join(".Sent/new");
+    for entry in std::fs::read_dir(&sent_new).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let checks = check(&fx).await;
+    assert_eq!(find(&checks, "Sent").new, 0, "{checks:?}");
+
+    // Only some folders.
+    let only = ["INBOX".to_owned(), "Work/Café".to_owned()];
+    let checks = check_channel(
+        &fx.connection(),
+        &fx.config(),
+        "demo",
+        &SyncState::InMailbox,
+        Some(&only),
+    )
+    .await
+    .unwrap();
+    assert_eq!(checks.len(), 2);
+    let err = check_channel(
+        &fx.connection(),
+        &fx.config(),
+        "demo",
+        &SyncState::InMailbox,
+        Some(&["Nope".to_owned()]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config);
+    assert!(err.message.contains("Nope"), "{err:?}");
+
+    // Wrong password: Auth, with the server's words and without the password.
+    let mut conn = fx.connection();
+    conn.password = PasswordSource::Literal(Password::new("wrong-secret"));
+    let err = conn.connect().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Auth, "{err:?}");
+    assert!(!err.message.contains("wrong-secret"));
+    assert!(
+        err.message.to_lowercase().contains("authentication failed"),
+        "{err:?}"
+    );
+
+    // IMAP LOGIN instead of AUTHENTICATE PLAIN, and a PassCmd.
+    let mut conn = fx.connection();
+    conn.auth_mechs = vec!["LOGIN".to_owned()];
+    conn.password = PasswordSource::Command("echo fixture-password".to_owned());
+    let mut session = conn.connect().await.expect("LOGIN");
+    let status = session.status("Work/Café").await.unwrap();
+    let counts = fx.run(&[
+        "counts",
+        "--account",
+        "demo",
+        "--side",
+        "server",
+        "--folder",
+        "Work/Café",
+    ]);
+    assert_eq!(
+        u64::from(status.messages),
+        counts["Work/Café"]["total"].as_u64().unwrap()
+    );
+    let err = session.status("Missing/Folder").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config);
+    assert!(err.message.contains("Missing/Folder"), "{err:?}");
+    session.logout().await;
+}
+
+#[tokio::test]
+async fn closed_port_is_a_network_error() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let conn = plain_connection(port, Duration::from_secs(2));
+    let err = conn.connect().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Network, "{err:?}");
+}
+
+#[tokio::test]
+async fn silent_server_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and hold connections, never saying a word.
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let conn = plain_connection(port, Duration::from_millis(300));
+    let started = Instant::now();
+    let err = conn.connect().await.unwrap_err();
+    let elapsed = started.elapsed();
+    holder.abort();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err:?}");
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+}
+
+fn plain_connection(port: u16, timeout: Duration) -> Connection {
+    let config = MbsyncConfig::parse(
+        &format!("IMAPAccount a\nHost 127.0.0.1\nPort {port}\nUser u\nPass p\nSSLType None\n"),
+        Path::new("/test"),
+    )
+    .unwrap();
+    Connection::from_account(&config.imap_accounts[0])
+        .unwrap()
+        .with_timeout(timeout)
+}
+
+fn count_new(events: &Events) -> usize {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| matches!(e, IdleEvent::NewMail { .. }))
+        .count()
+}
+
+type Events = Arc<Mutex<Vec<(Instant, IdleEvent)>>>;
+
+fn recorder() -> (Events, impl Fn(IdleEvent) + Send + Sync + 'static) {
+    let events: Events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    (events, move |e| {
+        sink.lock().unwrap().push((Instant::now(), e))
+    })
+}
+
+/// Waits until `pred` holds for some event, returning when it did.
+async fn wait_event(
+    events: &Events,
+    within: Duration,
+    pred: impl Fn(&IdleEvent) -> bool,
+) -> Option<Instant> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some((at, _)) = events.lock().unwrap().iter().find(|(_, e)| pred(e)) {
+            return Some(*at);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sees_delivery_and_stops_at_once() {
+    let fx = Fixture::start(&["--messages", "10"]);
+    let (events, sink) = recorder();
+    // A short re-IDLE interval: DONE/IDLE cycles must not lose deliveries.
+    let options = IdleOptions {
+        reidle: Duration::from_millis(150),
+        ..IdleOptions::default()
+    };
+    let watcher = IdleWatcher::spawn(fx.connection(), "INBOX".to_owned(), options, sink);
+    assert!(
+        wait_event(&events, Duration::from_secs(5), |e| matches!(
+            e,
+            IdleEvent::Watching { .. }
+        ))
+        .await
+        .is_some(),
+        "never reached IDLE: {:?}",
+        events.lock().unwrap()
+    );
+    let before = Instant::now();
+    fx.deliver("INBOX", 1);
+    // The fixture's Python takes a while; count from when the file is there.
+    let delivered = Instant::now();
+    println!("fixture deliver took {:?}", delivered - before);
+    let seen = wait_event(
+        &events,
+        Duration::from_secs(3),
+        |e| matches!(e, IdleEvent::NewMail { folder } if folder == "INBOX"),
+    )
+    .await
+    .unwrap_or_else(|| panic!("no NewMail: {:?}", events.lock().unwrap()));
+    let latency = seen.duration_since(delivered);
+    println!("IDLE saw the delivery after {latency:?}");
+    assert!(latency < Duration::from_millis(1500), "{latency:?}");
+
+    // Several re-IDLE cycles later: still watching, no errors, and a second
+    // delivery is seen too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.deliver("INBOX", 2);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while count_new(&events) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "second delivery missed: {:?}",
+            events.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, e)| matches!(e, IdleEvent::Error { .. })),
+        "{:?}",
+        events.lock().unwrap()
+    );
+    assert!(!watcher.is_finished());
+
+    let started = Instant::now();
+    watcher.join().await.expect("clean stop");
+    let stop = started.elapsed();
+    println!("IDLE watcher stopped in {stop:?}");
+    assert!(stop < Duration::from_millis(200), "{stop:?}");
+}
+
+/// Restarts the fixture's dovecot on the same port; the watcher reports the
+/// loss and comes back by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_reconnects_after_server_restart() {
+    let fx = Fixture::start(&["--messages", "10"]);
+    let (events, sink) = recorder();
+    let options = IdleOptions {
+        reidle: Duration::from_secs(60),
+        backoff_base: Duration::from_millis(100),
+        backoff_cap: Duration::from_millis(400),
+    };
+    let watcher = IdleWatcher::spawn(fx.connection(), "INBOX".to_owned(), options, sink);
+    let watching = |e: &IdleEvent| matches!(e, IdleEvent::Watching { .. });
+    assert!(wait_event(&events, Duration::from_secs(5), watching)
+        .await
+        .is_some());
+
+    fx.run(&["stop", "--keep"]);
+    let lost = wait_event(
+        &events,
+        Duration::from_secs(5),
+        |e| matches!(e, IdleEvent::Error { error, .. } if error.kind == ErrorKind::Network),
+    )
+    .await;
+    assert!(
+        lost.is_some(),
+        "loss not reported: {:?}",
+        events.lock().unwrap()
+    );
+    // Let a few attempts fail on the closed port (backoff grows to the cap).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let _dovecot = Restarted::start(&fx.dir.join("dovecot.conf"), fx.port());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| watching(e))
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect: {:?}",
+            events.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let errors: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            IdleEvent::Error { retry_in, .. } => Some(*retry_in),
+            _ => None,
+        })
+        .collect();
+    println!("reconnect delays: {errors:?}");
+    assert!(errors.len() >= 2, "{errors:?}");
+    assert!(errors
+        .windows(2)
+        .all(|w| w[1] >= w[0] || w[1] == options.backoff_base));
+    assert!(errors.iter().all(|d| *d <= options.backoff_cap));
+
+    fx.deliver("INBOX", 1);
+    assert!(
+        wait_event(&events, Duration::from_secs(3), |e| matches!(
+            e,
+            IdleEvent::NewMail { .. }
+        ))
+        .await
+        .is_some(),
+        "no NewMail after reconnect: {:?}",
+        events.lock().unwrap()
+    );
+    watcher.join().await.expect("clean stop");
+}
+
+/// dovecot started again by the test with the fixture's configuration;
+/// killed (whole process group) and reaped on drop.
+struct Restarted(Child);
+
+impl Restarted {
+    /// Starts dovecot with `conf` and waits until `port` accepts.
+    fn start(conf: &Path, port: u16) -> Restarted {
+        use std::os::unix::process::CommandExt;
+        let dir = conf.parent().expect("fixture dir");
+        let _ = std::fs::remove_dir_all(dir.join("run"));
+        let child = Command::new("dovecot")
+            .arg("-c")
+            .arg(conf)
+            .arg("-F")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("restart dovecot");
+        let restarted = Restarted(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "dovecot did not come back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        restarted
+    }
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let pgid = self.0.id() as i32;
+        unsafe {
+            libc::killpg(pgid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+/// A CA and a server certificate for `localhost`/127.0.0.1 signed by it.
+fn make_certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Fixture CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// STARTTLS and IMAPS against dovecot restarted with TLS on: the fixture's
+/// CA given as CertificateFile is trusted, an unknown CA is a Config error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_starttls_with_certificate_file() {
+    let fx = Fixture::start(&["--messages", "10"]);
+    let certs = fx.dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certificates(&certs);
+    fx.run(&["stop", "--keep"]);
+    let imaps_port = free_port();
+    let conf = std::fs::read_to_string(fx.dir.join("dovecot.conf")).unwrap();
+    let tls_conf = conf
+        .replace(
+            "ssl = no",
+            &format!(
+                "ssl = yes\nssl_cert = <{}\nssl_key = <{}",
+                certs.join("server.pem").display(),
+                certs.join("server.key").display()
+            ),
+        )
+        .replace(
+            "  inet_listener imaps {\n    port = 0",
+            &format!("  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps_port}"),
+        );
+    assert_ne!(conf, tls_conf);
+    let tls_conf_path = fx.dir.join("dovecot-tls.conf");
+    std::fs::write(&tls_conf_path, tls_conf).unwrap();
+    let _dovecot = Restarted::start(&tls_conf_path, fx.port());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", imaps_port)).is_err() {
+        assert!(Instant::now() < deadline, "no IMAPS listener");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let ca = certs.join("ca.pem");
+    for (security, port) in [(Security::StartTls, fx.port()), (Security::Tls, imaps_port)] {
+        let mut conn = fx.connection();
+        conn.host = "localhost".to_owned();
+        conn.port = port;
+        conn.security = security;
+        conn.certificate_file = Some(ca.clone());
+        let mut session = conn
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("{security:?}: {e:?}"));
+        assert!(session.status("INBOX").await.unwrap().messages > 0);
+        session.logout().await;
+
+        conn.certificate_file = None;
+        let err = conn.connect().await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Config, "{security:?}: {err:?}");
+        assert!(err.message.contains("certificate"), "{err:?}");
+    }
+}
+
+/// mbsync's default layout: state files under a global `SyncState`
+/// directory, named after both stores and boxes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_with_global_sync_state() {
+    let fx = Fixture::start(&["--messages", "20", "--nested-nonascii"]);
+    let states = fx.dir.join("states/");
+    let local = fx.dir.join("local2");
+    std::fs::create_dir_all(local.join("demo")).unwrap();
+    let text = std::fs::read_to_string(fx.mbsyncrc()).unwrap();
+    let local_root = fx.dir.join("local");
+    let text = text
+        .replace("SyncState *\n", "")
+        .replace(
+            "FSync no\n",
+            &format!("FSync no\nSyncState {}\n", states.display()),
+        )
+        .replace(&*local_root.to_string_lossy(), &local.to_string_lossy());
+    let rc = fx.dir.join("mbsyncrc-global");
+    std::fs::write(&rc, text).unwrap();
+    let status = Command::new("mbsync")
+        .arg("-c")
+        .arg(&rc)
+        .arg("-a")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let config = MbsyncConfig::load(Some(&rc)).unwrap();
+    let global = SyncState::Global(states);
+    let checks = check_channel(&fx.connection(), &config, "demo", &global, None)
+        .await
+        .unwrap();
+    assert_eq!(checks.len(), 7);
+    assert!(checks.iter().all(|c| c.new == 0), "{checks:?}");
+
+    fx.deliver("Work/Café", 2);
+    let checks = check_channel(&fx.connection(), &config, "demo", &global, None)
+        .await
+        .unwrap();
+    for c in &checks {
+        assert_eq!(
+            c.new,
+            if c.folder == "Work/Café" { 2 } else { 0 },
+            "{checks:?}"
+        );
+    }
+
+    // Looking in the wrong place finds no state: everything counts as new.
+    let checks = check_channel(
+        &fx.connection(),
+        &config,
+        "demo",
+        &SyncState::InMailbox,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(checks.iter().all(|c| c.new == c.total), "{checks:?}");
+}
