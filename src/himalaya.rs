@@ -235,6 +235,8 @@ fn accounts(
             }
         }
     }
+    // Sorted explicitly: toml's table order depends on a crate feature.
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
