@@ -19,7 +19,7 @@ use crate::error::{Error, ErrorKind, Result};
 const REDACTED: &str = "[redacted]";
 /// Longest non-token value quoted back in an error message; a longer one is
 /// described by its length so a misplaced secret is not echoed in full.
-const MAX_QUOTED: usize = 32;
+const MAX_QUOTED: usize = 12;
 
 /// An OAuth2 token set for one account.
 #[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -95,9 +95,28 @@ impl Token {
             None => return Err(bad("token.access_token is missing")),
         };
         let refresh_token = secret_field(obj, "refresh_token")?;
-        let expires_at = match number_field(obj, "expires_at", "a Unix time in seconds")? {
+        let mut token = Token {
+            access_token,
+            refresh_token,
+            expires_at: None,
+            scope: None,
+            token_type: None,
+            obtained_at: None,
+        };
+        token.fill_plain_fields(obj, now)?;
+        Ok(token)
+    }
+
+    /// The fields of [`Token::from_json_value`] that are not secrets.
+    fn fill_plain_fields(&mut self, obj: &Map<String, Value>, now: i64) -> Result<()> {
+        // A token pasted into the wrong field must not be quoted back.
+        let secrets: Vec<&str> = std::iter::once(self.access_token.as_str())
+            .chain(self.refresh_token.as_deref())
+            .collect();
+        let number = |name, what| number_field(obj, name, what, &secrets);
+        let expires_at = match number("expires_at", "a Unix time in seconds")? {
             Some(at) => Some(at),
-            None => match number_field(obj, "expires_in", "a number of seconds")? {
+            None => match number("expires_in", "a number of seconds")? {
                 Some(secs) if secs < 0 => {
                     return Err(bad(format!(
                         "token.expires_in must not be negative, got {secs}"
@@ -110,16 +129,12 @@ impl Token {
                 None => None,
             },
         };
-        Ok(Token {
-            access_token,
-            refresh_token,
-            expires_at,
-            scope: text_field(obj, "scope")?,
-            token_type: text_field(obj, "token_type")?,
-            obtained_at: Some(
-                number_field(obj, "obtained_at", "a Unix time in seconds")?.unwrap_or(now),
-            ),
-        })
+        let obtained_at = number("obtained_at", "a Unix time in seconds")?.unwrap_or(now);
+        self.expires_at = expires_at;
+        self.obtained_at = Some(obtained_at);
+        self.scope = text_field(obj, "scope")?;
+        self.token_type = text_field(obj, "token_type")?;
+        Ok(())
     }
 
     /// Reads what a user's refresh script printed: a JSON object (see
@@ -252,7 +267,12 @@ fn text_field(obj: &Map<String, Value>, name: &str) -> Result<Option<String>> {
 
 /// A whole number of seconds given as a JSON number or a numeric string
 /// (some providers send `"expires_in": "3599"`). Fractions are cut off.
-fn number_field(obj: &Map<String, Value>, name: &str, what: &str) -> Result<Option<i64>> {
+fn number_field(
+    obj: &Map<String, Value>,
+    name: &str,
+    what: &str,
+    secrets: &[&str],
+) -> Result<Option<i64>> {
     let wrong = |shown: String| bad(format!("token.{name} must be {what}, got {shown}"));
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -273,7 +293,7 @@ fn number_field(obj: &Map<String, Value>, name: &str, what: &str) -> Result<Opti
                     .filter(|f| f.is_finite() && f.abs() < 1e15)
                 {
                     Some(f) => Ok(Some(f.trunc() as i64)),
-                    None => Err(wrong(quote_short(s))),
+                    None => Err(wrong(quote_short(s, secrets))),
                 },
             }
         }
@@ -281,10 +301,11 @@ fn number_field(obj: &Map<String, Value>, name: &str, what: &str) -> Result<Opti
     }
 }
 
-/// `s` quoted, or only its length when it is long enough to be a secret
-/// that ended up in the wrong field.
-fn quote_short(s: &str) -> String {
-    if s.chars().count() <= MAX_QUOTED {
+/// `s` quoted, or only its length when it is one of `secrets` or long
+/// enough to be some other secret that ended up in the wrong field.
+fn quote_short(s: &str, secrets: &[&str]) -> String {
+    let secret = secrets.iter().any(|t| !t.is_empty() && s.contains(t));
+    if !secret && s.chars().count() <= MAX_QUOTED {
         format!("{s:?}")
     } else {
         format!("a string of {} characters", s.chars().count())
@@ -377,6 +398,8 @@ mod tests {
         let m = err(json!({"access_token": "a", "expires_at": long}));
         assert!(!m.contains(&long), "{m}");
         assert!(m.contains("a string of 64 characters"), "{m}");
+        let m = err(json!({"access_token": "tok123", "expires_at": "tok123"}));
+        assert!(m.ends_with("got a string of 6 characters"), "{m}");
         let m = err(json!({"access_token": "a", "expires_in": i64::MAX}));
         assert!(m.contains("too large"), "{m}");
     }
