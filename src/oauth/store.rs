@@ -1,1 +1,1451 @@
 //! Where tokens live: Secret Service, GPG, encrypted file, command, plain file.
+//!
+//! [`open`] turns a [`StoreSpec`] into a [`TokenStore`] that loads, saves and
+//! clears one [`Token`] per account. Every backend keeps tokens out of
+//! messages: errors name the account, file, program and what went wrong;
+//! output of foreign programs is cleaned of anything that looks like the
+//! secret before it is quoted; user-written command strings are never
+//! quoted either (a key command such as `printf <key>` holds the key).
+//!
+//! # Accounts
+//!
+//! An account name becomes part of a file name and is handed to user
+//! commands, so [`validate_account`] allows only ASCII letters, digits and
+//! `. _ @ + -`, no leading `.`, no `..`, at most 100 bytes. Commands get the
+//! name in the environment variable `HIMALAYA_SYNC_ACCOUNT`, never spliced
+//! into the shell string.
+//!
+//! # Files (`plain`, `encrypted`, `gpg`)
+//!
+//! One file per account in a private directory (created `0700`, then
+//! checked like the lock directory: a real directory, ours, no group or
+//! other bits): `<account>.json`, `<account>.enc` or `<account>.gpg`.
+//!
+//! * Reads open the file with `O_NOFOLLOW` and check the open descriptor:
+//!   a symlink, anything but a regular file, a file owned by someone else,
+//!   or a mode with any group/other bit (such as `0644`) is refused with an
+//!   error naming the path and mode. Saves refuse the same things before
+//!   writing, so nothing is followed and nothing is overwritten.
+//! * Writes go to a fresh temporary file in the same directory, created
+//!   with `O_EXCL | O_NOFOLLOW` and mode `0600`, then fsynced and renamed
+//!   over the old file: a crash leaves the old token or the new one.
+//! * [`TokenStore::clear`] unlinks whatever entry is at the path; unlinking
+//!   never follows a symlink.
+//!
+//! ## Encrypted file format
+//!
+//! `HSYNCTOK` (8 bytes), format version `1` (1 byte), a random 96-bit
+//! nonce (12 bytes), then the ChaCha20-Poly1305 ciphertext and tag of the
+//! token JSON. The associated data is the 9-byte header followed by the
+//! account name, so a file copied to another account's name, or a changed
+//! header, fails to decrypt just like a wrong key.
+//!
+//! The 32-byte key comes from [`KeySource`]:
+//!
+//! * [`KeySource::Command`]: the command's output, trimmed. If it is
+//!   standard base64 of exactly 32 bytes (`head -c 32 /dev/urandom |
+//!   base64`), those bytes are the key. Anything else is taken as a
+//!   passphrase and the key is SHA-256 of `himalaya-sync token key v1\0`
+//!   followed by the passphrase. SHA-256 is a fast hash, not a password
+//!   KDF: it makes any passphrase the right length but does nothing to slow
+//!   down guessing, so a short passphrase can be brute-forced by whoever
+//!   gets the file. Use a random key, kept in a password manager.
+//! * [`KeySource::SecretService`]: a random key stored in the Secret Service
+//!   (attributes `service himalaya-sync`, `kind token-encryption-key`), made
+//!   on first use under a lock in the token directory so two processes
+//!   don't each make one.
+//!
+//! The key is cached for the life of the store, so a key command that asks
+//! for a password asks once.
+//!
+//! # GPG
+//!
+//! `gpg --batch --yes --quiet --encrypt --recipient R` with the token JSON
+//! on stdin; the ciphertext is written by us as above. Loading reads and
+//! checks the file itself, then feeds it to `gpg --batch --quiet --decrypt`
+//! on stdin, so gpg never opens a path that could have been swapped.
+//! `GNUPGHOME` and the agent come from the environment. Errors quote gpg's
+//! last stderr line, which is where it says what failed.
+//!
+//! # Secret Service
+//!
+//! Through `secret-tool` (libsecret over D-Bus): items with the attributes
+//! `service <service> account <account>`, the token JSON as the secret.
+//! A lookup may also find a bare access token (see [`Token::parse_external`]).
+//! [`read_himalaya_keyring`] reads what the himalaya CLI stored.
+//!
+//! # Commands
+//!
+//! `sh -c <load>` prints the token (JSON or a bare access token) on stdout;
+//! printing nothing with exit status 0 means "no token". `sh -c <save>` gets
+//! the token JSON on stdin. Tokens are never put in arguments.
+//!
+//! Every program we run (user commands, `gpg`, `secret-tool`) runs in its
+//! own process group, registered for shutdown, and is killed with its
+//! group after [`COMMAND_TIMEOUT`] (or [`StoreOptions::command_timeout`]).
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key as AeadKey, Nonce};
+use nix::errno::Errno;
+use nix::fcntl::{self, OFlag};
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::stat::{self, FileStat, Mode};
+use nix::unistd::{self, Pid};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::lock::{ensure_private_dir, LockDir};
+use crate::oauth::token::{redact_all, Token};
+use crate::runtime;
+
+/// How long any program we run may take before it is killed.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The environment variable that tells user commands which account.
+pub const ACCOUNT_ENV: &str = "HIMALAYA_SYNC_ACCOUNT";
+/// The Secret Service `service` attribute the himalaya CLI v1 uses.
+pub const HIMALAYA_KEYRING_SERVICE: &str = "himalaya-cli";
+
+/// Longest account name, in bytes.
+const MAX_ACCOUNT_LEN: usize = 100;
+/// Largest token file or program output we accept; a token is a few KiB.
+const MAX_DATA_LEN: u64 = 1 << 20;
+/// Encrypted file header: magic and format version.
+const MAGIC: &[u8; 8] = b"HSYNCTOK";
+const FORMAT_VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+/// Domain separation for passphrase-derived keys.
+const PASSPHRASE_CONTEXT: &[u8] = b"himalaya-sync token key v1\0";
+/// Secret Service attributes of the generated encryption key.
+const KEY_ATTRS: [&str; 4] = ["service", "himalaya-sync", "kind", "token-encryption-key"];
+/// Lock (in the token directory) held while the Secret Service key is made.
+const KEY_LOCK: &str = "token-key";
+/// Longest stderr line quoted in an error.
+const MAX_QUOTED_LINE: usize = 300;
+/// Shortest run of token-like characters treated as a possible secret when
+/// cleaning one program stream with the other.
+const MIN_SECRET_LEN: usize = 8;
+
+/// Where the encryption key of [`StoreSpec::Encrypted`] comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A shell command printing a base64 key or a passphrase (module docs).
+    Command(String),
+    /// A random key kept in the Secret Service, made on first use.
+    SecretService,
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Command(cmd) => f.debug_tuple("Command").field(&HiddenCmd(cmd)).finish(),
+            KeySource::SecretService => f.write_str("SecretService"),
+        }
+    }
+}
+
+/// Which backend keeps the tokens, and its settings.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// Unencrypted JSON files; only when explicitly chosen.
+    Plain { dir: PathBuf },
+    /// ChaCha20-Poly1305 encrypted files.
+    Encrypted { dir: PathBuf, key: KeySource },
+    /// Files encrypted to a GPG recipient; `program` defaults to `gpg`.
+    Gpg {
+        dir: PathBuf,
+        recipient: String,
+        program: Option<String>,
+    },
+    /// The Secret Service (GNOME Keyring, KWallet, KeePassXC) via `secret-tool`.
+    SecretService { service: String },
+    /// User commands; `clear` is optional.
+    Command {
+        load: String,
+        save: String,
+        clear: Option<String>,
+    },
+}
+
+impl fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreSpec::Plain { dir } => f.debug_struct("Plain").field("dir", dir).finish(),
+            StoreSpec::Encrypted { dir, key } => f
+                .debug_struct("Encrypted")
+                .field("dir", dir)
+                .field("key", key)
+                .finish(),
+            StoreSpec::Gpg {
+                dir,
+                recipient,
+                program,
+            } => f
+                .debug_struct("Gpg")
+                .field("dir", dir)
+                .field("recipient", recipient)
+                .field("program", program)
+                .finish(),
+            StoreSpec::SecretService { service } => f
+                .debug_struct("SecretService")
+                .field("service", service)
+                .finish(),
+            StoreSpec::Command { load, save, clear } => f
+                .debug_struct("Command")
+                .field("load", &HiddenCmd(load))
+                .field("save", &HiddenCmd(save))
+                .field("clear", &clear.as_deref().map(HiddenCmd))
+                .finish(),
+        }
+    }
+}
+
+/// A user command in Debug output: it may hold a secret (`printf <key>`).
+struct HiddenCmd<'a>(&'a str);
+
+impl fmt::Debug for HiddenCmd<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<command, {} chars>", self.0.chars().count())
+    }
+}
+
+/// Settings shared by every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How long a program may run before it is killed.
+    pub command_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            command_timeout: COMMAND_TIMEOUT,
+        }
+    }
+}
+
+/// Loads, saves and clears one token per account.
+pub trait TokenStore: Send + Sync {
+    /// `"plain"`, `"encrypted"`, `"gpg"`, `"secret-service"` or `"command"`.
+    fn kind(&self) -> &'static str;
+    /// The account's token, `None` if none is stored.
+    fn load(&self, account: &str) -> Result<Option<Token>>;
+    /// Stores `token` for the account, replacing any previous one.
+    fn save(&self, account: &str, token: &Token) -> Result<()>;
+    /// Forgets the account's token; fine if there is none.
+    fn clear(&self, account: &str) -> Result<()>;
+}
+
+/// Opens the store `spec` describes, with default [`StoreOptions`].
+pub fn open(spec: &StoreSpec) -> Result<Box<dyn TokenStore>> {
+    open_with(spec, StoreOptions::default())
+}
+
+/// Opens the store `spec` describes. Checks the settings only; directories
+/// are created and checked, and programs run, when tokens are used.
+pub fn open_with(spec: &StoreSpec, options: StoreOptions) -> Result<Box<dyn TokenStore>> {
+    let timeout = options.command_timeout;
+    Ok(match spec {
+        StoreSpec::Plain { dir } => Box::new(PlainStore {
+            files: FileDir::new(dir, "json")?,
+        }),
+        StoreSpec::Encrypted { dir, key } => {
+            if let KeySource::Command(cmd) = key {
+                non_empty_command(cmd, "key command")?;
+            }
+            Box::new(EncryptedStore {
+                files: FileDir::new(dir, "enc")?,
+                source: key.clone(),
+                key: Mutex::new(None),
+                timeout,
+            })
+        }
+        StoreSpec::Gpg {
+            dir,
+            recipient,
+            program,
+        } => {
+            plain_setting(recipient, "gpg recipient")?;
+            let program = program.clone().unwrap_or_else(|| "gpg".to_owned());
+            plain_setting(&program, "gpg program")?;
+            Box::new(GpgStore {
+                files: FileDir::new(dir, "gpg")?,
+                recipient: recipient.clone(),
+                program,
+                timeout,
+            })
+        }
+        StoreSpec::SecretService { service } => {
+            plain_setting(service, "secret service name")?;
+            Box::new(SecretServiceStore {
+                service: service.clone(),
+                timeout,
+            })
+        }
+        StoreSpec::Command { load, save, clear } => {
+            non_empty_command(load, "token load command")?;
+            non_empty_command(save, "token save command")?;
+            if let Some(clear) = clear {
+                non_empty_command(clear, "token clear command")?;
+            }
+            Box::new(CommandStore {
+                load: load.clone(),
+                save: save.clone(),
+                clear: clear.clone(),
+                timeout,
+            })
+        }
+    })
+}
+
+/// Checks that `account` is safe in a file name and a command environment
+/// (see the module docs for the rules).
+pub fn validate_account(account: &str) -> Result<()> {
+    let problem = if account.is_empty() {
+        "it must not be empty".to_owned()
+    } else if account.len() > MAX_ACCOUNT_LEN {
+        format!(
+            "it is {} bytes long; the limit is {MAX_ACCOUNT_LEN}",
+            account.len()
+        )
+    } else if let Some(c) = account
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._@+-".contains(*c)))
+    {
+        format!("{c:?} is not allowed (use letters, digits and . _ @ + -)")
+    } else if account.starts_with('.') {
+        "it must not start with '.'".to_owned()
+    } else if account.contains("..") {
+        "\"..\" is not allowed".to_owned()
+    } else {
+        return Ok(());
+    };
+    let shown: String = account.chars().take(2 * MAX_ACCOUNT_LEN).collect();
+    Err(Error::invalid(format!(
+        "invalid account name {shown:?}: {problem}"
+    )))
+}
+
+/// Secret Service entries where the himalaya CLI keeps an account's OAuth2
+/// tokens.
+///
+/// Himalaya v1 (`secret-lib`/`keyring-lib` over keyring-rs 3) stores each
+/// secret as its own item with the attributes `service himalaya-cli`,
+/// `username <entry>`, `target default` and `application rust-keyring`; the
+/// secret is the bare token. We look items up by `service` and `username`
+/// only, which also finds items made by older keyring-rs versions (no
+/// `target`). Himalaya v2 dropped keyring support (it runs a command such as
+/// `secret-tool lookup ...` instead), so this only helps v1 users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HimalayaKeyringEntries {
+    /// Entry of the access token, e.g. `gmail-imap-oauth2-access-token`.
+    pub access: String,
+    /// Entry of the refresh token, if any.
+    pub refresh: Option<String>,
+}
+
+impl HimalayaKeyringEntries {
+    /// The entries himalaya v1 uses when the config names none for the IMAP
+    /// side of account `name`: `<name>-imap-oauth2-access-token` and
+    /// `<name>-imap-oauth2-refresh-token` (email-lib's
+    /// `ImapAuthConfig::replace_empty_secrets`).
+    pub fn imap_defaults(name: &str) -> HimalayaKeyringEntries {
+        HimalayaKeyringEntries {
+            access: format!("{name}-imap-oauth2-access-token"),
+            refresh: Some(format!("{name}-imap-oauth2-refresh-token")),
+        }
+    }
+}
+
+/// Reads the tokens the himalaya CLI keeps in the Secret Service (read
+/// only; see [`HimalayaKeyringEntries`]). `Ok(None)` when there is no
+/// access token entry. Himalaya stores no expiry, so `expires_at` is
+/// `None`: the token is used until the server rejects it.
+pub fn read_himalaya_keyring(entries: &HimalayaKeyringEntries, now: i64) -> Result<Option<Token>> {
+    plain_setting(&entries.access, "himalaya keyring entry")?;
+    let lookup = |entry: &str| {
+        secret_tool_lookup(
+            &["service", HIMALAYA_KEYRING_SERVICE, "username", entry],
+            COMMAND_TIMEOUT,
+        )
+    };
+    let Some(access) = lookup(&entries.access)? else {
+        return Ok(None);
+    };
+    let mut token = Token::parse_external(&access, now)
+        .map_err(|e| prefix(e, &format!("himalaya keyring entry {:?}", entries.access)))?;
+    if let Some(entry) = &entries.refresh {
+        plain_setting(entry, "himalaya keyring entry")?;
+        if let Some(refresh) = lookup(entry)? {
+            let refresh = refresh.trim();
+            if !refresh.is_empty() {
+                token.refresh_token = Some(refresh.to_owned());
+            }
+        }
+    }
+    Ok(Some(token))
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+/// A private directory with one file per account.
+struct FileDir {
+    dir: PathBuf,
+    ext: &'static str,
+}
+
+impl FileDir {
+    fn new(dir: &Path, ext: &'static str) -> Result<FileDir> {
+        if !dir.is_absolute() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("token directory {} is not an absolute path", dir.display()),
+            ));
+        }
+        Ok(FileDir {
+            dir: dir.to_owned(),
+            ext,
+        })
+    }
+
+    /// The checked directory and the account's file in it.
+    fn path(&self, account: &str) -> Result<PathBuf> {
+        validate_account(account)?;
+        ensure_private_dir(&self.dir, "token directory")?;
+        Ok(self.dir.join(format!("{account}.{}", self.ext)))
+    }
+
+    fn read(&self, account: &str) -> Result<Option<(PathBuf, Vec<u8>)>> {
+        let path = self.path(account)?;
+        Ok(read_private_file(&path)?.map(|data| (path, data)))
+    }
+
+    fn write(&self, account: &str, data: &[u8]) -> Result<PathBuf> {
+        let path = self.path(account)?;
+        write_private_file(&self.dir, &path, data)?;
+        Ok(path)
+    }
+
+    fn remove(&self, account: &str) -> Result<()> {
+        let path = self.path(account)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(
+                format!("cannot remove token file {}", path.display()),
+                e,
+            )),
+        }
+    }
+}
+
+/// Reads a token file that must be a private regular file of ours;
+/// `Ok(None)` if it does not exist.
+fn read_private_file(path: &Path) -> Result<Option<Vec<u8>>> {
+    // O_NONBLOCK: a FIFO planted at the path must not block the open.
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOCTTY
+        | OFlag::O_NONBLOCK;
+    let fd = match fcntl::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => return Err(symlink_error(path)),
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot open token file {}", path.display()),
+                e,
+            ))
+        }
+    };
+    let st = stat::fstat(&fd)
+        .map_err(|e| Error::io(format!("cannot inspect token file {}", path.display()), e))?;
+    check_private_file(path, &st)?;
+    let mut data = Vec::new();
+    File::from(fd)
+        .take(MAX_DATA_LEN + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io(format!("cannot read token file {}", path.display()), e))?;
+    if data.len() as u64 > MAX_DATA_LEN {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "token file {} is larger than {MAX_DATA_LEN} bytes; it is not a token file",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Some(data))
+}
+
+/// Replaces `path` atomically with `data` in a new `0600` file, after
+/// checking that whatever is at `path` now may be replaced.
+fn write_private_file(dir: &Path, path: &Path, data: &[u8]) -> Result<()> {
+    match stat::lstat(path) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => return Err(symlink_error(path)),
+        Ok(st) => check_private_file(path, &st)?,
+        Err(Errno::ENOENT) => {}
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot inspect token file {}", path.display()),
+                e,
+            ))
+        }
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        hex(&random_bytes::<8>()?)
+    ));
+    let fd = fcntl::open(
+        &tmp,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+    let mut file = File::from(fd);
+    let written = (|| -> std::io::Result<()> {
+        // The umask may have removed owner bits; the mode must be exactly 0600.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(
+            format!("cannot write token file {}", path.display()),
+            e,
+        ));
+    }
+    // Make the rename itself durable. The new file is in place either way,
+    // so a failure here is not worth failing the save for.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Refuses a token file that is not a regular file of ours with mode
+/// `0600` or stricter.
+fn check_private_file(path: &Path, st: &FileStat) -> Result<()> {
+    let shown = path.display();
+    let me = unistd::geteuid().as_raw();
+    let mode = st.st_mode & 0o7777;
+    let problem = if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        format!("token file {shown} is not a regular file; remove or rename it")
+    } else if st.st_uid != me {
+        format!(
+            "token file {shown} (mode {mode:04o}) is owned by uid {}, not you (uid {me}); \
+             refusing to use it: remove it",
+            st.st_uid
+        )
+    } else if mode & 0o077 != 0 {
+        format!(
+            "token file {shown} has mode {mode:04o}; it must be 0600 (owner only) because it \
+             holds a token: check who could have read it, then run chmod 600 {shown}"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::new(ErrorKind::Config, problem))
+}
+
+fn symlink_error(path: &Path) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!(
+            "token file {} is a symlink; refusing to follow or replace it: remove it",
+            path.display()
+        ),
+    )
+}
+
+/// Parses token JSON read from `path`.
+fn parse_token_json(path: &Path, data: &[u8]) -> Result<Token> {
+    let value: serde_json::Value = serde_json::from_slice(data).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("token file {} is corrupt: {e}", path.display()),
+        )
+    })?;
+    Token::from_json_value(&value, unix_now())
+        .map_err(|e| prefix(e, &format!("token file {} is corrupt", path.display())))
+}
+
+fn token_json(token: &Token) -> Result<Vec<u8>> {
+    serde_json::to_vec(token).map_err(|e| Error::io("cannot encode the token", e))
+}
+
+// ---------------------------------------------------------------------------
+// Backends
+
+struct PlainStore {
+    files: FileDir,
+}
+
+impl TokenStore for PlainStore {
+    fn kind(&self) -> &'static str {
+        "plain"
+    }
+
+    fn load(&self, account: &str) -> Result<Option<Token>> {
+        match self.files.read(account)? {
+            Some((path, data)) => parse_token_json(&path, &data).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn save(&self, account: &str, token: &Token) -> Result<()> {
+        self.files.write(account, &token_json(token)?).map(drop)
+    }
+
+    fn clear(&self, account: &str) -> Result<()> {
+        self.files.remove(account)
+    }
+}
+
+/// A 256-bit key; Debug never shows it.
+#[derive(Clone)]
+struct SecretKey([u8; 32]);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+struct EncryptedStore {
+    files: FileDir,
+    source: KeySource,
+    key: Mutex<Option<SecretKey>>,
+    timeout: Duration,
+}
+
+impl EncryptedStore {
+    /// The key, fetched once and then cached.
+    fn key(&self) -> Result<SecretKey> {
+        let mut cached = self.key.lock();
+        if let Some(key) = cached.as_ref() {
+            return Ok(key.clone());
+        }
+        let key = match &self.source {
+            KeySource::Command(cmd) => self.key_from_command(cmd)?,
+            KeySource::SecretService => self.key_from_secret_service()?,
+        };
+        *cached = Some(key.clone());
+        Ok(key)
+    }
+
+    fn key_from_command(&self, cmd: &str) -> Result<SecretKey> {
+        let out = run(&Run {
+            what: "key command",
+            program: "sh",
+            args: &["-c", cmd],
+            env: &[],
+            stdin: None,
+            timeout: self.timeout,
+        })?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(failed(
+                "key command",
+                &out,
+                &secret_words(&stdout),
+                false,
+                ErrorKind::Auth,
+            ));
+        }
+        let text = stdout.trim();
+        if text.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "key command printed nothing; it must print a base64 key or a passphrase",
+            ));
+        }
+        Ok(key_from_text(text))
+    }
+
+    fn key_from_secret_service(&self) -> Result<SecretKey> {
+        let decode = |text: String| {
+            decode_key(text.trim()).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    "the token encryption key in the Secret Service is not a base64 32-byte key",
+                )
+            })
+        };
+        if let Some(text) = secret_tool_lookup(&KEY_ATTRS, self.timeout)? {
+            return decode(text);
+        }
+        // Made under a lock so that two processes starting at once agree on
+        // one key instead of each encrypting with its own.
+        ensure_private_dir(&self.files.dir, "token directory")?;
+        let locks = LockDir::open(&self.files.dir)?;
+        let _guard = locks.acquire(
+            KEY_LOCK,
+            self.timeout,
+            "create token key",
+            Some(runtime::stop_flag()),
+        )?;
+        if let Some(text) = secret_tool_lookup(&KEY_ATTRS, self.timeout)? {
+            return decode(text);
+        }
+        let encoded = base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>()?);
+        secret_tool_store(
+            "himalaya-sync token encryption key",
+            &KEY_ATTRS,
+            encoded.as_bytes(),
+            self.timeout,
+        )?;
+        decode(encoded)
+    }
+}
+
+/// A base64 32-byte key as is; anything else as a passphrase.
+fn key_from_text(text: &str) -> SecretKey {
+    decode_key(text).unwrap_or_else(|| {
+        let mut hash = Sha256::new();
+        hash.update(PASSPHRASE_CONTEXT);
+        hash.update(text.as_bytes());
+        SecretKey(hash.finalize().into())
+    })
+}
+
+fn decode_key(text: &str) -> Option<SecretKey> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    bytes.try_into().ok().map(SecretKey)
+}
+
+fn header() -> Vec<u8> {
+    let mut h = MAGIC.to_vec();
+    h.push(FORMAT_VERSION);
+    h
+}
+
+fn aad(account: &str) -> Vec<u8> {
+    let mut aad = header();
+    aad.extend_from_slice(account.as_bytes());
+    aad
+}
+
+fn encrypt(key: &SecretKey, account: &str, plain: &[u8]) -> Result<Vec<u8>> {
+    let cipher = ChaCha20Poly1305::new(AeadKey::from_slice(&key.0));
+    let nonce = random_bytes::<NONCE_LEN>()?;
+    let sealed = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plain,
+                aad: &aad(account),
+            },
+        )
+        .map_err(|_| Error::io("cannot encrypt the token", "encryption failed"))?;
+    let mut out = header();
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+fn decrypt(key: &SecretKey, account: &str, path: &Path, data: &[u8]) -> Result<Vec<u8>> {
+    let shown = path.display();
+    let head = MAGIC.len() + 1;
+    if data.len() < head + NONCE_LEN || &data[..MAGIC.len()] != MAGIC {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("token file {shown} is corrupt: not a himalaya-sync encrypted token file"),
+        ));
+    }
+    if data[MAGIC.len()] != FORMAT_VERSION {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "token file {shown} has format version {}; this version reads {FORMAT_VERSION}",
+                data[MAGIC.len()]
+            ),
+        ));
+    }
+    let cipher = ChaCha20Poly1305::new(AeadKey::from_slice(&key.0));
+    cipher
+        .decrypt(
+            Nonce::from_slice(&data[head..head + NONCE_LEN]),
+            Payload {
+                msg: &data[head + NONCE_LEN..],
+                aad: &aad(account),
+            },
+        )
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Auth,
+                format!("cannot decrypt {shown}: wrong key or tampered file"),
+            )
+        })
+}
+
+impl TokenStore for EncryptedStore {
+    fn kind(&self) -> &'static str {
+        "encrypted"
+    }
+
+    fn load(&self, account: &str) -> Result<Option<Token>> {
+        let Some((path, data)) = self.files.read(account)? else {
+            return Ok(None);
+        };
+        let plain = decrypt(&self.key()?, account, &path, &data)?;
+        parse_token_json(&path, &plain).map(Some)
+    }
+
+    fn save(&self, account: &str, token: &Token) -> Result<()> {
+        validate_account(account)?;
+        let sealed = encrypt(&self.key()?, account, &token_json(token)?)?;
+        self.files.write(account, &sealed).map(drop)
+    }
+
+    fn clear(&self, account: &str) -> Result<()> {
+        self.files.remove(account)
+    }
+}
+
+struct GpgStore {
+    files: FileDir,
+    recipient: String,
+    program: String,
+    timeout: Duration,
+}
+
+impl TokenStore for GpgStore {
+    fn kind(&self) -> &'static str {
+        "gpg"
+    }
+
+    fn load(&self, account: &str) -> Result<Option<Token>> {
+        let Some((path, data)) = self.files.read(account)? else {
+            return Ok(None);
+        };
+        let out = run(&Run {
+            what: &self.program,
+            program: &self.program,
+            args: &["--batch", "--quiet", "--decrypt"],
+            env: &[],
+            stdin: Some(&data),
+            timeout: self.timeout,
+        })?;
+        if !out.status.success() {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            return Err(prefix(
+                failed(
+                    &self.program,
+                    &out,
+                    &secret_words(&stdout),
+                    true,
+                    ErrorKind::Auth,
+                ),
+                &format!("cannot decrypt {}", path.display()),
+            ));
+        }
+        parse_token_json(&path, &out.stdout).map(Some)
+    }
+
+    fn save(&self, account: &str, token: &Token) -> Result<()> {
+        validate_account(account)?;
+        let json = token_json(token)?;
+        let out = run(&Run {
+            what: &self.program,
+            program: &self.program,
+            args: &[
+                "--batch",
+                "--yes",
+                "--quiet",
+                "--encrypt",
+                "--recipient",
+                &self.recipient,
+            ],
+            env: &[],
+            stdin: Some(&json),
+            timeout: self.timeout,
+        })?;
+        if !out.status.success() {
+            return Err(prefix(
+                failed(
+                    &self.program,
+                    &out,
+                    &token_secrets(token),
+                    true,
+                    ErrorKind::Io,
+                ),
+                &format!(
+                    "cannot encrypt the token of {account} to {:?}",
+                    self.recipient
+                ),
+            ));
+        }
+        if out.stdout.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("{} printed no ciphertext for {account}", self.program),
+            ));
+        }
+        self.files.write(account, &out.stdout).map(drop)
+    }
+
+    fn clear(&self, account: &str) -> Result<()> {
+        self.files.remove(account)
+    }
+}
+
+struct SecretServiceStore {
+    service: String,
+    timeout: Duration,
+}
+
+impl TokenStore for SecretServiceStore {
+    fn kind(&self) -> &'static str {
+        "secret-service"
+    }
+
+    fn load(&self, account: &str) -> Result<Option<Token>> {
+        validate_account(account)?;
+        let attrs = ["service", self.service.as_str(), "account", account];
+        match secret_tool_lookup(&attrs, self.timeout)? {
+            Some(text) => Token::parse_external(&text, unix_now())
+                .map(Some)
+                .map_err(|e| prefix(e, &format!("keyring entry for {account}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn save(&self, account: &str, token: &Token) -> Result<()> {
+        validate_account(account)?;
+        let label = format!("himalaya-sync OAuth2 token for {account}");
+        let attrs = ["service", self.service.as_str(), "account", account];
+        secret_tool_store(&label, &attrs, &token_json(token)?, self.timeout)
+            .map_err(|e| Error::new(e.kind, token.redact(&e.message)))
+    }
+
+    fn clear(&self, account: &str) -> Result<()> {
+        validate_account(account)?;
+        let out = run(&Run {
+            what: "secret-tool",
+            program: "secret-tool",
+            args: &["clear", "service", &self.service, "account", account],
+            env: &[],
+            stdin: None,
+            timeout: self.timeout,
+        })?;
+        // Exit status 1 without a message means nothing matched.
+        if out.status.success() || (out.status.code() == Some(1) && out.stderr.is_empty()) {
+            Ok(())
+        } else {
+            Err(failed("secret-tool clear", &out, &[], false, ErrorKind::Io))
+        }
+    }
+}
+
+/// `secret-tool lookup ATTRS`: the secret, or `None` when nothing matches.
+fn secret_tool_lookup(attrs: &[&str], timeout: Duration) -> Result<Option<String>> {
+    let mut args = vec!["lookup"];
+    args.extend_from_slice(attrs);
+    let out = run(&Run {
+        what: "secret-tool",
+        program: "secret-tool",
+        args: &args,
+        env: &[],
+        stdin: None,
+        timeout,
+    })?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        return Ok(Some(stdout));
+    }
+    // Exit status 1 without a message means nothing matched.
+    if out.status.code() == Some(1) && out.stderr.is_empty() && stdout.is_empty() {
+        return Ok(None);
+    }
+    Err(failed(
+        "secret-tool lookup",
+        &out,
+        &secret_words(&stdout),
+        false,
+        ErrorKind::Auth,
+    ))
+}
+
+/// `secret-tool store --label=LABEL ATTRS` with `secret` on stdin.
+fn secret_tool_store(label: &str, attrs: &[&str], secret: &[u8], timeout: Duration) -> Result<()> {
+    let label = format!("--label={label}");
+    let mut args = vec!["store", label.as_str()];
+    args.extend_from_slice(attrs);
+    let out = run(&Run {
+        what: "secret-tool",
+        program: "secret-tool",
+        args: &args,
+        env: &[],
+        stdin: Some(secret),
+        timeout,
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let text = String::from_utf8_lossy(secret);
+        Err(failed(
+            "secret-tool store",
+            &out,
+            &secret_words(&text),
+            false,
+            ErrorKind::Io,
+        ))
+    }
+}
+
+struct CommandStore {
+    load: String,
+    save: String,
+    clear: Option<String>,
+    timeout: Duration,
+}
+
+impl TokenStore for CommandStore {
+    fn kind(&self) -> &'static str {
+        "command"
+    }
+
+    fn load(&self, account: &str) -> Result<Option<Token>> {
+        validate_account(account)?;
+        let out = run(&Run {
+            what: "token load command",
+            program: "sh",
+            args: &["-c", &self.load],
+            env: &[(ACCOUNT_ENV, account)],
+            stdin: None,
+            timeout: self.timeout,
+        })?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(failed(
+                "token load command",
+                &out,
+                &secret_words(&stdout),
+                false,
+                ErrorKind::Auth,
+            ));
+        }
+        if stdout.trim().is_empty() {
+            return Ok(None);
+        }
+        Token::parse_external(&stdout, unix_now())
+            .map(Some)
+            .map_err(|e| prefix(e, &format!("token load command for {account}")))
+    }
+
+    fn save(&self, account: &str, token: &Token) -> Result<()> {
+        validate_account(account)?;
+        let mut json = token_json(token)?;
+        json.push(b'\n');
+        let out = run(&Run {
+            what: "token save command",
+            program: "sh",
+            args: &["-c", &self.save],
+            env: &[(ACCOUNT_ENV, account)],
+            stdin: Some(&json),
+            timeout: self.timeout,
+        })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(failed(
+                "token save command",
+                &out,
+                &token_secrets(token),
+                false,
+                ErrorKind::Io,
+            ))
+        }
+    }
+
+    fn clear(&self, account: &str) -> Result<()> {
+        validate_account(account)?;
+        let Some(clear) = &self.clear else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the command token store has no clear command, so the token of {account} \
+                     stays where the save command put it; set one or remove it yourself"
+                ),
+            ));
+        };
+        let out = run(&Run {
+            what: "token clear command",
+            program: "sh",
+            args: &["-c", clear],
+            env: &[(ACCOUNT_ENV, account)],
+            stdin: None,
+            timeout: self.timeout,
+        })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(failed(
+                "token clear command",
+                &out,
+                &[],
+                false,
+                ErrorKind::Io,
+            ))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running programs
+
+/// One program run.
+struct Run<'a> {
+    /// Names the program in messages ("token load command", "gpg").
+    what: &'a str,
+    program: &'a str,
+    args: &'a [&'a str],
+    env: &'a [(&'a str, &'a str)],
+    /// Written to stdin, which is then closed; `None` gives `/dev/null`.
+    stdin: Option<&'a [u8]>,
+    timeout: Duration,
+}
+
+/// How a program ended and what it printed.
+struct Output {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Runs a program in its own process group; kills the group when the time
+/// is up or shutdown begins.
+fn run(r: &Run<'_>) -> Result<Output> {
+    if runtime::is_stopped() {
+        return Err(Error::new(
+            ErrorKind::Cancelled,
+            "himalaya-sync is shutting down",
+        ));
+    }
+    let deadline = Instant::now() + r.timeout;
+    let mut cmd = Command::new(r.program);
+    cmd.args(r.args.iter().map(OsStr::new))
+        .envs(r.env.iter().copied())
+        .stdin(if r.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::new(
+                ErrorKind::Config,
+                format!("{} not found: install it or set its path", r.program),
+            )
+        } else {
+            Error::io(format!("cannot start {}", r.what), e)
+        }
+    })?;
+    let pgid = child.id() as i32;
+    let _group = runtime::track_group(pgid);
+    let kill = || {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    };
+    if let (Some(data), Some(mut pipe)) = (r.stdin, child.stdin.take()) {
+        let data = data.to_vec();
+        // A program that exits without reading all of stdin is its own
+        // business; its exit status tells what happened.
+        thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    for (is_err, pipe) in [
+        (
+            false,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            true,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ] {
+        let Some(mut pipe) = pipe else { continue };
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = (&mut pipe).take(MAX_DATA_LEN).read_to_end(&mut buf);
+            // Keep draining so a chatty program is not stuck on a full pipe.
+            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+            let _ = tx.send((is_err, buf));
+        });
+    }
+    drop(tx);
+    let timed_out = || {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "{} did not finish within {} s and was killed",
+                r.what,
+                r.timeout.as_secs_f64()
+            ),
+        )
+    };
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => {
+                kill();
+                let _ = child.wait();
+                return Err(Error::io(format!("cannot wait for {}", r.what), e));
+            }
+        }
+        if runtime::stop_flag().load(Ordering::SeqCst) {
+            kill();
+            let _ = child.wait();
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                "himalaya-sync is shutting down",
+            ));
+        }
+        if Instant::now() >= deadline {
+            kill();
+            let _ = child.wait();
+            return Err(timed_out());
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        // Something the program started in the background may still hold
+        // its output open; that counts against the same deadline.
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((false, buf)) => stdout = buf,
+            Ok((true, buf)) => stderr = buf,
+            Err(_) => {
+                kill();
+                return Err(timed_out());
+            }
+        }
+    }
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// The error for a program that exited unsuccessfully, quoting one stderr
+/// line (the last one when `last_line`, else the first) with `secrets` and
+/// anything that looks like one of them removed.
+fn failed(what: &str, out: &Output, secrets: &[String], last_line: bool, kind: ErrorKind) -> Error {
+    let status = match (out.status.code(), out.status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => "unknown status".to_owned(),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut lines = stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    let line = if last_line {
+        lines.next_back()
+    } else {
+        lines.next()
+    };
+    let message = match line {
+        Some(line) => {
+            let mut refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            let clean = redact_all(line, &mut refs);
+            let cut: String = clean.chars().take(MAX_QUOTED_LINE).collect();
+            format!("{what} failed ({status}): {cut}")
+        }
+        None => format!("{what} failed ({status}) and printed nothing on stderr"),
+    };
+    Error::new(kind, message)
+}
+
+/// The secrets of `token`, for cleaning messages.
+fn token_secrets(token: &Token) -> Vec<String> {
+    std::iter::once(token.access_token.clone())
+        .chain(token.refresh_token.clone())
+        .collect()
+}
+
+/// Runs of token-like characters (letters, digits, `-._~+/=`) at least
+/// [`MIN_SECRET_LEN`] long: whatever a program printed that might be a
+/// token or key, so it can be removed from its error output.
+fn secret_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || "-._~+/=".contains(c)))
+        .filter(|w| w.len() >= MIN_SECRET_LEN)
+        .map(str::to_owned)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+/// Puts `context: ` in front of an error's message, keeping its kind.
+fn prefix(e: Error, context: &str) -> Error {
+    Error::new(e.kind, format!("{context}: {}", e.message))
+}
+
+fn non_empty_command(cmd: &str, what: &str) -> Result<()> {
+    if cmd.trim().is_empty() {
+        return Err(Error::new(ErrorKind::Config, format!("{what} is empty")));
+    }
+    Ok(())
+}
+
+/// A setting passed as one program argument: non-empty, no control chars.
+fn plain_setting(value: &str, what: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::new(ErrorKind::Config, format!("{what} is empty")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("{what} {value:?} contains control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    getrandom::getrandom(&mut buf)
+        .map_err(|e| Error::io("cannot get random bytes from the system", e))?;
+    Ok(buf)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_names() {
+        for ok in ["gmail", "me@example.com", "work-2", "a.b_c+d"] {
+            validate_account(ok).unwrap();
+        }
+        for bad in [
+            "", "../x", "a/b", ".hidden", "a..b", "a b", "$(id)", "a;b", "a`b", "é",
+        ] {
+            let e = validate_account(bad).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Invalid, "{bad}");
+        }
+        assert!(validate_account(&"a".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn key_from_base64_or_passphrase() {
+        let raw = [7u8; 32];
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        assert_eq!(key_from_text(&b64).0, raw);
+        let a = key_from_text("correct horse battery staple");
+        let b = key_from_text("correct horse battery staple!");
+        assert_ne!(a.0, b.0);
+        // Base64 of the wrong length is a passphrase, not a short key.
+        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 16]);
+        assert_ne!(key_from_text(&short).0[..16], [1u8; 16]);
+    }
+
+    #[test]
+    fn encryption_binds_key_and_account() {
+        let key = key_from_text("k");
+        let path = Path::new("/t/a.enc");
+        let sealed = encrypt(&key, "a", b"{\"access_token\":\"x\"}").unwrap();
+        assert_eq!(&sealed[..8], MAGIC);
+        assert_eq!(
+            decrypt(&key, "a", path, &sealed).unwrap(),
+            b"{\"access_token\":\"x\"}"
+        );
+        let wrong = decrypt(&key_from_text("other"), "a", path, &sealed).unwrap_err();
+        assert_eq!(
+            wrong.message,
+            "cannot decrypt /t/a.enc: wrong key or tampered file"
+        );
+        assert!(decrypt(&key, "b", path, &sealed).is_err());
+        let mut flipped = sealed.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(decrypt(&key, "a", path, &flipped).is_err());
+        let mut newer = sealed;
+        newer[8] = 9;
+        let e = decrypt(&key, "a", path, &newer).unwrap_err();
+        assert!(e.message.contains("format version 9"), "{}", e.message);
+        let e = decrypt(&key, "a", path, b"junk").unwrap_err();
+        assert!(e.message.contains("corrupt"), "{}", e.message);
+    }
+
+    #[test]
+    fn debug_hides_commands() {
+        let spec = StoreSpec::Encrypted {
+            dir: "/x".into(),
+            key: KeySource::Command("printf s3cr3tkey".into()),
+        };
+        let shown = format!("{spec:?}");
+        assert!(!shown.contains("s3cr3tkey"), "{shown}");
+        let spec = StoreSpec::Command {
+            load: "pass show tok".into(),
+            save: "pass insert tok".into(),
+            clear: None,
+        };
+        assert!(!format!("{spec:?}").contains("pass"));
+    }
+
+    #[test]
+    fn secret_words_split_json_and_lines() {
+        let words = secret_words("{\"access_token\":\"ya29.abc-DEF_123\",\"expires_in\":3599}");
+        assert!(words.contains(&"ya29.abc-DEF_123".to_owned()));
+        assert!(!words.contains(&"3599".to_owned()));
+    }
+
+    #[test]
+    fn relative_dir_is_refused() {
+        let e = open(&StoreSpec::Plain {
+            dir: "tokens".into(),
+        })
+        .err()
+        .unwrap();
+        assert_eq!(e.kind, ErrorKind::Config);
+    }
+}
