@@ -521,6 +521,47 @@ async fn silent_server_is_a_timeout_in_the_configured_time() {
     drop(silent);
 }
 
+/// Answers each of `answers` to one connection, in order, then stops.
+fn canned_server(answers: Vec<&'static str>) -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        for answer in answers {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (port, handle)
+}
+
+#[tokio::test]
+async fn unavailable_or_redirecting_endpoints_are_classified() {
+    let (port, server) = canned_server(vec![
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\nContent-Length: 13\r\nConnection: close\r\n\r\n<html></html>",
+        "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ]);
+    let spec = ProviderSpec {
+        kind: "generic".into(),
+        client_id: Some(CLIENT_ID.into()),
+        token_url: Some(format!("http://127.0.0.1:{port}/token")),
+        ..Default::default()
+    };
+    let provider = Provider::resolve(&spec).unwrap();
+    let err = refresh(&provider, "rt").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Network, "{err}");
+    assert!(err.message.contains("HTTP 503"), "{err}");
+    let err = refresh(&provider, "rt").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config, "{err}");
+    assert!(err.message.contains("redirect"), "{err}");
+    server.join().unwrap();
+}
+
 #[test]
 fn provider_resolution() {
     // Microsoft: default tenant, named tenants, bad tenant.

@@ -10,15 +10,16 @@
 //! No message built here contains a token, a code, a verifier or a secret.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use oauth2::basic::{BasicClient, BasicTokenResponse};
 use oauth2::url::form_urlencoded;
 use oauth2::{
-    AuthType, AuthUrl, AuthorizationCode, ClientId, CsrfToken, DeviceAuthorizationUrl,
-    ErrorResponseType, HttpClientError, PkceCodeChallenge, RedirectUrl, RefreshToken,
-    RequestTokenError, Scope, StandardDeviceAuthorizationResponse, StandardErrorResponse,
-    TokenResponse as _, TokenUrl,
+    AsyncHttpClient, AuthType, AuthUrl, AuthorizationCode, ClientId, CsrfToken,
+    DeviceAuthorizationUrl, ErrorResponseType, HttpClientError, HttpRequest, HttpResponse,
+    PkceCodeChallenge, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+    StandardDeviceAuthorizationResponse, StandardErrorResponse, TokenResponse as _, TokenUrl,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -105,7 +106,8 @@ pub struct DeviceOptions {
 /// A rejected refresh token (`invalid_grant`) gives an `Auth` error
 /// starting "re-authorization needed:".
 pub async fn refresh(p: &Provider, refresh_token: &str) -> Result<TokenResponse> {
-    let http = http_client(p)?;
+    let http = Http::new(p)?;
+    let send = |req| http.send(req);
     let secret = client_secret(p).await?;
     let mut client = BasicClient::new(ClientId::new(p.client_id().to_string()))
         .set_token_uri(TokenUrl::from_url(p.token_url().clone()))
@@ -119,10 +121,10 @@ pub async fn refresh(p: &Provider, refresh_token: &str) -> Result<TokenResponse>
     if !p.scopes().is_empty() {
         req = req.add_scopes(p.scopes().iter().cloned().map(Scope::new));
     }
-    req.request_async(&http)
+    req.request_async(&send)
         .await
         .map(TokenResponse::from)
-        .map_err(|e| request_error("token endpoint", p.timeout(), e, refresh_server_error))
+        .map_err(|e| request_error("token endpoint", &http, e, refresh_server_error))
 }
 
 /// Runs the authorization code flow with PKCE (S256) through a one-shot
@@ -140,7 +142,8 @@ pub async fn authorize_code(p: &Provider, opts: CodeOptions) -> Result<TokenResp
             "auth_url: not set; the authorization code flow needs it",
         )
     })?;
-    let http = http_client(p)?;
+    let http = Http::new(p)?;
+    let send = |req| http.send(req);
     let secret = client_secret(p).await?;
     let port = p.redirect_port().unwrap_or(0);
     let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
@@ -192,8 +195,8 @@ pub async fn authorize_code(p: &Provider, opts: CodeOptions) -> Result<TokenResp
             return Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "no authorization arrived within {} s{why}",
-                    opts.timeout.as_secs()
+                    "no authorization arrived within {}{why}",
+                    seconds(opts.timeout)
                 ),
             ));
         }
@@ -201,10 +204,10 @@ pub async fn authorize_code(p: &Provider, opts: CodeOptions) -> Result<TokenResp
     client
         .exchange_code(AuthorizationCode::new(code))
         .set_pkce_verifier(verifier)
-        .request_async(&http)
+        .request_async(&send)
         .await
         .map(TokenResponse::from)
-        .map_err(|e| request_error("token endpoint", p.timeout(), e, code_server_error))
+        .map_err(|e| request_error("token endpoint", &http, e, code_server_error))
 }
 
 /// Runs the device authorization grant (RFC 8628): gets a user code, hands
@@ -218,7 +221,8 @@ pub async fn authorize_device(p: &Provider, opts: DeviceOptions) -> Result<Token
             "device_url: not set; the device code flow needs it",
         )
     })?;
-    let http = http_client(p)?;
+    let http = Http::new(p)?;
+    let send = |req| http.send(req);
     let secret = client_secret(p).await?;
     let mut client = BasicClient::new(ClientId::new(p.client_id().to_string()))
         .set_token_uri(TokenUrl::from_url(p.token_url().clone()))
@@ -230,16 +234,9 @@ pub async fn authorize_device(p: &Provider, opts: DeviceOptions) -> Result<Token
     let details: StandardDeviceAuthorizationResponse = client
         .exchange_device_code()
         .add_scopes(p.scopes().iter().cloned().map(Scope::new))
-        .request_async(&http)
+        .request_async(&send)
         .await
-        .map_err(|e| {
-            request_error(
-                "device authorization endpoint",
-                p.timeout(),
-                e,
-                code_server_error,
-            )
-        })?;
+        .map_err(|e| request_error("device authorization endpoint", &http, e, code_server_error))?;
     (opts.on_code)(
         details.user_code().secret().clone(),
         details.verification_uri().to_string(),
@@ -249,30 +246,57 @@ pub async fn authorize_device(p: &Provider, opts: DeviceOptions) -> Result<Token
     let poll = client
         .exchange_device_access_token(&details)
         .set_max_backoff_interval(MAX_POLL_BACKOFF)
-        .request_async(&http, sleep, None);
+        .request_async(&send, sleep, None);
     match tokio::time::timeout(opts.timeout, poll).await {
         Ok(result) => result
             .map(TokenResponse::from)
-            .map_err(|e| request_error("token endpoint", p.timeout(), e, device_server_error)),
+            .map_err(|e| request_error("token endpoint", &http, e, device_server_error)),
         Err(_) => Err(Error::new(
             ErrorKind::Timeout,
             format!(
-                "the device code was not approved within {} s",
-                opts.timeout.as_secs()
+                "the device code was not approved within {}",
+                seconds(opts.timeout)
             ),
         )),
     }
 }
 
-/// The HTTP client for one flow: rustls, no redirects (a token endpoint
-/// that redirects is misconfigured, and following could leak the body).
-fn http_client(p: &Provider) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(p.connect_timeout())
-        .timeout(p.timeout())
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Unknown, format!("cannot build HTTP client: {e}")))
+/// The HTTP client of one flow: rustls, no redirects (a token endpoint that
+/// redirects is misconfigured, and following could leak the body). It
+/// remembers the last status so that an answer that is not OAuth2 (a 503
+/// page) can still be classified.
+struct Http {
+    client: reqwest::Client,
+    timeout: Duration,
+    last_status: AtomicU16,
+}
+
+impl Http {
+    fn new(p: &Provider) -> Result<Http> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(p.connect_timeout())
+            .timeout(p.timeout())
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::Unknown, format!("cannot build HTTP client: {e}"))
+            })?;
+        Ok(Http {
+            client,
+            timeout: p.timeout(),
+            last_status: AtomicU16::new(0),
+        })
+    }
+
+    async fn send(
+        &self,
+        req: HttpRequest,
+    ) -> std::result::Result<HttpResponse, HttpClientError<reqwest::Error>> {
+        let resp = self.client.call(req).await?;
+        self.last_status
+            .store(resp.status().as_u16(), Ordering::Relaxed);
+        Ok(resp)
+    }
 }
 
 /// Reads the client secret off the async threads: it may run a command.
@@ -447,7 +471,7 @@ fn device_server_error(code: &str, text: String) -> Error {
 /// an OAuth error response by its code.
 fn request_error<T>(
     endpoint: &str,
-    timeout: Duration,
+    http: &Http,
     err: RequestTokenError<HttpClientError<reqwest::Error>, StandardErrorResponse<T>>,
     server: fn(&str, String) -> Error,
 ) -> Error
@@ -477,8 +501,8 @@ where
                 Error::new(
                     ErrorKind::Timeout,
                     format!(
-                        "the {endpoint}{host} did not answer within {} s",
-                        timeout.as_secs()
+                        "the {endpoint}{host} did not answer within {}",
+                        seconds(http.timeout)
                     ),
                 )
             } else if e.is_connect() {
@@ -497,6 +521,28 @@ where
             ErrorKind::Network,
             format!("request to the {endpoint} failed: {e}"),
         ),
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_)
+            if http.last_status.load(Ordering::Relaxed) >= 500 =>
+        {
+            Error::new(
+                ErrorKind::Network,
+                format!(
+                    "the {endpoint} is unavailable (HTTP {})",
+                    http.last_status.load(Ordering::Relaxed)
+                ),
+            )
+        }
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_)
+            if (300..400).contains(&http.last_status.load(Ordering::Relaxed)) =>
+        {
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the {endpoint} answered with a redirect (HTTP {}); check its URL",
+                    http.last_status.load(Ordering::Relaxed)
+                ),
+            )
+        }
         // The serde error text may quote a value from the body (a token),
         // so only the path of the bad field is shown.
         RequestTokenError::Parse(e, _) => Error::new(
@@ -510,6 +556,16 @@ where
             ErrorKind::Unknown,
             format!("the {endpoint} sent an unexpected response: {msg}"),
         ),
+    }
+}
+
+/// "1.5 s", "30 s": a duration for a message.
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.1} s")
     }
 }
 
@@ -549,6 +605,12 @@ mod tests {
             "invalid_grant: Token revoked"
         );
         assert_eq!(describe("x", Some(&"a".repeat(1000))).len(), 300);
+    }
+
+    #[test]
+    fn seconds_reads_well() {
+        assert_eq!(seconds(Duration::from_secs(30)), "30 s");
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5 s");
     }
 
     #[test]

@@ -222,13 +222,7 @@ impl Provider {
         };
         let mut client_id = non_empty(&spec.client_id);
         let mut client_secret = spec.client_secret.clone();
-        let (auth, token, device, scopes, auth_params): (
-            String,
-            String,
-            String,
-            Vec<&str>,
-            Vec<(&str, &str)>,
-        ) = match kind {
+        let defaults = match kind {
             ProviderKind::Google => {
                 if client_id.is_none() {
                     client_id = env(GMAIL_CLIENT_ID_ENV).filter(|s| !s.trim().is_empty());
@@ -242,35 +236,29 @@ impl Provider {
                             )));
                     }
                 }
-                (
-                    GOOGLE_AUTH_URL.into(),
-                    GOOGLE_TOKEN_URL.into(),
-                    GOOGLE_DEVICE_URL.into(),
-                    vec![GOOGLE_SCOPE],
+                Defaults {
+                    auth: GOOGLE_AUTH_URL.into(),
+                    token: GOOGLE_TOKEN_URL.into(),
+                    device: GOOGLE_DEVICE_URL.into(),
+                    scopes: vec![GOOGLE_SCOPE],
                     // Without these Google issues no refresh token on a
                     // second authorization of the same client.
-                    vec![("access_type", "offline"), ("prompt", "consent")],
-                )
+                    auth_params: vec![("access_type", "offline"), ("prompt", "consent")],
+                }
             }
             ProviderKind::Microsoft => {
                 let tenant = non_empty(&spec.tenant).unwrap_or_else(|| "common".into());
                 check_tenant(&tenant)?;
                 let base = format!("{MICROSOFT_LOGIN}/{tenant}/oauth2/v2.0");
-                (
-                    format!("{base}/authorize"),
-                    format!("{base}/token"),
-                    format!("{base}/devicecode"),
-                    MICROSOFT_SCOPES.to_vec(),
-                    Vec::new(),
-                )
+                Defaults {
+                    auth: format!("{base}/authorize"),
+                    token: format!("{base}/token"),
+                    device: format!("{base}/devicecode"),
+                    scopes: MICROSOFT_SCOPES.to_vec(),
+                    auth_params: Vec::new(),
+                }
             }
-            ProviderKind::Generic => (
-                String::new(),
-                String::new(),
-                String::new(),
-                Vec::new(),
-                Vec::new(),
-            ),
+            ProviderKind::Generic => Defaults::default(),
         };
         let client_id = client_id.ok_or_else(|| {
             if kind == ProviderKind::Google {
@@ -289,10 +277,10 @@ impl Provider {
                 None => check_url(field, &default).map(Some),
             }
         };
-        let auth_url = pick("auth_url", &spec.auth_url, auth)?;
-        let token_url = pick("token_url", &spec.token_url, token)?
+        let auth_url = pick("auth_url", &spec.auth_url, defaults.auth)?;
+        let token_url = pick("token_url", &spec.token_url, defaults.token)?
             .ok_or_else(|| config("token_url: not set (a generic provider needs it)"))?;
-        let device_url = pick("device_url", &spec.device_url, device)?;
+        let device_url = pick("device_url", &spec.device_url, defaults.device)?;
         let scopes = match &spec.scopes {
             Some(list) => {
                 if let Some(bad) = list
@@ -303,7 +291,7 @@ impl Provider {
                 }
                 list.clone()
             }
-            None => scopes.into_iter().map(String::from).collect(),
+            None => defaults.scopes.into_iter().map(String::from).collect(),
         };
         Ok(Provider {
             kind,
@@ -313,7 +301,8 @@ impl Provider {
             token_url,
             device_url,
             scopes,
-            auth_params: auth_params
+            auth_params: defaults
+                .auth_params
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
@@ -378,6 +367,16 @@ impl Provider {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+}
+
+/// What a well-known provider implies; empty for a generic one.
+#[derive(Default)]
+struct Defaults {
+    auth: String,
+    token: String,
+    device: String,
+    scopes: Vec<&'static str>,
+    auth_params: Vec<(&'static str, &'static str)>,
 }
 
 fn config(msg: impl Into<String>) -> Error {
