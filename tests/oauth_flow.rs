@@ -173,8 +173,15 @@ fn browser(
                 .to_str()
                 .expect("location")
                 .to_string();
+            // Like a browser's preconnect: a connection that never sends.
+            let mut idle = None;
             if forge_first {
                 let parsed = reqwest::Url::parse(&location).expect("redirect URL");
+                let loopback = (
+                    parsed.host_str().unwrap().to_string(),
+                    parsed.port().unwrap(),
+                );
+                idle = tokio::net::TcpStream::connect(loopback).await.ok();
                 let forged = format!(
                     "http://{}:{}/?code=forged&state=not-the-state",
                     parsed.host_str().unwrap(),
@@ -188,6 +195,7 @@ fn browser(
                 log.final_status = Some(r.status().as_u16());
             }
             let _ = tx.send(log);
+            drop(idle);
         });
     });
     (
@@ -251,9 +259,16 @@ async fn code_flow_with_pkce_end_to_end() {
 async fn wrong_state_is_rejected_and_the_real_redirect_still_works() {
     let server = Server::start(&[]);
     let (opts, log) = browser(true, true);
+    let start = Instant::now();
     let tokens = authorize_code(&server.provider(), opts)
         .await
         .expect("code flow");
+    // The idle connection did not hold up the real redirect (5 s read limit).
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
     let log = log.await.expect("browser log");
     assert_eq!(log.forged_status, Some(400));
     assert_eq!(log.final_status, Some(200));

@@ -307,75 +307,109 @@ async fn client_secret(p: &Provider) -> Result<Option<String>> {
         .map_err(|_| Error::new(ErrorKind::Unknown, "client_secret: reading it failed"))?
 }
 
+/// What one connection to the loopback listener brought.
+enum Redirect {
+    /// Not a redirect (a favicon request, a browser's idle preconnect).
+    Ignored,
+    /// A redirect with someone else's `state`.
+    WrongState,
+    Code(String),
+    Denied(Error),
+}
+
 /// Accepts connections until one carries the redirect with our `state`.
+/// Each connection is served by its own task, so a browser's idle
+/// preconnect cannot hold up the real redirect; the tasks still running
+/// are aborted when this returns.
 async fn wait_for_redirect(
     listener: &TcpListener,
     state: &str,
     rejected_state: &mut bool,
 ) -> Result<String> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
-        let (mut stream, _) = listener
-            .accept()
-            .await
-            .map_err(|e| Error::io("redirect listener", e))?;
-        let Ok(Ok(target)) =
-            tokio::time::timeout(REDIRECT_READ_TIMEOUT, read_request_target(&mut stream)).await
-        else {
-            continue;
-        };
-        let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
-        let mut code = None;
-        let mut error = None;
-        let mut description = None;
-        let mut got_state = None;
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            match k.as_ref() {
-                "code" => code = Some(v.into_owned()),
-                "error" => error = Some(v.into_owned()),
-                "error_description" => description = Some(v.into_owned()),
-                "state" => got_state = Some(v.into_owned()),
-                _ => {}
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted.map_err(|e| Error::io("redirect listener", e))?;
+                let (tx, state) = (tx.clone(), state.to_string());
+                tasks.spawn(async move {
+                    let _ = tx.send(serve_redirect(stream, &state).await).await;
+                });
             }
+            Some(outcome) = rx.recv() => match outcome {
+                Redirect::Ignored => {}
+                Redirect::WrongState => *rejected_state = true,
+                Redirect::Code(code) => return Ok(code),
+                Redirect::Denied(err) => return Err(err),
+            },
+            // Reap finished tasks so a long wait does not pile them up.
+            Some(_) = tasks.join_next() => {}
         }
-        if path != "/" || (code.is_none() && error.is_none()) {
-            respond(&mut stream, "404 Not Found", "Not found.").await;
-            continue;
+    }
+}
+
+/// Reads one request from the listener and answers it.
+async fn serve_redirect(mut stream: TcpStream, state: &str) -> Redirect {
+    let Ok(Ok(target)) =
+        tokio::time::timeout(REDIRECT_READ_TIMEOUT, read_request_target(&mut stream)).await
+    else {
+        return Redirect::Ignored;
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+    let mut code = None;
+    let mut error = None;
+    let mut description = None;
+    let mut got_state = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "code" => code = Some(v.into_owned()),
+            "error" => error = Some(v.into_owned()),
+            "error_description" => description = Some(v.into_owned()),
+            "state" => got_state = Some(v.into_owned()),
+            _ => {}
         }
-        if got_state.as_deref() != Some(state) {
-            *rejected_state = true;
-            respond(
-                &mut stream,
-                "400 Bad Request",
-                "This authorization response does not belong to the running sign-in \
-                 (state mismatch) and was ignored.",
-            )
-            .await;
-            continue;
-        }
-        if let Some(error) = error {
-            respond(
-                &mut stream,
-                "200 OK",
-                "Authorization was not granted. You can close this tab.",
-            )
-            .await;
-            return Err(Error::new(
-                ErrorKind::Auth,
-                format!(
-                    "authorization denied: {}",
-                    describe(&error, description.as_deref())
-                ),
-            ));
-        }
-        if let Some(code) = code {
+    }
+    if path != "/" || (code.is_none() && error.is_none()) {
+        respond(&mut stream, "404 Not Found", "Not found.").await;
+        return Redirect::Ignored;
+    }
+    if got_state.as_deref() != Some(state) {
+        respond(
+            &mut stream,
+            "400 Bad Request",
+            "This authorization response does not belong to the running sign-in \
+             (state mismatch) and was ignored.",
+        )
+        .await;
+        return Redirect::WrongState;
+    }
+    if let Some(error) = error {
+        respond(
+            &mut stream,
+            "200 OK",
+            "Authorization was not granted. You can close this tab.",
+        )
+        .await;
+        return Redirect::Denied(Error::new(
+            ErrorKind::Auth,
+            format!(
+                "authorization denied: {}",
+                describe(&error, description.as_deref())
+            ),
+        ));
+    }
+    match code {
+        Some(code) => {
             respond(
                 &mut stream,
                 "200 OK",
                 "Authorization complete. You can close this tab and return to Neovim.",
             )
             .await;
-            return Ok(code);
+            Redirect::Code(code)
         }
+        None => Redirect::Ignored,
     }
 }
 
