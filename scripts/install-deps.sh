@@ -45,3 +45,17 @@ if ! [ -x "$nvim" ] || ! "$nvim" --version 2>/dev/null | head -n1 | grep -q "v$n
   chmod +x "$nvim"
 fi
 "$nvim" --version | head -n1 >/dev/null
+
+# The OAuth2 test server (tests/fixture/oauth_server.mjs) runs on the npm
+# package oauth2-mock-server, pinned with its whole tree by
+# tests/fixture/oauth/package-lock.json; reinstalled when that lock changes.
+oauth_src="$root/tests/fixture/oauth"
+oauth_deps="$deps/oauth2-mock-server"
+if ! [ -f "$oauth_deps/node_modules/oauth2-mock-server/package.json" ] ||
+  ! cmp -s "$oauth_src/package-lock.json" "$oauth_deps/package-lock.json"; then
+  echo "install-deps: installing oauth2-mock-server into $oauth_deps"
+  rm -rf "$oauth_deps"
+  mkdir -p "$oauth_deps"
+  cp "$oauth_src/package.json" "$oauth_src/package-lock.json" "$oauth_deps/"
+  npm ci --silent --no-audit --no-fund --prefix "$oauth_deps"
+fi

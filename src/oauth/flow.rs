@@ -1,1 +1,668 @@
 //! OAuth2 flows: refresh, authorization code with PKCE, device code.
+//!
+//! The `oauth2` crate speaks the protocol; this module supplies the HTTP
+//! client (rustls, no redirects, connect and overall timeouts from the
+//! [`Provider`]), the loopback listener that receives the browser's
+//! redirect, and the mapping of every failure to an [`ErrorKind`] the sync
+//! manager can act on: `Auth` when the user must authorize again, `Network`
+//! and `Timeout` when a retry may help, `Config` when the setup is wrong.
+//!
+//! No message built here contains a token, a code, a verifier or a secret.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use oauth2::basic::{BasicClient, BasicTokenResponse};
+use oauth2::url::form_urlencoded;
+use oauth2::{
+    AsyncHttpClient, AuthType, AuthUrl, AuthorizationCode, ClientId, CsrfToken,
+    DeviceAuthorizationUrl, ErrorResponseType, HttpClientError, HttpRequest, HttpResponse,
+    PkceCodeChallenge, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+    StandardDeviceAuthorizationResponse, StandardErrorResponse, TokenResponse as _, TokenUrl,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::provider::Provider;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Shortest wait between two device-code polls, whatever the server says.
+const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest wait between polls after the token endpoint could not be reached.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(10);
+/// Time a connection to the loopback listener has to send its request.
+const REDIRECT_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest redirect request read; a real one is a few hundred bytes.
+const REDIRECT_MAX_REQUEST: usize = 16 * 1024;
+
+/// What a token endpoint granted. Debug output hides both tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// A new refresh token, when the server rotates or first issues one.
+    pub refresh_token: Option<String>,
+    /// Lifetime of the access token in seconds, as the server said.
+    pub expires_in: Option<u64>,
+    /// Granted scopes, space separated.
+    pub scope: Option<String>,
+    pub token_type: Option<String>,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"<redacted>")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .field("token_type", &self.token_type)
+            .finish()
+    }
+}
+
+impl From<BasicTokenResponse> for TokenResponse {
+    fn from(r: BasicTokenResponse) -> Self {
+        TokenResponse {
+            access_token: r.access_token().secret().clone(),
+            refresh_token: r.refresh_token().map(|t| t.secret().clone()),
+            expires_in: r.expires_in().map(|d| d.as_secs()),
+            scope: r.scopes().map(|s| {
+                s.iter()
+                    .map(|scope| scope.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+            token_type: Some(r.token_type().as_ref().to_string()),
+        }
+    }
+}
+
+/// Options of [`authorize_code`].
+pub struct CodeOptions {
+    /// Receives the authorization URL to open in a browser. It must return
+    /// promptly (open a browser, spawn a task): the loopback listener only
+    /// answers once it has returned.
+    pub on_url: Box<dyn FnOnce(String) + Send>,
+    /// How long to wait for the browser's redirect.
+    pub timeout: Duration,
+}
+
+/// Options of [`authorize_device`].
+pub struct DeviceOptions {
+    /// Receives the user code, the verification URI and the code's lifetime
+    /// in seconds, to show to the user. Must return promptly.
+    pub on_code: Box<dyn FnOnce(String, String, u64) + Send>,
+    /// How long to wait for the user's approval in all.
+    pub timeout: Duration,
+}
+
+/// Exchanges a refresh token for a new access token. The returned
+/// `refresh_token` is the rotated one when the server sent one.
+///
+/// A rejected refresh token (`invalid_grant`) gives an `Auth` error
+/// starting "re-authorization needed:".
+pub async fn refresh(p: &Provider, refresh_token: &str) -> Result<TokenResponse> {
+    let http = Http::new(p)?;
+    let send = |req| http.send(req);
+    let secret = client_secret(p).await?;
+    let mut client = BasicClient::new(ClientId::new(p.client_id().to_string()))
+        .set_token_uri(TokenUrl::from_url(p.token_url().clone()))
+        .set_auth_type(AuthType::RequestBody);
+    if let Some(s) = secret {
+        client = client.set_client_secret(oauth2::ClientSecret::new(s));
+    }
+    let token = RefreshToken::new(refresh_token.to_string());
+    let mut req = client.exchange_refresh_token(&token);
+    // Microsoft wants the scopes again; others keep the granted ones.
+    if !p.scopes().is_empty() {
+        req = req.add_scopes(p.scopes().iter().cloned().map(Scope::new));
+    }
+    req.request_async(&send)
+        .await
+        .map(TokenResponse::from)
+        .map_err(|e| request_error("token endpoint", &http, e, refresh_server_error))
+}
+
+/// Runs the authorization code flow with PKCE (S256) through a one-shot
+/// loopback listener on `127.0.0.1` (the provider's `redirect_port`, or an
+/// ephemeral one) with redirect URI `http://127.0.0.1:PORT/`.
+///
+/// A redirect whose `state` does not match is answered with an error page
+/// and ignored (it cannot be the browser we sent), and the listener keeps
+/// waiting for the genuine one until `opts.timeout`. The listener is closed
+/// when this returns, whatever the outcome.
+pub async fn authorize_code(p: &Provider, opts: CodeOptions) -> Result<TokenResponse> {
+    let auth_url = p.auth_url().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            "auth_url: not set; the authorization code flow needs it",
+        )
+    })?;
+    let http = Http::new(p)?;
+    let send = |req| http.send(req);
+    let secret = client_secret(p).await?;
+    let port = p.redirect_port().unwrap_or(0);
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
+        Error::io(
+            format!("redirect_port: cannot listen on 127.0.0.1:{port}"),
+            e,
+        )
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("redirect listener", e))?
+        .port();
+    let redirect = RedirectUrl::new(format!("http://127.0.0.1:{port}/"))
+        .map_err(|e| Error::invalid(format!("redirect URL: {e}")))?;
+    let mut client = BasicClient::new(ClientId::new(p.client_id().to_string()))
+        .set_auth_uri(AuthUrl::from_url(auth_url.clone()))
+        .set_token_uri(TokenUrl::from_url(p.token_url().clone()))
+        .set_redirect_uri(redirect)
+        .set_auth_type(AuthType::RequestBody);
+    if let Some(s) = secret {
+        client = client.set_client_secret(oauth2::ClientSecret::new(s));
+    }
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut req = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scopes(p.scopes().iter().cloned().map(Scope::new))
+        .set_pkce_challenge(challenge);
+    for (k, v) in p.auth_params() {
+        req = req.add_extra_param(k.as_str(), v.as_str());
+    }
+    let (url, state) = req.url();
+    (opts.on_url)(url.to_string());
+
+    let mut rejected_state = false;
+    let waited = tokio::time::timeout(
+        opts.timeout,
+        wait_for_redirect(&listener, state.secret(), &mut rejected_state),
+    )
+    .await;
+    drop(listener);
+    let code = match waited {
+        Ok(result) => result?,
+        Err(_) => {
+            let why = if rejected_state {
+                "; a redirect with a wrong state was rejected"
+            } else {
+                ""
+            };
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no authorization arrived within {}{why}",
+                    seconds(opts.timeout)
+                ),
+            ));
+        }
+    };
+    client
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(verifier)
+        .request_async(&send)
+        .await
+        .map(TokenResponse::from)
+        .map_err(|e| request_error("token endpoint", &http, e, code_server_error))
+}
+
+/// Runs the device authorization grant (RFC 8628): gets a user code, hands
+/// it to `opts.on_code`, then polls the token endpoint at the server's
+/// interval (at least 1 s; `slow_down` adds 5 s) until the user approves,
+/// denies, the code expires or `opts.timeout` passes.
+pub async fn authorize_device(p: &Provider, opts: DeviceOptions) -> Result<TokenResponse> {
+    let device_url = p.device_url().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            "device_url: not set; the device code flow needs it",
+        )
+    })?;
+    let http = Http::new(p)?;
+    let send = |req| http.send(req);
+    let secret = client_secret(p).await?;
+    let mut client = BasicClient::new(ClientId::new(p.client_id().to_string()))
+        .set_token_uri(TokenUrl::from_url(p.token_url().clone()))
+        .set_device_authorization_url(DeviceAuthorizationUrl::from_url(device_url.clone()))
+        .set_auth_type(AuthType::RequestBody);
+    if let Some(s) = secret {
+        client = client.set_client_secret(oauth2::ClientSecret::new(s));
+    }
+    let details: StandardDeviceAuthorizationResponse = client
+        .exchange_device_code()
+        .add_scopes(p.scopes().iter().cloned().map(Scope::new))
+        .request_async(&send)
+        .await
+        .map_err(|e| request_error("device authorization endpoint", &http, e, code_server_error))?;
+    (opts.on_code)(
+        details.user_code().secret().clone(),
+        details.verification_uri().to_string(),
+        details.expires_in().as_secs(),
+    );
+    let sleep = |d: Duration| tokio::time::sleep(d.max(MIN_POLL_INTERVAL));
+    let poll = client
+        .exchange_device_access_token(&details)
+        .set_max_backoff_interval(MAX_POLL_BACKOFF)
+        .request_async(&send, sleep, None);
+    match tokio::time::timeout(opts.timeout, poll).await {
+        Ok(result) => result
+            .map(TokenResponse::from)
+            .map_err(|e| request_error("token endpoint", &http, e, device_server_error)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "the device code was not approved within {}",
+                seconds(opts.timeout)
+            ),
+        )),
+    }
+}
+
+/// The HTTP client of one flow: rustls, no redirects (a token endpoint that
+/// redirects is misconfigured, and following could leak the body). It
+/// remembers the last status so that an answer that is not OAuth2 (a 503
+/// page) can still be classified.
+struct Http {
+    client: reqwest::Client,
+    timeout: Duration,
+    last_status: AtomicU16,
+}
+
+impl Http {
+    fn new(p: &Provider) -> Result<Http> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(p.connect_timeout())
+            .timeout(p.timeout())
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::Unknown, format!("cannot build HTTP client: {e}"))
+            })?;
+        Ok(Http {
+            client,
+            timeout: p.timeout(),
+            last_status: AtomicU16::new(0),
+        })
+    }
+
+    async fn send(
+        &self,
+        req: HttpRequest,
+    ) -> std::result::Result<HttpResponse, HttpClientError<reqwest::Error>> {
+        let resp = self.client.call(req).await?;
+        self.last_status
+            .store(resp.status().as_u16(), Ordering::Relaxed);
+        Ok(resp)
+    }
+}
+
+/// Reads the client secret off the async threads: it may run a command.
+async fn client_secret(p: &Provider) -> Result<Option<String>> {
+    let source = p.client_secret().clone();
+    tokio::task::spawn_blocking(move || source.resolve())
+        .await
+        .map_err(|_| Error::new(ErrorKind::Unknown, "client_secret: reading it failed"))?
+}
+
+/// What one connection to the loopback listener brought.
+enum Redirect {
+    /// Not a redirect (a favicon request, a browser's idle preconnect).
+    Ignored,
+    /// A redirect with someone else's `state`.
+    WrongState,
+    Code(String),
+    Denied(Error),
+}
+
+/// Accepts connections until one carries the redirect with our `state`.
+/// Each connection is served by its own task, so a browser's idle
+/// preconnect cannot hold up the real redirect; the tasks still running
+/// are aborted when this returns.
+async fn wait_for_redirect(
+    listener: &TcpListener,
+    state: &str,
+    rejected_state: &mut bool,
+) -> Result<String> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted.map_err(|e| Error::io("redirect listener", e))?;
+                let (tx, state) = (tx.clone(), state.to_string());
+                tasks.spawn(async move {
+                    let _ = tx.send(serve_redirect(stream, &state).await).await;
+                });
+            }
+            Some(outcome) = rx.recv() => match outcome {
+                Redirect::Ignored => {}
+                Redirect::WrongState => *rejected_state = true,
+                Redirect::Code(code) => return Ok(code),
+                Redirect::Denied(err) => return Err(err),
+            },
+            // Reap finished tasks so a long wait does not pile them up.
+            Some(_) = tasks.join_next() => {}
+        }
+    }
+}
+
+/// Reads one request from the listener and answers it.
+async fn serve_redirect(mut stream: TcpStream, state: &str) -> Redirect {
+    let Ok(Ok(target)) =
+        tokio::time::timeout(REDIRECT_READ_TIMEOUT, read_request_target(&mut stream)).await
+    else {
+        return Redirect::Ignored;
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+    let mut code = None;
+    let mut error = None;
+    let mut description = None;
+    let mut got_state = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "code" => code = Some(v.into_owned()),
+            "error" => error = Some(v.into_owned()),
+            "error_description" => description = Some(v.into_owned()),
+            "state" => got_state = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    if path != "/" || (code.is_none() && error.is_none()) {
+        respond(&mut stream, "404 Not Found", "Not found.").await;
+        return Redirect::Ignored;
+    }
+    if got_state.as_deref() != Some(state) {
+        respond(
+            &mut stream,
+            "400 Bad Request",
+            "This authorization response does not belong to the running sign-in \
+             (state mismatch) and was ignored.",
+        )
+        .await;
+        return Redirect::WrongState;
+    }
+    if let Some(error) = error {
+        respond(
+            &mut stream,
+            "200 OK",
+            "Authorization was not granted. You can close this tab.",
+        )
+        .await;
+        return Redirect::Denied(Error::new(
+            ErrorKind::Auth,
+            format!(
+                "authorization denied: {}",
+                describe(&error, description.as_deref())
+            ),
+        ));
+    }
+    match code {
+        Some(code) => {
+            respond(
+                &mut stream,
+                "200 OK",
+                "Authorization complete. You can close this tab and return to Neovim.",
+            )
+            .await;
+            Redirect::Code(code)
+        }
+        None => Redirect::Ignored,
+    }
+}
+
+/// Reads an HTTP request head and returns its request target (path and
+/// query). Only `GET` is accepted.
+async fn read_request_target(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < REDIRECT_MAX_REQUEST {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    match (parts.next(), parts.next()) {
+        (Some("GET"), Some(target)) => Ok(target.to_string()),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a GET request",
+        )),
+    }
+}
+
+/// Answers the browser with a tiny static page (nothing from the request
+/// is echoed into it) and closes the connection.
+async fn respond(stream: &mut TcpStream, status: &str, text: &str) {
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>himalaya-sync</title>\
+         </head><body><p>{text}</p></body></html>"
+    );
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
+         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// "code: description" on one line, bounded, for a provider's error.
+fn describe(code: &str, description: Option<&str>) -> String {
+    let text = match description {
+        Some(d) if !d.trim().is_empty() => format!("{code}: {d}"),
+        _ => code.to_string(),
+    };
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    one_line.trim().to_string()
+}
+
+/// How the refresh grant's error codes map to kinds.
+fn refresh_server_error(code: &str, text: String) -> Error {
+    match code {
+        "invalid_grant" => Error::new(ErrorKind::Auth, format!("re-authorization needed: {text}")),
+        _ => code_server_error(code, text),
+    }
+}
+
+/// How error codes of the other token requests map to kinds.
+fn code_server_error(code: &str, text: String) -> Error {
+    match code {
+        "server_error" | "temporarily_unavailable" => Error::new(
+            ErrorKind::Network,
+            format!("the provider is unavailable: {text}"),
+        ),
+        _ => Error::new(
+            ErrorKind::Auth,
+            format!("the provider refused the request: {text}"),
+        ),
+    }
+}
+
+/// How the device poll's final error codes map to kinds.
+fn device_server_error(code: &str, text: String) -> Error {
+    match code {
+        "access_denied" => Error::new(ErrorKind::Auth, format!("authorization denied: {text}")),
+        "expired_token" => Error::new(
+            ErrorKind::Auth,
+            format!("the device code expired before it was approved; start again ({text})"),
+        ),
+        _ => code_server_error(code, text),
+    }
+}
+
+/// Maps an `oauth2` request failure to an engine error; `server` classifies
+/// an OAuth error response by its code.
+fn request_error<T>(
+    endpoint: &str,
+    http: &Http,
+    err: RequestTokenError<HttpClientError<reqwest::Error>, StandardErrorResponse<T>>,
+    server: fn(&str, String) -> Error,
+) -> Error
+where
+    T: ErrorResponseType + AsRef<str> + fmt::Display + 'static,
+{
+    match err {
+        RequestTokenError::ServerResponse(resp) => {
+            let code = resp.error().as_ref();
+            server(
+                code,
+                describe(code, resp.error_description().map(String::as_str)),
+            )
+        }
+        RequestTokenError::Request(HttpClientError::Reqwest(e)) => {
+            let host = e
+                .url()
+                .map(|u| {
+                    format!(
+                        " at {}:{}",
+                        u.host_str().unwrap_or("?"),
+                        u.port_or_known_default().unwrap_or(0)
+                    )
+                })
+                .unwrap_or_default();
+            if e.is_timeout() {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the {endpoint}{host} did not answer within {}",
+                        seconds(http.timeout)
+                    ),
+                )
+            } else if e.is_connect() {
+                Error::new(
+                    ErrorKind::Network,
+                    format!("cannot connect to the {endpoint}{host}: {}", root_cause(&e)),
+                )
+            } else {
+                Error::new(
+                    ErrorKind::Network,
+                    format!("request to the {endpoint}{host} failed: {}", root_cause(&e)),
+                )
+            }
+        }
+        RequestTokenError::Request(e) => Error::new(
+            ErrorKind::Network,
+            format!("request to the {endpoint} failed: {e}"),
+        ),
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_)
+            if http.last_status.load(Ordering::Relaxed) >= 500 =>
+        {
+            Error::new(
+                ErrorKind::Network,
+                format!(
+                    "the {endpoint} is unavailable (HTTP {})",
+                    http.last_status.load(Ordering::Relaxed)
+                ),
+            )
+        }
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_)
+            if (300..400).contains(&http.last_status.load(Ordering::Relaxed)) =>
+        {
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the {endpoint} answered with a redirect (HTTP {}); check its URL",
+                    http.last_status.load(Ordering::Relaxed)
+                ),
+            )
+        }
+        // The serde error text may quote a value from the body (a token),
+        // so only the path of the bad field is shown.
+        RequestTokenError::Parse(e, _) => Error::new(
+            ErrorKind::Unknown,
+            format!(
+                "the {endpoint} sent a response that is not valid OAuth2 (at `{}`)",
+                e.path()
+            ),
+        ),
+        RequestTokenError::Other(msg) => Error::new(
+            ErrorKind::Unknown,
+            format!("the {endpoint} sent an unexpected response: {msg}"),
+        ),
+    }
+}
+
+/// "1.5 s", "30 s": a duration for a message.
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// The innermost cause of an error chain ("Connection refused"), which is
+/// what a user can act on.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_response_debug_hides_tokens() {
+        let t = TokenResponse {
+            access_token: "ya29.secret".into(),
+            refresh_token: Some("1//refresh".into()),
+            expires_in: Some(3599),
+            scope: Some("https://mail.google.com/".into()),
+            token_type: Some("Bearer".into()),
+        };
+        let s = format!("{t:?}");
+        assert!(!s.contains("ya29") && !s.contains("1//refresh"), "{s}");
+        assert!(s.contains("3599"));
+    }
+
+    #[test]
+    fn describe_is_one_bounded_line() {
+        assert_eq!(describe("invalid_grant", None), "invalid_grant");
+        assert_eq!(
+            describe("invalid_grant", Some("Token\nrevoked")),
+            "invalid_grant: Token revoked"
+        );
+        assert_eq!(describe("x", Some(&"a".repeat(1000))).len(), 300);
+    }
+
+    #[test]
+    fn seconds_reads_well() {
+        assert_eq!(seconds(Duration::from_secs(30)), "30 s");
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5 s");
+    }
+
+    #[test]
+    fn error_codes_map_to_kinds() {
+        assert_eq!(
+            refresh_server_error("invalid_grant", "invalid_grant: gone".into()).message,
+            "re-authorization needed: invalid_grant: gone"
+        );
+        assert_eq!(
+            refresh_server_error("temporarily_unavailable", String::new()).kind,
+            ErrorKind::Network
+        );
+        assert_eq!(
+            device_server_error("access_denied", String::new()).kind,
+            ErrorKind::Auth
+        );
+        assert!(device_server_error("expired_token", String::new())
+            .message
+            .contains("expired"));
+    }
+}
