@@ -102,7 +102,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key as AeadKey, Nonce};
 use nix::errno::Errno;
 use nix::fcntl::{self, OFlag};
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{killpg, pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::{self, FileStat, Mode};
 use nix::unistd::{self, Pid};
 use parking_lot::Mutex;
@@ -1177,9 +1177,16 @@ fn run(r: &Run<'_>) -> Result<Output> {
     };
     if let (Some(data), Some(mut pipe)) = (r.stdin, child.stdin.take()) {
         let data = data.to_vec();
-        // A program that exits without reading all of stdin is its own
-        // business; its exit status tells what happened.
         thread::spawn(move || {
+            // Writing to a program that exited raises SIGPIPE, whose default
+            // action would kill the host (Neovim may not ignore it). Blocked
+            // in this thread, the write fails with EPIPE instead and the
+            // pending signal goes away with the thread.
+            let mut pipe_signal = SigSet::empty();
+            pipe_signal.add(Signal::SIGPIPE);
+            let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&pipe_signal), None);
+            // A program that exits without reading all of stdin is its own
+            // business; its exit status tells what happened.
             let _ = pipe.write_all(&data);
         });
     }
