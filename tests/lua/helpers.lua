@@ -409,6 +409,89 @@ os._exit(0)
   end)
 end
 
+--- Writes an executable `DIR/mbsync` that runs the real mbsync and appends
+--- `start PID NS` before and `end PID NS RC` after it to `log` (each append
+--- under flock, so lines of concurrent runs never mix). Point
+--- `mbsync.cmd` at it, or put DIR first in PATH. Returns the script path.
+---@param log string
+---@return string
+function M.mbsync_wrapper(log)
+  local real = vim.fn.exepath('mbsync')
+  M.ok(real ~= '', 'mbsync is installed')
+  local dir = M.tmpdir()
+  local path = dir .. '/mbsync'
+  M.write(
+    path,
+    ([[
+#!/bin/sh
+log=%s
+( flock 9; echo "start $$ $(date +%%s%%N)" >&9 ) 9>>"$log"
+%s "$@"
+rc=$?
+( flock 9; echo "end $$ $(date +%%s%%N) $rc" >&9 ) 9>>"$log"
+exit $rc
+]]):format(vim.fn.shellescape(log), vim.fn.shellescape(real))
+  )
+  vim.fn.setfperm(path, 'rwx------')
+  return path
+end
+
+--- Parses a wrapper log (see `M.mbsync_wrapper`): the runs as
+--- `{pid, start, stop, rc}` (ns; `stop` nil when no end was logged), and
+--- the pairs of runs whose times overlap.
+---@param log string
+---@return {pid: integer, start: number, stop?: number, rc?: integer}[] runs ns from the log's first second
+---@return string[] overlaps
+function M.mbsync_runs(log)
+  local runs, open = {}, {}
+  -- Nanoseconds since the first whole second in the log: exact in a double
+  -- (a raw `date +%s%N` is not).
+  local base
+  local function ns_of(stamp)
+    local secs, nanos = tonumber(stamp:sub(1, -10)), tonumber(stamp:sub(-9))
+    base = base or secs
+    return (secs - base) * 1e9 + nanos
+  end
+  local f = io.open(log)
+  if f then
+    for line in f:lines() do
+      local what, pid, stamp, rc = line:match('^(%a+) (%d+) (%d+) ?(%d*)$')
+      local ns = stamp and ns_of(stamp)
+      if what == 'start' then
+        local r = { pid = tonumber(pid), start = ns }
+        runs[#runs + 1] = r
+        open[r.pid] = r
+      elseif what == 'end' and open[tonumber(pid)] then
+        local r = open[tonumber(pid)]
+        r.stop, r.rc = ns, tonumber(rc)
+        open[r.pid] = nil
+      end
+    end
+    f:close()
+  end
+  table.sort(runs, function(a, b)
+    return a.start < b.start
+  end)
+  local overlaps = {}
+  local latest = nil
+  for _, r in ipairs(runs) do
+    if latest and r.start < (latest.stop or math.huge) then
+      overlaps[#overlaps + 1] = ('mbsync %d [%d, %s] overlaps mbsync %d [%d, %s]'):format(
+        r.pid,
+        r.start,
+        tostring(r.stop),
+        latest.pid,
+        latest.start,
+        tostring(latest.stop)
+      )
+    end
+    if not latest or (r.stop or math.huge) > (latest.stop or math.huge) then
+      latest = r
+    end
+  end
+  return runs, overlaps
+end
+
 --- Configures the plugin for `mbsyncrc`: quiet, and failures final at once
 --- (no retries) so error kinds can be checked; `extra` overrides.
 function M.use(mbsyncrc, extra)
