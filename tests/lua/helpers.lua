@@ -596,17 +596,23 @@ function M.relay(port, target, delay_ms)
 end
 
 --- Watches processes matching `pattern` until the test ends; returns a
---- function giving the most seen at once.
+--- function giving the most seen at once. Samples every 20 ms with an
+--- asynchronous pgrep (one at a time): a blocking one from a timer nests
+--- event-loop waits inside the test's own `vim.wait` and can stall it.
 function M.watch_processes(pattern)
-  local most = 0
+  local most, busy = 0, false
   local timer = assert(uv.new_timer())
-  timer:start(
-    0,
-    20,
-    vim.schedule_wrap(function()
-      most = math.max(most, #M.pgrep(pattern))
+  timer:start(0, 20, function()
+    if busy then
+      return
+    end
+    busy = true
+    vim.system({ 'pgrep', '-f', pattern }, { text = true }, function(r)
+      local n = select(2, (r.stdout or ''):gsub('%d+', ''))
+      most = math.max(most, n)
+      busy = false
     end)
-  )
+  end)
   M.defer(function()
     timer:stop()
     timer:close()
