@@ -395,9 +395,7 @@ print(json.dumps({"pid": p.pid, "ok": ok, "error": why}))
 sys.stdout.flush()
 os._exit(0)
 ]]
-    local r = vim
-      .system({ 'python3', '-c', code, M.root .. '/tests/fixture', fx.dir }, { text = true })
-      :wait(20000)
+    local r = vim.system({ 'python3', '-c', code, M.root .. '/tests/fixture', fx.dir }, { text = true }):wait(20000)
     local res = r.code == 0 and vim.json.decode(r.stdout) or {}
     if not res.ok then
       error('dovecot did not start again: ' .. (res.error or r.stderr or '?'), 2)

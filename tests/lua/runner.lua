@@ -142,7 +142,9 @@ local function run_all(specs)
     end
   else
     local n = #helpers.all_secrets(secrets_file)
-    io.stdout:write(('\nsecret check: none of %d test secrets appears in the output, logs or notifications\n'):format(n))
+    io.stdout:write(
+      ('\nsecret check: none of %d test secrets appears in the output, logs or notifications\n'):format(n)
+    )
     vim.fn.delete(suite, 'rf')
   end
   io.stdout:write(('\n%d passed, %d failed\n'):format(total_pass, total_fail))

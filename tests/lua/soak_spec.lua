@@ -92,95 +92,98 @@ local function read_log(path)
 end
 
 describe('soak', function()
-  it(('%d contenders sync one account for %d s: never two mbsync at once, every request answered'):format(
-    NEOVIMS + LOOPS,
-    SECONDS
-  ), function()
-    local cli = t.root .. '/target/release/himalaya-sync'
-    ok(vim.fn.executable(cli) == 1, 'cargo build --release made ' .. cli)
-    local fx = t.fixture({ '--messages', '30' })
-    local dir = t.tmpdir()
-    local runs_log = dir .. '/mbsync-runs.log'
-    local wrapper = t.mbsync_wrapper(runs_log)
-    local most = t.watch_processes('^' .. vim.fn.exepath('mbsync') .. ' .*' .. fx.mbsyncrc)
-    local deadline = os.time() + SECONDS
-    local procs, logs = {}, {}
-    t.defer(function()
-      -- Whatever is left: the contenders, then any mbsync on this account.
-      for _, p in ipairs(procs) do
-        vim.system({ 'pkill', '-9', '-P', tostring(p.pid) }):wait()
-        pcall(p.kill, p, 9)
+  it(
+    ('%d contenders sync one account for %d s: never two mbsync at once, every request answered'):format(
+      NEOVIMS + LOOPS,
+      SECONDS
+    ),
+    function()
+      local cli = t.root .. '/target/release/himalaya-sync'
+      ok(vim.fn.executable(cli) == 1, 'cargo build --release made ' .. cli)
+      local fx = t.fixture({ '--messages', '30' })
+      local dir = t.tmpdir()
+      local runs_log = dir .. '/mbsync-runs.log'
+      local wrapper = t.mbsync_wrapper(runs_log)
+      local most = t.watch_processes('^' .. vim.fn.exepath('mbsync') .. ' .*' .. fx.mbsyncrc)
+      local deadline = os.time() + SECONDS
+      local procs, logs = {}, {}
+      t.defer(function()
+        -- Whatever is left: the contenders, then any mbsync on this account.
+        for _, p in ipairs(procs) do
+          vim.system({ 'pkill', '-9', '-P', tostring(p.pid) }):wait()
+          pcall(p.kill, p, 9)
+        end
+        for _, pid in ipairs(t.pgrep('mbsync .*' .. fx.mbsyncrc)) do
+          uv.kill(pid, 9)
+        end
+      end)
+      local started = uv.hrtime()
+      for i = 1, NEOVIMS do
+        local log = ('%s/nvim-%d.log'):format(dir, i)
+        local script = ('%s/nvim-%d.lua'):format(dir, i)
+        t.write(script, neovim_script(fx.mbsyncrc, wrapper, log, deadline))
+        logs[#logs + 1] = log
+        procs[#procs + 1] = vim.system(
+          { vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script },
+          { stdout = false, stderr = false }
+        )
       end
-      for _, pid in ipairs(t.pgrep('mbsync .*' .. fx.mbsyncrc)) do
-        uv.kill(pid, 9)
+      for i = 1, LOOPS do
+        local log = ('%s/cli-%d.log'):format(dir, i)
+        logs[#logs + 1] = log
+        procs[#procs + 1] = vim.system({ 'bash', '-c', loop_script(fx.mbsyncrc, log, deadline) }, {
+          env = { PATH = vim.fs.dirname(wrapper) .. ':' .. os.getenv('PATH') },
+          stdout = false,
+          stderr = false,
+        })
       end
-    end)
-    local started = uv.hrtime()
-    for i = 1, NEOVIMS do
-      local log = ('%s/nvim-%d.log'):format(dir, i)
-      local script = ('%s/nvim-%d.lua'):format(dir, i)
-      t.write(script, neovim_script(fx.mbsyncrc, wrapper, log, deadline))
-      logs[#logs + 1] = log
-      procs[#procs + 1] = vim.system(
-        { vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script },
-        { stdout = false, stderr = false }
+      -- New mail keeps arriving while they contend.
+      local delivered = 0
+      while os.time() < deadline do
+        fx.deliver('demo', delivered % 2 == 0 and 'INBOX' or 'Work', 1)
+        delivered = delivered + 1
+        vim.wait(2000)
+      end
+      -- No deadlock: everyone ends soon after the deadline.
+      for i, p in ipairs(procs) do
+        local res = p:wait(60000)
+        eq(0, res.code, ('contender %d (%s) exit code'):format(i, logs[i]))
+      end
+      local secs = (uv.hrtime() - started) / 1e9
+      ok(secs < SECONDS + 45, ('all contenders ended %.0f s after the start'):format(secs))
+
+      local total = 0
+      for _, log in ipairs(logs) do
+        local requests, answers, bad = read_log(log)
+        ok(requests >= 1, log .. ': made requests')
+        eq(requests, answers, log .. ': every request answered')
+        eq({}, bad, log .. ': every answer a completed sync')
+        total = total + requests
+      end
+      local runs, overlaps = t.mbsync_runs(runs_log)
+      eq({}, overlaps, 'never two mbsync on the account at once')
+      for _, r in ipairs(runs) do
+        ok(r.stop, ('mbsync %d ended'):format(r.pid))
+        eq(0, r.rc, ('mbsync %d exit code'):format(r.pid))
+      end
+      ok(#runs >= 20, ('mbsync ran %d times'):format(#runs))
+      ok(most() <= 1, ('at most one mbsync process seen at once, saw %d'):format(most()))
+      eq({}, t.pgrep('mbsync .*' .. fx.mbsyncrc), 'no mbsync left')
+      io.stdout:write(
+        ('     %d requests, %d mbsync runs, %d messages delivered in %.0f s\n'):format(total, #runs, delivered, secs)
       )
-    end
-    for i = 1, LOOPS do
-      local log = ('%s/cli-%d.log'):format(dir, i)
-      logs[#logs + 1] = log
-      procs[#procs + 1] = vim.system({ 'bash', '-c', loop_script(fx.mbsyncrc, log, deadline) }, {
-        env = { PATH = vim.fs.dirname(wrapper) .. ':' .. os.getenv('PATH') },
-        stdout = false,
-        stderr = false,
-      })
-    end
-    -- New mail keeps arriving while they contend.
-    local delivered = 0
-    while os.time() < deadline do
-      fx.deliver('demo', delivered % 2 == 0 and 'INBOX' or 'Work', 1)
-      delivered = delivered + 1
-      vim.wait(2000)
-    end
-    -- No deadlock: everyone ends soon after the deadline.
-    for i, p in ipairs(procs) do
-      local res = p:wait(60000)
-      eq(0, res.code, ('contender %d (%s) exit code'):format(i, logs[i]))
-    end
-    local secs = (uv.hrtime() - started) / 1e9
-    ok(secs < SECONDS + 45, ('all contenders ended %.0f s after the start'):format(secs))
 
-    local total = 0
-    for _, log in ipairs(logs) do
-      local requests, answers, bad = read_log(log)
-      ok(requests >= 1, log .. ': made requests')
-      eq(requests, answers, log .. ': every request answered')
-      eq({}, bad, log .. ': every answer a completed sync')
-      total = total + requests
+      -- Nothing lost, nothing twice, after one last sync for the last mail.
+      t.use(fx.mbsyncrc)
+      local result = t.sync_and_wait('full', { account = 'demo', wait = 30 })
+      eq(true, result.success, result.error)
+      local server = fx.ids('demo', 'server')
+      eq(server, fx.ids('demo', 'local'), 'local Message-IDs equal the server ones')
+      local n = 0
+      for _, ids in pairs(server) do
+        n = n + #ids
+      end
+      eq(30 + delivered, n, 'every message, once')
     end
-    local runs, overlaps = t.mbsync_runs(runs_log)
-    eq({}, overlaps, 'never two mbsync on the account at once')
-    for _, r in ipairs(runs) do
-      ok(r.stop, ('mbsync %d ended'):format(r.pid))
-      eq(0, r.rc, ('mbsync %d exit code'):format(r.pid))
-    end
-    ok(#runs >= 20, ('mbsync ran %d times'):format(#runs))
-    ok(most() <= 1, ('at most one mbsync process seen at once, saw %d'):format(most()))
-    eq({}, t.pgrep('mbsync .*' .. fx.mbsyncrc), 'no mbsync left')
-    io.stdout:write(
-      ('     %d requests, %d mbsync runs, %d messages delivered in %.0f s\n'):format(total, #runs, delivered, secs)
-    )
-
-    -- Nothing lost, nothing twice, after one last sync for the last mail.
-    t.use(fx.mbsyncrc)
-    local result = t.sync_and_wait('full', { account = 'demo', wait = 30 })
-    eq(true, result.success, result.error)
-    local server = fx.ids('demo', 'server')
-    eq(server, fx.ids('demo', 'local'), 'local Message-IDs equal the server ones')
-    local n = 0
-    for _, ids in pairs(server) do
-      n = n + #ids
-    end
-    eq(30 + delivered, n, 'every message, once')
-  end)
+  )
 end)
