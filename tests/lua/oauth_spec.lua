@@ -249,6 +249,12 @@ describe('oauth', function()
     contains(notes[1], 'store: encrypted')
     ok(not notes[1]:find(current_token(), 1, true))
 
+    vim.cmd('checkhealth himalaya.sync')
+    local report = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
+    vim.cmd('bwipeout!')
+    contains(report, 'demo: token stored in encrypted')
+    ok(not report:find(current_token(), 1, true), 'health shows no token')
+
     eq(true, (oauth.clear_token('demo')))
     eq(false, oauth.status('demo').has_token)
     local none, err, kind = oauth.get_valid_token('demo')
