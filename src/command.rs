@@ -177,50 +177,6 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
     })
 }
 
-/// Runs `sh -c cmd` with the account name in `$HIMALAYA_SYNC_ACCOUNT` and
-/// returns its stdout; a failure quotes the first stderr line.
-pub fn shell(what: &str, cmd: &str, account: &str, timeout: Duration) -> Result<Vec<u8>> {
-    let out = run(&Run {
-        what,
-        program: "sh",
-        args: &["-c", cmd],
-        env: &[("HIMALAYA_SYNC_ACCOUNT", account)],
-        stdin: None,
-        timeout,
-    })?;
-    if out.status.success() {
-        return Ok(out.stdout);
-    }
-    // Whatever the command printed on stdout may be a secret: no word of
-    // it is quoted back from stderr.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let printed: Vec<&str> = stdout.split_whitespace().collect();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stderr
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(|l| {
-            l.split(' ')
-                .map(|w| {
-                    if printed.contains(&w) {
-                        "[redacted]"
-                    } else {
-                        w
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        });
-    Err(Error::new(
-        ErrorKind::Auth,
-        match line {
-            Some(l) => format!("{what} failed ({}): {l}", out.status),
-            None => format!("{what} failed ({})", out.status),
-        },
-    ))
-}
-
 /// Runs `sh -c cmd` and returns the first line of its stdout: a password
 /// or a secret. Errors never quote anything the command printed.
 pub fn first_line(what: &str, cmd: &str, timeout: Duration) -> Result<String> {
@@ -269,26 +225,5 @@ mod tests {
         let err = first_line("cmd", "sleep 30 & sleep 30", Duration::from_millis(300)).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Timeout);
         assert!(start.elapsed() < Duration::from_secs(5));
-    }
-
-    #[test]
-    fn shell_passes_the_account_and_hides_printed_words_in_errors() {
-        let out = shell(
-            "cmd",
-            "printf %s \"$HIMALAYA_SYNC_ACCOUNT\"",
-            "demo",
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        assert_eq!(out, b"demo");
-        let err = shell(
-            "cmd",
-            "echo tok123; echo bad tok123 >&2; exit 1",
-            "demo",
-            Duration::from_secs(5),
-        )
-        .unwrap_err();
-        assert!(!err.message.contains("tok123"), "{err}");
-        assert!(err.message.contains("bad [redacted]"), "{err}");
     }
 }

@@ -197,15 +197,18 @@ impl Tokens {
     async fn run_refresh_cmd(&self, acct: &AccountSettings, cmd: &str) -> Result<Token> {
         let (cmd, name) = (cmd.to_string(), acct.name.clone());
         let out = blocking(move || {
-            crate::command::shell("refresh_cmd", &cmd, &name, REFRESH_CMD_TIMEOUT)
+            store::user_command(store::UserCommand {
+                what: "refresh_cmd",
+                cmd: &cmd,
+                account: Some(&name),
+                stdin: None,
+                secrets: &[],
+                timeout: REFRESH_CMD_TIMEOUT,
+                kind: ErrorKind::Auth,
+            })
         })
         .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Auth,
-                format!("refresh_cmd of {} failed: {}", acct.name, e.message),
-            )
-        })?;
+        .map_err(|e| Error::new(ErrorKind::Auth, format!("{}: {}", acct.name, e.message)))?;
         let text = String::from_utf8_lossy(&out);
         if text.trim().is_empty() {
             return match self.load(acct).await? {

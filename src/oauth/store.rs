@@ -653,24 +653,16 @@ impl EncryptedStore {
     }
 
     fn key_from_command(&self, cmd: &str) -> Result<SecretKey> {
-        let out = run(&Run {
+        let out = user_command(UserCommand {
             what: "key command",
-            program: "sh",
-            args: &["-c", cmd],
-            env: &[],
+            cmd,
+            account: None,
             stdin: None,
+            secrets: &[],
             timeout: self.timeout,
+            kind: ErrorKind::Auth,
         })?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(failed(
-                "key command",
-                &out,
-                &secret_words(&stdout),
-                false,
-                ErrorKind::Auth,
-            ));
-        }
+        let stdout = String::from_utf8_lossy(&out);
         let text = stdout.trim();
         if text.is_empty() {
             return Err(Error::new(
@@ -1028,24 +1020,16 @@ impl TokenStore for CommandStore {
 
     fn load(&self, account: &str) -> Result<Option<Token>> {
         validate_account(account)?;
-        let out = run(&Run {
+        let out = user_command(UserCommand {
             what: "token load command",
-            program: "sh",
-            args: &["-c", &self.load],
-            env: &[(ACCOUNT_ENV, account)],
+            cmd: &self.load,
+            account: Some(account),
             stdin: None,
+            secrets: &[],
             timeout: self.timeout,
+            kind: ErrorKind::Auth,
         })?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(failed(
-                "token load command",
-                &out,
-                &secret_words(&stdout),
-                false,
-                ErrorKind::Auth,
-            ));
-        }
+        let stdout = String::from_utf8_lossy(&out);
         if stdout.trim().is_empty() {
             return Ok(None);
         }
@@ -1058,25 +1042,16 @@ impl TokenStore for CommandStore {
         validate_account(account)?;
         let mut json = token_json(token)?;
         json.push(b'\n');
-        let out = run(&Run {
+        user_command(UserCommand {
             what: "token save command",
-            program: "sh",
-            args: &["-c", &self.save],
-            env: &[(ACCOUNT_ENV, account)],
+            cmd: &self.save,
+            account: Some(account),
             stdin: Some(&json),
+            secrets: &token_secrets(token),
             timeout: self.timeout,
-        })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(failed(
-                "token save command",
-                &out,
-                &token_secrets(token),
-                false,
-                ErrorKind::Io,
-            ))
-        }
+            kind: ErrorKind::Io,
+        })
+        .map(|_| ())
     }
 
     fn clear(&self, account: &str) -> Result<()> {
@@ -1090,30 +1065,57 @@ impl TokenStore for CommandStore {
                 ),
             ));
         };
-        let out = run(&Run {
+        user_command(UserCommand {
             what: "token clear command",
-            program: "sh",
-            args: &["-c", clear],
-            env: &[(ACCOUNT_ENV, account)],
+            cmd: clear,
+            account: Some(account),
             stdin: None,
+            secrets: &[],
             timeout: self.timeout,
-        })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(failed(
-                "token clear command",
-                &out,
-                &[],
-                false,
-                ErrorKind::Io,
-            ))
-        }
+            kind: ErrorKind::Io,
+        })
+        .map(|_| ())
     }
 }
 
 // ---------------------------------------------------------------------------
 // Running programs (see crate::command)
+
+/// One run of a user's command (`sh -c`).
+pub(crate) struct UserCommand<'a> {
+    /// Names the command in messages ("token load command").
+    pub what: &'a str,
+    pub cmd: &'a str,
+    /// Given to the command in `$HIMALAYA_SYNC_ACCOUNT`.
+    pub account: Option<&'a str>,
+    pub stdin: Option<&'a [u8]>,
+    /// Secrets to keep out of the message besides what it printed.
+    pub secrets: &'a [String],
+    pub timeout: Duration,
+    /// The kind of the error when it exits unsuccessfully.
+    pub kind: ErrorKind,
+}
+
+/// Runs a user's command and returns its stdout. A failure quotes its
+/// first stderr line, without `secrets` and without anything token-like it
+/// printed on stdout.
+pub(crate) fn user_command(c: UserCommand<'_>) -> Result<Vec<u8>> {
+    let env: Vec<(&str, &str)> = c.account.map(|a| (ACCOUNT_ENV, a)).into_iter().collect();
+    let out = run(&Run {
+        what: c.what,
+        program: "sh",
+        args: &["-c", c.cmd],
+        env: &env,
+        stdin: c.stdin,
+        timeout: c.timeout,
+    })?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let mut secrets = secret_words(&String::from_utf8_lossy(&out.stdout));
+    secrets.extend(c.secrets.iter().cloned());
+    Err(failed(c.what, &out, &secrets, false, c.kind))
+}
 
 /// The error for a program that exited unsuccessfully, quoting one stderr
 /// line (the last one when `last_line`, else the first) with `secrets` and
