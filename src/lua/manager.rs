@@ -150,6 +150,22 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             Ok(true)
         })?,
     )?;
+    // Fast check and folder counts (`check` sync type, get_folder_counts).
+    m.set(
+        "sync_check",
+        func(
+            lua,
+            |_, (account, folders): (String, Option<Vec<String>>)| {
+                manager()?.check(account, folders.unwrap_or_default())
+            },
+        )?,
+    )?;
+    m.set(
+        "folder_counts",
+        func(lua, |lua, account: String| {
+            to_lua(lua, &manager()?.folder_counts(&account)?)
+        })?,
+    )?;
     m.set(
         "mbsync_targets",
         func(lua, |lua, ()| {

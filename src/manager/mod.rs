@@ -18,6 +18,7 @@
 //! * **History** per account is recorded after every finished sync
 //!   ([`history`]).
 
+pub mod check;
 pub mod history;
 pub mod repair;
 pub mod targets;
@@ -266,6 +267,10 @@ pub struct SyncInfo {
     pub repair: Option<repair::Report>,
     /// The folder whose UIDVALIDITY changed, when that ended the sync.
     pub damaged: Option<String>,
+    /// Exact counts of the account's local folders, read when the sync
+    /// ended (see [`check::folder_counts`]); absent while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Vec<crate::maildir::FolderCounts>>,
 }
 
 struct Entry {
@@ -439,6 +444,7 @@ impl Manager {
             requests: 1,
             repair: None,
             damaged: None,
+            counts: None,
         };
         (self.emit)(id, "sync_queued", json!(info));
         entries.push(Entry {
@@ -1294,6 +1300,11 @@ impl Manager {
             duration: result.duration,
             error: error.as_ref().map(|e| (e.kind, e.message.clone())),
         };
+        // Counts after every sync that reached mbsync (a sync cancelled in
+        // the queue changed nothing).
+        if info.status != Status::Cancelled || info.attempt > 1 || info.progress.is_some() {
+            info.counts = self.counts_after_sync(&info.account);
+        }
         // A later success clears the error of earlier attempts.
         info.error = error;
         info.result = Some(result);

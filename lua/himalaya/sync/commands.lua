@@ -186,6 +186,43 @@ M.subcommands.folders = {
   end,
 }
 
+--- Echoes what a check found: new messages per folder.
+local function report_check(result, info)
+  if not result.success then
+    return err(info.message or result.error or 'check failed')
+  end
+  local chunks = {
+    { ('%s: %d new (%.0f ms)\n'):format(info.account, result.new, result.duration * 1000), 'Title' },
+  }
+  for _, f in ipairs(result.folders or {}) do
+    local line = ('  %-24s %5d new  %6d total  %5d unseen'):format(f.folder, f.new, f.total, f.unseen)
+    if f.uidvalidity_changed then
+      line = line .. '  (UIDVALIDITY changed)'
+    end
+    chunks[#chunks + 1] = { line .. '\n', f.new > 0 and 'WarningMsg' or nil }
+  end
+  vim.api.nvim_echo(chunks, true, {})
+end
+
+M.subcommands.check = {
+  desc = 'ask the server how many messages are new per folder (STATUS, no sync)',
+  complete = complete_account,
+  run = function(args)
+    if not at_most(args, 1, ':HimalayaSync check [account]') then
+      return
+    end
+    local id, e = require('himalaya.sync.manager').start_sync('check', {
+      account = args[1],
+      on_complete = function(result, info)
+        report_check(result, info)
+      end,
+    })
+    if not id then
+      err(e)
+    end
+  end,
+}
+
 M.subcommands.cancel = {
   desc = "cancel this Neovim's syncs",
   run = function()

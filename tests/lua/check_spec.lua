@@ -1,0 +1,186 @@
+-- Folder counts, the fast check and its errors, against a real dovecot and
+-- real mbsync.
+local t = require('helpers')
+local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
+
+local manager = require('himalaya.sync.manager')
+
+--- Runs a check through the manager and waits for its answer.
+local function check(account, folders, timeout_ms)
+  local done
+  local id, err, kind = manager.start_sync('check', {
+    account = account,
+    folders = folders,
+    on_complete = function(result, info)
+      done = { result = result, info = info }
+    end,
+  })
+  if not id then
+    return nil, err, kind
+  end
+  t.wait_for(function()
+    return done ~= nil
+  end, timeout_ms or 30000, 'the check to finish')
+  return done.result, done.info
+end
+
+--- New messages per folder from a check result.
+local function new_by_folder(result)
+  local out = {}
+  for _, f in ipairs(result.folders) do
+    out[f.folder] = f.new
+  end
+  return out
+end
+
+--- A copy of the fixture's mbsyncrc with `from` replaced by `to`.
+local function rc_with(fx, name, from, to)
+  local rc = fx.dir .. '/mbsyncrc-' .. name
+  local text, n = t.read(fx.mbsyncrc):gsub(from, to)
+  assert(n > 0, 'nothing replaced in the mbsyncrc: ' .. from)
+  t.write(rc, text)
+  return rc
+end
+
+--- Counts as a folder -> {total, unread, flagged} map.
+local function by_folder(counts)
+  local out = {}
+  for _, c in ipairs(counts) do
+    out[c.folder] = { total = c.total, unread = c.unread, flagged = c.flagged }
+  end
+  return out
+end
+
+describe('folder counts', function()
+  it('equal the server figures after a sync and come with the completion event', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    ok(result.success, info.message)
+    local server = fx.counts('demo', 'server')
+    ok(vim.tbl_count(server) >= 2, 'the fixture has several folders')
+    eq(server, by_folder(info.counts), 'counts in the sync_done info')
+    local counts = assert(manager.get_folder_counts('demo'))
+    eq(server, by_folder(counts), 'get_folder_counts')
+    eq('INBOX', counts[1].folder)
+    -- Exact, and read now: a delivery synced shows up at once.
+    fx.deliver('demo', 'INBOX', 2)
+    result = t.sync_and_wait('inbox', { account = 'demo' })
+    ok(result.success)
+    eq(server.INBOX.total + 2, by_folder(assert(manager.get_folder_counts('demo'))).INBOX.total)
+  end)
+
+  it('name a bad account', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    local counts, err = manager.get_folder_counts('nope')
+    eq(nil, counts)
+    t.contains(err, 'nope')
+  end)
+end)
+
+describe('check', function()
+  it('reports exactly the delivered messages, and 0 after a sync', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    -- Never synced: every server message is new.
+    local result, info = check('demo')
+    ok(result.success, info.message)
+    eq('check', info.type)
+    local server = fx.counts('demo', 'server')
+    for folder, c in pairs(server) do
+      eq(c.total, new_by_folder(result)[folder], folder .. ' before the first sync')
+    end
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    result = check('demo')
+    eq(0, result.new)
+    eq({}, result.changed)
+    fx.deliver('demo', 'INBOX', 3)
+    result, info = check('demo')
+    eq(3, result.new, info.message)
+    eq(3, new_by_folder(result).INBOX)
+    eq({ 'INBOX' }, result.changed)
+    -- Limited to some folders.
+    result = check('demo', { 'INBOX' })
+    eq(1, #result.folders)
+    eq(3, result.folders[1].new)
+    local _, finfo = check('demo', { 'Nope' })
+    eq('error', finfo.status)
+    eq('config', finfo.error.kind)
+    t.contains(finfo.message, 'Nope')
+    ok(t.sync_and_wait('inbox', { account = 'demo' }).success)
+    result = check('demo')
+    eq(0, result.new)
+  end)
+
+  it('is fast on loopback', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    check('demo') -- warm up (library, config)
+    local best = math.huge
+    for _ = 1, 5 do
+      local started = vim.uv.hrtime()
+      local result = check('demo')
+      ok(result.success)
+      best = math.min(best, (vim.uv.hrtime() - started) / 1e6)
+    end
+    io.stdout:write(('     check latency (best of 5, request to callback): %.0f ms\n'):format(best))
+    ok(best < 300, ('check took %.0f ms'):format(best))
+  end)
+
+  it('classifies wrong credentials as auth', function()
+    local fx = t.fixture()
+    t.use(rc_with(fx, 'badpass', '\nPass [^\n]+', '\nPass "wrong"'))
+    local result, info = check('demo')
+    eq(false, result.success)
+    eq('auth', result.kind, info.message)
+    ok(not info.message:find('wrong', 1, true), 'the password is not quoted')
+  end)
+
+  it('classifies a server that is down as network', function()
+    local fx = t.fixture()
+    t.use(t.mbsyncrc_on_port(fx, t.closed_port(), 'down'))
+    local started = vim.uv.hrtime()
+    local result, info = check('demo')
+    eq('network', result.kind, info.message)
+    ok((vim.uv.hrtime() - started) / 1e9 < 2)
+  end)
+
+  it('classifies a silent server as timeout within the IMAPAccount Timeout', function()
+    local fx = t.fixture()
+    local rc = t.mbsyncrc_on_port(fx, t.silent_server(), 'silent')
+    local text = t.read(rc):gsub('\nTimeout %d+', '\nTimeout 1')
+    t.write(rc, text)
+    t.use(rc)
+    local started = vim.uv.hrtime()
+    local result, info = check('demo')
+    local secs = (vim.uv.hrtime() - started) / 1e9
+    eq('timeout', result.kind, info.message)
+    ok(secs >= 0.9 and secs < 3, ('gave up after %.1f s'):format(secs))
+  end)
+
+  it(':HimalayaSync check echoes new messages per folder', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    fx.deliver('demo', 'INBOX', 1)
+    local echoed
+    local echo = vim.api.nvim_echo
+    vim.api.nvim_echo = function(chunks, ...)
+      echoed = table.concat(vim.tbl_map(function(c)
+        return c[1]
+      end, chunks))
+      return echo(chunks, ...)
+    end
+    t.defer(function()
+      vim.api.nvim_echo = echo
+    end)
+    vim.cmd('HimalayaSync check demo')
+    t.wait_for(function()
+      return echoed ~= nil and echoed:find('new', 1, true) ~= nil
+    end, 10000, 'the check report')
+    t.contains(echoed, 'demo: 1 new')
+  end)
+end)
