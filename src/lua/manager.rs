@@ -9,13 +9,17 @@ use serde::Deserialize;
 
 use super::{func, to_lua};
 use crate::error::{Error, Result};
+use crate::imap::idle::IdleOptions;
 use crate::lock::LockDir;
+use crate::manager::idle::IdleSet;
 use crate::manager::{
     AccountOverrides, Manager, RetryPolicy, Settings, StartOptions, SyncType, UidvalidityPolicy,
 };
 use crate::runtime;
 
 static MANAGER: OnceCell<Arc<Manager>> = OnceCell::new();
+/// The IDLE watchers of this Neovim (push; see `himalaya.sync.idle`).
+static IDLE: once_cell::sync::Lazy<IdleSet> = once_cell::sync::Lazy::new(IdleSet::new);
 
 fn manager() -> Result<Arc<Manager>> {
     MANAGER
@@ -166,6 +170,27 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             to_lua(lua, &manager()?.folder_counts(&account)?)
         })?,
     )?;
+    // IDLE push watchers (`himalaya.sync.idle` elects the one Neovim).
+    m.set(
+        "idle_start",
+        func(
+            lua,
+            |_, (account, folders, reidle): (String, Vec<String>, Option<f64>)| {
+                let mut options = IdleOptions::default();
+                if let Some(secs) = reidle {
+                    options.reidle = super::lock::seconds("idle.reidle", secs)?;
+                }
+                IDLE.start(&manager()?, &account, &folders, options)
+            },
+        )?,
+    )?;
+    m.set(
+        "idle_stop",
+        func(lua, |_, account: Option<String>| {
+            Ok(IDLE.stop(account.as_deref()))
+        })?,
+    )?;
+    m.set("idle_list", func(lua, |lua, ()| to_lua(lua, &IDLE.list()))?)?;
     m.set(
         "mbsync_targets",
         func(lua, |lua, ()| {

@@ -46,6 +46,24 @@ pub struct CheckResult {
     /// Folders with new messages or a changed UIDVALIDITY: what a sync
     /// would have work to do in.
     pub changed: Vec<String>,
+    /// The same folders as mbsync names them in a `channel:box` selection
+    /// (without the channel's far prefix); empty when the account has
+    /// several channels, since one folders sync cannot name them.
+    pub changed_boxes: Vec<String>,
+}
+
+/// The name mbsync gives `folder` inside `channel`: the far name without
+/// the channel's far mailbox prefix (INBOX stays INBOX).
+pub fn box_name(channel: &Channel, folder: &str) -> String {
+    let prefix = channel
+        .far
+        .strip_prefix(':')
+        .and_then(|s| s.split_once(':'))
+        .map_or("", |(_, mailbox)| mailbox);
+    if folder == "INBOX" || prefix.is_empty() {
+        return folder.to_string();
+    }
+    folder.strip_prefix(prefix).unwrap_or(folder).to_string()
 }
 
 /// Everything known about one check; shaped like a sync's info (type
@@ -271,6 +289,11 @@ impl Manager {
         (self.emit)(id, "sync_started", json!(info));
         let me = self.clone();
         let tokens = self.token_source(&account);
+        // The one channel of a single-channel account, for box names.
+        let cfg_channel = match channels.as_slice() {
+            [one] => cfg.channel(one).cloned(),
+            _ => None,
+        };
         self.rt.spawn(async move {
             let checked = tokio::spawn(async move {
                 check_account(&cfg, &accounts, &account, &folders, tokens).await
@@ -293,6 +316,10 @@ impl Manager {
                         .filter(|f| f.new > 0 || f.uidvalidity_changed)
                         .map(|f| f.folder.clone())
                         .collect();
+                    let changed_boxes = match cfg_channel.as_ref() {
+                        Some(channel) => changed.iter().map(|f| box_name(channel, f)).collect(),
+                        None => Vec::new(),
+                    };
                     info.status = Status::Completed;
                     info.message = format!(
                         "check of {} done in {:.0} ms: {new} new",
@@ -308,6 +335,7 @@ impl Manager {
                         new,
                         folders,
                         changed,
+                        changed_boxes,
                     }
                 }
                 Err(e) => {
@@ -327,6 +355,7 @@ impl Manager {
                         new: 0,
                         folders: Vec::new(),
                         changed: Vec::new(),
+                        changed_boxes: Vec::new(),
                     }
                 }
             };
@@ -387,6 +416,17 @@ mod tests {
         let mut account = c.imap_accounts[0].clone();
         account.timeout = Some(0);
         assert_eq!(timeout_of(&account), DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn box_names_drop_the_far_prefix() {
+        let text = "IMAPStore r\nHost h\nUser u\n\nMaildirStore l\nPath /m/\n\n\
+                    Channel g\nFar :r:\"[Gmail]/\"\nNear :l:\nPatterns *\n\n\
+                    Channel p\nFar :r:\nNear :l:\nPatterns *\n";
+        let c = MbsyncConfig::parse(text, Path::new("/rc")).unwrap();
+        assert_eq!(box_name(&c.channels[0], "[Gmail]/Sent Mail"), "Sent Mail");
+        assert_eq!(box_name(&c.channels[0], "INBOX"), "INBOX");
+        assert_eq!(box_name(&c.channels[1], "Work/Projects"), "Work/Projects");
     }
 
     #[test]

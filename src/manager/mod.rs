@@ -20,6 +20,7 @@
 
 pub mod check;
 pub mod history;
+pub mod idle;
 pub mod repair;
 pub mod targets;
 pub mod throttle;

@@ -184,3 +184,111 @@ describe('check', function()
     t.contains(echoed, 'demo: 1 new')
   end)
 end)
+
+describe('smart auto-sync', function()
+  it('plans a sync only for what changed', function()
+    local plan = require('himalaya.sync.auto')._smart_plan
+    eq(nil, plan('full', {}, {}))
+    eq('inbox', plan('full', { 'INBOX' }, { 'INBOX' }))
+    eq(nil, plan('inbox', { 'Archive' }, { 'Archive' }))
+    eq('inbox', plan('inbox', { 'INBOX', 'Archive' }, { 'INBOX', 'Archive' }))
+    eq(
+      { 'folders', { 'INBOX', 'Sent Mail' } },
+      { plan('full', { 'INBOX', '[G]/Sent Mail' }, { 'INBOX', 'Sent Mail' }) }
+    )
+    eq('full', plan('full', { 'INBOX', 'Archive' }, {}), 'several channels: sync whole')
+    eq('full', plan('full', { 'Caf\195\169', 'INBOX' }, { 'Caf\195\169', 'INBOX' }))
+  end)
+
+  it('checks first and syncs only when the server has new mail', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc, { auto_sync = { smart = true, interval = 1 / 120, accounts = { 'demo' } } })
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    local auto = require('himalaya.sync.auto')
+    t.defer(auto.stop)
+    local function types()
+      return vim.tbl_map(function(i)
+        return i.type
+      end, manager.get_sync_info().syncs)
+    end
+    local before = #types()
+    -- Past the "synced recently" window (half an interval; the history
+    -- keeps whole seconds).
+    vim.wait(1100)
+    auto.tick()
+    t.wait_for(function()
+      return #types() == before + 1 and manager.get_sync_info().syncs[before + 1].status == 'completed'
+    end, 10000, 'the check')
+    eq('check', types()[before + 1])
+    vim.wait(300)
+    eq(before + 1, #types(), 'nothing new: no sync')
+    fx.deliver('demo', 'INBOX', 2)
+    auto.tick()
+    t.wait_for(function()
+      local s = manager.get_sync_info().syncs
+      return #s == before + 3 and s[#s].status == 'completed'
+    end, 20000, 'the check and the inbox sync')
+    eq({ 'check', 'inbox' }, vim.list_slice(types(), before + 2))
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+end)
+
+describe('IDLE push', function()
+  it('a delivery starts an inbox sync within about a second', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc, { idle = { enabled = true, accounts = { 'demo' }, folders = { 'INBOX' } } })
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    local idle = require('himalaya.sync.idle')
+    idle.start()
+    t.defer(idle.stop)
+    t.wait_for(function()
+      local l = idle.list()
+      return #l == 1 and l[1].idle
+    end, 10000, 'IDLE on INBOX')
+    eq({ { account = 'demo', folder = 'INBOX', running = true, idle = true } }, idle.list())
+    local started
+    local au = vim.api.nvim_create_autocmd('User', {
+      pattern = 'HimalayaSyncStarted',
+      callback = function(ev)
+        if ev.data.type == 'inbox' and not started then
+          started = vim.uv.hrtime()
+        end
+      end,
+    })
+    t.defer(function()
+      pcall(vim.api.nvim_del_autocmd, au)
+    end)
+    local delivered = vim.uv.hrtime()
+    fx.deliver('demo', 'INBOX', 1)
+    t.wait_for(function()
+      return started ~= nil
+    end, 5000, 'a sync started by IDLE')
+    local secs = (started - delivered) / 1e9
+    io.stdout:write(('     delivery -> inbox sync started: %.0f ms (delivery itself included)\n'):format(secs * 1000))
+    ok(secs < 1.5, ('took %.2f s'):format(secs))
+    t.wait_for(function()
+      return fx.ids('demo', 'server').INBOX and vim.deep_equal(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    end, 20000, 'the message to be synced')
+    idle.stop()
+    eq({}, idle.list())
+    eq(false, require('himalaya.sync.lock').is_locked('idle-watch'))
+  end)
+
+  it('only one Neovim watches: the one holding the idle-watch lock', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc, { idle = { enabled = true, accounts = { 'demo' } } })
+    local lock = require('himalaya.sync.lock')
+    local holder = t.hold_lock(assert(lock.lock_dir()) .. '/idle-watch.lock', 60)
+    vim.wait(300)
+    local idle = require('himalaya.sync.idle')
+    t.defer(idle.stop)
+    eq(false, idle.try(), 'another process watches')
+    eq(false, idle.is_watching())
+    holder.stop()
+    eq(true, idle.try(), 'takes over once it is gone')
+    t.wait_for(function()
+      local l = idle.list()
+      return #l == 1 and l[1].idle
+    end, 10000, 'IDLE on INBOX')
+  end)
+end)
