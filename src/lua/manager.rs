@@ -191,6 +191,16 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
         })?,
     )?;
     m.set("idle_list", func(lua, |lua, ()| to_lua(lua, &IDLE.list()))?)?;
+    // himalaya's accounts and the mbsync channels behind each.
+    m.set(
+        "himalaya_accounts",
+        func(lua, |lua, path: Option<String>| {
+            match manager()?.himalaya_accounts(path.as_deref().map(std::path::Path::new))? {
+                Some(h) => to_lua(lua, &h),
+                None => Ok(mlua::Value::Nil),
+            }
+        })?,
+    )?;
     m.set(
         "mbsync_targets",
         func(lua, |lua, ()| {

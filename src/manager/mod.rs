@@ -19,6 +19,7 @@
 //!   ([`history`]).
 
 pub mod check;
+pub mod himalaya;
 pub mod history;
 pub mod idle;
 pub mod repair;

@@ -292,3 +292,91 @@ describe('IDLE push', function()
     end, 10000, 'IDLE on INBOX')
   end)
 end)
+
+describe('himalaya integration', function()
+  --- A himalaya config.toml with two Maildir accounts over the fixture's
+  --- two channels, and one whose Maildir no channel fills.
+  local function himalaya_config(fx)
+    local file = t.tmpdir() .. '/config.toml'
+    t.write(
+      file,
+      ([[
+[accounts.personal]
+default = true
+email = "me@example.org"
+backend.type = "maildir"
+backend.root-dir = "%s/local/demo"
+
+[accounts.job]
+email = "me@work.example"
+backend.type = "maildir"
+backend.root-dir = "%s/local/work/"
+
+[accounts.stray]
+email = "x@example.org"
+backend.type = "maildir"
+backend.root-dir = "%s/nowhere"
+]]):format(fx.dir, fx.dir, fx.dir)
+    )
+    vim.env.HIMALAYA_CONFIG = file
+    t.defer(function()
+      vim.env.HIMALAYA_CONFIG = nil
+    end)
+    return file
+  end
+
+  it('maps two maildir accounts to their channels; the default one is synced without an account', function()
+    local fx = t.fixture({ '--accounts', 'demo,work', '--folders', 'INBOX=5,Archive=3' })
+    t.use(fx.mbsyncrc)
+    local file = himalaya_config(fx)
+    local himalaya = require('himalaya.sync.himalaya')
+    local accounts, err, config = himalaya.accounts()
+    ok(accounts, err)
+    eq(file, config)
+    local by = {}
+    for _, a in ipairs(accounts) do
+      by[a.name] = a
+    end
+    eq({ 'demo' }, by.personal.channels)
+    eq('demo', by.personal.target)
+    eq(true, by.personal.default)
+    eq({ 'work' }, by.job.channels)
+    eq('work', by.job.target)
+    eq(nil, by.stray.target)
+    ok(by.stray.mismatch, 'a mismatch is explained')
+    eq('demo', himalaya.default_target())
+    eq(
+      { 'job', 'personal' },
+      (function()
+        local n = himalaya.names()
+        table.sort(n)
+        return n
+      end)()
+    )
+
+    -- No account: himalaya's default (two channels in the mbsyncrc).
+    local result, info = t.sync_and_wait('full', {})
+    ok(result.success, info.message)
+    eq('demo', info.account)
+    -- A himalaya name works where a channel name does.
+    result, info = t.sync_and_wait('inbox', { account = 'job' })
+    ok(result.success, info.message)
+    eq('work', info.account)
+    eq(fx.counts('work', 'server').INBOX, by_folder(assert(manager.get_folder_counts('job'))).INBOX)
+
+    -- Completion offers both kinds of names.
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local names = vim.fn.getcompletion('HimalayaSync full ', 'cmdline')
+    for _, n in ipairs({ 'demo', 'work', 'personal', 'job' }) do
+      ok(vim.tbl_contains(names, n), n .. ' in ' .. vim.inspect(names))
+    end
+
+    -- Health names the mapping and the mismatch.
+    vim.cmd('checkhealth himalaya.sync')
+    local out = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
+    vim.cmd('bwipeout!')
+    t.contains(out, 'account personal (default) is synced by demo')
+    t.contains(out, 'account job is synced by work')
+    t.contains(out, 'account stray:')
+  end)
+end)

@@ -124,9 +124,16 @@ M.subcommands.build = {
 
 local function account_names()
   local targets = require('himalaya.sync.manager').list_targets() or {}
-  return vim.tbl_map(function(t)
+  local names = vim.tbl_map(function(t)
     return t.name
   end, targets)
+  -- himalaya's account names too (each maps to a channel or group).
+  for _, n in ipairs(require('himalaya.sync.himalaya').names()) do
+    if not vim.tbl_contains(names, n) then
+      names[#names + 1] = n
+    end
+  end
+  return names
 end
 
 local function complete_account(_, args)

@@ -387,6 +387,13 @@ function M.default_account()
   if #targets == 1 then
     return targets[1].name
   end
+  -- Several: himalaya's default account, when its config maps it to one.
+  local target, herr = require('himalaya.sync.himalaya').default_target()
+  if target then
+    return target
+  elseif herr then
+    return nil, herr
+  end
   local names = vim.tbl_map(function(t)
     return t.name
   end, targets)
@@ -394,6 +401,19 @@ function M.default_account()
     #names == 0 and 'no Channel or Group in the mbsyncrc' or ('which account? one of: %s'):format(
       table.concat(names, ', ')
     )
+end
+
+--- The mbsync target for an account name: the name itself when the
+--- mbsyncrc has it, else the target of the himalaya account of that name.
+---@param name string
+---@return string
+function M.resolve_account(name)
+  for _, t in ipairs(M.list_targets() or {}) do
+    if t.name == name then
+      return name
+    end
+  end
+  return require('himalaya.sync.himalaya').target_of(name) or name
 end
 
 --- Starts a sync; returns its id, or `nil, err, kind`. Never blocks: the
@@ -453,6 +473,8 @@ function M.start_sync(type, options)
       return nil, aerr, 'config'
     end
     account = a
+  else
+    account = M.resolve_account(account)
   end
   local id, e
   if type == 'check' then
@@ -499,6 +521,8 @@ function M.get_folder_counts(account)
       return nil, aerr
     end
     account = a
+  else
+    account = M.resolve_account(account)
   end
   local counts, e = lib.folder_counts(account)
   if not counts then
