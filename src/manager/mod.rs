@@ -1302,9 +1302,9 @@ impl Manager {
             duration: result.duration,
             error: error.as_ref().map(|e| (e.kind, e.message.clone())),
         };
-        // Counts after every sync that reached mbsync (a sync cancelled in
-        // the queue changed nothing).
-        if info.status != Status::Cancelled || info.attempt > 1 || info.progress.is_some() {
+        // Counts after every sync that ended on its own (a cancel can come
+        // from the editor's thread, which must not walk a large tree).
+        if info.status != Status::Cancelled {
             info.counts = self.counts_after_sync(&info.account);
         }
         // A later success clears the error of earlier attempts.
