@@ -55,3 +55,21 @@ format: $(STYLUA)
 clean:
 	cargo clean
 	rm -rf .deps .tmp
+
+## Fuzzing (cargo-fuzz, libFuzzer) of the mbsync progress-line and mbsyncrc
+## parsers, FUZZ_SECONDS each, from the seeds in fuzz/seeds (the corpus it
+## grows is thrown away; a crash is saved in fuzz/artifacts). Stable Rust:
+## RUSTC_BOOTSTRAP=1 allows the nightly flags cargo-fuzz passes; no
+## AddressSanitizer (the parsers are safe Rust), so it also builds faster.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS = progress_line mbsync_config
+
+.PHONY: fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  corpus=$$(mktemp -d); \
+	  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none -O $$t $$corpus seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=5 -rss_limit_mb=2048); \
+	  rc=$$?; rm -rf $$corpus; [ $$rc = 0 ] || exit $$rc; \
+	done

@@ -12,6 +12,7 @@
 //! Work runs on one tokio runtime ([`runtime`]); results travel back to the
 //! editor as [`events`] through a wakeup pipe that Neovim's event loop watches.
 
+pub mod command;
 pub mod error;
 pub mod events;
 pub mod himalaya;

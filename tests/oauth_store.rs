@@ -483,3 +483,23 @@ fn gpg_store_with_a_throwaway_key() {
         e.message
     );
 }
+
+#[test]
+fn a_command_that_ignores_stdin_does_not_kill_us() {
+    // Neovim may leave SIGPIPE at its default action (terminate); act like
+    // it, so a write into a closed pipe would end this test process.
+    // SAFETY: setting a signal disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let s = store::open(&StoreSpec::Command {
+        load: "true".into(),
+        save: "exec 0<&-; exit 0".into(),
+        clear: None,
+    })
+    .unwrap();
+    // Far more than a pipe buffer holds, so the writer hits the closed pipe.
+    let mut big = token();
+    big.access_token = "x".repeat(512 * 1024);
+    for _ in 0..5 {
+        s.save("work", &big).unwrap();
+    }
+}

@@ -10,6 +10,8 @@
 //!                                              one sync, through the same lock as Neovim
 //! himalaya-sync relay --kbps N HOST PORT      stdin/stdout <-> HOST:PORT at N kB/s each
 //!                                              way (mbsync's Tunnel for throttled accounts)
+//! himalaya-sync token ACCOUNT                  print a valid OAuth2 access token, refreshing
+//!                                              it first if needed (mbsync's PassCmd)
 //! ```
 //!
 //! Errors are one line on stderr and a non-zero exit (2 for usage).
@@ -23,9 +25,11 @@ use std::time::{Duration, Instant};
 use himalaya_sync::error::{Error, ErrorKind, Result};
 use himalaya_sync::lock::{default_dir, LockDir};
 use himalaya_sync::manager::{Manager, Settings, StartOptions, SyncType};
+use himalaya_sync::oauth::account::state_dir;
+use himalaya_sync::oauth::Tokens;
 use himalaya_sync::runtime;
 
-const USAGE: &str = "usage: himalaya-sync {version | locks | cleanup-locks | with-lock NAME [-t SECS] -- CMD [ARGS...] | sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS] | relay --kbps N HOST PORT}";
+const USAGE: &str = "usage: himalaya-sync {version | locks | cleanup-locks | with-lock NAME [-t SECS] -- CMD [ARGS...] | sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS] | relay --kbps N HOST PORT | token ACCOUNT}";
 
 fn usage(msg: &str) -> Error {
     Error::invalid(format!("{msg}\n{USAGE}"))
@@ -123,9 +127,29 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
         }
         Some("sync") => sync(it),
         Some("relay") => relay(it),
+        Some("token") => token(it),
         Some(other) => Err(usage(&format!("unknown command {other:?}"))),
         None => Err(usage("a command is needed")),
     }
+}
+
+/// Prints the account's access token on stdout, nothing else: mbsync reads
+/// it as the password (`PassCmd "himalaya-sync token ACCOUNT"`). The
+/// account's settings are those Neovim wrote to the state folder.
+fn token(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
+    let account = it.next().ok_or_else(|| usage("token needs an account"))?;
+    if let Some(extra) = it.next() {
+        return Err(usage(&format!("unexpected argument {extra:?}")));
+    }
+    let state = state_dir()?;
+    let acct = himalaya_sync::oauth::account::load(&state, &account)?;
+    let tokens = Tokens::new(Arc::new(locks()?), state);
+    let token = runtime::handle()?.block_on(tokens.valid_token(&acct))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{token}")
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::io("cannot write the token", e))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn sync(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
@@ -133,7 +157,7 @@ fn sync(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
     let mut kind = SyncType::Full;
     // History and repair backups go where Neovim keeps them by default.
     let mut settings = Settings {
-        state_dir: default_state_dir(),
+        state_dir: state_dir().ok(),
         ..Settings::default()
     };
     let mut wait = Duration::ZERO;
@@ -242,16 +266,4 @@ fn relay(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
     pump(&sock, std::io::stdout().lock(), rate)
         .map_err(|e| Error::new(ErrorKind::Network, format!("relay: {e}")))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `$XDG_STATE_HOME/nvim/himalaya-sync`, as Neovim's `stdpath('state')`
-/// gives for the default app name.
-fn default_state_dir() -> Option<std::path::PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(std::path::PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
-        })?;
-    Some(base.join("nvim/himalaya-sync"))
 }

@@ -445,52 +445,10 @@ impl Connection {
 /// dropped) and returns the first line of its output.
 async fn run_pass_cmd(cmd: &str, limit: Duration) -> Result<Password> {
     let cmd = cmd.strip_prefix('+').unwrap_or(cmd).to_owned();
-    let run = tokio::task::spawn_blocking(move || -> Result<Password> {
-        use std::io::Read;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(&cmd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| Error::new(ErrorKind::Auth, format!("Cannot run PassCmd: {e}")))?;
-        let deadline = std::time::Instant::now() + limit;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if std::time::Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!("PassCmd did not finish within {}s", limit.as_secs()),
-                    ));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(e) => return Err(Error::io("PassCmd", e)),
-            }
-        };
-        let mut out = Vec::new();
-        if let Some(mut stdout) = child.stdout.take() {
-            let _ = stdout.read_to_end(&mut out);
-        }
-        if !status.success() {
-            return Err(Error::new(
-                ErrorKind::Auth,
-                format!("PassCmd failed ({status})"),
-            ));
-        }
-        let text = String::from_utf8_lossy(&out);
-        let line = text.lines().next().unwrap_or("").to_owned();
-        if line.is_empty() {
-            return Err(Error::new(ErrorKind::Auth, "PassCmd printed no password"));
-        }
-        Ok(Password(line))
-    });
-    run.await
+    tokio::task::spawn_blocking(move || crate::command::first_line("PassCmd", &cmd, limit))
+        .await
         .map_err(|_| Error::new(ErrorKind::Unknown, "PassCmd runner failed"))?
+        .map(Password)
 }
 
 /// The XOAUTH2 initial client response, base64-encoded.

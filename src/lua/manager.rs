@@ -15,13 +15,14 @@ use crate::manager::idle::IdleSet;
 use crate::manager::{
     AccountOverrides, Manager, RetryPolicy, Settings, StartOptions, SyncType, UidvalidityPolicy,
 };
+use crate::oauth::account::AccountSettings;
 use crate::runtime;
 
 static MANAGER: OnceCell<Arc<Manager>> = OnceCell::new();
 /// The IDLE watchers of this Neovim (push; see `himalaya.sync.idle`).
 static IDLE: once_cell::sync::Lazy<IdleSet> = once_cell::sync::Lazy::new(IdleSet::new);
 
-fn manager() -> Result<Arc<Manager>> {
+pub(super) fn manager() -> Result<Arc<Manager>> {
     MANAGER
         .get_or_try_init(|| {
             let dir = super::lock::table(None)?.dir().path().to_path_buf();
@@ -63,6 +64,9 @@ struct LuaSettings {
     relay_cmd: Option<String>,
     #[serde(default)]
     auth_refresh: Vec<String>,
+    /// OAuth accounts (validated again here: unknown fields are errors).
+    #[serde(default)]
+    oauth: Vec<AccountSettings>,
 }
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
@@ -77,6 +81,21 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                     "invalid mbsync.timeout {}",
                     s.timeout
                 )));
+            }
+            let mut oauth = HashMap::new();
+            for a in s.oauth {
+                a.provider_spec()?;
+                if let Some(dir) = &s.state_dir {
+                    a.store_spec(std::path::Path::new(dir))?;
+                }
+                oauth.insert(a.name.clone(), a);
+            }
+            // The token command (mbsync's PassCmd) reads them from here.
+            if let Some(dir) = &s.state_dir {
+                let list: Vec<_> = oauth.values().cloned().collect();
+                if !list.is_empty() {
+                    crate::oauth::account::save_all(std::path::Path::new(dir), &list)?;
+                }
             }
             manager()?.configure(Settings {
                 mbsync_cmd: s.cmd.into(),
@@ -97,6 +116,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                 max_connections: s.max_connections.max(1),
                 relay_cmd: s.relay_cmd.map(Into::into),
                 auth_refresh: s.auth_refresh.into_iter().collect(),
+                oauth,
             });
             Ok(true)
         })?,

@@ -14,6 +14,7 @@ mod events;
 mod lock;
 mod manager;
 mod mbsync;
+mod oauth;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -86,5 +87,6 @@ fn himalaya_sync(lua: &Lua) -> mlua::Result<Table> {
     lock::register(lua, &m)?;
     mbsync::register(lua, &m)?;
     manager::register(lua, &m)?;
+    oauth::register(lua, &m)?;
     Ok(m)
 }

@@ -44,6 +44,8 @@ use crate::mbsync::config::MbsyncConfig;
 use crate::mbsync::errors::{summary, Classified};
 use crate::mbsync::progress::{PercentEstimate, Progress};
 use crate::mbsync::runner::{self, Outcome, RunSpec, Update};
+use crate::oauth::account::AccountSettings;
+use crate::oauth::Tokens;
 use history::{History, Record};
 pub use targets::{AccountOverrides, SyncType};
 
@@ -112,6 +114,8 @@ pub struct Settings {
     /// Accounts whose credentials the editor can refresh (OAuth): an `auth`
     /// failure asks for a refresh (`sync_auth` event) and retries once.
     pub auth_refresh: HashSet<String>,
+    /// OAuth accounts: their token is made fresh before each sync.
+    pub oauth: HashMap<String, AccountSettings>,
 }
 
 /// What to do when a folder's UIDVALIDITY genuinely changed.
@@ -141,6 +145,7 @@ impl Default for Settings {
             max_connections: 1,
             relay_cmd: None,
             auth_refresh: HashSet::new(),
+            oauth: HashMap::new(),
         }
     }
 }
@@ -305,6 +310,7 @@ pub struct Manager {
     emit: Emit,
     next_id: Box<dyn Fn() -> u64 + Send + Sync>,
     rt: Handle,
+    tokens: Mutex<Option<(PathBuf, Arc<Tokens>)>>,
     /// The boxes each (mbsyncrc, channel) had at its last split sync.
     box_cache: Mutex<HashMap<BoxKey, Vec<String>>>,
 }
@@ -371,6 +377,7 @@ impl Manager {
             emit,
             next_id,
             rt,
+            tokens: Mutex::new(None),
             box_cache: Mutex::new(HashMap::new()),
         }
     }
@@ -387,6 +394,39 @@ impl Manager {
     pub fn mbsync_config(&self) -> Result<MbsyncConfig> {
         let path = self.settings.lock().mbsync_config.clone();
         MbsyncConfig::load(path.as_deref())
+    }
+
+    /// Token operations, sharing this manager's lock folder and state
+    /// folder (so the status of recent refreshes is one per process).
+    pub fn tokens(&self) -> Result<Arc<Tokens>> {
+        let dir = match self.settings.lock().state_dir.clone() {
+            Some(d) => d,
+            None => crate::oauth::account::state_dir()?,
+        };
+        let mut slot = self.tokens.lock();
+        if let Some((path, t)) = slot.as_ref() {
+            if *path == dir {
+                return Ok(t.clone());
+            }
+        }
+        let t = Arc::new(Tokens::new(self.locks.clone(), dir.clone()));
+        *slot = Some((dir, t.clone()));
+        Ok(t)
+    }
+
+    /// The settings of OAuth account `name`.
+    pub fn oauth_account(&self, name: &str) -> Result<AccountSettings> {
+        self.settings
+            .lock()
+            .oauth
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("no OAuth account {name:?}: configure accounts.{name}.oauth"),
+                )
+            })
     }
 
     /// The history store for the configured state directory, if any.
@@ -613,6 +653,19 @@ impl Manager {
                 ))
             }
         };
+        // An OAuth account's token is made fresh first, so that mbsync's
+        // PassCmd finds a valid one (and a revoked grant is reported as
+        // such instead of as a failed login).
+        let oauth = self.settings.lock().oauth.get(&opts.account).cloned();
+        if let Some(acct) = oauth {
+            let fresh = match self.tokens() {
+                Ok(tokens) => tokens.valid_token(&acct).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = fresh {
+                return Attempt::NotRun(e);
+            }
+        }
         // Flushes throttled progress that arrived inside the last interval.
         let ticker = {
             let me = self.clone();

@@ -10,7 +10,10 @@
 //! No message built here contains a token, a code, a verifier or a secret.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oauth2::basic::{BasicClient, BasicTokenResponse};
@@ -107,7 +110,7 @@ pub struct DeviceOptions {
 /// starting "re-authorization needed:".
 pub async fn refresh(p: &Provider, refresh_token: &str) -> Result<TokenResponse> {
     let http = Http::new(p)?;
-    let send = |req| http.send(req);
+    let send = http.sender();
     let secret = client_secret(p).await?;
     let mut client = BasicClient::new(ClientId::new(p.client_id().to_string()))
         .set_token_uri(TokenUrl::from_url(p.token_url().clone()))
@@ -143,7 +146,7 @@ pub async fn authorize_code(p: &Provider, opts: CodeOptions) -> Result<TokenResp
         )
     })?;
     let http = Http::new(p)?;
-    let send = |req| http.send(req);
+    let send = http.sender();
     let secret = client_secret(p).await?;
     let port = p.redirect_port().unwrap_or(0);
     let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
@@ -222,7 +225,7 @@ pub async fn authorize_device(p: &Provider, opts: DeviceOptions) -> Result<Token
         )
     })?;
     let http = Http::new(p)?;
-    let send = |req| http.send(req);
+    let send = http.sender();
     let secret = client_secret(p).await?;
     let mut client = BasicClient::new(ClientId::new(p.client_id().to_string()))
         .set_token_uri(TokenUrl::from_url(p.token_url().clone()))
@@ -268,8 +271,16 @@ pub async fn authorize_device(p: &Provider, opts: DeviceOptions) -> Result<Token
 struct Http {
     client: reqwest::Client,
     timeout: Duration,
-    last_status: AtomicU16,
+    last_status: Arc<AtomicU16>,
 }
+
+/// One request in flight; owns what it uses, so the flows stay `Send`.
+type Sent = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<HttpResponse, HttpClientError<reqwest::Error>>>
+            + Send,
+    >,
+>;
 
 impl Http {
     fn new(p: &Provider) -> Result<Http> {
@@ -284,18 +295,23 @@ impl Http {
         Ok(Http {
             client,
             timeout: p.timeout(),
-            last_status: AtomicU16::new(0),
+            last_status: Arc::new(AtomicU16::new(0)),
         })
     }
 
-    async fn send(
-        &self,
-        req: HttpRequest,
-    ) -> std::result::Result<HttpResponse, HttpClientError<reqwest::Error>> {
-        let resp = self.client.call(req).await?;
-        self.last_status
-            .store(resp.status().as_u16(), Ordering::Relaxed);
-        Ok(resp)
+    /// The function `oauth2` sends its requests through.
+    fn sender(&self) -> impl Fn(HttpRequest) -> Sent {
+        let client = self.client.clone();
+        let last_status = self.last_status.clone();
+        move |req| {
+            let client = client.clone();
+            let last_status = last_status.clone();
+            Box::pin(async move {
+                let resp = client.call(req).await?;
+                last_status.store(resp.status().as_u16(), Ordering::Relaxed);
+                Ok(resp)
+            })
+        }
     }
 }
 
@@ -639,6 +655,34 @@ mod tests {
             "invalid_grant: Token revoked"
         );
         assert_eq!(describe("x", Some(&"a".repeat(1000))).len(), 300);
+    }
+
+    /// The integrator spawns the flows on the runtime: they must be `Send`.
+    #[test]
+    fn flows_are_send() {
+        fn assert_send<T: Send>(_: T) {}
+        let spec = crate::oauth::provider::ProviderSpec {
+            kind: "generic".into(),
+            client_id: Some("id".into()),
+            token_url: Some("http://127.0.0.1:1/token".into()),
+            ..Default::default()
+        };
+        let p = Provider::resolve(&spec).unwrap();
+        assert_send(refresh(&p, "rt"));
+        assert_send(authorize_code(
+            &p,
+            CodeOptions {
+                on_url: Box::new(|_| {}),
+                timeout: Duration::from_secs(1),
+            },
+        ));
+        assert_send(authorize_device(
+            &p,
+            DeviceOptions {
+                on_code: Box::new(|_, _, _| {}),
+                timeout: Duration::from_secs(1),
+            },
+        ));
     }
 
     #[test]

@@ -1,6 +1,416 @@
 //! OAuth2 tokens: storage, providers, flows and refresh.
+//!
+//! [`Tokens`] is the one entry point used by the editor glue, the sync
+//! manager and the token command alike:
+//!
+//! * a cached access token that does not expire within the account's margin
+//!   is returned at once;
+//! * otherwise one process at a time refreshes it, under the named lock
+//!   `oauth-<account>` from [`crate::lock`]. Whoever waited re-reads the
+//!   store first and finds the fresh token instead of refreshing again (a
+//!   second refresh could invalidate a refresh token the first one rotated);
+//! * every new refresh token is saved the moment it arrives;
+//! * `invalid_grant` becomes an `auth` error saying "re-authorization
+//!   needed", with the provider's own text; network trouble keeps the old
+//!   token and retries with backoff.
+//!
+//! No token or secret ever enters an error message or a log line: errors
+//! from other programs are passed through [`token::Token::redact`].
 
+pub mod account;
 pub mod flow;
 pub mod provider;
 pub mod store;
 pub mod token;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::lock::LockDir;
+use account::AccountSettings;
+use provider::Provider;
+use store::TokenStore;
+use token::Token;
+
+/// Attempts at a refresh that fails with a network error or a timeout.
+const REFRESH_ATTEMPTS: u32 = 3;
+
+/// First pause between refresh attempts; doubles each time.
+const REFRESH_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The longest a refresh script may run.
+const REFRESH_CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// What the last refresh in this process did, per account.
+#[derive(Clone, Default)]
+struct Recent {
+    last_refresh: Option<i64>,
+    last_error: Option<LastError>,
+}
+
+/// The last error of an account: kind, redacted text, time.
+#[derive(Clone, Serialize)]
+pub struct LastError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub time: i64,
+}
+
+/// An account's token state, safe to show: never the token itself.
+#[derive(Clone, Serialize)]
+pub struct Status {
+    pub account: String,
+    pub provider: Option<String>,
+    pub store: String,
+    pub has_token: bool,
+    pub has_refresh_token: bool,
+    /// Seconds until the access token expires (negative: expired).
+    pub expires_in: Option<i64>,
+    /// When the stored token was obtained (unix seconds).
+    pub obtained_at: Option<i64>,
+    pub last_refresh: Option<i64>,
+    pub last_error: Option<LastError>,
+    /// Why the store could not be read, when it could not.
+    pub store_error: Option<String>,
+}
+
+/// How `authorize` asks the user to approve access.
+pub enum Authorize {
+    /// Authorization code with PKCE: `on_url` gets the URL to open.
+    Browser {
+        on_url: Box<dyn FnOnce(String) + Send>,
+        timeout: Duration,
+    },
+    /// Device code (RFC 8628): `on_code` gets the user code, the page where
+    /// to enter it and the seconds it stays valid.
+    Device {
+        on_code: Box<dyn FnOnce(String, String, u64) + Send>,
+        timeout: Duration,
+    },
+}
+
+/// Token operations for every OAuth account.
+pub struct Tokens {
+    locks: Arc<LockDir>,
+    state_dir: PathBuf,
+    recent: Mutex<HashMap<String, Recent>>,
+}
+
+impl Tokens {
+    pub fn new(locks: Arc<LockDir>, state_dir: PathBuf) -> Tokens {
+        Tokens {
+            locks,
+            state_dir,
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn store(&self, acct: &AccountSettings) -> Result<Box<dyn TokenStore>> {
+        store::open(&acct.store_spec(&self.state_dir)?)
+    }
+
+    /// A valid access token: the stored one unless it expires within the
+    /// margin, else a fresh one.
+    pub async fn valid_token(&self, acct: &AccountSettings) -> Result<String> {
+        let current = self.load(acct).await?;
+        if let Some(t) = current
+            .as_ref()
+            .filter(|t| !t.expires_within(acct.margin(), now()))
+        {
+            return Ok(t.access_token.clone());
+        }
+        let seen = current.map(|t| t.access_token);
+        let token = self.record(acct, self.refresh_locked(acct, Some(seen)).await);
+        Ok(token?.access_token)
+    }
+
+    /// Refreshes the token now, whatever its expiry.
+    pub async fn refresh(&self, acct: &AccountSettings) -> Result<Token> {
+        self.record(acct, self.refresh_locked(acct, None).await)
+    }
+
+    /// Remembers how a refresh ended, for [`Tokens::status`].
+    fn record(&self, acct: &AccountSettings, result: Result<Token>) -> Result<Token> {
+        let mut recent = self.recent.lock();
+        let entry = recent.entry(acct.name.clone()).or_default();
+        match &result {
+            Ok(_) => {
+                entry.last_refresh = Some(now());
+                entry.last_error = None;
+            }
+            Err(e) => {
+                entry.last_error = Some(LastError {
+                    kind: e.kind,
+                    message: e.message.clone(),
+                    time: now(),
+                })
+            }
+        }
+        result
+    }
+
+    /// Refreshes under the account's lock. With `seen` (the access token
+    /// found stale before waiting, if any), a token that another process
+    /// stored meanwhile is used as it is, as long as it has not expired:
+    /// refreshing again would only waste (and maybe rotate away) a grant.
+    async fn refresh_locked(
+        &self,
+        acct: &AccountSettings,
+        seen: Option<Option<String>>,
+    ) -> Result<Token> {
+        let locks = self.locks.clone();
+        let name = format!("oauth-{}", acct.name);
+        let (wait, purpose) = (acct.wait(), format!("OAuth refresh of {}", acct.name));
+        let guard = blocking(move || locks.acquire(&name, wait, &purpose, None)).await?;
+        let current = self.load(acct).await?;
+        if let (Some(seen), Some(t)) = (&seen, current.as_ref()) {
+            let renewed = seen.as_deref() != Some(t.access_token.as_str());
+            if !t.expires_within(acct.margin(), now()) || (renewed && !t.expires_within(0, now())) {
+                return Ok(t.clone());
+            }
+        }
+        let fresh = match &acct.refresh_cmd {
+            Some(cmd) => self.run_refresh_cmd(acct, cmd).await?,
+            None => self.refresh_with_provider(acct, current.as_ref()).await?,
+        };
+        drop(guard);
+        Ok(fresh)
+    }
+
+    /// Runs the user's refresh script; its stdout is the token (JSON or a
+    /// bare access token), or, when it prints nothing, the script stored
+    /// the token itself.
+    async fn run_refresh_cmd(&self, acct: &AccountSettings, cmd: &str) -> Result<Token> {
+        let (cmd, name) = (cmd.to_string(), acct.name.clone());
+        let out = blocking(move || {
+            crate::command::shell("refresh_cmd", &cmd, &name, REFRESH_CMD_TIMEOUT)
+        })
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Auth,
+                format!("refresh_cmd of {} failed: {}", acct.name, e.message),
+            )
+        })?;
+        let text = String::from_utf8_lossy(&out);
+        if text.trim().is_empty() {
+            return match self.load(acct).await? {
+                Some(t) if !t.expires_within(0, now()) => Ok(t),
+                _ => Err(Error::new(
+                    ErrorKind::Auth,
+                    format!(
+                        "refresh_cmd of {} printed nothing and stored no valid token",
+                        acct.name
+                    ),
+                )),
+            };
+        }
+        let token = Token::parse_external(&text, now()).map_err(|e| {
+            Error::new(
+                ErrorKind::Auth,
+                format!("refresh_cmd of {}: {}", acct.name, e.message),
+            )
+        })?;
+        self.save(acct, &token).await?;
+        Ok(token)
+    }
+
+    async fn refresh_with_provider(
+        &self,
+        acct: &AccountSettings,
+        current: Option<&Token>,
+    ) -> Result<Token> {
+        let provider = self.provider(acct)?;
+        let Some(refresh_token) = current.and_then(|t| t.refresh_token.clone()) else {
+            return Err(Error::new(
+                ErrorKind::Auth,
+                format!(
+                    "re-authorization needed: no refresh token stored for {0} (run :HimalayaSync oauth authorize {0})",
+                    acct.name
+                ),
+            ));
+        };
+        let mut pause = REFRESH_BACKOFF;
+        let mut attempt = 1;
+        let response = loop {
+            match flow::refresh(&provider, &refresh_token).await {
+                Ok(r) => break r,
+                Err(e)
+                    if matches!(e.kind, ErrorKind::Network | ErrorKind::Timeout)
+                        && attempt < REFRESH_ATTEMPTS =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    // The old token stays stored; while it has not expired
+                    // it is still good to use.
+                    if let Some(t) = current.filter(|t| {
+                        matches!(e.kind, ErrorKind::Network | ErrorKind::Timeout)
+                            && !t.expires_within(0, now())
+                    }) {
+                        return Ok(t.clone());
+                    }
+                    return Err(Error::new(
+                        e.kind,
+                        format!("{}: {}", acct.name, redact_all(current, &e.message)),
+                    ));
+                }
+            }
+        };
+        let mut token = token_from_response(response, now());
+        if let Some(old) = current {
+            token.keep_refresh_from(old);
+        }
+        // Saved before anything else can fail: a rotated refresh token that
+        // is not saved is lost for good.
+        self.save(acct, &token).await?;
+        Ok(token)
+    }
+
+    fn provider(&self, acct: &AccountSettings) -> Result<Provider> {
+        let spec = acct.provider_spec()?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "accounts.{}.oauth: set provider (google, microsoft, generic) or refresh_cmd",
+                    acct.name
+                ),
+            )
+        })?;
+        Provider::resolve(&spec).map_err(|e| {
+            Error::new(
+                e.kind,
+                format!("accounts.{}.oauth: {}", acct.name, e.message),
+            )
+        })
+    }
+
+    async fn load(&self, acct: &AccountSettings) -> Result<Option<Token>> {
+        let store = self.store(acct)?;
+        let name = acct.name.clone();
+        blocking(move || store.load(&name)).await
+    }
+
+    async fn save(&self, acct: &AccountSettings, token: &Token) -> Result<()> {
+        let store = self.store(acct)?;
+        let (name, token) = (acct.name.clone(), token.clone());
+        blocking(move || store.save(&name, &token)).await
+    }
+
+    /// Stores a token handed over by the user or another tool.
+    pub async fn store_token(&self, acct: &AccountSettings, token: Token) -> Result<()> {
+        self.save(acct, &token).await
+    }
+
+    /// Removes everything stored for the account.
+    pub async fn clear(&self, acct: &AccountSettings) -> Result<()> {
+        let store = self.store(acct)?;
+        let name = acct.name.clone();
+        blocking(move || store.clear(&name)).await?;
+        self.recent.lock().remove(&acct.name);
+        Ok(())
+    }
+
+    /// The account's token state, without any secret.
+    pub async fn status(&self, acct: &AccountSettings) -> Status {
+        let (store_kind, loaded) = match self.store(acct) {
+            Ok(store) => {
+                let kind = store.kind().to_string();
+                let name = acct.name.clone();
+                (kind, blocking(move || store.load(&name)).await)
+            }
+            Err(e) => ("none".to_string(), Err(e)),
+        };
+        let recent = self
+            .recent
+            .lock()
+            .get(&acct.name)
+            .cloned()
+            .unwrap_or_default();
+        let (token, store_error) = match loaded {
+            Ok(t) => (t, None),
+            Err(e) => (None, Some(e.message)),
+        };
+        Status {
+            account: acct.name.clone(),
+            provider: acct
+                .provider
+                .clone()
+                .or_else(|| acct.refresh_cmd.as_ref().map(|_| "refresh_cmd".into())),
+            store: store_kind,
+            has_token: token.is_some(),
+            has_refresh_token: token.as_ref().is_some_and(|t| t.refresh_token.is_some()),
+            expires_in: token.as_ref().and_then(|t| t.expires_at).map(|e| e - now()),
+            obtained_at: token.as_ref().and_then(|t| t.obtained_at),
+            last_refresh: recent.last_refresh,
+            last_error: recent.last_error,
+            store_error,
+        }
+    }
+
+    /// Asks the user to grant access (browser or device code), then stores
+    /// the new tokens.
+    pub async fn authorize(&self, acct: &AccountSettings, how: Authorize) -> Result<()> {
+        let provider = self.provider(acct)?;
+        let response = match how {
+            Authorize::Browser { on_url, timeout } => {
+                flow::authorize_code(&provider, flow::CodeOptions { on_url, timeout }).await?
+            }
+            Authorize::Device { on_code, timeout } => {
+                flow::authorize_device(&provider, flow::DeviceOptions { on_code, timeout }).await?
+            }
+        };
+        let token = token_from_response(response, now());
+        self.save(acct, &token).await?;
+        let mut recent = self.recent.lock();
+        let entry = recent.entry(acct.name.clone()).or_default();
+        entry.last_refresh = Some(now());
+        entry.last_error = None;
+        Ok(())
+    }
+}
+
+/// A token from a provider's response, its expiry made absolute.
+fn token_from_response(r: flow::TokenResponse, now: i64) -> Token {
+    Token {
+        expires_at: r
+            .expires_in
+            .map(|s| now.saturating_add(s.min(i64::MAX as u64) as i64)),
+        access_token: r.access_token,
+        refresh_token: r.refresh_token,
+        scope: r.scope,
+        token_type: r.token_type,
+        obtained_at: Some(now),
+    }
+}
+
+fn redact_all(token: Option<&Token>, text: &str) -> String {
+    match token {
+        Some(t) => t.redact(text),
+        None => text.to_string(),
+    }
+}
+
+/// Runs blocking work (files, processes, lock waits) off the runtime's
+/// worker threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unknown, format!("internal error: {e}")))?
+}

@@ -84,30 +84,25 @@
 //! own process group, registered for shutdown, and is killed with its
 //! group after [`COMMAND_TIMEOUT`] (or [`StoreOptions::command_timeout`]).
 
-use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key as AeadKey, Nonce};
 use nix::errno::Errno;
 use nix::fcntl::{self, OFlag};
-use nix::sys::signal::{killpg, Signal};
 use nix::sys::stat::{self, FileStat, Mode};
-use nix::unistd::{self, Pid};
+use nix::unistd;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
+use crate::command::{run, Output, Run};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{ensure_private_dir, LockDir};
 use crate::oauth::token::{redact_all, Token};
@@ -456,7 +451,7 @@ impl FileDir {
 
 /// Reads a token file that must be a private regular file of ours;
 /// `Ok(None)` if it does not exist.
-fn read_private_file(path: &Path) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_private_file(path: &Path) -> Result<Option<Vec<u8>>> {
     // O_NONBLOCK: a FIFO planted at the path must not block the open.
     let flags = OFlag::O_RDONLY
         | OFlag::O_NOFOLLOW
@@ -496,7 +491,7 @@ fn read_private_file(path: &Path) -> Result<Option<Vec<u8>>> {
 
 /// Replaces `path` atomically with `data` in a new `0600` file, after
 /// checking that whatever is at `path` now may be replaced.
-fn write_private_file(dir: &Path, path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_private_file(dir: &Path, path: &Path, data: &[u8]) -> Result<()> {
     match stat::lstat(path) {
         Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => return Err(symlink_error(path)),
         Ok(st) => check_private_file(path, &st)?,
@@ -1118,153 +1113,7 @@ impl TokenStore for CommandStore {
 }
 
 // ---------------------------------------------------------------------------
-// Running programs
-
-/// One program run.
-struct Run<'a> {
-    /// Names the program in messages ("token load command", "gpg").
-    what: &'a str,
-    program: &'a str,
-    args: &'a [&'a str],
-    env: &'a [(&'a str, &'a str)],
-    /// Written to stdin, which is then closed; `None` gives `/dev/null`.
-    stdin: Option<&'a [u8]>,
-    timeout: Duration,
-}
-
-/// How a program ended and what it printed.
-struct Output {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
-
-/// Runs a program in its own process group; kills the group when the time
-/// is up or shutdown begins.
-fn run(r: &Run<'_>) -> Result<Output> {
-    if runtime::is_stopped() {
-        return Err(Error::new(
-            ErrorKind::Cancelled,
-            "himalaya-sync is shutting down",
-        ));
-    }
-    let deadline = Instant::now() + r.timeout;
-    let mut cmd = Command::new(r.program);
-    cmd.args(r.args.iter().map(OsStr::new))
-        .envs(r.env.iter().copied())
-        .stdin(if r.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::new(
-                ErrorKind::Config,
-                format!("{} not found: install it or set its path", r.program),
-            )
-        } else {
-            Error::io(format!("cannot start {}", r.what), e)
-        }
-    })?;
-    let pgid = child.id() as i32;
-    let _group = runtime::track_group(pgid);
-    let kill = || {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-    };
-    if let (Some(data), Some(mut pipe)) = (r.stdin, child.stdin.take()) {
-        let data = data.to_vec();
-        // A program that exits without reading all of stdin is its own
-        // business; its exit status tells what happened.
-        thread::spawn(move || {
-            let _ = pipe.write_all(&data);
-        });
-    }
-    let (tx, rx) = mpsc::channel();
-    for (is_err, pipe) in [
-        (
-            false,
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        (
-            true,
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ] {
-        let Some(mut pipe) = pipe else { continue };
-        let tx = tx.clone();
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = (&mut pipe).take(MAX_DATA_LEN).read_to_end(&mut buf);
-            // Keep draining so a chatty program is not stuck on a full pipe.
-            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
-            let _ = tx.send((is_err, buf));
-        });
-    }
-    drop(tx);
-    let timed_out = || {
-        Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "{} did not finish within {} s and was killed",
-                r.what,
-                r.timeout.as_secs_f64()
-            ),
-        )
-    };
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(e) => {
-                kill();
-                let _ = child.wait();
-                return Err(Error::io(format!("cannot wait for {}", r.what), e));
-            }
-        }
-        if runtime::stop_flag().load(Ordering::SeqCst) {
-            kill();
-            let _ = child.wait();
-            return Err(Error::new(
-                ErrorKind::Cancelled,
-                "himalaya-sync is shutting down",
-            ));
-        }
-        if Instant::now() >= deadline {
-            kill();
-            let _ = child.wait();
-            return Err(timed_out());
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    for _ in 0..2 {
-        // Something the program started in the background may still hold
-        // its output open; that counts against the same deadline.
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok((false, buf)) => stdout = buf,
-            Ok((true, buf)) => stderr = buf,
-            Err(_) => {
-                kill();
-                return Err(timed_out());
-            }
-        }
-    }
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
-}
+// Running programs (see crate::command)
 
 /// The error for a program that exited unsuccessfully, quoting one stderr
 /// line (the last one when `last_line`, else the first) with `secrets` and

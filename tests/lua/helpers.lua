@@ -178,7 +178,316 @@ function M.fixture(args)
   function fx.stop()
     M.fixture_cmd({ 'stop', '--dir', dir, '--keep' })
   end
+  M.server_controls(fx)
   return fx
+end
+
+--- Test secrets that must never appear in anything the suite produces
+--- (spec output, engine logs, notifications). The runner checks them all
+--- at the end of a run; add a spec's own secrets (OAuth test tokens) with
+--- `M.secret()`, or here when they are fixed strings.
+M.SECRETS = { 'fixture-password' }
+
+--- Registers `value` as a secret for the end-of-run check and returns it.
+--- Works in any spec's Neovim: the runner reads the file named by
+--- `$HIMALAYA_SPEC_SECRETS`.
+---@param value string
+---@return string
+function M.secret(value)
+  local file = os.getenv('HIMALAYA_SPEC_SECRETS')
+  if file and value ~= '' then
+    local f = assert(io.open(file, 'a'))
+    f:write(value, '\n')
+    f:close()
+  end
+  return value
+end
+
+--- Every secret known to this run: `M.SECRETS`, those registered with
+--- `M.secret()`, and the SASL PLAIN blob mbsync would send for each fixture
+--- account with each of them (a leak of the wire form counts too).
+---@param extra_file? string
+---@return string[]
+function M.all_secrets(extra_file)
+  local list, seen = {}, {}
+  local function add(s)
+    if s and s ~= '' and not seen[s] then
+      seen[s] = true
+      list[#list + 1] = s
+    end
+  end
+  for _, s in ipairs(M.SECRETS) do
+    add(s)
+  end
+  local f = extra_file and io.open(extra_file)
+  if f then
+    for line in f:lines() do
+      add(line)
+    end
+    f:close()
+  end
+  for _, s in ipairs(vim.deepcopy(list)) do
+    for _, user in ipairs({ 'demo', 'work' }) do
+      add(vim.base64.encode('\0' .. user .. '\0' .. s))
+    end
+  end
+  return list
+end
+
+--- Lines of the files in `paths` (recursively for folders) and of `texts`
+--- (name -> text) that contain a secret, as `file:line: secret`.
+---@param secrets string[]
+---@param paths string[]
+---@param texts? table<string, string>
+---@return string[]
+function M.find_secrets(secrets, paths, texts)
+  local hits = {}
+  local function scan(name, text)
+    local n = 0
+    for line in (text .. '\n'):gmatch('([^\n]*)\n') do
+      n = n + 1
+      for _, s in ipairs(secrets) do
+        if line:find(s, 1, true) then
+          hits[#hits + 1] = ('%s:%d: contains the test secret %q'):format(name, n, s)
+        end
+      end
+    end
+  end
+  local function visit(path)
+    local stat = uv.fs_lstat(path)
+    if not stat then
+      return
+    end
+    if stat.type == 'directory' then
+      for entry in vim.fs.dir(path) do
+        visit(path .. '/' .. entry)
+      end
+    elseif stat.type == 'file' and stat.size < 64 * 1024 * 1024 then
+      local f = io.open(path, 'rb')
+      if f then
+        scan(path, f:read('*a') or '')
+        f:close()
+      end
+    end
+  end
+  for _, p in ipairs(paths) do
+    visit(p)
+  end
+  for name, text in pairs(texts or {}) do
+    scan(name, text)
+  end
+  table.sort(hits)
+  return hits
+end
+
+--- Appends every vim.notify() of this Neovim to `file` (the runner scans
+--- it for secrets), then passes it on.
+---@param file string
+function M.record_notifications(file)
+  local orig = vim.notify
+  vim.notify = function(msg, level, opts)
+    local f = io.open(file, 'a')
+    if f then
+      f:write(('[%s] %s\n'):format(tostring(level), tostring(msg)))
+      f:close()
+    end
+    return orig(msg, level, opts)
+  end
+end
+
+--- Process ids in process group `pgid` (a fixture's dovecot and its
+--- children).
+---@param pgid integer
+---@return integer[]
+function M.group_pids(pgid)
+  local r = vim.system({ 'pgrep', '-g', tostring(pgid) }, { text = true }):wait()
+  local pids = {}
+  for pid in (r.stdout or ''):gmatch('%d+') do
+    pids[#pids + 1] = tonumber(pid)
+  end
+  return pids
+end
+
+--- The state letter of a process (R, S, T for stopped, Z...) and its
+--- command name, or nil when it is gone.
+---@param pid integer
+---@return string? state
+---@return string? comm
+function M.proc_state(pid)
+  local f = io.open(('/proc/%d/stat'):format(pid))
+  if not f then
+    return nil
+  end
+  local stat = f:read('*a') or ''
+  f:close()
+  local comm, state = stat:match('^%d+ %((.*)%) (%S)')
+  return state, comm
+end
+
+--- Adds server controls to a fixture `fx` (from `M.fixture`): `server_pids`,
+--- `signal`, `kill_server`, `restart_server`. A stopped (SIGSTOP) server is continued
+--- after the test so its cleanup can stop it.
+function M.server_controls(fx)
+  local function pgid()
+    local s = M.read(fx.dir .. '/dovecot.pid')
+    return tonumber(s:match('%d+'))
+  end
+  --- Every dovecot process of the fixture: its process group and all
+  --- descendants of the master (login and imap processes get a group of
+  --- their own).
+  function fx.server_pids()
+    local g = pgid()
+    local pids, seen = {}, {}
+    local function add(pid)
+      if not seen[pid] then
+        seen[pid] = true
+        pids[#pids + 1] = pid
+        local r = vim.system({ 'pgrep', '-P', tostring(pid) }, { text = true }):wait()
+        for child in (r.stdout or ''):gmatch('%d+') do
+          add(tonumber(child))
+        end
+      end
+    end
+    for _, pid in ipairs(M.group_pids(g)) do
+      add(pid)
+    end
+    return pids
+  end
+  --- Sends `sig` (e.g. 'STOP', 'CONT') to every dovecot process of the
+  --- fixture (master, login, imap, auth); returns the pids signalled.
+  function fx.signal(sig)
+    local pids = fx.server_pids()
+    if #pids > 0 then
+      vim.system(vim.list_extend({ 'kill', '-' .. sig, '--' }, vim.tbl_map(tostring, pids))):wait()
+    end
+    return pids
+  end
+  --- Kills the server (SIGKILL to the whole group) and waits until no
+  --- process of it is left.
+  function fx.kill_server()
+    local pids = fx.signal('KILL')
+    M.wait_for(function()
+      for _, pid in ipairs(pids) do
+        local state = M.proc_state(pid)
+        if state and state ~= 'Z' then
+          return false
+        end
+      end
+      return true
+    end, 5000, 'the killed dovecot to be gone')
+  end
+  --- Starts dovecot again on the same folder and port (what a server that
+  --- comes back after a crash does); waits for its greeting.
+  function fx.restart_server()
+    local code = [[
+import json, os, shutil, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+import imap_fixture as f
+d = sys.argv[2]
+info = json.load(open(os.path.join(d, "fixture.json")))
+shutil.rmtree(os.path.join(d, "run"), ignore_errors=True)
+err = open(os.path.join(d, "logs", "dovecot.stderr"), "ab")
+p = subprocess.Popen([f._find_dovecot(), "-c", info["dovecot_conf"], "-F"], stdin=subprocess.DEVNULL,
+                     stdout=err, stderr=err, start_new_session=True, close_fds=True, cwd=d)
+open(os.path.join(d, f.PID_FILE), "w").write("%d\n" % p.pid)
+ok, why = f._wait_ready(p, info["port"], 10, info["log"], d)
+print(json.dumps({"pid": p.pid, "ok": ok, "error": why}))
+sys.stdout.flush()
+os._exit(0)
+]]
+    local r = vim.system({ 'python3', '-c', code, M.root .. '/tests/fixture', fx.dir }, { text = true }):wait(20000)
+    local res = r.code == 0 and vim.json.decode(r.stdout) or {}
+    if not res.ok then
+      error('dovecot did not start again: ' .. (res.error or r.stderr or '?'), 2)
+    end
+    return res.pid
+  end
+  M.defer(function()
+    pcall(fx.signal, 'CONT')
+  end)
+end
+
+--- Writes an executable `DIR/mbsync` that runs the real mbsync and appends
+--- `start PID NS` before and `end PID NS RC` after it to `log` (each append
+--- under flock, so lines of concurrent runs never mix). Point
+--- `mbsync.cmd` at it, or put DIR first in PATH. Returns the script path.
+---@param log string
+---@return string
+function M.mbsync_wrapper(log)
+  local real = vim.fn.exepath('mbsync')
+  M.ok(real ~= '', 'mbsync is installed')
+  local dir = M.tmpdir()
+  local path = dir .. '/mbsync'
+  M.write(
+    path,
+    ([[
+#!/bin/sh
+log=%s
+( flock 9; echo "start $$ $(date +%%s%%N)" >&9 ) 9>>"$log"
+%s "$@"
+rc=$?
+( flock 9; echo "end $$ $(date +%%s%%N) $rc" >&9 ) 9>>"$log"
+exit $rc
+]]):format(vim.fn.shellescape(log), vim.fn.shellescape(real))
+  )
+  vim.fn.setfperm(path, 'rwx------')
+  return path
+end
+
+--- Parses a wrapper log (see `M.mbsync_wrapper`): the runs as
+--- `{pid, start, stop, rc}` (ns; `stop` nil when no end was logged), and
+--- the pairs of runs whose times overlap.
+---@param log string
+---@return {pid: integer, start: number, stop?: number, rc?: integer}[] runs ns from the log's first second
+---@return string[] overlaps
+function M.mbsync_runs(log)
+  local runs, open = {}, {}
+  -- Nanoseconds since the first whole second in the log: exact in a double
+  -- (a raw `date +%s%N` is not).
+  local base
+  local function ns_of(stamp)
+    local secs, nanos = tonumber(stamp:sub(1, -10)), tonumber(stamp:sub(-9))
+    base = base or secs
+    return (secs - base) * 1e9 + nanos
+  end
+  local f = io.open(log)
+  if f then
+    for line in f:lines() do
+      local what, pid, stamp, rc = line:match('^(%a+) (%d+) (%d+) ?(%d*)$')
+      local ns = stamp and ns_of(stamp)
+      if what == 'start' then
+        local r = { pid = tonumber(pid), start = ns }
+        runs[#runs + 1] = r
+        open[r.pid] = r
+      elseif what == 'end' and open[tonumber(pid)] then
+        local r = open[tonumber(pid)]
+        r.stop, r.rc = ns, tonumber(rc)
+        open[r.pid] = nil
+      end
+    end
+    f:close()
+  end
+  table.sort(runs, function(a, b)
+    return a.start < b.start
+  end)
+  local overlaps = {}
+  local latest = nil
+  for _, r in ipairs(runs) do
+    if latest and r.start < (latest.stop or math.huge) then
+      overlaps[#overlaps + 1] = ('mbsync %d [%d, %s] overlaps mbsync %d [%d, %s]'):format(
+        r.pid,
+        r.start,
+        tostring(r.stop),
+        latest.pid,
+        latest.start,
+        tostring(latest.stop)
+      )
+    end
+    if not latest or (r.stop or math.huge) > (latest.stop or math.huge) then
+      latest = r
+    end
+  end
+  return runs, overlaps
 end
 
 --- Configures the plugin for `mbsyncrc`: quiet, and failures final at once
@@ -285,17 +594,23 @@ function M.relay(port, target, delay_ms)
 end
 
 --- Watches processes matching `pattern` until the test ends; returns a
---- function giving the most seen at once.
+--- function giving the most seen at once. Samples every 20 ms with an
+--- asynchronous pgrep (one at a time): a blocking one from a timer nests
+--- event-loop waits inside the test's own `vim.wait` and can stall it.
 function M.watch_processes(pattern)
-  local most = 0
+  local most, busy = 0, false
   local timer = assert(uv.new_timer())
-  timer:start(
-    0,
-    20,
-    vim.schedule_wrap(function()
-      most = math.max(most, #M.pgrep(pattern))
+  timer:start(0, 20, function()
+    if busy then
+      return
+    end
+    busy = true
+    vim.system({ 'pgrep', '-f', pattern }, { text = true }, function(r)
+      local n = select(2, (r.stdout or ''):gsub('%d+', ''))
+      most = math.max(most, n)
+      busy = false
     end)
-  )
+  end)
   M.defer(function()
     timer:stop()
     timer:close()

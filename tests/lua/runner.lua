@@ -6,6 +6,12 @@
 -- in its own Neovim (a fresh process: fresh library state, fresh lock
 -- table) with private XDG folders and lock folder, removed afterwards. The
 -- last line is `N passed, N failed`; the exit code is non-zero on failure.
+--
+-- Secret check: after each spec, its output (stdout and stderr), the files
+-- in its XDG folders (engine log, history, locks) and the notifications it
+-- showed are searched for every test secret (helpers.SECRETS, plus those a
+-- spec registered with helpers.secret()). A hit fails the run and is listed
+-- as file:line; the files are kept for a look.
 local uv = vim.uv or vim.loop
 local root = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h')
 local nvim = vim.v.progpath
@@ -17,11 +23,24 @@ local function run_one(spec)
   package.path = root .. '/tests/lua/?.lua;' .. package.path
   local t = require('helpers')
   t.root = root
+  local home = os.getenv('HIMALAYA_SPEC_HOME')
+  if home then
+    t.record_notifications(home .. '/notifications.log')
+  end
   local ok, err = pcall(dofile, spec)
   if not ok then
     t.record_load_error(spec, err)
   end
   local passed, failed = t.run_all()
+  if home then
+    -- Messages shown some other way than vim.notify (or while a spec had
+    -- replaced it) are in :messages.
+    local f = io.open(home .. '/notifications.log', 'a')
+    if f then
+      f:write(vim.api.nvim_exec2('messages', { output = true }).output, '\n')
+      f:close()
+    end
+  end
   io.stdout:write(('%d passed, %d failed\n'):format(passed, failed))
   io.stdout:flush()
   -- Exit through :qa so VimLeavePre (and the library's shutdown) runs, as
@@ -36,6 +55,14 @@ local function run_all(specs)
   end
   local filter = os.getenv('HIMALAYA_SPEC_FILTER')
   local total_pass, total_fail = 0, 0
+  package.path = root .. '/tests/lua/?.lua;' .. package.path
+  local helpers = require('helpers')
+  -- Output of every spec, and the secrets specs register, live here.
+  local suite = vim.fn.tempname() .. '-suite'
+  vim.fn.mkdir(suite, 'p', tonumber('700', 8))
+  local secrets_file = suite .. '/secrets'
+  helpers.write(secrets_file, '')
+  local leaks = {}
   for _, spec in ipairs(specs) do
     local home = vim.fn.tempname() .. '-spec'
     vim.fn.mkdir(home, 'p', tonumber('700', 8))
@@ -47,13 +74,14 @@ local function run_all(specs)
       XDG_RUNTIME_DIR = home .. '/run',
       HIMALAYA_SPEC_HOME = home,
       HIMALAYA_SPEC_FILTER = filter,
+      HIMALAYA_SPEC_SECRETS = secrets_file,
     }
     vim.fn.mkdir(env.XDG_RUNTIME_DIR, 'p', tonumber('700', 8))
     local name = vim.fn.fnamemodify(spec, ':t')
     io.stdout:write(('\n== %s\n'):format(name))
     io.stdout:flush()
     local started = uv.hrtime()
-    local out = {}
+    local out, errs = {}, {}
     local proc = vim.system(
       { nvim, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', debug.getinfo(1, 'S').source:sub(2), '--one', spec },
       {
@@ -68,6 +96,7 @@ local function run_all(specs)
         end,
         stderr = function(_, data)
           if data then
+            errs[#errs + 1] = data
             io.stderr:write(data)
           end
         end,
@@ -93,7 +122,30 @@ local function run_all(specs)
       .system({ 'python3', root .. '/tests/fixture/imap_fixture.py', 'stop-all', '--root', home }, { text = true })
       :wait(30000)
     io.stdout:write(('-- %s: %.1f s\n'):format(name, secs))
-    vim.fn.delete(home, 'rf')
+    helpers.write(('%s/%s.stdout'):format(suite, name), table.concat(out))
+    helpers.write(('%s/%s.stderr'):format(suite, name), table.concat(errs))
+    local scan = { suite .. '/' .. name .. '.stdout', suite .. '/' .. name .. '.stderr', home .. '/notifications.log' }
+    for _, d in ipairs({ 'state', 'cache', 'config', 'data', 'run' }) do
+      scan[#scan + 1] = home .. '/' .. d
+    end
+    local hits = helpers.find_secrets(helpers.all_secrets(secrets_file), scan)
+    if #hits == 0 then
+      vim.fn.delete(home, 'rf')
+    end
+    vim.list_extend(leaks, hits)
+  end
+  if #leaks > 0 then
+    total_fail = total_fail + 1
+    io.stdout:write('\nFAIL secret check: a test secret appears in what the suite produced (files kept):\n')
+    for _, l in ipairs(leaks) do
+      io.stdout:write('     ' .. l .. '\n')
+    end
+  else
+    local n = #helpers.all_secrets(secrets_file)
+    io.stdout:write(
+      ('\nsecret check: none of %d test secrets appears in the output, logs or notifications\n'):format(n)
+    )
+    vim.fn.delete(suite, 'rf')
   end
   io.stdout:write(('\n%d passed, %d failed\n'):format(total_pass, total_fail))
   io.stdout:flush()

@@ -365,6 +365,84 @@ M.subcommands.repair = {
   end,
 }
 
+local OAUTH_ACTIONS = { 'status', 'refresh', 'authorize', 'clear' }
+
+--- Seconds as "3 h 20 min", "45 s", or "expired 2 min ago".
+local function expiry(s)
+  if not s then
+    return 'unknown expiry'
+  end
+  local function span(n)
+    n = math.abs(n)
+    if n < 120 then
+      return ('%d s'):format(n)
+    elseif n < 7200 then
+      return ('%d min'):format(math.floor(n / 60))
+    end
+    return ('%d h %d min'):format(math.floor(n / 3600), math.floor(n % 3600 / 60))
+  end
+  return s >= 0 and ('expires in ' .. span(s)) or ('expired ' .. span(s) .. ' ago')
+end
+
+M.subcommands.oauth = {
+  desc = 'OAuth2 tokens: oauth {status|refresh|authorize|clear} {account} (authorize --device for a code)',
+  complete = function(_, args)
+    if #args <= 1 then
+      return OAUTH_ACTIONS
+    end
+    if #args == 2 then
+      return require('himalaya.sync.oauth').accounts()
+    end
+    return args[1] == 'authorize' and { '--device' } or {}
+  end,
+  run = function(args)
+    local action, account = args[1], args[2]
+    if not vim.tbl_contains(OAUTH_ACTIONS, action) or not account then
+      return err('usage: :HimalayaSync oauth {' .. table.concat(OAUTH_ACTIONS, '|') .. '} {account}')
+    end
+    local oauth = require('himalaya.sync.oauth')
+    local function report(what)
+      return function(ok, e)
+        if ok then
+          notify(('%s: %s'):format(account, what))
+        else
+          err(('%s: %s'):format(account, e))
+        end
+      end
+    end
+    if action == 'status' then
+      oauth.status(account, function(st, e)
+        if not st then
+          return err(e)
+        end
+        local lines = {
+          ('%s (%s, store: %s)'):format(account, st.provider or 'no provider', st.store),
+          st.has_token and ('  token: %s%s'):format(
+            expiry(st.expires_in),
+            st.has_refresh_token and ', refresh token stored' or ', no refresh token'
+          ) or '  no token stored: :HimalayaSync oauth authorize ' .. account,
+        }
+        if st.last_refresh then
+          lines[#lines + 1] = ('  last refresh %s ago'):format(ago(st.last_refresh))
+        end
+        if st.last_error then
+          lines[#lines + 1] = ('  last error (%s): %s'):format(st.last_error.kind, st.last_error.message)
+        end
+        if st.store_error then
+          lines[#lines + 1] = '  store: ' .. st.store_error
+        end
+        notify(table.concat(lines, '\n'))
+      end)
+    elseif action == 'refresh' then
+      oauth.refresh_token(account, report('token refreshed'))
+    elseif action == 'clear' then
+      oauth.clear_token(account, report('stored tokens removed'))
+    else
+      oauth.authorize(account, { device = args[3] == '--device' }, report('authorized'))
+    end
+  end,
+}
+
 --- Sorted subcommand names.
 ---@return string[]
 function M.names()

@@ -16,6 +16,35 @@ local M = {}
 ---@field folders? string[] folders offered for selective syncs
 ---@field throttle? {kbps: number} bandwidth limit, kB/s each way (through mbsync's Tunnel; TLS stays end to end)
 ---@field refresh? fun(account: string, done: fun(ok: boolean, err?: string)) refreshes credentials after an auth failure (setup() only); the sync then runs once more
+---@field oauth? himalaya.sync.OAuthConfig OAuth2 tokens for this account (see |himalaya-sync-oauth|)
+
+---@class himalaya.sync.OAuthStoreConfig
+---@field backend 'secret-service'|'gpg'|'encrypted'|'command'|'plain' where tokens live (default 'secret-service')
+---@field dir? string folder of the file backends (default: state_dir/oauth/tokens)
+---@field key_cmd? string encrypted: command printing the key (default: a key kept in the Secret Service)
+---@field recipient? string gpg: key to encrypt for
+---@field gpg? string gpg: program (default "gpg")
+---@field service? string secret-service: service attribute (default "himalaya-sync")
+---@field load_cmd? string command: prints the token (JSON or bare)
+---@field save_cmd? string command: reads the token JSON on stdin
+---@field clear_cmd? string command: removes the token
+
+---@class himalaya.sync.OAuthConfig
+---@field provider? 'google'|'microsoft'|'generic' who issues tokens (none: only `refresh_cmd`)
+---@field tenant? string microsoft: 'common' (default), 'organizations', 'consumers' or a tenant id
+---@field client_id? string OAuth client id (google: default $GMAIL_CLIENT_ID)
+---@field client_secret? string client secret (google: default $GMAIL_CLIENT_SECRET)
+---@field client_secret_env? string environment variable holding the client secret
+---@field client_secret_cmd? string command printing the client secret
+---@field auth_url? string generic: authorization endpoint
+---@field token_url? string generic: token endpoint
+---@field device_url? string generic: device authorization endpoint
+---@field scopes? string[] scopes (default: the provider's IMAP scope)
+---@field redirect_port? integer fixed loopback port for the browser flow (default: any free port)
+---@field refresh_cmd? string your own refresh script: prints the new token (JSON or bare) or stores it itself
+---@field margin? number seconds before expiry at which a token is refreshed (default 300)
+---@field wait? number seconds to wait for a refresh another process is doing (default 30)
+---@field store? himalaya.sync.OAuthStoreConfig
 
 ---@class himalaya.sync.RetryConfig
 ---@field base number seconds before the first retry (default 10)
@@ -117,6 +146,65 @@ local function number_between(min, max)
     end
   end
 end
+
+local validate
+
+local function nonempty_string(what)
+  return function(path, v)
+    if type(v) ~= 'string' or v == '' then
+      fail(path, what, v)
+    end
+  end
+end
+
+local function url(path, v)
+  if type(v) ~= 'string' or not v:match('^https?://[^%s]+$') then
+    fail(path, 'an http(s) URL', v)
+  end
+end
+
+--- `accounts.NAME.oauth`: see |himalaya-sync-oauth|.
+local oauth_schema = {
+  provider = function(path, v)
+    if v ~= 'google' and v ~= 'microsoft' and v ~= 'generic' then
+      fail(path, '"google", "microsoft" or "generic"', v)
+    end
+  end,
+  tenant = nonempty_string('"common", "organizations", "consumers" or a tenant id'),
+  client_id = nonempty_string('a client id'),
+  client_secret = nonempty_string('a client secret'),
+  client_secret_env = nonempty_string('an environment variable name'),
+  client_secret_cmd = nonempty_string('a shell command'),
+  auth_url = url,
+  token_url = url,
+  device_url = url,
+  scopes = function(path, v)
+    check_table_of_strings(path, v)
+  end,
+  redirect_port = function(path, v)
+    if type(v) ~= 'number' or v < 1 or v > 65535 or v % 1 ~= 0 then
+      fail(path, 'a port from 1 to 65535', v)
+    end
+  end,
+  refresh_cmd = nonempty_string('a shell command'),
+  margin = number_between(0, M.MAX_SECONDS),
+  wait = number_between(0, M.MAX_SECONDS),
+  store = {
+    backend = function(path, v)
+      if not vim.tbl_contains({ 'secret-service', 'gpg', 'encrypted', 'command', 'plain' }, v) then
+        fail(path, '"secret-service", "gpg", "encrypted", "command" or "plain"', v)
+      end
+    end,
+    dir = nonempty_string('a folder path'),
+    key_cmd = nonempty_string('a shell command'),
+    recipient = nonempty_string('a GPG key id or e-mail'),
+    gpg = nonempty_string('a program name or path'),
+    service = nonempty_string('a Secret Service name'),
+    load_cmd = nonempty_string('a shell command'),
+    save_cmd = nonempty_string('a shell command'),
+    clear_cmd = nonempty_string('a shell command'),
+  },
+}
 
 --- Field checkers: one per known key; unknown keys are errors too, since a
 --- typo silently ignored is worse than a clear message.
@@ -257,20 +345,22 @@ local schema = {
           if not vim.is_callable(val) then
             fail(p .. '.refresh', 'a function(account, done)', val)
           end
+        elseif k == 'oauth' then
+          validate(val, oauth_schema, p .. '.oauth')
         elseif k == 'throttle' then
           local kbps = type(val) == 'table' and val.kbps
           if type(kbps) ~= 'number' or kbps < 1 or kbps % 1 ~= 0 or next(val, next(val)) ~= nil then
             fail(p .. '.throttle', '{ kbps = N } with a whole number N >= 1', val)
           end
         else
-          fail(p .. '.' .. tostring(k), 'one of full, inbox, folders, throttle, refresh', val)
+          fail(p .. '.' .. tostring(k), 'one of full, inbox, folders, throttle, refresh, oauth', val)
         end
       end
     end
   end,
 }
 
-local function validate(opts, spec, path)
+function validate(opts, spec, path)
   if type(opts) ~= 'table' then
     fail(path, 'a table', opts)
   end

@@ -86,6 +86,46 @@ function M.check()
   else
     health.info('skipped: the library is not loaded')
   end
+
+  health.start('himalaya-sync: OAuth2')
+  local oauth = require('himalaya.sync.oauth')
+  local names = oauth.accounts()
+  if #names == 0 then
+    health.info('no account has accounts.NAME.oauth configured')
+  elseif not native.is_loaded() then
+    health.info('skipped: the library is not loaded')
+  end
+  for _, name in ipairs(native.is_loaded() and names or {}) do
+    local st, serr = oauth.status(name)
+    local store = cfg.accounts[name].oauth.store
+    if store and store.backend == 'plain' then
+      health.warn(('%s: tokens are stored unencrypted (store.backend = "plain")'):format(name), {
+        'use "secret-service", "gpg" or "encrypted" unless this machine is otherwise protected',
+      })
+    end
+    if not st then
+      health.error(('%s: %s'):format(name, serr))
+    elseif st.store_error then
+      health.error(('%s: %s'):format(name, st.store_error))
+    elseif not st.has_token then
+      health.warn(('%s: no token stored'):format(name), { ':HimalayaSync oauth authorize ' .. name })
+    elseif st.last_error then
+      health.error(('%s: last refresh failed (%s): %s'):format(name, st.last_error.kind, st.last_error.message))
+    elseif st.expires_in and st.expires_in < 0 and not st.has_refresh_token then
+      health.error(('%s: token expired and no refresh token'):format(name), {
+        ':HimalayaSync oauth authorize ' .. name,
+      })
+    else
+      health.ok(
+        ('%s: token stored in %s%s%s'):format(
+          name,
+          st.store,
+          st.expires_in and (', expires in %d min'):format(math.floor(st.expires_in / 60)) or '',
+          st.has_refresh_token and ', refresh token stored' or ''
+        )
+      )
+    end
+  end
 end
 
 return M

@@ -265,14 +265,20 @@ local function ready()
     return nil, lerr
   end
   -- The engine gets data only: which accounts have a refresh function.
-  local accounts, refreshable = {}, {}
+  local accounts, refreshable, oauth = {}, {}, {}
   for name, a in pairs(cfg.accounts) do
     accounts[name] = { full = a.full, inbox = a.inbox, throttle = a.throttle }
-    if a.refresh then
+    if a.refresh or a.oauth then
       refreshable[#refreshable + 1] = name
+    end
+    if a.oauth then
+      oauth[#oauth + 1] = vim.tbl_extend('force', a.oauth, { name = name })
     end
   end
   table.sort(refreshable)
+  table.sort(oauth, function(x, y)
+    return x.name < y.name
+  end)
   local settings = vim.tbl_extend('force', cfg.mbsync, {
     accounts = accounts,
     auth_refresh = refreshable,
@@ -282,7 +288,11 @@ local function ready()
     retry = cfg.retry,
     uidvalidity = cfg.uidvalidity,
     state_dir = vim.fn.expand(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
+    oauth = oauth,
   })
+  -- mbsync's PassCmd (`himalaya-sync token NAME`) runs as our grandchild
+  -- and finds the OAuth settings in this state folder.
+  vim.env.HIMALAYA_SYNC_STATE_DIR = settings.state_dir
   if settings.config then
     settings.config = vim.fn.expand(settings.config)
   end
@@ -307,6 +317,12 @@ function M._refresh(info)
   local lib = native.get()
   local ok, cfg = pcall(config.get)
   local acct = ok and cfg.accounts[info.account] or nil
+  if lib and acct and not acct.refresh and acct.oauth then
+    require('himalaya.sync.oauth').refresh_token(info.account, function(success, err)
+      lib.sync_auth_refreshed(info.id, success == true, err)
+    end)
+    return
+  end
   if not (lib and acct and acct.refresh) then
     if lib then
       lib.sync_auth_refreshed(info.id, false, 'no refresh function is configured')
@@ -444,6 +460,7 @@ function M.start_sync(type, options)
   if options.folders ~= nil then
     if
       _G.type(options.folders) ~= 'table'
+      or not vim.islist(options.folders)
       or vim.iter(options.folders):any(function(f)
         return _G.type(f) ~= 'string'
       end)

@@ -1,0 +1,202 @@
+--- OAuth2 tokens that refresh themselves: `require('himalaya.sync.oauth')`.
+---
+--- Accounts are configured under `accounts.NAME.oauth` (see
+--- |himalaya-sync-oauth|). Every function takes an optional callback and
+--- then never blocks; without one it waits, bounded (see `M.WAIT_MS`).
+--- Results follow the plugin's convention: `value` on success,
+--- `nil, message, kind` on failure (kinds: auth, network, timeout, locked,
+--- config, invalid, io). Tokens never appear in messages or notifications.
+local native = require('himalaya.sync.native')
+
+local M = {}
+
+--- The longest a call without a callback waits (ms): the cross-process
+--- refresh lock (default 30 s) plus a refresh with its retries.
+M.WAIT_MS = 90000
+
+---@alias himalaya.sync.OAuthCallback fun(result: any, err?: string, kind?: string)
+
+local function bad_account(account)
+  if type(account) ~= 'string' or not account:match('^[%w_%-%.@%+]+$') then
+    return ('invalid account %s: expected an account name from accounts.NAME.oauth'):format(vim.inspect(account))
+  end
+end
+
+--- Starts operation `op` in the engine; `done(result, err, kind)` gets the
+--- answer, `on_prompt(data)` what `authorize` asks the user to do.
+local function start(op, account, arg, done, on_prompt)
+  local bad = bad_account(account)
+  if bad then
+    return done(nil, bad, 'invalid')
+  end
+  local lib, err = require('himalaya.sync.manager')._ready()
+  if not lib then
+    return done(nil, err, 'config')
+  end
+  local id, e = lib.oauth_call(op, account, arg)
+  if not id then
+    return done(nil, e.message, e.kind)
+  end
+  native.on_id(id, function(ev)
+    if ev.name == 'oauth_prompt' then
+      if on_prompt then
+        on_prompt(ev.data)
+      end
+      return
+    end
+    native.off(id)
+    if ev.data.ok then
+      done(ev.data.value)
+    else
+      done(nil, ev.data.error.message, ev.data.error.kind)
+    end
+  end)
+end
+
+--- Runs `op` with `callback` (answers later, on the main loop) or waits for
+--- it, bounded by `M.WAIT_MS`.
+local function run(op, account, arg, callback, on_prompt)
+  if callback ~= nil and not vim.is_callable(callback) then
+    return nil, 'invalid callback: expected a function', 'invalid'
+  end
+  if callback then
+    start(op, account, arg, function(...)
+      local args = vim.F.pack_len(...)
+      vim.schedule(function()
+        callback(vim.F.unpack_len(args))
+      end)
+    end, on_prompt)
+    return true
+  end
+  local answer
+  start(op, account, arg, function(...)
+    answer = vim.F.pack_len(...)
+  end, on_prompt)
+  if not answer and not vim.wait(M.WAIT_MS, function()
+    return answer ~= nil
+  end, 10) then
+    return nil, ('no answer for %s within %d s'):format(account, M.WAIT_MS / 1000), 'timeout'
+  end
+  return vim.F.unpack_len(answer)
+end
+
+--- A valid access token, refreshed first when it expires within the
+--- account's margin (default 5 min). A valid cached token returns at once.
+---@param account string
+---@param callback? fun(token?: string, err?: string, kind?: string)
+---@return string|boolean|nil token the token (true when a callback is given)
+---@return string? err
+---@return string? kind
+function M.get_valid_token(account, callback)
+  return run('token', account, nil, callback)
+end
+
+--- Refreshes the token now, whatever its expiry.
+---@param account string
+---@param callback? fun(ok?: boolean, err?: string, kind?: string)
+---@return boolean? ok
+---@return string? err
+---@return string? kind
+function M.refresh_token(account, callback)
+  return run('refresh', account, nil, callback)
+end
+
+--- Stores a token: a table (`access_token`, `refresh_token`, `expires_at`
+--- or `expires_in`, `scope`, `token_type`) or a bare access-token string.
+---@param account string
+---@param token table|string
+---@param callback? fun(ok?: boolean, err?: string, kind?: string)
+---@return boolean? ok
+---@return string? err
+---@return string? kind
+function M.store_token(account, token, callback)
+  if type(token) ~= 'table' and type(token) ~= 'string' then
+    return nil, 'invalid token: expected a table or an access-token string', 'invalid'
+  end
+  return run('store', account, token, callback)
+end
+
+--- Removes everything stored for the account.
+---@param account string
+---@param callback? fun(ok?: boolean, err?: string, kind?: string)
+---@return boolean? ok
+---@return string? err
+---@return string? kind
+function M.clear_token(account, callback)
+  return run('clear', account, nil, callback)
+end
+
+---@class himalaya.sync.OAuthStatus
+---@field account string
+---@field provider? string
+---@field store string backend in use
+---@field has_token boolean
+---@field has_refresh_token boolean
+---@field expires_in? integer seconds until the access token expires (negative: expired)
+---@field obtained_at? integer unix time the stored token was obtained
+---@field last_refresh? integer unix time of this Neovim's last refresh
+---@field last_error? {kind: string, message: string, time: integer}
+---@field store_error? string why the store could not be read
+
+--- The account's token state; never the token itself.
+---@param account string
+---@param callback? fun(status?: himalaya.sync.OAuthStatus, err?: string, kind?: string)
+---@return himalaya.sync.OAuthStatus? status
+---@return string? err
+---@return string? kind
+function M.status(account, callback)
+  return run('status', account, nil, callback)
+end
+
+--- Asks the user to grant access: in the browser (authorization code with
+--- PKCE and a one-shot listener on 127.0.0.1), or with `{ device = true }`
+--- by a code entered on another device. Never blocks; the result goes to
+--- `callback` (or a notification).
+---@param account string
+---@param opts? {device?: boolean, timeout?: number}
+---@param callback? fun(ok?: boolean, err?: string, kind?: string)
+function M.authorize(account, opts, callback)
+  if opts ~= nil and type(opts) ~= 'table' then
+    return nil, 'invalid opts: expected a table like { device = true }', 'invalid'
+  end
+  callback = callback
+    or function(ok, err)
+      if ok then
+        vim.notify(('himalaya-sync: %s authorized'):format(account))
+      else
+        vim.notify(('himalaya-sync: authorizing %s failed: %s'):format(account, err), vim.log.levels.ERROR)
+      end
+    end
+  return run('authorize', account, opts or {}, callback, function(p)
+    if p.url then
+      local opened = vim.ui.open and select(2, pcall(vim.ui.open, p.url))
+      vim.notify(
+        ('himalaya-sync: %s %s'):format(opened and 'if no browser opened, visit' or 'to authorize, visit', p.url)
+      )
+    elseif p.user_code then
+      vim.notify(
+        ('himalaya-sync: to authorize %s, open %s and enter the code %s'):format(
+          account,
+          p.verification_uri,
+          p.user_code
+        )
+      )
+    end
+  end)
+end
+
+--- Names of the accounts with OAuth configured.
+---@return string[]
+function M.accounts()
+  local ok, cfg = pcall(require('himalaya.sync.config').get)
+  local names = {}
+  for name, a in pairs(ok and cfg.accounts or {}) do
+    if a.oauth then
+      names[#names + 1] = name
+    end
+  end
+  table.sort(names)
+  return names
+end
+
+return M

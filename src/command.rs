@@ -1,0 +1,294 @@
+//! Short helper programs: user commands (`sh -c`), `gpg`, `secret-tool`.
+//!
+//! Each runs in its own process group registered with the runtime (so
+//! shutdown kills it), with a deadline after which the whole group is
+//! killed: a command that left a child holding its output open cannot hang
+//! us. Input goes through stdin, never through arguments, so secrets do not
+//! show up in `ps`.
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, pthread_sigmask, SigSet, SigmaskHow, Signal};
+use nix::unistd::Pid;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::runtime;
+
+/// The most output kept from one stream of a program.
+pub const MAX_OUTPUT: u64 = 1 << 20;
+
+/// One program run.
+pub struct Run<'a> {
+    /// Names the program in messages ("token load command", "gpg").
+    pub what: &'a str,
+    pub program: &'a str,
+    pub args: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+    /// Written to stdin, which is then closed; `None` gives `/dev/null`.
+    pub stdin: Option<&'a [u8]>,
+    pub timeout: Duration,
+}
+
+/// How a program ended and what it printed.
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs a program in its own process group; kills the group when the time
+/// is up or shutdown begins.
+pub fn run(r: &Run<'_>) -> Result<Output> {
+    if runtime::is_stopped() {
+        return Err(Error::new(
+            ErrorKind::Cancelled,
+            "himalaya-sync is shutting down",
+        ));
+    }
+    let deadline = Instant::now() + r.timeout;
+    let mut cmd = Command::new(r.program);
+    cmd.args(r.args.iter().map(OsStr::new))
+        .envs(r.env.iter().copied())
+        .stdin(if r.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::new(
+                ErrorKind::Config,
+                format!("{} not found: install it or set its path", r.program),
+            )
+        } else {
+            Error::io(format!("cannot start {}", r.what), e)
+        }
+    })?;
+    let pgid = child.id() as i32;
+    let _group = runtime::track_group(pgid);
+    let kill = || {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    };
+    if let (Some(data), Some(mut pipe)) = (r.stdin, child.stdin.take()) {
+        let data = data.to_vec();
+        thread::spawn(move || {
+            // Writing to a program that exited raises SIGPIPE, whose default
+            // action would kill the host (Neovim may not ignore it). Blocked
+            // in this thread, the write fails with EPIPE instead and the
+            // pending signal goes away with the thread.
+            let mut pipe_signal = SigSet::empty();
+            pipe_signal.add(Signal::SIGPIPE);
+            let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&pipe_signal), None);
+            // A program that exits without reading all of stdin is its own
+            // business; its exit status tells what happened.
+            let _ = pipe.write_all(&data);
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    for (is_err, pipe) in [
+        (
+            false,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            true,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ] {
+        let Some(mut pipe) = pipe else { continue };
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = (&mut pipe).take(MAX_OUTPUT).read_to_end(&mut buf);
+            // Keep draining so a chatty program is not stuck on a full pipe.
+            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+            let _ = tx.send((is_err, buf));
+        });
+    }
+    drop(tx);
+    let timed_out = || {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "{} did not finish within {} s and was killed",
+                r.what,
+                r.timeout.as_secs_f64()
+            ),
+        )
+    };
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => {
+                kill();
+                let _ = child.wait();
+                return Err(Error::io(format!("cannot wait for {}", r.what), e));
+            }
+        }
+        if runtime::stop_flag().load(Ordering::SeqCst) {
+            kill();
+            let _ = child.wait();
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                "himalaya-sync is shutting down",
+            ));
+        }
+        if Instant::now() >= deadline {
+            kill();
+            let _ = child.wait();
+            return Err(timed_out());
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        // Something the program started in the background may still hold
+        // its output open; that counts against the same deadline.
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((false, buf)) => stdout = buf,
+            Ok((true, buf)) => stderr = buf,
+            Err(_) => {
+                kill();
+                return Err(timed_out());
+            }
+        }
+    }
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Runs `sh -c cmd` with the account name in `$HIMALAYA_SYNC_ACCOUNT` and
+/// returns its stdout; a failure quotes the first stderr line.
+pub fn shell(what: &str, cmd: &str, account: &str, timeout: Duration) -> Result<Vec<u8>> {
+    let out = run(&Run {
+        what,
+        program: "sh",
+        args: &["-c", cmd],
+        env: &[("HIMALAYA_SYNC_ACCOUNT", account)],
+        stdin: None,
+        timeout,
+    })?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    // Whatever the command printed on stdout may be a secret: no word of
+    // it is quoted back from stderr.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let printed: Vec<&str> = stdout.split_whitespace().collect();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| {
+            l.split(' ')
+                .map(|w| {
+                    if printed.contains(&w) {
+                        "[redacted]"
+                    } else {
+                        w
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+    Err(Error::new(
+        ErrorKind::Auth,
+        match line {
+            Some(l) => format!("{what} failed ({}): {l}", out.status),
+            None => format!("{what} failed ({})", out.status),
+        },
+    ))
+}
+
+/// Runs `sh -c cmd` and returns the first line of its stdout: a password
+/// or a secret. Errors never quote anything the command printed.
+pub fn first_line(what: &str, cmd: &str, timeout: Duration) -> Result<String> {
+    let out = run(&Run {
+        what,
+        program: "sh",
+        args: &["-c", cmd],
+        env: &[],
+        stdin: None,
+        timeout,
+    })?;
+    if !out.status.success() {
+        return Err(Error::new(
+            ErrorKind::Auth,
+            format!("{what} failed ({})", out.status),
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().next().map(str::trim) {
+        Some(line) if !line.is_empty() => Ok(line.to_string()),
+        _ => Err(Error::new(
+            ErrorKind::Auth,
+            format!("{what} printed nothing"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_line_and_failures_never_quote_output() {
+        let line = first_line("cmd", "printf 'one\\ntwo\\n'", Duration::from_secs(5)).unwrap();
+        assert_eq!(line, "one");
+        let err = first_line("cmd", "echo secret; exit 3", Duration::from_secs(5)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Auth);
+        assert!(!err.message.contains("secret"), "{err}");
+        let err = first_line("cmd", "true", Duration::from_secs(5)).unwrap_err();
+        assert!(err.message.contains("printed nothing"));
+    }
+
+    #[test]
+    fn a_timeout_kills_the_whole_group() {
+        let start = Instant::now();
+        let err = first_line("cmd", "sleep 30 & sleep 30", Duration::from_millis(300)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout);
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn shell_passes_the_account_and_hides_printed_words_in_errors() {
+        let out = shell(
+            "cmd",
+            "printf %s \"$HIMALAYA_SYNC_ACCOUNT\"",
+            "demo",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(out, b"demo");
+        let err = shell(
+            "cmd",
+            "echo tok123; echo bad tok123 >&2; exit 1",
+            "demo",
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(!err.message.contains("tok123"), "{err}");
+        assert!(err.message.contains("bad [redacted]"), "{err}");
+    }
+}

@@ -1,0 +1,121 @@
+//! Glue for `himalaya.sync.oauth`: every operation runs on the runtime and
+//! answers with an `oauth` event carrying the request id; `authorize` first
+//! sends an `oauth_prompt` event (the URL to open, or the device code).
+
+use std::time::Duration;
+
+use mlua::{Lua, LuaSerdeExt, Table};
+use serde_json::{json, Value};
+
+use super::func;
+use super::manager::manager;
+use crate::error::{Error, ErrorKind, Result};
+use crate::oauth::token::Token;
+use crate::oauth::{now, Authorize};
+use crate::runtime;
+
+/// How long an authorization may wait for the user, unless given.
+const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn answer(id: u64, result: Result<Value>) {
+    let data = match result {
+        Ok(value) => json!({ "ok": true, "value": value }),
+        Err(e) => json!({ "ok": false, "error": { "kind": e.kind, "message": e.message } }),
+    };
+    runtime::emit(id, "oauth", data);
+}
+
+pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
+    // `op`: token | refresh | store | clear | status | authorize;
+    // `arg`: the token table for `store`, `{ device = bool, timeout = s }`
+    // for `authorize`. Returns the request id at once.
+    m.set(
+        "oauth_call",
+        func(
+            lua,
+            |lua, (op, account, arg): (String, String, Option<mlua::Value>)| {
+                let mgr = manager()?;
+                let acct = mgr.oauth_account(&account)?;
+                let tokens = mgr.tokens()?;
+                let arg: Value = match arg {
+                    Some(v) => lua
+                        .from_value(v)
+                        .map_err(|e| Error::invalid(format!("invalid argument: {e}")))?,
+                    None => Value::Null,
+                };
+                let id = runtime::next_id();
+                let handle = runtime::handle()?;
+                let work: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value>> + Send>> =
+                    match op.as_str() {
+                        "token" => Box::pin(async move {
+                            // The token goes to the caller who asked for it,
+                            // never into a log or a message.
+                            tokens.valid_token(&acct).await.map(Value::String)
+                        }),
+                        "refresh" => Box::pin(async move {
+                            tokens.refresh(&acct).await.map(|_| Value::Bool(true))
+                        }),
+                        "store" => {
+                            let token = match &arg {
+                                Value::String(s) => Token::parse_external(s, now())?,
+                                v @ Value::Object(_) => Token::from_json_value(v, now())?,
+                                _ => {
+                                    return Err(Error::invalid(
+                                        "invalid token: expected a table or an access-token string",
+                                    ))
+                                }
+                            };
+                            Box::pin(async move {
+                                tokens.store_token(&acct, token).await.map(|_| Value::Bool(true))
+                            })
+                        }
+                        "clear" => Box::pin(async move {
+                            tokens.clear(&acct).await.map(|_| Value::Bool(true))
+                        }),
+                        "status" => Box::pin(async move {
+                            serde_json::to_value(tokens.status(&acct).await).map_err(|e| {
+                                Error::new(ErrorKind::Unknown, format!("cannot encode status: {e}"))
+                            })
+                        }),
+                        "authorize" => {
+                            let device = arg.get("device").and_then(Value::as_bool).unwrap_or(false);
+                            let timeout = match arg.get("timeout").and_then(Value::as_f64) {
+                                Some(s) => super::lock::seconds("authorize timeout", s)?,
+                                None => AUTHORIZE_TIMEOUT,
+                            };
+                            let how = if device {
+                                Authorize::Device {
+                                    on_code: Box::new(move |code, uri, expires_in| {
+                                        runtime::emit(id, "oauth_prompt", json!({
+                                            "user_code": code,
+                                            "verification_uri": uri,
+                                            "expires_in": expires_in,
+                                        }))
+                                    }),
+                                    timeout,
+                                }
+                            } else {
+                                Authorize::Browser {
+                                    on_url: Box::new(move |url| {
+                                        runtime::emit(id, "oauth_prompt", json!({ "url": url }))
+                                    }),
+                                    timeout,
+                                }
+                            };
+                            Box::pin(async move {
+                                tokens.authorize(&acct, how).await.map(|_| Value::Bool(true))
+                            })
+                        }
+                        other => {
+                            return Err(Error::invalid(format!(
+                                "unknown OAuth operation {other:?}: expected token, refresh, store, clear, status or authorize"
+                            )))
+                        }
+                    };
+                handle.spawn(async move { answer(id, work.await) });
+                Ok(id)
+            },
+        )?,
+    )?;
+    Ok(())
+}

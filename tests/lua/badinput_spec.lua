@@ -1,0 +1,287 @@
+-- Bad input through the Lua API and :HimalayaSync: wrong types, unknown
+-- sync types and accounts, names with shell metacharacters or `../`. Each
+-- gives a clear one-line error (no traceback), and nothing is started: the
+-- mbsync command is a wrapper that logs every run, and the files the
+-- injected commands would create must not exist.
+local t = require('helpers')
+local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
+
+local manager = require('himalaya.sync.manager')
+local mbsync = require('himalaya.sync.mbsync')
+local lock = require('himalaya.sync.lock')
+
+--- Shell metacharacters and path tricks; `%s` is a marker file path the
+--- injected command would create.
+local NASTY = {
+  '$(touch x)',
+  '$(touch %s)',
+  'demo;touch %s',
+  'demo; touch %s',
+  '`touch %s`',
+  'demo && touch %s',
+  'demo | touch %s',
+  'demo\ntouch %s',
+  '../demo',
+  '../../../tmp/%s',
+  'demo/../../x',
+  '-a',
+  '--help',
+  '-c/etc/passwd',
+  '',
+  ('a'):rep(5000),
+}
+
+--- An mbsyncrc with the one account "demo" on a port where nothing
+--- listens (nothing here may reach a server).
+local function mbsyncrc(dir)
+  local path = dir .. '/mbsyncrc'
+  vim.fn.mkdir(dir .. '/mail', 'p')
+  t.write(
+    path,
+    ([[
+IMAPAccount demo
+Host 127.0.0.1
+Port %d
+User demo
+Pass fixture-password
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore demo-remote
+Account demo
+
+MaildirStore demo-local
+Path %s/mail/
+Inbox %s/mail/INBOX
+SubFolders Verbatim
+
+Channel demo
+Far :demo-remote:
+Near :demo-local:
+Patterns *
+Create Both
+SyncState *
+]]):format(t.closed_port(), dir, dir)
+  )
+  return path
+end
+
+--- One setup per test: an mbsyncrc, the wrapper as mbsync, :HimalayaSync,
+--- and a working folder where `touch x` would land.
+local function setup()
+  local dir = t.tmpdir()
+  local rc = mbsyncrc(dir)
+  local fx = { mbsyncrc = rc }
+  local log = dir .. '/mbsync-runs.log'
+  local wrapper = t.mbsync_wrapper(log)
+  t.use(rc, { mbsync = { cmd = wrapper, timeout = 10 } })
+  if vim.fn.exists(':HimalayaSync') ~= 2 then
+    dofile(t.root .. '/plugin/himalaya-sync.lua')
+  end
+  local cwd = vim.fn.getcwd()
+  vim.fn.chdir(dir)
+  t.defer(function()
+    vim.fn.chdir(cwd)
+  end)
+  local marker = dir .. '/pwned'
+  local names = {}
+  for _, n in ipairs(NASTY) do
+    names[#names + 1] = n:find('%s', 1, true) and n:format(marker) or n
+  end
+  local env = { fx = fx, dir = dir, log = log, marker = marker, names = names }
+  function env.nothing_started(what)
+    vim.wait(300)
+    eq({}, t.pgrep('mbsync .*' .. fx.mbsyncrc), what .. ': no mbsync runs')
+    local runs = t.mbsync_runs(log)
+    eq(0, #runs, what .. ': mbsync was never started')
+    for _, f in ipairs({ marker, dir .. '/x', t.root .. '/x', dir .. '/../x' }) do
+      eq(0, vim.fn.filereadable(f), what .. ': ' .. f .. ' was not created')
+    end
+  end
+  return env
+end
+
+--- A clear error: a one-line message without a traceback or source position.
+local function clear(err, what)
+  ok(type(err) == 'string' and err ~= '', what .. ': an error message, got ' .. vim.inspect(err))
+  ok(not err:find('\n'), what .. ': one line: ' .. err)
+  ok(not err:find('traceback', 1, true), what .. ': no traceback: ' .. err)
+  ok(not err:find('%.lua:%d+:'), what .. ': no source position: ' .. err)
+  ok(not err:find('%.rs:%d+'), what .. ': no Rust source position: ' .. err)
+  ok(not err:find('panic', 1, true), what .. ': no panic: ' .. err)
+end
+
+--- Calls `fn`, which must not raise and must return nil/false, err, kind.
+local function rejects(what, fn, want_kind)
+  local called, id, err, kind = pcall(fn)
+  ok(called, what .. ': raised ' .. tostring(id))
+  ok(not id, what .. ': was accepted (id ' .. tostring(id) .. ')')
+  clear(err, what)
+  if want_kind then
+    eq(want_kind, kind, what .. ' (' .. err .. ')')
+  end
+  return err, kind
+end
+
+describe('bad input', function()
+  it('wrong types and unknown sync types: invalid, nothing started', function()
+    local env = setup()
+    for _, ty in ipairs({ 42, true, {}, 'FULL', 'full; touch x', '$(touch x)', '' }) do
+      local err = rejects('type ' .. vim.inspect(ty), function()
+        return manager.start_sync(ty, { account = 'demo' })
+      end, 'invalid')
+      ok(err:find('unknown sync type', 1, true), err)
+    end
+    rejects('no type', function()
+      return manager.start_sync()
+    end, 'invalid')
+    local bad_opts = {
+      'demo',
+      42,
+      { account = 42 },
+      { account = { 'demo' } },
+      { account = 'demo', folders = 'INBOX' },
+      { account = 'demo', folders = { 1 } },
+      { account = 'demo', wait = 'soon' },
+      { account = 'demo', wait = -1 },
+      { account = 'demo', wait = 1e12 },
+      { account = 'demo', wait = 0 / 0 },
+      { account = 'demo', on_complete = 'print' },
+      { account = 'demo', on_progress = 42 },
+    }
+    for _, o in ipairs(bad_opts) do
+      rejects('options ' .. vim.inspect(o), function()
+        return manager.start_sync('full', o)
+      end, 'invalid')
+    end
+    rejects('sync_inbox with options 42', function()
+      return mbsync.sync_inbox('demo', 42)
+    end, 'invalid')
+    rejects('sync_full with account 42', function()
+      return mbsync.sync_full(42)
+    end, 'invalid')
+    rejects('sync_folders with folders "INBOX"', function()
+      return mbsync.sync_folders('demo', 'INBOX')
+    end, 'invalid')
+    rejects('sync_folders with no folders', function()
+      return mbsync.sync_folders('demo', {})
+    end, 'invalid')
+    rejects('repair_folder with no folder', function()
+      return mbsync.repair_folder('demo', nil)
+    end, 'invalid')
+    env.nothing_started('wrong types')
+  end)
+
+  it('unknown accounts and accounts with shell metacharacters or ../: a clear error, nothing started', function()
+    local env = setup()
+    local err, kind = rejects('unknown account', function()
+      return manager.start_sync('full', { account = 'nope' })
+    end)
+    ok(err:find('nope', 1, true), 'names the account: ' .. err)
+    ok(kind == 'config' or kind == 'invalid', 'kind ' .. tostring(kind))
+    for _, name in ipairs(env.names) do
+      for _, ty in ipairs({ 'full', 'inbox' }) do
+        local what = ('%s sync of account %s'):format(ty, vim.inspect(name):sub(1, 60))
+        local _, k = rejects(what, function()
+          return manager.start_sync(ty, { account = name })
+        end)
+        ok(k == 'invalid' or k == 'config', what .. ': kind ' .. tostring(k))
+      end
+    end
+    env.nothing_started('bad accounts')
+  end)
+
+  it('folder names with ../ or a leading -: invalid, nothing started', function()
+    local env = setup()
+    for _, folder in ipairs({ '../x', '../../etc', 'Work/../../x', '..', '-a', '--help', '', 'a,b', 'IN\nBOX' }) do
+      for _, ty in ipairs({ 'folders', 'repair' }) do
+        rejects(('%s sync of folder %s'):format(ty, vim.inspect(folder)), function()
+          return manager.start_sync(ty, { account = 'demo', folders = { folder } })
+        end, 'invalid')
+      end
+    end
+    env.nothing_started('bad folders')
+  end)
+
+  it('folder names with shell metacharacters never reach a shell', function()
+    -- `;`, `$( )` and backticks are legal in IMAP folder names, so the
+    -- engine may run mbsync for them (here it fails to connect); it must
+    -- pass them as one argument (no shell) and end with a one-line error.
+    local env = setup()
+    for _, folder in ipairs({ '$(touch x)', '$(touch ' .. env.marker .. ')', 'INBOX;touch x', '`touch x`' }) do
+      local result, info_or_err, kind = t.sync_and_wait('folders', { account = 'demo', folders = { folder } }, 30000)
+      if result then
+        ok(result.success or (type(result.error) == 'string' and not result.error:find('\n')), vim.inspect(result))
+        if not result.success then
+          clear(result.error, 'folder ' .. folder)
+        end
+      else
+        clear(info_or_err, 'folder ' .. folder)
+        eq('invalid', kind)
+      end
+    end
+    for _, f in ipairs({ env.marker, env.dir .. '/x', t.root .. '/x' }) do
+      eq(0, vim.fn.filereadable(f), f .. ' was not created')
+    end
+    local runs, overlaps = t.mbsync_runs(env.log)
+    eq(4, #runs, 'one mbsync run per folder')
+    eq({}, overlaps)
+    for _, r in ipairs(runs) do
+      ok(r.stop, 'every mbsync run ended')
+    end
+  end)
+
+  it('lock names with ../ or metacharacters: a clear error, no file outside the lock folder', function()
+    local env = setup()
+    local dir = assert(lock.lock_dir())
+    for _, name in ipairs(vim.list_extend({ '../../pwned', '../x', '/tmp/x', 'a/b' }, env.names)) do
+      local what = 'lock ' .. vim.inspect(name):sub(1, 60)
+      local called, got, err, kind = pcall(lock.acquire_lock, name, 0)
+      ok(called, what .. ': raised ' .. tostring(got))
+      if got then
+        -- A name the engine accepts must stay a file inside the lock folder.
+        lock.release_lock(name)
+        ok(not name:find('/', 1, true) and not name:find('..', 1, true), what .. ' was accepted')
+      else
+        clear(err, what)
+        eq('invalid', kind, what)
+      end
+    end
+    eq(0, vim.fn.filereadable(vim.fn.fnamemodify(dir, ':h:h') .. '/pwned'), 'no file above the lock folder')
+    eq(0, vim.fn.filereadable(vim.fn.fnamemodify(dir, ':h') .. '/x'), 'no file above the lock folder')
+    env.nothing_started('bad lock names')
+  end)
+
+  it(':HimalayaSync with bad arguments: an error message, no traceback, nothing started', function()
+    local env = setup()
+    local seen = {}
+    local orig = vim.notify
+    vim.notify = function(msg, level)
+      seen[#seen + 1] = { msg = msg, level = level }
+    end
+    t.defer(function()
+      vim.notify = orig
+    end)
+    local cmds = {
+      'HimalayaSync nope',
+      'HimalayaSync full nope',
+      'HimalayaSync full $(touch\\ x)',
+      'HimalayaSync inbox `touch\\ x`',
+      'HimalayaSync full ../demo',
+      'HimalayaSync full -a',
+      'HimalayaSync folders demo ../../x',
+      'HimalayaSync folders demo -a',
+      'HimalayaSync auto maybe',
+    }
+    for _, c in ipairs(cmds) do
+      seen = {}
+      local called, e = pcall(vim.cmd, c)
+      ok(called, c .. ': raised ' .. tostring(e))
+      ok(#seen >= 1, c .. ': says something')
+      local last = seen[#seen]
+      eq(vim.log.levels.ERROR, last.level, c .. ': ' .. tostring(last.msg))
+      clear(last.msg, c)
+    end
+    env.nothing_started(':HimalayaSync')
+  end)
+end)

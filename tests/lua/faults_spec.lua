@@ -1,0 +1,197 @@
+-- Faults in the middle of a real sync against a real dovecot: the server
+-- killed and started again, the server frozen with SIGSTOP, and Neovim
+-- killed with SIGKILL. Every case ends with the Message-IDs of both sides
+-- equal to what the server held at the start: nothing lost, nothing twice.
+local t = require('helpers')
+local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
+
+local uv = vim.uv or vim.loop
+local manager = require('himalaya.sync.manager')
+
+-- Enough mail that a sync lasts a few seconds, so a fault lands mid-sync.
+local MESSAGES = '2000'
+-- Messages pulled before the fault is injected.
+local MID = 50
+
+--- Quick retries, so a test spends its time on the fault, not on waiting.
+local function fast_retry(max_attempts)
+  return { base = 1, factor = 1, cap = 1, max_attempts = max_attempts, jitter = 0 }
+end
+
+--- Messages copied to the local side so far by the sync in progress.
+local function pulled()
+  local info = manager.get_sync_info()
+  local p = info.progress
+  return p and p.near and p.near.new and p.near.new.done or 0
+end
+
+--- Both sides hold exactly the Message-IDs the server started with.
+local function assert_ids(fx, before)
+  local server, loc = fx.ids('demo', 'server'), fx.ids('demo', 'local')
+  eq(before, server, 'server Message-IDs are unchanged')
+  eq(before, loc, 'local Message-IDs equal the server ones')
+  local n = 0
+  for _, ids in pairs(loc) do
+    n = n + #ids
+  end
+  eq(tonumber(MESSAGES), n, 'messages synced')
+end
+
+--- Starts a full sync of demo; returns a function giving its end (or nil).
+local function start(fx)
+  local done
+  local id, err = manager.start_sync('full', {
+    account = 'demo',
+    on_complete = function(result, info)
+      done = { result = result, info = info }
+    end,
+  })
+  ok(id, err)
+  t.wait_for(function()
+    return pulled() >= MID or done ~= nil
+  end, 60000, 'the sync to pull its first messages')
+  ok(not done, 'the sync was still running when the fault came')
+  return function()
+    return done
+  end
+end
+
+--- A headless Neovim that runs a full sync of demo with `cfg`; it prints
+--- `progress` once MID messages are pulled and `done <json result>` at the
+--- end, then quits.
+local function other_neovim(cfg)
+  local script = t.tmpdir() .. '/child.lua'
+  t.write(
+    script,
+    ([[
+vim.opt.rtp:prepend(%q)
+vim.g.himalaya_sync = { mbsync = { config = %q }, notify = false, retry = { max_attempts = 0 } }
+local said = false
+local done
+local id, err = require('himalaya.sync.manager').start_sync('full', {
+  account = 'demo',
+  on_progress = function(p)
+    if not said and p.near.new.done >= %d then
+      said = true
+      io.stdout:write('progress\n')
+      io.stdout:flush()
+    end
+  end,
+  on_complete = function(result) done = result end,
+})
+if not id then
+  io.stdout:write('done ' .. vim.json.encode({ success = false, error = err }) .. '\n')
+  vim.cmd('cquit 1')
+end
+vim.wait(120000, function() return done ~= nil end, 20)
+io.stdout:write('done ' .. vim.json.encode(done or { success = false, error = 'no result' }) .. '\n')
+io.stdout:flush()
+vim.cmd('qa!')
+]]):format(t.root, cfg, MID)
+  )
+  local state = { out = '' }
+  state.proc = vim.system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, {
+    text = true,
+    stdout = function(_, data)
+      if data then
+        state.out = state.out .. data
+      end
+    end,
+  })
+  t.defer(function()
+    pcall(state.proc.kill, state.proc, 9)
+  end)
+  return state
+end
+
+describe('faults', function()
+  it('server killed mid-sync and started again: the retry completes the sync', function()
+    local fx = t.fixture({ '--messages', MESSAGES })
+    local before = fx.ids('demo', 'server')
+    t.use(fx.mbsyncrc, { mbsync = { timeout = 30 }, retry = fast_retry(20) })
+    local finished = start(fx)
+    fx.kill_server()
+    -- While it is down, attempts fail (connection refused) and are retried.
+    t.wait_for(function()
+      local info = manager.get_sync_info()
+      return info.status == 'retrying' or finished() ~= nil
+    end, 40000, 'the sync to notice the dead server')
+    ok(not finished(), 'the sync waits for the server: ' .. vim.inspect(finished()))
+    local info = manager.get_sync_info()
+    eq('network', info.error and info.error.kind, vim.inspect(info.error))
+    vim.wait(1500)
+    fx.restart_server()
+    t.wait_for(function()
+      return finished() ~= nil
+    end, 90000, 'the retried sync to end')
+    local result = finished().result
+    eq(true, result.success, result.error)
+    ok(result.attempts >= 2, 'attempts: ' .. tostring(result.attempts))
+    assert_ids(fx, before)
+  end)
+
+  it('server frozen with SIGSTOP: the watchdog ends the attempt as timeout, the retry completes', function()
+    local TIMEOUT = 2
+    local fx = t.fixture({ '--messages', MESSAGES })
+    local before = fx.ids('demo', 'server')
+    t.use(fx.mbsyncrc, { mbsync = { timeout = TIMEOUT }, retry = fast_retry(3) })
+    local finished = start(fx)
+    local frozen_at = uv.hrtime()
+    local pids = fx.signal('STOP')
+    -- Every dovecot process is frozen, the imap process serving mbsync too.
+    local comms = {}
+    for _, pid in ipairs(pids) do
+      local state, comm = t.proc_state(pid)
+      if state then
+        eq('T', state, ('%s (%d) is stopped'):format(comm, pid))
+        comms[#comms + 1] = comm
+      end
+    end
+    ok(vim.tbl_contains(comms, 'imap'), 'an imap process was frozen: ' .. table.concat(comms, ', '))
+    t.wait_for(function()
+      return manager.get_sync_info().status == 'retrying' or finished() ~= nil
+    end, (TIMEOUT + 10) * 1000, 'the watchdog')
+    local secs = (uv.hrtime() - frozen_at) / 1e9
+    local info = manager.get_sync_info()
+    eq('retrying', info.status, vim.inspect(finished()))
+    eq('timeout', info.error.kind, info.error.message)
+    ok(secs <= TIMEOUT + 2, ('the watchdog fired after %.1f s (limit %d s)'):format(secs, TIMEOUT))
+    fx.signal('CONT')
+    t.wait_for(function()
+      return finished() ~= nil
+    end, 90000, 'the retried sync to end')
+    local result = finished().result
+    eq(true, result.success, result.error)
+    eq(2, result.attempts)
+    assert_ids(fx, before)
+  end)
+
+  it('Neovim killed with SIGKILL mid-sync: no mbsync left, lock free at once, the next Neovim completes', function()
+    local fx = t.fixture({ '--messages', MESSAGES })
+    local before = fx.ids('demo', 'server')
+    local child = other_neovim(fx.mbsyncrc)
+    t.wait_for(function()
+      return child.out:find('progress\n', 1, true) or child.out:find('done ', 1, true)
+    end, 60000, 'the other Neovim to start pulling mail')
+    ok(not child.out:find('done ', 1, true), 'it was still syncing: ' .. child.out)
+    local mbsync = t.pgrep('mbsync .*' .. fx.mbsyncrc)
+    eq(1, #mbsync, 'one mbsync runs')
+    child.proc:kill(9)
+    child.proc:wait(5000)
+    t.wait_for(function()
+      return #t.pgrep('mbsync .*' .. fx.mbsyncrc) == 0
+    end, 2000, 'mbsync to die with its Neovim')
+    local lock = require('himalaya.sync.lock')
+    eq(true, lock.acquire_lock('sync-demo', 0), 'the account lock is free at once')
+    lock.release_lock('sync-demo')
+
+    local next = other_neovim(fx.mbsyncrc)
+    t.wait_for(function()
+      return next.out:find('done [^\n]*\n') ~= nil
+    end, 90000, 'the next Neovim to finish its sync')
+    local result = vim.json.decode(next.out:match('done ([^\n]*)\n'))
+    eq(true, result.success, result.error)
+    eq(0, next.proc:wait(10000).code)
+    assert_ids(fx, before)
+  end)
+end)

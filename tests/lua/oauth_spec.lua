@@ -1,0 +1,282 @@
+-- OAuth2 end to end on 127.0.0.1: a real OAuth2 server (oauth2-mock-server,
+-- tests/fixture/oauth_server.mjs), dovecot checking XOAUTH2 tokens by
+-- introspection, mbsync with AuthMechs XOAUTH2 and PassCmd running our
+-- token command, and the plugin in between.
+local t = require('helpers')
+local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
+
+local oauth = require('himalaya.sync.oauth')
+local uv = vim.uv or vim.loop
+
+local BIN = t.root .. '/target/release/himalaya-sync'
+
+--- POSTs JSON to `url` (Python's standard library: no curl needed).
+local function post(url, body)
+  local script = [[
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST",
+                             headers={"Content-Type": "application/json"})
+try:
+    print(urllib.request.urlopen(req, timeout=10).read().decode())
+except urllib.error.HTTPError as e:
+    print(e.read().decode()); sys.exit(1)
+]]
+  local res = vim
+    .system({ 'python3', '-c', script, url, body and vim.json.encode(body) or '{}' }, { text = true })
+    :wait(15000)
+  return res.code == 0, vim.trim(res.stdout or '')
+end
+
+local function get(url)
+  local script = 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())'
+  local res = vim.system({ 'python3', '-c', script, url }, { text = true }):wait(15000)
+  assert(res.code == 0, res.stderr)
+  return vim.json.decode(res.stdout)
+end
+
+--- Starts the OAuth2 test server; stopped after the test.
+local function oauth_server()
+  local lines = {}
+  local proc = vim.system({ 'node', t.root .. '/tests/fixture/oauth_server.mjs' }, {
+    stdin = true,
+    text = true,
+    stdout = function(_, data)
+      if data then
+        lines[#lines + 1] = data
+      end
+    end,
+  })
+  t.defer(function()
+    proc:kill('sigterm')
+    proc:wait(5000)
+  end)
+  t.wait_for(function()
+    return table.concat(lines):find('\n') ~= nil
+  end, 20000, 'the OAuth2 server to start')
+  return vim.json.decode(table.concat(lines):match('^[^\n]+'))
+end
+
+--- Approves the pending device code once the flow has asked for one.
+local function approve_device(server)
+  t.wait_for(function()
+    return (post(server.control_url .. '/device', { action = 'approve' }))
+  end, 20000, 'a device code to approve')
+end
+
+--- A dovecot that takes XOAUTH2 tokens from `server`, an mbsyncrc whose
+--- password is our token command, and the plugin configured for both.
+local function setup(server, extra)
+  local fx = t.fixture({ '--folders', 'INBOX=10,Work=5', '--oauth-introspect', server.introspect_url })
+  local rc = fx.dir .. '/mbsyncrc-oauth'
+  local text = t.read(fx.mbsyncrc)
+  text = text:gsub('\nPass [^\n]*', '\nPassCmd "' .. BIN .. ' token demo"')
+  text = text:gsub('\nAuthMechs [^\n]*', '\nAuthMechs XOAUTH2')
+  t.write(rc, text)
+  local store = t.tmpdir() .. '/tokens'
+  local cfg = vim.tbl_deep_extend('force', {
+    mbsync = { config = rc },
+    notify = false,
+    retry = { max_attempts = 0 },
+    accounts = {
+      demo = {
+        oauth = {
+          provider = 'generic',
+          client_id = server.client_id,
+          auth_url = server.auth_url,
+          token_url = server.token_url,
+          device_url = server.device_url,
+          scopes = { 'imap' },
+          store = { backend = 'encrypted', dir = store, key_cmd = 'printf correct-horse-battery-staple' },
+        },
+      },
+    },
+  }, extra or {})
+  t.defer(function()
+    require('himalaya.sync').setup({})
+  end)
+  require('himalaya.sync').setup(cfg)
+  return fx, store
+end
+
+--- Authorizes `demo` with the device flow, approving it on the server.
+local function authorize(server)
+  local done
+  oauth.authorize('demo', { device = true, timeout = 30 }, function(success, err)
+    done = { success, err }
+  end)
+  approve_device(server)
+  t.wait_for(function()
+    return done ~= nil
+  end, 30000, 'authorization')
+  eq(true, done[1], done[2])
+end
+
+--- The current access token, registered as a secret nothing may print.
+local function current_token()
+  local token, err = oauth.get_valid_token('demo')
+  ok(token, err)
+  if t.secret then
+    t.secret(token)
+  end
+  return token
+end
+
+describe('oauth', function()
+  it('syncs over XOAUTH2 with PassCmd, refreshes an expired token, and reports a revoked grant', function()
+    local server = oauth_server()
+    local fx = setup(server)
+    authorize(server)
+    current_token()
+
+    local result = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+
+    -- Tokens issued from now on live 2 s; the next sync finds it expired
+    -- and refreshes it first, with no user action.
+    ok(post(server.control_url .. '/config', { expires_in = 2 }))
+    eq(true, (oauth.refresh_token('demo')))
+    local before = get(server.control_url).counters.refreshes
+    uv.sleep(2500)
+    fx.deliver('demo', 'INBOX', 3)
+    result = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    ok(get(server.control_url).counters.refreshes > before, 'the sync refreshed the token')
+
+    -- A revoked grant: a clear message, no hang, no retry loop.
+    ok(post(server.control_url .. '/revoke_refresh_tokens'))
+    post(server.control_url .. '/revoke_access_tokens')
+    uv.sleep(2500)
+    local started = uv.hrtime()
+    result = t.sync_and_wait('full', { account = 'demo' }, 30000)
+    eq(false, result.success)
+    eq('auth', result.kind)
+    contains(result.error, 're-authorization needed')
+    ok((uv.hrtime() - started) / 1e9 < 15, 'failed quickly')
+    local st = oauth.status('demo')
+    eq('auth', st.last_error.kind)
+  end)
+
+  it('an auth failure mid-session refreshes the token and retries once', function()
+    local server = oauth_server()
+    local fx = setup(server)
+    authorize(server)
+    local old = current_token()
+    -- The server forgets the access token (as when it is revoked early):
+    -- mbsync's login fails, the manager refreshes and retries.
+    ok(post(server.control_url .. '/revoke_access_tokens'))
+    local result = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    eq(2, result.attempts)
+    ok(current_token() ~= old, 'a new access token')
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+
+  it('one refresh for many processes at once, and the token command prints only the token', function()
+    local server = oauth_server()
+    setup(server)
+    ok(post(server.control_url .. '/config', { expires_in = 1 }))
+    authorize(server)
+    uv.sleep(1500)
+    local before = get(server.control_url).counters.refreshes
+    local procs = {}
+    for i = 1, 4 do
+      procs[i] = vim.system({ BIN, 'token', 'demo' }, { text = true })
+    end
+    local outs = {}
+    for i, p in ipairs(procs) do
+      local r = p:wait(60000)
+      eq(0, r.code, r.stderr)
+      eq('', r.stderr)
+      outs[i] = r.stdout
+    end
+    if t.secret then
+      t.secret(vim.trim(outs[1]))
+    end
+    for i = 2, 4 do
+      ok(outs[1] == outs[i], 'every process got the same fresh token')
+    end
+    ok(outs[1]:match('^[%w%-%._~+/]+=*\n$'), 'one line, the token')
+    eq(before + 1, get(server.control_url).counters.refreshes, 'exactly one refresh')
+
+    -- An unknown account: one line on stderr, non-zero exit, no token.
+    local r = vim.system({ BIN, 'token', 'nobody' }, { text = true }):wait(10000)
+    eq(1, r.code)
+    contains(r.stderr, 'no OAuth account "nobody"')
+    eq('', r.stdout)
+  end)
+
+  it('the callback form never blocks; status never shows a token', function()
+    local server = oauth_server()
+    setup(server)
+    authorize(server)
+    local token = current_token()
+    ok(post(server.control_url .. '/config', { expires_in = 3600 }))
+    local got
+    local t0 = uv.hrtime()
+    eq(
+      true,
+      oauth.refresh_token('demo', function(success, err)
+        got = { success, err }
+      end)
+    )
+    ok((uv.hrtime() - t0) / 1e6 < 50, 'returned at once')
+    t.wait_for(function()
+      return got ~= nil
+    end, 30000, 'the refresh')
+    eq(true, got[1], got[2])
+    local st = oauth.status('demo')
+    eq(true, st.has_token)
+    eq(true, st.has_refresh_token)
+    eq('encrypted', st.store)
+    ok(st.expires_in > 3000, 'expires in about an hour')
+    ok(not vim.inspect(st):find(token, 1, true))
+    ok(not vim.inspect(st):find(current_token(), 1, true))
+    local notes = {}
+    local orig = vim.notify
+    vim.notify = function(msg)
+      notes[#notes + 1] = msg
+    end
+    t.defer(function()
+      vim.notify = orig
+    end)
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('HimalayaSync oauth status demo')
+    t.wait_for(function()
+      return #notes > 0
+    end, 10000, 'the status notification')
+    contains(notes[1], 'store: encrypted')
+    ok(not notes[1]:find(current_token(), 1, true))
+
+    eq(true, (oauth.clear_token('demo')))
+    eq(false, oauth.status('demo').has_token)
+    local none, err, kind = oauth.get_valid_token('demo')
+    eq(nil, none)
+    eq('auth', kind)
+    contains(err, 're-authorization needed')
+  end)
+
+  it('bad OAuth settings and arguments give one clear line', function()
+    local okk, err = pcall(require('himalaya.sync').setup, { accounts = { demo = { oauth = { provider = 'yahoo' } } } })
+    eq(false, okk)
+    contains(err, 'himalaya_sync.accounts.demo.oauth.provider')
+    okk, err = pcall(require('himalaya.sync').setup, {
+      accounts = { demo = { oauth = { store = { backend = 'floppy' } } } },
+    })
+    eq(false, okk)
+    contains(err, 'himalaya_sync.accounts.demo.oauth.store.backend')
+    require('himalaya.sync').setup({})
+    local v, e, kind = oauth.get_valid_token('../etc')
+    eq(nil, v)
+    eq('invalid', kind)
+    contains(e, 'invalid account')
+    v, e, kind = oauth.get_valid_token('nobody')
+    eq(nil, v)
+    eq('config', kind)
+    contains(e, 'no OAuth account "nobody"')
+    v, e = oauth.store_token('nobody', 42)
+    eq(nil, v)
+    contains(e, 'invalid token')
+  end)
+end)
