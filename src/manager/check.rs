@@ -25,7 +25,7 @@ use super::targets::{self, AccountOverrides, SyncType};
 use super::{now, ErrorInfo, Manager, Status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::imap::check::{check_channel, FolderCheck, SyncState};
-use crate::imap::client::{Connection, TokenSource, DEFAULT_TIMEOUT};
+use crate::imap::client::{Connection, TokenFuture, TokenSource, DEFAULT_TIMEOUT};
 use crate::maildir::{count_store, FolderCounts};
 use crate::mbsync::config::{Channel, ImapAccount, MbsyncConfig};
 
@@ -250,16 +250,28 @@ impl Manager {
         }
     }
 
-    /// The token source for XOAUTH2 accounts.
-    ///
-    /// OAuth integration point: the OAuth work gives the manager its tokens
-    /// (`Manager::tokens()` / `Settings.oauth`); when it lands, return a
-    /// source built from them here. Every check and IDLE connection gets
-    /// its source from this one place. Until then an account limited to
-    /// `AuthMechs XOAUTH2` fails the check with a `config` error saying it
-    /// needs a token.
-    pub fn token_source(&self, _account: &str) -> Option<Arc<dyn TokenSource>> {
-        None
+    /// The token source for XOAUTH2 accounts: the account's OAuth
+    /// configuration (`Settings.oauth`), a valid token from
+    /// [`Manager::tokens`] (refreshed first when it is about to expire).
+    /// Every check and IDLE connection gets its source from this one place;
+    /// `None` for accounts without OAuth (they log in with their password).
+    pub fn token_source(&self, account: &str) -> Option<Arc<dyn TokenSource>> {
+        let settings = self.settings.lock().oauth.get(account).cloned()?;
+        let tokens = match self.tokens() {
+            Ok(t) => t,
+            Err(e) => {
+                crate::log::write(
+                    "error",
+                    &format!("OAuth tokens of {account}: {}", e.message),
+                );
+                return None;
+            }
+        };
+        let source = move |_user: &str| -> TokenFuture {
+            let (tokens, settings) = (tokens.clone(), settings.clone());
+            Box::pin(async move { tokens.valid_token(&settings).await })
+        };
+        Some(Arc::new(source))
     }
 
     /// Starts the fast check of `account` (optionally only `folders`) and
