@@ -384,3 +384,94 @@ backend.root-dir = "%s/nowhere"
     t.contains(out, 'account stray:')
   end)
 end)
+
+describe('check over XOAUTH2', function()
+  --- POSTs JSON to `url` with Python's standard library.
+  local function post(url, body)
+    local script = [[
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST",
+                             headers={"Content-Type": "application/json"})
+try:
+    print(urllib.request.urlopen(req, timeout=10).read().decode())
+except urllib.error.HTTPError as e:
+    print(e.read().decode()); sys.exit(1)
+]]
+    local res = vim.system({ 'python3', '-c', script, url, vim.json.encode(body or {}) }, { text = true }):wait(15000)
+    return res.code == 0
+  end
+
+  --- The OAuth2 test server (tests/fixture/oauth_server.mjs); stopped after the test.
+  local function oauth_server()
+    local lines = {}
+    local proc = vim.system({ 'node', t.root .. '/tests/fixture/oauth_server.mjs' }, {
+      stdin = true,
+      text = true,
+      stdout = function(_, data)
+        if data then
+          lines[#lines + 1] = data
+        end
+      end,
+    })
+    t.defer(function()
+      proc:kill('sigterm')
+      proc:wait(5000)
+    end)
+    t.wait_for(function()
+      return table.concat(lines):find('\n') ~= nil
+    end, 20000, 'the OAuth2 server to start')
+    return vim.json.decode(table.concat(lines):match('^[^\n]+'))
+  end
+
+  it('logs in with the OAuth token of the account and counts exactly', function()
+    local server = oauth_server()
+    local fx = t.fixture({ '--folders', 'INBOX=6,Work=3', '--oauth-introspect', server.introspect_url })
+    local rc = fx.dir .. '/mbsyncrc-oauth'
+    local text = t.read(fx.mbsyncrc)
+      :gsub('\nPass [^\n]*', '\nPassCmd "' .. t.root .. '/target/release/himalaya-sync token demo"')
+      :gsub('\nAuthMechs [^\n]*', '\nAuthMechs XOAUTH2')
+    t.write(rc, text)
+    local store = t.tmpdir() .. '/tokens'
+    t.defer(function()
+      require('himalaya.sync').setup({})
+    end)
+    require('himalaya.sync').setup({
+      mbsync = { config = rc },
+      notify = false,
+      retry = { max_attempts = 0 },
+      accounts = {
+        demo = {
+          oauth = {
+            provider = 'generic',
+            client_id = server.client_id,
+            auth_url = server.auth_url,
+            token_url = server.token_url,
+            device_url = server.device_url,
+            scopes = { 'imap' },
+            store = { backend = 'encrypted', dir = store, key_cmd = 'printf correct-horse-battery-staple' },
+          },
+        },
+      },
+    })
+    local authorized
+    require('himalaya.sync.oauth').authorize('demo', { device = true, timeout = 30 }, function(success, err)
+      authorized = { success, err }
+    end)
+    t.wait_for(function()
+      return post(server.control_url .. '/device', { action = 'approve' })
+    end, 20000, 'a device code to approve')
+    t.wait_for(function()
+      return authorized ~= nil
+    end, 30000, 'authorization')
+    eq(true, authorized[1], authorized[2])
+
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    local result, info = check('demo')
+    ok(result.success, info.message)
+    eq(0, result.new)
+    fx.deliver('demo', 'Work', 2)
+    result = check('demo')
+    eq(2, result.new)
+    eq({ 'Work' }, result.changed)
+  end)
+end)
