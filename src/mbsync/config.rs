@@ -182,13 +182,35 @@ pub enum TargetKind {
     Group,
 }
 
+/// Removes every `Pass` value of the file from an error message: a message
+/// quotes what it found on a bad line, and a password must not be shown
+/// even when the line around it is broken. Lines are read loosely (quotes
+/// and backslashes dropped), so that more is hidden rather than less.
+fn hide_passwords(mut e: Error, text: &str) -> Error {
+    for line in text.lines() {
+        let loose = line.replace(['"', '\\'], "");
+        let mut words = loose.split_whitespace();
+        if !words.next().is_some_and(|k| k.eq_ignore_ascii_case("pass")) {
+            continue;
+        }
+        let words: Vec<&str> = words.collect();
+        let value = words.join(" ");
+        for secret in std::iter::once(value.as_str()).chain(words.iter().copied()) {
+            if secret.len() >= 4 {
+                e.message = e.message.replace(secret, "[redacted]");
+            }
+        }
+    }
+    e
+}
+
 impl MbsyncConfig {
     /// Parses the text of a configuration file; `path` is only used in
     /// messages and kept in the result. `~` in paths is expanded with
     /// `$HOME`.
     pub fn parse(text: &str, path: &Path) -> Result<MbsyncConfig> {
         let home = home_dir();
-        parse_with_home(text, path, home.as_deref())
+        parse_with_home(text, path, home.as_deref()).map_err(|e| hide_passwords(e, text))
     }
 
     /// Reads and parses `path`, or without one the file mbsync itself would
@@ -1533,5 +1555,12 @@ Channel gmail-all:INBOX,Work
                 let _ = config.targets();
             }
         }
+    }
+
+    #[test]
+    fn errors_never_show_a_password_even_on_a_broken_line() {
+        let text = "IMAPAccount a\nPas\"s \"hunter22-secret\nChannel c\nNear :x:hunter22-secret\n";
+        let e = MbsyncConfig::parse(text, Path::new("/rc")).unwrap_err();
+        assert!(!e.message.contains("hunter22-secret"), "{e}");
     }
 }
