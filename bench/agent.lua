@@ -328,6 +328,46 @@ function H.rss(_, done)
   done({ rss_kb = B.rss_kb() })
 end
 
+--- {account, n}: `manager.get_folder_counts(account)` n times; the time of
+--- each call (ms) and the totals of the last.
+function H.counts(req, done)
+  local manager = require('himalaya.sync.manager')
+  local times, counts = {}, nil
+  for i = 1, req.n do
+    local started = uv.hrtime()
+    local c, err = manager.get_folder_counts(req.account)
+    times[i] = (uv.hrtime() - started) / 1e6
+    if not c then
+      return done({ ok = false, error = err })
+    end
+    counts = c
+  end
+  local total, unread, flagged = 0, 0, 0
+  for _, c in ipairs(counts) do
+    total, unread, flagged = total + c.total, unread + c.unread, flagged + c.flagged
+  end
+  done({ ms = times, folders = #counts, total = total, unread = unread, flagged = flagged })
+end
+
+--- {account}: one `start_sync('check')`, timed from the call to its
+--- on_complete callback.
+function H.check(req, done)
+  local started = uv.hrtime()
+  local id, err = require('himalaya.sync.manager').start_sync('check', {
+    account = req.account,
+    on_complete = function(result, info)
+      local ms = (uv.hrtime() - started) / 1e6
+      if not result.success then
+        return done({ ok = false, error = info.message })
+      end
+      done({ ms = ms, new = result.new, folders = #result.folders, engine_ms = result.duration * 1000 })
+    end,
+  })
+  if not id then
+    done({ ok = false, error = err })
+  end
+end
+
 function H.quit(_, done)
   done({})
   vim.schedule(function()

@@ -5,7 +5,7 @@
 # delaying TCP relay of section 6 (parallel folders).
 #
 #   BENCH_REPS=N   repetitions per figure (default 5)
-#   BENCH_ONLY=... comma list: sync,lag,parallel,locks,micro,folders (partial run:
+#   BENCH_ONLY=... comma list: sync,lag,parallel,locks,micro,folders,counts,check (partial run:
 #                  tables go to stdout; BENCHMARKS.md only with BENCH_OUT)
 #   BENCH_OUT=F    where to write the Markdown
 #

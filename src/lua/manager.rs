@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 use super::{func, to_lua};
 use crate::error::{Error, Result};
+use crate::imap::idle::IdleOptions;
 use crate::lock::LockDir;
+use crate::manager::idle::IdleSet;
 use crate::manager::{
     AccountOverrides, Manager, RetryPolicy, Settings, StartOptions, SyncType, UidvalidityPolicy,
 };
@@ -17,6 +19,8 @@ use crate::oauth::account::AccountSettings;
 use crate::runtime;
 
 static MANAGER: OnceCell<Arc<Manager>> = OnceCell::new();
+/// The IDLE watchers of this Neovim (push; see `himalaya.sync.idle`).
+static IDLE: once_cell::sync::Lazy<IdleSet> = once_cell::sync::Lazy::new(IdleSet::new);
 
 pub(super) fn manager() -> Result<Arc<Manager>> {
     MANAGER
@@ -168,6 +172,53 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
         func(lua, |_, (level, message): (String, String)| {
             crate::log::write(&level, &message);
             Ok(true)
+        })?,
+    )?;
+    // Fast check and folder counts (`check` sync type, get_folder_counts).
+    m.set(
+        "sync_check",
+        func(
+            lua,
+            |_, (account, folders): (String, Option<Vec<String>>)| {
+                manager()?.check(account, folders.unwrap_or_default())
+            },
+        )?,
+    )?;
+    m.set(
+        "folder_counts",
+        func(lua, |lua, account: String| {
+            to_lua(lua, &manager()?.folder_counts(&account)?)
+        })?,
+    )?;
+    // IDLE push watchers (`himalaya.sync.idle` elects the one Neovim).
+    m.set(
+        "idle_start",
+        func(
+            lua,
+            |_, (account, folders, reidle): (String, Vec<String>, Option<f64>)| {
+                let mut options = IdleOptions::default();
+                if let Some(secs) = reidle {
+                    options.reidle = super::lock::seconds("idle.reidle", secs)?;
+                }
+                IDLE.start(&manager()?, &account, &folders, options)
+            },
+        )?,
+    )?;
+    m.set(
+        "idle_stop",
+        func(lua, |_, account: Option<String>| {
+            Ok(IDLE.stop(account.as_deref()))
+        })?,
+    )?;
+    m.set("idle_list", func(lua, |lua, ()| to_lua(lua, &IDLE.list()))?)?;
+    // himalaya's accounts and the mbsync channels behind each.
+    m.set(
+        "himalaya_accounts",
+        func(lua, |lua, path: Option<String>| {
+            match manager()?.himalaya_accounts(path.as_deref().map(std::path::Path::new))? {
+                Some(h) => to_lua(lua, &h),
+                None => Ok(mlua::Value::Nil),
+            }
         })?,
     )?;
     m.set(

@@ -18,7 +18,10 @@
 //! * **History** per account is recorded after every finished sync
 //!   ([`history`]).
 
+pub mod check;
+pub mod himalaya;
 pub mod history;
+pub mod idle;
 pub mod repair;
 pub mod targets;
 pub mod throttle;
@@ -271,6 +274,10 @@ pub struct SyncInfo {
     pub repair: Option<repair::Report>,
     /// The folder whose UIDVALIDITY changed, when that ended the sync.
     pub damaged: Option<String>,
+    /// Exact counts of the account's local folders, read when the sync
+    /// ended (see [`check::folder_counts`]); absent while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Vec<crate::maildir::FolderCounts>>,
 }
 
 struct Entry {
@@ -479,6 +486,7 @@ impl Manager {
             requests: 1,
             repair: None,
             damaged: None,
+            counts: None,
         };
         (self.emit)(id, "sync_queued", json!(info));
         entries.push(Entry {
@@ -1347,6 +1355,11 @@ impl Manager {
             duration: result.duration,
             error: error.as_ref().map(|e| (e.kind, e.message.clone())),
         };
+        // Counts after every sync that ended on its own (a cancel can come
+        // from the editor's thread, which must not walk a large tree).
+        if info.status != Status::Cancelled {
+            info.counts = self.counts_after_sync(&info.account);
+        }
         // A later success clears the error of earlier attempts.
         info.error = error;
         info.result = Some(result);

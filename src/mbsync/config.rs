@@ -41,6 +41,8 @@ pub struct MbsyncConfig {
     pub maildir_stores: Vec<MaildirStore>,
     pub channels: Vec<Channel>,
     pub groups: Vec<Group>,
+    /// The global `SyncState` option: `*` or a path prefix (`~` expanded).
+    pub sync_state: Option<String>,
 }
 
 /// A password from the configuration. It never appears in `Debug` output or
@@ -86,6 +88,8 @@ pub struct ImapAccount {
     /// `AuthMechs` values in order; empty means mbsync's default, any.
     pub auth_mechs: Vec<String>,
     pub tunnel: Option<String>,
+    /// `Timeout` in seconds; 0 means no timeout (mbsync's default is 20).
+    pub timeout: Option<u32>,
     /// Line of the section header (of the `IMAPStore` for an inline account).
     pub line: usize,
 }
@@ -103,6 +107,7 @@ impl ImapAccount {
             certificate_file: None,
             auth_mechs: Vec::new(),
             tunnel: None,
+            timeout: None,
             line,
         }
     }
@@ -146,6 +151,8 @@ pub struct Channel {
     pub near: String,
     /// All `Pattern`/`Patterns` values in order, e.g. `*`, `!Trash`.
     pub patterns: Vec<String>,
+    /// The channel's own `SyncState`: `*` or a path prefix (`~` expanded).
+    pub sync_state: Option<String>,
     pub line: usize,
 }
 
@@ -404,6 +411,20 @@ fn expand_tilde(value: &str, home: Option<&Path>) -> PathBuf {
     }
 }
 
+/// A `SyncState` value: `*` stays as is, a path prefix gets `~` expanded
+/// (as text, so a trailing `/` or file-name prefix survives).
+fn sync_state_value(value: &str, home: Option<&Path>) -> String {
+    if value == "*" {
+        return value.to_owned();
+    }
+    match (value.strip_prefix('~'), home) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            format!("{}{rest}", home.display())
+        }
+        _ => value.to_owned(),
+    }
+}
+
 /// What one line of the file holds.
 enum LineKind {
     Blank,
@@ -583,6 +604,7 @@ fn parse_with_home(text: &str, path: &Path, home: Option<&Path>) -> Result<Mbsyn
             maildir_stores: Vec::new(),
             channels: Vec::new(),
             groups: Vec::new(),
+            sync_state: None,
         },
         open: None,
         seen_section: false,
@@ -671,6 +693,10 @@ impl Parser<'_> {
                     format_args!("global option '{keyword}' must come before the first section"),
                 ));
             }
+            if keyword.eq_ignore_ascii_case("SyncState") {
+                self.single_value(number, keyword, values)?;
+                self.config.sync_state = Some(sync_state_value(&values[0], self.home));
+            }
             return Ok(());
         };
         let name = values[0].as_str();
@@ -719,6 +745,7 @@ impl Parser<'_> {
                     far: String::new(),
                     near: String::new(),
                     patterns: Vec::new(),
+                    sync_state: None,
                     line: number,
                 });
                 self.config.channels.len() - 1
@@ -850,6 +877,11 @@ impl Parser<'_> {
             self.config.channels[index]
                 .patterns
                 .extend_from_slice(values);
+            return Ok(());
+        }
+        if is("SyncState") {
+            self.single_value(number, keyword, values)?;
+            self.config.channels[index].sync_state = Some(sync_state_value(&values[0], self.home));
             return Ok(());
         }
         // Master and Slave are the names mbsync used before 1.4.
@@ -1017,7 +1049,8 @@ fn account_option(
         account.auth_mechs.extend_from_slice(values);
         return Ok(());
     }
-    const SINGLE: [&str; 9] = [
+    const SINGLE: [&str; 10] = [
+        "Timeout",
         "Host",
         "Port",
         "User",
@@ -1043,6 +1076,12 @@ fn account_option(
             host = rest;
         }
         account.host = Some(host.strip_prefix("//").unwrap_or(host).to_owned());
+    } else if is("Timeout") {
+        account.timeout = Some(
+            value
+                .parse::<u32>()
+                .map_err(|_| format!("invalid Timeout '{value}' (expected seconds)"))?,
+        );
     } else if is("Port") {
         let port = value
             .parse::<u16>()
@@ -1074,6 +1113,29 @@ mod tests {
 
     fn parse(text: &str) -> Result<MbsyncConfig> {
         parse_with_home(text, Path::new("/home/me/.mbsyncrc"), Some(Path::new(HOME)))
+    }
+
+    #[test]
+    fn keeps_sync_state_and_timeout() {
+        let c = parse(GMAIL).unwrap();
+        assert_eq!(c.sync_state.as_deref(), Some("*"));
+        assert_eq!(c.imap_accounts[0].timeout, None);
+        let c = parse(
+            "SyncState ~/.mbsync/\n\nIMAPAccount a\nHost h\nTimeout 7\n\n\
+             IMAPStore r\nAccount a\n\nMaildirStore l\nPath ~/M/\n\n\
+             Channel c\nFar :r:\nNear :l:\nSyncState ~/state/c-\n\n\
+             Channel d\nFar :r:\nNear :l:\nSyncState *\n",
+        )
+        .unwrap();
+        assert_eq!(c.sync_state.as_deref(), Some("/home/me/.mbsync/"));
+        assert_eq!(c.imap_accounts[0].timeout, Some(7));
+        assert_eq!(
+            c.channels[0].sync_state.as_deref(),
+            Some("/home/me/state/c-")
+        );
+        assert_eq!(c.channels[1].sync_state.as_deref(), Some("*"));
+        let err = parse_err("IMAPAccount a\nHost h\nTimeout soon\n");
+        assert!(err.contains("invalid Timeout 'soon'"), "{err}");
     }
 
     fn parse_err(text: &str) -> String {

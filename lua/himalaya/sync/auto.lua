@@ -43,6 +43,71 @@ local function accounts()
   return names
 end
 
+--- What a smart tick syncs after a check found `changed` folders of
+--- `account`: nothing when nothing changed; the inbox alone when only INBOX
+--- did (or when the timer syncs inboxes only); else the changed folders, or
+--- the timer's type when they cannot be named in one folders sync.
+---@param type 'full'|'inbox' the timer's sync type
+---@param changed string[] folders with new mail (server names)
+---@param boxes string[] the same as mbsync names them (empty: unknown)
+---@return string? type
+---@return string[]? folders
+function M._smart_plan(type, changed, boxes)
+  local inbox = vim.tbl_contains(changed, 'INBOX')
+  if #changed == 0 or (type == 'inbox' and not inbox) then
+    return nil
+  end
+  if type == 'inbox' or (#changed == 1 and inbox) then
+    return 'inbox'
+  end
+  if #boxes ~= #changed then
+    return type
+  end
+  for _, f in ipairs(boxes) do
+    -- mbsync takes folders as `channel:a,b`; names it cannot take there
+    -- (a comma, non-ASCII names it stores in modified UTF-7) sync whole.
+    if f:find('[,%c\128-\255]') then
+      return type
+    end
+  end
+  return 'folders', boxes
+end
+
+--- A smart tick for one account: the fast check first, then a sync of
+--- what changed. A failed check falls back to the plain sync, whose error
+--- is then reported like any auto-sync error.
+local function smart_sync(account, sync_type)
+  local manager = require('himalaya.sync.manager')
+  local function start(t, folders)
+    local id, err = manager.start_sync(t, { account = account, folders = folders, auto = true })
+    if not id then
+      log(('could not start %s: %s'):format(account, err))
+    end
+  end
+  local id, err = manager.start_sync('check', {
+    account = account,
+    auto = true,
+    on_complete = function(result)
+      if not result.success then
+        log(('check of %s failed (%s); syncing it'):format(account, result.error))
+        return start(sync_type)
+      end
+      local t, folders = M._smart_plan(sync_type, result.changed, result.changed_boxes or {})
+      if not t then
+        log(('skipped %s: nothing new on the server'):format(account))
+        return
+      end
+      local ok, e = pcall(start, t, folders)
+      if not ok then
+        log(('could not start %s: %s'):format(account, e))
+      end
+    end,
+  })
+  if not id then
+    log(('could not check %s: %s'):format(account, err))
+  end
+end
+
 --- One tick: become leader if nobody is, then sync what is due.
 function M.tick()
   local lock = require('himalaya.sync.lock')
@@ -62,6 +127,8 @@ function M.tick()
     local h = history[account]
     if h and h.last_sync and os.time() - h.last_sync < recent then
       log(('skipped %s: synced %d s ago'):format(account, os.time() - h.last_sync))
+    elseif cfg.auto_sync.smart then
+      smart_sync(account, cfg.auto_sync.type)
     else
       local id, err = manager.start_sync(cfg.auto_sync.type, { account = account, auto = true })
       if not id then

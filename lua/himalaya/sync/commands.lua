@@ -124,9 +124,16 @@ M.subcommands.build = {
 
 local function account_names()
   local targets = require('himalaya.sync.manager').list_targets() or {}
-  return vim.tbl_map(function(t)
+  local names = vim.tbl_map(function(t)
     return t.name
   end, targets)
+  -- himalaya's account names too (each maps to a channel or group).
+  for _, n in ipairs(require('himalaya.sync.himalaya').names()) do
+    if not vim.tbl_contains(names, n) then
+      names[#names + 1] = n
+    end
+  end
+  return names
 end
 
 local function complete_account(_, args)
@@ -183,6 +190,43 @@ M.subcommands.folders = {
       return err('usage: :HimalayaSync folders {account} {folder...}')
     end
     start('folders', account, args)
+  end,
+}
+
+--- Echoes what a check found: new messages per folder.
+local function report_check(result, info)
+  if not result.success then
+    return err(info.message or result.error or 'check failed')
+  end
+  local chunks = {
+    { ('%s: %d new (%.0f ms)\n'):format(info.account, result.new, result.duration * 1000), 'Title' },
+  }
+  for _, f in ipairs(result.folders or {}) do
+    local line = ('  %-24s %5d new  %6d total  %5d unseen'):format(f.folder, f.new, f.total, f.unseen)
+    if f.uidvalidity_changed then
+      line = line .. '  (UIDVALIDITY changed)'
+    end
+    chunks[#chunks + 1] = { line .. '\n', f.new > 0 and 'WarningMsg' or nil }
+  end
+  vim.api.nvim_echo(chunks, true, {})
+end
+
+M.subcommands.check = {
+  desc = 'ask the server how many messages are new per folder (STATUS, no sync)',
+  complete = complete_account,
+  run = function(args)
+    if not at_most(args, 1, ':HimalayaSync check [account]') then
+      return
+    end
+    local id, e = require('himalaya.sync.manager').start_sync('check', {
+      account = args[1],
+      on_complete = function(result, info)
+        report_check(result, info)
+      end,
+    })
+    if not id then
+      err(e)
+    end
   end,
 }
 

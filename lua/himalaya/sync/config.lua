@@ -58,6 +58,13 @@ local M = {}
 ---@field interval number minutes between syncs (default 15)
 ---@field type 'full'|'inbox' what the timer syncs (default 'full')
 ---@field accounts? string[] accounts to sync (default: every channel and group)
+---@field smart boolean check the server first (STATUS) and sync only what changed (default false)
+
+---@class himalaya.sync.IdleConfig
+---@field enabled boolean push: IMAP IDLE watchers start a sync on new mail (default false)
+---@field accounts? string[] accounts to watch (default: those auto-sync syncs)
+---@field folders string[] folders to watch, one connection each (default { 'INBOX' })
+---@field reidle number seconds before IDLE is renewed, under the server's limit (default 1500)
 
 ---@class himalaya.sync.NotifyConfig
 ---@field enabled boolean notifications at all (default true)
@@ -75,6 +82,7 @@ local M = {}
 ---@field max_connections integer mbsync processes for one full sync of a channel, each on its own folders (default 1: off)
 ---@field retry himalaya.sync.RetryConfig
 ---@field auto_sync himalaya.sync.AutoSyncConfig
+---@field idle himalaya.sync.IdleConfig
 ---@field notify himalaya.sync.NotifyConfig|boolean
 ---@field uidvalidity 'repair'|'ask'|'off' when the server renumbers a folder: repair it without loss, ask first, or only report (default 'repair')
 ---@field log boolean write a log to stdpath('log')/himalaya-sync.log (default true)
@@ -89,7 +97,8 @@ M.defaults = {
   max_parallel = 2,
   max_connections = 1,
   retry = { base = 10, factor = 2, cap = 300, max_attempts = 3, jitter = 0.2 },
-  auto_sync = { enabled = false, interval = 15, type = 'full', accounts = nil },
+  auto_sync = { enabled = false, interval = 15, type = 'full', accounts = nil, smart = false },
+  idle = { enabled = false, accounts = nil, folders = { 'INBOX' }, reidle = 1500 },
   notify = { enabled = true, start = false, success = true, error = true, auto = false },
   uidvalidity = 'repair',
   log = true,
@@ -272,6 +281,26 @@ local schema = {
     accounts = function(path, v)
       if v ~= nil then
         check_table_of_strings(path, v)
+      end
+    end,
+    smart = boolean,
+  },
+  idle = {
+    enabled = boolean,
+    accounts = function(path, v)
+      if v ~= nil then
+        check_table_of_strings(path, v)
+      end
+    end,
+    folders = function(path, v)
+      check_table_of_strings(path, v)
+      if #v == 0 then
+        fail(path, 'at least one folder', v)
+      end
+    end,
+    reidle = function(path, v)
+      if type(v) ~= 'number' or not (v >= 1 and v <= 1740) then
+        fail(path, 'seconds from 1 to 1740 (servers end IDLE after 30 min)', v)
       end
     end,
   },

@@ -40,6 +40,41 @@ function M.check()
     })
   end
 
+  health.start('himalaya-sync: himalaya')
+  local himalaya = require('himalaya.sync.himalaya')
+  local cli = himalaya.cli_version()
+  if cli then
+    health.ok(('%s found: %s'):format(vim.fn.exepath('himalaya'), cli))
+  else
+    health.info('himalaya CLI not found on PATH (optional)')
+  end
+  if native.is_loaded() then
+    local accounts, herr, file = himalaya.accounts()
+    if herr then
+      health.warn(herr)
+    elseif not accounts then
+      health.info('no himalaya configuration found')
+    else
+      health.ok(('himalaya configuration %s: %d account(s)'):format(file, #accounts))
+      for _, a in ipairs(accounts) do
+        if a.backend ~= 'maildir' then
+          health.info(('account %s uses the %s backend: nothing to sync'):format(a.name, a.backend))
+        elseif a.mismatch then
+          health.warn(('account %s: %s'):format(a.name, a.mismatch))
+        elseif a.target then
+          health.ok(('account %s%s is synced by %s'):format(a.name, a.default and ' (default)' or '', a.target))
+        else
+          health.warn(
+            ('account %s is synced by several channels (%s) and no group of exactly them'):format(
+              a.name,
+              table.concat(a.channels, ', ')
+            )
+          )
+        end
+      end
+    end
+  end
+
   health.start('himalaya-sync: locks')
   if native.is_loaded() then
     local dir, derr = require('himalaya.sync.lock').lock_dir()

@@ -24,6 +24,12 @@ function M.setup(opts)
   else
     auto.stop()
   end
+  -- Push (IMAP IDLE): one watching Neovim, elected by a named lock.
+  local idle = require('himalaya.sync.idle')
+  idle.stop()
+  if cfg.idle.enabled then
+    idle.start()
+  end
 end
 
 --- Status line text: empty when idle, else e.g. `sync demo 42%`. Cheap

@@ -9,7 +9,7 @@ local config = require('himalaya.sync.config')
 
 local M = {}
 
----@alias himalaya.sync.SyncType 'full'|'inbox'|'folders'|'repair'
+---@alias himalaya.sync.SyncType 'full'|'inbox'|'folders'|'repair'|'check'
 ---@alias himalaya.sync.Status 'idle'|'queued'|'running'|'retrying'|'repairing'|'completed'|'error'|'cancelled'
 
 ---@class himalaya.sync.Progress
@@ -75,7 +75,7 @@ local listeners = {}
 local status_text = ''
 
 local KEEP = 20
-local SYNC_TYPES = { full = true, inbox = true, folders = true, repair = true }
+local SYNC_TYPES = { full = true, inbox = true, folders = true, repair = true, check = true }
 
 local FINAL = { completed = true, error = true, cancelled = true }
 
@@ -403,6 +403,13 @@ function M.default_account()
   if #targets == 1 then
     return targets[1].name
   end
+  -- Several: himalaya's default account, when its config maps it to one.
+  local target, herr = require('himalaya.sync.himalaya').default_target()
+  if target then
+    return target
+  elseif herr then
+    return nil, herr
+  end
   local names = vim.tbl_map(function(t)
     return t.name
   end, targets)
@@ -410,6 +417,19 @@ function M.default_account()
     #names == 0 and 'no Channel or Group in the mbsyncrc' or ('which account? one of: %s'):format(
       table.concat(names, ', ')
     )
+end
+
+--- The mbsync target for an account name: the name itself when the
+--- mbsyncrc has it, else the target of the himalaya account of that name.
+---@param name string
+---@return string
+function M.resolve_account(name)
+  for _, t in ipairs(M.list_targets() or {}) do
+    if t.name == name then
+      return name
+    end
+  end
+  return require('himalaya.sync.himalaya').target_of(name) or name
 end
 
 --- Starts a sync; returns its id, or `nil, err, kind`. Never blocks: the
@@ -422,7 +442,7 @@ end
 function M.start_sync(type, options)
   if not SYNC_TYPES[type] then
     return nil,
-      ('unknown sync type %s: expected "full", "inbox", "folders" or "repair"'):format(vim.inspect(type)),
+      ('unknown sync type %s: expected "full", "inbox", "folders", "repair" or "check"'):format(vim.inspect(type)),
       'invalid'
   end
   options = options or {}
@@ -470,8 +490,16 @@ function M.start_sync(type, options)
       return nil, aerr, 'config'
     end
     account = a
+  else
+    account = M.resolve_account(account)
   end
-  local id, e = lib.sync_start(type, account, options.folders, options.wait or 0)
+  local id, e
+  if type == 'check' then
+    -- The fast check: STATUS per folder, answered as a sync of type check.
+    id, e = lib.sync_check(account, options.folders)
+  else
+    id, e = lib.sync_start(type, account, options.folders, options.wait or 0)
+  end
   if not id then
     return nil, e.message, e.kind
   end
@@ -481,6 +509,43 @@ function M.start_sync(type, options)
   table.insert(callbacks[id], { on_progress = options.on_progress, on_complete = options.on_complete })
   wanted[id] = wanted[id] or not options.auto
   return id
+end
+
+---@class himalaya.sync.FolderCounts
+---@field folder string mbsync's name: INBOX, Archive/2024...
+---@field total integer messages, without trashed ones
+---@field unread integer
+---@field flagged integer
+---@field trashed integer messages marked deleted, not yet expunged
+
+--- Exact counts of every local folder of `account` (default: the only
+--- account), read straight from the Maildir now. A finished sync's info
+--- carries the same list as `counts`.
+---@param account? string
+---@return himalaya.sync.FolderCounts[]? counts
+---@return string? err
+function M.get_folder_counts(account)
+  if account ~= nil and _G.type(account) ~= 'string' then
+    return nil, ('invalid account: expected a string, got %s'):format(vim.inspect(account))
+  end
+  local lib, err = ready()
+  if not lib then
+    return nil, err
+  end
+  if not account then
+    local a, aerr = M.default_account()
+    if not a then
+      return nil, aerr
+    end
+    account = a
+  else
+    account = M.resolve_account(account)
+  end
+  local counts, e = lib.folder_counts(account)
+  if not counts then
+    return nil, e.message
+  end
+  return counts
 end
 
 --- Cancels one sync by id, or every sync of this Neovim. Returns how many

@@ -1,0 +1,120 @@
+--- Push (`require('himalaya.sync.idle')`): IMAP IDLE watchers that start a
+--- sync as soon as new mail arrives (`idle = { enabled = true }`).
+---
+--- The engine keeps one connection per watched folder, re-enters IDLE
+--- before the server's timeout, reconnects with backoff and starts a
+--- coalesced sync of the folder (an inbox sync for INBOX) on new mail.
+---
+--- Exactly one Neovim watches: the one holding the named lock `idle-watch`,
+--- taken without waiting. The others try again every `RETRY_MS`, so when
+--- the watcher's Neovim exits (the kernel frees its lock) another one takes
+--- over. Watchers stop when Neovim exits or `stop()` is called.
+local config = require('himalaya.sync.config')
+local uv = vim.uv or vim.loop
+
+local M = {}
+
+local LOCK = 'idle-watch'
+M.RETRY_MS = 30000
+
+---@type uv.uv_timer_t?
+local timer
+local watching = false
+
+local function log(level, msg)
+  local lib = require('himalaya.sync.native').get()
+  if lib then
+    lib.log_write(level, 'idle: ' .. msg)
+  end
+end
+
+--- The accounts to watch: `idle.accounts`, else those auto-sync would sync.
+---@return string[]
+local function accounts()
+  local cfg = config.get()
+  if cfg.idle.accounts then
+    return cfg.idle.accounts
+  end
+  local names = {}
+  for _, t in ipairs(require('himalaya.sync.manager').list_targets() or {}) do
+    if t.kind == 'group' or not t.grouped then
+      names[#names + 1] = t.name
+    end
+  end
+  return names
+end
+
+--- Becomes the watching Neovim if none is, and starts the watchers.
+---@return boolean watching
+function M.try()
+  if watching then
+    return true
+  end
+  local lib, err = require('himalaya.sync.manager')._ready()
+  if not lib then
+    log('error', 'cannot start: ' .. tostring(err))
+    return false
+  end
+  if require('himalaya.sync.lock').acquire_lock(LOCK, 0) ~= true then
+    return false
+  end
+  watching = true
+  local cfg = config.get()
+  for _, account in ipairs(accounts()) do
+    local n, e = lib.idle_start(account, cfg.idle.folders, cfg.idle.reidle)
+    if not n then
+      log('error', ('cannot watch %s: %s'):format(account, e.message))
+    end
+  end
+  return true
+end
+
+--- Starts watching (or waiting for the current watcher's Neovim to exit).
+function M.start()
+  if timer then
+    return
+  end
+  timer = assert(uv.new_timer())
+  timer:start(0, M.RETRY_MS, vim.schedule_wrap(M.try))
+  vim.api.nvim_create_autocmd('VimLeavePre', {
+    group = vim.api.nvim_create_augroup('himalaya_sync_idle', { clear = true }),
+    callback = function()
+      M.stop()
+    end,
+  })
+end
+
+--- Stops the watchers and gives the lock up.
+function M.stop()
+  if timer then
+    timer:stop()
+    timer:close()
+    timer = nil
+  end
+  if watching then
+    local lib = require('himalaya.sync.native').get()
+    if lib then
+      lib.idle_stop()
+    end
+    require('himalaya.sync.lock').release_lock(LOCK)
+    watching = false
+  end
+end
+
+--- True when this Neovim runs the watchers.
+---@return boolean
+function M.is_watching()
+  return watching
+end
+
+--- The folders this Neovim watches.
+---@return {account: string, folder: string, running: boolean, idle: boolean}[]
+function M.list()
+  if not watching then
+    return {}
+  end
+  local lib = require('himalaya.sync.native').get()
+  return lib and lib.idle_list() or {}
+end
+
+return M

@@ -1,0 +1,453 @@
+//! The manager's read-only side: exact folder counts and the fast check.
+//!
+//! * [`folder_counts`]: every local folder of an account, counted straight
+//!   from its Maildir stores ([`crate::maildir`]); cheap enough to run on
+//!   every request, so nothing is cached and nothing goes stale.
+//! * [`Manager::check`]: the `check` sync type. It asks the server with
+//!   STATUS ([`crate::imap::check`]) how many messages the next sync would
+//!   pull, per folder, and reports through the same `sync_started` and
+//!   `sync_done` events as a sync (type `check`). A check takes no lock and
+//!   never touches local mail, so it does not queue behind syncs.
+//!
+//! Connection details come from the account's `IMAPAccount` in the
+//! mbsyncrc, its `Timeout` bounding every step, and the state files from
+//! the channel's or the global `SyncState`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::targets::{self, AccountOverrides, SyncType};
+use super::{now, ErrorInfo, Manager, Status};
+use crate::error::{Error, ErrorKind, Result};
+use crate::imap::check::{check_channel, FolderCheck, SyncState};
+use crate::imap::client::{Connection, TokenFuture, TokenSource, DEFAULT_TIMEOUT};
+use crate::maildir::{count_store, FolderCounts};
+use crate::mbsync::config::{Channel, ImapAccount, MbsyncConfig};
+
+/// What a check found, handed to completion callbacks like a sync result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub success: bool,
+    pub error: Option<String>,
+    pub kind: Option<ErrorKind>,
+    /// Seconds from the request to the end.
+    pub duration: f64,
+    /// Always 1: a check is not retried (the next one is cheap).
+    pub attempts: u32,
+    /// New messages over all folders.
+    pub new: u64,
+    /// Per folder, in the order the server listed them.
+    pub folders: Vec<FolderCheck>,
+    /// Folders with new messages or a changed UIDVALIDITY: what a sync
+    /// would have work to do in.
+    pub changed: Vec<String>,
+    /// The same folders as mbsync names them in a `channel:box` selection
+    /// (without the channel's far prefix); empty when the account has
+    /// several channels, since one folders sync cannot name them.
+    pub changed_boxes: Vec<String>,
+}
+
+/// The name mbsync gives `folder` inside `channel`: the far name without
+/// the channel's far mailbox prefix (INBOX stays INBOX).
+pub fn box_name(channel: &Channel, folder: &str) -> String {
+    let prefix = channel
+        .far
+        .strip_prefix(':')
+        .and_then(|s| s.split_once(':'))
+        .map_or("", |(_, mailbox)| mailbox);
+    if folder == "INBOX" || prefix.is_empty() {
+        return folder.to_string();
+    }
+    folder.strip_prefix(prefix).unwrap_or(folder).to_string()
+}
+
+/// Everything known about one check; shaped like a sync's info (type
+/// `check`) so the editor can treat both alike.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckInfo {
+    pub id: u64,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub account: String,
+    /// The channels checked, space separated.
+    pub channel: String,
+    pub folders: Vec<String>,
+    pub status: Status,
+    pub start_time: f64,
+    pub end_time: Option<f64>,
+    pub message: String,
+    pub error: Option<ErrorInfo>,
+    pub result: Option<CheckResult>,
+    pub attempt: u32,
+    pub requests: u32,
+}
+
+/// The channels an account stands for (its full sync's channels).
+fn account_channels(
+    cfg: &MbsyncConfig,
+    overrides: &HashMap<String, AccountOverrides>,
+    account: &str,
+) -> Result<Vec<String>> {
+    let full = targets::resolve(cfg, overrides, SyncType::Full, account, &[])?;
+    Ok(targets::channels_of_targets(cfg, &full))
+}
+
+/// Exact counts of every local folder of `account`: each Maildir store its
+/// channels sync into, INBOX first; a folder two channels share is counted
+/// once.
+pub fn folder_counts(
+    cfg: &MbsyncConfig,
+    overrides: &HashMap<String, AccountOverrides>,
+    account: &str,
+) -> Result<Vec<FolderCounts>> {
+    let mut stores = Vec::new();
+    for name in account_channels(cfg, overrides, account)? {
+        let Some(channel) = cfg.channel(&name) else {
+            continue;
+        };
+        let store = [&channel.near, &channel.far].into_iter().find_map(|spec| {
+            let store = spec.strip_prefix(':')?.split(':').next()?;
+            cfg.maildir_stores.iter().find(|s| s.name == store)
+        });
+        if let Some(store) = store {
+            if !stores.iter().any(|s: &&_| std::ptr::eq(*s, store)) {
+                stores.push(store);
+            }
+        }
+    }
+    if stores.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("account '{account}' syncs into no MaildirStore"),
+        ));
+    }
+    let mut out: Vec<FolderCounts> = Vec::new();
+    for store in stores {
+        for c in count_store(store)? {
+            if !out.iter().any(|o| o.folder == c.folder) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Where mbsync keeps the state files of `channel`: its own `SyncState`,
+/// else the global one, else mbsync's default `~/.mbsync/`.
+pub fn sync_state_of(cfg: &MbsyncConfig, channel: &Channel) -> Option<SyncState> {
+    match (&channel.sync_state, &cfg.sync_state) {
+        (Some(s), _) if s == "*" => Some(SyncState::InMailbox),
+        (Some(prefix), _) => Some(SyncState::Channel(PathBuf::from(prefix))),
+        (None, Some(s)) if s == "*" => Some(SyncState::InMailbox),
+        (None, Some(prefix)) => Some(SyncState::Global(PathBuf::from(prefix))),
+        (None, None) => SyncState::default_global(),
+    }
+}
+
+/// The step timeout of an account: its `Timeout`, or mbsync's default
+/// (20 s) when unset or 0 (mbsync's "never", which a check should not do).
+pub fn timeout_of(account: &ImapAccount) -> Duration {
+    match account.timeout {
+        Some(s) if s > 0 => Duration::from_secs(u64::from(s)),
+        _ => DEFAULT_TIMEOUT,
+    }
+}
+
+/// The connection of one channel, with the account's timeout and, for
+/// XOAUTH2, the token source.
+pub fn connection_for(
+    cfg: &MbsyncConfig,
+    channel: &Channel,
+    tokens: Option<Arc<dyn TokenSource>>,
+) -> Result<Connection> {
+    let account = cfg.imap_account_for(channel).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            format!("channel '{}' has no IMAPStore side", channel.name),
+        )
+    })?;
+    let mut connection = Connection::from_account(account)?.with_timeout(timeout_of(account));
+    if let Some(tokens) = tokens {
+        connection = connection.with_token_source(tokens);
+    }
+    Ok(connection)
+}
+
+/// Checks every channel of `account`; `folders` (Unicode far names) limits
+/// the answer to those, each of which must exist in some channel.
+pub async fn check_account(
+    cfg: &MbsyncConfig,
+    overrides: &HashMap<String, AccountOverrides>,
+    account: &str,
+    folders: &[String],
+    tokens: Option<Arc<dyn TokenSource>>,
+) -> Result<Vec<FolderCheck>> {
+    let channels = account_channels(cfg, overrides, account)?;
+    let mut out: Vec<FolderCheck> = Vec::new();
+    for name in &channels {
+        let channel = cfg.channel(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                format!("No channel '{name}' in {}", cfg.path.display()),
+            )
+        })?;
+        let state = sync_state_of(cfg, channel).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "cannot find mbsync's state files: no SyncState and $HOME is not set",
+            )
+        })?;
+        let connection = connection_for(cfg, channel, tokens.clone())?;
+        // One channel can be asked for exactly the folders (the check
+        // then reports a missing one); several are filtered afterwards.
+        let only = (channels.len() == 1 && !folders.is_empty()).then_some(folders);
+        for c in check_channel(&connection, cfg, name, &state, only).await? {
+            if !out.iter().any(|o| o.folder == c.folder) {
+                out.push(c);
+            }
+        }
+    }
+    if !folders.is_empty() {
+        if let Some(missing) = folders
+            .iter()
+            .find(|f| !out.iter().any(|c| &c.folder == *f))
+        {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("account '{account}' does not sync a folder '{missing}'"),
+            ));
+        }
+        out.retain(|c| folders.contains(&c.folder));
+    }
+    Ok(out)
+}
+
+impl Manager {
+    /// Exact counts of every local folder of `account` (see
+    /// [`folder_counts`]), read now.
+    pub fn folder_counts(&self, account: &str) -> Result<Vec<FolderCounts>> {
+        let accounts = self.settings.lock().accounts.clone();
+        folder_counts(&self.mbsync_config()?, &accounts, account)
+    }
+
+    /// Counts for a sync's completion event; a failure is logged, not fatal
+    /// (the sync itself is what the event reports).
+    pub(super) fn counts_after_sync(&self, account: &str) -> Option<Vec<FolderCounts>> {
+        match self.folder_counts(account) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                crate::log::write(
+                    "warn",
+                    &format!("folder counts of {account}: {}", e.message),
+                );
+                None
+            }
+        }
+    }
+
+    /// The token source for XOAUTH2 accounts: the account's OAuth
+    /// configuration (`Settings.oauth`), a valid token from
+    /// [`Manager::tokens`] (refreshed first when it is about to expire).
+    /// Every check and IDLE connection gets its source from this one place;
+    /// `None` for accounts without OAuth (they log in with their password).
+    pub fn token_source(&self, account: &str) -> Option<Arc<dyn TokenSource>> {
+        let settings = self.settings.lock().oauth.get(account).cloned()?;
+        let tokens = match self.tokens() {
+            Ok(t) => t,
+            Err(e) => {
+                crate::log::write(
+                    "error",
+                    &format!("OAuth tokens of {account}: {}", e.message),
+                );
+                return None;
+            }
+        };
+        let source = move |_user: &str| -> TokenFuture {
+            let (tokens, settings) = (tokens.clone(), settings.clone());
+            Box::pin(async move { tokens.valid_token(&settings).await })
+        };
+        Some(Arc::new(source))
+    }
+
+    /// Starts the fast check of `account` (optionally only `folders`) and
+    /// returns its id; the answer comes as `sync_started` then `sync_done`
+    /// events whose result is a [`CheckResult`].
+    pub fn check(self: &Arc<Self>, account: String, folders: Vec<String>) -> Result<u64> {
+        targets::validate_account(&account)?;
+        let cfg = self.mbsync_config()?;
+        let accounts = self.settings.lock().accounts.clone();
+        let channels = account_channels(&cfg, &accounts, &account)?;
+        let id = (self.next_id)();
+        let mut info = CheckInfo {
+            id,
+            kind: "check",
+            account: account.clone(),
+            channel: channels.join(" "),
+            folders: folders.clone(),
+            status: Status::Running,
+            start_time: now(),
+            end_time: None,
+            message: format!("checking {account} for new mail"),
+            error: None,
+            result: None,
+            attempt: 1,
+            requests: 1,
+        };
+        (self.emit)(id, "sync_started", json!(info));
+        let me = self.clone();
+        let tokens = self.token_source(&account);
+        // The one channel of a single-channel account, for box names.
+        let cfg_channel = match channels.as_slice() {
+            [one] => cfg.channel(one).cloned(),
+            _ => None,
+        };
+        self.rt.spawn(async move {
+            let checked = tokio::spawn(async move {
+                check_account(&cfg, &accounts, &account, &folders, tokens).await
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(Error::new(
+                    ErrorKind::Unknown,
+                    format!("internal error in the check task: {e}"),
+                ))
+            });
+            let end = now();
+            info.end_time = Some(end);
+            let duration = end - info.start_time;
+            let result = match checked {
+                Ok(folders) => {
+                    let new: u64 = folders.iter().map(|f| u64::from(f.new)).sum();
+                    let changed: Vec<String> = folders
+                        .iter()
+                        .filter(|f| f.new > 0 || f.uidvalidity_changed)
+                        .map(|f| f.folder.clone())
+                        .collect();
+                    let changed_boxes = match cfg_channel.as_ref() {
+                        Some(channel) => changed.iter().map(|f| box_name(channel, f)).collect(),
+                        None => Vec::new(),
+                    };
+                    info.status = Status::Completed;
+                    info.message = format!(
+                        "check of {} done in {:.0} ms: {new} new",
+                        info.account,
+                        duration * 1000.0
+                    );
+                    CheckResult {
+                        success: true,
+                        error: None,
+                        kind: None,
+                        duration,
+                        attempts: 1,
+                        new,
+                        folders,
+                        changed,
+                        changed_boxes,
+                    }
+                }
+                Err(e) => {
+                    info.status = Status::Error;
+                    info.message = format!("check of {} failed: {}", info.account, e.message);
+                    info.error = Some(ErrorInfo {
+                        kind: e.kind,
+                        message: e.message.clone(),
+                        line: String::new(),
+                    });
+                    CheckResult {
+                        success: false,
+                        error: Some(e.message),
+                        kind: Some(e.kind),
+                        duration,
+                        attempts: 1,
+                        new: 0,
+                        folders: Vec::new(),
+                        changed: Vec::new(),
+                        changed_boxes: Vec::new(),
+                    }
+                }
+            };
+            crate::log::write(
+                if result.success { "info" } else { "error" },
+                &format!("check #{id} {}", info.message),
+            );
+            info.result = Some(result);
+            (me.emit)(id, "sync_done", json!(info));
+        });
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg(global: &str, channel: &str) -> MbsyncConfig {
+        let text = format!(
+            "{global}\nIMAPAccount a\nHost h\nUser u\nTimeout 3\n\nIMAPStore r\nAccount a\n\n\
+             MaildirStore l\nPath /m/\nInbox /m/INBOX\n\n\
+             Channel c\nFar :r:\nNear :l:\nPatterns *\n{channel}\n"
+        );
+        MbsyncConfig::parse(&text, Path::new("/rc")).unwrap()
+    }
+
+    #[test]
+    fn state_location_follows_channel_then_global() {
+        let c = cfg("SyncState *\n", "");
+        assert_eq!(
+            sync_state_of(&c, &c.channels[0]),
+            Some(SyncState::InMailbox)
+        );
+        let c = cfg("SyncState /s/\n", "");
+        assert_eq!(
+            sync_state_of(&c, &c.channels[0]),
+            Some(SyncState::Global("/s/".into()))
+        );
+        let c = cfg("SyncState /s/\n", "SyncState /c/x-");
+        assert_eq!(
+            sync_state_of(&c, &c.channels[0]),
+            Some(SyncState::Channel("/c/x-".into()))
+        );
+        let c = cfg("SyncState /s/\n", "SyncState *");
+        assert_eq!(
+            sync_state_of(&c, &c.channels[0]),
+            Some(SyncState::InMailbox)
+        );
+    }
+
+    #[test]
+    fn connection_honours_the_account_timeout() {
+        let c = cfg("", "");
+        let conn = connection_for(&c, &c.channels[0], None).unwrap();
+        assert_eq!(conn.timeout, Duration::from_secs(3));
+        let mut account = c.imap_accounts[0].clone();
+        account.timeout = Some(0);
+        assert_eq!(timeout_of(&account), DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn box_names_drop_the_far_prefix() {
+        let text = "IMAPStore r\nHost h\nUser u\n\nMaildirStore l\nPath /m/\n\n\
+                    Channel g\nFar :r:\"[Gmail]/\"\nNear :l:\nPatterns *\n\n\
+                    Channel p\nFar :r:\nNear :l:\nPatterns *\n";
+        let c = MbsyncConfig::parse(text, Path::new("/rc")).unwrap();
+        assert_eq!(box_name(&c.channels[0], "[Gmail]/Sent Mail"), "Sent Mail");
+        assert_eq!(box_name(&c.channels[0], "INBOX"), "INBOX");
+        assert_eq!(box_name(&c.channels[1], "Work/Projects"), "Work/Projects");
+    }
+
+    #[test]
+    fn counts_need_a_maildir_store() {
+        let text = "IMAPStore r\nHost h\nUser u\n\nIMAPStore s\nHost h\nUser u\n\n\
+                    Channel c\nFar :r:\nNear :s:\n";
+        let c = MbsyncConfig::parse(text, Path::new("/rc")).unwrap();
+        let err = folder_counts(&c, &HashMap::new(), "c").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Config);
+        assert!(err.message.contains("no MaildirStore"), "{}", err.message);
+    }
+}

@@ -1,0 +1,235 @@
+//! Push: IMAP IDLE watchers that start a sync when new mail arrives.
+//!
+//! [`IdleSet`] keeps, per account, one [`IdleWatcher`] per watched folder
+//! (one connection each, see [`crate::imap::idle`]: re-IDLE before the
+//! server's timeout, reconnect with backoff). When a folder's message count
+//! grows the watcher asks the manager for a sync of that folder (an inbox
+//! sync for INBOX), which the queue coalesces with any sync already waiting
+//! or running for the account, so a burst of deliveries costs one sync.
+//!
+//! Which process watches is the editor's business (a named lock elects one
+//! Neovim, as for auto-sync); this module only runs the watchers it is
+//! given and stops them on request or when dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::check::connection_for;
+use super::targets::{self, SyncType};
+use super::{Manager, StartOptions};
+use crate::error::{Error, ErrorKind, Result};
+use crate::imap::idle::{IdleEvent, IdleOptions, IdleWatcher};
+
+/// How long a push-started sync waits when another process syncs the
+/// account: the mail arrived, so it should be fetched once that sync ends.
+const PUSH_WAIT_LOCK: Duration = Duration::from_secs(120);
+
+/// The watchers of this process.
+#[derive(Default)]
+pub struct IdleSet {
+    watchers: Mutex<HashMap<String, Vec<Running>>>,
+}
+
+/// One watcher and whether its IDLE is active right now.
+struct Running {
+    folder: String,
+    watcher: IdleWatcher,
+    idle: Arc<AtomicBool>,
+}
+
+/// One watched folder, for status displays.
+#[derive(Debug, Clone, Serialize)]
+pub struct Watched {
+    pub account: String,
+    pub folder: String,
+    /// False once the watcher ended on an error retrying cannot fix (see
+    /// the log for which).
+    pub running: bool,
+    /// IDLE is active: new mail now is seen at once.
+    pub idle: bool,
+}
+
+impl IdleSet {
+    pub fn new() -> Self {
+        IdleSet::default()
+    }
+
+    /// Watches `folders` (Unicode names on the server) of `account`,
+    /// replacing any watchers it had. Each uses the connection of the
+    /// account's first channel.
+    pub fn start(
+        &self,
+        manager: &Arc<Manager>,
+        account: &str,
+        folders: &[String],
+        options: IdleOptions,
+    ) -> Result<usize> {
+        targets::validate_account(account)?;
+        if folders.is_empty() {
+            return Err(Error::invalid("IDLE needs at least one folder to watch"));
+        }
+        let cfg = manager.mbsync_config()?;
+        let accounts = manager.settings().accounts;
+        let full = targets::resolve(&cfg, &accounts, SyncType::Full, account, &[])?;
+        let channels = targets::channels_of_targets(&cfg, &full);
+        let channel = channels
+            .first()
+            .and_then(|c| cfg.channel(c))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("account '{account}' has no channel to watch"),
+                )
+            })?;
+        let connection = connection_for(&cfg, channel, manager.token_source(account))?;
+        self.stop(Some(account));
+        let _enter = manager.rt.enter();
+        let mut started = Vec::new();
+        for folder in folders {
+            let weak: Weak<Manager> = Arc::downgrade(manager);
+            let (acct, name) = (account.to_string(), folder.clone());
+            let idle = Arc::new(AtomicBool::new(false));
+            let flag = idle.clone();
+            let watcher = IdleWatcher::spawn(connection.clone(), folder.clone(), options, {
+                move |event| {
+                    flag.store(
+                        matches!(
+                            event,
+                            IdleEvent::Watching { .. } | IdleEvent::NewMail { .. }
+                        ),
+                        Ordering::SeqCst,
+                    );
+                    on_event(&weak, &acct, &name, event)
+                }
+            });
+            started.push(Running {
+                folder: folder.clone(),
+                watcher,
+                idle,
+            });
+        }
+        let n = started.len();
+        crate::log::write(
+            "info",
+            &format!("IDLE: watching {} of {account}", folders.join(", ")),
+        );
+        self.watchers.lock().insert(account.to_string(), started);
+        Ok(n)
+    }
+
+    /// Stops the watchers of one account, or all; returns how many stopped.
+    pub fn stop(&self, account: Option<&str>) -> usize {
+        let mut map = self.watchers.lock();
+        let names: Vec<String> = match account {
+            Some(a) => map.keys().filter(|k| *k == a).cloned().collect(),
+            None => map.keys().cloned().collect(),
+        };
+        let mut n = 0;
+        for name in names {
+            for r in map.remove(&name).unwrap_or_default() {
+                r.watcher.stop();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Every watched folder.
+    pub fn list(&self) -> Vec<Watched> {
+        let map = self.watchers.lock();
+        let mut out: Vec<Watched> = map
+            .iter()
+            .flat_map(|(account, ws)| {
+                ws.iter().map(move |r| Watched {
+                    account: account.clone(),
+                    folder: r.folder.clone(),
+                    running: !r.watcher.is_finished(),
+                    idle: r.idle.load(Ordering::SeqCst) && !r.watcher.is_finished(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.account, &a.folder).cmp(&(&b.account, &b.folder)));
+        out
+    }
+}
+
+impl Drop for IdleSet {
+    fn drop(&mut self) {
+        self.stop(None);
+    }
+}
+
+/// A watcher's report: new mail starts a sync; the rest is logged.
+fn on_event(manager: &Weak<Manager>, account: &str, folder: &str, event: IdleEvent) {
+    match event {
+        IdleEvent::Watching { .. } => {
+            crate::log::write("info", &format!("IDLE: {account} {folder} is idle"));
+        }
+        IdleEvent::Error {
+            error, retry_in, ..
+        } => crate::log::write(
+            "warn",
+            &format!(
+                "IDLE: {account} {folder}: {} (reconnecting in {} s)",
+                error.message,
+                retry_in.as_secs()
+            ),
+        ),
+        IdleEvent::NewMail { .. } => {
+            let Some(manager) = manager.upgrade() else {
+                return;
+            };
+            let opts = push_sync(account, folder);
+            crate::log::write(
+                "info",
+                &format!("IDLE: new mail in {account} {folder}; starting a sync"),
+            );
+            if let Err(e) = manager.start(opts) {
+                crate::log::write(
+                    "error",
+                    &format!("IDLE: cannot start a sync of {account}: {}", e.message),
+                );
+            }
+        }
+    }
+}
+
+/// The sync new mail in `folder` calls for: the inbox sync for INBOX (which
+/// any running full sync covers), else a sync of that folder.
+fn push_sync(account: &str, folder: &str) -> StartOptions {
+    let inbox = folder.eq_ignore_ascii_case("INBOX");
+    StartOptions {
+        kind: if inbox {
+            SyncType::Inbox
+        } else {
+            SyncType::Folders
+        },
+        account: account.to_string(),
+        folders: if inbox {
+            Vec::new()
+        } else {
+            vec![folder.to_string()]
+        },
+        wait_lock: PUSH_WAIT_LOCK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_mail_asks_for_an_inbox_sync() {
+        let o = push_sync("demo", "INBOX");
+        assert_eq!((o.kind, o.folders.len()), (SyncType::Inbox, 0));
+        let o = push_sync("demo", "Work/Projects");
+        assert_eq!(o.kind, SyncType::Folders);
+        assert_eq!(o.folders, ["Work/Projects"]);
+        assert_eq!(o.wait_lock, PUSH_WAIT_LOCK);
+    }
+}

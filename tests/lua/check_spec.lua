@@ -1,0 +1,477 @@
+-- Folder counts, the fast check and its errors, against a real dovecot and
+-- real mbsync.
+local t = require('helpers')
+local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
+
+local manager = require('himalaya.sync.manager')
+
+--- Runs a check through the manager and waits for its answer.
+local function check(account, folders, timeout_ms)
+  local done
+  local id, err, kind = manager.start_sync('check', {
+    account = account,
+    folders = folders,
+    on_complete = function(result, info)
+      done = { result = result, info = info }
+    end,
+  })
+  if not id then
+    return nil, err, kind
+  end
+  t.wait_for(function()
+    return done ~= nil
+  end, timeout_ms or 30000, 'the check to finish')
+  return done.result, done.info
+end
+
+--- New messages per folder from a check result.
+local function new_by_folder(result)
+  local out = {}
+  for _, f in ipairs(result.folders) do
+    out[f.folder] = f.new
+  end
+  return out
+end
+
+--- A copy of the fixture's mbsyncrc with `from` replaced by `to`.
+local function rc_with(fx, name, from, to)
+  local rc = fx.dir .. '/mbsyncrc-' .. name
+  local text, n = t.read(fx.mbsyncrc):gsub(from, to)
+  assert(n > 0, 'nothing replaced in the mbsyncrc: ' .. from)
+  t.write(rc, text)
+  return rc
+end
+
+--- Counts as a folder -> {total, unread, flagged} map.
+local function by_folder(counts)
+  local out = {}
+  for _, c in ipairs(counts) do
+    out[c.folder] = { total = c.total, unread = c.unread, flagged = c.flagged }
+  end
+  return out
+end
+
+describe('folder counts', function()
+  it('equal the server figures after a sync and come with the completion event', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    ok(result.success, info.message)
+    local server = fx.counts('demo', 'server')
+    ok(vim.tbl_count(server) >= 2, 'the fixture has several folders')
+    eq(server, by_folder(info.counts), 'counts in the sync_done info')
+    local counts = assert(manager.get_folder_counts('demo'))
+    eq(server, by_folder(counts), 'get_folder_counts')
+    eq('INBOX', counts[1].folder)
+    -- Exact, and read now: a delivery synced shows up at once.
+    fx.deliver('demo', 'INBOX', 2)
+    result = t.sync_and_wait('inbox', { account = 'demo' })
+    ok(result.success)
+    eq(server.INBOX.total + 2, by_folder(assert(manager.get_folder_counts('demo'))).INBOX.total)
+  end)
+
+  it('name a bad account', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    local counts, err = manager.get_folder_counts('nope')
+    eq(nil, counts)
+    t.contains(err, 'nope')
+  end)
+end)
+
+describe('check', function()
+  it('reports exactly the delivered messages, and 0 after a sync', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    -- Never synced: every server message is new.
+    local result, info = check('demo')
+    ok(result.success, info.message)
+    eq('check', info.type)
+    local server = fx.counts('demo', 'server')
+    for folder, c in pairs(server) do
+      eq(c.total, new_by_folder(result)[folder], folder .. ' before the first sync')
+    end
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    result = check('demo')
+    eq(0, result.new)
+    eq({}, result.changed)
+    fx.deliver('demo', 'INBOX', 3)
+    result, info = check('demo')
+    eq(3, result.new, info.message)
+    eq(3, new_by_folder(result).INBOX)
+    eq({ 'INBOX' }, result.changed)
+    -- Limited to some folders.
+    result = check('demo', { 'INBOX' })
+    eq(1, #result.folders)
+    eq(3, result.folders[1].new)
+    local _, finfo = check('demo', { 'Nope' })
+    eq('error', finfo.status)
+    eq('config', finfo.error.kind)
+    t.contains(finfo.message, 'Nope')
+    ok(t.sync_and_wait('inbox', { account = 'demo' }).success)
+    result = check('demo')
+    eq(0, result.new)
+  end)
+
+  it('is fast on loopback', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    check('demo') -- warm up (library, config)
+    local best = math.huge
+    for _ = 1, 5 do
+      local started = vim.uv.hrtime()
+      local result = check('demo')
+      ok(result.success)
+      best = math.min(best, (vim.uv.hrtime() - started) / 1e6)
+    end
+    io.stdout:write(('     check latency (best of 5, request to callback): %.0f ms\n'):format(best))
+    ok(best < 300, ('check took %.0f ms'):format(best))
+  end)
+
+  it('classifies wrong credentials as auth', function()
+    local fx = t.fixture()
+    t.use(rc_with(fx, 'badpass', '\nPass [^\n]+', '\nPass "wrong"'))
+    local result, info = check('demo')
+    eq(false, result.success)
+    eq('auth', result.kind, info.message)
+    ok(not info.message:find('wrong', 1, true), 'the password is not quoted')
+  end)
+
+  it('classifies a server that is down as network', function()
+    local fx = t.fixture()
+    t.use(t.mbsyncrc_on_port(fx, t.closed_port(), 'down'))
+    local started = vim.uv.hrtime()
+    local result, info = check('demo')
+    eq('network', result.kind, info.message)
+    ok((vim.uv.hrtime() - started) / 1e9 < 2)
+  end)
+
+  it('classifies a silent server as timeout within the IMAPAccount Timeout', function()
+    local fx = t.fixture()
+    local rc = t.mbsyncrc_on_port(fx, t.silent_server(), 'silent')
+    local text = t.read(rc):gsub('\nTimeout %d+', '\nTimeout 1')
+    t.write(rc, text)
+    t.use(rc)
+    local started = vim.uv.hrtime()
+    local result, info = check('demo')
+    local secs = (vim.uv.hrtime() - started) / 1e9
+    eq('timeout', result.kind, info.message)
+    ok(secs >= 0.9 and secs < 3, ('gave up after %.1f s'):format(secs))
+  end)
+
+  it(':HimalayaSync check echoes new messages per folder', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    fx.deliver('demo', 'INBOX', 1)
+    local echoed
+    local echo = vim.api.nvim_echo
+    vim.api.nvim_echo = function(chunks, ...)
+      echoed = table.concat(vim.tbl_map(function(c)
+        return c[1]
+      end, chunks))
+      return echo(chunks, ...)
+    end
+    t.defer(function()
+      vim.api.nvim_echo = echo
+    end)
+    vim.cmd('HimalayaSync check demo')
+    t.wait_for(function()
+      return echoed ~= nil and echoed:find('new', 1, true) ~= nil
+    end, 10000, 'the check report')
+    t.contains(echoed, 'demo: 1 new')
+  end)
+end)
+
+describe('smart auto-sync', function()
+  it('plans a sync only for what changed', function()
+    local plan = require('himalaya.sync.auto')._smart_plan
+    eq(nil, plan('full', {}, {}))
+    eq('inbox', plan('full', { 'INBOX' }, { 'INBOX' }))
+    eq(nil, plan('inbox', { 'Archive' }, { 'Archive' }))
+    eq('inbox', plan('inbox', { 'INBOX', 'Archive' }, { 'INBOX', 'Archive' }))
+    eq(
+      { 'folders', { 'INBOX', 'Sent Mail' } },
+      { plan('full', { 'INBOX', '[G]/Sent Mail' }, { 'INBOX', 'Sent Mail' }) }
+    )
+    eq('full', plan('full', { 'INBOX', 'Archive' }, {}), 'several channels: sync whole')
+    eq('full', plan('full', { 'Caf\195\169', 'INBOX' }, { 'Caf\195\169', 'INBOX' }))
+  end)
+
+  it('checks first and syncs only when the server has new mail', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc, { auto_sync = { smart = true, interval = 1 / 120, accounts = { 'demo' } } })
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    local auto = require('himalaya.sync.auto')
+    t.defer(auto.stop)
+    -- What ends from now on (the manager keeps only the last 20 syncs).
+    local ended = {}
+    local au = vim.api.nvim_create_autocmd('User', {
+      pattern = { 'HimalayaSyncCompleted', 'HimalayaSyncFailed' },
+      callback = function(ev)
+        ended[#ended + 1] = ev.data.type .. ':' .. ev.data.status
+      end,
+    })
+    t.defer(function()
+      pcall(vim.api.nvim_del_autocmd, au)
+    end)
+    -- Past the "synced recently" window (half an interval; the history
+    -- keeps whole seconds).
+    vim.wait(1100)
+    auto.tick()
+    t.wait_for(function()
+      return #ended >= 1
+    end, 10000, 'the check')
+    vim.wait(300)
+    eq({ 'check:completed' }, ended, 'nothing new: no sync')
+    fx.deliver('demo', 'INBOX', 2)
+    vim.wait(1100)
+    auto.tick()
+    t.wait_for(function()
+      return #ended >= 3
+    end, 20000, 'the check and the inbox sync')
+    eq({ 'check:completed', 'check:completed', 'inbox:completed' }, ended)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+end)
+
+describe('IDLE push', function()
+  it('a delivery starts an inbox sync within about a second', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc, { idle = { enabled = true, accounts = { 'demo' }, folders = { 'INBOX' } } })
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    local idle = require('himalaya.sync.idle')
+    idle.start()
+    t.defer(idle.stop)
+    t.wait_for(function()
+      local l = idle.list()
+      return #l == 1 and l[1].idle
+    end, 10000, 'IDLE on INBOX')
+    eq({ { account = 'demo', folder = 'INBOX', running = true, idle = true } }, idle.list())
+    local started
+    local au = vim.api.nvim_create_autocmd('User', {
+      pattern = 'HimalayaSyncStarted',
+      callback = function(ev)
+        if ev.data.type == 'inbox' and not started then
+          started = vim.uv.hrtime()
+        end
+      end,
+    })
+    t.defer(function()
+      pcall(vim.api.nvim_del_autocmd, au)
+    end)
+    local delivered = vim.uv.hrtime()
+    fx.deliver('demo', 'INBOX', 1)
+    t.wait_for(function()
+      return started ~= nil
+    end, 5000, 'a sync started by IDLE')
+    local secs = (started - delivered) / 1e9
+    io.stdout:write(('     delivery -> inbox sync started: %.0f ms (delivery itself included)\n'):format(secs * 1000))
+    ok(secs < 1.5, ('took %.2f s'):format(secs))
+    t.wait_for(function()
+      return fx.ids('demo', 'server').INBOX and vim.deep_equal(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    end, 20000, 'the message to be synced')
+    idle.stop()
+    eq({}, idle.list())
+    eq(false, require('himalaya.sync.lock').is_locked('idle-watch'))
+  end)
+
+  it('only one Neovim watches: the one holding the idle-watch lock', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc, { idle = { enabled = true, accounts = { 'demo' } } })
+    local lock = require('himalaya.sync.lock')
+    local holder = t.hold_lock(assert(lock.lock_dir()) .. '/idle-watch.lock', 60)
+    vim.wait(300)
+    local idle = require('himalaya.sync.idle')
+    t.defer(idle.stop)
+    eq(false, idle.try(), 'another process watches')
+    eq(false, idle.is_watching())
+    holder.stop()
+    eq(true, idle.try(), 'takes over once it is gone')
+    t.wait_for(function()
+      local l = idle.list()
+      return #l == 1 and l[1].idle
+    end, 10000, 'IDLE on INBOX')
+  end)
+end)
+
+describe('himalaya integration', function()
+  --- A himalaya config.toml with two Maildir accounts over the fixture's
+  --- two channels, and one whose Maildir no channel fills.
+  local function himalaya_config(fx)
+    local file = t.tmpdir() .. '/config.toml'
+    t.write(
+      file,
+      ([[
+[accounts.personal]
+default = true
+email = "me@example.org"
+backend.type = "maildir"
+backend.root-dir = "%s/local/demo"
+
+[accounts.job]
+email = "me@work.example"
+backend.type = "maildir"
+backend.root-dir = "%s/local/work/"
+
+[accounts.stray]
+email = "x@example.org"
+backend.type = "maildir"
+backend.root-dir = "%s/nowhere"
+]]):format(fx.dir, fx.dir, fx.dir)
+    )
+    vim.env.HIMALAYA_CONFIG = file
+    t.defer(function()
+      vim.env.HIMALAYA_CONFIG = nil
+    end)
+    return file
+  end
+
+  it('maps two maildir accounts to their channels; the default one is synced without an account', function()
+    local fx = t.fixture({ '--accounts', 'demo,work', '--folders', 'INBOX=5,Archive=3' })
+    t.use(fx.mbsyncrc)
+    local file = himalaya_config(fx)
+    local himalaya = require('himalaya.sync.himalaya')
+    local accounts, err, config = himalaya.accounts()
+    ok(accounts, err)
+    eq(file, config)
+    local by = {}
+    for _, a in ipairs(accounts) do
+      by[a.name] = a
+    end
+    eq({ 'demo' }, by.personal.channels)
+    eq('demo', by.personal.target)
+    eq(true, by.personal.default)
+    eq({ 'work' }, by.job.channels)
+    eq('work', by.job.target)
+    eq(nil, by.stray.target)
+    ok(by.stray.mismatch, 'a mismatch is explained')
+    eq('demo', himalaya.default_target())
+    eq(
+      { 'job', 'personal' },
+      (function()
+        local n = himalaya.names()
+        table.sort(n)
+        return n
+      end)()
+    )
+
+    -- No account: himalaya's default (two channels in the mbsyncrc).
+    local result, info = t.sync_and_wait('full', {})
+    ok(result.success, info.message)
+    eq('demo', info.account)
+    -- A himalaya name works where a channel name does.
+    result, info = t.sync_and_wait('inbox', { account = 'job' })
+    ok(result.success, info.message)
+    eq('work', info.account)
+    eq(fx.counts('work', 'server').INBOX, by_folder(assert(manager.get_folder_counts('job'))).INBOX)
+
+    -- Completion offers both kinds of names.
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local names = vim.fn.getcompletion('HimalayaSync full ', 'cmdline')
+    for _, n in ipairs({ 'demo', 'work', 'personal', 'job' }) do
+      ok(vim.tbl_contains(names, n), n .. ' in ' .. vim.inspect(names))
+    end
+
+    -- Health names the mapping and the mismatch.
+    vim.cmd('checkhealth himalaya.sync')
+    local out = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
+    vim.cmd('bwipeout!')
+    t.contains(out, 'account personal (default) is synced by demo')
+    t.contains(out, 'account job is synced by work')
+    t.contains(out, 'account stray:')
+  end)
+end)
+
+describe('check over XOAUTH2', function()
+  --- POSTs JSON to `url` with Python's standard library.
+  local function post(url, body)
+    local script = [[
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST",
+                             headers={"Content-Type": "application/json"})
+try:
+    print(urllib.request.urlopen(req, timeout=10).read().decode())
+except urllib.error.HTTPError as e:
+    print(e.read().decode()); sys.exit(1)
+]]
+    local res = vim.system({ 'python3', '-c', script, url, vim.json.encode(body or {}) }, { text = true }):wait(15000)
+    return res.code == 0
+  end
+
+  --- The OAuth2 test server (tests/fixture/oauth_server.mjs); stopped after the test.
+  local function oauth_server()
+    local lines = {}
+    local proc = vim.system({ 'node', t.root .. '/tests/fixture/oauth_server.mjs' }, {
+      stdin = true,
+      text = true,
+      stdout = function(_, data)
+        if data then
+          lines[#lines + 1] = data
+        end
+      end,
+    })
+    t.defer(function()
+      proc:kill('sigterm')
+      proc:wait(5000)
+    end)
+    t.wait_for(function()
+      return table.concat(lines):find('\n') ~= nil
+    end, 20000, 'the OAuth2 server to start')
+    return vim.json.decode(table.concat(lines):match('^[^\n]+'))
+  end
+
+  it('logs in with the OAuth token of the account and counts exactly', function()
+    local server = oauth_server()
+    local fx = t.fixture({ '--folders', 'INBOX=6,Work=3', '--oauth-introspect', server.introspect_url })
+    local rc = fx.dir .. '/mbsyncrc-oauth'
+    local text = t.read(fx.mbsyncrc)
+      :gsub('\nPass [^\n]*', '\nPassCmd "' .. t.root .. '/target/release/himalaya-sync token demo"')
+      :gsub('\nAuthMechs [^\n]*', '\nAuthMechs XOAUTH2')
+    t.write(rc, text)
+    local store = t.tmpdir() .. '/tokens'
+    t.defer(function()
+      require('himalaya.sync').setup({})
+    end)
+    require('himalaya.sync').setup({
+      mbsync = { config = rc },
+      notify = false,
+      retry = { max_attempts = 0 },
+      accounts = {
+        demo = {
+          oauth = {
+            provider = 'generic',
+            client_id = server.client_id,
+            auth_url = server.auth_url,
+            token_url = server.token_url,
+            device_url = server.device_url,
+            scopes = { 'imap' },
+            store = { backend = 'encrypted', dir = store, key_cmd = 'printf correct-horse-battery-staple' },
+          },
+        },
+      },
+    })
+    local authorized
+    require('himalaya.sync.oauth').authorize('demo', { device = true, timeout = 30 }, function(success, err)
+      authorized = { success, err }
+    end)
+    t.wait_for(function()
+      return post(server.control_url .. '/device', { action = 'approve' })
+    end, 20000, 'a device code to approve')
+    t.wait_for(function()
+      return authorized ~= nil
+    end, 30000, 'authorization')
+    eq(true, authorized[1], authorized[2])
+
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    local result, info = check('demo')
+    ok(result.success, info.message)
+    eq(0, result.new)
+    fx.deliver('demo', 'Work', 2)
+    result = check('demo')
+    eq(2, result.new)
+    eq({ 'Work' }, result.changed)
+  end)
+end)
