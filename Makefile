@@ -42,11 +42,18 @@ $(STYLUA):
 	@mkdir -p .deps/stylua
 	npm install --silent --no-audit --no-fund --prefix .deps/stylua @johnnymorganz/stylua@2.5.2
 
-## Formatting and static checks: rustfmt, clippy, StyLua.
+ROCKSPEC = himalaya-sync.nvim-scm-1.rockspec
+
+## Formatting and static checks: rustfmt, clippy, StyLua (Lua files and the
+## rockspec), `luarocks lint` when a luarocks is installed (Debian:
+## luarocks). No Lua type check: lua-language-server is on none of the
+## registries this project installs from (npm, PyPI, Debian).
 lint: $(STYLUA)
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
-	node scripts/stylua.cjs --check $(LUA_FILES)
+	node scripts/stylua.cjs --check $(LUA_FILES) $(ROCKSPEC)
+	@if command -v luarocks >/dev/null; then echo 'luarocks lint $(ROCKSPEC)'; luarocks lint $(ROCKSPEC); \
+	else echo 'lint: no luarocks, $(ROCKSPEC) not linted'; fi
 
 format: $(STYLUA)
 	cargo fmt
