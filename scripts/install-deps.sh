@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 deps="$root/.deps"
 nvim_version=0.11.4
-apt_packages=(isync dovecot-imapd libsasl2-modules libsasl2-modules-kdexoauth2 gnome-keyring libsecret-tools dbus gnupg)
+apt_packages=(isync dovecot-imapd libsasl2-modules libsasl2-modules-kdexoauth2 gnome-keyring libsecret-tools dbus gnupg luarocks)
 
 missing=()
 for p in "${apt_packages[@]}"; do
