@@ -18,6 +18,26 @@ local nvim = vim.v.progpath
 local SPEC_TIMEOUT_MS = tonumber(os.getenv('HIMALAYA_SPEC_TIMEOUT_MS') or '') or 240000
 
 local function run_one(spec)
+  -- When the runner is killed (a timeout around `make`), this spec's Neovim
+  -- must not live on as an orphan: it exits once its parent is gone.
+  local parent = uv.os_getppid()
+  local home = os.getenv('HIMALAYA_SPEC_HOME')
+  -- Built here: Vimscript functions cannot run in a timer callback.
+  local stop_fixtures = home
+    and ('python3 %s stop-all --root %s >/dev/null 2>&1'):format(
+      vim.fn.shellescape(root .. '/tests/fixture/imap_fixture.py'),
+      vim.fn.shellescape(home)
+    )
+  local watch = assert(uv.new_timer())
+  watch:start(1000, 1000, function()
+    if uv.os_getppid() ~= parent then
+      if stop_fixtures then
+        os.execute(stop_fixtures)
+      end
+      os.exit(2)
+    end
+  end)
+  watch:unref()
   vim.opt.rtp:prepend(root)
   vim.opt.packpath = ''
   package.path = root .. '/tests/lua/?.lua;' .. package.path
