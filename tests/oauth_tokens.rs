@@ -1,0 +1,152 @@
+//! `oauth::Tokens`, the refresh logic every caller shares: refresh scripts
+//! (the original plugin's way), a network failure that keeps a token still
+//! good to use, and an account with nothing to refresh with. The protocol
+//! side, against a real OAuth2 server, is in `oauth_flow.rs` and the
+//! Lua specs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use himalaya_sync::error::ErrorKind;
+use himalaya_sync::lock::LockDir;
+use himalaya_sync::oauth::account::AccountSettings;
+use himalaya_sync::oauth::token::Token;
+use himalaya_sync::oauth::{now, Tokens};
+use serde_json::json;
+
+fn setup(tmp: &Path) -> Tokens {
+    let locks = tmp.join("locks");
+    std::fs::create_dir(&locks).unwrap();
+    std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o700)).unwrap();
+    Tokens::new(Arc::new(LockDir::open(locks).unwrap()), tmp.join("state"))
+}
+
+fn account(tmp: &Path, extra: serde_json::Value) -> AccountSettings {
+    let mut v = json!({
+        "name": "demo",
+        "store": { "backend": "plain", "dir": tmp.join("tokens") },
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_refresh_script_printing_json_gives_and_stores_the_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    let acct = account(
+        tmp.path(),
+        json!({ "refresh_cmd": "printf '{\"access_token\":\"fresh-%s\",\"expires_in\":3600}' \"$HIMALAYA_SYNC_ACCOUNT\"" }),
+    );
+    let rt = rt();
+    assert_eq!(
+        rt.block_on(tokens.valid_token(&acct)).unwrap(),
+        "fresh-demo"
+    );
+    // Stored: the next call does not run the script (which now fails).
+    let acct2 = account(tmp.path(), json!({ "refresh_cmd": "exit 1" }));
+    assert_eq!(
+        rt.block_on(tokens.valid_token(&acct2)).unwrap(),
+        "fresh-demo"
+    );
+    let status = rt.block_on(tokens.status(&acct));
+    assert!(status.has_token && status.last_error.is_none());
+}
+
+#[test]
+fn a_refresh_script_that_stores_the_token_itself_and_prints_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    let dir = tmp.path().join("tokens");
+    let script = format!(
+        "umask 077; printf '{{\"access_token\":\"by-script\",\"expires_in\":3600}}' > {0}/demo.json.new && mv {0}/demo.json.new {0}/demo.json",
+        dir.display()
+    );
+    let acct = account(tmp.path(), json!({ "refresh_cmd": script }));
+    // The store makes its private folder on first use.
+    let rt = rt();
+    rt.block_on(tokens.store_token(&acct, Token::new("stale", now() - 10_000)))
+        .unwrap();
+    rt.block_on(tokens.clear(&acct)).unwrap();
+    assert_eq!(rt.block_on(tokens.valid_token(&acct)).unwrap(), "by-script");
+}
+
+#[test]
+fn a_failing_refresh_script_is_an_auth_error_that_quotes_no_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    let acct = account(
+        tmp.path(),
+        json!({ "refresh_cmd": "echo tok-0123456789abcdef; echo 'cannot reach tok-0123456789abcdef' >&2; exit 4" }),
+    );
+    let rt = rt();
+    let e = rt.block_on(tokens.valid_token(&acct)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth);
+    assert!(e.message.contains("refresh_cmd"), "{e}");
+    assert!(!e.message.contains("tok-0123456789abcdef"), "{e}");
+    let status = rt.block_on(tokens.status(&acct));
+    assert_eq!(status.last_error.unwrap().kind, ErrorKind::Auth);
+}
+
+#[test]
+fn a_network_failure_keeps_a_token_that_has_not_expired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let acct = account(
+        tmp.path(),
+        json!({
+            "provider": "generic",
+            "client_id": "himalaya-test",
+            "token_url": format!("http://127.0.0.1:{port}/token"),
+        }),
+    );
+    let rt = rt();
+    // Inside the refresh margin, but still valid for 100 s.
+    let mut old = Token::new("old-but-valid", now());
+    old.expires_at = Some(now() + 100);
+    old.refresh_token = Some("refresh-1".into());
+    rt.block_on(tokens.store_token(&acct, old.clone())).unwrap();
+    assert_eq!(
+        rt.block_on(tokens.valid_token(&acct)).unwrap(),
+        "old-but-valid"
+    );
+    // Expired: nothing to fall back on, the network error is reported.
+    old.expires_at = Some(now() - 1);
+    rt.block_on(tokens.store_token(&acct, old)).unwrap();
+    let e = rt.block_on(tokens.valid_token(&acct)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Network, "{e}");
+    assert!(!e.message.contains("refresh-1") && !e.message.contains("old-but-valid"));
+    // The refresh token is still stored for when the network is back.
+    let status = rt.block_on(tokens.status(&acct));
+    assert!(status.has_refresh_token);
+}
+
+#[test]
+fn no_refresh_token_asks_for_re_authorization() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    let acct = account(
+        tmp.path(),
+        json!({ "provider": "generic", "client_id": "x", "token_url": "http://127.0.0.1:9/token" }),
+    );
+    let e = rt().block_on(tokens.valid_token(&acct)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth);
+    assert!(e.message.starts_with("re-authorization needed"), "{e}");
+    assert!(
+        e.message.contains(":HimalayaSync oauth authorize demo"),
+        "{e}"
+    );
+}
