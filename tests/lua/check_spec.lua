@@ -386,42 +386,7 @@ backend.root-dir = "%s/nowhere"
 end)
 
 describe('check over XOAUTH2', function()
-  --- POSTs JSON to `url` with Python's standard library.
-  local function post(url, body)
-    local script = [[
-import json, sys, urllib.request
-req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST",
-                             headers={"Content-Type": "application/json"})
-try:
-    print(urllib.request.urlopen(req, timeout=10).read().decode())
-except urllib.error.HTTPError as e:
-    print(e.read().decode()); sys.exit(1)
-]]
-    local res = vim.system({ 'python3', '-c', script, url, vim.json.encode(body or {}) }, { text = true }):wait(15000)
-    return res.code == 0
-  end
-
-  --- The OAuth2 test server (tests/fixture/oauth_server.mjs); stopped after the test.
-  local function oauth_server()
-    local lines = {}
-    local proc = vim.system({ 'node', t.root .. '/tests/fixture/oauth_server.mjs' }, {
-      stdin = true,
-      text = true,
-      stdout = function(_, data)
-        if data then
-          lines[#lines + 1] = data
-        end
-      end,
-    })
-    t.defer(function()
-      proc:kill('sigterm')
-      proc:wait(5000)
-    end)
-    t.wait_for(function()
-      return table.concat(lines):find('\n') ~= nil
-    end, 20000, 'the OAuth2 server to start')
-    return vim.json.decode(table.concat(lines):match('^[^\n]+'))
-  end
+  local post, oauth_server = t.http_post, t.oauth_server
 
   it('logs in with the OAuth token of the account and counts exactly', function()
     local server = oauth_server()

@@ -134,8 +134,23 @@ describe('faults', function()
     local TIMEOUT = 2
     local fx = t.fixture({ '--messages', MESSAGES })
     local before = fx.ids('demo', 'server')
-    t.use(fx.mbsyncrc, { mbsync = { timeout = TIMEOUT }, retry = fast_retry(3) })
+    -- Through a slightly slow link, so that the sync is surely mid-session
+    -- when the server freezes, however fast this machine is.
+    local port = t.closed_port()
+    t.relay(port, fx.port, 5)
+    t.use(t.mbsyncrc_on_port(fx, port, 'slow'), { mbsync = { timeout = TIMEOUT }, retry = fast_retry(3) })
     local finished = start(fx)
+    -- Frozen while an imap process serves mbsync: on a fast machine the
+    -- first messages may arrive just before mbsync logs out.
+    t.wait_for(function()
+      for _, pid in ipairs(fx.server_pids()) do
+        if select(2, t.proc_state(pid)) == 'imap' then
+          return true
+        end
+      end
+      return finished() ~= nil
+    end, 30000, 'an imap process serving the sync')
+    ok(not finished(), 'the sync was still running when the server froze')
     local frozen_at = uv.hrtime()
     local pids = fx.signal('STOP')
     -- Every dovecot process is frozen, the imap process serving mbsync too.

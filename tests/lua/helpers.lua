@@ -659,4 +659,52 @@ function M.sync_and_wait(type, opts, timeout_ms)
   return done.result, done.info, progress, id
 end
 
+--- POSTs JSON to `url` (Python's standard library: no curl needed); returns
+--- whether it succeeded and the answer's text.
+function M.http_post(url, body)
+  local script = [[
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST",
+                             headers={"Content-Type": "application/json"})
+try:
+    print(urllib.request.urlopen(req, timeout=10).read().decode())
+except urllib.error.HTTPError as e:
+    print(e.read().decode()); sys.exit(1)
+]]
+  local res = vim
+    .system({ 'python3', '-c', script, url, body and vim.json.encode(body) or '{}' }, { text = true })
+    :wait(15000)
+  return res.code == 0, vim.trim(res.stdout or '')
+end
+
+function M.http_get(url)
+  local script = 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())'
+  local res = vim.system({ 'python3', '-c', script, url }, { text = true }):wait(15000)
+  assert(res.code == 0, res.stderr)
+  return vim.json.decode(res.stdout)
+end
+
+--- Starts the OAuth2 test server (tests/fixture/oauth_server.mjs) and returns
+--- the JSON line it prints (URLs, client id); stopped after the test.
+function M.oauth_server()
+  local lines = {}
+  local proc = vim.system({ 'node', M.root .. '/tests/fixture/oauth_server.mjs' }, {
+    stdin = true,
+    text = true,
+    stdout = function(_, data)
+      if data then
+        lines[#lines + 1] = data
+      end
+    end,
+  })
+  M.defer(function()
+    proc:kill('sigterm')
+    proc:wait(5000)
+  end)
+  M.wait_for(function()
+    return table.concat(lines):find('\n') ~= nil
+  end, 20000, 'the OAuth2 server to start')
+  return vim.json.decode(table.concat(lines):match('^[^\n]+'))
+end
+
 return M

@@ -29,18 +29,7 @@ end
 ---@return string[]
 local function accounts()
   local cfg = config.get()
-  if cfg.auto_sync.accounts then
-    return cfg.auto_sync.accounts
-  end
-  -- Every group, and every channel that no group syncs already.
-  local targets = require('himalaya.sync.manager').list_targets() or {}
-  local names = {}
-  for _, t in ipairs(targets) do
-    if t.kind == 'group' or not t.grouped then
-      names[#names + 1] = t.name
-    end
-  end
-  return names
+  return cfg.auto_sync.accounts or require('himalaya.sync.manager').whole_accounts()
 end
 
 --- What a smart tick syncs after a check found `changed` folders of

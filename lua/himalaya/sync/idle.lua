@@ -32,16 +32,7 @@ end
 ---@return string[]
 local function accounts()
   local cfg = config.get()
-  if cfg.idle.accounts then
-    return cfg.idle.accounts
-  end
-  local names = {}
-  for _, t in ipairs(require('himalaya.sync.manager').list_targets() or {}) do
-    if t.kind == 'group' or not t.grouped then
-      names[#names + 1] = t.name
-    end
-  end
-  return names
+  return cfg.idle.accounts or require('himalaya.sync.manager').whole_accounts()
 end
 
 --- Becomes the watching Neovim if none is, and starts the watchers.

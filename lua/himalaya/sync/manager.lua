@@ -392,6 +392,20 @@ function M.list_targets()
   return list
 end
 
+--- The accounts that together sync everything once: every group, and
+--- every channel that no group syncs already (what auto-sync and IDLE
+--- cover when not told which accounts).
+---@return string[]
+function M.whole_accounts()
+  local names = {}
+  for _, t in ipairs(M.list_targets() or {}) do
+    if t.kind == 'group' or not t.grouped then
+      names[#names + 1] = t.name
+    end
+  end
+  return names
+end
+
 --- The account to use when none is given: the only target in mbsyncrc.
 ---@return string? account
 ---@return string? err
