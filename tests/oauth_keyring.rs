@@ -288,6 +288,33 @@ fn secret_service_for_real() {
     assert_eq!(shared.access_token, ACCESS);
     assert_eq!(shared.refresh_token.as_deref(), Some(REFRESH));
     assert_eq!((shared.expires_at, shared.obtained_at), (None, Some(100)));
+    // An account set to share himalaya's login uses those tokens while our
+    // own store is empty.
+    {
+        use himalaya_sync::lock::LockDir;
+        use himalaya_sync::oauth::{account::AccountSettings, Tokens};
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let locks = base.path().join("locks");
+        std::fs::create_dir(&locks).unwrap();
+        std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let tokens = Tokens::new(
+            std::sync::Arc::new(LockDir::open(locks).unwrap()),
+            base.path().join("state"),
+        );
+        let acct: AccountSettings = serde_json::from_value(serde_json::json!({
+            "name": "mail",
+            "himalaya_keyring": "gmail",
+            "store": { "backend": "plain", "dir": base.path().join("tokens") },
+        }))
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(tokens.valid_token(&acct)).unwrap(), ACCESS);
+        assert!(rt.block_on(tokens.status(&acct)).has_refresh_token);
+    }
     let no_refresh = HimalayaKeyringEntries {
         access: "gmail-imap-oauth2-access-token".into(),
         refresh: None,

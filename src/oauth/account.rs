@@ -70,6 +70,9 @@ pub struct AccountSettings {
     /// Seconds to wait for another process's refresh.
     pub wait: Option<u64>,
     pub store: Option<StoreSettings>,
+    /// A himalaya CLI (v1) account whose keyring tokens are used while our
+    /// store has none, so that both tools share one login.
+    pub himalaya_keyring: Option<String>,
 }
 
 impl std::fmt::Debug for AccountSettings {

@@ -307,7 +307,15 @@ impl Tokens {
     async fn load(&self, acct: &AccountSettings) -> Result<Option<Token>> {
         let store = self.store(acct)?;
         let name = acct.name.clone();
-        blocking(move || store.load(&name)).await
+        let shared = acct.himalaya_keyring.clone();
+        blocking(move || match (store.load(&name)?, shared) {
+            (None, Some(himalaya)) => store::read_himalaya_keyring(
+                &store::HimalayaKeyringEntries::imap_defaults(&himalaya),
+                now(),
+            ),
+            (token, _) => Ok(token),
+        })
+        .await
     }
 
     async fn save(&self, acct: &AccountSettings, token: &Token) -> Result<()> {
@@ -333,11 +341,7 @@ impl Tokens {
     /// The account's token state, without any secret.
     pub async fn status(&self, acct: &AccountSettings) -> Status {
         let (store_kind, loaded) = match self.store(acct) {
-            Ok(store) => {
-                let kind = store.kind().to_string();
-                let name = acct.name.clone();
-                (kind, blocking(move || store.load(&name)).await)
-            }
+            Ok(store) => (store.kind().to_string(), self.load(acct).await),
             Err(e) => ("none".to_string(), Err(e)),
         };
         let recent = self

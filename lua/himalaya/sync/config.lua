@@ -44,6 +44,7 @@ local M = {}
 ---@field refresh_cmd? string your own refresh script: prints the new token (JSON or bare) or stores it itself
 ---@field margin? number seconds before expiry at which a token is refreshed (default 300)
 ---@field wait? number seconds to wait for a refresh another process is doing (default 30)
+---@field himalaya_keyring? string a himalaya CLI (v1) account: its keyring tokens are used while the store has none
 ---@field store? himalaya.sync.OAuthStoreConfig
 
 ---@class himalaya.sync.RetryConfig
@@ -187,6 +188,7 @@ local oauth_schema = {
     end
   end,
   refresh_cmd = nonempty_string('a shell command'),
+  himalaya_keyring = nonempty_string('a himalaya account name (its keyring entries are read while the store is empty)'),
   margin = number_between(0, M.MAX_SECONDS),
   wait = number_between(0, M.MAX_SECONDS),
   store = {
