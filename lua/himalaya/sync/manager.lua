@@ -290,9 +290,6 @@ local function ready()
     state_dir = vim.fn.expand(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
     oauth = oauth,
   })
-  -- mbsync's PassCmd (`himalaya-sync token NAME`) runs as our grandchild
-  -- and finds the OAuth settings in this state folder.
-  vim.env.HIMALAYA_SYNC_STATE_DIR = settings.state_dir
   if settings.config then
     settings.config = vim.fn.expand(settings.config)
   end
@@ -303,6 +300,9 @@ local function ready()
       return nil, e.message
     end
     lib.log_open(cfg.log and M.log_path() or nil)
+    -- mbsync's PassCmd (`himalaya-sync token NAME`) runs as our grandchild
+    -- and finds the OAuth settings in this state folder.
+    vim.env.HIMALAYA_SYNC_STATE_DIR = settings.state_dir
     configured_with, configured_lib = settings, lib
   end
   return lib
