@@ -26,6 +26,7 @@ pub mod mbsync;
 pub mod oauth;
 pub mod process;
 pub mod runtime;
+pub mod sched;
 
 /// Crate version, compared by the Lua loader with the version it expects.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -67,6 +67,13 @@ struct LuaSettings {
     /// OAuth accounts (validated again here: unknown fields are errors).
     #[serde(default)]
     oauth: Vec<AccountSettings>,
+    /// Shorten the editor thread's time slice while syncs run.
+    #[serde(default = "yes")]
+    responsive: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
@@ -97,6 +104,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                     crate::oauth::account::save_all(std::path::Path::new(dir), &list)?;
                 }
             }
+            crate::sched::set_enabled(s.responsive);
             manager()?.configure(Settings {
                 mbsync_cmd: s.cmd.into(),
                 mbsync_config: s.config.map(Into::into),

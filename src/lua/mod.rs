@@ -80,6 +80,9 @@ fn himalaya_sync(lua: &Lua) -> mlua::Result<Table> {
     std::panic::set_hook(Box::new(|info| {
         crate::log::write("error", &format!("internal error: {info}"));
     }));
+    // `require` runs on Neovim's main thread: the one that must stay
+    // responsive while syncs run (see crate::sched).
+    crate::sched::set_editor_thread();
     let m = lua.create_table()?;
     m.set("version", crate::VERSION)?;
     m.set("build_id", crate::BUILD_ID)?;

@@ -307,6 +307,7 @@ impl Manager {
             _ => None,
         };
         self.rt.spawn(async move {
+            let _busy = crate::sched::busy();
             let checked = tokio::spawn(async move {
                 check_account(&cfg, &accounts, &account, &folders, tokens).await
             })

@@ -571,6 +571,8 @@ impl Manager {
             };
             let me = self.clone();
             self.rt.spawn(async move {
+                // The editor thread answers promptly while this runs.
+                let _busy = crate::sched::busy();
                 // A panic inside the attempt must not leave the sync
                 // "running" forever: it ends as an error instead.
                 let attempt = tokio::spawn(me.clone().attempt(job));

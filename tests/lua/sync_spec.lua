@@ -238,4 +238,47 @@ describe('syncing real mail', function()
     out = vim.api.nvim_exec2('HimalayaSync cancel', { output = true }).output
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
+  it('keeps the editor responsive: a short time slice for the main thread exactly while a sync runs', function()
+    local function slice()
+      local pid = vim.uv.os_getpid()
+      local text = t.read(('/proc/%d/task/%d/sched'):format(pid, pid))
+      return tonumber(text:match('se%.slice%s*:%s*(%d+)'))
+    end
+    local before = slice()
+    if not before then
+      io.stdout:write('skip: this kernel reports no per-thread slice\n')
+      return
+    end
+    local fx = t.fixture({ '--messages', '300' })
+    -- mbsync, then a second more in the sync: every progress update is
+    -- handled here while the engine still counts the sync as running.
+    local slow = t.tmpdir() .. '/mbsync'
+    t.write(slow, ('#!/bin/sh\n%s "$@"\nrc=$?\nsleep 1\nexit $rc\n'):format(vim.fn.exepath('mbsync')))
+    vim.fn.setfperm(slow, 'rwx------')
+    -- Slices seen while a sync reported progress.
+    local function sync_sampling()
+      local seen = {}
+      local stop = manager.on_update(function(info)
+        if info.status == 'running' and info.progress then
+          seen[#seen + 1] = slice()
+        end
+      end)
+      local result = t.sync_and_wait('full', { account = 'demo' })
+      stop()
+      eq(true, result.success)
+      ok(#seen > 0, 'progress arrived')
+      return seen
+    end
+    use(fx.mbsyncrc, { mbsync = { cmd = slow } })
+    for _, s in ipairs(sync_sampling()) do
+      eq(100000, s)
+    end
+    eq(before, slice())
+
+    fx.deliver('demo', 'INBOX', 300)
+    use(fx.mbsyncrc, { mbsync = { cmd = slow }, responsive = false })
+    for _, s in ipairs(sync_sampling()) do
+      eq(before, s)
+    end
+  end)
 end)

@@ -86,6 +86,7 @@ local M = {}
 ---@field idle himalaya.sync.IdleConfig
 ---@field notify himalaya.sync.NotifyConfig|boolean
 ---@field uidvalidity 'repair'|'ask'|'off' when the server renumbers a folder: repair it without loss, ask first, or only report (default 'repair')
+---@field responsive boolean while syncs run, ask Linux (6.12+) for a short time slice for Neovim's main thread so it never waits behind mbsync for a CPU (default true)
 ---@field log boolean write a log to stdpath('log')/himalaya-sync.log (default true)
 ---@field legacy_commands boolean also create the original plugin's commands (default false)
 
@@ -102,6 +103,7 @@ M.defaults = {
   idle = { enabled = false, accounts = nil, folders = { 'INBOX' }, reidle = 1500 },
   notify = { enabled = true, start = false, success = true, error = true, auto = false },
   uidvalidity = 'repair',
+  responsive = true,
   log = true,
   legacy_commands = false,
 }
@@ -237,6 +239,7 @@ local schema = {
     end
   end,
   log = boolean,
+  responsive = boolean,
   legacy_commands = boolean,
   uidvalidity = function(path, v)
     if v ~= 'repair' and v ~= 'ask' and v ~= 'off' then

@@ -287,6 +287,7 @@ local function ready()
     relay_cmd = M.relay_cmd(),
     retry = cfg.retry,
     uidvalidity = cfg.uidvalidity,
+    responsive = cfg.responsive,
     state_dir = vim.fn.expand(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
     oauth = oauth,
   })
