@@ -1239,16 +1239,37 @@ def bench_counts(agent, reps, R):
     log("counts: built a 100,000-message tree in %.1f s" % (time.time() - started))
     info = agent.call("setup", rc=rc)
     R["library"] = {"version": info["version"], "build_id": info["build_id"]}
-    first, warm = [], []
-    for rep in range(reps + 1):
-        r = agent.call("counts", account="big", n=COUNTS_CALLS)
+    dirs = [os.path.join(base, f, sub) for f, _ in COUNTS_FOLDERS for sub in ("cur", "new")]
+
+    def touch(t=None):
+        for d in dirs:
+            os.utime(d, None if t is None else (t, t))
+
+    def counts(n):
+        r = agent.call("counts", account="big", n=n)
         expect((r["total"], r["unread"], r["flagged"], r["folders"]) == (100000, 30000, 10000, len(COUNTS_FOLDERS)),
                "counts: wrong figures %s" % json.dumps(r))
+        return r["ms"]
+
+    first, full, same = [], [], []
+    for rep in range(reps + 1):
+        # Directories changed just now: every call reads all 100,000 names
+        # (and remembers nothing, see src/maildir.rs).
+        ms = []
+        for _ in range(COUNTS_CALLS):
+            touch()
+            ms += counts(1)
+        # Directories last changed a minute ago: the first call reads them,
+        # the second finds them unchanged.
+        touch(time.time() - 60)
+        unchanged = counts(2)
         if rep > 0:
-            first.append(r["ms"][0])
-            warm.append(min(r["ms"]))
-        log("counts rep %d: %s ms" % (rep, ", ".join("%.1f" % x for x in r["ms"])))
-    R["counts"] = {"first": first, "best": warm}
+            first.append(ms[0])
+            full.append(min(ms))
+            same.append(unchanged[1])
+        log("counts rep %d: full reads %s ms; unchanged %.2f ms" % (
+            rep, ", ".join("%.1f" % x for x in ms), unchanged[1]))
+    R["counts"] = {"first": first, "best": full, "unchanged": same}
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -1258,16 +1279,21 @@ def report_counts(R, md):
     md.append(busy_note(R, "counts"))
     md.append("`require('himalaya.sync.manager').get_folder_counts('big')` on a Maildir tree of 100,000 empty "
               "messages in 5 folders (%s; on /dev/shm), timed inside Neovim from the call to the returned table. "
-              "Every call reads the tree afresh (no cache): the figures are exact (100,000 total, 30,000 unread, "
-              "10,000 flagged, checked each repetition). No target.\n" % ", ".join(
+              "The figures are exact (100,000 total, 30,000 unread, 10,000 flagged, checked on every call). "
+              "Full reads: bench.py sets every `cur/` and `new/` directory's time to now before each call, so the "
+              "call reads every name (a directory changed within the last 2 s is never taken from memory). "
+              "Unchanged: the directories' times set a minute back, one call to read them, then the call "
+              "measured, which finds both times of every folder as they were and reads no name. Target: a "
+              "folder of 100,000 messages in well under 100 ms (issue 6).\n" % ", ".join(
                   "%s %s" % (f, "{:,}".format(n)) for f, n in COUNTS_FOLDERS))
     md.append("| measurement | ms: median (min–max) |")
     md.append("|---|---|")
-    md.append("| first call of a repetition | %s |" % spread(C["first"]))
-    md.append("| best of %d calls | %s |" % (COUNTS_CALLS, spread(C["best"])))
+    md.append("| full read, first call of a repetition | %s |" % spread(C["first"]))
+    md.append("| full read, best of %d calls | %s |" % (COUNTS_CALLS, spread(C["best"])))
+    md.append("| nothing changed since the last count | %s |" % spread(C["unchanged"]))
     md.append("")
-    md.append("- Agent request `{\"cmd\":\"counts\",\"account\":\"big\",\"n\":%d}` (bench/agent.lua `H.counts`); "
-              "tree and mbsyncrc from bench.py `counts_tree`" % COUNTS_CALLS)
+    md.append("- Agent requests `{\"cmd\":\"counts\",\"account\":\"big\",\"n\":N}` (bench/agent.lua `H.counts`); "
+              "tree and mbsyncrc from bench.py `counts_tree`, directory times set with `os.utime`")
     md.append("- This table alone: `BENCH_ONLY=counts make bench`\n")
 
 
@@ -1508,8 +1534,12 @@ def summary_rows(R, only):
     for name, err in R.get("failed", {}).items():
         rows.append(("%s (section %s)" % (name, name), "—", "FAILED: " + err.splitlines()[0][:200].replace("|", "/"), "**FAILED**"))
     if "counts" in R:
-        rows.append(("7. `get_folder_counts`, 100,000 messages in 5 folders (best of %d calls)" % COUNTS_CALLS, "—",
-                     "%s ms (first call %s ms)" % (num(med(R["counts"]["best"])), num(med(R["counts"]["first"]))), "—"))
+        C = R["counts"]
+        rows.append(("7. `get_folder_counts`, 100,000 messages in 5 folders, full read (best of %d calls)" % COUNTS_CALLS,
+                     "< 100 ms", "%s ms (first call %s ms)" % (num(med(C["best"])), num(med(C["first"]))),
+                     judge(C["best"], lambda v: v < 100)))
+        rows.append(("7. `get_folder_counts`, the same, nothing changed since the last count", "—",
+                     "%s ms" % num(med(C["unchanged"])), "—"))
     if "check" in R:
         for key, label in (("none", "no new mail"), ("new", "%d new" % CHECK_NEW)):
             xs = R["check"]["runs"][key]

@@ -34,9 +34,25 @@
 //! Counts are a snapshot: while mbsync runs it renames files between
 //! `new/` and `cur/`, so a count taken at that moment can be off by the
 //! messages in flight; the next count is exact again.
+//!
+//! Every delivery, flag change or removal renames or unlinks a file in
+//! `cur/` or `new/`, which changes that directory's modification time. So a
+//! folder whose two directories still have the times they had at its last
+//! count is not read again: its counts are remembered per directory (a
+//! sync that changed nothing costs two `stat`s per folder instead of
+//! reading thousands of names). Times are coarse (a clock tick, or whole
+//! seconds on some file systems), so a count taken while a directory's time
+//! is less than [`RACY`] old is not remembered: a change in the same tick
+//! would leave the time as it was.
 
+use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
 
 use serde::Serialize;
 
@@ -191,6 +207,71 @@ pub fn list_folders(layout: &Layout) -> Result<Vec<(String, PathBuf)>> {
 /// Public for the command-line tool's benchmark: it reads the two
 /// directories once each and never touches the files.
 pub fn count_folder(name: &str, dir: &Path) -> Result<FolderCounts> {
+    let now = SystemTime::now();
+    let (cur, new) = (stamp(&dir.join("cur")), stamp(&dir.join("new")));
+    if let Some(cur) = &cur {
+        if let Some(hit) = cache()
+            .lock()
+            .get(dir)
+            .filter(|c| c.cur == *cur && c.new == new)
+        {
+            return Ok(FolderCounts {
+                folder: name.to_owned(),
+                ..hit.counts.clone()
+            });
+        }
+    }
+    let counts = read_folder(name, dir)?;
+    if let Some(cur) = cur {
+        let settled = |s: &Stamp| now.duration_since(s.mtime).is_ok_and(|age| age >= RACY);
+        if settled(&cur) && new.as_ref().is_none_or(settled) {
+            cache().lock().insert(
+                dir.to_path_buf(),
+                Cached {
+                    cur,
+                    new,
+                    counts: counts.clone(),
+                },
+            );
+        }
+    }
+    Ok(counts)
+}
+
+/// How old a directory's modification time must be before counts read
+/// from it are remembered (see the module docs).
+pub const RACY: Duration = Duration::from_secs(2);
+
+/// What identifies one state of a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    mtime: SystemTime,
+}
+
+fn stamp(dir: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(dir).ok()?;
+    Some(Stamp {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        mtime: meta.modified().ok()?,
+    })
+}
+
+struct Cached {
+    cur: Stamp,
+    new: Option<Stamp>,
+    counts: FolderCounts,
+}
+
+fn cache() -> &'static Mutex<HashMap<PathBuf, Cached>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Cached>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Reads the names in `cur/` and `new/` of one folder and counts them.
+fn read_folder(name: &str, dir: &Path) -> Result<FolderCounts> {
     let mut counts = FolderCounts {
         folder: name.to_owned(),
         total: 0,
@@ -695,6 +776,49 @@ mod tests {
             "MaildirStore 'odd': unknown SubFolders style 'Nested' (expected Verbatim, \
              Maildir++ or Legacy)"
         );
+    }
+
+    #[test]
+    fn unchanged_folders_are_not_read_again_and_recent_ones_always_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("box");
+        folder(&dir);
+        let add = |sub: &str, n: u32| {
+            fs::File::create(dir.join(sub).join(format!("17.{n}_1.host,U={n}:2,S"))).unwrap();
+        };
+        let set_mtime = |sub: &str, t: SystemTime| {
+            fs::File::open(dir.join(sub))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        let old = SystemTime::now() - Duration::from_secs(60);
+        add("cur", 1);
+        add("cur", 2);
+        set_mtime("cur", old);
+        set_mtime("new", old);
+        assert_eq!(count_folder("box", &dir).unwrap().total, 2);
+
+        // A file slipped in and the time put back: the remembered count is
+        // used, which shows nothing was read.
+        add("cur", 3);
+        set_mtime("cur", old);
+        let again = count_folder("renamed", &dir).unwrap();
+        assert_eq!((again.folder.as_str(), again.total), ("renamed", 2));
+
+        // Any other time: read again.
+        set_mtime("cur", old + Duration::from_secs(1));
+        assert_eq!(count_folder("box", &dir).unwrap().total, 3);
+
+        // A directory changed just now is read, and not remembered: a second
+        // change within the same tick would not move its time.
+        add("cur", 4);
+        let racy = SystemTime::now();
+        set_mtime("cur", racy);
+        assert_eq!(count_folder("box", &dir).unwrap().total, 4);
+        add("cur", 5);
+        set_mtime("cur", racy);
+        assert_eq!(count_folder("box", &dir).unwrap().total, 5);
     }
 
     /// Builds a 100,000-message folder and prints how long a count takes.
