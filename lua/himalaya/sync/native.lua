@@ -207,8 +207,12 @@ function drain()
   end
 end
 
-local function start_pump()
-  local fd = S.lib.events_fd()
+---@param lib himalaya.sync.NativeLib the library just loaded
+local function start_pump(lib)
+  local fd, ferr = lib.events_fd()
+  if not fd then
+    error('himalaya-sync: cannot receive events from the library: ' .. ferr.message, 0)
+  end
   S.poll = assert(uv.new_poll(fd))
   S.poll:start('r', function(err)
     if not err then
@@ -248,7 +252,7 @@ function M.get()
     return nil, lerr
   end
   S.lib, S.source, S.staged = loaded, loc.path, staged
-  start_pump()
+  start_pump(loaded)
   return S.lib
 end
 
@@ -346,7 +350,7 @@ function M.reload(is_busy)
   end
   old.shutdown(100)
   S.lib, S.source, S.staged = fresh, loc.path, staged
-  start_pump()
+  start_pump(fresh)
   return true, ('now using build %s (was %s from %s)'):format(fresh.build_id, old.build_id, old_source)
 end
 
