@@ -18,11 +18,12 @@ local M = {}
 ---@field purpose? string what the holder said it is for
 ---@field mine boolean held by this Neovim
 
+local opened_for
+
 --- The library with the lock folder opened (once, with the configured path).
 ---@return table? lib
 ---@return string? err
 ---@return string? kind
-local opened_for
 local function ready()
   local lib, err = native.get()
   if not lib then

@@ -31,9 +31,9 @@ local registry = debug.getregistry()
 ---@field lib? himalaya.sync.NativeLib
 ---@field source? string where the loaded library came from
 ---@field staged? string the staged copy actually loaded
----@field S.poll? uv.uv_poll_t
----@field S.by_id table<integer, fun(ev: table)>
----@field S.by_name table<string, fun(ev: table)[]>
+---@field poll? uv.uv_poll_t
+---@field by_id table<integer, fun(ev: table)>
+---@field by_name table<string, fun(ev: table)[]>
 local S = registry[REGISTRY_KEY] or { by_id = {}, by_name = {} }
 registry[REGISTRY_KEY] = S
 
