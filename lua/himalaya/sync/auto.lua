@@ -8,7 +8,7 @@
 --- A tick skips an account that synced recently (shared history), so a
 --- change of leader never syncs twice.
 local config = require('himalaya.sync.config')
-local uv = vim.uv or vim.loop
+local uv = vim.uv
 
 local M = {}
 

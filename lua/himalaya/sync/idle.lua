@@ -10,7 +10,7 @@
 --- the watcher's Neovim exits (the kernel frees its lock) another one takes
 --- over. Watchers stop when Neovim exits or `stop()` is called.
 local config = require('himalaya.sync.config')
-local uv = vim.uv or vim.loop
+local uv = vim.uv
 
 local M = {}
 

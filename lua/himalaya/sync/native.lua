@@ -10,7 +10,7 @@
 --- Events: Rust writes one byte to a pipe when events wait; a libuv S.poll
 --- handle on that pipe drains at most `DRAIN_MAX` events per loop turn and
 --- hands them to `vim.schedule`, so a flood never stalls the editor.
-local uv = vim.uv or vim.loop
+local uv = vim.uv
 
 local M = {}
 
