@@ -77,6 +77,8 @@ local function smart_sync(account, sync_type)
     account = account,
     auto = true,
     on_complete = function(result)
+      -- A check ends with a CheckResult.
+      ---@cast result himalaya.sync.CheckResult
       if not result.success then
         log(('check of %s failed (%s); syncing it'):format(account, result.error))
         return start(sync_type)
