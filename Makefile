@@ -44,14 +44,24 @@ $(STYLUA):
 
 ROCKSPEC = himalaya-sync.nvim-scm-1.rockspec
 
+# The Lua type check (EmmyLua's CLI, installed by scripts/install-deps.sh
+# into cargo's bin folder). Its settings are in .emmyrc.json: LuaJIT, and as
+# libraries Neovim's runtime Lua under .deps (the vim.* types) and types/
+# (the vim.uv functions the plugin uses, which Neovim ships no types for).
+EMMYLUA_CHECK = $(or $(CARGO_HOME),$(HOME)/.cargo)/bin/emmylua_check
+
+$(EMMYLUA_CHECK) $(NVIM):
+	@bash scripts/install-deps.sh
+
 ## Formatting and static checks: rustfmt, clippy, StyLua (Lua files and the
-## rockspec), `luarocks lint` when a luarocks is installed (Debian:
-## luarocks). No Lua type check: lua-language-server is on none of the
-## registries this project installs from (npm, PyPI, Debian).
-lint: $(STYLUA)
+## rockspec), the type check of the plugin's Lua (lua/ and plugin/; any
+## warning fails), `luarocks lint` when a luarocks is installed (Debian:
+## luarocks).
+lint: $(STYLUA) $(EMMYLUA_CHECK) $(NVIM)
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
 	node scripts/stylua.cjs --check $(LUA_FILES) $(ROCKSPEC)
+	$(EMMYLUA_CHECK) -c .emmyrc.json --warnings-as-errors lua plugin
 	@if command -v luarocks >/dev/null; then echo 'luarocks lint $(ROCKSPEC)'; luarocks lint $(ROCKSPEC); \
 	else echo 'lint: no luarocks, $(ROCKSPEC) not linted'; fi
 

@@ -46,6 +46,21 @@ if ! [ -x "$nvim" ] || ! "$nvim" --version 2>/dev/null | head -n1 | grep -q "v$n
 fi
 "$nvim" --version | head -n1 >/dev/null
 
+# emmylua_check, the Lua type check of `make lint` (.emmyrc.json), built by
+# `cargo install` (cargo builds the library anyway) into cargo's bin
+# folder. Reinstalled when another version is there.
+emmylua_version=0.25.1
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+emmylua_check="$cargo_home/bin/emmylua_check"
+if ! [ -x "$emmylua_check" ] || [ "$("$emmylua_check" --version 2>/dev/null)" != "emmylua_check $emmylua_version" ]; then
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: cargo not found; install Rust (rustup), then run this again" >&2
+    exit 1
+  fi
+  echo "install-deps: installing emmylua_check $emmylua_version with cargo (compiles for about 5 minutes)"
+  cargo install --quiet --locked --root "$cargo_home" emmylua_check --version "$emmylua_version"
+fi
+
 # The OAuth2 test server (tests/fixture/oauth_server.mjs) runs on the npm
 # package oauth2-mock-server, pinned with its whole tree by
 # tests/fixture/oauth/package-lock.json; reinstalled when that lock changes.

@@ -8,7 +8,7 @@
 --- A tick skips an account that synced recently (shared history), so a
 --- change of leader never syncs twice.
 local config = require('himalaya.sync.config')
-local uv = vim.uv or vim.loop
+local uv = vim.uv
 
 local M = {}
 
@@ -77,6 +77,8 @@ local function smart_sync(account, sync_type)
     account = account,
     auto = true,
     on_complete = function(result)
+      -- A check ends with a CheckResult.
+      ---@cast result himalaya.sync.CheckResult
       if not result.success then
         log(('check of %s failed (%s); syncing it'):format(account, result.error))
         return start(sync_type)

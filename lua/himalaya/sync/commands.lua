@@ -43,6 +43,7 @@ M.subcommands.locks = {
     if lerr then
       return err(lerr)
     end
+    ---@type [string, string?][]
     local chunks = { { ('Locks in %s\n'):format(dir), 'Title' } }
     if #list == 0 then
       chunks[#chunks + 1] = { '  (none)\n', 'Comment' }
@@ -110,7 +111,8 @@ M.subcommands.build = {
         end
         local secs = (vim.uv.now() - started) / 1000
         local ok, msg = native.reload(function()
-          local m = package.loaded['himalaya.sync.manager']
+          -- (`package.loaded` is typed as an empty table: say what a module may be.)
+          local m = package.loaded['himalaya.sync.manager'] --[[@as table?]]
           return m ~= nil and m.is_busy ~= nil and m.is_busy()
         end)
         notify(
@@ -198,6 +200,7 @@ local function report_check(result, info)
   if not result.success then
     return err(info.message or result.error or 'check failed')
   end
+  ---@type [string, string?][]
   local chunks = {
     { ('%s: %d new (%.0f ms)\n'):format(info.account, result.new, result.duration * 1000), 'Title' },
   }
@@ -262,6 +265,7 @@ M.subcommands.status = {
   desc = 'show what is syncing and how the last syncs ended',
   run = function()
     local info = require('himalaya.sync.manager').get_sync_info()
+    ---@type [string, string?][]
     local chunks = { { 'himalaya-sync: ', 'Title' } }
     if #info.syncs == 0 then
       chunks[#chunks + 1] = { 'idle, no sync yet\n' }
@@ -315,6 +319,7 @@ M.subcommands.info = {
     end
     local names = vim.tbl_keys(history)
     table.sort(names)
+    ---@type [string, string?][]
     local chunks = { { 'himalaya-sync history\n', 'Title' } }
     if #names == 0 then
       chunks[#chunks + 1] = { '  no sync recorded yet\n', 'Comment' }
@@ -484,10 +489,11 @@ function M.complete(arglead, cmdline)
       return vim.startswith(s, arglead)
     end, list)
   end
-  if #words == 0 then
+  local name = words[1]
+  if not name then
     return filter(M.names())
   end
-  local sub = M.subcommands[words[1]]
+  local sub = M.subcommands[name]
   if sub and sub.complete then
     local ok, list = pcall(sub.complete, arglead, vim.list_slice(words, 2))
     return ok and filter(list or {}) or {}

@@ -84,7 +84,7 @@ local M = {}
 ---@field retry himalaya.sync.RetryConfig
 ---@field auto_sync himalaya.sync.AutoSyncConfig
 ---@field idle himalaya.sync.IdleConfig
----@field notify himalaya.sync.NotifyConfig|boolean
+---@field notify himalaya.sync.NotifyConfig setup() and vim.g.himalaya_sync also take true or false (enabled)
 ---@field uidvalidity 'repair'|'ask'|'off' when the server renumbers a folder: repair it without loss, ask first, or only report (default 'repair')
 ---@field responsive boolean while syncs run, ask Linux (6.12+) for a short time slice for Neovim's main thread so it never waits behind mbsync for a CPU (default true)
 ---@field log boolean write a log to stdpath('log')/himalaya-sync.log (default true)
@@ -150,6 +150,7 @@ local function number_between(min, max)
   end
 end
 
+---@type fun(opts: any, spec: table, path: string)
 local validate
 
 local function nonempty_string(what)

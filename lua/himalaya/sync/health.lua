@@ -81,6 +81,7 @@ function M.check()
     if dir then
       health.ok(('lock folder %s is owned by you and private (0700)'):format(dir))
     else
+      ---@cast derr -?
       health.error(derr)
     end
   else
@@ -97,7 +98,10 @@ function M.check()
   end
   for _, name in ipairs(native.is_loaded() and names or {}) do
     local st, serr = oauth.status(name)
-    local store = cfg.accounts[name].oauth.store
+    local oauth_cfg = cfg.accounts[name].oauth
+    -- oauth.accounts() names only accounts that have it.
+    ---@cast oauth_cfg -?
+    local store = oauth_cfg.store
     if store and store.backend == 'plain' then
       health.warn(('%s: tokens are stored unencrypted (store.backend = "plain")'):format(name), {
         'use "secret-service", "gpg" or "encrypted" unless this machine is otherwise protected',

@@ -8,6 +8,12 @@
 --- account syncs himalaya's default account.
 local M = {}
 
+--- What the library reads from himalaya's configuration.
+---@class himalaya.sync.HimalayaConfig
+---@field config string the (base) configuration file read
+---@field accounts {name: string, default: boolean, email?: string, display_name?: string, maildir?: string, backend: string}[] sorted by name
+---@field matches {himalaya: string, channels: string[], group?: string, mismatch?: string}[] one per account, same order
+
 ---@class himalaya.sync.HimalayaAccount
 ---@field name string
 ---@field default boolean

@@ -10,7 +10,7 @@
 --- the watcher's Neovim exits (the kernel frees its lock) another one takes
 --- over. Watchers stop when Neovim exits or `stop()` is called.
 local config = require('himalaya.sync.config')
-local uv = vim.uv or vim.loop
+local uv = vim.uv
 
 local M = {}
 
@@ -54,6 +54,7 @@ function M.try()
   for _, account in ipairs(accounts()) do
     local n, e = lib.idle_start(account, cfg.idle.folders, cfg.idle.reidle)
     if not n then
+      ---@cast e -?
       log('error', ('cannot watch %s: %s'):format(account, e.message))
     end
   end
@@ -98,8 +99,14 @@ function M.is_watching()
   return watching
 end
 
+---@class himalaya.sync.IdleWatch
+---@field account string
+---@field folder string
+---@field running boolean the watcher runs (it reconnects after errors)
+---@field idle boolean whether it is in IDLE now
+
 --- The folders this Neovim watches.
----@return {account: string, folder: string, running: boolean, idle: boolean}[]
+---@return himalaya.sync.IdleWatch[]
 function M.list()
   if not watching then
     return {}

@@ -18,11 +18,12 @@ local M = {}
 ---@field purpose? string what the holder said it is for
 ---@field mine boolean held by this Neovim
 
+local opened_for
+
 --- The library with the lock folder opened (once, with the configured path).
----@return table? lib
+---@return himalaya.sync.NativeLib? lib
 ---@return string? err
 ---@return string? kind
-local opened_for
 local function ready()
   local lib, err = native.get()
   if not lib then
@@ -36,8 +37,10 @@ local function ready()
   if not ok then
     return nil, e, 'config'
   end
-  local dir, derr = lib.lock_open(e.lock_dir and vim.fn.expand(e.lock_dir) or nil)
+  -- expand() without {list} returns a string (the checker merges its overloads).
+  local dir, derr = lib.lock_open(e.lock_dir and vim.fn.expand(e.lock_dir) --[[@as string]] or nil)
   if not dir then
+    ---@cast derr -?
     return nil, derr.message, derr.kind
   end
   opened_for = lib
@@ -86,12 +89,14 @@ function M.acquire_lock(name, timeout, callback)
   if not callback then
     local ok, e = lib.lock_acquire(name, timeout or 0, 'neovim ' .. vim.fn.getpid())
     if not ok then
+      ---@cast e -?
       return false, e.message, e.kind
     end
     return true
   end
   local id, e = lib.lock_acquire_async(name, timeout or 0, 'neovim ' .. vim.fn.getpid())
   if not id then
+    ---@cast e -?
     vim.schedule(function()
       callback(false, e.message, e.kind)
     end)
@@ -123,6 +128,7 @@ function M.release_lock(name)
   end
   local ok, e = lib.lock_release(name)
   if ok == nil then
+    ---@cast e -?
     return false, e.message
   end
   return ok
@@ -145,6 +151,7 @@ function M.with_lock(name, fn, timeout, callback)
   if not vim.is_callable(fn) then
     local msg = 'invalid function: expected a callable'
     if vim.is_callable(callback) then
+      ---@cast callback -?
       vim.schedule(function()
         callback(false, msg, 'invalid')
       end)
@@ -185,6 +192,7 @@ function M.list_locks()
   end
   local list, e = lib.lock_list()
   if not list then
+    ---@cast e -?
     return {}, e.message
   end
   return list
@@ -212,6 +220,7 @@ function M.cleanup_stale_locks()
   end
   local n, e = lib.lock_cleanup()
   if not n then
+    ---@cast e -?
     return 0, e.message
   end
   return n
@@ -227,6 +236,7 @@ function M.lock_dir()
   end
   local dir, e = lib.lock_open(nil)
   if not dir then
+    ---@cast e -?
     return nil, e.message
   end
   return dir

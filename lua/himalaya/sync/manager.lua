@@ -31,9 +31,28 @@ local M = {}
 ---@field flags_changed integer
 ---@field trashed integer
 
+---@class himalaya.sync.FolderCheck
+---@field folder string the server's name (decoded): Work/Café
+---@field new integer messages the next sync would pull
+---@field total integer
+---@field unseen integer
+---@field uidvalidity_changed boolean the next sync fails until the folder is repaired
+
+--- The result of a check (sync type `check`), in place of a Result.
+---@class himalaya.sync.CheckResult
+---@field success boolean
+---@field error? string one line for the user
+---@field kind? string auth|network|timeout|config
+---@field duration number seconds from the request to the end
+---@field attempts integer always 1
+---@field new integer new messages in all folders
+---@field folders himalaya.sync.FolderCheck[] per folder, as the server lists them
+---@field changed string[] folders a sync has work in
+---@field changed_boxes string[] the same as mbsync names them (empty: several channels)
+
 ---@class himalaya.sync.SyncInfo
 ---@field id? integer
----@field type? himalaya.sync.SyncType
+---@field type? himalaya.sync.SyncType|string any string for an outside sync (id 0, see update_progress)
 ---@field status himalaya.sync.Status
 ---@field progress? himalaya.sync.Progress
 ---@field account? string
@@ -42,22 +61,26 @@ local M = {}
 ---@field end_time? number unix seconds
 ---@field message? string
 ---@field error? {kind: string, message: string, line: string}
----@field result? himalaya.sync.Result
+---@field result? himalaya.sync.Result|himalaya.sync.CheckResult
 ---@field folders? string[] the folders of a folders or repair sync
 ---@field attempt? integer attempt in progress (1 for the first run)
 ---@field next_retry? number unix seconds of the next attempt while retrying
 ---@field requests? integer requests this sync answers (more than 1 when coalesced)
 ---@field repair? {channel: string, mailbox: string, backup: string, restored: integer, backed_up: integer} what a UIDVALIDITY repair did
 ---@field damaged? string the folder whose UIDVALIDITY change ended the sync
----@field syncs? himalaya.sync.SyncInfo[] every sync of this Neovim, oldest first
----@field queue? himalaya.sync.SyncInfo[] syncs waiting (queued or retrying)
+
+--- What `get_sync_info()` returns: the current (or last) sync's info, or
+--- only `status = 'idle'` before any sync, and the lists.
+---@class himalaya.sync.SyncState : himalaya.sync.SyncInfo
+---@field syncs himalaya.sync.SyncInfo[] every sync of this Neovim, oldest first
+---@field queue himalaya.sync.SyncInfo[] syncs waiting (queued or retrying)
 
 ---@class himalaya.sync.StartOptions
 ---@field account? string channel or group name (default: the only one in mbsyncrc)
 ---@field folders? string[] for type 'folders'
 ---@field wait? number seconds to wait when another process syncs the account (default 0)
 ---@field on_progress? fun(progress: himalaya.sync.Progress, info: himalaya.sync.SyncInfo)
----@field on_complete? fun(result: himalaya.sync.Result, info: himalaya.sync.SyncInfo)
+---@field on_complete? fun(result: himalaya.sync.Result|himalaya.sync.CheckResult, info: himalaya.sync.SyncInfo) a CheckResult for a check
 ---@field auto? boolean started by the auto-sync timer (quiet unless notify.auto)
 
 ---@type table<integer, himalaya.sync.SyncInfo>
@@ -75,6 +98,7 @@ local listeners = {}
 local status_text = ''
 
 local KEEP = 20
+---@type table<string, true?>
 local SYNC_TYPES = { full = true, inbox = true, folders = true, repair = true, check = true }
 
 local FINAL = { completed = true, error = true, cancelled = true }
@@ -118,6 +142,7 @@ local function call(fn, ...)
   end
 end
 
+---@type table<string, string?> event name -> User autocommand
 local USER_EVENT = {
   sync_started = 'HimalayaSyncStarted',
   sync_progress = 'HimalayaSyncProgress',
@@ -173,7 +198,9 @@ local function echo_progress(info, status)
     percent = pct and math.floor(pct) or nil,
   })
   if done and id then
-    progress_msg[info.id] = id
+    -- 0.12's nvim_echo returns the message id; the 0.11 types checked
+    -- against (make lint) say it returns nothing.
+    progress_msg[info.id] = id --[[@as integer]]
   end
   if status ~= 'running' then
     progress_msg[info.id] = nil
@@ -232,7 +259,7 @@ local function on_event(ev)
 end
 
 --- The library, subscribed and configured for the current settings.
----@return table? lib
+---@return himalaya.sync.NativeLib? lib
 ---@return string? err
 local function ready()
   local lib, err = native.get()
@@ -279,6 +306,7 @@ local function ready()
   table.sort(oauth, function(x, y)
     return x.name < y.name
   end)
+  ---@type table<string, any> the engine's settings (LuaSettings in src/lua/manager.rs)
   local settings = vim.tbl_extend('force', cfg.mbsync, {
     accounts = accounts,
     auth_refresh = refreshable,
@@ -298,6 +326,7 @@ local function ready()
   if lib ~= configured_lib or not vim.deep_equal(settings, configured_with) then
     local done, e = lib.manager_configure(settings)
     if not done then
+      ---@cast e -?
       return nil, e.message
     end
     lib.log_open(cfg.log and M.log_path() or nil)
@@ -313,7 +342,7 @@ M._ready = ready
 --- Runs the account's `refresh` function after an auth failure and tells
 --- the engine how it went (once per sync; a refresh that never answers is
 --- ended by cancelling the sync).
----@param info himalaya.sync.SyncInfo
+---@param info {id: integer, account: string} a `sync_auth` event's SyncInfo
 function M._refresh(info)
   local lib = native.get()
   local ok, cfg = pcall(config.get)
@@ -378,8 +407,13 @@ function M.log_path()
   return vim.fn.stdpath('log') .. '/himalaya-sync.log'
 end
 
+---@class himalaya.sync.Target
+---@field name string
+---@field kind 'channel'|'group'
+---@field grouped boolean a channel that some group syncs
+
 --- Every channel and group in the mbsyncrc (each is an account name).
----@return {name: string, kind: 'channel'|'group'}[]? targets
+---@return himalaya.sync.Target[]? targets
 ---@return string? err
 function M.list_targets()
   local lib, err = ready()
@@ -388,6 +422,7 @@ function M.list_targets()
   end
   local list, e = lib.mbsync_targets()
   if not list then
+    ---@cast e -?
     return nil, e.message
   end
   return list
@@ -476,6 +511,8 @@ function M.start_sync(type, options)
     if
       _G.type(options.folders) ~= 'table'
       or not vim.islist(options.folders)
+      -- Neovim types vim.iter as `@operator call:Iter`, without parameters.
+      ---@diagnostic disable-next-line: redundant-parameter
       or vim.iter(options.folders):any(function(f)
         return _G.type(f) ~= 'string'
       end)
@@ -516,6 +553,7 @@ function M.start_sync(type, options)
     id, e = lib.sync_start(type, account, options.folders, options.wait or 0)
   end
   if not id then
+    ---@cast e himalaya.sync.LibError
     return nil, e.message, e.kind
   end
   -- The id may be a sync that already covers this request (coalesced):
@@ -558,6 +596,7 @@ function M.get_folder_counts(account)
   end
   local counts, e = lib.folder_counts(account)
   if not counts then
+    ---@cast e -?
     return nil, e.message
   end
   return counts
@@ -572,6 +611,8 @@ function M.cancel_sync(id)
     return 0
   end
   local lib = native.get()
+  -- Loaded, so get() returns it.
+  ---@cast lib -?
   return lib.sync_cancel(id) or 0
 end
 
@@ -588,7 +629,7 @@ end
 
 --- The state of syncing: the current (or last) sync's fields, plus `syncs`,
 --- every sync of this Neovim.
----@return himalaya.sync.SyncInfo
+---@return himalaya.sync.SyncState
 function M.get_sync_info()
   local list, primary = {}, nil
   for _, id in ipairs(order) do
@@ -606,9 +647,18 @@ function M.get_sync_info()
   return out
 end
 
+---@class himalaya.sync.History
+---@field last_success? number unix seconds of the last successful sync
+---@field last_sync? number unix seconds of the last sync, however it ended
+---@field last_type? string
+---@field last_error? {kind: string, message: string, time: number}
+---@field last_duration? number seconds
+---@field syncs_today integer syncs finished on the local date `day`
+---@field day string YYYY-MM-DD
+
 --- Sync history per account (last success, last error, syncs today, last
 --- duration), shared by every Neovim and kept across restarts.
----@return table<string, {last_success?: number, last_sync?: number, last_type?: string, last_error?: {kind: string, message: string, time: number}, last_duration?: number, syncs_today: integer, day: string}>? history
+---@return table<string, himalaya.sync.History>? history
 ---@return string? err
 function M.history()
   local lib, err = ready()

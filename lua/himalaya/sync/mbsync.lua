@@ -98,7 +98,7 @@ function M.parse_progress_line(line)
 end
 
 --- Every Channel and Group in the mbsyncrc.
----@return {name: string, kind: 'channel'|'group'}[]? targets
+---@return himalaya.sync.Target[]? targets
 ---@return string? err
 function M.list_targets()
   return manager.list_targets()

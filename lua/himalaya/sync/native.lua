@@ -10,7 +10,7 @@
 --- Events: Rust writes one byte to a pipe when events wait; a libuv S.poll
 --- handle on that pipe drains at most `DRAIN_MAX` events per loop turn and
 --- hands them to `vim.schedule`, so a flood never stalls the editor.
-local uv = vim.uv or vim.loop
+local uv = vim.uv
 
 local M = {}
 
@@ -18,9 +18,51 @@ local EXPECTED_VERSION = require('himalaya.sync.version')
 local MODULE = 'himalaya_sync'
 local DRAIN_MAX = 256
 
+--- A failure from the library: its functions return `nil, LibError`.
+---@class himalaya.sync.LibError
+---@field kind string auth|network|timeout|locked|uidvalidity|config|cancelled|invalid|io|internal|unknown
+---@field message string one line for the user
+
+--- An event from the library, for the request `id` (see `M.on_id`).
+---@class himalaya.sync.Event
+---@field id integer
+---@field name string
+---@field data any
+
+--- The library module (`src/lua/`). Every function returns its value(s) on
+--- success and `nil, LibError` on failure.
 ---@class himalaya.sync.NativeLib
 ---@field version string
 ---@field build_id string
+---@field events_fd fun(): integer?, himalaya.sync.LibError?
+---@field drain_events fun(max: integer): himalaya.sync.Event[]?, boolean|himalaya.sync.LibError more events wait (or the error)
+---@field shutdown fun(timeout_ms?: integer): true?, himalaya.sync.LibError?
+---@field is_stopped fun(): boolean?, himalaya.sync.LibError?
+---@field emit_test_events fun(count: integer, name: string): integer?, himalaya.sync.LibError?
+---@field now_us fun(): integer?, himalaya.sync.LibError?
+---@field lock_open fun(dir?: string): string?, himalaya.sync.LibError?
+---@field lock_acquire fun(name: string, timeout?: number, purpose?: string): true?, himalaya.sync.LibError?
+---@field lock_acquire_async fun(name: string, timeout?: number, purpose?: string): integer?, himalaya.sync.LibError?
+---@field lock_release fun(name: string): boolean?, himalaya.sync.LibError?
+---@field lock_list fun(): himalaya.sync.LockInfo[]?, himalaya.sync.LibError?
+---@field lock_cleanup fun(): integer?, himalaya.sync.LibError?
+---@field lock_held fun(): string[]?, himalaya.sync.LibError?
+---@field parse_progress_line fun(line: string): himalaya.sync.Progress?, himalaya.sync.LibError?
+---@field manager_configure fun(settings: table): true?, himalaya.sync.LibError?
+---@field sync_start fun(type: himalaya.sync.SyncType, account: string, folders?: string[], wait?: number): integer?, himalaya.sync.LibError?
+---@field sync_check fun(account: string, folders?: string[]): integer?, himalaya.sync.LibError?
+---@field sync_auth_refreshed fun(id: integer, ok: boolean, why?: string): true?, himalaya.sync.LibError?
+---@field sync_cancel fun(id?: integer): integer?, himalaya.sync.LibError?
+---@field sync_history fun(): table<string, himalaya.sync.History>?, himalaya.sync.LibError?
+---@field log_open fun(path?: string): true?, himalaya.sync.LibError?
+---@field log_write fun(level: string, message: string): true?, himalaya.sync.LibError?
+---@field folder_counts fun(account: string): himalaya.sync.FolderCounts[]?, himalaya.sync.LibError?
+---@field idle_start fun(account: string, folders: string[], reidle?: number): integer?, himalaya.sync.LibError?
+---@field idle_stop fun(account?: string): integer?, himalaya.sync.LibError?
+---@field idle_list fun(): himalaya.sync.IdleWatch[]?, himalaya.sync.LibError?
+---@field himalaya_accounts fun(path?: string): himalaya.sync.HimalayaConfig?, himalaya.sync.LibError?
+---@field mbsync_targets fun(): himalaya.sync.Target[]?, himalaya.sync.LibError?
+---@field oauth_call fun(op: string, account: string, arg?: table|string): integer?, himalaya.sync.LibError?
 
 -- State lives in the Lua registry, not in this module: a plugin reloader
 -- that clears `package.loaded` must not lead to a second poll handle or a
@@ -31,17 +73,21 @@ local registry = debug.getregistry()
 ---@field lib? himalaya.sync.NativeLib
 ---@field source? string where the loaded library came from
 ---@field staged? string the staged copy actually loaded
----@field S.poll? uv.uv_poll_t
----@field S.by_id table<integer, fun(ev: table)>
----@field S.by_name table<string, fun(ev: table)[]>
+---@field poll? uv.uv_poll_t
+---@field by_id table<integer, fun(ev: himalaya.sync.Event)?>
+---@field by_name table<string, fun(ev: himalaya.sync.Event)[]>
+---@type himalaya.sync.NativeState
 local S = registry[REGISTRY_KEY] or { by_id = {}, by_name = {} }
 registry[REGISTRY_KEY] = S
 
 local sysname = uv.os_uname().sysname
 local ext = sysname == 'Darwin' and '.dylib' or '.so'
 
+-- Level 1 is this chunk, which always exists: getinfo never returns nil.
+local this_chunk = debug.getinfo(1, 'S')
+---@cast this_chunk -?
 --- The plugin's root folder (the one holding `lua/` and `Cargo.toml`).
-M.root = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h:h')
+M.root = vim.fn.fnamemodify(this_chunk.source:sub(2), ':p:h:h:h:h')
 M.expected_version = EXPECTED_VERSION
 
 --- Where a file build is expected.
@@ -98,6 +144,8 @@ local function stage(path)
     return nil, 'cannot stat ' .. path
   end
   local dir = vim.fn.stdpath('cache') .. '/himalaya-sync'
+  -- Neovim's vim.fn types say `prot` is a string; mkdir() takes a number.
+  ---@diagnostic disable-next-line: param-type-mismatch
   vim.fn.mkdir(dir, 'p', tonumber('700', 8))
   local name = ('lib%s-%d-%d.%d%s'):format(MODULE, st.size, st.mtime.sec, st.mtime.nsec, ext)
   local dest = dir .. '/' .. name
@@ -166,6 +214,8 @@ local function open(loc, current)
         M.build_hint()
       )
   end
+  -- A library of the expected version is the module described above.
+  ---@cast loaded himalaya.sync.NativeLib
   return loaded, nil, staged
 end
 
@@ -187,9 +237,8 @@ local function dispatch(events)
   end
 end
 
-local drain
 --- Takes one capped batch; schedules another turn while a backlog remains.
-function drain()
+local function drain()
   if not S.lib then
     return
   end
@@ -207,8 +256,13 @@ function drain()
   end
 end
 
-local function start_pump()
-  local fd = S.lib.events_fd()
+---@param lib himalaya.sync.NativeLib the library just loaded
+local function start_pump(lib)
+  local fd, ferr = lib.events_fd()
+  if not fd then
+    ---@cast ferr -?
+    error('himalaya-sync: cannot receive events from the library: ' .. ferr.message, 0)
+  end
   S.poll = assert(uv.new_poll(fd))
   S.poll:start('r', function(err)
     if not err then
@@ -248,7 +302,7 @@ function M.get()
     return nil, lerr
   end
   S.lib, S.source, S.staged = loaded, loc.path, staged
-  start_pump()
+  start_pump(loaded)
   return S.lib
 end
 
@@ -340,13 +394,14 @@ function M.reload(is_busy)
   end
   stop_pump()
   old.lock_release('auto-sync')
-  local auto = package.loaded['himalaya.sync.auto']
+  -- (`package.loaded` is typed as an empty table: say what a module may be.)
+  local auto = package.loaded['himalaya.sync.auto'] --[[@as table?]]
   if auto then
     auto._lost_leadership()
   end
   old.shutdown(100)
   S.lib, S.source, S.staged = fresh, loc.path, staged
-  start_pump()
+  start_pump(fresh)
   return true, ('now using build %s (was %s from %s)'):format(fresh.build_id, old.build_id, old_source)
 end
 

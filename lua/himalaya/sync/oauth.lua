@@ -35,6 +35,7 @@ local function start(op, account, arg, done, on_prompt)
   end
   local id, e = lib.oauth_call(op, account, arg)
   if not id then
+    ---@cast e -?
     return done(nil, e.message, e.kind)
   end
   native.on_id(id, function(ev)
