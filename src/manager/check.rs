@@ -307,7 +307,7 @@ impl Manager {
             _ => None,
         };
         self.rt.spawn(async move {
-            let _busy = crate::sched::busy();
+            let busy = crate::sched::busy();
             let checked = tokio::spawn(async move {
                 check_account(&cfg, &accounts, &account, &folders, tokens).await
             })
@@ -318,6 +318,7 @@ impl Manager {
                     format!("internal error in the check task: {e}"),
                 ))
             });
+            drop(busy);
             let end = now();
             info.end_time = Some(end);
             let duration = end - info.start_time;

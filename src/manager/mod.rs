@@ -571,8 +571,9 @@ impl Manager {
             };
             let me = self.clone();
             self.rt.spawn(async move {
-                // The editor thread answers promptly while this runs.
-                let _busy = crate::sched::busy();
+                // The editor thread answers promptly while this runs (and
+                // has its own slice back by the time it hears the end).
+                let busy = crate::sched::busy();
                 // A panic inside the attempt must not leave the sync
                 // "running" forever: it ends as an error instead.
                 let attempt = tokio::spawn(me.clone().attempt(job));
@@ -583,6 +584,7 @@ impl Manager {
                         format!("internal error in the sync task: {e}"),
                     )),
                 };
+                drop(busy);
                 me.finish(id, result);
             });
         }

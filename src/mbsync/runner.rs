@@ -23,6 +23,11 @@ use crate::process::{self, Exit, Spec};
 const COLUMNS: u16 = 250;
 /// Progress frames are handed to the runtime at most this often.
 const PROGRESS_BATCH: Duration = Duration::from_millis(20);
+/// After a read that found little, the reader waits this long before the
+/// next one (see `read_terminal`).
+const READ_PACE: Duration = Duration::from_millis(1);
+/// A read at least this large means output arrives fast: read again at once.
+const READ_PACE_BELOW: usize = 2048;
 /// Lines kept for the error report.
 const TAIL: usize = 50;
 /// How long mbsync gets to exit after SIGTERM before SIGKILL.
@@ -89,6 +94,15 @@ impl Outcome {
 }
 
 /// The reader thread's loop (see `run`): read, parse, send batches.
+///
+/// mbsync writes one progress frame per message, each its own `write`: a
+/// reader that wakes for every one costs a context switch per frame, in
+/// the reader and in mbsync, which on a busy machine is time taken from
+/// both. So after a read that found less than [`READ_PACE_BELOW`] bytes
+/// the reader waits [`READ_PACE`] and lets frames gather. The terminal
+/// buffers a few KiB, several milliseconds of mbsync's fastest output, so
+/// mbsync never waits for the reader; when output comes faster than that,
+/// reads come back large and the reader stops waiting.
 fn read_terminal(mut reader: std::fs::File, tx: mpsc::UnboundedSender<Vec<StreamItem>>) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
@@ -133,6 +147,9 @@ fn read_terminal(mut reader: std::fs::File, tx: mpsc::UnboundedSender<Vec<Stream
         }
         if latest.is_some() && last_sent.elapsed() >= PROGRESS_BATCH {
             out.extend(latest.take().map(StreamItem::Progress));
+        }
+        if n < READ_PACE_BELOW && out.is_empty() {
+            std::thread::sleep(READ_PACE);
         }
     }
     out.extend(latest.take().map(StreamItem::Progress));

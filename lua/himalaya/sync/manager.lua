@@ -102,6 +102,8 @@ local KEEP = 20
 local SYNC_TYPES = { full = true, inbox = true, folders = true, repair = true, check = true }
 
 local FINAL = { completed = true, error = true, cancelled = true }
+---@type table<integer, himalaya.sync.SyncInfo> copies of finished syncs (see snapshot)
+local frozen = {}
 
 local function remember(info)
   local known = syncs[info.id]
@@ -114,10 +116,29 @@ local function remember(info)
     if #order > KEEP then
       local old = table.remove(order, 1)
       syncs[old] = nil
+      frozen[old] = nil
     end
   end
   syncs[info.id] = info
   return true
+end
+
+--- A copy of `info` for callers. A finished sync never changes again, so
+--- its copy is made once and shared: every update would otherwise copy the
+--- whole history again (20 syncs with their results and folder counts), on
+--- the editor's thread, several times a second while a sync runs.
+---@param info himalaya.sync.SyncInfo
+---@return himalaya.sync.SyncInfo
+local function snapshot(info)
+  if not FINAL[info.status] or info.id == 0 then
+    return vim.deepcopy(info)
+  end
+  local copy = frozen[info.id]
+  if not copy then
+    copy = vim.deepcopy(info)
+    frozen[info.id] = copy
+  end
+  return copy
 end
 
 --- Notifies unless configured quiet; `what` is start, success or error.
@@ -628,13 +649,14 @@ function M.is_busy()
 end
 
 --- The state of syncing: the current (or last) sync's fields, plus `syncs`,
---- every sync of this Neovim.
+--- every sync of this Neovim. Read-only: the entries of finished syncs are
+--- shared between calls.
 ---@return himalaya.sync.SyncState
 function M.get_sync_info()
   local list, primary = {}, nil
   for _, id in ipairs(order) do
     local info = syncs[id]
-    list[#list + 1] = vim.deepcopy(info)
+    list[#list + 1] = snapshot(info)
     if info.status == 'running' or not (primary and primary.status == 'running') then
       primary = info
     end
