@@ -621,7 +621,11 @@ def report_lag(R, md):
     md.append("p99 minus idle p99: plugin %+.3f ms, baseline %+.3f ms, control (no work in Neovim at all) %+.3f ms. "
               "On this %s-CPU machine mbsync and dovecot's `imap` process keep both CPUs busy during a sync, so "
               "some lag comes from the Neovim thread waiting for a CPU rather than from work on its loop; the "
-              "control row measures that part. The last two columns come from `/proc/self/schedstat` of "
+              "control row measures that part. While the plugin's sync runs, the engine gives Neovim's main "
+              "thread a 0.3 ms time slice (option `responsive`, on by default; "
+              "`:help himalaya-sync-opt-responsive`), so it preempts mbsync and dovecot when its timer fires; "
+              "the control and baseline rows run without it, as Neovim does without the plugin. "
+              "The last two columns come from `/proc/self/schedstat` of "
               "Neovim's main thread over the same span, per second: time it ran (the 1 ms timer itself, "
               "event handling, the baseline's parsing) and time it was ready to run but had no CPU. "
               "Baseline progress frames parsed per sync: %s.\n" % (
