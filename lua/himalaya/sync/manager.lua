@@ -174,16 +174,18 @@ local function compute_status()
   local parts = {}
   for _, id in ipairs(order) do
     local info = syncs[id]
+    -- A sync reported from outside the engine (update_progress) may name no account.
+    local name = info.account or info.type
     if info.status == 'running' then
       local pct = info.progress and info.progress.percent
-      parts[#parts + 1] = pct and ('%s %d%%'):format(info.account, math.floor(pct)) or info.account
+      parts[#parts + 1] = pct and ('%s %d%%'):format(name, math.floor(pct)) or name
     elseif info.status == 'queued' then
-      parts[#parts + 1] = info.account .. ' queued'
+      parts[#parts + 1] = name .. ' queued'
     elseif info.status == 'retrying' then
       -- A time, not a countdown: the text only changes with sync state.
-      parts[#parts + 1] = ('%s retry at %s'):format(info.account, os.date('%H:%M:%S', math.floor(info.next_retry or 0)))
+      parts[#parts + 1] = ('%s retry at %s'):format(name, os.date('%H:%M:%S', math.floor(info.next_retry or 0)))
     elseif info.status == 'repairing' then
-      parts[#parts + 1] = info.account .. ' repairing'
+      parts[#parts + 1] = name .. ' repairing'
     end
   end
   if #parts > 0 then
