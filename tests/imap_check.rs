@@ -2,9 +2,9 @@
 //! `tests/fixture/imap_fixture.py`) and real mbsync.
 //!
 //! Every fixture is stopped and its directory removed by a Drop guard, also
-//! when a test fails.
+//! when a test fails (tests/common).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,94 +14,12 @@ use himalaya_sync::imap::check::{check_channel, FolderCheck, SyncState};
 use himalaya_sync::imap::client::{Connection, Password, PasswordSource, Security};
 use himalaya_sync::imap::idle::{IdleEvent, IdleOptions, IdleWatcher};
 use himalaya_sync::mbsync::config::MbsyncConfig;
-use serde_json::Value;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixture/imap_fixture.py");
+mod common;
 
-/// A running fixture; stopped and removed on drop.
-struct Fixture {
-    dir: PathBuf,
-    info: Value,
-    _tmp: tempfile::TempDir,
-}
+use common::Fixture;
 
 impl Fixture {
-    fn start(args: &[&str]) -> Fixture {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let dir = tmp.path().join("imap");
-        let out = Command::new("python3")
-            .arg(FIXTURE)
-            .args(["start", "--dir"])
-            .arg(&dir)
-            .args(args)
-            .output()
-            .expect("run fixture");
-        // From here on the guard cleans up, whatever happens.
-        let mut fixture = Fixture {
-            dir,
-            info: Value::Null,
-            _tmp: tmp,
-        };
-        assert!(
-            out.status.success(),
-            "fixture start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        fixture.info = serde_json::from_slice(&out.stdout).expect("fixture JSON");
-        fixture
-    }
-
-    fn run(&self, args: &[&str]) -> Value {
-        let out = Command::new("python3")
-            .arg(FIXTURE)
-            .arg(args[0])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(&args[1..])
-            .output()
-            .expect("run fixture");
-        assert!(
-            out.status.success(),
-            "fixture {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("fixture JSON")
-    }
-
-    fn deliver(&self, folder: &str, count: u32) {
-        self.run(&[
-            "deliver",
-            "--account",
-            "demo",
-            "--folder",
-            folder,
-            "--count",
-            &count.to_string(),
-        ]);
-    }
-
-    fn mbsyncrc(&self) -> PathBuf {
-        PathBuf::from(self.info["mbsyncrc"].as_str().expect("mbsyncrc"))
-    }
-
-    fn port(&self) -> u16 {
-        self.info["port"].as_u64().expect("port") as u16
-    }
-
-    fn sync(&self) {
-        let out = Command::new("mbsync")
-            .arg("-c")
-            .arg(self.mbsyncrc())
-            .arg("-a")
-            .output()
-            .expect("run mbsync");
-        assert!(
-            out.status.success(),
-            "mbsync failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     fn config(&self) -> MbsyncConfig {
         MbsyncConfig::load(Some(&self.mbsyncrc())).expect("parse mbsyncrc")
     }
@@ -113,17 +31,6 @@ impl Fixture {
         Connection::from_account(account)
             .expect("connection")
             .with_timeout(Duration::from_secs(5))
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = Command::new("python3")
-            .arg(FIXTURE)
-            .args(["stop", "--dir"])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .status();
     }
 }
 

@@ -3,10 +3,9 @@
 //! where a global `SyncState` puts them.
 //!
 //! The fixture is stopped and its directory removed by a Drop guard, also
-//! when a test fails.
+//! when a test fails (tests/common).
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -14,61 +13,15 @@ use himalaya_sync::lock::LockDir;
 use himalaya_sync::manager::{Manager, Settings};
 use serde_json::Value;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixture/imap_fixture.py");
+mod common;
 
-/// A running fixture; stopped and removed on drop.
-struct Fixture {
-    dir: PathBuf,
-    info: Value,
-    tmp: tempfile::TempDir,
-}
+use common::{mbsync, Fixture};
 
 impl Fixture {
-    fn start(args: &[&str]) -> Fixture {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let dir = tmp.path().join("imap");
-        let out = Command::new("python3")
-            .arg(FIXTURE)
-            .args(["start", "--dir"])
-            .arg(&dir)
-            .args(args)
-            .output()
-            .expect("run fixture");
-        let mut fixture = Fixture {
-            dir,
-            info: Value::Null,
-            tmp,
-        };
-        assert!(
-            out.status.success(),
-            "fixture start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        fixture.info = serde_json::from_slice(&out.stdout).expect("fixture JSON");
-        fixture
-    }
-
-    fn run(&self, args: &[&str]) -> Value {
-        let out = Command::new("python3")
-            .arg(FIXTURE)
-            .arg(args[0])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(&args[1..])
-            .output()
-            .expect("run fixture");
-        assert!(
-            out.status.success(),
-            "fixture {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("fixture JSON")
-    }
-
     /// The fixture's mbsyncrc with the state files under a global
     /// `SyncState` prefix instead of inside each Maildir folder.
     fn global_state_rc(&self) -> PathBuf {
-        let rc = PathBuf::from(self.info["mbsyncrc"].as_str().expect("mbsyncrc"));
+        let rc = self.mbsyncrc();
         let states = self.tmp.path().join("states");
         std::fs::create_dir_all(&states).expect("state dir");
         let text = std::fs::read_to_string(&rc)
@@ -85,32 +38,6 @@ impl Fixture {
     }
 }
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = Command::new("python3")
-            .arg(FIXTURE)
-            .args(["stop", "--dir"])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .status();
-    }
-}
-
-fn mbsync(rc: &PathBuf) {
-    let out = Command::new("mbsync")
-        .arg("-c")
-        .arg(rc)
-        .arg("-a")
-        .output()
-        .expect("run mbsync");
-    assert!(
-        out.status.success(),
-        "mbsync failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs `Manager::check` and returns the data of its `sync_done` event.
 fn check(manager: &Arc<Manager>, done: &mpsc::Receiver<Value>) -> Value {
     let id = manager.check("demo".into(), Vec::new()).expect("check");
     let data = done
