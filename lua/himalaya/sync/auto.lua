@@ -19,10 +19,7 @@ local timer
 local leader = false
 
 local function log(msg)
-  local lib = require('himalaya.sync.native').get()
-  if lib then
-    lib.log_write('info', 'auto-sync: ' .. msg)
-  end
+  require('himalaya.sync.native').log('info', 'auto-sync: ' .. msg)
 end
 
 --- The accounts the timer syncs.

@@ -21,11 +21,10 @@ M.RETRY_MS = 30000
 local timer
 local watching = false
 
+---@param level 'info'|'warn'|'error'
+---@param msg string
 local function log(level, msg)
-  local lib = require('himalaya.sync.native').get()
-  if lib then
-    lib.log_write(level, 'idle: ' .. msg)
-  end
+  require('himalaya.sync.native').log(level, 'idle: ' .. msg)
 end
 
 --- The accounts to watch: `idle.accounts`, else those auto-sync would sync.

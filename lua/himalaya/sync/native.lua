@@ -312,6 +312,17 @@ function M.is_loaded()
   return S.lib ~= nil
 end
 
+--- Writes one line to the engine's log (|himalaya-sync-files|), loading
+--- the library if needed; does nothing when it cannot be loaded.
+---@param level 'info'|'warn'|'error'
+---@param msg string
+function M.log(level, msg)
+  local lib = M.get()
+  if lib then
+    lib.log_write(level, msg)
+  end
+end
+
 --- Path of the loaded library, if any.
 ---@return string?
 function M.source()
