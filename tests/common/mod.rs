@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -42,11 +42,7 @@ impl Fixture {
             info: Value::Null,
             tmp,
         };
-        assert!(
-            out.status.success(),
-            "fixture start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out, "fixture start");
         fixture.info = serde_json::from_slice(&out.stdout).expect("fixture JSON");
         fixture
     }
@@ -61,11 +57,7 @@ impl Fixture {
             .args(&args[1..])
             .output()
             .expect("run fixture");
-        assert!(
-            out.status.success(),
-            "fixture {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out, &format!("fixture {args:?}"));
         serde_json::from_slice(&out.stdout).expect("fixture JSON")
     }
 
@@ -115,9 +107,14 @@ pub fn mbsync(rc: &Path) {
         .arg("-a")
         .output()
         .expect("run mbsync");
+    succeeded(&out, "mbsync");
+}
+
+/// Fails the test with the command's error output unless it exited 0.
+fn succeeded(out: &Output, what: &str) {
     assert!(
         out.status.success(),
-        "mbsync failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
