@@ -256,14 +256,20 @@ local function drain()
   end
 end
 
+--- Watches the library's event pipe; false and one line when it cannot.
 ---@param lib himalaya.sync.NativeLib the library just loaded
+---@return boolean ok
+---@return string? err
 local function start_pump(lib)
   local fd, ferr = lib.events_fd()
-  if not fd then
-    ---@cast ferr -?
-    error('himalaya-sync: cannot receive events from the library: ' .. ferr.message, 0)
+  local poll, perr
+  if fd then
+    poll, perr = uv.new_poll(fd)
   end
-  S.poll = assert(uv.new_poll(fd))
+  if not poll then
+    return false, 'himalaya-sync: cannot receive events from the library: ' .. (ferr and ferr.message or tostring(perr))
+  end
+  S.poll = poll
   S.poll:start('r', function(err)
     if not err then
       drain()
@@ -276,6 +282,7 @@ local function start_pump(lib)
       M.shutdown()
     end,
   })
+  return true
 end
 
 local function stop_pump()
@@ -301,8 +308,11 @@ function M.get()
   if not loaded then
     return nil, lerr
   end
+  local pumping, perr = start_pump(loaded)
+  if not pumping then
+    return nil, perr
+  end
   S.lib, S.source, S.staged = loaded, loc.path, staged
-  start_pump(loaded)
   return S.lib
 end
 
@@ -412,7 +422,10 @@ function M.reload(is_busy)
   end
   old.shutdown(100)
   S.lib, S.source, S.staged = fresh, loc.path, staged
-  start_pump(fresh)
+  local pumping, perr = start_pump(fresh)
+  if not pumping then
+    return false, perr
+  end
   return true, ('now using build %s (was %s from %s)'):format(fresh.build_id, old.build_id, old_source)
 end
 
