@@ -161,6 +161,20 @@ local function nonempty_string(what)
   end
 end
 
+--- A validator accepting exactly one of `values` (two or more strings).
+---@param values string[]
+local function one_of(values)
+  local quoted = vim.tbl_map(function(x)
+    return ('"%s"'):format(x)
+  end, values)
+  local what = table.concat(quoted, ', ', 1, #quoted - 1) .. ' or ' .. quoted[#quoted]
+  return function(path, v)
+    if not vim.tbl_contains(values, v) then
+      fail(path, what, v)
+    end
+  end
+end
+
 local function url(path, v)
   if type(v) ~= 'string' or not v:match('^https?://[^%s]+$') then
     fail(path, 'an http(s) URL', v)
@@ -169,11 +183,7 @@ end
 
 --- `accounts.NAME.oauth`: see |himalaya-sync-oauth|.
 local oauth_schema = {
-  provider = function(path, v)
-    if v ~= 'google' and v ~= 'microsoft' and v ~= 'generic' then
-      fail(path, '"google", "microsoft" or "generic"', v)
-    end
-  end,
+  provider = one_of({ 'google', 'microsoft', 'generic' }),
   tenant = nonempty_string('"common", "organizations", "consumers" or a tenant id'),
   client_id = nonempty_string('a client id'),
   client_secret = nonempty_string('a client secret'),
@@ -195,11 +205,7 @@ local oauth_schema = {
   margin = number_between(0, M.MAX_SECONDS),
   wait = number_between(0, M.MAX_SECONDS),
   store = {
-    backend = function(path, v)
-      if not vim.tbl_contains({ 'secret-service', 'gpg', 'encrypted', 'command', 'plain' }, v) then
-        fail(path, '"secret-service", "gpg", "encrypted", "command" or "plain"', v)
-      end
-    end,
+    backend = one_of({ 'secret-service', 'gpg', 'encrypted', 'command', 'plain' }),
     dir = nonempty_string('a folder path'),
     key_cmd = nonempty_string('a shell command'),
     recipient = nonempty_string('a GPG key id or e-mail'),
@@ -242,11 +248,7 @@ local schema = {
   log = boolean,
   responsive = boolean,
   legacy_commands = boolean,
-  uidvalidity = function(path, v)
-    if v ~= 'repair' and v ~= 'ask' and v ~= 'off' then
-      fail(path, '"repair", "ask" or "off"', v)
-    end
-  end,
+  uidvalidity = one_of({ 'repair', 'ask', 'off' }),
   max_parallel = function(path, v)
     if type(v) ~= 'number' or v < 1 or v % 1 ~= 0 then
       fail(path, 'a whole number >= 1', v)
@@ -279,11 +281,7 @@ local schema = {
         fail(path, 'minutes > 0 and <= 1440', v)
       end
     end,
-    type = function(path, v)
-      if v ~= 'full' and v ~= 'inbox' then
-        fail(path, '"full" or "inbox"', v)
-      end
-    end,
+    type = one_of({ 'full', 'inbox' }),
     accounts = function(path, v)
       if v ~= nil then
         check_table_of_strings(path, v)
