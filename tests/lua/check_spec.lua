@@ -386,49 +386,12 @@ backend.root-dir = "%s/nowhere"
 end)
 
 describe('check over XOAUTH2', function()
-  local post, oauth_server = t.http_post, t.oauth_server
+  local oauth_server = t.oauth_server
 
   it('logs in with the OAuth token of the account and counts exactly', function()
     local server = oauth_server()
-    local fx = t.fixture({ '--folders', 'INBOX=6,Work=3', '--oauth-introspect', server.introspect_url })
-    local rc = fx.dir .. '/mbsyncrc-oauth'
-    local text = t.read(fx.mbsyncrc)
-      :gsub('\nPass [^\n]*', '\nPassCmd "' .. t.root .. '/target/release/himalaya-sync token demo"')
-      :gsub('\nAuthMechs [^\n]*', '\nAuthMechs XOAUTH2')
-    t.write(rc, text)
-    local store = t.tmpdir() .. '/tokens'
-    t.defer(function()
-      require('himalaya.sync').setup({})
-    end)
-    require('himalaya.sync').setup({
-      mbsync = { config = rc },
-      notify = false,
-      retry = { max_attempts = 0 },
-      accounts = {
-        demo = {
-          oauth = {
-            provider = 'generic',
-            client_id = server.client_id,
-            auth_url = server.auth_url,
-            token_url = server.token_url,
-            device_url = server.device_url,
-            scopes = { 'imap' },
-            store = { backend = 'encrypted', dir = store, key_cmd = 'printf correct-horse-battery-staple' },
-          },
-        },
-      },
-    })
-    local authorized
-    require('himalaya.sync.oauth').authorize('demo', { device = true, timeout = 30 }, function(success, err)
-      authorized = { success, err }
-    end)
-    t.wait_for(function()
-      return post(server.control_url .. '/device', { action = 'approve' })
-    end, 20000, 'a device code to approve')
-    t.wait_for(function()
-      return authorized ~= nil
-    end, 30000, 'authorization')
-    eq(true, authorized[1], authorized[2])
+    local fx = t.oauth_account(server, 'INBOX=6,Work=3')
+    t.oauth_authorize(server)
 
     ok(t.sync_and_wait('full', { account = 'demo' }).success)
     local result, info = check('demo')

@@ -707,4 +707,60 @@ function M.oauth_server()
   return vim.json.decode(table.concat(lines):match('^[^\n]+'))
 end
 
+--- A dovecot with `folders` (imap_fixture.py `--folders`) that takes XOAUTH2
+--- tokens from the OAuth2 test `server`, an mbsyncrc whose password is our
+--- token command (`himalaya-sync token demo`), and the plugin configured
+--- for both: account `demo`, tokens in an encrypted store. Returns the
+--- fixture and the store folder; the configuration is reset after the test.
+---@param server table what M.oauth_server() returned
+---@param folders string
+function M.oauth_account(server, folders)
+  local fx = M.fixture({ '--folders', folders, '--oauth-introspect', server.introspect_url })
+  local rc = fx.dir .. '/mbsyncrc-oauth'
+  local text = M.read(fx.mbsyncrc)
+    :gsub('\nPass [^\n]*', '\nPassCmd "' .. M.root .. '/target/release/himalaya-sync token demo"')
+    :gsub('\nAuthMechs [^\n]*', '\nAuthMechs XOAUTH2')
+  M.write(rc, text)
+  local store = M.tmpdir() .. '/tokens'
+  M.defer(function()
+    require('himalaya.sync').setup({})
+  end)
+  require('himalaya.sync').setup({
+    mbsync = { config = rc },
+    notify = false,
+    retry = { max_attempts = 0 },
+    accounts = {
+      demo = {
+        oauth = {
+          provider = 'generic',
+          client_id = server.client_id,
+          auth_url = server.auth_url,
+          token_url = server.token_url,
+          device_url = server.device_url,
+          scopes = { 'imap' },
+          store = { backend = 'encrypted', dir = store, key_cmd = 'printf correct-horse-battery-staple' },
+        },
+      },
+    },
+  })
+  return fx, store
+end
+
+--- Authorizes `demo` with the device flow, approving the code on the
+--- OAuth2 test `server` once the flow has asked for one.
+---@param server table what M.oauth_server() returned
+function M.oauth_authorize(server)
+  local done
+  require('himalaya.sync.oauth').authorize('demo', { device = true, timeout = 30 }, function(success, err)
+    done = { success, err }
+  end)
+  M.wait_for(function()
+    return (M.http_post(server.control_url .. '/device', { action = 'approve' }))
+  end, 20000, 'a device code to approve')
+  M.wait_for(function()
+    return done ~= nil
+  end, 30000, 'authorization')
+  M.eq(true, done[1], done[2])
+end
+
 return M

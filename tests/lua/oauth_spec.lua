@@ -12,60 +12,12 @@ local BIN = t.root .. '/target/release/himalaya-sync'
 
 local post, get, oauth_server = t.http_post, t.http_get, t.oauth_server
 
---- Approves the pending device code once the flow has asked for one.
-local function approve_device(server)
-  t.wait_for(function()
-    return (post(server.control_url .. '/device', { action = 'approve' }))
-  end, 20000, 'a device code to approve')
+--- The fixture of these tests: a dovecot taking XOAUTH2 tokens from `server`.
+local function setup(server)
+  return t.oauth_account(server, 'INBOX=10,Work=5')
 end
 
---- A dovecot that takes XOAUTH2 tokens from `server`, an mbsyncrc whose
---- password is our token command, and the plugin configured for both.
-local function setup(server, extra)
-  local fx = t.fixture({ '--folders', 'INBOX=10,Work=5', '--oauth-introspect', server.introspect_url })
-  local rc = fx.dir .. '/mbsyncrc-oauth'
-  local text = t.read(fx.mbsyncrc)
-  text = text:gsub('\nPass [^\n]*', '\nPassCmd "' .. BIN .. ' token demo"')
-  text = text:gsub('\nAuthMechs [^\n]*', '\nAuthMechs XOAUTH2')
-  t.write(rc, text)
-  local store = t.tmpdir() .. '/tokens'
-  local cfg = vim.tbl_deep_extend('force', {
-    mbsync = { config = rc },
-    notify = false,
-    retry = { max_attempts = 0 },
-    accounts = {
-      demo = {
-        oauth = {
-          provider = 'generic',
-          client_id = server.client_id,
-          auth_url = server.auth_url,
-          token_url = server.token_url,
-          device_url = server.device_url,
-          scopes = { 'imap' },
-          store = { backend = 'encrypted', dir = store, key_cmd = 'printf correct-horse-battery-staple' },
-        },
-      },
-    },
-  }, extra or {})
-  t.defer(function()
-    require('himalaya.sync').setup({})
-  end)
-  require('himalaya.sync').setup(cfg)
-  return fx, store
-end
-
---- Authorizes `demo` with the device flow, approving it on the server.
-local function authorize(server)
-  local done
-  oauth.authorize('demo', { device = true, timeout = 30 }, function(success, err)
-    done = { success, err }
-  end)
-  approve_device(server)
-  t.wait_for(function()
-    return done ~= nil
-  end, 30000, 'authorization')
-  eq(true, done[1], done[2])
-end
+local authorize = t.oauth_authorize
 
 --- The current access token, registered as a secret nothing may print.
 local function current_token()
