@@ -31,46 +31,12 @@ local NASTY = {
   ('a'):rep(5000),
 }
 
---- An mbsyncrc with the one account "demo" on a port where nothing
---- listens (nothing here may reach a server).
-local function mbsyncrc(dir)
-  local path = dir .. '/mbsyncrc'
-  vim.fn.mkdir(dir .. '/mail', 'p')
-  t.write(
-    path,
-    ([[
-IMAPAccount demo
-Host 127.0.0.1
-Port %d
-User demo
-Pass fixture-password
-SSLType None
-AuthMechs LOGIN
-
-IMAPStore demo-remote
-Account demo
-
-MaildirStore demo-local
-Path %s/mail/
-Inbox %s/mail/INBOX
-SubFolders Verbatim
-
-Channel demo
-Far :demo-remote:
-Near :demo-local:
-Patterns *
-Create Both
-SyncState *
-]]):format(t.closed_port(), dir, dir)
-  )
-  return path
-end
-
 --- One setup per test: an mbsyncrc, the wrapper as mbsync, :HimalayaSync,
 --- and a working folder where `touch x` would land.
 local function setup()
   local dir = t.tmpdir()
-  local rc = mbsyncrc(dir)
+  -- Nothing here may reach a server: a port where nothing listens.
+  local rc = t.standalone_mbsyncrc(dir, t.closed_port())
   local fx = { mbsyncrc = rc }
   local log = dir .. '/mbsync-runs.log'
   local wrapper = t.mbsync_wrapper(log)

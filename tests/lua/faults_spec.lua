@@ -89,19 +89,7 @@ io.stdout:flush()
 vim.cmd('qa!')
 ]]):format(t.root, cfg, MID)
   )
-  local state = { out = '' }
-  state.proc = vim.system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, {
-    text = true,
-    stdout = function(_, data)
-      if data then
-        state.out = state.out .. data
-      end
-    end,
-  })
-  t.defer(function()
-    pcall(state.proc.kill, state.proc, 9)
-  end)
-  return state
+  return t.child_nvim(script)
 end
 
 describe('faults', function()

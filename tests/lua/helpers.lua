@@ -627,6 +627,66 @@ function M.mbsyncrc_on_port(fx, port, name)
   return rc
 end
 
+--- Writes `dir`/mbsyncrc: the one account "demo" on 127.0.0.1:`port`
+--- (no fixture behind it: a closed port, or a server that never answers),
+--- its Maildir under `dir`/mail. Returns the mbsyncrc's path.
+---@param dir string
+---@param port integer
+---@return string
+function M.standalone_mbsyncrc(dir, port)
+  local path = dir .. '/mbsyncrc'
+  vim.fn.mkdir(dir .. '/mail', 'p')
+  M.write(
+    path,
+    ([[
+IMAPAccount demo
+Host 127.0.0.1
+Port %d
+User demo
+Pass fixture-password
+SSLType None
+AuthMechs LOGIN
+Timeout 120
+
+IMAPStore demo-remote
+Account demo
+
+MaildirStore demo-local
+Path %s/mail/
+Inbox %s/mail/INBOX
+SubFolders Verbatim
+
+Channel demo
+Far :demo-remote:
+Near :demo-local:
+Patterns *
+Create Both
+SyncState *
+]]):format(port, dir, dir)
+  )
+  return path
+end
+
+--- Runs `script` in another headless Neovim (`nvim -l`), collecting its
+--- stdout in the returned table's `out`; killed after the test.
+---@param script string path of a Lua file
+---@return {proc: vim.SystemObj, out: string}
+function M.child_nvim(script)
+  local state = { out = '' }
+  state.proc = vim.system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, {
+    text = true,
+    stdout = function(_, data)
+      if data then
+        state.out = state.out .. data
+      end
+    end,
+  })
+  M.defer(function()
+    pcall(state.proc.kill, state.proc, 9)
+  end)
+  return state
+end
+
 --- A port on 127.0.0.1 where nothing listens.
 function M.closed_port()
   local s = assert(uv.new_tcp())

@@ -7,38 +7,7 @@ local uv = vim.uv or vim.loop
 
 --- Writes an mbsyncrc for account "demo" pointing at `port`.
 local function config_for(port)
-  local dir = t.tmpdir()
-  local path = dir .. '/mbsyncrc'
-  vim.fn.mkdir(dir .. '/mail', 'p')
-  t.write(
-    path,
-    ([[
-IMAPAccount demo
-Host 127.0.0.1
-Port %d
-User demo
-Pass secret
-SSLType None
-AuthMechs LOGIN
-Timeout 120
-
-IMAPStore demo-remote
-Account demo
-
-MaildirStore demo-local
-Path %s/mail/
-Inbox %s/mail/INBOX
-SubFolders Verbatim
-
-Channel demo
-Far :demo-remote:
-Near :demo-local:
-Patterns *
-Create Both
-SyncState *
-]]):format(port, dir, dir)
-  )
-  return path
+  return t.standalone_mbsyncrc(t.tmpdir(), port)
 end
 
 --- Starts another headless Neovim that syncs "demo" with `cfg`; it prints
@@ -67,18 +36,7 @@ end
 vim.wait(120000, function() return done end, 50)
 ]]):format(t.root, cfg, opts.timeout or 60, cfg, opts.quit and 'true' or 'false')
   )
-  local state = { out = '' }
-  state.proc = vim.system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, {
-    text = true,
-    stdout = function(_, data)
-      if data then
-        state.out = state.out .. data
-      end
-    end,
-  })
-  t.defer(function()
-    pcall(state.proc.kill, state.proc, 9)
-  end)
+  local state = t.child_nvim(script)
   t.wait_for(function()
     return state.out:find('\n') ~= nil
   end, 20000, 'the other Neovim to start mbsync')
