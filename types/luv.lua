@@ -93,6 +93,11 @@ function uv_poll_t:stop() end
 ---@return integer
 function uv.now() end
 
+--- The wall clock: seconds and microseconds since the Unix epoch.
+---@return integer sec
+---@return integer usec
+function uv.gettimeofday() end
+
 ---@return uv.uv_timer_t|nil timer
 ---@return string? err
 ---@return string? err_name

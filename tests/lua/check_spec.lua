@@ -217,8 +217,7 @@ describe('smart auto-sync', function()
     t.defer(function()
       pcall(vim.api.nvim_del_autocmd, au)
     end)
-    -- Past the "synced recently" window (half an interval; the history
-    -- keeps whole seconds).
+    -- Past the "synced recently" window (half an interval).
     vim.wait(1100)
     auto.tick()
     t.wait_for(function()

@@ -111,10 +111,14 @@ function M.tick()
   local manager = require('himalaya.sync.manager')
   local history = manager.history() or {}
   local recent = cfg.auto_sync.interval * 60 / 2
+  -- The history has fractions of a second; os.time() would be up to a
+  -- second behind them and skip a sync that is due.
+  local sec, usec = vim.uv.gettimeofday()
+  local now = sec + usec / 1e6
   for _, account in ipairs(accounts()) do
     local h = history[account]
-    if h and h.last_sync and os.time() - h.last_sync < recent then
-      log(('skipped %s: synced %d s ago'):format(account, os.time() - h.last_sync))
+    if h and h.last_sync and now - h.last_sync < recent then
+      log(('skipped %s: synced %.1f s ago'):format(account, now - h.last_sync))
     elseif cfg.auto_sync.smart then
       smart_sync(account, cfg.auto_sync.type)
     else
