@@ -125,7 +125,8 @@ describe('soak', function()
         logs[#logs + 1] = log
         procs[#procs + 1] = vim.system(
           { vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script },
-          { stdout = false, stderr = false }
+          -- stderr kept: a Lua error in a contender is the failure's message.
+          { stdout = false, text = true }
         )
       end
       for i = 1, LOOPS do
@@ -147,7 +148,7 @@ describe('soak', function()
       -- No deadlock: everyone ends soon after the deadline.
       for i, p in ipairs(procs) do
         local res = p:wait(60000)
-        eq(0, res.code, ('contender %d (%s) exit code'):format(i, logs[i]))
+        eq(0, res.code, ('contender %d (%s) exit code; stderr: %s'):format(i, logs[i], res.stderr or ''))
       end
       local secs = (uv.hrtime() - started) / 1e9
       ok(secs < SECONDS + 45, ('all contenders ended %.0f s after the start'):format(secs))
