@@ -10,6 +10,8 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -102,8 +104,15 @@ impl Outcome {
 /// the reader waits [`READ_PACE`] and lets frames gather. The terminal
 /// buffers a few KiB, several milliseconds of mbsync's fastest output, so
 /// mbsync never waits for the reader; when output comes faster than that,
-/// reads come back large and the reader stops waiting.
-fn read_terminal(mut reader: std::fs::File, tx: mpsc::UnboundedSender<Vec<StreamItem>>) {
+/// reads come back large and the reader stops waiting. Once mbsync has
+/// exited (`exited`, set by the waiter, which also unparks this thread) it
+/// never waits: the last lines are read at once, and the sync's end is not
+/// held up by a pause.
+fn read_terminal(
+    mut reader: std::fs::File,
+    tx: mpsc::UnboundedSender<Vec<StreamItem>>,
+    exited: &AtomicBool,
+) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
     let mut parser = StreamParser::new();
@@ -148,8 +157,8 @@ fn read_terminal(mut reader: std::fs::File, tx: mpsc::UnboundedSender<Vec<Stream
         if latest.is_some() && last_sent.elapsed() >= PROGRESS_BATCH {
             out.extend(latest.take().map(StreamItem::Progress));
         }
-        if n < READ_PACE_BELOW && out.is_empty() {
-            std::thread::sleep(READ_PACE);
+        if n < READ_PACE_BELOW && out.is_empty() && !exited.load(Ordering::Acquire) {
+            std::thread::park_timeout(READ_PACE);
         }
     }
     out.extend(latest.take().map(StreamItem::Progress));
@@ -279,15 +288,25 @@ pub async fn run(
     // PROGRESS_BATCH, always the latest frame.
     let (items_tx, mut batches) = mpsc::unbounded_channel::<Vec<StreamItem>>();
     let reader = std::fs::File::from(master);
-    std::thread::Builder::new()
+    let exited = Arc::new(AtomicBool::new(false));
+    let reader_exited = exited.clone();
+    let reader_thread = std::thread::Builder::new()
         .name("himalaya-sync-pty".into())
-        .spawn(move || read_terminal(reader, items_tx))
-        .ok();
+        .spawn(move || read_terminal(reader, items_tx, &reader_exited))
+        .ok()
+        .map(|h| h.thread().clone());
     let (exit_tx, mut exit_rx) = oneshot::channel::<Exit>();
     std::thread::Builder::new()
         .name("himalaya-sync-wait".into())
         .spawn(move || {
-            if let Ok(status) = proc_child.wait() {
+            let status = proc_child.wait();
+            // The reader may be pausing between reads: wake it for the
+            // last output.
+            exited.store(true, Ordering::Release);
+            if let Some(t) = reader_thread {
+                t.unpark();
+            }
+            if let Ok(status) = status {
                 let _ = exit_tx.send(status.into());
             }
         })

@@ -348,6 +348,18 @@ describe('editor integration', function()
         end,
       })
     end
+    -- HimalayaSyncUpdate: per event, the finished syncs its data lists.
+    local ended_in = {}
+    vim.api.nvim_create_autocmd('User', {
+      pattern = 'HimalayaSyncUpdate',
+      callback = function(ev)
+        for _, s in ipairs(ev.data.syncs) do
+          if s.status == 'completed' or s.status == 'error' or s.status == 'cancelled' then
+            ended_in[s.id] = (ended_in[s.id] or 0) + 1
+          end
+        end
+      end,
+    })
     local notes, updates = {}, 0
     local orig = vim.notify
     vim.notify = function(m, level)
@@ -396,8 +408,24 @@ describe('editor integration', function()
     -- Auto syncs are quiet by default.
     use(fx.mbsyncrc)
     notes = {}
-    wait_done({ start('full', { account = 'demo', auto = true }) })
+    local last = start('full', { account = 'demo', auto = true })
+    wait_done({ last })
     eq({}, notes)
+
+    -- Each of the three ends is in exactly one HimalayaSyncUpdate (the
+    -- event carries no older history); get_sync_info() still has them.
+    t.wait_for(function()
+      return ended_in[last.id] ~= nil
+    end, 5000, 'the last end in a HimalayaSyncUpdate')
+    eq(3, vim.tbl_count(ended_in), vim.inspect(ended_in))
+    local kept = {}
+    for _, s in ipairs(manager.get_sync_info().syncs) do
+      kept[s.id] = true
+    end
+    for id, n in pairs(ended_in) do
+      eq(1, n, ('sync #%d ended in %d events'):format(id, n))
+      ok(kept[id], ('get_sync_info() keeps sync #%d'):format(id))
+    end
   end)
 
   it('history survives in the state folder, private, and other Neovims read it', function()

@@ -113,7 +113,7 @@ function M.tick()
   local recent = cfg.auto_sync.interval * 60 / 2
   -- The history has fractions of a second; os.time() would be up to a
   -- second behind them and skip a sync that is due.
-  local sec, usec = vim.uv.gettimeofday()
+  local sec, usec = uv.gettimeofday()
   local now = sec + usec / 1e6
   for _, account in ipairs(accounts()) do
     local h = history[account]

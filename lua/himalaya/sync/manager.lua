@@ -101,9 +101,12 @@ local KEEP = 20
 ---@type table<string, true?>
 local SYNC_TYPES = { full = true, inbox = true, folders = true, repair = true, check = true }
 
+---@type table<string, true?>
 local FINAL = { completed = true, error = true, cancelled = true }
 ---@type table<integer, himalaya.sync.SyncInfo> copies of finished syncs (see snapshot)
 local frozen = {}
+---@type table<integer, true?> syncs that ended since the last HimalayaSyncUpdate
+local ended_unseen = {}
 
 local function remember(info)
   local known = syncs[info.id]
@@ -120,6 +123,9 @@ local function remember(info)
     end
   end
   syncs[info.id] = info
+  if FINAL[info.status] then
+    ended_unseen[info.id] = true
+  end
   return true
 end
 
@@ -230,8 +236,12 @@ local function echo_progress(info, status)
   end
 end
 
+--- Fires `User {pattern}` if anything listens: handing `data` to an
+--- autocommand copies it into Vimscript values even when nobody listens.
 local function fire(pattern, data)
-  vim.api.nvim_exec_autocmds('User', { pattern = pattern, modeline = false, data = data })
+  if vim.fn.exists('#User#' .. pattern) == 1 then
+    vim.api.nvim_exec_autocmds('User', { pattern = pattern, modeline = false, data = data })
+  end
 end
 
 local function on_event(ev)
@@ -745,7 +755,8 @@ function M.complete_sync(type, result)
 end
 
 --- Tells the UI that sync state changed: fires `User HimalayaSyncUpdate`
---- with the info as data, calls `on_update` listeners and redraws status
+--- (its data: the info, with only the syncs not ended or newly ended),
+--- calls `on_update` listeners with the whole info and redraws status
 --- lines, once per event-loop turn however often it is called.
 local ui_pending = false
 function M.notify_ui_update()
@@ -757,7 +768,17 @@ function M.notify_ui_update()
   vim.schedule(function()
     ui_pending = false
     local info = M.get_sync_info()
-    fire('HimalayaSyncUpdate', info)
+    -- The event leaves out syncs that ended before the previous one: its
+    -- data is copied twice on the way to each listener, and the whole
+    -- history (20 syncs with their folder counts) cost about 0.5 ms per
+    -- update, ten updates a second while a sync runs.
+    local data = vim.tbl_extend('force', {}, info, {
+      syncs = vim.tbl_filter(function(s)
+        return not FINAL[s.status] or ended_unseen[s.id] ~= nil
+      end, info.syncs),
+    })
+    ended_unseen = {}
+    fire('HimalayaSyncUpdate', data)
     for _, fn in ipairs(listeners) do
       call(fn, info)
     end
