@@ -5,7 +5,7 @@
 //! when a test fails (tests/common).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use himalaya_sync::mbsync::config::MbsyncConfig;
 
 mod common;
 
-use common::Fixture;
+use common::{Fixture, Restarted};
 
 impl Fixture {
     fn config(&self) -> MbsyncConfig {
@@ -426,170 +426,14 @@ async fn idle_reconnects_after_server_restart() {
     watcher.join().await.expect("clean stop");
 }
 
-/// dovecot started again by the test with the fixture's configuration;
-/// killed (whole process group) and reaped on drop.
-struct Restarted(Child);
-
-impl Restarted {
-    /// Starts dovecot with `conf` and waits until `port` accepts.
-    fn start(conf: &Path, port: u16) -> Restarted {
-        use std::os::unix::process::CommandExt;
-        let dir = conf.parent().expect("fixture dir");
-        let _ = std::fs::remove_dir_all(dir.join("run"));
-        let child = Command::new("dovecot")
-            .arg("-c")
-            .arg(conf)
-            .arg("-F")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("restart dovecot");
-        let restarted = Restarted(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "dovecot did not come back");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        restarted
-    }
-}
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let pgid = self.0.id() as i32;
-        unsafe {
-            libc::killpg(pgid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        unsafe {
-            libc::killpg(pgid, libc::SIGKILL);
-        }
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(status.success(), "openssl {args:?} failed");
-}
-
-/// A CA and a server certificate for `localhost`/127.0.0.1 signed by it.
-fn make_certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Fixture CA",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// STARTTLS and IMAPS against dovecot restarted with TLS on: the fixture's
 /// CA given as CertificateFile is trusted, an unknown CA is a Config error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_starttls_with_certificate_file() {
     let fx = Fixture::start(&["--messages", "10"]);
-    let certs = fx.dir.join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    make_certificates(&certs);
-    fx.run(&["stop", "--keep"]);
-    let imaps_port = free_port();
-    let conf = std::fs::read_to_string(fx.dir.join("dovecot.conf")).unwrap();
-    let tls_conf = conf
-        .replace(
-            "ssl = no",
-            &format!(
-                "ssl = yes\nssl_cert = <{}\nssl_key = <{}",
-                certs.join("server.pem").display(),
-                certs.join("server.key").display()
-            ),
-        )
-        .replace(
-            "  inet_listener imaps {\n    port = 0",
-            &format!("  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps_port}"),
-        );
-    assert_ne!(conf, tls_conf);
-    let tls_conf_path = fx.dir.join("dovecot-tls.conf");
-    std::fs::write(&tls_conf_path, tls_conf).unwrap();
-    let _dovecot = Restarted::start(&tls_conf_path, fx.port());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", imaps_port)).is_err() {
-        assert!(Instant::now() < deadline, "no IMAPS listener");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-
-    let ca = certs.join("ca.pem");
+    let tls = fx.restart_with_tls();
+    let imaps_port = tls.imaps_port;
+    let ca = tls.ca.clone();
     for (security, port) in [(Security::StartTls, fx.port()), (Security::Tls, imaps_port)] {
         let mut conn = fx.connection();
         conn.host = "localhost".to_owned();

@@ -1,14 +1,15 @@
 //! Shared by the Rust integration tests that need a real dovecot: the
 //! fixture (`tests/fixture/imap_fixture.py`) as a guard that stops the
-//! server and removes its directory on drop, also when a test fails, and
-//! real mbsync runs against it.
+//! server and removes its directory on drop, also when a test fails; real
+//! mbsync runs against it; dovecot restarted by a test, also with TLS.
 //!
 //! Each test crate includes this with `mod common;` and uses part of it,
 //! so the parts one crate leaves unused are not dead code.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -117,4 +118,187 @@ fn succeeded(out: &Output, what: &str) {
         "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// dovecot started again by the test with the fixture's configuration;
+/// killed (whole process group) and reaped on drop.
+pub struct Restarted(Child);
+
+impl Restarted {
+    /// Starts dovecot with `conf` and waits until `port` accepts.
+    pub fn start(conf: &Path, port: u16) -> Restarted {
+        use std::os::unix::process::CommandExt;
+        let dir = conf.parent().expect("fixture dir");
+        let _ = std::fs::remove_dir_all(dir.join("run"));
+        let child = Command::new("dovecot")
+            .arg("-c")
+            .arg(conf)
+            .arg("-F")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("restart dovecot");
+        let restarted = Restarted(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "dovecot did not come back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        restarted
+    }
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let pgid = self.0.id() as i32;
+        unsafe {
+            libc::killpg(pgid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+/// A CA and a server certificate for `localhost`/127.0.0.1 signed by it.
+pub fn make_certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Fixture CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// dovecot restarted with TLS on (see [`Fixture::restart_with_tls`]).
+pub struct Tls {
+    /// Kept for its Drop: stops this dovecot.
+    pub dovecot: Restarted,
+    /// The IMAPS listener; the fixture's own port now offers STARTTLS.
+    pub imaps_port: u16,
+    /// The CA that signed the server certificate (for `localhost` and
+    /// 127.0.0.1): what an mbsyncrc names as `CertificateFile`.
+    pub ca: PathBuf,
+}
+
+impl Fixture {
+    /// Stops the fixture's dovecot and starts it again with TLS: STARTTLS
+    /// on the fixture's port, IMAPS on a new one, certificates signed by a
+    /// throwaway CA. Stopped again when the returned value drops.
+    pub fn restart_with_tls(&self) -> Tls {
+        let certs = self.dir.join("certs");
+        std::fs::create_dir_all(&certs).expect("certs dir");
+        make_certificates(&certs);
+        self.run(&["stop", "--keep"]);
+        let imaps_port = free_port();
+        let conf = std::fs::read_to_string(self.dir.join("dovecot.conf")).expect("dovecot.conf");
+        let tls_conf = conf
+            .replace(
+                "ssl = no",
+                &format!(
+                    "ssl = yes\nssl_cert = <{}\nssl_key = <{}",
+                    certs.join("server.pem").display(),
+                    certs.join("server.key").display()
+                ),
+            )
+            .replace(
+                "  inet_listener imaps {\n    port = 0",
+                &format!(
+                    "  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps_port}"
+                ),
+            );
+        assert_ne!(conf, tls_conf, "the fixture's dovecot.conf changed shape");
+        let tls_conf_path = self.dir.join("dovecot-tls.conf");
+        std::fs::write(&tls_conf_path, tls_conf).expect("write dovecot-tls.conf");
+        let dovecot = Restarted::start(&tls_conf_path, self.port());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", imaps_port)).is_err() {
+            assert!(Instant::now() < deadline, "no IMAPS listener");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Tls {
+            dovecot,
+            imaps_port,
+            ca: certs.join("ca.pem"),
+        }
+    }
 }
