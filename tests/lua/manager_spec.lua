@@ -11,6 +11,22 @@ describe('manager', function()
     eq(false, require('himalaya.sync.native').is_loaded())
   end)
 
+  it('a User autocommand with a wildcard pattern hears the events', function()
+    local seen = {}
+    local au = vim.api.nvim_create_autocmd('User', {
+      pattern = 'HimalayaSync*',
+      callback = function(ev)
+        seen[#seen + 1] = ev.match
+      end,
+    })
+    manager.update_progress({ percent = 10, box = 'INBOX' })
+    vim.wait(100, function()
+      return #seen > 0
+    end)
+    vim.api.nvim_del_autocmd(au)
+    eq({ 'HimalayaSyncUpdate' }, seen)
+  end)
+
   it('other code can report progress and completion into it', function()
     local seen = {}
     vim.api.nvim_create_autocmd('User', {

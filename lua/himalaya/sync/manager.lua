@@ -236,10 +236,16 @@ local function echo_progress(info, status)
   end
 end
 
---- Fires `User {pattern}` if anything listens: handing `data` to an
---- autocommand copies it into Vimscript values even when nobody listens.
+--- Fires `User {pattern}` unless no `User` autocommand exists at all:
+--- handing `data` to an autocommand copies it even when nobody listens.
+--- (Asking about this one pattern would miss listeners of a wildcard
+--- pattern such as `HimalayaSync*`: exists() compares patterns literally.)
+local function listened()
+  return vim.fn.exists('#User') == 1
+end
+
 local function fire(pattern, data)
-  if vim.fn.exists('#User#' .. pattern) == 1 then
+  if listened() then
     vim.api.nvim_exec_autocmds('User', { pattern = pattern, modeline = false, data = data })
   end
 end
@@ -772,10 +778,10 @@ function M.notify_ui_update()
     -- Nothing is copied or converted for nobody: this runs up to five times
     -- a second per sync, and each piece costs the editor's thread about
     -- 0.1 ms on a machine busy with the sync.
-    local listened = vim.fn.exists('#User#HimalayaSyncUpdate') == 1
-    if listened or #listeners > 0 then
+    local heard = listened()
+    if heard or #listeners > 0 then
       local info = M.get_sync_info()
-      if listened then
+      if heard then
         -- The event leaves out syncs that ended before the previous one:
         -- its data is copied twice on the way to each listener, and the
         -- whole history (20 syncs with their folder counts) cost about
