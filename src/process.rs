@@ -71,8 +71,11 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnJob>> {
     })
 }
 
-/// Starts `spec` under a new pseudo-terminal, in its own session.
-pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
+/// Starts `spec` under a new pseudo-terminal, in its own session. The
+/// fork happens on the spawner thread; the caller awaits its answer
+/// without holding a thread of its own (one thread hop less before mbsync
+/// runs).
+pub async fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
     if runtime::is_stopped() {
         return Err(Error::new(
             ErrorKind::Cancelled,
@@ -112,7 +115,7 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
         });
     }
     let program = spec.program.display().to_string();
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = tokio::sync::oneshot::channel();
     let job: SpawnJob = Box::new(move || {
         let _ = tx.send(cmd.spawn());
     });
@@ -121,7 +124,7 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
         .send(job)
         .map_err(|_| Error::io("cannot start processes", "spawner thread is gone"))?;
     let child = rx
-        .recv()
+        .await
         .map_err(|_| Error::io("cannot start processes", "spawner thread is gone"))?
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {

@@ -258,16 +258,10 @@ pub async fn run(
         env: vec![("LC_ALL".into(), "C".into())],
         columns: COLUMNS,
     };
-    // Spawning waits for the spawner thread: keep that off the async workers.
-    let spawned = tokio::task::spawn_blocking(move || process::spawn_pty(&pspec)).await;
-    let child = match spawned {
-        Ok(Ok(c)) => c,
-        Ok(Err(Error { kind, message })) => {
+    let child = match process::spawn_pty(&pspec).await {
+        Ok(c) => c,
+        Err(Error { kind, message }) => {
             outcome.error = failed(kind, message);
-            return outcome;
-        }
-        Err(e) => {
-            outcome.error = failed(ErrorKind::Unknown, format!("cannot start mbsync: {e}"));
             return outcome;
         }
     };
