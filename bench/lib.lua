@@ -75,8 +75,8 @@ function M.command_sync(account, done)
         return true
       end
       for _, s in ipairs((ev.data or {}).syncs or {}) do
-        -- The result too: the engine's last sync_progress event already says
-        -- "completed" but carries no result yet (sync_done follows).
+        -- The result too: a sync reported finished without one would be a
+        -- plugin bug, and must not pass for a completion here.
         if s.id and s.id > prev and FINISHED[s.status] and type(s.result) == 'table' then
           finished = true
           done((uv.hrtime() - t0) / 1e6, s)

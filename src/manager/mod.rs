@@ -13,7 +13,7 @@
 //!   with exponential backoff and jitter; every retry is visible and
 //!   cancellable. `config` and the rest are never retried.
 //! * **Events.** `sync_queued`, `sync_started`, `sync_progress` (at most
-//!   ten a second per sync, always the latest and the final one),
+//!   five a second per sync, always the latest and the final one),
 //!   `sync_retry` and `sync_done`, each carrying the sync's [`SyncInfo`].
 //! * **History** per account is recorded after every finished sync
 //!   ([`history`]).
