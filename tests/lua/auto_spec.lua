@@ -30,11 +30,7 @@ vim.cmd('runtime plugin/himalaya-sync.lua')
 vim.wait(120000, function() return false end, 50)
 ]]):format(t.root, rc, log)
   )
-  local proc = vim.system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
-  t.defer(function()
-    pcall(proc.kill, proc, 9)
-  end)
-  return proc
+  return t.child_nvim(script).proc
 end
 
 local function starts(log, since)

@@ -25,6 +25,16 @@ function M.defer(fn)
   cleanups[#cleanups + 1] = fn
 end
 
+--- `require('himalaya.sync').setup(opts)` for the rest of this test:
+--- setup() options outlive a test unless reset, even when it fails.
+---@param opts table
+function M.setup_for_test(opts)
+  M.defer(function()
+    require('himalaya.sync').setup({})
+  end)
+  require('himalaya.sync').setup(opts)
+end
+
 function M.record_load_error(spec, err)
   load_errors[#load_errors + 1] = ('%s: %s'):format(spec, err)
 end
@@ -668,7 +678,7 @@ SyncState *
 end
 
 --- Runs `script` in another headless Neovim (`nvim -l`), collecting its
---- stdout in the returned table's `out`; killed after the test.
+--- stdout in the returned table's `out`; killed and reaped after the test.
 ---@param script string path of a Lua file
 ---@return {proc: vim.SystemObj, out: string}
 function M.child_nvim(script)
@@ -683,6 +693,7 @@ function M.child_nvim(script)
   })
   M.defer(function()
     pcall(state.proc.kill, state.proc, 9)
+    pcall(state.proc.wait, state.proc, 5000)
   end)
   return state
 end
@@ -782,10 +793,7 @@ function M.oauth_account(server, folders)
     :gsub('\nAuthMechs [^\n]*', '\nAuthMechs XOAUTH2')
   M.write(rc, text)
   local store = M.tmpdir() .. '/tokens'
-  M.defer(function()
-    require('himalaya.sync').setup({})
-  end)
-  require('himalaya.sync').setup({
+  M.setup_for_test({
     mbsync = { config = rc },
     notify = false,
     retry = { max_attempts = 0 },

@@ -51,12 +51,7 @@ end))
 vim.wait(120000, function() return false end, 50)
 ]]):format(t.root, dir, rc, wrapper)
   )
-  local proc = vim.system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
-  t.defer(function()
-    pcall(proc.kill, proc, 9)
-    pcall(proc.wait, proc, 5000)
-  end)
-  return proc
+  return t.child_nvim(script).proc
 end
 
 --- The last state each living child reported, by pid.

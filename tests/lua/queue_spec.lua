@@ -181,11 +181,7 @@ describe('auth', function()
     local good = t.read(fx.mbsyncrc)
     t.write(rc, (good:gsub('\nPass [^\n]*', '\nPass stale-token')))
     local calls = {}
-    -- setup() options outlive the test unless reset, even when it fails.
-    t.defer(function()
-      require('himalaya.sync').setup({})
-    end)
-    require('himalaya.sync').setup({
+    t.setup_for_test({
       mbsync = { config = rc },
       notify = false,
       retry = { max_attempts = 0 },
