@@ -24,6 +24,33 @@ describe('loading', function()
     contains(lerr, 'HIMALAYA_SYNC_LIB')
   end)
 
+  it('a cache folder that cannot be made is one line, not a traceback', function()
+    -- A child Neovim whose cache folder for the staged library is a file.
+    local cache = t.tmpdir() .. '/cache'
+    vim.fn.mkdir(cache .. '/nvim', 'p')
+    t.write(cache .. '/nvim/himalaya-sync', 'not a folder')
+    local script = t.tmpdir() .. '/stage.lua'
+    t.write(
+      script,
+      ([[
+vim.opt.rtp:prepend(%q)
+local lib, err = require('himalaya.sync.native').get()
+io.stdout:write(vim.json.encode({ lib = lib ~= nil, err = err }))
+]]):format(t.root)
+    )
+    local res = vim
+      .system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, {
+        env = { XDG_CACHE_HOME = cache },
+        text = true,
+      })
+      :wait(30000)
+    eq(0, res.code, res.stderr)
+    local out = vim.json.decode(res.stdout)
+    eq(false, out.lib)
+    contains(out.err, 'cannot create the folder ' .. cache .. '/nvim/himalaya-sync')
+    eq(nil, out.err:find('\n'), out.err)
+  end)
+
   it('refuses a library of another version', function()
     package.loaded['himalaya.sync.native'] = nil
     package.loaded['himalaya.sync.version'] = '9.9.9'

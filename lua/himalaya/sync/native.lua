@@ -144,9 +144,14 @@ local function stage(path)
     return nil, 'cannot stat ' .. path
   end
   local dir = vim.fn.stdpath('cache') .. '/himalaya-sync'
-  -- Neovim's vim.fn types say `prot` is a string; mkdir() takes a number.
+  -- Several Neovims may start at once, and mkdir() raises E739 when another
+  -- one created the folder a moment earlier: what counts is that it exists.
+  -- (Neovim's vim.fn types say `prot` is a string; mkdir() takes a number.)
   ---@diagnostic disable-next-line: param-type-mismatch
-  vim.fn.mkdir(dir, 'p', tonumber('700', 8))
+  local made, merr = pcall(vim.fn.mkdir, dir, 'p', tonumber('700', 8))
+  if not made and vim.fn.isdirectory(dir) == 0 then
+    return nil, ('cannot create the folder %s: %s'):format(dir, tostring(merr):gsub('^Vim:', ''))
+  end
   local name = ('lib%s-%d-%d.%d%s'):format(MODULE, st.size, st.mtime.sec, st.mtime.nsec, ext)
   local dest = dir .. '/' .. name
   if not uv.fs_stat(dest) then
