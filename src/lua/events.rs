@@ -4,17 +4,25 @@ use std::time::Duration;
 
 use mlua::{Lua, Table};
 
-use super::{func, to_lua};
+use super::func;
+use crate::error::{Error, ErrorKind};
 use crate::runtime;
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
     m.set("events_fd", func(lua, |_, ()| Ok(runtime::bus()?.fd()))?)?;
-    // Returns (events, more): at most `max` events, and whether more wait.
+    // Returns (events, more): at most `max` events as a JSON array, and
+    // whether more wait. JSON text, decoded by Neovim's own C decoder, costs
+    // the editor's thread about a tenth of building the same tables through
+    // mlua's serde (measured on a no-op sync's six events: 0.1-0.5 ms against
+    // 0.7-3.3 ms), and this runs several times a second while syncs run.
     m.set(
         "drain_events",
-        func(lua, |lua, max: usize| {
+        func(lua, |_, max: usize| {
             let drained = runtime::bus()?.drain(max);
-            Ok((to_lua(lua, &drained.events)?, drained.more))
+            let text = serde_json::to_string(&drained.events).map_err(|e| {
+                Error::new(ErrorKind::Unknown, format!("cannot encode events: {e}"))
+            })?;
+            Ok((text, drained.more))
         })?,
     )?;
     m.set(

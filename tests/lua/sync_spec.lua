@@ -31,6 +31,18 @@ local function one_line(s)
   ok(type(s) == 'string' and s ~= '' and not s:find('\n'), 'one-line reason expected, got ' .. vim.inspect(s))
 end
 
+--- Events reach Lua as JSON: an absent field must be nil, never vim.NIL.
+local function no_nulls(v, path)
+  if v == vim.NIL then
+    error(path .. ' is vim.NIL')
+  end
+  if type(v) == 'table' then
+    for k, x in pairs(v) do
+      no_nulls(x, path .. '.' .. tostring(k))
+    end
+  end
+end
+
 --- An mbsyncrc like the fixture's, with Host/Port/Pass changed.
 local function variant(fx, changes)
   local text = t.read(fx.mbsyncrc)
@@ -64,9 +76,22 @@ describe('syncing real mail', function()
         last = p.percent or last
       end
       eq(100, progress[#progress].percent)
-      -- Throttled: about ten progress updates a second at most.
+      -- Throttled: five progress updates a second (ten allowed here).
       ok(#progress <= math.ceil(result.duration * 10) + 3, ('%d updates in %.2f s'):format(#progress, result.duration))
       ok(info.progress.box ~= nil, 'the current box is reported')
+      no_nulls(info, 'info')
+      no_nulls(progress, 'progress')
+      -- Every folder is counted, under mbsync's names (IMAP's modified
+      -- UTF-7 for non-ASCII names, as the Maildir on disk has them).
+      local counted, folders = 0, {}
+      for _, c in ipairs(info.counts) do
+        counted = counted + c.total
+        folders[#folders + 1] = c.folder
+      end
+      eq(total(server), counted)
+      eq(vim.tbl_count(server), #folders)
+      ok(vim.list_contains(folders, 'Entw&APw-rfe'), vim.inspect(folders))
+      ok(vim.list_contains(folders, 'Work/Caf&AOk-'), vim.inspect(folders))
       local sync_info = manager.get_sync_info()
       eq('completed', sync_info.status)
       eq('demo', sync_info.account)
@@ -158,6 +183,8 @@ describe('syncing real mail', function()
     eq(false, result.success)
     eq('auth', result.kind)
     eq('error', info.status)
+    no_nulls(info, 'info')
+    eq(nil, info.next_retry)
     one_line(result.error)
     ok(not result.error:find('wrong%-password'), 'the password is not shown: ' .. result.error)
   end)

@@ -35,7 +35,7 @@ local DRAIN_MAX = 256
 ---@field version string
 ---@field build_id string
 ---@field events_fd fun(): integer?, himalaya.sync.LibError?
----@field drain_events fun(max: integer): himalaya.sync.Event[]?, boolean|himalaya.sync.LibError more events wait (or the error)
+---@field drain_events fun(max: integer): string?, boolean|himalaya.sync.LibError a JSON array of events; more events wait (or the error)
 ---@field shutdown fun(timeout_ms?: integer): true?, himalaya.sync.LibError?
 ---@field is_stopped fun(): boolean?, himalaya.sync.LibError?
 ---@field emit_test_events fun(count: integer, name: string): integer?, himalaya.sync.LibError?
@@ -224,7 +224,13 @@ local function open(loc, current)
   return loaded, nil, staged
 end
 
-local function dispatch(events)
+-- The library leaves out absent fields; `null` never reaches a handler.
+local JSON_OPTS = { luanil = { object = true, array = true } }
+
+---@param text string a JSON array of events from drain_events
+local function dispatch(text)
+  ---@type himalaya.sync.Event[]
+  local events = vim.json.decode(text, JSON_OPTS)
   for _, ev in ipairs(events) do
     local fns = {}
     if S.by_id[ev.id] then
@@ -247,13 +253,13 @@ local function drain()
   if not S.lib then
     return
   end
-  local events, more = S.lib.drain_events(DRAIN_MAX)
-  if not events then
+  local text, more = S.lib.drain_events(DRAIN_MAX)
+  if not text then
     return
   end
-  if #events > 0 then
+  if text ~= '[]' then
     vim.schedule(function()
-      dispatch(events)
+      dispatch(text)
     end)
   end
   if more then
