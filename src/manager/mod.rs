@@ -40,7 +40,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockDir;
-use crate::mbsync::config::MbsyncConfig;
+use crate::mbsync::config::{ConfigCache, MbsyncConfig};
 use crate::mbsync::errors::{summary, Classified};
 use crate::mbsync::progress::{PercentEstimate, Progress};
 use crate::mbsync::runner::{self, Outcome, RunSpec, Update};
@@ -316,6 +316,8 @@ pub struct Manager {
     tokens: Mutex<Option<(PathBuf, Arc<Tokens>)>>,
     /// The boxes each (mbsyncrc, channel) had at its last split sync.
     box_cache: Mutex<HashMap<BoxKey, Vec<String>>>,
+    /// The mbsyncrc, parsed again only when it changes.
+    rc_cache: ConfigCache,
 }
 
 fn now() -> f64 {
@@ -382,6 +384,7 @@ impl Manager {
             rt,
             tokens: Mutex::new(None),
             box_cache: Mutex::new(HashMap::new()),
+            rc_cache: ConfigCache::default(),
         }
     }
 
@@ -396,7 +399,7 @@ impl Manager {
     /// The parsed mbsyncrc in use.
     pub fn mbsync_config(&self) -> Result<MbsyncConfig> {
         let path = self.settings.lock().mbsync_config.clone();
-        MbsyncConfig::load(path.as_deref())
+        self.rc_cache.load(path.as_deref())
     }
 
     /// Token operations, sharing this manager's lock folder and state

@@ -24,7 +24,9 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use serde::{Serialize, Serializer};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -216,24 +218,14 @@ impl MbsyncConfig {
     /// Reads and parses `path`, or without one the file mbsync itself would
     /// read (see [`MbsyncConfig::default_path`]).
     pub fn load(path: Option<&Path>) -> Result<MbsyncConfig> {
-        let (path, also_tried) = match path {
-            Some(path) => (path.to_path_buf(), None),
-            None => {
-                let home = home_dir().ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Config,
-                        "Cannot find the mbsync config file: $HOME is not set",
-                    )
-                })?;
-                let [xdg, legacy] = default_candidates(&home, xdg_config_home().as_deref());
-                if exists(&legacy) && !exists(&xdg) {
-                    (legacy, None)
-                } else {
-                    (xdg, Some(legacy))
-                }
-            }
-        };
-        let bytes = std::fs::read(&path).map_err(|err| {
+        let (path, also_tried) = resolve(path)?;
+        Self::read(&path, also_tried)
+    }
+
+    /// Reads and parses `path`; `also_tried` is the other default file,
+    /// named when neither exists.
+    fn read(path: &Path, also_tried: Option<PathBuf>) -> Result<MbsyncConfig> {
+        let bytes = std::fs::read(path).map_err(|err| {
             let missing = err.kind() == std::io::ErrorKind::NotFound;
             // "No such file or directory (os error 2)": the number helps nobody.
             let err = err.to_string();
@@ -260,7 +252,7 @@ impl MbsyncConfig {
                 format!("{}:{line}: not valid UTF-8", path.display()),
             )
         })?;
-        Self::parse(&text, &path)
+        Self::parse(&text, path)
     }
 
     /// The configuration file mbsync reads when not given `-c`.
@@ -364,6 +356,113 @@ impl MbsyncConfig {
 }
 
 /// `$HOME`, if set and not empty.
+/// The file `load(path)` reads, and the other default file when `path` is
+/// not given.
+fn resolve(path: Option<&Path>) -> Result<(PathBuf, Option<PathBuf>)> {
+    if let Some(path) = path {
+        return Ok((path.to_path_buf(), None));
+    }
+    let home = home_dir().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            "Cannot find the mbsync config file: $HOME is not set",
+        )
+    })?;
+    let [xdg, legacy] = default_candidates(&home, xdg_config_home().as_deref());
+    Ok(if exists(&legacy) && !exists(&xdg) {
+        (legacy, None)
+    } else {
+        (xdg, Some(legacy))
+    })
+}
+
+/// What a parse depends on: the file's identity, size and times, and the
+/// `$HOME` that `~` expands to.
+#[derive(Debug, Clone, PartialEq)]
+struct Stamp {
+    path: PathBuf,
+    home: Option<OsString>,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            path: path.to_path_buf(),
+            home: std::env::var_os("HOME"),
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// File times come from a coarse clock (a few milliseconds), so a file
+    /// written again at once, at the same size, can keep its stamp. A stamp
+    /// older than `settle` cannot hide a later change.
+    fn settled(&self, now: SystemTime, settle: Duration) -> bool {
+        let newest = self.mtime.max(self.ctime);
+        let Ok(now) = now.duration_since(UNIX_EPOCH) else {
+            return false;
+        };
+        let now = (now.as_secs() as i64, i64::from(now.subsec_nanos()));
+        let cutoff = (now.0 - settle.as_secs() as i64, now.1);
+        newest < cutoff
+    }
+}
+
+/// Parsed configurations, read again only when the file changed.
+///
+/// The manager needs the parsed file at every sync start and for every
+/// account lookup, on the editor's thread; reading and parsing each time
+/// cost about 0.05 ms there, a `stat` costs a tenth of that.
+#[derive(Debug)]
+pub struct ConfigCache {
+    last: Mutex<Option<(Stamp, MbsyncConfig)>>,
+    settle: Duration,
+}
+
+impl Default for ConfigCache {
+    fn default() -> Self {
+        ConfigCache::with_settle(Duration::from_secs(2))
+    }
+}
+
+impl ConfigCache {
+    /// A cache that keeps only files unchanged for at least `settle`.
+    pub fn with_settle(settle: Duration) -> ConfigCache {
+        ConfigCache {
+            last: Mutex::new(None),
+            settle,
+        }
+    }
+
+    /// The same as [`MbsyncConfig::load`], from the cache while the file
+    /// and `$HOME` are unchanged.
+    pub fn load(&self, path: Option<&Path>) -> Result<MbsyncConfig> {
+        let (file, also_tried) = resolve(path)?;
+        // Taken before the read: a change during the read shows as a new stamp.
+        let stamp = Stamp::of(&file);
+        if let (Some(stamp), Some((known, cfg))) = (&stamp, &*self.last.lock()) {
+            if stamp == known {
+                return Ok(cfg.clone());
+            }
+        }
+        let cfg = MbsyncConfig::read(&file, also_tried)?;
+        if let Some(stamp) = stamp.filter(|s| s.settled(SystemTime::now(), self.settle)) {
+            *self.last.lock() = Some((stamp, cfg.clone()));
+        }
+        Ok(cfg)
+    }
+}
+
 fn home_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
@@ -1511,6 +1610,44 @@ Channel gmail-all:INBOX,Work
         assert_eq!(config.channels.len(), 1);
 
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn config_cache_reads_a_changed_file_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rc = tmp.path().join("mbsyncrc");
+        let one = "MaildirStore m\n\nChannel one\nFar :m:\nNear :m:\n";
+        let two = "MaildirStore m\n\nChannel two\nFar :m:\nNear :m:\n";
+        std::fs::write(&rc, one).unwrap();
+        // No settling time: the file just written is kept.
+        let cache = ConfigCache::with_settle(Duration::ZERO);
+        let first = cache.load(Some(&rc)).unwrap();
+        assert_eq!(first, MbsyncConfig::load(Some(&rc)).unwrap());
+        assert_eq!(cache.load(Some(&rc)).unwrap(), first);
+        // Same size, new file in its place (as editors save): a new stamp.
+        let next = tmp.path().join("next");
+        std::fs::write(&next, two).unwrap();
+        std::fs::rename(&next, &rc).unwrap();
+        assert_eq!(cache.load(Some(&rc)).unwrap().channels[0].name, "two");
+        // A file that is gone is an error again, not the old parse.
+        std::fs::remove_file(&rc).unwrap();
+        assert_eq!(cache.load(Some(&rc)).unwrap_err().kind, ErrorKind::Config);
+    }
+
+    #[test]
+    fn config_cache_keeps_only_settled_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rc = tmp.path().join("mbsyncrc");
+        std::fs::write(&rc, "MaildirStore m\n").unwrap();
+        let stamp = Stamp::of(&rc).unwrap();
+        let now = SystemTime::now();
+        let settle = Duration::from_secs(2);
+        assert!(!stamp.settled(now, settle), "just written");
+        assert!(stamp.settled(now + Duration::from_secs(3), settle));
+        // A file written just now is parsed on every load until it settles.
+        let cache = ConfigCache::with_settle(settle);
+        cache.load(Some(&rc)).unwrap();
+        assert!(cache.last.lock().is_none());
     }
 
     #[test]

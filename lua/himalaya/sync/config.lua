@@ -111,6 +111,12 @@ M.defaults = {
 ---@type table? options given to setup()
 local user_opts
 
+--- The last merge and what it came from: get() runs on every sync start and
+--- notification, and merging and validating again each time cost the editor
+--- about 0.1 ms of CPU per call.
+---@type {g: any, user: table?, cfg: himalaya.sync.Config}?
+local cached
+
 local function fail(path, expected, value)
   error(
     ('himalaya-sync: invalid config %s: expected %s, got %s'):format(
@@ -389,18 +395,25 @@ function M.validate(opts)
   validate(opts, schema, 'himalaya_sync')
 end
 
---- Stores options from setup() after validating them.
+--- Stores a copy of the options from setup() after validating them
+--- (changing the table afterwards changes nothing: call setup() again).
 ---@param opts? table
 function M.setup(opts)
   opts = opts or {}
   M.validate(opts)
-  user_opts = opts
+  user_opts = vim.deepcopy(opts)
 end
 
 --- The merged configuration: defaults < vim.g.himalaya_sync < setup().
+--- The table is shared between callers until the configuration changes:
+--- read it, never modify it.
 ---@return himalaya.sync.Config
 function M.get()
+  -- Each read of vim.g makes a fresh copy: compare contents, not identity.
   local g = vim.g.himalaya_sync
+  if cached and cached.user == user_opts and vim.deep_equal(cached.g, g) then
+    return cached.cfg
+  end
   if g ~= nil then
     M.validate(g)
   end
@@ -409,6 +422,7 @@ function M.get()
     local on = cfg.notify
     cfg.notify = vim.tbl_extend('force', M.defaults.notify, { enabled = on })
   end
+  cached = { g = g, user = user_opts, cfg = cfg }
   return cfg
 end
 

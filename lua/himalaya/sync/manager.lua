@@ -92,7 +92,9 @@ local callbacks = {}
 ---@type table<integer, boolean> syncs asked for by a person (not only by the timer)
 local wanted = {}
 local subscribed = false
-local configured_with, configured_lib
+--- What the engine was last configured from (see ready()).
+---@type {lib: himalaya.sync.NativeLib, cfg: himalaya.sync.Config, derived: table}?
+local configured
 ---@type fun(info: himalaya.sync.SyncInfo)[]
 local listeners = {}
 local status_text = ''
@@ -330,6 +332,17 @@ local function ready()
   if not locked then
     return nil, lerr
   end
+  -- The settings come from the configuration (the same table until it
+  -- changes) and from these; unchanged, the engine needs nothing. (A
+  -- rebuilt library loaded by :HimalayaSync build starts unconfigured.)
+  local derived = {
+    relay_cmd = M.relay_cmd(),
+    state_dir = vim.fn.expand(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
+    config = cfg.mbsync.config and vim.fn.expand(cfg.mbsync.config),
+  }
+  if configured and configured.lib == lib and configured.cfg == cfg and vim.deep_equal(configured.derived, derived) then
+    return lib
+  end
   -- The engine gets data only: which accounts have a refresh function.
   local accounts, refreshable, oauth = {}, {}, {}
   for name, a in pairs(cfg.accounts) do
@@ -351,29 +364,24 @@ local function ready()
     auth_refresh = refreshable,
     max_parallel = cfg.max_parallel,
     max_connections = cfg.max_connections,
-    relay_cmd = M.relay_cmd(),
+    relay_cmd = derived.relay_cmd,
     retry = cfg.retry,
     uidvalidity = cfg.uidvalidity,
     responsive = cfg.responsive,
-    state_dir = vim.fn.expand(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
+    state_dir = derived.state_dir,
+    config = derived.config,
     oauth = oauth,
   })
-  if settings.config then
-    settings.config = vim.fn.expand(settings.config)
+  local done, e = lib.manager_configure(settings)
+  if not done then
+    ---@cast e -?
+    return nil, e.message
   end
-  -- A rebuilt library loaded by :HimalayaSync build starts unconfigured.
-  if lib ~= configured_lib or not vim.deep_equal(settings, configured_with) then
-    local done, e = lib.manager_configure(settings)
-    if not done then
-      ---@cast e -?
-      return nil, e.message
-    end
-    lib.log_open(cfg.log and M.log_path() or nil)
-    -- mbsync's PassCmd (`himalaya-sync token NAME`) runs as our grandchild
-    -- and finds the OAuth settings in this state folder.
-    vim.env.HIMALAYA_SYNC_STATE_DIR = settings.state_dir
-    configured_with, configured_lib = settings, lib
-  end
+  lib.log_open(cfg.log and M.log_path() or nil)
+  -- mbsync's PassCmd (`himalaya-sync token NAME`) runs as our grandchild
+  -- and finds the OAuth settings in this state folder.
+  vim.env.HIMALAYA_SYNC_STATE_DIR = settings.state_dir
+  configured = { lib = lib, cfg = cfg, derived = derived }
   return lib
 end
 M._ready = ready
@@ -446,6 +454,57 @@ function M.log_path()
   return vim.fn.stdpath('log') .. '/himalaya-sync.log'
 end
 
+---@param lib himalaya.sync.NativeLib a library made ready
+---@return himalaya.sync.Target[]? targets
+---@return string? err
+local function targets_of(lib)
+  local list, e = lib.mbsync_targets()
+  if not list then
+    ---@cast e -?
+    return nil, e.message
+  end
+  return list
+end
+
+--- The mbsync target to sync for account `name`: the name itself when the
+--- mbsyncrc has it, else the target of the himalaya account of that name.
+--- Without a name, the only target in the mbsyncrc, or himalaya's default
+--- account when there are several.
+---@param lib himalaya.sync.NativeLib a library made ready
+---@param name? string
+---@return string? target
+---@return string? err
+local function target_for(lib, name)
+  local targets, err = targets_of(lib)
+  if name then
+    for _, t in ipairs(targets or {}) do
+      if t.name == name then
+        return name
+      end
+    end
+    return require('himalaya.sync.himalaya').target_of(name) or name
+  end
+  if not targets then
+    return nil, err
+  end
+  if #targets == 1 then
+    return targets[1].name
+  end
+  local target, herr = require('himalaya.sync.himalaya').default_target()
+  if target then
+    return target
+  elseif herr then
+    return nil, herr
+  end
+  local names = vim.tbl_map(function(t)
+    return t.name
+  end, targets)
+  return nil,
+    #names == 0 and 'no Channel or Group in the mbsyncrc' or ('which account? one of: %s'):format(
+      table.concat(names, ', ')
+    )
+end
+
 ---@class himalaya.sync.Target
 ---@field name string
 ---@field kind 'channel'|'group'
@@ -459,12 +518,7 @@ function M.list_targets()
   if not lib then
     return nil, err
   end
-  local list, e = lib.mbsync_targets()
-  if not list then
-    ---@cast e -?
-    return nil, e.message
-  end
-  return list
+  return targets_of(lib)
 end
 
 --- The accounts that together sync everything once: every group, and
@@ -485,40 +539,19 @@ end
 ---@return string? account
 ---@return string? err
 function M.default_account()
-  local targets, err = M.list_targets()
-  if not targets then
+  local lib, err = ready()
+  if not lib then
     return nil, err
   end
-  if #targets == 1 then
-    return targets[1].name
-  end
-  -- Several: himalaya's default account, when its config maps it to one.
-  local target, herr = require('himalaya.sync.himalaya').default_target()
-  if target then
-    return target
-  elseif herr then
-    return nil, herr
-  end
-  local names = vim.tbl_map(function(t)
-    return t.name
-  end, targets)
-  return nil,
-    #names == 0 and 'no Channel or Group in the mbsyncrc' or ('which account? one of: %s'):format(
-      table.concat(names, ', ')
-    )
+  return target_for(lib)
 end
 
---- The mbsync target for an account name: the name itself when the
---- mbsyncrc has it, else the target of the himalaya account of that name.
+--- The mbsync target for an account name (see target_for).
 ---@param name string
 ---@return string
 function M.resolve_account(name)
-  for _, t in ipairs(M.list_targets() or {}) do
-    if t.name == name then
-      return name
-    end
-  end
-  return require('himalaya.sync.himalaya').target_of(name) or name
+  local lib = ready()
+  return lib and target_for(lib, name) or require('himalaya.sync.himalaya').target_of(name) or name
 end
 
 --- Starts a sync; returns its id, or `nil, err, kind`. Never blocks: the
@@ -574,15 +607,9 @@ function M.start_sync(type, options)
   if not lib then
     return nil, err, 'config'
   end
-  local account = options.account
+  local account, aerr = target_for(lib, options.account)
   if not account then
-    local a, aerr = M.default_account()
-    if not a then
-      return nil, aerr, 'config'
-    end
-    account = a
-  else
-    account = M.resolve_account(account)
+    return nil, aerr, 'config'
   end
   local id, e
   if type == 'check' then
@@ -624,15 +651,11 @@ function M.get_folder_counts(account)
   if not lib then
     return nil, err
   end
-  if not account then
-    local a, aerr = M.default_account()
-    if not a then
-      return nil, aerr
-    end
-    account = a
-  else
-    account = M.resolve_account(account)
+  local target, aerr = target_for(lib, account)
+  if not target then
+    return nil, aerr
   end
+  account = target
   local counts, e = lib.folder_counts(account)
   if not counts then
     ---@cast e -?
