@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import select
 import socket
@@ -346,13 +347,34 @@ def verdict(ok):
     return "**PASS**" if ok else "**MISS**"
 
 
+def median_ci(values, level=0.95, rounds=2000):
+    """Bootstrap confidence interval of the median of `values`: the middle
+    `level` of the medians of `rounds` resamples (with replacement). The
+    seed is fixed, so the same figures always give the same interval."""
+    rnd = random.Random(1)
+    k = len(values)
+    meds = sorted(med([values[rnd.randrange(k)] for _ in range(k)]) for _ in range(rounds))
+    return meds[int(rounds * (1 - level) / 2)], meds[int(rounds * (1 + level) / 2) - 1]
+
+
 def judge(values, ok, within=None):
     """PASS/MISS on the median of `values` (`ok(v)` says whether a value
-    meets the target); "(within noise)" when the repetitions fall on both
-    sides of the target. `within` overrides the per-repetition check."""
+    meets the target); "(within noise)" when the 95 % confidence interval
+    of that median holds values on both sides of the target. `within`
+    overrides that check."""
     res = verdict(ok(med(values)))
-    mixed = within if within is not None else (any(ok(v) for v in values) and not all(ok(v) for v in values))
-    return res + (" (within noise)" if mixed else "")
+    if within is None:
+        lo, hi = median_ci(values)
+        within = ok(lo) != ok(hi)
+    return res + (" (within noise)" if within else "")
+
+
+def ratio_ci_text(rs):
+    """A ratio with its range and the 95 % confidence interval of its median."""
+    if not rs:
+        return "n/a"
+    lo, hi = median_ci(rs)
+    return "%.3f× (range %.3f–%.3f; 95%% CI %.3f–%.3f)" % (med(rs), min(rs), max(rs), lo, hi)
 
 
 # --------------------------------------------------------------------------
@@ -389,9 +411,10 @@ def expect(cond, what):
 # --------------------------------------------------------------------------
 
 # A no-op resync takes under 0.1 s and varies by 20 % or more between
-# repetitions: it gets this many times the repetitions, so that a 3 % target
-# is judged on more than a handful of pairs.
-NOOP_REPS_FACTOR = 4
+# repetitions: it gets this many times the repetitions (60 pairs by default,
+# about 30 s), which narrows the confidence interval of the median ratio to
+# a few percent.
+NOOP_REPS_FACTOR = 12
 
 
 def bench_sync(fx, agent, reps, R):
@@ -476,7 +499,7 @@ def report_sync(R, md):
               "pty, which makes mbsync draw its progress counters, as the plugin needs it to) and with its "
               "output going to a file (A: no counters, as from cron). The plugin is judged against both; "
               "B is the like-for-like one. Ratio = median of per-repetition ratios to the bare run of the same "
-              "repetition (min–max).\n" % (
+              "repetition (min–max; 95 %% CI: the confidence interval of that median).\n" % (
                   "{:,}".format(sum(fx["folders"].values())), len(fx["folders"]),
                   ", ".join("%s %s" % (k, "{:,}".format(v)) for k, v in fx["folders"].items())))
     for phase, title in (("initial", "Initial sync (fresh local Maildir every repetition, same server)"),
@@ -509,7 +532,7 @@ def report_sync(R, md):
                     cells += [ratio_text(paired(xs, ref)), "—"]
                 else:
                     rs = paired(xs, ref)
-                    cells += [ratio_text(rs), judge(rs, lambda r: r <= 1.03)]
+                    cells += [ratio_ci_text(rs), judge(rs, lambda r: r <= 1.03)]
             md.append("| %s | %s | %s | %s | %s |" % (
                 key, label, spread(xs), spread(cpu) if cpu else "(in E)", " | ".join(cells)))
         md.append("")
@@ -1487,9 +1510,11 @@ def header(R, md, only):
     md.append("| repetitions | %d (`BENCH_REPS`) |" % R["reps"])
     md.append("| duration of this run | %s |" % R.get("duration", "?"))
     md.append("")
-    md.append("PASS/MISS is decided on the median; \"(within noise)\" means the individual repetitions fall on "
-              "both sides of the target, so this run cannot tell the result apart from noise. This machine is "
-              "shared: the load other processes put on it is measured before each section and shown there.\n")
+    md.append("PASS/MISS is decided on the median; \"(within noise)\" means the 95 % confidence interval of that "
+              "median (bootstrap, 2,000 resamples of the repetitions; shown as \"95 % CI\" where given) holds "
+              "values on both sides of the target, so this run cannot tell the result apart from noise. This "
+              "machine is shared: the load other processes put on it is measured before each section and shown "
+              "there.\n")
     md.append("Reproduce everything: `make bench` (or `BENCH_REPS=N make bench`). Each section names the "
               "commands behind its figures and how to run it alone.\n")
     md.append("## Summary\n")
@@ -1515,8 +1540,8 @@ def summary_rows(R, only):
                     xs = [m[what] for m in runs[key]]
                     rs = paired(xs, ref)
                     rows.append(("1. Sync overhead, %s: %s, vs bare `mbsync -a` %s" % (name, label, ref_name),
-                                 "≤ 1.03×", "%.3f× (range %.3f–%.3f); medians %s vs %s ms" % (
-                                     med(rs), min(rs), max(rs), num(med(xs)), num(med(ref))),
+                                 "≤ 1.03×", "%s; medians %s vs %s ms" % (
+                                     ratio_ci_text(rs), num(med(xs)), num(med(ref))),
                                  judge(rs, lambda r: r <= 1.03)))
     elif "sync" in only:
         rows.append(("1. Sync overhead", "≤ 1.03×", "not run", "—"))
