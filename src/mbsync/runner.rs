@@ -258,21 +258,19 @@ pub async fn run(
         env: vec![("LC_ALL".into(), "C".into())],
         columns: COLUMNS,
     };
-    let child = match process::spawn_pty(&pspec).await {
+    let child = match process::spawn_pty(&pspec) {
         Ok(c) => c,
         Err(Error { kind, message }) => {
             outcome.error = failed(kind, message);
             return outcome;
         }
     };
-    let pgid = child.pgid;
-    let _kill_on_drop = process::KillOnDrop(pgid);
     let process::PtyChild {
-        child: mut proc_child,
+        pid: pgid,
         master,
-        pgid: _,
         group: _group,
     } = child;
+    let _kill_on_drop = process::KillOnDrop(pgid);
 
     // Reader thread: reads the terminal's master side continuously (a
     // reader that lags makes mbsync block on its writes) until the child
@@ -293,7 +291,7 @@ pub async fn run(
     std::thread::Builder::new()
         .name("himalaya-sync-wait".into())
         .spawn(move || {
-            let status = proc_child.wait();
+            let status = process::wait(pgid);
             // The reader may be pausing between reads: wake it for the
             // last output.
             exited.store(true, Ordering::Release);
@@ -301,7 +299,7 @@ pub async fn run(
                 t.unpark();
             }
             if let Ok(status) = status {
-                let _ = exit_tx.send(status.into());
+                let _ = exit_tx.send(status);
             }
         })
         .ok();
