@@ -99,7 +99,9 @@ vim.api.nvim_create_autocmd('User', {
       table.sort(names)
       for _, f in ipairs(names) do
         local c = localside[f] or { total = 0, unread = 0 }
-        report[#report + 1] = ('%-24s %8d %8d %8d'):format(f, server[f].total, c.total, c.unread)
+        -- Padded by display width: %-24s counts bytes, and folder names are UTF-8.
+        local name = f .. (' '):rep(math.max(0, 24 - vim.fn.strdisplaywidth(f)))
+        report[#report + 1] = ('%s %8d %8d %8d'):format(name, server[f].total, c.total, c.unread)
       end
       if not headless then
         report[#report + 1] = ''
