@@ -13,9 +13,10 @@
 //!
 //! The terminal is stdin/stdout/stderr: mbsync prints its progress counters
 //! only to a TTY. Children start through `posix_spawnp`, which does not copy
-//! Neovim's page tables the way `fork` does (measured: a no-op sync ends
-//! about 1 ms sooner), and then cannot run code of ours before `exec`: all
-//! of the above is set up with spawn attributes and file actions.
+//! Neovim's page tables the way `fork` does (measured: mbsync's `exec`
+//! comes 2 ms sooner after the command), and then cannot run code of ours
+//! before `exec`: all of the above is set up with spawn attributes and file
+//! actions.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
