@@ -51,6 +51,98 @@ io.stdout:write(vim.json.encode({ lib = lib ~= nil, err = err }))
     eq(nil, out.err:find('\n'), out.err)
   end)
 
+  it('a library whose events cannot be watched starts nothing, and recovers', function()
+    -- A child Neovim in which watching the event pipe fails twice.
+    local script = t.tmpdir() .. '/deaf.lua'
+    t.write(
+      script,
+      ([[
+vim.opt.rtp:prepend(%q)
+local real, failures = vim.uv.new_poll, 2
+vim.uv.new_poll = function(...)
+  if failures > 0 then
+    failures = failures - 1
+    return nil, 'EMFILE: too many open files'
+  end
+  return real(...)
+end
+local native = require('himalaya.sync.native')
+local out = {}
+local lib1, err1 = native.get()
+out.lib1, out.err1 = lib1 ~= nil, err1
+out.id, out.err2 = require('himalaya.sync.manager').start_sync('full', { account = 'nope' })
+local lib = native.get()
+out.lib3, out.got = lib ~= nil, 0
+local id = lib.emit_test_events(3, 'probe')
+native.on_id(id, function()
+  out.got = out.got + 1
+end)
+vim.wait(5000, function()
+  return out.got == 3
+end, 10)
+io.stdout:write(vim.json.encode(out))
+]]):format(t.root)
+    )
+    local res = vim
+      .system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, { text = true })
+      :wait(30000)
+    eq(0, res.code, res.stderr)
+    local out = vim.json.decode(res.stdout)
+    eq(false, out.lib1)
+    contains(out.err1, 'cannot receive events from the library: EMFILE')
+    eq(nil, out.id)
+    contains(out.err2, 'cannot receive events from the library')
+    eq(true, out.lib3)
+    eq(3, out.got)
+  end)
+
+  it('a reloaded build whose events cannot be watched is watched at the next use', function()
+    -- A child Neovim on a copy of the library, rebuilt (touched) and
+    -- reloaded while watching the new event pipe fails once.
+    local copy = t.tmpdir() .. '/libhimalaya_sync.so'
+    assert(vim.uv.fs_copyfile(require('himalaya.sync.native').build_path(), copy))
+    local script = t.tmpdir() .. '/reload.lua'
+    t.write(
+      script,
+      ([[
+vim.opt.rtp:prepend(%q)
+local native = require('himalaya.sync.native')
+local out = {}
+out.first = native.get() ~= nil
+local later = os.time() + 10
+vim.uv.fs_utime(%q, later, later)
+local real = vim.uv.new_poll
+vim.uv.new_poll = function(...)
+  vim.uv.new_poll = real
+  return nil, 'EMFILE: too many open files'
+end
+out.reloaded, out.msg = native.reload()
+local lib = assert(native.get())
+out.got = 0
+local id = lib.emit_test_events(3, 'probe')
+native.on_id(id, function()
+  out.got = out.got + 1
+end)
+vim.wait(5000, function()
+  return out.got == 3
+end, 10)
+io.stdout:write(vim.json.encode(out))
+]]):format(t.root, copy)
+    )
+    local res = vim
+      .system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, {
+        env = { HIMALAYA_SYNC_LIB = copy },
+        text = true,
+      })
+      :wait(30000)
+    eq(0, res.code, res.stderr)
+    local out = vim.json.decode(res.stdout)
+    eq(true, out.first)
+    eq(false, out.reloaded)
+    contains(out.msg, 'cannot receive events from the library: EMFILE')
+    eq(3, out.got, 'events of the new build arrive')
+  end)
+
   it('refuses a library of another version', function()
     package.loaded['himalaya.sync.native'] = nil
     package.loaded['himalaya.sync.version'] = '9.9.9'

@@ -74,6 +74,7 @@ local registry = debug.getregistry()
 ---@field source? string where the loaded library came from
 ---@field staged? string the staged copy actually loaded
 ---@field poll? uv.uv_poll_t
+---@field stopped? boolean shut down (VimLeavePre): events are not watched again
 ---@field by_id table<integer, fun(ev: himalaya.sync.Event)?>
 ---@field by_name table<string, fun(ev: himalaya.sync.Event)[]>
 ---@type himalaya.sync.NativeState
@@ -309,6 +310,15 @@ end
 ---@return string? err one line saying what is wrong and how to fix it
 function M.get()
   if S.lib then
+    -- Loaded but deaf (its event pipe could not be watched at load or
+    -- reload): nothing may start until events can arrive, or it would
+    -- never be seen to end.
+    if not S.poll and not S.stopped then
+      local pumping, perr = start_pump(S.lib)
+      if not pumping then
+        return nil, perr
+      end
+    end
     return S.lib
   end
   local loc, err = M.find()
@@ -319,11 +329,13 @@ function M.get()
   if not loaded then
     return nil, lerr
   end
+  -- Kept even when its events cannot be watched yet: the library is
+  -- initialised once, and the next call tries the watch again.
+  S.lib, S.source, S.staged = loaded, loc.path, staged
   local pumping, perr = start_pump(loaded)
   if not pumping then
     return nil, perr
   end
-  S.lib, S.source, S.staged = loaded, loc.path, staged
   return S.lib
 end
 
@@ -387,6 +399,7 @@ function M.shutdown(timeout_ms)
   if not S.lib then
     return
   end
+  S.stopped = true
   stop_pump()
   S.lib.shutdown(timeout_ms or 200)
 end
