@@ -1,6 +1,33 @@
 local t = require('helpers')
 local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
 
+--- Child script ending: counts 3 test events from `lib` into `out.got`
+--- and writes `out` as JSON.
+local PROBE = [[
+out.got = 0
+local id = lib.emit_test_events(3, 'probe')
+native.on_id(id, function()
+  out.got = out.got + 1
+end)
+vim.wait(5000, function()
+  return out.got == 3
+end, 10)
+io.stdout:write(vim.json.encode(out))
+]]
+
+--- Runs `body` (Lua, with this checkout on 'runtimepath') in a child
+--- Neovim with extra environment `env`; returns what it wrote to stdout,
+--- JSON-decoded.
+local function in_child(body, env)
+  local script = t.tmpdir() .. '/child.lua'
+  t.write(script, ('vim.opt.rtp:prepend(%q)\n'):format(t.root) .. body)
+  local res = vim
+    .system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, { env = env, text = true })
+    :wait(30000)
+  eq(0, res.code, res.stderr)
+  return vim.json.decode(res.stdout)
+end
+
 describe('loading', function()
   it('the plugin file registers the command without loading anything', function()
     vim.cmd('runtime plugin/himalaya-sync.lua')
@@ -29,23 +56,13 @@ describe('loading', function()
     local cache = t.tmpdir() .. '/cache'
     vim.fn.mkdir(cache .. '/nvim', 'p')
     t.write(cache .. '/nvim/himalaya-sync', 'not a folder')
-    local script = t.tmpdir() .. '/stage.lua'
-    t.write(
-      script,
-      ([[
-vim.opt.rtp:prepend(%q)
+    local out = in_child(
+      [[
 local lib, err = require('himalaya.sync.native').get()
 io.stdout:write(vim.json.encode({ lib = lib ~= nil, err = err }))
-]]):format(t.root)
+]],
+      { XDG_CACHE_HOME = cache }
     )
-    local res = vim
-      .system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, {
-        env = { XDG_CACHE_HOME = cache },
-        text = true,
-      })
-      :wait(30000)
-    eq(0, res.code, res.stderr)
-    local out = vim.json.decode(res.stdout)
     eq(false, out.lib)
     contains(out.err, 'cannot create the folder ' .. cache .. '/nvim/himalaya-sync')
     eq(nil, out.err:find('\n'), out.err)
@@ -53,11 +70,7 @@ io.stdout:write(vim.json.encode({ lib = lib ~= nil, err = err }))
 
   it('a library whose events cannot be watched starts nothing, and recovers', function()
     -- A child Neovim in which watching the event pipe fails twice.
-    local script = t.tmpdir() .. '/deaf.lua'
-    t.write(
-      script,
-      ([[
-vim.opt.rtp:prepend(%q)
+    local out = in_child([[
 local real, failures = vim.uv.new_poll, 2
 vim.uv.new_poll = function(...)
   if failures > 0 then
@@ -72,22 +85,8 @@ local lib1, err1 = native.get()
 out.lib1, out.err1 = lib1 ~= nil, err1
 out.id, out.err2 = require('himalaya.sync.manager').start_sync('full', { account = 'nope' })
 local lib = native.get()
-out.lib3, out.got = lib ~= nil, 0
-local id = lib.emit_test_events(3, 'probe')
-native.on_id(id, function()
-  out.got = out.got + 1
-end)
-vim.wait(5000, function()
-  return out.got == 3
-end, 10)
-io.stdout:write(vim.json.encode(out))
-]]):format(t.root)
-    )
-    local res = vim
-      .system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, { text = true })
-      :wait(30000)
-    eq(0, res.code, res.stderr)
-    local out = vim.json.decode(res.stdout)
+out.lib3 = lib ~= nil
+]] .. PROBE)
     eq(false, out.lib1)
     contains(out.err1, 'cannot receive events from the library: EMFILE')
     eq(nil, out.id)
@@ -101,16 +100,12 @@ io.stdout:write(vim.json.encode(out))
     -- reloaded while watching the new event pipe fails once.
     local copy = t.tmpdir() .. '/libhimalaya_sync.so'
     assert(vim.uv.fs_copyfile(require('himalaya.sync.native').build_path(), copy))
-    local script = t.tmpdir() .. '/reload.lua'
-    t.write(
-      script,
-      ([[
-vim.opt.rtp:prepend(%q)
+    local out = in_child([[
 local native = require('himalaya.sync.native')
 local out = {}
 out.first = native.get() ~= nil
 local later = os.time() + 10
-vim.uv.fs_utime(%q, later, later)
+vim.uv.fs_utime(os.getenv('HIMALAYA_SYNC_LIB'), later, later)
 local real = vim.uv.new_poll
 vim.uv.new_poll = function(...)
   vim.uv.new_poll = real
@@ -118,25 +113,7 @@ vim.uv.new_poll = function(...)
 end
 out.reloaded, out.msg = native.reload()
 local lib = assert(native.get())
-out.got = 0
-local id = lib.emit_test_events(3, 'probe')
-native.on_id(id, function()
-  out.got = out.got + 1
-end)
-vim.wait(5000, function()
-  return out.got == 3
-end, 10)
-io.stdout:write(vim.json.encode(out))
-]]):format(t.root, copy)
-    )
-    local res = vim
-      .system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, {
-        env = { HIMALAYA_SYNC_LIB = copy },
-        text = true,
-      })
-      :wait(30000)
-    eq(0, res.code, res.stderr)
-    local out = vim.json.decode(res.stdout)
+]] .. PROBE, { HIMALAYA_SYNC_LIB = copy })
     eq(true, out.first)
     eq(false, out.reloaded)
     contains(out.msg, 'cannot receive events from the library: EMFILE')
