@@ -126,6 +126,14 @@ function uv.fs_stat(path) end
 ---@return string? err_name
 function uv.fs_copyfile(path, new_path, flags) end
 
+--- `mkdir(2)`, synchronous form.
+---@param path string
+---@param mode integer
+---@return boolean|nil success
+---@return string? err
+---@return string? err_name
+function uv.fs_mkdir(path, mode) end
+
 --- `rename(2)`, synchronous form.
 ---@param path string
 ---@param new_path string

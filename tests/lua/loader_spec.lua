@@ -68,6 +68,36 @@ io.stdout:write(vim.json.encode({ lib = lib ~= nil, err = err }))
     eq(nil, out.err:find('\n'), out.err)
   end)
 
+  it('another Neovim creating the cache folders first, at any level, is fine', function()
+    -- What several Neovims starting at once do to each other (the soak spec
+    -- found it): every folder this Neovim is about to create has just been
+    -- created by another one. mkdir(..., 'p') then fails with E739 and
+    -- leaves the deeper levels uncreated; fs_mkdir fails with EEXIST.
+    local cache = t.tmpdir() .. '/race/cache'
+    local out = in_child(
+      [[
+local real = vim.uv.fs_mkdir
+vim.uv.fs_mkdir = function(path, mode)
+  real(path, mode)
+  return nil, 'EEXIST: file already exists: ' .. path, 'EEXIST'
+end
+vim.fn.mkdir = function(path)
+  local missing = path
+  while vim.fn.isdirectory(vim.fs.dirname(missing)) == 0 do
+    missing = vim.fs.dirname(missing)
+  end
+  real(missing, 448)
+  error('Vim:E739: Cannot create directory ' .. missing .. ': file already exists')
+end
+local lib, err = require('himalaya.sync.native').get()
+io.stdout:write(vim.json.encode({ lib = lib ~= nil, err = err }))
+]],
+      { XDG_CACHE_HOME = cache }
+    )
+    eq(true, out.lib, out.err)
+    eq(1, vim.fn.isdirectory(cache .. '/nvim/himalaya-sync'))
+  end)
+
   it('a library whose events cannot be watched starts nothing, and recovers', function()
     -- A child Neovim in which watching the event pipe fails twice.
     local out = in_child([[

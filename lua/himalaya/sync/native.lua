@@ -134,6 +134,31 @@ function M.find()
     )
 end
 
+--- Creates `dir` and its missing parents (mode 0700). Several Neovims may
+--- start at once and create the same folders: a folder made by another one
+--- a moment earlier, at any level, is fine. (mkdir(..., 'p') fails then,
+--- with E739, and leaves the deeper levels uncreated.)
+---@param dir string
+---@return boolean ok
+---@return string? err
+local function make_folder(dir)
+  if vim.fn.isdirectory(dir) == 1 then
+    return true
+  end
+  local parent = vim.fs.dirname(dir)
+  if parent ~= dir then
+    local ok, err = make_folder(parent)
+    if not ok then
+      return false, err
+    end
+  end
+  local _, err = uv.fs_mkdir(dir, 448) -- mode 0700: this user only
+  if vim.fn.isdirectory(dir) == 0 then
+    return false, err or 'not a folder'
+  end
+  return true
+end
+
 --- Copies a file build into the cache under a name unique to its size and
 --- mtime (temp file, then rename: readers never see half a file).
 ---@param path string
@@ -145,13 +170,9 @@ local function stage(path)
     return nil, 'cannot stat ' .. path
   end
   local dir = vim.fn.stdpath('cache') .. '/himalaya-sync'
-  -- Several Neovims may start at once, and mkdir() raises E739 when another
-  -- one created the folder a moment earlier: what counts is that it exists.
-  -- (Neovim's vim.fn types say `prot` is a string; mkdir() takes a number.)
-  ---@diagnostic disable-next-line: param-type-mismatch
-  local made, merr = pcall(vim.fn.mkdir, dir, 'p', tonumber('700', 8))
-  if not made and vim.fn.isdirectory(dir) == 0 then
-    return nil, ('cannot create the folder %s: %s'):format(dir, tostring(merr):gsub('^Vim:', ''))
+  local made, merr = make_folder(dir)
+  if not made then
+    return nil, ('cannot create the folder %s: %s'):format(dir, merr)
   end
   local name = ('lib%s-%d-%d.%d%s'):format(MODULE, st.size, st.mtime.sec, st.mtime.nsec, ext)
   local dest = dir .. '/' .. name
