@@ -401,15 +401,29 @@ pub async fn run(
         None => {
             let code = exit.and_then(|e| e.code);
             match (code, exit.and_then(|e| e.signal)) {
-                (None, Some(sig)) => failed(
-                    ErrorKind::Unknown,
-                    format!("mbsync was killed by signal {sig}"),
-                ),
+                (None, Some(sig)) => killed_by(sig),
                 _ => classify_output(&outcome.tail, code),
             }
         }
     };
     outcome
+}
+
+/// The error of an mbsync killed by a signal we did not send. SIGPIPE means
+/// the other end of its connection (the server, or the throttle relay) went
+/// away while mbsync wrote to it: a network failure, worth a retry.
+fn killed_by(sig: i32) -> Option<Classified> {
+    if sig == libc::SIGPIPE {
+        failed(
+            ErrorKind::Network,
+            "the connection to the server broke while mbsync wrote to it (SIGPIPE)".to_string(),
+        )
+    } else {
+        failed(
+            ErrorKind::Unknown,
+            format!("mbsync was killed by signal {sig}"),
+        )
+    }
 }
 
 /// The boxes of one channel, as `mbsync -l` lists them (far side names).
@@ -456,6 +470,19 @@ fn signal_now(pgid: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_connection_is_a_network_error_other_signals_unknown() {
+        let pipe = killed_by(libc::SIGPIPE).unwrap();
+        assert_eq!(pipe.kind, ErrorKind::Network);
+        assert!(pipe.line.contains("SIGPIPE"), "{}", pipe.line);
+        let segv = killed_by(libc::SIGSEGV).unwrap();
+        assert_eq!(segv.kind, ErrorKind::Unknown);
+        assert_eq!(
+            segv.line,
+            format!("mbsync was killed by signal {}", libc::SIGSEGV)
+        );
+    }
 
     #[test]
     fn box_names_come_from_opening_lines() {
