@@ -27,6 +27,7 @@ pub mod oauth;
 pub mod process;
 pub mod runtime;
 pub mod sched;
+pub mod stamp;
 
 /// Crate version, compared by the Lua loader with the version it expects.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -40,17 +40,15 @@
 //! folder whose two directories still have the times they had at its last
 //! count is not read again: its counts are remembered per directory (a
 //! sync that changed nothing costs two `stat`s per folder instead of
-//! reading thousands of names). Times are coarse (a clock tick, or whole
-//! seconds on some file systems), so a count taken while a directory's time
-//! is less than [`RACY`] old is not remembered: a change in the same tick
-//! would leave the time as it was.
+//! reading thousands of names). The directories' [stamps](crate::stamp) are
+//! taken before the read, and a count is remembered only once they have
+//! settled, so a change in the same clock tick as the read is not missed.
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
@@ -58,6 +56,7 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::mbsync::config::MaildirStore;
+use crate::stamp::{Stamp, SETTLE};
 
 /// The message counts of one Maildir folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -207,8 +206,18 @@ pub fn list_folders(layout: &Layout) -> Result<Vec<(String, PathBuf)>> {
 /// Public for the command-line tool's benchmark: it reads the two
 /// directories once each and never touches the files.
 pub fn count_folder(name: &str, dir: &Path) -> Result<FolderCounts> {
-    let now = SystemTime::now();
-    let (cur, new) = (stamp(&dir.join("cur")), stamp(&dir.join("new")));
+    count_with(name, dir, SystemTime::now(), read_folder)
+}
+
+/// [`count_folder`] with the time and the reader given, so that tests can
+/// see when a folder is read.
+fn count_with(
+    name: &str,
+    dir: &Path,
+    now: SystemTime,
+    read: impl FnOnce(&str, &Path) -> Result<FolderCounts>,
+) -> Result<FolderCounts> {
+    let (cur, new) = (Stamp::of(&dir.join("cur")), Stamp::of(&dir.join("new")));
     if let Some(cur) = &cur {
         if let Some(hit) = cache()
             .lock()
@@ -221,9 +230,9 @@ pub fn count_folder(name: &str, dir: &Path) -> Result<FolderCounts> {
             });
         }
     }
-    let counts = read_folder(name, dir)?;
+    let counts = read(name, dir)?;
     if let Some(cur) = cur {
-        let settled = |s: &Stamp| now.duration_since(s.mtime).is_ok_and(|age| age >= RACY);
+        let settled = |s: &Stamp| s.settled(now, SETTLE);
         if settled(&cur) && new.as_ref().is_none_or(settled) {
             cache().lock().insert(
                 dir.to_path_buf(),
@@ -236,27 +245,6 @@ pub fn count_folder(name: &str, dir: &Path) -> Result<FolderCounts> {
         }
     }
     Ok(counts)
-}
-
-/// How old a directory's modification time must be before counts read
-/// from it are remembered (see the module docs).
-pub const RACY: Duration = Duration::from_secs(2);
-
-/// What identifies one state of a directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    mtime: SystemTime,
-}
-
-fn stamp(dir: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(dir).ok()?;
-    Some(Stamp {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        mtime: meta.modified().ok()?,
-    })
 }
 
 struct Cached {
@@ -786,39 +774,37 @@ mod tests {
         let add = |sub: &str, n: u32| {
             fs::File::create(dir.join(sub).join(format!("17.{n}_1.host,U={n}:2,S"))).unwrap();
         };
-        let set_mtime = |sub: &str, t: SystemTime| {
-            fs::File::open(dir.join(sub))
-                .unwrap()
-                .set_modified(t)
-                .unwrap();
-        };
-        let old = SystemTime::now() - Duration::from_secs(60);
+        let not_read = |_: &str, _: &Path| -> Result<FolderCounts> { panic!("read again") };
+        let later = SystemTime::now() + SETTLE;
         add("cur", 1);
         add("cur", 2);
-        set_mtime("cur", old);
-        set_mtime("new", old);
-        assert_eq!(count_folder("box", &dir).unwrap().total, 2);
-
-        // A file slipped in and the time put back: the remembered count is
-        // used, which shows nothing was read.
-        add("cur", 3);
-        set_mtime("cur", old);
-        let again = count_folder("renamed", &dir).unwrap();
+        // Counted once the directories have settled: remembered, so the
+        // next count does not read, and only takes the new name.
+        assert_eq!(
+            count_with("box", &dir, later, read_folder).unwrap().total,
+            2
+        );
+        let again = count_with("renamed", &dir, later, not_read).unwrap();
         assert_eq!((again.folder.as_str(), again.total), ("renamed", 2));
 
-        // Any other time: read again.
-        set_mtime("cur", old + Duration::from_secs(1));
-        assert_eq!(count_folder("box", &dir).unwrap().total, 3);
+        // A change gives the directory a new stamp: read again.
+        add("new", 3);
+        assert_eq!(
+            count_with("box", &dir, later, read_folder).unwrap().total,
+            3
+        );
 
-        // A directory changed just now is read, and not remembered: a second
-        // change within the same tick would not move its time.
+        // Counted while a change is recent: read, and not remembered, since a
+        // second change within the same clock tick would not move the stamp.
         add("cur", 4);
-        let racy = SystemTime::now();
-        set_mtime("cur", racy);
         assert_eq!(count_folder("box", &dir).unwrap().total, 4);
-        add("cur", 5);
-        set_mtime("cur", racy);
-        assert_eq!(count_folder("box", &dir).unwrap().total, 5);
+        let mut reads = 0;
+        count_with("box", &dir, SystemTime::now(), |name, dir| {
+            reads += 1;
+            read_folder(name, dir)
+        })
+        .unwrap();
+        assert_eq!(reads, 1);
     }
 
     /// Builds a 100,000-message folder and prints how long a count takes.

@@ -24,12 +24,13 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use serde::{Serialize, Serializer};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::stamp::{Stamp, SETTLE};
 
 /// A parsed mbsync configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -376,45 +377,22 @@ fn resolve(path: Option<&Path>) -> Result<(PathBuf, Option<PathBuf>)> {
     })
 }
 
-/// What a parse depends on: the file's identity, size and times, and the
-/// `$HOME` that `~` expands to.
+/// What a parse depends on: which file, its stamp, and the `$HOME` that
+/// `~` expands to.
 #[derive(Debug, Clone, PartialEq)]
-struct Stamp {
+struct Key {
     path: PathBuf,
     home: Option<OsString>,
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+    file: Stamp,
 }
 
-impl Stamp {
-    fn of(path: &Path) -> Option<Stamp> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
-        Some(Stamp {
+impl Key {
+    fn of(path: &Path) -> Option<Key> {
+        Some(Key {
             path: path.to_path_buf(),
             home: std::env::var_os("HOME"),
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
+            file: Stamp::of(path)?,
         })
-    }
-
-    /// File times come from a coarse clock (a few milliseconds), so a file
-    /// written again at once, at the same size, can keep its stamp. A stamp
-    /// older than `settle` cannot hide a later change.
-    fn settled(&self, now: SystemTime, settle: Duration) -> bool {
-        let newest = self.mtime.max(self.ctime);
-        let Ok(now) = now.duration_since(UNIX_EPOCH) else {
-            return false;
-        };
-        let now = (now.as_secs() as i64, i64::from(now.subsec_nanos()));
-        let cutoff = (now.0 - settle.as_secs() as i64, now.1);
-        newest < cutoff
     }
 }
 
@@ -425,13 +403,13 @@ impl Stamp {
 /// cost about 0.05 ms there, a `stat` costs a tenth of that.
 #[derive(Debug)]
 pub struct ConfigCache {
-    last: Mutex<Option<(Stamp, MbsyncConfig)>>,
+    last: Mutex<Option<(Key, MbsyncConfig)>>,
     settle: Duration,
 }
 
 impl Default for ConfigCache {
     fn default() -> Self {
-        ConfigCache::with_settle(Duration::from_secs(2))
+        ConfigCache::with_settle(SETTLE)
     }
 }
 
@@ -448,16 +426,16 @@ impl ConfigCache {
     /// and `$HOME` are unchanged.
     pub fn load(&self, path: Option<&Path>) -> Result<MbsyncConfig> {
         let (file, also_tried) = resolve(path)?;
-        // Taken before the read: a change during the read shows as a new stamp.
-        let stamp = Stamp::of(&file);
-        if let (Some(stamp), Some((known, cfg))) = (&stamp, &*self.last.lock()) {
-            if stamp == known {
+        // Taken before the read (see `crate::stamp`).
+        let key = Key::of(&file);
+        if let (Some(key), Some((known, cfg))) = (&key, &*self.last.lock()) {
+            if key == known {
                 return Ok(cfg.clone());
             }
         }
         let cfg = MbsyncConfig::read(&file, also_tried)?;
-        if let Some(stamp) = stamp.filter(|s| s.settled(SystemTime::now(), self.settle)) {
-            *self.last.lock() = Some((stamp, cfg.clone()));
+        if let Some(key) = key.filter(|k| k.file.settled(SystemTime::now(), self.settle)) {
+            *self.last.lock() = Some((key, cfg.clone()));
         }
         Ok(cfg)
     }
@@ -1639,13 +1617,8 @@ Channel gmail-all:INBOX,Work
         let tmp = tempfile::tempdir().unwrap();
         let rc = tmp.path().join("mbsyncrc");
         std::fs::write(&rc, "MaildirStore m\n").unwrap();
-        let stamp = Stamp::of(&rc).unwrap();
-        let now = SystemTime::now();
-        let settle = Duration::from_secs(2);
-        assert!(!stamp.settled(now, settle), "just written");
-        assert!(stamp.settled(now + Duration::from_secs(3), settle));
         // A file written just now is parsed on every load until it settles.
-        let cache = ConfigCache::with_settle(settle);
+        let cache = ConfigCache::default();
         cache.load(Some(&rc)).unwrap();
         assert!(cache.last.lock().is_none());
     }
