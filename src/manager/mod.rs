@@ -40,6 +40,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockDir;
+use crate::maildir::FolderCounts;
 use crate::mbsync::config::{ConfigCache, MbsyncConfig};
 use crate::mbsync::errors::{summary, Classified};
 use crate::mbsync::progress::{PercentEstimate, Progress};
@@ -280,7 +281,7 @@ pub struct SyncInfo {
     /// Exact counts of the account's local folders, read when the sync
     /// ended (see [`check::folder_counts`]); absent while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub counts: Option<Vec<crate::maildir::FolderCounts>>,
+    pub counts: Option<Vec<FolderCounts>>,
 }
 
 struct Entry {
@@ -565,6 +566,7 @@ impl Manager {
                 list: false,
             };
             let id = e.info.id;
+            let account = e.info.account.clone();
             let job = Job {
                 id,
                 opts: e.opts.clone(),
@@ -594,7 +596,7 @@ impl Manager {
                     )),
                 };
                 drop(busy);
-                me.finish(id, result);
+                me.finish(id, &account, result);
             });
         }
     }
@@ -1062,8 +1064,21 @@ impl Manager {
         (self.emit)(id, "sync_progress", json!(e.info));
     }
 
-    fn finish(self: &Arc<Self>, id: u64, attempt: Attempt) {
+    fn finish(self: &Arc<Self>, id: u64, account: &str, attempt: Attempt) {
         self.flush(id, true);
+        // Counted before `entries` is locked: the editor's thread takes that
+        // lock for every status and list, and counting a folder that changed
+        // reads all its names (milliseconds for 10,000 messages).
+        let cancelled = match &attempt {
+            Attempt::Ran(o) => o.error.as_ref().map(|c| c.kind),
+            Attempt::NotRun(e) => Some(e.kind),
+            Attempt::Repaired(_) => None,
+        } == Some(ErrorKind::Cancelled);
+        let counts = if cancelled {
+            None
+        } else {
+            self.counts_after_sync(account)
+        };
         let settings = self.settings();
         let policy = settings.retry.clone();
         let (error, last, ran) = match attempt {
@@ -1089,7 +1104,7 @@ impl Manager {
                 let mut entries = self.entries.lock();
                 if let Some(e) = entries.iter_mut().find(|e| e.info.id == id) {
                     e.info.repair = Some(report);
-                    let item = self.finalize(e, None, None);
+                    let item = self.finalize(e, None, None, counts);
                     drop(entries);
                     self.record_history(item);
                 }
@@ -1130,12 +1145,13 @@ impl Manager {
                 let cancel_rx = e.cancel.subscribe();
                 let flag = e.cancel_flag.clone();
                 let me = self.clone();
+                let account = account.to_string();
                 drop(entries);
                 self.rt.spawn(async move {
                     let repaired = me
                         .repair_steps(&channel, &mailbox, Duration::ZERO, cancel_rx, flag)
                         .await;
-                    me.after_auto_repair(id, repaired);
+                    me.after_auto_repair(id, &account, repaired);
                 });
                 return;
             }
@@ -1213,7 +1229,7 @@ impl Manager {
             self.pump();
             return;
         }
-        let item = self.finalize(e, error, last);
+        let item = self.finalize(e, error, last, counts);
         Self::prune(&mut entries);
         drop(entries);
         self.record_history(item);
@@ -1222,7 +1238,17 @@ impl Manager {
 
     /// An automatic repair ended: sync again (with the repair recorded), or
     /// end with the repair's error, which says where the backup is.
-    fn after_auto_repair(self: &Arc<Self>, id: u64, repaired: Result<repair::Report>) {
+    fn after_auto_repair(
+        self: &Arc<Self>,
+        id: u64,
+        account: &str,
+        repaired: Result<repair::Report>,
+    ) {
+        // Counted before locking `entries` (see `finish`).
+        let counts = match &repaired {
+            Err(e) if e.kind != ErrorKind::Cancelled => self.counts_after_sync(account),
+            _ => None,
+        };
         let mut entries = self.entries.lock();
         let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
             return;
@@ -1244,7 +1270,7 @@ impl Manager {
                     message: err.message.clone(),
                     line: err.message,
                 });
-                let item = self.finalize(e, error, None);
+                let item = self.finalize(e, error, None, counts);
                 drop(entries);
                 self.record_history(item);
             }
@@ -1280,7 +1306,9 @@ impl Manager {
                     ),
                     line: why,
                 });
-                let item = self.finalize(e, error, None);
+                // On the editor's thread: no Maildir walk here, so this
+                // ending carries no counts (the failed login changed none).
+                let item = self.finalize(e, error, None, None);
                 drop(entries);
                 self.record_history(item);
             }
@@ -1304,7 +1332,7 @@ impl Manager {
                 message: summary(ErrorKind::Cancelled, ""),
                 line: String::new(),
             });
-            let item = self.finalize(e, cancelled, None);
+            let item = self.finalize(e, cancelled, None, None);
             drop(entries);
             self.record_history(item);
         } else {
@@ -1317,12 +1345,14 @@ impl Manager {
     }
 
     /// Sets the final state of a sync and emits its last events (called with
-    /// `entries` held); returns what the history should record.
+    /// `entries` held, so `counts` were read before); returns what the
+    /// history should record.
     fn finalize(
         &self,
         e: &mut Entry,
         error: Option<ErrorInfo>,
         last: Option<Progress>,
+        counts: Option<Vec<FolderCounts>>,
     ) -> HistoryItem {
         let info = &mut e.info;
         let end = now();
@@ -1385,11 +1415,7 @@ impl Manager {
             duration: result.duration,
             error: error.as_ref().map(|e| (e.kind, e.message.clone())),
         };
-        // Counts after every sync that ended on its own (a cancel can come
-        // from the editor's thread, which must not walk a large tree).
-        if info.status != Status::Cancelled {
-            info.counts = self.counts_after_sync(&info.account);
-        }
+        info.counts = counts;
         // A later success clears the error of earlier attempts.
         info.error = error;
         info.result = Some(result);
@@ -1458,7 +1484,7 @@ impl Manager {
                     message: summary(ErrorKind::Cancelled, ""),
                     line: String::new(),
                 });
-                done.push(self.finalize(e, cancelled, None));
+                done.push(self.finalize(e, cancelled, None, None));
             }
         }
         drop(entries);
