@@ -235,5 +235,14 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             to_lua(lua, &manager()?.mbsync_config()?.targets())
         })?,
     )?;
+    // Whether an account name is a channel or group: what every sync start
+    // asks, without building the whole list as Lua tables.
+    m.set(
+        "mbsync_has_target",
+        func(lua, |_, name: String| {
+            let cfg = manager()?.mbsync_config()?;
+            Ok(cfg.channel(&name).is_some() || cfg.group(&name).is_some())
+        })?,
+    )?;
     Ok(())
 }

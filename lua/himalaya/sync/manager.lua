@@ -475,15 +475,13 @@ end
 ---@return string? target
 ---@return string? err
 local function target_for(lib, name)
-  local targets, err = targets_of(lib)
   if name then
-    for _, t in ipairs(targets or {}) do
-      if t.name == name then
-        return name
-      end
+    if lib.mbsync_has_target(name) then
+      return name
     end
     return require('himalaya.sync.himalaya').target_of(name) or name
   end
+  local targets, err = targets_of(lib)
   if not targets then
     return nil, err
   end

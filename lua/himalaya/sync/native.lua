@@ -62,6 +62,7 @@ local DRAIN_MAX = 256
 ---@field idle_list fun(): himalaya.sync.IdleWatch[]?, himalaya.sync.LibError?
 ---@field himalaya_accounts fun(path?: string): himalaya.sync.HimalayaConfig?, himalaya.sync.LibError?
 ---@field mbsync_targets fun(): himalaya.sync.Target[]?, himalaya.sync.LibError?
+---@field mbsync_has_target fun(name: string): boolean?, himalaya.sync.LibError?
 ---@field oauth_call fun(op: string, account: string, arg?: table|string): integer?, himalaya.sync.LibError?
 
 -- State lives in the Lua registry, not in this module: a plugin reloader
