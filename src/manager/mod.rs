@@ -12,9 +12,10 @@
 //!   mbsync itself found the channel locked by a foreign mbsync) are retried
 //!   with exponential backoff and jitter; every retry is visible and
 //!   cancellable. `config` and the rest are never retried.
-//! * **Events.** `sync_queued`, `sync_started`, `sync_progress` (at most
-//!   five a second per sync, always the latest and the final one),
-//!   `sync_retry` and `sync_done`, each carrying the sync's [`SyncInfo`].
+//! * **Events.** `sync_queued` (only for a request that has to wait),
+//!   `sync_started` (when mbsync starts), `sync_progress` (at most five a
+//!   second per sync, always the latest and the final one), `sync_retry`
+//!   and `sync_done`, each carrying the sync's [`SyncInfo`].
 //! * **History** per account is recorded after every finished sync
 //!   ([`history`]).
 
@@ -298,6 +299,10 @@ struct Entry {
     dirty: bool,
     /// Credentials were refreshed once already for this sync.
     auth_refreshed: bool,
+    /// `sync_queued` went out for this request (see `pump`).
+    announced: bool,
+    /// `sync_started` went out for the current attempt (see `on_update`).
+    started_sent: bool,
 }
 
 /// Receives events: `(sync id, event name, data)`.
@@ -498,7 +503,6 @@ impl Manager {
             damaged: None,
             counts: None,
         };
-        (self.emit)(id, "sync_queued", json!(info));
         entries.push(Entry {
             info,
             opts,
@@ -511,6 +515,8 @@ impl Manager {
             last_sent: None,
             dirty: false,
             auth_refreshed: false,
+            announced: false,
+            started_sent: false,
         });
         drop(entries);
         self.pump();
@@ -519,9 +525,27 @@ impl Manager {
 
     /// Starts queued syncs while slots are free, oldest first, never two of
     /// one account.
+    ///
+    /// A new request that starts here at once is not announced as queued,
+    /// and its `sync_started` goes out once mbsync runs (`on_update`), not
+    /// from here: this often runs on the editor's thread, which would
+    /// otherwise handle those events at once, on the CPU the sync's task
+    /// waits for. Requests left waiting are announced before the lock is
+    /// released, so `sync_queued` always precedes their start.
     fn pump(self: &Arc<Self>) {
         let settings = self.settings();
         let mut entries = self.entries.lock();
+        self.start_free(&settings, &mut entries);
+        for e in entries.iter_mut() {
+            if e.info.status == Status::Queued && !e.announced {
+                e.announced = true;
+                (self.emit)(e.info.id, "sync_queued", json!(e.info));
+            }
+        }
+    }
+
+    /// Starts what the free slots allow (see `pump`).
+    fn start_free(self: &Arc<Self>, settings: &Settings, entries: &mut [Entry]) {
         loop {
             let running: Vec<&Entry> = entries
                 .iter()
@@ -544,18 +568,8 @@ impl Manager {
             e.info.progress = None;
             e.estimate = PercentEstimate::new();
             e.info.message = format!("syncing {}", e.info.account);
-            crate::log::write(
-                "info",
-                &format!(
-                    "sync #{} {} {} started (attempt {}): mbsync {}",
-                    e.info.id,
-                    e.info.kind.as_str(),
-                    e.info.account,
-                    e.info.attempt,
-                    e.info.channel
-                ),
-            );
-            (self.emit)(e.info.id, "sync_started", json!(e.info));
+            e.announced = true;
+            e.started_sent = false;
             let spec = RunSpec {
                 program: settings.mbsync_cmd.clone(),
                 // The file we parsed is the file mbsync reads.
@@ -611,6 +625,18 @@ impl Manager {
             cancel_flag,
             throttle,
         } = job;
+        // `sync_started` goes out when mbsync starts (the runner's
+        // `Update::Started`). A step that can take a while before that
+        // (deriving a throttled config, waiting for the lock, refreshing a
+        // token, a repair's backup) announces it first, so that the editor
+        // shows the sync meanwhile.
+        let slow = throttle.is_some()
+            || !opts.wait_lock.is_zero()
+            || opts.kind == SyncType::Repair
+            || self.settings.lock().oauth.contains_key(&opts.account);
+        if slow {
+            self.on_update(id, Update::Started);
+        }
         // Kept until the attempt ends: the derived mbsyncrc of a throttled
         // account is removed when this drops.
         let mut _derived = None;
@@ -790,11 +816,15 @@ impl Manager {
         }
         let (first, fresh) = match cached {
             Some(boxes) => (boxes, Fresh::Pending(listing)),
-            None => match listed(listing.await) {
-                Ok(Some(b)) => (b.clone(), Fresh::Listed(b)),
-                Ok(None) => return self.run_single(id, spec, cancel_rx).await,
-                Err(e) => return failed_outcome(e),
-            },
+            None => {
+                // The listing is a whole login: announce the sync first.
+                self.on_update(id, Update::Started);
+                match listed(listing.await) {
+                    Ok(Some(b)) => (b.clone(), Fresh::Listed(b)),
+                    Ok(None) => return self.run_single(id, spec, cancel_rx).await,
+                    Err(e) => return failed_outcome(e),
+                }
+            }
         };
         let mut parts = deal(first, max);
         let progress = Arc::new(Mutex::new(Vec::new()));
@@ -1024,6 +1054,25 @@ impl Manager {
             let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
                 return;
             };
+            if let Update::Started = update {
+                // Once per attempt, however many mbsync processes it runs.
+                if !e.started_sent && e.info.status == Status::Running {
+                    e.started_sent = true;
+                    crate::log::write(
+                        "info",
+                        &format!(
+                            "sync #{} {} {} started (attempt {}): mbsync {}",
+                            e.info.id,
+                            e.info.kind.as_str(),
+                            e.info.account,
+                            e.info.attempt,
+                            e.info.channel
+                        ),
+                    );
+                    (self.emit)(id, "sync_started", json!(e.info));
+                }
+                return;
+            }
             let prev = e.info.progress.take();
             let (mut counters, mut percent, mut current_box) = match prev {
                 Some(p) => (p.counters, p.percent, p.current_box),
@@ -1035,6 +1084,7 @@ impl Manager {
                     counters = p;
                 }
                 Update::Box(b) => current_box = Some(b),
+                Update::Started => {}
             }
             e.info.progress = Some(ProgressInfo {
                 counters,
@@ -1065,7 +1115,17 @@ impl Manager {
     }
 
     fn finish(self: &Arc<Self>, id: u64, account: &str, attempt: Attempt) {
-        self.flush(id, true);
+        // A sync that succeeded sends its latest progress (at 100 %) together
+        // with its end (see `finalize`): one wakeup of the editor instead of
+        // two back to back. Any other ending first sends what was held back.
+        let succeeded = match &attempt {
+            Attempt::Ran(o) => o.error.is_none(),
+            Attempt::NotRun(_) => false,
+            Attempt::Repaired(_) => true,
+        };
+        if !succeeded {
+            self.flush(id, true);
+        }
         // Counted before `entries` is locked: the editor's thread takes that
         // lock for every status and list, and counting a folder that changed
         // reads all its names (milliseconds for 10,000 messages).

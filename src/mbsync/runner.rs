@@ -72,6 +72,8 @@ impl RunSpec {
 /// Something mbsync reported while running.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
+    /// mbsync was started (sent once per run, before anything else).
+    Started,
     Progress(Progress),
     /// The box mbsync is working on now.
     Box(String),
@@ -271,6 +273,7 @@ pub async fn run(
         group: _group,
     } = child;
     let _kill_on_drop = process::KillOnDrop(pgid);
+    on_update(Update::Started);
 
     // Reader thread: reads the terminal's master side continuously (a
     // reader that lags makes mbsync block on its writes) until the child

@@ -1,0 +1,142 @@
+//! The events of a sync as the editor receives them, against a real dovecot
+//! (`tests/fixture/imap_fixture.py`) and real mbsync: which events a sync
+//! sends, and in which order.
+//!
+//! The fixture is stopped and its directory removed by a Drop guard, also
+//! when a test fails (tests/common).
+
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use himalaya_sync::lock::LockDir;
+use himalaya_sync::manager::{Manager, Settings, StartOptions, SyncType};
+use serde_json::Value;
+
+mod common;
+
+use common::Fixture;
+
+/// One event: sync id, event name, the sync's status in it.
+type Seen = (u64, String, String);
+
+/// A manager on its own runtime and lock folder; every event is sent to
+/// the returned receiver.
+fn manager(
+    fx: &Fixture,
+    settings: Settings,
+) -> (Arc<Manager>, mpsc::Receiver<Seen>, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let locks = Arc::new(LockDir::open(fx.tmp.path().join("locks")).expect("locks"));
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let next = std::sync::atomic::AtomicU64::new(1);
+    let manager = Arc::new(Manager::new(
+        locks,
+        Arc::new(move |id, name: &str, data: Value| {
+            let status = data["status"].as_str().unwrap_or_default().to_string();
+            let _ = tx.lock().unwrap().send((id, name.to_string(), status));
+        }),
+        Box::new(move || next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)),
+        rt.handle().clone(),
+    ));
+    manager.configure(settings);
+    (manager, rx, rt)
+}
+
+fn start(manager: &Arc<Manager>, kind: SyncType) -> u64 {
+    manager
+        .start(StartOptions {
+            kind,
+            account: "demo".into(),
+            folders: Vec::new(),
+            wait_lock: Duration::ZERO,
+        })
+        .expect("start")
+}
+
+/// Every event until each of `ids` has sent `sync_done`.
+fn until_done(rx: &mpsc::Receiver<Seen>, ids: &[u64]) -> Vec<Seen> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen: Vec<Seen> = Vec::new();
+    while !ids
+        .iter()
+        .all(|id| seen.iter().any(|(i, n, _)| i == id && n == "sync_done"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        seen.push(
+            rx.recv_timeout(left)
+                .expect("events until every sync is done"),
+        );
+    }
+    seen
+}
+
+fn names_of(seen: &[Seen], id: u64) -> Vec<&str> {
+    seen.iter()
+        .filter(|(i, _, _)| *i == id)
+        .map(|(_, n, _)| n.as_str())
+        .collect()
+}
+
+fn position(seen: &[Seen], id: u64, name: &str) -> usize {
+    seen.iter()
+        .position(|(i, n, _)| *i == id && n == name)
+        .unwrap_or_else(|| panic!("sync {id} sent no {name}: {seen:?}"))
+}
+
+/// A request that starts at once is not announced as queued: its first
+/// event is `sync_started`, sent once mbsync runs. A request that has to
+/// wait (its account is busy) is announced as queued at once and started
+/// after the first one ended.
+#[test]
+fn a_sync_is_announced_as_queued_only_when_it_waits() {
+    let fx = Fixture::start(&["--folders", "INBOX=20,Work=20"]);
+    let (manager, rx, _rt) = manager(
+        &fx,
+        Settings {
+            mbsync_config: Some(fx.mbsyncrc()),
+            ..Settings::default()
+        },
+    );
+    let first = start(&manager, SyncType::Inbox);
+    // A full sync is not covered by the inbox sync, and needs its channel.
+    let second = start(&manager, SyncType::Full);
+    assert_ne!(first, second);
+    let seen = until_done(&rx, &[first, second]);
+
+    let ones = names_of(&seen, first);
+    assert_eq!(ones.first(), Some(&"sync_started"), "{seen:?}");
+    assert_eq!(ones.last(), Some(&"sync_done"), "{seen:?}");
+    assert!(!ones.contains(&"sync_queued"), "{seen:?}");
+
+    let twos = names_of(&seen, second);
+    assert_eq!(twos.first(), Some(&"sync_queued"), "{seen:?}");
+    assert_eq!(twos.last(), Some(&"sync_done"), "{seen:?}");
+    assert_eq!(twos.iter().filter(|n| **n == "sync_started").count(), 1);
+    assert!(position(&seen, second, "sync_queued") < position(&seen, first, "sync_done"));
+    assert!(position(&seen, first, "sync_done") < position(&seen, second, "sync_started"));
+    for id in [first, second] {
+        let (_, _, status) = &seen[position(&seen, id, "sync_done")];
+        assert_eq!(status, "completed", "{seen:?}");
+    }
+}
+
+/// `sync_started` means mbsync started: a sync whose mbsync cannot be
+/// started ends without it.
+#[test]
+fn a_sync_whose_mbsync_never_ran_sends_no_started() {
+    let fx = Fixture::start(&["--messages", "5"]);
+    let missing = fx.tmp.path().join("no-such-mbsync");
+    let (manager, rx, _rt) = manager(
+        &fx,
+        Settings {
+            mbsync_cmd: missing,
+            mbsync_config: Some(fx.mbsyncrc()),
+            ..Settings::default()
+        },
+    );
+    let id = start(&manager, SyncType::Full);
+    let seen = until_done(&rx, &[id]);
+    assert_eq!(names_of(&seen, id), ["sync_done"], "{seen:?}");
+    assert_eq!(seen.last().map(|s| s.2.as_str()), Some("error"));
+}
