@@ -70,7 +70,12 @@ fn send(msg: Msg) {
         std::thread::Builder::new()
             .name("himalaya-sync-log".into())
             .spawn(move || {
-                idle_priority();
+                // Lines come from the editor's thread too (a sync's start,
+                // a cancel). A woken thread may take the CPU of the thread
+                // that woke it at once: at normal priority every line cost
+                // the editor the time to open and append to the file (0.15
+                // ms, measured) before it went on. Lines are not urgent.
+                crate::sched::idle_priority();
                 for msg in rx {
                     match msg {
                         Msg::Line(line) => append(&line),
@@ -86,19 +91,6 @@ fn send(msg: Msg) {
     if let Some(tx) = writer {
         let _ = tx.lock().send(msg);
     }
-}
-
-/// Lines come from the editor's thread too (a sync's start, a cancel).
-/// A woken thread may take the CPU of the thread that woke it at once, so
-/// at normal priority every line cost the editor the time to open and
-/// append to the file (0.15 ms, measured) before it went on; at idle
-/// priority the writer only runs when a CPU has nothing else to do. Lines
-/// are not urgent. Best effort: without the policy, lines are still
-/// written.
-fn idle_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
 }
 
 fn append(line: &str) {

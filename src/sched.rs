@@ -57,6 +57,18 @@ pub fn set_editor_thread() {
     STATE.lock().tid = Some(tid);
 }
 
+/// Puts the calling thread at idle priority (`SCHED_IDLE`): it then runs
+/// only when a CPU has nothing else to do, and never takes the CPU from
+/// the thread that woke it. For threads of their own that do work nobody
+/// waits for (the log writer, an early count); an unprivileged thread
+/// cannot come back from it. Best effort: without the policy the work is
+/// done at normal priority.
+pub fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+}
+
 /// Turns the hint on or off; off restores the slice at once if a sync runs.
 pub fn set_enabled(enabled: bool) {
     let mut s = STATE.lock();
@@ -225,5 +237,22 @@ mod tests {
 
         stop_tx.send(()).unwrap();
         editor.join().unwrap();
+    }
+
+    #[test]
+    fn idle_priority_applies_to_the_calling_thread_only() {
+        let policy = || {
+            // SAFETY: pid 0 is the calling thread.
+            unsafe { libc::sched_getscheduler(0) }
+        };
+        let before = policy();
+        let inside = std::thread::spawn(move || {
+            idle_priority();
+            policy()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inside, libc::SCHED_IDLE);
+        assert_eq!(policy(), before);
     }
 }

@@ -730,11 +730,17 @@ impl Manager {
         // The first sync of an account in this process would read its whole
         // Maildir there (7 ms per 10,000 messages, measured), before its
         // completion event: read it now instead, while mbsync waits on the
-        // server.
+        // server, on a thread of its own at idle priority, so that it only
+        // takes CPU time that mbsync, the server and the editor leave.
         if self.counted.lock().insert(opts.account.clone()) {
             let me = self.clone();
             let account = opts.account.clone();
-            tokio::task::spawn_blocking(move || me.folder_counts(&account));
+            let _ = std::thread::Builder::new()
+                .name("himalaya-sync-count".into())
+                .spawn(move || {
+                    crate::sched::idle_priority();
+                    me.folder_counts(&account)
+                });
         }
         let max = self.settings().max_connections;
         let split = max > 1
