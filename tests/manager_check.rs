@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use himalaya_sync::lock::LockDir;
 use himalaya_sync::manager::targets::Throttle;
 use himalaya_sync::manager::{AccountOverrides, Manager, Settings, StartOptions, SyncType};
 use serde_json::Value;
@@ -51,22 +50,13 @@ struct Harness {
 
 impl Harness {
     fn new(fx: &Fixture, settings: Settings) -> Harness {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let locks = Arc::new(LockDir::open(fx.tmp.path().join("locks")).expect("locks"));
         let (tx, rx) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
-        let next = std::sync::atomic::AtomicU64::new(1);
-        let manager = Arc::new(Manager::new(
-            locks,
-            Arc::new(move |_, name: &str, data: Value| {
-                if name == "sync_done" {
-                    let _ = tx.lock().unwrap().send(data);
-                }
-            }),
-            Box::new(move || next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)),
-            rt.handle().clone(),
-        ));
-        manager.configure(settings);
+        let (manager, rt) = common::manager(fx, settings, move |_, name, data| {
+            if name == "sync_done" {
+                let _ = tx.lock().unwrap().send(data);
+            }
+        });
         Harness {
             manager,
             done: rx,

@@ -8,9 +8,7 @@
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use himalaya_sync::lock::LockDir;
 use himalaya_sync::manager::{Manager, Settings, StartOptions, SyncType};
-use serde_json::Value;
 
 mod common;
 
@@ -19,27 +17,17 @@ use common::Fixture;
 /// One event: sync id, event name, the sync's status in it.
 type Seen = (u64, String, String);
 
-/// A manager on its own runtime and lock folder; every event is sent to
-/// the returned receiver.
+/// A manager whose every event is sent to the returned receiver.
 fn manager(
     fx: &Fixture,
     settings: Settings,
 ) -> (Arc<Manager>, mpsc::Receiver<Seen>, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let locks = Arc::new(LockDir::open(fx.tmp.path().join("locks")).expect("locks"));
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
-    let next = std::sync::atomic::AtomicU64::new(1);
-    let manager = Arc::new(Manager::new(
-        locks,
-        Arc::new(move |id, name: &str, data: Value| {
-            let status = data["status"].as_str().unwrap_or_default().to_string();
-            let _ = tx.lock().unwrap().send((id, name.to_string(), status));
-        }),
-        Box::new(move || next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)),
-        rt.handle().clone(),
-    ));
-    manager.configure(settings);
+    let (manager, rt) = common::manager(fx, settings, move |id, name, data| {
+        let status = data["status"].as_str().unwrap_or_default().to_string();
+        let _ = tx.lock().unwrap().send((id, name.to_string(), status));
+    });
     (manager, rx, rt)
 }
 

@@ -9,11 +9,35 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use himalaya_sync::lock::LockDir;
+use himalaya_sync::manager::{Manager, Settings};
 use serde_json::Value;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixture/imap_fixture.py");
+
+/// A manager on its own runtime, with a lock folder in the fixture's temp
+/// folder; `emit` gets every event. The runtime must outlive the manager's
+/// syncs: keep it until the test ends.
+pub fn manager(
+    fx: &Fixture,
+    settings: Settings,
+    emit: impl Fn(u64, &str, Value) + Send + Sync + 'static,
+) -> (Arc<Manager>, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let locks = Arc::new(LockDir::open(fx.tmp.path().join("locks")).expect("locks"));
+    let next = std::sync::atomic::AtomicU64::new(1);
+    let manager = Arc::new(Manager::new(
+        locks,
+        Arc::new(emit),
+        Box::new(move || next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)),
+        rt.handle().clone(),
+    ));
+    manager.configure(settings);
+    (manager, rt)
+}
 
 /// A running fixture; stopped and removed on drop.
 pub struct Fixture {
