@@ -630,10 +630,11 @@ impl Manager {
         // (deriving a throttled config, waiting for the lock, refreshing a
         // token, a repair's backup) announces it first, so that the editor
         // shows the sync meanwhile.
+        let oauth = self.settings.lock().oauth.get(&opts.account).cloned();
         let slow = throttle.is_some()
             || !opts.wait_lock.is_zero()
             || opts.kind == SyncType::Repair
-            || self.settings.lock().oauth.contains_key(&opts.account);
+            || oauth.is_some();
         if slow {
             self.on_update(id, Update::Started);
         }
@@ -704,7 +705,6 @@ impl Manager {
         // An OAuth account's token is made fresh first, so that mbsync's
         // PassCmd finds a valid one (and a revoked grant is reported as
         // such instead of as a failed login).
-        let oauth = self.settings.lock().oauth.get(&opts.account).cloned();
         if let Some(acct) = oauth {
             let fresh = match self.tokens() {
                 Ok(tokens) => tokens.valid_token(&acct).await.map(|_| ()),
