@@ -23,11 +23,12 @@ use crate::process::{self, Exit, Spec};
 
 /// Wide enough that mbsync never truncates its counters.
 const COLUMNS: u16 = 250;
-/// Progress frames are handed to the runtime at most this often.
-const PROGRESS_BATCH: Duration = Duration::from_millis(20);
+/// What the reader read (lines, progress frames) is handed to the runtime at
+/// most this often.
+const OUTPUT_BATCH: Duration = Duration::from_millis(20);
 /// After a read that found little, the reader waits this long before the
 /// next one (see `read_terminal`).
-const READ_PACE: Duration = Duration::from_millis(1);
+const READ_PACE: Duration = Duration::from_millis(5);
 /// A read at least this large means output arrives fast: read again at once.
 const READ_PACE_BELOW: usize = 2048;
 /// Lines kept for the error report.
@@ -99,17 +100,21 @@ impl Outcome {
 
 /// The reader thread's loop (see `run`): read, parse, send batches.
 ///
-/// mbsync writes one progress frame per message, each its own `write`: a
-/// reader that wakes for every one costs a context switch per frame, in
-/// the reader and in mbsync, which on a busy machine is time taken from
-/// both. So after a read that found less than [`READ_PACE_BELOW`] bytes
-/// the reader waits [`READ_PACE`] and lets frames gather. The terminal
-/// buffers a few KiB, several milliseconds of mbsync's fastest output, so
-/// mbsync never waits for the reader; when output comes faster than that,
-/// reads come back large and the reader stops waiting. Once mbsync has
-/// exited (`exited`, set by the waiter, which also unparks this thread) it
-/// never waits: the last lines are read at once, and the sync's end is not
-/// held up by a pause.
+/// mbsync writes one progress frame per message and, with `-V`, a few lines
+/// per box, each its own `write`. Every batch sent wakes the runtime, and a
+/// reader that wakes for every write costs a context switch each time, in
+/// the reader and in mbsync: on a busy machine that is time taken from
+/// both. So what was read is held and sent at most every
+/// [`OUTPUT_BATCH`] (lines in order, and only the latest progress frame
+/// of a run of frames), and after a read that found less than
+/// [`READ_PACE_BELOW`] bytes the reader waits [`READ_PACE`] and lets output
+/// gather. A Linux terminal buffers about 20 KiB, some 270 progress frames
+/// (a frame per message, far more than mbsync pulls in a pause), so mbsync
+/// never waits for the reader; when output comes faster, reads come back
+/// large and the reader stops waiting.
+/// Once mbsync has exited (`exited`, set by the waiter, which also unparks
+/// this thread) it never waits: the last output is read at once, and the
+/// sync's end is not held up by a pause.
 fn read_terminal(
     mut reader: std::fs::File,
     tx: mpsc::UnboundedSender<Vec<StreamItem>>,
@@ -123,22 +128,20 @@ fn read_terminal(
     let mut latest: Option<Progress> = None;
     let mut last_sent = Instant::now();
     loop {
-        // With a frame held back, wait only until it is due.
-        if latest.is_some() {
-            let left = PROGRESS_BATCH.saturating_sub(last_sent.elapsed());
+        // With something held, wait for more output only until it is due.
+        if latest.is_some() || !out.is_empty() {
+            let left = OUTPUT_BATCH.saturating_sub(last_sent.elapsed());
             let timeout = PollTimeout::try_from(left.as_millis().min(1000) as i32)
                 .unwrap_or(PollTimeout::ZERO);
             let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
-            if matches!(poll(&mut fds, timeout), Ok(0)) {
+            if left.is_zero() || matches!(poll(&mut fds, timeout), Ok(0)) {
                 out.extend(latest.take().map(StreamItem::Progress));
+                if tx.send(std::mem::take(&mut out)).is_err() {
+                    return;
+                }
+                last_sent = Instant::now();
+                continue;
             }
-        }
-        if !out.is_empty() {
-            if tx.send(std::mem::take(&mut out)).is_err() {
-                return;
-            }
-            last_sent = Instant::now();
-            continue;
         }
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -156,10 +159,7 @@ fn read_terminal(
                 }
             }
         }
-        if latest.is_some() && last_sent.elapsed() >= PROGRESS_BATCH {
-            out.extend(latest.take().map(StreamItem::Progress));
-        }
-        if n < READ_PACE_BELOW && out.is_empty() && !exited.load(Ordering::Acquire) {
+        if n < READ_PACE_BELOW && !exited.load(Ordering::Acquire) {
             std::thread::park_timeout(READ_PACE);
         }
     }
@@ -278,9 +278,8 @@ pub async fn run(
     // Reader thread: reads the terminal's master side continuously (a
     // reader that lags makes mbsync block on its writes) until the child
     // and everything it started have closed it (EIO). It parses here, so
-    // the thousands of per-message progress frames cost the runtime only a
-    // few batches: lines go out at once, progress at most every
-    // PROGRESS_BATCH, always the latest frame.
+    // the thousands of per-message progress frames and the lines cost the
+    // runtime only a few batches, at most one per OUTPUT_BATCH.
     let (items_tx, mut batches) = mpsc::unbounded_channel::<Vec<StreamItem>>();
     let reader = std::fs::File::from(master);
     let exited = Arc::new(AtomicBool::new(false));
@@ -552,6 +551,53 @@ mod tests {
             let out = run(spec, rx, |u| updates.push(u)).await;
             (out, updates)
         })
+    }
+
+    /// Every write of mbsync's would otherwise wake the runtime: what the
+    /// reader hands over comes in at most one batch per OUTPUT_BATCH, in
+    /// order and complete.
+    #[test]
+    fn output_is_handed_over_in_few_batches() {
+        use std::io::Write;
+        let (rx_end, tx_end) = std::io::pipe().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut tx_end = tx_end;
+            for i in 0..150 {
+                let frame = format!("C: 0/1  B: 0/2  F: +0/0 *0/0 #0/0  N: +{i}/150 *0/0 #0/0\r");
+                tx_end.write_all(frame.as_bytes()).unwrap();
+                tx_end.write_all(format!("line {i}\n").as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        let (tx, mut batches) = mpsc::unbounded_channel();
+        let started = Instant::now();
+        read_terminal(
+            std::fs::File::from(std::os::fd::OwnedFd::from(rx_end)),
+            tx,
+            &AtomicBool::new(false),
+        );
+        let elapsed = started.elapsed();
+        writer.join().unwrap();
+        let mut sent = Vec::new();
+        while let Ok(batch) = batches.try_recv() {
+            sent.push(batch);
+        }
+        let lines: Vec<String> = sent
+            .iter()
+            .flatten()
+            .filter_map(|item| match item {
+                StreamItem::Line(l) => Some(l.clone()),
+                StreamItem::Progress(_) => None,
+            })
+            .collect();
+        let expected: Vec<String> = (0..150).map(|i| format!("line {i}")).collect();
+        assert_eq!(lines, expected);
+        let most = (elapsed.as_millis() / OUTPUT_BATCH.as_millis()) as usize + 2;
+        assert!(
+            sent.len() <= most,
+            "{} batches in {elapsed:?} for 300 writes",
+            sent.len()
+        );
     }
 
     #[test]
