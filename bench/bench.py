@@ -421,7 +421,7 @@ def bench_sync(fx, agent, reps, R):
     rc = fx.mbsyncrc
     acct = "demo"
     total = sum(fx.info["folders"].values())
-    variants = ["bare", "bare_pty", "warm", "fresh"]
+    variants = ["bare", "bare_pty", "bare_pty_v", "warm", "fresh"]
     out_json = os.path.join(ROOT, "fresh-sync.json")
     bare_out = os.path.join(ROOT, "bare.out")
     data = {}
@@ -435,9 +435,10 @@ def bench_sync(fx, agent, reps, R):
             expect(code == 0, "bare mbsync failed (%d): %s" % (code, text[-500:]))
             m = {"wall_ms": wall, "cpu_s": cpu,
                  "sleeps": text.count(b"sleeping due to recent directory modification")}
-        elif v == "bare_pty":
-            wall, cpu, code, text = run_pty(["mbsync", "-c", rc, "-a"], env=dict(os.environ, LC_ALL="C"))
-            expect(code == 0, "bare mbsync (pty) failed (%d): %s" % (code, text[-500:]))
+        elif v in ("bare_pty", "bare_pty_v"):
+            verbose = ["-V"] if v == "bare_pty_v" else []
+            wall, cpu, code, text = run_pty(["mbsync", "-c", rc] + verbose + ["-a"], env=dict(os.environ, LC_ALL="C"))
+            expect(code == 0, "bare mbsync (pty%s) failed (%d): %s" % (", -V" if verbose else "", code, text[-500:]))
             m = {"wall_ms": wall, "cpu_s": cpu}
         elif v == "warm":
             c0 = agent.cpu_s()
@@ -509,9 +510,12 @@ def report_sync(R, md):
         runs = d[phase]["runs"]
         bare = [m["wall_ms"] for m in runs["bare"]]
         term = [m["wall_ms"] for m in runs["bare_pty"]]
+        verbose = [m["wall_ms"] for m in runs["bare_pty_v"]]
         rows = [
             ("bare `mbsync -c RC -a`, output to a file", bare, [m["cpu_s"] for m in runs["bare"]], "A"),
             ("bare `mbsync -c RC -a` in a terminal (on a pty)", term, [m["cpu_s"] for m in runs["bare_pty"]], "B"),
+            ("bare `mbsync -c RC -V -a` in a terminal: B plus the `-V` lines the plugin asks for (reference)",
+             verbose, [m["cpu_s"] for m in runs["bare_pty_v"]], "V"),
             ("plugin, Neovim-internal, library already loaded (command → completion)",
              [m["internal_ms"] for m in runs["warm"]], [m["cpu_s"] for m in runs["warm"]], "C"),
             ("plugin, Neovim-internal, first command in a fresh Neovim (includes library load)",
@@ -528,7 +532,7 @@ def report_sync(R, md):
             for ref, ref_key in ((bare, "A"), (term, "B")):
                 if key == ref_key:
                     cells += ["1×", "reference"]
-                elif key in ("A", "B"):
+                elif key in ("A", "B", "V"):
                     cells += [ratio_text(paired(xs, ref)), "—"]
                 else:
                     rs = paired(xs, ref)
@@ -536,6 +540,9 @@ def report_sync(R, md):
             md.append("| %s | %s | %s | %s | %s |" % (
                 key, label, spread(xs), spread(cpu) if cpu else "(in E)", " | ".join(cells)))
         md.append("")
+        warm = [m["internal_ms"] for m in runs["warm"]]
+        md.append("C against V, which runs mbsync exactly as the plugin does (so mbsync's own cost of printing its "
+                  "`-V` lines is left out): %s.\n" % ratio_ci_text(paired(warm, verbose)))
         for ref, name in ((bare, "A"), (term, "B")):
             md.append("Spread of %s itself: %.1f%% of its median (the 3%% target is only resolvable when this is "
                       "small)." % (name, (max(ref) - min(ref)) / med(ref) * 100 if ref else 0))
@@ -544,13 +551,16 @@ def report_sync(R, md):
     md.append("CPU is user+system time of the process and the children it reaped (mbsync): for A/B the "
               "mbsync process, for C the agent Neovim (from /proc/PID/stat, 10 ms ticks), for E the whole "
               "Neovim process. Dovecot's CPU is in none of them.\n")
-    md.append("Commands (`$FX` = the fixture dir; every repetition runs A–E in rotating order, after "
+    md.append("Commands (`$FX` = the fixture dir; every repetition runs A–E and V in rotating order, after "
               "`rm -rf $FX/local/demo && mkdir $FX/local/demo` for the initial sync):\n")
     md.append("- Fixture: `python3 tests/fixture/imap_fixture.py start --dir $FX --accounts demo --messages 10000`")
     md.append("- A: `mbsync -c $FX/mbsyncrc -a` (output to a file: no progress counters)")
     md.append("- B: `mbsync -c $FX/mbsyncrc -a` with stdin/stdout/stderr on a 250-column pty, output read "
               "and discarded as a terminal would (bench.py `run_pty`), `LC_ALL=C`. The plugin runs "
-              "`mbsync -c $FX/mbsyncrc -V demo` on such a pty: the same channel, plus about 1 KB of `-V` lines")
+              "`mbsync -c $FX/mbsyncrc -V demo` on such a pty: the same channel, plus about 1 KB of `-V` lines "
+              "(they name each folder as it is opened, which the progress reports)")
+    md.append("- V: as B, with `-V`: `mbsync -c $FX/mbsyncrc -V -a`. Each line is a write to the terminal, and "
+              "Linux passes every terminal write to a kernel worker thread, which on this machine often preempts mbsync")
     md.append("- C: request `{\"cmd\":\"sync\",\"account\":\"demo\"}` to a long-running `%s -c 'luafile bench/agent.lua'` "
               "(runs `:HimalayaSync full demo`, times it to the `User HimalayaSyncUpdate` that reports it finished)" % NVIM_BASE_TEXT)
     md.append("- D, E: `BENCH_MODE=sync BENCH_RC=$FX/mbsyncrc BENCH_ACCOUNT=demo BENCH_OUT=out.json %s -c 'luafile bench/fresh.lua'` "
@@ -1548,6 +1558,10 @@ def summary_rows(R, only):
                                  "≤ 1.03×", "%s; medians %s vs %s ms" % (
                                      ratio_ci_text(rs), num(med(xs)), num(med(ref))),
                                  judge(rs, lambda r: r <= 1.03)))
+            xs, ref = [m["internal_ms"] for m in runs["warm"]], [m["wall_ms"] for m in runs["bare_pty_v"]]
+            rows.append(("1. (reference) %s: Neovim-internal, library loaded, vs bare `mbsync -V -a` in a terminal "
+                         "(as the plugin runs it)" % name, "—", "%s; medians %s vs %s ms" % (
+                             ratio_ci_text(paired(xs, ref)), num(med(xs)), num(med(ref))), "—"))
     elif "sync" in only:
         rows.append(("1. Sync overhead", "≤ 1.03×", "not run", "—"))
     if "lag" in R:
