@@ -9,8 +9,12 @@
 //! caller schedules another drain itself (no byte is written while the
 //! reader is known to be behind).
 //!
-//! Nothing here touches Lua: events are plain data ([`serde_json::Value`])
-//! converted on the main thread by the glue.
+//! Nothing here touches Lua. Each event is turned into JSON text by the
+//! thread that pushes it, and a drain hands over one JSON array: the
+//! editor's thread only joins texts and frees one string per event. (Freeing
+//! a `serde_json::Value` tree built by an engine thread took glibc's lock on
+//! that thread's heap arena for each of its nodes, and the editor's thread
+//! waited there while the engine thread still allocated after a sync's end.)
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -44,7 +48,8 @@ impl Event {
 }
 
 struct Queue {
-    events: VecDeque<Event>,
+    /// Each event as a JSON object, oldest first.
+    events: VecDeque<String>,
     /// True from the moment a wakeup byte is written until a drain empties
     /// the queue: while set, pushes do not write more bytes.
     armed: bool,
@@ -60,7 +65,10 @@ pub struct EventBus {
 
 /// What one capped drain returned.
 pub struct Drained {
-    pub events: Vec<Event>,
+    /// The events taken, as a JSON array of [`Event`] objects.
+    pub json: String,
+    /// How many events `json` holds.
+    pub count: usize,
     /// Events are still queued; the caller must drain again.
     pub more: bool,
 }
@@ -87,11 +95,17 @@ impl EventBus {
 
     /// Queues an event; dropped silently once the bus is closed (shutdown).
     pub fn push(&self, event: Event) {
+        // Encoded before the lock is taken. An Event always encodes (its
+        // map keys are strings), so the error branch is never taken.
+        let Ok(text) = serde_json::to_string(&event) else {
+            return;
+        };
+        drop(event);
         let mut q = self.queue.lock();
         if q.closed {
             return;
         }
-        q.events.push_back(event);
+        q.events.push_back(text);
         if !q.armed {
             q.armed = true;
             // A full pipe (EAGAIN) still means "readable", which is all the
@@ -105,13 +119,23 @@ impl EventBus {
     pub fn drain(&self, max: usize) -> Drained {
         self.clear_wakeups();
         let mut q = self.queue.lock();
-        let n = max.max(1).min(q.events.len());
-        let events: Vec<Event> = q.events.drain(..n).collect();
+        let count = max.max(1).min(q.events.len());
+        let taken: Vec<String> = q.events.drain(..count).collect();
         let more = !q.events.is_empty();
         if !more {
             q.armed = false;
         }
-        Drained { events, more }
+        drop(q);
+        let mut json = String::with_capacity(taken.iter().map(|t| t.len() + 1).sum::<usize>() + 2);
+        json.push('[');
+        for (i, text) in taken.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(text);
+        }
+        json.push(']');
+        Drained { json, count, more }
     }
 
     /// Stops delivery: queued events are dropped and later pushes ignored.
@@ -141,6 +165,12 @@ mod tests {
     use std::os::fd::BorrowedFd;
     use std::sync::Arc;
 
+    fn events(d: &Drained) -> Vec<Value> {
+        let list: Vec<Value> = serde_json::from_str(&d.json).unwrap();
+        assert_eq!(list.len(), d.count);
+        list
+    }
+
     fn readable(bus: &EventBus) -> bool {
         let fd = unsafe { BorrowedFd::borrow_raw(bus.fd()) };
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
@@ -156,14 +186,14 @@ mod tests {
         }
         assert!(readable(&bus));
         let first = bus.drain(300);
-        assert_eq!(first.events.len(), 300);
+        assert_eq!(events(&first).len(), 300);
         assert!(first.more);
         // Behind the reader: no new byte is needed or written.
         assert!(!readable(&bus));
         let mut seen = 300;
         loop {
             let d = bus.drain(300);
-            seen += d.events.len();
+            seen += events(&d).len();
             if !d.more {
                 break;
             }
@@ -193,9 +223,9 @@ mod tests {
         let mut total = 0;
         loop {
             let d = bus.drain(128);
-            for e in &d.events {
-                let v = e.data.as_u64().unwrap();
-                let slot = &mut last[e.id as usize];
+            for e in events(&d) {
+                let v = e["data"].as_u64().unwrap();
+                let slot = &mut last[e["id"].as_u64().unwrap() as usize];
                 assert!(slot.is_none_or(|p| p < v));
                 *slot = Some(v);
                 total += 1;
@@ -213,6 +243,26 @@ mod tests {
         bus.push(Event::new(1, "a", Value::Null));
         bus.close();
         bus.push(Event::new(2, "b", Value::Null));
-        assert!(bus.drain(10).events.is_empty());
+        assert_eq!(bus.drain(10).json, "[]");
+    }
+
+    #[test]
+    fn a_drain_is_one_json_array_of_the_events() {
+        let bus = EventBus::new().unwrap();
+        bus.push(Event::new(
+            7,
+            "sync_done",
+            json!({ "account": "a\"b", "counts": [1, 2] }),
+        ));
+        bus.push(Event::new(0, "warning", json!({ "message": "é" })));
+        let d = bus.drain(10);
+        assert!(!d.more);
+        assert_eq!(
+            events(&d),
+            vec![
+                json!({ "id": 7, "name": "sync_done", "data": { "account": "a\"b", "counts": [1, 2] } }),
+                json!({ "id": 0, "name": "warning", "data": { "message": "é" } }),
+            ]
+        );
     }
 }

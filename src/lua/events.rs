@@ -5,7 +5,6 @@ use std::time::Duration;
 use mlua::{Lua, Table};
 
 use super::func;
-use crate::error::{Error, ErrorKind};
 use crate::runtime;
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
@@ -14,15 +13,13 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
     // whether more wait. JSON text, decoded by Neovim's own C decoder, costs
     // the editor's thread about a tenth of building the same tables through
     // mlua's serde (measured on a no-op sync's six events: 0.1-0.5 ms against
-    // 0.7-3.3 ms), and this runs several times a second while syncs run.
+    // 0.7-3.3 ms), and this runs several times a second while syncs run. The
+    // engine threads encoded each event already (see crate::events).
     m.set(
         "drain_events",
         func(lua, |_, max: usize| {
             let drained = runtime::bus()?.drain(max);
-            let text = serde_json::to_string(&drained.events).map_err(|e| {
-                Error::new(ErrorKind::Unknown, format!("cannot encode events: {e}"))
-            })?;
-            Ok((text, drained.more))
+            Ok((drained.json, drained.more))
         })?,
     )?;
     m.set(
