@@ -5,7 +5,8 @@
 //! split into progress frames and lines by [`StreamParser`]; a watchdog kills
 //! the group when nothing arrives for `idle_timeout`; the one known hang
 //! (`IMAP wants more steps despite successful SASL authentication.`, after
-//! which mbsync waits about 180 s) is killed as soon as the line appears.
+//! which mbsync waits about 180 s) is killed as soon as the line arrives
+//! (lines come from the reader in batches, at most [`OUTPUT_BATCH`] apart).
 
 use std::collections::VecDeque;
 use std::io::Read;
