@@ -54,7 +54,11 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
     }
     let deadline = Instant::now() + r.timeout;
     let mut cmd = Command::new(r.program);
+    // The environment comes from the snapshot (see crate::env), never from
+    // this process's own, which Neovim's thread may be changing.
     cmd.args(r.args.iter().map(OsStr::new))
+        .env_clear()
+        .envs(crate::env::vars_os())
         .envs(r.env.iter().copied())
         .stdin(if r.stdin.is_some() {
             Stdio::piped()

@@ -69,7 +69,7 @@ pub struct AccountMatch {
 /// `$HIMALAYA_CONFIG`, or else the first default location that exists.
 /// Empty when there is none.
 pub fn config_paths() -> Vec<PathBuf> {
-    config_paths_with(&|name| std::env::var_os(name).filter(|v| !v.is_empty()))
+    config_paths_with(&|name| crate::env::var_os(name).filter(|v| !v.is_empty()))
 }
 
 fn config_paths_with(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
@@ -106,7 +106,7 @@ pub fn discover(path: Option<&Path>) -> Result<Option<(PathBuf, Vec<HimalayaAcco
         Some(path) => vec![path.to_path_buf()],
         None => config_paths(),
     };
-    load(&paths, &|name| std::env::var(name).ok())
+    load(&paths, &|name| crate::env::var(name))
 }
 
 /// Reads and merges `paths` (base first) and returns their accounts.
@@ -146,7 +146,7 @@ fn load(
 /// Parses the text of one configuration file; `path` is used in messages.
 /// `$VAR` in paths is looked up in the process environment.
 pub fn parse(text: &str, path: &Path) -> Result<Vec<HimalayaAccount>> {
-    parse_with_env(text, path, &|name| std::env::var(name).ok())
+    parse_with_env(text, path, &|name| crate::env::var(name))
 }
 
 fn parse_with_env(

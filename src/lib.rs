@@ -13,6 +13,7 @@
 //! editor as [`events`] through a wakeup pipe that Neovim's event loop watches.
 
 pub mod command;
+pub mod env;
 pub mod error;
 pub mod events;
 pub mod himalaya;

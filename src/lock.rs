@@ -92,7 +92,7 @@ const PROC_LOCKS: &str = "/proc/locks";
 /// himalaya-sync/locks`, which is Neovim's `stdpath("state")` for the default
 /// app name, so a plain process and Neovim pick the same directory.
 pub fn default_dir() -> Result<PathBuf> {
-    dir_from_env(|name| std::env::var_os(name))
+    dir_from_env(|name| crate::env::var_os(name))
 }
 
 /// [`default_dir`] with the environment passed in, so it can be tested

@@ -121,7 +121,7 @@ impl Layout {
         };
         let inbox = match &store.inbox {
             Some(inbox) => inbox.clone(),
-            None => std::env::var_os("HOME")
+            None => crate::env::var_os("HOME")
                 .filter(|home| !home.is_empty())
                 .map(|home| Path::new(&home).join("Maildir"))
                 .ok_or_else(|| {

@@ -12,16 +12,18 @@
 //! * is registered with the runtime so shutdown can kill its group.
 //!
 //! The terminal is stdin/stdout/stderr: mbsync prints its progress counters
-//! only to a TTY. Children start through `posix_spawnp`, which does not copy
+//! only to a TTY. Children start through `posix_spawn`, which does not copy
 //! Neovim's page tables the way `fork` does (measured: mbsync's `exec`
 //! comes 2 ms sooner after the command), and then cannot run code of ours
 //! before `exec`: all of the above is set up with spawn attributes and file
-//! actions.
+//! actions. The program is found in PATH here, and the environment comes
+//! from [`crate::env`]'s snapshot: the child shares this process's memory
+//! until its `exec`, so it must not read the environment Neovim changes.
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -29,7 +31,7 @@ use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt, Winsize};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::Pid;
+use nix::unistd::{access, AccessFlags, Pid};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime::{self, GroupGuard};
@@ -70,9 +72,22 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
         ("LINES".into(), "50".into()),
     ];
     set.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
-    let inherited: Vec<(OsString, OsString)> = std::env::vars_os()
+    let inherited: Vec<(OsString, OsString)> = crate::env::vars_os()
+        .into_iter()
         .filter(|(k, _)| !set.iter().any(|(s, _)| s == k))
         .collect();
+    let not_found = || {
+        Error::new(
+            ErrorKind::Config,
+            format!("{program} not found: install it or set its path in the configuration"),
+        )
+    };
+    let search = inherited
+        .iter()
+        .chain(&set)
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str());
+    let file = find_program(&spec.program, search).ok_or_else(not_found)?;
     let env: Vec<OsString> = inherited
         .into_iter()
         .chain(set)
@@ -83,11 +98,8 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
             OsString::from_vec(kv)
         })
         .collect();
-    let pid = posix_spawn_on_terminal(&terminal, &argv, &env).map_err(|e| match e {
-        Errno::ENOENT => Error::new(
-            ErrorKind::Config,
-            format!("{program} not found: install it or set its path in the configuration"),
-        ),
+    let pid = posix_spawn_on_terminal(&terminal, &file, &argv, &env).map_err(|e| match e {
+        Errno::ENOENT => not_found(),
         e => Error::io(format!("cannot start {program}"), e),
     })?;
     // The child has its own descriptors now (the spawn returns after its
@@ -139,11 +151,45 @@ fn check(rc: libc::c_int) -> std::result::Result<(), Errno> {
     }
 }
 
+/// Finds `program` as `execvp` would, in `search` (a PATH value; unset
+/// means glibc's default, `/bin:/usr/bin`): a name with a slash is used as
+/// it is, otherwise the first executable file of that name in the listed
+/// folders (an empty entry is the current folder).
+///
+/// glibc's `posix_spawnp` would look PATH up itself, in the child, which
+/// shares this process's memory while Neovim's thread may be changing the
+/// environment (see [`crate::env`]); the caller passes PATH from the
+/// environment snapshot instead.
+fn find_program(program: &Path, search: Option<&OsStr>) -> Option<PathBuf> {
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return Some(program.to_path_buf());
+    }
+    if program.as_os_str().is_empty() {
+        return None;
+    }
+    let search = search.unwrap_or(OsStr::new("/bin:/usr/bin"));
+    search
+        .as_bytes()
+        .split(|&b| b == b':')
+        .map(|dir| {
+            if dir.is_empty() {
+                Path::new(".").join(program)
+            } else {
+                Path::new(OsStr::from_bytes(dir)).join(program)
+            }
+        })
+        .find(|candidate| {
+            candidate.is_file() && access(candidate.as_path(), AccessFlags::X_OK).is_ok()
+        })
+}
+
 fn posix_spawn_on_terminal(
     terminal: &Terminal,
+    file: &Path,
     argv: &[OsString],
     env: &[OsString],
 ) -> std::result::Result<i32, Errno> {
+    let file = CString::new(file.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
     let argv = cstrings(argv)?;
     let env = cstrings(env)?;
     let mut argv_ptrs: Vec<*mut libc::c_char> =
@@ -198,9 +244,9 @@ fn posix_spawn_on_terminal(
                 | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short) as libc::c_short,
         ))?;
         let mut pid: libc::pid_t = 0;
-        check(libc::posix_spawnp(
+        check(libc::posix_spawn(
             &mut pid,
-            argv[0].as_ptr(),
+            file.as_ptr(),
             &setup.actions,
             &setup.attr,
             argv_ptrs.as_ptr(),
@@ -311,6 +357,48 @@ impl Drop for KillOnDrop {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn programs_are_found_in_the_given_path_as_execvp_would() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, exec, sub) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        for d in [&plain, &exec, &sub] {
+            std::fs::create_dir(d).unwrap();
+        }
+        // Not executable, a folder, then the real one: only the last counts.
+        std::fs::write(plain.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::create_dir(sub.join("tool")).unwrap();
+        std::fs::write(exec.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(exec.join("tool"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        let search = OsString::from(format!(
+            "{}:{}:{}",
+            plain.display(),
+            sub.display(),
+            exec.display()
+        ));
+        assert_eq!(
+            find_program(Path::new("tool"), Some(&search)),
+            Some(exec.join("tool"))
+        );
+        assert_eq!(find_program(Path::new("nothing"), Some(&search)), None);
+        assert_eq!(find_program(Path::new(""), Some(&search)), None);
+        assert_eq!(
+            find_program(Path::new("./x/tool"), Some(&search)),
+            Some(PathBuf::from("./x/tool")),
+            "a name with a slash is used as it is"
+        );
+        assert_eq!(
+            find_program(Path::new("sh"), None),
+            Some(PathBuf::from("/bin/sh")),
+            "no PATH: glibc's default"
+        );
+    }
 
     fn sh(script: &str) -> Spec {
         Spec {

@@ -56,7 +56,7 @@ pub enum SyncState {
 impl SyncState {
     /// mbsync's default: the global prefix `~/.mbsync/`.
     pub fn default_global() -> Option<SyncState> {
-        let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+        let home = crate::env::var_os("HOME").filter(|h| !h.is_empty())?;
         Some(SyncState::Global(PathBuf::from(home).join(".mbsync/")))
     }
 }
@@ -334,7 +334,7 @@ impl Layout {
                     ),
                 )
             })?;
-        let home = std::env::var_os("HOME")
+        let home = crate::env::var_os("HOME")
             .map(PathBuf::from)
             .unwrap_or_default();
         Ok(Layout {

@@ -4,11 +4,14 @@ use std::time::Duration;
 
 use mlua::{Lua, Table};
 
-use super::func;
+use super::func_pure;
 use crate::runtime;
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
-    m.set("events_fd", func(lua, |_, ()| Ok(runtime::bus()?.fd()))?)?;
+    m.set(
+        "events_fd",
+        func_pure(lua, |_, ()| Ok(runtime::bus()?.fd()))?,
+    )?;
     // Returns (events, more): at most `max` events as a JSON array, and
     // whether more wait. JSON text, decoded by Neovim's own C decoder, costs
     // the editor's thread about a tenth of building the same tables through
@@ -17,24 +20,27 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
     // engine threads encoded each event already (see crate::events).
     m.set(
         "drain_events",
-        func(lua, |_, max: usize| {
+        func_pure(lua, |_, max: usize| {
             let drained = runtime::bus()?.drain(max);
             Ok((drained.json, drained.more))
         })?,
     )?;
     m.set(
         "shutdown",
-        func(lua, |_, timeout_ms: Option<u64>| {
+        func_pure(lua, |_, timeout_ms: Option<u64>| {
             runtime::shutdown(Duration::from_millis(timeout_ms.unwrap_or(200)));
             Ok(true)
         })?,
     )?;
-    m.set("is_stopped", func(lua, |_, ()| Ok(runtime::is_stopped()))?)?;
+    m.set(
+        "is_stopped",
+        func_pure(lua, |_, ()| Ok(runtime::is_stopped()))?,
+    )?;
     // Test hook: floods the bus from a worker thread to prove drains are
     // capped and ordered (used by the Lua specs and `make bench`).
     m.set(
         "emit_test_events",
-        func(lua, |_, (count, name): (u64, String)| {
+        func_pure(lua, |_, (count, name): (u64, String)| {
             let handle = runtime::handle()?;
             let id = runtime::next_id();
             handle.spawn_blocking(move || {
@@ -45,7 +51,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             Ok(id)
         })?,
     )?;
-    m.set("now_us", func(lua, |_, ()| Ok(now_us()))?)?;
+    m.set("now_us", func_pure(lua, |_, ()| Ok(now_us()))?)?;
     Ok(())
 }
 

@@ -2,13 +2,13 @@
 
 use mlua::{Lua, Table};
 
-use super::{func, to_lua};
+use super::{func_pure, to_lua};
 use crate::mbsync::progress::parse_progress_line;
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
     m.set(
         "parse_progress_line",
-        func(lua, |lua, line: mlua::LuaString| {
+        func_pure(lua, |lua, line: mlua::LuaString| {
             Ok(match parse_progress_line(&line.as_bytes()) {
                 Some(p) => {
                     let v = to_lua(lua, &p)?;

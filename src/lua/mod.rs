@@ -23,8 +23,35 @@ use mlua::{FromLuaMulti, IntoLuaMulti, Lua, LuaSerdeExt, MultiValue, Table, Valu
 use crate::error::Error;
 
 /// Builds a Lua function from an engine-style closure, with the error and
-/// panic conventions described in the module docs.
+/// panic conventions described in the module docs. It first copies the
+/// environment for engine threads (see [`crate::env`]): the call may hand
+/// them work, and Neovim's thread, this one, is where the environment
+/// changes.
 pub(crate) fn func<A, R, F>(lua: &Lua, f: F) -> mlua::Result<mlua::Function>
+where
+    A: FromLuaMulti,
+    R: IntoLuaMulti,
+    F: Fn(&Lua, A) -> crate::error::Result<R> + Send + 'static,
+{
+    wrap(lua, move |lua, args| {
+        crate::env::snapshot();
+        f(lua, args)
+    })
+}
+
+/// [`func`] without the environment snapshot, for calls that hand engine
+/// threads no work: event delivery (several calls a second while syncs run)
+/// and parsing.
+pub(crate) fn func_pure<A, R, F>(lua: &Lua, f: F) -> mlua::Result<mlua::Function>
+where
+    A: FromLuaMulti,
+    R: IntoLuaMulti,
+    F: Fn(&Lua, A) -> crate::error::Result<R> + Send + 'static,
+{
+    wrap(lua, f)
+}
+
+fn wrap<A, R, F>(lua: &Lua, f: F) -> mlua::Result<mlua::Function>
 where
     A: FromLuaMulti,
     R: IntoLuaMulti,

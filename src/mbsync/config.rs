@@ -390,7 +390,7 @@ impl Key {
     fn of(path: &Path) -> Option<Key> {
         Some(Key {
             path: path.to_path_buf(),
-            home: std::env::var_os("HOME"),
+            home: crate::env::var_os("HOME"),
             file: Stamp::of(path)?,
         })
     }
@@ -442,13 +442,13 @@ impl ConfigCache {
 }
 
 fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME")
+    crate::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
 }
 
 fn xdg_config_home() -> Option<PathBuf> {
-    std::env::var_os("XDG_CONFIG_HOME")
+    crate::env::var_os("XDG_CONFIG_HOME")
         .filter(|x| !x.is_empty())
         .map(PathBuf::from)
 }

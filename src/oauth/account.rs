@@ -204,13 +204,13 @@ impl AccountSettings {
 
 /// The state folder shared by the editor and the token command.
 pub fn state_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("HIMALAYA_SYNC_STATE_DIR").filter(|d| !d.is_empty()) {
+    if let Some(d) = crate::env::var_os("HIMALAYA_SYNC_STATE_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d));
     }
-    let base = match std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+    let base = match crate::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d),
         None => {
-            let home = std::env::var_os("HOME")
+            let home = crate::env::var_os("HOME")
                 .filter(|h| !h.is_empty())
                 .ok_or_else(|| {
                     Error::new(

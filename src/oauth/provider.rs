@@ -71,8 +71,8 @@ impl ClientSecret {
         match self {
             ClientSecret::None => Ok(None),
             ClientSecret::Literal(s) => Ok(Some(s.clone())),
-            ClientSecret::Env(name) => match std::env::var(name) {
-                Ok(v) if !v.is_empty() => Ok(Some(v)),
+            ClientSecret::Env(name) => match crate::env::var(name) {
+                Some(v) if !v.is_empty() => Ok(Some(v)),
                 _ => Err(Error::new(
                     ErrorKind::Config,
                     format!("client_secret: environment variable {name} is not set"),
@@ -144,7 +144,7 @@ impl Provider {
     /// `GMAIL_CLIENT_ID` / `GMAIL_CLIENT_SECRET` for a Google spec that lacks
     /// them.
     pub fn resolve(spec: &ProviderSpec) -> Result<Provider> {
-        Self::resolve_with_env(spec, &|name| std::env::var(name).ok())
+        Self::resolve_with_env(spec, &|name| crate::env::var(name))
     }
 
     /// [`Provider::resolve`] with the environment looked up through `env`.

@@ -98,4 +98,39 @@ describe('manager', function()
     eq('config', kind)
     eq('which account? one of: one, two', err)
   end)
+
+  it('mbsync sees the environment as Neovim has it when the sync starts', function()
+    -- Set after the library loaded: engine threads read a copy of the
+    -- environment taken on Neovim's thread at each call, never the live
+    -- one, so the copy must be fresh. mbsync is named without a path and
+    -- found in PATH as Neovim has it, too.
+    require('himalaya.sync.lock').list_locks()
+    eq(true, require('himalaya.sync.native').is_loaded())
+    local dir = t.tmpdir()
+    local bin = dir .. '/bin'
+    vim.fn.mkdir(bin, 'p')
+    local seen = dir .. '/seen'
+    t.write(bin .. '/mbsync-env-probe', ('#!/bin/sh\nprintf %%s "$HIMALAYA_SYNC_SPEC_VAR" > %s\n'):format(seen))
+    vim.fn.setfperm(bin .. '/mbsync-env-probe', 'rwx------')
+    local path = vim.env.PATH
+    t.defer(function()
+      vim.env.PATH = path
+      vim.env.HIMALAYA_SYNC_SPEC_VAR = nil
+    end)
+    vim.env.PATH = bin .. ':' .. path
+    vim.env.HIMALAYA_SYNC_SPEC_VAR = 'set after the load'
+    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { mbsync = { cmd = 'mbsync-env-probe' } })
+    local done
+    local id, err = manager.start_sync('full', {
+      on_complete = function(result)
+        done = result
+      end,
+    })
+    ok(id, err)
+    vim.wait(10000, function()
+      return done ~= nil
+    end)
+    ok(done and done.success, vim.inspect(done))
+    eq('set after the load', t.read(seen))
+  end)
 end)
