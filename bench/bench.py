@@ -210,6 +210,8 @@ def nvim_env(extra=None):
         "XDG_STATE_HOME": os.path.join(x, "state"),
         "XDG_CACHE_HOME": os.path.join(x, "cache"),
         "XDG_RUNTIME_DIR": os.path.join(x, "run"),
+        # Neovim's own temp folder too: an agent killed at the end cannot remove it.
+        "TMPDIR": os.path.join(x, "tmp"),
         "PATH": os.path.dirname(NVIM) + os.pathsep + env.get("PATH", ""),
     })
     env.update(extra or {})
@@ -1679,7 +1681,7 @@ def main():
     signal.signal(signal.SIGTERM, _sigterm)
     signal.signal(signal.SIGHUP, _sigterm)
     x = os.path.join(ROOT, "xdg")
-    for sub in ("config", "data", "state", "cache", "run"):
+    for sub in ("config", "data", "state", "cache", "run", "tmp"):
         os.makedirs(os.path.join(x, sub), mode=0o700, exist_ok=True)
     expect(os.path.exists(NVIM), "Neovim not found at %s (run make deps)" % NVIM)
     expect(os.path.exists(os.path.join(REPO, "target", "release", "libhimalaya_sync.so")),

@@ -92,11 +92,14 @@ local function run_all(specs)
       XDG_CONFIG_HOME = home .. '/config',
       XDG_DATA_HOME = home .. '/data',
       XDG_RUNTIME_DIR = home .. '/run',
+      -- Neovim's own temp folder too: one killed on purpose cannot remove it.
+      TMPDIR = home .. '/tmp',
       HIMALAYA_SPEC_HOME = home,
       HIMALAYA_SPEC_FILTER = filter,
       HIMALAYA_SPEC_SECRETS = secrets_file,
     }
     vim.fn.mkdir(env.XDG_RUNTIME_DIR, 'p', tonumber('700', 8))
+    vim.fn.mkdir(env.TMPDIR, 'p', tonumber('700', 8))
     local name = vim.fn.fnamemodify(spec, ':t')
     io.stdout:write(('\n== %s\n'):format(name))
     io.stdout:flush()
@@ -169,7 +172,8 @@ local function run_all(specs)
   end
   io.stdout:write(('\n%d passed, %d failed\n'):format(total_pass, total_fail))
   io.stdout:flush()
-  os.exit(total_fail == 0 and 0 or 1)
+  -- Through :qa, not os.exit: Neovim then removes its own temp folder.
+  vim.cmd(total_fail == 0 and 'qa!' or 'cquit 1')
 end
 
 local args = _G.arg or {}
