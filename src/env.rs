@@ -1,9 +1,9 @@
 //! The process environment, as engine threads may read it.
 //!
 //! Inside Neovim, Lua code changes the environment on the editor's thread
-//! (`vim.env.X = ...` calls `setenv`). In glibc before its late-2024 change
-//! to `getenv` (2.36 in Debian 12, 2.39 in Ubuntu 24.04), a `setenv` that
-//! adds a variable moves the environment array and frees the old one,
+//! (`vim.env.X = ...` calls `setenv`). In glibc releases before its fix
+//! (2.36 in Debian 12 and 2.39 in Ubuntu 24.04 still have it), a `setenv`
+//! that adds a variable moves the environment array and frees the old one,
 //! so a `getenv` or a spawn reading it on another thread at that moment can
 //! read freed memory and crash Neovim. So engine threads never read the
 //! environment themselves: the glue takes a [`snapshot`] on the editor's
