@@ -13,6 +13,14 @@
 //!
 //! Without a snapshot (the command-line tool, Rust tests) both read the
 //! live environment: no thread of ours shares it with an editor there.
+//!
+//! What this does not cover, because other code reads the environment
+//! itself on our threads: glibc's name lookup (`getaddrinfo` reads
+//! `LOCALDOMAIN` and `RES_OPTIONS` when it loads resolv.conf), reqwest's
+//! proxy settings (`HTTP_PROXY` and the like, read when an OAuth client is
+//! built) and the first load of the system certificates (`SSL_CERT_FILE`,
+//! `SSL_CERT_DIR`). The library takes its first snapshot and sets up the
+//! time zone (`TZ`) when it is loaded, on Neovim's thread.
 
 use std::ffi::{OsStr, OsString};
 use std::sync::Arc;
@@ -32,7 +40,8 @@ struct Snapshot {
 static SNAPSHOT: RwLock<Option<Snapshot>> = RwLock::new(None);
 
 extern "C" {
-    static environ: *const *const libc::c_char;
+    // Mutable: `setenv` changes it.
+    static mut environ: *const *const libc::c_char;
 }
 
 /// Copies the environment for engine threads. Call it on the thread that
@@ -61,7 +70,7 @@ fn string_addresses() -> Vec<usize> {
     // SAFETY: called on the thread that changes the environment, so the
     // array and its strings stay put while we walk it; it ends with NULL.
     unsafe {
-        let mut p = environ;
+        let mut p = std::ptr::addr_of!(environ).read();
         if p.is_null() {
             return out;
         }

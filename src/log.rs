@@ -114,6 +114,19 @@ fn append(line: &str) {
     let _ = writeln!(f, "{line}");
 }
 
+extern "C" {
+    fn tzset();
+}
+
+/// Reads the time zone (`TZ`) now, on the calling thread. glibc reads it
+/// once, at the first local-time conversion; inside Neovim that must not
+/// happen on an engine thread (see [`crate::env`]).
+pub fn load_time_zone() {
+    // SAFETY: tzset takes no arguments; it reads the environment and sets
+    // libc's time-zone globals under libc's own lock.
+    unsafe { tzset() };
+}
+
 /// Local time as `YYYY-MM-DD HH:MM:SS`.
 fn timestamp() -> String {
     let t = std::time::SystemTime::now()

@@ -39,9 +39,9 @@ where
     })
 }
 
-/// [`func`] without the environment snapshot, for calls that hand engine
-/// threads no work: event delivery (several calls a second while syncs run)
-/// and parsing.
+/// [`func`] without the environment snapshot, for calls whose engine work
+/// reads no environment: event delivery (several calls a second while syncs
+/// run), parsing and test hooks.
 pub(crate) fn func_pure<A, R, F>(lua: &Lua, f: F) -> mlua::Result<mlua::Function>
 where
     A: FromLuaMulti,
@@ -110,6 +110,11 @@ fn himalaya_sync(lua: &Lua) -> mlua::Result<Table> {
     // `require` runs on Neovim's main thread: the one that must stay
     // responsive while syncs run (see crate::sched).
     crate::sched::set_editor_thread();
+    // Before any engine thread exists: the environment copy (see
+    // crate::env), and the time zone, which glibc would read from TZ on the
+    // first local-time conversion, wherever that happens.
+    crate::env::snapshot();
+    crate::log::load_time_zone();
     let m = lua.create_table()?;
     m.set("version", crate::VERSION)?;
     m.set("build_id", crate::BUILD_ID)?;
