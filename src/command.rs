@@ -9,6 +9,7 @@
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -53,13 +54,25 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         ));
     }
     let deadline = Instant::now() + r.timeout;
-    let mut cmd = Command::new(r.program);
     // The environment comes from the snapshot (see crate::env), never from
-    // this process's own, which Neovim's thread may be changing.
-    cmd.args(r.args.iter().map(OsStr::new))
+    // this process's own, which Neovim's thread may be changing. The program
+    // is located here too: given a changed environment and a bare name,
+    // std would fork (copying Neovim's page tables) instead of using
+    // posix_spawn.
+    let mut env = crate::env::vars_os();
+    env.extend(r.env.iter().map(|(k, v)| (k.into(), v.into())));
+    let not_found = || {
+        Error::new(
+            ErrorKind::Config,
+            format!("{} not found: install it or set its path", r.program),
+        )
+    };
+    let file = crate::process::locate(Path::new(r.program), &env).ok_or_else(not_found)?;
+    let mut cmd = Command::new(file);
+    cmd.arg0(r.program)
+        .args(r.args.iter().map(OsStr::new))
         .env_clear()
-        .envs(crate::env::vars_os())
-        .envs(r.env.iter().copied())
+        .envs(env)
         .stdin(if r.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -70,10 +83,7 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         .process_group(0);
     let mut child = cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::new(
-                ErrorKind::Config,
-                format!("{} not found: install it or set its path", r.program),
-            )
+            not_found()
         } else {
             Error::io(format!("cannot start {}", r.what), e)
         }
@@ -211,6 +221,34 @@ pub fn first_line(what: &str, cmd: &str, timeout: Duration) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Programs are found in PATH here (see `run`), keep the name they were
+    /// given as argv[0], and a missing one is a one-line config error.
+    #[test]
+    fn programs_are_found_by_name_and_a_missing_one_is_named() {
+        let argv0 = first_line(
+            "cmd",
+            "tr '\\0' ' ' < /proc/$$/cmdline",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(argv0.starts_with("sh -c "), "{argv0}");
+        let e = run(&Run {
+            what: "helper",
+            program: "himalaya-sync-no-such-program",
+            args: &[],
+            env: &[],
+            stdin: None,
+            timeout: Duration::from_secs(5),
+        })
+        .err()
+        .unwrap();
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert_eq!(
+            e.message,
+            "himalaya-sync-no-such-program not found: install it or set its path"
+        );
+    }
 
     #[test]
     fn first_line_and_failures_never_quote_output() {

@@ -72,25 +72,20 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
         ("LINES".into(), "50".into()),
     ];
     set.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
-    let inherited: Vec<(OsString, OsString)> = crate::env::vars_os()
+    let mut vars: Vec<(OsString, OsString)> = crate::env::vars_os()
         .into_iter()
         .filter(|(k, _)| !set.iter().any(|(s, _)| s == k))
         .collect();
+    vars.extend(set);
     let not_found = || {
         Error::new(
             ErrorKind::Config,
             format!("{program} not found: install it or set its path in the configuration"),
         )
     };
-    let search = inherited
-        .iter()
-        .chain(&set)
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_os_str());
-    let file = find_program(&spec.program, search).ok_or_else(not_found)?;
-    let env: Vec<OsString> = inherited
+    let file = locate(&spec.program, &vars).ok_or_else(not_found)?;
+    let env: Vec<OsString> = vars
         .into_iter()
-        .chain(set)
         .map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');
@@ -149,6 +144,18 @@ fn check(rc: libc::c_int) -> std::result::Result<(), Errno> {
     } else {
         Err(Errno::from_raw(rc))
     }
+}
+
+/// The file that runs `program` for a child whose whole environment is
+/// `env` (the last PATH in it counts): see [`find_program`]. Every child
+/// the engine starts is located here, from the environment snapshot.
+pub(crate) fn locate(program: &Path, env: &[(OsString, OsString)]) -> Option<PathBuf> {
+    let search = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str());
+    find_program(program, search)
 }
 
 /// Finds `program` as `execvp` would, in `search` (a PATH value; unset
