@@ -44,6 +44,21 @@ local function no_nulls(v, path)
 end
 
 --- An mbsyncrc like the fixture's, with Host/Port/Pass changed.
+--- The keys and value types of a progress table (the folder's name, which
+--- only events carry, left out).
+local function shape(v)
+  if type(v) ~= 'table' then
+    return type(v)
+  end
+  local s = {}
+  for k, x in pairs(v) do
+    if k ~= 'box' then
+      s[k] = shape(x)
+    end
+  end
+  return s
+end
+
 local function variant(fx, changes)
   local text = t.read(fx.mbsyncrc)
   for k, v in pairs(changes) do
@@ -148,6 +163,10 @@ describe('syncing real mail', function()
     local id = assert(mbsync.sync_full('demo', {
       on_progress = function(p)
         if not cancelled and p.near and p.near.new.done > 200 then
+          -- A parsed frame has the shape of the progress events carry
+          -- (which add only the folder's name).
+          local parsed = mbsync.parse_progress_line('C: 0/1  B: 0/1  F: +1/2 *0/0 #0/0 -0/0  N: +0/0 *0/0 #0/0 -0/0')
+          eq(shape(parsed), shape(p))
           cancelled = true
           eq(1, mbsync.cancel_sync())
         end
@@ -244,7 +263,31 @@ describe('syncing real mail', function()
       p.near.new.total,
     })
     ok(mbsync.parse_progress_line('C: 0/1  B: 0/1  M: +1/2 *0/0 #0/0  S: +0/0 *0/0 #0/0'))
-    ok(mbsync.parse_progress_line('C: 0/1  B: 0/1  F: +1/2 *0/0 #0/0 -0/0  N: +0/0 *0/0 #0/0 -0/0'))
+    -- The whole table, field by field (the glue builds it by hand).
+    eq(
+      {
+        channels = { done = 0, total = 1 },
+        boxes = { done = 4, total = 4 },
+        far = {
+          new = { done = 1, total = 2 },
+          flags = { done = 3, total = 4 },
+          trash = { done = 5, total = 6 },
+          expunge = { done = 7, total = 8 },
+        },
+        near = {
+          new = { done = 9, total = 10 },
+          flags = { done = 11, total = 12 },
+          trash = { done = 13, total = 14 },
+          expunge = { done = 4294967295, total = 9999999999 },
+        },
+        truncated = false,
+        percent = 100,
+      },
+      mbsync.parse_progress_line(
+        'C: 0/1  B: 4/4  F: +1/2 *3/4 #5/6 -7/8  N: +9/10 *11/12 #13/14 -4294967295/9999999999'
+      )
+    )
+    eq(true, mbsync.parse_progress_line('C: 0/1  B: 0/1  F: +1/2 *0/0 #0/0 -0/0  N: ~').truncated)
     eq(nil, mbsync.parse_progress_line('Opening far side box INBOX...'))
     eq(nil, mbsync.parse_progress_line(nil))
   end)
