@@ -14,13 +14,16 @@
 //! Without a snapshot (the command-line tool, Rust tests) both read the
 //! live environment: no thread of ours shares it with an editor there.
 //!
+//! The OAuth client's proxies (`HTTPS_PROXY` and the like) come from the
+//! copy too: reqwest is told them instead of reading them itself.
+//!
 //! What this does not cover, because other code reads the environment
 //! itself on our threads: glibc's name lookup (`getaddrinfo` reads
-//! `LOCALDOMAIN` and `RES_OPTIONS` when it loads resolv.conf), reqwest's
-//! proxy settings (`HTTP_PROXY` and the like, read when an OAuth client is
-//! built) and the first load of the system certificates (`SSL_CERT_FILE`,
-//! `SSL_CERT_DIR`). The library takes its first snapshot and sets up the
-//! time zone (`TZ`) when it is loaded, on Neovim's thread.
+//! `LOCALDOMAIN` and `RES_OPTIONS` when it loads resolv.conf; Neovim's own
+//! libuv threads do the same) and the one load of the system certificates
+//! for IMAP checks (`SSL_CERT_FILE`, `SSL_CERT_DIR`). The library takes its
+//! first snapshot and sets up the time zone (`TZ`) when it is loaded, on
+//! Neovim's thread.
 
 use std::ffi::{OsStr, OsString};
 use std::sync::Arc;

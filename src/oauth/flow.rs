@@ -284,10 +284,11 @@ type Sent = Pin<
 
 impl Http {
     fn new(p: &Provider) -> Result<Http> {
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(p.connect_timeout())
-            .timeout(p.timeout())
+            .timeout(p.timeout());
+        let client = with_proxies(builder, &Proxies::read(|name| crate::env::var(name)))?
             .build()
             .map_err(|e| {
                 Error::new(ErrorKind::Unknown, format!("cannot build HTTP client: {e}"))
@@ -313,6 +314,71 @@ impl Http {
             })
         }
     }
+}
+
+/// The proxy settings of the environment, as reqwest reads them: the
+/// lower-case names too, `ALL_PROXY` for what has no proxy of its own,
+/// none at all under CGI (`REQUEST_METHOD` set, where `HTTP_PROXY` could
+/// come from a request header). They are read from the engine's copy of
+/// the environment ([`crate::env`]): left to reqwest, the reading would
+/// run `getenv` on this thread while Lua may be changing the environment.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Proxies {
+    /// `(variable, value)` for plain HTTP endpoints.
+    http: Option<(&'static str, String)>,
+    /// `(variable, value)` for HTTPS endpoints.
+    https: Option<(&'static str, String)>,
+    /// Hosts that are reached directly (`NO_PROXY`).
+    no: Option<String>,
+}
+
+impl Proxies {
+    fn read(var: impl Fn(&str) -> Option<String>) -> Proxies {
+        if var("REQUEST_METHOD").is_some() {
+            return Proxies::default();
+        }
+        let first = |names: [&'static str; 2]| {
+            names
+                .into_iter()
+                .find_map(|n| var(n).filter(|v| !v.is_empty()).map(|v| (n, v)))
+        };
+        let all = first(["ALL_PROXY", "all_proxy"]);
+        Proxies {
+            http: first(["HTTP_PROXY", "http_proxy"]).or_else(|| all.clone()),
+            https: first(["HTTPS_PROXY", "https_proxy"]).or(all),
+            no: first(["NO_PROXY", "no_proxy"]).map(|(_, v)| v),
+        }
+    }
+}
+
+/// `builder` with exactly the proxies of `proxies`. A value that is not a
+/// proxy address is a config error naming the variable, not the value: a
+/// proxy address can hold a password.
+fn with_proxies(
+    builder: reqwest::ClientBuilder,
+    proxies: &Proxies,
+) -> Result<reqwest::ClientBuilder> {
+    let mut builder = builder.no_proxy();
+    let no = proxies
+        .no
+        .as_deref()
+        .and_then(reqwest::NoProxy::from_string);
+    let setting: [(_, fn(&str) -> reqwest::Result<reqwest::Proxy>); 2] = [
+        (&proxies.http, |v| reqwest::Proxy::http(v)),
+        (&proxies.https, |v| reqwest::Proxy::https(v)),
+    ];
+    for (proxy, make) in setting {
+        if let Some((name, value)) = proxy {
+            let proxy = make(value).map_err(|_| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("{name} in the environment is not a proxy address"),
+                )
+            })?;
+            builder = builder.proxy(proxy.no_proxy(no.clone()));
+        }
+    }
+    Ok(builder)
 }
 
 /// Reads the client secret off the async threads: it may run a command.
@@ -645,6 +711,58 @@ mod tests {
         let s = format!("{t:?}");
         assert!(!s.contains("ya29") && !s.contains("1//refresh"), "{s}");
         assert!(s.contains("3599"));
+    }
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn proxies_are_read_as_reqwest_reads_them() {
+        assert_eq!(Proxies::read(env(&[])), Proxies::default());
+        // Upper case first; an empty value counts as unset.
+        let p = Proxies::read(env(&[
+            ("HTTPS_PROXY", ""),
+            ("https_proxy", "http://lower:3128"),
+            ("HTTP_PROXY", "http://upper:3128"),
+            ("http_proxy", "http://lower:3128"),
+            ("no_proxy", "localhost,.internal"),
+        ]));
+        assert_eq!(p.http, Some(("HTTP_PROXY", "http://upper:3128".into())));
+        assert_eq!(p.https, Some(("https_proxy", "http://lower:3128".into())));
+        assert_eq!(p.no.as_deref(), Some("localhost,.internal"));
+        // ALL_PROXY fills in for a scheme without a proxy of its own.
+        let p = Proxies::read(env(&[
+            ("ALL_PROXY", "socks5://all:1080"),
+            ("HTTP_PROXY", "http://h:3128"),
+        ]));
+        assert_eq!(p.http, Some(("HTTP_PROXY", "http://h:3128".into())));
+        assert_eq!(p.https, Some(("ALL_PROXY", "socks5://all:1080".into())));
+        // Under CGI, HTTP_PROXY may come from a request header: no proxies.
+        let p = Proxies::read(env(&[
+            ("REQUEST_METHOD", "GET"),
+            ("HTTP_PROXY", "http://evil:80"),
+        ]));
+        assert_eq!(p, Proxies::default());
+    }
+
+    #[test]
+    fn a_bad_proxy_address_names_the_variable_not_the_value() {
+        let proxies = Proxies {
+            https: Some(("HTTPS_PROXY", "http://user:s3cret@[bad".into())),
+            ..Proxies::default()
+        };
+        let e = with_proxies(reqwest::Client::builder(), &proxies).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert_eq!(
+            e.message,
+            "HTTPS_PROXY in the environment is not a proxy address"
+        );
+        assert!(with_proxies(reqwest::Client::builder(), &Proxies::default()).is_ok());
     }
 
     #[test]

@@ -173,6 +173,73 @@ describe('oauth', function()
     contains(err, 're-authorization needed')
   end)
 
+  it("token requests go through the proxy Neovim's environment names when they start", function()
+    local server = oauth_server()
+    setup(server)
+    authorize(server)
+    -- A proxy on a real socket that refuses everything with 502 and keeps
+    -- the request lines it was sent.
+    local seen = {}
+    local proxy = assert(uv.new_tcp())
+    assert(proxy:bind('127.0.0.1', 0))
+    proxy:listen(8, function()
+      local conn = assert(uv.new_tcp())
+      proxy:accept(conn)
+      local head = ''
+      conn:read_start(function(_, data)
+        head = head .. (data or '')
+        if not data or head:find('\r\n\r\n') then
+          seen[#seen + 1] = head:match('^[^\r]*')
+          conn:read_stop()
+          conn:write('HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n', function()
+            conn:close()
+          end)
+        end
+      end)
+    end)
+    t.defer(function()
+      vim.env.HTTP_PROXY, vim.env.NO_PROXY = nil, nil
+      proxy:close()
+    end)
+    local function refresh()
+      local got
+      oauth.refresh_token('demo', function(success, err)
+        got = { success, err }
+      end)
+      t.wait_for(function()
+        return got ~= nil
+      end, 30000, 'the refresh')
+      return got[1], got[2]
+    end
+
+    -- Set after the library was loaded: the engine still sees it. The
+    -- proxy's 502 is a network error, which keeps the valid token.
+    local before = current_token()
+    vim.env.HTTP_PROXY = 'http://127.0.0.1:' .. proxy:getsockname().port
+    eq(true, (refresh()))
+    ok(#seen > 0, 'the proxy was asked')
+    for _, line in ipairs(seen) do
+      eq('POST ' .. server.token_url .. ' HTTP/1.1', line)
+    end
+    eq(before, current_token())
+
+    local asked = #seen
+    vim.env.NO_PROXY = '127.0.0.1'
+    local success, err = refresh()
+    eq(true, success, err)
+    eq(asked, #seen, 'NO_PROXY: straight to the server')
+    ok(current_token() ~= before, 'a new token')
+
+    vim.env.NO_PROXY = nil
+    -- The value may hold a password: the error names only the variable.
+    t.secret('pr0xy-pass')
+    vim.env.HTTP_PROXY = 'http://user:pr0xy-pass@[bad'
+    success, err = refresh()
+    ok(not success)
+    eq('demo: HTTP_PROXY in the environment is not a proxy address', err)
+    eq(asked, #seen)
+  end)
+
   it('bad OAuth settings and arguments give one clear line', function()
     local okk, err = pcall(require('himalaya.sync').setup, { accounts = { demo = { oauth = { provider = 'yahoo' } } } })
     eq(false, okk)
