@@ -363,13 +363,14 @@ fn with_proxies(
         .no
         .as_deref()
         .and_then(reqwest::NoProxy::from_string);
-    let setting: [(_, fn(&str) -> reqwest::Result<reqwest::Proxy>); 2] = [
-        (&proxies.http, |v| reqwest::Proxy::http(v)),
-        (&proxies.https, |v| reqwest::Proxy::https(v)),
-    ];
-    for (proxy, make) in setting {
+    for (proxy, https) in [(&proxies.http, false), (&proxies.https, true)] {
         if let Some((name, value)) = proxy {
-            let proxy = make(value).map_err(|_| {
+            let made = if https {
+                reqwest::Proxy::https(value)
+            } else {
+                reqwest::Proxy::http(value)
+            };
+            let proxy = made.map_err(|_| {
                 Error::new(
                     ErrorKind::Config,
                     format!("{name} in the environment is not a proxy address"),
