@@ -1,5 +1,6 @@
 -- Entry points only: nothing here loads the Rust library, and other
--- modules load only when auto-sync or the legacy commands are configured.
+-- modules load only when auto-sync, IDLE or the legacy commands are
+-- configured.
 if vim.g.loaded_himalaya_sync then
   return
 end
@@ -29,5 +30,8 @@ if type(g) == 'table' then
   end
   if type(g.auto_sync) == 'table' and g.auto_sync.enabled then
     require('himalaya.sync.auto').start()
+  end
+  if type(g.idle) == 'table' and g.idle.enabled then
+    require('himalaya.sync.idle').start()
   end
 end

@@ -277,6 +277,23 @@ describe('IDLE push', function()
     eq(false, require('himalaya.sync.lock').is_locked('idle-watch'))
   end)
 
+  it(
+    'vim.g.himalaya_sync with idle.enabled starts IDLE from the plugin file, on the accounts auto-sync syncs',
+    function()
+      local fx = t.fixture({ '--accounts', 'demo,work', '--folders', 'INBOX=3' })
+      t.use(fx.mbsyncrc, { idle = { enabled = true }, auto_sync = { accounts = { 'work' } } })
+      local idle = require('himalaya.sync.idle')
+      t.defer(idle.stop)
+      vim.g.loaded_himalaya_sync = nil
+      vim.cmd('runtime plugin/himalaya-sync.lua')
+      t.wait_for(function()
+        local l = idle.list()
+        return #l == 1 and l[1].idle
+      end, 10000, 'IDLE on INBOX')
+      eq({ { account = 'work', folder = 'INBOX', running = true, idle = true } }, idle.list())
+    end
+  )
+
   it('only one Neovim watches: the one holding the idle-watch lock', function()
     local fx = t.fixture()
     t.use(fx.mbsyncrc, { idle = { enabled = true, accounts = { 'demo' } } })

@@ -58,7 +58,7 @@ local M = {}
 ---@field enabled boolean sync on a timer (default false)
 ---@field interval number minutes between syncs (default 15)
 ---@field type 'full'|'inbox' what the timer syncs (default 'full')
----@field accounts? string[] accounts to sync (default: every channel and group)
+---@field accounts? string[] accounts to sync (default: every group and every channel that no group syncs)
 ---@field smart boolean check the server first (STATUS) and sync only what changed (default false)
 
 ---@class himalaya.sync.IdleConfig

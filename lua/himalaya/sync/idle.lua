@@ -27,11 +27,11 @@ local function log(level, msg)
   require('himalaya.sync.native').log(level, 'idle: ' .. msg)
 end
 
---- The accounts to watch: `idle.accounts`, else those auto-sync would sync.
+--- The accounts to watch: `idle.accounts`, else those auto-sync syncs.
 ---@return string[]
 local function accounts()
   local cfg = config.get()
-  return cfg.idle.accounts or require('himalaya.sync.manager').whole_accounts()
+  return cfg.idle.accounts or cfg.auto_sync.accounts or require('himalaya.sync.manager').whole_accounts()
 end
 
 --- Becomes the watching Neovim if none is, and starts the watchers.
