@@ -36,7 +36,17 @@ vim.opt.rtp:prepend(%q)
 vim.g.himalaya_sync = { lock_dir = %q }
 local lock = require('himalaya.sync.lock')
 local got, err, kind = lock.acquire_lock('x', 0)
-io.stdout:write(vim.json.encode({ got = got, err = err, kind = kind, n = #lock.list_locks() }))
+-- The callback form hands the same failure to its callback.
+local cb
+local accepted = lock.acquire_lock('y', 0, function(g, e, k)
+  cb = { got = g, err = e, kind = k }
+end)
+vim.wait(5000, function()
+  return cb ~= nil
+end)
+io.stdout:write(vim.json.encode({
+  got = got, err = err, kind = kind, n = #lock.list_locks(), accepted = accepted, cb = cb or vim.NIL,
+}))
 vim.cmd('checkhealth himalaya.sync')
 io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n'))
 ]]):format(t.root, dir)
@@ -51,6 +61,8 @@ io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false)
     contains(res.err, '0777')
     contains(res.err, 'chmod 700')
     ok(not res.err:find('\n'), 'one line')
+    eq(false, res.accepted)
+    eq({ got = false, err = res.err, kind = 'config' }, res.cb)
     contains(rest, '0777')
     eq(tonumber('40777', 8), uv.fs_stat(dir).mode, 'nothing was changed')
   end)

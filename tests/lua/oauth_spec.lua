@@ -261,5 +261,22 @@ describe('oauth', function()
     v, e = oauth.store_token('nobody', 42)
     eq(nil, v)
     contains(e, 'invalid token')
+    -- With a callback, every failure reaches it, those returned at once too.
+    local answers = {}
+    local function answer(...)
+      answers[#answers + 1] = { ... }
+    end
+    eq({ nil, e, 'invalid' }, { oauth.store_token('nobody', 42, answer) })
+    local refused = { oauth.authorize('nobody', 'device', answer) }
+    eq({ nil, 'invalid' }, { refused[1], refused[3] })
+    contains(refused[2], 'invalid opts')
+    eq(true, oauth.refresh_token('nobody', answer))
+    t.wait_for(function()
+      return #answers == 3
+    end, 5000, 'three answers')
+    eq({ nil, e, 'invalid' }, answers[1])
+    eq({ nil, refused[2], 'invalid' }, answers[2])
+    eq({ nil, 'config' }, { answers[3][1], answers[3][3] })
+    contains(answers[3][2], 'no OAuth account "nobody"')
   end)
 end)

@@ -84,6 +84,11 @@ function M.acquire_lock(name, timeout, callback)
   end
   local lib, err, kind = ready()
   if not lib then
+    if callback then
+      vim.schedule(function()
+        callback(false, err, kind)
+      end)
+    end
     return false, err, kind
   end
   if not callback then

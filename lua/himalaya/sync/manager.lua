@@ -12,11 +12,22 @@ local M = {}
 ---@alias himalaya.sync.SyncType 'full'|'inbox'|'folders'|'repair'|'check'
 ---@alias himalaya.sync.Status 'idle'|'queued'|'running'|'retrying'|'repairing'|'completed'|'error'|'cancelled'
 
+---@class himalaya.sync.Counter
+---@field done integer
+---@field total integer
+
+---@class himalaya.sync.Side message counters of one side (far: server, near: local)
+---@field new himalaya.sync.Counter messages copied to this side (`+`)
+---@field flags himalaya.sync.Counter flag changes applied to it (`*`)
+---@field trash himalaya.sync.Counter messages moved to its trash (`#`)
+---@field expunge himalaya.sync.Counter messages expunged from it (`-`, mbsync 1.5+; else 0)
+
 ---@class himalaya.sync.Progress
----@field channels {done: integer, total: integer}
----@field boxes {done: integer, total: integer}
----@field far {new: {done: integer, total: integer}, flags: {done: integer, total: integer}, trash: {done: integer, total: integer}}
----@field near {new: {done: integer, total: integer}, flags: {done: integer, total: integer}, trash: {done: integer, total: integer}}
+---@field channels himalaya.sync.Counter
+---@field boxes himalaya.sync.Counter
+---@field far himalaya.sync.Side
+---@field near himalaya.sync.Side
+---@field truncated boolean part of the frame was cut off; unread counters are 0
 ---@field percent? number 0-100, only moves forward
 ---@field box? string the folder mbsync is working on
 

@@ -54,6 +54,21 @@ local function start(op, account, arg, done, on_prompt)
   end)
 end
 
+--- Refuses a call at once: returns the failure, and hands it to
+--- `callback` too (later, on the main loop), which gets every answer.
+---@param callback? function
+---@param msg string
+---@return nil, string, string
+local function refuse(callback, msg)
+  if vim.is_callable(callback) then
+    ---@cast callback -?
+    vim.schedule(function()
+      callback(nil, msg, 'invalid')
+    end)
+  end
+  return nil, msg, 'invalid'
+end
+
 --- Runs `op` with `callback` (answers later, on the main loop) or waits for
 --- it, bounded by `M.WAIT_MS`.
 local function run(op, account, arg, callback, on_prompt)
@@ -112,7 +127,7 @@ end
 ---@return string? kind
 function M.store_token(account, token, callback)
   if type(token) ~= 'table' and type(token) ~= 'string' then
-    return nil, 'invalid token: expected a table or an access-token string', 'invalid'
+    return refuse(callback, 'invalid token: expected a table or an access-token string')
   end
   return run('store', account, token, callback)
 end
@@ -156,9 +171,12 @@ end
 ---@param account string
 ---@param opts? {device?: boolean, timeout?: number}
 ---@param callback? fun(ok?: boolean, err?: string, kind?: string)
+---@return boolean? started `true`: the answer goes to the callback
+---@return string? err
+---@return string? kind
 function M.authorize(account, opts, callback)
   if opts ~= nil and type(opts) ~= 'table' then
-    return nil, 'invalid opts: expected a table like { device = true }', 'invalid'
+    return refuse(callback, 'invalid opts: expected a table like { device = true }')
   end
   callback = callback
     or function(ok, err)
