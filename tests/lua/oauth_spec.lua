@@ -152,6 +152,14 @@ describe('oauth', function()
       vim.notify = orig
     end)
     vim.cmd('runtime plugin/himalaya-sync.lua')
+    eq(
+      { 'authorize', 'clear', 'refresh', 'status' },
+      vim.fn.sort(vim.fn.getcompletion('HimalayaSync oauth ', 'cmdline'))
+    )
+    eq({ 'demo' }, vim.fn.getcompletion('HimalayaSync oauth status ', 'cmdline'))
+    eq({ 'demo' }, vim.fn.getcompletion('HimalayaSync oauth authorize d', 'cmdline'))
+    eq({ '--device' }, vim.fn.getcompletion('HimalayaSync oauth authorize demo ', 'cmdline'))
+    eq({}, vim.fn.getcompletion('HimalayaSync oauth status demo ', 'cmdline'))
     vim.cmd('HimalayaSync oauth status demo')
     t.wait_for(function()
       return #notes > 0

@@ -392,13 +392,13 @@ end
 M.subcommands.oauth = {
   desc = 'OAuth2 tokens: oauth {status|refresh|authorize|clear} {account} (authorize --device for a code)',
   complete = function(_, args)
-    if #args <= 1 then
+    if #args == 0 then
       return OAUTH_ACTIONS
     end
-    if #args == 2 then
+    if #args == 1 then
       return require('himalaya.sync.oauth').accounts()
     end
-    return args[1] == 'authorize' and { '--device' } or {}
+    return #args == 2 and args[1] == 'authorize' and { '--device' } or {}
   end,
   run = function(args)
     local action, account = args[1], args[2]
