@@ -86,6 +86,33 @@ describe('manager', function()
     ok(not e:find('traceback'), e)
   end)
 
+  it('notify = true or false in one layer keeps the notify fields of the others', function()
+    local config = require('himalaya.sync.config')
+    t.defer(function()
+      vim.g.himalaya_sync = nil
+      config.setup({})
+    end)
+    local function notify_with(g, opts)
+      vim.g.himalaya_sync = g
+      config.setup(opts)
+      return config.get().notify
+    end
+    local defaults = config.defaults.notify
+    eq(
+      vim.tbl_extend('force', defaults, { start = true }),
+      notify_with({ notify = true }, { notify = { start = true } })
+    )
+    eq(
+      vim.tbl_extend('force', defaults, { enabled = false, start = true }),
+      notify_with({ notify = false }, { notify = { start = true } })
+    )
+    eq(
+      vim.tbl_extend('force', defaults, { enabled = false, start = true }),
+      notify_with({ notify = { start = true } }, { notify = false })
+    )
+    eq(vim.tbl_extend('force', defaults, { enabled = false }), notify_with(nil, { notify = false }))
+  end)
+
   it('with no account given and several in the mbsyncrc, asks which', function()
     local rc = t.tmpdir() .. '/rc'
     t.write(

@@ -404,6 +404,18 @@ function M.setup(opts)
   user_opts = vim.deepcopy(opts)
 end
 
+--- One layer of options ready to merge: `notify = BOOL` is short for
+--- `notify = { enabled = BOOL }`, so that it keeps the other `notify`
+--- fields of the layers below and above it instead of replacing them.
+---@param opts? table
+---@return table
+local function layer(opts)
+  if opts and type(opts.notify) == 'boolean' then
+    return vim.tbl_extend('force', opts, { notify = { enabled = opts.notify } })
+  end
+  return opts or {}
+end
+
 --- The merged configuration: defaults < vim.g.himalaya_sync < setup().
 --- The table is shared between callers until the configuration changes:
 --- read it, never modify it.
@@ -417,11 +429,7 @@ function M.get()
   if g ~= nil then
     M.validate(g)
   end
-  local cfg = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), g or {}, user_opts or {})
-  if type(cfg.notify) == 'boolean' then
-    local on = cfg.notify
-    cfg.notify = vim.tbl_extend('force', M.defaults.notify, { enabled = on })
-  end
+  local cfg = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), layer(g), layer(user_opts))
   cached = { g = g, user = user_opts, cfg = cfg }
   return cfg
 end
