@@ -164,7 +164,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
     m.set(
         "sync_history",
         func(lua, |lua, ()| match manager()?.history()? {
-            Some(h) => to_lua(lua, &h.load()?),
+            Some(h) => to_lua(lua, &h.load_as_of(crate::manager::now())?),
             None => Ok(mlua::Value::Nil),
         })?,
     )?;

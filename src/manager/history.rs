@@ -94,6 +94,21 @@ impl History {
         }
     }
 
+    /// Every account's history as of `now` (unix seconds): `syncs_today`
+    /// counts only syncs of `now`'s local date. The file keeps the count of
+    /// the last day anything was synced, which may be an earlier one.
+    pub fn load_as_of(&self, now: f64) -> Result<BTreeMap<String, AccountHistory>> {
+        let mut all = self.load()?;
+        let today = local_date(now);
+        for h in all.values_mut() {
+            if h.day != today {
+                h.day = today.clone();
+                h.syncs_today = 0;
+            }
+        }
+        Ok(all)
+    }
+
     /// Adds one finished sync.
     pub fn record(&self, r: &Record<'_>) -> Result<()> {
         let _guard =
@@ -212,6 +227,26 @@ mod tests {
         })
         .unwrap();
         assert_eq!(h.load().unwrap()["a"].syncs_today, 1);
+    }
+
+    #[test]
+    fn a_count_from_an_earlier_day_is_not_today() {
+        let (_d, h) = setup();
+        let then = 1_700_000_000.0;
+        for end in [then, then + 1.0] {
+            h.record(&Record {
+                account: "a",
+                kind: "full",
+                end,
+                duration: 1.0,
+                error: None,
+            })
+            .unwrap();
+        }
+        assert_eq!(h.load_as_of(then + 60.0).unwrap()["a"].syncs_today, 2);
+        let later = h.load_as_of(then + 86_400.0 * 2.0).unwrap();
+        assert_eq!(later["a"].syncs_today, 0);
+        assert_eq!(later["a"].last_sync, Some(then + 1.0));
     }
 
     #[test]

@@ -328,7 +328,7 @@ pub struct Manager {
     counted: Mutex<HashSet<String>>,
 }
 
-fn now() -> f64 {
+pub(crate) fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

@@ -108,5 +108,24 @@ describe('auto-sync', function()
     eq(false, auto.is_enabled())
     eq(false, auto.is_leader())
     eq(false, require('himalaya.sync.lock').is_locked('auto-sync'))
+
+    -- One tick by hand while it is off syncs, and keeps no lead from the
+    -- auto-sync of other Neovims.
+    local manager = require('himalaya.sync.manager')
+    t.wait_for(function()
+      return not manager.is_busy()
+    end, 20000, 'the auto syncs to end')
+    vim.wait(600)
+    local function last_id()
+      local syncs = manager.get_sync_info().syncs
+      return #syncs > 0 and syncs[#syncs].id or 0
+    end
+    local before = last_id()
+    auto.tick()
+    eq(false, auto.is_leader())
+    eq(false, require('himalaya.sync.lock').is_locked('auto-sync'))
+    t.wait_for(function()
+      return last_id() > before
+    end, 5000, 'the sync of the tick')
   end)
 end)

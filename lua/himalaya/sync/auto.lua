@@ -96,17 +96,8 @@ local function smart_sync(account, sync_type)
   end
 end
 
---- One tick: become leader if nobody is, then sync what is due.
-function M.tick()
-  local lock = require('himalaya.sync.lock')
-  if not leader then
-    leader = lock.acquire_lock(LEADER_LOCK, 0) == true
-    if leader then
-      log(('this Neovim (pid %d) leads auto-sync'):format(vim.fn.getpid()))
-    else
-      return
-    end
-  end
+--- Starts the syncs a tick is for: every account not synced recently.
+local function sync_due()
   local cfg = config.get()
   local manager = require('himalaya.sync.manager')
   local history = manager.history() or {}
@@ -127,6 +118,28 @@ function M.tick()
         log(('could not start %s: %s'):format(account, err))
       end
     end
+  end
+end
+
+--- One tick: become leader if nobody is, then sync what is due. Without
+--- the timer (auto-sync off here) the lead is given up again at once, so
+--- that the auto-sync of other Neovims goes on.
+function M.tick()
+  local lock = require('himalaya.sync.lock')
+  if not leader then
+    leader = lock.acquire_lock(LEADER_LOCK, 0) == true
+    if leader then
+      log(('this Neovim (pid %d) leads auto-sync'):format(vim.fn.getpid()))
+    else
+      return
+    end
+  end
+  local ok, err = pcall(sync_due)
+  if not timer then
+    M.stop()
+  end
+  if not ok then
+    error(err, 0)
   end
 end
 
