@@ -238,6 +238,11 @@ describe('bad input', function()
       'HimalayaSync folders demo ../../x',
       'HimalayaSync folders demo -a',
       'HimalayaSync auto maybe',
+      'HimalayaSync auto on off',
+      'HimalayaSync cancel 3',
+      'HimalayaSync status demo',
+      'HimalayaSync oauth refresh demo junk',
+      'HimalayaSync oauth authorize demo --devcie',
     }
     for _, c in ipairs(cmds) do
       seen = {}

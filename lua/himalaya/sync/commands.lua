@@ -14,6 +14,7 @@ end
 ---@field run fun(args: string[], opts: table)
 ---@field complete? fun(arglead: string, args: string[]): string[]
 ---@field desc string
+---@field nargs? 0 takes no arguments (extra ones are an error)
 
 ---@type table<string, himalaya.sync.Subcommand>
 M.subcommands = {}
@@ -33,6 +34,7 @@ end
 
 M.subcommands.locks = {
   desc = 'list named locks and their holders',
+  nargs = 0,
   run = function()
     local lock = require('himalaya.sync.lock')
     local dir, derr = lock.lock_dir()
@@ -74,6 +76,7 @@ M.subcommands.locks = {
 
 M.subcommands.version = {
   desc = 'show plugin and library versions',
+  nargs = 0,
   run = function()
     local native = require('himalaya.sync.native')
     local lib, lerr = native.get()
@@ -95,6 +98,7 @@ M.subcommands.version = {
 
 M.subcommands.build = {
   desc = 'build the Rust library (cargo build --release) and load it',
+  nargs = 0,
   run = function()
     local native = require('himalaya.sync.native')
     if vim.fn.executable('cargo') ~= 1 then
@@ -235,6 +239,7 @@ M.subcommands.check = {
 
 M.subcommands.cancel = {
   desc = "cancel this Neovim's syncs",
+  nargs = 0,
   run = function()
     local n = require('himalaya.sync.manager').cancel_sync()
     notify(n == 0 and 'no sync is running' or ('cancelling %d sync%s'):format(n, n == 1 and '' or 's'))
@@ -263,6 +268,7 @@ end
 
 M.subcommands.status = {
   desc = 'show what is syncing and how the last syncs ended',
+  nargs = 0,
   run = function()
     local info = require('himalaya.sync.manager').get_sync_info()
     ---@type [string, string?][]
@@ -286,6 +292,9 @@ M.subcommands.auto = {
     return #args == 0 and { 'on', 'off', 'toggle' } or {}
   end,
   run = function(args)
+    if not at_most(args, 1, ':HimalayaSync auto [on|off|toggle]') then
+      return
+    end
     local auto = require('himalaya.sync.auto')
     local what = args[1]
     if what == 'on' then
@@ -312,6 +321,7 @@ end
 
 M.subcommands.info = {
   desc = 'sync history per account',
+  nargs = 0,
   run = function()
     local history, herr = require('himalaya.sync.manager').history()
     if not history then
@@ -349,6 +359,7 @@ M.subcommands.info = {
 
 M.subcommands.log = {
   desc = "open the engine's log file",
+  nargs = 0,
   run = function()
     local path = require('himalaya.sync.manager').log_path()
     if vim.fn.filereadable(path) ~= 1 then
@@ -402,8 +413,15 @@ M.subcommands.oauth = {
   end,
   run = function(args)
     local action, account = args[1], args[2]
+    local usage = ':HimalayaSync oauth {' .. table.concat(OAUTH_ACTIONS, '|') .. '} {account}'
     if not vim.tbl_contains(OAUTH_ACTIONS, action) or not account then
-      return err('usage: :HimalayaSync oauth {' .. table.concat(OAUTH_ACTIONS, '|') .. '} {account}')
+      return err('usage: ' .. usage .. ' (authorize: [--device])')
+    end
+    if action == 'authorize' and args[3] ~= nil and args[3] ~= '--device' then
+      return err(('unknown option %q; usage: :HimalayaSync oauth authorize {account} [--device]'):format(args[3]))
+    end
+    if not at_most(args, action == 'authorize' and 3 or 2, usage) then
+      return
     end
     local oauth = require('himalaya.sync.oauth')
     local function report(what)
@@ -467,6 +485,9 @@ function M.run(opts)
   local sub = M.subcommands[name]
   if not sub then
     return err(('unknown subcommand %q; expected one of: %s'):format(name, table.concat(M.names(), ', ')))
+  end
+  if sub.nargs == 0 and not at_most(args, 0, ':HimalayaSync ' .. name) then
+    return
   end
   local ok, e = pcall(sub.run, args, opts)
   if not ok then
