@@ -23,15 +23,26 @@ map('n', '<Plug>(HimalayaSyncFull)', '<Cmd>HimalayaSync full<CR>', opts)
 map('n', '<Plug>(HimalayaSyncInbox)', '<Cmd>HimalayaSync inbox<CR>', opts)
 map('n', '<Plug>(HimalayaSyncCancel)', '<Cmd>HimalayaSync cancel<CR>', opts)
 
+-- Only a vim.g.himalaya_sync that asks for one of them loads any module;
+-- the merged configuration then decides, so that a setup() called earlier
+-- (from init.lua) can still turn them off.
 local g = vim.g.himalaya_sync
-if type(g) == 'table' then
-  if g.legacy_commands then
-    require('himalaya.sync').legacy_commands()
-  end
-  if type(g.auto_sync) == 'table' and g.auto_sync.enabled then
-    require('himalaya.sync.auto').start()
-  end
-  if type(g.idle) == 'table' and g.idle.enabled then
-    require('himalaya.sync.idle').start()
+local function wants(key)
+  return type(g[key]) == 'table' and g[key].enabled
+end
+if type(g) == 'table' and (g.legacy_commands or wants('auto_sync') or wants('idle')) then
+  local ok, cfg = pcall(require('himalaya.sync.config').get)
+  if not ok then
+    vim.notify('himalaya-sync: ' .. tostring(cfg), vim.log.levels.ERROR)
+  else
+    if cfg.legacy_commands then
+      require('himalaya.sync').legacy_commands()
+    end
+    if cfg.auto_sync.enabled then
+      require('himalaya.sync.auto').start()
+    end
+    if cfg.idle.enabled then
+      require('himalaya.sync.idle').start()
+    end
   end
 end

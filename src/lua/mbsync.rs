@@ -68,8 +68,8 @@ unsafe fn push_side(state: *mut ffi::lua_State, s: &Side) {
     }
 }
 
-/// Pushes `{done = ..., total = ...}`. A counter has at most ten digits, so
-/// it is exact as a Lua number.
+/// Pushes `{done = ..., total = ...}`, as numbers (LuaJIT and Lua 5.1
+/// have no integers; counts beyond 2^53 round, as with any conversion).
 unsafe fn push_counter(state: *mut ffi::lua_State, c: Counter) {
     ffi::lua_createtable(state, 0, 2);
     for (name, v) in [(c"done", c.done), (c"total", c.total)] {

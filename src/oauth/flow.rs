@@ -288,11 +288,17 @@ impl Http {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(p.connect_timeout())
             .timeout(p.timeout());
-        let client = with_proxies(builder, &Proxies::read(|name| crate::env::var(name)))?
-            .build()
-            .map_err(|e| {
-                Error::new(ErrorKind::Unknown, format!("cannot build HTTP client: {e}"))
-            })?;
+        let (builder, ignored) =
+            with_proxies(builder, &Proxies::read(|name| crate::env::var(name)));
+        for name in ignored {
+            crate::log::write(
+                "warn",
+                &format!("{name} in the environment is not a proxy address; ignored"),
+            );
+        }
+        let client = builder.build().map_err(|e| {
+            Error::new(ErrorKind::Unknown, format!("cannot build HTTP client: {e}"))
+        })?;
         Ok(Http {
             client,
             timeout: p.timeout(),
@@ -317,19 +323,34 @@ impl Http {
 }
 
 /// The proxy settings of the environment, as reqwest reads them: the
-/// lower-case names too, `ALL_PROXY` for what has no proxy of its own,
-/// none at all under CGI (`REQUEST_METHOD` set, where `HTTP_PROXY` could
-/// come from a request header). They are read from the engine's copy of
-/// the environment ([`crate::env`]): left to reqwest, the reading would
-/// run `getenv` on this thread while Lua may be changing the environment.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// lower-case names too (a set upper-case name wins even when empty, and
+/// an empty value means no proxy), `ALL_PROXY` for what has no proxy of
+/// its own, none at all under CGI (`REQUEST_METHOD` set, where
+/// `HTTP_PROXY` could come from a request header). They are read from the
+/// engine's copy of the environment ([`crate::env`]): left to reqwest, the
+/// reading would run `getenv` on this thread while Lua may be changing the
+/// environment.
+#[derive(Default, PartialEq, Eq)]
 struct Proxies {
-    /// `(variable, value)` for plain HTTP endpoints.
-    http: Option<(&'static str, String)>,
-    /// `(variable, value)` for HTTPS endpoints.
-    https: Option<(&'static str, String)>,
+    /// `(variable, value)` to try in order for plain HTTP endpoints: its
+    /// own variable, then `ALL_PROXY`.
+    http: Vec<(&'static str, String)>,
+    /// The same for HTTPS endpoints.
+    https: Vec<(&'static str, String)>,
     /// Hosts that are reached directly (`NO_PROXY`).
     no: Option<String>,
+}
+
+/// Names the variables only: a proxy address can hold a password.
+impl fmt::Debug for Proxies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |v: &Vec<(&'static str, String)>| v.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+        f.debug_struct("Proxies")
+            .field("http", &names(&self.http))
+            .field("https", &names(&self.https))
+            .field("no", &self.no.is_some())
+            .finish()
+    }
 }
 
 impl Proxies {
@@ -340,46 +361,55 @@ impl Proxies {
         let first = |names: [&'static str; 2]| {
             names
                 .into_iter()
-                .find_map(|n| var(n).filter(|v| !v.is_empty()).map(|v| (n, v)))
+                .find_map(|n| var(n).map(|v| (n, v)))
+                .filter(|(_, v)| !v.is_empty())
         };
         let all = first(["ALL_PROXY", "all_proxy"]);
         Proxies {
-            http: first(["HTTP_PROXY", "http_proxy"]).or_else(|| all.clone()),
-            https: first(["HTTPS_PROXY", "https_proxy"]).or(all),
+            http: first(["HTTP_PROXY", "http_proxy"])
+                .into_iter()
+                .chain(all.clone())
+                .collect(),
+            https: first(["HTTPS_PROXY", "https_proxy"])
+                .into_iter()
+                .chain(all)
+                .collect(),
             no: first(["NO_PROXY", "no_proxy"]).map(|(_, v)| v),
         }
     }
 }
 
-/// `builder` with exactly the proxies of `proxies`. A value that is not a
-/// proxy address is a config error naming the variable, not the value: a
-/// proxy address can hold a password.
+/// `builder` with exactly the proxies of `proxies`, and the variables whose
+/// value is not a proxy address. Such a value is passed over for the next
+/// candidate, as reqwest does, so that a broken `HTTP_PROXY` does not stop
+/// requests to https endpoints.
 fn with_proxies(
     builder: reqwest::ClientBuilder,
     proxies: &Proxies,
-) -> Result<reqwest::ClientBuilder> {
+) -> (reqwest::ClientBuilder, Vec<&'static str>) {
     let mut builder = builder.no_proxy();
+    let mut ignored = Vec::new();
     let no = proxies
         .no
         .as_deref()
         .and_then(reqwest::NoProxy::from_string);
-    for (proxy, https) in [(&proxies.http, false), (&proxies.https, true)] {
-        if let Some((name, value)) = proxy {
-            let made = if https {
+    for (candidates, https) in [(&proxies.http, false), (&proxies.https, true)] {
+        let made = candidates.iter().find_map(|(name, value)| {
+            let proxy = if https {
                 reqwest::Proxy::https(value)
             } else {
                 reqwest::Proxy::http(value)
             };
-            let proxy = made.map_err(|_| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("{name} in the environment is not a proxy address"),
-                )
-            })?;
+            if proxy.is_err() && !ignored.contains(name) {
+                ignored.push(*name);
+            }
+            proxy.ok()
+        });
+        if let Some(proxy) = made {
             builder = builder.proxy(proxy.no_proxy(no.clone()));
         }
     }
-    Ok(builder)
+    (builder, ignored)
 }
 
 /// Reads the client secret off the async threads: it may run a command.
@@ -725,7 +755,7 @@ mod tests {
     #[test]
     fn proxies_are_read_as_reqwest_reads_them() {
         assert_eq!(Proxies::read(env(&[])), Proxies::default());
-        // Upper case first; an empty value counts as unset.
+        // Upper case first, even when empty; empty means no proxy.
         let p = Proxies::read(env(&[
             ("HTTPS_PROXY", ""),
             ("https_proxy", "http://lower:3128"),
@@ -733,16 +763,21 @@ mod tests {
             ("http_proxy", "http://lower:3128"),
             ("no_proxy", "localhost,.internal"),
         ]));
-        assert_eq!(p.http, Some(("HTTP_PROXY", "http://upper:3128".into())));
-        assert_eq!(p.https, Some(("https_proxy", "http://lower:3128".into())));
+        assert_eq!(p.http, [("HTTP_PROXY", "http://upper:3128".into())]);
+        assert_eq!(p.https, []);
         assert_eq!(p.no.as_deref(), Some("localhost,.internal"));
-        // ALL_PROXY fills in for a scheme without a proxy of its own.
+        // ALL_PROXY comes after a scheme's own proxy, and fills in for none.
         let p = Proxies::read(env(&[
             ("ALL_PROXY", "socks5://all:1080"),
             ("HTTP_PROXY", "http://h:3128"),
+            ("HTTPS_PROXY", ""),
         ]));
-        assert_eq!(p.http, Some(("HTTP_PROXY", "http://h:3128".into())));
-        assert_eq!(p.https, Some(("ALL_PROXY", "socks5://all:1080".into())));
+        let all = ("ALL_PROXY", "socks5://all:1080".to_string());
+        assert_eq!(
+            p.http,
+            [("HTTP_PROXY", "http://h:3128".into()), all.clone()]
+        );
+        assert_eq!(p.https, [all]);
         // Under CGI, HTTP_PROXY may come from a request header: no proxies.
         let p = Proxies::read(env(&[
             ("REQUEST_METHOD", "GET"),
@@ -752,18 +787,16 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_proxy_address_names_the_variable_not_the_value() {
-        let proxies = Proxies {
-            https: Some(("HTTPS_PROXY", "http://user:s3cret@[bad".into())),
-            ..Proxies::default()
-        };
-        let e = with_proxies(reqwest::Client::builder(), &proxies).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Config);
-        assert_eq!(
-            e.message,
-            "HTTPS_PROXY in the environment is not a proxy address"
-        );
-        assert!(with_proxies(reqwest::Client::builder(), &Proxies::default()).is_ok());
+    fn a_bad_proxy_address_is_passed_over_and_named_not_shown() {
+        let p = Proxies::read(env(&[
+            ("HTTP_PROXY", "http://user:s3cret@[bad"),
+            ("ALL_PROXY", "http://all:3128"),
+        ]));
+        assert!(!format!("{p:?}").contains("s3cret"));
+        let (_, ignored) = with_proxies(reqwest::Client::builder(), &p);
+        assert_eq!(ignored, ["HTTP_PROXY"]);
+        let (_, ignored) = with_proxies(reqwest::Client::builder(), &Proxies::default());
+        assert!(ignored.is_empty());
     }
 
     #[test]

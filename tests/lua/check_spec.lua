@@ -284,6 +284,14 @@ describe('IDLE push', function()
       t.use(fx.mbsyncrc, { idle = { enabled = true }, auto_sync = { accounts = { 'work' } } })
       local idle = require('himalaya.sync.idle')
       t.defer(idle.stop)
+      -- A setup() that ran first (from init.lua) has the last word.
+      t.setup_for_test({ idle = { enabled = false } })
+      vim.g.loaded_himalaya_sync = nil
+      vim.cmd('runtime plugin/himalaya-sync.lua')
+      vim.wait(500)
+      eq({}, idle.list())
+      eq(false, require('himalaya.sync.lock').is_locked('idle-watch'))
+      require('himalaya.sync.config').setup({})
       vim.g.loaded_himalaya_sync = nil
       vim.cmd('runtime plugin/himalaya-sync.lua')
       t.wait_for(function()

@@ -43,7 +43,6 @@ local function no_nulls(v, path)
   end
 end
 
---- An mbsyncrc like the fixture's, with Host/Port/Pass changed.
 --- The keys and value types of a progress table (the folder's name, which
 --- only events carry, left out).
 local function shape(v)
@@ -59,6 +58,7 @@ local function shape(v)
   return s
 end
 
+--- An mbsyncrc like the fixture's, with Host/Port/Pass changed.
 local function variant(fx, changes)
   local text = t.read(fx.mbsyncrc)
   for k, v in pairs(changes) do
@@ -159,14 +159,11 @@ describe('syncing real mail', function()
   it('cancel mid-sync stops the process group; the next sync completes with nothing lost or doubled', function()
     local fx = t.fixture({ '--messages', '6000' })
     use(fx.mbsyncrc)
-    local done, cancelled = nil, false
+    local done, cancelled, seen_shape = nil, false, nil
     local id = assert(mbsync.sync_full('demo', {
       on_progress = function(p)
         if not cancelled and p.near and p.near.new.done > 200 then
-          -- A parsed frame has the shape of the progress events carry
-          -- (which add only the folder's name).
-          local parsed = mbsync.parse_progress_line('C: 0/1  B: 0/1  F: +1/2 *0/0 #0/0 -0/0  N: +0/0 *0/0 #0/0 -0/0')
-          eq(shape(parsed), shape(p))
+          seen_shape = shape(p)
           cancelled = true
           eq(1, mbsync.cancel_sync())
         end
@@ -179,6 +176,10 @@ describe('syncing real mail', function()
       return done ~= nil
     end, 120000, 'the cancelled sync to end')
     ok(cancelled, 'cancelled during the sync')
+    -- A parsed frame has the shape of the progress events carry (which add
+    -- only the folder's name).
+    local parsed = mbsync.parse_progress_line('C: 0/1  B: 0/1  F: +1/2 *0/0 #0/0 -0/0  N: +0/0 *0/0 #0/0 -0/0')
+    eq(shape(parsed), seen_shape)
     eq('cancelled', done[2].status)
     eq('cancelled', done[1].kind)
     eq(false, done[1].success)
