@@ -302,6 +302,16 @@ describe('IDLE push', function()
     end
   )
 
+  it('a Neovim that can watch no account does not keep the idle-watch lock', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc, { idle = { accounts = { 'nope' } } })
+    local idle = require('himalaya.sync.idle')
+    t.defer(idle.stop)
+    eq(false, idle.try())
+    eq(false, idle.is_watching())
+    eq(false, require('himalaya.sync.lock').is_locked('idle-watch'))
+  end)
+
   it('only one Neovim watches: the one holding the idle-watch lock', function()
     local fx = t.fixture()
     t.use(fx.mbsyncrc, { idle = { enabled = true, accounts = { 'demo' } } })

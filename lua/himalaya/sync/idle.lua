@@ -48,15 +48,25 @@ function M.try()
   if require('himalaya.sync.lock').acquire_lock(LOCK, 0) ~= true then
     return false
   end
-  watching = true
   local cfg = config.get()
+  local started = 0
   for _, account in ipairs(accounts()) do
     local n, e = lib.idle_start(account, cfg.idle.folders, cfg.idle.reidle)
-    if not n then
+    if n then
+      started = started + 1
+    else
       ---@cast e -?
       log('error', ('cannot watch %s: %s'):format(account, e.message))
     end
   end
+  if started == 0 then
+    -- Holding the lock without a watcher would keep every other Neovim
+    -- from watching; the timer tries again.
+    log('error', 'no account could be watched; trying again later')
+    require('himalaya.sync.lock').release_lock(LOCK)
+    return false
+  end
+  watching = true
   return true
 end
 
