@@ -279,6 +279,9 @@ pub struct SyncInfo {
     pub repair: Option<repair::Report>,
     /// The folder whose UIDVALIDITY changed, when that ended the sync.
     pub damaged: Option<String>,
+    /// The mbsync channel of that folder: what a repair is asked for (the
+    /// account may be a group of several channels).
+    pub damaged_channel: Option<String>,
     /// Exact counts of the account's local folders, read when the sync
     /// ended (see [`check::folder_counts`]); absent while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -501,6 +504,7 @@ impl Manager {
             requests: 1,
             repair: None,
             damaged: None,
+            damaged_channel: None,
             counts: None,
         };
         entries.push(Entry {
@@ -1189,12 +1193,12 @@ impl Manager {
         let mut error = error;
         if let Some((channel, mailbox)) = damaged {
             e.info.damaged = Some(mailbox.clone());
+            e.info.damaged_channel = Some(channel.clone());
             if settings.uidvalidity != UidvalidityPolicy::Repair {
                 if let Some(err) = error.as_mut() {
                     err.message = format!(
                         "the server renumbered {channel}:{mailbox} (UIDVALIDITY changed); \
-                         repair it without loss with :HimalayaSync repair {} {mailbox}",
-                        e.info.account
+                         repair it without loss with :HimalayaSync repair {channel} {mailbox}"
                     );
                 }
             }

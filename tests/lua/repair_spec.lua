@@ -76,14 +76,18 @@ describe('UIDVALIDITY', function()
 
   it('with uidvalidity = "off" it is reported with the command that repairs it', function()
     local fx = t.fixture({ '--folders', 'INBOX=5,Work=6' })
-    use(fx.mbsyncrc, { uidvalidity = 'off' })
+    -- Synced through a group: the repair is for the folder's channel.
+    local rc = fx.mbsyncrc .. '-group'
+    t.write(rc, t.read(fx.mbsyncrc) .. '\nGroup all\nChannel demo\n')
+    use(rc, { uidvalidity = 'off' })
     eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
     local_only(fx, 'Work', '<local-only-2@test>')
     renumber(fx, '.Work')
-    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    local result, info = t.sync_and_wait('full', { account = 'all' })
     eq(false, result.success)
     eq('uidvalidity', result.kind)
     eq('Work', info.damaged)
+    eq('demo', info.damaged_channel)
     contains(result.error, ':HimalayaSync repair demo Work')
     ok(not result.error:find('\n'))
 

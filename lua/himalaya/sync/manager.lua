@@ -79,6 +79,7 @@ local M = {}
 ---@field requests? integer requests this sync answers (more than 1 when coalesced)
 ---@field repair? {channel: string, mailbox: string, backup: string, restored: integer, backed_up: integer} what a UIDVALIDITY repair did
 ---@field damaged? string the folder whose UIDVALIDITY change ended the sync
+---@field damaged_channel? string its mbsync channel (what a repair is for)
 
 --- What `get_sync_info()` returns: the current (or last) sync's info, or
 --- only `status = 'idle'` before any sync, and the lists.
@@ -440,13 +441,20 @@ function M._offer_repair(info)
   if not ok or cfg.uidvalidity ~= 'ask' then
     return
   end
+  local channel = info.damaged_channel or info.account
   local prompt = ('himalaya-sync: the server renumbered %s of %s (UIDVALIDITY changed). Repair it without loss?'):format(
     info.damaged,
-    info.account
+    channel
   )
   vim.ui.select({ 'Repair now', 'Not now' }, { prompt = prompt }, function(choice)
     if choice == 'Repair now' then
-      M.start_sync('repair', { account = info.account, folders = { info.damaged } })
+      local id, err = M.start_sync('repair', { account = channel, folders = { info.damaged } })
+      if not id then
+        vim.notify(
+          ('himalaya-sync: cannot repair %s of %s: %s'):format(info.damaged, channel, err),
+          vim.log.levels.ERROR
+        )
+      end
     end
   end)
 end
