@@ -66,6 +66,13 @@ pub fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Makes every later id greater than `n`. A rebuilt library loaded in place
+/// of a running one (`:HimalayaSync build`) continues after the ids the
+/// editor has seen, so that sync ids stay unique within one Neovim.
+pub fn ids_after(n: u64) {
+    NEXT_ID.fetch_max(n.saturating_add(1), Ordering::Relaxed);
+}
+
 /// Set once shutdown begins; long waits poll it so they end promptly.
 pub fn stop_flag() -> &'static AtomicBool {
     &STOPPED

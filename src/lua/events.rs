@@ -52,6 +52,13 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
         })?,
     )?;
     m.set("now_us", func_pure(lua, |_, ()| Ok(now_us()))?)?;
+    m.set(
+        "ids_after",
+        func_pure(lua, |_, n: u64| {
+            runtime::ids_after(n);
+            Ok(())
+        })?,
+    )?;
     Ok(())
 }
 

@@ -125,6 +125,16 @@ io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false)
     t.defer(function()
       vim.env.HIMALAYA_SYNC_LIB = nil
     end)
+    -- An id of the running build that the editor has seen.
+    local seen
+    local old_id = old.emit_test_events(1, 'before-reload')
+    native.on_id(old_id, function()
+      seen = true
+    end)
+    t.wait_for(function()
+      return seen
+    end, 10000, 'an event of the running build')
+    native.off(old_id)
     local lock = require('himalaya.sync.lock')
     eq(true, lock.acquire_lock('busy-now', 0))
     local done, msg = native.reload()
@@ -144,6 +154,7 @@ io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false)
     eq(true, lock.release_lock('after-reload'))
     local n = 0
     local id = fresh.emit_test_events(100, 'after-reload')
+    ok(id > old_id, ('ids go on after a reload: %d after %d'):format(id, old_id))
     native.on_id(id, function()
       n = n + 1
     end)

@@ -40,6 +40,7 @@ local DRAIN_MAX = 256
 ---@field is_stopped fun(): boolean?, himalaya.sync.LibError?
 ---@field emit_test_events fun(count: integer, name: string): integer?, himalaya.sync.LibError?
 ---@field now_us fun(): integer?, himalaya.sync.LibError?
+---@field ids_after fun(n: integer)
 ---@field lock_open fun(dir?: string): string?, himalaya.sync.LibError?
 ---@field lock_acquire fun(name: string, timeout?: number, purpose?: string): true?, himalaya.sync.LibError?
 ---@field lock_acquire_async fun(name: string, timeout?: number, purpose?: string): integer?, himalaya.sync.LibError?
@@ -78,6 +79,7 @@ local registry = debug.getregistry()
 ---@field stopped? boolean shut down (VimLeavePre): events are not watched again
 ---@field by_id table<integer, fun(ev: himalaya.sync.Event)?>
 ---@field by_name table<string, fun(ev: himalaya.sync.Event)[]>
+---@field max_id? integer the highest event id seen (a reloaded library continues after it)
 ---@type himalaya.sync.NativeState
 local S = registry[REGISTRY_KEY] or { by_id = {}, by_name = {} }
 registry[REGISTRY_KEY] = S
@@ -255,6 +257,9 @@ local function dispatch(text)
   ---@type himalaya.sync.Event[]
   local events = vim.json.decode(text, JSON_OPTS)
   for _, ev in ipairs(events) do
+    if ev.id > (S.max_id or 0) then
+      S.max_id = ev.id
+    end
     local fns = {}
     if S.by_id[ev.id] then
       fns[1] = S.by_id[ev.id]
@@ -467,6 +472,7 @@ function M.reload(is_busy)
     auto._lost_leadership()
   end
   old.shutdown(100)
+  fresh.ids_after(S.max_id or 0)
   S.lib, S.source, S.staged = fresh, loc.path, staged
   local pumping, perr = start_pump(fresh)
   if not pumping then
