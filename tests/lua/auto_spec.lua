@@ -93,6 +93,28 @@ describe('auto-sync', function()
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
 
+  it('an account it cannot sync is shown once, not only logged at every tick', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3' })
+    vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc }, auto_sync = { accounts = { 'gmial' } } }
+    t.defer(function()
+      vim.g.himalaya_sync = nil
+    end)
+    local seen = {}
+    local orig = vim.notify
+    vim.notify = function(msg, level)
+      seen[#seen + 1] = { msg, level }
+    end
+    t.defer(function()
+      vim.notify = orig
+    end)
+    local auto = require('himalaya.sync.auto')
+    auto.tick()
+    auto.tick()
+    eq(1, #seen, vim.inspect(seen))
+    t.contains(seen[1][1], 'auto-sync: could not start gmial')
+    eq(vim.log.levels.WARN, seen[1][2])
+  end)
+
   it(':HimalayaSync auto turns it on and off', function()
     local fx = t.fixture({ '--folders', 'INBOX=3' })
     vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc }, notify = false, auto_sync = { interval = 1 / 60 } }

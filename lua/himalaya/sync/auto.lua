@@ -22,11 +22,36 @@ local function log(msg)
   require('himalaya.sync.native').log('info', 'auto-sync: ' .. msg)
 end
 
+---@type table<string, true?> problems already shown
+local warned = {}
+
+--- A problem that keeps auto-sync from syncing (an unknown account, an
+--- unreadable mbsyncrc): logged at every tick, shown once per message,
+--- unless notifications are off.
+---@param msg string
+local function problem(msg)
+  log(msg)
+  local ok, cfg = pcall(config.get)
+  if not warned[msg] and ok and cfg.notify.enabled then
+    warned[msg] = true
+    vim.notify('himalaya-sync: auto-sync: ' .. msg, vim.log.levels.WARN)
+  end
+end
+
 --- The accounts the timer syncs.
 ---@return string[]
 local function accounts()
   local cfg = config.get()
-  return cfg.auto_sync.accounts or require('himalaya.sync.manager').whole_accounts()
+  if cfg.auto_sync.accounts then
+    return cfg.auto_sync.accounts
+  end
+  local manager = require('himalaya.sync.manager')
+  local names = manager.whole_accounts()
+  if #names == 0 then
+    local _, err = manager.list_targets()
+    problem('no account to sync: ' .. (err or 'the mbsyncrc has no Channel or Group'))
+  end
+  return names
 end
 
 --- What a smart tick syncs after a check found `changed` folders of
@@ -67,7 +92,7 @@ local function smart_sync(account, sync_type)
   local function start(t, folders)
     local id, err = manager.start_sync(t, { account = account, folders = folders, auto = true })
     if not id then
-      log(('could not start %s: %s'):format(account, err))
+      problem(('could not start %s: %s'):format(account, err))
     end
   end
   local id, err = manager.start_sync('check', {
@@ -87,12 +112,12 @@ local function smart_sync(account, sync_type)
       end
       local ok, e = pcall(start, t, folders)
       if not ok then
-        log(('could not start %s: %s'):format(account, e))
+        problem(('could not start %s: %s'):format(account, e))
       end
     end,
   })
   if not id then
-    log(('could not check %s: %s'):format(account, err))
+    problem(('could not check %s: %s'):format(account, err))
   end
 end
 
@@ -115,7 +140,7 @@ local function sync_due()
     else
       local id, err = manager.start_sync(cfg.auto_sync.type, { account = account, auto = true })
       if not id then
-        log(('could not start %s: %s'):format(account, err))
+        problem(('could not start %s: %s'):format(account, err))
       end
     end
   end
