@@ -501,7 +501,15 @@ end
 ---@return string[]
 function M.complete(arglead, cmdline)
   local words = vim.split(cmdline, '%s+', { trimempty = true })
-  table.remove(words, 1)
+  -- Drop what comes before the arguments: modifiers such as :silent, and
+  -- the command's name, maybe abbreviated.
+  for i, w in ipairs(words) do
+    local name = w:gsub('^:+', ''):gsub('!$', '')
+    if #name >= 2 and vim.startswith('HimalayaSync', name) then
+      words = vim.list_slice(words, i + 1)
+      break
+    end
+  end
   if arglead ~= '' then
     table.remove(words)
   end
