@@ -126,6 +126,42 @@ describe('manager', function()
     eq('which account? one of: one, two', err)
   end)
 
+  it('a manager loaded again by a plugin reloader takes its events over, not twice', function()
+    -- In a Neovim of its own: the reload replaces this file's manager.
+    local dir = t.tmpdir()
+    t.write(dir .. '/ok-mbsync', '#!/bin/sh\nexit 0\n')
+    vim.fn.setfperm(dir .. '/ok-mbsync', 'rwx------')
+    local rc = t.standalone_mbsyncrc(dir, t.closed_port())
+    local script = dir .. '/reload.lua'
+    t.write(
+      script,
+      ([[
+vim.opt.rtp:prepend(%q)
+vim.g.himalaya_sync = { mbsync = { config = %q, cmd = %q }, notify = false }
+local completed = 0
+vim.api.nvim_create_autocmd('User', {
+  pattern = 'HimalayaSyncCompleted',
+  callback = function()
+    completed = completed + 1
+  end,
+})
+local function sync(manager)
+  local done
+  assert(manager.start_sync('full', { on_complete = function() done = true end }))
+  assert(vim.wait(10000, function() return done end), 'the sync')
+  vim.wait(200)
+end
+sync(require('himalaya.sync.manager'))
+package.loaded['himalaya.sync.manager'] = nil
+sync(require('himalaya.sync.manager'))
+io.stdout:write(tostring(completed))
+]]):format(t.root, rc, dir .. '/ok-mbsync')
+    )
+    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
+    eq(0, r.code, r.stderr)
+    eq('2', r.stdout, 'one Completed event per sync')
+  end)
+
   it('mbsync sees the environment as Neovim has it when the sync starts', function()
     -- Set after the library loaded: engine threads read a copy of the
     -- environment taken on Neovim's thread at each call, never the live

@@ -321,7 +321,7 @@ local function ready()
   end
   if not subscribed then
     subscribed = true
-    for _, name in ipairs({
+    native.own('himalaya.sync.manager', {
       'sync_queued',
       'sync_started',
       'sync_progress',
@@ -330,9 +330,7 @@ local function ready()
       'sync_auth',
       'sync_done',
       'warning',
-    }) do
-      native.on(name, on_event)
-    end
+    }, on_event)
   end
   local ok, cfg = pcall(config.get)
   if not ok then

@@ -80,6 +80,7 @@ local registry = debug.getregistry()
 ---@field by_id table<integer, fun(ev: himalaya.sync.Event)?>
 ---@field by_name table<string, fun(ev: himalaya.sync.Event)[]>
 ---@field max_id? integer the highest event id seen (a reloaded library continues after it)
+---@field owners? table<string, fun()[]> what each module subscribed with M.own (unsubscribers)
 ---@type himalaya.sync.NativeState
 local S = registry[REGISTRY_KEY] or { by_id = {}, by_name = {} }
 registry[REGISTRY_KEY] = S
@@ -417,6 +418,24 @@ function M.on(name, fn)
       end
     end
   end
+end
+
+--- Subscribes `fn` to the events `names` on behalf of `owner` (a module
+--- name), dropping what `owner` subscribed before: a module loaded again by
+--- a plugin reloader takes over from its old copy instead of adding to it.
+---@param owner string
+---@param names string[]
+---@param fn fun(ev: himalaya.sync.Event)
+function M.own(owner, names, fn)
+  S.owners = S.owners or {}
+  for _, off in ipairs(S.owners[owner] or {}) do
+    off()
+  end
+  local offs = {}
+  for _, name in ipairs(names) do
+    offs[#offs + 1] = M.on(name, fn)
+  end
+  S.owners[owner] = offs
 end
 
 --- Stops event delivery, kills every child process group, stops the runtime
