@@ -177,11 +177,33 @@ describe('check', function()
     t.defer(function()
       vim.api.nvim_echo = echo
     end)
+    local notes = {}
+    local orig = vim.notify
+    vim.notify = function(msg, level)
+      notes[#notes + 1] = { msg, level }
+    end
+    t.defer(function()
+      vim.notify = orig
+    end)
+    require('himalaya.sync.config').setup({ notify = true })
+    t.defer(function()
+      require('himalaya.sync.config').setup({})
+    end)
     vim.cmd('HimalayaSync check demo')
     t.wait_for(function()
       return echoed ~= nil and echoed:find('new', 1, true) ~= nil
     end, 10000, 'the check report')
     t.contains(echoed, 'demo: 1 new')
+    -- The report is the answer: no notification repeats it, nor a failure.
+    eq({}, notes)
+    fx.kill_server()
+    vim.cmd('HimalayaSync check demo')
+    t.wait_for(function()
+      return #notes > 0
+    end, 20000, 'the failed check')
+    vim.wait(300)
+    eq(1, #notes, vim.inspect(notes))
+    eq(vim.log.levels.ERROR, notes[1][2])
   end)
 end)
 

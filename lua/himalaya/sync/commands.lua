@@ -227,6 +227,8 @@ M.subcommands.check = {
     end
     local id, e = require('himalaya.sync.manager').start_sync('check', {
       account = args[1],
+      -- The report below is the answer; a notification would repeat it.
+      quiet = true,
       on_complete = function(result, info)
         report_check(result, info)
       end,

@@ -94,6 +94,7 @@ local M = {}
 ---@field on_progress? fun(progress: himalaya.sync.Progress, info: himalaya.sync.SyncInfo)
 ---@field on_complete? fun(result: himalaya.sync.Result|himalaya.sync.CheckResult, info: himalaya.sync.SyncInfo) a CheckResult for a check
 ---@field auto? boolean started by the auto-sync timer (quiet unless notify.auto)
+---@field quiet? boolean the caller reports the result: no notifications
 
 ---@type table<integer, himalaya.sync.SyncInfo>
 local syncs = {}
@@ -103,6 +104,8 @@ local order = {}
 local callbacks = {}
 ---@type table<integer, boolean> syncs asked for by a person (not only by the timer)
 local wanted = {}
+---@type table<integer, boolean> syncs whose every request reports the result itself
+local quiet = {}
 local subscribed = false
 --- What the engine was last configured from (see ready()).
 ---@type {lib: himalaya.sync.NativeLib, cfg: himalaya.sync.Config, derived: table}?
@@ -168,7 +171,7 @@ local function notify(what, msg, level, id)
   if not n.enabled or not n[what] then
     return
   end
-  if id and not wanted[id] and not n.auto then
+  if id and (quiet[id] or (not wanted[id] and not n.auto)) then
     return
   end
   vim.notify('himalaya-sync: ' .. msg, level)
@@ -229,7 +232,7 @@ local function echo_progress(info, status)
     return
   end
   local ok, cfg = pcall(config.get)
-  if not ok or not cfg.notify.enabled or (not wanted[info.id] and not cfg.notify.auto) then
+  if not ok or not cfg.notify.enabled or quiet[info.id] or (not wanted[info.id] and not cfg.notify.auto) then
     return
   end
   local pct = info.progress and info.progress.percent
@@ -297,6 +300,7 @@ local function on_event(ev)
       notify('error', info.message, info.status == 'cancelled' and vim.log.levels.WARN or vim.log.levels.ERROR, info.id)
     end
     wanted[info.id] = nil
+    quiet[info.id] = nil
     if info.damaged and info.error and info.error.kind == 'uidvalidity' then
       M._offer_repair(info)
     end
@@ -591,6 +595,11 @@ function M.start_sync(type, options)
       return nil, ('invalid options.%s: expected a function'):format(k), 'invalid'
     end
   end
+  for _, k in ipairs({ 'auto', 'quiet' }) do
+    if options[k] ~= nil and _G.type(options[k]) ~= 'boolean' then
+      return nil, ('invalid options.%s: expected a boolean, got %s'):format(k, vim.inspect(options[k])), 'invalid'
+    end
+  end
   if options.account ~= nil and _G.type(options.account) ~= 'string' then
     return nil, ('invalid options.account: expected a string, got %s'):format(vim.inspect(options.account)), 'invalid'
   end
@@ -642,6 +651,8 @@ function M.start_sync(type, options)
   callbacks[id] = callbacks[id] or {}
   table.insert(callbacks[id], { on_progress = options.on_progress, on_complete = options.on_complete })
   wanted[id] = wanted[id] or not options.auto
+  -- Quiet only while every request covered by this sync asked for it.
+  quiet[id] = (quiet[id] ~= false) and options.quiet == true
   return id
 end
 
