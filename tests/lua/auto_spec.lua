@@ -99,14 +99,7 @@ describe('auto-sync', function()
     t.defer(function()
       vim.g.himalaya_sync = nil
     end)
-    local seen = {}
-    local orig = vim.notify
-    vim.notify = function(msg, level)
-      seen[#seen + 1] = { msg, level }
-    end
-    t.defer(function()
-      vim.notify = orig
-    end)
+    local seen = t.notifications()
     local auto = require('himalaya.sync.auto')
     auto.tick()
     auto.tick()

@@ -177,14 +177,7 @@ describe('check', function()
     t.defer(function()
       vim.api.nvim_echo = echo
     end)
-    local notes = {}
-    local orig = vim.notify
-    vim.notify = function(msg, level)
-      notes[#notes + 1] = { msg, level }
-    end
-    t.defer(function()
-      vim.notify = orig
-    end)
+    local notes = t.notifications()
     require('himalaya.sync.config').setup({ notify = true })
     t.defer(function()
       require('himalaya.sync.config').setup({})

@@ -88,14 +88,7 @@ io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false)
     vim.cmd('runtime plugin/himalaya-sync.lua')
     local native = require('himalaya.sync.native')
     assert(native.get())
-    local msgs = {}
-    local orig = vim.notify
-    vim.notify = function(m, level)
-      msgs[#msgs + 1] = { m, level }
-    end
-    t.defer(function()
-      vim.notify = orig
-    end)
+    local msgs = t.notifications()
     local ticks = 0
     local timer = uv.new_timer()
     timer:start(0, 10, function()

@@ -290,6 +290,21 @@ function M.find_secrets(secrets, paths, texts)
   return hits
 end
 
+--- Captures vim.notify() until the end of the test: returns the list that
+--- gets `{ msg, level }` for each call.
+---@return [string, integer?][]
+function M.notifications()
+  local seen = {}
+  local orig = vim.notify
+  vim.notify = function(msg, level)
+    seen[#seen + 1] = { msg, level }
+  end
+  M.defer(function()
+    vim.notify = orig
+  end)
+  return seen
+end
+
 --- Appends every vim.notify() of this Neovim to `file` (the runner scans
 --- it for secrets), then passes it on.
 ---@param file string
