@@ -356,7 +356,14 @@ describe('editor integration', function()
         end
       end,
     })
-    local notes, updates = t.notifications(), 0
+    local notes, updates = {}, 0
+    local orig = vim.notify
+    vim.notify = function(m, level)
+      notes[#notes + 1] = { m, level }
+    end
+    t.defer(function()
+      vim.notify = orig
+    end)
     t.defer(manager.on_update(function()
       updates = updates + 1
     end))
