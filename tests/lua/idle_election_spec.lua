@@ -33,9 +33,10 @@ vim.api.nvim_create_autocmd('User', {
     append(dir .. '/events.log', ('%%d %%s %%s %%s'):format(pid, ev.match, ev.data.type, ev.data.account))
   end,
 })
-vim.cmd('runtime plugin/himalaya-sync.lua')
+-- The plugin file starts IDLE (vim.g enables it): retry every 500 ms.
 local idle = require('himalaya.sync.idle')
 idle.RETRY_MS = 500
+vim.cmd('runtime plugin/himalaya-sync.lua')
 idle.start()
 local timer = assert(vim.uv.new_timer())
 timer:start(0, 100, vim.schedule_wrap(function()
