@@ -32,17 +32,9 @@ local function wants(key)
 end
 if type(g) == 'table' and (g.legacy_commands or wants('auto_sync') or wants('idle')) then
   local ok, cfg = pcall(require('himalaya.sync.config').get)
-  if not ok then
-    vim.notify('himalaya-sync: ' .. tostring(cfg), vim.log.levels.ERROR)
+  if ok then
+    require('himalaya.sync')._start_enabled(cfg)
   else
-    if cfg.legacy_commands then
-      require('himalaya.sync').legacy_commands()
-    end
-    if cfg.auto_sync.enabled then
-      require('himalaya.sync.auto').start()
-    end
-    if cfg.idle.enabled then
-      require('himalaya.sync.idle').start()
-    end
+    vim.notify('himalaya-sync: ' .. tostring(cfg), vim.log.levels.ERROR)
   end
 end

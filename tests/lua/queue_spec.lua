@@ -356,14 +356,7 @@ describe('editor integration', function()
         end
       end,
     })
-    local notes, updates = {}, 0
-    local orig = vim.notify
-    vim.notify = function(m, level)
-      notes[#notes + 1] = { m, level }
-    end
-    t.defer(function()
-      vim.notify = orig
-    end)
+    local notes, updates = t.notifications(), 0
     t.defer(manager.on_update(function()
       updates = updates + 1
     end))
@@ -395,7 +388,7 @@ describe('editor integration', function()
     local rc = fx.dir .. '/mbsyncrc-bad'
     t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPass [^\n]*', '\nPass wrong')))
     use(rc, { retry = { max_attempts = 0 }, notify = { start = true } })
-    notes = {}
+    notes = t.notifications()
     wait_done({ start('full', { account = 'demo' }) })
     eq('HimalayaSyncFailed', events[#events][1])
     eq(vim.log.levels.ERROR, notes[#notes][2])
@@ -403,7 +396,7 @@ describe('editor integration', function()
 
     -- Auto syncs are quiet by default.
     use(fx.mbsyncrc)
-    notes = {}
+    notes = t.notifications()
     local last = start('full', { account = 'demo', auto = true })
     wait_done({ last })
     eq({}, notes)

@@ -6,30 +6,33 @@ local M = {}
 
 M.version = require('himalaya.sync.version')
 
+--- Starts what `cfg` enables: the legacy commands, auto-sync and push
+--- (IMAP IDLE: one watching Neovim, elected by a named lock). Used by
+--- setup() and by the plugin file for |g:himalaya_sync|.
+---@param cfg himalaya.sync.Config
+function M._start_enabled(cfg)
+  if cfg.legacy_commands then
+    M.legacy_commands()
+  end
+  if cfg.auto_sync.enabled then
+    require('himalaya.sync.auto').start()
+  end
+  if cfg.idle.enabled then
+    require('himalaya.sync.idle').start()
+  end
+end
+
 --- Applies options (same table as `vim.g.himalaya_sync`); raises an error
---- naming the bad field when a value is invalid. Starts auto-sync and the
---- legacy commands when they are enabled.
+--- naming the bad field when a value is invalid. Starts auto-sync, IDLE and
+--- the legacy commands when they are enabled (restarted, so that a new
+--- interval applies).
 ---@param opts? himalaya.sync.Config|table
 function M.setup(opts)
   local config = require('himalaya.sync.config')
   config.setup(opts)
-  local cfg = config.get()
-  if cfg.legacy_commands then
-    M.legacy_commands()
-  end
-  local auto = require('himalaya.sync.auto')
-  if cfg.auto_sync.enabled then
-    auto.stop()
-    auto.start()
-  else
-    auto.stop()
-  end
-  -- Push (IMAP IDLE): one watching Neovim, elected by a named lock.
-  local idle = require('himalaya.sync.idle')
-  idle.stop()
-  if cfg.idle.enabled then
-    idle.start()
-  end
+  require('himalaya.sync.auto').stop()
+  require('himalaya.sync.idle').stop()
+  M._start_enabled(config.get())
 end
 
 --- Status line text: empty when idle, else e.g. `sync demo 42%`. Cheap
