@@ -152,6 +152,29 @@ fn check_and_counts_follow_the_mbsyncrc() {
 
     mbsync(&rc);
     assert_eq!(check(manager, rx)["result"]["new"], 0);
+
+    // A server that accepts and then says nothing: the check waits for its
+    // greeting (up to the account's Timeout) until it is cancelled.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let text = std::fs::read_to_string(&rc)
+        .expect("read mbsyncrc")
+        .replace(
+            &format!("Port {}\n", fx.port()),
+            &format!("Port {}\n", silent.local_addr().expect("addr").port()),
+        );
+    std::fs::write(&rc, text).expect("write mbsyncrc");
+    let id = manager.check("demo".into(), Vec::new()).expect("check");
+    let (_held, _) = silent.accept().expect("the check connects");
+    assert_eq!(manager.cancel(Some(id + 1)), 0, "another id");
+    assert_eq!(manager.cancel(Some(id)), 1);
+    let data = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the cancelled check ends at once");
+    assert_eq!(data["id"], id);
+    assert_eq!(data["status"], "cancelled", "{data}");
+    assert_eq!(data["result"]["kind"], "cancelled");
+    assert_eq!(data["message"], "check of demo cancelled");
+    assert_eq!(manager.cancel(None), 0, "nothing left to cancel");
 }
 
 /// A throttled account over IMAPS: mbsync talks TLS through the relay (its

@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::watch;
 
 use super::targets::{self, AccountOverrides, SyncType};
-use super::{now, ErrorInfo, Manager, Status};
+use super::{now, AbortOnDrop, ErrorInfo, Manager, Status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::imap::check::{check_channel, FolderCheck, SyncState};
 use crate::imap::client::{Connection, TokenFuture, TokenSource, DEFAULT_TIMEOUT};
@@ -306,18 +307,28 @@ impl Manager {
             [one] => cfg.channel(one).cloned(),
             _ => None,
         };
+        let (stop, mut stopped) = watch::channel(false);
+        self.checks.lock().insert(id, stop);
         self.rt.spawn(async move {
             let busy = crate::sched::busy();
-            let checked = tokio::spawn(async move {
+            // Its own task, so that a panic in it is an error of this check
+            // (not a check that never ends); aborted when cancelled.
+            let mut task = AbortOnDrop(tokio::spawn(async move {
                 check_account(&cfg, &accounts, &account, &folders, tokens).await
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Err(Error::new(
-                    ErrorKind::Unknown,
-                    format!("internal error in the check task: {e}"),
-                ))
-            });
+            }));
+            let checked = tokio::select! {
+                joined = &mut task.0 => joined.unwrap_or_else(|e| {
+                    Err(Error::new(
+                        ErrorKind::Unknown,
+                        format!("internal error in the check task: {e}"),
+                    ))
+                }),
+                _ = stopped.wait_for(|stop| *stop) => {
+                    Err(Error::new(ErrorKind::Cancelled, "cancelled"))
+                }
+            };
+            drop(task);
+            me.checks.lock().remove(&id);
             drop(busy);
             let end = now();
             info.end_time = Some(end);
@@ -353,8 +364,13 @@ impl Manager {
                     }
                 }
                 Err(e) => {
-                    info.status = Status::Error;
-                    info.message = format!("check of {} failed: {}", info.account, e.message);
+                    if e.kind == ErrorKind::Cancelled {
+                        info.status = Status::Cancelled;
+                        info.message = format!("check of {} cancelled", info.account);
+                    } else {
+                        info.status = Status::Error;
+                        info.message = format!("check of {} failed: {}", info.account, e.message);
+                    }
                     info.error = Some(ErrorInfo {
                         kind: e.kind,
                         message: e.message.clone(),

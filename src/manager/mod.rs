@@ -329,6 +329,9 @@ pub struct Manager {
     rc_cache: ConfigCache,
     /// Accounts whose Maildir was counted while their first sync ran.
     counted: Mutex<HashSet<String>>,
+    /// The cancel switch of each running check, by id (a check is not an
+    /// entry: it takes no lock and never queues).
+    checks: Mutex<HashMap<u64, watch::Sender<bool>>>,
 }
 
 pub(crate) fn now() -> f64 {
@@ -397,6 +400,7 @@ impl Manager {
             box_cache: Mutex::new(HashMap::new()),
             rc_cache: ConfigCache::default(),
             counted: Mutex::new(HashSet::new()),
+            checks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -1530,12 +1534,19 @@ impl Manager {
         });
     }
 
-    /// Cancels one sync, or every active sync when `id` is None; returns
-    /// how many were asked to stop. Queued syncs end at once; running ones
-    /// when mbsync has stopped; waiting retries at once.
+    /// Cancels one sync or check, or every active one when `id` is None;
+    /// returns how many were asked to stop. Queued syncs end at once;
+    /// running ones when mbsync has stopped; waiting retries and checks at
+    /// once.
     pub fn cancel(self: &Arc<Self>, id: Option<u64>) -> usize {
-        let mut entries = self.entries.lock();
         let mut n = 0;
+        for (check, stop) in self.checks.lock().iter() {
+            if id.is_none_or(|i| i == *check) {
+                n += 1;
+                let _ = stop.send(true);
+            }
+        }
+        let mut entries = self.entries.lock();
         let mut done = Vec::new();
         for e in entries.iter_mut() {
             if !e.info.status.active() || id.is_some_and(|i| i != e.info.id) {
@@ -1566,9 +1577,9 @@ impl Manager {
 }
 
 /// Stops a helper task however its owner ends (return or panic).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

@@ -198,6 +198,44 @@ describe('check', function()
     eq(1, #notes, vim.inspect(notes))
     eq(vim.log.levels.ERROR, notes[1][2])
   end)
+
+  it(':HimalayaSync cancel stops a check that waits for a silent server', function()
+    local fx = t.fixture()
+    -- Accepts the check's connection and never greets it: the check would
+    -- wait for the account's Timeout (10 s).
+    local silent = assert(vim.uv.new_tcp())
+    local held = {}
+    t.defer(function()
+      for _, c in ipairs(held) do
+        c:close()
+      end
+      silent:close()
+    end)
+    assert(silent:bind('127.0.0.1', 0))
+    assert(silent:listen(8, function()
+      local c = assert(vim.uv.new_tcp())
+      silent:accept(c)
+      held[#held + 1] = c
+    end))
+    local port = silent:getsockname().port
+    t.use(rc_with(fx, 'silent', 'Port %d+', 'Port ' .. port))
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local notes = t.notifications()
+    vim.cmd('HimalayaSync check demo')
+    t.wait_for(function()
+      return #held > 0
+    end, 10000, 'the check to connect')
+    local start = vim.uv.hrtime()
+    vim.cmd('HimalayaSync cancel')
+    t.wait_for(function()
+      return #notes >= 2
+    end, 3000, 'the check to end')
+    ok((vim.uv.hrtime() - start) / 1e6 < 2000, 'ended at once')
+    eq({ 'himalaya-sync: cancelling 1 sync', vim.log.levels.INFO }, notes[1])
+    eq({ 'himalaya-sync: check of demo cancelled', vim.log.levels.WARN }, notes[2])
+    eq(false, manager.is_busy())
+    eq(0, manager.cancel_sync(), 'nothing left to cancel')
+  end)
 end)
 
 describe('smart auto-sync', function()

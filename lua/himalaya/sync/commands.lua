@@ -201,6 +201,9 @@ M.subcommands.folders = {
 
 --- Echoes what a check found: new messages per folder.
 local function report_check(result, info)
+  if info.status == 'cancelled' then
+    return notify(info.message, vim.log.levels.WARN)
+  end
   if not result.success then
     return err(info.message or result.error or 'check failed')
   end
@@ -240,7 +243,7 @@ M.subcommands.check = {
 }
 
 M.subcommands.cancel = {
-  desc = "cancel this Neovim's syncs",
+  desc = "cancel this Neovim's syncs and checks",
   nargs = 0,
   run = function()
     local n = require('himalaya.sync.manager').cancel_sync()
