@@ -162,6 +162,103 @@ io.stdout:write(tostring(completed))
     eq('2', r.stdout, 'one Completed event per sync')
   end)
 
+  it('modules loaded again by a plugin reloader keep timers, syncs, listeners and setup()', function()
+    -- In a Neovim of its own. Before, each new copy started from nothing:
+    -- the old auto-sync and IDLE timers ran on out of reach, and a sync
+    -- started before the reload lost its callback and listeners.
+    local dir = t.tmpdir()
+    t.write(dir .. '/slow-mbsync', '#!/bin/sh\nsleep 1\nexit 0\n')
+    vim.fn.setfperm(dir .. '/slow-mbsync', 'rwx------')
+    local rc = t.standalone_mbsyncrc(dir, t.closed_port())
+    local script = dir .. '/reload.lua'
+    t.write(
+      script,
+      ([[
+vim.opt.rtp:prepend(%q)
+vim.g.himalaya_sync = { mbsync = { config = %q, cmd = %q }, notify = false }
+local out = {}
+local function reload(name)
+  package.loaded[name] = nil
+  return require(name)
+end
+local function timers()
+  local n = 0
+  vim.uv.walk(function(h)
+    if h:get_type() == 'timer' and h:is_active() then
+      n = n + 1
+    end
+  end)
+  return n
+end
+local base = timers()
+
+require('himalaya.sync.config').setup({ uidvalidity = 'ask' })
+out.setup_kept = reload('himalaya.sync.config').get().uidvalidity
+
+local manager = require('himalaya.sync.manager')
+local updates, completed = 0, 0
+manager.on_update(function()
+  updates = updates + 1
+end)
+local id = assert(manager.start_sync('full', {
+  on_complete = function()
+    completed = completed + 1
+  end,
+}))
+vim.wait(200)
+manager = reload('himalaya.sync.manager')
+out.running_seen = manager.get_sync_info().status
+out.statusline = manager.statusline()
+local before = updates
+vim.wait(10000, function()
+  return completed > 0
+end)
+vim.wait(200)
+out.completed, out.listener_called = completed, updates > before
+out.final = manager.get_sync_info().syncs[1].status
+out.id_kept = manager.get_sync_info().syncs[1].id == id
+
+local auto = require('himalaya.sync.auto')
+auto.start()
+auto.tick()
+auto = reload('himalaya.sync.auto')
+out.auto_enabled, out.auto_leader = auto.is_enabled(), auto.is_leader()
+auto.start()
+out.auto_timers = timers() - base
+auto.stop()
+out.auto_timers_after_stop = timers() - base
+out.auto_lock_held = require('himalaya.sync.lock').is_locked('auto-sync')
+
+local idle = require('himalaya.sync.idle')
+idle.start()
+idle = reload('himalaya.sync.idle')
+idle.start()
+out.idle_timers = timers() - base
+idle.stop()
+out.idle_timers_after_stop = timers() - base
+io.stdout:write(vim.json.encode(out))
+]]):format(t.root, rc, dir .. '/slow-mbsync')
+    )
+    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
+    eq(0, r.code, r.stderr)
+    eq({
+      setup_kept = 'ask',
+      running_seen = 'running',
+      statusline = 'sync demo',
+      completed = 1,
+      listener_called = true,
+      final = 'completed',
+      id_kept = true,
+      auto_enabled = true,
+      auto_leader = true,
+      auto_timers = 1,
+      auto_timers_after_stop = 0,
+      auto_lock_held = false,
+      idle_timers = 1,
+      idle_timers_after_stop = 0,
+    }, vim.json.decode(r.stdout))
+  end)
+
   it('mbsync sees the environment as Neovim has it when the sync starts', function()
     -- Set after the library loaded: engine threads read a copy of the
     -- environment taken on Neovim's thread at each call, never the live

@@ -14,16 +14,16 @@ local M = {}
 
 local LEADER_LOCK = 'auto-sync'
 
----@type uv.uv_timer_t?
-local timer
-local leader = false
+---@class himalaya.sync.AutoState
+---@field timer? uv.uv_timer_t
+---@field leader boolean this Neovim holds the leader lock
+---@field warned table<string, true?> problems already shown
+---@type himalaya.sync.AutoState
+local S = require('himalaya.sync.native').state('auto', { leader = false, warned = {} })
 
 local function log(msg)
   require('himalaya.sync.native').log('info', 'auto-sync: ' .. msg)
 end
-
----@type table<string, true?> problems already shown
-local warned = {}
 
 --- A problem that keeps auto-sync from syncing (an unknown account, an
 --- unreadable mbsyncrc): logged at every tick, shown once per message,
@@ -32,8 +32,8 @@ local warned = {}
 local function problem(msg)
   log(msg)
   local ok, cfg = pcall(config.get)
-  if not warned[msg] and ok and cfg.notify.enabled then
-    warned[msg] = true
+  if not S.warned[msg] and ok and cfg.notify.enabled then
+    S.warned[msg] = true
     vim.notify('himalaya-sync: auto-sync: ' .. msg, vim.log.levels.WARN)
   end
 end
@@ -151,16 +151,16 @@ end
 --- that the auto-sync of other Neovims goes on.
 function M.tick()
   local lock = require('himalaya.sync.lock')
-  if not leader then
-    leader = lock.acquire_lock(LEADER_LOCK, 0) == true
-    if leader then
+  if not S.leader then
+    S.leader = lock.acquire_lock(LEADER_LOCK, 0) == true
+    if S.leader then
       log(('this Neovim (pid %d) leads auto-sync'):format(vim.fn.getpid()))
     else
       return
     end
   end
   local ok, err = pcall(sync_due)
-  if not timer then
+  if not S.timer then
     M.stop()
   end
   if not ok then
@@ -170,52 +170,59 @@ end
 
 --- Starts the timer (first tick after one interval).
 function M.start()
-  if timer then
+  if S.timer then
     return
   end
   local ms = math.max(1, math.floor(config.get().auto_sync.interval * 60 * 1000))
-  timer = assert(uv.new_timer())
-  timer:start(ms, ms, vim.schedule_wrap(M.tick))
+  S.timer = assert(uv.new_timer())
+  -- Ticks run the module as loaded now (a plugin reloader's new copy).
+  S.timer:start(
+    ms,
+    ms,
+    vim.schedule_wrap(function()
+      require('himalaya.sync.auto').tick()
+    end)
+  )
 end
 
 --- Stops the timer and gives up leadership.
 function M.stop()
-  if timer then
-    timer:stop()
-    timer:close()
-    timer = nil
+  if S.timer then
+    S.timer:stop()
+    S.timer:close()
+    S.timer = nil
   end
-  if leader then
+  if S.leader then
     require('himalaya.sync.lock').release_lock(LEADER_LOCK)
-    leader = false
+    S.leader = false
     log('stopped; leadership released')
   end
 end
 
 --- Called when the library is replaced: the next tick competes again.
 function M._lost_leadership()
-  leader = false
+  S.leader = false
 end
 
 ---@return boolean
 function M.is_enabled()
-  return timer ~= nil
+  return S.timer ~= nil
 end
 
 ---@return boolean
 function M.is_leader()
-  return leader
+  return S.leader
 end
 
 --- Turns auto-sync on or off; returns the new state.
 ---@return boolean
 function M.toggle()
-  if timer then
+  if S.timer then
     M.stop()
   else
     M.start()
   end
-  return timer ~= nil
+  return S.timer ~= nil
 end
 
 return M

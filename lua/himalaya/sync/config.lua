@@ -108,8 +108,10 @@ M.defaults = {
   legacy_commands = false,
 }
 
----@type table? options given to setup()
-local user_opts
+-- In the registry (native.state), so that a plugin reloader's new copy of
+-- this module keeps the options setup() was given.
+---@type {user_opts: table?}
+local S = require('himalaya.sync.native').state('config', {})
 
 --- The last merge and what it came from: get() runs on every sync start and
 --- notification, and merging and validating again each time cost the editor
@@ -401,7 +403,7 @@ end
 function M.setup(opts)
   opts = opts or {}
   M.validate(opts)
-  user_opts = vim.deepcopy(opts)
+  S.user_opts = vim.deepcopy(opts)
 end
 
 --- One layer of options ready to merge: `notify = BOOL` is short for
@@ -423,14 +425,14 @@ end
 function M.get()
   -- Each read of vim.g makes a fresh copy: compare contents, not identity.
   local g = vim.g.himalaya_sync
-  if cached and cached.user == user_opts and vim.deep_equal(cached.g, g) then
+  if cached and cached.user == S.user_opts and vim.deep_equal(cached.g, g) then
     return cached.cfg
   end
   if g ~= nil then
     M.validate(g)
   end
-  local cfg = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), layer(g), layer(user_opts))
-  cached = { g = g, user = user_opts, cfg = cfg }
+  local cfg = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), layer(g), layer(S.user_opts))
+  cached = { g = g, user = S.user_opts, cfg = cfg }
   return cfg
 end
 

@@ -17,9 +17,11 @@ local M = {}
 local LOCK = 'idle-watch'
 M.RETRY_MS = 30000
 
----@type uv.uv_timer_t?
-local timer
-local watching = false
+---@class himalaya.sync.IdleState
+---@field timer? uv.uv_timer_t
+---@field watching boolean this Neovim runs the watchers
+---@type himalaya.sync.IdleState
+local S = require('himalaya.sync.native').state('idle', { watching = false })
 
 ---@param level 'info'|'warn'|'error'
 ---@param msg string
@@ -37,7 +39,7 @@ end
 --- Becomes the watching Neovim if none is, and starts the watchers.
 ---@return boolean watching
 function M.try()
-  if watching then
+  if S.watching then
     return true
   end
   local lib, err = require('himalaya.sync.manager')._ready()
@@ -66,17 +68,24 @@ function M.try()
     require('himalaya.sync.lock').release_lock(LOCK)
     return false
   end
-  watching = true
+  S.watching = true
   return true
 end
 
 --- Starts watching (or waiting for the current watcher's Neovim to exit).
 function M.start()
-  if timer then
+  if S.timer then
     return
   end
-  timer = assert(uv.new_timer())
-  timer:start(0, M.RETRY_MS, vim.schedule_wrap(M.try))
+  S.timer = assert(uv.new_timer())
+  -- Tries run the module as loaded now (a plugin reloader's new copy).
+  S.timer:start(
+    0,
+    M.RETRY_MS,
+    vim.schedule_wrap(function()
+      require('himalaya.sync.idle').try()
+    end)
+  )
   vim.api.nvim_create_autocmd('VimLeavePre', {
     group = vim.api.nvim_create_augroup('himalaya_sync_idle', { clear = true }),
     callback = function()
@@ -87,25 +96,25 @@ end
 
 --- Stops the watchers and gives the lock up.
 function M.stop()
-  if timer then
-    timer:stop()
-    timer:close()
-    timer = nil
+  if S.timer then
+    S.timer:stop()
+    S.timer:close()
+    S.timer = nil
   end
-  if watching then
+  if S.watching then
     local lib = require('himalaya.sync.native').get()
     if lib then
       lib.idle_stop()
     end
     require('himalaya.sync.lock').release_lock(LOCK)
-    watching = false
+    S.watching = false
   end
 end
 
 --- True when this Neovim runs the watchers.
 ---@return boolean
 function M.is_watching()
-  return watching
+  return S.watching
 end
 
 ---@class himalaya.sync.IdleWatch
@@ -117,7 +126,7 @@ end
 --- The folders this Neovim watches.
 ---@return himalaya.sync.IdleWatch[]
 function M.list()
-  if not watching then
+  if not S.watching then
     return {}
   end
   local lib = require('himalaya.sync.native').get()

@@ -96,22 +96,39 @@ local M = {}
 ---@field auto? boolean started by the auto-sync timer (quiet unless notify.auto)
 ---@field quiet? boolean the caller reports the result: no notifications
 
----@type table<integer, himalaya.sync.SyncInfo>
-local syncs = {}
----@type integer[] sync ids, oldest first
-local order = {}
----@type table<integer, himalaya.sync.StartOptions[]> requests answered by each sync
-local callbacks = {}
----@type table<integer, boolean> syncs asked for by a person (not only by the timer)
-local wanted = {}
----@type table<integer, boolean> syncs whose every request reports the result itself
-local quiet = {}
+-- The syncs and who waits for them live in the Lua registry: a plugin
+-- reloader's new copy of this module answers the requests its old copy
+-- took, and keeps the on_update listeners.
+---@class himalaya.sync.ManagerState
+---@field syncs table<integer, himalaya.sync.SyncInfo>
+---@field order integer[] sync ids, oldest first
+---@field callbacks table<integer, himalaya.sync.StartOptions[]> requests answered by each sync
+---@field wanted table<integer, boolean> syncs asked for by a person (not only by the timer)
+---@field quiet table<integer, boolean> syncs whose every request reports the result itself
+---@field listeners fun(info: himalaya.sync.SyncInfo)[] added by M.on_update
+---@field frozen table<integer, himalaya.sync.SyncInfo> copies of finished syncs (see snapshot)
+---@field ended_unseen table<integer, true?> syncs that ended since the last HimalayaSyncUpdate
+---@field progress_msg table<integer, integer> sync id -> native progress message id
+---@type himalaya.sync.ManagerState
+local S = native.state('manager', {
+  syncs = {},
+  order = {},
+  callbacks = {},
+  wanted = {},
+  quiet = {},
+  listeners = {},
+  frozen = {},
+  ended_unseen = {},
+  progress_msg = {},
+})
+local syncs, order, callbacks, wanted, quiet = S.syncs, S.order, S.callbacks, S.wanted, S.quiet
+local listeners, frozen, progress_msg = S.listeners, S.frozen, S.progress_msg
+-- Each copy of this module subscribes its own handler (native.own drops
+-- the old copy's).
 local subscribed = false
 --- What the engine was last configured from (see ready()).
 ---@type {lib: himalaya.sync.NativeLib, cfg: himalaya.sync.Config, derived: table}?
 local configured
----@type fun(info: himalaya.sync.SyncInfo)[]
-local listeners = {}
 local status_text = ''
 
 local KEEP = 20
@@ -120,10 +137,6 @@ local SYNC_TYPES = { full = true, inbox = true, folders = true, repair = true, c
 
 ---@type table<string, true?>
 local FINAL = { completed = true, error = true, cancelled = true }
----@type table<integer, himalaya.sync.SyncInfo> copies of finished syncs (see snapshot)
-local frozen = {}
----@type table<integer, true?> syncs that ended since the last HimalayaSyncUpdate
-local ended_unseen = {}
 
 local function remember(info)
   local known = syncs[info.id]
@@ -141,7 +154,7 @@ local function remember(info)
   end
   syncs[info.id] = info
   if FINAL[info.status] then
-    ended_unseen[info.id] = true
+    S.ended_unseen[info.id] = true
   end
   return true
 end
@@ -223,8 +236,6 @@ end
 
 -- Neovim 0.12+ shows progress natively (`nvim_echo` with kind "progress").
 local native_progress = vim.fn.has('nvim-0.12') == 1
----@type table<integer, integer> sync id -> progress message id
-local progress_msg = {}
 
 --- Updates the native progress message of a sync (0.12+, when not quiet).
 local function echo_progress(info, status)
@@ -839,7 +850,7 @@ function M.notify_ui_update()
           'HimalayaSyncUpdate',
           vim.tbl_extend('force', {}, info, {
             syncs = vim.tbl_filter(function(s)
-              return not FINAL[s.status] or ended_unseen[s.id] ~= nil
+              return not FINAL[s.status] or S.ended_unseen[s.id] ~= nil
             end, info.syncs),
           })
         )
@@ -848,12 +859,15 @@ function M.notify_ui_update()
         call(fn, info)
       end
     end
-    ended_unseen = {}
+    S.ended_unseen = {}
     if status_text ~= drawn_status then
       drawn_status = status_text
       vim.cmd.redrawstatus({ bang = true })
     end
   end)
 end
+
+-- A copy loaded by a plugin reloader may find syncs running.
+status_text = compute_status()
 
 return M

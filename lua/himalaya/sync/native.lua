@@ -81,6 +81,7 @@ local registry = debug.getregistry()
 ---@field by_name table<string, fun(ev: himalaya.sync.Event)[]>
 ---@field max_id? integer the highest event id seen (a reloaded library continues after it)
 ---@field owners? table<string, fun()[]> what each module subscribed with M.own (unsubscribers)
+---@field states? table<string, table> each module's state (see M.state)
 ---@type himalaya.sync.NativeState
 local S = registry[REGISTRY_KEY] or { by_id = {}, by_name = {} }
 registry[REGISTRY_KEY] = S
@@ -436,6 +437,27 @@ function M.own(owner, names, fn)
     offs[#offs + 1] = M.on(name, fn)
   end
   S.owners[owner] = offs
+end
+
+--- The state of the module `owner`, kept in the Lua registry like this
+--- module's own: a module loaded again by a plugin reloader finds its
+--- timers, running syncs and callbacks where its old copy left them,
+--- instead of starting a second timer or forgetting who waits for what.
+--- Fields missing from the state are set from `defaults`.
+---@generic T: table
+---@param owner string
+---@param defaults T
+---@return T
+function M.state(owner, defaults)
+  S.states = S.states or {}
+  local state = S.states[owner] or {}
+  S.states[owner] = state
+  for k, v in pairs(defaults) do
+    if state[k] == nil then
+      state[k] = v
+    end
+  end
+  return state
 end
 
 --- Stops event delivery, kills every child process group, stops the runtime
