@@ -14,16 +14,17 @@
 //! Without a snapshot (the command-line tool, Rust tests) both read the
 //! live environment: no thread of ours shares it with an editor there.
 //!
-//! The OAuth client's proxies (`HTTPS_PROXY` and the like) come from the
-//! copy too: reqwest is told them instead of reading them itself.
+//! The OAuth client's proxies (`HTTPS_PROXY` and the like) and the
+//! certificate variables of IMAP checks and IDLE (`SSL_CERT_FILE`,
+//! `SSL_CERT_DIR`) come from the copy too: reqwest is told the proxies, and
+//! the system roots are loaded from paths worked out here, instead of
+//! either library reading the environment itself.
 //!
 //! What this does not cover, because other code reads the environment
 //! itself on our threads: glibc's name lookup (`getaddrinfo` reads
 //! `LOCALDOMAIN` and `RES_OPTIONS` when it loads resolv.conf; Neovim's own
-//! libuv threads do the same) and the one load of the system certificates
-//! for IMAP checks (`SSL_CERT_FILE`, `SSL_CERT_DIR`). The library takes its
-//! first snapshot and sets up the time zone (`TZ`) when it is loaded, on
-//! Neovim's thread.
+//! libuv threads do the same). The library takes its first snapshot and
+//! sets up the time zone (`TZ`) when it is loaded, on Neovim's thread.
 
 use std::ffi::{OsStr, OsString};
 use std::sync::Arc;

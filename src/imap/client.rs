@@ -462,12 +462,60 @@ fn system_roots() -> &'static rustls::RootCertStore {
     static ROOTS: OnceCell<rustls::RootCertStore> = OnceCell::new();
     ROOTS.get_or_init(|| {
         let mut roots = rustls::RootCertStore::empty();
-        let found = rustls_native_certs::load_native_certs();
         // Unreadable or unusable system certificates are skipped: the
         // handshake fails with a clear message if nothing trusts the server.
-        roots.add_parsable_certificates(found.certs);
+        match root_paths(
+            crate::env::var_os("SSL_CERT_FILE"),
+            crate::env::var_os("SSL_CERT_DIR"),
+        ) {
+            Some((file, dirs)) => {
+                let file = rustls_native_certs::load_certs_from_paths(file.as_deref(), None);
+                roots.add_parsable_certificates(file.certs);
+                for dir in dirs {
+                    let found = rustls_native_certs::load_certs_from_paths(None, Some(&dir));
+                    roots.add_parsable_certificates(found.certs);
+                }
+            }
+            None => {
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            }
+        }
         roots
     })
+}
+
+/// Where the system trust roots are read from, as rustls-native-certs finds
+/// them: the file `SSL_CERT_FILE` and the folders in `SSL_CERT_DIR` (a `:`
+/// list) when either is set, else on Linux the system's certificate
+/// folders (Debian's and Fedora's also hold the bundle file). The variables
+/// come from the engine's copy of the environment ([`crate::env`]), since
+/// rustls-native-certs and openssl-probe read the live one, which is not
+/// safe on an engine thread. None: let rustls-native-certs ask the system
+/// (macOS and Windows keep their roots in a system store).
+fn root_paths(
+    file: Option<std::ffi::OsString>,
+    dirs: Option<std::ffi::OsString>,
+) -> Option<(Option<PathBuf>, Vec<PathBuf>)> {
+    let file = file.map(PathBuf::from);
+    let dirs: Vec<PathBuf> = dirs
+        .map(|d| {
+            std::env::split_paths(&d)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if file.is_some() || !dirs.is_empty() {
+        return Some((file, dirs));
+    }
+    if cfg!(any(target_os = "macos", target_os = "windows")) {
+        return None;
+    }
+    Some((
+        None,
+        openssl_probe::candidate_cert_dirs()
+            .map(std::path::Path::to_path_buf)
+            .collect(),
+    ))
 }
 
 /// Anything the session can talk through: TCP, TLS over TCP, TLS over the
@@ -1460,6 +1508,24 @@ fn folder_error(address: &str, folder: &str, done: &Done) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_paths_follow_the_openssl_variables() {
+        let some = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(
+            root_paths(some("/x/ca.pem"), None),
+            Some((Some(PathBuf::from("/x/ca.pem")), Vec::new()))
+        );
+        assert_eq!(
+            root_paths(None, some("/a::/b")),
+            Some((None, vec![PathBuf::from("/a"), PathBuf::from("/b")]))
+        );
+        // Unset or empty: the system's folders (this test runs on Linux).
+        let (file, dirs) = root_paths(None, some("")).expect("Linux");
+        assert_eq!(file, None);
+        assert!(dirs.contains(&PathBuf::from("/etc/ssl/certs")), "{dirs:?}");
+        assert_eq!(root_paths(None, None), Some((None, dirs)));
+    }
 
     #[test]
     fn mutf7_round_trip() {
