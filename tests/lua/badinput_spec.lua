@@ -218,6 +218,33 @@ describe('bad input', function()
     env.nothing_started('bad lock names')
   end)
 
+  it('callbacks that are not functions: invalid at once, no error later, nothing taken', function()
+    setup()
+    local oauth = require('himalaya.sync.oauth')
+    vim.v.errmsg = ''
+    for _, cb in ipairs({ 'print', 42, true, {} }) do
+      local what = 'callback ' .. vim.inspect(cb)
+      rejects('acquire_lock with ' .. what, function()
+        return lock.acquire_lock('bad-callback', 0, cb)
+      end, 'invalid')
+      rejects('with_lock with ' .. what, function()
+        return lock.with_lock('bad-callback', function() end, 0, cb)
+      end, 'invalid')
+      rejects('get_valid_token with ' .. what, function()
+        return oauth.get_valid_token('demo', cb)
+      end, 'invalid')
+      rejects('store_token with ' .. what, function()
+        return oauth.store_token('demo', 'not-a-real-token', cb)
+      end, 'invalid')
+      rejects('start_sync with on_complete ' .. what, function()
+        return manager.start_sync('full', { account = 'demo', on_complete = cb })
+      end, 'invalid')
+    end
+    vim.wait(200)
+    eq('', vim.v.errmsg, 'nothing failed on the main loop afterwards')
+    eq(false, lock.is_locked('bad-callback'))
+  end)
+
   it(':HimalayaSync with bad arguments: an error message, no traceback, nothing started', function()
     local env = setup()
     local seen = {}

@@ -75,21 +75,11 @@ function M.acquire_lock(name, timeout, callback)
     bad = 'invalid callback: expected a function'
   end
   if bad then
-    if callback then
-      vim.schedule(function()
-        callback(false, bad, 'invalid')
-      end)
-    end
-    return false, bad, 'invalid'
+    return native.fail(callback, false, bad, 'invalid')
   end
   local lib, err, kind = ready()
   if not lib then
-    if callback then
-      vim.schedule(function()
-        callback(false, err, kind)
-      end)
-    end
-    return false, err, kind
+    return native.fail(callback, false, err, kind)
   end
   if not callback then
     local ok, e = lib.lock_acquire(name, timeout or 0, 'neovim ' .. vim.fn.getpid())
@@ -102,10 +92,7 @@ function M.acquire_lock(name, timeout, callback)
   local id, e = lib.lock_acquire_async(name, timeout or 0, 'neovim ' .. vim.fn.getpid())
   if not id then
     ---@cast e -?
-    vim.schedule(function()
-      callback(false, e.message, e.kind)
-    end)
-    return false, e.message, e.kind
+    return native.fail(callback, false, e.message, e.kind)
   end
   native.on_id(id, function(ev)
     native.off(id)
@@ -153,15 +140,11 @@ end
 ---@param callback? fun(ok: boolean, ...)
 ---@return any ...
 function M.with_lock(name, fn, timeout, callback)
+  if callback ~= nil and not vim.is_callable(callback) then
+    return false, 'invalid callback: expected a function', 'invalid'
+  end
   if not vim.is_callable(fn) then
-    local msg = 'invalid function: expected a callable'
-    if vim.is_callable(callback) then
-      ---@cast callback -?
-      vim.schedule(function()
-        callback(false, msg, 'invalid')
-      end)
-    end
-    return false, msg, 'invalid'
+    return native.fail(callback, false, 'invalid function: expected a callable', 'invalid')
   end
   local function run()
     local res = vim.F.pack_len(pcall(fn))

@@ -439,6 +439,28 @@ function M.own(owner, names, fn)
   S.owners[owner] = offs
 end
 
+--- Answers a call that failed before it could start: returns the failure,
+--- and hands it to `callback` too when that is callable (later, on the main
+--- loop, never before the call returns), since a callback gets every answer.
+--- `first` is what the module returns first on failure (false for locks,
+--- nil elsewhere).
+---@generic T
+---@param callback any
+---@param first T
+---@param msg? string
+---@param kind? string
+---@return T
+---@return string? msg
+---@return string? kind
+function M.fail(callback, first, msg, kind)
+  if vim.is_callable(callback) then
+    vim.schedule(function()
+      callback(first, msg, kind)
+    end)
+  end
+  return first, msg, kind
+end
+
 --- The state of the module `owner`, kept in the Lua registry like this
 --- module's own: a module loaded again by a plugin reloader finds its
 --- timers, running syncs and callbacks where its old copy left them,

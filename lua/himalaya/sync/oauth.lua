@@ -54,21 +54,6 @@ local function start(op, account, arg, done, on_prompt)
   end)
 end
 
---- Refuses a call at once: returns the failure, and hands it to
---- `callback` too (later, on the main loop), which gets every answer.
----@param callback? function
----@param msg string
----@return nil, string, string
-local function refuse(callback, msg)
-  if vim.is_callable(callback) then
-    ---@cast callback -?
-    vim.schedule(function()
-      callback(nil, msg, 'invalid')
-    end)
-  end
-  return nil, msg, 'invalid'
-end
-
 --- Runs `op` with `callback` (answers later, on the main loop) or waits for
 --- it, bounded by `M.WAIT_MS`.
 local function run(op, account, arg, callback, on_prompt)
@@ -127,7 +112,7 @@ end
 ---@return string? kind
 function M.store_token(account, token, callback)
   if type(token) ~= 'table' and type(token) ~= 'string' then
-    return refuse(callback, 'invalid token: expected a table or an access-token string')
+    return native.fail(callback, nil, 'invalid token: expected a table or an access-token string', 'invalid')
   end
   return run('store', account, token, callback)
 end
@@ -176,7 +161,7 @@ end
 ---@return string? kind
 function M.authorize(account, opts, callback)
   if opts ~= nil and type(opts) ~= 'table' then
-    return refuse(callback, 'invalid opts: expected a table like { device = true }')
+    return native.fail(callback, nil, 'invalid opts: expected a table like { device = true }', 'invalid')
   end
   callback = callback
     or function(ok, err)
