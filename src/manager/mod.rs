@@ -1,9 +1,10 @@
 //! The sync manager: one coordinator for every sync this process runs.
 //!
-//! * **Queue.** Requests for an account that already has a sync waiting or
-//!   running are coalesced when that sync covers them (a full sync covers
-//!   everything; an inbox sync covers inbox requests); otherwise they wait
-//!   for it. Different accounts run in parallel, at most `max_parallel` at
+//! * **Queue.** Requests for an account that already has a sync waiting
+//!   (or running, but before its mbsync started) are coalesced when that
+//!   sync covers them (a full sync covers everything; an inbox sync covers
+//!   inbox requests); otherwise they wait for it, so that every request is
+//!   answered by an mbsync that started after it. Different accounts run in parallel, at most `max_parallel` at
 //!   once. The queue lives here, so every caller gets the same behaviour.
 //! * **Locks.** A running sync holds the account's named lock for the life
 //!   of the mbsync process, so two syncs of one account never overlap,
@@ -306,6 +307,28 @@ struct Entry {
     announced: bool,
     /// `sync_started` went out for the current attempt (see `on_update`).
     started_sent: bool,
+    /// The current attempt's mbsync is about to run or runs: it may have
+    /// read a folder already, so a request now cannot join it (see
+    /// [`Entry::joinable`]).
+    began: Arc<AtomicBool>,
+}
+
+impl Entry {
+    /// Whether a request that `covers` can be answered by this sync: only
+    /// by one whose mbsync starts after the request, or it could miss
+    /// mail that arrived before the request (new mail announced by IDLE
+    /// while a full sync is past the inbox). A repair covers the same
+    /// repair whenever it runs. A sync being cancelled answers nothing new.
+    fn joinable(&self, opts: &StartOptions) -> bool {
+        if self.cancel_flag.load(Ordering::SeqCst) || !self.opts.covers(opts) {
+            return false;
+        }
+        match self.info.status {
+            Status::Queued | Status::Retrying => true,
+            Status::Running => opts.kind == SyncType::Repair || !self.began.load(Ordering::SeqCst),
+            Status::Repairing | Status::Completed | Status::Error | Status::Cancelled => false,
+        }
+    }
 }
 
 /// Receives events: `(sync id, event name, data)`.
@@ -367,6 +390,8 @@ struct Job {
     channels: Vec<String>,
     cancel_rx: watch::Receiver<bool>,
     cancel_flag: Arc<AtomicBool>,
+    /// Set when mbsync is about to run (see [`Entry::joinable`]).
+    began: Arc<AtomicBool>,
     /// Kilobytes per second when the account is throttled.
     throttle: Option<u32>,
 }
@@ -467,8 +492,9 @@ impl Manager {
         Ok(Some(h))
     }
 
-    /// Requests a sync and returns its id: a new sync, or the waiting or
-    /// running one that already covers the request.
+    /// Requests a sync and returns its id: a new sync, or one that covers
+    /// the request and whose mbsync has not started yet (see
+    /// [`Entry::joinable`]).
     pub fn start(self: &Arc<Self>, opts: StartOptions) -> Result<u64> {
         let settings = self.settings();
         let cfg = self.mbsync_config()?;
@@ -481,10 +507,7 @@ impl Manager {
         )?;
         let channels = targets::channels_of_targets(&cfg, &targets);
         let mut entries = self.entries.lock();
-        if let Some(e) = entries
-            .iter_mut()
-            .find(|e| e.info.status.active() && e.opts.covers(&opts))
-        {
+        if let Some(e) = entries.iter_mut().find(|e| e.joinable(&opts)) {
             e.info.requests += 1;
             return Ok(e.info.id);
         }
@@ -525,6 +548,7 @@ impl Manager {
             auth_refreshed: false,
             announced: false,
             started_sent: false,
+            began: Arc::new(AtomicBool::new(false)),
         });
         drop(entries);
         self.pump();
@@ -578,6 +602,7 @@ impl Manager {
             e.info.message = format!("syncing {}", e.info.account);
             e.announced = true;
             e.started_sent = false;
+            e.began.store(false, Ordering::SeqCst);
             let spec = RunSpec {
                 program: settings.mbsync_cmd.clone(),
                 // The file we parsed is the file mbsync reads.
@@ -596,6 +621,7 @@ impl Manager {
                 channels: e.channels.clone(),
                 cancel_rx: e.cancel.subscribe(),
                 cancel_flag: e.cancel_flag.clone(),
+                began: e.began.clone(),
                 throttle: settings
                     .accounts
                     .get(&e.info.account)
@@ -631,6 +657,7 @@ impl Manager {
             channels,
             cancel_rx,
             cancel_flag,
+            began,
             throttle,
         } = job;
         // `sync_started` goes out when mbsync starts (the runner's
@@ -659,6 +686,7 @@ impl Manager {
             }
         }
         if opts.kind == SyncType::Repair {
+            began.store(true, Ordering::SeqCst);
             let (Some(channel), Some(mailbox)) = (channels.first(), opts.folders.first()) else {
                 return Attempt::NotRun(Error::invalid("a repair needs a channel and a folder"));
             };
@@ -722,6 +750,9 @@ impl Manager {
                 return Attempt::NotRun(e);
             }
         }
+        // From here on mbsync may read any folder: a request now needs a
+        // sync of its own.
+        began.store(true, Ordering::SeqCst);
         // Flushes throttled progress that arrived inside the last interval.
         let ticker = {
             let me = self.clone();

@@ -43,16 +43,40 @@ local function wipe_local(fx)
 end
 
 describe('queue', function()
-  it('an inbox request during a full sync is covered by it; a full request during an inbox sync waits', function()
+  it('an inbox request joins a full sync until its mbsync starts; a full request during an inbox sync waits', function()
     local fx = t.fixture({ '--messages', '4000' })
     use(fx.mbsyncrc)
-    local full = start('full', { account = 'demo' })
+    local lock = require('himalaya.sync.lock')
+    -- Another process holds the account: the full sync waits for the lock,
+    -- its mbsync not started, so an inbox request joins it.
+    local holder = t.hold_lock(assert(lock.lock_dir()) .. '/sync-demo.lock', 60)
+    t.wait_for(function()
+      return lock.is_locked('sync-demo')
+    end, 5000, 'the other process to hold the lock')
+    local doomed = start('full', { account = 'demo', wait = 60 })
+    eq(1, manager.cancel_sync(doomed.id))
+    local full = start('full', { account = 'demo', wait = 60 })
+    ok(full.id ~= doomed.id, 'a sync being cancelled takes no new request')
     local inbox = start('inbox', { account = 'demo' })
-    eq(full.id, inbox.id, 'coalesced into the running full sync')
-    wait_done({ full, inbox })
+    eq(full.id, inbox.id, 'coalesced into the full sync waiting for the lock')
+    holder.stop()
+    -- Once its mbsync runs it may be past the inbox: mail that arrives now
+    -- and the request it prompts get a sync of their own, after it.
+    t.wait_for(function()
+      local info = manager.get_sync_info()
+      return info.status == 'running' and info.progress ~= nil
+    end, 30000, 'the full sync to report progress')
+    fx.deliver('demo', 'INBOX', 3)
+    local after = start('inbox', { account = 'demo' })
+    ok(after.id ~= full.id, 'a new sync for a request made while mbsync runs')
+    wait_done({ doomed, full, inbox, after })
+    eq('cancelled', doomed.done.info.status)
     eq(true, full.done.result.success)
     eq(full.done.result, inbox.done.result, 'both callbacks got the full sync result')
     eq(2, full.done.info.requests)
+    eq(true, after.done.result.success)
+    ok(after.done.info.end_time >= full.done.info.end_time, 'the new sync ended after the full one')
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'), 'the mail that arrived meanwhile was pulled')
 
     fx.deliver('demo', 'INBOX', 2)
     local order = {}
