@@ -93,8 +93,14 @@ impl RetryPolicy {
             .max(1.0)
             .powi(attempt.saturating_sub(1).min(64) as i32);
         let raw = (self.base.as_secs_f64() * exp).min(self.cap.as_secs_f64());
-        let spread = raw * self.jitter.clamp(0.0, 1.0) * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        Duration::from_secs_f64((raw + spread).clamp(0.0, self.cap.as_secs_f64()))
+        // NaN compares false everywhere and survives clamp(): a jitter or
+        // unit that is not a number counts as none, and a delay that is
+        // still not a number waits the cap (from_secs_f64 would panic).
+        let finite = |x: f64, default: f64| if x.is_finite() { x } else { default };
+        let jitter = finite(self.jitter, 0.0).clamp(0.0, 1.0);
+        let spread = raw * jitter * (2.0 * finite(unit, 0.5).clamp(0.0, 1.0) - 1.0);
+        Duration::try_from_secs_f64((raw + spread).clamp(0.0, self.cap.as_secs_f64()))
+            .unwrap_or(self.cap)
     }
 }
 
@@ -1705,6 +1711,29 @@ mod tests {
         assert!(work.covers(&opts(SyncType::Folders, "a", &["Work"])));
         assert!(!work.covers(&opts(SyncType::Folders, "a", &["Sent"])));
         assert!(!full.covers(&opts(SyncType::Inbox, "b", &[])));
+    }
+
+    #[test]
+    fn backoff_survives_numbers_that_are_not() {
+        let cap = Duration::from_secs(300);
+        for (jitter, factor) in [
+            (f64::NAN, 2.0),
+            (f64::INFINITY, 2.0),
+            (0.2, f64::NAN),
+            (0.2, f64::INFINITY),
+        ] {
+            let p = RetryPolicy {
+                jitter,
+                factor,
+                ..RetryPolicy::default()
+            };
+            for attempt in [1, 2, 5, u32::MAX] {
+                for unit in [0.0, 0.5, f64::NAN] {
+                    let d = p.delay(attempt, unit);
+                    assert!(d <= cap, "{jitter} {factor} {attempt} {unit}: {d:?}");
+                }
+            }
+        }
     }
 
     #[test]

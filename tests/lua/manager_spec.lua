@@ -84,6 +84,13 @@ describe('manager', function()
     eq(false, ok2)
     ok(e:find('himalaya_sync.acounts', 1, true), e)
     ok(not e:find('traceback'), e)
+    -- Not a number compares false with every bound: still refused.
+    for _, field in ipairs({ 'jitter', 'base', 'factor', 'cap', 'max_attempts' }) do
+      local bad, msg = pcall(require('himalaya.sync').setup, { retry = { [field] = 0 / 0 } })
+      eq(false, bad, field)
+      ok(msg:find('himalaya_sync.retry.' .. field, 1, true), msg)
+    end
+    require('himalaya.sync.config').setup({})
   end)
 
   it('notify = true or false in one layer keeps the notify fields of the others', function()

@@ -277,7 +277,7 @@ local schema = {
       end
     end,
     jitter = function(path, v)
-      if type(v) ~= 'number' or v < 0 or v > 1 then
+      if type(v) ~= 'number' or not (v >= 0 and v <= 1) then
         fail(path, 'a number from 0 to 1', v)
       end
     end,
