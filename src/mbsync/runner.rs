@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::errors::{classify_output, is_hang_line, redact, Classified};
+use super::errors::{classify_line, classify_output, is_hang_line, redact, Classified};
 use super::progress::{Progress, StreamItem, StreamParser};
 use crate::error::{Error, ErrorKind};
 use crate::process::{self, Exit, Spec};
@@ -310,6 +310,10 @@ pub async fn run(
     // A listing is the output itself; a sync keeps the last lines for errors.
     let keep = if spec.list { 100_000 } else { TAIL };
     let mut lines: VecDeque<String> = VecDeque::new();
+    // Lines that name a failure, from the whole run: mbsync goes on after a
+    // box or an account fails, and the line that decides the error's kind
+    // (UIDVALIDITY, a failed login) may have left the tail by the end.
+    let mut failures: Vec<String> = Vec::new();
     let mut stopped_by_us: Option<Classified> = None;
     let mut exit: Option<Exit> = None;
     let mut output_open = true;
@@ -317,6 +321,7 @@ pub async fn run(
 
     let mut handle_items = |items: Vec<StreamItem>,
                             lines: &mut VecDeque<String>,
+                            failures: &mut Vec<String>,
                             outcome: &mut Outcome|
      -> Option<Classified> {
         let mut hang = None;
@@ -332,6 +337,9 @@ pub async fn run(
                     }
                     if is_hang_line(&line) {
                         hang = failed(ErrorKind::Auth, redact(&line));
+                    }
+                    if failures.len() < TAIL && classify_line(&line).is_some() {
+                        failures.push(redact(&line));
                     }
                     if lines.len() == keep {
                         lines.pop_front();
@@ -360,7 +368,7 @@ pub async fn run(
             batch = batches.recv(), if output_open => match batch {
                 Some(items) => {
                     last_activity = tokio::time::Instant::now();
-                    if let Some(hang) = handle_items(items, &mut lines, &mut outcome) {
+                    if let Some(hang) = handle_items(items, &mut lines, &mut failures, &mut outcome) {
                         if stopped_by_us.is_none() {
                             stopped_by_us = Some(hang);
                             signal_now(pgid);
@@ -405,7 +413,10 @@ pub async fn run(
             let code = exit.and_then(|e| e.code);
             match (code, exit.and_then(|e| e.signal)) {
                 (None, Some(sig)) => killed_by(sig),
-                _ => classify_output(&outcome.tail, code),
+                _ => {
+                    failures.extend(outcome.tail.iter().cloned());
+                    classify_output(&failures, code)
+                }
             }
         }
     };
@@ -610,6 +621,21 @@ mod tests {
         assert_eq!(out.exit.unwrap().code, Some(0));
         assert!(updates.contains(&Update::Box("INBOX".into())));
         assert_eq!(out.last_progress.unwrap().near.new.done, 4);
+    }
+
+    #[test]
+    fn the_deciding_line_counts_however_much_follows_it() {
+        // mbsync goes on with the other boxes after one fails.
+        let script = r#"echo 'Error: channel demo, near side box Archive: UIDVALIDITY genuinely changed (at UID 42).'
+for i in $(seq 1 200); do echo "Opening far side box Box$i..."; done
+echo 'Warning: lost track of 3 pulled message(s)'
+exit 1"#;
+        let (spec, _dir) = sh(script, Duration::from_secs(10));
+        let (out, _) = run_blocking(spec, None);
+        let err = out.error.unwrap();
+        assert_eq!(err.kind, ErrorKind::Uidvalidity, "{err:?}");
+        assert!(err.line.contains("box Archive"), "{err:?}");
+        assert_eq!(out.tail.len(), TAIL);
     }
 
     #[test]
