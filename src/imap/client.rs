@@ -831,25 +831,31 @@ impl Session {
         let _ = self.io.shutdown().await;
     }
 
-    /// Starts `IDLE`; returns once the server accepted it.
-    pub(crate) async fn idle_start(&mut self) -> Result<String> {
+    /// Starts `IDLE`; returns its tag once the server accepted it, and the
+    /// untagged responses that came first (servers send pending `EXISTS`
+    /// and `EXPUNGE` right there).
+    pub(crate) async fn idle_start(&mut self) -> Result<(String, Vec<Vec<u8>>)> {
         let address = self.address.clone();
         let timeout = self.timeout;
         step(timeout, &address, "IDLE", async {
             let tag = self.next_tag();
             self.write(format!("{tag} IDLE\r\n").as_bytes()).await?;
+            let mut untagged = Vec::new();
             loop {
                 let raw = self.read_response().await?;
                 let response = Response::parse(&raw);
                 match response.kind {
-                    Kind::Continuation => return Ok(tag),
+                    Kind::Continuation => return Ok((tag, untagged)),
                     Kind::Tagged(ref t) if *t == tag => {
                         return Err(Error::new(
                             ErrorKind::Config,
                             format!("IMAP server {address} refused IDLE: {}", response.text()),
                         ))
                     }
-                    _ => self.absorb(&response),
+                    _ => {
+                        self.absorb(&response);
+                        untagged.push(raw);
+                    }
                 }
             }
         })

@@ -104,13 +104,14 @@ where
     F: Fn(IdleEvent) + Send + Sync,
 {
     let mut failures: u32 = 0;
+    let mut last_seen = None;
     loop {
         if cancel.is_cancelled() {
             return Ok(());
         }
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            outcome = session_round(connection, folder, options, cancel, &on_event, &mut failures) => outcome,
+            outcome = session_round(connection, folder, options, cancel, &on_event, &mut failures, &mut last_seen) => outcome,
         };
         let error = match outcome {
             Ok(()) => return Ok(()),
@@ -148,7 +149,9 @@ fn is_fatal(kind: ErrorKind) -> bool {
     )
 }
 
-/// One connection's life: returns `Ok` only on cancel.
+/// One connection's life: returns `Ok` only on cancel. `last_seen` is the
+/// folder as the previous connection left it, so that mail delivered while
+/// the watcher was disconnected is announced when it is back.
 async fn session_round<F>(
     connection: &Connection,
     folder: &str,
@@ -156,6 +159,7 @@ async fn session_round<F>(
     cancel: &CancelToken,
     on_event: &F,
     failures: &mut u32,
+    last_seen: &mut Option<Seen>,
 ) -> Result<()>
 where
     F: Fn(IdleEvent) + Send + Sync,
@@ -171,10 +175,25 @@ where
             ),
         ));
     }
-    let mut exists = session.examine(folder).await?.exists;
+    let opened = session.examine(folder).await?;
+    let seen = Seen {
+        uidvalidity: opened.uidvalidity,
+        uidnext: opened.uidnext,
+        exists: opened.exists,
+    };
+    if last_seen.is_some_and(|before| seen.has_new_since(before)) {
+        on_event(IdleEvent::NewMail {
+            folder: folder.to_owned(),
+        });
+    }
+    *last_seen = Some(seen);
+    let mut exists = opened.exists;
     let mut announced = false;
     loop {
-        let tag = session.idle_start().await?;
+        let (tag, pending) = session.idle_start().await?;
+        for raw in pending {
+            update(&raw, &mut exists, folder, on_event, &session)?;
+        }
         if !announced {
             announced = true;
             // A connection that reached IDLE resets the backoff.
@@ -201,6 +220,31 @@ where
         for raw in session.idle_done(&tag).await? {
             update(&raw, &mut exists, folder, on_event, &session)?;
         }
+    }
+}
+
+/// What a connection saw of the folder when it opened it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seen {
+    uidvalidity: u32,
+    /// 0 when the server did not say.
+    uidnext: u32,
+    exists: u32,
+}
+
+impl Seen {
+    /// Whether mail arrived between `before` and this: a higher UIDNEXT
+    /// (a delivery, even when as many messages were expunged), a new
+    /// UIDVALIDITY (the sync has to look), or, without UIDNEXT, more
+    /// messages.
+    fn has_new_since(self, before: Seen) -> bool {
+        if self.uidvalidity != before.uidvalidity {
+            return true;
+        }
+        if self.uidnext != 0 && before.uidnext != 0 {
+            return self.uidnext > before.uidnext;
+        }
+        self.exists > before.exists
     }
 }
 
@@ -294,6 +338,27 @@ impl IdleWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mail_delivered_while_away_is_new() {
+        let before = Seen {
+            uidvalidity: 7,
+            uidnext: 100,
+            exists: 50,
+        };
+        let after = |uidvalidity, uidnext, exists| Seen {
+            uidvalidity,
+            uidnext,
+            exists,
+        };
+        assert!(!after(7, 100, 50).has_new_since(before));
+        assert!(!after(7, 100, 40).has_new_since(before), "only expunged");
+        assert!(after(7, 101, 50).has_new_since(before), "one in, one out");
+        assert!(after(8, 1, 0).has_new_since(before), "renumbered");
+        let no_uidnext = |exists| after(7, 0, exists);
+        assert!(no_uidnext(51).has_new_since(before));
+        assert!(!no_uidnext(50).has_new_since(before));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
