@@ -747,10 +747,21 @@ impl Manager {
         // An OAuth account's token is made fresh first, so that mbsync's
         // PassCmd finds a valid one (and a revoked grant is reported as
         // such instead of as a failed login).
+        // A refresh can take a while (a script, a provider that is slow to
+        // answer): cancel ends the wait.
         if let Some(acct) = oauth {
-            let fresh = match self.tokens() {
-                Ok(tokens) => tokens.valid_token(&acct).await.map(|_| ()),
-                Err(e) => Err(e),
+            let mut cancelled = cancel_rx.clone();
+            let fresh = tokio::select! {
+                fresh = async {
+                    match self.tokens() {
+                        Ok(tokens) => tokens.valid_token(&acct).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    }
+                } => fresh,
+                _ = cancelled.wait_for(|c| *c) => Err(Error::new(
+                    ErrorKind::Cancelled,
+                    format!("refreshing the OAuth2 token of {} was cancelled", opts.account),
+                )),
             };
             if let Err(e) = fresh {
                 return Attempt::NotRun(e);
@@ -1303,10 +1314,18 @@ impl Manager {
         );
         // Our own account lock being taken is reported at once (the caller
         // chose how long to wait); mbsync finding its channel locked by a
-        // foreign mbsync is worth a retry.
-        let retry = ran
-            && transient
-            && e.info.attempt <= policy.max_attempts
+        // foreign mbsync is worth a retry. Before mbsync ran, only the
+        // network failing (refreshing a token after a resume, say) is; a
+        // repair that did not finish is not run again unasked.
+        let network = matches!(
+            error.as_ref().map(|e| e.kind),
+            Some(ErrorKind::Network | ErrorKind::Timeout)
+        );
+        let retry = (if ran {
+            transient
+        } else {
+            network && e.opts.kind != SyncType::Repair
+        }) && e.info.attempt <= policy.max_attempts
             && !e.cancel_flag.load(Ordering::SeqCst);
         if retry {
             let err = error.unwrap_or_else(|| ErrorInfo {

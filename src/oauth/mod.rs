@@ -208,7 +208,10 @@ impl Tokens {
             })
         })
         .await
-        .map_err(|e| Error::new(ErrorKind::Auth, format!("{}: {}", acct.name, e.message)))?;
+        // A script that fails says the credentials are bad (Auth, set by
+        // user_command); one that times out or cannot run keeps its kind,
+        // so that a timeout can be retried.
+        .map_err(|e| Error::new(e.kind, format!("{}: {}", acct.name, e.message)))?;
         let text = String::from_utf8_lossy(&out);
         if text.trim().is_empty() {
             return match self.load(acct).await? {

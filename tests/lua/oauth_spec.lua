@@ -264,6 +264,62 @@ describe('oauth', function()
     end, 5000, 'the warning in the log')
   end)
 
+  it('the token refresh before mbsync can be cancelled; a network failure there is retried', function()
+    local manager = require('himalaya.sync.manager')
+    local dir = t.tmpdir()
+    local rc = t.standalone_mbsyncrc(dir, t.closed_port())
+    local store = { backend = 'encrypted', dir = dir .. '/tokens', key_cmd = 'printf correct-horse-battery-staple' }
+    -- No token yet: the sync runs the refresh script first, which is slow.
+    t.setup_for_test({
+      mbsync = { config = rc },
+      notify = false,
+      accounts = { demo = { oauth = { refresh_cmd = 'sleep 2', store = store } } },
+    })
+    local done
+    local id = assert(manager.start_sync('full', {
+      account = 'demo',
+      on_complete = function(result, info)
+        done = { result = result, info = info }
+      end,
+    }))
+    vim.wait(300)
+    eq(nil, done, 'still refreshing')
+    local start = uv.hrtime()
+    eq(1, manager.cancel_sync(id))
+    t.wait_for(function()
+      return done ~= nil
+    end, 1500, 'the cancelled sync to end')
+    ok((uv.hrtime() - start) / 1e6 < 1000, 'ended at once')
+    eq('cancelled', done.info.status)
+    eq('cancelled', done.result.kind)
+
+    -- A provider that cannot be reached (a resumed laptop whose network is
+    -- not up yet): retried like a network failure of mbsync.
+    local port = t.closed_port()
+    t.setup_for_test({
+      mbsync = { config = rc },
+      notify = false,
+      retry = { max_attempts = 1, base = 0.1, cap = 0.1, jitter = 0 },
+      accounts = {
+        demo = {
+          oauth = {
+            provider = 'generic',
+            client_id = 'client',
+            auth_url = ('http://127.0.0.1:%d/authorize'):format(port),
+            token_url = ('http://127.0.0.1:%d/token'):format(port),
+            store = store,
+          },
+        },
+      },
+    })
+    ok(oauth.store_token('demo', { access_token = 'stale-access', refresh_token = 'some-refresh', expires_in = 1 }))
+    vim.wait(1100)
+    local result, info = t.sync_and_wait('full', { account = 'demo' }, 20000)
+    eq(false, result.success)
+    eq('network', result.kind, info.message)
+    eq(2, result.attempts, 'retried once')
+  end)
+
   it('bad OAuth settings and arguments give one clear line', function()
     local okk, err = pcall(require('himalaya.sync').setup, { accounts = { demo = { oauth = { provider = 'yahoo' } } } })
     eq(false, okk)
