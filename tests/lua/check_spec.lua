@@ -269,6 +269,21 @@ describe('smart auto-sync', function()
     end, 20000, 'the check and the inbox sync')
     eq({ 'check:completed', 'check:completed', 'inbox:completed' }, ended)
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    -- A check cancelled (here while a hung server keeps it waiting) is not
+    -- a failed check: no sync follows.
+    t.use(
+      t.mbsyncrc_on_port(fx, t.silent_server(), 'silent'),
+      { auto_sync = { smart = true, interval = 1 / 120, accounts = { 'demo' } } }
+    )
+    vim.wait(1100)
+    auto.tick()
+    vim.wait(300)
+    eq(1, require('himalaya.sync.manager').cancel_sync())
+    t.wait_for(function()
+      return #ended >= 4
+    end, 5000, 'the cancelled check')
+    vim.wait(500)
+    eq({ 'check:completed', 'check:completed', 'inbox:completed', 'check:cancelled' }, ended)
   end)
 end)
 

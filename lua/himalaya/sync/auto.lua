@@ -101,6 +101,10 @@ local function smart_sync(account, sync_type)
     on_complete = function(result)
       -- A check ends with a CheckResult.
       ---@cast result himalaya.sync.CheckResult
+      if result.kind == 'cancelled' then
+        log(('check of %s cancelled; not syncing it'):format(account))
+        return
+      end
       if not result.success then
         log(('check of %s failed (%s); syncing it'):format(account, result.error))
         return start(sync_type)
