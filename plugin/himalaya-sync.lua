@@ -35,6 +35,6 @@ if type(g) == 'table' and (g.legacy_commands or wants('auto_sync') or wants('idl
   if ok then
     require('himalaya.sync')._start_enabled(cfg)
   else
-    vim.notify('himalaya-sync: ' .. tostring(cfg), vim.log.levels.ERROR)
+    require('himalaya.sync.native').notify(cfg, vim.log.levels.ERROR)
   end
 end

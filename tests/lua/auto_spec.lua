@@ -108,6 +108,44 @@ describe('auto-sync', function()
     eq(vim.log.levels.WARN, seen[1][2])
   end)
 
+  it('auto-sync and IDLE that cannot work say so once; no doubled prefix', function()
+    -- In a Neovim of its own, without a library (this one has it loaded).
+    local dir = t.tmpdir()
+    local script = dir .. '/nolib.lua'
+    t.write(
+      script,
+      ([[
+vim.opt.rtp:prepend(%q)
+vim.env.HIMALAYA_SYNC_LIB = %q
+vim.cmd('runtime plugin/himalaya-sync.lua')
+local seen = {}
+vim.notify = function(msg, level)
+  seen[#seen + 1] = { msg, level }
+end
+local auto, idle = require('himalaya.sync.auto'), require('himalaya.sync.idle')
+auto.tick()
+auto.tick()
+idle.try()
+idle.try()
+vim.cmd('HimalayaSync full demo')
+io.stdout:write(vim.json.encode(seen))
+]]):format(t.root, dir .. '/missing/libhimalaya_sync.so')
+    )
+    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
+    eq(0, r.code, r.stderr)
+    local seen = vim.json.decode(r.stdout)
+    eq(3, #seen, r.stdout)
+    local missing = 'HIMALAYA_SYNC_LIB points at ' .. dir .. '/missing/libhimalaya_sync.so'
+    local function starts(want, got, level)
+      eq(1, got[1]:find(want, 1, true), got[1])
+      eq(level, got[2])
+      eq(nil, got[1]:find('himalaya-sync: himalaya-sync', 1, true), got[1])
+    end
+    starts('himalaya-sync: auto-sync: cannot take the lead: ' .. missing, seen[1], vim.log.levels.WARN)
+    starts('himalaya-sync: IDLE: cannot start: ' .. missing, seen[2], vim.log.levels.WARN)
+    starts('himalaya-sync: ' .. missing, seen[3], vim.log.levels.ERROR)
+  end)
+
   it(':HimalayaSync auto turns it on and off', function()
     local fx = t.fixture({ '--folders', 'INBOX=3' })
     vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc }, notify = false, auto_sync = { interval = 1 / 60 } }

@@ -17,25 +17,18 @@ local LEADER_LOCK = 'auto-sync'
 ---@class himalaya.sync.AutoState
 ---@field timer? uv.uv_timer_t
 ---@field leader boolean this Neovim holds the leader lock
----@field warned table<string, true?> problems already shown
 ---@type himalaya.sync.AutoState
-local S = require('himalaya.sync.native').state('auto', { leader = false, warned = {} })
+local S = require('himalaya.sync.native').state('auto', { leader = false })
 
 local function log(msg)
   require('himalaya.sync.native').log('info', 'auto-sync: ' .. msg)
 end
 
 --- A problem that keeps auto-sync from syncing (an unknown account, an
---- unreadable mbsyncrc): logged at every tick, shown once per message,
---- unless notifications are off.
+--- unreadable mbsyncrc, no library): see native.problem.
 ---@param msg string
 local function problem(msg)
-  log(msg)
-  local ok, cfg = pcall(config.get)
-  if not S.warned[msg] and ok and cfg.notify.enabled then
-    S.warned[msg] = true
-    vim.notify('himalaya-sync: auto-sync: ' .. msg, vim.log.levels.WARN)
-  end
+  require('himalaya.sync.native').problem('auto-sync', msg)
 end
 
 --- The accounts the timer syncs.
@@ -156,10 +149,16 @@ end
 function M.tick()
   local lock = require('himalaya.sync.lock')
   if not S.leader then
-    S.leader = lock.acquire_lock(LEADER_LOCK, 0) == true
+    local got, err, kind = lock.acquire_lock(LEADER_LOCK, 0)
+    S.leader = got == true
     if S.leader then
       log(('this Neovim (pid %d) leads auto-sync'):format(vim.fn.getpid()))
     else
+      -- Locked: another Neovim leads. Anything else keeps every tick from
+      -- syncing, so it is shown.
+      if kind ~= 'locked' then
+        problem(('cannot take the lead: %s'):format(err))
+      end
       return
     end
   end

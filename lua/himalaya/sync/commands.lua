@@ -3,7 +3,7 @@
 local M = {}
 
 local function notify(msg, level)
-  vim.notify('himalaya-sync: ' .. msg, level or vim.log.levels.INFO)
+  require('himalaya.sync.native').notify(msg, level)
 end
 
 local function err(msg)

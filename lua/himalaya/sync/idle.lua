@@ -23,12 +23,6 @@ M.RETRY_MS = 30000
 ---@type himalaya.sync.IdleState
 local S = require('himalaya.sync.native').state('idle', { watching = false })
 
----@param level 'info'|'warn'|'error'
----@param msg string
-local function log(level, msg)
-  require('himalaya.sync.native').log(level, 'idle: ' .. msg)
-end
-
 --- The accounts to watch: `idle.accounts`, else those auto-sync syncs.
 ---@return string[]
 local function accounts()
@@ -42,12 +36,18 @@ function M.try()
   if S.watching then
     return true
   end
+  local native = require('himalaya.sync.native')
   local lib, err = require('himalaya.sync.manager')._ready()
   if not lib then
-    log('error', 'cannot start: ' .. tostring(err))
+    native.problem('IDLE', 'cannot start: ' .. tostring(err))
     return false
   end
-  if require('himalaya.sync.lock').acquire_lock(LOCK, 0) ~= true then
+  local got, lerr, kind = require('himalaya.sync.lock').acquire_lock(LOCK, 0)
+  if got ~= true then
+    -- Locked: another Neovim watches.
+    if kind ~= 'locked' then
+      native.problem('IDLE', 'cannot start: ' .. tostring(lerr))
+    end
     return false
   end
   local cfg = config.get()
@@ -58,13 +58,13 @@ function M.try()
       started = started + 1
     else
       ---@cast e -?
-      log('error', ('cannot watch %s: %s'):format(account, e.message))
+      native.problem('IDLE', ('cannot watch %s: %s'):format(account, e.message))
     end
   end
   if started == 0 then
     -- Holding the lock without a watcher would keep every other Neovim
     -- from watching; the timer tries again.
-    log('error', 'no account could be watched; trying again later')
+    native.problem('IDLE', 'no account could be watched; trying again later')
     require('himalaya.sync.lock').release_lock(LOCK)
     return false
   end

@@ -187,7 +187,7 @@ local function notify(what, msg, level, id)
   if id and (quiet[id] or (not wanted[id] and not n.auto)) then
     return
   end
-  vim.notify('himalaya-sync: ' .. msg, level)
+  native.notify(msg, level)
 end
 
 local function call(fn, ...)
@@ -280,7 +280,7 @@ end
 
 local function on_event(ev)
   if ev.name == 'warning' then
-    vim.notify('himalaya-sync: ' .. ev.data.message, vim.log.levels.WARN)
+    native.notify(ev.data.message, vim.log.levels.WARN)
     return
   end
   local info = ev.data

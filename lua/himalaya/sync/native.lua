@@ -82,6 +82,7 @@ local registry = debug.getregistry()
 ---@field max_id? integer the highest event id seen (a reloaded library continues after it)
 ---@field owners? table<string, fun()[]> what each module subscribed with M.own (unsubscribers)
 ---@field states? table<string, table> each module's state (see M.state)
+---@field warned? table<string, true?> problems shown already (see M.problem)
 ---@type himalaya.sync.NativeState
 local S = registry[REGISTRY_KEY] or { by_id = {}, by_name = {} }
 registry[REGISTRY_KEY] = S
@@ -437,6 +438,32 @@ function M.own(owner, names, fn)
     offs[#offs + 1] = M.on(name, fn)
   end
   S.owners[owner] = offs
+end
+
+--- Shows `msg` as a notification with the plugin's prefix, once (errors
+--- of the loader and the configuration carry it already).
+---@param msg any
+---@param level? integer vim.log.levels (default INFO)
+function M.notify(msg, level)
+  local text = tostring(msg):gsub('^himalaya%-sync: ', '')
+  vim.notify('himalaya-sync: ' .. text, level or vim.log.levels.INFO)
+end
+
+--- A problem that keeps a background job (auto-sync, IDLE) from working:
+--- logged at every occurrence, shown once per message as a warning unless
+--- notifications are off (and also when the configuration cannot be read,
+--- since that may be the problem).
+---@param job string 'auto-sync' or 'IDLE'
+---@param msg string
+function M.problem(job, msg)
+  local text = job .. ': ' .. tostring(msg):gsub('^himalaya%-sync: ', '')
+  M.log('warn', text)
+  S.warned = S.warned or {}
+  local ok, cfg = pcall(require('himalaya.sync.config').get)
+  if not S.warned[text] and (not ok or cfg.notify.enabled) then
+    S.warned[text] = true
+    M.notify(text, vim.log.levels.WARN)
+  end
 end
 
 --- Answers a call that failed before it could start: returns the failure,
