@@ -1,5 +1,5 @@
 local t = require('helpers')
-local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
+local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
 
 local manager = require('himalaya.sync.manager')
 
@@ -264,6 +264,38 @@ io.stdout:write(vim.json.encode(out))
       idle_timers = 1,
       idle_timers_after_stop = 0,
     }, vim.json.decode(r.stdout))
+  end)
+
+  it('an error in a User autocommand leaves the status line and listeners updated', function()
+    local dir = t.tmpdir()
+    t.write(dir .. '/ok-mbsync', '#!/bin/sh\nexit 0\n')
+    vim.fn.setfperm(dir .. '/ok-mbsync', 'rwx------')
+    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { mbsync = { cmd = dir .. '/ok-mbsync' }, notify = false })
+    local au = vim.api.nvim_create_autocmd('User', {
+      pattern = 'HimalayaSyncCompleted',
+      callback = function(ev)
+        -- The vimdoc's first example did this: a check has no `pulled`.
+        return ev.data.result.pulled.nope
+      end,
+    })
+    t.defer(function()
+      vim.api.nvim_del_autocmd(au)
+    end)
+    local last
+    t.defer(manager.on_update(function(info)
+      last = info
+    end))
+    vim.v.errmsg = ''
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    ok(result.success)
+    vim.wait(100)
+    local seen = vim.tbl_filter(function(s)
+      return s.id == info.id
+    end, last.syncs)
+    eq('completed', seen[1].status, 'the listener heard the end')
+    eq(nil, manager.statusline():find('sync demo', 1, true), manager.statusline())
+    -- Neovim itself reports the autocommand's error.
+    contains(vim.v.errmsg, "attempt to index field 'pulled'")
   end)
 
   it('mbsync sees the environment as Neovim has it when the sync starts', function()

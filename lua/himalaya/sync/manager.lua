@@ -320,10 +320,12 @@ local function on_event(ev)
   if ev.name == 'sync_done' then
     pattern = info.status == 'completed' and 'HimalayaSyncCompleted' or 'HimalayaSyncFailed'
   end
+  -- The status line and on_update listeners first: they must not depend
+  -- on every User autocommand working.
+  M.notify_ui_update()
   if pattern then
     fire(pattern, info)
   end
-  M.notify_ui_update()
 end
 
 --- The library, subscribed and configured for the current settings.
