@@ -159,7 +159,11 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
     )?;
     m.set(
         "sync_cancel",
-        func(lua, |_, id: Option<u64>| Ok(manager()?.cancel(id)))?,
+        // Nothing to cancel before the first sync; and creating the manager
+        // here would fix the lock folder before the configuration is read.
+        func(lua, |_, id: Option<u64>| {
+            Ok(MANAGER.get().map_or(0, |m| m.cancel(id)))
+        })?,
     )?;
     m.set(
         "sync_history",

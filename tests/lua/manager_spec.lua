@@ -298,6 +298,48 @@ io.stdout:write(vim.json.encode(out))
     contains(vim.v.errmsg, "attempt to index field 'pulled'")
   end)
 
+  it('cancel before any sync neither fixes the lock folder nor raises on a bad id', function()
+    -- In a Neovim of its own: the library loaded, no sync yet, a lock folder
+    -- of one's own configured.
+    local dir = t.tmpdir()
+    t.write(dir .. '/ok-mbsync', '#!/bin/sh\nexit 0\n')
+    vim.fn.setfperm(dir .. '/ok-mbsync', 'rwx------')
+    local script = dir .. '/cancel.lua'
+    t.write(
+      script,
+      ([[
+vim.opt.rtp:prepend(%q)
+vim.g.himalaya_sync = { mbsync = { config = %q, cmd = %q }, notify = false, lock_dir = %q }
+local manager = require('himalaya.sync.manager')
+assert(require('himalaya.sync.native').get())
+local out = { none = manager.cancel_sync() }
+out.bad = { manager.cancel_sync({}) }
+out.half = { manager.cancel_sync(1.5) }
+local done
+assert(manager.start_sync('full', { on_complete = function(r, info) done = info end }))
+vim.wait(10000, function() return done ~= nil end)
+out.status = done.status
+out.lock_file = vim.fn.filereadable(%q .. '/sync-demo.lock')
+io.stdout:write(vim.json.encode(out))
+]]):format(
+        t.root,
+        t.standalone_mbsyncrc(dir, t.closed_port()),
+        dir .. '/ok-mbsync',
+        dir .. '/locks',
+        dir .. '/locks'
+      )
+    )
+    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
+    eq(0, r.code, r.stderr)
+    eq({
+      none = 0,
+      bad = { 0, 'invalid sync id {}: expected a whole number' },
+      half = { 0, 'invalid sync id 1.5: expected a whole number' },
+      status = 'completed',
+      lock_file = 1,
+    }, vim.json.decode(r.stdout))
+  end)
+
   it('mbsync sees the environment as Neovim has it when the sync starts', function()
     -- Set after the library loaded: engine threads read a copy of the
     -- environment taken on Neovim's thread at each call, never the live

@@ -703,11 +703,15 @@ function M.get_folder_counts(account)
   return counts
 end
 
---- Cancels one sync by id, or every sync of this Neovim. Returns how many
---- were asked to stop.
+--- Cancels one sync or check by id, or every one of this Neovim. Returns
+--- how many were asked to stop (0 and a message for an id that is not one).
 ---@param id? integer
 ---@return integer
+---@return string? err
 function M.cancel_sync(id)
+  if id ~= nil and (type(id) ~= 'number' or id < 0 or id % 1 ~= 0) then
+    return 0, ('invalid sync id %s: expected a whole number'):format(vim.inspect(id))
+  end
   if not native.is_loaded() then
     return 0
   end
