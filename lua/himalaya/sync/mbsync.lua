@@ -71,6 +71,7 @@ end
 --- Cancels one sync by id, or every sync of this Neovim.
 ---@param id? integer
 ---@return integer cancelled how many syncs were asked to stop
+---@return string? err why `id` was refused
 function M.cancel_sync(id)
   return manager.cancel_sync(id)
 end
