@@ -216,6 +216,9 @@ vim.wait(200)
 manager = reload('himalaya.sync.manager')
 out.running_seen = manager.get_sync_info().status
 out.statusline = manager.statusline()
+package.loaded['himalaya.sync.manager'] = nil
+out.init_statusline = reload('himalaya.sync').statusline()
+manager = require('himalaya.sync.manager')
 local before = updates
 vim.wait(10000, function()
   return completed > 0
@@ -252,6 +255,7 @@ io.stdout:write(vim.json.encode(out))
       setup_kept = 'ask',
       running_seen = 'running',
       statusline = 'sync demo',
+      init_statusline = 'sync demo',
       completed = 1,
       listener_called = true,
       final = 'completed',

@@ -40,6 +40,11 @@ end
 ---@return string
 function M.statusline()
   local manager = package.loaded['himalaya.sync.manager']
+  if not manager and debug.getregistry()['himalaya_sync.native'] then
+    -- Used before (native.lua's registry state exists), then unloaded by
+    -- a plugin reloader: the manager's state is kept, so load it again.
+    manager = require('himalaya.sync.manager')
+  end
   return manager and manager.statusline() or ''
 end
 

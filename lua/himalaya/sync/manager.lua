@@ -109,6 +109,7 @@ local M = {}
 ---@field frozen table<integer, himalaya.sync.SyncInfo> copies of finished syncs (see snapshot)
 ---@field ended_unseen table<integer, true?> syncs that ended since the last HimalayaSyncUpdate
 ---@field progress_msg table<integer, integer> sync id -> native progress message id
+---@field status_text string the status line text (see M.statusline)
 ---@type himalaya.sync.ManagerState
 local S = native.state('manager', {
   syncs = {},
@@ -120,6 +121,7 @@ local S = native.state('manager', {
   frozen = {},
   ended_unseen = {},
   progress_msg = {},
+  status_text = '',
 })
 local syncs, order, callbacks, wanted, quiet = S.syncs, S.order, S.callbacks, S.wanted, S.quiet
 local listeners, frozen, progress_msg = S.listeners, S.frozen, S.progress_msg
@@ -129,7 +131,6 @@ local subscribed = false
 --- What the engine was last configured from (see ready()).
 ---@type {lib: himalaya.sync.NativeLib, cfg: himalaya.sync.Config, derived: table}?
 local configured
-local status_text = ''
 
 local KEEP = 20
 ---@type table<string, true?>
@@ -798,7 +799,7 @@ end
 --- waits or failed last. Cheap: computed when state changes.
 ---@return string
 function M.statusline()
-  return status_text
+  return S.status_text
 end
 
 --- Reports progress of a sync run outside the engine (other code can feed
@@ -834,7 +835,7 @@ local ui_pending = false
 --- The status line text last drawn.
 local drawn_status = ''
 function M.notify_ui_update()
-  status_text = compute_status()
+  S.status_text = compute_status()
   if ui_pending then
     return
   end
@@ -866,14 +867,11 @@ function M.notify_ui_update()
       end
     end
     S.ended_unseen = {}
-    if status_text ~= drawn_status then
-      drawn_status = status_text
+    if S.status_text ~= drawn_status then
+      drawn_status = S.status_text
       vim.cmd.redrawstatus({ bang = true })
     end
   end)
 end
-
--- A copy loaded by a plugin reloader may find syncs running.
-status_text = compute_status()
 
 return M
