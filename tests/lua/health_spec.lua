@@ -134,6 +134,27 @@ io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false)
     eq(false, done)
     contains(msg, 'restart')
     lock.release_lock('busy-now')
+    -- A lock wait still waiting for its answer keeps the running build too.
+    local holder = t.hold_lock(assert(lock.lock_dir()) .. '/waited-for.lock', 30)
+    t.wait_for(function()
+      return lock.is_locked('waited-for')
+    end, 5000, 'the other process to hold the lock')
+    local answer
+    eq(
+      true,
+      lock.acquire_lock('waited-for', 30, function(got)
+        answer = got
+      end)
+    )
+    done, msg = native.reload()
+    eq(false, done)
+    contains(msg, 'requests are active')
+    holder.stop()
+    t.wait_for(function()
+      return answer ~= nil
+    end, 5000, 'the lock wait to be answered')
+    eq(true, answer)
+    lock.release_lock('waited-for')
 
     done, msg = native.reload()
     eq(true, done, msg)
@@ -154,8 +175,9 @@ io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false)
     t.wait_for(function()
       return n == 100
     end, 10000, 'events from the new build')
+    native.off(id)
     done, msg = native.reload()
-    eq(true, done)
+    eq(true, done, msg)
     contains(msg, 'already using')
   end)
 end)

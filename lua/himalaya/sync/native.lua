@@ -543,8 +543,10 @@ function M.reload(is_busy)
   local held = vim.tbl_filter(function(n)
     return n ~= 'auto-sync'
   end, S.lib.lock_held() or {})
-  if #held > 0 or (is_busy and is_busy()) then
-    return false, 'syncs or locks are active; the new build is used after a restart of Neovim'
+  -- A request still waiting for its answer (an async lock wait, an OAuth
+  -- authorization) would never hear it from the new build.
+  if #held > 0 or next(S.by_id) ~= nil or (is_busy and is_busy()) then
+    return false, 'syncs, locks or requests are active; the new build is used after a restart of Neovim'
   end
   local old, old_source = S.lib, S.source
   local fresh, lerr, staged = open(loc, S.staged)
