@@ -903,7 +903,20 @@ impl Manager {
                     self.box_cache.lock().remove(&key);
                     return merge(outcomes);
                 }
-                Err(e) => return failed_outcome(e),
+                // The parts synced what they synced; only the check for
+                // boxes added or removed meanwhile failed. The next sync
+                // lists first.
+                Err(e) => {
+                    crate::log::write(
+                        "warn",
+                        &format!(
+                            "sync #{id}: listing the boxes of {channel} failed: {}",
+                            e.line
+                        ),
+                    );
+                    self.box_cache.lock().remove(&key);
+                    return merge(outcomes);
+                }
             },
         };
         let known: HashSet<&String> = parts.iter().flatten().collect();

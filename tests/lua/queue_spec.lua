@@ -196,6 +196,38 @@ describe('parallel folders', function()
     wait_done({ s })
     eq(true, s.done.result.success, s.done.result.error)
   end)
+
+  it('a split sync whose box listing alone fails keeps what its parts synced', function()
+    local fx = t.fixture({ '--folders', 'INBOX=20,Sent=20,Archive=20' })
+    -- mbsync, except that listing boxes (-l) fails once `no-list` exists,
+    -- as when the server refuses one connection more than the parts use.
+    local dir = t.tmpdir()
+    local wrapper = dir .. '/mbsync'
+    t.write(
+      wrapper,
+      ([[#!/bin/sh
+for a in "$@"; do
+  if [ "$a" = -l ] && [ -e %s/no-list ]; then
+    echo 'IMAP error: BYE [ALERT] Too many simultaneous connections' >&2
+    exit 1
+  fi
+done
+exec mbsync "$@"
+]]):format(dir)
+    )
+    vim.fn.setfperm(wrapper, 'rwx------')
+    use(fx.mbsyncrc, { max_connections = 2, mbsync = { config = fx.mbsyncrc, cmd = wrapper } })
+    local s = start('full', { account = 'demo' })
+    wait_done({ s })
+    eq(true, s.done.result.success, s.done.result.error)
+    t.write(dir .. '/no-list', '')
+    fx.deliver('demo', 'Sent', 3)
+    s = start('full', { account = 'demo' })
+    wait_done({ s })
+    eq(true, s.done.result.success, s.done.result.error)
+    eq(3, s.done.result.pulled)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
 end)
 
 describe('auth', function()
