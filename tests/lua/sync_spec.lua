@@ -293,6 +293,29 @@ describe('syncing real mail', function()
     eq(nil, mbsync.parse_progress_line(nil))
   end)
 
+  it('folders and repair complete only channels, then the configured folders', function()
+    local dir = t.tmpdir()
+    local rc = dir .. '/mbsyncrc'
+    t.write(
+      rc,
+      'MaildirStore a\nPath /tmp/a/\n\nMaildirStore b\nPath /tmp/b/\n\n'
+        .. 'Channel one\nFar :a:\nNear :b:\n\nChannel two\nFar :a:\nNear :b:\n\nGroup both\nChannel one\nChannel two\n'
+    )
+    use(rc, { accounts = { one = { folders = { 'INBOX', 'Work' } } } })
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local function complete(line)
+      local got = vim.fn.getcompletion(line, 'cmdline')
+      table.sort(got)
+      return got
+    end
+    eq({ 'both', 'one', 'two' }, complete('HimalayaSync full '))
+    eq({ 'one', 'two' }, complete('HimalayaSync folders '))
+    eq({ 'one', 'two' }, complete('HimalayaSync repair '))
+    eq({ 'INBOX', 'Work' }, complete('HimalayaSync folders one '))
+    eq({ 'INBOX', 'Work' }, complete('HimalayaSync repair one '))
+    eq({}, complete('HimalayaSync repair one Work '))
+  end)
+
   it(':HimalayaSync full/inbox/status/cancel work and complete account names', function()
     local fx = t.fixture({ '--folders', 'INBOX=5,Work=5' })
     use(fx.mbsyncrc)
@@ -301,10 +324,19 @@ describe('syncing real mail', function()
     eq({ 'demo' }, vim.fn.getcompletion('silent HimalayaSync full ', 'cmdline'))
     eq({ 'full' }, vim.fn.getcompletion('Himal fu', 'cmdline'))
     eq({ 'demo' }, vim.fn.getcompletion('HimalayaSync folders d', 'cmdline'))
+    -- Earlier tests' syncs are in the list too: wait for this one.
+    local before = 0
+    for _, i in ipairs(manager.get_sync_info().syncs) do
+      before = math.max(before, i.id)
+    end
     vim.cmd('HimalayaSync full demo')
     t.wait_for(function()
-      local info = manager.get_sync_info()
-      return info.status == 'completed'
+      for _, i in ipairs(manager.get_sync_info().syncs) do
+        if i.id > before and i.status == 'completed' then
+          return true
+        end
+      end
+      return false
     end, 60000, 'the sync started by the command')
     local out = vim.api.nvim_exec2('HimalayaSync status', { output = true }).output
     contains(out, 'full demo: completed')

@@ -146,6 +146,21 @@ local function complete_account(_, args)
   return #args == 0 and account_names() or {}
 end
 
+--- Channels only, then the account's configured folders: a folders sync or
+--- a repair names folders of one channel, so groups would be refused.
+local function complete_channel_folders(_, args)
+  if #args == 0 then
+    local channels = vim.tbl_filter(function(t)
+      return t.kind == 'channel'
+    end, require('himalaya.sync.manager').list_targets() or {})
+    return vim.tbl_map(function(t)
+      return t.name
+    end, channels)
+  end
+  local acct = require('himalaya.sync.config').get().accounts[args[1]]
+  return acct and acct.folders or {}
+end
+
 local function at_most(args, n, usage)
   if #args > n then
     err(('unexpected argument %q; usage: %s'):format(args[n + 1], usage))
@@ -183,13 +198,7 @@ M.subcommands.inbox = {
 
 M.subcommands.folders = {
   desc = 'sync some folders of an account: folders {account} {folder...}',
-  complete = function(_, args)
-    if #args == 0 then
-      return account_names()
-    end
-    local acct = require('himalaya.sync.config').get().accounts[args[1]]
-    return acct and acct.folders or {}
-  end,
+  complete = complete_channel_folders,
   run = function(args)
     local account = table.remove(args, 1)
     if not account or #args == 0 then
@@ -377,7 +386,9 @@ M.subcommands.log = {
 
 M.subcommands.repair = {
   desc = 'repair a folder whose UIDVALIDITY changed, without losing mail: repair {account} {folder}',
-  complete = complete_account,
+  complete = function(arglead, args)
+    return #args <= 1 and complete_channel_folders(arglead, args) or {}
+  end,
   run = function(args)
     if #args ~= 2 then
       return err('usage: :HimalayaSync repair {account} {folder}')
