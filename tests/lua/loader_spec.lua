@@ -163,6 +163,26 @@ local lib = assert(native.get())
     contains(err, ':HimalayaSync build')
   end)
 
+  it('a library named by $HIMALAYA_SYNC_LIB gets advice about that variable, and no build', function()
+    package.loaded['himalaya.sync.native'] = nil
+    package.loaded['himalaya.sync.version'] = '9.9.9'
+    vim.env.HIMALAYA_SYNC_LIB = require('himalaya.sync.native').build_path()
+    t.defer(function()
+      vim.env.HIMALAYA_SYNC_LIB = nil
+      package.loaded['himalaya.sync.native'] = nil
+      package.loaded['himalaya.sync.version'] = nil
+    end)
+    local lib, err = require('himalaya.sync.native').get()
+    eq(nil, lib)
+    contains(err, 'point $HIMALAYA_SYNC_LIB at a build of version 9.9.9')
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local notes = t.notifications()
+    vim.cmd('HimalayaSync build')
+    eq(1, #notes, vim.inspect(notes))
+    contains(notes[1][1], 'not built here')
+    eq(vim.log.levels.ERROR, notes[1][2])
+  end)
+
   it('loads one staged copy of the build, version checked', function()
     local native = require('himalaya.sync.native')
     local lib = assert(native.get())

@@ -101,6 +101,13 @@ M.subcommands.build = {
   nargs = 0,
   run = function()
     local native = require('himalaya.sync.native')
+    local loc = native.find()
+    if loc and loc.kind ~= 'file' then
+      return err(('the library is loaded from %s, not built here: %s'):format(loc.path, native.build_hint(loc.kind)))
+    end
+    if not vim.uv.fs_stat(native.root .. '/Cargo.toml') then
+      return err(('no sources to build in %s (an install without the Rust crate)'):format(native.root))
+    end
     if vim.fn.executable('cargo') ~= 1 then
       return err('cargo not found on PATH; install Rust (https://rustup.rs) and try again')
     end

@@ -17,13 +17,13 @@ function M.check()
   local native = require('himalaya.sync.native')
   local loc, ferr = native.find()
   if not loc then
-    health.error(ferr or 'library not found', { native.build_hint() })
+    health.error(ferr or 'library not found', { native.build_hint(os.getenv('HIMALAYA_SYNC_LIB') and 'env' or nil) })
   else
     local lib, lerr = native.get()
     if lib then
       health.ok(('library %s (build %s) loaded from %s (%s)'):format(lib.version, lib.build_id, loc.path, loc.kind))
     else
-      health.error(lerr or 'cannot load the library', { native.build_hint() })
+      health.error(lerr or 'cannot load the library', { native.build_hint(loc.kind) })
     end
   end
 

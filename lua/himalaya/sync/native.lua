@@ -103,9 +103,18 @@ function M.build_path()
   return M.root .. '/target/release/lib' .. MODULE .. ext
 end
 
---- How to get a working library, for error messages.
+--- How to get a working library, for error messages: it depends on where
+--- the library comes from (`kind` of M.find(); default: a file build).
+---@param kind? 'env'|'rock'|'file'
 ---@return string
-function M.build_hint()
+function M.build_hint(kind)
+  if kind == 'env' then
+    return ("point $HIMALAYA_SYNC_LIB at a build of version %s, or unset it to use the plugin's own build"):format(
+      EXPECTED_VERSION
+    )
+  elseif kind == 'rock' then
+    return ('install version %s of the himalaya-sync.nvim rock with luarocks'):format(EXPECTED_VERSION)
+  end
   return ('run :HimalayaSync build, or `cargo build --release` in %s'):format(M.root)
 end
 
@@ -236,7 +245,7 @@ local function open(loc, current)
     end
   end
   if not loaded then
-    return nil, ('himalaya-sync: cannot load %s: %s; %s'):format(loc.path, err, M.build_hint())
+    return nil, ('himalaya-sync: cannot load %s: %s; %s'):format(loc.path, err, M.build_hint(loc.kind))
   end
   if loaded.version ~= EXPECTED_VERSION then
     return nil,
@@ -244,7 +253,7 @@ local function open(loc, current)
         loc.path,
         tostring(loaded.version),
         EXPECTED_VERSION,
-        M.build_hint()
+        M.build_hint(loc.kind)
       )
   end
   -- A library of the expected version is the module described above.
