@@ -1093,7 +1093,32 @@ impl Manager {
         };
         let fresh = runner::run(spec.clone(), cancel_rx.clone(), |_| {}).await;
         if let Some(c) = fresh.error {
-            return Err(kept("the fresh sync", c));
+            // Put the box back as it was: the next sync meets the changed
+            // UIDVALIDITY again and repairs it then, with nothing left for
+            // the user to restore by hand.
+            let p = plan.clone();
+            let back = tokio::task::spawn_blocking(move || repair::put_back(&p)).await;
+            return Err(match back {
+                Ok(Ok(partial)) => {
+                    crate::log::write(
+                        "warn",
+                        &format!(
+                            "repair of {channel}:{mailbox}: the fresh sync failed; the folder is \
+                             back as it was, what the fresh sync wrote is in {}",
+                            partial.display()
+                        ),
+                    );
+                    Error::new(
+                        c.kind,
+                        format!(
+                            "repair of {channel}:{mailbox} failed at the fresh sync: {}; the folder \
+                             is back as it was and is repaired again at the next sync",
+                            summary(c.kind, &c.line)
+                        ),
+                    )
+                }
+                _ => kept("the fresh sync", c),
+            });
         }
         let p = plan.clone();
         let restored = tokio::task::spawn_blocking(move || repair::restore_missing(&p))

@@ -180,33 +180,12 @@ pub fn move_aside(plan: &Plan) -> Result<usize> {
             format!("backup folder {} already exists", plan.backup.display()),
         ));
     }
-    // Only the box itself moves: its Maildir parts and mbsync's files
-    // (state, .uidvalidity). Sub-folders (SubFolders Verbatim keeps
-    // `Work/Projects` inside `Work`) are other boxes and stay.
     let count = if plan.local.exists() {
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&plan.backup)
             .map_err(|e| Error::io(ctx("create the backup folder"), e))?;
-        let entries =
-            fs::read_dir(&plan.local).map_err(|e| Error::io(ctx("read the local folder"), e))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if is_dir && !["cur", "new", "tmp"].iter().any(|m| name == *m) {
-                continue;
-            }
-            fs::rename(entry.path(), plan.backup.join(&name)).map_err(|e| {
-                Error::io(
-                    format!(
-                        "cannot move {} to {} (they must be on one file system)",
-                        entry.path().display(),
-                        plan.backup.display()
-                    ),
-                    e,
-                )
-            })?;
-        }
+        move_box(&plan.local, &plan.backup, false)?;
         messages(&plan.backup).len()
     } else {
         0
@@ -219,6 +198,56 @@ pub fn move_aside(plan: &Plan) -> Result<usize> {
             .map_err(|e| Error::io(ctx("create the fresh folder"), e))?;
     }
     Ok(count)
+}
+
+/// Moves the box in `from` to `to`: its Maildir parts and mbsync's files
+/// (state, .uidvalidity). Sub-folders (SubFolders Verbatim keeps
+/// `Work/Projects` inside `Work`) are other boxes and stay, unless `all`
+/// (`from` is a backup, which holds nothing else).
+fn move_box(from: &Path, to: &Path, all: bool) -> Result<()> {
+    let entries =
+        fs::read_dir(from).map_err(|e| Error::io(format!("cannot read {}", from.display()), e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !all && is_dir && !["cur", "new", "tmp"].iter().any(|m| name == *m) {
+            continue;
+        }
+        fs::rename(entry.path(), to.join(&name)).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot move {} to {} (they must be on one file system)",
+                    entry.path().display(),
+                    to.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Undoes step 1 after the fresh sync failed or was cancelled: the box as
+/// it was (old state, old messages) goes back in place, so that the next
+/// sync finds the changed UIDVALIDITY again and the repair starts over,
+/// instead of leaving the messages only in the backup. What the fresh sync
+/// had written moves to the returned folder beside the backup (kept, never
+/// deleted). The box must be locked, as for the repair.
+pub fn put_back(plan: &Plan) -> Result<PathBuf> {
+    let mut partial = plan.backup.clone().into_os_string();
+    partial.push("-partial");
+    let partial = PathBuf::from(partial);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&partial)
+        .map_err(|e| Error::io(format!("cannot create {}", partial.display()), e))?;
+    move_box(&plan.local, &partial, false)?;
+    if plan.backup.exists() {
+        move_box(&plan.backup, &plan.local, true)?;
+        // Empty now; if not, it stays and says why.
+        let _ = fs::remove_dir(&plan.backup);
+    }
+    Ok(partial)
 }
 
 /// Step 3: copies backed-up messages whose Message-ID the fresh folder lacks
@@ -394,6 +423,54 @@ mod tests {
         // Running it again restores nothing more.
         assert_eq!(restore_missing(&plan).unwrap(), 0);
         assert!(plan.backup.exists(), "the backup is kept");
+    }
+
+    #[test]
+    fn a_failed_fresh_sync_puts_the_folder_back_and_keeps_what_it_wrote() {
+        let root = tempfile::tempdir().unwrap();
+        let plan = Plan {
+            channel: "demo".into(),
+            mailbox: "Work".into(),
+            local: root.path().join("mail/Work"),
+            backup: root.path().join("state/repair/demo-Work-1"),
+        };
+        write_msg(&plan.local, "cur", "1.a,U=1:2,S", Some("<a@x>"));
+        write_msg(&plan.local, "new", "3.local", Some("<local-only@x>"));
+        fs::write(plan.local.join(".mbsyncstate"), "old state").unwrap();
+        write_msg(
+            &plan.local.join("Projects"),
+            "cur",
+            "5.p,U=1:2,",
+            Some("<p@x>"),
+        );
+        move_aside(&plan).unwrap();
+        // The fresh sync got one message and its own state, then failed.
+        write_msg(&plan.local, "cur", "9.a,U=7:2,S", Some("<a@x>"));
+        fs::write(plan.local.join(".mbsyncstate"), "fresh state").unwrap();
+
+        let partial = put_back(&plan).unwrap();
+        assert!(plan.local.join("cur/1.a,U=1:2,S").exists());
+        assert!(
+            plan.local.join("new/3.local").exists(),
+            "local-only mail is back"
+        );
+        assert_eq!(
+            fs::read_to_string(plan.local.join(".mbsyncstate")).unwrap(),
+            "old state"
+        );
+        assert!(!plan.local.join("cur/9.a,U=7:2,S").exists());
+        assert!(
+            plan.local.join("Projects/cur/5.p,U=1:2,").exists(),
+            "sub-folders stay"
+        );
+        assert!(
+            partial.join("cur/9.a,U=7:2,S").exists(),
+            "what the fresh sync wrote is kept"
+        );
+        assert!(!plan.backup.exists(), "nothing is left in the backup");
+        // And the repair can start over.
+        move_aside(&plan).unwrap();
+        assert!(plan.backup.join("new/3.local").exists());
     }
 
     #[test]
