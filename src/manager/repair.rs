@@ -377,15 +377,20 @@ mod tests {
         .unwrap();
     }
 
+    /// The repair of `demo:Work` with its mail and state under `root`.
+    fn work_plan(root: &Path) -> Plan {
+        Plan {
+            channel: "demo".into(),
+            mailbox: "Work".into(),
+            local: root.join("mail/Work"),
+            backup: root.join("state/repair/demo-Work-1"),
+        }
+    }
+
     #[test]
     fn moves_aside_and_restores_only_what_is_missing() {
         let root = tempfile::tempdir().unwrap();
-        let plan = Plan {
-            channel: "demo".into(),
-            mailbox: "Work".into(),
-            local: root.path().join("mail/Work"),
-            backup: root.path().join("state/repair/demo-Work-1"),
-        };
+        let plan = work_plan(root.path());
         write_msg(&plan.local, "cur", "1.a,U=1:2,S", Some("<a@x>"));
         write_msg(&plan.local, "cur", "2.b,U=2:2,FS", Some("<b@x>"));
         write_msg(&plan.local, "new", "3.local", Some("<local-only@x>"));
@@ -428,12 +433,7 @@ mod tests {
     #[test]
     fn a_failed_fresh_sync_puts_the_folder_back_and_keeps_what_it_wrote() {
         let root = tempfile::tempdir().unwrap();
-        let plan = Plan {
-            channel: "demo".into(),
-            mailbox: "Work".into(),
-            local: root.path().join("mail/Work"),
-            backup: root.path().join("state/repair/demo-Work-1"),
-        };
+        let plan = work_plan(root.path());
         write_msg(&plan.local, "cur", "1.a,U=1:2,S", Some("<a@x>"));
         write_msg(&plan.local, "new", "3.local", Some("<local-only@x>"));
         fs::write(plan.local.join(".mbsyncstate"), "old state").unwrap();

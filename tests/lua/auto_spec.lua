@@ -111,10 +111,7 @@ describe('auto-sync', function()
   it('auto-sync and IDLE that cannot work say so once; no doubled prefix', function()
     -- In a Neovim of its own, without a library (this one has it loaded).
     local dir = t.tmpdir()
-    local script = dir .. '/nolib.lua'
-    t.write(
-      script,
-      ([[
+    local stdout = t.nvim_lua(([[
 vim.opt.rtp:prepend(%q)
 vim.env.HIMALAYA_SYNC_LIB = %q
 vim.cmd('runtime plugin/himalaya-sync.lua')
@@ -129,12 +126,9 @@ idle.try()
 idle.try()
 vim.cmd('HimalayaSync full demo')
 io.stdout:write(vim.json.encode(seen))
-]]):format(t.root, dir .. '/missing/libhimalaya_sync.so')
-    )
-    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
-    eq(0, r.code, r.stderr)
-    local seen = vim.json.decode(r.stdout)
-    eq(3, #seen, r.stdout)
+]]):format(t.root, dir .. '/missing/libhimalaya_sync.so'))
+    local seen = vim.json.decode(stdout)
+    eq(3, #seen, stdout)
     local missing = 'HIMALAYA_SYNC_LIB points at ' .. dir .. '/missing/libhimalaya_sync.so'
     local function starts(want, got, level)
       eq(1, got[1]:find(want, 1, true), got[1])

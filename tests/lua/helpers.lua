@@ -116,6 +116,32 @@ function M.sh(cmd, opts)
   return vim.system(cmd, vim.tbl_extend('force', { text = true }, opts or {})):wait(60000)
 end
 
+--- Writes an executable shell script `dir`/`name` running `body` (a
+--- stand-in for mbsync); returns its path.
+---@param dir string
+---@param name string
+---@param body string
+---@return string
+function M.script(dir, name, body)
+  local path = dir .. '/' .. name
+  M.write(path, '#!/bin/sh\n' .. body .. '\n')
+  vim.fn.setfperm(path, 'rwx------')
+  return path
+end
+
+--- Runs the Lua `source` in a headless Neovim of its own (`nvim -l`), for
+--- what must not touch this one (module reloads, a missing library).
+--- Fails the test if it fails; returns its stdout.
+---@param source string
+---@return string
+function M.nvim_lua(source)
+  local file = M.tmpdir() .. '/script.lua'
+  M.write(file, source)
+  local r = M.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', file })
+  M.eq(0, r.code, r.stderr)
+  return r.stdout
+end
+
 --- Holds `file` with flock(1) from another process for `seconds`; the
 --- holder (and its sleep) is killed after the test. Returns a handle with
 --- `:stop()` that kills it now and waits until it is gone.

@@ -136,13 +136,9 @@ describe('manager', function()
   it('a manager loaded again by a plugin reloader takes its events over, not twice', function()
     -- In a Neovim of its own: the reload replaces this file's manager.
     local dir = t.tmpdir()
-    t.write(dir .. '/ok-mbsync', '#!/bin/sh\nexit 0\n')
-    vim.fn.setfperm(dir .. '/ok-mbsync', 'rwx------')
+    local ok_mbsync = t.script(dir, 'ok-mbsync', 'exit 0')
     local rc = t.standalone_mbsyncrc(dir, t.closed_port())
-    local script = dir .. '/reload.lua'
-    t.write(
-      script,
-      ([[
+    local stdout = t.nvim_lua(([[
 vim.opt.rtp:prepend(%q)
 vim.g.himalaya_sync = { mbsync = { config = %q, cmd = %q }, notify = false }
 local completed = 0
@@ -162,11 +158,8 @@ sync(require('himalaya.sync.manager'))
 package.loaded['himalaya.sync.manager'] = nil
 sync(require('himalaya.sync.manager'))
 io.stdout:write(tostring(completed))
-]]):format(t.root, rc, dir .. '/ok-mbsync')
-    )
-    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
-    eq(0, r.code, r.stderr)
-    eq('2', r.stdout, 'one Completed event per sync')
+]]):format(t.root, rc, ok_mbsync))
+    eq('2', stdout, 'one Completed event per sync')
   end)
 
   it('modules loaded again by a plugin reloader keep timers, syncs, listeners and setup()', function()
@@ -174,13 +167,9 @@ io.stdout:write(tostring(completed))
     -- the old auto-sync and IDLE timers ran on out of reach, and a sync
     -- started before the reload lost its callback and listeners.
     local dir = t.tmpdir()
-    t.write(dir .. '/slow-mbsync', '#!/bin/sh\nsleep 1\nexit 0\n')
-    vim.fn.setfperm(dir .. '/slow-mbsync', 'rwx------')
+    local slow_mbsync = t.script(dir, 'slow-mbsync', 'sleep 1\nexit 0')
     local rc = t.standalone_mbsyncrc(dir, t.closed_port())
-    local script = dir .. '/reload.lua'
-    t.write(
-      script,
-      ([[
+    local stdout = t.nvim_lua(([[
 vim.opt.rtp:prepend(%q)
 vim.g.himalaya_sync = { mbsync = { config = %q, cmd = %q }, notify = false }
 local out = {}
@@ -247,10 +236,7 @@ out.idle_timers = timers() - base
 idle.stop()
 out.idle_timers_after_stop = timers() - base
 io.stdout:write(vim.json.encode(out))
-]]):format(t.root, rc, dir .. '/slow-mbsync')
-    )
-    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
-    eq(0, r.code, r.stderr)
+]]):format(t.root, rc, slow_mbsync))
     eq({
       setup_kept = 'ask',
       running_seen = 'running',
@@ -267,14 +253,13 @@ io.stdout:write(vim.json.encode(out))
       auto_lock_held = false,
       idle_timers = 1,
       idle_timers_after_stop = 0,
-    }, vim.json.decode(r.stdout))
+    }, vim.json.decode(stdout))
   end)
 
   it('an error in a User autocommand leaves the status line and listeners updated', function()
     local dir = t.tmpdir()
-    t.write(dir .. '/ok-mbsync', '#!/bin/sh\nexit 0\n')
-    vim.fn.setfperm(dir .. '/ok-mbsync', 'rwx------')
-    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { mbsync = { cmd = dir .. '/ok-mbsync' }, notify = false })
+    local ok_mbsync = t.script(dir, 'ok-mbsync', 'exit 0')
+    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { mbsync = { cmd = ok_mbsync }, notify = false })
     local au = vim.api.nvim_create_autocmd('User', {
       pattern = 'HimalayaSyncCompleted',
       callback = function(ev)
@@ -306,12 +291,8 @@ io.stdout:write(vim.json.encode(out))
     -- In a Neovim of its own: the library loaded, no sync yet, a lock folder
     -- of one's own configured.
     local dir = t.tmpdir()
-    t.write(dir .. '/ok-mbsync', '#!/bin/sh\nexit 0\n')
-    vim.fn.setfperm(dir .. '/ok-mbsync', 'rwx------')
-    local script = dir .. '/cancel.lua'
-    t.write(
-      script,
-      ([[
+    local ok_mbsync = t.script(dir, 'ok-mbsync', 'exit 0')
+    local stdout = t.nvim_lua(([[
 vim.opt.rtp:prepend(%q)
 vim.g.himalaya_sync = { mbsync = { config = %q, cmd = %q }, notify = false, lock_dir = %q }
 local manager = require('himalaya.sync.manager')
@@ -325,23 +306,14 @@ vim.wait(10000, function() return done ~= nil end)
 out.status = done.status
 out.lock_file = vim.fn.filereadable(%q .. '/sync-demo.lock')
 io.stdout:write(vim.json.encode(out))
-]]):format(
-        t.root,
-        t.standalone_mbsyncrc(dir, t.closed_port()),
-        dir .. '/ok-mbsync',
-        dir .. '/locks',
-        dir .. '/locks'
-      )
-    )
-    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
-    eq(0, r.code, r.stderr)
+]]):format(t.root, t.standalone_mbsyncrc(dir, t.closed_port()), ok_mbsync, dir .. '/locks', dir .. '/locks'))
     eq({
       none = 0,
       bad = { 0, 'invalid sync id {}: expected a whole number' },
       half = { 0, 'invalid sync id 1.5: expected a whole number' },
       status = 'completed',
       lock_file = 1,
-    }, vim.json.decode(r.stdout))
+    }, vim.json.decode(stdout))
   end)
 
   it('mbsync sees the environment as Neovim has it when the sync starts', function()
