@@ -8,6 +8,11 @@ local uv = vim.uv or vim.loop
 
 local function use(mbsyncrc, extra)
   vim.g.himalaya_sync = vim.tbl_deep_extend('force', { mbsync = { config = mbsyncrc }, notify = false }, extra or {})
+  -- The next test starts from no configuration (a stand-in mbsync of this
+  -- test would be gone).
+  t.defer(function()
+    vim.g.himalaya_sync = nil
+  end)
 end
 
 local function start(type, opts)
