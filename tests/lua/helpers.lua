@@ -549,6 +549,10 @@ function M.use(mbsyncrc, extra)
     { mbsync = { config = mbsyncrc }, notify = false, retry = { max_attempts = 0 } },
     extra or {}
   )
+  -- The next test starts from no configuration.
+  M.defer(function()
+    vim.g.himalaya_sync = nil
+  end)
 end
 
 --- Writes `text` to `path`.
