@@ -8,8 +8,10 @@ local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
 local uv = vim.uv or vim.loop
 local manager = require('himalaya.sync.manager')
 
--- Enough mail that a sync lasts a few seconds, so a fault lands mid-sync.
-local MESSAGES = '2000'
+-- Enough mail that a fault lands mid-sync: on loopback an initial sync
+-- pulls about 7,000 messages a second, and 2,000 once finished before the
+-- server was killed (the kill itself takes a moment).
+local MESSAGES = '6000'
 -- Messages pulled before the fault is injected.
 local MID = 50
 
