@@ -4,8 +4,9 @@
 //!   (or running, but before its mbsync started) are coalesced when that
 //!   sync covers them (a full sync covers everything; an inbox sync covers
 //!   inbox requests); otherwise they wait for it, so that every request is
-//!   answered by an mbsync that started after it. Different accounts run in parallel, at most `max_parallel` at
-//!   once. The queue lives here, so every caller gets the same behaviour.
+//!   answered by an mbsync that started after it. Different accounts run
+//!   in parallel, at most `max_parallel` at once. The queue lives here, so
+//!   every caller gets the same behaviour.
 //! * **Locks.** A running sync holds the account's named lock for the life
 //!   of the mbsync process, so two syncs of one account never overlap,
 //!   whichever Neovim or tool started them.

@@ -28,10 +28,7 @@ describe('health and hostile lock folders', function()
     uv.fs_chmod(dir, tonumber('777', 8))
     -- The lock folder is opened once per process: this Neovim has not
     -- opened one yet when this test runs first... so use a fresh Neovim.
-    local script = t.tmpdir() .. '/c.lua'
-    t.write(
-      script,
-      ([[
+    local stdout = t.nvim_lua(([[
 vim.opt.rtp:prepend(%q)
 vim.g.himalaya_sync = { lock_dir = %q }
 local lock = require('himalaya.sync.lock')
@@ -49,11 +46,8 @@ io.stdout:write(vim.json.encode({
 }))
 vim.cmd('checkhealth himalaya.sync')
 io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n'))
-]]):format(t.root, dir)
-    )
-    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
-    eq(0, r.code, r.stderr)
-    local first, rest = r.stdout:match('^([^\n]*)\n(.*)$')
+]]):format(t.root, dir))
+    local first, rest = stdout:match('^([^\n]*)\n(.*)$')
     local res = vim.json.decode(first)
     eq(false, res.got)
     eq('config', res.kind)

@@ -494,17 +494,12 @@ describe('editor integration', function()
     vim.cmd('runtime plugin/himalaya-sync.lua')
     local out = vim.api.nvim_exec2('HimalayaSync info', { output = true }).output
     contains(out, 'demo: last success')
-    local script = t.tmpdir() .. '/c.lua'
-    t.write(
-      script,
-      ([[
+    local stdout = t.nvim_lua(([[
 vim.opt.rtp:prepend(%q)
 vim.g.himalaya_sync = { mbsync = { config = %q } }
 io.stdout:write(vim.json.encode(require('himalaya.sync.manager').history()))
-]]):format(t.root, fx.mbsyncrc)
-    )
-    local r = t.sh({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script })
-    local other = vim.json.decode(r.stdout).demo.last_success
+]]):format(t.root, fx.mbsyncrc))
+    local other = vim.json.decode(stdout).demo.last_success
     ok(math.abs(h.demo.last_success - other) < 1e-3, ('%s vs %s'):format(h.demo.last_success, other))
     -- The log has the sync and no password.
     local log = t.read(manager.log_path())
