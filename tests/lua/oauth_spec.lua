@@ -312,7 +312,12 @@ describe('oauth', function()
         },
       },
     })
-    ok(oauth.store_token('demo', { access_token = 'stale-access', refresh_token = 'some-refresh', expires_in = 1 }))
+    -- Registered: the secret check greps every output and log for them.
+    ok(oauth.store_token('demo', {
+      access_token = t.secret('stale-access-7f3c91'),
+      refresh_token = t.secret('some-refresh-b2e84d'),
+      expires_in = 1,
+    }))
     vim.wait(1100)
     local result, info = t.sync_and_wait('full', { account = 'demo' }, 20000)
     eq(false, result.success)
