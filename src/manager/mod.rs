@@ -326,14 +326,31 @@ impl Entry {
     /// mail that arrived before the request (new mail announced by IDLE
     /// while a full sync is past the inbox). A repair covers the same
     /// repair whenever it runs. A sync being cancelled answers nothing new.
+    ///
+    /// A request must also get at least the lock wait it asked for. A sync
+    /// not yet running takes the longer wait on joining (see [`Entry::join`]);
+    /// a running one already waits with its own, so it answers only requests
+    /// that wait no longer.
     fn joinable(&self, opts: &StartOptions) -> bool {
         if self.cancel_flag.load(Ordering::SeqCst) || !self.opts.covers(opts) {
             return false;
         }
         match self.info.status {
             Status::Queued | Status::Retrying => true,
-            Status::Running => opts.kind == SyncType::Repair || !self.began.load(Ordering::SeqCst),
+            Status::Running => {
+                opts.kind == SyncType::Repair
+                    || (!self.began.load(Ordering::SeqCst) && opts.wait_lock <= self.opts.wait_lock)
+            }
             Status::Repairing | Status::Completed | Status::Error | Status::Cancelled => false,
+        }
+    }
+
+    /// Takes on a `joinable` request: its next attempt waits for the lock
+    /// as long as the most patient of its requests asked.
+    fn join(&mut self, opts: &StartOptions) {
+        self.info.requests += 1;
+        if matches!(self.info.status, Status::Queued | Status::Retrying) {
+            self.opts.wait_lock = self.opts.wait_lock.max(opts.wait_lock);
         }
     }
 }
@@ -515,7 +532,7 @@ impl Manager {
         let channels = targets::channels_of_targets(&cfg, &targets);
         let mut entries = self.entries.lock();
         if let Some(e) = entries.iter_mut().find(|e| e.joinable(&opts)) {
-            e.info.requests += 1;
+            e.join(&opts);
             return Ok(e.info.id);
         }
         let id = (self.next_id)();
@@ -1753,6 +1770,74 @@ mod tests {
             folders: folders.iter().map(|s| s.to_string()).collect(),
             wait_lock: Duration::ZERO,
         }
+    }
+
+    fn entry(opts: StartOptions, status: Status) -> Entry {
+        Entry {
+            info: SyncInfo {
+                id: 1,
+                kind: opts.kind,
+                account: opts.account.clone(),
+                channel: opts.account.clone(),
+                folders: opts.folders.clone(),
+                status,
+                progress: None,
+                start_time: 0.0,
+                end_time: None,
+                message: String::new(),
+                error: None,
+                result: None,
+                attempt: 1,
+                next_retry: None,
+                requests: 1,
+                repair: None,
+                damaged: None,
+                damaged_channel: None,
+                counts: None,
+            },
+            targets: vec![opts.account.clone()],
+            channels: vec![opts.account.clone()],
+            opts,
+            config: PathBuf::new(),
+            cancel: watch::channel(false).0,
+            cancel_flag: Arc::new(AtomicBool::new(false)),
+            estimate: PercentEstimate::new(),
+            last_sent: None,
+            dirty: false,
+            auth_refreshed: false,
+            announced: false,
+            started_sent: false,
+            began: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[test]
+    fn a_request_gets_at_least_the_lock_wait_it_asked_for() {
+        let patient = StartOptions {
+            wait_lock: Duration::from_secs(60),
+            ..opts(SyncType::Inbox, "a", &[])
+        };
+        // Not running yet: it joins, and the sync now waits as long.
+        let mut queued = entry(opts(SyncType::Full, "a", &[]), Status::Queued);
+        assert!(queued.joinable(&patient));
+        queued.join(&patient);
+        assert_eq!(queued.opts.wait_lock, Duration::from_secs(60));
+        assert_eq!(queued.info.requests, 2);
+        // A shorter wait never lowers it.
+        queued.join(&opts(SyncType::Inbox, "a", &[]));
+        assert_eq!(queued.opts.wait_lock, Duration::from_secs(60));
+        // Running (waiting for the lock with its own wait): only requests
+        // that wait no longer join.
+        let running = entry(opts(SyncType::Full, "a", &[]), Status::Running);
+        assert!(running.joinable(&opts(SyncType::Inbox, "a", &[])));
+        assert!(!running.joinable(&patient));
+        let mut long = entry(patient.clone(), Status::Running);
+        assert!(long.joinable(&patient));
+        long.join(&patient);
+        assert_eq!(long.info.requests, 2);
+        // Once its mbsync began, nothing joins but the same repair.
+        long.began.store(true, Ordering::SeqCst);
+        assert!(!long.joinable(&opts(SyncType::Inbox, "a", &[])));
     }
 
     #[test]

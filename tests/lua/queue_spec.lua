@@ -108,6 +108,34 @@ describe('queue', function()
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
 
+  it('a request merged into another sync gets at least the lock wait it asked for', function()
+    local fx = t.fixture({ '--messages', '100' })
+    use(fx.mbsyncrc)
+    local lock = require('himalaya.sync.lock')
+    -- Another process holds the account for 4 s.
+    t.hold_lock(assert(lock.lock_dir()) .. '/sync-demo.lock', 4)
+    t.wait_for(function()
+      return lock.is_locked('sync-demo')
+    end, 5000, 'the other process to hold the lock')
+    -- An inbox sync waits 1 s for the lock; a full one (which it does not
+    -- cover) is queued behind it, asking for no wait.
+    local short = start('inbox', { account = 'demo', wait = 1 })
+    local full = start('full', { account = 'demo' })
+    ok(full.id ~= short.id)
+    -- Requests that would wait 60 s join the queued full sync, not the
+    -- inbox sync that gives up after 1 s, and the full sync waits 60 s.
+    local patient = start('full', { account = 'demo', wait = 60 })
+    local inbox = start('inbox', { account = 'demo', wait = 60 })
+    eq(full.id, patient.id, 'joined the queued full sync')
+    eq(full.id, inbox.id, 'joined the queued full sync, not the running inbox sync that waits less')
+    wait_done({ short, full, patient, inbox }, 30000)
+    eq('error', short.done.info.status)
+    eq('locked', short.done.info.error.kind)
+    eq(true, full.done.result.success, vim.inspect(full.done.info.error))
+    eq(3, full.done.info.requests)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+
   it('syncs two accounts in parallel in well under the sequential time', function()
     -- Behind a link with 20 ms round trips (a relay delaying each way by
     -- 10 ms), as real servers are: the syncs wait on the network, not CPU.
