@@ -4,15 +4,16 @@
 //! shutdown kills it), with a deadline after which the whole group is
 //! killed: a command that left a child holding its output open cannot hang
 //! us. Input goes through stdin, never through arguments, so secrets do not
-//! show up in `ps`.
+//! show up in `ps`. Started through [`off_thread`], a program is also killed
+//! as soon as nobody waits for it any more (a cancelled sync or check).
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,8 @@ pub struct Run<'a> {
     /// Written to stdin, which is then closed; `None` gives `/dev/null`.
     pub stdin: Option<&'a [u8]>,
     pub timeout: Duration,
+    /// When set, the program is killed and the run ends as cancelled.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// How a program ended and what it printed.
@@ -164,6 +167,14 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
                 "himalaya-sync is shutting down",
             ));
         }
+        if r.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            kill();
+            let _ = child.wait();
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                format!("{} was stopped: nothing waits for it any more", r.what),
+            ));
+        }
         if Instant::now() >= deadline {
             kill();
             let _ = child.wait();
@@ -191,9 +202,34 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
     })
 }
 
+/// Runs blocking work on tokio's blocking threads and waits for it. `f`
+/// gets a flag to pass on as [`Run::stop`]: dropping the returned future
+/// (the task awaiting it was cancelled) sets it, so a program nobody waits
+/// for any more is killed instead of running to its own time limit.
+pub async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce(&AtomicBool) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let flag = stop.0.clone();
+    tokio::task::spawn_blocking(move || f(&flag))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unknown, format!("internal error: {e}")))?
+}
+
 /// Runs `sh -c cmd` and returns the first line of its stdout: a password
 /// or a secret. Errors never quote anything the command printed.
-pub fn first_line(what: &str, cmd: &str, timeout: Duration) -> Result<String> {
+pub fn first_line(
+    what: &str,
+    cmd: &str,
+    timeout: Duration,
+    stop: Option<&AtomicBool>,
+) -> Result<String> {
     let out = run(&Run {
         what,
         program: "sh",
@@ -201,6 +237,7 @@ pub fn first_line(what: &str, cmd: &str, timeout: Duration) -> Result<String> {
         env: &[],
         stdin: None,
         timeout,
+        stop,
     })?;
     if !out.status.success() {
         return Err(Error::new(
@@ -230,6 +267,7 @@ mod tests {
             "cmd",
             "tr '\\0' ' ' < /proc/$$/cmdline",
             Duration::from_secs(5),
+            None,
         )
         .unwrap();
         assert!(argv0.starts_with("sh -c "), "{argv0}");
@@ -240,6 +278,7 @@ mod tests {
             env: &[],
             stdin: None,
             timeout: Duration::from_secs(5),
+            stop: None,
         })
         .err()
         .unwrap();
@@ -252,20 +291,78 @@ mod tests {
 
     #[test]
     fn first_line_and_failures_never_quote_output() {
-        let line = first_line("cmd", "printf 'one\\ntwo\\n'", Duration::from_secs(5)).unwrap();
+        let line =
+            first_line("cmd", "printf 'one\\ntwo\\n'", Duration::from_secs(5), None).unwrap();
         assert_eq!(line, "one");
-        let err = first_line("cmd", "echo secret; exit 3", Duration::from_secs(5)).unwrap_err();
+        let err =
+            first_line("cmd", "echo secret; exit 3", Duration::from_secs(5), None).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Auth);
         assert!(!err.message.contains("secret"), "{err}");
-        let err = first_line("cmd", "true", Duration::from_secs(5)).unwrap_err();
+        let err = first_line("cmd", "true", Duration::from_secs(5), None).unwrap_err();
         assert!(err.message.contains("printed nothing"));
     }
 
     #[test]
     fn a_timeout_kills_the_whole_group() {
         let start = Instant::now();
-        let err = first_line("cmd", "sleep 30 & sleep 30", Duration::from_millis(300)).unwrap_err();
+        let err = first_line(
+            "cmd",
+            "sleep 30 & sleep 30",
+            Duration::from_millis(300),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Timeout);
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A cancelled sync or check drops the future that waits: the program
+    /// (and what it started) is killed at once, not at its time limit.
+    #[test]
+    fn dropping_the_waiting_future_kills_the_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let cmd = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        let (tx, rx) = mpsc::channel();
+        rt.block_on(async {
+            let run = off_thread(move |stop| {
+                let r = first_line("cmd", &cmd, Duration::from_secs(30), Some(stop));
+                let _ = tx.send(r);
+                Ok(())
+            });
+            // Given up on once the program runs.
+            let started = async {
+                while !pid_file.exists() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::select! {
+                _ = run => panic!("the program ended by itself"),
+                _ = started => {}
+            }
+        });
+        let err = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Cancelled, "{err}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Its background child went with it (the group was killed).
+        let gone = (0..200).any(|_| {
+            thread::sleep(Duration::from_millis(10));
+            nix::sys::signal::kill(Pid::from_raw(pid), None).is_err()
+        });
+        assert!(gone, "sleep {pid} still runs");
+        drop(rt);
     }
 }

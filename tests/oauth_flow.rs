@@ -630,7 +630,7 @@ fn provider_resolution() {
     let p = Provider::resolve(&google).unwrap();
     assert_eq!(p.client_id(), "env-client-id");
     assert_eq!(
-        p.client_secret().resolve().unwrap().as_deref(),
+        p.client_secret().resolve(None).unwrap().as_deref(),
         Some("env-client-secret")
     );
     assert_eq!(

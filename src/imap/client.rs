@@ -445,10 +445,11 @@ impl Connection {
 /// dropped) and returns the first line of its output.
 async fn run_pass_cmd(cmd: &str, limit: Duration) -> Result<Password> {
     let cmd = cmd.strip_prefix('+').unwrap_or(cmd).to_owned();
-    tokio::task::spawn_blocking(move || crate::command::first_line("PassCmd", &cmd, limit))
-        .await
-        .map_err(|_| Error::new(ErrorKind::Unknown, "PassCmd runner failed"))?
-        .map(Password)
+    crate::command::off_thread(move |stop| {
+        crate::command::first_line("PassCmd", &cmd, limit, Some(stop))
+    })
+    .await
+    .map(Password)
 }
 
 /// The XOAUTH2 initial client response, base64-encoded.

@@ -415,9 +415,7 @@ fn with_proxies(
 /// Reads the client secret off the async threads: it may run a command.
 async fn client_secret(p: &Provider) -> Result<Option<String>> {
     let source = p.client_secret().clone();
-    tokio::task::spawn_blocking(move || source.resolve())
-        .await
-        .map_err(|_| Error::new(ErrorKind::Unknown, "client_secret: reading it failed"))?
+    crate::command::off_thread(move |stop| source.resolve(Some(stop))).await
 }
 
 /// What one connection to the loopback listener brought.

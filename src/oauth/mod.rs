@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::command::off_thread;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockDir;
 use account::AccountSettings;
@@ -175,7 +176,8 @@ impl Tokens {
         let locks = self.locks.clone();
         let name = format!("oauth-{}", acct.name);
         let (wait, purpose) = (acct.wait(), format!("OAuth refresh of {}", acct.name));
-        let guard = blocking(move || locks.acquire(&name, wait, &purpose, None)).await?;
+        let guard =
+            off_thread(move |stop| locks.acquire(&name, wait, &purpose, Some(stop))).await?;
         let current = self.load(acct).await?;
         if let (Some(seen), Some(t)) = (&seen, current.as_ref()) {
             let renewed = seen.as_deref() != Some(t.access_token.as_str());
@@ -196,7 +198,7 @@ impl Tokens {
     /// the token itself.
     async fn run_refresh_cmd(&self, acct: &AccountSettings, cmd: &str) -> Result<Token> {
         let (cmd, name) = (cmd.to_string(), acct.name.clone());
-        let out = blocking(move || {
+        let out = off_thread(move |stop| {
             store::user_command(store::UserCommand {
                 what: "refresh_cmd",
                 cmd: &cmd,
@@ -205,6 +207,7 @@ impl Tokens {
                 secrets: &[],
                 timeout: REFRESH_CMD_TIMEOUT,
                 kind: ErrorKind::Auth,
+                stop: Some(stop),
             })
         })
         .await

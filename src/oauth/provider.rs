@@ -11,6 +11,7 @@
 //! [`ClientSecret::resolve`].
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use oauth2::url::Url;
@@ -67,7 +68,7 @@ impl fmt::Debug for ClientSecret {
 impl ClientSecret {
     /// Reads the secret: `None` for a public client. Blocks while a command
     /// runs (at most 10 s); async callers use `spawn_blocking`.
-    pub fn resolve(&self) -> Result<Option<String>> {
+    pub fn resolve(&self, stop: Option<&AtomicBool>) -> Result<Option<String>> {
         match self {
             ClientSecret::None => Ok(None),
             ClientSecret::Literal(s) => Ok(Some(s.clone())),
@@ -78,14 +79,16 @@ impl ClientSecret {
                     format!("client_secret: environment variable {name} is not set"),
                 )),
             },
-            ClientSecret::Command(cmd) => run_secret_command(cmd, SECRET_COMMAND_TIMEOUT).map(Some),
+            ClientSecret::Command(cmd) => {
+                run_secret_command(cmd, SECRET_COMMAND_TIMEOUT, stop).map(Some)
+            }
         }
     }
 }
 
 /// Runs the client-secret command: the first line of its output.
-fn run_secret_command(cmd: &str, timeout: Duration) -> Result<String> {
-    crate::command::first_line("the client_secret command", cmd, timeout).map_err(|e| {
+fn run_secret_command(cmd: &str, timeout: Duration, stop: Option<&AtomicBool>) -> Result<String> {
+    crate::command::first_line("the client_secret command", cmd, timeout, stop).map_err(|e| {
         let kind = match e.kind {
             ErrorKind::Timeout => ErrorKind::Timeout,
             _ => ErrorKind::Config,
@@ -527,22 +530,22 @@ mod tests {
 
     #[test]
     fn secret_sources_and_redaction() {
-        assert_eq!(ClientSecret::None.resolve().unwrap(), None);
+        assert_eq!(ClientSecret::None.resolve(None).unwrap(), None);
         let lit = ClientSecret::Literal("hunter2".into());
-        assert_eq!(lit.resolve().unwrap().as_deref(), Some("hunter2"));
+        assert_eq!(lit.resolve(None).unwrap().as_deref(), Some("hunter2"));
         let cmd = ClientSecret::Command("printf 'hunter2\\nmore\\n'".into());
-        assert_eq!(cmd.resolve().unwrap().as_deref(), Some("hunter2"));
+        assert_eq!(cmd.resolve(None).unwrap().as_deref(), Some("hunter2"));
         for s in [&lit, &cmd] {
             assert!(!format!("{s:?}").contains("hunter2"));
         }
         let p = Provider::resolve_with_env(&spec("google"), &no_env).unwrap();
         assert!(!format!("{p:?}").contains("s3cret"));
         let err = ClientSecret::Command("exit 3".into())
-            .resolve()
+            .resolve(None)
             .unwrap_err();
         assert!(err.message.starts_with("client_secret:"));
         let err = ClientSecret::Env("HIMALAYA_SYNC_TEST_UNSET_VAR".into())
-            .resolve()
+            .resolve(None)
             .unwrap_err();
         assert!(err.message.contains("HIMALAYA_SYNC_TEST_UNSET_VAR"));
     }

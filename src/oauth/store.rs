@@ -90,6 +90,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -661,6 +662,7 @@ impl EncryptedStore {
             secrets: &[],
             timeout: self.timeout,
             kind: ErrorKind::Auth,
+            stop: None,
         })?;
         let stdout = String::from_utf8_lossy(&out);
         let text = stdout.trim();
@@ -838,6 +840,7 @@ impl TokenStore for GpgStore {
             env: &[],
             stdin: Some(&data),
             timeout: self.timeout,
+            stop: None,
         })?;
         if !out.status.success() {
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -872,6 +875,7 @@ impl TokenStore for GpgStore {
             env: &[],
             stdin: Some(&json),
             timeout: self.timeout,
+            stop: None,
         })?;
         if !out.status.success() {
             return Err(prefix(
@@ -940,6 +944,7 @@ impl TokenStore for SecretServiceStore {
             env: &[],
             stdin: None,
             timeout: self.timeout,
+            stop: None,
         })?;
         // Exit status 1 without a message means nothing matched.
         if out.status.success() || (out.status.code() == Some(1) && out.stderr.is_empty()) {
@@ -961,6 +966,7 @@ fn secret_tool_lookup(attrs: &[&str], timeout: Duration) -> Result<Option<String
         env: &[],
         stdin: None,
         timeout,
+        stop: None,
     })?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
@@ -991,6 +997,7 @@ fn secret_tool_store(label: &str, attrs: &[&str], secret: &[u8], timeout: Durati
         env: &[],
         stdin: Some(secret),
         timeout,
+        stop: None,
     })?;
     if out.status.success() {
         Ok(())
@@ -1028,6 +1035,7 @@ impl TokenStore for CommandStore {
             secrets: &[],
             timeout: self.timeout,
             kind: ErrorKind::Auth,
+            stop: None,
         })?;
         let stdout = String::from_utf8_lossy(&out);
         if stdout.trim().is_empty() {
@@ -1050,6 +1058,7 @@ impl TokenStore for CommandStore {
             secrets: &token_secrets(token),
             timeout: self.timeout,
             kind: ErrorKind::Io,
+            stop: None,
         })
         .map(|_| ())
     }
@@ -1073,6 +1082,7 @@ impl TokenStore for CommandStore {
             secrets: &[],
             timeout: self.timeout,
             kind: ErrorKind::Io,
+            stop: None,
         })
         .map(|_| ())
     }
@@ -1094,6 +1104,8 @@ pub(crate) struct UserCommand<'a> {
     pub timeout: Duration,
     /// The kind of the error when it exits unsuccessfully.
     pub kind: ErrorKind,
+    /// See [`Run::stop`].
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// Runs a user's command and returns its stdout. A failure quotes its
@@ -1108,6 +1120,7 @@ pub(crate) fn user_command(c: UserCommand<'_>) -> Result<Vec<u8>> {
         env: &env,
         stdin: c.stdin,
         timeout: c.timeout,
+        stop: c.stop,
     })?;
     if out.status.success() {
         return Ok(out.stdout);

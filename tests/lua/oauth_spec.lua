@@ -273,7 +273,7 @@ describe('oauth', function()
     t.setup_for_test({
       mbsync = { config = rc },
       notify = false,
-      accounts = { demo = { oauth = { refresh_cmd = 'sleep 2', store = store } } },
+      accounts = { demo = { oauth = { refresh_cmd = 'sleep 31.25', store = store } } },
     })
     local done
     local id = assert(manager.start_sync('full', {
@@ -282,7 +282,9 @@ describe('oauth', function()
         done = { result = result, info = info }
       end,
     }))
-    vim.wait(300)
+    t.wait_for(function()
+      return #t.pgrep('sleep 31.25') > 0
+    end, 5000, 'the refresh script to run')
     eq(nil, done, 'still refreshing')
     local start = uv.hrtime()
     eq(1, manager.cancel_sync(id))
@@ -292,6 +294,10 @@ describe('oauth', function()
     ok((uv.hrtime() - start) / 1e6 < 1000, 'ended at once')
     eq('cancelled', done.info.status)
     eq('cancelled', done.result.kind)
+    -- The script is stopped too, not left to run to its own time limit.
+    t.wait_for(function()
+      return #t.pgrep('sleep 31.25') == 0
+    end, 2000, 'the refresh script to be killed')
 
     -- A provider that cannot be reached (a resumed laptop whose network is
     -- not up yet): retried like a network failure of mbsync.
