@@ -324,6 +324,19 @@ pub fn signal_group(pgid: i32, sig: Signal) -> bool {
     killpg(Pid::from_raw(pgid), sig).is_ok()
 }
 
+/// Bytes `pid` has read and written so far, by any means (files, sockets,
+/// pipes, its terminal): `rchar + wchar` of `/proc/PID/io`. `None` when
+/// that cannot be read (the process is gone, or /proc hides it).
+pub fn io_bytes(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(field("rchar:")?.wrapping_add(field("wchar:")?))
+}
+
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {

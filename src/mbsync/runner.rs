@@ -3,7 +3,8 @@
 //! mbsync runs under a pseudo-terminal (it prints progress counters only to
 //! a TTY) in its own process group (see [`crate::process`]). Its output is
 //! split into progress frames and lines by [`StreamParser`]; a watchdog kills
-//! the group when nothing arrives for `idle_timeout`; the one known hang
+//! the group when nothing arrives and mbsync moves no data for
+//! `idle_timeout` (see [`io_probe_every`]); the one known hang
 //! (`IMAP wants more steps despite successful SASL authentication.`, after
 //! which mbsync waits about 180 s) is killed as soon as the line arrives
 //! (lines come from the reader in batches, at most [`OUTPUT_BATCH`] apart).
@@ -318,6 +319,14 @@ pub async fn run(
     let mut exit: Option<Exit> = None;
     let mut output_open = true;
     let mut last_activity = tokio::time::Instant::now();
+    // mbsync prints nothing while one message transfers, which on a slow or
+    // throttled link can take longer than the watchdog's limit. Its I/O
+    // counters show the difference from a hang: while nothing is printed,
+    // each probe that finds them moved since the one before counts as
+    // activity. (A probe after output has no "before": it only notes them.)
+    let probe_every = io_probe_every(spec.idle_timeout);
+    let mut next_probe = tokio::time::Instant::now() + probe_every;
+    let mut io_before: Option<u64> = None;
 
     let mut handle_items = |items: Vec<StreamItem>,
                             lines: &mut VecDeque<String>,
@@ -368,6 +377,7 @@ pub async fn run(
             batch = batches.recv(), if output_open => match batch {
                 Some(items) => {
                     last_activity = tokio::time::Instant::now();
+                    io_before = None;
                     if let Some(hang) = handle_items(items, &mut lines, &mut failures, &mut outcome) {
                         if stopped_by_us.is_none() {
                             stopped_by_us = Some(hang);
@@ -385,11 +395,20 @@ pub async fn run(
                 // which also closes the terminal so the reader ends.
                 process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
             },
+            _ = tokio::time::sleep_until(next_probe), if exit.is_none() && stopped_by_us.is_none() => {
+                let now = tokio::time::Instant::now();
+                let io = process::io_bytes(pgid);
+                if io_before.is_some() && io != io_before {
+                    last_activity = now;
+                }
+                io_before = io;
+                next_probe = now + probe_every;
+            },
             _ = tokio::time::sleep_until(idle_deadline), if exit.is_none() && stopped_by_us.is_none() => {
                 stopped_by_us = failed(
                     ErrorKind::Timeout,
                     format!(
-                        "mbsync printed nothing for {} s and was stopped",
+                        "mbsync printed nothing and moved no data for {} s and was stopped",
                         fmt_secs(spec.idle_timeout)
                     ),
                 );
@@ -467,6 +486,14 @@ pub async fn list_boxes(
 }
 
 /// Seconds for messages: whole numbers when whole, else one decimal.
+/// How often the watchdog looks at mbsync's I/O counters: an eighth of its
+/// limit, so that a hang is still stopped at most a quarter late (the probe
+/// after the last output only notes the counters, and data still in flight
+/// may move them once more), within 0.1–15 s.
+fn io_probe_every(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 8).clamp(Duration::from_millis(100), Duration::from_secs(15))
+}
+
 fn fmt_secs(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s.fract() == 0.0 {
@@ -645,6 +672,23 @@ exit 1"#;
         let (out, _) = run_blocking(spec, None);
         assert_eq!(out.error.unwrap().kind, ErrorKind::Timeout);
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// A large message on a slow link: mbsync prints nothing for longer
+    /// than the limit, but it keeps reading, so it is not a hang.
+    #[test]
+    fn moving_data_keeps_the_watchdog_quiet() {
+        let started = Instant::now();
+        // The shell itself reads (`read` is a builtin): 2.5 s without a
+        // line of output, against a 0.5 s limit.
+        let (spec, _dir) = sh(
+            "i=0; while [ $i -lt 25 ]; do read -r x < /proc/self/stat; sleep 0.1; i=$((i+1)); done; echo done",
+            Duration::from_millis(500),
+        );
+        let (out, _) = run_blocking(spec, None);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert_eq!(out.tail, ["done"]);
+        assert!(started.elapsed() >= Duration::from_secs(2));
     }
 
     #[test]

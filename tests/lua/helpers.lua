@@ -198,7 +198,8 @@ function M.fixture(args)
   function fx.counts(account, side)
     return M.fixture_cmd({ 'counts', '--dir', dir, '--account', account, '--side', side })
   end
-  function fx.deliver(account, folder, count)
+  ---@param size? integer bytes each message is padded to
+  function fx.deliver(account, folder, count, size)
     return M.fixture_cmd({
       'deliver',
       '--dir',
@@ -209,6 +210,8 @@ function M.fixture(args)
       folder,
       '--count',
       tostring(count),
+      '--size',
+      tostring(size or 0),
     })
   end
   function fx.stop()

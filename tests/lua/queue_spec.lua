@@ -356,6 +356,22 @@ describe('throttle', function()
     -- The derived mbsyncrc (which holds the password) is gone.
     eq({}, vim.fn.glob(vim.fn.stdpath('state') .. '/himalaya-sync/mbsyncrc-throttled-*', false, true))
   end)
+
+  it('a message that takes longer than mbsync.timeout to transfer is not taken for a hang', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3' })
+    -- 200 kB at 40 kB/s: about 5 s in which mbsync prints nothing, against
+    -- a 2 s watchdog. mbsync keeps reading, which is what the watchdog sees.
+    fx.deliver('demo', 'INBOX', 1, 200000)
+    use(fx.mbsyncrc, { mbsync = { timeout = 2 }, accounts = { demo = { throttle = { kbps = 40 } } } })
+    local started = uv.hrtime()
+    local s = start('full', { account = 'demo' })
+    wait_done({ s }, 60000)
+    local secs = (uv.hrtime() - started) / 1e9
+    eq(true, s.done.result.success, s.done.result.error)
+    eq(1, s.done.result.attempts, 'no attempt was stopped by the watchdog')
+    ok(secs >= 4, ('the transfer took %.1f s'):format(secs))
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
 end)
 
 describe('retry', function()
