@@ -128,3 +128,39 @@ fn a_sync_whose_mbsync_never_ran_sends_no_started() {
     assert_eq!(names_of(&seen, id), ["sync_done"], "{seen:?}");
     assert_eq!(seen.last().map(|s| s.2.as_str()), Some("error"));
 }
+
+/// A panic while a sync ends (here: the event sink, on the sync's last
+/// progress event) still ends it, as an internal error, and the queue goes
+/// on: the callbacks of every request run.
+#[test]
+fn a_panic_while_a_sync_ends_still_ends_it() {
+    let fx = Fixture::start(&["--folders", "INBOX=20,Work=20"]);
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let panicked = std::sync::atomic::AtomicBool::new(false);
+    let settings = Settings {
+        mbsync_config: Some(fx.mbsyncrc()),
+        ..Settings::default()
+    };
+    let (manager, _rt) = common::manager(&fx, settings, move |id, name, data| {
+        if name == "sync_progress"
+            && data["progress"]["percent"] == 100.0
+            && !panicked.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("the event sink failed");
+        }
+        let status = data["status"].as_str().unwrap_or_default().to_string();
+        let _ = tx.lock().unwrap().send((id, name.to_string(), status));
+    });
+    // The second one waits in the queue for the first.
+    let first = start(&manager, SyncType::Inbox);
+    let second = start(&manager, SyncType::Full);
+    let seen = until_done(&rx, &[first, second]);
+    let done = |id| {
+        seen.iter()
+            .find(|(i, n, _)| *i == id && n == "sync_done")
+            .map(|(_, _, status)| status.as_str())
+    };
+    assert_eq!(done(first), Some("error"), "{seen:?}");
+    assert_eq!(done(second), Some("completed"), "{seen:?}");
+}

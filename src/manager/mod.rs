@@ -668,7 +668,14 @@ impl Manager {
                     )),
                 };
                 drop(busy);
-                me.finish(id, &account, result);
+                // Nor may a panic while ending it (a bug, or the event sink
+                // failing): its callbacks would never run.
+                let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    me.finish(id, &account, result)
+                }));
+                if ended.is_err() {
+                    me.abandon(id);
+                }
             });
         }
     }
@@ -1416,6 +1423,28 @@ impl Manager {
             return;
         }
         let item = self.finalize(e, error, last, counts);
+        Self::prune(&mut entries);
+        drop(entries);
+        self.record_history(item);
+        self.pump();
+    }
+
+    /// Ends sync `id` as an internal error if it still runs: `finish`
+    /// panicked before it could end it.
+    fn abandon(self: &Arc<Self>, id: u64) {
+        let mut entries = self.entries.lock();
+        let Some(e) = entries.iter_mut().find(|e| {
+            e.info.id == id && matches!(e.info.status, Status::Running | Status::Repairing)
+        }) else {
+            return;
+        };
+        let message = "internal error while ending the sync; please report it".to_string();
+        let error = Some(ErrorInfo {
+            kind: ErrorKind::Unknown,
+            line: message.clone(),
+            message,
+        });
+        let item = self.finalize(e, error, None, None);
         Self::prune(&mut entries);
         drop(entries);
         self.record_history(item);
