@@ -1,17 +1,18 @@
 //! Short helper programs: user commands (`sh -c`), `gpg`, `secret-tool`.
 //!
-//! Each runs in its own process group registered with the runtime (so
-//! shutdown kills it), with a deadline after which the whole group is
-//! killed: a command that left a child holding its output open cannot hang
+//! Each runs in a session and process group of its own, registered with
+//! the runtime (so shutdown kills it), on a pseudo-terminal of its own (so
+//! it also dies when Neovim is killed: see [`crate::process::spawn_helper`]),
+//! with a deadline after which the whole group is killed: a command that left a child holding its output open cannot hang
 //! us. Input goes through stdin, never through arguments, so secrets do not
 //! show up in `ps`. Started through [`off_thread`], a program is also killed
 //! as soon as nobody waits for it any more (a cancelled sync or check).
 
-use std::ffi::OsStr;
+use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -71,32 +72,18 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         )
     };
     let file = crate::process::locate(Path::new(r.program), &env).ok_or_else(not_found)?;
-    let mut cmd = Command::new(file);
-    cmd.arg0(r.program)
-        .args(r.args.iter().map(OsStr::new))
-        .env_clear()
-        .envs(env)
-        .stdin(if r.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            not_found()
-        } else {
-            Error::io(format!("cannot start {}", r.what), e)
-        }
-    })?;
-    let pgid = child.id() as i32;
-    let _group = runtime::track_group(pgid);
+    let argv: Vec<OsString> = std::iter::once(OsString::from(r.program))
+        .chain(r.args.iter().map(OsString::from))
+        .collect();
+    let child =
+        crate::process::spawn_helper(r.what, not_found, &file, &argv, env, r.stdin.is_some())?;
+    let pgid = child.pid;
+    let (_group, _terminal) = (child.group, child.terminal);
     let kill = || {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     };
-    if let (Some(data), Some(mut pipe)) = (r.stdin, child.stdin.take()) {
+    let wait = || wait_for(pgid);
+    if let (Some(data), Some(mut pipe)) = (r.stdin, child.stdin) {
         let data = data.to_vec();
         thread::spawn(move || {
             // Writing to a program that exited raises SIGPIPE, whose default
@@ -112,23 +99,7 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         });
     }
     let (tx, rx) = mpsc::channel();
-    for (is_err, pipe) in [
-        (
-            false,
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        (
-            true,
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ] {
-        let Some(mut pipe) = pipe else { continue };
+    for (is_err, mut pipe) in [(false, child.stdout), (true, child.stderr)] {
         let tx = tx.clone();
         thread::spawn(move || {
             let mut buf = Vec::new();
@@ -150,18 +121,18 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         )
     };
     let status = loop {
-        match child.try_wait() {
+        match try_wait(pgid) {
             Ok(Some(status)) => break status,
             Ok(None) => {}
             Err(e) => {
                 kill();
-                let _ = child.wait();
+                let _ = wait();
                 return Err(Error::io(format!("cannot wait for {}", r.what), e));
             }
         }
         if runtime::stop_flag().load(Ordering::SeqCst) {
             kill();
-            let _ = child.wait();
+            let _ = wait();
             return Err(Error::new(
                 ErrorKind::Cancelled,
                 "himalaya-sync is shutting down",
@@ -169,7 +140,7 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         }
         if r.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
             kill();
-            let _ = child.wait();
+            let _ = wait();
             return Err(Error::new(
                 ErrorKind::Cancelled,
                 format!("{} was stopped: nothing waits for it any more", r.what),
@@ -177,7 +148,7 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         }
         if Instant::now() >= deadline {
             kill();
-            let _ = child.wait();
+            let _ = wait();
             return Err(timed_out());
         }
         thread::sleep(Duration::from_millis(5));
@@ -200,6 +171,39 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         stdout,
         stderr,
     })
+}
+
+/// The exit status of child `pid` if it has ended (and reaps it).
+fn try_wait(pid: i32) -> std::io::Result<Option<ExitStatus>> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid writes one int to the pointer.
+        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+            0 => return Ok(None),
+            p if p == pid => return Ok(Some(ExitStatus::from_raw(status))),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Waits for child `pid` to end (and reaps it).
+fn wait_for(pid: i32) -> std::io::Result<ExitStatus> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid writes one int to the pointer.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            return Ok(ExitStatus::from_raw(status));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Runs blocking work on tokio's blocking threads and waits for it. `f`
@@ -364,5 +368,31 @@ mod tests {
         });
         assert!(gone, "sleep {pid} still runs");
         drop(rt);
+    }
+
+    /// What a command leaves running in the background ends when it exits
+    /// (the kernel hangs up its terminal: SIGHUP), instead of living on
+    /// after Neovim, or holding the output open until the deadline.
+    #[test]
+    fn background_children_end_with_the_command() {
+        let start = Instant::now();
+        let line = first_line(
+            "cmd",
+            "sleep 41.276 & echo token",
+            Duration::from_secs(20),
+            None,
+        )
+        .unwrap();
+        assert_eq!(line, "token");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let gone = (0..200).any(|_| {
+            thread::sleep(Duration::from_millis(10));
+            !std::process::Command::new("pgrep")
+                .args(["-f", "sleep 41.276"])
+                .status()
+                .unwrap()
+                .success()
+        });
+        assert!(gone, "the background sleep still runs");
     }
 }

@@ -12,7 +12,11 @@
 //! * is registered with the runtime so shutdown can kill its group.
 //!
 //! The terminal is stdin/stdout/stderr: mbsync prints its progress counters
-//! only to a TTY. Children start through `posix_spawn`, which does not copy
+//! only to a TTY. Helper programs ([`spawn_helper`]: a user's command, gpg)
+//! get the same session and terminal, so they die with Neovim the same way,
+//! but their standard descriptors are pipes; the terminal is held open as
+//! descriptor 3 only to stay their controlling one (the kernel drops that
+//! link when the last descriptor of a terminal is closed). Children start through `posix_spawn`, which does not copy
 //! Neovim's page tables the way `fork` does (measured: mbsync's `exec`
 //! comes 2 ms sooner after the command), and then cannot run code of ours
 //! before `exec`: all of the above is set up with spawn attributes and file
@@ -93,10 +97,12 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
             OsString::from_vec(kv)
         })
         .collect();
-    let pid = posix_spawn_on_terminal(&terminal, &file, &argv, &env).map_err(|e| match e {
-        Errno::ENOENT => not_found(),
-        e => Error::io(format!("cannot start {program}"), e),
-    })?;
+    let pid = posix_spawn_on_terminal(&terminal, Fds::Terminal, &file, &argv, &env).map_err(
+        |e| match e {
+            Errno::ENOENT => not_found(),
+            e => Error::io(format!("cannot start {program}"), e),
+        },
+    )?;
     // The child has its own descriptors now (the spawn returns after its
     // exec); the master sees EIO once the child and its own children close
     // theirs.
@@ -112,6 +118,119 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
 /// child (a session leader opening a terminal makes it its controlling one).
 struct Terminal {
     path: CString,
+}
+
+/// A running helper program: its own session and process group (its pid),
+/// pipes to its standard descriptors.
+pub struct HelperChild {
+    pub pid: i32,
+    pub stdin: Option<std::fs::File>,
+    pub stdout: std::fs::File,
+    pub stderr: std::fs::File,
+    pub group: GroupGuard,
+    /// The master side of its controlling terminal. Keep it until the
+    /// child is reaped: when it closes (also when Neovim is killed), the
+    /// kernel hangs the terminal up and SIGHUP ends the helper's group.
+    pub terminal: OwnedFd,
+}
+
+/// Starts `file` (located with [`locate`]) as `argv` with exactly the
+/// environment `vars`, in a session of its own on a new pseudo-terminal,
+/// with a pipe for stdin (`/dev/null` without `stdin`), stdout and stderr.
+/// `what` names it in errors; `not_found` is the error when `file` is
+/// missing.
+pub fn spawn_helper(
+    what: &str,
+    not_found: impl Fn() -> Error,
+    file: &Path,
+    argv: &[OsString],
+    vars: Vec<(OsString, OsString)>,
+    stdin: bool,
+) -> Result<HelperChild> {
+    let (master, _slave, terminal) = open_pty(80)?;
+    spawn_helper_on(&terminal, file, argv, vars, stdin)
+        .map(|(pid, stdin, stdout, stderr)| HelperChild {
+            pid,
+            stdin,
+            stdout,
+            stderr,
+            group: runtime::track_group(pid),
+            terminal: master,
+        })
+        .map_err(|e| match e {
+            Errno::ENOENT => not_found(),
+            e => Error::io(format!("cannot start {what}"), e),
+        })
+}
+
+type HelperFiles = (i32, Option<std::fs::File>, std::fs::File, std::fs::File);
+
+fn spawn_helper_on(
+    terminal: &Terminal,
+    file: &Path,
+    argv: &[OsString],
+    vars: Vec<(OsString, OsString)>,
+    stdin: bool,
+) -> std::result::Result<HelperFiles, Errno> {
+    let pipe = || -> std::result::Result<(OwnedFd, OwnedFd), Errno> {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        Ok((above_stdio(r)?, above_stdio(w)?))
+    };
+    let input = if stdin { Some(pipe()?) } else { None };
+    let null = if stdin {
+        None
+    } else {
+        Some(above_stdio(nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?)?)
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let child_stdin = match (&input, &null) {
+        (Some((r, _)), _) => r.as_raw_fd(),
+        (None, Some(n)) => n.as_raw_fd(),
+        (None, None) => return Err(Errno::EINVAL),
+    };
+    let env: Vec<OsString> = vars
+        .into_iter()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            OsString::from_vec(kv)
+        })
+        .collect();
+    let fds = Fds::Pipes([child_stdin, out_w.as_raw_fd(), err_w.as_raw_fd()]);
+    let pid = posix_spawn_on_terminal(terminal, fds, file, argv, &env)?;
+    Ok((
+        pid,
+        input.map(|(_, w)| std::fs::File::from(w)),
+        std::fs::File::from(out_r),
+        std::fs::File::from(err_r),
+    ))
+}
+
+/// `fd`, moved to a number above 2 if it is one of the standard ones (a
+/// host started with one of them closed): the child's file actions put
+/// its descriptors on 0–2, which must not overwrite each other.
+fn above_stdio(fd: OwnedFd) -> std::result::Result<OwnedFd, Errno> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    let moved = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+/// A child's standard descriptors.
+enum Fds {
+    /// All three on the terminal.
+    Terminal,
+    /// stdin, stdout and stderr from these descriptors of ours; the
+    /// terminal is open as descriptor 3.
+    Pipes([libc::c_int; 3]),
 }
 
 fn cstrings(items: &[OsString]) -> std::result::Result<Vec<CString>, Errno> {
@@ -192,6 +311,7 @@ fn find_program(program: &Path, search: Option<&OsStr>) -> Option<PathBuf> {
 
 fn posix_spawn_on_terminal(
     terminal: &Terminal,
+    fds: Fds,
     file: &Path,
     argv: &[OsString],
     env: &[OsString],
@@ -221,23 +341,42 @@ fn posix_spawn_on_terminal(
         let mut setup = setup.assume_init();
         // The session comes first (glibc applies it before the file
         // actions), so opening the terminal makes it the controlling one.
-        check(libc::posix_spawn_file_actions_addopen(
-            &mut setup.actions,
-            0,
-            terminal.path.as_ptr(),
-            libc::O_RDWR,
-            0,
-        ))?;
-        check(libc::posix_spawn_file_actions_adddup2(
-            &mut setup.actions,
-            0,
-            1,
-        ))?;
-        check(libc::posix_spawn_file_actions_adddup2(
-            &mut setup.actions,
-            0,
-            2,
-        ))?;
+        match fds {
+            Fds::Terminal => {
+                check(libc::posix_spawn_file_actions_addopen(
+                    &mut setup.actions,
+                    0,
+                    terminal.path.as_ptr(),
+                    libc::O_RDWR,
+                    0,
+                ))?;
+                for fd in [1, 2] {
+                    check(libc::posix_spawn_file_actions_adddup2(
+                        &mut setup.actions,
+                        0,
+                        fd,
+                    ))?;
+                }
+            }
+            Fds::Pipes(ours) => {
+                // All of ours are above 2 (see `above_stdio`), so no dup2
+                // overwrites one still to be copied.
+                for (target, fd) in ours.into_iter().enumerate() {
+                    check(libc::posix_spawn_file_actions_adddup2(
+                        &mut setup.actions,
+                        fd,
+                        target as libc::c_int,
+                    ))?;
+                }
+                check(libc::posix_spawn_file_actions_addopen(
+                    &mut setup.actions,
+                    3,
+                    terminal.path.as_ptr(),
+                    libc::O_RDWR,
+                    0,
+                ))?;
+            }
+        }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         let mut all: libc::sigset_t = std::mem::zeroed();

@@ -171,6 +171,39 @@ describe('faults', function()
     assert_ids(fx, before)
   end)
 
+  it('Neovim killed with SIGKILL during a token refresh: the refresh script dies with it', function()
+    local dir = t.tmpdir()
+    local script = dir .. '/child.lua'
+    -- No token yet: the sync runs the (slow) refresh script first.
+    t.write(
+      script,
+      ([[
+vim.opt.rtp:prepend(%q)
+vim.g.himalaya_sync = {
+  mbsync = { config = %q },
+  notify = false,
+  accounts = { demo = { oauth = {
+    refresh_cmd = 'sleep 41.275; echo late',
+    store = { backend = 'encrypted', dir = %q, key_cmd = 'printf correct-horse-battery-staple' },
+  } } },
+}
+assert(require('himalaya.sync.manager').start_sync('full', { account = 'demo' }))
+io.stdout:write('started\n')
+io.stdout:flush()
+vim.wait(120000, function() return false end, 50)
+]]):format(t.root, t.standalone_mbsyncrc(dir, t.closed_port()), dir .. '/tokens')
+    )
+    local child = t.child_nvim(script)
+    t.wait_for(function()
+      return #t.pgrep('sleep 41.275') > 0
+    end, 30000, 'the refresh script to run: ' .. child.out)
+    child.proc:kill(9)
+    child.proc:wait(5000)
+    t.wait_for(function()
+      return #t.pgrep('sleep 41.275') == 0
+    end, 2000, 'the refresh script to die with its Neovim')
+  end)
+
   it('Neovim killed with SIGKILL mid-sync: no mbsync left, lock free at once, the next Neovim completes', function()
     local fx = t.fixture({ '--messages', MESSAGES })
     local before = fx.ids('demo', 'server')
