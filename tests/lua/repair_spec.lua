@@ -144,4 +144,43 @@ describe('UIDVALIDITY', function()
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
     no_duplicates(fx.ids('demo', 'local'))
   end)
+
+  it('a repair whose fresh sync fails puts the folder back as it was, and a later repair completes', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5,Work=6' })
+    use(fx.mbsyncrc, { uidvalidity = 'off', retry = { max_attempts = 0 } })
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    local_only(fx, 'Work', '<local-only-4@test>')
+    renumber(fx, '.Work')
+    local before = fx.ids('demo', 'local')
+    local manager = require('himalaya.sync.manager')
+    local function repair()
+      local done
+      local id = assert(manager.start_sync('repair', {
+        account = 'demo',
+        folders = { 'Work' },
+        on_complete = function(r, info)
+          done = { result = r, info = info }
+        end,
+      }))
+      t.wait_for(function()
+        return done ~= nil
+      end, 60000, 'repair #' .. id)
+      return done.result, done.info
+    end
+    -- The server goes away after the backup: the fresh sync cannot run.
+    fx.kill_server()
+    local result = repair()
+    eq(false, result.success)
+    eq('network', result.kind, result.error)
+    contains(result.error, 'the folder is back as it was')
+    eq(before, fx.ids('demo', 'local'), 'nothing lost, nothing doubled')
+    fx.restart_server()
+    result = repair()
+    eq(true, result.success, result.error)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    local server = fx.ids('demo', 'server')
+    eq(server, fx.ids('demo', 'local'))
+    no_duplicates(server)
+    ok(vim.tbl_contains(server.Work, '<local-only-4@test>'), 'the local-only message reached the server')
+  end)
 end)
