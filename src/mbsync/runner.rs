@@ -116,7 +116,10 @@ impl Outcome {
 /// large and the reader stops waiting.
 /// Once mbsync has exited (`exited`, set by the waiter, which also unparks
 /// this thread) it never waits: the last output is read at once, and the
-/// sync's end is not held up by a pause.
+/// sync's end is not held up by a pause. From then on it also stops as
+/// soon as the sync no longer listens, even if a process that escaped
+/// mbsync's group keeps the terminal open (and maybe writes to it): that
+/// would otherwise hold this thread and the terminal for as long as it lives.
 fn read_terminal(
     mut reader: std::fs::File,
     tx: mpsc::UnboundedSender<Vec<StreamItem>>,
@@ -130,6 +133,10 @@ fn read_terminal(
     let mut latest: Option<Progress> = None;
     let mut last_sent = Instant::now();
     loop {
+        let over = exited.load(Ordering::Acquire);
+        if over && tx.is_closed() {
+            return;
+        }
         // With something held, wait for more output only until it is due.
         if latest.is_some() || !out.is_empty() {
             let left = OUTPUT_BATCH.saturating_sub(last_sent.elapsed());
@@ -142,6 +149,13 @@ fn read_terminal(
                     return;
                 }
                 last_sent = Instant::now();
+                continue;
+            }
+        }
+        if over {
+            // Only read what is there: the end of the sync is checked above.
+            let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
+            if matches!(poll(&mut fds, PollTimeout::from(100u8)), Ok(0)) {
                 continue;
             }
         }
@@ -713,24 +727,54 @@ exit 1"#;
     #[test]
     fn a_process_that_escaped_the_group_does_not_keep_the_sync_open() {
         let started = Instant::now();
+        // It holds the terminal and prints nothing. The stand-in exits once
+        // it runs in a session of its own (so that killing the stand-in's
+        // group does not reach it).
         let (spec, dir) = sh(
-            "setsid sleep 20 & echo $! > \"$(dirname \"$0\")/escaped.pid\"; echo done",
+            "d=$(dirname \"$0\")
+             setsid sh -c 'echo $$ > \"$1/escaped.pid\"; exec sleep 30' sh \"$d\" &
+             while [ ! -s \"$d/escaped.pid\" ]; do sleep 0.01; done
+             echo done",
             Duration::from_secs(60),
         );
         let (out, _) = run_blocking(spec, None);
+        let ended = started.elapsed();
         let escaped = std::fs::read_to_string(dir.path().join("escaped.pid")).unwrap_or_default();
-        if let Ok(pid) = escaped.trim().parse::<i32>() {
+        let pid = escaped.trim().parse::<i32>().ok();
+        // Its terminal, and whether this process still has the master side
+        // of it open (the reader thread owns that).
+        let terminal = pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/fd/1")).ok());
+        let index = terminal
+            .as_ref()
+            .and_then(|t| t.to_str()?.strip_prefix("/dev/pts/")?.parse::<u32>().ok());
+        let master_open = |index: u32| {
+            std::fs::read_dir("/proc/self/fdinfo")
+                .unwrap()
+                .flatten()
+                .any(|e| {
+                    std::fs::read_to_string(e.path()).is_ok_and(|info| {
+                        info.lines().any(|l| {
+                            l.strip_prefix("tty-index:").map(str::trim) == Some(&index.to_string())
+                        })
+                    })
+                })
+        };
+        let released = index.map(|i| {
+            (0..100).any(|_| {
+                std::thread::sleep(Duration::from_millis(10));
+                !master_open(i)
+            })
+        });
+        if let Some(pid) = pid {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
         assert!(out.success(), "{:?}", out.error);
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(ended < Duration::from_secs(5), "{ended:?}");
+        assert!(index.is_some(), "the escaped process holds {terminal:?}");
+        assert_eq!(released, Some(true), "the reader still holds the terminal");
     }
 
     #[test]
