@@ -50,6 +50,10 @@ NVIM_BASE = [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-n",
              "--cmd", "set rtp^=" + REPO, "-c", "runtime plugin/himalaya-sync.lua"]
 NVIM_BASE_TEXT = ("nvim --headless -u NONE -i NONE -n --cmd 'set rtp^=%s' "
                   "-c 'runtime plugin/himalaya-sync.lua'" % REPO)
+# The same with Neovim's byte-code cache for Lua modules on, as lazy.nvim
+# (and many configurations) turn it on: a fresh Neovim then loads the
+# plugin's Lua from the cache instead of compiling it.
+NVIM_CACHED = NVIM_BASE[:1] + ["--cmd", "lua vim.loader.enable()"] + NVIM_BASE[1:]
 
 ALL = ["sync", "lag", "parallel", "locks", "micro", "folders", "counts", "check"]
 MESSAGES = 10000
@@ -427,7 +431,7 @@ def bench_sync(fx, agent, reps, R):
     rc = fx.mbsyncrc
     acct = "demo"
     total = sum(fx.info["folders"].values())
-    variants = ["bare", "bare_pty", "bare_pty_v", "warm", "fresh"]
+    variants = ["bare", "bare_pty", "bare_pty_v", "warm", "fresh", "fresh_cached"]
     out_json = os.path.join(ROOT, "fresh-sync.json")
     bare_out = os.path.join(ROOT, "bare.out")
     data = {}
@@ -453,12 +457,13 @@ def bench_sync(fx, agent, reps, R):
             res = r.get("result") or {}
             expect(r["status"] == "completed" and res.get("pulled") == expect_pulled,
                    "plugin sync (warm) did not complete as expected: %s %s" % (r["status"], r.get("message")))
-        elif v == "fresh":
+        elif v in ("fresh", "fresh_cached"):
             if os.path.exists(out_json):
                 os.unlink(out_json)
             env = nvim_env({"BENCH_MODE": "sync", "BENCH_RC": rc, "BENCH_ACCOUNT": acct,
                             "BENCH_OUT": out_json})
-            wall, cpu, code = run_timed(NVIM_BASE + ["-c", "luafile " + os.path.join(REPO, "bench", "fresh.lua")],
+            base = NVIM_CACHED if v == "fresh_cached" else NVIM_BASE
+            wall, cpu, code = run_timed(base + ["-c", "luafile " + os.path.join(REPO, "bench", "fresh.lua")],
                                         env=env, out_path=os.path.join(ROOT, "fresh.out"))
             r = json.load(open(out_json)) if os.path.exists(out_json) else {"ok": False, "error": "no result"}
             res = r.get("result") or {}
@@ -531,6 +536,10 @@ def report_sync(R, md):
              [m["internal_ms"] for m in runs["fresh"]], None, "D"),
             ("plugin, whole process: fresh headless Neovim start → sync → exit",
              [m["wall_ms"] for m in runs["fresh"]], [m["cpu_s"] for m in runs["fresh"]], "E"),
+            ("as D, with `vim.loader` on (Lua byte-code cache, as lazy.nvim turns it on)",
+             [m["internal_ms"] for m in runs["fresh_cached"]], None, "F"),
+            ("as E, with `vim.loader` on",
+             [m["wall_ms"] for m in runs["fresh_cached"]], [m["cpu_s"] for m in runs["fresh_cached"]], "G"),
         ]
         md.append("### %s\n" % title)
         md.append("| | measurement | time, ms: median (min–max) | CPU s (user+sys) | ratio to A (file) | "
@@ -547,7 +556,7 @@ def report_sync(R, md):
                     rs = paired(xs, ref)
                     cells += [ratio_ci_text(rs), judge(rs, lambda r: r <= 1.03)]
             md.append("| %s | %s | %s | %s | %s |" % (
-                key, label, spread(xs), spread(cpu) if cpu else "(in E)", " | ".join(cells)))
+                key, label, spread(xs), spread(cpu) if cpu else "(in %s)" % {"D": "E", "F": "G"}[key], " | ".join(cells)))
         md.append("")
         warm = [m["internal_ms"] for m in runs["warm"]]
         md.append("C against V, which runs mbsync exactly as the plugin does (so mbsync's own cost of printing its "
@@ -560,7 +569,7 @@ def report_sync(R, md):
     md.append("CPU is user+system time of the process and the children it reaped (mbsync): for A/B the "
               "mbsync process, for C the agent Neovim (from /proc/PID/stat, 10 ms ticks), for E the whole "
               "Neovim process. Dovecot's CPU is in none of them.\n")
-    md.append("Commands (`$FX` = the fixture dir; every repetition runs A–E and V in rotating order, after "
+    md.append("Commands (`$FX` = the fixture dir; every repetition runs A–G and V in rotating order, after "
               "`rm -rf $FX/local/demo && mkdir $FX/local/demo` for the initial sync):\n")
     md.append("- Fixture: `python3 tests/fixture/imap_fixture.py start --dir $FX --accounts demo --messages 10000`")
     md.append("- A: `mbsync -c $FX/mbsyncrc -a` (output to a file: no progress counters)")
@@ -574,6 +583,8 @@ def report_sync(R, md):
               "(runs `:HimalayaSync full demo`, times it to the `User HimalayaSyncUpdate` that reports it finished)" % NVIM_BASE_TEXT)
     md.append("- D, E: `BENCH_MODE=sync BENCH_RC=$FX/mbsyncrc BENCH_ACCOUNT=demo BENCH_OUT=out.json %s -c 'luafile bench/fresh.lua'` "
               "(D: time inside Neovim; E: process wall time)" % NVIM_BASE_TEXT)
+    md.append("- F, G: as D, E with `--cmd 'lua vim.loader.enable()'` right after `nvim`; the cache is filled by "
+              "the warm-up repetition")
     md.append("- This table alone: `BENCH_ONLY=sync make bench`\n")
 
 
@@ -1559,7 +1570,10 @@ def summary_rows(R, only):
             for ref_key, ref_name, cases in (
                     ("bare_pty", "in a terminal", (("warm", "internal_ms", "Neovim-internal, library loaded"),
                                                    ("fresh", "internal_ms", "Neovim-internal, first command"),
-                                                   ("fresh", "wall_ms", "whole Neovim process"))),
+                                                   ("fresh", "wall_ms", "whole Neovim process"),
+                                                   ("fresh_cached", "internal_ms",
+                                                    "Neovim-internal, first command, vim.loader on"),
+                                                   ("fresh_cached", "wall_ms", "whole Neovim process, vim.loader on"))),
                     ("bare", "output to a file", (("warm", "internal_ms", "Neovim-internal, library loaded"),))):
                 ref = [m["wall_ms"] for m in runs[ref_key]]
                 for key, what, label in cases:
