@@ -28,6 +28,8 @@ const COLUMNS: u16 = 250;
 /// What the reader read (lines, progress frames) is handed to the runtime at
 /// most this often.
 const OUTPUT_BATCH: Duration = Duration::from_millis(20);
+/// How long the reader waits for output at a time while it holds nothing.
+const IDLE_POLL: Duration = Duration::from_millis(200);
 /// After a read that found little, the reader waits this long before the
 /// next one (see `read_terminal`).
 const READ_PACE: Duration = Duration::from_millis(5);
@@ -138,26 +140,33 @@ fn read_terminal(
             return;
         }
         // With something held, wait for more output only until it is due.
-        if latest.is_some() || !out.is_empty() {
-            let left = OUTPUT_BATCH.saturating_sub(last_sent.elapsed());
-            let timeout = PollTimeout::try_from(left.as_millis().min(1000) as i32)
-                .unwrap_or(PollTimeout::ZERO);
-            let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
-            if left.is_zero() || matches!(poll(&mut fds, timeout), Ok(0)) {
+        // Otherwise wait for output a while at a time, never in a blocking
+        // read: the end of the sync must be noticed (at the top) even when
+        // nothing comes any more.
+        let held = latest.is_some() || !out.is_empty();
+        let wait = if held {
+            OUTPUT_BATCH.saturating_sub(last_sent.elapsed())
+        } else {
+            IDLE_POLL
+        };
+        let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
+        let ready = !wait.is_zero()
+            && match poll(
+                &mut fds,
+                PollTimeout::try_from(wait.as_millis() as i32).unwrap_or(PollTimeout::ZERO),
+            ) {
+                Ok(n) => n > 0,
+                Err(_) => continue,
+            };
+        if !ready {
+            if held {
                 out.extend(latest.take().map(StreamItem::Progress));
                 if tx.send(std::mem::take(&mut out)).is_err() {
                     return;
                 }
                 last_sent = Instant::now();
-                continue;
             }
-        }
-        if over {
-            // Only read what is there: the end of the sync is checked above.
-            let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
-            if matches!(poll(&mut fds, PollTimeout::from(100u8)), Ok(0)) {
-                continue;
-            }
+            continue;
         }
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -499,15 +508,16 @@ pub async fn list_boxes(
         .collect())
 }
 
-/// Seconds for messages: whole numbers when whole, else one decimal.
 /// How often the watchdog looks at mbsync's I/O counters: an eighth of its
-/// limit, so that a hang is still stopped at most a quarter late (the probe
-/// after the last output only notes the counters, and data still in flight
-/// may move them once more), within 0.1–15 s.
+/// limit, within 0.1–15 s. A hang is then stopped at most two probes late
+/// (the probe after the last output only notes the counters, and data
+/// still in flight may move them once more): a quarter of the limit, or
+/// 0.2 s for limits under 0.8 s.
 fn io_probe_every(idle_timeout: Duration) -> Duration {
     (idle_timeout / 8).clamp(Duration::from_millis(100), Duration::from_secs(15))
 }
 
+/// Seconds for messages: whole numbers when whole, else one decimal.
 fn fmt_secs(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s.fract() == 0.0 {
@@ -734,7 +744,7 @@ exit 1"#;
             "d=$(dirname \"$0\")
              setsid sh -c 'echo $$ > \"$1/escaped.pid\"; exec sleep 30' sh \"$d\" &
              while [ ! -s \"$d/escaped.pid\" ]; do sleep 0.01; done
-             echo done",
+             echo done; sleep 0.3",
             Duration::from_secs(60),
         );
         let (out, _) = run_blocking(spec, None);
