@@ -1429,25 +1429,32 @@ impl Manager {
         self.pump();
     }
 
-    /// Ends sync `id` as an internal error if it still runs: `finish`
-    /// panicked before it could end it.
+    /// `finish` panicked (a bug, or the event sink failing) part way: ends
+    /// sync `id` as an internal error unless it already ended, even one
+    /// left waiting to retry (its timer or its credentials request may not
+    /// have gone out), and lets the queue go on either way.
     fn abandon(self: &Arc<Self>, id: u64) {
         let mut entries = self.entries.lock();
-        let Some(e) = entries.iter_mut().find(|e| {
-            e.info.id == id && matches!(e.info.status, Status::Running | Status::Repairing)
-        }) else {
-            return;
-        };
-        let message = "internal error while ending the sync; please report it".to_string();
-        let error = Some(ErrorInfo {
-            kind: ErrorKind::Unknown,
-            line: message.clone(),
-            message,
-        });
-        let item = self.finalize(e, error, None, None);
-        Self::prune(&mut entries);
-        drop(entries);
-        self.record_history(item);
+        if let Some(e) = entries.iter_mut().find(|e| {
+            e.info.id == id
+                && matches!(
+                    e.info.status,
+                    Status::Running | Status::Repairing | Status::Retrying
+                )
+        }) {
+            let message = "internal error while ending the sync; please report it".to_string();
+            let error = Some(ErrorInfo {
+                kind: ErrorKind::Unknown,
+                line: message.clone(),
+                message,
+            });
+            let item = self.finalize(e, error, None, None);
+            Self::prune(&mut entries);
+            drop(entries);
+            self.record_history(item);
+        } else {
+            drop(entries);
+        }
         self.pump();
     }
 
