@@ -318,6 +318,8 @@ struct Entry {
     /// read a folder already, so a request now cannot join it (see
     /// [`Entry::joinable`]).
     began: Arc<AtomicBool>,
+    /// When the current attempt was started (its lock wait starts later).
+    launched: Instant,
 }
 
 impl Entry {
@@ -330,7 +332,7 @@ impl Entry {
     /// A request must also get at least the lock wait it asked for. A sync
     /// not yet running takes the longer wait on joining (see [`Entry::join`]);
     /// a running one already waits with its own, so it answers only requests
-    /// that wait no longer.
+    /// that wait no longer than what is left of it.
     fn joinable(&self, opts: &StartOptions) -> bool {
         if self.cancel_flag.load(Ordering::SeqCst) || !self.opts.covers(opts) {
             return false;
@@ -338,8 +340,10 @@ impl Entry {
         match self.info.status {
             Status::Queued | Status::Retrying => true,
             Status::Running => {
+                let left =
+                    (self.launched + self.opts.wait_lock).saturating_duration_since(Instant::now());
                 opts.kind == SyncType::Repair
-                    || (!self.began.load(Ordering::SeqCst) && opts.wait_lock <= self.opts.wait_lock)
+                    || (!self.began.load(Ordering::SeqCst) && opts.wait_lock <= left)
             }
             Status::Repairing | Status::Completed | Status::Error | Status::Cancelled => false,
         }
@@ -573,6 +577,7 @@ impl Manager {
             announced: false,
             started_sent: false,
             began: Arc::new(AtomicBool::new(false)),
+            launched: Instant::now(),
         });
         drop(entries);
         self.pump();
@@ -627,6 +632,7 @@ impl Manager {
             e.announced = true;
             e.started_sent = false;
             e.began.store(false, Ordering::SeqCst);
+            e.launched = Instant::now();
             let spec = RunSpec {
                 program: settings.mbsync_cmd.clone(),
                 // The file we parsed is the file mbsync reads.
@@ -1844,6 +1850,7 @@ mod tests {
             announced: false,
             started_sent: false,
             began: Arc::new(AtomicBool::new(false)),
+            launched: Instant::now(),
         }
     }
 
@@ -1863,13 +1870,20 @@ mod tests {
         queued.join(&opts(SyncType::Inbox, "a", &[]));
         assert_eq!(queued.opts.wait_lock, Duration::from_secs(60));
         // Running (waiting for the lock with its own wait): only requests
-        // that wait no longer join.
+        // that wait no longer than what is left of it join.
         let running = entry(opts(SyncType::Full, "a", &[]), Status::Running);
         assert!(running.joinable(&opts(SyncType::Inbox, "a", &[])));
         assert!(!running.joinable(&patient));
         let mut long = entry(patient.clone(), Status::Running);
-        assert!(long.joinable(&patient));
-        long.join(&patient);
+        long.launched = Instant::now() - Duration::from_secs(30);
+        let wait = |secs| StartOptions {
+            wait_lock: Duration::from_secs(secs),
+            ..opts(SyncType::Inbox, "a", &[])
+        };
+        assert!(!long.joinable(&patient), "30 s of its 60 are gone");
+        assert!(!long.joinable(&wait(40)));
+        assert!(long.joinable(&wait(20)));
+        long.join(&wait(20));
         assert_eq!(long.info.requests, 2);
         // Once its mbsync began, nothing joins but the same repair.
         long.began.store(true, Ordering::SeqCst);
