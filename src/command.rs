@@ -3,12 +3,17 @@
 //! Each runs in a session and process group of its own, registered with
 //! the runtime (so shutdown kills it), on a pseudo-terminal of its own (so
 //! it also dies when Neovim is killed: see [`crate::process::spawn_helper`]),
-//! with a deadline after which the whole group is killed: a command that left a child holding its output open cannot hang
-//! us. Input goes through stdin, never through arguments, so secrets do not
-//! show up in `ps`. Started through [`off_thread`], a program is also killed
-//! as soon as nobody waits for it any more (a cancelled sync or check).
+//! with a deadline after which the whole group is killed: a command that
+//! left a child holding its output open cannot hang us. Nobody can answer a
+//! question asked on that terminal, so a program that writes to it (a
+//! password prompt) is stopped at once with an error that says so. Input
+//! goes through stdin, never through arguments, so secrets do not show up
+//! in `ps`. Given a stop flag ([`Run::stop`], see [`off_thread`]), a
+//! program is also stopped as soon as nobody waits for it any more (a
+//! cancelled sync or check): SIGTERM, then SIGKILL after [`STOP_GRACE`], so
+//! a script that stores a token itself can finish writing it.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -27,6 +32,9 @@ use crate::runtime;
 /// The most output kept from one stream of a program.
 pub const MAX_OUTPUT: u64 = 1 << 20;
 
+/// How long a stopped program gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// One program run.
 pub struct Run<'a> {
     /// Names the program in messages ("token load command", "gpg").
@@ -37,7 +45,8 @@ pub struct Run<'a> {
     /// Written to stdin, which is then closed; `None` gives `/dev/null`.
     pub stdin: Option<&'a [u8]>,
     pub timeout: Duration,
-    /// When set, the program is killed and the run ends as cancelled.
+    /// When it becomes true, the program is stopped (see the module docs)
+    /// and the run ends as cancelled; already true, it is not started.
     pub stop: Option<&'a AtomicBool>,
 }
 
@@ -49,7 +58,7 @@ pub struct Output {
 }
 
 /// Runs a program in its own process group; kills the group when the time
-/// is up or shutdown begins.
+/// is up, shutdown begins, `stop` is set or it asks for terminal input.
 pub fn run(r: &Run<'_>) -> Result<Output> {
     if runtime::is_stopped() {
         return Err(Error::new(
@@ -57,13 +66,28 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
             "himalaya-sync is shutting down",
         ));
     }
+    let stopped = || r.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+    let cancelled = || {
+        Error::new(
+            ErrorKind::Cancelled,
+            format!("{} was stopped: nothing waits for it any more", r.what),
+        )
+    };
+    if stopped() {
+        return Err(cancelled());
+    }
     let deadline = Instant::now() + r.timeout;
     // The environment comes from the snapshot (see crate::env), never from
     // this process's own, which Neovim's thread may be changing. The program
     // is located here too: given a changed environment and a bare name,
     // std would fork (copying Neovim's page tables) instead of using
     // posix_spawn.
-    let mut env = crate::env::vars_os();
+    // A variable set here replaces Neovim's (a duplicate would be found
+    // first by getenv(3)).
+    let mut env: Vec<(OsString, OsString)> = crate::env::vars_os()
+        .into_iter()
+        .filter(|(k, _)| !r.env.iter().any(|(s, _)| OsStr::new(s) == k))
+        .collect();
     env.extend(r.env.iter().map(|(k, v)| (k.into(), v.into())));
     let not_found = || {
         Error::new(
@@ -78,11 +102,16 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
     let child =
         crate::process::spawn_helper(r.what, not_found, &file, &argv, env, r.stdin.is_some())?;
     let pgid = child.pid;
-    let (_group, _terminal) = (child.group, child.terminal);
+    let (_group, terminal) = (child.group, child.terminal);
+    // Polled below without blocking: anything on it is a question.
+    let _ = nix::fcntl::fcntl(
+        &terminal,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
     let kill = || {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     };
-    let wait = || wait_for(pgid);
+    let wait = || waitpid(pgid, true);
     if let (Some(data), Some(mut pipe)) = (r.stdin, child.stdin) {
         let data = data.to_vec();
         thread::spawn(move || {
@@ -121,7 +150,7 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         )
     };
     let status = loop {
-        match try_wait(pgid) {
+        match waitpid(pgid, false) {
             Ok(Some(status)) => break status,
             Ok(None) => {}
             Err(e) => {
@@ -138,12 +167,32 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
                 "himalaya-sync is shutting down",
             ));
         }
-        if r.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+        if stopped() {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+            let grace = Instant::now() + STOP_GRACE;
+            while matches!(waitpid(pgid, false), Ok(None)) {
+                if Instant::now() >= grace {
+                    kill();
+                    let _ = wait();
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            kill();
+            return Err(cancelled());
+        }
+        let mut probe = [0u8; 64];
+        if matches!(nix::unistd::read(&terminal, &mut probe), Ok(n) if n > 0) {
             kill();
             let _ = wait();
             return Err(Error::new(
-                ErrorKind::Cancelled,
-                format!("{} was stopped: nothing waits for it any more", r.what),
+                ErrorKind::Config,
+                format!(
+                    "{} asked for input on a terminal, which it cannot get here: set it up to \
+                     work without one (for gpg: an agent with a graphical pinentry, or the \
+                     passphrase cached)",
+                    r.what
+                ),
             ));
         }
         if Instant::now() >= deadline {
@@ -173,12 +222,14 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
     })
 }
 
-/// The exit status of child `pid` if it has ended (and reaps it).
-fn try_wait(pid: i32) -> std::io::Result<Option<ExitStatus>> {
+/// Reaps child `pid` and returns its exit status, waiting for it to end
+/// when `block`; without, `None` while it runs.
+fn waitpid(pid: i32, block: bool) -> std::io::Result<Option<ExitStatus>> {
     let mut status: libc::c_int = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
     loop {
         // SAFETY: waitpid writes one int to the pointer.
-        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+        match unsafe { libc::waitpid(pid, &mut status, flags) } {
             0 => return Ok(None),
             p if p == pid => return Ok(Some(ExitStatus::from_raw(status))),
             _ => {
@@ -187,21 +238,6 @@ fn try_wait(pid: i32) -> std::io::Result<Option<ExitStatus>> {
                     return Err(e);
                 }
             }
-        }
-    }
-}
-
-/// Waits for child `pid` to end (and reaps it).
-fn wait_for(pid: i32) -> std::io::Result<ExitStatus> {
-    let mut status: libc::c_int = 0;
-    loop {
-        // SAFETY: waitpid writes one int to the pointer.
-        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
-            return Ok(ExitStatus::from_raw(status));
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
         }
     }
 }
@@ -326,7 +362,14 @@ mod tests {
     fn dropping_the_waiting_future_kills_the_program() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("pid");
-        let cmd = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let saved = dir.path().join("saved");
+        // It stores something when asked to stop, as a script that writes a
+        // token would; the pid file appears whole (rename).
+        let cmd = format!(
+            "trap 'echo yes > {saved}; exit 1' TERM; sleep 30 & echo $! > {pid}.tmp; mv {pid}.tmp {pid}; wait",
+            saved = saved.display(),
+            pid = pid_file.display()
+        );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -361,13 +404,62 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // Its background child went with it (the group was killed).
-        let gone = (0..200).any(|_| {
-            thread::sleep(Duration::from_millis(10));
-            nix::sys::signal::kill(Pid::from_raw(pid), None).is_err()
-        });
-        assert!(gone, "sleep {pid} still runs");
+        // It was asked first (SIGTERM), and its background child went with
+        // it (the group was killed).
+        assert!(saved.exists(), "the TERM handler did not run");
+        assert!(gone(pid), "sleep {pid} still runs");
         drop(rt);
+    }
+
+    /// True once `pid` has exited (a zombie that nobody reaps counts: in a
+    /// container, PID 1 may not reap orphans).
+    fn gone(pid: i32) -> bool {
+        (0..200).any(|_| {
+            thread::sleep(Duration::from_millis(10));
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Ok(stat) => stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+                Err(_) => true,
+            }
+        })
+    }
+
+    /// Nobody can answer a question on the helper's terminal: a prompt
+    /// ends the run at once with an error that says what happened.
+    #[test]
+    fn a_prompt_on_the_terminal_is_an_error_at_once() {
+        let start = Instant::now();
+        let err = first_line(
+            "PassCmd",
+            "printf 'Password: ' > /dev/tty; read -r p < /dev/tty; echo \"$p\"",
+            Duration::from_secs(30),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Config, "{err}");
+        assert!(
+            err.message
+                .starts_with("PassCmd asked for input on a terminal"),
+            "{err}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A program whose stop flag is already set is not started.
+    #[test]
+    fn a_stopped_run_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("ran");
+        let err = first_line(
+            "cmd",
+            &format!("touch {}", mark.display()),
+            Duration::from_secs(5),
+            Some(&AtomicBool::new(true)),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Cancelled);
+        assert!(!mark.exists());
     }
 
     /// What a command leaves running in the background ends when it exits
@@ -385,14 +477,17 @@ mod tests {
         .unwrap();
         assert_eq!(line, "token");
         assert!(start.elapsed() < Duration::from_secs(5));
-        let gone = (0..200).any(|_| {
-            thread::sleep(Duration::from_millis(10));
-            !std::process::Command::new("pgrep")
-                .args(["-f", "sleep 41.276"])
+        let running = || {
+            std::process::Command::new("pgrep")
+                .args(["-f", "-r", "R,S,D,T", "sleep 41.276"])
                 .status()
                 .unwrap()
                 .success()
+        };
+        let ended = (0..200).any(|_| {
+            thread::sleep(Duration::from_millis(10));
+            !running()
         });
-        assert!(gone, "the background sleep still runs");
+        assert!(ended, "the background sleep still runs");
     }
 }

@@ -88,15 +88,7 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
         )
     };
     let file = locate(&spec.program, &vars).ok_or_else(not_found)?;
-    let env: Vec<OsString> = vars
-        .into_iter()
-        .map(|(k, v)| {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend(v.into_vec());
-            OsString::from_vec(kv)
-        })
-        .collect();
+    let env = environ(vars);
     let pid = posix_spawn_on_terminal(&terminal, Fds::Terminal, &file, &argv, &env).map_err(
         |e| match e {
             Errno::ENOENT => not_found(),
@@ -112,6 +104,18 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
         master,
         group: runtime::track_group(pid),
     })
+}
+
+/// `KEY=value` strings for `posix_spawn`.
+fn environ(vars: Vec<(OsString, OsString)>) -> Vec<OsString> {
+    vars.into_iter()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            OsString::from_vec(kv)
+        })
+        .collect()
 }
 
 /// The terminal side of a pseudo-terminal: its path, opened again by the
@@ -193,15 +197,7 @@ fn spawn_helper_on(
         (None, Some(n)) => n.as_raw_fd(),
         (None, None) => return Err(Errno::EINVAL),
     };
-    let env: Vec<OsString> = vars
-        .into_iter()
-        .map(|(k, v)| {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend(v.into_vec());
-            OsString::from_vec(kv)
-        })
-        .collect();
+    let env = environ(vars);
     let fds = Fds::Pipes([child_stdin, out_w.as_raw_fd(), err_w.as_raw_fd()]);
     let pid = posix_spawn_on_terminal(terminal, fds, file, argv, &env)?;
     Ok((

@@ -336,19 +336,26 @@ fn commands_are_killed_after_the_timeout() {
     let options = StoreOptions {
         command_timeout: Duration::from_millis(800),
     };
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
     for (load, marker) in [
-        ("sleep 41.271; echo late", "sleep 41.271"),
+        ("sleep 41.271; echo late".to_string(), "sleep 41.271"),
         // Exits at once, but a background child keeps stdout open. (It
         // ignores SIGHUP, which the others get when the shell exits: see
-        // `background_children_end_with_the_command`.)
+        // `background_children_end_with_the_command`; the shell exits only
+        // once it does.)
         (
-            "(trap '' HUP; exec sleep 41.272) & sleep 0.2; echo ya29.token",
+            format!(
+                "(trap '' HUP; touch {r}; exec sleep 41.272) & \
+                 while [ ! -e {r} ]; do sleep 0.01; done; echo ya29.token",
+                r = ready.display()
+            ),
             "sleep 41.272",
         ),
     ] {
         let s = store::open_with(
             &StoreSpec::Command {
-                load: load.into(),
+                load,
                 save: "cat".into(),
                 clear: None,
             },

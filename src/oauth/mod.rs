@@ -314,7 +314,7 @@ impl Tokens {
         let store = self.store(acct)?;
         let name = acct.name.clone();
         let shared = acct.himalaya_keyring.clone();
-        blocking(move || match (store.load(&name)?, shared) {
+        off_thread(move |_| match (store.load(&name)?, shared) {
             (None, Some(himalaya)) => store::read_himalaya_keyring(
                 &store::HimalayaKeyringEntries::imap_defaults(&himalaya),
                 now(),
@@ -327,7 +327,7 @@ impl Tokens {
     async fn save(&self, acct: &AccountSettings, token: &Token) -> Result<()> {
         let store = self.store(acct)?;
         let (name, token) = (acct.name.clone(), token.clone());
-        blocking(move || store.save(&name, &token)).await
+        off_thread(move |_| store.save(&name, &token)).await
     }
 
     /// Stores a token handed over by the user or another tool.
@@ -339,7 +339,7 @@ impl Tokens {
     pub async fn clear(&self, acct: &AccountSettings) -> Result<()> {
         let store = self.store(acct)?;
         let name = acct.name.clone();
-        blocking(move || store.clear(&name)).await?;
+        off_thread(move |_| store.clear(&name)).await?;
         self.recent.lock().remove(&acct.name);
         Ok(())
     }
@@ -418,12 +418,4 @@ fn redact_all(token: Option<&Token>, text: &str) -> String {
         Some(t) => t.redact(text),
         None => text.to_string(),
     }
-}
-
-/// Runs blocking work (files, processes, lock waits) off the runtime's
-/// worker threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unknown, format!("internal error: {e}")))?
 }

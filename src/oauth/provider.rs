@@ -67,7 +67,8 @@ impl fmt::Debug for ClientSecret {
 
 impl ClientSecret {
     /// Reads the secret: `None` for a public client. Blocks while a command
-    /// runs (at most 10 s); async callers use `spawn_blocking`.
+    /// runs (at most 10 s, or until `stop`); async callers use
+    /// [`crate::command::off_thread`].
     pub fn resolve(&self, stop: Option<&AtomicBool>) -> Result<Option<String>> {
         match self {
             ClientSecret::None => Ok(None),
