@@ -13,14 +13,15 @@
 //!
 //! The terminal is stdin/stdout/stderr: mbsync prints its progress counters
 //! only to a TTY. Helper programs ([`spawn_helper`]: a user's command, gpg)
-//! get the same session and terminal, so they die with Neovim the same way,
-//! but their standard descriptors are pipes; the terminal is held open as
-//! descriptor 3 only to stay their controlling one (the kernel drops that
-//! link when the last descriptor of a terminal is closed). Children start through `posix_spawn`, which does not copy
-//! Neovim's page tables the way `fork` does (measured: mbsync's `exec`
-//! comes 2 ms sooner after the command), and then cannot run code of ours
-//! before `exec`: all of the above is set up with spawn attributes and file
-//! actions. The program is found in PATH here, and the environment comes
+//! get a session and terminal of their own the same way, so they die with
+//! Neovim too, but their standard descriptors are pipes; the terminal is
+//! held open as descriptor 3 only to stay their controlling one (the kernel
+//! drops that link when the last descriptor of a terminal is closed).
+//!
+//! Children start through `posix_spawn`, which does not copy Neovim's page
+//! tables the way `fork` does (measured: mbsync's `exec` comes 2 ms sooner
+//! after the command), and then cannot run code of ours before `exec`: all
+//! of the above is set up with spawn attributes and file actions. The program is found in PATH here, and the environment comes
 //! from [`crate::env`]'s snapshot: the child shares this process's memory
 //! until its `exec`, so it must not read the environment Neovim changes.
 
