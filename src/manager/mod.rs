@@ -323,6 +323,54 @@ struct Entry {
 }
 
 impl Entry {
+    /// A new request, queued.
+    fn new(
+        id: u64,
+        opts: StartOptions,
+        targets: Vec<String>,
+        channels: Vec<String>,
+        config: PathBuf,
+    ) -> Entry {
+        let info = SyncInfo {
+            id,
+            kind: opts.kind,
+            account: opts.account.clone(),
+            channel: targets.join(" "),
+            folders: opts.folders.clone(),
+            status: Status::Queued,
+            progress: None,
+            start_time: now(),
+            end_time: None,
+            message: format!("{} sync of {} is queued", opts.kind.as_str(), opts.account),
+            error: None,
+            result: None,
+            attempt: 1,
+            next_retry: None,
+            requests: 1,
+            repair: None,
+            damaged: None,
+            damaged_channel: None,
+            counts: None,
+        };
+        Entry {
+            info,
+            opts,
+            targets,
+            channels,
+            config,
+            cancel: watch::channel(false).0,
+            cancel_flag: Arc::new(AtomicBool::new(false)),
+            estimate: PercentEstimate::new(),
+            last_sent: None,
+            dirty: false,
+            auth_refreshed: false,
+            announced: false,
+            started_sent: false,
+            began: Arc::new(AtomicBool::new(false)),
+            launched: Instant::now(),
+        }
+    }
+
     /// Whether a request that `covers` can be answered by this sync: only
     /// by one whose mbsync starts after the request, or it could miss
     /// mail that arrived before the request (new mail announced by IDLE
@@ -540,45 +588,7 @@ impl Manager {
             return Ok(e.info.id);
         }
         let id = (self.next_id)();
-        let (cancel, _) = watch::channel(false);
-        let info = SyncInfo {
-            id,
-            kind: opts.kind,
-            account: opts.account.clone(),
-            channel: targets.join(" "),
-            folders: opts.folders.clone(),
-            status: Status::Queued,
-            progress: None,
-            start_time: now(),
-            end_time: None,
-            message: format!("{} sync of {} is queued", opts.kind.as_str(), opts.account),
-            error: None,
-            result: None,
-            attempt: 1,
-            next_retry: None,
-            requests: 1,
-            repair: None,
-            damaged: None,
-            damaged_channel: None,
-            counts: None,
-        };
-        entries.push(Entry {
-            info,
-            opts,
-            targets,
-            channels,
-            config: cfg.path.clone(),
-            cancel,
-            cancel_flag: Arc::new(AtomicBool::new(false)),
-            estimate: PercentEstimate::new(),
-            last_sent: None,
-            dirty: false,
-            auth_refreshed: false,
-            announced: false,
-            started_sent: false,
-            began: Arc::new(AtomicBool::new(false)),
-            launched: Instant::now(),
-        });
+        entries.push(Entry::new(id, opts, targets, channels, cfg.path.clone()));
         drop(entries);
         self.pump();
         Ok(id)
@@ -1815,43 +1825,10 @@ mod tests {
     }
 
     fn entry(opts: StartOptions, status: Status) -> Entry {
-        Entry {
-            info: SyncInfo {
-                id: 1,
-                kind: opts.kind,
-                account: opts.account.clone(),
-                channel: opts.account.clone(),
-                folders: opts.folders.clone(),
-                status,
-                progress: None,
-                start_time: 0.0,
-                end_time: None,
-                message: String::new(),
-                error: None,
-                result: None,
-                attempt: 1,
-                next_retry: None,
-                requests: 1,
-                repair: None,
-                damaged: None,
-                damaged_channel: None,
-                counts: None,
-            },
-            targets: vec![opts.account.clone()],
-            channels: vec![opts.account.clone()],
-            opts,
-            config: PathBuf::new(),
-            cancel: watch::channel(false).0,
-            cancel_flag: Arc::new(AtomicBool::new(false)),
-            estimate: PercentEstimate::new(),
-            last_sent: None,
-            dirty: false,
-            auth_refreshed: false,
-            announced: false,
-            started_sent: false,
-            began: Arc::new(AtomicBool::new(false)),
-            launched: Instant::now(),
-        }
+        let names = vec![opts.account.clone()];
+        let mut e = Entry::new(1, opts, names.clone(), names, PathBuf::new());
+        e.info.status = status;
+        e
     }
 
     #[test]
