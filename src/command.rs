@@ -15,7 +15,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,7 +110,7 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
     let kill = || {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     };
-    let wait = || waitpid(pgid, true);
+    let wait = || crate::process::reap(pgid, true);
     if let (Some(data), Some(mut pipe)) = (r.stdin, child.stdin) {
         let data = data.to_vec();
         thread::spawn(move || {
@@ -150,7 +149,7 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         )
     };
     let status = loop {
-        match waitpid(pgid, false) {
+        match crate::process::reap(pgid, false) {
             Ok(Some(status)) => break status,
             Ok(None) => {}
             Err(e) => {
@@ -170,7 +169,7 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         if stopped() {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
             let grace = Instant::now() + STOP_GRACE;
-            while matches!(waitpid(pgid, false), Ok(None)) {
+            while matches!(crate::process::reap(pgid, false), Ok(None)) {
                 if Instant::now() >= grace {
                     kill();
                     let _ = wait();
@@ -220,26 +219,6 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         stdout,
         stderr,
     })
-}
-
-/// Reaps child `pid` and returns its exit status, waiting for it to end
-/// when `block`; without, `None` while it runs.
-fn waitpid(pid: i32, block: bool) -> std::io::Result<Option<ExitStatus>> {
-    let mut status: libc::c_int = 0;
-    let flags = if block { 0 } else { libc::WNOHANG };
-    loop {
-        // SAFETY: waitpid writes one int to the pointer.
-        match unsafe { libc::waitpid(pid, &mut status, flags) } {
-            0 => return Ok(None),
-            p if p == pid => return Ok(Some(ExitStatus::from_raw(status))),
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
 }
 
 /// Runs blocking work on tokio's blocking threads and waits for it. `f`

@@ -28,14 +28,16 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt, Winsize};
 use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+
 use nix::unistd::{access, AccessFlags, Pid};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -400,23 +402,33 @@ fn posix_spawn_on_terminal(
 }
 
 /// Waits for child `pid` to end (blocking; run it on a thread of its own).
-pub fn wait(pid: i32) -> std::result::Result<Exit, Errno> {
+pub fn wait(pid: i32) -> std::io::Result<Exit> {
     loop {
-        match waitpid(Pid::from_raw(pid), None) {
-            Ok(WaitStatus::Exited(_, code)) => {
-                return Ok(Exit {
-                    code: Some(code),
-                    signal: None,
-                })
+        if let Some(status) = reap(pid, true)? {
+            return Ok(Exit {
+                code: status.code(),
+                signal: status.signal(),
+            });
+        }
+    }
+}
+
+/// Reaps child `pid` and returns its exit status, waiting for it to end
+/// when `block`; without, `None` while it runs.
+pub fn reap(pid: i32, block: bool) -> std::io::Result<Option<ExitStatus>> {
+    let mut status: libc::c_int = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: waitpid writes one int to the pointer.
+        match unsafe { libc::waitpid(pid, &mut status, flags) } {
+            0 => return Ok(None),
+            p if p == pid => return Ok(Some(ExitStatus::from_raw(status))),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
             }
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                return Ok(Exit {
-                    code: None,
-                    signal: Some(sig as i32),
-                })
-            }
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e),
         }
     }
 }
