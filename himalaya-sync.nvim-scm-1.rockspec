@@ -1,6 +1,7 @@
 -- LuaRocks spec for the development version (scm): builds the Rust library
 -- with luarocks-build-rust-mlua and installs it as the C module
--- `himalaya_sync`, next to the Lua modules, the plugin file and the help.
+-- `himalaya_sync`, next to the Lua modules, the plugin file, the help and
+-- the `himalaya-sync` command-line tool.
 -- The Lua loader (lua/himalaya/sync/native.lua) finds the library on
 -- package.cpath and prefers it over a target/release build.
 rockspec_format = '3.0'
@@ -45,6 +46,12 @@ build = {
     himalaya_sync = 'himalaya_sync',
   },
   install = {
+    -- The command-line tool, which the cargo build above makes too: the
+    -- relay of throttled accounts and the OAuth2 `PassCmd` need it. The
+    -- loader looks for it in the tree's bin folder.
+    bin = {
+      ['himalaya-sync'] = 'target/release/himalaya-sync',
+    },
     lua = {
       ['himalaya.sync.auto'] = 'lua/himalaya/sync/auto.lua',
       ['himalaya.sync.commands'] = 'lua/himalaya/sync/commands.lua',

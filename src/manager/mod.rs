@@ -862,7 +862,9 @@ impl Manager {
         let relay = settings.relay_cmd.clone().ok_or_else(|| {
             Error::new(
                 ErrorKind::Config,
-                "cannot throttle: the relay program is unknown",
+                "cannot throttle: the himalaya-sync program (the relay) was not found next to \
+                 the library, in the rock's bin folder or on $PATH; build it with \
+                 `cargo build --release`",
             )
         })?;
         let dir = settings.state_dir.clone().ok_or_else(|| {

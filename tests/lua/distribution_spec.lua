@@ -11,7 +11,8 @@
 --   (skipped without a luarocks). luarocks-build-rust-mlua is not reachable
 --   here either, so a stand-in backend written below does what the real one
 --   does under a LuaJIT luarocks: run cargo with the rockspec's options, then
---   copy the library into the rock. The cargo it runs is a recorder: the
+--   copy the library into the rock (luarocks itself installs the
+--   command-line tool, from the rockspec's `install.bin`). The cargo it runs is a recorder: the
 --   rock's build (`--no-default-features --features luajit`) compiles the
 --   same code as `cargo build --release`, but Cargo counts the `default`
 --   feature in the crate's fingerprint, so really running it would recompile
@@ -221,6 +222,11 @@ describe('install with LuaRocks', function()
     local rockdir = tree .. '/lib/luarocks/rocks-5.1/himalaya-sync.nvim/scm-1'
     ok(uv.fs_stat(rockdir .. '/plugin/himalaya-sync.lua'), 'rock has plugin/')
     ok(uv.fs_stat(rockdir .. '/doc/himalaya-sync.txt'), 'rock has doc/')
+    -- The command-line tool is in the tree's bin folder, and runs.
+    local tool = tree .. '/bin/himalaya-sync'
+    local v = t.sh({ tool, 'version' })
+    eq(0, v.code, v.stderr)
+    contains(v.stdout, require('himalaya.sync.version'))
 
     -- A fresh Neovim set up the way a rocks manager does it: the tree's
     -- paths on package.path/cpath, the rock's folder on 'runtimepath', and
@@ -244,6 +250,7 @@ io.stdout:write(vim.json.encode({
   kind = loc.kind,
   path = loc.path,
   source = native.source(),
+  tool = native.tool_path(),
   native_file = debug.getinfo(native.find, 'S').source,
   manager = type(require('himalaya.sync.manager')),
 }), '\n')
@@ -260,5 +267,6 @@ vim.cmd('qa!')
     contains(got.native_file, tree .. '/share/lua/5.1/himalaya/sync/native.lua')
     contains(got.out, 'from ' .. got.path)
     eq('table', got.manager)
+    eq(tool, got.tool, 'the engine finds the tool of the rock (the relay of throttled accounts)')
   end)
 end)

@@ -19,7 +19,22 @@ describe('health and hostile lock folders', function()
     contains(out, 'library ' .. require('himalaya.sync.version'))
     contains(out, 'isync 1.')
     contains(out, 'is owned by you and private (0700)')
+    contains(out, t.root .. '/target/release/himalaya-sync (the relay of throttled accounts')
     ok(not out:find('ERROR'), out)
+  end)
+
+  it('checkhealth says when a throttled account has no relay program', function()
+    vim.g.himalaya_sync = { accounts = { slow = { throttle = { kbps = 10 } } } }
+    local native = require('himalaya.sync.native')
+    local real = native.tool_path
+    native.tool_path = function() end
+    t.defer(function()
+      native.tool_path = real
+      vim.g.himalaya_sync = nil
+    end)
+    local out = health_output()
+    contains(out, 'ERROR himalaya-sync not found next to the library')
+    contains(out, 'throttled accounts (slow) cannot sync')
   end)
 
   it('a lock folder with mode 0777 is refused with a clear error, and health says so', function()

@@ -150,6 +150,38 @@ local lib = assert(native.get())
     eq(3, out.got, 'events of the new build arrive')
   end)
 
+  it('the command-line tool is the one built with the library, else the one on $PATH', function()
+    -- A child Neovim on a copy of the library in a folder of its own.
+    local dir = t.tmpdir()
+    local copy = dir .. '/libhimalaya_sync.so'
+    assert(vim.uv.fs_copyfile(require('himalaya.sync.native').build_path(), copy))
+    local bin = t.tmpdir()
+    local out = in_child(
+      ([[
+local native = require('himalaya.sync.native')
+local dir, bin, tool = %q, %q, %q
+local out = {}
+vim.env.PATH = '/usr/bin:/bin'
+out.none = native.tool_path() or vim.NIL
+assert(vim.uv.fs_copyfile(tool, bin .. '/himalaya-sync'))
+vim.uv.fs_chmod(bin .. '/himalaya-sync', 448)
+vim.env.PATH = bin .. ':/usr/bin:/bin'
+out.on_path = native.tool_path()
+assert(vim.uv.fs_copyfile(tool, dir .. '/himalaya-sync'))
+vim.uv.fs_chmod(dir .. '/himalaya-sync', 448)
+out.own = native.tool_path()
+assert(native.get())
+out.loaded = native.tool_path()
+io.stdout:write(vim.json.encode(out))
+]]):format(dir, bin, t.root .. '/target/release/himalaya-sync'),
+      { HIMALAYA_SYNC_LIB = copy }
+    )
+    eq(vim.NIL, out.none)
+    eq(bin .. '/himalaya-sync', out.on_path)
+    eq(dir .. '/himalaya-sync', out.own, 'the one next to the library comes first')
+    eq(dir .. '/himalaya-sync', out.loaded)
+  end)
+
   it('refuses a library of another version', function()
     package.loaded['himalaya.sync.native'] = nil
     package.loaded['himalaya.sync.version'] = '9.9.9'

@@ -357,6 +357,24 @@ describe('throttle', function()
     eq({}, vim.fn.glob(vim.fn.stdpath('state') .. '/himalaya-sync/mbsyncrc-throttled-*', false, true))
   end)
 
+  it('without the himalaya-sync program a throttled sync fails at once, saying how to get it', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3' })
+    use(fx.mbsyncrc, { accounts = { demo = { throttle = { kbps = 40 } } } })
+    local native = require('himalaya.sync.native')
+    local real = native.tool_path
+    native.tool_path = function() end
+    t.defer(function()
+      native.tool_path = real
+    end)
+    local s = start('full', { account = 'demo' })
+    wait_done({ s }, 30000)
+    eq(false, s.done.result.success)
+    eq('config', s.done.result.kind)
+    contains(s.done.result.error, 'himalaya-sync program')
+    contains(s.done.result.error, 'cargo build --release')
+    eq({}, fx.ids('demo', 'local'), 'nothing was synced around the throttle')
+  end)
+
   it('a message that takes longer than mbsync.timeout to transfer is not taken for a hang', function()
     local fx = t.fixture({ '--folders', 'INBOX=3' })
     -- 200 kB at 40 kB/s: about 5 s in which mbsync prints nothing, against

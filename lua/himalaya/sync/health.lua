@@ -27,6 +27,25 @@ function M.check()
     end
   end
 
+  health.start('himalaya-sync: command-line tool')
+  local tool = native.tool_path()
+  local throttled = vim.tbl_filter(function(name)
+    return cfg.accounts[name].throttle ~= nil
+  end, vim.tbl_keys(cfg.accounts))
+  table.sort(throttled)
+  if tool then
+    health.ok(('%s (the relay of throttled accounts, the OAuth2 PassCmd)'):format(tool))
+  else
+    local report = #throttled > 0 and health.error or health.info
+    report(
+      ("himalaya-sync not found next to the library, in the rock tree's bin folder or on PATH%s"):format(
+        #throttled > 0 and ('; throttled accounts (%s) cannot sync'):format(table.concat(throttled, ', '))
+          or ' (needed only to throttle an account or for the OAuth2 PassCmd)'
+      ),
+      { native.build_hint(loc and loc.kind) }
+    )
+  end
+
   health.start('himalaya-sync: mbsync')
   local cmd = cfg.mbsync.cmd
   if vim.fn.executable(cmd) == 1 then

@@ -364,7 +364,7 @@ local function ready()
   -- changes) and from these; unchanged, the engine needs nothing. (A
   -- rebuilt library loaded by :HimalayaSync build starts unconfigured.)
   local derived = {
-    relay_cmd = M.relay_cmd(),
+    relay_cmd = native.tool_path(),
     state_dir = vim.fn.expand(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
     config = cfg.mbsync.config and vim.fn.expand(cfg.mbsync.config),
   }
@@ -473,14 +473,6 @@ function M._offer_repair(info)
       end
     end
   end)
-end
-
---- The `himalaya-sync` program next to the library (the relay of
---- throttled accounts), if it was built.
----@return string?
-function M.relay_cmd()
-  local path = native.root .. '/target/release/himalaya-sync'
-  return vim.fn.executable(path) == 1 and path or nil
 end
 
 --- The engine's log file (`stdpath('log')/himalaya-sync.log`).

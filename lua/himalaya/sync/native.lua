@@ -16,6 +16,8 @@ local M = {}
 
 local EXPECTED_VERSION = require('himalaya.sync.version')
 local MODULE = 'himalaya_sync'
+--- The command-line tool `cargo build --release` builds next to the library.
+local TOOL = 'himalaya-sync'
 local DRAIN_MAX = 256
 
 --- A failure from the library: its functions return `nil, LibError`.
@@ -74,6 +76,7 @@ local registry = debug.getregistry()
 ---@class himalaya.sync.NativeState
 ---@field lib? himalaya.sync.NativeLib
 ---@field source? string where the loaded library came from
+---@field kind? 'env'|'rock'|'file' how it was found (see M.find)
 ---@field staged? string the staged copy actually loaded
 ---@field poll? uv.uv_poll_t
 ---@field stopped? boolean shut down (VimLeavePre): events are not watched again
@@ -147,6 +150,28 @@ function M.find()
       MODULE,
       M.build_hint()
     )
+end
+
+--- The `himalaya-sync` program built with the library in use (the loaded
+--- one, else the one M.find finds): next to it for a file build or
+--- $HIMALAYA_SYNC_LIB, in the tree's `bin` folder for a rock (which keeps
+--- the library in `<tree>/lib/lua/5.1/`); else the one on $PATH. The engine
+--- runs it as the relay of throttled accounts.
+---@return string? path
+function M.tool_path()
+  local loc = S.source and { kind = S.kind, path = S.source } or M.find()
+  if loc then
+    local dir = vim.fs.dirname(loc.path)
+    if loc.kind == 'rock' then
+      dir = vim.fn.fnamemodify(loc.path, ':h:h:h:h') .. '/bin'
+    end
+    local own = dir .. '/' .. TOOL
+    if vim.fn.executable(own) == 1 then
+      return own
+    end
+  end
+  local on_path = vim.fn.exepath(TOOL)
+  return on_path ~= '' and on_path or nil
 end
 
 --- Creates `dir` and its missing parents (mode 0700). Several Neovims may
@@ -370,7 +395,7 @@ function M.get()
   end
   -- Kept even when its events cannot be watched yet: the library is
   -- initialised once, and the next call tries the watch again.
-  S.lib, S.source, S.staged = loaded, loc.path, staged
+  S.lib, S.source, S.kind, S.staged = loaded, loc.path, loc.kind, staged
   local pumping, perr = start_pump(loaded)
   if not pumping then
     return nil, perr
@@ -574,7 +599,7 @@ function M.reload(is_busy)
   end
   old.shutdown(100)
   fresh.ids_after(S.max_id or 0)
-  S.lib, S.source, S.staged = fresh, loc.path, staged
+  S.lib, S.source, S.kind, S.staged = fresh, loc.path, loc.kind, staged
   local pumping, perr = start_pump(fresh)
   if not pumping then
     return false, perr
