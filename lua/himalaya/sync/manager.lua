@@ -237,6 +237,8 @@ end
 
 -- Neovim 0.12+ shows progress natively (`nvim_echo` with kind "progress").
 local native_progress = vim.fn.has('nvim-0.12') == 1
+--- The `source` of those messages, which `Progress` autocommands match.
+local PROGRESS_SOURCE = 'himalaya-sync'
 
 --- Updates the native progress message of a sync (0.12+, when not quiet).
 local function echo_progress(info, status)
@@ -247,22 +249,49 @@ local function echo_progress(info, status)
   if not ok or not cfg.notify.enabled or quiet[info.id] or (not wanted[info.id] and not cfg.notify.auto) then
     return
   end
+  local msg_id = progress_msg[info.id]
+  if status ~= 'running' then
+    -- Forgotten before the last update: its `cancel` status (a cancelled
+    -- sync) then reaches the Progress handler below as a message of nobody.
+    progress_msg[info.id] = nil
+  end
   local pct = info.progress and info.progress.percent
   local done, id = pcall(vim.api.nvim_echo, { { info.message or '' } }, false, {
     kind = 'progress',
-    id = progress_msg[info.id],
+    id = msg_id,
+    source = PROGRESS_SOURCE,
     title = 'himalaya-sync',
     status = status,
     percent = pct and math.floor(pct) or nil,
   })
-  if done and id then
+  if done and id and status == 'running' then
     -- 0.12's nvim_echo returns the message id; the 0.11 types checked
     -- against (make lint) say it returns nothing.
     progress_msg[info.id] = id --[[@as integer]]
   end
-  if status ~= 'running' then
-    progress_msg[info.id] = nil
-  end
+end
+
+-- A progress message set to `cancel` by someone else (a progress UI, a
+-- mapping) asks its owner to cancel the work: the sync is cancelled, and
+-- its message then ends as any cancelled sync's does.
+if native_progress then
+  vim.api.nvim_create_autocmd('Progress', {
+    group = vim.api.nvim_create_augroup('himalaya_sync_progress', { clear = true }),
+    pattern = PROGRESS_SOURCE,
+    desc = 'himalaya-sync: cancel the sync whose progress message is set to cancel',
+    callback = function(ev)
+      local data = ev.data
+      if type(data) ~= 'table' or data.status ~= 'cancel' then
+        return
+      end
+      for sync_id, msg_id in pairs(progress_msg) do
+        if msg_id == data.id then
+          M.cancel_sync(sync_id)
+          return
+        end
+      end
+    end,
+  })
 end
 
 --- Fires `User {pattern}` unless no `User` autocommand exists at all:

@@ -1,0 +1,106 @@
+-- The native progress message of a sync on Neovim 0.12 and later
+-- (`nvim_echo` with kind "progress", seen through the Progress event), and
+-- cancelling a sync by setting that message's status to `cancel`, as a
+-- progress UI does. On older Neovims: no such message, and the sync is
+-- reported as before.
+local t = require('helpers')
+local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
+
+local native = vim.fn.has('nvim-0.12') == 1
+
+--- Collects the Progress events of himalaya-sync's messages (0.12+).
+local function watch_progress()
+  local events = {}
+  if native then
+    local au = vim.api.nvim_create_autocmd('Progress', {
+      pattern = 'himalaya-sync',
+      callback = function(ev)
+        events[#events + 1] = vim.deepcopy(ev.data)
+      end,
+    })
+    t.defer(function()
+      pcall(vim.api.nvim_del_autocmd, au)
+    end)
+  end
+  return events
+end
+
+local function use(mbsyncrc, extra)
+  vim.g.himalaya_sync = vim.tbl_deep_extend('force', { mbsync = { config = mbsyncrc } }, extra or {})
+  t.defer(function()
+    vim.g.himalaya_sync = nil
+  end)
+end
+
+describe('native progress message', function()
+  it('a sync has one progress message, from running to success at 100 %', function()
+    local fx = t.fixture({ '--folders', 'INBOX=400,Work=200' })
+    use(fx.mbsyncrc)
+    local events = watch_progress()
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    eq('completed', info.status)
+    if not native then
+      eq({}, events)
+      io.stdout:write('skip: Neovim before 0.12 has no progress messages\n')
+      return
+    end
+    ok(#events >= 2, vim.inspect(events))
+    for i, ev in ipairs(events) do
+      eq(events[1].id, ev.id, 'one message for the whole sync')
+      eq('himalaya-sync', ev.source)
+      eq('himalaya-sync', ev.title)
+      if i > 1 then
+        ok((ev.percent or 0) >= (events[i - 1].percent or 0), 'percent never goes back')
+      end
+    end
+    eq('running', events[1].status)
+    eq('success', events[#events].status)
+    eq(100, events[#events].percent)
+  end)
+
+  it('setting it to cancel cancels the sync, which ends the same message', function()
+    if not native then
+      io.stdout:write('skip: Neovim before 0.12 has no progress messages\n')
+      return
+    end
+    -- A sync that takes a few seconds: a 200 kB message at 40 kB/s.
+    local fx = t.fixture({ '--folders', 'INBOX=3' })
+    fx.deliver('demo', 'INBOX', 1, 200000)
+    use(fx.mbsyncrc, { accounts = { demo = { throttle = { kbps = 40 } } } })
+    local events = watch_progress()
+    local asked = false
+    local au = vim.api.nvim_create_autocmd('Progress', {
+      pattern = 'himalaya-sync',
+      callback = function(ev)
+        if not asked and ev.data.status == 'running' then
+          asked = true
+          -- What a progress UI does (after this event, not inside it).
+          vim.schedule(function()
+            vim.api.nvim_echo({ { 'cancel' } }, false, {
+              id = ev.data.id,
+              kind = 'progress',
+              source = 'himalaya-sync',
+              status = 'cancel',
+            })
+          end)
+        end
+      end,
+    })
+    t.defer(function()
+      pcall(vim.api.nvim_del_autocmd, au)
+    end)
+    local started = vim.uv.hrtime()
+    local result, info = t.sync_and_wait('full', { account = 'demo' }, 60000)
+    eq('cancelled', info.status)
+    eq(false, result.success)
+    ok((vim.uv.hrtime() - started) / 1e9 < 4, 'stopped before the transfer could finish')
+    for _, ev in ipairs(events) do
+      eq(events[1].id, ev.id, 'no second message')
+    end
+    eq('cancel', events[#events].status)
+    -- (`text` is the message's chunks.)
+    local text = events[#events].text
+    eq(info.message, type(text) == 'table' and table.concat(text) or text)
+  end)
+end)
