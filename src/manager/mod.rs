@@ -862,9 +862,8 @@ impl Manager {
         let relay = settings.relay_cmd.clone().ok_or_else(|| {
             Error::new(
                 ErrorKind::Config,
-                "cannot throttle: the himalaya-sync program (the relay) was not found next to \
-                 the library, in the rock's bin folder or on $PATH; build it with \
-                 `cargo build --release`",
+                "cannot throttle: the himalaya-sync program (the relay) was not found; \
+                 :checkhealth himalaya.sync says where it was looked for",
             )
         })?;
         let dir = settings.state_dir.clone().ok_or_else(|| {

@@ -19,7 +19,10 @@ describe('health and hostile lock folders', function()
     contains(out, 'library ' .. require('himalaya.sync.version'))
     contains(out, 'isync 1.')
     contains(out, 'is owned by you and private (0700)')
-    contains(out, t.root .. '/target/release/himalaya-sync (the relay of throttled accounts')
+    contains(
+      out,
+      t.root .. '/target/release/himalaya-sync, version ' .. require('himalaya.sync.version') .. ': the relay'
+    )
     ok(not out:find('ERROR'), out)
   end)
 
@@ -33,8 +36,22 @@ describe('health and hostile lock folders', function()
       vim.g.himalaya_sync = nil
     end)
     local out = health_output()
-    contains(out, 'ERROR himalaya-sync not found next to the library')
+    contains(out, 'ERROR himalaya-sync not found (not at ')
     contains(out, 'throttled accounts (slow) cannot sync')
+  end)
+
+  it('checkhealth warns about a himalaya-sync of another version', function()
+    local fake = t.script(t.tmpdir(), 'himalaya-sync', "echo 'himalaya-sync 9.9.9 (build x)'")
+    local native = require('himalaya.sync.native')
+    local real = native.tool_path
+    native.tool_path = function()
+      return fake
+    end
+    t.defer(function()
+      native.tool_path = real
+    end)
+    local out = health_output()
+    contains(out, 'WARNING ' .. fake .. ' is version 9.9.9, not ' .. require('himalaya.sync.version'))
   end)
 
   it('a lock folder with mode 0777 is refused with a clear error, and health says so', function()

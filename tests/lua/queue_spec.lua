@@ -371,7 +371,7 @@ describe('throttle', function()
     eq(false, s.done.result.success)
     eq('config', s.done.result.kind)
     contains(s.done.result.error, 'himalaya-sync program')
-    contains(s.done.result.error, 'cargo build --release')
+    contains(s.done.result.error, ':checkhealth himalaya.sync')
     eq({}, fx.ids('demo', 'local'), 'nothing was synced around the throttle')
   end)
 

@@ -33,14 +33,31 @@ function M.check()
     return cfg.accounts[name].throttle ~= nil
   end, vim.tbl_keys(cfg.accounts))
   table.sort(throttled)
+  local own = native.own_tool_path()
   if tool then
-    health.ok(('%s (the relay of throttled accounts, the OAuth2 PassCmd)'):format(tool))
+    -- The relay is run with arguments of this version: another version on
+    -- PATH may not understand them.
+    local res = vim.system({ tool, 'version' }, { text = true }):wait(5000)
+    local version = (res.stdout or ''):match('^himalaya%-sync (%S+)')
+    if version == native.expected_version then
+      health.ok(('%s, version %s: the relay of throttled accounts'):format(tool, version))
+    else
+      health.warn(
+        ('%s is version %s, not %s: throttled accounts may fail'):format(
+          tool,
+          version or 'unknown',
+          native.expected_version
+        ),
+        { native.build_hint(loc and loc.kind) }
+      )
+    end
   else
     local report = #throttled > 0 and health.error or health.info
     report(
-      ("himalaya-sync not found next to the library, in the rock tree's bin folder or on PATH%s"):format(
+      ('himalaya-sync not found (not at %s, not on PATH)%s'):format(
+        own or 'the library',
         #throttled > 0 and ('; throttled accounts (%s) cannot sync'):format(table.concat(throttled, ', '))
-          or ' (needed only to throttle an account or for the OAuth2 PassCmd)'
+          or ': needed only to throttle an account, and by an OAuth2 PassCmd that names it'
       ),
       { native.build_hint(loc and loc.kind) }
     )

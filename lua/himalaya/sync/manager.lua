@@ -109,6 +109,7 @@ local M = {}
 ---@field frozen table<integer, himalaya.sync.SyncInfo> copies of finished syncs (see snapshot)
 ---@field ended_unseen table<integer, true?> syncs that ended since the last HimalayaSyncUpdate
 ---@field progress_msg table<integer, integer> sync id -> native progress message id
+---@field progress_cancel table<integer, true?> syncs whose progress message someone set to cancel
 ---@field status_text string the status line text (see M.statusline)
 ---@type himalaya.sync.ManagerState
 local S = native.state('manager', {
@@ -121,10 +122,11 @@ local S = native.state('manager', {
   frozen = {},
   ended_unseen = {},
   progress_msg = {},
+  progress_cancel = {},
   status_text = '',
 })
 local syncs, order, callbacks, wanted, quiet = S.syncs, S.order, S.callbacks, S.wanted, S.quiet
-local listeners, frozen, progress_msg = S.listeners, S.frozen, S.progress_msg
+local listeners, frozen, progress_msg, progress_cancel = S.listeners, S.frozen, S.progress_msg, S.progress_cancel
 -- Each copy of this module subscribes its own handler (native.own drops
 -- the old copy's).
 local subscribed = false
@@ -236,24 +238,36 @@ local function compute_status()
 end
 
 -- Neovim 0.12+ shows progress natively (`nvim_echo` with kind "progress").
-local native_progress = vim.fn.has('nvim-0.12') == 1
+-- (A 0.12 development build from before the Progress event lacks them.)
+local native_progress = vim.fn.has('nvim-0.12') == 1 and vim.fn.exists('##Progress') == 1
 --- The `source` of those messages, which `Progress` autocommands match.
 local PROGRESS_SOURCE = 'himalaya-sync'
 
---- Updates the native progress message of a sync (0.12+, when not quiet).
+--- Updates the native progress message of a sync (0.12+). A sync gets one
+--- when notifications are on for it; once shown, it is kept up to date and
+--- always ended, whatever the settings say by then.
+---@param info himalaya.sync.SyncInfo
+---@param status 'running'|'success'|'failed'|'cancel'
 local function echo_progress(info, status)
   if not native_progress then
     return
   end
-  local ok, cfg = pcall(config.get)
-  if not ok or not cfg.notify.enabled or quiet[info.id] or (not wanted[info.id] and not cfg.notify.auto) then
-    return
-  end
   local msg_id = progress_msg[info.id]
-  if status ~= 'running' then
+  local final = status ~= 'running'
+  if final then
     -- Forgotten before the last update: its `cancel` status (a cancelled
     -- sync) then reaches the Progress handler below as a message of nobody.
     progress_msg[info.id] = nil
+    progress_cancel[info.id] = nil
+  elseif progress_cancel[info.id] then
+    -- Someone set it to cancel: it says so until the sync has ended.
+    return
+  end
+  if not msg_id then
+    local ok, cfg = pcall(config.get)
+    if not ok or not cfg.notify.enabled or quiet[info.id] or (not wanted[info.id] and not cfg.notify.auto) then
+      return
+    end
   end
   local pct = info.progress and info.progress.percent
   local done, id = pcall(vim.api.nvim_echo, { { info.message or '' } }, false, {
@@ -264,21 +278,24 @@ local function echo_progress(info, status)
     status = status,
     percent = pct and math.floor(pct) or nil,
   })
-  if done and id and status == 'running' then
-    -- 0.12's nvim_echo returns the message id; the 0.11 types checked
-    -- against (make lint) say it returns nothing.
-    progress_msg[info.id] = id --[[@as integer]]
+  -- 0.12's nvim_echo returns the message id, or -1 when nothing was shown;
+  -- the 0.11 types checked against (make lint) say it returns nothing.
+  local shown = done and tonumber(id) or -1
+  if not final and shown > 0 then
+    progress_msg[info.id] = shown
   end
 end
 
 -- A progress message set to `cancel` by someone else (a progress UI, a
--- mapping) asks its owner to cancel the work: the sync is cancelled, and
--- its message then ends as any cancelled sync's does.
+-- mapping; Neovim requires them to name its source) asks its owner to
+-- cancel the work: the sync is cancelled, and its message then ends as any
+-- cancelled sync's does.
 if native_progress then
   vim.api.nvim_create_autocmd('Progress', {
     group = vim.api.nvim_create_augroup('himalaya_sync_progress', { clear = true }),
     pattern = PROGRESS_SOURCE,
     desc = 'himalaya-sync: cancel the sync whose progress message is set to cancel',
+    ---@param ev {data: {id: integer|string, status: string}?}
     callback = function(ev)
       local data = ev.data
       if type(data) ~= 'table' or data.status ~= 'cancel' then
@@ -286,7 +303,10 @@ if native_progress then
       end
       for sync_id, msg_id in pairs(progress_msg) do
         if msg_id == data.id then
-          M.cancel_sync(sync_id)
+          if not progress_cancel[sync_id] then
+            progress_cancel[sync_id] = true
+            M.cancel_sync(sync_id)
+          end
           return
         end
       end

@@ -152,23 +152,29 @@ function M.find()
     )
 end
 
---- The `himalaya-sync` program built with the library in use (the loaded
---- one, else the one M.find finds): next to it for a file build or
---- $HIMALAYA_SYNC_LIB, in the tree's `bin` folder for a rock (which keeps
---- the library in `<tree>/lib/lua/5.1/`); else the one on $PATH. The engine
---- runs it as the relay of throttled accounts.
+--- Where the `himalaya-sync` program built with the library in use (the
+--- loaded one, else the one M.find finds) would be: in the tree's `bin`
+--- folder for a rock (which keeps the library in `<tree>/lib/lua/5.1/`),
+--- else next to the library (a file build, $HIMALAYA_SYNC_LIB).
+---@return string? path
+function M.own_tool_path()
+  local loc = S.source and { kind = S.kind, path = S.source } or M.find()
+  if not loc then
+    return nil
+  end
+  local path = vim.fn.fnamemodify(loc.path, ':p')
+  local tree = loc.kind == 'rock' and path:match('^(.*)/lib/lua/[^/]+/[^/]+$')
+  return (tree and tree .. '/bin' or vim.fs.dirname(path)) .. '/' .. TOOL
+end
+
+--- The `himalaya-sync` program: the one built with the library in use (see
+--- M.own_tool_path), else the one on $PATH. The engine runs it as the relay
+--- of throttled accounts.
 ---@return string? path
 function M.tool_path()
-  local loc = S.source and { kind = S.kind, path = S.source } or M.find()
-  if loc then
-    local dir = vim.fs.dirname(loc.path)
-    if loc.kind == 'rock' then
-      dir = vim.fn.fnamemodify(loc.path, ':h:h:h:h') .. '/bin'
-    end
-    local own = dir .. '/' .. TOOL
-    if vim.fn.executable(own) == 1 then
-      return own
-    end
+  local own = M.own_tool_path()
+  if own and vim.fn.executable(own) == 1 then
+    return own
   end
   local on_path = vim.fn.exepath(TOOL)
   return on_path ~= '' and on_path or nil
