@@ -31,16 +31,17 @@ test-lua:
 	$(NVIM_RUN) -l tests/lua/runner.lua $(SPECS)
 
 ## The core of the Lua specs on two more Neovims, Debian's builds (unpacked
-## into .deps/ by scripts/install-deps.sh): 0.10 from Debian 13 (trixie),
-## the oldest the plugin supports, and 0.12 or later from Debian forky. The
-## core: loading, commands, bad input, locks, health, exit paths, a real
-## sync with its progress message. (All specs: `make test-other-nvims
-## SPECS_OTHER=`, 6 more minutes each.)
-OTHER_NVIMS := $(CURDIR)/.deps/nvim-trixie $(CURDIR)/.deps/nvim-forky
+## into .deps/ by scripts/install-other-nvims.sh): 0.10 from Debian 13
+## (trixie), the oldest the plugin supports, and the newest Debian has (0.12
+## or later, from forky). The core: loading, commands, bad input, locks,
+## health, exit paths, a real sync with its progress message. (All specs:
+## `make test-other-nvims SPECS_OTHER=`, 6 more minutes each.)
+OTHER_NVIMS := $(CURDIR)/.deps/nvim-oldest $(CURDIR)/.deps/nvim-newest
 SPECS_OTHER ?= $(addprefix tests/lua/,badinput_spec.lua distribution_spec.lua health_spec.lua \
   lifecycle_spec.lua loader_spec.lua lock_spec.lua manager_spec.lua progress_spec.lua)
 
-test-other-nvims: $(addsuffix /bin/nvim,$(OTHER_NVIMS))
+test-other-nvims:
+	@bash scripts/install-other-nvims.sh
 	@for d in $(OTHER_NVIMS); do \
 	  echo "== $$(VIMRUNTIME=$$d/runtime $$d/bin/nvim --version | head -n1) ($$d)"; \
 	  VIMRUNTIME=$$d/runtime $$d/bin/nvim --headless -u NONE -i NONE -n \
@@ -69,7 +70,7 @@ ROCKSPEC = himalaya-sync.nvim-scm-1.rockspec
 # (the vim.uv functions the plugin uses, which Neovim ships no types for).
 EMMYLUA_CHECK = $(or $(CARGO_HOME),$(HOME)/.cargo)/bin/emmylua_check
 
-$(EMMYLUA_CHECK) $(NVIM) $(addsuffix /bin/nvim,$(OTHER_NVIMS)):
+$(EMMYLUA_CHECK) $(NVIM):
 	@bash scripts/install-deps.sh
 
 ## Formatting and static checks: rustfmt, clippy, StyLua (Lua files and the

@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 deps="$root/.deps"
 nvim_version=0.11.4
-apt_packages=(isync dovecot-imapd libsasl2-modules libsasl2-modules-kdexoauth2 gnome-keyring libsecret-tools dbus gnupg luarocks patchelf)
+apt_packages=(isync dovecot-imapd libsasl2-modules libsasl2-modules-kdexoauth2 gnome-keyring libsecret-tools dbus gnupg luarocks)
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -45,49 +45,6 @@ if ! [ -x "$nvim" ] || ! "$nvim" --version 2>/dev/null | head -n1 | grep -q "v$n
   chmod +x "$nvim"
 fi
 "$nvim" --version | head -n1 >/dev/null
-
-# Two more Neovims for `make test-other-nvims`, Debian's own builds: 0.10,
-# the oldest the plugin supports, from Debian 13 (trixie), and 0.12 or
-# later from Debian forky (testing). apt downloads each with a source list
-# of its own in $deps (nothing is installed system-wide, and the host's apt
-# setup is not touched); the packages are unpacked into the same folder,
-# and patchelf points the binary at their own C library and loader, so it
-# also runs on an older Debian. Their runtime files come as VIMRUNTIME.
-debian_nvim() {
-  local suite=$1 version_re=$2 dir="$deps/nvim-$1"
-  if [ -x "$dir/bin/nvim" ] &&
-    VIMRUNTIME="$dir/runtime" "$dir/bin/nvim" --version 2>/dev/null | head -n1 | grep -Eq "$version_re"; then
-    return
-  fi
-  echo "install-deps: installing Neovim from Debian $suite's packages into $dir"
-  rm -rf "$dir"
-  mkdir -p "$dir/apt/lists/partial" "$dir/apt/archives/partial" "$dir/debs" "$dir/root" "$dir/bin"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" \
-    >"$dir/apt/sources.list"
-  local apt_opts=(-o "Dir::Etc::sourcelist=$dir/apt/sources.list" -o Dir::Etc::sourceparts=-
-    -o "Dir::State::Lists=$dir/apt/lists" -o "Dir::Cache=$dir/apt" -o "APT::Sandbox::User=$(id -un)")
-  apt-get "${apt_opts[@]}" update -qq
-  # neovim and everything it needs to run, down to the C library.
-  local pkgs
-  mapfile -t pkgs < <(apt-cache "${apt_opts[@]}" depends --recurse --no-recommends --no-suggests \
-    --no-conflicts --no-breaks --no-replaces --no-enhances neovim | grep -v '^[ <]' | sort -u)
-  (cd "$dir/debs" && apt-get "${apt_opts[@]}" download -qq "${pkgs[@]}")
-  local deb
-  for deb in "$dir"/debs/*.deb; do dpkg-deb -x "$deb" "$dir/root"; done
-  local libc loader
-  libc=$(find "$dir/root/usr/lib" -maxdepth 2 -name libc.so.6 | head -n1)
-  loader=$(find "$dir/root/usr/lib" -maxdepth 2 -name 'ld-linux*.so.*' | head -n1)
-  cp "$dir/root/usr/bin/nvim" "$dir/bin/nvim"
-  patchelf --set-interpreter "$loader" --set-rpath "$(dirname "$libc")" "$dir/bin/nvim"
-  ln -s root/usr/share/nvim/runtime "$dir/runtime"
-  rm -rf "$dir/apt" "$dir/debs"
-  if ! VIMRUNTIME="$dir/runtime" "$dir/bin/nvim" --version | head -n1 | grep -Eq "$version_re"; then
-    echo "install-deps: Debian $suite's Neovim is $(VIMRUNTIME="$dir/runtime" "$dir/bin/nvim" --version | head -n1), not $version_re" >&2
-    exit 1
-  fi
-}
-debian_nvim trixie '^NVIM v0\.10\.'
-debian_nvim forky '^NVIM v0\.(1[2-9]|[2-9][0-9])\.'
 
 # emmylua_check, the Lua type check of `make lint` (.emmyrc.json), built by
 # `cargo install` (cargo builds the library anyway) into cargo's bin
