@@ -164,7 +164,7 @@ function M.own_tool_path()
   end
   local path = vim.fn.fnamemodify(loc.path, ':p')
   local tree = loc.kind == 'rock' and path:match('^(.*)/lib/lua/[^/]+/[^/]+$')
-  return (tree and tree .. '/bin' or vim.fs.dirname(path)) .. '/' .. TOOL
+  return (tree and tree .. '/bin' or vim.fn.fnamemodify(path, ':h')) .. '/' .. TOOL
 end
 
 --- The `himalaya-sync` program: the one built with the library in use (see
