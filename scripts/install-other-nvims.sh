@@ -63,8 +63,11 @@ unpack_nvim() {
   rm -rf "$dir/apt" "$dir/debs"
 }
 
-# install NAME VERSION_RE SUITE...: the first SUITE whose Neovim matches.
-install() {
+# install_nvim NAME VERSION_RE SUITE...: the first SUITE whose Neovim
+# matches. (Called in a condition, unpack_nvim runs without `set -e`: a
+# step that fails, such as apt without a network, shows its own error and
+# leaves no matching Neovim, which is checked.)
+install_nvim() {
   local name=$1 version_re=$2 dir="$deps/nvim-$1" suite
   shift 2
   has_nvim "$dir" "$version_re" && return
@@ -73,11 +76,12 @@ install() {
     if unpack_nvim "$suite" "$dir" && has_nvim "$dir" "$version_re"; then
       return
     fi
-    echo "install-other-nvims: Debian $suite has no Neovim matching $version_re" >&2
+    echo "install-other-nvims: no Neovim matching $version_re from Debian $suite (see above)" >&2
   done
   rm -rf "$dir"
+  echo "install-other-nvims: cannot install the $name Neovim for make test-other-nvims" >&2
   exit 1
 }
 
-install oldest '^NVIM v0\.10\.' trixie
-install newest '^NVIM v(0\.(1[2-9]|[2-9][0-9])|[1-9][0-9]*)\.' forky sid
+install_nvim oldest '^NVIM v0\.10\.' trixie
+install_nvim newest '^NVIM v(0\.(1[2-9]|[2-9][0-9])|[1-9][0-9]*)\.' forky sid

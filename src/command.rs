@@ -177,6 +177,7 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
                 }
                 thread::sleep(Duration::from_millis(5));
             }
+            // What it started in its group may still run.
             kill();
             return Err(cancelled());
         }

@@ -8,18 +8,35 @@ local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
 
 local native = vim.fn.has('nvim-0.12') == 1
 
+--- True (and says so) on a Neovim without progress messages.
+local function skipped()
+  if not native then
+    io.stdout:write('skip: Neovim before 0.12 has no progress messages\n')
+  end
+  return not native
+end
+
+--- Calls `fn` with the data of each Progress event of himalaya-sync's
+--- messages (or only the first, `once`) until the test ends.
+local function on_progress(fn, once)
+  local au = vim.api.nvim_create_autocmd('Progress', {
+    pattern = 'himalaya-sync',
+    once = once,
+    callback = function(ev)
+      fn(ev.data)
+    end,
+  })
+  t.defer(function()
+    pcall(vim.api.nvim_del_autocmd, au)
+  end)
+end
+
 --- Collects the Progress events of himalaya-sync's messages (0.12+).
 local function watch_progress()
   local events = {}
   if native then
-    local au = vim.api.nvim_create_autocmd('Progress', {
-      pattern = 'himalaya-sync',
-      callback = function(ev)
-        events[#events + 1] = vim.deepcopy(ev.data)
-      end,
-    })
-    t.defer(function()
-      pcall(vim.api.nvim_del_autocmd, au)
+    on_progress(function(data)
+      events[#events + 1] = vim.deepcopy(data)
     end)
   end
   return events
@@ -34,23 +51,15 @@ end
 
 describe('native progress message', function()
   it('once shown, it is ended even when notifications were turned off meanwhile', function()
-    if not native then
-      io.stdout:write('skip: Neovim before 0.12 has no progress messages\n')
+    if skipped() then
       return
     end
     local fx = t.fixture({ '--folders', 'INBOX=400,Work=200' })
     use(fx.mbsyncrc)
     local events = watch_progress()
-    local au = vim.api.nvim_create_autocmd('Progress', {
-      pattern = 'himalaya-sync',
-      once = true,
-      callback = function()
-        vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc }, notify = { enabled = false } }
-      end,
-    })
-    t.defer(function()
-      pcall(vim.api.nvim_del_autocmd, au)
-    end)
+    on_progress(function()
+      vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc }, notify = { enabled = false } }
+    end, true)
     local result = t.sync_and_wait('full', { account = 'demo' })
     eq(true, result.success, result.error)
     eq('running', events[1].status)
@@ -65,9 +74,8 @@ describe('native progress message', function()
     local result, info = t.sync_and_wait('full', { account = 'demo' })
     eq(true, result.success, result.error)
     eq('completed', info.status)
-    if not native then
+    if skipped() then
       eq({}, events)
-      io.stdout:write('skip: Neovim before 0.12 has no progress messages\n')
       return
     end
     ok(#events >= 2, vim.inspect(events))
@@ -85,8 +93,7 @@ describe('native progress message', function()
   end)
 
   it('setting it to cancel cancels the sync, which ends the same message', function()
-    if not native then
-      io.stdout:write('skip: Neovim before 0.12 has no progress messages\n')
+    if skipped() then
       return
     end
     -- A sync that takes a few seconds: a 200 kB message at 40 kB/s.
@@ -95,25 +102,19 @@ describe('native progress message', function()
     use(fx.mbsyncrc, { accounts = { demo = { throttle = { kbps = 40 } } } })
     local events = watch_progress()
     local asked = false
-    local au = vim.api.nvim_create_autocmd('Progress', {
-      pattern = 'himalaya-sync',
-      callback = function(ev)
-        if not asked and ev.data.status == 'running' then
-          asked = true
-          -- What a progress UI does (after this event, not inside it).
-          vim.schedule(function()
-            vim.api.nvim_echo({ { 'cancel' } }, false, {
-              id = ev.data.id,
-              kind = 'progress',
-              source = 'himalaya-sync',
-              status = 'cancel',
-            })
-          end)
-        end
-      end,
-    })
-    t.defer(function()
-      pcall(vim.api.nvim_del_autocmd, au)
+    on_progress(function(data)
+      if not asked and data.status == 'running' then
+        asked = true
+        -- What a progress UI does (after this event, not inside it).
+        vim.schedule(function()
+          vim.api.nvim_echo({ { 'cancel' } }, false, {
+            id = data.id,
+            kind = 'progress',
+            source = 'himalaya-sync',
+            status = 'cancel',
+          })
+        end)
+      end
     end)
     local result, info = t.sync_and_wait('full', { account = 'demo' }, 60000)
     eq('cancelled', info.status)
