@@ -774,6 +774,11 @@ impl LockTable {
         names
     }
 
+    /// Whether this table holds lock `name` now.
+    pub fn holds(&self, name: &str) -> bool {
+        self.held.lock().contains_key(name)
+    }
+
     fn store(&self, guard: LockGuard) {
         // There can't be an entry for this name already: it would be a
         // second guard on a lock we just took, and `release` removes entries

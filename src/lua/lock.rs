@@ -73,7 +73,16 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             lua,
             |_, (name, timeout, purpose): (String, Option<f64>, Option<String>)| {
                 let timeout = seconds("lock timeout", timeout.unwrap_or(0.0))?;
-                table(None)?.acquire(
+                let table = table(None)?;
+                // Only this thread, Neovim's, could release it: waiting would
+                // freeze the editor for the whole timeout, then fail anyway.
+                if table.holds(&name) {
+                    return Err(Error::new(
+                        ErrorKind::Locked,
+                        format!("lock {name:?} is already held by this Neovim; release it first"),
+                    ));
+                }
+                table.acquire(
                     &name,
                     timeout,
                     purpose.as_deref().unwrap_or(""),

@@ -20,7 +20,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use mlua::{FromLuaMulti, IntoLuaMulti, Lua, LuaSerdeExt, MultiValue, Table, Value};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// Builds a Lua function from an engine-style closure, with the error and
 /// panic conventions described in the module docs. It first copies the
@@ -57,8 +57,15 @@ where
     R: IntoLuaMulti,
     F: Fn(&Lua, A) -> crate::error::Result<R> + Send + 'static,
 {
-    lua.create_function(
-        move |lua, args: A| match catch_unwind(AssertUnwindSafe(|| f(lua, args))) {
+    lua.create_function(move |lua, args: MultiValue| {
+        // Arguments are converted here rather than by mlua, which would
+        // raise (with a traceback) on a string that is not UTF-8 or a
+        // number out of range: those are bad input like any other.
+        let args = match A::from_lua_args(args, 1, None, lua) {
+            Ok(a) => a,
+            Err(e) => return failure(lua, &Error::new(ErrorKind::Invalid, bad_argument(&e))),
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(lua, args))) {
             Ok(Ok(v)) => v.into_lua_multi(lua),
             Ok(Err(e)) => failure(lua, &e),
             Err(panic) => {
@@ -75,8 +82,24 @@ where
                 )?;
                 (Value::Nil, t).into_lua_multi(lua)
             }
-        },
-    )
+        }
+    })
+}
+
+/// One line for an argument mlua could not convert, e.g. `argument #1 is
+/// not UTF-8 text`.
+fn bad_argument(e: &mlua::Error) -> String {
+    let mlua::Error::BadArgument { pos, cause, .. } = e else {
+        return format!("bad argument: {e}");
+    };
+    match cause.as_ref() {
+        mlua::Error::FromLuaConversionError {
+            from: "string",
+            message: Some(m),
+            ..
+        } if m.contains("utf-8") => format!("argument #{pos} is not UTF-8 text"),
+        cause => format!("argument #{pos}: {cause}"),
+    }
 }
 
 fn failure(lua: &Lua, e: &Error) -> mlua::Result<MultiValue> {

@@ -101,6 +101,14 @@ describe('bad input', function()
     rejects('no type', function()
       return manager.start_sync()
     end, 'invalid')
+    -- Ids the library cannot take (beyond 2^64) cancel nothing, and raise
+    -- nothing once it is loaded.
+    for _, id in ipairs({ 1e308, 2 ^ 64 }) do
+      local called, n = pcall(manager.cancel_sync, id)
+      eq({ true, 0 }, { called, n }, 'manager.cancel_sync(' .. id .. ')')
+      called, n = pcall(require('himalaya.sync.mbsync').cancel_sync, id)
+      eq({ true, 0 }, { called, n }, 'mbsync.cancel_sync(' .. id .. ')')
+    end
     local bad_opts = {
       'demo',
       42,
@@ -145,8 +153,8 @@ describe('bad input', function()
     end)
     ok(err:find('nope', 1, true), 'names the account: ' .. err)
     ok(kind == 'config' or kind == 'invalid', 'kind ' .. tostring(kind))
-    for _, name in ipairs(env.names) do
-      for _, ty in ipairs({ 'full', 'inbox' }) do
+    for _, name in ipairs(vim.list_extend({ '\xff', 'caf\xe9' }, env.names)) do
+      for _, ty in ipairs({ 'full', 'inbox', 'check' }) do
         local what = ('%s sync of account %s'):format(ty, vim.inspect(name):sub(1, 60))
         local _, k = rejects(what, function()
           return manager.start_sync(ty, { account = name })
@@ -159,7 +167,7 @@ describe('bad input', function()
 
   it('folder names with ../ or a leading -: invalid, nothing started', function()
     local env = setup()
-    for _, folder in ipairs({ '../x', '../../etc', 'Work/../../x', '..', '-a', '--help', '', 'a,b', 'IN\nBOX' }) do
+    for _, folder in ipairs({ '../x', '../../etc', 'Work/../../x', '..', '-a', '--help', '', 'a,b', 'IN\nBOX', '\xff' }) do
       for _, ty in ipairs({ 'folders', 'repair' }) do
         rejects(('%s sync of folder %s'):format(ty, vim.inspect(folder)), function()
           return manager.start_sync(ty, { account = 'demo', folders = { folder } })
@@ -270,6 +278,8 @@ describe('bad input', function()
       'HimalayaSync status demo',
       'HimalayaSync oauth refresh demo junk',
       'HimalayaSync oauth authorize demo --devcie',
+      'HimalayaSync full \xff',
+      'HimalayaSync folders demo \xff',
     }
     for _, c in ipairs(cmds) do
       seen = {}
