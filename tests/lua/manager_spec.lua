@@ -59,6 +59,35 @@ describe('manager', function()
     eq('boom', manager.get_sync_info().message)
   end)
 
+  it('refuses bad outside progress, results and listeners, and keeps working', function()
+    local cases = {
+      { manager.update_progress, { 42 }, 'progress' },
+      { manager.update_progress, { { percent = 'abc' } }, 'percent' },
+      { manager.update_progress, { { percent = 0 / 0 } }, 'percent' },
+      { manager.update_progress, { { percent = math.huge } }, 'percent' },
+      { manager.update_progress, { { percent = 50, near = {}, box = 3 } }, 'box' },
+      { manager.update_progress, { { near = { new = {} } } }, 'near.new' },
+      { manager.complete_sync, { 'x', 42 }, 'result' },
+      { manager.complete_sync, { 42, {} }, 'type' },
+      { manager.complete_sync, { 'full', { success = false, error = {} } }, 'result.error' },
+      { manager.on_update, { 42 }, 'listener' },
+    }
+    for _, c in ipairs(cases) do
+      local called, okv, err, kind = pcall(c[1], unpack(c[2]))
+      eq(true, called, c[3] .. ': raised ' .. tostring(okv))
+      ok(not okv, c[3] .. ': accepted')
+      eq('invalid', kind, c[3])
+      contains(err, c[3])
+    end
+    -- Nothing bad was stored: the status line and status still work.
+    eq(true, manager.update_progress({ percent = 50, near = {} }))
+    contains(manager.statusline(), '50%')
+    local called, e = pcall(require('himalaya.sync.commands').run, { fargs = { 'status' } })
+    ok(called, tostring(e))
+    eq(true, manager.complete_sync('full', { success = true }))
+    eq('completed', manager.get_sync_info().status)
+  end)
+
   it('rejects bad options with the field named', function()
     local _, err, kind = manager.start_sync('full', { on_complete = 'nope' })
     eq('invalid', kind)

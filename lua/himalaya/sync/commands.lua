@@ -277,7 +277,7 @@ local function describe(info)
     if p.box then
       parts[#parts + 1] = 'in ' .. p.box
     end
-    if p.near then
+    if p.near and p.near.new then
       parts[#parts + 1] = ('%d/%d new'):format(p.near.new.done, p.near.new.total)
     end
   end

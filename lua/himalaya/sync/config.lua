@@ -15,7 +15,7 @@ local M = {}
 ---@field inbox? string mbsync target for an inbox sync (default: channel `NAME-inbox`, else `NAME:INBOX`)
 ---@field folders? string[] folders offered for selective syncs
 ---@field throttle? {kbps: number} bandwidth limit, kB/s each way (through mbsync's Tunnel; TLS stays end to end)
----@field refresh? fun(account: string, done: fun(ok: boolean, err?: string)) refreshes credentials after an auth failure (setup() only); the sync then runs once more
+---@field refresh? fun(account: string, done: fun(ok: boolean, err?: string)) refreshes credentials after an auth failure; the sync then runs once more
 ---@field oauth? himalaya.sync.OAuthConfig OAuth2 tokens for this account (see |himalaya-sync-oauth|)
 
 ---@class himalaya.sync.OAuthStoreConfig

@@ -852,8 +852,13 @@ end
 --- Calls `fn(info)` after sync state changes (at most once per event-loop
 --- turn). Returns a function that unsubscribes.
 ---@param fn fun(info: himalaya.sync.SyncInfo)
----@return fun()
+---@return fun()? unsubscribe
+---@return string? err
+---@return string? kind
 function M.on_update(fn)
+  if not vim.is_callable(fn) then
+    return nil, ('invalid listener %s: expected a function'):format(vim.inspect(fn)), 'invalid'
+  end
   listeners[#listeners + 1] = fn
   return function()
     for i, f in ipairs(listeners) do
@@ -872,21 +877,83 @@ function M.statusline()
   return S.status_text
 end
 
+--- A message count: a finite number, 0 or more.
+---@param v any
+---@return boolean
+local function count(v)
+  return _G.type(v) == 'number' and v >= 0 and v < math.huge
+end
+
+--- What is wrong with a progress table from outside the engine, if
+--- anything: it is stored and shown (status line, `:HimalayaSync status`),
+--- so a bad one must not get in.
+---@param p any
+---@return string? reason
+local function bad_progress(p)
+  if _G.type(p) ~= 'table' then
+    return ('%s: expected a table'):format(vim.inspect(p))
+  end
+  local pct = p.percent
+  if pct ~= nil and (_G.type(pct) ~= 'number' or not (pct >= 0 and pct <= 100)) then
+    return ('percent %s: expected a number from 0 to 100'):format(vim.inspect(pct))
+  end
+  if p.box ~= nil and _G.type(p.box) ~= 'string' then
+    return ('box %s: expected a string'):format(vim.inspect(p.box))
+  end
+  for _, side in ipairs({ 'near', 'far' }) do
+    local s = p[side]
+    if s ~= nil then
+      if _G.type(s) ~= 'table' then
+        return ('%s %s: expected a table'):format(side, vim.inspect(s))
+      end
+      for _, k in ipairs({ 'new', 'flags', 'trash' }) do
+        local c = s[k]
+        if c ~= nil and not (_G.type(c) == 'table' and count(c.done) and count(c.total)) then
+          return ('%s.%s %s: expected {done = n, total = n}'):format(side, k, vim.inspect(c))
+        end
+      end
+    end
+  end
+end
+
 --- Reports progress of a sync run outside the engine (other code can feed
 --- the manager, as in the original plugin).
 ---@param progress table
+---@return boolean ok
+---@return string? err
+---@return string? kind
 function M.update_progress(progress)
+  local bad = bad_progress(progress)
+  if bad then
+    return false, 'invalid progress: ' .. bad, 'invalid'
+  end
   local info = syncs[0] or { id = 0, status = 'running', type = 'external', start_time = os.time() }
   info.status = 'running'
   info.progress = progress
   remember(info)
   M.notify_ui_update()
+  return true
 end
 
 --- Marks the externally reported sync as finished.
 ---@param type string
 ---@param result himalaya.sync.Result|table
+---@return boolean ok
+---@return string? err
+---@return string? kind
 function M.complete_sync(type, result)
+  if _G.type(type) ~= 'string' then
+    return false, ('invalid type %s: expected a string'):format(vim.inspect(type)), 'invalid'
+  end
+  if result ~= nil then
+    if _G.type(result) ~= 'table' then
+      return false, ('invalid result %s: expected a table'):format(vim.inspect(result)), 'invalid'
+    elseif result.success ~= nil and _G.type(result.success) ~= 'boolean' then
+      return false, ('invalid result.success %s: expected a boolean'):format(vim.inspect(result.success)), 'invalid'
+    elseif result.error ~= nil and _G.type(result.error) ~= 'string' then
+      return false, ('invalid result.error %s: expected a string'):format(vim.inspect(result.error)), 'invalid'
+    end
+  end
   local info = syncs[0] or { id = 0, start_time = os.time() }
   info.type = type
   info.end_time = os.time()
@@ -895,6 +962,7 @@ function M.complete_sync(type, result)
   info.message = result and result.error or nil
   remember(info)
   M.notify_ui_update()
+  return true
 end
 
 --- Tells the UI that sync state changed: fires `User HimalayaSyncUpdate`
