@@ -228,22 +228,42 @@ describe('install with LuaRocks', function()
     eq(0, v.code, v.stderr)
     contains(v.stdout, require('himalaya.sync.version'))
 
-    -- A fresh Neovim set up the way a rocks manager does it: the tree's
-    -- paths on package.path/cpath, the rock's folder on 'runtimepath', and
-    -- not the checkout.
+    -- The README's steps: the tree's Lua folder linked as `lua/` of a
+    -- folder on 'runtimepath' (where :checkhealth looks), the help tags.
+    vim.fn.mkdir(tree .. '/nvim', 'p')
+    eq(0, uv.fs_symlink('../share/lua/5.1', tree .. '/nvim/lua') and 0 or 1)
+    r = t.sh({
+      vim.v.progpath,
+      '--headless',
+      '-u',
+      'NONE',
+      '-i',
+      'NONE',
+      '-n',
+      '+helptags ' .. rockdir .. '/doc',
+      '+qa!',
+    })
+    eq(0, r.code, r.stderr)
+
+    -- A fresh Neovim set up as the README says (what a rocks manager does
+    -- for its own tree), and not the checkout.
     local script = tmp .. '/check.lua'
     t.write(
       script,
       ([[
 local tree, rockdir = %q, %q
-package.path = tree .. '/share/lua/5.1/?.lua;' .. tree .. '/share/lua/5.1/?/init.lua;' .. package.path
 package.cpath = tree .. '/lib/lua/5.1/?.so;' .. package.cpath
+vim.opt.rtp:append(tree .. '/nvim')
 vim.opt.rtp:append(rockdir)
 vim.cmd('runtime plugin/himalaya-sync.lua')
 local before = package.loaded['himalaya.sync.native'] == nil
 local out = vim.api.nvim_exec2('HimalayaSync version', { output = true }).output
 local native = require('himalaya.sync.native')
 local loc = native.find()
+local helped = pcall(vim.cmd, 'help himalaya-sync-config')
+local help_file = vim.fn.expand('%%:p')
+vim.cmd('checkhealth himalaya.sync')
+local health = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
 io.stdout:write(vim.json.encode({
   before = before,
   out = out,
@@ -253,6 +273,9 @@ io.stdout:write(vim.json.encode({
   tool = native.tool_path(),
   native_file = debug.getinfo(native.find, 'S').source,
   manager = type(require('himalaya.sync.manager')),
+  helped = helped,
+  help_file = help_file,
+  health = health,
 }), '\n')
 vim.cmd('qa!')
 ]]):format(tree, rockdir)
@@ -264,9 +287,14 @@ vim.cmd('qa!')
     eq('rock', got.kind)
     eq(tree .. '/lib/lua/5.1/himalaya_sync.so', got.path)
     eq(got.path, got.source)
-    contains(got.native_file, tree .. '/share/lua/5.1/himalaya/sync/native.lua')
+    contains(got.native_file, tree .. '/nvim/lua/himalaya/sync/native.lua')
     contains(got.out, 'from ' .. got.path)
     eq('table', got.manager)
     eq(tool, got.tool, 'the engine finds the tool of the rock (the relay of throttled accounts)')
+    eq(true, got.helped, ":help finds the rock's help")
+    contains(got.help_file, rockdir .. '/doc/himalaya-sync.txt')
+    contains(got.health, 'himalaya.sync')
+    ok(not got.health:find('No healthcheck found', 1, true), got.health)
+    contains(got.health, got.path)
   end)
 end)
