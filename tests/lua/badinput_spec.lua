@@ -4,7 +4,7 @@
 -- mbsync command is a wrapper that logs every run, and the files the
 -- injected commands would create must not exist.
 local t = require('helpers')
-local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
+local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
 
 local manager = require('himalaya.sync.manager')
 local mbsync = require('himalaya.sync.mbsync')
@@ -122,11 +122,29 @@ describe('bad input', function()
       { account = 'demo', wait = 0 / 0 },
       { account = 'demo', on_complete = 'print' },
       { account = 'demo', on_progress = 42 },
+      -- A misspelt option must not start a sync of the default account,
+      -- nor folders a full sync of every folder.
+      { acount = 'demo' },
+      { account = 'demo', folder = { 'INBOX' } },
+      { account = 'demo', folders = { 'INBOX' } },
     }
     for _, o in ipairs(bad_opts) do
-      rejects('options ' .. vim.inspect(o), function()
+      local err = rejects('options ' .. vim.inspect(o), function()
         return manager.start_sync('full', o)
       end, 'invalid')
+      for k in pairs(_G.type(o) == 'table' and o or {}) do
+        if k ~= 'account' then
+          contains(err, k)
+        end
+      end
+    end
+    rejects('sync_full with a misspelt option', function()
+      return mbsync.sync_full('demo', { on_complet = function() end })
+    end, 'invalid')
+    for _, o in ipairs({ { device = 'yes' }, { devcie = true }, { true }, { timeout = '2' }, { timeout = 0 / 0 } }) do
+      local got, err, kind = require('himalaya.sync.oauth').authorize('demo', o, function() end)
+      eq({ nil, 'invalid' }, { got, kind }, 'authorize ' .. vim.inspect(o))
+      clear(err, 'authorize ' .. vim.inspect(o))
     end
     rejects('sync_inbox with options 42', function()
       return mbsync.sync_inbox('demo', 42)

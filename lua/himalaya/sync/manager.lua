@@ -628,6 +628,19 @@ function M.resolve_account(name)
   return lib and target_for(lib, name) or require('himalaya.sync.himalaya').target_of(name) or name
 end
 
+--- The fields of himalaya.sync.StartOptions: a misspelt one is an error,
+--- not an option silently left out (`acount` would sync the default).
+local START_OPTIONS = {
+  account = true,
+  folders = true,
+  wait = true,
+  on_progress = true,
+  on_complete = true,
+  auto = true,
+  quiet = true,
+}
+local START_OPTION_NAMES = table.concat(vim.fn.sort(vim.tbl_keys(START_OPTIONS)), ', ')
+
 --- Whether `s` is UTF-8 text: the engine takes names as such, and a name
 --- that is not must be refused here, naming the option.
 ---@param s string
@@ -670,6 +683,14 @@ function M.start_sync(type, options)
   options = options or {}
   if _G.type(options) ~= 'table' then
     return nil, 'invalid options: expected a table', 'invalid'
+  end
+  for k in pairs(options) do
+    if not START_OPTIONS[k] then
+      return nil, ('invalid options.%s: unknown option (known: %s)'):format(tostring(k), START_OPTION_NAMES), 'invalid'
+    end
+  end
+  if options.folders ~= nil and (type == 'full' or type == 'inbox') then
+    return nil, ('invalid options.folders: a %s sync takes no folders (use type "folders")'):format(type), 'invalid'
   end
   for _, k in ipairs({ 'on_progress', 'on_complete' }) do
     if options[k] ~= nil and not vim.is_callable(options[k]) then

@@ -15,6 +15,13 @@ local function start(type, account, folders, opts)
     return nil, 'invalid options: expected a table', 'invalid'
   end
   opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= 'on_progress' and k ~= 'on_complete' and k ~= 'wait' then
+      return nil,
+        ('invalid options.%s: unknown option (known: on_complete, on_progress, wait)'):format(tostring(k)),
+        'invalid'
+    end
+  end
   return manager.start_sync(type, {
     account = account,
     folders = folders,

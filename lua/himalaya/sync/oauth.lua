@@ -163,6 +163,14 @@ function M.authorize(account, opts, callback)
   if opts ~= nil and type(opts) ~= 'table' then
     return native.fail(callback, nil, 'invalid opts: expected a table like { device = true }', 'invalid')
   end
+  for k, v in pairs(opts or {}) do
+    local bad = (k == 'device' and type(v) ~= 'boolean' and 'expected a boolean')
+      or (k == 'timeout' and not (type(v) == 'number' and v > 0 and v <= 86400) and 'expected seconds, more than 0 and at most 86400')
+      or (k ~= 'device' and k ~= 'timeout' and 'unknown option (known: device, timeout)')
+    if bad then
+      return native.fail(callback, nil, ('invalid opts.%s %s: %s'):format(tostring(k), vim.inspect(v), bad), 'invalid')
+    end
+  end
   callback = callback
     or function(ok, err)
       if ok then
