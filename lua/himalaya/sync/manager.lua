@@ -630,6 +630,7 @@ end
 
 --- The fields of himalaya.sync.StartOptions: a misspelt one is an error,
 --- not an option silently left out (`acount` would sync the default).
+---@type table<any, boolean?>
 local START_OPTIONS = {
   account = true,
   folders = true,
