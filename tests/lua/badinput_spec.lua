@@ -183,6 +183,19 @@ describe('bad input', function()
     env.nothing_started('bad accounts')
   end)
 
+  it('paths in the configuration expand ~ and $VAR, never a command in backticks', function()
+    local env = setup()
+    local nasty = env.dir .. '/`touch ' .. env.marker .. '`'
+    t.use(env.fx.mbsyncrc, { state_dir = nasty })
+    manager.history()
+    t.use(nasty, {})
+    local id, err = manager.start_sync('full', { account = 'demo' })
+    eq(nil, id)
+    clear(err, 'an mbsyncrc path with backticks')
+    eq(nil, vim.uv.fs_stat(env.marker), 'no command ran')
+    env.nothing_started('backticks in paths')
+  end)
+
   it('folder names with ../ or a leading -: invalid, nothing started', function()
     local env = setup()
     for _, folder in ipairs({ '../x', '../../etc', 'Work/../../x', '..', '-a', '--help', '', 'a,b', 'IN\nBOX', '\xff' }) do

@@ -37,8 +37,8 @@ local function ready()
   if not ok then
     return nil, e, 'config'
   end
-  -- expand() without {list} returns a string (the checker merges its overloads).
-  local dir, derr = lib.lock_open(e.lock_dir and vim.fn.expand(e.lock_dir) --[[@as string]] or nil)
+  -- `~` and `$VAR` only: expand() would also run a command in backticks.
+  local dir, derr = lib.lock_open(e.lock_dir and vim.fs.normalize(e.lock_dir) or nil)
   if not dir then
     ---@cast derr -?
     return nil, derr.message, derr.kind

@@ -412,10 +412,12 @@ local function ready()
   -- The settings come from the configuration (the same table until it
   -- changes) and from these; unchanged, the engine needs nothing. (A
   -- rebuilt library loaded by :HimalayaSync build starts unconfigured.)
+  -- Paths get `~` and `$VAR` expanded, and nothing else: expand() would
+  -- also run a command written in backticks.
   local derived = {
     relay_cmd = native.tool_path(),
-    state_dir = vim.fn.expand(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
-    config = cfg.mbsync.config and vim.fn.expand(cfg.mbsync.config),
+    state_dir = vim.fs.normalize(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
+    config = cfg.mbsync.config and vim.fs.normalize(cfg.mbsync.config),
   }
   if configured and configured.lib == lib and configured.cfg == cfg and vim.deep_equal(configured.derived, derived) then
     return lib
