@@ -130,6 +130,15 @@ pub fn plan(
     if mailbox.split('/').any(|part| part == ".." || part == ".") || mailbox.starts_with('/') {
         return Err(refuse("the box name is not a plain folder name".into()));
     }
+    // Only a folder synced before can have a UIDVALIDITY to repair. The
+    // fresh sync of a name with no local folder would create it, on the
+    // server too when the channel says `Create Both`.
+    if !local.join("cur").is_dir() {
+        return Err(refuse(format!(
+            "there is no local folder {} to repair",
+            local.display()
+        )));
+    }
     let safe: String = mailbox
         .chars()
         .map(|c| {

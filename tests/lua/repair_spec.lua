@@ -74,6 +74,19 @@ describe('UIDVALIDITY', function()
     eq(0, result.pulled)
   end)
 
+  it('a repair of a folder never synced is refused, and creates nothing', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3' })
+    use(fx.mbsyncrc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    -- Refused at once or by the sync's end: either way, kind config.
+    local result, info_or_err, kind = t.sync_and_wait('repair', { account = 'demo', folders = { 'Ghost' } })
+    local err = result and result.error or info_or_err
+    eq('config', result and result.kind or kind)
+    contains(err, 'no local folder')
+    eq(nil, uv.fs_stat(fx.accounts.demo.server_maildir .. '/.Ghost'), 'nothing created on the server')
+    eq(nil, uv.fs_stat(fx.accounts.demo.local_maildir .. '/Ghost'), 'nothing created here')
+  end)
+
   it('with uidvalidity = "off" it is reported with the command that repairs it', function()
     local fx = t.fixture({ '--folders', 'INBOX=5,Work=6' })
     -- Synced through a group: the repair is for the folder's channel.
