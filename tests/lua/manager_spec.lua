@@ -119,6 +119,24 @@ describe('manager', function()
       eq(false, bad, field)
       ok(msg:find('himalaya_sync.retry.' .. field, 1, true), msg)
     end
+    -- Refused by setup() as the engine would refuse them at the first sync.
+    local refused = {
+      { { accounts = { ['-x'] = {} } }, 'himalaya_sync.accounts' },
+      { { accounts = { ['a..b'] = {} } }, 'himalaya_sync.accounts' },
+      { { accounts = { [('a'):rep(101)] = {} } }, 'himalaya_sync.accounts' },
+      { { auto_sync = { accounts = { 'x\255' } } }, 'himalaya_sync.auto_sync.accounts[1]' },
+      { { idle = { accounts = { '-a' } } }, 'himalaya_sync.idle.accounts[1]' },
+      { { lock_dir = 'relative/locks' }, 'himalaya_sync.lock_dir' },
+    }
+    for _, c in ipairs(refused) do
+      local bad, msg = pcall(require('himalaya.sync').setup, c[1])
+      eq(false, bad, vim.inspect(c[1]))
+      contains(msg, c[2])
+    end
+    for _, good in ipairs({ { accounts = { ['café'] = {}, ['me@x.org+1'] = {} } }, { lock_dir = '~/locks' } }) do
+      local fine, msg = pcall(require('himalaya.sync.config').setup, good)
+      ok(fine, msg)
+    end
     require('himalaya.sync.config').setup({})
   end)
 

@@ -161,6 +161,60 @@ end
 ---@type fun(opts: any, spec: table, path: string)
 local validate
 
+--- Whether `s` is UTF-8 text (the engine takes names as such).
+---@param s string
+---@return boolean
+function M.is_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1
+      or (c >= 0xC2 and c <= 0xDF) and 2
+      or (c >= 0xE0 and c <= 0xEF) and 3
+      or (c >= 0xF0 and c <= 0xF4) and 4
+    if not len then
+      return false
+    end
+    for k = i + 1, i + len - 1 do
+      local b = s:byte(k)
+      if not b or b < 0x80 or b > 0xBF then
+        return false
+      end
+    end
+    i = i + len
+  end
+  return true
+end
+
+--- What the engine takes as an account name (targets::validate_account):
+--- 1 to 100 bytes of letters, digits and _ - . @ +, not starting with -,
+--- no `..`. Letters beyond ASCII are left to the engine to judge.
+local ACCOUNT_NAME = 'an account name: 1 to 100 bytes of letters, digits and _ - . @ +, not starting with -, no ..'
+
+---@param v any
+---@return boolean
+local function account_name(v)
+  return type(v) == 'string'
+    and #v <= 100
+    and v:match('^[%w_%-%.@%+\128-\255]+$') ~= nil
+    and not vim.startswith(v, '-')
+    and not v:find('..', 1, true)
+    and M.is_utf8(v)
+end
+
+--- A list of account names (auto_sync.accounts, idle.accounts).
+local function account_list(path, v)
+  if v == nil then
+    return
+  end
+  check_table_of_strings(path, v)
+  for i, name in ipairs(v) do
+    if not account_name(name) then
+      fail(('%s[%d]'):format(path, i), ACCOUNT_NAME, name)
+    end
+  end
+end
+
 local function nonempty_string(what)
   return function(path, v)
     if type(v) ~= 'string' or v == '' then
@@ -229,8 +283,9 @@ local oauth_schema = {
 --- typo silently ignored is worse than a clear message.
 local schema = {
   lock_dir = function(path, v)
-    if v ~= nil and (type(v) ~= 'string' or v == '') then
-      fail(path, 'a folder path', v)
+    -- Absolute (after ~ and $VAR): every Neovim must name the same folder.
+    if v ~= nil and (type(v) ~= 'string' or not vim.startswith(vim.fs.normalize(v), '/')) then
+      fail(path, 'an absolute folder path (~ and $VAR are expanded)', v)
     end
   end,
   state_dir = function(path, v)
@@ -290,20 +345,12 @@ local schema = {
       end
     end,
     type = one_of({ 'full', 'inbox' }),
-    accounts = function(path, v)
-      if v ~= nil then
-        check_table_of_strings(path, v)
-      end
-    end,
+    accounts = account_list,
     smart = boolean,
   },
   idle = {
     enabled = boolean,
-    accounts = function(path, v)
-      if v ~= nil then
-        check_table_of_strings(path, v)
-      end
-    end,
+    accounts = account_list,
     folders = function(path, v)
       check_table_of_strings(path, v)
       if #v == 0 then
@@ -340,8 +387,8 @@ local schema = {
     end
     for name, acct in pairs(v) do
       local p = ('%s.%s'):format(path, tostring(name))
-      if type(name) ~= 'string' or not name:match('^[%w_%-%.@%+]+$') then
-        fail(path, 'account names made of letters, digits and _ - . @ +', name)
+      if not account_name(name) then
+        fail(path, 'account names: ' .. ACCOUNT_NAME:gsub('^an account name: ', ''), name)
       end
       if type(acct) ~= 'table' then
         fail(p, 'a table', acct)

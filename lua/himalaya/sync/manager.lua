@@ -644,32 +644,6 @@ local START_OPTIONS = {
 }
 local START_OPTION_NAMES = table.concat(vim.fn.sort(vim.tbl_keys(START_OPTIONS)), ', ')
 
---- Whether `s` is UTF-8 text: the engine takes names as such, and a name
---- that is not must be refused here, naming the option.
----@param s string
----@return boolean
-local function is_utf8(s)
-  local i, n = 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    local len = c < 0x80 and 1
-      or (c >= 0xC2 and c <= 0xDF) and 2
-      or (c >= 0xE0 and c <= 0xEF) and 3
-      or (c >= 0xF0 and c <= 0xF4) and 4
-    if not len then
-      return false
-    end
-    for k = i + 1, i + len - 1 do
-      local b = s:byte(k)
-      if not b or b < 0x80 or b > 0xBF then
-        return false
-      end
-    end
-    i = i + len
-  end
-  return true
-end
-
 --- Starts a sync; returns its id, or `nil, err, kind`. Never blocks: the
 --- callbacks run on the main loop as the sync progresses and ends.
 ---@param type himalaya.sync.SyncType
@@ -708,7 +682,7 @@ function M.start_sync(type, options)
   if options.account ~= nil and _G.type(options.account) ~= 'string' then
     return nil, ('invalid options.account: expected a string, got %s'):format(vim.inspect(options.account)), 'invalid'
   end
-  if options.account and not is_utf8(options.account) then
+  if options.account and not config.is_utf8(options.account) then
     return nil, ('invalid options.account %s: not UTF-8 text'):format(vim.inspect(options.account)), 'invalid'
   end
   if options.folders ~= nil then
@@ -718,7 +692,7 @@ function M.start_sync(type, options)
       -- Neovim types vim.iter as `@operator call:Iter`, without parameters.
       ---@diagnostic disable-next-line: redundant-parameter
       or vim.iter(options.folders):any(function(f)
-        return _G.type(f) ~= 'string' or not is_utf8(f)
+        return _G.type(f) ~= 'string' or not config.is_utf8(f)
       end)
     then
       return nil, 'invalid options.folders: expected a list of folder names (UTF-8 text)', 'invalid'
