@@ -127,6 +127,9 @@ describe('manager', function()
       { { auto_sync = { accounts = { 'x\255' } } }, 'himalaya_sync.auto_sync.accounts[1]' },
       { { idle = { accounts = { '-a' } } }, 'himalaya_sync.idle.accounts[1]' },
       { { lock_dir = 'relative/locks' }, 'himalaya_sync.lock_dir' },
+      { { max_parallel = 1e308 }, 'himalaya_sync.max_parallel' },
+      { { retry = { max_attempts = 2 ^ 32 } }, 'himalaya_sync.retry.max_attempts' },
+      { { accounts = { demo = { throttle = { kbps = 2 ^ 40 } } } }, 'himalaya_sync.accounts.demo.throttle' },
     }
     for _, c in ipairs(refused) do
       local bad, msg = pcall(require('himalaya.sync').setup, c[1])

@@ -313,8 +313,8 @@ local schema = {
   legacy_commands = boolean,
   uidvalidity = one_of({ 'repair', 'ask', 'off' }),
   max_parallel = function(path, v)
-    if type(v) ~= 'number' or v < 1 or v % 1 ~= 0 then
-      fail(path, 'a whole number >= 1', v)
+    if type(v) ~= 'number' or v < 1 or v > 64 or v % 1 ~= 0 then
+      fail(path, 'a whole number from 1 to 64', v)
     end
   end,
   max_connections = function(path, v)
@@ -327,8 +327,8 @@ local schema = {
     factor = number_between(1, 100),
     cap = number_between(0, M.MAX_SECONDS),
     max_attempts = function(path, v)
-      if type(v) ~= 'number' or v < 0 or v % 1 ~= 0 then
-        fail(path, 'a whole number >= 0', v)
+      if type(v) ~= 'number' or v < 0 or v > 100 or v % 1 ~= 0 then
+        fail(path, 'a whole number from 0 to 100', v)
       end
     end,
     jitter = function(path, v)
@@ -408,8 +408,8 @@ local schema = {
           validate(val, oauth_schema, p .. '.oauth')
         elseif k == 'throttle' then
           local kbps = type(val) == 'table' and val.kbps
-          if type(kbps) ~= 'number' or kbps < 1 or kbps % 1 ~= 0 or next(val, next(val)) ~= nil then
-            fail(p .. '.throttle', '{ kbps = N } with a whole number N >= 1', val)
+          if type(kbps) ~= 'number' or kbps < 1 or kbps > 1e6 or kbps % 1 ~= 0 or next(val, next(val)) ~= nil then
+            fail(p .. '.throttle', '{ kbps = N } with a whole number N from 1 to 1000000', val)
           end
         else
           fail(p .. '.' .. tostring(k), 'one of full, inbox, folders, throttle, refresh, oauth', val)
