@@ -352,6 +352,16 @@ describe('oauth', function()
     v, e = oauth.store_token('nobody', 42)
     eq(nil, v)
     contains(e, 'invalid token')
+    -- A token that would be stored with no expiry, or with a field lost.
+    for field, token in pairs({
+      expires_in = { access_token = 'x', expires_in = math.huge },
+      expires_at = { access_token = 'x', expires_at = 0 / 0 },
+      ['1'] = { access_token = 'x', 'y' },
+    }) do
+      local got, err, k = oauth.store_token('nobody', token)
+      eq({ nil, 'invalid' }, { got, k }, field)
+      contains(err, field)
+    end
     -- With a callback, every failure reaches it, those returned at once too.
     local answers = {}
     local function answer(...)

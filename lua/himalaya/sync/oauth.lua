@@ -114,6 +114,22 @@ function M.store_token(account, token, callback)
   if type(token) ~= 'table' and type(token) ~= 'string' then
     return native.fail(callback, nil, 'invalid token: expected a table or an access-token string', 'invalid')
   end
+  if type(token) == 'table' then
+    for k, v in pairs(token) do
+      -- Keys the engine would never see (list items), and numbers JSON
+      -- cannot carry (an infinite expiry would arrive as none at all).
+      if type(k) ~= 'string' then
+        return native.fail(callback, nil, ('invalid token: unexpected field %s'):format(vim.inspect(k)), 'invalid')
+      elseif type(v) == 'number' and not (v > -math.huge and v < math.huge) then
+        return native.fail(
+          callback,
+          nil,
+          ('invalid token.%s: expected a finite number, got %s'):format(k, v),
+          'invalid'
+        )
+      end
+    end
+  end
   return run('store', account, token, callback)
 end
 
