@@ -280,6 +280,9 @@ impl Manager {
     /// events whose result is a [`CheckResult`].
     pub fn check(self: &Arc<Self>, account: String, folders: Vec<String>) -> Result<u64> {
         targets::validate_account(&account)?;
+        for f in &folders {
+            targets::validate_folder(f)?;
+        }
         let cfg = self.mbsync_config()?;
         let accounts = self.settings.lock().accounts.clone();
         let channels = account_channels(&cfg, &accounts, &account)?;

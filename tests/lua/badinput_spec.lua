@@ -199,7 +199,7 @@ describe('bad input', function()
   it('folder names with ../ or a leading -: invalid, nothing started', function()
     local env = setup()
     for _, folder in ipairs({ '../x', '../../etc', 'Work/../../x', '..', '-a', '--help', '', 'a,b', 'IN\nBOX', '\xff' }) do
-      for _, ty in ipairs({ 'folders', 'repair' }) do
+      for _, ty in ipairs({ 'folders', 'repair', 'check' }) do
         rejects(('%s sync of folder %s'):format(ty, vim.inspect(folder)), function()
           return manager.start_sync(ty, { account = 'demo', folders = { folder } })
         end, 'invalid')
