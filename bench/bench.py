@@ -170,74 +170,60 @@ def run_timed(args, env=None, out_path=None, timeout=300):
 
 def run_pty(args, env=None, keep=False, cols=250, timeout=300):
     """Runs a command with stdin/stdout/stderr on a pseudo-terminal (as the
-    plugin does: 250 columns); returns (wall ms, CPU s, code, output)."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, cols, 0, 0))
-    t0 = time.perf_counter()
-    try:
-        p = track(subprocess.Popen(args, env=env, stdin=slave, stdout=slave, stderr=slave,
-                                   start_new_session=True))
-    finally:
-        os.close(slave)
-    buf = bytearray()
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline:
-            r, _, _ = select.select([master], [], [], 1.0)
-            if not r:
-                if p.poll() is not None:
-                    break
-                continue
-            try:
-                d = os.read(master, 65536)
-            except OSError:  # EIO: every writer closed the terminal
-                break
-            if not d:
-                break
-            if keep:
-                buf += d
-            else:
-                buf[:] = d[-4096:]
-        code, cpu = _wait4(p, 5)
-    finally:
-        os.close(master)
-    wall = (time.perf_counter() - t0) * 1000
-    return wall, cpu, code, bytes(buf)
+    plugin does: 250 columns); returns (wall ms, CPU s, code, output: all of
+    it with `keep`, else its last 4 KiB)."""
+    wall, cpu, codes, outputs = run_pty_many([args], env=env, keep=keep, cols=cols, timeout=timeout)
+    return wall, cpu, codes[0], outputs[0]
 
 
-def run_pty_many(argvs, env=None, cols=250, timeout=300):
-    """Runs several commands at once, each on a pseudo-terminal of its own
-    (as run_pty), reading all of them as they write; returns (wall ms, CPU s
-    of all, exit codes)."""
-    t0 = time.perf_counter()
-    masters, procs = [], []
+def run_pty_many(argvs, env=None, keep=False, cols=250, timeout=300):
+    """Runs several commands at once, each on a pseudo-terminal of its own,
+    reading all of them as they write; returns (wall ms, CPU s of all, exit
+    codes, outputs as run_pty's). The terminals are opened before the clock
+    starts. A command whose process has ended is not waited for any longer
+    than its terminal is readable (something it started may hold it open)."""
+    masters, slaves = [], []
     try:
-        for args in argvs:
+        for _ in argvs:
             master, slave = os.openpty()
             masters.append(master)
+            slaves.append(slave)
             fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, cols, 0, 0))
+        t0 = time.perf_counter()
+        procs = []
+        for args in argvs:
+            slave = slaves.pop(0)
             try:
                 procs.append(track(subprocess.Popen(args, env=env, stdin=slave, stdout=slave, stderr=slave,
                                                     start_new_session=True)))
             finally:
                 os.close(slave)
-        open_fds = list(masters)
+        bufs = {master: bytearray() for master in masters}
+        reading = dict(zip(masters, procs))
         deadline = time.time() + timeout
-        while open_fds and time.time() < deadline:
-            ready, _, _ = select.select(open_fds, [], [], 1.0)
+        while reading and time.time() < deadline:
+            ready, _, _ = select.select(list(reading), [], [], 1.0)
+            if not ready:
+                for fd in [fd for fd, p in reading.items() if p.poll() is not None]:
+                    del reading[fd]
+                continue
             for fd in ready:
                 try:
                     d = os.read(fd, 65536)
                 except OSError:  # EIO: every writer closed that terminal
                     d = b""
                 if not d:
-                    open_fds.remove(fd)
+                    del reading[fd]
+                elif keep:
+                    bufs[fd] += d
+                else:
+                    bufs[fd][:] = (bufs[fd] + d)[-4096:]
         waited = [_wait4(p, 5) for p in procs]
     finally:
-        for fd in masters:
+        for fd in masters + slaves:
             os.close(fd)
     wall = (time.perf_counter() - t0) * 1000
-    return wall, sum(w[1] for w in waited), [w[0] for w in waited]
+    return wall, sum(w[1] for w in waited), [w[0] for w in waited], [bytes(bufs[m]) for m in masters]
 
 
 def nvim_env(extra=None):
@@ -783,7 +769,7 @@ def bench_parallel(fx, agent, reps, R, has_max_parallel, default_max_parallel, r
                 argvs = [["mbsync", "-c", rc, "-V", a] for a in accts]
                 env = dict(os.environ, LC_ALL="C")
                 if v == "pty_par":
-                    ms, cpu, codes = run_pty_many(argvs, env=env)
+                    ms, cpu, codes, _ = run_pty_many(argvs, env=env)
                 else:
                     ms, cpu, codes = 0.0, 0.0, []
                     for argv in argvs:
