@@ -189,7 +189,7 @@ end
 --- What the engine takes as an account name (targets::validate_account):
 --- 1 to 100 bytes of letters, digits and _ - . @ +, not starting with -,
 --- no `..`. Letters beyond ASCII are left to the engine to judge.
-local ACCOUNT_NAME = 'an account name: 1 to 100 bytes of letters, digits and _ - . @ +, not starting with -, no ..'
+local ACCOUNT_RULE = '1 to 100 bytes of letters, digits and _ - . @ +, not starting with -, no ..'
 
 ---@param v any
 ---@return boolean
@@ -210,7 +210,7 @@ local function account_list(path, v)
   check_table_of_strings(path, v)
   for i, name in ipairs(v) do
     if not account_name(name) then
-      fail(('%s[%d]'):format(path, i), ACCOUNT_NAME, name)
+      fail(('%s[%d]'):format(path, i), 'an account name: ' .. ACCOUNT_RULE, name)
     end
   end
 end
@@ -388,7 +388,7 @@ local schema = {
     for name, acct in pairs(v) do
       local p = ('%s.%s'):format(path, tostring(name))
       if not account_name(name) then
-        fail(path, 'account names: ' .. ACCOUNT_NAME:gsub('^an account name: ', ''), name)
+        fail(path, 'account names: ' .. ACCOUNT_RULE, name)
       end
       if type(acct) ~= 'table' then
         fail(p, 'a table', acct)
