@@ -105,8 +105,35 @@ fn bad_argument(e: &mlua::Error) -> String {
 fn failure(lua: &Lua, e: &Error) -> mlua::Result<MultiValue> {
     let t = lua.create_table()?;
     t.set("kind", e.kind.as_str())?;
-    t.set("message", e.message.as_str())?;
+    t.set("message", shortened(&e.message).as_ref())?;
     (Value::Nil, t).into_lua_multi(lua)
+}
+
+/// Longest message handed to Lua, in bytes: far above any message the
+/// engine writes itself, well below one that quotes a megabyte of bad input.
+const MAX_MESSAGE: usize = 1024;
+
+/// `message` cut to [`MAX_MESSAGE`] bytes, saying how much was left out.
+///
+/// Messages that quote a bad argument quote it whole, and a caller can pass
+/// anything: a megabyte-long account name would otherwise be repeated into
+/// every notification and log line that shows the error. The cut happens
+/// here, after secrets were redacted: cutting earlier could leave part of
+/// a secret that redaction no longer recognises.
+fn shortened(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_MESSAGE {
+        return message.into();
+    }
+    let mut end = MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}... ({} more bytes)",
+        &message[..end],
+        message.len() - end
+    )
+    .into()
 }
 
 /// Converts engine data to a Lua value (tables for structs and maps).
@@ -147,4 +174,27 @@ fn himalaya_sync(lua: &Lua) -> mlua::Result<Table> {
     manager::register(lua, &m)?;
     oauth::register(lua, &m)?;
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_messages_pass_whole() {
+        let m = "unknown account \"demo\"";
+        assert_eq!(shortened(m), m);
+        let m = "x".repeat(MAX_MESSAGE);
+        assert_eq!(shortened(&m), m.as_str());
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_and_say_how_much() {
+        let m = format!("unknown account \"{}\"", "é".repeat(1_000_000));
+        let s = shortened(&m);
+        assert!(s.len() < MAX_MESSAGE + 40, "{}", s.len());
+        assert!(s.starts_with("unknown account \"éé"));
+        let cut = m.len() - s.find("...").unwrap();
+        assert!(s.ends_with(&format!("... ({cut} more bytes)")));
+    }
 }

@@ -151,6 +151,11 @@ io.stdout:write(vim.json.encode(seen))
     t.wait_for(function()
       return auto.is_leader() and #require('himalaya.sync.manager').get_sync_info().syncs > 0
     end, 10000, 'the first auto sync')
+    -- Its lock is not released from under it: that would make two leaders.
+    local released, why = require('himalaya.sync.lock').release_lock('auto-sync')
+    eq(false, released)
+    eq("lock auto-sync is held by this Neovim's auto-sync leadership; :HimalayaSync auto off gives it up", why)
+    eq(true, auto.is_leader())
     vim.cmd('HimalayaSync auto toggle')
     eq(false, auto.is_enabled())
     eq(false, auto.is_leader())

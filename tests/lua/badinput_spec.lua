@@ -28,7 +28,8 @@ local NASTY = {
   '--help',
   '-c/etc/passwd',
   '',
-  ('a'):rep(5000),
+  -- Quoted in the error, cut short: not a megabyte in every notification.
+  ('a'):rep(1000000),
 }
 
 --- One setup per test: an mbsyncrc, the wrapper as mbsync, :HimalayaSync,
@@ -70,7 +71,8 @@ end
 --- A clear error: a one-line message without a traceback or source position.
 local function clear(err, what)
   ok(type(err) == 'string' and err ~= '', what .. ': an error message, got ' .. vim.inspect(err))
-  ok(not err:find('\n'), what .. ': one line: ' .. err)
+  ok(#err <= 1200, what .. ': at most 1,200 bytes, got ' .. #err)
+  ok(not err:find('\n'), what .. ': one line: ' .. err:sub(1, 300))
   ok(not err:find('traceback', 1, true), what .. ': no traceback: ' .. err)
   ok(not err:find('%.lua:%d+:'), what .. ': no source position: ' .. err)
   ok(not err:find('%.rs:%d+'), what .. ': no Rust source position: ' .. err)
@@ -311,6 +313,8 @@ describe('bad input', function()
       'HimalayaSync oauth authorize demo --devcie',
       'HimalayaSync full \xff',
       'HimalayaSync folders demo \xff',
+      'HimalayaSync full ' .. ('a'):rep(100000),
+      'HimalayaSync ' .. ('a'):rep(100000),
     }
     for _, c in ipairs(cmds) do
       seen = {}

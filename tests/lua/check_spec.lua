@@ -238,7 +238,7 @@ describe('smart auto-sync', function()
 
   it('checks first and syncs only when the server has new mail', function()
     local fx = t.fixture()
-    t.use(fx.mbsyncrc, { auto_sync = { smart = true, interval = 1 / 120, accounts = { 'demo' } } })
+    t.use(fx.mbsyncrc, { auto_sync = { smart = true, interval = 1 / 60, accounts = { 'demo' } } })
     ok(t.sync_and_wait('full', { account = 'demo' }).success)
     local auto = require('himalaya.sync.auto')
     t.defer(auto.stop)
@@ -273,7 +273,7 @@ describe('smart auto-sync', function()
     -- a failed check: no sync follows.
     t.use(
       t.mbsyncrc_on_port(fx, t.silent_server(), 'silent'),
-      { auto_sync = { smart = true, interval = 1 / 120, accounts = { 'demo' } } }
+      { auto_sync = { smart = true, interval = 1 / 60, accounts = { 'demo' } } }
     )
     vim.wait(1100)
     auto.tick()
@@ -303,6 +303,11 @@ describe('IDLE push', function()
       return #l == 1 and l[1].idle
     end, 10000, 'IDLE on INBOX')
     eq({ { account = 'demo', folder = 'INBOX', running = true, idle = true } }, idle.list())
+    local lock = require('himalaya.sync.lock')
+    local released, why = lock.release_lock('idle-watch')
+    eq(false, released, 'a release would let a second Neovim watch')
+    t.contains(why, "held by this Neovim's IDLE watcher; require('himalaya.sync.idle').stop() gives it up")
+    ok(lock.is_locked('idle-watch'))
     local started
     local au = vim.api.nvim_create_autocmd('User', {
       pattern = 'HimalayaSyncStarted',

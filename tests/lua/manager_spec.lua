@@ -130,6 +130,7 @@ describe('manager', function()
       { { max_parallel = 1e308 }, 'himalaya_sync.max_parallel' },
       { { retry = { max_attempts = 2 ^ 32 } }, 'himalaya_sync.retry.max_attempts' },
       { { accounts = { demo = { throttle = { kbps = 2 ^ 40 } } } }, 'himalaya_sync.accounts.demo.throttle' },
+      { { auto_sync = { interval = 1e-9 } }, 'himalaya_sync.auto_sync.interval: expected minutes from 1/60' },
     }
     for _, c in ipairs(refused) do
       local bad, msg = pcall(require('himalaya.sync').setup, c[1])

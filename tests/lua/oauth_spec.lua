@@ -299,6 +299,29 @@ describe('oauth', function()
       return #t.pgrep('sleep 31.25') == 0
     end, 2000, 'the refresh script to be killed')
 
+    -- CTRL-C during a blocking call stops the wait and says so; the refresh
+    -- itself runs to its end in the background.
+    t.setup_for_test({
+      mbsync = { config = rc },
+      notify = false,
+      accounts = { demo = { oauth = { refresh_cmd = 'sleep 1.75', store = store } } },
+    })
+    local ctrl_c = assert(uv.new_timer())
+    ctrl_c:start(300, 0, function()
+      vim.api.nvim_input('<C-c>')
+    end)
+    start = uv.hrtime()
+    local token, why, kind = oauth.get_valid_token('demo')
+    ctrl_c:close()
+    ok((uv.hrtime() - start) / 1e6 < 1000, 'stopped waiting at once')
+    eq(nil, token)
+    eq('cancelled', kind, why)
+    eq('stopped waiting for demo (interrupted); it goes on in the background', why)
+    ok(#t.pgrep('sleep 1.75') > 0, 'the refresh goes on')
+    t.wait_for(function()
+      return #t.pgrep('sleep 1.75') == 0
+    end, 5000, 'the refresh to end')
+
     -- A provider that cannot be reached (a resumed laptop whose network is
     -- not up yet): retried like a network failure of mbsync.
     local port = t.closed_port()

@@ -325,6 +325,46 @@ describe('auth', function()
     eq('auth', s.done.result.kind)
     contains(s.done.result.error, 'invalid_grant: token revoked')
     ok(not s.done.result.error:find('stale%-token'), 'no secret in the message')
+
+    -- From Vimscript: a Funcref reaches Lua as vim.NIL and is refused with
+    -- the way out; the function's name works as a Lua function does.
+    require('himalaya.sync').setup({})
+    t.defer(function()
+      vim.g.himalaya_sync = nil
+      vim.cmd('delfunction! HimalayaSyncTestRefresh')
+      _G.himalaya_sync_test_fix = nil
+    end)
+    _G.himalaya_sync_test_fix = function()
+      t.write(rc, good)
+    end
+    vim.cmd([[
+      function! HimalayaSyncTestRefresh(account, Done) abort
+        let g:himalaya_sync_test_refreshed = a:account
+        call v:lua.himalaya_sync_test_fix()
+        call a:Done(v:true)
+      endfunction
+    ]])
+    local function let(refresh)
+      vim.cmd.let(
+        ('g:himalaya_sync = {"mbsync": {"config": %s}, "notify": v:false, "retry": {"max_attempts": 0}, '):format(
+          vim.fn.string(rc)
+        ) .. ('"accounts": {"demo": {"refresh": %s}}}'):format(refresh)
+      )
+    end
+    let('function("HimalayaSyncTestRefresh")')
+    local id, why, kind = require('himalaya.sync.manager').start_sync('full', { account = 'demo' })
+    eq(nil, id)
+    eq('config', kind)
+    contains(
+      why,
+      "himalaya_sync.accounts.demo.refresh: expected a function(account, done), or in Vimscript the function's name ('refresh': 'MyRefresh')"
+    )
+    let('"HimalayaSyncTestRefresh"')
+    s = start('full', { account = 'demo' })
+    wait_done({ s })
+    eq('demo', vim.g.himalaya_sync_test_refreshed)
+    eq(true, s.done.result.success, s.done.result.error)
+    eq(2, s.done.result.attempts)
   end)
 end)
 

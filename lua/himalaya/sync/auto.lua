@@ -196,7 +196,7 @@ function M.stop()
     S.timer = nil
   end
   if S.leader then
-    require('himalaya.sync.lock').release_lock(LEADER_LOCK)
+    require('himalaya.sync.lock')._release(LEADER_LOCK)
     S.leader = false
     log('stopped; leadership released')
   end

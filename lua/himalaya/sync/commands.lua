@@ -1,9 +1,11 @@
 --- `:HimalayaSync {subcommand} [args]`: one command, completion for
 --- subcommands and their arguments.
+local native = require('himalaya.sync.native')
+
 local M = {}
 
 local function notify(msg, level)
-  require('himalaya.sync.native').notify(msg, level)
+  native.notify(msg, level)
 end
 
 local function err(msg)
@@ -78,7 +80,6 @@ M.subcommands.version = {
   desc = 'show plugin and library versions',
   nargs = 0,
   run = function()
-    local native = require('himalaya.sync.native')
     local lib, lerr = native.get()
     if not lib then
       return err(lerr)
@@ -100,7 +101,6 @@ M.subcommands.build = {
   desc = 'build the Rust library (cargo build --release) and load it',
   nargs = 0,
   run = function()
-    local native = require('himalaya.sync.native')
     local loc = native.find()
     if loc and loc.kind ~= 'file' then
       return err(('the library is loaded from %s, not built here: %s'):format(loc.path, native.build_hint(loc.kind)))
@@ -170,7 +170,7 @@ end
 
 local function at_most(args, n, usage)
   if #args > n then
-    err(('unexpected argument %q; usage: %s'):format(args[n + 1], usage))
+    err(('unexpected argument %s; usage: %s'):format(native.shown(args[n + 1]), usage))
     return false
   end
   return true
@@ -325,12 +325,13 @@ M.subcommands.auto = {
     elseif what == 'toggle' then
       auto.toggle()
     elseif what ~= nil then
-      return err(('unknown auto argument %q; expected on, off or toggle'):format(what))
+      return err(('unknown auto argument %s; expected on, off or toggle'):format(native.shown(what)))
     end
-    local interval = require('himalaya.sync.config').get().auto_sync.interval
+    local minutes = require('himalaya.sync.config').get().auto_sync.interval
+    local every = minutes < 1 and ('%g s'):format(math.floor(minutes * 60 + 0.5)) or ('%g min'):format(minutes)
     notify(
       auto.is_enabled()
-          and ('auto-sync is on, every %g min%s'):format(interval, auto.is_leader() and ' (this Neovim leads)' or '')
+          and ('auto-sync is on, every %s%s'):format(every, auto.is_leader() and ' (this Neovim leads)' or '')
         or 'auto-sync is off'
     )
   end,
@@ -441,7 +442,9 @@ M.subcommands.oauth = {
       return err('usage: ' .. usage .. ' (authorize: [--device])')
     end
     if action == 'authorize' and args[3] ~= nil and args[3] ~= '--device' then
-      return err(('unknown option %q; usage: :HimalayaSync oauth authorize {account} [--device]'):format(args[3]))
+      return err(
+        ('unknown option %s; usage: :HimalayaSync oauth authorize {account} [--device]'):format(native.shown(args[3]))
+      )
     end
     if not at_most(args, action == 'authorize' and 3 or 2, usage) then
       return
@@ -507,7 +510,7 @@ function M.run(opts)
   end
   local sub = M.subcommands[name]
   if not sub then
-    return err(('unknown subcommand %q; expected one of: %s'):format(name, table.concat(M.names(), ', ')))
+    return err(('unknown subcommand %s; expected one of: %s'):format(native.shown(name), table.concat(M.names(), ', ')))
   end
   if sub.nargs == 0 and not at_most(args, 0, ':HimalayaSync ' .. name) then
     return

@@ -15,7 +15,7 @@ local M = {}
 ---@field inbox? string mbsync target for an inbox sync (default: channel `NAME-inbox`, else `NAME:INBOX`)
 ---@field folders? string[] folders offered for selective syncs
 ---@field throttle? {kbps: number} bandwidth limit, kB/s each way (through mbsync's Tunnel; TLS stays end to end)
----@field refresh? fun(account: string, done: fun(ok: boolean, err?: string)) refreshes credentials after an auth failure; the sync then runs once more
+---@field refresh? string|fun(account: string, done: fun(ok: boolean, err?: string)) refreshes credentials after an auth failure (a function, or a Vimscript function's name); the sync then runs once more
 ---@field oauth? himalaya.sync.OAuthConfig OAuth2 tokens for this account (see |himalaya-sync-oauth|)
 
 ---@class himalaya.sync.OAuthStoreConfig
@@ -122,9 +122,9 @@ local cached
 local function fail(path, expected, value)
   error(
     ('himalaya-sync: invalid config %s: expected %s, got %s'):format(
-      path,
+      require('himalaya.sync.native').cut(path),
       expected,
-      type(value) == 'string' and ('%q'):format(value) or vim.inspect(value)
+      require('himalaya.sync.native').shown(value)
     ),
     0
   )
@@ -340,8 +340,10 @@ local schema = {
   auto_sync = {
     enabled = boolean,
     interval = function(path, v)
-      if type(v) ~= 'number' or not (v > 0 and v <= 1440) then
-        fail(path, 'minutes > 0 and <= 1440', v)
+      -- At least a second: a smaller interval would run a tick on the main
+      -- loop every millisecond and keep mbsync logging in without a pause.
+      if type(v) ~= 'number' or not (v >= 1 / 60 and v <= 1440) then
+        fail(path, 'minutes from 1/60 (one second) to 1440', v)
       end
     end,
     type = one_of({ 'full', 'inbox' }),
@@ -401,8 +403,17 @@ local schema = {
         elseif k == 'folders' then
           check_table_of_strings(p .. '.folders', val)
         elseif k == 'refresh' then
-          if not vim.is_callable(val) then
-            fail(p .. '.refresh', 'a function(account, done)', val)
+          -- A Vimscript Funcref reaches Lua as vim.NIL: g:himalaya_sync
+          -- can only name the function.
+          if val == vim.NIL then
+            fail(
+              p .. '.refresh',
+              "a function(account, done), or in Vimscript the function's name ('refresh': 'MyRefresh'): "
+                .. 'a Funcref does not come through g:himalaya_sync',
+              val
+            )
+          elseif not (vim.is_callable(val) or type(val) == 'string' and val:match('^[%a_][%w_#.:]*$')) then
+            fail(p .. '.refresh', "a function(account, done) or a Vimscript function's name", val)
           end
         elseif k == 'oauth' then
           validate(val, oauth_schema, p .. '.oauth')

@@ -65,7 +65,7 @@ function M.try()
     -- Holding the lock without a watcher would keep every other Neovim
     -- from watching; the timer tries again.
     native.problem('IDLE', 'no account could be watched; trying again later')
-    require('himalaya.sync.lock').release_lock(LOCK)
+    require('himalaya.sync.lock')._release(LOCK)
     return false
   end
   S.watching = true
@@ -106,7 +106,7 @@ function M.stop()
     if lib then
       lib.idle_stop()
     end
-    require('himalaya.sync.lock').release_lock(LOCK)
+    require('himalaya.sync.lock')._release(LOCK)
     S.watching = false
   end
 end

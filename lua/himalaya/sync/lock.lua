@@ -53,7 +53,7 @@ local function check_args(name, timeout)
     return ('invalid lock name: expected a string, got %s'):format(type(name))
   end
   if timeout ~= nil and (type(timeout) ~= 'number' or not (timeout >= 0 and timeout <= config.MAX_SECONDS)) then
-    return ('invalid lock timeout %s: expected seconds from 0 to %d'):format(vim.inspect(timeout), config.MAX_SECONDS)
+    return ('invalid lock timeout %s: expected seconds from 0 to %d'):format(native.shown(timeout), config.MAX_SECONDS)
   end
 end
 
@@ -105,15 +105,31 @@ function M.acquire_lock(name, timeout, callback)
   return true
 end
 
---- Releases a lock this Neovim holds. Returns false when it held no such lock.
+--- The locks this Neovim's auto-sync and IDLE take through this module:
+--- while they hold one, `release_lock` refuses it, since a release would
+--- let a second Neovim lead or watch beside this one.
+---@type table<string, {module: string, holds: string, what: string, stop: string}>
+local OWN = {
+  ['auto-sync'] = {
+    module = 'himalaya.sync.auto',
+    holds = 'is_leader',
+    what = 'auto-sync leadership',
+    stop = ':HimalayaSync auto off',
+  },
+  ['idle-watch'] = {
+    module = 'himalaya.sync.idle',
+    holds = 'is_watching',
+    what = 'IDLE watcher',
+    stop = "require('himalaya.sync.idle').stop()",
+  },
+}
+
+--- Releases `name` without asking who in this Neovim took it (for the
+--- modules in OWN, which give their own lock up).
 ---@param name string
 ---@return boolean released
 ---@return string? err
-function M.release_lock(name)
-  local bad = check_args(name)
-  if bad then
-    return false, bad
-  end
+function M._release(name)
   local lib, err = ready()
   if not lib then
     return false, err
@@ -124,6 +140,25 @@ function M.release_lock(name)
     return false, e.message
   end
   return ok
+end
+
+--- Releases a lock this Neovim holds. Returns false when it held no such
+--- lock, or when the plugin itself holds it (auto-sync, IDLE).
+---@param name string
+---@return boolean released
+---@return string? err
+function M.release_lock(name)
+  local bad = check_args(name)
+  if bad then
+    return false, bad
+  end
+  local own = OWN[name]
+  -- (`package.loaded` is typed as an empty table: say what a module may be.)
+  local holder = own and package.loaded[own.module] --[[@as table?]]
+  if holder and holder[own.holds]() then
+    return false, ("lock %s is held by this Neovim's %s; %s gives it up"):format(name, own.what, own.stop)
+  end
+  return M._release(name)
 end
 
 --- Runs `fn` while holding `name`, releasing it afterwards even when `fn`

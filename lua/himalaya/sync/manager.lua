@@ -495,7 +495,14 @@ function M._refresh(info)
       lib.sync_auth_refreshed(info.id, success == true, err and tostring(err) or nil)
     end)
   end
-  local called, err = pcall(acct.refresh, info.account, done)
+  local refresh = acct.refresh
+  if type(refresh) == 'string' then
+    -- A Vimscript function's name: `done` reaches it as a Funcref.
+    refresh = function(...)
+      return vim.fn.call(acct.refresh, { ... })
+    end
+  end
+  local called, err = pcall(refresh, info.account, done)
   if not called then
     done(false, err)
   end
@@ -654,7 +661,7 @@ local START_OPTION_NAMES = table.concat(vim.fn.sort(vim.tbl_keys(START_OPTIONS))
 function M.start_sync(type, options)
   if not SYNC_TYPES[type] then
     return nil,
-      ('unknown sync type %s: expected "full", "inbox", "folders", "repair" or "check"'):format(vim.inspect(type)),
+      ('unknown sync type %s: expected "full", "inbox", "folders", "repair" or "check"'):format(native.shown(type)),
       'invalid'
   end
   options = options or {}
@@ -676,14 +683,14 @@ function M.start_sync(type, options)
   end
   for _, k in ipairs({ 'auto', 'quiet' }) do
     if options[k] ~= nil and _G.type(options[k]) ~= 'boolean' then
-      return nil, ('invalid options.%s: expected a boolean, got %s'):format(k, vim.inspect(options[k])), 'invalid'
+      return nil, ('invalid options.%s: expected a boolean, got %s'):format(k, native.shown(options[k])), 'invalid'
     end
   end
   if options.account ~= nil and _G.type(options.account) ~= 'string' then
-    return nil, ('invalid options.account: expected a string, got %s'):format(vim.inspect(options.account)), 'invalid'
+    return nil, ('invalid options.account: expected a string, got %s'):format(native.shown(options.account)), 'invalid'
   end
   if options.account and not config.is_utf8(options.account) then
-    return nil, ('invalid options.account %s: not UTF-8 text'):format(vim.inspect(options.account)), 'invalid'
+    return nil, ('invalid options.account %s: not UTF-8 text'):format(native.shown(options.account)), 'invalid'
   end
   if options.folders ~= nil then
     if
@@ -705,7 +712,7 @@ function M.start_sync(type, options)
     return nil,
       ('invalid options.wait: expected seconds from 0 to %d, got %s'):format(
         config.MAX_SECONDS,
-        vim.inspect(options.wait)
+        native.shown(options.wait)
       ),
       'invalid'
   end
@@ -753,7 +760,7 @@ end
 ---@return string? err
 function M.get_folder_counts(account)
   if account ~= nil and _G.type(account) ~= 'string' then
-    return nil, ('invalid account: expected a string, got %s'):format(vim.inspect(account))
+    return nil, ('invalid account: expected a string, got %s'):format(native.shown(account))
   end
   local lib, err = ready()
   if not lib then
@@ -779,7 +786,7 @@ end
 ---@return string? err
 function M.cancel_sync(id)
   if id ~= nil and (type(id) ~= 'number' or id < 0 or id % 1 ~= 0) then
-    return 0, ('invalid sync id %s: expected a whole number'):format(vim.inspect(id))
+    return 0, ('invalid sync id %s: expected a whole number'):format(native.shown(id))
   end
   if not native.is_loaded() then
     return 0
@@ -855,7 +862,7 @@ end
 ---@return string? kind
 function M.on_update(fn)
   if not vim.is_callable(fn) then
-    return nil, ('invalid listener %s: expected a function'):format(vim.inspect(fn)), 'invalid'
+    return nil, ('invalid listener %s: expected a function'):format(native.shown(fn)), 'invalid'
   end
   listeners[#listeners + 1] = fn
   return function()
@@ -889,25 +896,25 @@ end
 ---@return string? reason
 local function bad_progress(p)
   if _G.type(p) ~= 'table' then
-    return ('%s: expected a table'):format(vim.inspect(p))
+    return ('%s: expected a table'):format(native.shown(p))
   end
   local pct = p.percent
   if pct ~= nil and (_G.type(pct) ~= 'number' or not (pct >= 0 and pct <= 100)) then
-    return ('percent %s: expected a number from 0 to 100'):format(vim.inspect(pct))
+    return ('percent %s: expected a number from 0 to 100'):format(native.shown(pct))
   end
   if p.box ~= nil and _G.type(p.box) ~= 'string' then
-    return ('box %s: expected a string'):format(vim.inspect(p.box))
+    return ('box %s: expected a string'):format(native.shown(p.box))
   end
   for _, side in ipairs({ 'near', 'far' }) do
     local s = p[side]
     if s ~= nil then
       if _G.type(s) ~= 'table' then
-        return ('%s %s: expected a table'):format(side, vim.inspect(s))
+        return ('%s %s: expected a table'):format(side, native.shown(s))
       end
       for _, k in ipairs({ 'new', 'flags', 'trash' }) do
         local c = s[k]
         if c ~= nil and not (_G.type(c) == 'table' and count(c.done) and count(c.total)) then
-          return ('%s.%s %s: expected {done = n, total = n}'):format(side, k, vim.inspect(c))
+          return ('%s.%s %s: expected {done = n, total = n}'):format(side, k, native.shown(c))
         end
       end
     end
@@ -941,15 +948,15 @@ end
 ---@return string? kind
 function M.complete_sync(type, result)
   if _G.type(type) ~= 'string' then
-    return false, ('invalid type %s: expected a string'):format(vim.inspect(type)), 'invalid'
+    return false, ('invalid type %s: expected a string'):format(native.shown(type)), 'invalid'
   end
   if result ~= nil then
     if _G.type(result) ~= 'table' then
-      return false, ('invalid result %s: expected a table'):format(vim.inspect(result)), 'invalid'
+      return false, ('invalid result %s: expected a table'):format(native.shown(result)), 'invalid'
     elseif result.success ~= nil and _G.type(result.success) ~= 'boolean' then
-      return false, ('invalid result.success %s: expected a boolean'):format(vim.inspect(result.success)), 'invalid'
+      return false, ('invalid result.success %s: expected a boolean'):format(native.shown(result.success)), 'invalid'
     elseif result.error ~= nil and _G.type(result.error) ~= 'string' then
-      return false, ('invalid result.error %s: expected a string'):format(vim.inspect(result.error)), 'invalid'
+      return false, ('invalid result.error %s: expected a string'):format(native.shown(result.error)), 'invalid'
     end
   end
   local info = syncs[0] or { id = 0, start_time = os.time() }

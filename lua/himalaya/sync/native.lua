@@ -506,6 +506,29 @@ function M.problem(job, msg)
   end
 end
 
+--- Longest text of a bad value quoted in an error message, in bytes.
+local SHOWN = 200
+
+--- `s` cut to SHOWN bytes, on a character boundary, marked with `...`.
+---@param s string
+---@return string
+function M.cut(s)
+  if #s <= SHOWN then
+    return s
+  end
+  return s:sub(1, SHOWN + vim.str_utf_start(s, SHOWN + 1)) .. '...'
+end
+
+--- A bad value for an error message: as `vim.inspect` writes it (one line,
+--- quoted and escaped), cut short when long, so that one absurd argument
+--- cannot flood every notification and log line that shows the error.
+---@param v any
+---@return string
+function M.shown(v)
+  -- Only the start of a long string can be shown: inspect no more of it.
+  return M.cut(vim.inspect(type(v) == 'string' and v:sub(1, 4 * SHOWN) or v))
+end
+
 --- Answers a call that failed before it could start: returns the failure,
 --- and hands it to `callback` too when that is callable (later, on the main
 --- loop, never before the call returns), since a callback gets every answer.

@@ -18,7 +18,7 @@ M.WAIT_MS = 90000
 
 local function bad_account(account)
   if type(account) ~= 'string' or not account:match('^[%w_%-%.@%+]+$') then
-    return ('invalid account %s: expected an account name from accounts.NAME.oauth'):format(vim.inspect(account))
+    return ('invalid account %s: expected an account name from accounts.NAME.oauth'):format(native.shown(account))
   end
 end
 
@@ -73,10 +73,17 @@ local function run(op, account, arg, callback, on_prompt)
   start(op, account, arg, function(...)
     answer = vim.F.pack_len(...)
   end, on_prompt)
-  if not answer and not vim.wait(M.WAIT_MS, function()
-    return answer ~= nil
-  end, 10) then
-    return nil, ('no answer for %s within %d s'):format(account, M.WAIT_MS / 1000), 'timeout'
+  if not answer then
+    local done, why = vim.wait(M.WAIT_MS, function()
+      return answer ~= nil
+    end, 10)
+    -- -2: the user pressed Ctrl-C. What runs in the engine is left to end
+    -- on its own (a refresh still stores its token), only unheard.
+    if not done and why == -2 then
+      return nil, ('stopped waiting for %s (interrupted); it goes on in the background'):format(account), 'cancelled'
+    elseif not done then
+      return nil, ('no answer for %s within %d s'):format(account, M.WAIT_MS / 1000), 'timeout'
+    end
   end
   return vim.F.unpack_len(answer)
 end
@@ -119,7 +126,7 @@ function M.store_token(account, token, callback)
       -- Keys the engine would never see (list items), and numbers JSON
       -- cannot carry (an infinite expiry would arrive as none at all).
       if type(k) ~= 'string' then
-        return native.fail(callback, nil, ('invalid token: unexpected field %s'):format(vim.inspect(k)), 'invalid')
+        return native.fail(callback, nil, ('invalid token: unexpected field %s'):format(native.shown(k)), 'invalid')
       elseif type(v) == 'number' and not (v > -math.huge and v < math.huge) then
         return native.fail(
           callback,
@@ -184,7 +191,7 @@ function M.authorize(account, opts, callback)
       or (k == 'timeout' and not (type(v) == 'number' and v > 0 and v <= 86400) and 'expected seconds, more than 0 and at most 86400')
       or (k ~= 'device' and k ~= 'timeout' and 'unknown option (known: device, timeout)')
     if bad then
-      return native.fail(callback, nil, ('invalid opts.%s %s: %s'):format(tostring(k), vim.inspect(v), bad), 'invalid')
+      return native.fail(callback, nil, ('invalid opts.%s %s: %s'):format(tostring(k), native.shown(v), bad), 'invalid')
     end
   end
   callback = callback
