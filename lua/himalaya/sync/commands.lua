@@ -1,11 +1,14 @@
 --- `:HimalayaSync {subcommand} [args]`: one command, completion for
 --- subcommands and their arguments.
-local native = require('himalaya.sync.native')
-
 local M = {}
 
 local function notify(msg, level)
-  native.notify(msg, level)
+  require('himalaya.sync.native').notify(msg, level)
+end
+
+--- A bad argument for an error message (quoted, cut short when long).
+local function shown(v)
+  return require('himalaya.sync.native').shown(v)
 end
 
 local function err(msg)
@@ -80,6 +83,7 @@ M.subcommands.version = {
   desc = 'show plugin and library versions',
   nargs = 0,
   run = function()
+    local native = require('himalaya.sync.native')
     local lib, lerr = native.get()
     if not lib then
       return err(lerr)
@@ -101,6 +105,7 @@ M.subcommands.build = {
   desc = 'build the Rust library (cargo build --release) and load it',
   nargs = 0,
   run = function()
+    local native = require('himalaya.sync.native')
     local loc = native.find()
     if loc and loc.kind ~= 'file' then
       return err(('the library is loaded from %s, not built here: %s'):format(loc.path, native.build_hint(loc.kind)))
@@ -170,7 +175,7 @@ end
 
 local function at_most(args, n, usage)
   if #args > n then
-    err(('unexpected argument %s; usage: %s'):format(native.shown(args[n + 1]), usage))
+    err(('unexpected argument %s; usage: %s'):format(shown(args[n + 1]), usage))
     return false
   end
   return true
@@ -325,7 +330,7 @@ M.subcommands.auto = {
     elseif what == 'toggle' then
       auto.toggle()
     elseif what ~= nil then
-      return err(('unknown auto argument %s; expected on, off or toggle'):format(native.shown(what)))
+      return err(('unknown auto argument %s; expected on, off or toggle'):format(shown(what)))
     end
     local minutes = require('himalaya.sync.config').get().auto_sync.interval
     local every = minutes < 1 and ('%g s'):format(math.floor(minutes * 60 + 0.5)) or ('%g min'):format(minutes)
@@ -443,7 +448,7 @@ M.subcommands.oauth = {
     end
     if action == 'authorize' and args[3] ~= nil and args[3] ~= '--device' then
       return err(
-        ('unknown option %s; usage: :HimalayaSync oauth authorize {account} [--device]'):format(native.shown(args[3]))
+        ('unknown option %s; usage: :HimalayaSync oauth authorize {account} [--device]'):format(shown(args[3]))
       )
     end
     if not at_most(args, action == 'authorize' and 3 or 2, usage) then
@@ -510,7 +515,7 @@ function M.run(opts)
   end
   local sub = M.subcommands[name]
   if not sub then
-    return err(('unknown subcommand %s; expected one of: %s'):format(native.shown(name), table.concat(M.names(), ', ')))
+    return err(('unknown subcommand %s; expected one of: %s'):format(shown(name), table.concat(M.names(), ', ')))
   end
   if sub.nargs == 0 and not at_most(args, 0, ':HimalayaSync ' .. name) then
     return
