@@ -150,3 +150,84 @@ fn no_refresh_token_asks_for_re_authorization() {
         "{e}"
     );
 }
+
+/// A token endpoint that answers its one request after `delay`, with a new
+/// access token and a rotated refresh token. Returns its URL and a thread
+/// that ends with the request it got.
+fn slow_rotating_server(delay: std::time::Duration) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "the client closed before its request was complete");
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            let Some(end) = text.find("\r\n\r\n") else {
+                continue;
+            };
+            let length = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if request.len() >= end + 4 + length {
+                break;
+            }
+        }
+        std::thread::sleep(delay);
+        let body = r#"{"access_token":"rotated-access","token_type":"Bearer","expires_in":3600,"refresh_token":"rotated-refresh-2"}"#;
+        // The waiter is gone by now, but the refresh is not: it reads this.
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    (url, server)
+}
+
+#[test]
+fn a_rotated_refresh_token_is_saved_even_when_the_waiter_gives_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    let (url, server) = slow_rotating_server(std::time::Duration::from_millis(600));
+    let acct = account(
+        tmp.path(),
+        json!({ "provider": "generic", "client_id": "himalaya-test", "token_url": url }),
+    );
+    let rt = rt();
+    let mut old = Token::new("expired-access", now());
+    old.expires_at = Some(now() - 1);
+    old.refresh_token = Some("refresh-1".into());
+    rt.block_on(tokens.store_token(&acct, old)).unwrap();
+    // The caller stops waiting long before the provider answers, as a
+    // cancelled sync does.
+    rt.block_on(async {
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            tokens.valid_token(&acct),
+        )
+        .await;
+        assert!(gave_up.is_err(), "answered before the provider did");
+        // The refresh goes on by itself meanwhile.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    });
+    let request = server.join().unwrap();
+    assert!(request.contains("refresh_token=refresh-1"), "{request}");
+    // Saved: the new access token is served without another request (the
+    // server is gone), and the store holds the rotated refresh token.
+    assert_eq!(
+        rt.block_on(tokens.valid_token(&acct)).unwrap(),
+        "rotated-access"
+    );
+    let saved = std::fs::read_to_string(tmp.path().join("tokens/demo.json")).unwrap();
+    assert!(
+        saved.contains("rotated-refresh-2"),
+        "the rotated refresh token was lost"
+    );
+}

@@ -104,11 +104,14 @@ pub enum Authorize {
     },
 }
 
-/// Token operations for every OAuth account.
+/// Token operations for every OAuth account. A clone shares everything
+/// with the original (a refresh runs on such a clone, see
+/// [`Tokens::refresh_detached`]).
+#[derive(Clone)]
 pub struct Tokens {
     locks: Arc<LockDir>,
     state_dir: PathBuf,
-    recent: Mutex<HashMap<String, Recent>>,
+    recent: Arc<Mutex<HashMap<String, Recent>>>,
 }
 
 impl Tokens {
@@ -116,7 +119,7 @@ impl Tokens {
         Tokens {
             locks,
             state_dir,
-            recent: Mutex::new(HashMap::new()),
+            recent: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -135,13 +138,38 @@ impl Tokens {
             return Ok(t.access_token.clone());
         }
         let seen = current.map(|t| t.access_token);
-        let token = self.record(acct, self.refresh_locked(acct, Some(seen)).await);
-        Ok(token?.access_token)
+        Ok(self.refresh_detached(acct, Some(seen)).await?.access_token)
     }
 
     /// Refreshes the token now, whatever its expiry.
     pub async fn refresh(&self, acct: &AccountSettings) -> Result<Token> {
-        self.record(acct, self.refresh_locked(acct, None).await)
+        self.refresh_detached(acct, None).await
+    }
+
+    /// Runs [`Tokens::refresh_locked`] as a task of its own and waits for
+    /// it. The waiter may go away (a cancelled sync, a check past its
+    /// timeout, CTRL-C on a blocking call): the refresh still runs to its
+    /// end, because the provider may already have rotated the refresh token,
+    /// and the new one is safe only once saved. Dropping the refresh midway
+    /// would leave the store holding a grant the provider no longer takes.
+    async fn refresh_detached(
+        &self,
+        acct: &AccountSettings,
+        seen: Option<Option<String>>,
+    ) -> Result<Token> {
+        let (this, acct) = (self.clone(), acct.clone());
+        tokio::spawn(async move {
+            let result = this.refresh_locked(&acct, seen).await;
+            this.record(&acct, result)
+        })
+        .await
+        .map_err(|e| match e.is_cancelled() {
+            true => Error::new(
+                ErrorKind::Cancelled,
+                "the token refresh was stopped: the engine is shutting down",
+            ),
+            false => Error::new(ErrorKind::Unknown, format!("internal error: {e}")),
+        })?
     }
 
     /// Remembers how a refresh ended, for [`Tokens::status`].
