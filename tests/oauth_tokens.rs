@@ -151,10 +151,14 @@ fn no_refresh_token_asks_for_re_authorization() {
     );
 }
 
-/// A token endpoint that answers its one request after `delay`, with a new
-/// access token and a rotated refresh token. Returns its URL and a thread
-/// that ends with the request it got.
-fn slow_rotating_server(delay: std::time::Duration) -> (String, std::thread::JoinHandle<String>) {
+/// A token endpoint that answers its one request after `delay` with
+/// `status` and the JSON `body`. Returns its URL and a thread that ends
+/// with the request it got.
+fn one_answer_server(
+    delay: std::time::Duration,
+    status: &'static str,
+    body: &'static str,
+) -> (String, std::thread::JoinHandle<String>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/token", listener.local_addr().unwrap());
@@ -179,11 +183,9 @@ fn slow_rotating_server(delay: std::time::Duration) -> (String, std::thread::Joi
             }
         }
         std::thread::sleep(delay);
-        let body = r#"{"access_token":"rotated-access","token_type":"Bearer","expires_in":3600,"refresh_token":"rotated-refresh-2"}"#;
-        // The waiter is gone by now, but the refresh is not: it reads this.
         let _ = write!(
             conn,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         String::from_utf8_lossy(&request).into_owned()
@@ -195,7 +197,12 @@ fn slow_rotating_server(delay: std::time::Duration) -> (String, std::thread::Joi
 fn a_rotated_refresh_token_is_saved_even_when_the_waiter_gives_up() {
     let tmp = tempfile::tempdir().unwrap();
     let tokens = setup(tmp.path());
-    let (url, server) = slow_rotating_server(std::time::Duration::from_millis(600));
+    // The waiter is gone by the time this answers, but the refresh is not.
+    let (url, server) = one_answer_server(
+        std::time::Duration::from_millis(600),
+        "200 OK",
+        r#"{"access_token":"rotated-access","token_type":"Bearer","expires_in":3600,"refresh_token":"rotated-refresh-2"}"#,
+    );
     let acct = account(
         tmp.path(),
         json!({ "provider": "generic", "client_id": "himalaya-test", "token_url": url }),
@@ -230,4 +237,50 @@ fn a_rotated_refresh_token_is_saved_even_when_the_waiter_gives_up() {
         saved.contains("rotated-refresh-2"),
         "the rotated refresh token was lost"
     );
+}
+
+#[test]
+fn a_refresh_script_that_prints_the_stored_tokens_on_failure_quotes_neither() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    let acct = account(
+        tmp.path(),
+        json!({ "refresh_cmd": "echo 'curl -d refresh_token=1//0gOLDrefreshTOKEN42 failed' >&2; echo 'or 1%2F%2F0gOLDrefreshTOKEN42 for expired-access-9' >&2; exit 1" }),
+    );
+    let rt = rt();
+    let mut old = Token::new("expired-access-9", now());
+    old.expires_at = Some(now() - 1);
+    old.refresh_token = Some("1//0gOLDrefreshTOKEN42".into());
+    rt.block_on(tokens.store_token(&acct, old)).unwrap();
+    let e = rt.block_on(tokens.valid_token(&acct)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth);
+    assert!(e.message.contains("refresh_cmd failed"), "{e}");
+    assert!(!e.message.contains("0gOLD"), "{e}");
+    let status = rt.block_on(tokens.status(&acct));
+    assert!(!status.last_error.unwrap().message.contains("0gOLD"));
+}
+
+#[test]
+fn a_provider_that_echoes_the_refresh_token_encoded_is_not_quoted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    let (url, server) = one_answer_server(
+        std::time::Duration::ZERO,
+        "400 Bad Request",
+        r#"{"error":"invalid_grant","error_description":"bad grant 1%2F%2F0gOLDrefreshTOKEN42 or 1\/\/0gOLDrefreshTOKEN42"}"#,
+    );
+    let acct = account(
+        tmp.path(),
+        json!({ "provider": "generic", "client_id": "himalaya-test", "token_url": url }),
+    );
+    let rt = rt();
+    let mut old = Token::new("expired-access", now());
+    old.expires_at = Some(now() - 1);
+    old.refresh_token = Some("1//0gOLDrefreshTOKEN42".into());
+    rt.block_on(tokens.store_token(&acct, old)).unwrap();
+    let e = rt.block_on(tokens.valid_token(&acct)).unwrap_err();
+    server.join().unwrap();
+    assert_eq!(e.kind, ErrorKind::Auth);
+    assert!(e.message.contains("re-authorization needed"), "{e}");
+    assert!(!e.message.contains("0gOLD"), "{e}");
 }

@@ -214,7 +214,7 @@ impl Tokens {
             }
         }
         let fresh = match &acct.refresh_cmd {
-            Some(cmd) => self.run_refresh_cmd(acct, cmd).await?,
+            Some(cmd) => self.run_refresh_cmd(acct, cmd, current.as_ref()).await?,
             None => self.refresh_with_provider(acct, current.as_ref()).await?,
         };
         drop(guard);
@@ -223,16 +223,23 @@ impl Tokens {
 
     /// Runs the user's refresh script; its stdout is the token (JSON or a
     /// bare access token), or, when it prints nothing, the script stored
-    /// the token itself.
-    async fn run_refresh_cmd(&self, acct: &AccountSettings, cmd: &str) -> Result<Token> {
+    /// the token itself. The `current` token's secrets are kept out of its
+    /// error (a script may well print the refresh token it was using).
+    async fn run_refresh_cmd(
+        &self,
+        acct: &AccountSettings,
+        cmd: &str,
+        current: Option<&Token>,
+    ) -> Result<Token> {
         let (cmd, name) = (cmd.to_string(), acct.name.clone());
+        let secrets = current.map(Token::secrets).unwrap_or_default();
         let out = off_thread(move |stop| {
             store::user_command(store::UserCommand {
                 what: "refresh_cmd",
                 cmd: &cmd,
                 account: Some(&name),
                 stdin: None,
-                secrets: &[],
+                secrets: &secrets,
                 timeout: REFRESH_CMD_TIMEOUT,
                 kind: ErrorKind::Auth,
                 stop: Some(stop),
@@ -305,7 +312,11 @@ impl Tokens {
                     }
                     return Err(Error::new(
                         e.kind,
-                        format!("{}: {}", acct.name, redact_all(current, &e.message)),
+                        format!(
+                            "{}: {}",
+                            acct.name,
+                            crate::mbsync::errors::redact(&redact_all(current, &e.message))
+                        ),
                     ));
                 }
             }

@@ -879,13 +879,7 @@ impl TokenStore for GpgStore {
         })?;
         if !out.status.success() {
             return Err(prefix(
-                failed(
-                    &self.program,
-                    &out,
-                    &token_secrets(token),
-                    true,
-                    ErrorKind::Io,
-                ),
+                failed(&self.program, &out, &token.secrets(), true, ErrorKind::Io),
                 &format!(
                     "cannot encrypt the token of {account} to {:?}",
                     self.recipient
@@ -1055,7 +1049,7 @@ impl TokenStore for CommandStore {
             cmd: &self.save,
             account: Some(account),
             stdin: Some(&json),
-            secrets: &token_secrets(token),
+            secrets: &token.secrets(),
             timeout: self.timeout,
             kind: ErrorKind::Io,
             stop: None,
@@ -1149,20 +1143,14 @@ fn failed(what: &str, out: &Output, secrets: &[String], last_line: bool, kind: E
     let message = match line {
         Some(line) => {
             let mut refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            let clean = redact_all(line, &mut refs);
+            // Then whatever else looks like a token or encoded credentials.
+            let clean = crate::mbsync::errors::redact(&redact_all(line, &mut refs));
             let cut: String = clean.chars().take(MAX_QUOTED_LINE).collect();
             format!("{what} failed ({status}): {cut}")
         }
         None => format!("{what} failed ({status}) and printed nothing on stderr"),
     };
     Error::new(kind, message)
-}
-
-/// The secrets of `token`, for cleaning messages.
-fn token_secrets(token: &Token) -> Vec<String> {
-    std::iter::once(token.access_token.clone())
-        .chain(token.refresh_token.clone())
-        .collect()
 }
 
 /// Runs of token-like characters (letters, digits, `-._~+/=`) at least

@@ -201,6 +201,13 @@ impl Token {
         }
     }
 
+    /// The access token and the refresh token, for cleaning messages.
+    pub fn secrets(&self) -> Vec<String> {
+        std::iter::once(self.access_token.clone())
+            .chain(self.refresh_token.clone())
+            .collect()
+    }
+
     /// `text` with every occurrence of this token's access or refresh token
     /// replaced by `[redacted]`; for cleaning foreign error text.
     pub fn redact(&self, text: &str) -> String {
@@ -211,14 +218,47 @@ impl Token {
     }
 }
 
-/// Replaces every occurrence of each non-empty secret in `text`. Longer
-/// secrets go first so one that contains another is removed whole.
+/// Replaces every occurrence of each non-empty secret in `text`, also
+/// where it appears as a form body or URL writes it (percent-encoded) or as
+/// JSON escapes it (`\/`): a provider or a script that echoes the request
+/// it got shows the refresh token that way. Longer forms go first so one
+/// that contains another is removed whole.
 pub(crate) fn redact_all(text: &str, secrets: &mut [&str]) -> String {
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut forms: Vec<String> = secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .flat_map(|s| {
+            [
+                s.to_string(),
+                percent_encoded(s, true),
+                percent_encoded(s, false),
+                s.replace('/', "\\/"),
+            ]
+        })
+        .collect();
+    forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    forms.dedup();
     let mut out = text.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        if out.contains(secret) {
-            out = out.replace(secret, REDACTED);
+    for form in &forms {
+        if out.contains(form.as_str()) {
+            out = out.replace(form.as_str(), REDACTED);
+        }
+    }
+    out
+}
+
+/// `s` percent-encoded as `application/x-www-form-urlencoded` bodies and
+/// URLs write it: everything but `A-Z a-z 0-9 - . _ ~` as `%XX`, with upper
+/// or lower case hex digits.
+fn percent_encoded(s: &str, upper: bool) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else if upper {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push_str(&format!("%{b:02x}"));
         }
     }
     out
@@ -475,6 +515,21 @@ mod tests {
             redact_all("xabcdefx abc", &mut nested),
             "x[redacted]x [redacted]"
         );
+    }
+
+    #[test]
+    fn redact_finds_the_encoded_forms_of_a_secret() {
+        let mut secrets = vec!["1//0gOLD+refresh=TOKEN42"];
+        for echoed in [
+            "refresh_token=1%2F%2F0gOLD%2Brefresh%3DTOKEN42&grant_type=refresh_token",
+            "refresh_token=1%2f%2f0gOLD%2brefresh%3dTOKEN42",
+            r#"{"refresh_token":"1\/\/0gOLD+refresh=TOKEN42"}"#,
+            "plain 1//0gOLD+refresh=TOKEN42.",
+        ] {
+            let clean = redact_all(echoed, &mut secrets);
+            assert!(clean.contains("[redacted]"), "{clean}");
+            assert!(!clean.contains("0gOLD"), "{clean}");
+        }
     }
 
     #[test]
