@@ -185,15 +185,27 @@ pub enum TargetKind {
     Group,
 }
 
-/// Removes every `Pass` value of the file from an error message: a message
-/// quotes what it found on a bad line, and a password must not be shown
-/// even when the line around it is broken. Lines are read loosely (quotes
-/// and backslashes dropped), so that more is hidden rather than less.
+/// Keywords whose values may hold a secret: a password, or a command that
+/// may carry one inline (`PassCmd "echo hunter2"`, a `Tunnel` or `UserCmd`
+/// with credentials). Messages never quote their values.
+const SECRET_KEYWORDS: [&str; 4] = ["Pass", "PassCmd", "UserCmd", "Tunnel"];
+
+fn is_secret_keyword(keyword: &str) -> bool {
+    SECRET_KEYWORDS
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(keyword))
+}
+
+/// Removes every value of a [`SECRET_KEYWORDS`] line of the file from an
+/// error message: a message quotes what it found on a bad line, and a
+/// password must not be shown even when the line around it is broken. Lines
+/// are read loosely (quotes and backslashes dropped), so that more is
+/// hidden rather than less.
 fn hide_passwords(mut e: Error, text: &str) -> Error {
     for line in text.lines() {
         let loose = line.replace(['"', '\\'], "");
         let mut words = loose.split_whitespace();
-        if !words.next().is_some_and(|k| k.eq_ignore_ascii_case("pass")) {
+        if !words.next().is_some_and(is_secret_keyword) {
             continue;
         }
         let words: Vec<&str> = words.collect();
@@ -1104,8 +1116,8 @@ fn single_value(keyword: &str, values: &[String]) -> std::result::Result<(), Str
     match values.get(1) {
         None => Ok(()),
         // The value of a secret is never echoed, not even a part of it.
-        Some(_) if keyword.eq_ignore_ascii_case("pass") => Err(format!(
-            "'{keyword}' takes one value (quote a password that contains blanks)"
+        Some(_) if is_secret_keyword(keyword) => Err(format!(
+            "'{keyword}' takes one value (quote a value that contains blanks)"
         )),
         Some(extra) => Err(format!(
             "'{keyword}' takes one value, but '{extra}' follows (quote values that contain blanks)"
@@ -1483,7 +1495,7 @@ Channel gmail-all:INBOX,Work
             ("IMAPAccount a\nHost h\nUser John Doe\n", ":3: 'User' takes one value, but 'Doe' follows"),
             (
                 "IMAPAccount a\nHost h\nPass hunter2 correct-horse\n",
-                ":3: 'Pass' takes one value (quote a password",
+                ":3: 'Pass' takes one value (quote a value",
             ),
             ("IMAPAccount a\nUser u\n", ":1: IMAP account 'a' has neither Host nor Tunnel"),
             ("IMAPStore s\nAccount nope\n", ":2: unknown IMAP account 'nope'"),
@@ -1672,5 +1684,20 @@ Channel gmail-all:INBOX,Work
         let text = "IMAPAccount a\nPas\"s \"hunter22-secret\nChannel c\nNear :x:hunter22-secret\n";
         let e = MbsyncConfig::parse(text, Path::new("/rc")).unwrap_err();
         assert!(!e.message.contains("hunter22-secret"), "{e}");
+    }
+
+    #[test]
+    fn errors_never_show_a_password_command_or_tunnel() {
+        for (line, secret) in [
+            ("PassCmd echo Hunter2-SuperSecret", "Hunter2-SuperSecret"),
+            ("passcmd \"printf Hunter2\" extra-Hunter3", "Hunter3"),
+            ("Tunnel \"ssh -i key host\" user:Hunter4", "Hunter4"),
+            ("UserCmd printf Hunter5", "Hunter5"),
+        ] {
+            // The second line is broken too, so that every case fails.
+            let text = format!("IMAPAccount a\n{line}\nPort x\n");
+            let e = MbsyncConfig::parse(&text, Path::new("/rc")).unwrap_err();
+            assert!(!e.message.contains(secret), "{line}: {e}");
+        }
     }
 }
