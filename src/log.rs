@@ -7,7 +7,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use std::sync::mpsc;
@@ -27,7 +27,12 @@ pub fn open(path: Option<&Path>) -> Result<()> {
     if let Some(p) = path {
         let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = parent {
-            fs::create_dir_all(dir)
+            // Folders made here are private; an existing one is left as the
+            // user made it (stdpath('log') is normally there already).
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .map_err(|e| Error::io(format!("cannot create log folder {}", dir.display()), e))?;
         }
     }
@@ -111,7 +116,25 @@ fn append(line: &str) {
     else {
         return;
     };
+    if !private_enough(&f) {
+        return;
+    }
     let _ = writeln!(f, "{line}");
+}
+
+/// Whether the open log file may take a line: it must be ours (a file
+/// someone else made there would get our messages), and a mode that lets
+/// others read it is narrowed to 0600 first.
+fn private_enough(f: &fs::File) -> bool {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = f.metadata() else {
+        return false;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if meta.uid() != unsafe { libc::geteuid() } {
+        return false;
+    }
+    meta.mode() & 0o077 == 0 || f.set_permissions(fs::Permissions::from_mode(0o600)).is_ok()
 }
 
 extern "C" {
@@ -173,6 +196,22 @@ mod tests {
         flush();
         assert!(fs::read_to_string(&p).unwrap().contains("after rotation"));
         assert!(dir.path().join("sub/h.log.1").exists());
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("sub")), 0o700);
+        // A log others can read is narrowed before the next line.
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        write("info", "private again");
+        flush();
+        assert_eq!(mode(&p), 0o600);
+        assert!(fs::read_to_string(&p).unwrap().contains("private again"));
+        // A log someone else owns gets nothing (only root can make one here).
+        if std::os::unix::fs::chown(&p, Some(65534), Some(65534)).is_ok() {
+            write("info", "for the owner only");
+            flush();
+            assert!(!fs::read_to_string(&p)
+                .unwrap()
+                .contains("for the owner only"));
+        }
         open(None).unwrap();
         write("info", "not written");
         flush();
