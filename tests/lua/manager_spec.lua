@@ -144,6 +144,74 @@ describe('manager', function()
     require('himalaya.sync.config').setup({})
   end)
 
+  it('a bad secret, command or unknown key is named with its type, never its value', function()
+    local config = require('himalaya.sync.config')
+    t.defer(function()
+      vim.g.himalaya_sync = nil
+      config.setup({})
+    end)
+    local secret = t.secret('GOCSPX-TopSecret123')
+    local number = 987654321987
+    t.secret(tostring(number))
+    local function oauth(o)
+      return { accounts = { demo = { oauth = o } } }
+    end
+    local hidden = {
+      -- A typo of a secret's key: an unknown key.
+      { oauth({ client_secrte = secret }), 'himalaya_sync.accounts.demo.oauth.client_secrte', 'got a string' },
+      { oauth({ client_secret = number }), 'himalaya_sync.accounts.demo.oauth.client_secret', 'got a number' },
+      { oauth({ client_secret = { secret } }), 'himalaya_sync.accounts.demo.oauth.client_secret', 'got a table' },
+      { oauth({ client_secret_cmd = number }), 'oauth.client_secret_cmd', 'got a number' },
+      { oauth({ refresh_cmd = { 'pass', secret } }), 'oauth.refresh_cmd', 'got a table' },
+      { oauth({ store = { key_cmd = number } }), 'oauth.store.key_cmd', 'got a number' },
+      { oauth({ store = { load_cmd = false, backend = 'command' } }), 'oauth.store.load_cmd', 'got a boolean' },
+      { oauth({ store = { save_cmd = number } }), 'oauth.store.save_cmd', 'got a number' },
+      { oauth({ store = { clear_cmd = number } }), 'oauth.store.clear_cmd', 'got a number' },
+      { oauth({ store = { pasword = secret } }), 'oauth.store.pasword', 'got a string' },
+      { oauth({ store = secret }), 'himalaya_sync.accounts.demo.oauth.store', 'got a string' },
+      { oauth(secret), 'himalaya_sync.accounts.demo.oauth', 'got a string' },
+      { { accounts = { demo = secret } }, 'himalaya_sync.accounts.demo', 'got a string' },
+      { { accounts = { demo = { password = secret } } }, 'himalaya_sync.accounts.demo.password', 'got a string' },
+      {
+        { accounts = { demo = { refresh = 'pass ' .. secret } } },
+        'himalaya_sync.accounts.demo.refresh',
+        'got a string',
+      },
+      { { token = secret }, 'himalaya_sync.token', 'got a string' },
+      { { notify = { token = secret } }, 'himalaya_sync.notify.token', 'got a string' },
+      { { mbsync = { password = number } }, 'himalaya_sync.mbsync.password', 'got a number' },
+    }
+    for _, c in ipairs(hidden) do
+      local bad, msg = pcall(config.setup, c[1])
+      eq(false, bad, c[2])
+      contains(msg, c[2] .. ': expected ')
+      contains(msg, c[3])
+      ok(not msg:find(secret, 1, true) and not msg:find(tostring(number), 1, true), c[2] .. ': value hidden')
+    end
+    -- Through g:himalaya_sync, where a sync start reports it.
+    vim.g.himalaya_sync = oauth({ client_secret = number })
+    local id, err, kind = manager.start_sync('full', { account = 'demo' })
+    eq({ nil, 'config' }, { id, kind })
+    contains(err, 'oauth.client_secret: expected a client secret, got a number')
+    ok(not err:find(tostring(number), 1, true), err)
+    vim.g.himalaya_sync = nil
+    -- Values of harmless fields are still shown: they say what is wrong.
+    local shown = {
+      { { auto_sync = { interval = 0 } }, 'got 0' },
+      { { retry = { max_attempts = -3 } }, 'got -3' },
+      { { uidvalidity = 'fix' }, 'got "fix"' },
+      { oauth({ provider = 'gogle' }), 'got "gogle"' },
+      { oauth({ margin = -5 }), 'got -5' },
+      { oauth({ store = { backend = 'kwallet' } }), 'got "kwallet"' },
+      { { notify = { start = 'yes' } }, 'got "yes"' },
+    }
+    for _, c in ipairs(shown) do
+      local bad, msg = pcall(config.setup, c[1])
+      eq(false, bad, vim.inspect(c[1]))
+      contains(msg, c[2])
+    end
+  end)
+
   it('notify = true or false in one layer keeps the notify fields of the others', function()
     local config = require('himalaya.sync.config')
     t.defer(function()
@@ -187,7 +255,9 @@ describe('manager', function()
   it('a manager loaded again by a plugin reloader takes its events over, not twice', function()
     -- In a Neovim of its own: the reload replaces this file's manager.
     local dir = t.tmpdir()
-    local ok_mbsync = t.script(dir, 'ok-mbsync', 'exit 0')
+    -- It notes the lock folder it was told of: mbsync's PassCmd (the
+    -- token command) must take its OAuth lock in the folder Neovim uses.
+    local ok_mbsync = t.script(dir, 'ok-mbsync', ('printf %%s "$HIMALAYA_SYNC_LOCK_DIR" > %s/seen; exit 0'):format(dir))
     local rc = t.standalone_mbsyncrc(dir, t.closed_port())
     local stdout = t.nvim_lua(([[
 vim.opt.rtp:prepend(%q)
@@ -320,7 +390,9 @@ io.stdout:write(vim.json.encode(out))
 
   it('an error in a User autocommand leaves the status line and listeners updated', function()
     local dir = t.tmpdir()
-    local ok_mbsync = t.script(dir, 'ok-mbsync', 'exit 0')
+    -- It notes the lock folder it was told of: mbsync's PassCmd (the
+    -- token command) must take its OAuth lock in the folder Neovim uses.
+    local ok_mbsync = t.script(dir, 'ok-mbsync', ('printf %%s "$HIMALAYA_SYNC_LOCK_DIR" > %s/seen; exit 0'):format(dir))
     t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { mbsync = { cmd = ok_mbsync }, notify = false })
     local au = vim.api.nvim_create_autocmd('User', {
       pattern = 'HimalayaSyncCompleted',
@@ -353,8 +425,11 @@ io.stdout:write(vim.json.encode(out))
     -- In a Neovim of its own: the library loaded, no sync yet, a lock folder
     -- of one's own configured.
     local dir = t.tmpdir()
-    local ok_mbsync = t.script(dir, 'ok-mbsync', 'exit 0')
-    local stdout = t.nvim_lua(([[
+    -- It notes the lock folder it was told of: mbsync's PassCmd (the
+    -- token command) must take its OAuth lock in the folder Neovim uses.
+    local ok_mbsync = t.script(dir, 'ok-mbsync', ('printf %%s "$HIMALAYA_SYNC_LOCK_DIR" > %s/seen; exit 0'):format(dir))
+    local stdout = t.nvim_lua(
+      ([[
 vim.opt.rtp:prepend(%q)
 vim.g.himalaya_sync = { mbsync = { config = %q, cmd = %q }, notify = false, lock_dir = %q }
 local manager = require('himalaya.sync.manager')
@@ -367,14 +442,24 @@ assert(manager.start_sync('full', { on_complete = function(r, info) done = info 
 vim.wait(10000, function() return done ~= nil end)
 out.status = done.status
 out.lock_file = vim.fn.filereadable(%q .. '/sync-demo.lock')
+out.seen = vim.fn.readfile(%q)[1]
 io.stdout:write(vim.json.encode(out))
-]]):format(t.root, t.standalone_mbsyncrc(dir, t.closed_port()), ok_mbsync, dir .. '/locks', dir .. '/locks'))
+]]):format(
+        t.root,
+        t.standalone_mbsyncrc(dir, t.closed_port()),
+        ok_mbsync,
+        dir .. '/locks',
+        dir .. '/locks',
+        dir .. '/seen'
+      )
+    )
     eq({
       none = 0,
       bad = { 0, 'invalid sync id {}: expected a whole number' },
       half = { 0, 'invalid sync id 1.5: expected a whole number' },
       status = 'completed',
       lock_file = 1,
+      seen = dir .. '/locks',
     }, vim.json.decode(stdout))
   end)
 

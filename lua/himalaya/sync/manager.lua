@@ -458,8 +458,11 @@ local function ready()
   end
   lib.log_open(cfg.log and M.log_path() or nil)
   -- mbsync's PassCmd (`himalaya-sync token NAME`) runs as our grandchild
-  -- and finds the OAuth settings in this state folder.
+  -- and finds the OAuth settings in this state folder, and the lock folder
+  -- this Neovim uses: its `oauth-NAME` lock must be the one Neovim takes
+  -- (with `lock_dir` set, the tool's default would be another folder).
   vim.env.HIMALAYA_SYNC_STATE_DIR = settings.state_dir
+  vim.env.HIMALAYA_SYNC_LOCK_DIR = lib.lock_open(nil)
   configured = { lib = lib, cfg = cfg, derived = derived }
   return lib
 end
