@@ -80,16 +80,53 @@ pub fn derived_config(
         let value = cmd.replace('\\', "\\\\").replace('"', "\\\"");
         lines.insert(line, format!("Tunnel \"{value}\""));
     }
-    let path = dir.join(format!("mbsyncrc-throttled-{}-{tag}", std::process::id()));
+    remove_leftovers(dir);
+    let path = dir.join(format!("{PREFIX}{}-{tag}", std::process::id()));
+    // A file of this name can only be a leftover of a dead process that had
+    // our pid: tags are unique within a process, and pids among the living.
+    let _ = fs::remove_file(&path);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-    f.write_all((lines.join("\n") + "\n").as_bytes())
-        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    if let Err(e) = f.write_all((lines.join("\n") + "\n").as_bytes()) {
+        // Part of a file that holds the account's password is not left.
+        let _ = fs::remove_file(&path);
+        return Err(Error::io(format!("cannot write {}", path.display()), e));
+    }
     Ok(path)
+}
+
+/// Names of the derived copies: `PREFIX<pid>-<tag>`.
+const PREFIX: &str = "mbsyncrc-throttled-";
+
+/// Removes the derived copies of processes that are gone. A copy holds the
+/// mbsyncrc's passwords, and a process killed with SIGKILL (or a crash)
+/// never runs its [`Cleanup`].
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+            .filter(|&pid| pid > 0)
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Removes the derived copy when dropped.
@@ -137,6 +174,24 @@ mod tests {
         assert!(again.imap_accounts[0].tunnel.is_some());
         drop(Cleanup(out.clone()));
         assert!(!out.exists());
+
+        // Left by processes killed before their cleanup: one whose pid is
+        // free now (a child already reaped), and one of a dead process that
+        // had our pid, under the name this call uses.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = dir.path().join(format!("{PREFIX}{dead}-7"));
+        let reused = dir.path().join(format!("{PREFIX}{}-2", std::process::id()));
+        let alive = dir.path().join(format!("{PREFIX}1-3"));
+        for f in [&stale, &reused, &alive] {
+            fs::write(f, "Pass \"old\"\n").unwrap();
+        }
+        let out = derived_config(&cfg, &["a".into()], 50, &relay, dir.path(), 2).unwrap();
+        assert_eq!(out, reused);
+        assert!(fs::read_to_string(&out).unwrap().contains("Tunnel"));
+        assert!(!stale.exists(), "a dead process's copy is removed");
+        assert!(alive.exists(), "a live process's copy (pid 1) is kept");
     }
 
     #[test]
