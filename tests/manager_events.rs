@@ -165,3 +165,58 @@ fn a_panic_while_a_sync_ends_still_ends_it() {
     assert_eq!(done(first), Some("error"), "{seen:?}");
     assert_eq!(done(second), Some("completed"), "{seen:?}");
 }
+
+/// A `sync_auth` that nobody answers (an account `refresh` function that
+/// never calls `done`) ends the sync as an auth failure once
+/// `auth_refresh_limit` has passed, instead of holding it, and every
+/// request joined to it, for good.
+#[test]
+fn an_unanswered_refresh_ends_the_sync_as_an_auth_failure() {
+    let fx = Fixture::start(&["--messages", "5"]);
+    let rc = fx.tmp.path().join("mbsyncrc-wrong-password");
+    let text = std::fs::read_to_string(fx.mbsyncrc()).unwrap();
+    let wrong: Vec<String> = text
+        .lines()
+        .map(|l| match l.trim_start().starts_with("Pass ") {
+            true => "Pass \"wrong-password\"".to_string(),
+            false => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&rc, wrong.join("\n") + "\n").unwrap();
+    let (tx, rx) = mpsc::channel::<(u64, String, serde_json::Value)>();
+    let tx = std::sync::Mutex::new(tx);
+    let (manager, _rt) = common::manager(
+        &fx,
+        Settings {
+            mbsync_config: Some(rc),
+            auth_refresh: ["demo".to_string()].into(),
+            auth_refresh_limit: Duration::from_millis(500),
+            ..Settings::default()
+        },
+        move |id, name, data| {
+            let _ = tx.lock().unwrap().send((id, name.to_string(), data));
+        },
+    );
+    let id = start(&manager, SyncType::Full);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut names = Vec::new();
+    let done = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (i, name, data) = rx.recv_timeout(left).expect("the sync to end");
+        if i != id {
+            continue;
+        }
+        names.push(name.clone());
+        if name == "sync_done" {
+            break data;
+        }
+    };
+    assert!(names.iter().any(|n| n == "sync_auth"), "{names:?}");
+    assert_eq!(done["status"], "error", "{done}");
+    assert_eq!(done["error"]["kind"], "auth", "{done}");
+    let message = done["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the refresh did not answer within 0.5 s"),
+        "{message}"
+    );
+}

@@ -125,6 +125,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                 relay_cmd: s.relay_cmd.map(Into::into),
                 auth_refresh: s.auth_refresh.into_iter().collect(),
                 oauth,
+                ..Settings::default()
             });
             Ok(true)
         })?,

@@ -129,6 +129,11 @@ pub struct Settings {
     pub auth_refresh: HashSet<String>,
     /// OAuth accounts: their token is made fresh before each sync.
     pub oauth: HashMap<String, AccountSettings>,
+    /// How long the editor may take to answer `sync_auth` before the sync
+    /// ends as an auth failure (a `refresh` function that never calls
+    /// `done` would otherwise hold the sync, and every request joined to
+    /// it, for good).
+    pub auth_refresh_limit: Duration,
 }
 
 /// What to do when a folder's UIDVALIDITY genuinely changed.
@@ -159,6 +164,7 @@ impl Default for Settings {
             relay_cmd: None,
             auth_refresh: HashSet::new(),
             oauth: HashMap::new(),
+            auth_refresh_limit: Duration::from_secs(300),
         }
     }
 }
@@ -1377,6 +1383,11 @@ impl Manager {
             );
             e.info.error = error;
             (self.emit)(id, "sync_auth", json!(e.info));
+            let (me, attempt) = (self.clone(), e.info.attempt);
+            self.rt.spawn(async move {
+                tokio::time::sleep(settings.auth_refresh_limit).await;
+                me.auth_refresh_overdue(id, attempt);
+            });
             return;
         }
         if ran && e.auth_refreshed {
@@ -1553,6 +1564,27 @@ impl Manager {
             }
         }
         self.pump();
+    }
+
+    /// The editor did not answer the `sync_auth` of `attempt` in time: the
+    /// sync ends as an auth failure instead of waiting for good.
+    fn auth_refresh_overdue(self: &Arc<Self>, id: u64, attempt: u32) {
+        let waiting = self.entries.lock().iter().any(|e| {
+            e.info.id == id
+                && e.info.attempt == attempt
+                && e.info.status == Status::Retrying
+                && e.auth_refreshed
+        });
+        if waiting {
+            let limit = self.settings().auth_refresh_limit;
+            self.auth_refreshed(
+                id,
+                Err(format!(
+                    "the refresh did not answer within {} s",
+                    limit.as_secs_f64()
+                )),
+            );
+        }
     }
 
     /// A retry is due (or cancelled while waiting): back into the queue, or
