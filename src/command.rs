@@ -242,8 +242,23 @@ pub async fn off_thread<T: Send + 'static>(
         .map_err(|e| Error::new(ErrorKind::Unknown, format!("internal error: {e}")))?
 }
 
-/// Runs `sh -c cmd` and returns the first line of its stdout: a password
-/// or a secret. Errors never quote anything the command printed.
+/// The environment variable that carries a user's shell command to `sh`
+/// (see [`SHELL_ARGS`]).
+pub const SHELL_CMD_ENV: &str = "HIMALAYA_SYNC_CMD";
+
+/// `sh` arguments that run the command in [`SHELL_CMD_ENV`]. A command
+/// such as `printf <key>` holds a secret, and a process's arguments are
+/// readable by every local user (`/proc/PID/cmdline`), its environment
+/// only by its owner. The variable is unset before the command runs, so
+/// that what it starts does not inherit it.
+pub const SHELL_ARGS: [&str; 2] = [
+    "-c",
+    "himalaya_sync_cmd=$HIMALAYA_SYNC_CMD; unset HIMALAYA_SYNC_CMD; eval \"$himalaya_sync_cmd\"",
+];
+
+/// Runs the shell command `cmd` (through [`SHELL_ARGS`]) and returns the
+/// first line of its stdout: a password or a secret. Errors never quote
+/// anything the command printed.
 pub fn first_line(
     what: &str,
     cmd: &str,
@@ -253,8 +268,8 @@ pub fn first_line(
     let out = run(&Run {
         what,
         program: "sh",
-        args: &["-c", cmd],
-        env: &[],
+        args: &SHELL_ARGS,
+        env: &[(SHELL_CMD_ENV, cmd)],
         stdin: None,
         timeout,
         stop,
@@ -320,6 +335,32 @@ mod tests {
         assert!(!err.message.contains("secret"), "{err}");
         let err = first_line("cmd", "true", Duration::from_secs(5), None).unwrap_err();
         assert!(err.message.contains("printed nothing"));
+    }
+
+    /// The command text is in no process's arguments, where every local
+    /// user can read it, and what it runs does not inherit it.
+    #[test]
+    fn the_command_text_stays_out_of_process_arguments() {
+        let secret = "key-7d1e0c5a9b";
+        let cmd = format!("sleep 0.4; printf '%s %s' {secret} \"${{{SHELL_CMD_ENV}-unset}}\"");
+        let runner =
+            std::thread::spawn(move || first_line("cmd", &cmd, Duration::from_secs(5), None));
+        let deadline = std::time::Instant::now() + Duration::from_millis(300);
+        let mut seen_sh = false;
+        while std::time::Instant::now() < deadline {
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(args) = std::fs::read(entry.path().join("cmdline")) else {
+                    continue;
+                };
+                let args = String::from_utf8_lossy(&args).replace('\0', " ");
+                assert!(!args.contains(secret), "visible in /proc: {args}");
+                seen_sh |= args.contains("eval");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(seen_sh, "the shell was never seen running");
+        let line = runner.join().unwrap().unwrap();
+        assert_eq!(line, format!("{secret} unset"));
     }
 
     #[test]

@@ -103,7 +103,7 @@ use nix::unistd;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
-use crate::command::{run, Output, Run};
+use crate::command::{run, Output, Run, SHELL_ARGS, SHELL_CMD_ENV};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{ensure_private_dir, LockDir};
 use crate::oauth::token::{redact_all, Token};
@@ -1106,11 +1106,13 @@ pub(crate) struct UserCommand<'a> {
 /// first stderr line, without `secrets` and without anything token-like it
 /// printed on stdout.
 pub(crate) fn user_command(c: UserCommand<'_>) -> Result<Vec<u8>> {
-    let env: Vec<(&str, &str)> = c.account.map(|a| (ACCOUNT_ENV, a)).into_iter().collect();
+    let env: Vec<(&str, &str)> = std::iter::once((SHELL_CMD_ENV, c.cmd))
+        .chain(c.account.map(|a| (ACCOUNT_ENV, a)))
+        .collect();
     let out = run(&Run {
         what: c.what,
         program: "sh",
-        args: &["-c", c.cmd],
+        args: &SHELL_ARGS,
         env: &env,
         stdin: c.stdin,
         timeout: c.timeout,
