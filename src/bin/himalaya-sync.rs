@@ -31,6 +31,57 @@ use himalaya_sync::runtime;
 
 const USAGE: &str = "usage: himalaya-sync {version | locks | cleanup-locks | with-lock NAME [-t SECS] -- CMD [ARGS...] | sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS] | relay --kbps N HOST PORT | token ACCOUNT}";
 
+/// Runs `prog` for `with-lock` and returns its exit code (128 + the signal
+/// when a signal ended it). The lock must outlive the command: TERM, INT
+/// and HUP sent to this tool go on to the command, and the tool waits for
+/// it to end; should the tool die anyway (SIGKILL), the kernel sends the
+/// command SIGTERM, so that it does not go on without the lock.
+fn run_holding(prog: &str, args: &[String]) -> Result<u8> {
+    use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use std::os::unix::process::CommandExt;
+
+    let forwarded = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+    let mut set = SigSet::empty();
+    forwarded.iter().for_each(|s| set.add(*s));
+    // Blocked here they wait to be read below; the command starts with an
+    // empty mask (std resets it in the child).
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| Error::io("cannot block signals", e))?;
+    let mut command = std::process::Command::new(prog);
+    command.args(args);
+    // SAFETY: prctl is async-signal-safe and touches only this process.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| Error::io(format!("cannot run {prog}"), e))?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let wait = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    loop {
+        // SAFETY: `set` is a valid signal set; no siginfo is asked for.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &wait) };
+        if let Ok(sig) = Signal::try_from(sig) {
+            let _ = kill(pid, sig);
+        }
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code.clamp(0, 255) as u8),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok((128 + sig as i32).min(255) as u8),
+            Ok(_) => {}
+            Err(e) => return Err(Error::io(format!("cannot wait for {prog}"), e)),
+        }
+    }
+}
+
 fn usage(msg: &str) -> Error {
     Error::invalid(format!("{msg}\n{USAGE}"))
 }
@@ -116,14 +167,9 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
                 &format!("himalaya-sync with-lock {prog}"),
                 None,
             )?;
-            let status = std::process::Command::new(prog)
-                .args(rest)
-                .status()
-                .map_err(|e| Error::io(format!("cannot run {prog}"), e))?;
+            let code = run_holding(prog, rest)?;
             drop(guard);
-            Ok(ExitCode::from(
-                status.code().unwrap_or(1).clamp(0, 255) as u8
-            ))
+            Ok(ExitCode::from(code))
         }
         Some("sync") => sync(it),
         Some("relay") => relay(it),
