@@ -3,8 +3,9 @@
 //! Each runs in a session and process group of its own, registered with
 //! the runtime (so shutdown kills it), on a pseudo-terminal of its own (so
 //! it also dies when Neovim is killed: see [`crate::process::spawn_helper`]),
-//! with a deadline after which the whole group is killed: a command that
-//! left a child holding its output open cannot hang us. Nobody can answer a
+//! with a deadline after which the whole group is stopped (SIGTERM, then
+//! SIGKILL after [`STOP_GRACE`]): a command that left a child holding its
+//! output open cannot hang us. Nobody can answer a
 //! question asked on that terminal, so a program that writes to it (a
 //! password prompt) is stopped at once with an error that says so. Input
 //! goes through stdin, never through arguments, so secrets do not show up
@@ -111,6 +112,24 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     };
     let wait = || crate::process::reap(pgid, true);
+    // SIGTERM first, so that the program can finish what it is writing (a
+    // token store saving), SIGKILL for the group after [`STOP_GRACE`].
+    let terminate = || {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+        let grace = Instant::now() + STOP_GRACE;
+        loop {
+            match crate::process::reap(pgid, false) {
+                Ok(None) if Instant::now() < grace => thread::sleep(Duration::from_millis(5)),
+                Ok(None) => {
+                    kill();
+                    let _ = wait();
+                    return;
+                }
+                // What it started in its group may still run.
+                _ => return kill(),
+            }
+        }
+    };
     if let (Some(data), Some(mut pipe)) = (r.stdin, child.stdin) {
         let data = data.to_vec();
         thread::spawn(move || {
@@ -159,26 +178,16 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
             }
         }
         if runtime::stop_flag().load(Ordering::SeqCst) {
-            kill();
-            let _ = wait();
+            // The shutdown bounds this: it sends every group SIGKILL once
+            // its own grace is over.
+            terminate();
             return Err(Error::new(
                 ErrorKind::Cancelled,
                 "himalaya-sync is shutting down",
             ));
         }
         if stopped() {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
-            let grace = Instant::now() + STOP_GRACE;
-            while matches!(crate::process::reap(pgid, false), Ok(None)) {
-                if Instant::now() >= grace {
-                    kill();
-                    let _ = wait();
-                    break;
-                }
-                thread::sleep(Duration::from_millis(5));
-            }
-            // What it started in its group may still run.
-            kill();
+            terminate();
             return Err(cancelled());
         }
         let mut probe = [0u8; 64];
@@ -196,8 +205,7 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
             ));
         }
         if Instant::now() >= deadline {
-            kill();
-            let _ = wait();
+            terminate();
             return Err(timed_out());
         }
         thread::sleep(Duration::from_millis(5));
@@ -375,6 +383,17 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Timeout);
         assert!(start.elapsed() < Duration::from_secs(5));
+
+        // SIGTERM first: a program that is saving something finishes it.
+        let dir = tempfile::tempdir().unwrap();
+        let saved = dir.path().join("saved");
+        let cmd = format!(
+            "trap 'sleep 0.2; echo saved > {}; exit 1' TERM; while :; do sleep 0.05; done",
+            saved.display()
+        );
+        let err = first_line("cmd", &cmd, Duration::from_millis(200), None).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout);
+        assert!(saved.exists(), "killed before it could finish");
     }
 
     /// A cancelled sync or check drops the future that waits: the program
