@@ -105,8 +105,8 @@ pub enum Authorize {
 }
 
 /// Token operations for every OAuth account. A clone shares everything
-/// with the original (a refresh runs on such a clone, see
-/// [`Tokens::refresh_detached`]).
+/// with the original (a provider refresh runs on such a clone, see
+/// [`Tokens::refresh_locked`]).
 #[derive(Clone)]
 pub struct Tokens {
     locks: Arc<LockDir>,
@@ -138,38 +138,13 @@ impl Tokens {
             return Ok(t.access_token.clone());
         }
         let seen = current.map(|t| t.access_token);
-        Ok(self.refresh_detached(acct, Some(seen)).await?.access_token)
+        let token = self.record(acct, self.refresh_locked(acct, Some(seen)).await);
+        Ok(token?.access_token)
     }
 
     /// Refreshes the token now, whatever its expiry.
     pub async fn refresh(&self, acct: &AccountSettings) -> Result<Token> {
-        self.refresh_detached(acct, None).await
-    }
-
-    /// Runs [`Tokens::refresh_locked`] as a task of its own and waits for
-    /// it. The waiter may go away (a cancelled sync, a check past its
-    /// timeout, CTRL-C on a blocking call): the refresh still runs to its
-    /// end, because the provider may already have rotated the refresh token,
-    /// and the new one is safe only once saved. Dropping the refresh midway
-    /// would leave the store holding a grant the provider no longer takes.
-    async fn refresh_detached(
-        &self,
-        acct: &AccountSettings,
-        seen: Option<Option<String>>,
-    ) -> Result<Token> {
-        let (this, acct) = (self.clone(), acct.clone());
-        tokio::spawn(async move {
-            let result = this.refresh_locked(&acct, seen).await;
-            this.record(&acct, result)
-        })
-        .await
-        .map_err(|e| match e.is_cancelled() {
-            true => Error::new(
-                ErrorKind::Cancelled,
-                "the token refresh was stopped: the engine is shutting down",
-            ),
-            false => Error::new(ErrorKind::Unknown, format!("internal error: {e}")),
-        })?
+        self.record(acct, self.refresh_locked(acct, None).await)
     }
 
     /// Remembers how a refresh ended, for [`Tokens::status`].
@@ -214,10 +189,31 @@ impl Tokens {
             }
         }
         let fresh = match &acct.refresh_cmd {
+            // A script is stopped (TERM first) when nobody waits for it.
             Some(cmd) => self.run_refresh_cmd(acct, cmd, current.as_ref()).await?,
-            None => self.refresh_with_provider(acct, current.as_ref()).await?,
+            // A request to the provider is not: it runs as a task of its own,
+            // with the lock, and the caller only waits for it. The waiter may
+            // go away (a cancelled sync, a check past its timeout, CTRL-C):
+            // the provider may already have rotated the refresh token, and
+            // the new one is safe only once saved. Dropped midway, the
+            // store would keep a grant the provider no longer takes.
+            None => {
+                let (this, acct) = (self.clone(), acct.clone());
+                tokio::spawn(async move {
+                    let fresh = this.refresh_with_provider(&acct, current.as_ref()).await;
+                    drop(guard);
+                    fresh
+                })
+                .await
+                .map_err(|e| match e.is_cancelled() {
+                    true => Error::new(
+                        ErrorKind::Cancelled,
+                        "the token refresh was stopped: the engine is shutting down",
+                    ),
+                    false => Error::new(ErrorKind::Unknown, format!("internal error: {e}")),
+                })??
+            }
         };
-        drop(guard);
         Ok(fresh)
     }
 
