@@ -16,17 +16,40 @@ io.stdout:write(vim.json.encode(out))
 ]]
 
 --- Runs `body` (Lua, with this checkout on 'runtimepath') in a child
---- Neovim with extra environment `env`; returns what it wrote to stdout,
---- JSON-decoded.
-local function in_child(body, env)
+--- Neovim with extra environment `env`, in the folder `cwd` (default: this
+--- Neovim's); returns what it wrote to stdout, JSON-decoded.
+local function in_child(body, env, cwd)
   local script = t.tmpdir() .. '/child.lua'
   t.write(script, ('vim.opt.rtp:prepend(%q)\n'):format(t.root) .. body)
   local res = vim
-    .system({ vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script }, { env = env, text = true })
+    .system(
+      { vim.v.progpath, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', script },
+      { env = env, cwd = cwd, text = true }
+    )
     :wait(30000)
   eq(0, res.code, res.stderr)
   return vim.json.decode(res.stdout)
 end
+
+--- Child script: loads the library and writes where it was found, whether
+--- it loaded, and whether a file under `$PLANTED` is mapped into the child.
+local LOAD_AND_REPORT = [[
+local native = require('himalaya.sync.native')
+local loc = native.find() or {}
+local lib, err = native.get()
+local f = assert(io.open('/proc/self/maps'))
+local maps = f:read('*a')
+f:close()
+io.stdout:write(vim.json.encode({
+  kind = loc.kind,
+  path = loc.path,
+  lib = lib ~= nil,
+  err = err,
+  version = lib and lib.version,
+  planted_mapped = maps:find(os.getenv('PLANTED'), 1, true) ~= nil,
+  lua_would_load = package.searchpath('himalaya_sync', package.cpath),
+}))
+]]
 
 describe('loading', function()
   it('the plugin file registers the command without loading anything', function()
@@ -64,7 +87,7 @@ io.stdout:write(vim.json.encode({ lib = lib ~= nil, err = err }))
       { XDG_CACHE_HOME = cache }
     )
     eq(false, out.lib)
-    contains(out.err, 'cannot create the folder ' .. cache .. '/nvim/himalaya-sync')
+    contains(out.err, 'cannot create the folder ' .. cache .. '/nvim/himalaya-sync: a file is in the way; remove it')
     eq(nil, out.err:find('\n'), out.err)
   end)
 
@@ -182,6 +205,138 @@ io.stdout:write(vim.json.encode(out))
     eq(dir .. '/himalaya-sync', out.loaded)
   end)
 
+  it('a himalaya_sync.so in the current folder or on a relative package.cpath entry is never loaded', function()
+    -- Neovim's package.cpath starts with ./?.so: whoever can write to the
+    -- folder Neovim starts in would choose the code it runs.
+    local cwd = t.tmpdir()
+    vim.fn.mkdir(cwd .. '/rel', 'p')
+    for _, plant in ipairs({ cwd .. '/himalaya_sync.so', cwd .. '/rel/himalaya_sync.so' }) do
+      assert(vim.uv.fs_copyfile(require('himalaya.sync.native').build_path(), plant))
+    end
+    local out =
+      in_child("package.cpath = package.cpath .. ';rel/?.so'\n" .. LOAD_AND_REPORT, { PLANTED = cwd .. '/' }, cwd)
+    eq('./himalaya_sync.so', out.lua_would_load, "the planted file is what Lua's own search finds")
+    eq('file', out.kind)
+    eq(require('himalaya.sync.native').build_path(), out.path)
+    eq(true, out.lib, out.err)
+    eq(false, out.planted_mapped, 'no planted file is loaded')
+  end)
+
+  it('a library on an absolute package.cpath entry is loaded as a rock, from that file', function()
+    local tree = t.tmpdir()
+    assert(vim.uv.fs_copyfile(require('himalaya.sync.native').build_path(), tree .. '/himalaya_sync.so'))
+    local out = in_child(
+      ('package.cpath = %q .. package.cpath\n'):format(tree .. '/?.so;') .. LOAD_AND_REPORT,
+      { PLANTED = tree .. '/himalaya_sync.so' }
+    )
+    eq({ 'rock', tree .. '/himalaya_sync.so' }, { out.kind, out.path })
+    eq(true, out.lib, out.err)
+    eq(require('himalaya.sync.version'), out.version)
+    eq(true, out.planted_mapped, 'the rock itself is loaded, not a copy')
+  end)
+
+  it('a staging folder that others can use, another user owns, or that is a symlink is refused', function()
+    local cases = {
+      {
+        'mode 0777',
+        function(dir)
+          assert(vim.uv.fs_chmod(dir, tonumber('777', 8)))
+        end,
+        'other users have access to it (mode 777)',
+      },
+      {
+        'mode 0750',
+        function(dir)
+          assert(vim.uv.fs_chmod(dir, tonumber('750', 8)))
+        end,
+        'other users have access to it (mode 750)',
+      },
+      {
+        'owned by uid 65534',
+        function(dir)
+          assert(vim.uv.fs_chown(dir, 65534, 65534))
+        end,
+        'it belongs to user id 65534, not to you (' .. vim.uv.getuid() .. ')',
+      },
+      {
+        'a symlink to a private folder',
+        function(dir)
+          local elsewhere = t.tmpdir()
+          vim.fn.delete(dir, 'd')
+          assert(vim.uv.fs_symlink(elsewhere, dir))
+        end,
+        'it is a symbolic link',
+      },
+    }
+    for _, c in ipairs(cases) do
+      local cache = t.tmpdir() .. '/cache'
+      local dir = cache .. '/nvim/himalaya-sync'
+      vim.fn.mkdir(dir, 'p', tonumber('700', 8))
+      c[2](dir)
+      local out = in_child(LOAD_AND_REPORT, { XDG_CACHE_HOME = cache, PLANTED = dir .. '/' })
+      eq(false, out.lib, c[1])
+      contains(out.err, 'refusing to load the library from ' .. dir .. ': ' .. c[3], c[1])
+      contains(out.err, 'remove it (rm -r ', c[1])
+      eq(nil, out.err:find('\n'), out.err)
+      eq({}, vim.fn.readdir(dir), c[1] .. ': nothing staged there')
+    end
+  end)
+
+  it('a symlink or a file of another user at the staged name is replaced, never loaded', function()
+    -- A build of its own ($HIMALAYA_SYNC_LIB), so the staged name stays
+    -- the same from one child Neovim to the next.
+    local copy = t.tmpdir() .. '/libhimalaya_sync.so'
+    assert(vim.uv.fs_copyfile(require('himalaya.sync.native').build_path(), copy))
+    local cache = t.tmpdir() .. '/cache'
+    local dir = cache .. '/nvim/himalaya-sync'
+    local decoy = t.tmpdir() .. '/decoy.so'
+    t.write(decoy, 'not a library')
+    local env = { XDG_CACHE_HOME = cache, HIMALAYA_SYNC_LIB = copy, PLANTED = decoy }
+    eq(true, in_child(LOAD_AND_REPORT, env).lib)
+    local staged = vim.fn.glob(dir .. '/libhimalaya_sync-*', false, true)
+    eq(1, #staged)
+    staged = staged[1]
+    local cases = {
+      {
+        'a symlink to another file',
+        function()
+          vim.fn.delete(staged)
+          assert(vim.uv.fs_symlink(decoy, staged))
+        end,
+      },
+      {
+        'a file of another user',
+        function()
+          assert(vim.uv.fs_chown(staged, 65534, 65534))
+        end,
+      },
+      {
+        'a file others can write to',
+        function()
+          assert(vim.uv.fs_chmod(staged, tonumber('666', 8)))
+        end,
+      },
+      {
+        'a file of another size',
+        function()
+          t.write(staged, 'not a library')
+          assert(vim.uv.fs_chmod(staged, tonumber('700', 8)))
+        end,
+      },
+    }
+    for _, c in ipairs(cases) do
+      c[2]()
+      local out = in_child(LOAD_AND_REPORT, env)
+      eq(true, out.lib, c[1] .. ': ' .. tostring(out.err))
+      eq(false, out.planted_mapped, c[1] .. ': the decoy is not loaded')
+      local st = assert(vim.uv.fs_lstat(staged))
+      eq({ 'file', vim.uv.getuid(), tonumber('700', 8) }, { st.type, st.uid, bit.band(st.mode, 511) }, c[1])
+      eq(vim.uv.fs_stat(copy).size, st.size, c[1])
+      eq('not a library', t.read(decoy), c[1] .. ': the decoy is not written through the symlink')
+    end
+    eq({ vim.fs.basename(staged) }, vim.fn.readdir(dir), 'no temp file is left behind')
+  end)
+
   it('refuses a library of another version', function()
     package.loaded['himalaya.sync.native'] = nil
     package.loaded['himalaya.sync.version'] = '9.9.9'
@@ -213,6 +368,70 @@ io.stdout:write(vim.json.encode(out))
     eq(1, #notes, vim.inspect(notes))
     contains(notes[1][1], 'not built here')
     eq(vim.log.levels.ERROR, notes[1][2])
+  end)
+
+  it(':HimalayaSync build runs one cargo at a time, and stops it at its time limit and at exit', function()
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local commands = require('himalaya.sync.commands')
+    -- A stand-in for cargo that never ends, with a child of its own like
+    -- the compilers cargo runs; it ignores SIGTERM when told to.
+    local bin = t.tmpdir()
+    t.script(bin, 'cargo', '[ -n "$STANDIN_IGNORE_TERM" ] && trap "" TERM\nsleep 41.25 &\nsleep 42.5')
+    local path, limit, grace = vim.env.PATH, commands.BUILD_TIMEOUT_MS, commands.BUILD_GRACE_MS
+    vim.env.PATH = bin .. ':' .. path
+    t.defer(function()
+      vim.env.PATH, vim.env.STANDIN_IGNORE_TERM = path, nil
+      commands.BUILD_TIMEOUT_MS, commands.BUILD_GRACE_MS = limit, grace
+      -- Whatever a failed test left running.
+      for _, pattern in ipairs({ 'sleep 41[.]25', 'sleep 42[.]5', bin .. '/cargo' }) do
+        for _, pid in ipairs(t.pgrep(pattern)) do
+          vim.uv.kill(pid, 'sigkill')
+        end
+      end
+    end)
+    local function running()
+      return #t.pgrep('sleep 41[.]25') + #t.pgrep('sleep 42[.]5')
+    end
+    local notes = t.notifications()
+    local function last()
+      return notes[#notes] or {}
+    end
+
+    commands.BUILD_TIMEOUT_MS, commands.BUILD_GRACE_MS = 1000, 300
+    vim.cmd('HimalayaSync build')
+    t.wait_for(function()
+      return running() == 2
+    end, 5000, 'the stand-in and its child to run')
+    vim.cmd('HimalayaSync build')
+    contains(last()[1], 'a build is already running')
+    eq(vim.log.levels.ERROR, last()[2])
+    eq(2, running(), 'no second cargo')
+    t.wait_for(function()
+      return running() == 0
+    end, 5000, 'the build and its child to be stopped at the time limit')
+    t.wait_for(function()
+      return (last()[1] or ''):find('did not finish within', 1, true) ~= nil
+    end, 5000, 'the message about the time limit')
+    eq(vim.log.levels.ERROR, last()[2])
+
+    -- At exit (VimLeavePre), a build that ignores SIGTERM is killed after
+    -- the grace, and nothing more is said about it.
+    commands.BUILD_TIMEOUT_MS = limit
+    vim.env.STANDIN_IGNORE_TERM = '1'
+    vim.cmd('HimalayaSync build')
+    contains(last()[1], 'building the library')
+    t.wait_for(function()
+      return running() == 2
+    end, 5000, 'the second build to run')
+    local started = vim.uv.hrtime()
+    vim.api.nvim_exec_autocmds('VimLeavePre', { group = 'himalaya_sync_build' })
+    local ms = (vim.uv.hrtime() - started) / 1e6
+    ok(ms >= 300 and ms < 2000, ('stopped after the grace, in %.0f ms'):format(ms))
+    t.wait_for(function()
+      return running() == 0
+    end, 2000, 'the build and its child to be killed')
+    vim.wait(200)
+    contains(last()[1], 'building the library', 'no message about a build stopped at exit')
   end)
 
   it('loads one staged copy of the build, version checked', function()

@@ -1,16 +1,26 @@
 --- Finds, loads and version-checks the Rust library, and pumps its events.
 ---
 --- Exactly one copy of the library is ever loaded in a Neovim (two copies
---- would mean two runtimes): a rock install on `package.cpath` wins, else
---- `<plugin root>/target/release/libhimalaya_sync.so`. A file build is
---- copied into the cache folder (write, then rename) before loading, so a
---- later `cargo build` never rewrites a file Neovim has mapped, and a new
---- build can be loaded without a restart while nothing is running.
+--- would mean two runtimes): a rock install on an absolute entry of
+--- `package.cpath` wins, else `<plugin root>/target/release/libhimalaya_sync.so`.
+--- A file build is copied into a private cache folder (write, then rename)
+--- before loading, so a later `cargo build` never rewrites a file Neovim
+--- has mapped, and a new build can be loaded without a restart while
+--- nothing is running. Every file is loaded by its absolute path, never
+--- through Lua's own search.
 ---
 --- Events: Rust writes one byte to a pipe when events wait; a libuv S.poll
 --- handle on that pipe drains at most `DRAIN_MAX` events per loop turn and
 --- hands them to `vim.schedule`, so a flood never stalls the editor.
 local uv = vim.uv
+
+--- luv functions that types/luv.lua does not describe.
+---@class himalaya.sync.UvMore
+---@field getuid fun(): integer
+---@field fs_lstat fun(path: string): uv.fs_stat.result?, string?, string?
+---@field fs_chmod fun(path: string, mode: integer): boolean?, string?, string?
+---@field random fun(len: integer): string?, string?, string?
+local uvm = uv --[[@as himalaya.sync.UvMore]]
 
 local M = {}
 
@@ -125,6 +135,17 @@ end
 ---@field kind 'env'|'rock'|'file'
 ---@field path string
 
+--- A rock install: the module on an absolute entry of `package.cpath`.
+--- Relative entries are skipped: Neovim's cpath starts with `./?.so`, and a
+--- `himalaya_sync.so` in whatever folder Neovim was started in must not run.
+---@return string? path
+local function find_rock()
+  local absolute = vim.tbl_filter(function(template)
+    return vim.startswith(template, '/')
+  end, vim.split(package.cpath, ';', { plain = true, trimempty = true }))
+  return (package.searchpath(MODULE, table.concat(absolute, ';')))
+end
+
 --- Locates the library without loading it.
 ---@return himalaya.sync.LibLocation? location
 ---@return string? err
@@ -136,7 +157,7 @@ function M.find()
     end
     return nil, ('HIMALAYA_SYNC_LIB points at %s, which does not exist'):format(env)
   end
-  local rock = package.searchpath(MODULE, package.cpath)
+  local rock = find_rock()
   if rock then
     return { kind = 'rock', path = rock }
   end
@@ -145,7 +166,7 @@ function M.find()
     return { kind = 'file', path = file }
   end
   return nil,
-    ('himalaya-sync: native library not found (looked for %s and %q on package.cpath); %s'):format(
+    ('himalaya-sync: native library not found (looked for %s and %q on the absolute entries of package.cpath); %s'):format(
       file,
       MODULE,
       M.build_hint()
@@ -205,8 +226,69 @@ local function make_folder(dir)
   return true
 end
 
---- Copies a file build into the cache under a name unique to its size and
---- mtime (temp file, then rename: readers never see half a file).
+--- Mode bits for access by the group and by others (0077).
+local GROUP_OTHER = 63
+--- Mode bits for writing by the group and by others (0022).
+local GROUP_OTHER_WRITE = 18
+
+--- Creates the staging folder `dir` if missing, and checks that only this
+--- user can put files into it: whoever can would choose the code Neovim
+--- runs. Refused: a symbolic link, not a folder, another owner, any access
+--- for the group or others.
+---@param dir string
+---@return boolean ok
+---@return string? err one line naming the folder and the fix
+local function private_folder(dir)
+  local fix = ('remove it (rm -r %s) and it is created again, private to you'):format(vim.fn.shellescape(dir))
+  local made, merr = make_folder(dir)
+  local st = uvm.fs_lstat(dir)
+  if not made then
+    local in_way = st and (st.type == 'link' and 'symbolic link' or st.type)
+    return false,
+      in_way and ('cannot create the folder %s: a %s is in the way; %s'):format(dir, in_way, fix)
+        or ('cannot create the folder %s: %s'):format(dir, merr)
+  end
+  local uid = uvm.getuid()
+  local why
+  if not st then
+    why = 'it disappeared'
+  elseif st.type == 'link' then
+    why = 'it is a symbolic link'
+  elseif st.type ~= 'directory' then
+    why = 'it is not a folder'
+  elseif st.uid ~= uid then
+    why = ('it belongs to user id %d, not to you (%d)'):format(st.uid, uid)
+  elseif bit.band(st.mode, GROUP_OTHER) ~= 0 then
+    why = ('other users have access to it (mode %o)'):format(bit.band(st.mode, 511))
+  end
+  if why then
+    return false, ('refusing to load the library from %s: %s; %s'):format(dir, why, fix)
+  end
+  return true
+end
+
+--- Whether `path` is a copy staged by this user of a library of `size`
+--- bytes: a regular file (lstat: a symbolic link is never followed), owned
+--- by this user, writable by nobody else, of the same size. (The folder is
+--- private, so the content is not compared as well.)
+---@param path string
+---@param size integer
+---@return boolean
+local function is_staged_copy(path, size)
+  local st = uvm.fs_lstat(path)
+  return st ~= nil
+    and st.type == 'file'
+    and st.uid == uvm.getuid()
+    and bit.band(st.mode, GROUP_OTHER_WRITE) == 0
+    and st.size == size
+end
+
+--- Copies a file build into the private cache folder under a name unique to
+--- its size and mtime, reusing a copy there that passes is_staged_copy.
+--- The copy goes to a random temp name, created exclusively (never through
+--- a symlink planted there), then is renamed over whatever is in the way
+--- (rename replaces a symlink itself, not its target): readers never see
+--- half a file.
 ---@param path string
 ---@return string? staged
 ---@return string? err
@@ -216,26 +298,36 @@ local function stage(path)
     return nil, 'cannot stat ' .. path
   end
   local dir = vim.fn.stdpath('cache') .. '/himalaya-sync'
-  local made, merr = make_folder(dir)
-  if not made then
-    return nil, ('cannot create the folder %s: %s'):format(dir, merr)
+  local private, perr = private_folder(dir)
+  if not private then
+    return nil, perr
   end
   local name = ('lib%s-%d-%d.%d%s'):format(MODULE, st.size, st.mtime.sec, st.mtime.nsec, ext)
   local dest = dir .. '/' .. name
-  if not uv.fs_stat(dest) then
-    local tmp = ('%s.tmp.%d'):format(dest, uv.os_getpid())
-    local ok, err = uv.fs_copyfile(path, tmp)
+  if not is_staged_copy(dest, st.size) then
+    local rand, rerr = uvm.random(8)
+    if not rand then
+      return nil, 'cannot name a temp file: ' .. tostring(rerr)
+    end
+    local tmp = ('%s.tmp.%d.%s'):format(dest, uv.os_getpid(), (rand:gsub('.', function(c)
+      return ('%02x'):format(c:byte())
+    end)))
+    local ok, err = uv.fs_copyfile(path, tmp, { excl = true })
     if not ok then
       return nil, ('cannot copy %s to %s: %s'):format(path, tmp, err)
     end
+    -- Private whatever the build's mode (a umask of 002 leaves it
+    -- group-writable).
+    uvm.fs_chmod(tmp, 448)
     ok, err = uv.fs_rename(tmp, dest)
     if not ok then
       uv.fs_unlink(tmp)
-      -- Another Neovim staging the same build at the same moment is fine.
-      if not uv.fs_stat(dest) then
-        return nil, ('cannot rename %s: %s'):format(tmp, err)
-      end
+      return nil, ('cannot rename %s: %s'):format(tmp, err)
     end
+  end
+  -- Checked again right before loading: what is loaded is what was checked.
+  if not is_staged_copy(dest, st.size) then
+    return nil, ('the staged copy %s is not a private file of %d bytes; remove it'):format(dest, st.size)
   end
   -- Older staged builds are no longer needed; a Neovim that still has one
   -- mapped keeps its mapping after the unlink. Copies in progress (.tmp.)
@@ -254,11 +346,8 @@ end
 ---@return string? err
 ---@return string? staged path loaded (nil for a rock)
 local function open(loc, current)
-  local loaded, err, staged
-  if loc.kind == 'rock' then
-    local ok, mod = pcall(require, MODULE)
-    loaded, err = ok and mod or nil, not ok and tostring(mod) or nil
-  else
+  local file, staged = loc.path, nil
+  if loc.kind ~= 'rock' then
     local serr
     staged, serr = stage(loc.path)
     if not staged then
@@ -267,13 +356,17 @@ local function open(loc, current)
     if staged == current then
       return nil, nil, staged
     end
-    local loader, lerr = package.loadlib(staged, 'luaopen_' .. MODULE)
-    if loader then
-      local ok, mod = pcall(loader)
-      loaded, err = ok and mod or nil, not ok and tostring(mod) or nil
-    else
-      err = lerr
-    end
+    file = staged
+  end
+  -- By its absolute path: `require` would search package.cpath again and
+  -- could find another file first.
+  local loaded, err
+  local loader, lerr = package.loadlib(file, 'luaopen_' .. MODULE)
+  if loader then
+    local ok, mod = pcall(loader)
+    loaded, err = ok and mod or nil, not ok and tostring(mod) or nil
+  else
+    err = lerr
   end
   if not loaded then
     return nil, ('himalaya-sync: cannot load %s: %s; %s'):format(loc.path, err, M.build_hint(loc.kind))
