@@ -119,15 +119,22 @@ local S = require('himalaya.sync.native').state('config', {})
 ---@type {g: any, user: table?, cfg: himalaya.sync.Config}?
 local cached
 
-local function fail(path, expected, value)
-  error(
-    ('himalaya-sync: invalid config %s: expected %s, got %s'):format(
-      require('himalaya.sync.native').cut(path),
-      expected,
-      require('himalaya.sync.native').shown(value)
-    ),
-    0
-  )
+--- Raises the error for a bad value at `path`. The value itself is shown
+--- unless `hide`: then only its type, for fields that hold secrets or
+--- commands (which often carry one inline) and for unknown keys (a typo of
+--- such a field): the message reaches notifications, :checkhealth and the
+--- log.
+---@param path string
+---@param expected string
+---@param value any
+---@param hide? boolean
+local function fail(path, expected, value, hide)
+  local native = require('himalaya.sync.native')
+  local got = value == nil and 'nothing' or ('a %s'):format(type(value))
+  if not hide then
+    got = native.shown(value)
+  end
+  error(('himalaya-sync: invalid config %s: expected %s, got %s'):format(native.cut(path), expected, got), 0)
 end
 
 local function check_table_of_strings(path, v)
@@ -223,6 +230,16 @@ local function nonempty_string(what)
   end
 end
 
+--- Like nonempty_string, for a secret or a shell command: a bad value is
+--- never shown.
+local function secret_string(what)
+  return function(path, v)
+    if type(v) ~= 'string' or v == '' then
+      fail(path, what, v, true)
+    end
+  end
+end
+
 --- A validator accepting exactly one of `values` (two or more strings).
 ---@param values string[]
 local function one_of(values)
@@ -248,9 +265,9 @@ local oauth_schema = {
   provider = one_of({ 'google', 'microsoft', 'generic' }),
   tenant = nonempty_string('"common", "organizations", "consumers" or a tenant id'),
   client_id = nonempty_string('a client id'),
-  client_secret = nonempty_string('a client secret'),
+  client_secret = secret_string('a client secret'),
   client_secret_env = nonempty_string('an environment variable name'),
-  client_secret_cmd = nonempty_string('a shell command'),
+  client_secret_cmd = secret_string('a shell command'),
   auth_url = url,
   token_url = url,
   device_url = url,
@@ -262,20 +279,20 @@ local oauth_schema = {
       fail(path, 'a port from 1 to 65535', v)
     end
   end,
-  refresh_cmd = nonempty_string('a shell command'),
+  refresh_cmd = secret_string('a shell command'),
   himalaya_keyring = nonempty_string('a himalaya account name (its keyring entries are read while the store is empty)'),
   margin = number_between(0, M.MAX_SECONDS),
   wait = number_between(0, M.MAX_SECONDS),
   store = {
     backend = one_of({ 'secret-service', 'gpg', 'encrypted', 'command', 'plain' }),
     dir = nonempty_string('a folder path'),
-    key_cmd = nonempty_string('a shell command'),
+    key_cmd = secret_string('a shell command'),
     recipient = nonempty_string('a GPG key id or e-mail'),
     gpg = nonempty_string('a program name or path'),
     service = nonempty_string('a Secret Service name'),
-    load_cmd = nonempty_string('a shell command'),
-    save_cmd = nonempty_string('a shell command'),
-    clear_cmd = nonempty_string('a shell command'),
+    load_cmd = secret_string('a shell command'),
+    save_cmd = secret_string('a shell command'),
+    clear_cmd = secret_string('a shell command'),
   },
 }
 
@@ -302,7 +319,7 @@ local schema = {
     end
     for k, b in pairs(v) do
       if not vim.tbl_contains({ 'enabled', 'start', 'success', 'error', 'auto' }, k) then
-        fail(path .. '.' .. tostring(k), 'one of enabled, start, success, error, auto', b)
+        fail(path .. '.' .. tostring(k), 'one of enabled, start, success, error, auto', b, true)
       elseif type(b) ~= 'boolean' then
         fail(path .. '.' .. k, 'true or false', b)
       end
@@ -392,8 +409,9 @@ local schema = {
       if not account_name(name) then
         fail(path, 'account names: ' .. ACCOUNT_RULE, name)
       end
+      -- Hidden like the oauth table's values: an account holds them.
       if type(acct) ~= 'table' then
-        fail(p, 'a table', acct)
+        fail(p, 'a table', acct, true)
       end
       for k, val in pairs(acct) do
         if k == 'full' or k == 'inbox' then
@@ -413,7 +431,8 @@ local schema = {
               val
             )
           elseif not (vim.is_callable(val) or type(val) == 'string' and val:match('^[%a_][%w_#.:]*$')) then
-            fail(p .. '.refresh', "a function(account, done) or a Vimscript function's name", val)
+            -- Hidden: a shell command given here by mistake may carry a secret.
+            fail(p .. '.refresh', "a function(account, done) or a Vimscript function's name", val, true)
           end
         elseif k == 'oauth' then
           validate(val, oauth_schema, p .. '.oauth')
@@ -423,16 +442,20 @@ local schema = {
             fail(p .. '.throttle', '{ kbps = N } with a whole number N from 1 to 1000000', val)
           end
         else
-          fail(p .. '.' .. tostring(k), 'one of full, inbox, folders, throttle, refresh, oauth', val)
+          fail(p .. '.' .. tostring(k), 'one of full, inbox, folders, throttle, refresh, oauth', val, true)
         end
       end
     end
   end,
 }
 
+--- The tables whose values are secrets or commands: a string, number or
+--- list given in place of one of them may well be the secret itself.
+local SECRET_TABLES = { [oauth_schema] = true, [oauth_schema.store] = true }
+
 function validate(opts, spec, path)
   if type(opts) ~= 'table' then
-    fail(path, 'a table', opts)
+    fail(path, 'a table', opts, SECRET_TABLES[spec])
   end
   for k, v in pairs(opts) do
     local p = path .. '.' .. tostring(k)
@@ -440,7 +463,7 @@ function validate(opts, spec, path)
     if check == nil then
       local known = vim.tbl_keys(spec)
       table.sort(known)
-      fail(p, 'one of the known options (' .. table.concat(known, ', ') .. ')', v)
+      fail(p, 'one of the known options (' .. table.concat(known, ', ') .. ')', v, true)
     elseif type(check) == 'table' then
       validate(v, check, p)
     else
