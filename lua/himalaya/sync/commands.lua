@@ -101,11 +101,99 @@ M.subcommands.version = {
   end,
 }
 
+--- Longest a `:HimalayaSync build` may take before it is stopped: a cold
+--- release build takes a few minutes, so this is far beyond a normal one
+--- and only ends a build that hangs (a lock on cargo's folders, a network
+--- fetch that never answers).
+M.BUILD_TIMEOUT_MS = 15 * 60 * 1000
+--- How long cargo gets to exit after SIGTERM before SIGKILL.
+M.BUILD_GRACE_MS = 3000
+
+--- luv's kill, which types/luv.lua does not describe.
+---@class himalaya.sync.UvKill
+---@field kill fun(pid: integer, signal: string): 0?, string?, string?
+
+---@class himalaya.sync.BuildState
+---@field proc? vim.SystemObj the running `cargo build`
+---@field started? integer when it started (vim.uv.now(), ms)
+---@field stopped? 'timeout'|'exit' why it is being stopped
+
+--- The running build, in the registry (native.state): a plugin reloader's
+--- new copy of this module must see the build its old copy started.
+---@return himalaya.sync.BuildState
+local function build_state()
+  return require('himalaya.sync.native').state('build', {})
+end
+
+--- Sends `signal` to the build's process group: cargo and the compilers and
+--- build scripts it runs (it leads a group of its own, see `detach`).
+---@param proc vim.SystemObj
+---@param signal string
+local function signal_build(proc, signal)
+  (vim.uv --[[@as himalaya.sync.UvKill]]).kill(-proc.pid, signal)
+end
+
+--- Stops a running build at once (Neovim is quitting): SIGTERM, and
+--- SIGKILL when it has not exited within BUILD_GRACE_MS.
+function M._stop_build()
+  local S = build_state()
+  local proc = S.proc
+  if not proc then
+    return
+  end
+  S.stopped = 'exit'
+  signal_build(proc, 'sigterm')
+  -- The exit callback clears the state's `proc`.
+  local gone = vim.wait(M.BUILD_GRACE_MS, function()
+    return build_state().proc ~= proc
+  end, 10)
+  if not gone then
+    signal_build(proc, 'sigkill')
+  end
+end
+
+--- Reports the end of a build and loads the new library when it succeeded.
+---@param res vim.SystemCompleted
+---@param stopped? 'timeout'|'exit'
+---@param secs number how long it ran
+local function build_done(res, stopped, secs)
+  local native = require('himalaya.sync.native')
+  if stopped == 'exit' then
+    return
+  elseif stopped == 'timeout' then
+    return err(
+      ('cargo build did not finish within %g min and was stopped; run `cargo build --release` in %s to see why'):format(
+        M.BUILD_TIMEOUT_MS / 60000,
+        native.root
+      )
+    )
+  elseif res.code ~= 0 then
+    local lines = vim.split(vim.trim(res.stderr or ''), '\n')
+    local tail = table.concat(vim.list_slice(lines, math.max(1, #lines - 4)), '\n')
+    return err(('cargo build failed (exit %d):\n%s'):format(res.code, tail))
+  end
+  local ok, msg = native.reload(function()
+    -- (`package.loaded` is typed as an empty table: say what a module may be.)
+    local m = package.loaded['himalaya.sync.manager'] --[[@as table?]]
+    return m ~= nil and m.is_busy ~= nil and m.is_busy()
+  end)
+  notify(('build finished in %.1f s; %s'):format(secs, msg or ''), ok and vim.log.levels.INFO or vim.log.levels.WARN)
+end
+
 M.subcommands.build = {
   desc = 'build the Rust library (cargo build --release) and load it',
   nargs = 0,
   run = function()
     local native = require('himalaya.sync.native')
+    local S = build_state()
+    if S.proc then
+      -- Two cargo runs would only wait for each other's lock on target/.
+      return err(
+        ('a build is already running (for %d s); wait for its result'):format(
+          (vim.uv.now() - (S.started or vim.uv.now())) / 1000
+        )
+      )
+    end
     local loc = native.find()
     if loc and loc.kind ~= 'file' then
       return err(('the library is loaded from %s, not built here: %s'):format(loc.path, native.build_hint(loc.kind)))
@@ -118,25 +206,42 @@ M.subcommands.build = {
     end
     notify('building the library in ' .. native.root .. ' …')
     local started = vim.uv.now()
-    vim.system({ 'cargo', 'build', '--release' }, { cwd = native.root, text = true }, function(res)
-      vim.schedule(function()
-        if res.code ~= 0 then
-          local lines = vim.split(vim.trim(res.stderr or ''), '\n')
-          local tail = table.concat(vim.list_slice(lines, math.max(1, #lines - 4)), '\n')
-          return err(('cargo build failed (exit %d):\n%s'):format(res.code, tail))
-        end
-        local secs = (vim.uv.now() - started) / 1000
-        local ok, msg = native.reload(function()
-          -- (`package.loaded` is typed as an empty table: say what a module may be.)
-          local m = package.loaded['himalaya.sync.manager'] --[[@as table?]]
-          return m ~= nil and m.is_busy ~= nil and m.is_busy()
+    -- Made after the spawn, which raises when it fails: no handle is left
+    -- behind then. (The exit callback cannot run before it is set.)
+    ---@type uv.uv_timer_t
+    local timer
+    -- detach: cargo leads a process group of its own, so that stopping it
+    -- stops the compilers it runs too.
+    local proc = vim.system(
+      { 'cargo', 'build', '--release' },
+      { cwd = native.root, text = true, detach = true },
+      function(res)
+        -- A luv callback: only plain Lua and handles here, the rest on the
+        -- main loop.
+        local stopped = S.stopped
+        S.proc, S.stopped, S.started = nil, nil, nil
+        timer:close()
+        vim.schedule(function()
+          build_done(res, stopped, (vim.uv.now() - started) / 1000)
         end)
-        notify(
-          ('build finished in %.1f s; %s'):format(secs, msg or ''),
-          ok and vim.log.levels.INFO or vim.log.levels.WARN
-        )
+      end
+    )
+    timer = assert(vim.uv.new_timer())
+    S.proc, S.started = proc, started
+    timer:start(M.BUILD_TIMEOUT_MS, 0, function()
+      S.stopped = 'timeout'
+      signal_build(proc, 'sigterm')
+      timer:start(M.BUILD_GRACE_MS, 0, function()
+        signal_build(proc, 'sigkill')
       end)
     end)
+    vim.api.nvim_create_autocmd('VimLeavePre', {
+      group = vim.api.nvim_create_augroup('himalaya_sync_build', { clear = true }),
+      desc = 'himalaya-sync: stop a running :HimalayaSync build',
+      callback = function()
+        require('himalaya.sync.commands')._stop_build()
+      end,
+    })
   end,
 }
 
