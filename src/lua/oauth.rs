@@ -2,10 +2,13 @@
 //! answers with an `oauth` event carrying the request id; `authorize` first
 //! sends an `oauth_prompt` event (the URL to open, or the device code).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use mlua::{Lua, LuaSerdeExt, Table};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 
 use super::func;
 use super::manager::manager;
@@ -16,6 +19,46 @@ use crate::runtime;
 
 /// How long an authorization may wait for the user, unless given.
 const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The authorization waiting for the user, per account: its request id and
+/// what ends it. A new `authorize` of the account ends the old one (its
+/// browser tab was closed, its code was lost), which also frees a fixed
+/// `redirect_port` at once instead of when the old one times out.
+static PENDING: Mutex<Option<HashMap<String, Pending>>> = Mutex::new(None);
+
+/// A waiting authorization: its request id, and the way to end it.
+type Pending = (u64, oneshot::Sender<()>);
+
+/// Runs `authorize` (request `id`) until it ends or a newer authorization
+/// of the same account replaces it.
+async fn authorize_replaceable(
+    id: u64,
+    account: String,
+    authorize: impl std::future::Future<Output = Result<()>>,
+) -> Result<Value> {
+    let (replace, replaced) = oneshot::channel();
+    let older = PENDING
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .insert(account.clone(), (id, replace));
+    if let Some((_, older)) = older {
+        let _ = older.send(());
+    }
+    let result = tokio::select! {
+        done = authorize => done.map(|_| Value::Bool(true)),
+        _ = replaced => Err(Error::new(
+            ErrorKind::Cancelled,
+            format!("the authorization of {account} was replaced by a newer one"),
+        )),
+    };
+    let mut pending = PENDING.lock();
+    if let Some(map) = pending.as_mut() {
+        if map.get(&account).is_some_and(|(owner, _)| *owner == id) {
+            map.remove(&account);
+        }
+    }
+    result
+}
 
 fn answer(id: u64, result: Result<Value>) {
     let data = match result {
@@ -103,7 +146,8 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                                 }
                             };
                             Box::pin(async move {
-                                tokens.authorize(&acct, how).await.map(|_| Value::Bool(true))
+                                let name = acct.name.clone();
+                                authorize_replaceable(id, name, tokens.authorize(&acct, how)).await
                             })
                         }
                         other => {

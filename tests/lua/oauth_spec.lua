@@ -354,6 +354,61 @@ describe('oauth', function()
     eq(2, result.attempts, 'retried once')
   end)
 
+  it('a new authorization replaces the one still waiting, and takes over its fixed port', function()
+    local dir = t.tmpdir()
+    local closed, redirect = t.closed_port(), t.closed_port()
+    t.setup_for_test({
+      mbsync = { config = t.standalone_mbsyncrc(dir, t.closed_port()) },
+      notify = false,
+      accounts = {
+        demo = {
+          oauth = {
+            provider = 'generic',
+            client_id = 'client',
+            auth_url = ('http://127.0.0.1:%d/authorize'):format(closed),
+            token_url = ('http://127.0.0.1:%d/token'):format(closed),
+            redirect_port = redirect,
+            store = { backend = 'plain', dir = dir .. '/tokens' },
+          },
+        },
+      },
+    })
+    -- No browser here: the URLs are only collected.
+    local urls = {}
+    local open, notify = vim.ui.open, vim.notify
+    vim.ui.open = function(url)
+      urls[#urls + 1] = url
+      return nil, 'no browser in tests'
+    end
+    vim.notify = function() end
+    t.defer(function()
+      vim.ui.open, vim.notify = open, notify
+    end)
+    local first, second
+    ok(oauth.authorize('demo', nil, function(...)
+      first = { ... }
+    end))
+    t.wait_for(function()
+      return #urls == 1
+    end, 5000, 'the first URL')
+    -- The user closed that tab and asks again: the port is taken by the
+    -- first listener, which the second request ends.
+    ok(oauth.authorize('demo', { timeout = 1 }, function(...)
+      second = { ... }
+    end))
+    t.wait_for(function()
+      return first ~= nil and #urls == 2
+    end, 5000, 'the first to end and the second URL')
+    eq('cancelled', first[3], first[2])
+    eq('the authorization of demo was replaced by a newer one', first[2])
+    contains(urls[2], 'redirect_uri=http%3A%2F%2F127.0.0.1%3A' .. redirect)
+    t.wait_for(function()
+      return second ~= nil
+    end, 5000, 'the second to time out')
+    eq(nil, second[1])
+    eq('timeout', second[3], second[2])
+  end)
+
   it('bad OAuth settings and arguments give one clear line', function()
     local okk, err = pcall(require('himalaya.sync').setup, { accounts = { demo = { oauth = { provider = 'yahoo' } } } })
     eq(false, okk)
