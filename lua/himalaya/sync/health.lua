@@ -23,7 +23,9 @@ function M.check()
     if lib then
       health.ok(('library %s (build %s) loaded from %s (%s)'):format(lib.version, lib.build_id, loc.path, loc.kind))
     else
-      health.error(lerr or 'cannot load the library', { native.build_hint(loc.kind) })
+      -- The message carries its own fix: a build hint for a library that
+      -- does not load, what to remove for a staging folder that is refused.
+      health.error(lerr or 'cannot load the library')
     end
   end
 
