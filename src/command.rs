@@ -57,8 +57,18 @@ pub struct Output {
     pub stderr: Vec<u8>,
 }
 
+thread_local! {
+    /// The stop flag of the [`off_thread_stoppable`] work running on this
+    /// thread, for programs run by code that takes no flag of its own (the
+    /// token stores).
+    static AMBIENT_STOP: std::cell::RefCell<Option<Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Runs a program in its own process group; kills the group when the time
-/// is up, shutdown begins, `stop` is set or it asks for terminal input.
+/// is up, shutdown begins, `stop` (or the flag of the
+/// [`off_thread_stoppable`] work it runs in) is set, or it asks for
+/// terminal input.
 pub fn run(r: &Run<'_>) -> Result<Output> {
     if runtime::is_stopped() {
         return Err(Error::new(
@@ -66,7 +76,9 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
             "himalaya-sync is shutting down",
         ));
     }
-    let stopped = || r.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+    let ambient = AMBIENT_STOP.with(|s| s.borrow().clone());
+    let stop = r.stop.or(ambient.as_deref());
+    let stopped = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
     let cancelled = || {
         Error::new(
             ErrorKind::Cancelled,
@@ -237,6 +249,13 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
 pub async fn off_thread<T: Send + 'static>(
     f: impl FnOnce(&AtomicBool) -> Result<T> + Send + 'static,
 ) -> Result<T> {
+    off_thread_with(move |flag| f(flag)).await
+}
+
+/// [`off_thread`] handing `f` the flag itself.
+async fn off_thread_with<T: Send + 'static>(
+    f: impl FnOnce(&Arc<AtomicBool>) -> Result<T> + Send + 'static,
+) -> Result<T> {
     struct StopOnDrop(Arc<AtomicBool>);
     impl Drop for StopOnDrop {
         fn drop(&mut self) {
@@ -263,6 +282,29 @@ pub const SHELL_ARGS: [&str; 2] = [
     "-c",
     "himalaya_sync_cmd=$HIMALAYA_SYNC_CMD; unset HIMALAYA_SYNC_CMD; eval \"$himalaya_sync_cmd\"",
 ];
+
+/// [`off_thread`] for work that runs programs without taking a stop flag
+/// (a token store reading a token): every program it runs is stopped when
+/// nobody waits for the work any more. Not for work that must finish once
+/// begun (saving a token).
+pub async fn off_thread_stoppable<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    off_thread_with(move |stop| {
+        // This thread sees the flag only while `f` runs (blocking threads
+        // are reused by other work).
+        struct Clear;
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                AMBIENT_STOP.with(|s| s.borrow_mut().take());
+            }
+        }
+        let _clear = Clear;
+        AMBIENT_STOP.with(|s| *s.borrow_mut() = Some(stop.clone()));
+        f()
+    })
+    .await
+}
 
 /// Runs the shell command `cmd` (through [`SHELL_ARGS`]) and returns the
 /// first line of its stdout: a password or a secret. Errors never quote

@@ -284,3 +284,47 @@ fn a_provider_that_echoes_the_refresh_token_encoded_is_not_quoted() {
     assert!(e.message.contains("re-authorization needed"), "{e}");
     assert!(!e.message.contains("0gOLD"), "{e}");
 }
+
+#[test]
+fn a_store_command_is_stopped_when_nobody_waits_for_the_token_any_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    let pid_file = tmp.path().join("load.pid");
+    let acct = account(
+        tmp.path(),
+        json!({
+            "refresh_cmd": "exit 1",
+            "store": {
+                "backend": "command",
+                "load_cmd": format!("echo $$ > {}; exec sleep 20", pid_file.display()),
+                "save_cmd": "cat > /dev/null",
+                "clear_cmd": "true",
+            },
+        }),
+    );
+    let rt = rt();
+    rt.block_on(async {
+        // A cancelled sync: the wait for the token is dropped while the
+        // store's load command runs.
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            tokens.valid_token(&acct),
+        )
+        .await;
+        assert!(gave_up.is_err());
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // SAFETY: signal 0 only asks whether the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load command still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::command::off_thread;
+use crate::command::{off_thread, off_thread_stoppable};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockDir;
 use account::AccountSettings;
@@ -349,7 +349,7 @@ impl Tokens {
         let store = self.store(acct)?;
         let name = acct.name.clone();
         let shared = acct.himalaya_keyring.clone();
-        off_thread(move |_| match (store.load(&name)?, shared) {
+        off_thread_stoppable(move || match (store.load(&name)?, shared) {
             (None, Some(himalaya)) => store::read_himalaya_keyring(
                 &store::HimalayaKeyringEntries::imap_defaults(&himalaya),
                 now(),
@@ -374,7 +374,7 @@ impl Tokens {
     pub async fn clear(&self, acct: &AccountSettings) -> Result<()> {
         let store = self.store(acct)?;
         let name = acct.name.clone();
-        off_thread(move |_| store.clear(&name)).await?;
+        off_thread_stoppable(move || store.clear(&name)).await?;
         self.recent.lock().remove(&acct.name);
         Ok(())
     }
