@@ -44,10 +44,10 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, DirBuilder, File, Permissions};
+use std::fs::{self, DirBuilder, File};
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -1012,9 +1012,16 @@ fn create_dir_all(path: &Path) -> Result<()> {
 fn create_private_dir(path: &Path) -> Result<()> {
     let context = || format!("cannot create directory {}", path.display());
     match DirBuilder::new().mode(0o700).create(path) {
-        // The umask may have taken away owner bits; set exactly 0700.
-        Ok(()) => fs::set_permissions(path, Permissions::from_mode(0o700))
-            .map_err(|e| Error::io(context(), e)),
+        // The umask may have taken away owner bits; set exactly 0700, on
+        // the directory itself: by path, a symlink put in its place
+        // meanwhile would pass the mode on to whatever it points to.
+        Ok(()) => fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|fd| stat::fchmod(&fd, Mode::from_bits_truncate(0o700)))
+        .map_err(|e| Error::io(context(), e)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(Error::io(context(), e)),
     }
@@ -1097,8 +1104,9 @@ fn read_comm(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::Permissions;
     use std::io::{BufRead, BufReader};
-    use std::os::unix::fs::{symlink, MetadataExt};
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
     use std::process::{Child, Command, Stdio};
     use std::sync::Arc;
 
