@@ -1030,7 +1030,10 @@ impl Session {
 }
 
 /// Where the first complete response in `buf` ends (after its CRLF), or
-/// `None` if more bytes are needed. Literals `{n}` are followed.
+/// `None` if more bytes are needed. Literals `{n}` are followed. A
+/// response (all its lines and literals together) longer than
+/// [`MAX_RESPONSE`] is an error: a server chaining literal after literal
+/// would otherwise be buffered without end.
 fn complete_response(buf: &[u8]) -> std::result::Result<Option<usize>, ()> {
     let mut pos = 0;
     loop {
@@ -1045,15 +1048,16 @@ fn complete_response(buf: &[u8]) -> std::result::Result<Option<usize>, ()> {
         let line = &buf[pos..line_end];
         match literal_len(line) {
             Some(n) => {
-                if n > MAX_RESPONSE {
+                let after = (line_end + 2).saturating_add(n);
+                if after > MAX_RESPONSE {
                     return Err(());
                 }
-                let after = line_end + 2 + n;
                 if buf.len() < after {
                     return Ok(None);
                 }
                 pos = after;
             }
+            None if line_end + 2 > MAX_RESPONSE => return Err(()),
             None => return Ok(Some(line_end + 2)),
         }
     }
@@ -1572,6 +1576,17 @@ mod tests {
         let lit = b"* LIST () \"/\" {3}\r\na b\r\nnext";
         assert_eq!(complete_response(lit), Ok(Some(lit.len() - 4)));
         assert_eq!(complete_response(b"* LIST () \"/\" {3}\r\na"), Ok(None));
+        // Literal after literal: the whole response counts against the cap.
+        let mut chained = Vec::new();
+        let part = vec![b'x'; 6 * 1024 * 1024];
+        for _ in 0..3 {
+            chained.extend_from_slice(format!(" {{{}}}\r\n", part.len()).as_bytes());
+            chained.extend_from_slice(&part);
+        }
+        chained.splice(0..0, b"* 1 FETCH (BODY[]".iter().copied());
+        assert_eq!(complete_response(&chained), Err(()));
+        let two = &chained[..chained.len() - part.len() - 20];
+        assert_eq!(complete_response(two), Ok(None), "12 MiB so far: still fine");
         let entry = parse_list(b"* LIST () \"/\" {3}\r\na b").unwrap();
         assert_eq!(entry.name, "a b");
         let entry =
