@@ -523,3 +523,94 @@ async fn check_with_global_sync_state() {
     .unwrap();
     assert!(checks.iter().all(|c| c.new == c.total), "{checks:?}");
 }
+
+/// A fake IMAP server on 127.0.0.1 that greets with IDLE, answers LOGIN
+/// with `reply` and hangs up; every connection alike. Returns its port.
+async fn refusing_server(reply: &'static str) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = tokio::io::BufReader::new(read).lines();
+                let _ = write
+                    .write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] fake\r\n")
+                    .await;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let tag = line.split(' ').next().unwrap_or("*").to_owned();
+                    let answer = if line.contains(" LOGIN ") {
+                        format!("{tag} {reply}\r\n")
+                    } else if line.contains("CAPABILITY") {
+                        format!("* CAPABILITY IMAP4rev1 IDLE\r\n{tag} OK done\r\n")
+                    } else {
+                        format!("{tag} OK done\r\n")
+                    };
+                    let _ = write.write_all(answer.as_bytes()).await;
+                    if line.contains(" LOGIN ") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn fake_connection(port: u16) -> Connection {
+    Connection {
+        host: "127.0.0.1".into(),
+        port,
+        user: "me".into(),
+        password: PasswordSource::Literal(Password::new("pw")),
+        security: Security::None,
+        certificate_file: None,
+        auth_mechs: Vec::new(),
+        timeout: Duration::from_secs(2),
+        token_source: None,
+    }
+}
+
+/// A server that refuses the login for now (RFC 5530 `LIMIT`) is retried
+/// with backoff; wrong credentials stop the watcher, and it says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_retries_a_busy_server_and_reports_why_it_stops() {
+    let options = IdleOptions {
+        reidle: Duration::from_secs(60),
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_millis(100),
+    };
+    let busy = refusing_server("NO [LIMIT] Too many simultaneous connections").await;
+    let (events, sink) = recorder();
+    let watcher = IdleWatcher::spawn(fake_connection(busy), "INBOX".into(), options, sink);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| matches!(e, IdleEvent::Error { error, .. } if error.kind == ErrorKind::Network))
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "{:?}", events.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!watcher.is_finished(), "a busy server is tried again");
+    watcher.stop();
+
+    let refusing = refusing_server("NO [AUTHENTICATIONFAILED] Invalid credentials").await;
+    let (events, sink) = recorder();
+    let watcher = IdleWatcher::spawn(fake_connection(refusing), "INBOX".into(), options, sink);
+    let stopped = wait_event(&events, Duration::from_secs(5), |e| {
+        matches!(e, IdleEvent::Stopped { error, .. } if error.kind == ErrorKind::Auth
+            && error.message.contains("Invalid credentials"))
+    })
+    .await;
+    assert!(stopped.is_some(), "{:?}", events.lock().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !watcher.is_finished() {
+        assert!(Instant::now() < deadline, "the watcher did not end");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

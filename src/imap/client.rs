@@ -597,9 +597,9 @@ impl Done {
         if self.ok() {
             return Ok(());
         }
-        let kind = match self.code.as_deref() {
-            Some("UNAVAILABLE") => ErrorKind::Network,
-            _ => ErrorKind::Auth,
+        let kind = match transient(self.code.as_deref()) {
+            true => ErrorKind::Network,
+            false => ErrorKind::Auth,
         };
         Err(Error::new(
             kind,
@@ -847,9 +847,11 @@ impl Session {
                 let response = Response::parse(&raw);
                 match response.kind {
                     Kind::Continuation => return Ok((tag, untagged)),
+                    // It said it supports IDLE (checked before): a refusal
+                    // now is taken for a passing one, retried with backoff.
                     Kind::Tagged(ref t) if *t == tag => {
                         return Err(Error::new(
-                            ErrorKind::Config,
+                            ErrorKind::Network,
                             format!("IMAP server {address} refused IDLE: {}", response.text()),
                         ))
                     }
@@ -1503,12 +1505,21 @@ fn tls_error(address: &str, err: &std::io::Error) -> Error {
     }
 }
 
+/// Whether a NO carrying response `code` (RFC 5530) is worth trying again
+/// later: the server is busy or broken for now (`UNAVAILABLE`, `SERVERBUG`),
+/// too many connections are open (`LIMIT`), or the folder is in use
+/// (`INUSE`). Kind Network, so that IDLE and syncs retry with backoff
+/// instead of giving up for good.
+fn transient(code: Option<&str>) -> bool {
+    matches!(code, Some("UNAVAILABLE" | "SERVERBUG" | "LIMIT" | "INUSE"))
+}
+
 /// NO/BAD to STATUS/EXAMINE/SELECT: a missing folder is the configuration's
 /// fault (Config, naming it); other refusals keep the server's words.
 fn folder_error(address: &str, folder: &str, done: &Done) -> Error {
-    let kind = match done.code.as_deref() {
-        Some("UNAVAILABLE") => ErrorKind::Network,
-        _ => ErrorKind::Config,
+    let kind = match transient(done.code.as_deref()) {
+        true => ErrorKind::Network,
+        false => ErrorKind::Config,
     };
     Error::new(
         kind,
@@ -1586,7 +1597,11 @@ mod tests {
         chained.splice(0..0, b"* 1 FETCH (BODY[]".iter().copied());
         assert_eq!(complete_response(&chained), Err(()));
         let two = &chained[..chained.len() - part.len() - 20];
-        assert_eq!(complete_response(two), Ok(None), "12 MiB so far: still fine");
+        assert_eq!(
+            complete_response(two),
+            Ok(None),
+            "12 MiB so far: still fine"
+        );
         let entry = parse_list(b"* LIST () \"/\" {3}\r\na b").unwrap();
         assert_eq!(entry.name, "a b");
         let entry =

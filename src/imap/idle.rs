@@ -88,6 +88,9 @@ pub enum IdleEvent {
         error: Error,
         retry_in: Duration,
     },
+    /// The watcher stopped for good: an error retrying cannot fix (wrong
+    /// credentials, a folder that does not exist, no IDLE on the server).
+    Stopped { folder: String, error: Error },
 }
 
 /// Watches `folder` until `cancel` fires (then `Ok`) or an error retrying
@@ -115,7 +118,13 @@ where
         };
         let error = match outcome {
             Ok(()) => return Ok(()),
-            Err(e) if is_fatal(e.kind) => return Err(e),
+            Err(e) if is_fatal(e.kind) => {
+                on_event(IdleEvent::Stopped {
+                    folder: folder.to_owned(),
+                    error: e.clone(),
+                });
+                return Err(e);
+            }
             Err(e) => e,
         };
         let retry_in = backoff(options, failures);
@@ -131,6 +140,10 @@ where
         }
     }
 }
+
+/// How long a connection must stay in IDLE before its success resets the
+/// reconnect backoff.
+const STABLE: Duration = Duration::from_secs(60);
 
 /// Delay before reconnect attempt number `failures` (0-based).
 pub fn backoff(options: IdleOptions, failures: u32) -> Duration {
@@ -188,21 +201,24 @@ where
     }
     *last_seen = Some(seen);
     let mut exists = opened.exists;
-    let mut announced = false;
+    // When IDLE was first reached on this connection.
+    let mut announced: Option<Instant> = None;
     loop {
         let (tag, pending) = session.idle_start().await?;
         for raw in pending {
             update(&raw, &mut exists, folder, on_event, &session)?;
         }
-        if !announced {
-            announced = true;
-            // A connection that reached IDLE resets the backoff.
-            *failures = 0;
+        let up_since = *announced.get_or_insert_with(|| {
             on_event(IdleEvent::Watching {
                 folder: folder.to_owned(),
             });
-        }
+            Instant::now()
+        });
         let deadline = Instant::now() + options.reidle;
+        // A connection that stays up resets the backoff; one that a server,
+        // proxy or NAT drops right after IDLE begins does not, or the
+        // watcher would log in again every few seconds for good.
+        let stable_at = up_since + STABLE;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
@@ -211,6 +227,7 @@ where
                     return Ok(());
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(stable_at), if *failures > 0 => *failures = 0,
                 raw = session.next_response() => {
                     let raw = raw?;
                     update(&raw, &mut exists, folder, on_event, &session)?;

@@ -180,6 +180,13 @@ fn on_event(manager: &Weak<Manager>, account: &str, folder: &str, event: IdleEve
                 retry_in.as_secs()
             ),
         ),
+        IdleEvent::Stopped { error, .. } => crate::log::write(
+            "error",
+            &format!(
+                "IDLE: {account} {folder} stopped: {} (fix it, then turn IDLE off and on)",
+                error.message
+            ),
+        ),
         IdleEvent::NewMail { .. } => {
             let Some(manager) = manager.upgrade() else {
                 return;
