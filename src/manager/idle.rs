@@ -87,12 +87,22 @@ impl IdleSet {
                 )
             })?;
         let connection = connection_for(&cfg, channel, manager.token_source(account))?;
+        // The box a push syncs: a folder of the account's only channel, by
+        // its name in that channel (without the Far prefix). An account of
+        // several channels (a group) cannot sync one folder by name, and a
+        // channel of one box has no box to name: those sync in full.
+        let only = (channels.len() == 1).then_some(channel);
         self.stop(Some(account));
         let _enter = manager.rt.enter();
         let mut started = Vec::new();
         for folder in folders {
             let weak: Weak<Manager> = Arc::downgrade(manager);
             let (acct, name) = (account.to_string(), folder.clone());
+            let push = push_sync(
+                account,
+                folder,
+                only.map(|c| super::check::box_name(c, folder)),
+            );
             let idle = Arc::new(AtomicBool::new(false));
             let flag = idle.clone();
             let watcher = IdleWatcher::spawn(connection.clone(), folder.clone(), options, {
@@ -104,7 +114,7 @@ impl IdleSet {
                         ),
                         Ordering::SeqCst,
                     );
-                    on_event(&weak, &acct, &name, event)
+                    on_event(&weak, &acct, &name, &push, event)
                 }
             });
             started.push(Running {
@@ -165,7 +175,13 @@ impl Drop for IdleSet {
 }
 
 /// A watcher's report: new mail starts a sync; the rest is logged.
-fn on_event(manager: &Weak<Manager>, account: &str, folder: &str, event: IdleEvent) {
+fn on_event(
+    manager: &Weak<Manager>,
+    account: &str,
+    folder: &str,
+    push: &StartOptions,
+    event: IdleEvent,
+) {
     match event {
         IdleEvent::Watching { .. } => {
             crate::log::write("info", &format!("IDLE: {account} {folder} is idle"));
@@ -191,7 +207,7 @@ fn on_event(manager: &Weak<Manager>, account: &str, folder: &str, event: IdleEve
             let Some(manager) = manager.upgrade() else {
                 return;
             };
-            let opts = push_sync(account, folder);
+            let opts = push.clone();
             crate::log::write(
                 "info",
                 &format!("IDLE: new mail in {account} {folder}; starting a sync"),
@@ -207,21 +223,21 @@ fn on_event(manager: &Weak<Manager>, account: &str, folder: &str, event: IdleEve
 }
 
 /// The sync new mail in `folder` calls for: the inbox sync for INBOX (which
-/// any running full sync covers), else a sync of that folder.
-fn push_sync(account: &str, folder: &str) -> StartOptions {
-    let inbox = folder.eq_ignore_ascii_case("INBOX");
+/// any running full sync covers), else a sync of its box (`boxed`: its
+/// name in the account's only channel), else a full sync.
+fn push_sync(account: &str, folder: &str, boxed: Option<String>) -> StartOptions {
+    let (kind, folders) = if folder.eq_ignore_ascii_case("INBOX") {
+        (SyncType::Inbox, Vec::new())
+    } else {
+        match boxed.filter(|b| !b.is_empty()) {
+            Some(b) => (SyncType::Folders, vec![b]),
+            None => (SyncType::Full, Vec::new()),
+        }
+    };
     StartOptions {
-        kind: if inbox {
-            SyncType::Inbox
-        } else {
-            SyncType::Folders
-        },
+        kind,
         account: account.to_string(),
-        folders: if inbox {
-            Vec::new()
-        } else {
-            vec![folder.to_string()]
-        },
+        folders,
         wait_lock: PUSH_WAIT_LOCK,
     }
 }
@@ -232,11 +248,19 @@ mod tests {
 
     #[test]
     fn inbox_mail_asks_for_an_inbox_sync() {
-        let o = push_sync("demo", "INBOX");
+        let o = push_sync("demo", "INBOX", Some("INBOX".into()));
         assert_eq!((o.kind, o.folders.len()), (SyncType::Inbox, 0));
-        let o = push_sync("demo", "Work/Projects");
+        let o = push_sync("demo", "Work/Projects", Some("Work/Projects".into()));
         assert_eq!(o.kind, SyncType::Folders);
         assert_eq!(o.folders, ["Work/Projects"]);
         assert_eq!(o.wait_lock, PUSH_WAIT_LOCK);
+        // Far :r:"[Gmail]/": the box is named without the prefix.
+        let o = push_sync("g", "[Gmail]/Sent Mail", Some("Sent Mail".into()));
+        assert_eq!(o.folders, ["Sent Mail"]);
+        // A group, or a channel of that one box: the account in full.
+        for boxed in [None, Some(String::new())] {
+            let o = push_sync("g", "[Gmail]/Sent Mail", boxed);
+            assert_eq!((o.kind, o.folders.len()), (SyncType::Full, 0));
+        }
     }
 }
