@@ -841,7 +841,7 @@ impl Session {
         step(timeout, &address, "IDLE", async {
             let tag = self.next_tag();
             self.write(format!("{tag} IDLE\r\n").as_bytes()).await?;
-            let mut untagged = Vec::new();
+            let (mut untagged, mut kept) = (Vec::new(), 0);
             loop {
                 let raw = self.read_response().await?;
                 let response = Response::parse(&raw);
@@ -857,7 +857,7 @@ impl Session {
                     }
                     _ => {
                         self.absorb(&response);
-                        untagged.push(raw);
+                        keep(&mut untagged, &mut kept, raw, &address)?;
                     }
                 }
             }
@@ -872,14 +872,14 @@ impl Session {
         let timeout = self.timeout;
         step(timeout, &address, "IDLE", async {
             self.write(b"DONE\r\n").await?;
-            let mut untagged = Vec::new();
+            let (mut untagged, mut kept) = (Vec::new(), 0);
             loop {
                 let raw = self.read_response().await?;
                 let response = Response::parse(&raw);
                 match response.kind {
                     Kind::Tagged(ref t) if t == tag => return Ok(untagged),
                     Kind::Untagged(ref w) if w == "BYE" => return Err(self.bye(&response)),
-                    _ => untagged.push(raw),
+                    _ => keep(&mut untagged, &mut kept, raw, &address)?,
                 }
             }
         })
@@ -925,7 +925,7 @@ impl Session {
             let tag = self.next_tag();
             self.write(format!("{tag} {command}\r\n").as_bytes())
                 .await?;
-            let mut untagged = Vec::new();
+            let (mut untagged, mut kept) = (Vec::new(), 0);
             loop {
                 let raw = self.read_response().await?;
                 let response = Response::parse(&raw);
@@ -934,7 +934,7 @@ impl Session {
                     Kind::Untagged(ref w) if w == "BYE" && name != "LOGOUT" => {
                         return Err(self.bye(&response))
                     }
-                    _ => untagged.push(raw),
+                    _ => keep(&mut untagged, &mut kept, raw, &address)?,
                 }
             }
         })
@@ -1029,6 +1029,26 @@ impl Session {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// Most bytes of untagged responses kept for one command: a server that
+/// floods them (it may, until the command's timeout) does not fill memory.
+const MAX_UNTAGGED: usize = 8 * 1024 * 1024;
+
+/// Adds `raw` to the untagged responses of a command, within
+/// [`MAX_UNTAGGED`].
+fn keep(untagged: &mut Vec<Vec<u8>>, kept: &mut usize, raw: Vec<u8>, address: &str) -> Result<()> {
+    *kept += raw.len();
+    if *kept > MAX_UNTAGGED {
+        return Err(Error::new(
+            ErrorKind::Network,
+            format!(
+                "IMAP server {address} sent more than 8 MiB of untagged responses to one command"
+            ),
+        ));
+    }
+    untagged.push(raw);
+    Ok(())
 }
 
 /// Where the first complete response in `buf` ends (after its CRLF), or
@@ -1578,6 +1598,18 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote(r#"a "b" \c"#), r#""a \"b\" \\c""#);
+    }
+
+    #[test]
+    fn untagged_responses_of_one_command_are_bounded() {
+        let (mut untagged, mut kept) = (Vec::new(), 0);
+        let line = vec![b'*'; 1024 * 1024];
+        for _ in 0..8 {
+            keep(&mut untagged, &mut kept, line.clone(), "h:143").unwrap();
+        }
+        let e = keep(&mut untagged, &mut kept, b"* OK".to_vec(), "h:143").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Network);
+        assert!(e.message.contains("more than 8 MiB"), "{e}");
     }
 
     #[test]
