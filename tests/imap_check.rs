@@ -527,6 +527,13 @@ async fn check_with_global_sync_state() {
 /// A fake IMAP server on 127.0.0.1 that greets with IDLE, answers LOGIN
 /// with `reply` and hangs up; every connection alike. Returns its port.
 async fn refusing_server(reply: &'static str) -> u16 {
+    fake_server("IMAP4rev1 IDLE", reply, true).await
+}
+
+/// A fake IMAP server: greets with capabilities `greeting`, answers LOGIN
+/// with `reply` (then hangs up when `hang_up`), CAPABILITY with IDLE, and
+/// anything else with a bare OK.
+async fn fake_server(greeting: &'static str, reply: &'static str, hang_up: bool) -> u16 {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -536,7 +543,7 @@ async fn refusing_server(reply: &'static str) -> u16 {
                 let (read, mut write) = socket.into_split();
                 let mut lines = tokio::io::BufReader::new(read).lines();
                 let _ = write
-                    .write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] fake\r\n")
+                    .write_all(format!("* OK [CAPABILITY {greeting}] fake\r\n").as_bytes())
                     .await;
                 while let Ok(Some(line)) = lines.next_line().await {
                     let tag = line.split(' ').next().unwrap_or("*").to_owned();
@@ -548,7 +555,7 @@ async fn refusing_server(reply: &'static str) -> u16 {
                         format!("{tag} OK done\r\n")
                     };
                     let _ = write.write_all(answer.as_bytes()).await;
-                    if line.contains(" LOGIN ") {
+                    if hang_up && line.contains(" LOGIN ") {
                         return;
                     }
                 }
@@ -613,4 +620,28 @@ async fn idle_retries_a_busy_server_and_reports_why_it_stops() {
         assert!(Instant::now() < deadline, "the watcher did not end");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Capabilities may change with the login (RFC 3501 6.2.3): a server that
+/// lists IDLE only after it is not refused for lacking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_after_login_counts() {
+    let options = IdleOptions {
+        reidle: Duration::from_secs(60),
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_millis(100),
+    };
+    let port = fake_server("IMAP4rev1 AUTH=LOGIN", "OK logged in", false).await;
+    let (events, sink) = recorder();
+    let watcher = IdleWatcher::spawn(fake_connection(port), "INBOX".into(), options, sink);
+    // Past the capability check, the fake server's bare answers fail later
+    // steps, which are retried: anything but a stop for lacking IDLE.
+    let retried = wait_event(&events, Duration::from_secs(5), |e| {
+        matches!(e, IdleEvent::Error { .. } | IdleEvent::Watching { .. })
+    })
+    .await;
+    let seen = format!("{:?}", events.lock().unwrap());
+    watcher.stop();
+    assert!(retried.is_some(), "{seen}");
+    assert!(!seen.contains("does not support IDLE"), "{seen}");
 }

@@ -413,6 +413,9 @@ impl Connection {
         if self.allows("LOGIN") && !session.has("LOGINDISABLED") {
             let command = format!("LOGIN {} {}", quote(&self.user), quote(&password.0));
             let done = session.command_secret(&command, "LOGIN").await?;
+            // As after AUTHENTICATE: the list may change with the login, so
+            // it is kept only when the answer carries it (else asked again).
+            session.capabilities = done_capabilities(&done).unwrap_or_default();
             return done.auth_result(&session.address);
         }
         Err(Error::new(
