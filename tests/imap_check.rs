@@ -573,6 +573,7 @@ fn fake_connection(port: u16) -> Connection {
         password: PasswordSource::Literal(Password::new("pw")),
         security: Security::None,
         certificate_file: None,
+        system_certificates: true,
         auth_mechs: Vec::new(),
         timeout: Duration::from_secs(2),
         token_source: None,

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use himalaya_sync::error::ErrorKind;
 use himalaya_sync::imap::client::{Connection, Security};
 use himalaya_sync::mbsync::config::MbsyncConfig;
 
@@ -43,11 +44,39 @@ fn ssl_cert_file_comes_from_the_environment_copy() {
         .enable_all()
         .build()
         .expect("runtime");
+    let ca = tls.ca.clone();
+    // A CA of its own, which signed nothing the server shows.
+    let other = fx.tmp.path().join("other-ca");
+    std::fs::create_dir_all(&other).expect("other-ca dir");
+    common::make_certificates(&other);
+    let other_ca = other.join("ca.pem");
     let messages = rt.block_on(async move {
         // Spawned: block_on itself runs on this (the copy's owner) thread.
         tokio::spawn(async move {
             let mut session = conn.connect().await.expect("trusted through SSL_CERT_FILE");
             let messages = session.status("INBOX").await.expect("status").messages;
+            session.logout().await;
+
+            // `SystemCertificates no`: a root the system trusts is not
+            // enough; only the CertificateFile counts.
+            conn.system_certificates = false;
+            let e = conn
+                .connect()
+                .await
+                .expect_err("no CertificateFile: nothing trusted");
+            assert_eq!(e.kind, ErrorKind::Config, "{e}");
+            assert!(e.message.contains("needs a CertificateFile"), "{e}");
+            conn.certificate_file = Some(other_ca);
+            let e = conn
+                .connect()
+                .await
+                .expect_err("the system's CA does not count");
+            assert_eq!(e.kind, ErrorKind::Config, "{e}");
+            conn.certificate_file = Some(ca);
+            let session = conn
+                .connect()
+                .await
+                .expect("trusted through CertificateFile");
             session.logout().await;
             messages
         })

@@ -104,6 +104,9 @@ pub struct Connection {
     pub security: Security,
     /// Extra trusted certificates (PEM), added to the system roots.
     pub certificate_file: Option<PathBuf>,
+    /// Whether the system's trusted roots count (`SystemCertificates`);
+    /// without them only `certificate_file` is trusted.
+    pub system_certificates: bool,
     /// `AuthMechs`, upper-cased; empty or `*` allows any.
     pub auth_mechs: Vec<String>,
     /// Bound of every step (connect, greeting, each command).
@@ -121,6 +124,7 @@ impl fmt::Debug for Connection {
             .field("password", &self.password)
             .field("security", &self.security)
             .field("certificate_file", &self.certificate_file)
+            .field("system_certificates", &self.system_certificates)
             .field("auth_mechs", &self.auth_mechs)
             .field("timeout", &self.timeout)
             .field("token_source", &self.token_source.is_some())
@@ -181,6 +185,7 @@ impl Connection {
             password,
             security,
             certificate_file: account.certificate_file.clone(),
+            system_certificates: account.system_certificates,
             auth_mechs: account
                 .auth_mechs
                 .iter()
@@ -337,7 +342,17 @@ impl Connection {
     }
 
     fn connector(&self) -> Result<tokio_rustls::TlsConnector> {
-        let mut roots = system_roots().clone();
+        // `SystemCertificates no` pins trust to CertificateFile: a root the
+        // system trusts (a company's inspecting proxy, say) is not enough,
+        // as it is not for mbsync.
+        let mut roots = match (self.system_certificates, &self.certificate_file) {
+            (true, _) => system_roots().clone(),
+            (false, Some(_)) => rustls::RootCertStore::empty(),
+            (false, None) => return Err(Error::new(
+                ErrorKind::Config,
+                "SystemCertificates no needs a CertificateFile: no certificate would be trusted",
+            )),
+        };
         if let Some(path) = &self.certificate_file {
             let text = std::fs::read(path).map_err(|e| {
                 Error::new(

@@ -88,6 +88,9 @@ pub struct ImapAccount {
     /// `IMAPS`; `IMAPS` when the host was given as `imaps:host`.
     pub ssl_type: Option<String>,
     pub certificate_file: Option<PathBuf>,
+    /// `SystemCertificates` (default yes): whether the system's trusted
+    /// roots count, or only `CertificateFile`.
+    pub system_certificates: bool,
     /// `AuthMechs` values in order; empty means mbsync's default, any.
     pub auth_mechs: Vec<String>,
     pub tunnel: Option<String>,
@@ -108,6 +111,7 @@ impl ImapAccount {
             pass_cmd: None,
             ssl_type: None,
             certificate_file: None,
+            system_certificates: true,
             auth_mechs: Vec::new(),
             tunnel: None,
             timeout: None,
@@ -1138,7 +1142,7 @@ fn account_option(
         account.auth_mechs.extend_from_slice(values);
         return Ok(());
     }
-    const SINGLE: [&str; 10] = [
+    const SINGLE: [&str; 11] = [
         "Timeout",
         "Host",
         "Port",
@@ -1148,6 +1152,7 @@ fn account_option(
         "SSLType",
         "TLSType",
         "CertificateFile",
+        "SystemCertificates",
         "Tunnel",
     ];
     if !SINGLE.iter().any(|k| is(k)) {
@@ -1187,6 +1192,15 @@ fn account_option(
         account.ssl_type = Some(value);
     } else if is("CertificateFile") {
         account.certificate_file = Some(expand_tilde(&value, home));
+    } else if is("SystemCertificates") {
+        // mbsync's booleans: yes/no, true/false, on/off, or a number.
+        account.system_certificates = match value.to_ascii_lowercase().as_str() {
+            "yes" | "true" | "on" => true,
+            "no" | "false" | "off" => false,
+            n => n.parse::<i64>().map(|n| n != 0).map_err(|_| {
+                format!("invalid SystemCertificates '{value}' (expected yes or no)")
+            })?,
+        };
     } else {
         account.tunnel = Some(value);
     }
@@ -1684,6 +1698,32 @@ Channel gmail-all:INBOX,Work
         let text = "IMAPAccount a\nPas\"s \"hunter22-secret\nChannel c\nNear :x:hunter22-secret\n";
         let e = MbsyncConfig::parse(text, Path::new("/rc")).unwrap_err();
         assert!(!e.message.contains("hunter22-secret"), "{e}");
+    }
+
+    #[test]
+    fn system_certificates_is_read_as_mbsync_reads_booleans() {
+        for (value, want) in [
+            ("no", false),
+            ("Off", false),
+            ("0", false),
+            ("yes", true),
+            ("1", true),
+        ] {
+            let text = format!("IMAPAccount a\nHost h\nSystemCertificates {value}\n");
+            let c = MbsyncConfig::parse(&text, Path::new("/rc")).unwrap();
+            assert_eq!(c.imap_accounts[0].system_certificates, want, "{value}");
+        }
+        let c = MbsyncConfig::parse("IMAPAccount a\nHost h\n", Path::new("/rc")).unwrap();
+        assert!(c.imap_accounts[0].system_certificates, "yes unless said");
+        let e = MbsyncConfig::parse(
+            "IMAPAccount a\nHost h\nSystemCertificates maybe\n",
+            Path::new("/rc"),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("invalid SystemCertificates 'maybe'"),
+            "{e}"
+        );
     }
 
     #[test]
