@@ -227,6 +227,7 @@ impl Connection {
         .await?;
         // Small commands and answers: do not wait for Nagle.
         let _ = tcp.set_nodelay(true);
+        keepalive(&tcp);
         let stream: Box<dyn Io> = match self.security {
             Security::Tls => Box::new(self.tls(tcp).await?),
             _ => Box::new(tcp),
@@ -1049,6 +1050,39 @@ impl Session {
     }
 }
 
+/// TCP keepalive of a connection: probes after this long without traffic,
+/// then every [`KEEPALIVE_INTERVAL`], given up after [`KEEPALIVE_PROBES`].
+const KEEPALIVE_IDLE: libc::c_int = 60;
+const KEEPALIVE_INTERVAL: libc::c_int = 20;
+const KEEPALIVE_PROBES: libc::c_int = 3;
+
+/// Turns on TCP keepalive: a connection that dies without a word (a NAT
+/// that forgot it, a laptop on another network) fails a read within about
+/// two minutes, instead of going unnoticed while IDLE waits (up to its
+/// renewal, 25 minutes). Best effort: a socket that refuses keeps working.
+fn keepalive(tcp: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let fd = tcp.as_raw_fd();
+    for (level, option, value) in [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES),
+    ] {
+        // SAFETY: `fd` is the open socket `tcp` owns; the option value is a
+        // c_int on the stack, passed with its size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                option,
+                std::ptr::addr_of!(value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 /// Most bytes of untagged responses kept for one command: a server that
 /// floods them (it may, until the command's timeout) does not fill memory.
 const MAX_UNTAGGED: usize = 8 * 1024 * 1024;
@@ -1616,6 +1650,39 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote(r#"a "b" \c"#), r#""a \"b\" \\c""#);
+    }
+
+    #[tokio::test]
+    async fn connections_probe_a_silent_peer() {
+        use std::os::fd::AsRawFd;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        keepalive(&tcp);
+        let get = |level, option| {
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: reads one c_int option of the open socket into `value`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    tcp.as_raw_fd(),
+                    level,
+                    option,
+                    std::ptr::addr_of_mut!(value).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0);
+            value
+        };
+        assert_eq!(get(libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), KEEPALIVE_IDLE);
+        assert_eq!(
+            get(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+            KEEPALIVE_INTERVAL
+        );
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPCNT), KEEPALIVE_PROBES);
     }
 
     #[test]
