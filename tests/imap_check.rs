@@ -646,3 +646,90 @@ async fn idle_after_login_counts() {
     assert!(retried.is_some(), "{seen}");
     assert!(!seen.contains("does not support IDLE"), "{seen}");
 }
+
+/// A fake server that ends each IDLE itself after 1.2 s (some servers end
+/// it every few minutes); records every command line it gets.
+async fn idle_ending_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = tokio::io::BufReader::new(read).lines();
+                let _ = write
+                    .write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] fake\r\n")
+                    .await;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.lock().unwrap().push(line.clone());
+                    let tag = line.split(' ').next().unwrap_or("*").to_owned();
+                    let answer = if line.contains("CAPABILITY") {
+                        format!("* CAPABILITY IMAP4rev1 IDLE\r\n{tag} OK done\r\n")
+                    } else if line.contains(" EXAMINE ") {
+                        format!("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n")
+                    } else if line.ends_with(" IDLE") {
+                        let _ = write.write_all(b"+ idling\r\n").await;
+                        tokio::time::sleep(Duration::from_millis(1200)).await;
+                        format!("{tag} OK IDLE terminated\r\n")
+                    } else {
+                        format!("{tag} OK done\r\n")
+                    };
+                    let _ = write.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// A server that ends IDLE itself: the watcher enters it again at once on
+/// the same connection (not at its renewal, 60 s here), sending no DONE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_ended_by_the_server_is_entered_again_at_once() {
+    let options = IdleOptions {
+        reidle: Duration::from_secs(60),
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_millis(100),
+    };
+    let (port, seen) = idle_ending_server().await;
+    let (events, sink) = recorder();
+    let watcher = IdleWatcher::spawn(fake_connection(port), "INBOX".into(), options, sink);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let idles = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.ends_with(" IDLE"))
+            .count()
+    };
+    while idles() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {:?}",
+            seen.lock().unwrap(),
+            events.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines = seen.lock().unwrap().clone();
+    watcher.stop();
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("LOGIN")).count(),
+        1,
+        "one connection: {lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l == "DONE"), "{lines:?}");
+    assert!(
+        !events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, e)| matches!(e, IdleEvent::Error { .. })),
+        "{:?}",
+        events.lock().unwrap()
+    );
+}

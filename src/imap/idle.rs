@@ -214,7 +214,10 @@ where
             });
             Instant::now()
         });
-        let deadline = Instant::now() + options.reidle;
+        let idling_since = Instant::now();
+        let deadline = idling_since + options.reidle;
+        // Set when the server ended IDLE itself (a tagged answer to it).
+        let mut ended = false;
         // A connection that stays up resets the backoff; one that a server,
         // proxy or NAT drops right after IDLE begins does not, or the
         // watcher would log in again every few seconds for good.
@@ -230,13 +233,28 @@ where
                 _ = tokio::time::sleep_until(stable_at), if *failures > 0 => *failures = 0,
                 raw = session.next_response() => {
                     let raw = raw?;
+                    if raw.starts_with(format!("{tag} ").as_bytes()) {
+                        ended = true;
+                        break;
+                    }
                     update(&raw, &mut exists, folder, on_event, &session)?;
                 }
             }
         }
-        for raw in session.idle_done(&tag).await? {
-            update(&raw, &mut exists, folder, on_event, &session)?;
+        if !ended {
+            for raw in session.idle_done(&tag).await? {
+                update(&raw, &mut exists, folder, on_event, &session)?;
+            }
+        } else if idling_since.elapsed() < Duration::from_secs(1) {
+            // Ending it again at once each time would loop without a pause:
+            // reconnect with backoff instead.
+            return Err(Error::new(
+                ErrorKind::Network,
+                format!("IMAP server {} ended IDLE at once", session.address()),
+            ));
         }
+        // Ended by the server after a while (some end IDLE every few
+        // minutes): it is entered again at once, not at the next renewal.
     }
 }
 
