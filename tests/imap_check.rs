@@ -733,3 +733,77 @@ async fn idle_ended_by_the_server_is_entered_again_at_once() {
         events.lock().unwrap()
     );
 }
+
+/// A fake server answering each STATUS after `delay`, or, with `bye`,
+/// sending that BYE instead of any answer.
+async fn slow_status_server(delay: Duration, bye: Option<&'static str>) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = tokio::io::BufReader::new(read).lines();
+                let _ = write
+                    .write_all(b"* OK [CAPABILITY IMAP4rev1] fake\r\n")
+                    .await;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut words = line.split(' ');
+                    let tag = words.next().unwrap_or("*").to_owned();
+                    let answer = match (words.next(), bye) {
+                        (Some("STATUS"), Some(bye)) => format!("* BYE {bye}\r\n"),
+                        (Some("STATUS"), None) => {
+                            tokio::time::sleep(delay).await;
+                            let name = words.next().unwrap_or("\"x\"");
+                            format!(
+                                "* STATUS {name} (MESSAGES 1 UIDNEXT 2 UNSEEN 0 UIDVALIDITY 3)\r\n{tag} OK done\r\n"
+                            )
+                        }
+                        (Some("CAPABILITY"), _) => {
+                            format!("* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n")
+                        }
+                        _ => format!("{tag} OK done\r\n"),
+                    };
+                    let _ = write.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The timeout bounds silence, not a batch: ten folders answered every
+/// 150 ms pass a 1 s timeout. A BYE in the middle is reported with its
+/// reason, not as a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_many_folders_times_out_on_silence_only() {
+    let folders: Vec<String> = (0..10).map(|i| format!("F{i}")).collect();
+    let names: Vec<&str> = folders.iter().map(String::as_str).collect();
+    let port = slow_status_server(Duration::from_millis(150), None).await;
+    let mut conn = fake_connection(port);
+    conn.timeout = Duration::from_secs(1);
+    let mut session = conn.connect().await.expect("connect");
+    let started = Instant::now();
+    let statuses = session
+        .status_many(&names)
+        .await
+        .expect("steady answers are not a timeout");
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.as_ref().is_ok_and(|s| s.messages == 1)),
+        "{statuses:?}"
+    );
+
+    let port = slow_status_server(Duration::ZERO, Some("[ALERT] Bandwidth limit exceeded")).await;
+    let mut session = fake_connection(port).connect().await.expect("connect");
+    let e = session.status_many(&names).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Network, "{e}");
+    assert!(e.message.contains("Bandwidth limit exceeded"), "{e}");
+}

@@ -726,67 +726,70 @@ impl Session {
     }
 
     /// STATUS of several folders, pipelined (all commands sent at once,
-    /// which saves a round trip per folder). One result per folder.
+    /// which saves a round trip per folder). One result per folder. The
+    /// timeout bounds each wait for the server, not the whole batch: a
+    /// server that answers hundreds of folders slowly but steadily is not
+    /// timed out, one that falls silent is.
     pub async fn status_many(&mut self, folders: &[&str]) -> Result<Vec<Result<FolderStatus>>> {
         let address = self.address.clone();
         let timeout = self.timeout;
-        step(timeout, &address, "STATUS", async {
-            let mut tags = Vec::with_capacity(folders.len());
-            let mut out = String::new();
-            for folder in folders {
-                let tag = self.next_tag();
-                out.push_str(&format!(
-                    "{tag} STATUS {} (MESSAGES UIDNEXT UNSEEN UIDVALIDITY)\r\n",
-                    quote(&encode_mutf7(folder))
-                ));
-                tags.push(tag);
-            }
-            self.write(out.as_bytes()).await?;
-            let mut found: Vec<Option<FolderStatus>> = vec![None; folders.len()];
-            let mut results: Vec<Option<Result<FolderStatus>>> =
-                (0..folders.len()).map(|_| None).collect();
-            let mut remaining = folders.len();
-            while remaining > 0 {
-                let raw = self.read_response().await?;
-                let response = Response::parse(&raw);
-                match &response.kind {
-                    Kind::Tagged(tag) => {
-                        let Some(i) = tags.iter().position(|t| t == tag) else {
-                            continue;
-                        };
-                        let done = response.done();
-                        results[i] = Some(if done.ok() {
-                            found[i].ok_or_else(|| {
-                                Error::new(
-                                    ErrorKind::Unknown,
-                                    format!(
-                                        "IMAP server {address} sent no STATUS for '{}'",
-                                        folders[i]
-                                    ),
-                                )
-                            })
-                        } else {
-                            Err(folder_error(&address, folders[i], &done))
-                        });
-                        remaining -= 1;
-                    }
-                    Kind::Untagged(word) if word == "STATUS" => {
-                        if let Some((name, status)) = parse_status(&raw) {
-                            let name = decode_mutf7(&name);
-                            if let Some(i) = folders.iter().position(|f| same_folder(f, &name)) {
-                                found[i] = Some(status);
-                            }
+        let mut tags = Vec::with_capacity(folders.len());
+        let mut out = String::new();
+        for folder in folders {
+            let tag = self.next_tag();
+            out.push_str(&format!(
+                "{tag} STATUS {} (MESSAGES UIDNEXT UNSEEN UIDVALIDITY)\r\n",
+                quote(&encode_mutf7(folder))
+            ));
+            tags.push(tag);
+        }
+        step(timeout, &address, "STATUS", self.write(out.as_bytes())).await?;
+        let mut found: Vec<Option<FolderStatus>> = vec![None; folders.len()];
+        let mut results: Vec<Option<Result<FolderStatus>>> =
+            (0..folders.len()).map(|_| None).collect();
+        let mut remaining = folders.len();
+        while remaining > 0 {
+            let raw = step(timeout, &address, "STATUS", self.read_response()).await?;
+            let response = Response::parse(&raw);
+            match &response.kind {
+                Kind::Tagged(tag) => {
+                    let Some(i) = tags.iter().position(|t| t == tag) else {
+                        continue;
+                    };
+                    let done = response.done();
+                    results[i] = Some(if done.ok() {
+                        found[i].ok_or_else(|| {
+                            Error::new(
+                                ErrorKind::Unknown,
+                                format!(
+                                    "IMAP server {address} sent no STATUS for '{}'",
+                                    folders[i]
+                                ),
+                            )
+                        })
+                    } else {
+                        Err(folder_error(&address, folders[i], &done))
+                    });
+                    remaining -= 1;
+                }
+                Kind::Untagged(word) if word == "STATUS" => {
+                    if let Some((name, status)) = parse_status(&raw) {
+                        let name = decode_mutf7(&name);
+                        if let Some(i) = folders.iter().position(|f| same_folder(f, &name)) {
+                            found[i] = Some(status);
                         }
                     }
-                    _ => self.absorb(&response),
                 }
+                // Its reason (Gmail's bandwidth alert, say) is worth more
+                // than the timeout that would follow.
+                Kind::Untagged(word) if word == "BYE" => return Err(self.bye(&response)),
+                _ => self.absorb(&response),
             }
-            Ok(results
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(Error::new(ErrorKind::Unknown, "lost STATUS"))))
-                .collect())
-        })
-        .await
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::new(ErrorKind::Unknown, "lost STATUS"))))
+            .collect())
     }
 
     /// `EXAMINE folder` (read-only open).
