@@ -262,6 +262,17 @@ fn recorder() -> (Events, impl Fn(IdleEvent) + Send + Sync + 'static) {
     })
 }
 
+/// No event so far reports a failed connection.
+fn assert_no_errors(events: &Events) {
+    let events = events.lock().unwrap();
+    assert!(
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, IdleEvent::Error { .. })),
+        "{events:?}"
+    );
+}
+
 /// Waits until `pred` holds for some event, returning when it did.
 async fn wait_event(
     events: &Events,
@@ -329,15 +340,7 @@ async fn idle_sees_delivery_and_stops_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(
-        !events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, e)| matches!(e, IdleEvent::Error { .. })),
-        "{:?}",
-        events.lock().unwrap()
-    );
+    assert_no_errors(&events);
     assert!(!watcher.is_finished());
 
     let started = Instant::now();
@@ -524,21 +527,36 @@ async fn check_with_global_sync_state() {
     assert!(checks.iter().all(|c| c.new == c.total), "{checks:?}");
 }
 
-/// A fake IMAP server on 127.0.0.1 that greets with IDLE, answers LOGIN
-/// with `reply` and hangs up; every connection alike. Returns its port.
-async fn refusing_server(reply: &'static str) -> u16 {
-    fake_server("IMAP4rev1 IDLE", reply, true).await
+/// What a fake server does with one command: writes `pieces`, each after
+/// its pause, then goes on, or closes the connection when `hang_up`.
+struct Reply {
+    pieces: Vec<(Duration, String)>,
+    hang_up: bool,
 }
 
-/// A fake IMAP server: greets with capabilities `greeting`, answers LOGIN
-/// with `reply` (then hangs up when `hang_up`), CAPABILITY with IDLE, and
-/// anything else with a bare OK.
-async fn fake_server(greeting: &'static str, reply: &'static str, hang_up: bool) -> u16 {
+/// Writes `text` at once and goes on.
+fn say(text: String) -> Reply {
+    Reply {
+        pieces: vec![(Duration::ZERO, text)],
+        hang_up: false,
+    }
+}
+
+/// How a fake server answers a command line, given its tag.
+type Answer = Arc<dyn Fn(&str, &str) -> Reply + Send + Sync>;
+
+/// A fake IMAP server on 127.0.0.1: greets with the capabilities
+/// `greeting`, answers every command line through `answer`, and records
+/// the lines it got. Every connection alike. Returns its port and the log.
+async fn fake_imap(greeting: &'static str, answer: Answer) -> (u16, Arc<Mutex<Vec<String>>>) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
+            let (log, answer) = (log.clone(), answer.clone());
             tokio::spawn(async move {
                 let (read, mut write) = socket.into_split();
                 let mut lines = tokio::io::BufReader::new(read).lines();
@@ -546,23 +564,44 @@ async fn fake_server(greeting: &'static str, reply: &'static str, hang_up: bool)
                     .write_all(format!("* OK [CAPABILITY {greeting}] fake\r\n").as_bytes())
                     .await;
                 while let Ok(Some(line)) = lines.next_line().await {
+                    log.lock().unwrap().push(line.clone());
                     let tag = line.split(' ').next().unwrap_or("*").to_owned();
-                    let answer = if line.contains(" LOGIN ") {
-                        format!("{tag} {reply}\r\n")
-                    } else if line.contains("CAPABILITY") {
-                        format!("* CAPABILITY IMAP4rev1 IDLE\r\n{tag} OK done\r\n")
-                    } else {
-                        format!("{tag} OK done\r\n")
-                    };
-                    let _ = write.write_all(answer.as_bytes()).await;
-                    if hang_up && line.contains(" LOGIN ") {
+                    let reply = answer(&tag, &line);
+                    for (pause, text) in reply.pieces {
+                        tokio::time::sleep(pause).await;
+                        let _ = write.write_all(text.as_bytes()).await;
+                    }
+                    if reply.hang_up {
                         return;
                     }
                 }
             });
         }
     });
-    port
+    (port, seen)
+}
+
+/// Greets with IDLE, answers LOGIN with `reply` and hangs up.
+async fn refusing_server(reply: &'static str) -> u16 {
+    fake_server("IMAP4rev1 IDLE", reply, true).await
+}
+
+/// Greets with `greeting`, answers LOGIN with `reply` (then hangs up when
+/// `hang_up`), CAPABILITY with IDLE, and anything else with a bare OK.
+async fn fake_server(greeting: &'static str, reply: &'static str, hang_up: bool) -> u16 {
+    let answer: Answer = Arc::new(move |tag, line| {
+        if line.contains(" LOGIN ") {
+            Reply {
+                hang_up,
+                ..say(format!("{tag} {reply}\r\n"))
+            }
+        } else if line.contains("CAPABILITY") {
+            say(format!("* CAPABILITY IMAP4rev1 IDLE\r\n{tag} OK done\r\n"))
+        } else {
+            say(format!("{tag} OK done\r\n"))
+        }
+    });
+    fake_imap(greeting, answer).await.0
 }
 
 fn fake_connection(port: u16) -> Connection {
@@ -648,42 +687,31 @@ async fn idle_after_login_counts() {
 }
 
 /// A fake server that ends each IDLE itself after 1.2 s (some servers end
-/// it every few minutes); records every command line it gets.
+/// it every few minutes); returns its port and every command line it got.
 async fn idle_ending_server() -> (u16, Arc<Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let (read, mut write) = socket.into_split();
-                let mut lines = tokio::io::BufReader::new(read).lines();
-                let _ = write
-                    .write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] fake\r\n")
-                    .await;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    log.lock().unwrap().push(line.clone());
-                    let tag = line.split(' ').next().unwrap_or("*").to_owned();
-                    let answer = if line.contains("CAPABILITY") {
-                        format!("* CAPABILITY IMAP4rev1 IDLE\r\n{tag} OK done\r\n")
-                    } else if line.contains(" EXAMINE ") {
-                        format!("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n")
-                    } else if line.ends_with(" IDLE") {
-                        let _ = write.write_all(b"+ idling\r\n").await;
-                        tokio::time::sleep(Duration::from_millis(1200)).await;
-                        format!("{tag} OK IDLE terminated\r\n")
-                    } else {
-                        format!("{tag} OK done\r\n")
-                    };
-                    let _ = write.write_all(answer.as_bytes()).await;
-                }
-            });
+    let answer: Answer = Arc::new(|tag, line| {
+        if line.contains("CAPABILITY") {
+            say(format!("* CAPABILITY IMAP4rev1 IDLE\r\n{tag} OK done\r\n"))
+        } else if line.contains(" EXAMINE ") {
+            say(format!(
+                "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n"
+            ))
+        } else if line.ends_with(" IDLE") {
+            Reply {
+                pieces: vec![
+                    (Duration::ZERO, "+ idling\r\n".to_owned()),
+                    (
+                        Duration::from_millis(1200),
+                        format!("{tag} OK IDLE terminated\r\n"),
+                    ),
+                ],
+                hang_up: false,
+            }
+        } else {
+            say(format!("{tag} OK done\r\n"))
         }
     });
-    (port, seen)
+    fake_imap("IMAP4rev1 IDLE", answer).await
 }
 
 /// A server that ends IDLE itself: the watcher enters it again at once on
@@ -723,54 +751,33 @@ async fn idle_ended_by_the_server_is_entered_again_at_once() {
         "one connection: {lines:?}"
     );
     assert!(!lines.iter().any(|l| l == "DONE"), "{lines:?}");
-    assert!(
-        !events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, e)| matches!(e, IdleEvent::Error { .. })),
-        "{:?}",
-        events.lock().unwrap()
-    );
+    assert_no_errors(&events);
 }
 
 /// A fake server answering each STATUS after `delay`, or, with `bye`,
 /// sending that BYE instead of any answer.
 async fn slow_status_server(delay: Duration, bye: Option<&'static str>) -> u16 {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (read, mut write) = socket.into_split();
-                let mut lines = tokio::io::BufReader::new(read).lines();
-                let _ = write
-                    .write_all(b"* OK [CAPABILITY IMAP4rev1] fake\r\n")
-                    .await;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut words = line.split(' ');
-                    let tag = words.next().unwrap_or("*").to_owned();
-                    let answer = match (words.next(), bye) {
-                        (Some("STATUS"), Some(bye)) => format!("* BYE {bye}\r\n"),
-                        (Some("STATUS"), None) => {
-                            tokio::time::sleep(delay).await;
-                            let name = words.next().unwrap_or("\"x\"");
-                            format!(
-                                "* STATUS {name} (MESSAGES 1 UIDNEXT 2 UNSEEN 0 UIDVALIDITY 3)\r\n{tag} OK done\r\n"
-                            )
-                        }
-                        (Some("CAPABILITY"), _) => {
-                            format!("* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n")
-                        }
-                        _ => format!("{tag} OK done\r\n"),
-                    };
-                    let _ = write.write_all(answer.as_bytes()).await;
+    let answer: Answer = Arc::new(move |tag, line| {
+        let mut words = line.split(' ').skip(1);
+        match (words.next(), bye) {
+            (Some("STATUS"), Some(bye)) => say(format!("* BYE {bye}\r\n")),
+            (Some("STATUS"), None) => {
+                let name = words.next().unwrap_or("\"x\"");
+                Reply {
+                    pieces: vec![(
+                        delay,
+                        format!(
+                            "* STATUS {name} (MESSAGES 1 UIDNEXT 2 UNSEEN 0 UIDVALIDITY 3)\r\n{tag} OK done\r\n"
+                        ),
+                    )],
+                    hang_up: false,
                 }
-            });
+            }
+            (Some("CAPABILITY"), _) => say(format!("* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n")),
+            _ => say(format!("{tag} OK done\r\n")),
         }
     });
-    port
+    fake_imap("IMAP4rev1", answer).await.0
 }
 
 /// The timeout bounds silence, not a batch: ten folders answered every

@@ -151,6 +151,26 @@ fn no_refresh_token_asks_for_re_authorization() {
     );
 }
 
+/// An account of a generic provider whose token endpoint is `token_url`,
+/// with an expired access token and `refresh` stored; and a runtime.
+fn expired_at_provider(
+    tmp: &Path,
+    tokens: &Tokens,
+    token_url: &str,
+    refresh: &str,
+) -> (AccountSettings, tokio::runtime::Runtime) {
+    let acct = account(
+        tmp,
+        json!({ "provider": "generic", "client_id": "himalaya-test", "token_url": token_url }),
+    );
+    let rt = rt();
+    let mut old = Token::new("expired-access", now());
+    old.expires_at = Some(now() - 1);
+    old.refresh_token = Some(refresh.into());
+    rt.block_on(tokens.store_token(&acct, old)).unwrap();
+    (acct, rt)
+}
+
 /// A token endpoint that answers its one request after `delay` with
 /// `status` and the JSON `body`. Returns its URL and a thread that ends
 /// with the request it got.
@@ -203,15 +223,7 @@ fn a_rotated_refresh_token_is_saved_even_when_the_waiter_gives_up() {
         "200 OK",
         r#"{"access_token":"rotated-access","token_type":"Bearer","expires_in":3600,"refresh_token":"rotated-refresh-2"}"#,
     );
-    let acct = account(
-        tmp.path(),
-        json!({ "provider": "generic", "client_id": "himalaya-test", "token_url": url }),
-    );
-    let rt = rt();
-    let mut old = Token::new("expired-access", now());
-    old.expires_at = Some(now() - 1);
-    old.refresh_token = Some("refresh-1".into());
-    rt.block_on(tokens.store_token(&acct, old)).unwrap();
+    let (acct, rt) = expired_at_provider(tmp.path(), &tokens, &url, "refresh-1");
     // The caller stops waiting long before the provider answers, as a
     // cancelled sync does.
     rt.block_on(async {
@@ -269,15 +281,7 @@ fn a_provider_that_echoes_the_refresh_token_encoded_is_not_quoted() {
         "400 Bad Request",
         r#"{"error":"invalid_grant","error_description":"bad grant 1%2F%2F0gOLDrefreshTOKEN42 or 1\/\/0gOLDrefreshTOKEN42"}"#,
     );
-    let acct = account(
-        tmp.path(),
-        json!({ "provider": "generic", "client_id": "himalaya-test", "token_url": url }),
-    );
-    let rt = rt();
-    let mut old = Token::new("expired-access", now());
-    old.expires_at = Some(now() - 1);
-    old.refresh_token = Some("1//0gOLDrefreshTOKEN42".into());
-    rt.block_on(tokens.store_token(&acct, old)).unwrap();
+    let (acct, rt) = expired_at_provider(tmp.path(), &tokens, &url, "1//0gOLDrefreshTOKEN42");
     let e = rt.block_on(tokens.valid_token(&acct)).unwrap_err();
     server.join().unwrap();
     assert_eq!(e.kind, ErrorKind::Auth);
