@@ -814,3 +814,24 @@ async fn status_of_many_folders_times_out_on_silence_only() {
     assert_eq!(e.kind, ErrorKind::Network, "{e}");
     assert!(e.message.contains("Bandwidth limit exceeded"), "{e}");
 }
+
+/// STARTTLS refused for now (UNAVAILABLE) is a network error, retried
+/// like any other; refused outright it stays an error of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_refused_for_now_is_a_network_error() {
+    for (reply, kind) in [
+        (
+            "NO [UNAVAILABLE] TLS is not ready, try later",
+            ErrorKind::Network,
+        ),
+        ("BAD no", ErrorKind::Unknown),
+    ] {
+        let answer: Answer = Arc::new(move |tag, _| say(format!("{tag} {reply}\r\n")));
+        let (port, _) = fake_imap("IMAP4rev1 STARTTLS", answer).await;
+        let mut conn = fake_connection(port);
+        conn.security = Security::StartTls;
+        let e = conn.connect().await.unwrap_err();
+        assert_eq!(e.kind, kind, "{reply}: {e}");
+        assert!(e.message.contains("STARTTLS"), "{e}");
+    }
+}

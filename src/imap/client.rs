@@ -991,8 +991,13 @@ impl Session {
     }
 
     fn unexpected(&self, command: &str, done: &Done) -> Error {
+        // A refusal for now (STARTTLS with UNAVAILABLE, say) is retried.
+        let kind = match transient(done.code.as_deref()) {
+            true => ErrorKind::Network,
+            false => ErrorKind::Unknown,
+        };
         Error::new(
-            ErrorKind::Unknown,
+            kind,
             format!(
                 "IMAP server {} answered {command} with {}: {}",
                 self.address, done.status, done.text
