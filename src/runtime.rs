@@ -7,7 +7,7 @@
 //! quitting Neovim never leaves mbsync behind.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -111,9 +111,34 @@ fn signal_groups(sig: Signal) -> usize {
     alive
 }
 
+/// Work that must not be cut off at shutdown, running now.
+static MUST_FINISH: AtomicUsize = AtomicUsize::new(0);
+
+/// The longest [`shutdown`] waits for work that must finish, beyond its
+/// own timeout.
+const MUST_FINISH_GRACE: Duration = Duration::from_secs(2);
+
+/// Held by work that must not be cut off at shutdown: a token refresh
+/// whose answer may carry a rotated refresh token, which is lost unless
+/// saved. [`shutdown`] waits for it (at most [`MUST_FINISH_GRACE`]).
+pub struct MustFinish(());
+
+impl Drop for MustFinish {
+    fn drop(&mut self) {
+        MUST_FINISH.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Marks the caller's work as one that must finish (see [`MustFinish`]).
+pub fn must_finish() -> MustFinish {
+    MUST_FINISH.fetch_add(1, Ordering::SeqCst);
+    MustFinish(())
+}
+
 /// Stops everything: no more events, every child group gets SIGTERM and,
 /// if still alive shortly after, SIGKILL; then the runtime stops. Bounded
-/// by `timeout` (Neovim waits for this in `VimLeavePre`). Idempotent.
+/// by `timeout` (Neovim waits for this in `VimLeavePre`), plus up to
+/// [`MUST_FINISH_GRACE`] while work that must finish runs. Idempotent.
 pub fn shutdown(timeout: Duration) {
     let deadline = Instant::now() + timeout;
     STOPPED.store(true, Ordering::SeqCst);
@@ -128,6 +153,10 @@ pub fn shutdown(timeout: Duration) {
             std::thread::sleep(Duration::from_millis(5));
         }
         signal_groups(Signal::SIGKILL);
+    }
+    let hold = Instant::now() + MUST_FINISH_GRACE;
+    while MUST_FINISH.load(Ordering::SeqCst) > 0 && Instant::now() < hold {
+        std::thread::sleep(Duration::from_millis(5));
     }
     let rt = RUNTIME.lock().take();
     if let Some(rt) = rt {

@@ -199,7 +199,10 @@ impl Tokens {
             // store would keep a grant the provider no longer takes.
             None => {
                 let (this, acct) = (self.clone(), acct.clone());
+                // Quitting Neovim waits for it too (a little while).
+                let keep = crate::runtime::must_finish();
                 tokio::spawn(async move {
+                    let _keep = keep;
                     let fresh = this.refresh_with_provider(&acct, current.as_ref()).await;
                     drop(guard);
                     fresh
