@@ -835,3 +835,41 @@ async fn starttls_refused_for_now_is_a_network_error() {
         assert!(e.message.contains("STARTTLS"), "{e}");
     }
 }
+
+/// A BYE instead of IDLE's continuation, on a connection the server keeps
+/// open, is reported at once with the server's words, not as a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bye_at_idle_start_is_reported_at_once() {
+    let answer: Answer = Arc::new(|tag, line| {
+        if line.contains("CAPABILITY") {
+            say(format!("* CAPABILITY IMAP4rev1 IDLE\r\n{tag} OK done\r\n"))
+        } else if line.contains(" EXAMINE ") {
+            say(format!(
+                "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n{tag} OK done\r\n"
+            ))
+        } else if line.ends_with(" IDLE") {
+            say("* BYE [UNAVAILABLE] going down for maintenance\r\n".to_owned())
+        } else {
+            say(format!("{tag} OK done\r\n"))
+        }
+    });
+    let (port, _) = fake_imap("IMAP4rev1 IDLE", answer).await;
+    let options = IdleOptions {
+        reidle: Duration::from_secs(60),
+        backoff_base: Duration::from_secs(30),
+        backoff_cap: Duration::from_secs(30),
+    };
+    let (events, sink) = recorder();
+    let started = Instant::now();
+    let mut conn = fake_connection(port);
+    conn.timeout = Duration::from_secs(5);
+    let watcher = IdleWatcher::spawn(conn, "INBOX".into(), options, sink);
+    let reported = wait_event(&events, Duration::from_secs(3), |e| {
+        matches!(e, IdleEvent::Error { error, .. } if error.kind == ErrorKind::Network
+            && error.message.contains("going down for maintenance"))
+    })
+    .await;
+    watcher.stop();
+    let at = reported.unwrap_or_else(|| panic!("{:?}", events.lock().unwrap()));
+    assert!(at - started < Duration::from_secs(2), "{:?}", at - started);
+}

@@ -877,6 +877,9 @@ impl Session {
                             format!("IMAP server {address} refused IDLE: {}", response.text()),
                         ))
                     }
+                    // At once, with the server's words: it may keep the
+                    // connection open, and waiting would end as a timeout.
+                    Kind::Untagged(ref w) if w == "BYE" => return Err(self.bye(&response)),
                     _ => {
                         self.absorb(&response);
                         keep(&mut untagged, &mut kept, raw, &address)?;
