@@ -9,19 +9,9 @@ local config = require('himalaya.sync.config')
 
 local M = {}
 
--- In the registry (native.state), so that a plugin reloader's new copy of
--- this module knows which locks it handed out and which waits it gave up.
----@class himalaya.sync.LockState
----@field lib? himalaya.sync.NativeLib the library `handed` is about (a new one holds nothing yet)
----@field handed table<string, true?> locks this module gave a caller and it has not released
----@field abandoned table<string, integer?> per name, waits given up (CTRL-C) that still run in the library
----@field adopted table<string, true?> per name, a given-up wait's lock a caller took over before its answer came
----@type himalaya.sync.LockState
-local S = native.state('lock', { handed = {}, abandoned = {}, adopted = {} })
-
---- How much longer than the library's own deadline a blocking wait waits
---- for its answer (the answer only has to cross the event pipe).
-local ANSWER_MARGIN_MS = 5000
+--- How often a blocking wait tries the lock again, in ms (the library's
+--- own blocking wait notices a release as fast).
+local RETRY_MS = 25
 
 ---@class himalaya.sync.LockInfo
 ---@field name string
@@ -42,9 +32,6 @@ local function ready()
   local lib, err = native.get()
   if not lib then
     return nil, err, 'config'
-  end
-  if S.lib ~= lib then
-    S.lib, S.handed = lib, {}
   end
   -- The folder is opened once per loaded library (it cannot change later).
   if opened_for == lib then
@@ -74,53 +61,10 @@ local function check_args(name, timeout)
   end
 end
 
---- Records that a caller now holds `name`.
----@param name string
----@return true
-local function hand(name)
-  S.handed[name] = true
-  return true
-end
-
---- Gives up waiting for request `id` (the lock `name`), which goes on in
---- the library: when it takes the lock after all, the lock is released at
---- once, unless a caller took it over meanwhile (see `take_over`).
----@param lib himalaya.sync.NativeLib
----@param id integer
----@param name string
-local function abandon(lib, id, name)
-  S.abandoned[name] = (S.abandoned[name] or 0) + 1
-  native.on_id(id, function(ev)
-    native.off(id)
-    local left = S.abandoned[name] - 1
-    S.abandoned[name] = left > 0 and left or nil
-    if ev.data.ok then
-      if S.adopted[name] then
-        S.adopted[name] = nil
-      else
-        lib.lock_release(name)
-      end
-    end
-  end)
-end
-
---- Whether `name`, held by this Neovim, is held by a given-up wait whose
---- answer has not come yet: no caller was handed it, so the lock is that
---- wait's. The caller asking for it takes it over.
----@param lib himalaya.sync.NativeLib
----@param name string
----@return boolean
-local function take_over(lib, name)
-  if not S.abandoned[name] or S.handed[name] or not vim.tbl_contains(lib.lock_held() or {}, name) then
-    return false
-  end
-  S.adopted[name] = true
-  return true
-end
-
---- The blocking form of acquire_lock: one try at once, then (for a
---- timeout) the library's background wait, waited for with vim.wait, so
---- that the editor keeps drawing and CTRL-C ends the wait.
+--- The blocking form of acquire_lock: the lock is tried at once, then
+--- again every RETRY_MS inside vim.wait until the timeout, so that the
+--- editor keeps drawing and CTRL-C ends the wait. Nothing waits in the
+--- background, so an ended wait leaves nothing to clean up.
 ---@param lib himalaya.sync.NativeLib
 ---@param name string
 ---@param timeout number
@@ -134,44 +78,22 @@ local function acquire_blocking(lib, name, timeout)
   -- (Neovim's types leave out what in_fast_event returns.)
   local fast = vim.in_fast_event() --[[@as boolean]]
   local ok, e = lib.lock_acquire(name, fast and timeout or 0, purpose)
-  if ok then
-    return hand(name)
-  end
-  ---@cast e -?
-  if e.kind == 'locked' and take_over(lib, name) then
-    return hand(name)
-  end
   -- Held by this Neovim: only Neovim itself could release it, so it fails
   -- at once (the library's message says so) instead of waiting.
-  if e.kind ~= 'locked' or fast or timeout == 0 or vim.tbl_contains(lib.lock_held() or {}, name) then
-    return false, e.message, e.kind
+  if ok or not e or e.kind ~= 'locked' or fast or timeout == 0 or vim.tbl_contains(lib.lock_held() or {}, name) then
+    return ok == true, e and e.message, e and e.kind
   end
-  local id, ae = lib.lock_acquire_async(name, timeout, purpose)
-  if not id then
-    ---@cast ae -?
-    return false, ae.message, ae.kind
-  end
-  ---@type {ok: boolean, error?: himalaya.sync.LibError}?
-  local answer
-  native.on_id(id, function(ev)
-    native.off(id)
-    answer = ev.data
-  end)
-  local _, why = vim.wait(math.ceil(timeout * 1000) + ANSWER_MARGIN_MS, function()
-    return answer ~= nil
-  end, 10)
-  if answer then
-    if answer.ok then
-      return hand(name)
-    end
-    local aerr = answer.error or { message = ('cannot take lock %q'):format(name), kind = 'unknown' }
-    return false, aerr.message, aerr.kind
-  end
-  abandon(lib, id, name)
-  if why == -2 then
+  local done, why = vim.wait(math.ceil(timeout * 1000), function()
+    ok, e = lib.lock_acquire(name, 0, purpose)
+    return ok == true or not e or e.kind ~= 'locked'
+  end, RETRY_MS)
+  if done then
+    return ok == true, e and e.message, e and e.kind
+  elseif why == -2 then
     return false, ('waiting for lock %q was cancelled (CTRL-C)'):format(name), 'cancelled'
   end
-  return false, ('no answer about lock %q within %g s'):format(name, timeout + ANSWER_MARGIN_MS / 1000), 'locked'
+  ---@cast e -?
+  return false, ('%s; gave up after %g s'):format(e.message, timeout), 'locked'
 end
 
 --- Takes the lock `name`.
@@ -210,7 +132,6 @@ function M.acquire_lock(name, timeout, callback)
   native.on_id(id, function(ev)
     native.off(id)
     if ev.data.ok then
-      hand(name)
       callback(true)
     else
       callback(false, ev.data.error.message, ev.data.error.kind)
@@ -248,18 +169,11 @@ function M._release(name)
   if not lib then
     return false, err
   end
-  -- What this Neovim holds of `name` then belongs to a given-up wait, which
-  -- lets it go itself: a caller releasing it could let the next holder's
-  -- lock be released by that wait.
-  if S.abandoned[name] and not S.handed[name] then
-    return false
-  end
   local ok, e = lib.lock_release(name)
   if ok == nil then
     ---@cast e -?
     return false, e.message
   end
-  S.handed[name] = nil
   return ok
 end
 
