@@ -91,3 +91,28 @@ impl std::error::Error for Error {}
 
 /// Result alias used across the engine.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The longest start of `text` that is at most `max` bytes and ends on a
+/// character boundary: for quoting a value of any length in a message.
+pub fn prefix_within(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_within_cuts_on_a_character() {
+        assert_eq!(prefix_within("abc", 5), "abc");
+        assert_eq!(prefix_within("abcdef", 3), "abc");
+        assert_eq!(prefix_within("aé", 2), "a", "é is two bytes");
+    }
+}

@@ -170,11 +170,7 @@ fn quote_bad_name(name: &str) -> String {
     if name.len() <= SHOWN {
         return format!("{name:?}");
     }
-    let mut end = SHOWN;
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}...", &name[..end])
+    format!("{:?}...", crate::error::prefix_within(name, SHOWN))
 }
 
 /// A checked, private directory of lock files.

@@ -124,16 +124,8 @@ fn shortened(message: &str) -> std::borrow::Cow<'_, str> {
     if message.len() <= MAX_MESSAGE {
         return message.into();
     }
-    let mut end = MAX_MESSAGE;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!(
-        "{}... ({} more bytes)",
-        &message[..end],
-        message.len() - end
-    )
-    .into()
+    let kept = crate::error::prefix_within(message, MAX_MESSAGE);
+    format!("{kept}... ({} more bytes)", message.len() - kept.len()).into()
 }
 
 /// Converts engine data to a Lua value (tables for structs and maps).

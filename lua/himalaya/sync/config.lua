@@ -222,22 +222,21 @@ local function account_list(path, v)
   end
 end
 
-local function nonempty_string(what)
+--- A validator for a non-empty string; with `hide` (a secret or a shell
+--- command) a bad value is never shown.
+---@param what string
+---@param hide? boolean
+local function nonempty_string(what, hide)
   return function(path, v)
     if type(v) ~= 'string' or v == '' then
-      fail(path, what, v)
+      fail(path, what, v, hide)
     end
   end
 end
 
---- Like nonempty_string, for a secret or a shell command: a bad value is
---- never shown.
+--- nonempty_string for a secret or a shell command.
 local function secret_string(what)
-  return function(path, v)
-    if type(v) ~= 'string' or v == '' then
-      fail(path, what, v, true)
-    end
-  end
+  return nonempty_string(what, true)
 end
 
 --- A validator accepting exactly one of `values` (two or more strings).
