@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
+use serde_json::json;
 
 use super::check::connection_for;
 use super::targets::{self, SyncType};
@@ -196,13 +197,29 @@ fn on_event(
                 retry_in.as_secs()
             ),
         ),
-        IdleEvent::Stopped { error, .. } => crate::log::write(
-            "error",
-            &format!(
-                "IDLE: {account} {folder} stopped: {} (fix it, then turn IDLE off and on)",
-                error.message
-            ),
-        ),
+        IdleEvent::Stopped { error, .. } => {
+            crate::log::write(
+                "error",
+                &format!(
+                    "IDLE: {account} {folder} stopped: {} (fix it, then :HimalayaSync idle on)",
+                    error.message
+                ),
+            );
+            // The editor decides what follows (tell the user; give the
+            // watch up when no folder is left), so it must hear of it.
+            if let Some(manager) = manager.upgrade() {
+                (manager.emit)(
+                    0,
+                    "idle_stopped",
+                    json!({
+                        "account": account,
+                        "folder": folder,
+                        "kind": error.kind,
+                        "message": error.message,
+                    }),
+                );
+            }
+        }
         IdleEvent::NewMail { .. } => {
             let Some(manager) = manager.upgrade() else {
                 return;

@@ -447,6 +447,34 @@ M.subcommands.auto = {
   end,
 }
 
+M.subcommands.idle = {
+  desc = 'push (IMAP IDLE): sync as soon as new mail arrives: idle [on|off|toggle]',
+  complete = function(_, args)
+    return #args == 0 and { 'on', 'off', 'toggle' } or {}
+  end,
+  run = function(args)
+    if not at_most(args, 1, ':HimalayaSync idle [on|off|toggle]') then
+      return
+    end
+    local idle = require('himalaya.sync.idle')
+    local what = args[1]
+    if what == 'on' then
+      idle.start()
+    elseif what == 'off' then
+      idle.stop()
+    elseif what == 'toggle' then
+      idle.toggle()
+    elseif what ~= nil then
+      return err(('unknown idle argument %s; expected on, off or toggle'):format(shown(what)))
+    end
+    -- Turned on: try at once, so that the answer says who watches.
+    if what and idle.is_enabled() then
+      idle.try()
+    end
+    notify(idle.describe())
+  end,
+}
+
 local function when(t)
   return t and os.date('%Y-%m-%d %H:%M:%S', math.floor(t)) or 'never'
 end

@@ -9,6 +9,11 @@
 --- taken without waiting. The others try again every `RETRY_MS`, so when
 --- the watcher's Neovim exits (the kernel frees its lock) another one takes
 --- over. Watchers stop when Neovim exits or `stop()` is called.
+---
+--- A watcher that meets an error retrying cannot fix (wrong credentials, a
+--- folder missing on the server) stops for good and says so; when no folder
+--- is left, IDLE turns itself off and frees the lock (another Neovim would
+--- only meet the same error) until `start()` (`:HimalayaSync idle on`).
 local config = require('himalaya.sync.config')
 local uv = vim.uv
 
@@ -20,8 +25,10 @@ M.RETRY_MS = 30000
 ---@class himalaya.sync.IdleState
 ---@field timer? uv.uv_timer_t
 ---@field watching boolean this Neovim runs the watchers
+---@field stopped table<string, true?> watched folders ("account\0folder") that stopped for good
+---@field gave_up? string why IDLE turned itself off, until the next start()
 ---@type himalaya.sync.IdleState
-local S = require('himalaya.sync.native').state('idle', { watching = false })
+local S = require('himalaya.sync.native').state('idle', { watching = false, stopped = {} })
 
 --- The accounts to watch: `idle.accounts`, else those auto-sync syncs.
 ---@return string[]
@@ -42,6 +49,10 @@ function M.try()
     native.problem('IDLE', 'cannot start: ' .. tostring(err))
     return false
   end
+  -- Handled by the module as loaded now (a plugin reloader's new copy).
+  native.own('himalaya.sync.idle', { 'idle_stopped' }, function(ev)
+    require('himalaya.sync.idle')._on_stopped(ev.data)
+  end)
   local got, lerr, kind = require('himalaya.sync.lock').acquire_lock(LOCK, 0)
   if got ~= true then
     -- Locked: another Neovim watches.
@@ -52,6 +63,7 @@ function M.try()
   end
   local cfg = config.get()
   local started = 0
+  S.stopped = {}
   for _, account in ipairs(accounts()) do
     local n, e = lib.idle_start(account, cfg.idle.folders, cfg.idle.reidle)
     if n then
@@ -72,11 +84,41 @@ function M.try()
   return true
 end
 
+---@param account string
+---@param folder string
+---@return string
+local function key(account, folder)
+  return account .. '\0' .. folder
+end
+
+--- A watcher stopped for good (the engine's `idle_stopped` event): the
+--- user hears why; with no folder left, IDLE turns off.
+---@param data {account: string, folder: string, kind: string, message: string}
+function M._on_stopped(data)
+  if not S.watching then
+    return
+  end
+  S.stopped[key(data.account, data.folder)] = true
+  local what = ('stopped watching %s %s: %s'):format(data.account, data.folder, data.message)
+  local native = require('himalaya.sync.native')
+  for _, w in ipairs(M.list()) do
+    -- The event may come before the engine counts its watcher as ended.
+    if w.running and not S.stopped[key(w.account, w.folder)] then
+      native.problem('IDLE', what .. ' (other folders are still watched)')
+      return
+    end
+  end
+  M.stop()
+  S.gave_up = what
+  native.problem('IDLE', what .. '; nothing left to watch, so IDLE is off: fix that, then :HimalayaSync idle on', true)
+end
+
 --- Starts watching (or waiting for the current watcher's Neovim to exit).
 function M.start()
   if S.timer then
     return
   end
+  S.gave_up = nil
   S.timer = assert(uv.new_timer())
   -- Tries run the module as loaded now (a plugin reloader's new copy).
   S.timer:start(
@@ -109,6 +151,42 @@ function M.stop()
     require('himalaya.sync.lock')._release(LOCK)
     S.watching = false
   end
+  S.stopped = {}
+end
+
+--- True while IDLE is on in this Neovim (watching, or ready to take over).
+---@return boolean
+function M.is_enabled()
+  return S.timer ~= nil
+end
+
+--- Turns IDLE on or off; returns the new state.
+---@return boolean
+function M.toggle()
+  if S.timer then
+    M.stop()
+  else
+    M.start()
+  end
+  return S.timer ~= nil
+end
+
+--- One line on the state of IDLE in this Neovim, for `:HimalayaSync idle`.
+---@return string
+function M.describe()
+  if not S.timer then
+    return 'IDLE is off' .. (S.gave_up and (' (' .. S.gave_up .. ')') or '')
+  end
+  if not S.watching then
+    return 'IDLE is on; another Neovim watches (this one takes over when it exits)'
+  end
+  local parts = {}
+  for _, w in ipairs(M.list()) do
+    local state = (not w.running or S.stopped[key(w.account, w.folder)]) and 'stopped'
+      or (w.idle and 'idle' or 'connecting')
+    parts[#parts + 1] = ('%s %s (%s)'):format(w.account, w.folder, state)
+  end
+  return 'IDLE is on, watching ' .. table.concat(parts, ', ')
 end
 
 --- True when this Neovim runs the watchers.

@@ -588,12 +588,13 @@ end
 --- since that may be the problem).
 ---@param job string 'auto-sync' or 'IDLE'
 ---@param msg string
-function M.problem(job, msg)
+---@param again? boolean shown even if shown before (it ends the job)
+function M.problem(job, msg, again)
   local text = job .. ': ' .. tostring(msg):gsub('^himalaya%-sync: ', '')
   M.log('warn', text)
   S.warned = S.warned or {}
   local ok, cfg = pcall(require('himalaya.sync.config').get)
-  if not S.warned[text] and (not ok or cfg.notify.enabled) then
+  if (again or not S.warned[text]) and (not ok or cfg.notify.enabled) then
     S.warned[text] = true
     M.notify(text, vim.log.levels.WARN)
   end

@@ -1,0 +1,103 @@
+-- IMAP IDLE in one Neovim, against a real dovecot: watchers that stop for
+-- good (here: a folder missing on the server) are reported, IDLE turns
+-- itself off and frees its lock when no folder is left, and
+-- `:HimalayaSync idle` says what is watched.
+local t = require('helpers')
+local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
+
+local idle = require('himalaya.sync.idle')
+local lock = require('himalaya.sync.lock')
+
+--- IDLE on `folders` of the fixture's account, notifications on; IDLE is
+--- off again after the test.
+---@return table seen notifications
+local function start(fx, folders)
+  t.use(fx.mbsyncrc, { notify = { enabled = true }, idle = { accounts = { 'demo' }, folders = folders } })
+  t.defer(idle.stop)
+  vim.cmd('runtime plugin/himalaya-sync.lua')
+  local seen = t.notifications()
+  vim.cmd('HimalayaSync idle on')
+  return seen
+end
+
+--- The notifications whose text holds `needle`.
+local function with(seen, needle)
+  return vim.tbl_filter(function(n)
+    return n[1]:find(needle, 1, true) ~= nil
+  end, seen)
+end
+
+--- Whether nobody holds the `idle-watch` lock now.
+local function lock_free()
+  return not lock.is_locked('idle-watch')
+end
+
+describe('IDLE', function()
+  it('turns itself off and frees its lock when no folder can be watched', function()
+    local fx = t.fixture()
+    local seen = start(fx, { 'Nope' })
+    t.wait_for(function()
+      return not idle.is_enabled()
+    end, 20000, 'IDLE to give up on a missing folder')
+    eq(false, idle.is_watching())
+    ok(lock_free(), 'the idle-watch lock is still held')
+    local warned = with(seen, 'IDLE: stopped watching demo Nope')
+    eq(1, #warned, vim.inspect(seen))
+    eq(vim.log.levels.WARN, warned[1][2])
+    t.contains(warned[1][1], "'Nope'")
+    t.contains(warned[1][1], 'IDLE is off: fix that, then :HimalayaSync idle on')
+    -- The status says why until it is turned on again.
+    vim.cmd('HimalayaSync idle')
+    t.contains(seen[#seen][1], 'IDLE is off (stopped watching demo Nope: ')
+    -- Turned on again, it tries again, and says so again.
+    local before = #with(seen, 'nothing left to watch')
+    vim.cmd('HimalayaSync idle on')
+    t.wait_for(function()
+      return #with(seen, 'nothing left to watch') > before
+    end, 20000, 'the second give-up to be reported')
+    eq(false, idle.is_enabled())
+  end)
+
+  it('keeps watching the folders that work, and a delivery there still syncs', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    local seen = start(fx, { 'INBOX', 'Nope' })
+    t.wait_for(function()
+      return #with(seen, 'stopped watching demo Nope') > 0
+    end, 20000, 'the missing folder to be reported')
+    t.contains(with(seen, 'stopped watching demo Nope')[1][1], '(other folders are still watched)')
+    t.wait_for(function()
+      return idle.describe():find('demo INBOX (idle)', 1, true) ~= nil
+    end, 20000, 'INBOX to be idle')
+    ok(idle.is_enabled() and idle.is_watching())
+    ok(not lock_free(), 'the idle-watch lock was given up while INBOX is watched')
+    t.contains(idle.describe(), 'demo Nope (stopped)')
+    local done = false
+    local au = vim.api.nvim_create_autocmd('User', {
+      pattern = 'HimalayaSyncCompleted',
+      callback = function(ev)
+        done = done or (ev.data.type == 'inbox' and ev.data.result.pulled == 2)
+      end,
+    })
+    t.defer(function()
+      pcall(vim.api.nvim_del_autocmd, au)
+    end)
+    fx.deliver('demo', 'INBOX', 2)
+    t.wait_for(function()
+      return done
+    end, 30000, 'the pushed inbox sync to pull the delivery')
+  end)
+
+  it('idle off stops watching; bad arguments are refused', function()
+    local fx = t.fixture()
+    local seen = start(fx, { 'INBOX' })
+    ok(idle.is_watching())
+    vim.cmd('HimalayaSync idle off')
+    eq('IDLE is off', seen[#seen][1]:gsub('^himalaya%-sync: ', ''))
+    ok(lock_free(), 'the idle-watch lock is still held after idle off')
+    vim.cmd('HimalayaSync idle sometimes')
+    t.contains(seen[#seen][1], 'unknown idle argument "sometimes"; expected on, off or toggle')
+    eq(vim.log.levels.ERROR, seen[#seen][2])
+  end)
+end)
