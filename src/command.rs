@@ -23,8 +23,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, pthread_sigmask, SigSet, SigmaskHow, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime;
@@ -113,24 +112,27 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         .collect();
     let child =
         crate::process::spawn_helper(r.what, not_found, &file, &argv, env, r.stdin.is_some())?;
-    let pgid = child.pid;
-    let (_group, terminal) = (child.group, child.terminal);
+    let pid = child.pid;
+    // The leader reaps the helper when this returns; until then its group
+    // can be signalled safely (see `process::Group`).
+    let (leader, terminal) = (child.leader, child.terminal);
+    let group = leader.group().clone();
     // Polled below without blocking: anything on it is a question.
     let _ = nix::fcntl::fcntl(
         &terminal,
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
     );
     let kill = || {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        group.signal(Signal::SIGKILL);
     };
-    let wait = || crate::process::reap(pgid, true);
+    let wait = || crate::process::wait_exit(pid);
     // SIGTERM first, so that the program can finish what it is writing (a
     // token store saving), SIGKILL for the group after [`STOP_GRACE`].
     let terminate = || {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+        group.signal(Signal::SIGTERM);
         let grace = Instant::now() + STOP_GRACE;
         loop {
-            match crate::process::reap(pgid, false) {
+            match crate::process::exit_of(pid) {
                 Ok(None) if Instant::now() < grace => thread::sleep(Duration::from_millis(5)),
                 Ok(None) => {
                     kill();
@@ -180,8 +182,8 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
         )
     };
     let status = loop {
-        match crate::process::reap(pgid, false) {
-            Ok(Some(status)) => break status,
+        match crate::process::exit_of(pid) {
+            Ok(Some(exit)) => break exit.status(),
             Ok(None) => {}
             Err(e) => {
                 kill();

@@ -9,7 +9,9 @@
 //!   kernel closes the master side, hangs the terminal up and sends SIGHUP
 //!   to the session (every signal starts at its default action, so a
 //!   Neovim started under `nohup` does not pass on an ignored SIGHUP);
-//! * is registered with the runtime so shutdown can kill its group.
+//! * is registered with the runtime so shutdown can kill its group;
+//! * is signalled only through its [`Leader`]: see there why the group is
+//!   never signalled once the child is reaped.
 //!
 //! The terminal is stdin/stdout/stderr: mbsync prints its progress counters
 //! only to a TTY. Helper programs ([`spawn_helper`]: a user's command, gpg)
@@ -31,6 +33,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -39,9 +42,10 @@ use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt, Winsize};
 use nix::sys::signal::{killpg, Signal};
 
 use nix::unistd::{access, AccessFlags, Pid};
+use parking_lot::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::runtime::{self, GroupGuard};
+use crate::runtime;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -58,7 +62,8 @@ pub struct Spec {
 pub struct PtyChild {
     pub pid: i32,
     pub master: OwnedFd,
-    pub group: GroupGuard,
+    /// Kills the group and reaps the child when dropped.
+    pub leader: Leader,
 }
 
 /// Starts `spec` under a new pseudo-terminal, in its own session.
@@ -105,7 +110,7 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
     Ok(PtyChild {
         pid,
         master,
-        group: runtime::track_group(pid),
+        leader: Leader::new(pid, true),
     })
 }
 
@@ -134,7 +139,9 @@ pub struct HelperChild {
     pub stdin: Option<std::fs::File>,
     pub stdout: std::fs::File,
     pub stderr: std::fs::File,
-    pub group: GroupGuard,
+    /// Reaps the helper when dropped; what it left running in its group is
+    /// killed only if it had not exited (see [`Leader::new`]).
+    pub leader: Leader,
     /// The master side of its controlling terminal. Keep it until the
     /// child is reaped: when it closes (also when Neovim is killed), the
     /// kernel hangs the terminal up and SIGHUP ends the helper's group.
@@ -161,7 +168,7 @@ pub fn spawn_helper(
             stdin,
             stdout,
             stderr,
-            group: runtime::track_group(pid),
+            leader: Leader::new(pid, false),
             terminal: master,
         })
         .map_err(|e| match e {
@@ -401,35 +408,152 @@ fn posix_spawn_on_terminal(
     }
 }
 
-/// Waits for child `pid` to end (blocking; run it on a thread of its own).
-pub fn wait(pid: i32) -> std::io::Result<Exit> {
-    loop {
-        if let Some(status) = reap(pid, true)? {
-            return Ok(Exit {
-                code: status.code(),
-                signal: status.signal(),
+/// A child that leads its own process group: its pid is the group's id.
+///
+/// Once a child is reaped its pid, and with it the number of its group, may
+/// go to a new process, and a signal sent to the group after that would hit
+/// a stranger. So the group is signalled only through this handle, under a
+/// lock, and never once the leader is reaped; and the leader is reaped in
+/// one place, when its [`Leader`] guard drops. Until then an exited leader
+/// stays a zombie, which keeps its number reserved. Waiting for the exit
+/// ([`wait_exit`], [`exit_of`]) does not reap.
+#[derive(Clone)]
+pub struct Group(Arc<GroupState>);
+
+struct GroupState {
+    pid: i32,
+    /// True once the leader is reaped; signals are sent holding this lock.
+    reaped: Mutex<bool>,
+}
+
+impl Group {
+    /// The group's id (the leader's pid).
+    pub fn id(&self) -> i32 {
+        self.0.pid
+    }
+
+    /// Sends `sig` to the whole group; false when the group is gone.
+    pub fn signal(&self, sig: Signal) -> bool {
+        let reaped = self.0.reaped.lock();
+        !*reaped && killpg(Pid::from_raw(self.0.pid), sig).is_ok()
+    }
+
+    /// The leader has not exited yet.
+    pub fn running(&self) -> bool {
+        !*self.0.reaped.lock() && matches!(exit_of(self.0.pid), Ok(None))
+    }
+}
+
+/// Owns a [`Group`]: registered with the runtime (for shutdown) while it
+/// lives; when dropped, it kills the group if asked to (or if the leader
+/// still runs: nobody waits for it any more), then reaps the leader.
+pub struct Leader {
+    group: Group,
+    kill_on_drop: bool,
+}
+
+impl Leader {
+    /// `kill_on_drop`: also kill what the leader left running in its group
+    /// after it exited (mbsync's `PassCmd`, `Tunnel`). A helper's group is
+    /// left alone once it exited by itself, as a shell would.
+    fn new(pid: i32, kill_on_drop: bool) -> Self {
+        let group = Group(Arc::new(GroupState {
+            pid,
+            reaped: Mutex::new(false),
+        }));
+        runtime::track_group(&group);
+        Leader {
+            group,
+            kill_on_drop,
+        }
+    }
+
+    /// A handle for signalling the group (it may outlive the guard).
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let pid = self.group.id();
+        runtime::untrack_group(pid);
+        let mut reaped = self.group.0.reaped.lock();
+        let exited = !matches!(exit_of(pid), Ok(None));
+        if self.kill_on_drop || !exited {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if exited {
+            reap(pid);
+            *reaped = true;
+            return;
+        }
+        drop(reaped);
+        // Killed just now: it exits shortly, but possibly not at once (a
+        // process in uninterruptible sleep), and a drop must not block.
+        let group = self.group.clone();
+        let _ = std::thread::Builder::new()
+            .name("himalaya-sync-reap".into())
+            .spawn(move || {
+                let _ = wait_exit(pid);
+                let mut reaped = group.0.reaped.lock();
+                reap(pid);
+                *reaped = true;
             });
+    }
+}
+
+/// Reaps child `pid`, which has exited.
+fn reap(pid: i32) {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes one int to the pointer.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && Errno::last() == Errno::EINTR {}
+}
+
+/// Waits for child `pid` to exit, without reaping it (blocking; run it on
+/// a thread of its own).
+pub fn wait_exit(pid: i32) -> std::io::Result<Exit> {
+    loop {
+        if let Some(exit) = exit_state(pid, true)? {
+            return Ok(exit);
         }
     }
 }
 
-/// Reaps child `pid` and returns its exit status, waiting for it to end
-/// when `block`; without, `None` while it runs.
-pub fn reap(pid: i32, block: bool) -> std::io::Result<Option<ExitStatus>> {
-    let mut status: libc::c_int = 0;
-    let flags = if block { 0 } else { libc::WNOHANG };
+/// How child `pid` ended, or `None` while it runs; it is not reaped.
+pub fn exit_of(pid: i32) -> std::io::Result<Option<Exit>> {
+    exit_state(pid, false)
+}
+
+fn exit_state(pid: i32, block: bool) -> std::io::Result<Option<Exit>> {
+    let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
     loop {
-        // SAFETY: waitpid writes one int to the pointer.
-        match unsafe { libc::waitpid(pid, &mut status, flags) } {
-            0 => return Ok(None),
-            p if p == pid => return Ok(Some(ExitStatus::from_raw(status))),
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
+        // SAFETY: an all-zero siginfo_t is valid; waitid fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes one siginfo_t to the pointer.
+        if unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
             }
+            return Err(e);
         }
+        // SAFETY: waitid filled in the SIGCHLD fields (si_pid 0: no child
+        // has exited, with WNOHANG).
+        let (child, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if child == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => Exit {
+                code: Some(status),
+                signal: None,
+            },
+            _ => Exit {
+                code: None,
+                signal: Some(status),
+            },
+        }));
     }
 }
 
@@ -467,11 +591,6 @@ fn open_pty(columns: u16) -> Result<(OwnedFd, OwnedFd, Terminal)> {
     Ok((master, slave, Terminal { path }))
 }
 
-/// Sends `sig` to the whole group; false when the group is gone.
-pub fn signal_group(pgid: i32, sig: Signal) -> bool {
-    killpg(Pid::from_raw(pgid), sig).is_ok()
-}
-
 /// Bytes `pid` has read and written so far, by any means (files, sockets,
 /// pipes, its terminal): `rchar + wchar` of `/proc/PID/io`. `None` when
 /// that cannot be read (the process is gone, or /proc hides it).
@@ -492,33 +611,29 @@ pub struct Exit {
     pub signal: Option<i32>,
 }
 
-/// TERM to the group, then KILL if it is still there after `grace`.
-pub async fn terminate_group(pgid: i32, grace: Duration) {
-    if !signal_group(pgid, Signal::SIGTERM) {
+impl Exit {
+    /// The same as a [`std::process::ExitStatus`].
+    pub fn status(self) -> ExitStatus {
+        ExitStatus::from_raw(match (self.code, self.signal) {
+            (Some(code), _) => (code & 0xff) << 8,
+            (None, sig) => sig.unwrap_or(libc::SIGKILL) & 0x7f,
+        })
+    }
+}
+
+/// TERM to the group, then KILL if its leader still runs after `grace`.
+pub async fn terminate_group(group: Group, grace: Duration) {
+    if !group.signal(Signal::SIGTERM) {
         return;
     }
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if !signal_group_alive(pgid) {
+        if !group.running() {
             return;
         }
     }
-    signal_group(pgid, Signal::SIGKILL);
-}
-
-fn signal_group_alive(pgid: i32) -> bool {
-    killpg(Pid::from_raw(pgid), None).is_ok()
-}
-
-/// Kills a process group when dropped: a sync that ends any way at all,
-/// even by a panic unwinding through it, leaves no process behind.
-pub struct KillOnDrop(pub i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        signal_group(self.0, Signal::SIGKILL);
-    }
+    group.signal(Signal::SIGKILL);
 }
 
 #[cfg(test)]
@@ -582,7 +697,7 @@ mod tests {
         let mut text = Vec::new();
         let mut master = std::fs::File::from(child.master);
         let _ = master.read_to_end(&mut text);
-        let exit = wait(child.pid).unwrap();
+        let exit = wait_exit(child.pid).unwrap();
         (String::from_utf8_lossy(&text).replace('\r', ""), exit)
     }
 
@@ -627,8 +742,79 @@ mod tests {
         assert!(String::from_utf8_lossy(&buf[..n]).contains("started"));
         // What happens to the terminal when Neovim is killed.
         drop(master);
-        let exit = wait(child.pid).unwrap();
+        let exit = wait_exit(child.pid).unwrap();
         assert_eq!(exit.signal, Some(libc::SIGHUP), "{exit:?}");
+    }
+
+    /// The state letter of `/proc/PID/stat` (`Z` for a zombie), if any.
+    fn proc_state(pid: i32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')').next()?.trim_start().chars().next()
+    }
+
+    #[test]
+    fn the_group_is_signalled_only_until_its_leader_is_reaped() {
+        // The leader exits at once and leaves a process in its group.
+        let child = spawn_pty(&sh("sleep 30 & echo $!")).unwrap();
+        let (pid, leader) = (child.pid, child.leader);
+        let mut master = std::fs::File::from(child.master);
+        let mut buf = [0u8; 64];
+        let n = master.read(&mut buf).unwrap();
+        let left: i32 = String::from_utf8_lossy(&buf[..n]).trim().parse().unwrap();
+        let exit = wait_exit(pid).unwrap();
+        assert_eq!(exit.code, Some(0));
+        // Waiting did not reap: the zombie keeps the group's number taken,
+        // so signalling the group still reaches only what it left.
+        assert_eq!(proc_state(pid), Some('Z'));
+        let group = leader.group().clone();
+        assert!(!group.running(), "the leader has exited");
+        assert!(group.signal(Signal::SIGKILL));
+        let gone = std::time::Instant::now() + Duration::from_secs(5);
+        while proc_state(left).is_some_and(|s| s != 'Z') && std::time::Instant::now() < gone {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_ne!(
+            proc_state(left),
+            Some('S'),
+            "the process left in the group was killed"
+        );
+        // Dropping the guard reaps the leader; after that the handle never
+        // signals the number again, whoever may get it next.
+        drop(leader);
+        assert_eq!(proc_state(pid), None, "reaped");
+        assert!(!group.signal(Signal::SIGTERM));
+        assert!(!group.running());
+    }
+
+    #[test]
+    fn a_dropped_leader_kills_a_group_still_running_and_reaps_it() {
+        let child = spawn_pty(&sh("exec sleep 30")).unwrap();
+        let (pid, group) = (child.pid, child.leader.group().clone());
+        assert!(group.running());
+        drop(child.leader);
+        // Reaped by a thread of its own once SIGKILL has ended it.
+        let gone = std::time::Instant::now() + Duration::from_secs(5);
+        while proc_state(pid).is_some() && std::time::Instant::now() < gone {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(proc_state(pid), None, "killed and reaped");
+        assert!(!group.signal(Signal::SIGTERM));
+    }
+
+    #[test]
+    fn exit_statuses_convert_as_the_kernel_reports_them() {
+        let code = Exit {
+            code: Some(3),
+            signal: None,
+        }
+        .status();
+        assert_eq!((code.code(), code.signal()), (Some(3), None));
+        let sig = Exit {
+            code: None,
+            signal: Some(libc::SIGTERM),
+        }
+        .status();
+        assert_eq!((sig.code(), sig.signal()), (None, Some(libc::SIGTERM)));
     }
 
     #[test]

@@ -6,24 +6,25 @@
 //! the engine started and stops the runtime within a bounded time, so
 //! quitting Neovim never leaves mbsync behind.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventBus};
+use crate::process::Group;
 
 static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
 static BUS: OnceCell<EventBus> = OnceCell::new();
 static STOPPED: AtomicBool = AtomicBool::new(false);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-static GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+/// Process groups of children not yet reaped, by id.
+static GROUPS: Mutex<Option<HashMap<i32, Group>>> = Mutex::new(None);
 
 /// A handle to the runtime, starting it on first use.
 pub fn handle() -> Result<Handle> {
@@ -78,37 +79,33 @@ pub fn stop_flag() -> &'static AtomicBool {
     &STOPPED
 }
 
-/// Registers a child's process group so shutdown can kill it; the group is
-/// forgotten when the returned guard drops.
-pub fn track_group(pgid: i32) -> GroupGuard {
-    GROUPS.lock().get_or_insert_with(HashSet::new).insert(pgid);
-    GroupGuard(pgid)
+/// Registers a child's process group so shutdown can kill it (until
+/// [`untrack_group`], which its [`Leader`](crate::process::Leader) calls).
+pub fn track_group(group: &Group) {
+    GROUPS
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .insert(group.id(), group.clone());
 }
 
-/// Unregisters a process group on drop (see [`track_group`]).
-pub struct GroupGuard(i32);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(set) = GROUPS.lock().as_mut() {
-            set.remove(&self.0);
-        }
+/// Forgets the process group `id` (see [`track_group`]).
+pub fn untrack_group(id: i32) {
+    if let Some(map) = GROUPS.lock().as_mut() {
+        map.remove(&id);
     }
 }
 
-fn signal_groups(sig: Signal) -> usize {
-    let groups: Vec<i32> = GROUPS
+fn tracked() -> Vec<Group> {
+    GROUPS
         .lock()
         .as_ref()
-        .map(|s| s.iter().copied().collect())
-        .unwrap_or_default();
-    let mut alive = 0;
-    for pgid in groups {
-        if killpg(Pid::from_raw(pgid), sig).is_ok() {
-            alive += 1;
-        }
-    }
-    alive
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Sends `sig` to every tracked group; returns how many were there.
+fn signal_groups(sig: Signal) -> usize {
+    tracked().iter().filter(|g| g.signal(sig)).count()
 }
 
 /// Work that must not be cut off at shutdown, running now.
@@ -165,10 +162,7 @@ pub fn shutdown(timeout: Duration) {
 }
 
 fn signal_groups_alive() -> bool {
-    GROUPS
-        .lock()
-        .as_ref()
-        .is_some_and(|s| s.iter().any(|&g| killpg(Pid::from_raw(g), None).is_ok()))
+    tracked().iter().any(Group::running)
 }
 
 /// True once [`shutdown`] ran.

@@ -292,12 +292,14 @@ pub async fn run(
             return outcome;
         }
     };
+    // Dropped when this returns, however it returns (even unwinding from a
+    // panic): the group is killed and mbsync reaped, so no process is left.
     let process::PtyChild {
-        pid: pgid,
+        pid,
         master,
-        group: _group,
+        leader,
     } = child;
-    let _kill_on_drop = process::KillOnDrop(pgid);
+    let group = leader.group().clone();
     on_update(Update::Started);
 
     // Reader thread: reads the terminal's master side continuously (a
@@ -318,7 +320,7 @@ pub async fn run(
     std::thread::Builder::new()
         .name("himalaya-sync-wait".into())
         .spawn(move || {
-            let status = process::wait(pgid);
+            let status = process::wait_exit(pid);
             // The reader may be pausing between reads: wake it for the
             // last output.
             exited.store(true, Ordering::Release);
@@ -404,7 +406,7 @@ pub async fn run(
                     if let Some(hang) = handle_items(items, &mut lines, &mut failures, &mut outcome) {
                         if stopped_by_us.is_none() {
                             stopped_by_us = Some(hang);
-                            signal_now(pgid);
+                            signal_now(&group);
                         }
                     }
                 }
@@ -416,11 +418,11 @@ pub async fn run(
                 drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 // Anything mbsync started (PassCmd, Tunnel) goes with it,
                 // which also closes the terminal so the reader ends.
-                process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                group.signal(nix::sys::signal::Signal::SIGKILL);
             },
             _ = tokio::time::sleep_until(next_probe), if exit.is_none() && stopped_by_us.is_none() => {
                 let now = tokio::time::Instant::now();
-                let io = process::io_bytes(pgid);
+                let io = process::io_bytes(pid);
                 if io_before.is_some() && io != io_before {
                     last_activity = now;
                 }
@@ -435,12 +437,12 @@ pub async fn run(
                         fmt_secs(spec.idle_timeout)
                     ),
                 );
-                tokio::spawn(process::terminate_group(pgid, GRACE));
+                tokio::spawn(process::terminate_group(group.clone(), GRACE));
             },
             changed = cancel.changed(), if exit.is_none() && stopped_by_us.is_none() => {
                 if changed.is_err() || *cancel.borrow() {
                     stopped_by_us = failed(ErrorKind::Cancelled, String::new());
-                    tokio::spawn(process::terminate_group(pgid, GRACE));
+                    tokio::spawn(process::terminate_group(group.clone(), GRACE));
                 }
             },
         }
@@ -528,8 +530,8 @@ fn fmt_secs(d: Duration) -> String {
 }
 
 /// The hang is certain: no grace period.
-fn signal_now(pgid: i32) {
-    process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+fn signal_now(group: &process::Group) {
+    group.signal(nix::sys::signal::Signal::SIGKILL);
 }
 
 #[cfg(test)]
