@@ -4,15 +4,19 @@
 //! Every fixture is stopped and its directory removed by a Drop guard, also
 //! when a test fails (tests/common).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use himalaya_sync::error::ErrorKind;
-use himalaya_sync::imap::check::{check_channel, FolderCheck, SyncState};
+use himalaya_sync::imap::check::{
+    self as fast, check_channel, CheckFolder, FolderCheck, SyncState,
+};
 use himalaya_sync::imap::client::{Connection, Password, PasswordSource, Security};
 use himalaya_sync::imap::idle::{IdleEvent, IdleOptions, IdleWatcher};
+use himalaya_sync::manager::check::check_account;
 use himalaya_sync::mbsync::config::MbsyncConfig;
 
 mod common;
@@ -872,4 +876,306 @@ async fn a_bye_at_idle_start_is_reported_at_once() {
     watcher.stop();
     let at = reported.unwrap_or_else(|| panic!("{:?}", events.lock().unwrap()));
     assert!(at - started < Duration::from_secs(2), "{:?}", at - started);
+}
+
+/// A fake server for the check: logs anyone in, answers CAPABILITY, and
+/// passes every other command to `answer` with its tag, verb and first
+/// argument (unquoted); a command `answer` leaves (`None`) gets a bare OK.
+/// Returns its port and the command lines it got.
+async fn check_server(
+    answer: impl Fn(&str, &str, &str) -> Option<Reply> + Send + Sync + 'static,
+) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let answer: Answer = Arc::new(move |tag, line| {
+        let mut words = line.split(' ').skip(1);
+        let verb = words.next().unwrap_or("");
+        let arg = words.next().unwrap_or("").trim_matches('"');
+        if verb == "CAPABILITY" {
+            return say(format!("* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n"));
+        }
+        answer(tag, verb, arg).unwrap_or_else(|| say(format!("{tag} OK done\r\n")))
+    });
+    fake_imap("IMAP4rev1", answer).await
+}
+
+/// Nothing written now (the answer comes with a later command's).
+fn silence() -> Reply {
+    Reply {
+        pieces: Vec::new(),
+        hang_up: false,
+    }
+}
+
+/// The folders `names`, each with its state file named after it in
+/// `state_dir` (none: never synced).
+fn folders(names: &[&str], state_dir: Option<&Path>) -> Vec<CheckFolder> {
+    names
+        .iter()
+        .map(|name| CheckFolder {
+            folder: (*name).to_owned(),
+            state_file: state_dir.map(|d| d.join(name)),
+        })
+        .collect()
+}
+
+/// The (kind, message) of a refused folder, or a failure naming the check.
+fn refusal<'a>(checks: &'a [FolderCheck], folder: &str) -> (ErrorKind, &'a str) {
+    let c = find(checks, folder);
+    let e = c
+        .error
+        .as_ref()
+        .unwrap_or_else(|| panic!("{folder} was not refused: {checks:?}"));
+    assert_eq!((c.new, c.total, c.unseen), (0, 0, 0), "{c:?}");
+    (e.kind, e.message.as_str())
+}
+
+/// One pipelined STATUS refused (a folder deleted on the server), another
+/// refused for now: those two folders carry their errors, and the folders
+/// before, between and after them get their own figures, although the
+/// server answers all commands at once and last first (matched by tag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_status_is_an_error_of_that_folder_only() {
+    const NAMES: [&str; 5] = ["A", "Gone", "C", "Busy", "E"];
+    let pending = Mutex::new(Vec::new());
+    let (port, seen) = check_server(move |tag, verb, folder| {
+        if verb != "STATUS" {
+            return None;
+        }
+        let reply = match folder {
+            "Gone" => format!("{tag} NO [NONEXISTENT] Mailbox doesn't exist: Gone\r\n"),
+            "Busy" => format!("{tag} NO [INUSE] Mailbox is locked by another session\r\n"),
+            // A has 1 message, C 3, E 5.
+            _ => {
+                let n = u32::from(folder.as_bytes()[0] - b'A') + 1;
+                format!(
+                    "* STATUS {folder} (MESSAGES {n} UIDNEXT {} UNSEEN 1 UIDVALIDITY 9)\r\n{tag} OK done\r\n",
+                    n + 1
+                )
+            }
+        };
+        let mut pending = pending.lock().unwrap();
+        pending.push(reply);
+        Some(if pending.len() == NAMES.len() {
+            say(pending.drain(..).rev().collect())
+        } else {
+            silence()
+        })
+    })
+    .await;
+    let checks = fast::check(&fake_connection(port), &folders(&NAMES, None))
+        .await
+        .expect("a refused folder does not fail the check");
+    let order: Vec<&str> = checks.iter().map(|c| c.folder.as_str()).collect();
+    assert_eq!(order, NAMES);
+    for (folder, n) in [("A", 1), ("C", 3), ("E", 5)] {
+        let c = find(&checks, folder);
+        assert_eq!((c.new, c.total, c.unseen), (n, n, 1), "{checks:?}");
+        assert_eq!(c.error, None);
+    }
+    let (kind, message) = refusal(&checks, "Gone");
+    assert_eq!(kind, ErrorKind::Config);
+    assert!(
+        message.contains("'Gone'") && message.contains("doesn't exist"),
+        "{message}"
+    );
+    let (kind, message) = refusal(&checks, "Busy");
+    assert_eq!(kind, ErrorKind::Network, "INUSE is for now: {message}");
+    assert!(message.contains("locked"), "{message}");
+    // What Lua gets: `error` only where there is one.
+    let json = serde_json::to_value(&checks).unwrap();
+    assert!(json[0].get("error").is_none(), "{json}");
+    assert_eq!(json[1]["error"]["kind"], "config", "{json}");
+    // The check ended normally, logging out.
+    assert!(
+        seen.lock().unwrap().iter().any(|l| l.ends_with(" LOGOUT")),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}
+
+/// Folders with UIDs mbsync has not pulled are examined and searched; a NO
+/// to EXAMINE or to UID SEARCH is that folder's error, and the folder after
+/// them is still counted exactly on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_examine_or_search_is_an_error_of_that_folder_only() {
+    let states = tempfile::tempdir().unwrap();
+    for name in ["NoPerm", "NoSearch", "Fine"] {
+        // mbsync pulled UIDs 1 to 3; the server has 5 messages.
+        std::fs::write(
+            states.path().join(name),
+            "FarUidValidity 9\nMaxPulledUid 3\n\n1 1 \n2 2 \n3 3 \n",
+        )
+        .unwrap();
+    }
+    let selected = Mutex::new(String::new());
+    let (port, seen) = check_server(move |tag, verb, folder| match verb {
+        "STATUS" => Some(say(format!(
+            "* STATUS {folder} (MESSAGES 5 UIDNEXT 6 UNSEEN 2 UIDVALIDITY 9)\r\n{tag} OK done\r\n"
+        ))),
+        "EXAMINE" if folder == "NoPerm" => {
+            Some(say(format!("{tag} NO [NOPERM] Permission denied\r\n")))
+        }
+        "EXAMINE" => {
+            *selected.lock().unwrap() = folder.to_owned();
+            Some(say(format!(
+                "* 5 EXISTS\r\n* OK [UIDVALIDITY 9] ok\r\n{tag} OK [READ-ONLY] done\r\n"
+            )))
+        }
+        "UID" if *selected.lock().unwrap() == "NoSearch" => {
+            Some(say(format!("{tag} NO Search backend failed\r\n")))
+        }
+        "UID" => Some(say(format!("* SEARCH 4 5\r\n{tag} OK done\r\n"))),
+        _ => None,
+    })
+    .await;
+    let names = ["NoPerm", "NoSearch", "Fine"];
+    let checks = fast::check(
+        &fake_connection(port),
+        &folders(&names, Some(states.path())),
+    )
+    .await
+    .expect("refused folders do not fail the check");
+    let (kind, message) = refusal(&checks, "NoPerm");
+    assert_eq!(kind, ErrorKind::Config);
+    assert!(
+        message.contains("'NoPerm'") && message.contains("Permission denied"),
+        "{message}"
+    );
+    let (kind, message) = refusal(&checks, "NoSearch");
+    assert_eq!(kind, ErrorKind::Unknown);
+    assert!(
+        message.contains("UID SEARCH") && message.contains("backend failed"),
+        "{message}"
+    );
+    let fine = find(&checks, "Fine");
+    assert_eq!(
+        (fine.new, fine.total, fine.error.as_ref()),
+        (2, 5, None),
+        "{checks:?}"
+    );
+    let lines = seen.lock().unwrap().clone();
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" EXAMINE ")).count(),
+        3,
+        "{lines:?}"
+    );
+}
+
+/// An mbsyncrc with one channel `c` (Patterns *) on the fake server at
+/// `port`, syncing into `dir`.
+fn fake_mbsyncrc(port: u16, dir: &Path) -> MbsyncConfig {
+    let text = format!(
+        "IMAPAccount a\nHost 127.0.0.1\nPort {port}\nUser me\nPass pw\nSSLType None\nTimeout 5\n\n\
+         IMAPStore r\nAccount a\n\n\
+         MaildirStore l\nPath {dir}/\nInbox {dir}/INBOX\n\n\
+         Channel c\nFar :r:\nNear :l:\nPatterns *\nSyncState *\n",
+        dir = dir.display()
+    );
+    MbsyncConfig::parse(&text, &dir.join("mbsyncrc")).unwrap()
+}
+
+/// The account's check succeeds while the server answers some folder it was
+/// asked about, and fails (naming the folders) once it refused all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_fails_when_every_folder_is_refused() {
+    let (port, _) = check_server(|tag, verb, folder| match verb {
+        "LIST" => Some(say(format!(
+            "* LIST () \"/\" INBOX\r\n* LIST () \"/\" A\r\n* LIST () \"/\" B\r\n{tag} OK done\r\n"
+        ))),
+        "STATUS" if folder == "INBOX" => Some(say(format!(
+            "* STATUS INBOX (MESSAGES 2 UIDNEXT 3 UNSEEN 0 UIDVALIDITY 9)\r\n{tag} OK done\r\n"
+        ))),
+        "STATUS" => Some(say(format!(
+            "{tag} NO [NONEXISTENT] Mailbox doesn't exist: {folder}\r\n"
+        ))),
+        _ => None,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fake_mbsyncrc(port, dir.path());
+    let account = |only: &[&str]| {
+        let only: Vec<String> = only.iter().map(|f| (*f).to_owned()).collect();
+        let cfg = cfg.clone();
+        async move { check_account(&cfg, &HashMap::new(), "c", &only, None).await }
+    };
+
+    let checks = account(&[]).await.expect("INBOX was answered");
+    assert_eq!(find(&checks, "INBOX").new, 2);
+    assert_eq!(refusal(&checks, "A").0, ErrorKind::Config);
+    assert_eq!(refusal(&checks, "B").0, ErrorKind::Config);
+
+    let e = account(&["A", "B"]).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Config, "{e}");
+    assert!(
+        e.message
+            .starts_with("no folder could be checked: A (IMAP folder 'A' on 127.0.0.1:"),
+        "{e}"
+    );
+    assert!(e.message.contains(", B (IMAP folder 'B' on "), "{e}");
+    // One folder: its own error, as before.
+    let e = account(&["A"]).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Config, "{e}");
+    assert!(
+        e.message.starts_with("IMAP folder 'A' on 127.0.0.1:"),
+        "{e}"
+    );
+    assert!(e.message.ends_with("Mailbox doesn't exist: A"), "{e}");
+    assert_eq!(account(&["INBOX"]).await.unwrap().len(), 1);
+
+    // The same folders over a bare session: per folder, never a failure.
+    let checks = fast::check(&fake_connection(port), &folders(&["A", "B"], None))
+        .await
+        .unwrap();
+    assert!(checks.iter().all(|c| c.error.is_some()), "{checks:?}");
+}
+
+/// Against dovecot: a folder deleted on the server after a sync, which a
+/// channel of its own still names, is reported as that folder's error
+/// while INBOX, checked in the same account, shows its new mail. The
+/// channel's own check then fails: it has no folder left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_deleted_on_the_server_is_reported_per_folder() {
+    let fx = Fixture::start(&["--folders", "INBOX=3,Archive=2,Sent=1"]);
+    fx.sync();
+    let rc = fx.dir.join("mbsyncrc-grouped");
+    let text = std::fs::read_to_string(fx.mbsyncrc()).unwrap();
+    std::fs::write(
+        &rc,
+        format!(
+            "{text}\nChannel demo-archive\nFar :demo-remote:Archive\nNear :demo-local:Archive\nSyncState *\n\n\
+             Group both\nChannel demo\nChannel demo-archive\n"
+        ),
+    )
+    .unwrap();
+    let cfg = MbsyncConfig::load(Some(&rc)).unwrap();
+    let none = HashMap::new();
+    let checks = check_account(&cfg, &none, "both", &[], None).await.unwrap();
+    assert!(
+        checks.iter().all(|c| c.new == 0 && c.error.is_none()),
+        "{checks:?}"
+    );
+
+    let server = Path::new(
+        fx.info["accounts"]["demo"]["server_maildir"]
+            .as_str()
+            .unwrap(),
+    );
+    std::fs::remove_dir_all(server.join(".Archive")).unwrap();
+    fx.deliver("INBOX", 2);
+    let checks = check_account(&cfg, &none, "both", &[], None)
+        .await
+        .expect("one deleted folder does not fail the check");
+    assert_eq!(find(&checks, "INBOX").new, 2, "{checks:?}");
+    assert_eq!(find(&checks, "Sent").error, None, "{checks:?}");
+    let (kind, message) = refusal(&checks, "Archive");
+    assert_eq!(kind, ErrorKind::Config);
+    assert!(
+        message.contains("'Archive'") && message.contains("doesn't exist"),
+        "{message}"
+    );
+
+    let e = check_account(&cfg, &none, "demo-archive", &[], None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Config, "{e}");
+    assert!(e.message.contains("'Archive'"), "{e}");
 }

@@ -12,6 +12,14 @@
 //! `UID SEARCH UID n:*` to count them exactly (UIDNEXT alone over-counts
 //! when new messages were deleted again). All folders share one connection.
 //!
+//! A folder the server refuses (a tagged NO or BAD to its STATUS, EXAMINE or
+//! UID SEARCH: deleted on the server since the last sync, not selectable,
+//! not allowed) is reported with that refusal as its `error`, and the other
+//! folders are checked as usual; whether a check that could look into no
+//! folder at all is a failure is for the caller to say. A failure of the
+//! connection (connect, TLS, login, timeout, BYE, a malformed or oversized
+//! answer) fails the whole check.
+//!
 //! Where the state file lives depends on mbsync's `SyncState` option, which
 //! the caller passes as a [`SyncState`].
 
@@ -21,7 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::imap::client::{decode_mutf7, Connection, Session};
+use crate::imap::client::{decode_mutf7, Connection, FolderStatus, Session};
 use crate::mbsync::config::{Channel, MbsyncConfig};
 
 /// What the check found in one far folder.
@@ -39,6 +47,36 @@ pub struct FolderCheck {
     /// The server's UIDVALIDITY differs from the one mbsync recorded: the
     /// next sync will fail until the local copy is repaired.
     pub uidvalidity_changed: bool,
+    /// Set when the server refused to let the check look into the folder;
+    /// the counts are then 0, as nothing is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<FolderError>,
+}
+
+impl FolderCheck {
+    /// A folder the server refused, with its reason.
+    fn refused(folder: &str, error: Error) -> FolderCheck {
+        FolderCheck {
+            folder: folder.to_owned(),
+            new: 0,
+            total: 0,
+            unseen: 0,
+            uidvalidity_changed: false,
+            error: Some(FolderError {
+                kind: error.kind,
+                message: error.message,
+            }),
+        }
+    }
+}
+
+/// Why the server refused one folder: the kind of the error (`config` for
+/// a folder that is missing or not allowed, `network` when the server is
+/// busy for now) and its one-line message, which names the folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FolderError {
+    pub kind: ErrorKind,
+    pub message: String,
 }
 
 /// Where mbsync keeps its state files (its `SyncState` option).
@@ -80,7 +118,8 @@ pub struct PulledState {
 }
 
 /// Checks the far folders of `channel` (all matching its Patterns, or only
-/// `only` when given, by Unicode name) over one connection.
+/// `only` when given, by Unicode name) over one connection; a folder the
+/// server refuses comes back with its `error`.
 pub async fn check_channel(
     connection: &Connection,
     config: &MbsyncConfig,
@@ -156,48 +195,75 @@ async fn finish<T>(session: Session, result: Result<T>) -> Result<T> {
     result
 }
 
-/// Checks the given folders over one connection.
+/// Checks the given folders over one connection; a folder the server
+/// refuses comes back with its `error`.
 pub async fn check(connection: &Connection, folders: &[CheckFolder]) -> Result<Vec<FolderCheck>> {
     let mut session = connection.connect().await?;
     let result = check_on(&mut session, folders).await;
     finish(session, result).await
 }
 
-/// The check on an open session.
+/// The check on an open session: one result per folder, in the order
+/// given, a refused folder with its `error` (see the module docs).
 pub async fn check_on(session: &mut Session, folders: &[CheckFolder]) -> Result<Vec<FolderCheck>> {
     let names: Vec<&str> = folders.iter().map(|f| f.folder.as_str()).collect();
     let statuses = session.status_many(&names).await?;
     let mut out = Vec::with_capacity(folders.len());
     for (folder, status) in folders.iter().zip(statuses) {
-        let status = status?;
-        let state = match &folder.state_file {
-            Some(path) => read_state(path)?,
-            None => None,
-        };
-        let mut check = FolderCheck {
-            folder: folder.folder.clone(),
-            new: status.messages,
-            total: status.messages,
-            unseen: status.unseen,
-            uidvalidity_changed: false,
-        };
-        if let Some(state) = state {
-            if state.uidvalidity != status.uidvalidity {
-                check.uidvalidity_changed = true;
-            } else if status.uidnext.saturating_sub(1) <= state.max_pulled {
-                check.new = 0;
-            } else {
-                session.examine(&folder.folder).await?;
-                let uids = session.uid_search_from(state.max_pulled + 1).await?;
-                check.new = uids
-                    .iter()
-                    .filter(|&&u| u > state.max_pulled && !state.known_above.contains(&u))
-                    .count() as u32;
-            }
-        }
-        out.push(check);
+        out.push(match status {
+            Ok(status) => check_folder(session, folder, status).await?,
+            Err(refused) => FolderCheck::refused(&folder.folder, refused),
+        });
     }
     Ok(out)
+}
+
+/// One folder whose STATUS the server answered: compared with mbsync's
+/// state, and searched when UIDNEXT shows UIDs mbsync has not pulled.
+async fn check_folder(
+    session: &mut Session,
+    folder: &CheckFolder,
+    status: FolderStatus,
+) -> Result<FolderCheck> {
+    let state = match &folder.state_file {
+        Some(path) => read_state(path)?,
+        None => None,
+    };
+    let mut check = FolderCheck {
+        folder: folder.folder.clone(),
+        new: status.messages,
+        total: status.messages,
+        unseen: status.unseen,
+        uidvalidity_changed: false,
+        error: None,
+    };
+    if let Some(state) = state {
+        if state.uidvalidity != status.uidvalidity {
+            check.uidvalidity_changed = true;
+        } else if status.uidnext.saturating_sub(1) <= state.max_pulled {
+            check.new = 0;
+        } else {
+            let uids = match uids_from(session, &folder.folder, state.max_pulled + 1).await? {
+                Ok(uids) => uids,
+                Err(refused) => return Ok(FolderCheck::refused(&folder.folder, refused)),
+            };
+            check.new = uids
+                .iter()
+                .filter(|&&u| u > state.max_pulled && !state.known_above.contains(&u))
+                .count() as u32;
+        }
+    }
+    Ok(check)
+}
+
+/// The UIDs of `folder` from `uid` on (EXAMINE, then UID SEARCH). The inner
+/// error is the server's refusal of either command; the session goes on
+/// after it.
+async fn uids_from(session: &mut Session, folder: &str, uid: u32) -> Result<Result<Vec<u32>>> {
+    if let Err(refused) = session.try_examine(folder).await? {
+        return Ok(Err(refused));
+    }
+    session.uid_search_from(uid).await
 }
 
 /// Reads mbsync's state file (and, like mbsync, an unfinished journal when

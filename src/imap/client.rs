@@ -726,10 +726,15 @@ impl Session {
     }
 
     /// STATUS of several folders, pipelined (all commands sent at once,
-    /// which saves a round trip per folder). One result per folder. The
-    /// timeout bounds each wait for the server, not the whole batch: a
-    /// server that answers hundreds of folders slowly but steadily is not
-    /// timed out, one that falls silent is.
+    /// which saves a round trip per folder). One result per folder, in the
+    /// order given: an inner error is the server's refusal of that folder
+    /// alone (a tagged NO or BAD, see `folder_error`), and the answers to
+    /// the commands after it are still read and matched by tag. Anything
+    /// else (the connection, a timeout, a BYE, an OK without the STATUS
+    /// data) fails the whole batch. The timeout bounds each wait for the
+    /// server, not the whole batch: a server that answers hundreds of
+    /// folders slowly but steadily is not timed out, one that falls silent
+    /// is.
     pub async fn status_many(&mut self, folders: &[&str]) -> Result<Vec<Result<FolderStatus>>> {
         let address = self.address.clone();
         let timeout = self.timeout;
@@ -753,12 +758,17 @@ impl Session {
             let response = Response::parse(&raw);
             match &response.kind {
                 Kind::Tagged(tag) => {
+                    // A tag answered twice counts once, so that every
+                    // folder gets its own answer before the loop ends.
                     let Some(i) = tags.iter().position(|t| t == tag) else {
                         continue;
                     };
+                    if results[i].is_some() {
+                        continue;
+                    }
                     let done = response.done();
                     results[i] = Some(if done.ok() {
-                        found[i].ok_or_else(|| {
+                        let status = found[i].ok_or_else(|| {
                             Error::new(
                                 ErrorKind::Unknown,
                                 format!(
@@ -766,7 +776,8 @@ impl Session {
                                     folders[i]
                                 ),
                             )
-                        })
+                        })?;
+                        Ok(status)
                     } else {
                         Err(folder_error(&address, folders[i], &done))
                     });
@@ -786,27 +797,33 @@ impl Session {
                 _ => self.absorb(&response),
             }
         }
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::new(ErrorKind::Unknown, "lost STATUS"))))
-            .collect())
+        // Every folder has its answer here: the loop ends only then.
+        Ok(results.into_iter().flatten().collect())
     }
 
     /// `EXAMINE folder` (read-only open).
     pub async fn examine(&mut self, folder: &str) -> Result<Selected> {
+        self.open("EXAMINE", folder).await?
+    }
+
+    /// [`Session::examine`] telling the server's refusal of the folder (the
+    /// inner error: a tagged NO or BAD, after which the session goes on)
+    /// from a failure of the connection (the outer one).
+    pub async fn try_examine(&mut self, folder: &str) -> Result<Result<Selected>> {
         self.open("EXAMINE", folder).await
     }
 
     /// `SELECT folder`.
     pub async fn select(&mut self, folder: &str) -> Result<Selected> {
-        self.open("SELECT", folder).await
+        self.open("SELECT", folder).await?
     }
 
-    async fn open(&mut self, verb: &str, folder: &str) -> Result<Selected> {
+    /// Opens `folder`; the inner error is the server's refusal of it.
+    async fn open(&mut self, verb: &str, folder: &str) -> Result<Result<Selected>> {
         let command = format!("{verb} {}", quote(&encode_mutf7(folder)));
         let (untagged, done) = self.command(&command).await?;
         if !done.ok() {
-            return Err(folder_error(&self.address, folder, &done));
+            return Ok(Err(folder_error(&self.address, folder, &done)));
         }
         let mut selected = Selected::default();
         for line in &untagged {
@@ -820,16 +837,19 @@ impl Session {
                 _ => {}
             }
         }
-        Ok(selected)
+        Ok(Ok(selected))
     }
 
     /// UIDs of the open folder that are `>= uid` (`UID SEARCH UID uid:*`).
     /// The search also returns the highest message when every UID is lower
-    /// (`n:*` means `*:n` then); such UIDs are dropped here.
-    pub async fn uid_search_from(&mut self, uid: u32) -> Result<Vec<u32>> {
+    /// (`n:*` means `*:n` then); such UIDs are dropped here. The inner
+    /// error is the server's refusal of the search (a tagged NO or BAD),
+    /// after which the session goes on; the outer one a failure of the
+    /// connection.
+    pub async fn uid_search_from(&mut self, uid: u32) -> Result<Result<Vec<u32>>> {
         let (untagged, done) = self.command(&format!("UID SEARCH UID {uid}:*")).await?;
         if !done.ok() {
-            return Err(self.unexpected("UID SEARCH", &done));
+            return Ok(Err(self.unexpected("UID SEARCH", &done)));
         }
         let mut uids = Vec::new();
         for line in &untagged {
@@ -844,7 +864,7 @@ impl Session {
                 );
             }
         }
-        Ok(uids)
+        Ok(Ok(uids))
     }
 
     /// `LOGOUT`, waiting at most the timeout; errors are ignored since the

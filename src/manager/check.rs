@@ -9,6 +9,13 @@
 //!   `sync_done` events as a sync (type `check`). A check takes no lock and
 //!   never touches local mail, so it does not queue behind syncs.
 //!
+//! A folder the server refuses (deleted there since the last sync, not
+//! selectable, not allowed) does not fail the check: it comes with its
+//! `error`, the message of the completed check names it, and the others are
+//! answered as usual. Only when the server refused every folder asked about
+//! does the check fail, so that a wrong configuration is not taken for
+//! "0 new".
+//!
 //! Connection details come from the account's `IMAPAccount` in the
 //! mbsyncrc, its `Timeout` bounding every step, and the state files from
 //! the channel's or the global `SyncState`.
@@ -24,7 +31,7 @@ use tokio::sync::watch;
 
 use super::targets::{self, AccountOverrides, SyncType};
 use super::{now, AbortOnDrop, ErrorInfo, Manager, Status};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{prefix_within, Error, ErrorKind, Result};
 use crate::imap::check::{check_channel, FolderCheck, SyncState};
 use crate::imap::client::{Connection, TokenFuture, TokenSource, DEFAULT_TIMEOUT};
 use crate::maildir::{count_store, FolderCounts};
@@ -45,7 +52,9 @@ pub struct CheckResult {
     /// Per folder, in the order the server listed them.
     pub folders: Vec<FolderCheck>,
     /// Folders with new messages or a changed UIDVALIDITY: what a sync
-    /// would have work to do in.
+    /// would have work to do in. Folders the server refused are here too:
+    /// the check could not tell, and the sync finds out (as it did when a
+    /// refusal failed the whole check and the full sync followed).
     pub changed: Vec<String>,
     /// The same folders as mbsync names them in a `channel:box` selection
     /// (without the channel's far prefix); empty when the account has
@@ -208,8 +217,11 @@ pub async fn check_account(
         // then reports a missing one); several are filtered afterwards.
         let only = (channels.len() == 1 && !folders.is_empty()).then_some(folders);
         for c in check_channel(&connection, cfg, name, &state, only).await? {
-            if !out.iter().any(|o| o.folder == c.folder) {
-                out.push(c);
+            match out.iter_mut().find(|o| o.folder == c.folder) {
+                None => out.push(c),
+                // Two channels with one folder: an answer beats a refusal.
+                Some(o) if o.error.is_some() && c.error.is_none() => *o = c,
+                Some(_) => {}
             }
         }
     }
@@ -225,7 +237,73 @@ pub async fn check_account(
         }
         out.retain(|c| folders.contains(&c.folder));
     }
-    Ok(out)
+    match all_refused(&out) {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// Folders named in a message before the rest are only counted.
+const NAMED: usize = 3;
+
+/// Longest folder name a message quotes, in bytes.
+const QUOTED_NAME: usize = 80;
+
+/// Longest reason (the folder's error message) a message quotes, in bytes:
+/// room for the usual "IMAP folder 'X' on host:993: Mailbox doesn't exist".
+const QUOTED_REASON: usize = 120;
+
+/// `text`, or its start within `max` bytes marked as cut.
+fn quoted(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match prefix_within(text, max) {
+        kept if kept.len() == text.len() => text.into(),
+        kept => format!("{kept}...").into(),
+    }
+}
+
+/// The folders the server refused, each with its reason, for a message:
+/// `Foo (IMAP folder 'Foo' on host:143: ...), Bar (...), and 2 more`.
+/// `None` when it refused none.
+fn not_checked(checks: &[FolderCheck]) -> Option<String> {
+    let refused: Vec<(&str, &str)> = checks
+        .iter()
+        .filter_map(|c| Some((c.folder.as_str(), c.error.as_ref()?.message.as_str())))
+        .collect();
+    if refused.is_empty() {
+        return None;
+    }
+    let mut parts: Vec<String> = refused
+        .iter()
+        .take(NAMED)
+        .map(|(folder, why)| {
+            format!(
+                "{} ({})",
+                quoted(folder, QUOTED_NAME),
+                quoted(why, QUOTED_REASON)
+            )
+        })
+        .collect();
+    if refused.len() > NAMED {
+        parts.push(format!("and {} more", refused.len() - NAMED));
+    }
+    Some(parts.join(", "))
+}
+
+/// The failure of a check in which the server refused every folder: with
+/// one folder its own error, with several the first one's kind and the
+/// folders named. `None` when some folder was answered (or none asked).
+fn all_refused(checks: &[FolderCheck]) -> Option<Error> {
+    let first = checks.first()?.error.as_ref()?;
+    if checks.iter().any(|c| c.error.is_none()) {
+        return None;
+    }
+    if checks.len() == 1 {
+        return Some(Error::new(first.kind, first.message.clone()));
+    }
+    Some(Error::new(
+        first.kind,
+        format!("no folder could be checked: {}", not_checked(checks)?),
+    ))
 }
 
 impl Manager {
@@ -341,7 +419,7 @@ impl Manager {
                     let new: u64 = folders.iter().map(|f| u64::from(f.new)).sum();
                     let changed: Vec<String> = folders
                         .iter()
-                        .filter(|f| f.new > 0 || f.uidvalidity_changed)
+                        .filter(|f| f.new > 0 || f.uidvalidity_changed || f.error.is_some())
                         .map(|f| f.folder.clone())
                         .collect();
                     let changed_boxes = match cfg_channel.as_ref() {
@@ -354,6 +432,9 @@ impl Manager {
                         info.account,
                         duration * 1000.0
                     );
+                    if let Some(refused) = not_checked(&folders) {
+                        info.message.push_str(&format!("; not checked: {refused}"));
+                    }
                     CheckResult {
                         success: true,
                         error: None,
@@ -392,10 +473,12 @@ impl Manager {
                     }
                 }
             };
-            crate::log::write(
-                if result.success { "info" } else { "error" },
-                &format!("check #{id} {}", info.message),
-            );
+            let level = match &result {
+                r if !r.success => "error",
+                r if r.folders.iter().any(|f| f.error.is_some()) => "warn",
+                _ => "info",
+            };
+            crate::log::write(level, &format!("check #{id} {}", info.message));
             info.result = Some(result);
             (me.emit)(id, "sync_done", json!(info));
         });
@@ -460,6 +543,81 @@ mod tests {
         assert_eq!(box_name(&c.channels[0], "[Gmail]/Sent Mail"), "Sent Mail");
         assert_eq!(box_name(&c.channels[0], "INBOX"), "INBOX");
         assert_eq!(box_name(&c.channels[1], "Work/Projects"), "Work/Projects");
+    }
+
+    fn answered(folder: &str, new: u32) -> FolderCheck {
+        FolderCheck {
+            folder: folder.to_owned(),
+            new,
+            total: new,
+            unseen: 0,
+            uidvalidity_changed: false,
+            error: None,
+        }
+    }
+
+    fn refused(folder: &str, kind: ErrorKind, why: &str) -> FolderCheck {
+        FolderCheck {
+            error: Some(crate::imap::check::FolderError {
+                kind,
+                message: format!("IMAP folder '{folder}' on h:143: {why}"),
+            }),
+            ..answered(folder, 0)
+        }
+    }
+
+    #[test]
+    fn refused_folders_are_named_briefly() {
+        assert_eq!(not_checked(&[answered("INBOX", 2)]), None);
+        let checks = [
+            answered("INBOX", 2),
+            refused("Old", ErrorKind::Config, "Mailbox doesn't exist: Old"),
+        ];
+        assert_eq!(
+            not_checked(&checks).unwrap(),
+            "Old (IMAP folder 'Old' on h:143: Mailbox doesn't exist: Old)"
+        );
+        // Long reasons and names are cut (on a character), many folders
+        // counted rather than listed.
+        let long = format!("{}é", "x".repeat(QUOTED_NAME - 1));
+        let checks: Vec<FolderCheck> = (0..5)
+            .map(|i| refused(&format!("{long}{i}"), ErrorKind::Config, &"y".repeat(500)))
+            .collect();
+        let text = not_checked(&checks).unwrap();
+        assert!(text.ends_with(", and 2 more"), "{text}");
+        assert_eq!(text.matches("...").count(), 6, "{text}");
+        assert!(
+            text.len() < 3 * (QUOTED_NAME + QUOTED_REASON + 12) + 20,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_check_fails_only_when_every_folder_was_refused() {
+        assert_eq!(all_refused(&[]), None);
+        let some = [refused("A", ErrorKind::Config, "no"), answered("INBOX", 0)];
+        assert_eq!(all_refused(&some), None);
+        // One folder: its own error, unchanged.
+        let one = [refused("A", ErrorKind::Network, "[INUSE] busy")];
+        assert_eq!(
+            all_refused(&one),
+            Some(Error::new(
+                ErrorKind::Network,
+                "IMAP folder 'A' on h:143: [INUSE] busy"
+            ))
+        );
+        // Several: the first one's kind, every folder named.
+        let all = [
+            refused("A", ErrorKind::Config, "gone"),
+            refused("B", ErrorKind::Network, "busy"),
+        ];
+        let e = all_refused(&all).unwrap();
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert_eq!(
+            e.message,
+            "no folder could be checked: A (IMAP folder 'A' on h:143: gone), \
+             B (IMAP folder 'B' on h:143: busy)"
+        );
     }
 
     #[test]

@@ -113,6 +113,68 @@ describe('check', function()
     eq(0, result.new)
   end)
 
+  it('reports a folder deleted on the server as its error, and fails when no folder is left', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3,Archive=2,Sent=1' })
+    t.use(fx.mbsyncrc)
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    -- A channel of its own still names Archive after the server lost it.
+    local rc = fx.dir .. '/mbsyncrc-grouped'
+    t.write(
+      rc,
+      t.read(fx.mbsyncrc)
+        .. '\nChannel demo-archive\nFar :demo-remote:Archive\nNear :demo-local:Archive\nSyncState *\n'
+        .. '\nGroup both\nChannel demo\nChannel demo-archive\n'
+    )
+    t.use(rc)
+    vim.fn.delete(fx.accounts.demo.server_maildir .. '/.Archive', 'rf')
+    fx.deliver('demo', 'INBOX', 2)
+    local result, info = check('both')
+    ok(result.success, info.message)
+    eq('completed', info.status)
+    eq(2, result.new)
+    local by = {}
+    for _, f in ipairs(result.folders) do
+      by[f.folder] = f
+    end
+    eq(nil, by.INBOX.error)
+    eq(2, by.INBOX.new)
+    eq(nil, by.Sent.error)
+    eq('config', by.Archive.error.kind)
+    t.contains(by.Archive.error.message, "IMAP folder 'Archive' on 127.0.0.1:")
+    eq({ 0, 0, 0 }, { by.Archive.new, by.Archive.total, by.Archive.unseen })
+    t.contains(info.message, ": 2 new; not checked: Archive (IMAP folder 'Archive' on 127.0.0.1:")
+    -- The check could not tell: a sync of the folder finds out.
+    local changed = vim.deepcopy(result.changed)
+    table.sort(changed)
+    eq({ 'Archive', 'INBOX' }, changed)
+    -- :HimalayaSync check shows the reason on the folder's line.
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local echoed
+    local echo = vim.api.nvim_echo
+    vim.api.nvim_echo = function(chunks, ...)
+      echoed = chunks
+      return echo(chunks, ...)
+    end
+    t.defer(function()
+      vim.api.nvim_echo = echo
+    end)
+    vim.cmd('HimalayaSync check both')
+    t.wait_for(function()
+      return echoed ~= nil
+    end, 10000, 'the check report')
+    local line = vim.tbl_filter(function(c)
+      return c[1]:find('Archive', 1, true) ~= nil
+    end, echoed)[1]
+    t.contains(line[1], "not checked: IMAP folder 'Archive' on 127.0.0.1:")
+    eq('ErrorMsg', line[2])
+    -- Nothing left to check in that channel: a failure, not "0 new".
+    result, info = check('demo-archive')
+    eq(false, result.success)
+    eq('error', info.status)
+    eq('config', result.kind, info.message)
+    t.contains(info.message, "check of demo-archive failed: IMAP folder 'Archive' on 127.0.0.1:")
+  end)
+
   it('is fast on loopback', function()
     local fx = t.fixture()
     t.use(fx.mbsyncrc)

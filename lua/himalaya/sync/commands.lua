@@ -339,10 +339,12 @@ local function report_check(result, info)
   }
   for _, f in ipairs(result.folders or {}) do
     local line = ('  %-24s %5d new  %6d total  %5d unseen'):format(f.folder, f.new, f.total, f.unseen)
-    if f.uidvalidity_changed then
+    if f.error then
+      line = ('  %-24s not checked: %s'):format(f.folder, f.error.message)
+    elseif f.uidvalidity_changed then
       line = line .. '  (UIDVALIDITY changed)'
     end
-    chunks[#chunks + 1] = { line .. '\n', f.new > 0 and 'WarningMsg' or nil }
+    chunks[#chunks + 1] = { line .. '\n', f.error and 'ErrorMsg' or (f.new > 0 and 'WarningMsg' or nil) }
   end
   vim.api.nvim_echo(chunks, true, {})
 end

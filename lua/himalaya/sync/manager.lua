@@ -42,12 +42,18 @@ local M = {}
 ---@field flags_changed integer
 ---@field trashed integer
 
+--- Why the server refused one folder of a check.
+---@class himalaya.sync.FolderError
+---@field kind string config (missing on the server, not selectable, not allowed) | network (busy for now) | unknown
+---@field message string one line naming the folder and the server's reason
+
 ---@class himalaya.sync.FolderCheck
 ---@field folder string the server's name (decoded): Work/Café
 ---@field new integer messages the next sync would pull
 ---@field total integer
 ---@field unseen integer
 ---@field uidvalidity_changed boolean the next sync fails until the folder is repaired
+---@field error? himalaya.sync.FolderError set when the server refused the folder; new, total and unseen are then 0
 
 --- The result of a check (sync type `check`), in place of a Result.
 ---@class himalaya.sync.CheckResult
@@ -58,7 +64,7 @@ local M = {}
 ---@field attempts integer always 1
 ---@field new integer new messages in all folders
 ---@field folders himalaya.sync.FolderCheck[] per folder, as the server lists them
----@field changed string[] folders a sync has work in
+---@field changed string[] folders a sync has work in, or that the check could not look into
 ---@field changed_boxes string[] the same as mbsync names them (empty: several channels)
 
 ---@class himalaya.sync.SyncInfo
