@@ -137,7 +137,7 @@ local listeners, frozen, progress_msg, progress_cancel = S.listeners, S.frozen, 
 -- the old copy's).
 local subscribed = false
 --- What the engine was last configured from (see ready()).
----@type {lib: himalaya.sync.NativeLib, cfg: himalaya.sync.Config, derived: table}?
+---@type {lib: himalaya.sync.NativeLib, cfg: himalaya.sync.Config}?
 local configured
 
 local KEEP = 20
@@ -382,6 +382,10 @@ local function on_event(ev)
   if pattern then
     fire(pattern, info)
   end
+  -- A sync's end is told at once, not one more loop turn later.
+  if FINAL[info.status] then
+    M._flush_ui_update()
+  end
 end
 
 --- The library, subscribed and configured for the current settings.
@@ -415,9 +419,14 @@ local function ready()
   if not locked then
     return nil, lerr
   end
-  -- The settings come from the configuration (the same table until it
-  -- changes) and from these; unchanged, the engine needs nothing. (A
-  -- rebuilt library loaded by :HimalayaSync build starts unconfigured.)
+  -- The engine's settings come from the configuration (the same table
+  -- until it changes): unchanged, the engine needs nothing. This runs at
+  -- every sync start, before mbsync can start, so nothing more is looked
+  -- at then. (A rebuilt library loaded by :HimalayaSync build starts
+  -- unconfigured.)
+  if configured and configured.lib == lib and configured.cfg == cfg then
+    return lib
+  end
   -- Paths get `~` and `$VAR` expanded, and nothing else: expand() would
   -- also run a command written in backticks.
   local derived = {
@@ -425,9 +434,6 @@ local function ready()
     state_dir = vim.fs.normalize(cfg.state_dir or (vim.fn.stdpath('state') .. '/himalaya-sync')),
     config = cfg.mbsync.config and vim.fs.normalize(cfg.mbsync.config),
   }
-  if configured and configured.lib == lib and configured.cfg == cfg and vim.deep_equal(configured.derived, derived) then
-    return lib
-  end
   -- The engine gets data only: which accounts have a refresh function.
   local accounts, refreshable, oauth = {}, {}, {}
   for name, a in pairs(cfg.accounts) do
@@ -469,7 +475,7 @@ local function ready()
   -- (with `lock_dir` set, the tool's default would be another folder).
   vim.env.HIMALAYA_SYNC_STATE_DIR = settings.state_dir
   vim.env.HIMALAYA_SYNC_LOCK_DIR = lib.lock_open(nil)
-  configured = { lib = lib, cfg = cfg, derived = derived }
+  configured = { lib = lib, cfg = cfg }
   return lib
 end
 M._ready = ready
@@ -982,7 +988,8 @@ end
 --- Tells the UI that sync state changed: fires `User HimalayaSyncUpdate`
 --- (its data: the info, with only the syncs not ended or newly ended),
 --- calls `on_update` listeners with the whole info and redraws status
---- lines, once per event-loop turn however often it is called.
+--- lines, once per event-loop turn however often it is called (at once
+--- when a sync ended: see on_event).
 local ui_pending = false
 --- The status line text last drawn.
 local drawn_status = ''
@@ -992,38 +999,45 @@ function M.notify_ui_update()
     return
   end
   ui_pending = true
-  vim.schedule(function()
-    ui_pending = false
-    -- Nothing is copied or converted for nobody: this runs up to five times
-    -- a second per sync, and each piece costs the editor's thread about
-    -- 0.1 ms on a machine busy with the sync.
-    local heard = listened()
-    if heard or #listeners > 0 then
-      local info = M.get_sync_info()
-      if heard then
-        -- The event leaves out syncs that ended before the previous one:
-        -- its data is copied twice on the way to each listener, and the
-        -- whole history (20 syncs with their folder counts) cost about
-        -- 0.5 ms per update.
-        fire(
-          'HimalayaSyncUpdate',
-          vim.tbl_extend('force', {}, info, {
-            syncs = vim.tbl_filter(function(s)
-              return not FINAL[s.status] or S.ended_unseen[s.id] ~= nil
-            end, info.syncs),
-          })
-        )
-      end
-      for _, fn in ipairs(listeners) do
-        call(fn, info)
-      end
+  vim.schedule(M._flush_ui_update)
+end
+
+--- Tells the status line and listeners now what notify_ui_update() asked
+--- for; nothing when that was done already.
+function M._flush_ui_update()
+  if not ui_pending then
+    return
+  end
+  ui_pending = false
+  -- Nothing is copied or converted for nobody: this runs up to five times
+  -- a second per sync, and each piece costs the editor's thread about
+  -- 0.1 ms on a machine busy with the sync.
+  local heard = listened()
+  if heard or #listeners > 0 then
+    local info = M.get_sync_info()
+    if heard then
+      -- The event leaves out syncs that ended before the previous one:
+      -- its data is copied twice on the way to each listener, and the
+      -- whole history (20 syncs with their folder counts) cost about
+      -- 0.5 ms per update.
+      fire(
+        'HimalayaSyncUpdate',
+        vim.tbl_extend('force', {}, info, {
+          syncs = vim.tbl_filter(function(s)
+            return not FINAL[s.status] or S.ended_unseen[s.id] ~= nil
+          end, info.syncs),
+        })
+      )
     end
-    S.ended_unseen = {}
-    if S.status_text ~= drawn_status then
-      drawn_status = S.status_text
-      vim.cmd.redrawstatus({ bang = true })
+    for _, fn in ipairs(listeners) do
+      call(fn, info)
     end
-  end)
+  end
+  S.ended_unseen = {}
+  if S.status_text ~= drawn_status then
+    drawn_status = S.status_text
+    vim.cmd.redrawstatus({ bang = true })
+  end
 end
 
 return M
