@@ -329,6 +329,36 @@ impl Manager {
         }
     }
 
+    /// Starts counting `account`'s folders for sync `id` on a blocking
+    /// thread as soon as its mbsync has exited: the run's last output is
+    /// read, its group killed and its lock released meanwhile, so the end
+    /// of the sync (see `finish`) finds the count done. mbsync touches no
+    /// folder after its exit, so this count is the one `finish` would read.
+    pub(super) fn count_early(self: &Arc<Self>, id: u64, account: &str) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (me, account) = (self.clone(), account.to_owned());
+        self.rt.spawn_blocking(move || {
+            let _ = tx.send(me.counts_after_sync(&account));
+        });
+        if let Some(e) = self.entries.lock().iter_mut().find(|e| e.info.id == id) {
+            e.early_counts = Some(rx);
+        }
+    }
+
+    /// The count [`Manager::count_early`] started for sync `id`'s current
+    /// attempt, waiting for it to finish (as long as reading it here would
+    /// take); `None` when none was started.
+    pub(super) fn early_counts(&self, id: u64) -> Option<Option<Vec<FolderCounts>>> {
+        let rx = self
+            .entries
+            .lock()
+            .iter_mut()
+            .find(|e| e.info.id == id)?
+            .early_counts
+            .take()?;
+        rx.recv().ok()
+    }
+
     /// The token source for XOAUTH2 accounts: the account's OAuth
     /// configuration (`Settings.oauth`), a valid token from
     /// [`Manager::tokens`] (refreshed first when it is about to expire).

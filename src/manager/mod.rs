@@ -326,6 +326,9 @@ struct Entry {
     began: Arc<AtomicBool>,
     /// When the current attempt was started (its lock wait starts later).
     launched: Instant,
+    /// The folder counts of the current attempt, read as soon as its
+    /// mbsync exited (see [`Manager::count_early`]).
+    early_counts: Option<std::sync::mpsc::Receiver<Option<Vec<FolderCounts>>>>,
 }
 
 impl Entry {
@@ -374,6 +377,7 @@ impl Entry {
             started_sent: false,
             began: Arc::new(AtomicBool::new(false)),
             launched: Instant::now(),
+            early_counts: None,
         }
     }
 
@@ -649,6 +653,7 @@ impl Manager {
             e.started_sent = false;
             e.began.store(false, Ordering::SeqCst);
             e.launched = Instant::now();
+            e.early_counts = None;
             let spec = RunSpec {
                 program: settings.mbsync_cmd.clone(),
                 // The file we parsed is the file mbsync reads.
@@ -854,7 +859,12 @@ impl Manager {
             self.run_split(id, spec, &channels[0], max, cancel_rx).await
         } else {
             let me = self.clone();
-            runner::run(spec, cancel_rx, move |u| me.on_update(id, u)).await
+            let account = opts.account.clone();
+            runner::run(spec, cancel_rx, move |u| match u {
+                Update::Exited => me.count_early(id, &account),
+                u => me.on_update(id, u),
+            })
+            .await
         };
         drop(guards);
         Attempt::Ran(Box::new(outcome))
@@ -1197,6 +1207,10 @@ impl Manager {
     }
 
     fn on_update(&self, id: u64, update: Update) {
+        if let Update::Exited = update {
+            // Nothing to show (`attempt` may start the count on it).
+            return;
+        }
         {
             let mut entries = self.entries.lock();
             let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
@@ -1232,7 +1246,7 @@ impl Manager {
                     counters = p;
                 }
                 Update::Box(b) => current_box = Some(b),
-                Update::Started => {}
+                Update::Started | Update::Exited => {}
             }
             e.info.progress = Some(ProgressInfo {
                 counters,
@@ -1285,7 +1299,8 @@ impl Manager {
         let counts = if cancelled {
             None
         } else {
-            self.counts_after_sync(account)
+            self.early_counts(id)
+                .unwrap_or_else(|| self.counts_after_sync(account))
         };
         let settings = self.settings();
         let policy = settings.retry.clone();

@@ -82,6 +82,9 @@ pub enum Update {
     Progress(Progress),
     /// The box mbsync is working on now.
     Box(String),
+    /// mbsync has exited (its last output may still be on its way): it
+    /// touches no folder any more.
+    Exited,
 }
 
 /// How a run ended.
@@ -353,10 +356,11 @@ pub async fn run(
     let mut next_probe = tokio::time::Instant::now() + probe_every;
     let mut io_before: Option<u64> = None;
 
-    let mut handle_items = |items: Vec<StreamItem>,
-                            lines: &mut VecDeque<String>,
-                            failures: &mut Vec<String>,
-                            outcome: &mut Outcome|
+    let handle_items = |items: Vec<StreamItem>,
+                        lines: &mut VecDeque<String>,
+                        failures: &mut Vec<String>,
+                        outcome: &mut Outcome,
+                        on_update: &mut dyn FnMut(Update)|
      -> Option<Classified> {
         let mut hang = None;
         for item in items {
@@ -403,7 +407,7 @@ pub async fn run(
                 Some(items) => {
                     last_activity = tokio::time::Instant::now();
                     io_before = None;
-                    if let Some(hang) = handle_items(items, &mut lines, &mut failures, &mut outcome) {
+                    if let Some(hang) = handle_items(items, &mut lines, &mut failures, &mut outcome, &mut on_update) {
                         if stopped_by_us.is_none() {
                             stopped_by_us = Some(hang);
                             signal_now(&group);
@@ -415,6 +419,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(drain_until), if exit.is_some() => {},
             status = &mut exit_rx, if exit.is_none() => {
                 exit = Some(status.unwrap_or(Exit { code: None, signal: None }));
+                on_update(Update::Exited);
                 drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 // Anything mbsync started (PassCmd, Tunnel) goes with it,
                 // which also closes the terminal so the reader ends.
