@@ -332,3 +332,69 @@ fn a_store_command_is_stopped_when_nobody_waits_for_the_token_any_more() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_refresh_scripts_token_is_saved_under_the_lock_even_when_the_waiter_gives_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    let (saved, started) = (tmp.path().join("saved.json"), tmp.path().join("saving"));
+    // The store's save takes a while: the waiter gives up in the middle.
+    let acct = account(
+        tmp.path(),
+        json!({
+            "refresh_cmd": "printf '{\"access_token\":\"from-script\",\"expires_in\":3600}'",
+            "store": {
+                "backend": "command",
+                "load_cmd": format!("cat {} 2>/dev/null || true", saved.display()),
+                "save_cmd": format!(
+                    "touch {1}; sleep 0.8; cat > {0}.new && mv {0}.new {0}",
+                    saved.display(),
+                    started.display()
+                ),
+                "clear_cmd": "true",
+            },
+        }),
+    );
+    let locks = LockDir::open(tmp.path().join("locks")).unwrap();
+    let held = || {
+        locks
+            .acquire("oauth-demo", std::time::Duration::ZERO, "test", None)
+            .map(drop)
+            .is_err()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(400), async {
+            tokens.valid_token(&acct).await
+        })
+        .await;
+        assert!(gave_up.is_err(), "answered before the save ended");
+    });
+    assert!(
+        started.exists(),
+        "the save had not begun when the waiter gave up"
+    );
+    // Nobody waits, but the save goes on, and the lock stays taken until
+    // it ends: another refresh would start from the token not yet saved.
+    assert!(
+        held(),
+        "the oauth lock was released while the token was saved"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !saved.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token was never saved"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!held(), "the oauth lock is still taken after the save");
+    assert!(std::fs::read_to_string(&saved)
+        .unwrap()
+        .contains("from-script"));
+}

@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use crate::command::{off_thread, off_thread_stoppable};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lock::LockDir;
+use crate::lock::{LockDir, LockGuard};
 use account::AccountSettings;
 use provider::Provider;
 use store::TokenStore;
@@ -114,6 +114,14 @@ pub struct Tokens {
     recent: Arc<Mutex<HashMap<String, Recent>>>,
 }
 
+/// What a `refresh_cmd` gave.
+enum Refreshed {
+    /// A token it printed, not saved yet.
+    Printed(Token),
+    /// The token it saved itself.
+    Stored(Token),
+}
+
 impl Tokens {
     pub fn new(locks: Arc<LockDir>, state_dir: PathBuf) -> Tokens {
         Tokens {
@@ -188,48 +196,68 @@ impl Tokens {
                 return Ok(t.clone());
             }
         }
-        let fresh = match &acct.refresh_cmd {
-            // A script is stopped (TERM first) when nobody waits for it.
-            Some(cmd) => self.run_refresh_cmd(acct, cmd, current.as_ref()).await?,
-            // A request to the provider is not: it runs as a task of its own,
-            // with the lock, and the caller only waits for it. The waiter may
-            // go away (a cancelled sync, a check past its timeout, CTRL-C):
-            // the provider may already have rotated the refresh token, and
-            // the new one is safe only once saved. Dropped midway, the
-            // store would keep a grant the provider no longer takes.
+        let (this, acct) = (self.clone(), acct.clone());
+        match &acct.refresh_cmd {
+            // A script is stopped (TERM first) when nobody waits for it;
+            // what it printed is saved as the provider's answer is.
+            Some(cmd) => match self.run_refresh_cmd(&acct, cmd, current.as_ref()).await? {
+                Refreshed::Printed(token) => {
+                    Self::finish_holding(guard, async move {
+                        this.save(&acct, &token).await.map(|()| token)
+                    })
+                    .await
+                }
+                Refreshed::Stored(token) => Ok(token),
+            },
             None => {
-                let (this, acct) = (self.clone(), acct.clone());
-                // Quitting Neovim waits for it too (a little while).
-                let keep = crate::runtime::must_finish();
-                tokio::spawn(async move {
-                    let _keep = keep;
-                    let fresh = this.refresh_with_provider(&acct, current.as_ref()).await;
-                    drop(guard);
-                    fresh
+                Self::finish_holding(guard, async move {
+                    this.refresh_with_provider(&acct, current.as_ref()).await
                 })
                 .await
-                .map_err(|e| match e.is_cancelled() {
-                    true => Error::new(
-                        ErrorKind::Cancelled,
-                        "the token refresh was stopped: the engine is shutting down",
-                    ),
-                    false => Error::new(ErrorKind::Unknown, format!("internal error: {e}")),
-                })??
             }
-        };
-        Ok(fresh)
+        }
+    }
+
+    /// Runs `work` as a task of its own that holds the account's lock
+    /// (`guard`) until it ends; the caller only waits for it. The waiter may
+    /// go away (a cancelled sync, a check past its timeout, CTRL-C) once the
+    /// provider may have rotated the refresh token, and the new one is safe
+    /// only once saved: dropped midway, the store would keep a grant the
+    /// provider no longer takes, and the lock would let another refresh
+    /// start from it while the save still runs. Quitting Neovim waits for
+    /// such work too (a little while).
+    async fn finish_holding<T: Send + 'static>(
+        guard: LockGuard,
+        work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let keep = crate::runtime::must_finish();
+        tokio::spawn(async move {
+            let _keep = keep;
+            let done = work.await;
+            drop(guard);
+            done
+        })
+        .await
+        .map_err(|e| match e.is_cancelled() {
+            true => Error::new(
+                ErrorKind::Cancelled,
+                "the token refresh was stopped: the engine is shutting down",
+            ),
+            false => Error::new(ErrorKind::Unknown, format!("internal error: {e}")),
+        })?
     }
 
     /// Runs the user's refresh script; its stdout is the token (JSON or a
-    /// bare access token), or, when it prints nothing, the script stored
-    /// the token itself. The `current` token's secrets are kept out of its
-    /// error (a script may well print the refresh token it was using).
+    /// bare access token), to be saved by the caller, or, when it prints
+    /// nothing, the script stored the token itself. The `current` token's
+    /// secrets are kept out of its error (a script may well print the
+    /// refresh token it was using).
     async fn run_refresh_cmd(
         &self,
         acct: &AccountSettings,
         cmd: &str,
         current: Option<&Token>,
-    ) -> Result<Token> {
+    ) -> Result<Refreshed> {
         let (cmd, name) = (cmd.to_string(), acct.name.clone());
         let secrets = current.map(Token::secrets).unwrap_or_default();
         let out = off_thread(move |stop| {
@@ -252,7 +280,7 @@ impl Tokens {
         let text = String::from_utf8_lossy(&out);
         if text.trim().is_empty() {
             return match self.load(acct).await? {
-                Some(t) if !t.expires_within(0, now()) => Ok(t),
+                Some(t) if !t.expires_within(0, now()) => Ok(Refreshed::Stored(t)),
                 _ => Err(Error::new(
                     ErrorKind::Auth,
                     format!(
@@ -262,14 +290,14 @@ impl Tokens {
                 )),
             };
         }
-        let token = Token::parse_external(&text, now()).map_err(|e| {
-            Error::new(
-                ErrorKind::Auth,
-                format!("refresh_cmd of {}: {}", acct.name, e.message),
-            )
-        })?;
-        self.save(acct, &token).await?;
-        Ok(token)
+        Token::parse_external(&text, now())
+            .map(Refreshed::Printed)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Auth,
+                    format!("refresh_cmd of {}: {}", acct.name, e.message),
+                )
+            })
     }
 
     async fn refresh_with_provider(
