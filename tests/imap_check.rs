@@ -364,6 +364,7 @@ async fn idle_reconnects_after_server_restart() {
         reidle: Duration::from_secs(60),
         backoff_base: Duration::from_millis(100),
         backoff_cap: Duration::from_millis(400),
+        ..IdleOptions::default()
     };
     let watcher = IdleWatcher::spawn(fx.connection(), "INBOX".to_owned(), options, sink);
     let watching = |e: &IdleEvent| matches!(e, IdleEvent::Watching { .. });
@@ -631,6 +632,7 @@ async fn idle_retries_a_busy_server_and_reports_why_it_stops() {
         reidle: Duration::from_secs(60),
         backoff_base: Duration::from_millis(50),
         backoff_cap: Duration::from_millis(100),
+        ..IdleOptions::default()
     };
     let busy = refusing_server("NO [LIMIT] Too many simultaneous connections").await;
     let (events, sink) = recorder();
@@ -674,6 +676,7 @@ async fn idle_after_login_counts() {
         reidle: Duration::from_secs(60),
         backoff_base: Duration::from_millis(50),
         backoff_cap: Duration::from_millis(100),
+        ..IdleOptions::default()
     };
     let port = fake_server("IMAP4rev1 AUTH=LOGIN", "OK logged in", false).await;
     let (events, sink) = recorder();
@@ -726,6 +729,7 @@ async fn idle_ended_by_the_server_is_entered_again_at_once() {
         reidle: Duration::from_secs(60),
         backoff_base: Duration::from_millis(50),
         backoff_cap: Duration::from_millis(100),
+        ..IdleOptions::default()
     };
     let (port, seen) = idle_ending_server().await;
     let (events, sink) = recorder();
@@ -862,6 +866,7 @@ async fn a_bye_at_idle_start_is_reported_at_once() {
         reidle: Duration::from_secs(60),
         backoff_base: Duration::from_secs(30),
         backoff_cap: Duration::from_secs(30),
+        ..IdleOptions::default()
     };
     let (events, sink) = recorder();
     let started = Instant::now();
@@ -1178,4 +1183,78 @@ async fn a_folder_deleted_on_the_server_is_reported_per_folder() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Config, "{e}");
     assert!(e.message.contains("'Archive'"), "{e}");
+}
+
+static SLEPT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The boot clock plus whatever the test says the computer slept.
+fn boot_clock_with_sleep() -> Duration {
+    himalaya_sync::imap::idle::boot_time()
+        + Duration::from_millis(SLEPT_MS.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+/// After the computer slept (its boot clock ran ahead of the timers), the
+/// watcher does not trust its connection: it reconnects at once and goes
+/// on seeing deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_reconnects_after_the_computer_slept() {
+    let fx = Fixture::start(&["--messages", "3"]);
+    let (events, sink) = recorder();
+    let options = IdleOptions {
+        sleep_check: Duration::from_millis(100),
+        boot_clock: himalaya_sync::imap::idle::BootClock(boot_clock_with_sleep),
+        backoff_base: Duration::from_millis(50),
+        ..IdleOptions::default()
+    };
+    let watcher = IdleWatcher::spawn(fx.connection(), "INBOX".to_owned(), options, sink);
+    let watching = |e: &IdleEvent| matches!(e, IdleEvent::Watching { .. });
+    assert!(
+        wait_event(&events, Duration::from_secs(5), watching)
+            .await
+            .is_some(),
+        "never reached IDLE: {:?}",
+        events.lock().unwrap()
+    );
+    // A few checks go by awake: nothing happens.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_no_errors(&events);
+    SLEPT_MS.fetch_add(600_000, std::sync::atomic::Ordering::SeqCst);
+    let woke = Instant::now();
+    let slept = |e: &IdleEvent| matches!(e, IdleEvent::Error { error, .. } if error.message.contains("the computer slept for 600 s"));
+    assert!(
+        wait_event(&events, Duration::from_secs(2), slept)
+            .await
+            .is_some(),
+        "the sleep went unnoticed: {:?}",
+        events.lock().unwrap()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| watching(e))
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect: {:?}",
+            events.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("back in IDLE {:?} after waking", woke.elapsed());
+    fx.deliver("INBOX", 1);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while count_new(&events) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "delivery missed: {:?}",
+            events.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!watcher.is_finished());
+    watcher.join().await.expect("clean stop");
 }

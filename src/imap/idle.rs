@@ -12,6 +12,14 @@
 //! exponential backoff; wrong credentials and configuration problems
 //! (no IDLE support, unknown folder) end the watcher, since retrying cannot
 //! fix them. A [`CancelToken`] stops it at once, even mid-backoff.
+//!
+//! Timers here stand still while the computer sleeps (they count in
+//! `CLOCK_MONOTONIC`), and a connection that slept through the server's
+//! timeout, or a NAT's, looks alive until TCP keepalive gives up on it,
+//! minutes after the computer woke. So a watcher in IDLE compares that
+//! clock with one that counts sleep ([`BootClock`]) every
+//! [`IdleOptions::sleep_check`]; after a sleep it reconnects at once, and
+//! mail that arrived meanwhile is announced as on any reconnect.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +63,7 @@ impl CancelToken {
 }
 
 /// Timing of a watcher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct IdleOptions {
     /// Leave and re-enter IDLE after this long.
     pub reidle: Duration,
@@ -63,6 +71,10 @@ pub struct IdleOptions {
     pub backoff_base: Duration,
     /// Longest reconnect delay.
     pub backoff_cap: Duration,
+    /// How often a watcher in IDLE looks whether the computer slept.
+    pub sleep_check: Duration,
+    /// The clock that also counts time asleep.
+    pub boot_clock: BootClock,
 }
 
 impl Default for IdleOptions {
@@ -71,7 +83,65 @@ impl Default for IdleOptions {
             reidle: Duration::from_secs(25 * 60),
             backoff_base: Duration::from_secs(2),
             backoff_cap: Duration::from_secs(5 * 60),
+            sleep_check: Duration::from_secs(15),
+            boot_clock: BootClock::default(),
         }
+    }
+}
+
+/// A clock that goes on while the computer sleeps: time since boot,
+/// `CLOCK_BOOTTIME`, unless a test gives another.
+#[derive(Debug, Clone, Copy)]
+pub struct BootClock(pub fn() -> Duration);
+
+impl Default for BootClock {
+    fn default() -> Self {
+        BootClock(boot_time)
+    }
+}
+
+/// Time since boot, sleep included (`CLOCK_BOOTTIME`).
+pub fn boot_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Sleep longer than this counts: the clocks drift apart a little anyway,
+/// and a connection survives a short nap.
+const NAP: Duration = Duration::from_secs(5);
+
+/// Tells how long the computer slept since it last looked.
+struct SleepWatch {
+    clock: BootClock,
+    boot: Duration,
+    awake: Instant,
+}
+
+impl SleepWatch {
+    fn new(clock: BootClock) -> Self {
+        SleepWatch {
+            clock,
+            boot: (clock.0)(),
+            awake: Instant::now(),
+        }
+    }
+
+    /// The time slept since the last look, when longer than a [`NAP`].
+    fn slept(&mut self) -> Option<Duration> {
+        let (boot, awake) = ((self.clock.0)(), Instant::now());
+        let asleep = boot
+            .saturating_sub(self.boot)
+            .saturating_sub(awake.duration_since(self.awake));
+        (self.boot, self.awake) = (boot, awake);
+        (asleep > NAP).then_some(asleep)
     }
 }
 
@@ -222,6 +292,8 @@ where
         // proxy or NAT drops right after IDLE begins does not, or the
         // watcher would log in again every few seconds for good.
         let stable_at = up_since + STABLE;
+        let mut sleep_watch = SleepWatch::new(options.boot_clock);
+        let mut next_look = Instant::now() + options.sleep_check;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
@@ -231,6 +303,19 @@ where
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = tokio::time::sleep_until(stable_at), if *failures > 0 => *failures = 0,
+                _ = tokio::time::sleep_until(next_look) => {
+                    if let Some(asleep) = sleep_watch.slept() {
+                        return Err(Error::new(
+                            ErrorKind::Network,
+                            format!(
+                                "the computer slept for {} s: reconnecting to {}",
+                                asleep.as_secs(),
+                                session.address()
+                            ),
+                        ));
+                    }
+                    next_look = Instant::now() + options.sleep_check;
+                }
                 raw = session.next_response() => {
                     let raw = raw?;
                     if raw.starts_with(format!("{tag} ").as_bytes()) {
@@ -395,12 +480,38 @@ mod tests {
         assert!(!no_uidnext(50).has_new_since(before));
     }
 
+    static SKEW_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    fn skewed() -> Duration {
+        boot_time() + Duration::from_millis(SKEW_MS.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    #[test]
+    fn a_sleep_longer_than_a_nap_is_told_once() {
+        let mut watch = SleepWatch::new(BootClock(skewed));
+        assert_eq!(watch.slept(), None, "awake");
+        SKEW_MS.fetch_add(4_000, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(watch.slept(), None, "a nap");
+        SKEW_MS.fetch_add(600_000, std::sync::atomic::Ordering::SeqCst);
+        let slept = watch.slept().expect("ten minutes asleep");
+        assert!(
+            slept >= Duration::from_secs(599) && slept <= Duration::from_secs(601),
+            "{slept:?}"
+        );
+        assert_eq!(watch.slept(), None, "told once");
+        // The real clock's boot time never runs behind the monotonic one.
+        let mut real = SleepWatch::new(BootClock::default());
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(real.slept(), None);
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_cap() {
         let o = IdleOptions {
             reidle: Duration::from_secs(60),
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(1),
+            ..IdleOptions::default()
         };
         let d: Vec<u128> = (0..6).map(|i| backoff(o, i).as_millis()).collect();
         assert_eq!(d, [100, 200, 400, 800, 1000, 1000]);
