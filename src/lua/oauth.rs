@@ -22,33 +22,43 @@ const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The authorization waiting for the user, per account: its request id and
 /// what ends it. A new `authorize` of the account ends the old one (its
-/// browser tab was closed, its code was lost), which also frees a fixed
-/// `redirect_port` at once instead of when the old one times out.
+/// browser tab was closed, its code was lost), and so does
+/// `oauth_cancel_authorize`; either frees a fixed `redirect_port` at once
+/// instead of when the authorization times out.
 static PENDING: Mutex<Option<HashMap<String, Pending>>> = Mutex::new(None);
 
 /// A waiting authorization: its request id, and the way to end it.
-type Pending = (u64, oneshot::Sender<()>);
+type Pending = (u64, oneshot::Sender<Ended>);
 
-/// Runs `authorize` (request `id`) until it ends or a newer authorization
-/// of the same account replaces it.
+/// Why a waiting authorization was ended.
+enum Ended {
+    Replaced,
+    Cancelled,
+}
+
+/// Runs `authorize` (request `id`) until it ends, a newer authorization of
+/// the same account replaces it, or it is cancelled.
 async fn authorize_replaceable(
     id: u64,
     account: String,
     authorize: impl std::future::Future<Output = Result<()>>,
 ) -> Result<Value> {
-    let (replace, replaced) = oneshot::channel();
+    let (end, ended) = oneshot::channel();
     let older = PENDING
         .lock()
         .get_or_insert_with(HashMap::new)
-        .insert(account.clone(), (id, replace));
+        .insert(account.clone(), (id, end));
     if let Some((_, older)) = older {
-        let _ = older.send(());
+        let _ = older.send(Ended::Replaced);
     }
     let result = tokio::select! {
         done = authorize => done.map(|_| Value::Bool(true)),
-        _ = replaced => Err(Error::new(
+        why = ended => Err(Error::new(
             ErrorKind::Cancelled,
-            format!("the authorization of {account} was replaced by a newer one"),
+            match why {
+                Ok(Ended::Cancelled) => format!("the authorization of {account} was cancelled"),
+                _ => format!("the authorization of {account} was replaced by a newer one"),
+            },
         )),
     };
     let mut pending = PENDING.lock();
@@ -68,7 +78,34 @@ fn answer(id: u64, result: Result<Value>) {
     runtime::emit(id, "oauth", data);
 }
 
+/// Ends the waiting authorizations of `account`, or of every account;
+/// returns how many.
+fn cancel_authorizations(account: Option<&str>) -> usize {
+    let ended: Vec<Pending> = match PENDING.lock().as_mut() {
+        Some(map) => {
+            let names: Vec<String> = map
+                .keys()
+                .filter(|k| account.is_none_or(|a| a == k.as_str()))
+                .cloned()
+                .collect();
+            names.iter().filter_map(|n| map.remove(n)).collect()
+        }
+        None => Vec::new(),
+    };
+    let n = ended.len();
+    for (_, end) in ended {
+        let _ = end.send(Ended::Cancelled);
+    }
+    n
+}
+
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
+    m.set(
+        "oauth_cancel_authorize",
+        func(lua, |_, account: Option<String>| {
+            Ok(cancel_authorizations(account.as_deref()))
+        })?,
+    )?;
     // `op`: token | refresh | store | clear | status | authorize;
     // `arg`: the token table for `store`, `{ device = bool, timeout = s }`
     // for `authorize`. Returns the request id at once.

@@ -409,6 +409,72 @@ describe('oauth', function()
     eq('timeout', second[3], second[2])
   end)
 
+  it('an authorization still waiting can be cancelled, which frees its fixed port', function()
+    local dir = t.tmpdir()
+    local closed, redirect = t.closed_port(), t.closed_port()
+    t.setup_for_test({
+      mbsync = { config = t.standalone_mbsyncrc(dir, t.closed_port()) },
+      notify = false,
+      accounts = {
+        demo = {
+          oauth = {
+            provider = 'generic',
+            client_id = 'client',
+            auth_url = ('http://127.0.0.1:%d/authorize'):format(closed),
+            token_url = ('http://127.0.0.1:%d/token'):format(closed),
+            redirect_port = redirect,
+            store = { backend = 'plain', dir = dir .. '/tokens' },
+          },
+        },
+      },
+    })
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local urls = {}
+    local open = vim.ui.open
+    vim.ui.open = function(url)
+      urls[#urls + 1] = url
+      return nil, 'no browser in tests'
+    end
+    t.defer(function()
+      vim.ui.open = open
+    end)
+    local seen = t.notifications()
+    local first
+    ok(oauth.authorize('demo', nil, function(...)
+      first = { ... }
+    end))
+    t.wait_for(function()
+      return #urls == 1
+    end, 5000, 'the URL')
+    vim.cmd('HimalayaSync oauth cancel demo')
+    t.wait_for(function()
+      return first ~= nil
+    end, 5000, 'the authorization to end')
+    eq({ nil, 'the authorization of demo was cancelled', 'cancelled' }, { first[1], first[2], first[3] })
+    eq({ 'himalaya-sync: cancelled 1 authorization', vim.log.levels.INFO }, seen[#seen])
+    vim.cmd('HimalayaSync oauth cancel')
+    eq('himalaya-sync: no authorization is waiting', seen[#seen][1])
+    -- The port is free at once: the next authorization listens on it.
+    local sock = vim.uv.new_tcp()
+    t.defer(function()
+      sock:close()
+    end)
+    eq(0, sock:bind('127.0.0.1', redirect))
+    sock:close()
+    local second
+    ok(oauth.authorize('demo', { timeout = 1 }, function(...)
+      second = { ... }
+    end))
+    t.wait_for(function()
+      return second ~= nil
+    end, 5000, 'the second to time out')
+    eq('timeout', second[3], second[2])
+    eq(0, oauth.cancel_authorize('demo'))
+    local n, e = oauth.cancel_authorize('../x')
+    eq(0, n)
+    contains(e, 'invalid account')
+  end)
+
   it('bad OAuth settings and arguments give one clear line', function()
     local okk, err = pcall(require('himalaya.sync').setup, { accounts = { demo = { oauth = { provider = 'yahoo' } } } })
     eq(false, okk)

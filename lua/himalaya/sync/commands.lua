@@ -545,7 +545,7 @@ M.subcommands.repair = {
   end,
 }
 
-local OAUTH_ACTIONS = { 'status', 'refresh', 'authorize', 'clear' }
+local OAUTH_ACTIONS = { 'status', 'refresh', 'authorize', 'cancel', 'clear' }
 
 --- Seconds as "3 h 20 min", "45 s", or "expired 2 min ago".
 local function expiry(s)
@@ -565,7 +565,7 @@ local function expiry(s)
 end
 
 M.subcommands.oauth = {
-  desc = 'OAuth2 tokens: oauth {status|refresh|authorize|clear} {account} (authorize --device for a code)',
+  desc = 'OAuth2 tokens: oauth {status|refresh|authorize|cancel|clear} {account} (authorize --device for a code)',
   complete = function(_, args)
     if #args == 0 then
       return OAUTH_ACTIONS
@@ -578,8 +578,21 @@ M.subcommands.oauth = {
   run = function(args)
     local action, account = args[1], args[2]
     local usage = ':HimalayaSync oauth {' .. table.concat(OAUTH_ACTIONS, '|') .. '} {account}'
+    if action == 'cancel' then
+      if not at_most(args, 2, ':HimalayaSync oauth cancel [account]') then
+        return
+      end
+      local n, cerr = require('himalaya.sync.oauth').cancel_authorize(account)
+      if cerr then
+        return err(cerr)
+      end
+      return notify(
+        n == 0 and ('no authorization%s is waiting'):format(account and (' of ' .. account) or '')
+          or ('cancelled %d authorization%s'):format(n, n == 1 and '' or 's')
+      )
+    end
     if not vim.tbl_contains(OAUTH_ACTIONS, action) or not account then
-      return err('usage: ' .. usage .. ' (authorize: [--device])')
+      return err('usage: ' .. usage .. ' (authorize: [--device]; cancel: account optional)')
     end
     if action == 'authorize' and args[3] ~= nil and args[3] ~= '--device' then
       return err(
@@ -591,9 +604,11 @@ M.subcommands.oauth = {
     end
     local oauth = require('himalaya.sync.oauth')
     local function report(what)
-      return function(ok, e)
+      return function(ok, e, kind)
         if ok then
           notify(('%s: %s'):format(account, what))
+        elseif kind == 'cancelled' then
+          notify(('%s: %s'):format(account, e), vim.log.levels.WARN)
         else
           err(('%s: %s'):format(account, e))
         end

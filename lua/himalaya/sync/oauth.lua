@@ -220,6 +220,27 @@ function M.authorize(account, opts, callback)
   end)
 end
 
+--- Ends the authorizations still waiting for the user: of `account`, or
+--- of every account. Each one's callback gets kind `cancelled`, and a fixed
+--- `redirect_port` is free again at once.
+---@param account? string
+---@return integer cancelled how many were waiting
+---@return string? err
+function M.cancel_authorize(account)
+  if account ~= nil then
+    local bad = bad_account(account)
+    if bad then
+      return 0, bad
+    end
+  end
+  -- Nothing can wait before the library is loaded: do not load it for this.
+  if not native.is_loaded() then
+    return 0
+  end
+  local lib = native.get()
+  return lib and lib.oauth_cancel_authorize(account) or 0
+end
+
 --- Names of the accounts with OAuth configured.
 ---@return string[]
 function M.accounts()
