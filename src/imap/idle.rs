@@ -308,8 +308,8 @@ where
                         return Err(Error::new(
                             ErrorKind::Network,
                             format!(
-                                "the computer slept for {} s: reconnecting to {}",
-                                asleep.as_secs(),
+                                "the computer slept for {:.0} s: reconnecting to {}",
+                                asleep.as_secs_f64(),
                                 session.address()
                             ),
                         ));
