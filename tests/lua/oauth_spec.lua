@@ -153,7 +153,7 @@ describe('oauth', function()
     end)
     vim.cmd('runtime plugin/himalaya-sync.lua')
     eq(
-      { 'authorize', 'clear', 'refresh', 'status' },
+      { 'authorize', 'cancel', 'clear', 'refresh', 'status' },
       vim.fn.sort(vim.fn.getcompletion('HimalayaSync oauth ', 'cmdline'))
     )
     eq({ 'demo' }, vim.fn.getcompletion('HimalayaSync oauth status ', 'cmdline'))
