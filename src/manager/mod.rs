@@ -1119,6 +1119,42 @@ impl Manager {
             tokio::task::spawn_blocking(move || locks.acquire(&name, wait, &purpose, Some(&flag)))
                 .await
                 .map_err(|e| Error::new(ErrorKind::Unknown, format!("lock task failed: {e}")))??;
+        let spec = RunSpec {
+            program: settings.mbsync_cmd.clone(),
+            config: Some(cfg.path.clone()),
+            targets: vec![format!("{channel}:{mailbox}")],
+            extra_args: settings.extra_args.clone(),
+            idle_timeout: settings.idle_timeout,
+            list: false,
+        };
+        // A repair fetches the folder afresh, which undoes local changes not
+        // synced yet (flags set, messages deleted). So the box is synced as
+        // it is first: if mbsync takes it, nothing needed repairing, and
+        // those changes reached the server.
+        match runner::run(spec.clone(), cancel_rx.clone(), |_| {})
+            .await
+            .error
+        {
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "nothing to repair: {channel}:{mailbox} synced normally (its \
+                         UIDVALIDITY has not changed)"
+                    ),
+                ))
+            }
+            Some(c) if c.kind == ErrorKind::Uidvalidity => {}
+            Some(c) => {
+                return Err(Error::new(
+                    c.kind,
+                    format!(
+                        "repair of {channel}:{mailbox} not started: {}",
+                        summary(c.kind, &c.line)
+                    ),
+                ))
+            }
+        }
         crate::log::write(
             "warn",
             &format!(
@@ -1131,14 +1167,6 @@ impl Manager {
         let backed_up = tokio::task::spawn_blocking(move || repair::move_aside(&p))
             .await
             .map_err(|e| Error::new(ErrorKind::Unknown, format!("repair task failed: {e}")))??;
-        let spec = RunSpec {
-            program: settings.mbsync_cmd.clone(),
-            config: Some(cfg.path.clone()),
-            targets: vec![format!("{channel}:{mailbox}")],
-            extra_args: settings.extra_args.clone(),
-            idle_timeout: settings.idle_timeout,
-            list: false,
-        };
         let kept = |step: &str, c: crate::mbsync::errors::Classified| {
             Error::new(
                 c.kind,

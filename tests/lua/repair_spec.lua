@@ -87,6 +87,42 @@ describe('UIDVALIDITY', function()
     eq(nil, uv.fs_stat(fx.accounts.demo.local_maildir .. '/Ghost'), 'nothing created here')
   end)
 
+  it('a repair of a healthy folder only syncs it, so local changes reach the server', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3,Work=4' })
+    use(fx.mbsyncrc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    -- Offline: one message read, one deleted; not synced yet.
+    local work = fx.accounts.demo.local_maildir .. '/Work/'
+    local files = {}
+    for _, sub in ipairs({ 'new', 'cur' }) do
+      for name in vim.fs.dir(work .. sub) do
+        files[#files + 1] = sub .. '/' .. name
+      end
+    end
+    table.sort(files)
+    eq(4, #files)
+    local base = vim.fs.basename(files[1]):gsub(':2,.*$', '')
+    assert(uv.fs_rename(work .. files[1], work .. 'cur/' .. base .. ':2,S'))
+    assert(uv.fs_unlink(work .. files[2]))
+    local backups = vim.fn.glob(vim.fn.stdpath('state') .. '/himalaya-sync/repair/*', false, true)
+    local result, info = t.sync_and_wait('repair', { account = 'demo', folders = { 'Work' } })
+    eq(false, result.success)
+    eq('invalid', result.kind, result.error)
+    contains(info.message, 'nothing to repair: demo:Work synced normally')
+    eq(nil, info.repair)
+    eq(backups, vim.fn.glob(vim.fn.stdpath('state') .. '/himalaya-sync/repair/*', false, true), 'no backup made')
+    -- Nothing undone: the server has the deletion and the flag.
+    eq({ total = 3, unread = 2, flagged = 0 }, fx.counts('demo', 'server').Work)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    -- Without the server, a repair does not start: nothing is moved.
+    fx.kill_server()
+    result, info = t.sync_and_wait('repair', { account = 'demo', folders = { 'Work' } })
+    eq('network', result.kind, result.error)
+    contains(info.message, 'repair of demo:Work not started: ')
+    eq(backups, vim.fn.glob(vim.fn.stdpath('state') .. '/himalaya-sync/repair/*', false, true), 'no backup made')
+    eq(3, #vim.fn.glob(work .. '*/*', false, true))
+  end)
+
   it('with uidvalidity = "off" it is reported with the command that repairs it', function()
     local fx = t.fixture({ '--folders', 'INBOX=5,Work=6' })
     -- Synced through a group: the repair is for the folder's channel.
@@ -180,14 +216,27 @@ describe('UIDVALIDITY', function()
       end, 60000, 'repair #' .. id)
       return done.result, done.info
     end
-    -- The server goes away after the backup: the fresh sync cannot run.
-    fx.kill_server()
+    -- The server cannot be reached once the folder is backed up: the
+    -- repair's second mbsync (its first tells the UIDVALIDITY changed; the
+    -- second syncs the box afresh) is pointed at a closed port.
+    local dir = t.tmpdir()
+    local wrapper = t.script(
+      dir,
+      'mbsync',
+      ([[
+n=$(cat %s/runs 2>/dev/null || echo 0); n=$((n + 1)); echo $n > %s/runs
+if [ "$n" = 2 ] && [ "$1" = -c ]; then
+  sed 's/^Port .*/Port %d/' "$2" > %s/unreachable.rc; shift 2
+  exec %s -c %s/unreachable.rc "$@"
+fi
+exec %s "$@"]]):format(dir, dir, t.closed_port(), dir, vim.fn.exepath('mbsync'), dir, vim.fn.exepath('mbsync'))
+    )
+    use(fx.mbsyncrc, { uidvalidity = 'off', retry = { max_attempts = 0 }, mbsync = { cmd = wrapper } })
     local result = repair()
     eq(false, result.success)
     eq('network', result.kind, result.error)
     contains(result.error, 'the folder is back as it was')
     eq(before, fx.ids('demo', 'local'), 'nothing lost, nothing doubled')
-    fx.restart_server()
     result = repair()
     eq(true, result.success, result.error)
     eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
