@@ -277,6 +277,27 @@ fn assert_no_errors(events: &Events) {
     );
 }
 
+/// Waits until the watcher has reached IDLE a second time (it reconnected).
+async fn wait_reconnected(events: &Events, within: Duration) {
+    let deadline = Instant::now() + within;
+    let watching = |e: &IdleEvent| matches!(e, IdleEvent::Watching { .. });
+    while events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| watching(e))
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect: {:?}",
+            events.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `pred` holds for some event, returning when it did.
 async fn wait_event(
     events: &Events,
@@ -391,22 +412,7 @@ async fn idle_reconnects_after_server_restart() {
     assert_eq!(count_new(&events), 0);
 
     let _dovecot = Restarted::start(&fx.dir.join("dovecot.conf"), fx.port());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, e)| watching(e))
-        .count()
-        < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no reconnect: {:?}",
-            events.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_reconnected(&events, Duration::from_secs(10)).await;
     let errors: Vec<_> = events
         .lock()
         .unwrap()
@@ -1233,22 +1239,7 @@ async fn idle_reconnects_after_the_computer_slept() {
         "the sleep went unnoticed: {:?}",
         events.lock().unwrap()
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, e)| watching(e))
-        .count()
-        < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no reconnect: {:?}",
-            events.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_reconnected(&events, Duration::from_secs(5)).await;
     println!("back in IDLE {:?} after waking", woke.elapsed());
     fx.deliver("INBOX", 1);
     let deadline = Instant::now() + Duration::from_secs(3);

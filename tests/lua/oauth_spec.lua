@@ -354,7 +354,10 @@ describe('oauth', function()
     eq(2, result.attempts, 'retried once')
   end)
 
-  it('a new authorization replaces the one still waiting, and takes over its fixed port', function()
+  --- Account `demo` with the browser flow on a fixed redirect port, at an
+  --- authorization server nobody answers on; returns that port.
+  ---@return integer
+  local function browser_flow_account()
     local dir = t.tmpdir()
     local closed, redirect = t.closed_port(), t.closed_port()
     t.setup_for_test({
@@ -373,6 +376,11 @@ describe('oauth', function()
         },
       },
     })
+    return redirect
+  end
+
+  it('a new authorization replaces the one still waiting, and takes over its fixed port', function()
+    local redirect = browser_flow_account()
     -- No browser here: the URLs are only collected.
     local urls = {}
     local open, notify = vim.ui.open, vim.notify
@@ -410,24 +418,7 @@ describe('oauth', function()
   end)
 
   it('an authorization still waiting can be cancelled, which frees its fixed port', function()
-    local dir = t.tmpdir()
-    local closed, redirect = t.closed_port(), t.closed_port()
-    t.setup_for_test({
-      mbsync = { config = t.standalone_mbsyncrc(dir, t.closed_port()) },
-      notify = false,
-      accounts = {
-        demo = {
-          oauth = {
-            provider = 'generic',
-            client_id = 'client',
-            auth_url = ('http://127.0.0.1:%d/authorize'):format(closed),
-            token_url = ('http://127.0.0.1:%d/token'):format(closed),
-            redirect_port = redirect,
-            store = { backend = 'plain', dir = dir .. '/tokens' },
-          },
-        },
-      },
-    })
+    local redirect = browser_flow_account()
     vim.cmd('runtime plugin/himalaya-sync.lua')
     local urls = {}
     local open = vim.ui.open

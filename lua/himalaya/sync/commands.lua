@@ -419,63 +419,74 @@ M.subcommands.status = {
   end,
 }
 
-M.subcommands.auto = {
-  desc = 'auto-sync on the configured interval: auto [on|off|toggle]',
-  complete = function(_, args)
-    return #args == 0 and { 'on', 'off', 'toggle' } or {}
-  end,
-  run = function(args)
-    if not at_most(args, 1, ':HimalayaSync auto [on|off|toggle]') then
-      return
-    end
-    local auto = require('himalaya.sync.auto')
-    local what = args[1]
-    if what == 'on' then
-      auto.start()
-    elseif what == 'off' then
-      auto.stop()
-    elseif what == 'toggle' then
-      auto.toggle()
-    elseif what ~= nil then
-      return err(('unknown auto argument %s; expected on, off or toggle'):format(shown(what)))
-    end
-    local minutes = require('himalaya.sync.config').get().auto_sync.interval
-    local every = minutes < 1 and ('%g s'):format(math.floor(minutes * 60 + 0.5)) or ('%g min'):format(minutes)
-    notify(
-      auto.is_enabled()
-          and ('auto-sync is on, every %s%s'):format(every, auto.is_leader() and ' (this Neovim leads)' or '')
-        or 'auto-sync is off'
-    )
-  end,
-}
+---@class himalaya.sync.Switchable
+---@field start fun()
+---@field stop fun()
+---@field is_enabled fun(): boolean
 
-M.subcommands.idle = {
-  desc = 'push (IMAP IDLE): sync as soon as new mail arrives: idle [on|off|toggle]',
-  complete = function(_, args)
-    return #args == 0 and { 'on', 'off', 'toggle' } or {}
-  end,
-  run = function(args)
-    if not at_most(args, 1, ':HimalayaSync idle [on|off|toggle]') then
-      return
-    end
+--- A subcommand `{name} [on|off|toggle]` that switches `module` (loaded
+--- when it runs), then calls `report(what)` to say how it stands.
+---@param name string
+---@param module string
+---@param desc string
+---@param report fun(what?: string)
+---@return himalaya.sync.Subcommand
+local function switch(name, module, desc, report)
+  local usage = (':HimalayaSync %s [on|off|toggle]'):format(name)
+  return {
+    desc = desc .. ': ' .. name .. ' [on|off|toggle]',
+    complete = function(_, args)
+      return #args == 0 and { 'on', 'off', 'toggle' } or {}
+    end,
+    run = function(args)
+      if not at_most(args, 1, usage) then
+        return
+      end
+      ---@type himalaya.sync.Switchable
+      local m = require(module)
+      local what = args[1]
+      if what == 'on' then
+        m.start()
+      elseif what == 'off' then
+        m.stop()
+      elseif what == 'toggle' then
+        if m.is_enabled() then
+          m.stop()
+        else
+          m.start()
+        end
+      elseif what ~= nil then
+        return err(('unknown %s argument %s; expected on, off or toggle'):format(name, shown(what)))
+      end
+      report(what)
+    end,
+  }
+end
+
+M.subcommands.auto = switch('auto', 'himalaya.sync.auto', 'auto-sync on the configured interval', function()
+  local auto = require('himalaya.sync.auto')
+  local minutes = require('himalaya.sync.config').get().auto_sync.interval
+  local every = minutes < 1 and ('%g s'):format(math.floor(minutes * 60 + 0.5)) or ('%g min'):format(minutes)
+  notify(
+    auto.is_enabled()
+        and ('auto-sync is on, every %s%s'):format(every, auto.is_leader() and ' (this Neovim leads)' or '')
+      or 'auto-sync is off'
+  )
+end)
+
+M.subcommands.idle = switch(
+  'idle',
+  'himalaya.sync.idle',
+  'push (IMAP IDLE): sync as soon as new mail arrives',
+  function(what)
     local idle = require('himalaya.sync.idle')
-    local what = args[1]
-    if what == 'on' then
-      idle.start()
-    elseif what == 'off' then
-      idle.stop()
-    elseif what == 'toggle' then
-      idle.toggle()
-    elseif what ~= nil then
-      return err(('unknown idle argument %s; expected on, off or toggle'):format(shown(what)))
-    end
     -- Turned on: try at once, so that the answer says who watches.
     if what and idle.is_enabled() then
       idle.try()
     end
     notify(idle.describe())
-  end,
-}
+  end
+)
 
 local function when(t)
   return t and os.date('%Y-%m-%d %H:%M:%S', math.floor(t)) or 'never'

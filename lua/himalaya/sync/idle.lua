@@ -160,17 +160,6 @@ function M.is_enabled()
   return S.timer ~= nil
 end
 
---- Turns IDLE on or off; returns the new state.
----@return boolean
-function M.toggle()
-  if S.timer then
-    M.stop()
-  else
-    M.start()
-  end
-  return S.timer ~= nil
-end
-
 --- One line on the state of IDLE in this Neovim, for `:HimalayaSync idle`.
 ---@return string
 function M.describe()
