@@ -752,7 +752,14 @@ impl Manager {
                 .repair_steps(channel, mailbox, opts.wait_lock, cancel_rx, cancel_flag)
                 .await
             {
-                Ok(report) => Attempt::Repaired(report),
+                Ok(Some(report)) => Attempt::Repaired(report),
+                Ok(None) => Attempt::NotRun(Error::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "nothing to repair: {channel}:{mailbox} synced normally (its \
+                         UIDVALIDITY has not changed)"
+                    ),
+                )),
                 Err(e) => Attempt::NotRun(e),
             };
         }
@@ -1098,7 +1105,7 @@ impl Manager {
         wait: Duration,
         cancel_rx: watch::Receiver<bool>,
         cancel_flag: Arc<AtomicBool>,
-    ) -> Result<repair::Report> {
+    ) -> Result<Option<repair::Report>> {
         let settings = self.settings();
         let cfg = self.mbsync_config()?;
         let state = settings.state_dir.clone().ok_or_else(|| {
@@ -1129,21 +1136,13 @@ impl Manager {
         };
         // A repair fetches the folder afresh, which undoes local changes not
         // synced yet (flags set, messages deleted). So the box is synced as
-        // it is first: if mbsync takes it, nothing needed repairing, and
-        // those changes reached the server.
+        // it is first: if mbsync takes it, nothing needed repairing (None),
+        // and those changes reached the server.
         match runner::run(spec.clone(), cancel_rx.clone(), |_| {})
             .await
             .error
         {
-            None => {
-                return Err(Error::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "nothing to repair: {channel}:{mailbox} synced normally (its \
-                         UIDVALIDITY has not changed)"
-                    ),
-                ))
-            }
+            None => return Ok(None),
             Some(c) if c.kind == ErrorKind::Uidvalidity => {}
             Some(c) => {
                 return Err(Error::new(
@@ -1225,13 +1224,13 @@ impl Manager {
                 plan.backup.display()
             ),
         );
-        Ok(repair::Report {
+        Ok(Some(repair::Report {
             channel: channel.to_string(),
             mailbox: mailbox.to_string(),
             backup: plan.backup.clone(),
             restored,
             backed_up,
-        })
+        }))
     }
 
     fn on_update(&self, id: u64, update: Update) {
@@ -1529,13 +1528,14 @@ impl Manager {
         self.pump();
     }
 
-    /// An automatic repair ended: sync again (with the repair recorded), or
-    /// end with the repair's error, which says where the backup is.
+    /// An automatic repair ended: sync again (with the repair recorded, if
+    /// one was needed after all), or end with the repair's error, which
+    /// says where the backup is.
     fn after_auto_repair(
         self: &Arc<Self>,
         id: u64,
         account: &str,
-        repaired: Result<repair::Report>,
+        repaired: Result<Option<repair::Report>>,
     ) {
         // Counted before locking `entries` (see `finish`).
         let counts = match &repaired {
@@ -1548,11 +1548,16 @@ impl Manager {
         };
         match repaired {
             Ok(report) => {
-                e.info.message = format!(
-                    "repaired {}:{} ({} messages restored); syncing again",
-                    report.channel, report.mailbox, report.restored
-                );
-                e.info.repair = Some(report);
+                e.info.message = match &report {
+                    Some(r) => format!(
+                        "repaired {}:{} ({} messages restored); syncing again",
+                        r.channel, r.mailbox, r.restored
+                    ),
+                    // Another process repaired it meanwhile, or mbsync's
+                    // complaint did not come back: the sync just runs again.
+                    None => "nothing needed repairing after all; syncing again".to_string(),
+                };
+                e.info.repair = report;
                 e.info.status = Status::Queued;
                 (self.emit)(id, "sync_queued", json!(e.info));
                 drop(entries);

@@ -123,6 +123,34 @@ describe('UIDVALIDITY', function()
     eq(3, #vim.fn.glob(work .. '*/*', false, true))
   end)
 
+  it('an automatic repair that finds the folder healthy lets the sync run again', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3,Work=4' })
+    use(fx.mbsyncrc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    fx.deliver('demo', 'Work', 2)
+    -- mbsync's first run complains about Work's UIDVALIDITY; after that it
+    -- is the real one (another process repaired it meanwhile, say).
+    local dir = t.tmpdir()
+    local wrapper = t.script(
+      dir,
+      'mbsync',
+      ([[
+if [ ! -e %s/complained ]; then
+  touch %s/complained
+  echo 'Error: channel demo, far side box Work: UIDVALIDITY genuinely changed (at UID 4).'
+  exit 1
+fi
+exec %s "$@"]]):format(dir, dir, vim.fn.exepath('mbsync'))
+    )
+    use(fx.mbsyncrc, { mbsync = { cmd = wrapper } })
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    -- (The new mail came with the check that found nothing to repair.)
+    eq(6, fx.counts('demo', 'local').Work.total)
+    eq(nil, info.repair)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+
   it('with uidvalidity = "off" it is reported with the command that repairs it', function()
     local fx = t.fixture({ '--folders', 'INBOX=5,Work=6' })
     -- Synced through a group: the repair is for the folder's channel.
