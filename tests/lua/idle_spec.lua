@@ -87,6 +87,15 @@ describe('IDLE', function()
     t.wait_for(function()
       return done
     end, 30000, 'the pushed inbox sync to pull the delivery')
+    -- The folder is made on the server; `idle on` watches it again.
+    for _, sub in ipairs({ 'cur', 'new', 'tmp' }) do
+      vim.fn.mkdir(fx.accounts.demo.server_maildir .. '/.Nope/' .. sub, 'p')
+    end
+    vim.cmd('HimalayaSync idle on')
+    t.wait_for(function()
+      return idle.describe():find('demo Nope (idle)', 1, true) ~= nil
+    end, 20000, 'Nope to be watched: ' .. idle.describe())
+    t.contains(idle.describe(), 'demo INBOX (idle)')
   end)
 
   it('idle off and toggle switch it; bad arguments are refused', function()

@@ -480,9 +480,13 @@ M.subcommands.idle = switch(
   'push (IMAP IDLE): sync as soon as new mail arrives',
   function(what)
     local idle = require('himalaya.sync.idle')
-    -- Turned on: try at once, so that the answer says who watches.
+    -- Turned on: try at once, so that the answer says who watches; `on`
+    -- also restarts folders that stopped for good (their cause fixed).
     if what and idle.is_enabled() then
       idle.try()
+      if what == 'on' then
+        idle.restart_stopped()
+      end
     end
     notify(idle.describe())
   end

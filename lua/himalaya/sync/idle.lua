@@ -27,6 +27,7 @@ M.RETRY_MS = 30000
 ---@field watching boolean this Neovim runs the watchers
 ---@field stopped table<string, true?> watched folders ("account\0folder") that stopped for good
 ---@field gave_up? string why IDLE turned itself off, until the next start()
+---@field why_not? string why the last try did not watch, when not because another Neovim does
 ---@type himalaya.sync.IdleState
 local S = require('himalaya.sync.native').state('idle', { watching = false, stopped = {} })
 
@@ -37,30 +38,11 @@ local function accounts()
   return cfg.idle.accounts or cfg.auto_sync.accounts or require('himalaya.sync.manager').whole_accounts()
 end
 
---- Becomes the watching Neovim if none is, and starts the watchers.
----@return boolean watching
-function M.try()
-  if S.watching then
-    return true
-  end
+--- Starts the watchers of every account (replacing those it had).
+---@param lib himalaya.sync.NativeLib
+---@return integer started accounts watched
+local function start_watchers(lib)
   local native = require('himalaya.sync.native')
-  local lib, err = require('himalaya.sync.manager')._ready()
-  if not lib then
-    native.problem('IDLE', 'cannot start: ' .. tostring(err))
-    return false
-  end
-  -- Handled by the module as loaded now (a plugin reloader's new copy).
-  native.own('himalaya.sync.idle', { 'idle_stopped' }, function(ev)
-    require('himalaya.sync.idle')._on_stopped(ev.data)
-  end)
-  local got, lerr, kind = require('himalaya.sync.lock').acquire_lock(LOCK, 0)
-  if got ~= true then
-    -- Locked: another Neovim watches.
-    if kind ~= 'locked' then
-      native.problem('IDLE', 'cannot start: ' .. tostring(lerr))
-    end
-    return false
-  end
   local cfg = config.get()
   local started = 0
   S.stopped = {}
@@ -73,15 +55,62 @@ function M.try()
       native.problem('IDLE', ('cannot watch %s: %s'):format(account, e.message))
     end
   end
-  if started == 0 then
+  return started
+end
+
+--- A reason the last try did not watch, remembered for describe().
+---@param why string
+---@return false
+local function not_watching(why)
+  S.why_not = why
+  require('himalaya.sync.native').problem('IDLE', why)
+  return false
+end
+
+--- Becomes the watching Neovim if none is, and starts the watchers.
+---@return boolean watching
+function M.try()
+  if S.watching then
+    return true
+  end
+  S.why_not = nil
+  local native = require('himalaya.sync.native')
+  local lib, err = require('himalaya.sync.manager')._ready()
+  if not lib then
+    return not_watching('cannot start: ' .. tostring(err))
+  end
+  -- Handled by the module as loaded now (a plugin reloader's new copy).
+  native.own('himalaya.sync.idle', { 'idle_stopped' }, function(ev)
+    require('himalaya.sync.idle')._on_stopped(ev.data)
+  end)
+  local got, lerr, kind = require('himalaya.sync.lock').acquire_lock(LOCK, 0)
+  if got ~= true then
+    -- Locked: another Neovim watches.
+    if kind ~= 'locked' then
+      return not_watching('cannot start: ' .. tostring(lerr))
+    end
+    return false
+  end
+  if start_watchers(lib) == 0 then
     -- Holding the lock without a watcher would keep every other Neovim
     -- from watching; the timer tries again.
-    native.problem('IDLE', 'no account could be watched; trying again later')
     require('himalaya.sync.lock')._release(LOCK)
-    return false
+    return not_watching('no account could be watched; trying again later')
   end
   S.watching = true
   return true
+end
+
+--- Starts again the watchers that stopped for good while others still
+--- watch (the user fixed the cause: `:HimalayaSync idle on`). The timer
+--- never does this: a wrong password would be tried every 30 s.
+---@return boolean restarted
+function M.restart_stopped()
+  if not S.watching or next(S.stopped) == nil then
+    return false
+  end
+  local lib = require('himalaya.sync.native').get()
+  return lib ~= nil and start_watchers(lib) > 0
 end
 
 ---@param account string
@@ -167,7 +196,8 @@ function M.describe()
     return 'IDLE is off' .. (S.gave_up and (' (' .. S.gave_up .. ')') or '')
   end
   if not S.watching then
-    return 'IDLE is on; another Neovim watches (this one takes over when it exits)'
+    return S.why_not and ('IDLE is on but not watching: %s'):format(S.why_not)
+      or 'IDLE is on; another Neovim watches (this one takes over when it exits)'
   end
   local parts = {}
   for _, w in ipairs(M.list()) do
