@@ -62,6 +62,9 @@ thread_local! {
     /// token stores).
     static AMBIENT_STOP: std::cell::RefCell<Option<Arc<AtomicBool>>> =
         const { std::cell::RefCell::new(None) };
+    /// Set while [`off_thread_finishing`] work runs on this thread: its
+    /// programs also run, and go on running, once shutdown has begun.
+    static FINISHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs a program in its own process group; kills the group when the time
@@ -69,7 +72,8 @@ thread_local! {
 /// [`off_thread_stoppable`] work it runs in) is set, or it asks for
 /// terminal input.
 pub fn run(r: &Run<'_>) -> Result<Output> {
-    if runtime::is_stopped() {
+    let finishing = FINISHING.with(std::cell::Cell::get);
+    if runtime::is_stopped() && !finishing {
         return Err(Error::new(
             ErrorKind::Cancelled,
             "himalaya-sync is shutting down",
@@ -110,8 +114,15 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
     let argv: Vec<OsString> = std::iter::once(OsString::from(r.program))
         .chain(r.args.iter().map(OsString::from))
         .collect();
-    let child =
-        crate::process::spawn_helper(r.what, not_found, &file, &argv, env, r.stdin.is_some())?;
+    let child = crate::process::spawn_helper(
+        r.what,
+        not_found,
+        &file,
+        &argv,
+        env,
+        r.stdin.is_some(),
+        finishing,
+    )?;
     let pid = child.pid;
     // The leader reaps the helper when this returns; until then its group
     // can be signalled safely (see `process::Group`).
@@ -191,7 +202,7 @@ pub fn run(r: &Run<'_>) -> Result<Output> {
                 return Err(Error::io(format!("cannot wait for {}", r.what), e));
             }
         }
-        if runtime::stop_flag().load(Ordering::SeqCst) {
+        if !finishing && runtime::stop_flag().load(Ordering::SeqCst) {
             // The shutdown bounds this: it sends every group SIGKILL once
             // its own grace is over.
             terminate();
@@ -284,6 +295,30 @@ pub const SHELL_ARGS: [&str; 2] = [
     "-c",
     "himalaya_sync_cmd=$HIMALAYA_SYNC_CMD; unset HIMALAYA_SYNC_CMD; eval \"$himalaya_sync_cmd\"",
 ];
+
+/// [`off_thread`] for work that must finish once begun, even when shutdown
+/// begins meanwhile (saving a token: a rotated refresh token that is not
+/// saved is lost). Its programs are not refused or stopped by shutdown,
+/// only by their time limit; shutdown waits a little for such work when it
+/// holds [`runtime::must_finish`], and Neovim's exit ends the rest.
+pub async fn off_thread_finishing<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    off_thread_with(move |_| {
+        // This thread sees the mark only while `f` runs (blocking threads
+        // are reused by other work).
+        struct Clear;
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                FINISHING.with(|f| f.set(false));
+            }
+        }
+        let _clear = Clear;
+        FINISHING.with(|f| f.set(true));
+        f()
+    })
+    .await
+}
 
 /// [`off_thread`] for work that runs programs without taking a stop flag
 /// (a token store reading a token): every program it runs is stopped when

@@ -9,7 +9,8 @@
 //!   kernel closes the master side, hangs the terminal up and sends SIGHUP
 //!   to the session (every signal starts at its default action, so a
 //!   Neovim started under `nohup` does not pass on an ignored SIGHUP);
-//! * is registered with the runtime so shutdown can kill its group;
+//! * is registered with the runtime so shutdown can kill its group (all
+//!   but a helper saving a token, which shutdown lets finish);
 //! * is signalled only through its [`Leader`]: see there why the group is
 //!   never signalled once the child is reaped.
 //!
@@ -110,7 +111,7 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
     Ok(PtyChild {
         pid,
         master,
-        leader: Leader::new(pid, true),
+        leader: Leader::new(pid, true, true),
     })
 }
 
@@ -152,7 +153,8 @@ pub struct HelperChild {
 /// environment `vars`, in a session of its own on a new pseudo-terminal,
 /// with a pipe for stdin (`/dev/null` without `stdin`), stdout and stderr.
 /// `what` names it in errors; `not_found` is the error when `file` is
-/// missing.
+/// missing. With `finishing`, shutdown leaves it alone (it saves a token;
+/// see [`crate::command::off_thread_finishing`]).
 pub fn spawn_helper(
     what: &str,
     not_found: impl Fn() -> Error,
@@ -160,6 +162,7 @@ pub fn spawn_helper(
     argv: &[OsString],
     vars: Vec<(OsString, OsString)>,
     stdin: bool,
+    finishing: bool,
 ) -> Result<HelperChild> {
     let (master, _slave, terminal) = open_pty(80)?;
     spawn_helper_on(&terminal, file, argv, vars, stdin)
@@ -168,7 +171,7 @@ pub fn spawn_helper(
             stdin,
             stdout,
             stderr,
-            leader: Leader::new(pid, false),
+            leader: Leader::new(pid, false, !finishing),
             terminal: master,
         })
         .map_err(|e| match e {
@@ -455,13 +458,16 @@ pub struct Leader {
 impl Leader {
     /// `kill_on_drop`: also kill what the leader left running in its group
     /// after it exited (mbsync's `PassCmd`, `Tunnel`). A helper's group is
-    /// left alone once it exited by itself, as a shell would.
-    fn new(pid: i32, kill_on_drop: bool) -> Self {
+    /// left alone once it exited by itself, as a shell would. `tracked`:
+    /// shutdown stops the group.
+    fn new(pid: i32, kill_on_drop: bool, tracked: bool) -> Self {
         let group = Group(Arc::new(GroupState {
             pid,
             reaped: Mutex::new(false),
         }));
-        runtime::track_group(&group);
+        if tracked {
+            runtime::track_group(&group);
+        }
         Leader {
             group,
             kill_on_drop,

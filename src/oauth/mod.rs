@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::command::{off_thread, off_thread_stoppable};
+use crate::command::{off_thread, off_thread_finishing, off_thread_stoppable};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{LockDir, LockGuard};
 use account::AccountSettings;
@@ -393,7 +393,7 @@ impl Tokens {
     async fn save(&self, acct: &AccountSettings, token: &Token) -> Result<()> {
         let store = self.store(acct)?;
         let (name, token) = (acct.name.clone(), token.clone());
-        off_thread(move |_| store.save(&name, &token)).await
+        off_thread_finishing(move || store.save(&name, &token)).await
     }
 
     /// Stores a token handed over by the user or another tool.
