@@ -19,6 +19,8 @@ describe('health and hostile lock folders', function()
     contains(out, 'library ' .. require('himalaya.sync.version'))
     contains(out, 'isync 1.')
     contains(out, 'is owned by you and private (0700)')
+    contains(out, 'auto-sync is off (:HimalayaSync auto on)')
+    contains(out, 'IDLE is off (:HimalayaSync idle on)')
     contains(
       out,
       t.root .. '/target/release/himalaya-sync, version ' .. require('himalaya.sync.version') .. ': the relay'

@@ -46,9 +46,13 @@ describe('IDLE', function()
     eq(vim.log.levels.WARN, warned[1][2])
     t.contains(warned[1][1], "'Nope'")
     t.contains(warned[1][1], 'IDLE is off: fix that, then :HimalayaSync idle on')
-    -- The status says why until it is turned on again.
+    -- The status says why until it is turned on again, and so does health.
     vim.cmd('HimalayaSync idle')
     t.contains(seen[#seen][1], 'IDLE is off (stopped watching demo Nope: ')
+    vim.cmd('checkhealth himalaya.sync')
+    local health = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
+    vim.cmd('bwipeout!')
+    t.contains(health, 'WARNING IDLE is off (stopped watching demo Nope: ')
     -- Turned on again, it tries again, and says so again.
     local before = #with(seen, 'nothing left to watch')
     vim.cmd('HimalayaSync idle on')

@@ -217,6 +217,17 @@ function M.is_leader()
   return S.leader
 end
 
+--- One line on auto-sync in this Neovim, for `:HimalayaSync auto`.
+---@return string
+function M.describe()
+  if not S.timer then
+    return 'auto-sync is off'
+  end
+  local minutes = config.get().auto_sync.interval
+  local every = minutes < 1 and ('%g s'):format(math.floor(minutes * 60 + 0.5)) or ('%g min'):format(minutes)
+  return ('auto-sync is on, every %s%s'):format(every, S.leader and ' (this Neovim leads)' or '')
+end
+
 --- Turns auto-sync on or off; returns the new state.
 ---@return boolean
 function M.toggle()

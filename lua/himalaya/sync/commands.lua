@@ -464,14 +464,7 @@ local function switch(name, module, desc, report)
 end
 
 M.subcommands.auto = switch('auto', 'himalaya.sync.auto', 'auto-sync on the configured interval', function()
-  local auto = require('himalaya.sync.auto')
-  local minutes = require('himalaya.sync.config').get().auto_sync.interval
-  local every = minutes < 1 and ('%g s'):format(math.floor(minutes * 60 + 0.5)) or ('%g min'):format(minutes)
-  notify(
-    auto.is_enabled()
-        and ('auto-sync is on, every %s%s'):format(every, auto.is_leader() and ' (this Neovim leads)' or '')
-      or 'auto-sync is off'
-  )
+  notify(require('himalaya.sync.auto').describe())
 end)
 
 M.subcommands.idle = switch(

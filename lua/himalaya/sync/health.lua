@@ -126,6 +126,28 @@ function M.check()
     health.info('skipped: the library is not loaded')
   end
 
+  health.start('himalaya-sync: auto-sync and IDLE')
+  local auto = require('himalaya.sync.auto')
+  if auto.is_enabled() then
+    health.ok(auto.describe())
+  else
+    health.info(auto.describe() .. ' (:HimalayaSync auto on)')
+  end
+  local idle = require('himalaya.sync.idle')
+  local watch = idle.describe()
+  if not idle.is_enabled() then
+    -- Turned off by itself, it says why in parentheses.
+    if watch:find('(', 1, true) then
+      health.warn(watch, { 'fix the cause, then :HimalayaSync idle on' })
+    else
+      health.info(watch .. ' (:HimalayaSync idle on)')
+    end
+  elseif watch:find('(stopped)', 1, true) or watch:find('not watching', 1, true) then
+    health.warn(watch, { 'fix the cause (:HimalayaSync log), then :HimalayaSync idle on' })
+  else
+    health.ok(watch)
+  end
+
   health.start('himalaya-sync: OAuth2')
   local oauth = require('himalaya.sync.oauth')
   local names = oauth.accounts()
