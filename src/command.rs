@@ -56,15 +56,34 @@ pub struct Output {
     pub stderr: Vec<u8>,
 }
 
+/// How the programs of the work running on a thread are to be treated,
+/// for code that takes no flag of its own (the token stores).
+#[derive(Clone)]
+enum Ambient {
+    Plain,
+    /// [`off_thread_stoppable`] work: stopped when this flag is set.
+    Stoppable(Arc<AtomicBool>),
+    /// [`off_thread_finishing`] work: run, and go on running, once
+    /// shutdown has begun.
+    Finishing,
+}
+
 thread_local! {
-    /// The stop flag of the [`off_thread_stoppable`] work running on this
-    /// thread, for programs run by code that takes no flag of its own (the
-    /// token stores).
-    static AMBIENT_STOP: std::cell::RefCell<Option<Arc<AtomicBool>>> =
-        const { std::cell::RefCell::new(None) };
-    /// Set while [`off_thread_finishing`] work runs on this thread: its
-    /// programs also run, and go on running, once shutdown has begun.
-    static FINISHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static AMBIENT: std::cell::RefCell<Ambient> = const { std::cell::RefCell::new(Ambient::Plain) };
+}
+
+/// Runs `f` with `ambient` set for this thread, and only while it runs
+/// (blocking threads are reused by other work).
+fn with_ambient<T>(ambient: Ambient, f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            AMBIENT.with(|a| *a.borrow_mut() = Ambient::Plain);
+        }
+    }
+    let _reset = Reset;
+    AMBIENT.with(|a| *a.borrow_mut() = ambient);
+    f()
 }
 
 /// Runs a program in its own process group; kills the group when the time
@@ -72,15 +91,19 @@ thread_local! {
 /// [`off_thread_stoppable`] work it runs in) is set, or it asks for
 /// terminal input.
 pub fn run(r: &Run<'_>) -> Result<Output> {
-    let finishing = FINISHING.with(std::cell::Cell::get);
+    let ambient = AMBIENT.with(|a| a.borrow().clone());
+    let finishing = matches!(ambient, Ambient::Finishing);
     if runtime::is_stopped() && !finishing {
         return Err(Error::new(
             ErrorKind::Cancelled,
             "himalaya-sync is shutting down",
         ));
     }
-    let ambient = AMBIENT_STOP.with(|s| s.borrow().clone());
-    let stop = r.stop.or(ambient.as_deref());
+    let ambient_stop = match &ambient {
+        Ambient::Stoppable(flag) => Some(flag.as_ref()),
+        _ => None,
+    };
+    let stop = r.stop.or(ambient_stop);
     let stopped = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
     let cancelled = || {
         Error::new(
@@ -304,20 +327,7 @@ pub const SHELL_ARGS: [&str; 2] = [
 pub async fn off_thread_finishing<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    off_thread_with(move |_| {
-        // This thread sees the mark only while `f` runs (blocking threads
-        // are reused by other work).
-        struct Clear;
-        impl Drop for Clear {
-            fn drop(&mut self) {
-                FINISHING.with(|f| f.set(false));
-            }
-        }
-        let _clear = Clear;
-        FINISHING.with(|f| f.set(true));
-        f()
-    })
-    .await
+    off_thread_with(move |_| with_ambient(Ambient::Finishing, f)).await
 }
 
 /// [`off_thread`] for work that runs programs without taking a stop flag
@@ -327,20 +337,7 @@ pub async fn off_thread_finishing<T: Send + 'static>(
 pub async fn off_thread_stoppable<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    off_thread_with(move |stop| {
-        // This thread sees the flag only while `f` runs (blocking threads
-        // are reused by other work).
-        struct Clear;
-        impl Drop for Clear {
-            fn drop(&mut self) {
-                AMBIENT_STOP.with(|s| s.borrow_mut().take());
-            }
-        }
-        let _clear = Clear;
-        AMBIENT_STOP.with(|s| *s.borrow_mut() = Some(stop.clone()));
-        f()
-    })
-    .await
+    off_thread_with(move |stop| with_ambient(Ambient::Stoppable(stop.clone()), f)).await
 }
 
 /// Runs the shell command `cmd` (through [`SHELL_ARGS`]) and returns the
