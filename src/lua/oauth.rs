@@ -27,8 +27,10 @@ const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(300);
 /// instead of when the authorization times out.
 static PENDING: Mutex<Option<HashMap<String, Pending>>> = Mutex::new(None);
 
-/// A waiting authorization: its request id, and the way to end it.
-type Pending = (u64, oneshot::Sender<Ended>);
+/// A waiting authorization: its request id, the way to end it, and what
+/// tells that it has ended (its sender is dropped once its listener is
+/// closed).
+type Pending = (u64, oneshot::Sender<Ended>, oneshot::Receiver<()>);
 
 /// Why a waiting authorization was ended.
 enum Ended {
@@ -44,12 +46,16 @@ async fn authorize_replaceable(
     authorize: impl std::future::Future<Output = Result<()>>,
 ) -> Result<Value> {
     let (end, ended) = oneshot::channel();
+    let (gone, gone_rx) = oneshot::channel::<()>();
     let older = PENDING
         .lock()
         .get_or_insert_with(HashMap::new)
-        .insert(account.clone(), (id, end));
-    if let Some((_, older)) = older {
+        .insert(account.clone(), (id, end, gone_rx));
+    if let Some((_, older, older_gone)) = older {
         let _ = older.send(Ended::Replaced);
+        // Its listener may hold a fixed redirect_port: this one listens
+        // only once that one is closed.
+        let _ = older_gone.await;
     }
     let result = tokio::select! {
         done = authorize => done.map(|_| Value::Bool(true)),
@@ -61,9 +67,11 @@ async fn authorize_replaceable(
             },
         )),
     };
+    // The authorization (and its listener) was dropped with the select.
+    drop(gone);
     let mut pending = PENDING.lock();
     if let Some(map) = pending.as_mut() {
-        if map.get(&account).is_some_and(|(owner, _)| *owner == id) {
+        if map.get(&account).is_some_and(|(owner, _, _)| *owner == id) {
             map.remove(&account);
         }
     }
@@ -93,7 +101,7 @@ fn cancel_authorizations(account: Option<&str>) -> usize {
         None => Vec::new(),
     };
     let n = ended.len();
-    for (_, end) in ended {
+    for (_, end, _) in ended {
         let _ = end.send(Ended::Cancelled);
     }
     n
