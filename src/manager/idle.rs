@@ -12,7 +12,7 @@
 //! given and stops them on request or when dropped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -26,6 +26,9 @@ use super::{Manager, StartOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::imap::idle::{IdleEvent, IdleOptions, IdleWatcher};
 
+/// The serial number of the next watcher started in this process.
+static NEXT_WATCHER: AtomicU64 = AtomicU64::new(1);
+
 /// How long a push-started sync waits when another process syncs the
 /// account: the mail arrived, so it should be fetched once that sync ends.
 const PUSH_WAIT_LOCK: Duration = Duration::from_secs(120);
@@ -38,6 +41,9 @@ pub struct IdleSet {
 
 /// One watcher and whether its IDLE is active right now.
 struct Running {
+    /// Its serial number, unique in this process: the editor tells a
+    /// report of this watcher from one of a watcher it replaced.
+    serial: u64,
     folder: String,
     watcher: IdleWatcher,
     idle: Arc<AtomicBool>,
@@ -48,6 +54,8 @@ struct Running {
 pub struct Watched {
     pub account: String,
     pub folder: String,
+    /// The watcher's serial number (its `idle_stopped` event names it).
+    pub watcher: u64,
     /// False once the watcher ended on an error retrying cannot fix (see
     /// the log for which).
     pub running: bool,
@@ -106,6 +114,7 @@ impl IdleSet {
             );
             let idle = Arc::new(AtomicBool::new(false));
             let flag = idle.clone();
+            let serial = NEXT_WATCHER.fetch_add(1, Ordering::Relaxed);
             let watcher = IdleWatcher::spawn(connection.clone(), folder.clone(), options, {
                 move |event| {
                     flag.store(
@@ -115,10 +124,11 @@ impl IdleSet {
                         ),
                         Ordering::SeqCst,
                     );
-                    on_event(&weak, &acct, &name, &push, event)
+                    on_event(&weak, serial, &acct, &name, &push, event)
                 }
             });
             started.push(Running {
+                serial,
                 folder: folder.clone(),
                 watcher,
                 idle,
@@ -159,6 +169,7 @@ impl IdleSet {
                 ws.iter().map(move |r| Watched {
                     account: account.clone(),
                     folder: r.folder.clone(),
+                    watcher: r.serial,
                     running: !r.watcher.is_finished(),
                     idle: r.idle.load(Ordering::SeqCst) && !r.watcher.is_finished(),
                 })
@@ -178,6 +189,7 @@ impl Drop for IdleSet {
 /// A watcher's report: new mail starts a sync; the rest is logged.
 fn on_event(
     manager: &Weak<Manager>,
+    serial: u64,
     account: &str,
     folder: &str,
     push: &StartOptions,
@@ -212,6 +224,7 @@ fn on_event(
                     0,
                     "idle_stopped",
                     json!({
+                        "watcher": serial,
                         "account": account,
                         "folder": folder,
                         "kind": error.kind,

@@ -103,6 +103,37 @@ describe('IDLE', function()
     end, 20000, 'Nope and INBOX to be watched')
   end)
 
+  it('a report of a watcher that idle off/on replaced does not stop its successor', function()
+    local fx = t.fixture()
+    local seen = start(fx, { 'Later' })
+    -- The watcher stops for good ('Later' is missing), but its report stays
+    -- undelivered: the editor's loop does not run until the watcher has
+    -- been replaced.
+    local lib = require('himalaya.sync.native').get()
+    local deadline = vim.uv.now() + 20000
+    while (lib.idle_list()[1] or {}).running do
+      ok(vim.uv.now() < deadline, 'the watcher of the missing folder did not stop')
+      vim.uv.sleep(20)
+      vim.uv.update_time()
+    end
+    -- os.execute, not vim.system: waiting must not run the loop either.
+    local made = os.execute(
+      ('python3 %s/tests/fixture/imap_fixture.py deliver --dir %s --account demo --folder Later >/dev/null'):format(
+        vim.fn.shellescape(t.root),
+        vim.fn.shellescape(fx.dir)
+      )
+    )
+    ok(made == 0 or made == true, 'cannot create the folder on the server')
+    vim.cmd('HimalayaSync idle off')
+    vim.cmd('HimalayaSync idle on')
+    t.wait_for(function()
+      return idle.describe():find('demo Later (idle)', 1, true) ~= nil
+    end, 20000, 'the new watcher of Later to be idle')
+    ok(idle.is_enabled() and idle.is_watching(), 'the old report turned IDLE off')
+    ok(not lock_free(), 'the idle-watch lock was given up')
+    eq(0, #with(seen, 'stopped watching'), vim.inspect(seen))
+  end)
+
   it('idle off and toggle switch it; bad arguments are refused', function()
     local fx = t.fixture()
     local seen = start(fx, { 'INBOX' })

@@ -122,9 +122,18 @@ end
 
 --- A watcher stopped for good (the engine's `idle_stopped` event): the
 --- user hears why; with no folder left, IDLE turns off.
----@param data {account: string, folder: string, kind: string, message: string}
+---@param data {watcher: integer, account: string, folder: string, kind: string, message: string}
 function M._on_stopped(data)
   if not S.watching then
+    return
+  end
+  -- A report still on its way when IDLE was turned off and on again, or
+  -- the account's watchers were replaced, speaks of a watcher that is gone:
+  -- the folder's new watcher must not pay for it.
+  local current = vim.tbl_contains(M.list(), function(w)
+    return w.watcher == data.watcher
+  end, { predicate = true })
+  if not current then
     return
   end
   S.stopped[key(data.account, data.folder)] = true
@@ -217,6 +226,7 @@ end
 ---@class himalaya.sync.IdleWatch
 ---@field account string
 ---@field folder string
+---@field watcher integer the watcher's serial number in this Neovim
 ---@field running boolean the watcher runs (it reconnects after errors)
 ---@field idle boolean whether it is in IDLE now
 
