@@ -176,15 +176,14 @@ pub async fn watch<F>(
 where
     F: Fn(IdleEvent) + Send + Sync,
 {
-    let mut failures: u32 = 0;
-    let mut last_seen = None;
+    let mut between = Between::default();
     loop {
         if cancel.is_cancelled() {
             return Ok(());
         }
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            outcome = session_round(connection, folder, options, cancel, &on_event, &mut failures, &mut last_seen) => outcome,
+            outcome = session_round(connection, folder, options, cancel, &on_event, &mut between) => outcome,
         };
         let error = match outcome {
             Ok(()) => return Ok(()),
@@ -197,8 +196,13 @@ where
             }
             Err(e) => e,
         };
-        let retry_in = backoff(options, failures);
-        failures = failures.saturating_add(1);
+        let retry_in = if std::mem::take(&mut between.woke) {
+            Duration::ZERO
+        } else {
+            let delay = backoff(options, between.failures);
+            between.failures = between.failures.saturating_add(1);
+            delay
+        };
         on_event(IdleEvent::Error {
             folder: folder.to_owned(),
             error,
@@ -232,17 +236,29 @@ fn is_fatal(kind: ErrorKind) -> bool {
     )
 }
 
-/// One connection's life: returns `Ok` only on cancel. `last_seen` is the
-/// folder as the previous connection left it, so that mail delivered while
-/// the watcher was disconnected is announced when it is back.
+/// What a watcher carries from one connection to the next.
+#[derive(Default)]
+struct Between {
+    /// Failed connections in a row (the backoff's exponent).
+    failures: u32,
+    /// The folder as the previous connection left it, so that mail
+    /// delivered while the watcher was disconnected is announced when it
+    /// is back.
+    last_seen: Option<Seen>,
+    /// The previous connection was given up because the computer slept:
+    /// that is no failure, and the next one starts at once (a network still
+    /// coming up after the wake fails that one, and backoff follows).
+    woke: bool,
+}
+
+/// One connection's life: returns `Ok` only on cancel.
 async fn session_round<F>(
     connection: &Connection,
     folder: &str,
     options: IdleOptions,
     cancel: &CancelToken,
     on_event: &F,
-    failures: &mut u32,
-    last_seen: &mut Option<Seen>,
+    between: &mut Between,
 ) -> Result<()>
 where
     F: Fn(IdleEvent) + Send + Sync,
@@ -264,12 +280,15 @@ where
         uidnext: opened.uidnext,
         exists: opened.exists,
     };
-    if last_seen.is_some_and(|before| seen.has_new_since(before)) {
+    if between
+        .last_seen
+        .is_some_and(|before| seen.has_new_since(before))
+    {
         on_event(IdleEvent::NewMail {
             folder: folder.to_owned(),
         });
     }
-    *last_seen = Some(seen);
+    between.last_seen = Some(seen);
     let mut exists = opened.exists;
     // When IDLE was first reached on this connection.
     let mut announced: Option<Instant> = None;
@@ -302,9 +321,10 @@ where
                     return Ok(());
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
-                _ = tokio::time::sleep_until(stable_at), if *failures > 0 => *failures = 0,
+                _ = tokio::time::sleep_until(stable_at), if between.failures > 0 => between.failures = 0,
                 _ = tokio::time::sleep_until(next_look) => {
                     if let Some(asleep) = sleep_watch.slept() {
+                        between.woke = true;
                         return Err(Error::new(
                             ErrorKind::Network,
                             format!(
