@@ -14,9 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use himalaya_sync::error::ErrorKind;
+use himalaya_sync::error::{Error, ErrorKind};
 use himalaya_sync::oauth::flow::{
-    authorize_code, authorize_device, refresh, CodeOptions, DeviceOptions, TokenResponse,
+    authorize_code, authorize_device, refresh, CodeOptions, DeviceOptions, TokenResponse, Until,
 };
 use himalaya_sync::oauth::provider::{ClientSecret, Provider, ProviderKind, ProviderSpec};
 use serde_json::{json, Value};
@@ -202,6 +202,7 @@ fn browser(
         CodeOptions {
             on_url,
             timeout: Duration::from_secs(20),
+            until: None,
         },
         rx,
     )
@@ -296,6 +297,76 @@ async fn only_a_wrong_state_times_out_and_closes_the_listener() {
         .into_owned();
     let port = reqwest::Url::parse(&redirect).unwrap().port().unwrap();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+/// A relay on 127.0.0.1 to `target` that holds each connection `delay`
+/// before passing it on: a slow token endpoint.
+async fn slow_relay(target: u16, delay: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut outbound) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// An `Until` that fires once `rx` does (or its sender is dropped).
+fn until_after(rx: tokio::sync::oneshot::Receiver<BrowserLog>) -> Until {
+    Box::pin(async move {
+        let _ = rx.await;
+        Error::new(ErrorKind::Cancelled, "ended by the test")
+    })
+}
+
+/// Ended while the browser has not come back, the flow returns the error
+/// `until` gives and closes its listener at once.
+#[tokio::test]
+async fn until_ends_the_wait_for_the_browser() {
+    let server = Server::start(&[]);
+    let (mut opts, log) = browser(false, false);
+    opts.until = Some(until_after(log));
+    let start = Instant::now();
+    let err = authorize_code(&server.provider(), opts).await.unwrap_err();
+    assert_eq!(
+        (err.kind, err.message.as_str()),
+        (ErrorKind::Cancelled, "ended by the test")
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// Once the browser has brought the code, ending the flow no longer stops
+/// it: the single-use code is exchanged and the tokens come back, or the
+/// user's approval would be lost (here the token endpoint is slow, and the
+/// end comes while the exchange is under way).
+#[tokio::test]
+async fn an_answered_authorization_is_finished_whatever_until_says() {
+    let server = Server::start(&[]);
+    let token_url = reqwest::Url::parse(&server.url("token_url")).unwrap();
+    let relay = slow_relay(token_url.port().unwrap(), Duration::from_millis(1500)).await;
+    let mut spec = server.spec();
+    spec.token_url = Some(format!("http://127.0.0.1:{relay}{}", token_url.path()));
+    let provider = Provider::resolve(&spec).expect("resolve provider");
+    let (mut opts, log) = browser(false, true);
+    opts.until = Some(until_after(log));
+    let tokens = authorize_code(&provider, opts)
+        .await
+        .expect("the answered authorization was ended");
+    assert!(!tokens.access_token.is_empty());
+    let intro = server.introspect(&tokens.access_token).await;
+    assert_eq!(intro["active"], true, "{intro}");
 }
 
 #[tokio::test]
@@ -421,6 +492,7 @@ async fn device_flow_honours_slow_down_then_approval() {
             let _ = tx.send((code, uri, expires));
         }),
         timeout: Duration::from_secs(30),
+        until: None,
     };
     let control = server.url("control_url");
     let approver = tokio::spawn(async move {
@@ -467,6 +539,7 @@ async fn denied_device_code_is_a_clear_error() {
             });
         }),
         timeout: Duration::from_secs(30),
+        until: None,
     };
     let err = authorize_device(&server.provider(), opts)
         .await
@@ -484,6 +557,7 @@ async fn device_flow_times_out_without_approval() {
     let opts = DeviceOptions {
         on_code: Box::new(|_, _, _| {}),
         timeout: Duration::from_secs(2),
+        until: None,
     };
     let err = authorize_device(&server.provider(), opts)
         .await

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use super::func;
 use super::manager::manager;
 use crate::error::{Error, ErrorKind, Result};
+use crate::oauth::flow::Until;
 use crate::oauth::token::Token;
 use crate::oauth::{now, Authorize};
 use crate::runtime;
@@ -38,13 +39,14 @@ enum Ended {
     Cancelled,
 }
 
-/// Runs `authorize` (request `id`) until it ends, a newer authorization of
-/// the same account replaces it, or it is cancelled.
-async fn authorize_replaceable(
-    id: u64,
-    account: String,
-    authorize: impl std::future::Future<Output = Result<()>>,
-) -> Result<Value> {
+/// Runs `authorize` (request `id`) until it ends. A newer authorization of
+/// the same account, or a cancel, ends it through the [`Until`] it is
+/// given, as long as it is still waiting for the user.
+async fn authorize_replaceable<F, Fut>(id: u64, account: String, authorize: F) -> Result<Value>
+where
+    F: FnOnce(Until) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let (end, ended) = oneshot::channel();
     let (gone, gone_rx) = oneshot::channel::<()>();
     let older = PENDING
@@ -57,17 +59,21 @@ async fn authorize_replaceable(
         // only once that one is closed.
         let _ = older_gone.await;
     }
-    let result = tokio::select! {
-        done = authorize => done.map(|_| Value::Bool(true)),
-        why = ended => Err(Error::new(
+    let name = account.clone();
+    let until: Until = Box::pin(async move {
+        let why = match ended.await {
+            Ok(Ended::Cancelled) => "was cancelled",
+            Ok(Ended::Replaced) => "was replaced by a newer one",
+            // Its end is dropped unsent only once this one is over.
+            Err(_) => std::future::pending().await,
+        };
+        Error::new(
             ErrorKind::Cancelled,
-            match why {
-                Ok(Ended::Cancelled) => format!("the authorization of {account} was cancelled"),
-                _ => format!("the authorization of {account} was replaced by a newer one"),
-            },
-        )),
-    };
-    // The authorization (and its listener) was dropped with the select.
+            format!("the authorization of {name} {why}"),
+        )
+    });
+    let result = authorize(until).await.map(|_| Value::Bool(true));
+    // Its listener closed when it stopped waiting for the browser.
     drop(gone);
     let mut pending = PENDING.lock();
     if let Some(map) = pending.as_mut() {
@@ -86,8 +92,9 @@ fn answer(id: u64, result: Result<Value>) {
     runtime::emit(id, "oauth", data);
 }
 
-/// Ends the waiting authorizations of `account`, or of every account;
-/// returns how many.
+/// Ends the authorizations of `account`, or of every account, that still
+/// wait for the user; returns how many. One that has its answer no longer
+/// listens (it dropped its `Until`): it finishes, and is not counted.
 fn cancel_authorizations(account: Option<&str>) -> usize {
     let ended: Vec<Pending> = match PENDING.lock().as_mut() {
         Some(map) => {
@@ -100,11 +107,11 @@ fn cancel_authorizations(account: Option<&str>) -> usize {
         }
         None => Vec::new(),
     };
-    let n = ended.len();
-    for (_, end, _) in ended {
-        let _ = end.send(Ended::Cancelled);
-    }
-    n
+    ended
+        .into_iter()
+        .map(|(_, end, _)| end.send(Ended::Cancelled).is_ok())
+        .filter(|&ended| ended)
+        .count()
 }
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
@@ -181,6 +188,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                                         }))
                                     }),
                                     timeout,
+                                    until: None,
                                 }
                             } else {
                                 Authorize::Browser {
@@ -188,11 +196,15 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                                         runtime::emit(id, "oauth_prompt", json!({ "url": url }))
                                     }),
                                     timeout,
+                                    until: None,
                                 }
                             };
                             Box::pin(async move {
                                 let name = acct.name.clone();
-                                authorize_replaceable(id, name, tokens.authorize(&acct, how)).await
+                                authorize_replaceable(id, name, |until| async move {
+                                    tokens.authorize(&acct, how.until(until)).await
+                                })
+                                .await
                             })
                         }
                         other => {

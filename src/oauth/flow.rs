@@ -92,6 +92,27 @@ pub struct CodeOptions {
     pub on_url: Box<dyn FnOnce(String) + Send>,
     /// How long to wait for the browser's redirect.
     pub timeout: Duration,
+    /// Ends the wait for the browser early (see [`Until`]).
+    pub until: Option<Until>,
+}
+
+/// Ends a flow's wait for the user early (the authorization was cancelled,
+/// or replaced by a newer one): the flow returns the error it resolves to.
+/// Once the user has answered (the redirect with the code arrived) the flow
+/// no longer listens to it: the code is single-use, so exchanging it and
+/// handing the tokens over is finished, or the user's approval would be
+/// lost and they would have to give it again.
+pub type Until = Pin<Box<dyn Future<Output = Error> + Send>>;
+
+/// Runs `work`, or returns the error `until` resolves to first.
+async fn unless<T>(until: Option<&mut Until>, work: impl Future<Output = Result<T>>) -> Result<T> {
+    match until {
+        Some(until) => tokio::select! {
+            done = work => done,
+            e = until => Err(e),
+        },
+        None => work.await,
+    }
 }
 
 /// Options of [`authorize_device`].
@@ -101,6 +122,8 @@ pub struct DeviceOptions {
     pub on_code: Box<dyn FnOnce(String, String, u64) + Send>,
     /// How long to wait for the user's approval in all.
     pub timeout: Duration,
+    /// Ends the wait for the user early (see [`Until`]).
+    pub until: Option<Until>,
 }
 
 /// Exchanges a refresh token for a new access token. The returned
@@ -138,7 +161,7 @@ pub async fn refresh(p: &Provider, refresh_token: &str) -> Result<TokenResponse>
 /// and ignored (it cannot be the browser we sent), and the listener keeps
 /// waiting for the genuine one until `opts.timeout`. The listener is closed
 /// when this returns, whatever the outcome.
-pub async fn authorize_code(p: &Provider, opts: CodeOptions) -> Result<TokenResponse> {
+pub async fn authorize_code(p: &Provider, mut opts: CodeOptions) -> Result<TokenResponse> {
     let auth_url = p.auth_url().ok_or_else(|| {
         Error::new(
             ErrorKind::Config,
@@ -147,7 +170,7 @@ pub async fn authorize_code(p: &Provider, opts: CodeOptions) -> Result<TokenResp
     })?;
     let http = Http::new(p)?;
     let send = http.sender();
-    let secret = client_secret(p).await?;
+    let secret = unless(opts.until.as_mut(), client_secret(p)).await?;
     let port = p.redirect_port().unwrap_or(0);
     let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
         Error::io(
@@ -181,13 +204,18 @@ pub async fn authorize_code(p: &Provider, opts: CodeOptions) -> Result<TokenResp
     (opts.on_url)(url.to_string());
 
     let mut rejected_state = false;
-    let waited = tokio::time::timeout(
-        opts.timeout,
-        wait_for_redirect(&listener, state.secret(), &mut rejected_state),
-    )
+    let waited = unless(opts.until.as_mut(), async {
+        Ok(tokio::time::timeout(
+            opts.timeout,
+            wait_for_redirect(&listener, state.secret(), &mut rejected_state),
+        )
+        .await)
+    })
     .await;
     drop(listener);
-    let code = match waited {
+    // The user has answered: nothing ends this flow any more.
+    drop(opts.until.take());
+    let code = match waited? {
         Ok(result) => result?,
         Err(_) => {
             let why = if rejected_state {
@@ -217,7 +245,7 @@ pub async fn authorize_code(p: &Provider, opts: CodeOptions) -> Result<TokenResp
 /// it to `opts.on_code`, then polls the token endpoint at the server's
 /// interval (at least 1 s; `slow_down` adds 5 s) until the user approves,
 /// denies, the code expires or `opts.timeout` passes.
-pub async fn authorize_device(p: &Provider, opts: DeviceOptions) -> Result<TokenResponse> {
+pub async fn authorize_device(p: &Provider, mut opts: DeviceOptions) -> Result<TokenResponse> {
     let device_url = p.device_url().ok_or_else(|| {
         Error::new(
             ErrorKind::Config,
@@ -226,7 +254,7 @@ pub async fn authorize_device(p: &Provider, opts: DeviceOptions) -> Result<Token
     })?;
     let http = Http::new(p)?;
     let send = http.sender();
-    let secret = client_secret(p).await?;
+    let secret = unless(opts.until.as_mut(), client_secret(p)).await?;
     let mut client = BasicClient::new(ClientId::new(p.client_id().to_string()))
         .set_token_uri(TokenUrl::from_url(p.token_url().clone()))
         .set_device_authorization_url(DeviceAuthorizationUrl::from_url(device_url.clone()))
@@ -234,12 +262,17 @@ pub async fn authorize_device(p: &Provider, opts: DeviceOptions) -> Result<Token
     if let Some(s) = secret {
         client = client.set_client_secret(oauth2::ClientSecret::new(s));
     }
-    let details: StandardDeviceAuthorizationResponse = client
-        .exchange_device_code()
-        .add_scopes(p.scopes().iter().cloned().map(Scope::new))
-        .request_async(&send)
-        .await
-        .map_err(|e| request_error("device authorization endpoint", &http, e, code_server_error))?;
+    let details: StandardDeviceAuthorizationResponse = unless(opts.until.as_mut(), async {
+        client
+            .exchange_device_code()
+            .add_scopes(p.scopes().iter().cloned().map(Scope::new))
+            .request_async(&send)
+            .await
+            .map_err(|e| {
+                request_error("device authorization endpoint", &http, e, code_server_error)
+            })
+    })
+    .await?;
     (opts.on_code)(
         details.user_code().secret().clone(),
         details.verification_uri().to_string(),
@@ -250,7 +283,13 @@ pub async fn authorize_device(p: &Provider, opts: DeviceOptions) -> Result<Token
         .exchange_device_access_token(&details)
         .set_max_backoff_interval(MAX_POLL_BACKOFF)
         .request_async(&send, sleep, None);
-    match tokio::time::timeout(opts.timeout, poll).await {
+    // The poll that brings the tokens may still be ended: until the server
+    // answers, nothing tells an approval from a user who walked away.
+    let polled = unless(opts.until.as_mut(), async {
+        Ok(tokio::time::timeout(opts.timeout, poll).await)
+    })
+    .await?;
+    match polled {
         Ok(result) => result
             .map(TokenResponse::from)
             .map_err(|e| request_error("token endpoint", &http, e, device_server_error)),
@@ -824,6 +863,7 @@ mod tests {
             CodeOptions {
                 on_url: Box::new(|_| {}),
                 timeout: Duration::from_secs(1),
+                until: None,
             },
         ));
         assert_send(authorize_device(
@@ -831,6 +871,7 @@ mod tests {
             DeviceOptions {
                 on_code: Box::new(|_, _, _| {}),
                 timeout: Duration::from_secs(1),
+                until: None,
             },
         ));
     }

@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use self::flow::Until;
 use crate::command::{off_thread, off_thread_finishing, off_thread_stoppable};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{LockDir, LockGuard};
@@ -95,13 +96,39 @@ pub enum Authorize {
     Browser {
         on_url: Box<dyn FnOnce(String) + Send>,
         timeout: Duration,
+        /// Ends the wait for the browser early ([`flow::Until`]).
+        until: Option<Until>,
     },
     /// Device code (RFC 8628): `on_code` gets the user code, the page where
     /// to enter it and the seconds it stays valid.
     Device {
         on_code: Box<dyn FnOnce(String, String, u64) + Send>,
         timeout: Duration,
+        /// Ends the wait for the approval early ([`flow::Until`]).
+        until: Option<Until>,
     },
+}
+
+impl Authorize {
+    /// The same, ended early by `until` while it waits for the user.
+    pub fn until(self, until: Until) -> Authorize {
+        match self {
+            Authorize::Browser {
+                on_url, timeout, ..
+            } => Authorize::Browser {
+                on_url,
+                timeout,
+                until: Some(until),
+            },
+            Authorize::Device {
+                on_code, timeout, ..
+            } => Authorize::Device {
+                on_code,
+                timeout,
+                until: Some(until),
+            },
+        }
+    }
 }
 
 /// Token operations for every OAuth account. A clone shares everything
@@ -448,11 +475,35 @@ impl Tokens {
     pub async fn authorize(&self, acct: &AccountSettings, how: Authorize) -> Result<()> {
         let provider = self.provider(acct)?;
         let response = match how {
-            Authorize::Browser { on_url, timeout } => {
-                flow::authorize_code(&provider, flow::CodeOptions { on_url, timeout }).await?
+            Authorize::Browser {
+                on_url,
+                timeout,
+                until,
+            } => {
+                flow::authorize_code(
+                    &provider,
+                    flow::CodeOptions {
+                        on_url,
+                        timeout,
+                        until,
+                    },
+                )
+                .await?
             }
-            Authorize::Device { on_code, timeout } => {
-                flow::authorize_device(&provider, flow::DeviceOptions { on_code, timeout }).await?
+            Authorize::Device {
+                on_code,
+                timeout,
+                until,
+            } => {
+                flow::authorize_device(
+                    &provider,
+                    flow::DeviceOptions {
+                        on_code,
+                        timeout,
+                        until,
+                    },
+                )
+                .await?
             }
         };
         let token = token_from_response(response, now());

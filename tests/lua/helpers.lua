@@ -595,11 +595,13 @@ end
 
 --- A TCP relay on 127.0.0.1:`port` to 127.0.0.1:`target` (a server that
 --- "comes back", or a slow link when `delay_ms` delays every chunk in each
---- direction). Closed after the test or by `:close()`.
+--- direction). Closed after the test or by `:close()`; `:connections()`
+--- says how many it has accepted.
 function M.relay(port, target, delay_ms)
   local server = assert(uv.new_tcp())
   assert(server:bind('127.0.0.1', port))
   local handles = {}
+  local accepted = 0
   local function close(h)
     if h and not h:is_closing() then
       h:close()
@@ -608,6 +610,7 @@ function M.relay(port, target, delay_ms)
   server:listen(16, function()
     local client = uv.new_tcp()
     server:accept(client)
+    accepted = accepted + 1
     local up = uv.new_tcp()
     handles[#handles + 1] = client
     handles[#handles + 1] = up
@@ -641,6 +644,9 @@ function M.relay(port, target, delay_ms)
     end)
   end)
   local r = {}
+  function r.connections()
+    return accepted
+  end
   function r.close()
     for _, h in ipairs(handles) do
       close(h)

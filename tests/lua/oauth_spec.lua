@@ -466,6 +466,64 @@ describe('oauth', function()
     contains(e, 'invalid account')
   end)
 
+  it('an authorization the browser has answered is finished even when cancelled', function()
+    local server = t.oauth_server()
+    -- A slow token endpoint: the cancel comes while the code is exchanged.
+    local token_url = server.token_url
+    local token_port = tonumber(token_url:match('^http://127%.0%.0%.1:(%d+)/'))
+    local relay_port = t.closed_port()
+    local relay = t.relay(relay_port, token_port, 700)
+    local dir = t.tmpdir()
+    t.setup_for_test({
+      mbsync = { config = t.standalone_mbsyncrc(dir, t.closed_port()) },
+      notify = false,
+      accounts = {
+        demo = {
+          oauth = {
+            provider = 'generic',
+            client_id = server.client_id,
+            auth_url = server.auth_url,
+            token_url = token_url:gsub(':%d+/', ':' .. relay_port .. '/', 1),
+            store = { backend = 'plain', dir = dir .. '/tokens' },
+          },
+        },
+      },
+    })
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local urls = {}
+    local open = vim.ui.open
+    vim.ui.open = function(url)
+      urls[#urls + 1] = url
+      return nil, 'no browser in tests'
+    end
+    t.defer(function()
+      vim.ui.open = open
+    end)
+    local seen = t.notifications()
+    local done
+    ok(oauth.authorize('demo', nil, function(...)
+      done = { ... }
+    end))
+    t.wait_for(function()
+      return #urls == 1
+    end, 5000, 'the URL')
+    -- The browser: the authorization server redirects it to our listener.
+    local browser = vim
+      .system({ 'python3', '-c', 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)', urls[1] })
+      :wait(15000)
+    eq(0, browser.code, browser.stderr)
+    t.wait_for(function()
+      return relay.connections() > 0
+    end, 5000, 'the code exchange to start')
+    vim.cmd('HimalayaSync oauth cancel demo')
+    eq('himalaya-sync: no authorization of demo is waiting', seen[#seen][1])
+    t.wait_for(function()
+      return done ~= nil
+    end, 10000, 'the authorization to end')
+    eq(true, done[1], done[2])
+    eq(true, oauth.status('demo').has_token)
+  end)
+
   it('bad OAuth settings and arguments give one clear line', function()
     local okk, err = pcall(require('himalaya.sync').setup, { accounts = { demo = { oauth = { provider = 'yahoo' } } } })
     eq(false, okk)
