@@ -314,27 +314,42 @@ pub async fn run(
     let reader = std::fs::File::from(master);
     let exited = Arc::new(AtomicBool::new(false));
     let reader_exited = exited.clone();
-    let reader_thread = std::thread::Builder::new()
+    // Without either thread the run could not be followed: mbsync is
+    // stopped (the leader's guard kills its group) and the sync fails
+    // rather than run blind.
+    let no_thread = |what: &str, e: std::io::Error| {
+        failed(
+            ErrorKind::Unknown,
+            format!("cannot start the thread that {what}: {e}"),
+        )
+    };
+    let reader_thread = match std::thread::Builder::new()
         .name("himalaya-sync-pty".into())
         .spawn(move || read_terminal(reader, items_tx, &reader_exited))
-        .ok()
-        .map(|h| h.thread().clone());
+    {
+        Ok(h) => h.thread().clone(),
+        Err(e) => {
+            outcome.error = no_thread("reads mbsync's output", e);
+            return outcome;
+        }
+    };
     let (exit_tx, mut exit_rx) = oneshot::channel::<Exit>();
-    std::thread::Builder::new()
+    if let Err(e) = std::thread::Builder::new()
         .name("himalaya-sync-wait".into())
         .spawn(move || {
             let status = process::wait_exit(pid);
             // The reader may be pausing between reads: wake it for the
             // last output.
             exited.store(true, Ordering::Release);
-            if let Some(t) = reader_thread {
-                t.unpark();
-            }
+            reader_thread.unpark();
             if let Ok(status) = status {
                 let _ = exit_tx.send(status);
             }
         })
-        .ok();
+    {
+        outcome.error = no_thread("waits for mbsync's exit", e);
+        return outcome;
+    }
 
     // A listing is the output itself; a sync keeps the last lines for errors.
     let keep = if spec.list { 100_000 } else { TAIL };
