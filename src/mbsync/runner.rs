@@ -319,7 +319,7 @@ pub async fn run(
     // rather than run blind.
     let no_thread = |what: &str, e: std::io::Error| {
         failed(
-            ErrorKind::Unknown,
+            ErrorKind::Io,
             format!("cannot start the thread that {what}: {e}"),
         )
     };
@@ -330,6 +330,7 @@ pub async fn run(
         Ok(h) => h.thread().clone(),
         Err(e) => {
             outcome.error = no_thread("reads mbsync's output", e);
+            outcome.duration = started.elapsed();
             return outcome;
         }
     };
@@ -348,6 +349,7 @@ pub async fn run(
         })
     {
         outcome.error = no_thread("waits for mbsync's exit", e);
+        outcome.duration = started.elapsed();
         return outcome;
     }
 
