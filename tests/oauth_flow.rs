@@ -319,12 +319,19 @@ async fn slow_relay(target: u16, delay: Duration) -> u16 {
     port
 }
 
-/// An `Until` that fires once `rx` does (or its sender is dropped).
-fn until_after(rx: tokio::sync::oneshot::Receiver<BrowserLog>) -> Until {
-    Box::pin(async move {
-        let _ = rx.await;
+/// An `Until` that fires once the browser is done (or gone), and the
+/// browser's log, passed on.
+fn until_after(
+    rx: tokio::sync::oneshot::Receiver<BrowserLog>,
+) -> (Until, tokio::sync::oneshot::Receiver<BrowserLog>) {
+    let (tx, log) = tokio::sync::oneshot::channel();
+    let until: Until = Box::pin(async move {
+        if let Ok(seen) = rx.await {
+            let _ = tx.send(seen);
+        }
         Error::new(ErrorKind::Cancelled, "ended by the test")
-    })
+    });
+    (until, log)
 }
 
 /// Ended while the browser has not come back, the flow returns the error
@@ -333,7 +340,8 @@ fn until_after(rx: tokio::sync::oneshot::Receiver<BrowserLog>) -> Until {
 async fn until_ends_the_wait_for_the_browser() {
     let server = Server::start(&[]);
     let (mut opts, log) = browser(false, false);
-    opts.until = Some(until_after(log));
+    let (until, log) = until_after(log);
+    opts.until = Some(until);
     let start = Instant::now();
     let err = authorize_code(&server.provider(), opts).await.unwrap_err();
     assert_eq!(
@@ -345,6 +353,15 @@ async fn until_ends_the_wait_for_the_browser() {
         "{:?}",
         start.elapsed()
     );
+    let url = reqwest::Url::parse(&log.await.expect("browser log").auth_url).unwrap();
+    let redirect = url
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .unwrap()
+        .1
+        .into_owned();
+    let port = reqwest::Url::parse(&redirect).unwrap().port().unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
 /// Once the browser has brought the code, ending the flow no longer stops
@@ -360,7 +377,7 @@ async fn an_answered_authorization_is_finished_whatever_until_says() {
     spec.token_url = Some(format!("http://127.0.0.1:{relay}{}", token_url.path()));
     let provider = Provider::resolve(&spec).expect("resolve provider");
     let (mut opts, log) = browser(false, true);
-    opts.until = Some(until_after(log));
+    opts.until = Some(until_after(log).0);
     let tokens = authorize_code(&provider, opts)
         .await
         .expect("the answered authorization was ended");

@@ -21,16 +21,17 @@ use crate::runtime;
 /// How long an authorization may wait for the user, unless given.
 const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The authorization waiting for the user, per account: its request id and
-/// what ends it. A new `authorize` of the account ends the old one (its
-/// browser tab was closed, its code was lost), and so does
-/// `oauth_cancel_authorize`; either frees a fixed `redirect_port` at once
-/// instead of when the authorization times out.
+/// The authorization under way, per account: its request id and what ends
+/// it. A new `authorize` of the account ends the old one while that one
+/// still waits for the user (its browser tab was closed, its code was
+/// lost), and so does `oauth_cancel_authorize`; either frees a fixed
+/// `redirect_port` at once instead of when the authorization times out.
+/// One the user has answered finishes (see [`Until`]).
 static PENDING: Mutex<Option<HashMap<String, Pending>>> = Mutex::new(None);
 
-/// A waiting authorization: its request id, the way to end it, and what
-/// tells that it has ended (its sender is dropped once its listener is
-/// closed).
+/// An authorization under way: its request id, the way to end it (its
+/// receiver is gone once it no longer waits for the user, and with it the
+/// listener), and what tells that it has ended.
 type Pending = (u64, oneshot::Sender<Ended>, oneshot::Receiver<()>);
 
 /// Why a waiting authorization was ended.
@@ -54,10 +55,12 @@ where
         .get_or_insert_with(HashMap::new)
         .insert(account.clone(), (id, end, gone_rx));
     if let Some((_, older, older_gone)) = older {
-        let _ = older.send(Ended::Replaced);
         // Its listener may hold a fixed redirect_port: this one listens
-        // only once that one is closed.
-        let _ = older_gone.await;
+        // only once that one is closed. One that no longer waits for the
+        // user has closed it already, and finishes on its own.
+        if older.send(Ended::Replaced).is_ok() {
+            let _ = older_gone.await;
+        }
     }
     let name = account.clone();
     let until: Until = Box::pin(async move {
@@ -73,7 +76,6 @@ where
         )
     });
     let result = authorize(until).await.map(|_| Value::Bool(true));
-    // Its listener closed when it stopped waiting for the browser.
     drop(gone);
     let mut pending = PENDING.lock();
     if let Some(map) = pending.as_mut() {

@@ -98,16 +98,20 @@ pub struct CodeOptions {
 
 /// Ends a flow's wait for the user early (the authorization was cancelled,
 /// or replaced by a newer one): the flow returns the error it resolves to.
-/// Once the user has answered (the redirect with the code arrived) the flow
-/// no longer listens to it: the code is single-use, so exchanging it and
+/// Once the user's answer has reached the flow (the browser's redirect with
+/// the code; in the device flow, the poll that brings the tokens) it no
+/// longer listens to it: the code is single-use, so exchanging it and
 /// handing the tokens over is finished, or the user's approval would be
-/// lost and they would have to give it again.
+/// lost and they would have to give it again. (An approval in the device
+/// flow is seen only at the next poll; until then it can still be ended.)
 pub type Until = Pin<Box<dyn Future<Output = Error> + Send>>;
 
-/// Runs `work`, or returns the error `until` resolves to first.
+/// Runs `work`, or returns the error `until` resolves to first. When both
+/// are ready at once, `work` wins: an answer that has arrived is kept.
 async fn unless<T>(until: Option<&mut Until>, work: impl Future<Output = Result<T>>) -> Result<T> {
     match until {
         Some(until) => tokio::select! {
+            biased;
             done = work => done,
             e = until => Err(e),
         },
@@ -215,7 +219,7 @@ pub async fn authorize_code(p: &Provider, mut opts: CodeOptions) -> Result<Token
     drop(listener);
     // The user has answered: nothing ends this flow any more.
     drop(opts.until.take());
-    let code = match waited? {
+    let (code, mut browser) = match waited? {
         Ok(result) => result?,
         Err(_) => {
             let why = if rejected_state {
@@ -232,6 +236,15 @@ pub async fn authorize_code(p: &Provider, mut opts: CodeOptions) -> Result<Token
             ));
         }
     };
+    // Told only now: a flow ended before it took the code leaves the
+    // browser without an answer, not with "complete".
+    respond(
+        &mut browser,
+        "200 OK",
+        "Authorization complete. You can close this tab and return to Neovim.",
+    )
+    .await;
+    drop(browser);
     client
         .exchange_code(AuthorizationCode::new(code))
         .set_pkce_verifier(verifier)
@@ -463,11 +476,14 @@ enum Redirect {
     Ignored,
     /// A redirect with someone else's `state`.
     WrongState,
-    Code(String),
+    /// The code, and the browser's connection: it is answered once the
+    /// flow has taken the code.
+    Code(String, TcpStream),
     Denied(Error),
 }
 
-/// Accepts connections until one carries the redirect with our `state`.
+/// Accepts connections until one carries the redirect with our `state`,
+/// and returns its code and the browser's connection, still unanswered.
 /// Each connection is served by its own task, so a browser's idle
 /// preconnect cannot hold up the real redirect; the tasks still running
 /// are aborted when this returns.
@@ -475,7 +491,7 @@ async fn wait_for_redirect(
     listener: &TcpListener,
     state: &str,
     rejected_state: &mut bool,
-) -> Result<String> {
+) -> Result<(String, TcpStream)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -490,7 +506,7 @@ async fn wait_for_redirect(
             Some(outcome) = rx.recv() => match outcome {
                 Redirect::Ignored => {}
                 Redirect::WrongState => *rejected_state = true,
-                Redirect::Code(code) => return Ok(code),
+                Redirect::Code(code, stream) => return Ok((code, stream)),
                 Redirect::Denied(err) => return Err(err),
             },
             // Reap finished tasks so a long wait does not pile them up.
@@ -499,7 +515,8 @@ async fn wait_for_redirect(
     }
 }
 
-/// Reads one request from the listener and answers it.
+/// Reads one request from the listener and answers it, except the
+/// redirect that brings the code (see [`Redirect::Code`]).
 async fn serve_redirect(mut stream: TcpStream, state: &str) -> Redirect {
     let Ok(Ok(target)) =
         tokio::time::timeout(REDIRECT_READ_TIMEOUT, read_request_target(&mut stream)).await
@@ -550,15 +567,7 @@ async fn serve_redirect(mut stream: TcpStream, state: &str) -> Redirect {
         ));
     }
     match code {
-        Some(code) => {
-            respond(
-                &mut stream,
-                "200 OK",
-                "Authorization complete. You can close this tab and return to Neovim.",
-            )
-            .await;
-            Redirect::Code(code)
-        }
+        Some(code) => Redirect::Code(code, stream),
         None => Redirect::Ignored,
     }
 }

@@ -517,11 +517,24 @@ describe('oauth', function()
     end, 5000, 'the code exchange to start')
     vim.cmd('HimalayaSync oauth cancel demo')
     eq('himalaya-sync: no authorization of demo is waiting', seen[#seen][1])
+    -- Nor does a new authorization wait for it: its URL comes at once.
+    local second
+    ok(oauth.authorize('demo', { timeout = 1 }, function(...)
+      second = { ... }
+    end))
+    t.wait_for(function()
+      return #urls == 2
+    end, 5000, 'the second URL')
+    eq(nil, done, 'the first ended before the second began')
     t.wait_for(function()
       return done ~= nil
     end, 10000, 'the authorization to end')
     eq(true, done[1], done[2])
     eq(true, oauth.status('demo').has_token)
+    t.wait_for(function()
+      return second ~= nil
+    end, 5000, 'the second to time out')
+    eq('timeout', second[3], second[2])
   end)
 
   it('bad OAuth settings and arguments give one clear line', function()

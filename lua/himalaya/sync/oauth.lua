@@ -222,8 +222,8 @@ end
 
 --- Ends the authorizations still waiting for the user: of `account`, or
 --- of every account. Each one's callback gets kind `cancelled`, and a fixed
---- `redirect_port` is free again at once. One the browser has answered
---- finishes (its single-use code is exchanged and the tokens stored).
+--- `redirect_port` is free again at once. One whose answer has reached
+--- the plugin finishes (its single-use code is exchanged, the tokens stored).
 ---@param account? string
 ---@return integer cancelled how many were waiting
 ---@return string? err
