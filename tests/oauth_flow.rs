@@ -582,6 +582,42 @@ async fn device_flow_times_out_without_approval() {
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
 }
 
+/// Ended while the user has not approved the device code, the flow stops
+/// polling and returns the error `until` gives, long before its timeout.
+#[tokio::test]
+async fn until_ends_the_wait_for_a_device_approval() {
+    let server = Server::start(&[]);
+    let (shown, seen) = tokio::sync::oneshot::channel::<()>();
+    let opts = DeviceOptions {
+        on_code: Box::new(move |_, _, _| {
+            let _ = shown.send(());
+        }),
+        timeout: Duration::from_secs(30),
+        until: Some(Box::pin(async move {
+            let _ = seen.await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Error::new(ErrorKind::Cancelled, "ended by the test")
+        })),
+    };
+    let start = Instant::now();
+    let err = authorize_device(&server.provider(), opts)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.message.as_str()),
+        (ErrorKind::Cancelled, "ended by the test")
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    // It stopped polling: the server hears no more from it.
+    let polls = server.state().await["counters"]["device_polls"].clone();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(server.state().await["counters"]["device_polls"], polls);
+}
+
 #[tokio::test]
 async fn server_down_is_a_network_error() {
     let port = {
