@@ -55,6 +55,9 @@ local function bar(pct)
 end
 
 local finished = false
+--- The progress line shown last: an update that does not change it (the
+--- sync's end, a status change) prints nothing new.
+local last_line
 if headless then
   -- Messages go to the terminal; an error before the sync starts ends the demo.
   vim.notify = function(msg, level)
@@ -67,24 +70,39 @@ if headless then
     end
   end
 end
+--- Prints (once) and returns the progress line of `p`.
+---@param p table the sync's progress
+---@return string
+local function progress(p)
+  -- Before mbsync has listed the folders there is nothing to count yet.
+  local line = p.boxes.total == 0 and (bar(0) .. '  connecting to the server')
+    or ('%s  %s  %d/%d folders, %d/%d messages'):format(
+      bar(math.floor(p.percent or 0)),
+      p.box or '',
+      p.boxes.done,
+      p.boxes.total,
+      p.near.new.done,
+      p.near.new.total
+    )
+  if line ~= last_line then
+    last_line = line
+    out(line)
+  end
+  return line
+end
+
 vim.api.nvim_create_autocmd('User', {
   pattern = 'HimalayaSyncUpdate',
   callback = function(ev)
     local info = ev.data
     if info.status == 'running' and info.progress then
-      local p = info.progress
-      local line = ('%s  %s  %d/%d folders, %d/%d messages'):format(
-        bar(math.floor(p.percent or 0)),
-        p.box or '',
-        p.boxes.done,
-        p.boxes.total,
-        p.near.new.done,
-        p.near.new.total
-      )
-      out(line)
-      show('Syncing account "demo" with :HimalayaSync full demo\n\n' .. line)
+      show('Syncing account "demo" with :HimalayaSync full demo\n\n' .. progress(info.progress))
     elseif info.status ~= 'running' and info.result and not finished then
       finished = true
+      -- A short sync may end before its last progress was drawn.
+      if info.progress then
+        progress(info.progress)
+      end
       local r = info.result
       local report = {
         ('Sync %s in %.2f s: %d messages pulled, %d pushed.'):format(info.status, r.duration, r.pulled, r.pushed),

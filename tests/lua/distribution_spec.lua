@@ -298,3 +298,27 @@ vim.cmd('qa!')
     contains(got.health, got.path)
   end)
 end)
+
+describe('make demo', function()
+  it('syncs the throwaway account, shows progress and the summary, and leaves nothing behind', function()
+    local tmp = t.tmpdir()
+    local r = sh({ 'bash', t.root .. '/scripts/demo.sh' }, {
+      env = { DEMO_HEADLESS = '1', DEMO_MESSAGES = '300', TMPDIR = tmp },
+    })
+    eq(0, r.code, (r.stdout or '') .. (r.stderr or ''))
+    local out = r.stdout
+    contains(out, 'Starting a throwaway IMAP server with 300 messages...')
+    contains(out, ':HimalayaSync full demo')
+    ok(out:find('%[#+%] 100%%  [^\n]+  7/7 folders, 300/300 messages') ~= nil, out)
+    ok(out:find('Sync completed in [%d.]+ s: 300 messages pulled, 0 pushed%.') ~= nil, out)
+    -- Every folder, the non-ASCII ones too, with as many messages on both sides.
+    local rows = 0
+    for name, server, here in out:gmatch('\n(%S[^\n]-)%s+(%d+)%s+(%d+)%s+%d+') do
+      rows = rows + 1
+      eq(server, here, name)
+    end
+    eq(7, rows, out)
+    contains(out, 'Entwürfe')
+    eq({}, vim.fn.readdir(tmp), 'the demo left files behind')
+  end)
+end)
