@@ -144,7 +144,7 @@ pub fn classify_line(line: &str) -> Option<ErrorKind> {
     if (line.contains("Error: channel ") && line.contains(" is locked")) || has(LOCKED_PATTERNS) {
         return Some(ErrorKind::Locked);
     }
-    if has(CONFIG_PATTERNS) || is_config_file_error(line) {
+    if has(CONFIG_PATTERNS) || is_config_file_error(line) || is_unopenable_box(line) {
         return Some(ErrorKind::Config);
     }
     let connection = line.contains("Socket error") || line.contains("Cannot connect to");
@@ -166,6 +166,17 @@ fn is_uidvalidity_error(line: &str) -> bool {
         && (line.contains("Error: ")
             || line.contains("Unable to recover from UIDVALIDITY change")
             || line.contains("cannot read UIDVALIDITY"))
+}
+
+/// `Error: channel c: far side box Nope cannot be opened.` (and `both far
+/// side … and near side … cannot be opened.`): a folder that does not exist
+/// where the channel looks for it, and is not created there. A typo in a
+/// folder name, or a Patterns/Create setting: retrying cannot help. (A lost
+/// connection is reported otherwise, so this is no network failure.) Not
+/// the warning about a box that cannot be opened while its peer is not
+/// empty.
+fn is_unopenable_box(line: &str) -> bool {
+    line.starts_with("Error: channel ") && line.ends_with(" cannot be opened.")
 }
 
 /// A configuration parse error: `<file>:<line>: <problem>`, as printed by
@@ -295,6 +306,11 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
                 "install the SASL plugin for it (e.g. cyrus-sasl-xoauth2) or change AuthMechs",
             )
         }
+        ErrorKind::Config if is_unopenable_box(&line) => (
+            "a folder cannot be opened",
+            "check the folder name: it must exist on the server or locally, or the channel \
+             must Create it",
+        ),
         ErrorKind::Config => ("mbsync configuration error", "fix the mbsync config file"),
         ErrorKind::Cancelled => ("sync cancelled", "start it again when needed"),
         ErrorKind::Invalid => ("invalid request", "check the arguments"),
@@ -564,9 +580,26 @@ mod tests {
             "IMAP store 'work' has neither Tunnel nor Host",
             "IMAP error: selected SASL mechanism(s) not available;",
             "IMAP error: server supports no acceptable authentication mechanism",
+            "Error: channel demo: both far side Nope and near side Nope cannot be opened.",
+            "Error: channel demo: far side box Work/Gone cannot be opened.",
         ] {
             assert_eq!(classify_line(line), Some(ErrorKind::Config), "{line}");
         }
+        assert_eq!(
+            classify_line(
+                "Warning: channel demo: far side box Old cannot be opened and near side box Old is not empty."
+            ),
+            None
+        );
+        assert_eq!(
+            summary(
+                ErrorKind::Config,
+                "Error: channel demo: both far side Nope and near side Nope cannot be opened."
+            ),
+            "a folder cannot be opened: Error: channel demo: both far side Nope and near side \
+             Nope cannot be opened. (check the folder name: it must exist on the server or \
+             locally, or the channel must Create it)"
+        );
         assert_eq!(
             classify_line(
                 "/home/me/.mbsyncrc:4: Notice: URL notation is deprecated; use a plain host name"

@@ -151,6 +151,13 @@ describe('syncing real mail', function()
     eq(before['Work/Projects'].total + 5, after['Work/Projects'].total)
     eq(before.Work.total, after.Work.total, 'Work untouched')
 
+    -- A folder that exists on neither side: a config error that says so.
+    result = t.sync_and_wait('folders', { account = 'demo', folders = { 'Nope' } })
+    eq(false, result.success)
+    eq('config', result.kind, result.error)
+    t.contains(result.error, 'a folder cannot be opened: ')
+    t.contains(result.error, 'both far side Nope and near side Nope cannot be opened')
+
     -- And a full sync brings the rest; nothing lost or doubled.
     eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
