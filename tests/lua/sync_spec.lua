@@ -347,6 +347,8 @@ describe('syncing real mail', function()
     end, 60000, 'the sync started by the command')
     local out = vim.api.nvim_exec2('HimalayaSync status', { output = true }).output
     contains(out, 'full demo: completed')
+    -- The bare command shows the same.
+    eq(out, vim.api.nvim_exec2('HimalayaSync', { output = true }).output)
     out = vim.api.nvim_exec2('HimalayaSync cancel', { output = true }).output
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)

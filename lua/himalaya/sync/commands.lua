@@ -667,10 +667,8 @@ end
 ---@param opts {fargs: string[], bang: boolean}
 function M.run(opts)
   local args = vim.deepcopy(opts.fargs)
-  local name = table.remove(args, 1)
-  if not name then
-    return err('usage: :HimalayaSync {' .. table.concat(M.names(), '|') .. '}')
-  end
+  -- The bare command: what a user typing it most likely wants to know.
+  local name = table.remove(args, 1) or 'status'
   local sub = M.subcommands[name]
   if not sub then
     return err(('unknown subcommand %s; expected one of: %s'):format(shown(name), table.concat(M.names(), ', ')))
