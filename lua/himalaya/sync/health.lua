@@ -77,6 +77,23 @@ function M.check()
       'or set mbsync.cmd in your configuration',
     })
   end
+  if native.is_loaded() then
+    local targets, terr = require('himalaya.sync.manager').list_targets()
+    if not targets then
+      health.error(tostring(terr), {
+        'mbsync.config names the mbsyncrc; without it mbsync reads $XDG_CONFIG_HOME/isyncrc, else ~/.mbsyncrc (see man mbsync)',
+      })
+    elseif #targets == 0 then
+      health.warn('the mbsyncrc has no Channel or Group: there is nothing to sync')
+    else
+      health.ok(('accounts (channels and groups of the mbsyncrc): %s'):format(table.concat(
+        vim.tbl_map(function(tg)
+          return tg.name
+        end, targets),
+        ', '
+      )))
+    end
+  end
 
   health.start('himalaya-sync: himalaya')
   local himalaya = require('himalaya.sync.himalaya')

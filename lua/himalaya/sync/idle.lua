@@ -32,21 +32,36 @@ M.RETRY_MS = 30000
 local S = require('himalaya.sync.native').state('idle', { watching = false, stopped = {} })
 
 --- The accounts to watch: `idle.accounts`, else those auto-sync syncs.
----@return string[]
+---@return string[] accounts
+---@return string? err why there are none (the mbsyncrc cannot be read)
 local function accounts()
   local cfg = config.get()
-  return cfg.idle.accounts or cfg.auto_sync.accounts or require('himalaya.sync.manager').whole_accounts()
+  local named = cfg.idle.accounts or cfg.auto_sync.accounts
+  if named then
+    return named
+  end
+  local manager = require('himalaya.sync.manager')
+  local _, err = manager.list_targets()
+  if err then
+    return {}, err
+  end
+  return manager.whole_accounts()
 end
 
 --- Starts the watchers of every account (replacing those it had).
 ---@param lib himalaya.sync.NativeLib
 ---@return integer started accounts watched
+---@return string? err why there was no account to watch
 local function start_watchers(lib)
   local native = require('himalaya.sync.native')
   local cfg = config.get()
   local started = 0
   S.stopped = {}
-  for _, account in ipairs(accounts()) do
+  local names, err = accounts()
+  if #names == 0 then
+    return 0, err or 'the mbsyncrc has no channel or group'
+  end
+  for _, account in ipairs(names) do
     local n, e = lib.idle_start(account, cfg.idle.folders, cfg.idle.reidle)
     if n then
       started = started + 1
@@ -91,11 +106,12 @@ function M.try()
     end
     return false
   end
-  if start_watchers(lib) == 0 then
+  local started, why = start_watchers(lib)
+  if started == 0 then
     -- Holding the lock without a watcher would keep every other Neovim
     -- from watching; the timer tries again.
     require('himalaya.sync.lock')._release(LOCK)
-    return not_watching('no account could be watched; trying again later')
+    return not_watching(('no account could be watched%s; trying again later'):format(why and (': ' .. why) or ''))
   end
   S.watching = true
   return true
