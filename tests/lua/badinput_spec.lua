@@ -311,6 +311,7 @@ describe('bad input', function()
       'HimalayaSync status demo',
       'HimalayaSync oauth refresh demo junk',
       'HimalayaSync oauth authorize demo --devcie',
+      'HimalayaSync oauth refresh',
       'HimalayaSync full \xff',
       'HimalayaSync folders demo \xff',
       'HimalayaSync full ' .. ('a'):rep(100000),

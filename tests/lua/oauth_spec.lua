@@ -166,6 +166,12 @@ describe('oauth', function()
     end, 10000, 'the status notification')
     contains(notes[1], 'store: encrypted')
     ok(not notes[1]:find(current_token(), 1, true))
+    -- The only OAuth account goes without saying.
+    vim.cmd('HimalayaSync oauth status')
+    t.wait_for(function()
+      return #notes > 1
+    end, 10000, 'the status notification without an account')
+    eq(notes[1], notes[2])
 
     vim.cmd('checkhealth himalaya.sync')
     local report = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')

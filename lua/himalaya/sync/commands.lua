@@ -573,7 +573,7 @@ local function expiry(s)
 end
 
 M.subcommands.oauth = {
-  desc = 'OAuth2 tokens: oauth {status|refresh|authorize|cancel|clear} {account} (authorize --device for a code)',
+  desc = 'OAuth2 tokens: oauth {status|refresh|authorize|cancel|clear} [account] (authorize --device for a code)',
   complete = function(_, args)
     if #args == 0 then
       return OAUTH_ACTIONS
@@ -585,7 +585,7 @@ M.subcommands.oauth = {
   end,
   run = function(args)
     local action, account = args[1], args[2]
-    local usage = ':HimalayaSync oauth {' .. table.concat(OAUTH_ACTIONS, '|') .. '} {account}'
+    local usage = ':HimalayaSync oauth {' .. table.concat(OAUTH_ACTIONS, '|') .. '} [account]'
     if action == 'cancel' then
       if not at_most(args, 2, ':HimalayaSync oauth cancel [account]') then
         return
@@ -599,17 +599,44 @@ M.subcommands.oauth = {
           or ('cancelled %d authorization%s'):format(n, n == 1 and '' or 's')
       )
     end
-    if not vim.tbl_contains(OAUTH_ACTIONS, action) or not account then
+    if not vim.tbl_contains(OAUTH_ACTIONS, action) then
       return err('usage: ' .. usage .. ' (authorize: [--device]; cancel: account optional)')
     end
-    if action == 'authorize' and args[3] ~= nil and args[3] ~= '--device' then
-      return err(
-        ('unknown option %s; usage: :HimalayaSync oauth authorize {account} [--device]'):format(shown(args[3]))
-      )
+    local device = false
+    if action == 'authorize' then
+      for i = #args, 2, -1 do
+        if args[i] == '--device' then
+          device = true
+          table.remove(args, i)
+        elseif vim.startswith(args[i], '-') then
+          return err(
+            ('unknown option %s; usage: :HimalayaSync oauth authorize [account] [--device]'):format(shown(args[i]))
+          )
+        end
+      end
+      account = args[2]
     end
-    if not at_most(args, action == 'authorize' and 3 or 2, usage) then
+    if not at_most(args, 2, usage) then
       return
     end
+    if not account then
+      -- The only OAuth account goes without saying; status covers them all.
+      local names = require('himalaya.sync.oauth').accounts()
+      if #names == 0 then
+        return err('no account has accounts.NAME.oauth configured')
+      end
+      if action == 'status' and #names > 1 then
+        for _, name in ipairs(names) do
+          M.subcommands.oauth.run({ 'status', name }, {})
+        end
+        return
+      end
+      if #names > 1 then
+        return err(('which account? one of: %s; usage: %s'):format(table.concat(names, ', '), usage))
+      end
+      account = names[1]
+    end
+    ---@cast account string
     local oauth = require('himalaya.sync.oauth')
     local function report(what)
       return function(ok, e, kind)
@@ -650,7 +677,7 @@ M.subcommands.oauth = {
     elseif action == 'clear' then
       oauth.clear_token(account, report('stored tokens removed'))
     else
-      oauth.authorize(account, { device = args[3] == '--device' }, report('authorized'))
+      oauth.authorize(account, { device = device }, report('authorized'))
     end
   end,
 }
