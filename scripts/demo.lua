@@ -32,7 +32,10 @@ local function counts(side)
       side,
     }, { text = true })
     :wait()
-  return r.code == 0 and vim.json.decode(r.stdout) or {}
+  if r.code ~= 0 then
+    error(('reading the %s folders failed: %s'):format(side, vim.trim(r.stderr or '')))
+  end
+  return vim.json.decode(r.stdout)
 end
 
 local lines = {}
@@ -54,7 +57,11 @@ local function bar(pct)
   return ('[%s%s] %3d%%'):format(('#'):rep(filled), ('.'):rep(width - filled), pct)
 end
 
+--- The sync's end was handled.
 local finished = false
+--- Headless: the demo's exit code, once it is over.
+---@type integer?
+local exit_code
 --- The progress line shown last: an update that does not change it (the
 --- sync's end, a status change) prints nothing new.
 local last_line
@@ -64,9 +71,7 @@ if headless then
     out(msg)
     if level == vim.log.levels.ERROR and not finished then
       finished = true
-      vim.schedule(function()
-        vim.cmd('cquit 1')
-      end)
+      exit_code = 1
     end
   end
 end
@@ -91,6 +96,41 @@ local function progress(p)
   return line
 end
 
+--- Prints the end of the sync: its last progress, the result and the
+--- folders on both sides.
+---@param info table the finished sync
+local function summary(info)
+  -- A short sync may end before its last progress was drawn.
+  if info.progress then
+    progress(info.progress)
+  end
+  local r = info.result
+  local report = {
+    ('Sync %s in %.2f s: %d messages pulled, %d pushed.'):format(info.status, r.duration, r.pulled, r.pushed),
+  }
+  if not r.success then
+    report[#report + 1] = 'Error: ' .. (r.error or '?')
+  end
+  report[#report + 1] = ''
+  report[#report + 1] = ('%-24s %8s %8s %8s'):format('folder', 'server', 'local', 'unread')
+  local server, localside = counts('server'), counts('local')
+  local names = vim.tbl_keys(server)
+  table.sort(names)
+  for _, f in ipairs(names) do
+    local c = localside[f] or { total = 0, unread = 0 }
+    -- Padded by display width: %-24s counts bytes, and folder names are UTF-8.
+    local name = f .. (' '):rep(math.max(0, 24 - vim.fn.strdisplaywidth(f)))
+    report[#report + 1] = ('%s %8d %8d %8d'):format(name, server[f].total, c.total, c.unread)
+  end
+  if not headless then
+    report[#report + 1] = ''
+    report[#report + 1] = 'Press q to quit (the demo server and files are removed).'
+  end
+  local text = table.concat(report, '\n')
+  out('\n' .. text)
+  show(text)
+end
+
 vim.api.nvim_create_autocmd('User', {
   pattern = 'HimalayaSyncUpdate',
   callback = function(ev)
@@ -99,40 +139,11 @@ vim.api.nvim_create_autocmd('User', {
       show('Syncing account "demo" with :HimalayaSync full demo\n\n' .. progress(info.progress))
     elseif info.status ~= 'running' and info.result and not finished then
       finished = true
-      -- A short sync may end before its last progress was drawn.
-      if info.progress then
-        progress(info.progress)
+      local shown_ok, why = pcall(summary, info)
+      if not shown_ok then
+        out('himalaya-sync demo: cannot show the summary: ' .. tostring(why))
       end
-      local r = info.result
-      local report = {
-        ('Sync %s in %.2f s: %d messages pulled, %d pushed.'):format(info.status, r.duration, r.pulled, r.pushed),
-      }
-      if not r.success then
-        report[#report + 1] = 'Error: ' .. (r.error or '?')
-      end
-      report[#report + 1] = ''
-      report[#report + 1] = ('%-24s %8s %8s %8s'):format('folder', 'server', 'local', 'unread')
-      local server, localside = counts('server'), counts('local')
-      local names = vim.tbl_keys(server)
-      table.sort(names)
-      for _, f in ipairs(names) do
-        local c = localside[f] or { total = 0, unread = 0 }
-        -- Padded by display width: %-24s counts bytes, and folder names are UTF-8.
-        local name = f .. (' '):rep(math.max(0, 24 - vim.fn.strdisplaywidth(f)))
-        report[#report + 1] = ('%s %8d %8d %8d'):format(name, server[f].total, c.total, c.unread)
-      end
-      if not headless then
-        report[#report + 1] = ''
-        report[#report + 1] = 'Press q to quit (the demo server and files are removed).'
-      end
-      local text = table.concat(report, '\n')
-      out('\n' .. text)
-      show(text)
-      if headless then
-        vim.schedule(function()
-          vim.cmd(r.success and 'qa!' or 'cquit 1')
-        end)
-      end
+      exit_code = (shown_ok and info.result.success) and 0 or 1
     end
   end,
 })
@@ -147,6 +158,7 @@ vim.cmd('HimalayaSync full demo')
 if headless then
   -- Keep the event loop running until the sync reports its end.
   vim.wait(600000, function()
-    return finished
+    return exit_code ~= nil
   end, 50)
+  vim.cmd(exit_code == 0 and 'qa!' or 'cquit 1')
 end

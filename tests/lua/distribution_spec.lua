@@ -305,8 +305,8 @@ describe('make demo', function()
     local r = sh({ 'bash', t.root .. '/scripts/demo.sh' }, {
       env = { DEMO_HEADLESS = '1', DEMO_MESSAGES = '300', TMPDIR = tmp },
     })
-    eq(0, r.code, (r.stdout or '') .. (r.stderr or ''))
-    local out = r.stdout
+    local out = (r.stdout or '') .. (r.stderr or '')
+    eq(0, r.code, out)
     contains(out, 'Starting a throwaway IMAP server with 300 messages...')
     contains(out, ':HimalayaSync full demo')
     ok(out:find('%[#+%] 100%%  [^\n]+  7/7 folders, 300/300 messages') ~= nil, out)
