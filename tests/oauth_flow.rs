@@ -208,6 +208,20 @@ fn browser(
     )
 }
 
+/// Asserts that nothing listens any more on the loopback port of the
+/// redirect URI in authorization URL `auth_url`.
+fn assert_listener_closed(auth_url: &str) {
+    let url = reqwest::Url::parse(auth_url).unwrap();
+    let redirect = url
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .unwrap()
+        .1
+        .into_owned();
+    let port = reqwest::Url::parse(&redirect).unwrap().port().unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
 /// Runs the code flow end to end and returns the tokens.
 async fn sign_in(server: &Server) -> TokenResponse {
     let (opts, _log) = browser(false, true);
@@ -288,15 +302,7 @@ async fn only_a_wrong_state_times_out_and_closes_the_listener() {
     assert!(start.elapsed() < Duration::from_secs(6));
     let log = log.await.expect("browser log");
     assert_eq!(log.forged_status, Some(400));
-    let url = reqwest::Url::parse(&log.auth_url).unwrap();
-    let redirect = url
-        .query_pairs()
-        .find(|(k, _)| k == "redirect_uri")
-        .unwrap()
-        .1
-        .into_owned();
-    let port = reqwest::Url::parse(&redirect).unwrap().port().unwrap();
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert_listener_closed(&log.auth_url);
 }
 
 /// A relay on 127.0.0.1 to `target` that holds each connection `delay`
@@ -353,15 +359,7 @@ async fn until_ends_the_wait_for_the_browser() {
         "{:?}",
         start.elapsed()
     );
-    let url = reqwest::Url::parse(&log.await.expect("browser log").auth_url).unwrap();
-    let redirect = url
-        .query_pairs()
-        .find(|(k, _)| k == "redirect_uri")
-        .unwrap()
-        .1
-        .into_owned();
-    let port = reqwest::Url::parse(&redirect).unwrap().port().unwrap();
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert_listener_closed(&log.await.expect("browser log").auth_url);
 }
 
 /// Once the browser has brought the code, ending the flow no longer stops

@@ -363,6 +363,22 @@ describe('oauth', function()
   --- Account `demo` with the browser flow on a fixed redirect port, at an
   --- authorization server nobody answers on; returns that port.
   ---@return integer
+  --- No browser here: the URLs the plugin would open are only collected
+  --- (until the test ends).
+  ---@return string[] urls
+  local function collect_urls()
+    local urls = {}
+    local open = vim.ui.open
+    vim.ui.open = function(url)
+      urls[#urls + 1] = url
+      return nil, 'no browser in tests'
+    end
+    t.defer(function()
+      vim.ui.open = open
+    end)
+    return urls
+  end
+
   local function browser_flow_account()
     local dir = t.tmpdir()
     local closed, redirect = t.closed_port(), t.closed_port()
@@ -387,16 +403,11 @@ describe('oauth', function()
 
   it('a new authorization replaces the one still waiting, and takes over its fixed port', function()
     local redirect = browser_flow_account()
-    -- No browser here: the URLs are only collected.
-    local urls = {}
-    local open, notify = vim.ui.open, vim.notify
-    vim.ui.open = function(url)
-      urls[#urls + 1] = url
-      return nil, 'no browser in tests'
-    end
+    local urls = collect_urls()
+    local notify = vim.notify
     vim.notify = function() end
     t.defer(function()
-      vim.ui.open, vim.notify = open, notify
+      vim.notify = notify
     end)
     local first, second
     ok(oauth.authorize('demo', nil, function(...)
@@ -426,15 +437,7 @@ describe('oauth', function()
   it('an authorization still waiting can be cancelled, which frees its fixed port', function()
     local redirect = browser_flow_account()
     vim.cmd('runtime plugin/himalaya-sync.lua')
-    local urls = {}
-    local open = vim.ui.open
-    vim.ui.open = function(url)
-      urls[#urls + 1] = url
-      return nil, 'no browser in tests'
-    end
-    t.defer(function()
-      vim.ui.open = open
-    end)
+    local urls = collect_urls()
     local seen = t.notifications()
     local first
     ok(oauth.authorize('demo', nil, function(...)
@@ -496,15 +499,7 @@ describe('oauth', function()
       },
     })
     vim.cmd('runtime plugin/himalaya-sync.lua')
-    local urls = {}
-    local open = vim.ui.open
-    vim.ui.open = function(url)
-      urls[#urls + 1] = url
-      return nil, 'no browser in tests'
-    end
-    t.defer(function()
-      vim.ui.open = open
-    end)
+    local urls = collect_urls()
     local seen = t.notifications()
     local done
     ok(oauth.authorize('demo', nil, function(...)
