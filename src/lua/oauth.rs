@@ -95,9 +95,10 @@ fn answer(id: u64, result: Result<Value>) {
 }
 
 /// Ends the authorizations of `account`, or of every account, that still
-/// wait for the user; returns how many. One that has its answer no longer
-/// listens (it dropped its `Until`): it finishes, and is not counted.
-fn cancel_authorizations(account: Option<&str>) -> usize {
+/// wait for the user. Returns how many it ended, and how many it found
+/// finishing: one that has its answer no longer listens (it dropped its
+/// `Until`), and goes on to store its token.
+fn cancel_authorizations(account: Option<&str>) -> (usize, usize) {
     let ended: Vec<Pending> = match PENDING.lock().as_mut() {
         Some(map) => {
             let names: Vec<String> = map
@@ -109,11 +110,13 @@ fn cancel_authorizations(account: Option<&str>) -> usize {
         }
         None => Vec::new(),
     };
-    ended
+    let found = ended.len();
+    let cancelled = ended
         .into_iter()
         .map(|(_, end, _)| end.send(Ended::Cancelled).is_ok())
         .filter(|&ended| ended)
-        .count()
+        .count();
+    (cancelled, found - cancelled)
 }
 
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {

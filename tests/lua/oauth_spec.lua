@@ -517,7 +517,7 @@ describe('oauth', function()
       return relay.connections() > 0
     end, 5000, 'the code exchange to start')
     vim.cmd('HimalayaSync oauth cancel demo')
-    eq('himalaya-sync: no authorization of demo is waiting', seen[#seen][1])
+    eq('himalaya-sync: the authorization of demo was answered already and finishes', seen[#seen][1])
     -- Nor does a new authorization wait for it: its URL comes at once.
     local second
     ok(oauth.authorize('demo', { timeout = 1 }, function(...)

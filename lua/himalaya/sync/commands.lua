@@ -590,12 +590,22 @@ M.subcommands.oauth = {
       if not at_most(args, 2, ':HimalayaSync oauth cancel [account]') then
         return
       end
-      local n, cerr = require('himalaya.sync.oauth').cancel_authorize(account)
+      local n, finishing, cerr = require('himalaya.sync.oauth')._cancel_authorize(account)
       if cerr then
         return err(cerr)
       end
+      local of = account and (' of ' .. account) or ''
+      if finishing > 0 then
+        -- Its answer is in: it is stored, whatever the user asked here.
+        return notify(
+          ('%sthe authorization%s was answered already and finishes'):format(
+            n > 0 and ('cancelled %d; '):format(n) or '',
+            of
+          )
+        )
+      end
       return notify(
-        n == 0 and ('no authorization%s is waiting'):format(account and (' of ' .. account) or '')
+        n == 0 and ('no authorization%s is waiting'):format(of)
           or ('cancelled %d authorization%s'):format(n, n == 1 and '' or 's')
       )
     end

@@ -77,7 +77,7 @@ local DRAIN_MAX = 256
 ---@field mbsync_targets fun(): himalaya.sync.Target[]?, himalaya.sync.LibError?
 ---@field mbsync_has_target fun(name: string): boolean?, himalaya.sync.LibError?
 ---@field oauth_call fun(op: string, account: string, arg?: table|string): integer?, himalaya.sync.LibError?
----@field oauth_cancel_authorize fun(account?: string): integer authorizations ended
+---@field oauth_cancel_authorize fun(account?: string): integer, integer authorizations ended, and found finishing
 
 -- State lives in the Lua registry, not in this module: a plugin reloader
 -- that clears `package.loaded` must not lead to a second poll handle or a

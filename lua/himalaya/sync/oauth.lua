@@ -228,18 +228,32 @@ end
 ---@return integer cancelled how many were waiting
 ---@return string? err
 function M.cancel_authorize(account)
+  local cancelled, _, err = M._cancel_authorize(account)
+  return cancelled, err
+end
+
+--- cancel_authorize(), also saying how many authorizations it found
+--- finishing (their answer had arrived), for `:HimalayaSync oauth cancel`.
+---@param account? string
+---@return integer cancelled
+---@return integer finishing
+---@return string? err
+function M._cancel_authorize(account)
   if account ~= nil then
     local bad = bad_account(account)
     if bad then
-      return 0, bad
+      return 0, 0, bad
     end
   end
   -- Nothing can wait before the library is loaded: do not load it for this.
   if not native.is_loaded() then
-    return 0
+    return 0, 0
   end
   local lib = native.get()
-  return lib and lib.oauth_cancel_authorize(account) or 0
+  if not lib then
+    return 0, 0
+  end
+  return lib.oauth_cancel_authorize(account)
 end
 
 --- Names of the accounts with OAuth configured.
