@@ -24,6 +24,10 @@ python3 "$root/tests/fixture/imap_fixture.py" start --dir "$work/imap" --account
   --messages "$messages" --nested-nonascii >"$work/fixture.json"
 
 export HIMALAYA_DEMO_FIXTURE="$work/fixture.json"
+# The Neovim below finds its own runtime files: a VIMRUNTIME set for
+# another Neovim (a shell's, or a test run of another version) would mix
+# two versions' runtime.
+unset VIMRUNTIME VIM
 export XDG_STATE_HOME="$work/state" XDG_CACHE_HOME="$work/cache" XDG_CONFIG_HOME="$work/config"
 export XDG_DATA_HOME="$work/data" XDG_RUNTIME_DIR="$work/run"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
