@@ -46,6 +46,7 @@ use crate::lock::LockDir;
 use crate::maildir::FolderCounts;
 use crate::mbsync::config::{ConfigCache, MbsyncConfig};
 use crate::mbsync::errors::{summary, Classified};
+use crate::mbsync::names;
 use crate::mbsync::progress::{PercentEstimate, Progress};
 use crate::mbsync::runner::{self, Outcome, RunSpec, Update};
 use crate::oauth::account::AccountSettings;
@@ -723,6 +724,18 @@ impl Manager {
         // (deriving a throttled config, waiting for the lock, refreshing a
         // token, a repair's backup) announces it first, so that the editor
         // shows the sync meanwhile.
+        // Folder names are Unicode up to here; mbsync 1.4 wants a box
+        // beyond ASCII as the server spells it.
+        let mut mailbox = opts.folders.first().cloned();
+        if spec.targets.iter().any(|t| names::depends_on_version(t)) {
+            let utf8 = names::takes_utf8(&spec.program.to_string_lossy()).await;
+            spec.targets = spec
+                .targets
+                .iter()
+                .map(|t| names::target(t, utf8))
+                .collect();
+            mailbox = mailbox.map(|m| names::spelled(&m, utf8));
+        }
         let oauth = self.settings.lock().oauth.get(&opts.account).cloned();
         let slow = throttle.is_some()
             || !opts.wait_lock.is_zero()
@@ -745,7 +758,7 @@ impl Manager {
         }
         if opts.kind == SyncType::Repair {
             began.store(true, Ordering::SeqCst);
-            let (Some(channel), Some(mailbox)) = (channels.first(), opts.folders.first()) else {
+            let (Some(channel), Some(mailbox)) = (channels.first(), mailbox.as_ref()) else {
                 return Attempt::NotRun(Error::invalid("a repair needs a channel and a folder"));
             };
             return match self

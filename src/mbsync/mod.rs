@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod errors;
+pub mod names;
 pub mod progress;
 pub mod runner;

@@ -1,0 +1,135 @@
+//! How mbsync wants folder names on its command line.
+//!
+//! isync 1.4 takes a box by the name the server lists, which for a name
+//! beyond ASCII is IMAP's modified UTF-7 (`Entw&APw-rfe`), and keeps that
+//! name for the Maildir folder too; isync 1.5 converts by itself and takes
+//! UTF-8 (`Entwürfe`). The plugin speaks Unicode everywhere (the fast
+//! check, IDLE, what a user types), so a folders sync or a repair of
+//! `Entwürfe/Alt` is spelled here for the mbsync at hand: given to 1.4 as
+//! it is, it names no box ("cannot be opened").
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::runner::decode_mutf7;
+use crate::command::{self, Run};
+use crate::imap::client::encode_mutf7;
+
+/// Per mbsync program: whether it takes UTF-8 box names.
+static UTF8: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
+
+/// Whether `program` (an mbsync) takes UTF-8 box names: isync 1.5 and
+/// later. Asked once per program (`--version`); an mbsync that cannot say
+/// is taken for 1.4, whose spelling is also what a server lists.
+pub async fn takes_utf8(program: &str) -> bool {
+    if let Some(known) = UTF8.lock().as_ref().and_then(|m| m.get(program)) {
+        return *known;
+    }
+    let name = program.to_owned();
+    let version = command::off_thread(move |stop| {
+        command::run(&Run {
+            what: "mbsync --version",
+            program: &name,
+            args: &["--version"],
+            env: &[],
+            stdin: None,
+            timeout: Duration::from_secs(5),
+            stop: Some(stop),
+        })
+    })
+    .await;
+    let utf8 = version.is_ok_and(|out| is_utf8_version(&String::from_utf8_lossy(&out.stdout)));
+    UTF8.lock()
+        .get_or_insert_with(HashMap::new)
+        .insert(program.to_owned(), utf8);
+    utf8
+}
+
+/// Whether `mbsync --version` output (`isync 1.5.1`) names 1.5 or later.
+fn is_utf8_version(text: &str) -> bool {
+    let Some(version) = text.split_whitespace().nth(1) else {
+        return false;
+    };
+    let mut parts = version.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .unwrap_or(0)
+    });
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (1, 5)
+}
+
+/// Folder `name`, in Unicode or already as the server spells it, as this
+/// mbsync takes it.
+pub fn spelled(name: &str, utf8: bool) -> String {
+    let unicode = decode_mutf7(name);
+    if utf8 {
+        unicode
+    } else {
+        encode_mutf7(&unicode)
+    }
+}
+
+/// Whether folder `name` is spelled differently by mbsync 1.4 and 1.5
+/// (beyond ASCII, or with an `&`): only then is the version asked.
+pub fn depends_on_version(name: &str) -> bool {
+    name.contains('&') || !name.is_ascii()
+}
+
+/// A command-line target with its boxes spelled for this mbsync: a
+/// channel or group stays as it is, `channel:box,box` gets each box
+/// spelled.
+pub fn target(target: &str, utf8: bool) -> String {
+    match target.split_once(':') {
+        Some((channel, boxes)) => {
+            let boxes: Vec<String> = boxes.split(',').map(|b| spelled(b, utf8)).collect();
+            format!("{channel}:{}", boxes.join(","))
+        }
+        None => target.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_1_5_take_utf8() {
+        assert!(!is_utf8_version("isync 1.4.4\n"));
+        assert!(!is_utf8_version("isync 1.3.0"));
+        assert!(is_utf8_version("isync 1.5.0"));
+        assert!(is_utf8_version("isync 1.5.1\n"));
+        assert!(is_utf8_version("isync 2.0"));
+        assert!(is_utf8_version("isync 1.6.0-rc1"));
+        assert!(!is_utf8_version(""));
+        assert!(!is_utf8_version("mbsync: unknown option"));
+    }
+
+    #[test]
+    fn boxes_are_spelled_for_the_version() {
+        // 1.4: as the server lists them; a name given that way stays.
+        assert_eq!(
+            target("demo:Work/Café,INBOX", false),
+            "demo:Work/Caf&AOk-,INBOX"
+        );
+        assert_eq!(
+            target("demo:Entw&APw-rfe/Alt", false),
+            "demo:Entw&APw-rfe/Alt"
+        );
+        assert_eq!(target("demo:R&D", false), "demo:R&-D");
+        // 1.5: UTF-8, also from a name given as the server spells it.
+        assert_eq!(target("demo:Work/Café", true), "demo:Work/Café");
+        assert_eq!(target("demo:Entw&APw-rfe/Alt", true), "demo:Entwürfe/Alt");
+        // Channels and groups stay as they are.
+        assert_eq!(target("demo", false), "demo");
+        assert_eq!(target("demo:INBOX", false), "demo:INBOX");
+        assert_eq!(spelled("Entwürfe", false), "Entw&APw-rfe");
+        assert!(depends_on_version("demo:Work/Café"));
+        assert!(depends_on_version("demo:R&D"));
+        assert!(!depends_on_version("demo:Work/Projects,INBOX"));
+    }
+}
