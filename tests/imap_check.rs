@@ -1255,3 +1255,40 @@ async fn idle_reconnects_after_the_computer_slept() {
     assert!(!watcher.is_finished());
     watcher.join().await.expect("clean stop");
 }
+
+/// A Far prefix beyond ASCII, written as the server spells it (what mbsync
+/// 1.4 needs) or in Unicode (1.5): the check lists the folders below it,
+/// names them in Unicode, and sees new mail there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_prefix_beyond_ascii_is_listed_in_either_spelling() {
+    let fx = Fixture::start(&["--folders", "INBOX=2,Entwürfe/Alt=3,Entwürfe/Neu=2"]);
+    let text = std::fs::read_to_string(fx.mbsyncrc()).unwrap();
+    let none = HashMap::new();
+    for (n, far) in ["Entw&APw-rfe/", "Entwürfe/"].into_iter().enumerate() {
+        let rc = fx.dir.join(format!("mbsyncrc-prefix{n}"));
+        let state = fx.dir.join(format!("state{n}"));
+        std::fs::create_dir_all(&state).unwrap();
+        let changed = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("Far :demo-remote:") {
+                    format!("Far :demo-remote:\"{far}\"")
+                } else if l.starts_with("SyncState ") {
+                    format!("SyncState {}/", state.display())
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&rc, changed).unwrap();
+        let cfg = MbsyncConfig::load(Some(&rc)).unwrap();
+        let checks = check_account(&cfg, &none, "demo", &[], None).await.unwrap();
+        let mut folders: Vec<(&str, u32)> = checks
+            .iter()
+            .map(|c| (c.folder.as_str(), c.total))
+            .collect();
+        folders.sort();
+        assert_eq!(folders, [("Entwürfe/Alt", 3), ("Entwürfe/Neu", 2)], "{far}");
+    }
+}

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::imap::client::{decode_mutf7, Connection, FolderStatus, Session};
+use crate::imap::client::{decode_mutf7, encode_mutf7, Connection, FolderStatus, Session};
 use crate::mbsync::config::{Channel, MbsyncConfig};
 
 /// What the check found in one far folder.
@@ -139,7 +139,12 @@ pub async fn check_channel(
         let boxes: Vec<String> = if chan.patterns.is_empty() {
             vec![layout.far_box.clone()]
         } else {
-            let entries = session.list("", &format!("{}*", layout.far_box)).await?;
+            // The Far prefix is written in Unicode (mbsync 1.5) or as the
+            // server spells it (1.4): listed by its Unicode name, matched in
+            // the server's spelling.
+            let prefix = decode_mutf7(&layout.far_box);
+            let wire_prefix = encode_mutf7(&prefix);
+            let entries = session.list("", &format!("{prefix}*")).await?;
             let mut names: Vec<String> = entries
                 .into_iter()
                 .filter(|e| e.selectable())
@@ -147,7 +152,7 @@ pub async fn check_channel(
                     let name = if e.name.eq_ignore_ascii_case("INBOX") {
                         "INBOX".to_owned()
                     } else {
-                        e.name.strip_prefix(&layout.far_box)?.to_owned()
+                        e.name.strip_prefix(&wire_prefix)?.to_owned()
                     };
                     matches_patterns(&chan.patterns, &name).then_some(name)
                 })

@@ -33,7 +33,7 @@ use super::targets::{self, AccountOverrides, SyncType};
 use super::{now, AbortOnDrop, ErrorInfo, Manager, Status};
 use crate::error::{prefix_within, Error, ErrorKind, Result};
 use crate::imap::check::{check_channel, FolderCheck, SyncState};
-use crate::imap::client::{Connection, TokenFuture, TokenSource, DEFAULT_TIMEOUT};
+use crate::imap::client::{decode_mutf7, Connection, TokenFuture, TokenSource, DEFAULT_TIMEOUT};
 use crate::maildir::{count_store, FolderCounts};
 use crate::mbsync::config::{Channel, ImapAccount, MbsyncConfig};
 
@@ -62,18 +62,20 @@ pub struct CheckResult {
     pub changed_boxes: Vec<String>,
 }
 
-/// The name mbsync gives `folder` inside `channel`: the far name without
-/// the channel's far mailbox prefix (INBOX stays INBOX).
+/// The name mbsync gives Unicode `folder` inside `channel`: the far name
+/// without the channel's far mailbox prefix (INBOX stays INBOX), in
+/// Unicode too (a prefix may be written as the server spells it, as
+/// mbsync 1.4 needs; see [`crate::mbsync::names`]).
 pub fn box_name(channel: &Channel, folder: &str) -> String {
     let prefix = channel
         .far
         .strip_prefix(':')
         .and_then(|s| s.split_once(':'))
-        .map_or("", |(_, mailbox)| mailbox);
+        .map_or(String::new(), |(_, mailbox)| decode_mutf7(mailbox));
     if folder == "INBOX" || prefix.is_empty() {
         return folder.to_string();
     }
-    folder.strip_prefix(prefix).unwrap_or(folder).to_string()
+    folder.strip_prefix(&prefix).unwrap_or(folder).to_string()
 }
 
 /// Everything known about one check; shaped like a sync's info (type
@@ -573,6 +575,16 @@ mod tests {
         assert_eq!(box_name(&c.channels[0], "[Gmail]/Sent Mail"), "Sent Mail");
         assert_eq!(box_name(&c.channels[0], "INBOX"), "INBOX");
         assert_eq!(box_name(&c.channels[1], "Work/Projects"), "Work/Projects");
+        // A prefix beyond ASCII, written as the server spells it (mbsync
+        // 1.4) or in Unicode (1.5).
+        for far in ["Entw&APw-rfe/", "Entwürfe/"] {
+            let text = format!(
+                "IMAPStore r\nHost h\nUser u\n\nMaildirStore l\nPath /m/\n\n\
+                 Channel e\nFar :r:\"{far}\"\nNear :l:\nPatterns *\n"
+            );
+            let c = MbsyncConfig::parse(&text, Path::new("/rc")).unwrap();
+            assert_eq!(box_name(&c.channels[0], "Entwürfe/Alt"), "Alt", "{far}");
+        }
     }
 
     fn answered(folder: &str, new: u32) -> FolderCheck {
