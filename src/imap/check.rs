@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::imap::client::{decode_mutf7, encode_mutf7, Connection, FolderStatus, Session};
+use crate::imap::client::{Connection, FolderStatus, Session};
+use crate::imap::mutf7::{decode_mutf7, encode_mutf7};
 use crate::mbsync::config::{Channel, MbsyncConfig};
 
 /// What the check found in one far folder.

@@ -6,8 +6,10 @@
 //! * [`check`]: STATUS per far folder compared with the state mbsync keeps,
 //!   giving exact counts of the messages the next sync would pull;
 //! * [`idle`]: per-folder IDLE watchers with re-IDLE, reconnect backoff and
-//!   prompt cancellation.
+//!   prompt cancellation;
+//! * [`mutf7`]: the modified UTF-7 of folder names beyond ASCII.
 
 pub mod check;
 pub mod client;
 pub mod idle;
+pub mod mutf7;

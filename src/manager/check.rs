@@ -33,7 +33,8 @@ use super::targets::{self, AccountOverrides, SyncType};
 use super::{now, AbortOnDrop, ErrorInfo, Manager, Status};
 use crate::error::{prefix_within, Error, ErrorKind, Result};
 use crate::imap::check::{check_channel, FolderCheck, SyncState};
-use crate::imap::client::{decode_mutf7, Connection, TokenFuture, TokenSource, DEFAULT_TIMEOUT};
+use crate::imap::client::{Connection, TokenFuture, TokenSource, DEFAULT_TIMEOUT};
+use crate::imap::mutf7::decode_mutf7;
 use crate::maildir::{count_store, FolderCounts};
 use crate::mbsync::config::{Channel, ImapAccount, MbsyncConfig};
 

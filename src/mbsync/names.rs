@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::runner::decode_mutf7;
 use crate::command::{self, Run};
-use crate::imap::client::encode_mutf7;
+use crate::imap::mutf7::{decode_mutf7, encode_mutf7};
 
 /// Per mbsync program: whether it takes UTF-8 box names.
 static UTF8: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);

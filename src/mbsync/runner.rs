@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::errors::{classify_line, classify_output, is_hang_line, redact, Classified};
 use super::progress::{Progress, StreamItem, StreamParser};
 use crate::error::{Error, ErrorKind};
+use crate::imap::mutf7::decode_mutf7;
 use crate::process::{self, Exit, Spec};
 
 /// Wide enough that mbsync never truncates its counters.
@@ -207,60 +208,6 @@ fn box_of(line: &str) -> Option<String> {
     let at = rest.find(" box ")?;
     let name = rest[at + 5..].trim_end_matches("...").trim();
     (!name.is_empty()).then(|| decode_mutf7(name))
-}
-
-/// Decodes IMAP's modified UTF-7 (RFC 3501 5.1.3): `&...-` holds UTF-16
-/// in base64 with `,` for `/`, and `&-` is a literal `&`. Anything that
-/// does not decode is kept as written.
-pub fn decode_mutf7(name: &str) -> String {
-    fn sextet(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b',' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let mut out = String::with_capacity(name.len());
-    let mut rest = name;
-    while let Some(start) = rest.find('&') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        let Some(end) = after.find('-') else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        let encoded = &after[..end];
-        if encoded.is_empty() {
-            out.push('&');
-        } else {
-            let mut bits = 0u32;
-            let mut nbits = 0;
-            let mut units = Vec::new();
-            let mut valid = true;
-            for c in encoded.bytes() {
-                let Some(v) = sextet(c) else {
-                    valid = false;
-                    break;
-                };
-                bits = (bits << 6) | v;
-                nbits += 6;
-                if nbits >= 16 {
-                    nbits -= 16;
-                    units.push(((bits >> nbits) & 0xffff) as u16);
-                }
-            }
-            match (valid, String::from_utf16(&units)) {
-                (true, Ok(s)) => out.push_str(&s),
-                _ => out.push_str(&rest[start..start + 2 + end]),
-            }
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    out
 }
 
 fn failed(kind: ErrorKind, line: String) -> Option<Classified> {
@@ -589,16 +536,6 @@ mod tests {
             box_of("Opening far side box Entw&APw-rfe..."),
             Some("Entwürfe".into())
         );
-    }
-
-    #[test]
-    fn modified_utf7_decodes() {
-        assert_eq!(decode_mutf7("Work/Caf&AOk-"), "Work/Café");
-        assert_eq!(decode_mutf7("A&-B"), "A&B");
-        assert_eq!(decode_mutf7("&ZeVnLIqe-"), "日本語");
-        assert_eq!(decode_mutf7("plain"), "plain");
-        assert_eq!(decode_mutf7("broken&A"), "broken&A");
-        assert_eq!(decode_mutf7("bad&*-x"), "bad&*-x");
     }
 
     /// A stand-in for mbsync: a script that ignores its arguments.
