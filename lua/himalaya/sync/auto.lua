@@ -38,10 +38,8 @@ local function accounts()
   if cfg.auto_sync.accounts then
     return cfg.auto_sync.accounts
   end
-  local manager = require('himalaya.sync.manager')
-  local names = manager.whole_accounts()
+  local names, err = require('himalaya.sync.manager').whole_accounts()
   if #names == 0 then
-    local _, err = manager.list_targets()
     problem('no account to sync: ' .. (err or 'the mbsyncrc has no Channel or Group'))
   end
   return names

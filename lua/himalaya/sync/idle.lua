@@ -40,12 +40,7 @@ local function accounts()
   if named then
     return named
   end
-  local manager = require('himalaya.sync.manager')
-  local _, err = manager.list_targets()
-  if err then
-    return {}, err
-  end
-  return manager.whole_accounts()
+  return require('himalaya.sync.manager').whole_accounts()
 end
 
 --- Starts the watchers of every account (replacing those it had).
@@ -146,7 +141,8 @@ function M._on_stopped(data)
   -- A report still on its way when IDLE was turned off and on again, or
   -- the account's watchers were replaced, speaks of a watcher that is gone:
   -- the folder's new watcher must not pay for it.
-  local current = vim.tbl_contains(M.list(), function(w)
+  local watched = M.list()
+  local current = vim.tbl_contains(watched, function(w)
     return w.watcher == data.watcher
   end, { predicate = true })
   if not current then
@@ -155,7 +151,7 @@ function M._on_stopped(data)
   S.stopped[key(data.account, data.folder)] = true
   local what = ('stopped watching %s %s: %s'):format(data.account, data.folder, data.message)
   local native = require('himalaya.sync.native')
-  for _, w in ipairs(M.list()) do
+  for _, w in ipairs(watched) do
     -- The event may come before the engine counts its watcher as ended.
     if w.running and not S.stopped[key(w.account, w.folder)] then
       native.problem('IDLE', what .. ' (other folders are still watched)')

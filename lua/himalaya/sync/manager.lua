@@ -622,15 +622,17 @@ end
 --- The accounts that together sync everything once: every group, and
 --- every channel that no group syncs already (what auto-sync and IDLE
 --- cover when not told which accounts).
----@return string[]
+---@return string[] names
+---@return string? err why there are none when the mbsyncrc cannot be read
 function M.whole_accounts()
+  local targets, err = M.list_targets()
   local names = {}
-  for _, t in ipairs(M.list_targets() or {}) do
+  for _, t in ipairs(targets or {}) do
     if t.kind == 'group' or not t.grouped then
       names[#names + 1] = t.name
     end
   end
-  return names
+  return names, err
 end
 
 --- The account to use when none is given: the only target in mbsyncrc.
