@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::func;
 use super::manager::manager;
 use crate::error::{Error, ErrorKind, Result};
-use crate::oauth::flow::Until;
+use crate::oauth::flow::{CodeOptions, DeviceOptions, Until};
 use crate::oauth::token::Token;
 use crate::oauth::{now, Authorize};
 use crate::runtime;
@@ -183,31 +183,32 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                                 Some(s) => super::lock::seconds("authorize timeout", s)?,
                                 None => AUTHORIZE_TIMEOUT,
                             };
-                            let how = if device {
-                                Authorize::Device {
-                                    on_code: Box::new(move |code, uri, expires_in| {
-                                        runtime::emit(id, "oauth_prompt", json!({
-                                            "user_code": code,
-                                            "verification_uri": uri,
-                                            "expires_in": expires_in,
-                                        }))
-                                    }),
-                                    timeout,
-                                    until: None,
-                                }
-                            } else {
-                                Authorize::Browser {
-                                    on_url: Box::new(move |url| {
-                                        runtime::emit(id, "oauth_prompt", json!({ "url": url }))
-                                    }),
-                                    timeout,
-                                    until: None,
-                                }
-                            };
                             Box::pin(async move {
                                 let name = acct.name.clone();
                                 authorize_replaceable(id, name, |until| async move {
-                                    tokens.authorize(&acct, how.until(until)).await
+                                    let until = Some(until);
+                                    let how = if device {
+                                        Authorize::Device(DeviceOptions {
+                                            on_code: Box::new(move |code, uri, expires_in| {
+                                                runtime::emit(id, "oauth_prompt", json!({
+                                                    "user_code": code,
+                                                    "verification_uri": uri,
+                                                    "expires_in": expires_in,
+                                                }))
+                                            }),
+                                            timeout,
+                                            until,
+                                        })
+                                    } else {
+                                        Authorize::Browser(CodeOptions {
+                                            on_url: Box::new(move |url| {
+                                                runtime::emit(id, "oauth_prompt", json!({ "url": url }))
+                                            }),
+                                            timeout,
+                                            until,
+                                        })
+                                    };
+                                    tokens.authorize(&acct, how).await
                                 })
                                 .await
                             })

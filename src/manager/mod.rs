@@ -719,11 +719,6 @@ impl Manager {
             began,
             throttle,
         } = job;
-        // `sync_started` goes out when mbsync starts (the runner's
-        // `Update::Started`). A step that can take a while before that
-        // (deriving a throttled config, waiting for the lock, refreshing a
-        // token, a repair's backup) announces it first, so that the editor
-        // shows the sync meanwhile.
         // Folder names are Unicode up to here; mbsync 1.4 wants a box
         // beyond ASCII as the server spells it.
         let mut mailbox = opts.folders.first().cloned();
@@ -736,6 +731,11 @@ impl Manager {
                 .collect();
             mailbox = mailbox.map(|m| names::spelled(&m, utf8));
         }
+        // `sync_started` goes out when mbsync starts (the runner's
+        // `Update::Started`). A step that can take a while before that
+        // (deriving a throttled config, waiting for the lock, refreshing a
+        // token, a repair's backup) announces it first, so that the editor
+        // shows the sync meanwhile.
         let oauth = self.settings.lock().oauth.get(&opts.account).cloned();
         let slow = throttle.is_some()
             || !opts.wait_lock.is_zero()

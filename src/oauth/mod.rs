@@ -31,7 +31,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use self::flow::Until;
 use crate::command::{off_thread, off_thread_finishing, off_thread_stoppable};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{LockDir, LockGuard};
@@ -92,43 +91,11 @@ pub struct Status {
 
 /// How `authorize` asks the user to approve access.
 pub enum Authorize {
-    /// Authorization code with PKCE: `on_url` gets the URL to open.
-    Browser {
-        on_url: Box<dyn FnOnce(String) + Send>,
-        timeout: Duration,
-        /// Ends the wait for the browser early ([`flow::Until`]).
-        until: Option<Until>,
-    },
+    /// Authorization code with PKCE: the URL to open goes to `on_url`.
+    Browser(flow::CodeOptions),
     /// Device code (RFC 8628): `on_code` gets the user code, the page where
     /// to enter it and the seconds it stays valid.
-    Device {
-        on_code: Box<dyn FnOnce(String, String, u64) + Send>,
-        timeout: Duration,
-        /// Ends the wait for the approval early ([`flow::Until`]).
-        until: Option<Until>,
-    },
-}
-
-impl Authorize {
-    /// The same, ended early by `until` while it waits for the user.
-    pub fn until(self, until: Until) -> Authorize {
-        match self {
-            Authorize::Browser {
-                on_url, timeout, ..
-            } => Authorize::Browser {
-                on_url,
-                timeout,
-                until: Some(until),
-            },
-            Authorize::Device {
-                on_code, timeout, ..
-            } => Authorize::Device {
-                on_code,
-                timeout,
-                until: Some(until),
-            },
-        }
-    }
+    Device(flow::DeviceOptions),
 }
 
 /// Token operations for every OAuth account. A clone shares everything
@@ -475,36 +442,8 @@ impl Tokens {
     pub async fn authorize(&self, acct: &AccountSettings, how: Authorize) -> Result<()> {
         let provider = self.provider(acct)?;
         let response = match how {
-            Authorize::Browser {
-                on_url,
-                timeout,
-                until,
-            } => {
-                flow::authorize_code(
-                    &provider,
-                    flow::CodeOptions {
-                        on_url,
-                        timeout,
-                        until,
-                    },
-                )
-                .await?
-            }
-            Authorize::Device {
-                on_code,
-                timeout,
-                until,
-            } => {
-                flow::authorize_device(
-                    &provider,
-                    flow::DeviceOptions {
-                        on_code,
-                        timeout,
-                        until,
-                    },
-                )
-                .await?
-            }
+            Authorize::Browser(opts) => flow::authorize_code(&provider, opts).await?,
+            Authorize::Device(opts) => flow::authorize_device(&provider, opts).await?,
         };
         let token = token_from_response(response, now());
         self.save(acct, &token).await?;
