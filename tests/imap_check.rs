@@ -1256,6 +1256,127 @@ async fn idle_reconnects_after_the_computer_slept() {
     watcher.join().await.expect("clean stop");
 }
 
+static SLEPT_BEHIND_GATE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`boot_clock_with_sleep`] for the test below (tests run at once: each
+/// has its own sleep).
+fn boot_clock_with_sleep_behind_gate() -> Duration {
+    himalaya_sync::imap::idle::boot_time()
+        + Duration::from_millis(SLEPT_BEHIND_GATE_MS.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+/// A TCP relay to dovecot that can refuse new connections (closing them at
+/// once) while the ones it relays stay up: a network that is not back yet.
+struct Gate {
+    port: u16,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    async fn start(target: u16) -> Gate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let admits = open.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !admits.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Gate { port, open, task }
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.store(open, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// After a wake the watcher reconnects at once, and when that fails (the
+/// network is not back yet) the usual backoff follows: pauses from
+/// `backoff_base` up, not a loop of immediate retries. Once the network is
+/// back it reaches IDLE again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reconnect_after_a_wake_backs_off() {
+    let fx = Fixture::start(&["--messages", "3"]);
+    let gate = Gate::start(fx.port()).await;
+    let mut connection = fx.connection();
+    connection.port = gate.port;
+    let (events, sink) = recorder();
+    let options = IdleOptions {
+        sleep_check: Duration::from_millis(100),
+        backoff_base: Duration::from_millis(200),
+        backoff_cap: Duration::from_millis(800),
+        boot_clock: himalaya_sync::imap::idle::BootClock(boot_clock_with_sleep_behind_gate),
+        ..IdleOptions::default()
+    };
+    let watcher = IdleWatcher::spawn(connection, "INBOX".to_owned(), options, sink);
+    let watching = |e: &IdleEvent| matches!(e, IdleEvent::Watching { .. });
+    assert!(
+        wait_event(&events, Duration::from_secs(5), watching)
+            .await
+            .is_some(),
+        "never reached IDLE: {:?}",
+        events.lock().unwrap()
+    );
+    gate.set_open(false);
+    SLEPT_BEHIND_GATE_MS.fetch_add(600_000, std::sync::atomic::Ordering::SeqCst);
+    let pauses = || -> Vec<(Duration, ErrorKind)> {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, e)| match e {
+                IdleEvent::Error {
+                    retry_in, error, ..
+                } => Some((*retry_in, error.kind)),
+                _ => None,
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pauses().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "too few attempts: {:?}",
+            events.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gate.set_open(true);
+    wait_reconnected(&events, Duration::from_secs(5)).await;
+    let seen = pauses();
+    println!("pauses after the wake: {seen:?}");
+    let retry_in: Vec<Duration> = seen.iter().map(|(d, _)| *d).collect();
+    let ms = Duration::from_millis;
+    assert_eq!(
+        retry_in[..4],
+        [Duration::ZERO, ms(200), ms(400), ms(800)],
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|(_, kind)| *kind == ErrorKind::Network),
+        "{seen:?}"
+    );
+    assert!(!watcher.is_finished());
+    watcher.join().await.expect("clean stop");
+}
+
 /// A Far prefix beyond ASCII, written as the server spells it (what mbsync
 /// 1.4 needs) or in Unicode (1.5): the check lists the folders below it,
 /// names them in Unicode, and sees new mail there.
