@@ -277,6 +277,20 @@ fn assert_no_errors(events: &Events) {
     );
 }
 
+/// Waits until the watcher has reached IDLE (a first time).
+async fn wait_watching(events: &Events) {
+    assert!(
+        wait_event(events, Duration::from_secs(5), |e| matches!(
+            e,
+            IdleEvent::Watching { .. }
+        ))
+        .await
+        .is_some(),
+        "never reached IDLE: {:?}",
+        events.lock().unwrap()
+    );
+}
+
 /// Waits until the watcher has reached IDLE a second time (it reconnected).
 async fn wait_reconnected(events: &Events, within: Duration) {
     let deadline = Instant::now() + within;
@@ -326,16 +340,7 @@ async fn idle_sees_delivery_and_stops_at_once() {
         ..IdleOptions::default()
     };
     let watcher = IdleWatcher::spawn(fx.connection(), "INBOX".to_owned(), options, sink);
-    assert!(
-        wait_event(&events, Duration::from_secs(5), |e| matches!(
-            e,
-            IdleEvent::Watching { .. }
-        ))
-        .await
-        .is_some(),
-        "never reached IDLE: {:?}",
-        events.lock().unwrap()
-    );
+    wait_watching(&events).await;
     let before = Instant::now();
     fx.deliver("INBOX", 1);
     // The fixture's Python takes a while; count from when the file is there.
@@ -388,10 +393,7 @@ async fn idle_reconnects_after_server_restart() {
         ..IdleOptions::default()
     };
     let watcher = IdleWatcher::spawn(fx.connection(), "INBOX".to_owned(), options, sink);
-    let watching = |e: &IdleEvent| matches!(e, IdleEvent::Watching { .. });
-    assert!(wait_event(&events, Duration::from_secs(5), watching)
-        .await
-        .is_some());
+    wait_watching(&events).await;
 
     fx.run(&["stop", "--keep"]);
     let lost = wait_event(
@@ -1213,14 +1215,7 @@ async fn idle_reconnects_after_the_computer_slept() {
         ..IdleOptions::default()
     };
     let watcher = IdleWatcher::spawn(fx.connection(), "INBOX".to_owned(), options, sink);
-    let watching = |e: &IdleEvent| matches!(e, IdleEvent::Watching { .. });
-    assert!(
-        wait_event(&events, Duration::from_secs(5), watching)
-            .await
-            .is_some(),
-        "never reached IDLE: {:?}",
-        events.lock().unwrap()
-    );
+    wait_watching(&events).await;
     // A few checks go by awake: nothing happens.
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_no_errors(&events);
@@ -1326,14 +1321,7 @@ async fn a_failed_reconnect_after_a_wake_backs_off() {
         ..IdleOptions::default()
     };
     let watcher = IdleWatcher::spawn(connection, "INBOX".to_owned(), options, sink);
-    let watching = |e: &IdleEvent| matches!(e, IdleEvent::Watching { .. });
-    assert!(
-        wait_event(&events, Duration::from_secs(5), watching)
-            .await
-            .is_some(),
-        "never reached IDLE: {:?}",
-        events.lock().unwrap()
-    );
+    wait_watching(&events).await;
     gate.set_open(false);
     SLEPT_BEHIND_GATE_MS.fetch_add(600_000, std::sync::atomic::Ordering::SeqCst);
     let pauses = || -> Vec<(Duration, ErrorKind)> {
