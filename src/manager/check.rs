@@ -461,9 +461,9 @@ impl Manager {
                     };
                     info.status = Status::Completed;
                     info.message = format!(
-                        "check of {} done in {:.0} ms: {new} new",
+                        "check of {} done in {}: {new} new",
                         info.account,
-                        duration * 1000.0
+                        super::took(duration)
                     );
                     if let Some(refused) = not_checked(&folders) {
                         info.message.push_str(&format!("; not checked: {refused}"));

@@ -451,6 +451,19 @@ pub(crate) fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A duration for messages: "40 ms", "3.2 s", "2 min 5 s".
+pub(crate) fn took(seconds: f64) -> String {
+    let seconds = seconds.max(0.0);
+    if seconds < 1.0 {
+        format!("{:.0} ms", seconds * 1000.0)
+    } else if seconds < 60.0 {
+        format!("{seconds:.1} s")
+    } else {
+        let whole = seconds.round() as u64;
+        format!("{} min {} s", whole / 60, whole % 60)
+    }
+}
+
 /// A number in [0, 1) that differs between processes and calls; good
 /// enough to spread retries, not for anything secret.
 fn jitter_unit(seed: u64) -> f64 {
@@ -1719,10 +1732,10 @@ impl Manager {
         };
         info.message = match &error {
             None => format!(
-                "{} sync of {} done in {:.1} s: {} new, {} sent",
+                "{} sync of {} done in {}: {} new, {} sent",
                 info.kind.as_str(),
                 info.account,
-                result.duration,
+                took(result.duration),
                 result.pulled,
                 result.pushed
             ),
@@ -1908,6 +1921,14 @@ fn merge(outcomes: Vec<Outcome>) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(took(0.0404), "40 ms");
+        assert_eq!(took(-1.0), "0 ms");
+        assert_eq!(took(3.25), "3.2 s");
+        assert_eq!(took(125.4), "2 min 5 s");
+    }
 
     fn opts(kind: SyncType, account: &str, folders: &[&str]) -> StartOptions {
         StartOptions {

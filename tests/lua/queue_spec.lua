@@ -341,7 +341,9 @@ describe('auth', function()
       function! HimalayaSyncTestRefresh(account, Done) abort
         let g:himalaya_sync_test_refreshed = a:account
         call v:lua.himalaya_sync_test_fix()
-        call a:Done(v:true)
+        " As the help's example answers: a Number (1), Vimscript's true.
+        call system(['true'])
+        call a:Done(v:shell_error == 0, 'the refresh failed')
       endfunction
     ]])
     local function let(refresh)
@@ -596,6 +598,13 @@ describe('editor integration', function()
     vim.cmd('runtime plugin/himalaya-sync.lua')
     local out = vim.api.nvim_exec2('HimalayaSync info', { output = true }).output
     contains(out, 'demo: last success')
+    -- Durations read naturally ("40 ms", "3.2 s"), never "0.0 s".
+    ok(out:match('%(full, %d+ ms%)') or out:match('%(full, %d+%.%d s%)'), out)
+    ok(
+      s.done.info.message:match('done in %d+ ms:') or s.done.info.message:match('done in %d+%.%d s:'),
+      s.done.info.message
+    )
+    ok(not out:find('0.0 s', 1, true) and not s.done.info.message:find('0.0 s', 1, true), out)
     local stdout = t.nvim_lua(([[
 vim.opt.rtp:prepend(%q)
 vim.g.himalaya_sync = { mbsync = { config = %q } }

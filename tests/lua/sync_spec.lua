@@ -120,6 +120,29 @@ describe('syncing real mail', function()
     end
   )
 
+  it('a sync counts as busy from the moment start_sync() accepts it', function()
+    local fx = t.fixture({ '--messages', '20' })
+    use(fx.mbsyncrc)
+    local done
+    local id = assert(manager.start_sync('full', {
+      account = 'demo',
+      on_complete = function(r)
+        done = r
+      end,
+    }))
+    -- Before any event of the engine has been handled.
+    eq(true, manager.is_busy())
+    local info = manager.get_sync_info()
+    eq({ id, 'demo', 'full', 'running' }, { info.id, info.account, info.type, info.status })
+    eq(id, info.syncs[#info.syncs].id)
+    t.wait_for(function()
+      return done ~= nil
+    end, 60000, 'the sync to finish')
+    eq(true, done.success)
+    eq(false, manager.is_busy())
+    eq('completed', manager.get_sync_info().status)
+  end)
+
   it('inbox and selected-folder syncs touch only those folders', function()
     local fx = t.fixture({ '--folders', 'INBOX=20,Work=10,Work/Projects=10,Archive=10' })
     use(fx.mbsyncrc)

@@ -37,6 +37,18 @@ local function ago(since)
   return ('%d h'):format(math.floor(s / 3600))
 end
 
+--- A duration: "40 ms", "3.2 s", "2 min 5 s".
+local function took(seconds)
+  seconds = math.max(seconds, 0)
+  if seconds < 1 then
+    return ('%d ms'):format(math.floor(seconds * 1000 + 0.5))
+  elseif seconds < 60 then
+    return ('%.1f s'):format(seconds)
+  end
+  local whole = math.floor(seconds + 0.5)
+  return ('%d min %d s'):format(math.floor(whole / 60), whole % 60)
+end
+
 M.subcommands.locks = {
   desc = 'list named locks and their holders',
   nargs = 0,
@@ -507,12 +519,12 @@ M.subcommands.info = {
     for _, name in ipairs(names) do
       local h = history[name]
       chunks[#chunks + 1] = {
-        ('  %s: last success %s, last sync %s (%s, %.1f s), %d today\n'):format(
+        ('  %s: last success %s, last sync %s (%s, %s), %d today\n'):format(
           name,
           when(h.last_success),
           when(h.last_sync),
           h.last_type or '?',
-          h.last_duration or 0,
+          took(h.last_duration or 0),
           h.syncs_today or 0
         ),
       }

@@ -506,8 +506,10 @@ function M._refresh(info)
       return
     end
     answered = true
+    -- Vimscript's true is also any Number but 0 (`v:shell_error == 0`).
+    local fresh = success == true or (type(success) == 'number' and success ~= 0)
     vim.schedule(function()
-      lib.sync_auth_refreshed(info.id, success == true, err and tostring(err) or nil)
+      lib.sync_auth_refreshed(info.id, fresh, err and tostring(err) or nil)
     end)
   end
   local refresh = acct.refresh
@@ -751,6 +753,23 @@ function M.start_sync(type, options)
   if not id then
     ---@cast e himalaya.sync.LibError
     return nil, e.message, e.kind
+  end
+  -- The engine tells of a new sync once mbsync runs, or that it waits for
+  -- a slot, through an event handled a moment later: until then it is
+  -- known here as accepted, so that is_busy() and get_sync_info() see it
+  -- as soon as this returns.
+  if not syncs[id] then
+    remember({
+      id = id,
+      type = type,
+      account = account,
+      folders = options.folders or {},
+      status = 'running',
+      start_time = os.time(),
+      attempt = 1,
+      requests = 1,
+      message = 'syncing ' .. account,
+    })
   end
   -- The id may be a sync that already covers this request (coalesced):
   -- its callbacks then fire when that sync ends.
