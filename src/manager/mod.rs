@@ -506,6 +506,15 @@ enum Attempt {
     Repaired(repair::Report),
 }
 
+/// How a repair ended that did not fail.
+enum RepairEnd {
+    /// The folder was moved aside and fetched afresh.
+    Repaired(repair::Report),
+    /// mbsync synced the folder as it was (its UIDVALIDITY had not
+    /// changed): nothing needed repairing.
+    Unneeded(Outcome),
+}
+
 impl Manager {
     pub fn new(
         locks: Arc<LockDir>,
@@ -778,14 +787,8 @@ impl Manager {
                 .repair_steps(channel, mailbox, opts.wait_lock, cancel_rx, cancel_flag)
                 .await
             {
-                Ok(Some(report)) => Attempt::Repaired(report),
-                Ok(None) => Attempt::NotRun(Error::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "nothing to repair: {channel}:{mailbox} synced normally (its \
-                         UIDVALIDITY has not changed)"
-                    ),
-                )),
+                Ok(RepairEnd::Repaired(report)) => Attempt::Repaired(report),
+                Ok(RepairEnd::Unneeded(outcome)) => Attempt::Ran(Box::new(outcome)),
                 Err(e) => Attempt::NotRun(e),
             };
         }
@@ -1131,7 +1134,7 @@ impl Manager {
         wait: Duration,
         cancel_rx: watch::Receiver<bool>,
         cancel_flag: Arc<AtomicBool>,
-    ) -> Result<Option<repair::Report>> {
+    ) -> Result<RepairEnd> {
         let settings = self.settings();
         let cfg = self.mbsync_config()?;
         let state = settings.state_dir.clone().ok_or_else(|| {
@@ -1162,13 +1165,11 @@ impl Manager {
         };
         // A repair fetches the folder afresh, which undoes local changes not
         // synced yet (flags set, messages deleted). So the box is synced as
-        // it is first: if mbsync takes it, nothing needed repairing (None),
-        // and those changes reached the server.
-        match runner::run(spec.clone(), cancel_rx.clone(), |_| {})
-            .await
-            .error
-        {
-            None => return Ok(None),
+        // it is first: if mbsync takes it, nothing needed repairing, and
+        // those changes reached the server.
+        let first = runner::run(spec.clone(), cancel_rx.clone(), |_| {}).await;
+        match first.error.clone() {
+            None => return Ok(RepairEnd::Unneeded(first)),
             Some(c) if c.kind == ErrorKind::Uidvalidity => {}
             Some(c) => {
                 return Err(Error::new(
@@ -1250,7 +1251,7 @@ impl Manager {
                 plan.backup.display()
             ),
         );
-        Ok(Some(repair::Report {
+        Ok(RepairEnd::Repaired(repair::Report {
             channel: channel.to_string(),
             mailbox: mailbox.to_string(),
             backup: plan.backup.clone(),
@@ -1426,7 +1427,12 @@ impl Manager {
                 self.rt.spawn(async move {
                     let repaired = me
                         .repair_steps(&channel, &mailbox, Duration::ZERO, cancel_rx, flag)
-                        .await;
+                        .await
+                        .map(|end| match end {
+                            RepairEnd::Repaired(report) => Some(report),
+                            // The sync runs again in full anyway.
+                            RepairEnd::Unneeded(_) => None,
+                        });
                     me.after_auto_repair(id, &account, repaired);
                 });
                 return;
@@ -1731,6 +1737,24 @@ impl Manager {
             Some(_) => Status::Error,
         };
         info.message = match &error {
+            None if info.kind == SyncType::Repair => match &info.repair {
+                Some(r) => format!(
+                    "repaired {} of {}: {} of {} backed-up messages were only here and went \
+                     back to the server; backup kept in {}",
+                    r.mailbox,
+                    info.account,
+                    r.restored,
+                    r.backed_up,
+                    r.backup.display()
+                ),
+                // It ran mbsync only (see `repair_steps`).
+                None => format!(
+                    "nothing to repair: {} of {} synced normally (its UIDVALIDITY has not \
+                     changed)",
+                    info.folders.first().map_or("the folder", String::as_str),
+                    info.account
+                ),
+            },
             None => format!(
                 "{} sync of {} done in {}: {} new, {} sent",
                 info.kind.as_str(),
