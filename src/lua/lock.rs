@@ -128,13 +128,14 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
         func(lua, |lua, ()| {
             let t = table(None)?;
             let mut list = t.dir().list()?;
-            let mine = t.held_names();
             let pid = std::process::id();
-            // Mark the locks this Neovim holds, which the UI shows apart.
+            // Mark the locks this Neovim holds, which the UI shows apart:
+            // taken through this table or by the engine (a sync's account
+            // lock, the auto-sync or IDLE leadership).
             let list: Vec<_> = list
                 .drain(..)
                 .map(|info| {
-                    let ours = info.held && info.pid == Some(pid) && mine.contains(&info.name);
+                    let ours = info.held && info.pid == Some(pid);
                     (info, ours)
                 })
                 .collect();

@@ -116,6 +116,7 @@ describe('bad input', function()
       42,
       { account = 42 },
       { account = { 'demo' } },
+      { account = { a = 1, b = { 2 } } },
       { account = 'demo', folders = 'INBOX' },
       { account = 'demo', folders = { 1 } },
       { account = 'demo', wait = 'soon' },

@@ -132,10 +132,13 @@ describe('manager', function()
       { { accounts = { demo = { throttle = { kbps = 2 ^ 40 } } } }, 'himalaya_sync.accounts.demo.throttle' },
       { { auto_sync = { interval = 1e-9 } }, 'himalaya_sync.auto_sync.interval: expected minutes from 1/60' },
     }
+    -- A table shown in the message stays on one line.
+    refused[#refused + 1] = { { accounts = { demo = { throttle = { kbps = -1 } } } }, 'got { kbps = -1 }' }
     for _, c in ipairs(refused) do
       local bad, msg = pcall(require('himalaya.sync').setup, c[1])
       eq(false, bad, vim.inspect(c[1]))
       contains(msg, c[2])
+      ok(not msg:find('\n'), msg)
     end
     for _, good in ipairs({ { accounts = { ['café'] = {}, ['me@x.org+1'] = {} } }, { lock_dir = '~/locks' } }) do
       local fine, msg = pcall(require('himalaya.sync.config').setup, good)

@@ -205,11 +205,14 @@ describe('syncing real mail', function()
   it('cancel mid-sync stops the process group; the next sync completes with nothing lost or doubled', function()
     local fx = t.fixture({ '--messages', '6000' })
     use(fx.mbsyncrc)
-    local done, cancelled, seen_shape = nil, false, nil
+    local done, cancelled, seen_shape, account_lock = nil, false, nil, nil
     local id = assert(mbsync.sync_full('demo', {
       on_progress = function(p)
         if not cancelled and p.near and p.near.new.done > 200 then
           seen_shape = shape(p)
+          account_lock = vim.tbl_filter(function(l)
+            return l.name == 'sync-demo'
+          end, require('himalaya.sync.lock').list_locks())[1]
           cancelled = true
           eq(1, mbsync.cancel_sync())
         end
@@ -222,6 +225,8 @@ describe('syncing real mail', function()
       return done ~= nil
     end, 120000, 'the cancelled sync to end')
     ok(cancelled, 'cancelled during the sync')
+    -- The engine's own lock on the account is shown as this Neovim's.
+    ok(account_lock and account_lock.held and account_lock.mine, vim.inspect(account_lock))
     -- A parsed frame has the shape of the progress events carry (which add
     -- only the folder's name).
     local parsed = mbsync.parse_progress_line('C: 0/1  B: 0/1  F: +1/2 *0/0 #0/0 -0/0  N: +0/0 *0/0 #0/0 -0/0')

@@ -621,7 +621,8 @@ end
 ---@return string
 function M.shown(v)
   -- Only the start of a long string can be shown: inspect no more of it.
-  return M.cut(vim.inspect(type(v) == 'string' and v:sub(1, 4 * SHOWN) or v))
+  -- On one line: a table is shown as `{ a = 1, b = { 2 } }`.
+  return M.cut(vim.inspect(type(v) == 'string' and v:sub(1, 4 * SHOWN) or v, { newline = ' ', indent = '' }))
 end
 
 --- Answers a call that failed before it could start: returns the failure,
