@@ -48,6 +48,10 @@ use parking_lot::Mutex;
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime;
 
+/// What follows "PROGRAM not found" when a program to start is missing
+/// (`mbsync::errors::summary` puts mbsync's own advice in its place).
+pub const NOT_FOUND_ADVICE: &str = ": install it or set its path in the configuration";
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -93,7 +97,7 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
     let not_found = || {
         Error::new(
             ErrorKind::Config,
-            format!("{program} not found: install it or set its path in the configuration"),
+            format!("{program} not found{NOT_FOUND_ADVICE}"),
         )
     };
     let file = locate(&spec.program, &vars).ok_or_else(not_found)?;

@@ -250,7 +250,11 @@ impl MbsyncConfig {
             let mut message = format!("Cannot open config file '{}': {reason}", path.display());
             match also_tried {
                 Some(legacy) if missing => {
-                    message.push_str(&format!(" (nor is there {})", legacy.display()));
+                    message.push_str(&format!(
+                        " (nor is there {}): name your mbsyncrc with mbsync.config in \
+                         Neovim, -c on the command line",
+                        legacy.display()
+                    ));
                 }
                 _ => {}
             }
@@ -1584,6 +1588,26 @@ Channel gmail-all:INBOX,Work
         assert_eq!(legacy, Path::new("/home/me/.mbsyncrc"));
         let [xdg, _] = default_candidates(home, Some(Path::new("/cfg")));
         assert_eq!(xdg, Path::new("/cfg/isyncrc"));
+    }
+
+    #[test]
+    fn a_missing_default_file_names_both_places_and_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = MbsyncConfig::read(
+            &dir.path().join("isyncrc"),
+            Some(dir.path().join(".mbsyncrc")),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Config);
+        assert_eq!(
+            err.message,
+            format!(
+                "Cannot open config file '{0}/isyncrc': No such file or directory (nor is there \
+                 {0}/.mbsyncrc): name your mbsyncrc with mbsync.config in Neovim, -c on the \
+                 command line",
+                dir.path().display()
+            )
+        );
     }
 
     #[test]

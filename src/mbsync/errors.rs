@@ -311,6 +311,13 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
             "check the folder name: it must exist on the server or locally, or the channel \
              must Create it",
         ),
+        ErrorKind::Config if line.ends_with(crate::process::NOT_FOUND_ADVICE) => {
+            let missing = line.trim_end_matches(crate::process::NOT_FOUND_ADVICE);
+            return format!(
+                "mbsync cannot be started: {missing} (install isync, which provides mbsync, or \
+                 set mbsync.cmd to its path)"
+            );
+        }
         ErrorKind::Config => ("mbsync configuration error", "fix the mbsync config file"),
         ErrorKind::Cancelled => ("sync cancelled", "start it again when needed"),
         ErrorKind::Invalid => ("invalid request", "check the arguments"),

@@ -49,6 +49,19 @@ describe('health and hostile lock folders', function()
     contains(idle.describe(), dir .. '/nowhere/mbsyncrc')
   end)
 
+  it('an invalid configuration is reported once, not again under every section', function()
+    vim.g.himalaya_sync = { max_parallel = 0 }
+    t.defer(function()
+      vim.g.himalaya_sync = nil
+    end)
+    local out = health_output()
+    eq(1, select(2, out:gsub('himalaya_sync.max_parallel', '')), out)
+    contains(out, 'ERROR himalaya-sync: invalid config himalaya_sync.max_parallel')
+    contains(out, 'the mbsyncrc was not read: the configuration is invalid (see above)')
+    contains(out, 'the himalaya configuration was not read: the configuration is invalid (see above)')
+    contains(out, 'skipped: the configuration is invalid (see above)')
+  end)
+
   it('checkhealth says when a throttled account has no relay program', function()
     vim.g.himalaya_sync = { accounts = { slow = { throttle = { kbps = 10 } } } }
     local native = require('himalaya.sync.native')
@@ -112,7 +125,9 @@ io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false)
     ok(not res.err:find('\n'), 'one line')
     eq(false, res.accepted)
     eq({ got = false, err = res.err, kind = 'config' }, res.cb)
-    contains(rest, '0777')
+    -- Told once, under locks; the sections that need the folder say so.
+    eq(1, select(2, rest:gsub('0777', '')), rest)
+    contains(rest, 'the mbsyncrc was not read: the lock folder cannot be used (see locks below)')
     eq(tonumber('40777', 8), uv.fs_stat(dir).mode, 'nothing was changed')
   end)
 

@@ -268,6 +268,18 @@ describe('syncing real mail', function()
     one_line(result.error)
   end)
 
+  it('a missing mbsync is a config error that says how to get one', function()
+    local fx = t.fixture({ '--folders', 'INBOX=1' })
+    use(fx.mbsyncrc, { mbsync = { cmd = '/nonexistent/mbsync' } })
+    local result = t.sync_and_wait('full', { account = 'demo' })
+    eq('config', result.kind, result.error)
+    eq(
+      'mbsync cannot be started: /nonexistent/mbsync not found (install isync, which provides mbsync, '
+        .. 'or set mbsync.cmd to its path)',
+      result.error
+    )
+  end)
+
   it('kills a silent server connection after the configured timeout', function()
     local fx = t.fixture({ '--folders', 'INBOX=5' })
     use(variant(fx, { Port = tostring(t.silent_server()) }), { mbsync = { timeout = 2 } })

@@ -13,6 +13,18 @@ function M.check()
     cfg = require('himalaya.sync.config').defaults
   end
 
+  -- The engine reads the mbsyncrc and himalaya's configuration only once
+  -- the configuration is valid and the lock folder usable. Each of those is
+  -- reported in its own section; the sections that depend on them say they
+  -- were skipped, rather than repeating the error with the wrong advice.
+  local function blocked()
+    if not ok then
+      return 'the configuration is invalid (see above)'
+    elseif not require('himalaya.sync.lock').lock_dir() then
+      return 'the lock folder cannot be used (see locks below)'
+    end
+  end
+
   health.start('himalaya-sync: native library')
   local native = require('himalaya.sync.native')
   local loc, ferr = native.find()
@@ -72,12 +84,17 @@ function M.check()
     local version = vim.trim((res.stdout or '') .. (res.stderr or ''))
     health.ok(('%s found: %s'):format(vim.fn.exepath(cmd), version ~= '' and version or 'version unknown'))
   else
-    health.error(('%s not found on PATH'):format(cmd), {
+    -- A name is looked up on PATH; a path (absolute or with a slash) is not.
+    local where = cmd:find('/', 1, true) and 'not found or not executable' or 'not found on PATH'
+    health.error(('%s %s'):format(cmd, where), {
       'install isync (Debian/Ubuntu: apt install isync; macOS: brew install isync)',
       'or set mbsync.cmd in your configuration',
     })
   end
-  if native.is_loaded() then
+  local mbsyncrc_blocked = native.is_loaded() and blocked()
+  if mbsyncrc_blocked then
+    health.info('the mbsyncrc was not read: ' .. mbsyncrc_blocked)
+  elseif native.is_loaded() then
     local targets, terr = require('himalaya.sync.manager').list_targets()
     if not targets then
       health.error(tostring(terr), {
@@ -103,7 +120,9 @@ function M.check()
   else
     health.info('himalaya CLI not found on PATH (optional)')
   end
-  if native.is_loaded() then
+  if mbsyncrc_blocked then
+    health.info('the himalaya configuration was not read: ' .. mbsyncrc_blocked)
+  elseif native.is_loaded() then
     local accounts, herr, file = himalaya.accounts()
     if herr then
       health.warn(herr)
@@ -131,7 +150,9 @@ function M.check()
   end
 
   health.start('himalaya-sync: locks')
-  if native.is_loaded() then
+  if not ok then
+    health.info('skipped: the configuration is invalid (see above)')
+  elseif native.is_loaded() then
     local dir, derr = require('himalaya.sync.lock').lock_dir()
     if dir then
       health.ok(('lock folder %s is owned by you and private (0700)'):format(dir))
