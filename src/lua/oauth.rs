@@ -156,9 +156,17 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                             tokens.refresh(&acct).await.map(|_| Value::Bool(true))
                         }),
                         "store" => {
+                            // A token refused here is the caller's argument
+                            // (`invalid`), not a configured script's output.
+                            let as_invalid =
+                                |e: Error| Error::new(ErrorKind::Invalid, e.message);
                             let token = match &arg {
-                                Value::String(s) => Token::parse_external(s, now())?,
-                                v @ Value::Object(_) => Token::from_json_value(v, now())?,
+                                Value::String(s) => {
+                                    Token::parse_external(s, now()).map_err(as_invalid)?
+                                }
+                                v @ Value::Object(_) => {
+                                    Token::from_json_value(v, now()).map_err(as_invalid)?
+                                }
                                 _ => {
                                     return Err(Error::invalid(
                                         "invalid token: expected a table or an access-token string",

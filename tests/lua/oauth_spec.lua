@@ -349,6 +349,15 @@ describe('oauth', function()
         },
       },
     })
+    -- A token the engine refuses is a bad argument: kind invalid.
+    for field, token in pairs({
+      expires_in = { access_token = 'a', expires_in = -1 },
+      access_token = { refresh_token = 'r' },
+    }) do
+      local got, err, kind = oauth.store_token('demo', token)
+      eq({ nil, 'invalid' }, { got, kind }, field .. ': ' .. tostring(err))
+      contains(err, 'token.' .. field)
+    end
     -- Registered: the secret check greps every output and log for them.
     ok(oauth.store_token('demo', {
       access_token = t.secret('stale-access-7f3c91'),
