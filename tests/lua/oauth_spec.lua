@@ -178,8 +178,18 @@ describe('oauth', function()
     vim.cmd('checkhealth himalaya.sync')
     local report = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
     vim.cmd('bwipeout!')
-    contains(report, 'demo: token stored in encrypted')
+    contains(report, 'demo: token stored in encrypted, expires in ')
     ok(not report:find(current_token(), 1, true), 'health shows no token')
+    -- An expired token is told as such, not as "expires in -10 min".
+    ok(oauth.store_token('demo', {
+      access_token = t.secret('expired-access-51ad0e'),
+      refresh_token = t.secret('kept-refresh-93c2aa'),
+      expires_at = os.time() - 600,
+    }))
+    vim.cmd('checkhealth himalaya.sync')
+    report = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
+    vim.cmd('bwipeout!')
+    contains(report, 'demo: token stored in encrypted, expired 10 min ago')
 
     eq(true, (oauth.clear_token('demo')))
     eq(false, oauth.status('demo').has_token)
@@ -187,6 +197,14 @@ describe('oauth', function()
     eq(nil, none)
     eq('auth', kind)
     contains(err, 're-authorization needed')
+    -- A command's failure names the account once.
+    local before = #notes
+    vim.cmd('HimalayaSync oauth refresh demo')
+    t.wait_for(function()
+      return #notes > before
+    end, 10000, 'the refresh failure')
+    contains(notes[#notes], 'demo')
+    ok(not notes[#notes]:find('demo: demo:', 1, true), notes[#notes])
   end)
 
   it("token requests go through the proxy Neovim's environment names when they start", function()

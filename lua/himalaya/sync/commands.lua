@@ -567,23 +567,6 @@ M.subcommands.repair = {
 
 local OAUTH_ACTIONS = { 'status', 'refresh', 'authorize', 'cancel', 'clear' }
 
---- Seconds as "3 h 20 min", "45 s", or "expired 2 min ago".
-local function expiry(s)
-  if not s then
-    return 'unknown expiry'
-  end
-  local function span(n)
-    n = math.abs(n)
-    if n < 120 then
-      return ('%d s'):format(n)
-    elseif n < 7200 then
-      return ('%d min'):format(math.floor(n / 60))
-    end
-    return ('%d h %d min'):format(math.floor(n / 3600), math.floor(n % 3600 / 60))
-  end
-  return s >= 0 and ('expires in ' .. span(s)) or ('expired ' .. span(s) .. ' ago')
-end
-
 M.subcommands.oauth = {
   desc = 'OAuth2 tokens: oauth {status|refresh|authorize|cancel|clear} [account] (authorize --device for a code)',
   complete = function(_, args)
@@ -660,14 +643,18 @@ M.subcommands.oauth = {
     end
     ---@cast account string
     local oauth = require('himalaya.sync.oauth')
+    -- Most engine messages name the account already: it is not said twice.
+    local function about(text)
+      return text:find(account, 1, true) and text or ('%s: %s'):format(account, text)
+    end
     local function report(what)
       return function(ok, e, kind)
         if ok then
           notify(('%s: %s'):format(account, what))
         elseif kind == 'cancelled' then
-          notify(('%s: %s'):format(account, e), vim.log.levels.WARN)
+          notify(about(e), vim.log.levels.WARN)
         else
-          err(('%s: %s'):format(account, e))
+          err(about(e))
         end
       end
     end
@@ -679,7 +666,7 @@ M.subcommands.oauth = {
         local lines = {
           ('%s (%s, store: %s)'):format(account, st.provider or 'no provider', st.store),
           st.has_token and ('  token: %s%s'):format(
-            expiry(st.expires_in),
+            require('himalaya.sync.oauth')._expiry(st.expires_in),
             st.has_refresh_token and ', refresh token stored' or ', no refresh token'
           ) or '  no token stored: :HimalayaSync oauth authorize ' .. account,
         }

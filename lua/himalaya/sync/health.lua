@@ -222,7 +222,7 @@ function M.check()
         ('%s: token stored in %s%s%s'):format(
           name,
           st.store,
-          st.expires_in and (', expires in %d min'):format(math.floor(st.expires_in / 60)) or '',
+          st.expires_in and (', ' .. oauth._expiry(st.expires_in)) or '',
           st.has_refresh_token and ', refresh token stored' or ''
         )
       )

@@ -150,6 +150,26 @@ function M.clear_token(account, callback)
   return run('clear', account, nil, callback)
 end
 
+--- `expires_in` of a status for people: "expires in 3 h 20 min",
+--- "expires in 45 s", "expired 2 min ago".
+---@param s? number seconds
+---@return string
+function M._expiry(s)
+  if not s then
+    return 'unknown expiry'
+  end
+  local function span(n)
+    n = math.abs(n)
+    if n < 120 then
+      return ('%d s'):format(n)
+    elseif n < 7200 then
+      return ('%d min'):format(math.floor(n / 60))
+    end
+    return ('%d h %d min'):format(math.floor(n / 3600), math.floor(n % 3600 / 60))
+  end
+  return s >= 0 and ('expires in ' .. span(s)) or ('expired ' .. span(s) .. ' ago')
+end
+
 ---@class himalaya.sync.OAuthStatus
 ---@field account string
 ---@field provider? string
