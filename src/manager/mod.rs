@@ -1763,6 +1763,14 @@ impl Manager {
                 result.pulled,
                 result.pushed
             ),
+            // The plain "sync cancelled" (mbsync stopped, or the sync
+            // never left the queue) says which sync; a cancel with more to
+            // tell (a lock or token wait) keeps its own words.
+            Some(e) if e.kind == ErrorKind::Cancelled && e.line.is_empty() => format!(
+                "{} sync of {} cancelled (start it again when needed)",
+                info.kind.as_str(),
+                info.account
+            ),
             Some(e) => e.message.clone(),
         };
         crate::log::write(

@@ -87,19 +87,29 @@ pub fn validate_folder(name: &str) -> Result<()> {
 
 /// Checks an account name (it becomes a lock name and an mbsync argument).
 pub fn validate_account(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '+'))
-        && !name.contains("..");
-    if ok {
-        Ok(())
+    // Each rule says what it is: a name made of allowed characters can still
+    // break another one.
+    let broken = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 100 {
+        Some("it is longer than 100 bytes")
+    } else if name.starts_with('-') {
+        Some("it must not start with - (mbsync would read an option)")
+    } else if name.contains("..") {
+        Some("it must not contain ..")
+    } else if !name
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '+'))
+    {
+        Some("use letters, digits and _ - . @ +")
     } else {
-        Err(Error::invalid(format!(
-            "invalid account name {name:?}: use letters, digits and _ - . @ +"
-        )))
+        None
+    };
+    match broken {
+        None => Ok(()),
+        Some(rule) => Err(Error::invalid(format!(
+            "invalid account name {name:?}: {rule}"
+        ))),
     }
 }
 
@@ -312,10 +322,17 @@ Channel work
             e.message.contains("\"nope\"") && e.message.contains("gmail"),
             "{e}"
         );
-        let e = resolve(&c, &no(), SyncType::Full, "../x", &[]).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Invalid);
-        let e = resolve(&c, &no(), SyncType::Full, "a;rm -rf", &[]).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Invalid);
+        // Each refusal names the rule that was broken.
+        for (name, rule) in [
+            ("../x", "must not contain .."),
+            ("-x", "must not start with -"),
+            ("a;rm -rf", "use letters, digits"),
+            ("", "it is empty"),
+        ] {
+            let e = resolve(&c, &no(), SyncType::Full, name, &[]).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Invalid);
+            assert!(e.message.contains(rule), "{name:?}: {e}");
+        }
         let e = resolve(&c, &no(), SyncType::Folders, "work", &["a,b".into()]).unwrap_err();
         assert!(e.message.contains("\"a,b\""));
         let e = resolve(&c, &no(), SyncType::Folders, "both", &["INBOX".into()]).unwrap_err();

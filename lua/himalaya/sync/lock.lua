@@ -155,7 +155,7 @@ local OWN = {
     module = 'himalaya.sync.idle',
     holds = 'is_watching',
     what = 'IDLE watcher',
-    stop = "require('himalaya.sync.idle').stop()",
+    stop = ':HimalayaSync idle off',
   },
 }
 
