@@ -100,6 +100,10 @@ describe('queue', function()
       local q = manager.get_sync_info().queue
       return #q == 1 and q[1].id == second.id
     end, 10000, 'the full sync to be listed as queued')
+    -- The status line names the account once, with what waits behind.
+    t.wait_for(function()
+      return manager.statusline():match('^sync demo[ %d%%]* %+1 queued$') ~= nil
+    end, 10000, 'the status line to show the queued sync: ' .. manager.statusline())
     wait_done({ first, second, third })
     eq(true, first.done.result.success)
     eq(true, second.done.result.success)

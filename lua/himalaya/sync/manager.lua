@@ -216,12 +216,16 @@ local USER_EVENT = {
 
 --- Short text for status lines, computed when state changes (not on redraw).
 local function compute_status()
-  local parts = {}
+  -- One part per account: more syncs of it waiting are counted there.
+  local parts, part_of, waiting = {}, {}, {}
   for _, id in ipairs(order) do
     local info = syncs[id]
     -- A sync reported from outside the engine (update_progress) may name no account.
     local name = info.account or info.type
-    if info.status == 'running' then
+    local before = #parts
+    if part_of[name] and info.status == 'queued' then
+      waiting[name] = (waiting[name] or 0) + 1
+    elseif info.status == 'running' then
       local pct = info.progress and info.progress.percent
       parts[#parts + 1] = pct and ('%s %d%%'):format(name, math.floor(pct)) or name
     elseif info.status == 'queued' then
@@ -232,6 +236,12 @@ local function compute_status()
     elseif info.status == 'repairing' then
       parts[#parts + 1] = name .. ' repairing'
     end
+    if #parts > before then
+      part_of[name] = part_of[name] or #parts
+    end
+  end
+  for name, n in pairs(waiting) do
+    parts[part_of[name]] = ('%s +%d queued'):format(parts[part_of[name]], n)
   end
   if #parts > 0 then
     return 'sync ' .. table.concat(parts, ', ')
