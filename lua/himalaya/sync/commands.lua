@@ -287,7 +287,14 @@ local function complete_channel_folders(_, args)
     end, channels)
   end
   local acct = require('himalaya.sync.config').get().accounts[args[1]]
-  return acct and acct.folders or {}
+  -- Folders given already are not offered again.
+  local given = {}
+  for i = 2, #args do
+    given[args[i]] = true
+  end
+  return vim.tbl_filter(function(f)
+    return not given[f]
+  end, acct and acct.folders or {})
 end
 
 local function at_most(args, n, usage)
