@@ -299,6 +299,51 @@ vim.cmd('qa!')
   end)
 end)
 
+describe('the help file', function()
+  it('parses as vimdoc, its tags are unique, and every |link| resolves', function()
+    local lines = vim.fn.readfile(t.root .. '/doc/himalaya-sync.txt')
+    -- :helptags fails on a duplicate tag (E154).
+    local dir = t.tmpdir() .. '/doc'
+    vim.fn.mkdir(dir, 'p')
+    vim.fn.writefile(lines, dir .. '/himalaya-sync.txt')
+    vim.cmd('helptags ' .. vim.fn.fnameescape(dir))
+    local own = {}
+    for _, l in ipairs(vim.fn.readfile(dir .. '/tags')) do
+      own[l:match('^[^\t]+')] = true
+    end
+    for n, l in ipairs(lines) do
+      ok(vim.fn.strdisplaywidth(l) <= 78 or l:match('^%s+PassCmd '), ('line %d is wider than 78: %s'):format(n, l))
+    end
+    -- Debian's Neovims come without the vimdoc parser (0.10 raises, later
+    -- versions return nil).
+    local called, added = pcall(vim.treesitter.language.add, 'vimdoc')
+    if not (called and added) then
+      return
+    end
+    local buf = vim.api.nvim_create_buf(false, true)
+    t.defer(function()
+      vim.api.nvim_buf_delete(buf, { force = true })
+    end)
+    vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
+    local root = vim.treesitter.get_parser(buf, 'vimdoc'):parse()[1]:root()
+    local broken, unknown = {}, {}
+    for id, node in
+      vim.treesitter.query.parse('vimdoc', '(ERROR) @error (taglink text: (word) @link)'):iter_captures(root, buf)
+    do
+      if id == 1 then
+        broken[#broken + 1] = node:range() + 1
+      else
+        local link = vim.treesitter.get_node_text(node, buf)
+        if not own[link] and not vim.tbl_contains(vim.fn.getcompletion(link, 'help'), link) then
+          unknown[#unknown + 1] = link
+        end
+      end
+    end
+    eq({}, broken, 'lines where the vimdoc parser fails')
+    eq({}, unknown, 'links to no tag')
+  end)
+end)
+
 describe('make demo', function()
   it('syncs the throwaway account, shows progress and the summary, and leaves nothing behind', function()
     local tmp = t.tmpdir()
