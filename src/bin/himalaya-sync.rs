@@ -1,18 +1,5 @@
-//! `himalaya-sync`: the engine from the command line.
-//!
-//! ```text
-//! himalaya-sync version
-//! himalaya-sync locks                          list named locks and holders
-//! himalaya-sync cleanup-locks                  remove lock files nobody holds
-//! himalaya-sync with-lock NAME [-t SECS] -- CMD [ARGS...]
-//!                                              run CMD while holding lock NAME
-//! himalaya-sync sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS]
-//!                                              one sync, through the same lock as Neovim
-//! himalaya-sync relay --kbps N HOST PORT      stdin/stdout <-> HOST:PORT at N kB/s each
-//!                                              way (mbsync's Tunnel for throttled accounts)
-//! himalaya-sync token ACCOUNT                  print a valid OAuth2 access token, refreshing
-//!                                              it first if needed (mbsync's PassCmd)
-//! ```
+//! `himalaya-sync`: the engine from the command line. Its commands are
+//! listed in [`HELP`] (`himalaya-sync help`).
 //!
 //! Errors are one line on stderr and a non-zero exit (2 for usage).
 
@@ -29,7 +16,29 @@ use himalaya_sync::oauth::account::state_dir;
 use himalaya_sync::oauth::Tokens;
 use himalaya_sync::runtime;
 
-const USAGE: &str = "usage: himalaya-sync {version | locks | cleanup-locks | with-lock NAME [-t SECS] -- CMD [ARGS...] | sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS] | relay --kbps N HOST PORT | token ACCOUNT}";
+const USAGE: &str = "usage: himalaya-sync {help | version | locks | cleanup-locks | with-lock NAME [-t SECS] -- CMD [ARGS...] | sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS] | relay --kbps N HOST PORT | token ACCOUNT}";
+
+/// What `himalaya-sync help` prints.
+const HELP: &str = "\
+himalaya-sync: the engine of himalaya-sync.nvim from the command line
+
+  himalaya-sync help                     this text
+  himalaya-sync version
+  himalaya-sync locks                    list named locks and their holders
+  himalaya-sync cleanup-locks            remove lock files nobody holds
+  himalaya-sync with-lock NAME [-t SECS] -- CMD [ARGS...]
+                                         run CMD while holding lock NAME
+  himalaya-sync sync ACCOUNT [full|inbox] [-c MBSYNCRC] [-t SECS]
+                                         one sync, through the same lock as Neovim
+  himalaya-sync relay --kbps N HOST PORT stdin/stdout <-> HOST:PORT at N kB/s each
+                                         way (mbsync's Tunnel for throttled accounts)
+  himalaya-sync token ACCOUNT            print a valid OAuth2 access token, refreshing
+                                         it first if needed (mbsync's PassCmd)
+
+Locks live in $HIMALAYA_SYNC_LOCK_DIR, else $XDG_RUNTIME_DIR/himalaya-sync/locks,
+else $XDG_STATE_HOME (or ~/.local/state)/nvim/himalaya-sync/locks.
+Errors are one line on stderr; the exit status is 2 for a usage error, 1 for
+any other. In Neovim: :help himalaya-sync-cli";
 
 /// Runs `prog` for `with-lock` and returns its exit code (128 + the signal
 /// when a signal ended it). The lock must outlive the command: TERM, INT
@@ -113,6 +122,10 @@ fn main() -> ExitCode {
 fn run(args: Vec<String>) -> Result<ExitCode> {
     let mut it = args.into_iter();
     match it.next().as_deref() {
+        Some("help" | "--help" | "-h") => {
+            println!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
         Some("version") => {
             println!(
                 "himalaya-sync {} (build {})",

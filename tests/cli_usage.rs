@@ -1,0 +1,47 @@
+//! `himalaya-sync` asked for help, or given a command it does not know.
+
+use std::process::Command;
+
+fn tool(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_himalaya-sync"))
+        .args(args)
+        .output()
+        .expect("the tool runs")
+}
+
+#[test]
+fn help_lists_every_command_on_stdout() {
+    for flag in ["help", "--help", "-h"] {
+        let out = tool(&[flag]);
+        assert!(out.status.success(), "{flag}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for command in [
+            "version",
+            "locks",
+            "cleanup-locks",
+            "with-lock NAME",
+            "sync ACCOUNT",
+            "relay --kbps",
+            "token ACCOUNT",
+        ] {
+            assert!(text.contains(command), "{flag}: no {command:?} in {text}");
+        }
+        assert!(out.stderr.is_empty(), "{flag}: {:?}", out.stderr);
+    }
+}
+
+#[test]
+fn an_unknown_command_is_a_usage_error_that_mentions_help() {
+    let out = tool(&["--hlep"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.starts_with("himalaya-sync: unknown command \"--hlep\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("usage: himalaya-sync {help | version"),
+        "{text}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
