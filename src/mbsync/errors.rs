@@ -85,6 +85,8 @@ const CONFIG_PATTERNS: &[&str] = &[
     "Redundant Sync options",
     "Invalid combination of simple and compound Sync options",
     "Maildir error: store '",
+    // The MaildirStore's Path is missing or no folder.
+    "Maildir error: cannot open store '",
     "does not specify SubFolders style",
     "Setting Path is incompatible with",
     "does not support in-box sync state",
@@ -306,6 +308,10 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
                 "install the SASL plugin for it (e.g. cyrus-sasl-xoauth2) or change AuthMechs",
             )
         }
+        ErrorKind::Config if line.starts_with("Maildir error: cannot open store '") => (
+            "the local mail folder cannot be opened",
+            "create that folder, or fix the Path of the MaildirStore in the mbsync config",
+        ),
         ErrorKind::Config if is_unopenable_box(&line) => (
             "a folder cannot be opened",
             "check the folder name: it must exist on the server or locally, or the channel \
@@ -702,6 +708,18 @@ mod tests {
         let got = classify_output(&[], Some(1)).unwrap();
         assert_eq!(got.kind, ErrorKind::Unknown);
         assert!(got.line.contains("status 1"));
+    }
+
+    #[test]
+    fn a_missing_local_store_is_a_config_error_with_its_fix() {
+        let line = "Maildir error: cannot open store '/home/me/Mail/'";
+        assert_eq!(classify_line(line), Some(ErrorKind::Config));
+        assert_eq!(
+            summary(ErrorKind::Config, line),
+            "the local mail folder cannot be opened: Maildir error: cannot open store \
+             '/home/me/Mail/' (create that folder, or fix the Path of the MaildirStore in the \
+             mbsync config)"
+        );
     }
 
     #[test]
