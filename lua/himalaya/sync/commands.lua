@@ -399,7 +399,9 @@ M.subcommands.cancel = {
 }
 
 local function describe(info)
-  local parts = { ('#%s %s %s: %s'):format(info.id, info.type or '?', info.account or '?', info.status) }
+  -- Id 0 is a sync reported from outside the engine (update_progress).
+  local whose = info.account or (info.id == 0 and '(reported from outside)') or '?'
+  local parts = { ('#%s %s %s: %s'):format(info.id, info.type or '?', whose, info.status) }
   local p = info.progress
   if info.status == 'running' and p then
     if p.percent then

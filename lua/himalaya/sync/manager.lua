@@ -248,7 +248,7 @@ local function compute_status()
   end
   local last = syncs[order[#order]]
   if last and last.status == 'error' and last.error then
-    return ('sync %s: %s error'):format(last.account or '?', last.error.kind)
+    return ('sync %s: %s error'):format(last.account or last.type, last.error.kind)
   end
   return ''
 end
@@ -1011,6 +1011,10 @@ function M.complete_sync(type, result)
   info.result = result
   info.status = (result and result.success) and 'completed' or 'error'
   info.message = result and result.error or nil
+  -- As an engine sync's: the status line and `:HimalayaSync status` show
+  -- it. Nothing classified it, so its kind is unknown.
+  local why = info.message or 'the sync failed'
+  info.error = info.status == 'error' and { kind = 'unknown', message = why, line = why } or nil
   remember(info)
   M.notify_ui_update()
   return true
