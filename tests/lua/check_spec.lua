@@ -377,7 +377,7 @@ describe('IDLE push', function()
     local lock = require('himalaya.sync.lock')
     local released, why = lock.release_lock('idle-watch')
     eq(false, released, 'a release would let a second Neovim watch')
-    t.contains(why, "held by this Neovim's IDLE watcher; require('himalaya.sync.idle').stop() gives it up")
+    t.contains(why, "held by this Neovim's IDLE watcher; :HimalayaSync idle off gives it up")
     ok(lock.is_locked('idle-watch'))
     local started
     local au = vim.api.nvim_create_autocmd('User', {

@@ -146,7 +146,12 @@ describe('faults', function()
     -- Every dovecot process is frozen, the imap process serving mbsync too.
     local comms = {}
     for _, pid in ipairs(pids) do
-      local state, comm = t.proc_state(pid)
+      -- A signal reaches a process running on another CPU a moment later.
+      local state, comm
+      vim.wait(2000, function()
+        state, comm = t.proc_state(pid)
+        return state ~= 'R'
+      end, 5)
       if state then
         eq('T', state, ('%s (%d) is stopped'):format(comm, pid))
         comms[#comms + 1] = comm
