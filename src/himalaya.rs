@@ -120,19 +120,21 @@ fn load(
     let mut merged = Table::new();
     let mut sources = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(path).map_err(|err| {
-            let kind = if err.kind() == std::io::ErrorKind::NotFound {
-                ErrorKind::Config
-            } else {
-                ErrorKind::Io
-            };
-            let err = err.to_string();
-            let reason = err.split(" (os error").next().unwrap_or(&err);
-            Error::new(
-                kind,
-                format!("Cannot read himalaya config {}: {reason}", path.display()),
-            )
-        })?;
+        let text = crate::files::read_regular_text(path, crate::files::MAX_CONFIG_BYTES).map_err(
+            |err| {
+                let kind = if crate::files::is_wrong_file(&err) {
+                    ErrorKind::Config
+                } else {
+                    ErrorKind::Io
+                };
+                let err = err.to_string();
+                let reason = err.split(" (os error").next().unwrap_or(&err);
+                Error::new(
+                    kind,
+                    format!("Cannot read himalaya config {}: {reason}", path.display()),
+                )
+            },
+        )?;
         merge(&mut merged, parse_table(&text, path)?);
         sources.push(Source {
             path: path.clone(),

@@ -16,6 +16,7 @@ pub mod command;
 pub mod env;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod himalaya;
 pub mod imap;
 pub mod lock;

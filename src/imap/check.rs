@@ -276,7 +276,8 @@ async fn uids_from(session: &mut Session, folder: &str, uid: u32) -> Result<Resu
 /// the `.new` file of an interrupted sync is there). `None` when the folder
 /// was never synced.
 pub fn read_state(path: &Path) -> Result<Option<PulledState>> {
-    let text = match std::fs::read(path) {
+    // One line per message: a folder of millions is tens of MiB.
+    let text = match crate::files::read_regular(path, 1 << 30) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("Cannot read {}", path.display()), e)),

@@ -356,12 +356,13 @@ impl Connection {
             )),
         };
         if let Some(path) = &self.certificate_file {
-            let text = std::fs::read(path).map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("Cannot read CertificateFile '{}': {e}", path.display()),
-                )
-            })?;
+            let text =
+                crate::files::read_regular(path, crate::files::MAX_CONFIG_BYTES).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("Cannot read CertificateFile '{}': {e}", path.display()),
+                    )
+                })?;
             let mut added = 0;
             for cert in rustls_pemfile::certs(&mut text.as_slice()) {
                 let cert = cert.map_err(|e| {

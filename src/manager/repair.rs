@@ -80,7 +80,7 @@ pub fn plan(
     let chan = cfg
         .channel(channel)
         .ok_or_else(|| refuse(format!("no channel {channel:?} in {}", cfg.path.display())))?;
-    let text = fs::read_to_string(&cfg.path)
+    let text = crate::files::read_regular_text(&cfg.path, crate::files::MAX_CONFIG_BYTES)
         .map_err(|e| Error::io(format!("cannot read {}", cfg.path.display()), e))?;
     let state: Vec<String> = text
         .lines()

@@ -36,7 +36,7 @@ pub fn derived_config(
             relay.display()
         )));
     }
-    let text = fs::read_to_string(&cfg.path)
+    let text = crate::files::read_regular_text(&cfg.path, crate::files::MAX_CONFIG_BYTES)
         .map_err(|e| Error::io(format!("cannot read {}", cfg.path.display()), e))?;
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     // (line number of the section header, tunnel command), last first so

@@ -242,29 +242,31 @@ impl MbsyncConfig {
     /// Reads and parses `path`; `also_tried` is the other default file,
     /// named when neither exists.
     fn read(path: &Path, also_tried: Option<PathBuf>) -> Result<MbsyncConfig> {
-        let bytes = std::fs::read(path).map_err(|err| {
-            let missing = err.kind() == std::io::ErrorKind::NotFound;
-            // "No such file or directory (os error 2)": the number helps nobody.
-            let err = err.to_string();
-            let reason = err.split(" (os error").next().unwrap_or(&err);
-            let mut message = format!("Cannot open config file '{}': {reason}", path.display());
-            match also_tried {
-                Some(legacy) if missing => {
-                    message.push_str(&format!(
-                        " (nor is there {}): name your mbsyncrc with mbsync.config in \
-                         Neovim, -c on the command line",
-                        legacy.display()
-                    ));
+        let bytes =
+            crate::files::read_regular(path, crate::files::MAX_CONFIG_BYTES).map_err(|err| {
+                let missing = err.kind() == std::io::ErrorKind::NotFound;
+                let wrong = crate::files::is_wrong_file(&err);
+                // "No such file or directory (os error 2)": the number helps nobody.
+                let err = err.to_string();
+                let reason = err.split(" (os error").next().unwrap_or(&err);
+                let mut message = format!("Cannot open config file '{}': {reason}", path.display());
+                match also_tried {
+                    Some(legacy) if missing => {
+                        message.push_str(&format!(
+                            " (nor is there {}): name your mbsyncrc with mbsync.config in \
+                             Neovim, -c on the command line",
+                            legacy.display()
+                        ));
+                    }
+                    _ => {}
                 }
-                _ => {}
-            }
-            let kind = if missing {
-                ErrorKind::Config
-            } else {
-                ErrorKind::Io
-            };
-            Error::new(kind, message)
-        })?;
+                let kind = if wrong {
+                    ErrorKind::Config
+                } else {
+                    ErrorKind::Io
+                };
+                Error::new(kind, message)
+            })?;
         let text = String::from_utf8(bytes).map_err(|err| {
             let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
             let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -1588,6 +1590,24 @@ Channel gmail-all:INBOX,Work
         assert_eq!(legacy, Path::new("/home/me/.mbsyncrc"));
         let [xdg, _] = default_candidates(home, Some(Path::new("/cfg")));
         assert_eq!(xdg, Path::new("/cfg/isyncrc"));
+    }
+
+    #[test]
+    fn a_fifo_or_device_is_refused_at_once_as_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        for path in [fifo.as_path(), Path::new("/dev/zero")] {
+            let err = MbsyncConfig::load(Some(path)).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Config, "{path:?}");
+            assert_eq!(
+                err.message,
+                format!(
+                    "Cannot open config file '{}': not a regular file",
+                    path.display()
+                )
+            );
+        }
     }
 
     #[test]

@@ -329,4 +329,22 @@ describe('bad input', function()
     end
     env.nothing_started(':HimalayaSync')
   end)
+
+  it('an mbsyncrc that is a FIFO or a device is refused at once, not waited for', function()
+    local env = setup()
+    local fifo = env.dir .. '/fifo'
+    vim.fn.system({ 'mkfifo', fifo })
+    eq(0, vim.v.shell_error, 'mkfifo')
+    for _, rc in ipairs({ fifo, '/dev/zero' }) do
+      t.use(rc, { mbsync = { cmd = t.mbsync_wrapper(env.log) } })
+      local started = vim.uv.hrtime()
+      local err, kind = rejects('mbsync.config = ' .. rc, function()
+        return manager.start_sync('full', { account = 'demo' })
+      end)
+      eq('config', kind)
+      contains(err, "Cannot open config file '" .. rc .. "': not a regular file")
+      ok((vim.uv.hrtime() - started) / 1e6 < 1000, 'answered at once')
+    end
+    env.nothing_started('a FIFO or device as mbsyncrc')
+  end)
 end)
