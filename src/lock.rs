@@ -77,6 +77,37 @@ const MAX_NOTE_LEN: u64 = 4096;
 /// a long wait doesn't spin but still notices a release within 25 ms.
 const FIRST_PAUSE: Duration = Duration::from_millis(1);
 const MAX_PAUSE: Duration = Duration::from_millis(25);
+
+/// The rhythm of a lock wait: pauses between tries that grow from
+/// [`FIRST_PAUSE`] to [`MAX_PAUSE`], until the timeout is used up.
+struct Patience {
+    /// None: a timeout too large to add to the clock, "wait forever".
+    deadline: Option<Instant>,
+    pause: Duration,
+}
+
+impl Patience {
+    fn new(timeout: Duration) -> Patience {
+        Patience {
+            deadline: Instant::now().checked_add(timeout),
+            pause: FIRST_PAUSE,
+        }
+    }
+
+    /// The pause before the next try, or None when the time is up.
+    fn next_pause(&mut self) -> Option<Duration> {
+        let remaining = match self.deadline {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => self.pause,
+        };
+        if remaining.is_zero() {
+            return None;
+        }
+        let pause = self.pause.min(remaining);
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+        Some(pause)
+    }
+}
 /// How often [`LockDir::try_acquire`] starts over because the file it locked
 /// was removed or replaced meanwhile. Each restart means another process
 /// just worked on this lock, so after this many we report it as busy.
@@ -297,32 +328,60 @@ impl LockDir {
         cancel: Option<&AtomicBool>,
     ) -> Result<LockGuard> {
         validate_name(name)?;
-        let started = Instant::now();
-        // A timeout too large to add to the clock means "wait forever".
-        let deadline = started.checked_add(timeout);
-        let mut pause = FIRST_PAUSE;
+        let mut patience = Patience::new(timeout);
         loop {
-            // The flag carries no data, it only asks us to stop, so relaxed
-            // ordering is enough.
-            if cancel.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
-                return Err(Error::new(
-                    ErrorKind::Cancelled,
-                    format!("waiting for lock {name:?} was cancelled"),
-                ));
-            }
-            if let Some(guard) = self.try_acquire(name, purpose)? {
+            if let Some(guard) = self.try_unless_cancelled(name, purpose, cancel)? {
                 return Ok(guard);
             }
-            let remaining = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => pause,
-            };
-            if remaining.is_zero() {
-                return Err(self.locked_error(name, timeout));
+            match patience.next_pause() {
+                Some(pause) => thread::sleep(pause),
+                None => return Err(self.locked_error(name, timeout)),
             }
-            thread::sleep(pause.min(remaining));
-            pause = (pause * 2).min(MAX_PAUSE);
         }
+    }
+
+    /// [`LockDir::acquire`] for async code: the pauses are timers, so a
+    /// wait holds no thread. (Waits on blocking threads would fill the
+    /// runtime's pool: enough of them and nothing else that needs one
+    /// could run, syncs included.) Each try is a few calls on a small
+    /// local file, done on the calling worker.
+    pub async fn acquire_async(
+        &self,
+        name: &str,
+        timeout: Duration,
+        purpose: &str,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<LockGuard> {
+        validate_name(name)?;
+        let mut patience = Patience::new(timeout);
+        loop {
+            if let Some(guard) = self.try_unless_cancelled(name, purpose, cancel)? {
+                return Ok(guard);
+            }
+            match patience.next_pause() {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => return Err(self.locked_error(name, timeout)),
+            }
+        }
+    }
+
+    /// One try of a wait: cancelled when `cancel` says so, else
+    /// [`LockDir::try_acquire`].
+    fn try_unless_cancelled(
+        &self,
+        name: &str,
+        purpose: &str,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Option<LockGuard>> {
+        // The flag carries no data, it only asks us to stop, so relaxed
+        // ordering is enough.
+        if cancel.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                format!("waiting for lock {name:?} was cancelled"),
+            ));
+        }
+        self.try_acquire(name, purpose)
     }
 
     /// Every lock file in the directory, sorted by name, with whether it is
@@ -734,6 +793,23 @@ impl LockTable {
         cancel: Option<&AtomicBool>,
     ) -> Result<()> {
         let guard = self.dir.acquire(name, timeout, purpose, cancel)?;
+        self.store(guard);
+        Ok(())
+    }
+
+    /// [`LockTable::acquire`] without holding a thread while it waits (see
+    /// [`LockDir::acquire_async`]).
+    pub async fn acquire_async(
+        &self,
+        name: &str,
+        timeout: Duration,
+        purpose: &str,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<()> {
+        let guard = self
+            .dir
+            .acquire_async(name, timeout, purpose, cancel)
+            .await?;
         self.store(guard);
         Ok(())
     }
@@ -1707,6 +1783,41 @@ mod tests {
         let guard = locks.acquire("acct", Duration::from_secs(5), "y", None);
         releaser.join().expect("join");
         assert!(guard.is_ok());
+    }
+
+    /// On one thread, waits take turns: none holds the thread, a free lock
+    /// is taken at once meanwhile, and each wait ends at its own timeout.
+    #[tokio::test(flavor = "current_thread")]
+    async fn async_waits_share_one_thread() {
+        let (_tmp, locks) = setup();
+        let locks = Arc::new(locks);
+        let _held = locks.try_acquire("acct", "x").expect("try").expect("free");
+        let started = Instant::now();
+        let waits: Vec<_> = (0..50)
+            .map(|_| {
+                let locks = Arc::clone(&locks);
+                tokio::spawn(async move {
+                    locks
+                        .acquire_async("acct", Duration::from_millis(300), "y", None)
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let free = locks.acquire_async("free", Duration::ZERO, "z", None).await;
+        assert!(free.is_ok());
+        assert!(started.elapsed() < Duration::from_millis(300));
+        for wait in waits {
+            let err = wait.await.expect("join").expect_err("held");
+            assert_eq!(err.kind, ErrorKind::Locked);
+        }
+        // Side by side: 50 waits of 300 ms, not one after another.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -103,9 +103,12 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                 crate::lock::validate_name(&name)?;
                 let table = table(None)?;
                 let id = runtime::next_id();
-                runtime::handle()?.spawn_blocking(move || {
+                runtime::handle()?.spawn(async move {
                     let purpose = purpose.unwrap_or_default();
-                    let data = match table.acquire(&name, timeout, &purpose, Some(runtime::stop_flag())) {
+                    let data = match table
+                        .acquire_async(&name, timeout, &purpose, Some(runtime::stop_flag()))
+                        .await
+                    {
                         Ok(()) => json!({ "ok": true }),
                         Err(e) => json!({ "ok": false, "error": { "kind": e.kind, "message": e.message } }),
                     };

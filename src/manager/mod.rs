@@ -792,46 +792,32 @@ impl Manager {
                 Err(e) => Attempt::NotRun(e),
             };
         }
-        let locks = self.locks.clone();
         let names: Vec<String> = channels.iter().map(|c| channel_lock_name(c)).collect();
         let purpose = format!("{} sync of {}", opts.kind.as_str(), opts.account);
-        let wait = opts.wait_lock;
-        let flag = cancel_flag.clone();
         // Sorted names: every process takes them in the same order, so two
         // overlapping syncs can never hold one each and wait for the other.
-        let acquire = move || {
-            names
-                .iter()
-                .map(|n| locks.acquire(n, wait, &purpose, Some(&flag)))
-                .collect::<Result<Vec<_>>>()
-        };
-        // Without a wait, taking a lock is a few non-blocking calls on a
-        // small local file: done here, not on a blocking thread (one thread
-        // hop less before mbsync runs). Waiting happens off the workers.
-        let guards = if wait.is_zero() {
-            Ok(acquire())
-        } else {
-            tokio::task::spawn_blocking(acquire).await
-        };
-        let guards = match guards {
-            Ok(Ok(g)) => g,
-            Ok(Err(e)) if e.kind == ErrorKind::Locked => {
-                return Attempt::NotRun(Error::new(
-                    ErrorKind::Locked,
-                    format!(
-                        "{} is being synced by another process: {}",
-                        opts.account, e.message
-                    ),
-                ))
+        // A try is a few non-blocking calls on a small local file, done here
+        // (no thread hop before mbsync runs); the pauses of a wait are timers.
+        let mut guards = Vec::with_capacity(names.len());
+        for name in &names {
+            match self
+                .locks
+                .acquire_async(name, opts.wait_lock, &purpose, Some(&cancel_flag))
+                .await
+            {
+                Ok(guard) => guards.push(guard),
+                Err(e) if e.kind == ErrorKind::Locked => {
+                    return Attempt::NotRun(Error::new(
+                        ErrorKind::Locked,
+                        format!(
+                            "{} is being synced by another process: {}",
+                            opts.account, e.message
+                        ),
+                    ))
+                }
+                Err(e) => return Attempt::NotRun(e),
             }
-            Ok(Err(e)) => return Attempt::NotRun(e),
-            Err(e) => {
-                return Attempt::NotRun(Error::new(
-                    ErrorKind::Unknown,
-                    format!("lock task failed: {e}"),
-                ))
-            }
-        };
+        }
         // An OAuth account's token is made fresh first, so that mbsync's
         // PassCmd finds a valid one (and a revoked grant is reported as
         // such instead of as a failed login).
@@ -1145,16 +1131,18 @@ impl Manager {
         })?;
         let stamp = format!("{}", now() as u64);
         let plan = repair::plan(&cfg, channel, mailbox, &state.join("repair"), &stamp)?;
-        let locks = self.locks.clone();
-        let name = channel_lock_name(channel);
         let purpose = format!("repair of {channel}:{mailbox}");
-        let flag = cancel_flag.clone();
         // A sync that just failed on this box may still be releasing it.
         let wait = wait.max(Duration::from_secs(30));
-        let guard =
-            tokio::task::spawn_blocking(move || locks.acquire(&name, wait, &purpose, Some(&flag)))
-                .await
-                .map_err(|e| Error::new(ErrorKind::Unknown, format!("lock task failed: {e}")))??;
+        let guard = self
+            .locks
+            .acquire_async(
+                &channel_lock_name(channel),
+                wait,
+                &purpose,
+                Some(&cancel_flag),
+            )
+            .await?;
         let spec = RunSpec {
             program: settings.mbsync_cmd.clone(),
             config: Some(cfg.path.clone()),

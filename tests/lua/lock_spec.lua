@@ -127,6 +127,37 @@ describe('himalaya.sync.lock', function()
     eq(true, lock.release_lock('ext'))
   end)
 
+  it('many waits in the callback form hold no thread: other requests are answered at once', function()
+    eq(true, lock.acquire_lock('crowded', 0))
+    -- More waits than the engine has threads for blocking work (64).
+    local answered = 0
+    for _ = 1, 100 do
+      lock.acquire_lock('crowded', 30, function(got)
+        answered = answered + 1
+        if got then
+          lock.release_lock('crowded')
+        end
+      end)
+    end
+    local other
+    local started = vim.uv.hrtime()
+    lock.acquire_lock('uncrowded', 0, function(got)
+      other = { got, (vim.uv.hrtime() - started) / 1e6 }
+    end)
+    t.wait_for(function()
+      return other ~= nil
+    end, 5000, 'the answer for a free lock')
+    eq(true, other[1])
+    ok(other[2] < 1000, ('answered after %.0f ms'):format(other[2]))
+    eq(true, lock.release_lock('uncrowded'))
+    -- Released: each waiter takes it in turn, and gives it back.
+    eq(true, lock.release_lock('crowded'))
+    t.wait_for(function()
+      return answered == 100
+    end, 20000, 'every waiter to be answered (' .. answered .. ')')
+    ok(not lock.is_locked('crowded'))
+  end)
+
   it('times out with the holder named', function()
     local file = lock_dir() .. '/busy.lock'
     local holder = t.hold_lock(file, 30)
