@@ -108,6 +108,31 @@ describe('auto-sync', function()
     eq(vim.log.levels.WARN, seen[1][2])
   end)
 
+  it('a configuration made invalid while it runs is told once, not raised at every tick', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3' })
+    vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc }, notify = false, auto_sync = { interval = 1 / 60 } }
+    t.defer(function()
+      vim.g.himalaya_sync = nil
+    end)
+    local auto = require('himalaya.sync.auto')
+    auto.tick()
+    vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc, timeout = -5 } }
+    local seen = t.notifications()
+    vim.v.errmsg = ''
+    auto.tick()
+    auto.tick()
+    eq(1, #seen, vim.inspect(seen))
+    t.contains(seen[1][1], 'auto-sync: cannot sync: ')
+    t.contains(seen[1][1], 'himalaya_sync.mbsync.timeout')
+    eq(vim.log.levels.WARN, seen[1][2])
+    eq('', vim.v.errmsg)
+    auto.stop()
+    vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc }, notify = false }
+    t.wait_for(function()
+      return not require('himalaya.sync.manager').is_busy()
+    end, 20000, "the first tick's sync to end")
+  end)
+
   it('auto-sync and IDLE that cannot work say so once; no doubled prefix', function()
     -- In a Neovim of its own, without a library (this one has it loaded).
     local dir = t.tmpdir()

@@ -164,8 +164,11 @@ function M.tick()
   if not S.timer then
     M.stop()
   end
+  -- A tick runs from a timer: an error raised here would be a traceback at
+  -- every tick. Told once instead, as a problem the user can fix (an
+  -- invalid configuration, most likely).
   if not ok then
-    error(err, 0)
+    problem(('cannot sync: %s'):format(err))
   end
 end
 
