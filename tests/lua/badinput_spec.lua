@@ -287,6 +287,48 @@ describe('bad input', function()
     eq(false, lock.is_locked('bad-callback'))
   end)
 
+  it('a callback that raises is shown as one notification, on every path, refused-at-once ones too', function()
+    setup()
+    local oauth = require('himalaya.sync.oauth')
+    local seen = t.notifications()
+    vim.v.errmsg = ''
+    local function boom()
+      error('boom from the callback', 0)
+    end
+    local calls = {
+      function()
+        return oauth.status('nope', boom)
+      end,
+      function()
+        return oauth.store_token('demo', 42, boom)
+      end,
+      function()
+        return lock.acquire_lock(42, 0, boom)
+      end,
+      function()
+        return lock.with_lock(42, function() end, 0, boom)
+      end,
+      function()
+        return lock.with_lock('raising-callback', function() end, 0, boom)
+      end,
+    }
+    for _, call in ipairs(calls) do
+      local called = pcall(call)
+      ok(called, 'raised at once')
+    end
+    t.wait_for(function()
+      return #seen >= #calls
+    end, 5000, 'a notification per callback')
+    vim.wait(100)
+    eq(#calls, #seen, vim.inspect(seen))
+    for _, n in ipairs(seen) do
+      eq('himalaya-sync: error in a callback: boom from the callback', n[1])
+      eq(vim.log.levels.ERROR, n[2])
+    end
+    eq('', vim.v.errmsg, 'no error reached the event loop')
+    eq(false, lock.is_locked('raising-callback'))
+  end)
+
   it(':HimalayaSync with bad arguments: an error message, no traceback, nothing started', function()
     local env = setup()
     local seen = {}

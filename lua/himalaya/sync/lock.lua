@@ -132,9 +132,9 @@ function M.acquire_lock(name, timeout, callback)
   native.on_id(id, function(ev)
     native.off(id)
     if ev.data.ok then
-      callback(true)
+      native.call_back(callback, true)
     else
-      callback(false, ev.data.error.message, ev.data.error.kind)
+      native.call_back(callback, false, ev.data.error.message, ev.data.error.kind)
     end
   end)
   return true

@@ -201,10 +201,7 @@ end
 
 local function call(fn, ...)
   if fn then
-    local ok, err = pcall(fn, ...)
-    if not ok then
-      vim.notify('himalaya-sync: error in sync callback: ' .. tostring(err), vim.log.levels.ERROR)
-    end
+    native.call_back(fn, ...)
   end
 end
 

@@ -641,10 +641,21 @@ end
 function M.fail(callback, first, msg, kind)
   if vim.is_callable(callback) then
     vim.schedule(function()
-      callback(first, msg, kind)
+      M.call_back(callback, first, msg, kind)
     end)
   end
   return first, msg, kind
+end
+
+--- Calls a user's callback: an error in it is shown as one notification,
+--- not raised into the event loop (a traceback) or into the plugin's code.
+---@param fn function
+---@param ... any its arguments
+function M.call_back(fn, ...)
+  local ok, err = pcall(fn, ...)
+  if not ok then
+    vim.notify('himalaya-sync: error in a callback: ' .. tostring(err), vim.log.levels.ERROR)
+  end
 end
 
 --- The state of the module `owner`, kept in the Lua registry like this

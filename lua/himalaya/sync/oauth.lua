@@ -64,7 +64,7 @@ local function run(op, account, arg, callback, on_prompt)
     start(op, account, arg, function(...)
       local args = vim.F.pack_len(...)
       vim.schedule(function()
-        callback(vim.F.unpack_len(args))
+        native.call_back(callback, vim.F.unpack_len(args))
       end)
     end, on_prompt)
     return true
