@@ -126,8 +126,15 @@ describe('syncing real mail', function()
     local done
     local id = assert(manager.start_sync('full', {
       account = 'demo',
-      on_complete = function(r)
-        done = r
+      -- What a callback does to its tables changes nothing in the manager.
+      on_progress = function(p, info)
+        p.percent = 'half'
+        info.status = 'completed'
+      end,
+      on_complete = function(r, info)
+        done = vim.deepcopy(r)
+        r.success = false
+        info.status = 'running'
       end,
     }))
     -- Before any event of the engine has been handled.
@@ -141,6 +148,8 @@ describe('syncing real mail', function()
     eq(true, done.success)
     eq(false, manager.is_busy())
     eq('completed', manager.get_sync_info().status)
+    eq(true, manager.get_sync_info().result.success)
+    eq('', manager.statusline())
   end)
 
   it('inbox and selected-folder syncs touch only those folders', function()

@@ -354,8 +354,13 @@ local function on_event(ev)
   if ev.name == 'sync_started' then
     notify('start', ('%s sync of %s started'):format(info.type, info.account), vim.log.levels.INFO, info.id)
   elseif ev.name == 'sync_progress' and info.progress then
+    -- Callbacks get copies: what they change must not change the state
+    -- the status line, is_busy() and the next events read.
     for _, r in ipairs(requests) do
-      call(r.on_progress, info.progress, info)
+      if r.on_progress then
+        local copy = vim.deepcopy(info)
+        call(r.on_progress, copy.progress, copy)
+      end
     end
     echo_progress(info, 'running')
   elseif ev.name == 'sync_auth' then
@@ -365,7 +370,10 @@ local function on_event(ev)
   elseif ev.name == 'sync_done' then
     callbacks[info.id] = nil
     for _, r in ipairs(requests) do
-      call(r.on_complete, info.result, info)
+      if r.on_complete then
+        local copy = vim.deepcopy(info)
+        call(r.on_complete, copy.result, copy)
+      end
     end
     echo_progress(info, ({ completed = 'success', cancelled = 'cancel' })[info.status] or 'failed')
     if info.status == 'completed' then
