@@ -33,6 +33,24 @@ local function lock_free()
 end
 
 describe('IDLE', function()
+  it('a try already queued when IDLE is turned off does not start watching', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc, { idle = { accounts = { 'demo' } } })
+    t.defer(idle.stop)
+    -- The stop is queued before the first try, which its timer queues
+    -- (both fire at once): the try then finds IDLE off.
+    local timer = assert(vim.uv.new_timer())
+    timer:start(0, 0, function()
+      timer:close()
+      vim.schedule(idle.stop)
+    end)
+    idle.start()
+    vim.wait(1000)
+    eq({ false, false }, { idle.is_enabled(), idle.is_watching() })
+    eq({}, idle.list())
+    ok(lock_free(), 'the idle-watch lock is held while IDLE is off')
+  end)
+
   it('turns itself off and frees its lock when no folder can be watched', function()
     local fx = t.fixture()
     local seen = start(fx, { 'Nope' })

@@ -178,13 +178,17 @@ function M.start()
     return
   end
   local ms = math.max(1, math.floor(config.get().auto_sync.interval * 60 * 1000))
-  S.timer = assert(uv.new_timer())
-  -- Ticks run the module as loaded now (a plugin reloader's new copy).
-  S.timer:start(
+  local timer = assert(uv.new_timer())
+  S.timer = timer
+  -- Ticks run the module as loaded now (a plugin reloader's new copy). A
+  -- tick queued before stop() is dropped, as IDLE drops its tries.
+  timer:start(
     ms,
     ms,
     vim.schedule_wrap(function()
-      require('himalaya.sync.auto').tick()
+      if S.timer == timer then
+        require('himalaya.sync.auto').tick()
+      end
     end)
   )
 end

@@ -169,13 +169,18 @@ function M.start()
     return
   end
   S.gave_up = nil
-  S.timer = assert(uv.new_timer())
-  -- Tries run the module as loaded now (a plugin reloader's new copy).
-  S.timer:start(
+  local timer = assert(uv.new_timer())
+  S.timer = timer
+  -- Tries run the module as loaded now (a plugin reloader's new copy). A
+  -- try queued before stop() must not start watching again: it runs only
+  -- while its timer is still the one running.
+  timer:start(
     0,
     M.RETRY_MS,
     vim.schedule_wrap(function()
-      require('himalaya.sync.idle').try()
+      if S.timer == timer then
+        require('himalaya.sync.idle').try()
+      end
     end)
   )
   vim.api.nvim_create_autocmd('VimLeavePre', {
