@@ -67,6 +67,35 @@ describe('manager', function()
     eq('', manager.statusline())
   end)
 
+  it('a listener that unsubscribes itself does not make the next one miss the update', function()
+    local calls = { 0, 0, 0 }
+    local unsubscribe = {}
+    for i = 1, 3 do
+      unsubscribe[i] = manager.on_update(function()
+        calls[i] = calls[i] + 1
+        if i == 2 then
+          unsubscribe[2]()
+        end
+      end)
+    end
+    t.defer(function()
+      unsubscribe[1]()
+      unsubscribe[3]()
+    end)
+    for percent = 10, 20, 10 do
+      manager.update_progress({ percent = percent })
+      local before = calls[1]
+      vim.wait(200, function()
+        return calls[1] > before
+      end)
+    end
+    manager.complete_sync('external', { success = true })
+    vim.wait(200, function()
+      return calls[1] == 3
+    end)
+    eq({ 3, 1, 3 }, calls)
+  end)
+
   it('refuses bad outside progress, results and listeners, and keeps working', function()
     local cases = {
       { manager.update_progress, { 42 }, 'progress' },

@@ -1069,7 +1069,9 @@ function M._flush_ui_update()
         })
       )
     end
-    for _, fn in ipairs(listeners) do
+    -- A copy of the list: a listener that unsubscribes (itself or another)
+    -- must not make the next one miss this update.
+    for _, fn in ipairs({ unpack(listeners) }) do
       call(fn, info)
     end
   end
