@@ -62,10 +62,26 @@ pub struct Throttle {
     pub kbps: u32,
 }
 
+/// Longest folder name taken, in bytes: far beyond any server's (IMAP
+/// servers allow a few hundred), short enough for every message that
+/// quotes one.
+const MAX_FOLDER_BYTES: usize = 1000;
+
+/// `name` for a message, cut after 100 characters: it may be anything a
+/// caller passed.
+fn quoted(name: &str) -> String {
+    match name.char_indices().nth(100) {
+        Some((end, _)) => format!("{:?}...", &name[..end]),
+        None => format!("{name:?}"),
+    }
+}
+
 /// Checks a folder name given for a selective sync.
 pub fn validate_folder(name: &str) -> Result<()> {
     let bad = if name.is_empty() {
         Some("it is empty")
+    } else if name.len() > MAX_FOLDER_BYTES {
+        Some("it is longer than 1000 bytes")
     } else if name.contains(',') {
         Some("',' separates folders in mbsync targets")
     } else if name.starts_with('-') {
@@ -79,7 +95,8 @@ pub fn validate_folder(name: &str) -> Result<()> {
     };
     match bad {
         Some(why) => Err(Error::invalid(format!(
-            "invalid folder name {name:?}: {why}"
+            "invalid folder name {}: {why}",
+            quoted(name)
         ))),
         None => Ok(()),
     }
@@ -108,7 +125,8 @@ pub fn validate_account(name: &str) -> Result<()> {
     match broken {
         None => Ok(()),
         Some(rule) => Err(Error::invalid(format!(
-            "invalid account name {name:?}: {rule}"
+            "invalid account name {}: {rule}",
+            quoted(name)
         ))),
     }
 }
@@ -322,6 +340,24 @@ Channel work
             e.message.contains("\"nope\"") && e.message.contains("gmail"),
             "{e}"
         );
+        // A long name is refused, and quoted only in part.
+        let long = "x".repeat(200_000);
+        let e = resolve(
+            &c,
+            &no(),
+            SyncType::Folders,
+            "work",
+            std::slice::from_ref(&long),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.ends_with("...: it is longer than 1000 bytes"),
+            "{}",
+            &e.message[..200]
+        );
+        assert!(e.message.len() < 200, "{} bytes", e.message.len());
+        let e = resolve(&c, &no(), SyncType::Full, &long, &[]).unwrap_err();
+        assert!(e.message.len() < 200, "{} bytes", e.message.len());
         // Each refusal names the rule that was broken.
         for (name, rule) in [
             ("../x", "must not contain .."),

@@ -106,6 +106,11 @@ describe('manager', function()
       { manager.update_progress, { { near = { new = {} } } }, 'near.new' },
       { manager.complete_sync, { 'x', 42 }, 'result' },
       { manager.complete_sync, { 42, {} }, 'type' },
+      { manager.complete_sync, { ('a'):rep(1e6), {} }, 'type' },
+      { manager.complete_sync, { 'x\ny', {} }, 'type' },
+      { manager.complete_sync, { 'full', { error = ('e'):rep(2000) } }, 'result.error' },
+      { manager.update_progress, { { box = ('b'):rep(1e6) } }, 'box' },
+      { manager.update_progress, { { box = 'x\n\0y' } }, 'box' },
       { manager.complete_sync, { 'full', { success = false, error = {} } }, 'result.error' },
       { manager.on_update, { 42 }, 'listener' },
     }
@@ -168,6 +173,19 @@ describe('manager', function()
       { { retry = { max_attempts = 2 ^ 32 } }, 'himalaya_sync.retry.max_attempts' },
       { { accounts = { demo = { throttle = { kbps = 2 ^ 40 } } } }, 'himalaya_sync.accounts.demo.throttle' },
       { { auto_sync = { interval = 1e-9 } }, 'himalaya_sync.auto_sync.interval: expected minutes from 1/60' },
+      -- Paths, programs, targets and arguments: no control characters, no
+      -- option where mbsync takes a name.
+      { { state_dir = 'a\0b' }, 'himalaya_sync.state_dir: expected a folder path' },
+      { { lock_dir = '/tmp/a\nb' }, 'himalaya_sync.lock_dir' },
+      { { mbsync = { config = ('a'):rep(5000) } }, 'himalaya_sync.mbsync.config: expected a file path' },
+      { { mbsync = { cmd = 'mbsync\0' } }, 'himalaya_sync.mbsync.cmd' },
+      { { mbsync = { extra_args = { 'a\0b' } } }, 'himalaya_sync.mbsync.extra_args[1]' },
+      {
+        { accounts = { demo = { inbox = '--help' } } },
+        'himalaya_sync.accounts.demo.inbox: expected an mbsync channel',
+      },
+      { { accounts = { demo = { full = 'a\nb' } } }, 'himalaya_sync.accounts.demo.full' },
+      { { accounts = { demo = { folders = { 'INBOX', '-x' } } } }, 'himalaya_sync.accounts.demo.folders[2]' },
     }
     -- A table shown in the message stays on one line.
     refused[#refused + 1] = { { accounts = { demo = { throttle = { kbps = -1 } } } }, 'got { kbps = -1 }' }

@@ -234,6 +234,27 @@ local function nonempty_string(what, hide)
   end
 end
 
+--- A validator for a path, program, mbsync target or argument: a string
+--- of 1 to `max` bytes without control characters (a NUL or a newline
+--- would break it later, and less clearly), and with `no_dash` not
+--- starting with `-` (mbsync would read an option).
+---@param what string
+---@param max integer
+---@param no_dash? boolean
+local function plain_string(what, max, no_dash)
+  return function(path, v)
+    if
+      type(v) ~= 'string'
+      or v == ''
+      or #v > max
+      or v:find('[%z\1-\31\127]')
+      or (no_dash and vim.startswith(v, '-'))
+    then
+      fail(path, what, v)
+    end
+  end
+end
+
 --- nonempty_string for a secret or a shell command.
 local function secret_string(what)
   return nonempty_string(what, true)
@@ -284,7 +305,7 @@ local oauth_schema = {
   wait = number_between(0, M.MAX_SECONDS),
   store = {
     backend = one_of({ 'secret-service', 'gpg', 'encrypted', 'command', 'plain' }),
-    dir = nonempty_string('a folder path'),
+    dir = plain_string('a folder path', 4096),
     key_cmd = secret_string('a shell command'),
     recipient = nonempty_string('a GPG key id or e-mail'),
     gpg = nonempty_string('a program name or path'),
@@ -300,13 +321,17 @@ local oauth_schema = {
 local schema = {
   lock_dir = function(path, v)
     -- Absolute (after ~ and $VAR): every Neovim must name the same folder.
-    if v ~= nil and (type(v) ~= 'string' or not vim.startswith(vim.fs.normalize(v), '/')) then
-      fail(path, 'an absolute folder path (~ and $VAR are expanded)', v)
+    local what = 'an absolute folder path (~ and $VAR are expanded)'
+    if v ~= nil then
+      plain_string(what, 4096)(path, v)
+      if not vim.startswith(vim.fs.normalize(v), '/') then
+        fail(path, what, v)
+      end
     end
   end,
   state_dir = function(path, v)
-    if v ~= nil and (type(v) ~= 'string' or v == '') then
-      fail(path, 'a folder path', v)
+    if v ~= nil then
+      plain_string('a folder path', 4096)(path, v)
     end
   end,
   notify = function(path, v)
@@ -382,14 +407,10 @@ local schema = {
     end,
   },
   mbsync = {
-    cmd = function(path, v)
-      if type(v) ~= 'string' or v == '' then
-        fail(path, 'an executable name or path', v)
-      end
-    end,
+    cmd = plain_string('an executable name or path', 4096),
     config = function(path, v)
-      if v ~= nil and (type(v) ~= 'string' or v == '') then
-        fail(path, 'a file path', v)
+      if v ~= nil then
+        plain_string('a file path', 4096)(path, v)
       end
     end,
     timeout = function(path, v)
@@ -397,7 +418,12 @@ local schema = {
         fail(path, ('seconds > 0 and <= %d'):format(M.MAX_SECONDS), v)
       end
     end,
-    extra_args = check_table_of_strings,
+    extra_args = function(path, v)
+      check_table_of_strings(path, v)
+      for i, arg in ipairs(v) do
+        plain_string('an argument without control characters', 4096)(('%s[%d]'):format(path, i), arg)
+      end
+    end,
   },
   accounts = function(path, v)
     if type(v) ~= 'table' then
@@ -414,11 +440,15 @@ local schema = {
       end
       for k, val in pairs(acct) do
         if k == 'full' or k == 'inbox' then
-          if type(val) ~= 'string' or val == '' then
-            fail(p .. '.' .. k, 'an mbsync channel or group name', val)
-          end
+          plain_string('an mbsync channel or group name (or channel:folder), not starting with -', 1000, true)(
+            p .. '.' .. k,
+            val
+          )
         elseif k == 'folders' then
           check_table_of_strings(p .. '.folders', val)
+          for i, f in ipairs(val) do
+            plain_string('a folder name, not starting with -', 1000, true)(('%s.folders[%d]'):format(p, i), f)
+          end
         elseif k == 'refresh' then
           -- A Vimscript Funcref reaches Lua as vim.NIL: g:himalaya_sync
           -- can only name the function.

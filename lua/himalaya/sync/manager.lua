@@ -940,6 +940,15 @@ local function count(v)
   return _G.type(v) == 'number' and v >= 0 and v < math.huge
 end
 
+--- Whether `v` is a string of 1 to `max` bytes without control characters:
+--- what an outside sync may name, shown in status lines and messages.
+---@param v any
+---@param max integer
+---@return boolean
+local function short_text(v, max)
+  return _G.type(v) == 'string' and v ~= '' and #v <= max and not v:find('[%z\1-\31\127]')
+end
+
 --- What is wrong with a progress table from outside the engine, if
 --- anything: it is stored and shown (status line, `:HimalayaSync status`),
 --- so a bad one must not get in.
@@ -953,8 +962,8 @@ local function bad_progress(p)
   if pct ~= nil and (_G.type(pct) ~= 'number' or not (pct >= 0 and pct <= 100)) then
     return ('percent %s: expected a number from 0 to 100'):format(native.shown(pct))
   end
-  if p.box ~= nil and _G.type(p.box) ~= 'string' then
-    return ('box %s: expected a string'):format(native.shown(p.box))
+  if p.box ~= nil and not short_text(p.box, 1000) then
+    return ('box %s: expected a folder name (1 to 1000 bytes, no control characters)'):format(native.shown(p.box))
   end
   for _, side in ipairs({ 'near', 'far' }) do
     local s = p[side]
@@ -998,16 +1007,20 @@ end
 ---@return string? err
 ---@return string? kind
 function M.complete_sync(type, result)
-  if _G.type(type) ~= 'string' then
-    return false, ('invalid type %s: expected a string'):format(native.shown(type)), 'invalid'
+  if not short_text(type, 100) then
+    return false,
+      ('invalid type %s: expected a name (1 to 100 bytes, no control characters)'):format(native.shown(type)),
+      'invalid'
   end
   if result ~= nil then
     if _G.type(result) ~= 'table' then
       return false, ('invalid result %s: expected a table'):format(native.shown(result)), 'invalid'
     elseif result.success ~= nil and _G.type(result.success) ~= 'boolean' then
       return false, ('invalid result.success %s: expected a boolean'):format(native.shown(result.success)), 'invalid'
-    elseif result.error ~= nil and _G.type(result.error) ~= 'string' then
-      return false, ('invalid result.error %s: expected a string'):format(native.shown(result.error)), 'invalid'
+    elseif result.error ~= nil and (_G.type(result.error) ~= 'string' or #result.error > 1000) then
+      return false,
+        ('invalid result.error %s: expected a message of at most 1000 bytes'):format(native.shown(result.error)),
+        'invalid'
     end
   end
   local info = syncs[0] or { id = 0, start_time = os.time() }
