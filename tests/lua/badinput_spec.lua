@@ -144,7 +144,14 @@ describe('bad input', function()
     rejects('sync_full with a misspelt option', function()
       return mbsync.sync_full('demo', { on_complet = function() end })
     end, 'invalid')
-    for _, o in ipairs({ { device = 'yes' }, { devcie = true }, { true }, { timeout = '2' }, { timeout = 0 / 0 } }) do
+    for _, o in ipairs({
+      { device = 'yes' },
+      { devcie = true },
+      { true },
+      { timeout = '2' },
+      { timeout = 0 / 0 },
+      { timeout = 1e-300 },
+    }) do
       local got, err, kind = require('himalaya.sync.oauth').authorize('demo', o, function() end)
       eq({ nil, 'invalid' }, { got, kind }, 'authorize ' .. vim.inspect(o))
       clear(err, 'authorize ' .. vim.inspect(o))

@@ -173,6 +173,7 @@ describe('manager', function()
       { { retry = { max_attempts = 2 ^ 32 } }, 'himalaya_sync.retry.max_attempts' },
       { { accounts = { demo = { throttle = { kbps = 2 ^ 40 } } } }, 'himalaya_sync.accounts.demo.throttle' },
       { { auto_sync = { interval = 1e-9 } }, 'himalaya_sync.auto_sync.interval: expected minutes from 1/60' },
+      { { mbsync = { timeout = 1e-300 } }, 'himalaya_sync.mbsync.timeout: expected seconds from 1 to 86400' },
       -- Paths, programs, targets and arguments: no control characters, no
       -- option where mbsync takes a name.
       { { state_dir = 'a\0b' }, 'himalaya_sync.state_dir: expected a folder path' },

@@ -414,8 +414,10 @@ local schema = {
       end
     end,
     timeout = function(path, v)
-      if type(v) ~= 'number' or not (v > 0 and v <= M.MAX_SECONDS) then
-        fail(path, ('seconds > 0 and <= %d'):format(M.MAX_SECONDS), v)
+      -- Under a second every sync would be stopped before the server
+      -- has answered.
+      if type(v) ~= 'number' or not (v >= 1 and v <= M.MAX_SECONDS) then
+        fail(path, ('seconds from 1 to %d'):format(M.MAX_SECONDS), v)
       end
     end,
     extra_args = function(path, v)

@@ -208,7 +208,7 @@ function M.authorize(account, opts, callback)
   end
   for k, v in pairs(opts or {}) do
     local bad = (k == 'device' and type(v) ~= 'boolean' and 'expected a boolean')
-      or (k == 'timeout' and not (type(v) == 'number' and v > 0 and v <= 86400) and 'expected seconds, more than 0 and at most 86400')
+      or (k == 'timeout' and not (type(v) == 'number' and v >= 1 and v <= 86400) and 'expected seconds from 1 to 86400')
       or (k ~= 'device' and k ~= 'timeout' and 'unknown option (known: device, timeout)')
     if bad then
       return native.fail(callback, nil, ('invalid opts.%s %s: %s'):format(tostring(k), native.shown(v), bad), 'invalid')
