@@ -396,4 +396,41 @@ describe('bad input', function()
     end
     env.nothing_started('a FIFO or device as mbsyncrc')
   end)
+
+  it('a call from a fast event (a libuv callback) is refused with the way out, never raised', function()
+    setup()
+    local oauth = require('himalaya.sync.oauth')
+    local results
+    local timer = assert(vim.uv.new_timer())
+    timer:start(0, 0, function()
+      timer:close()
+      local calls = {
+        start_sync = function()
+          return manager.start_sync('full', { account = 'demo' })
+        end,
+        history = manager.history,
+        get_folder_counts = function()
+          return manager.get_folder_counts('demo')
+        end,
+        list_targets = manager.list_targets,
+        oauth_status = function()
+          return oauth.status('demo')
+        end,
+      }
+      results = {}
+      for name, call in pairs(calls) do
+        results[name] = { pcall(call) }
+      end
+    end)
+    t.wait_for(function()
+      return results ~= nil
+    end, 5000, 'the timer callback')
+    for name, r in pairs(results) do
+      eq(true, r[1], name .. ' raised: ' .. tostring(r[2]))
+      eq(nil, r[2], name)
+      contains(r[3], 'cannot be called in a fast event (a libuv callback): call it from vim.schedule()')
+    end
+    eq('invalid', results.start_sync[4])
+    eq('invalid', results.oauth_status[4])
+  end)
 end)

@@ -406,7 +406,19 @@ end
 --- The library, subscribed and configured for the current settings.
 ---@return himalaya.sync.NativeLib? lib
 ---@return string? err
+---@return string? kind `invalid` for a call from a fast event; nil for a configuration problem
 local function ready()
+  -- Loading and configuring read options and call Vimscript functions,
+  -- which a libuv callback may not: refused there every time, not only
+  -- until the first call from the main loop has done that work.
+  -- (Neovim's types leave out what in_fast_event returns.)
+  if
+    vim.in_fast_event() --[[@as boolean]]
+  then
+    return nil,
+      'himalaya-sync cannot be called in a fast event (a libuv callback): call it from vim.schedule()',
+      'invalid'
+  end
   local lib, err = native.get()
   if not lib then
     return nil, err
@@ -750,9 +762,9 @@ function M.start_sync(type, options)
       ),
       'invalid'
   end
-  local lib, err = ready()
+  local lib, err, kind = ready()
   if not lib then
-    return nil, err, 'config'
+    return nil, err, kind or 'config'
   end
   local account, aerr = target_for(lib, options.account)
   if not account then

@@ -29,9 +29,9 @@ local function start(op, account, arg, done, on_prompt)
   if bad then
     return done(nil, bad, 'invalid')
   end
-  local lib, err = require('himalaya.sync.manager')._ready()
+  local lib, err, kind = require('himalaya.sync.manager')._ready()
   if not lib then
-    return done(nil, err, 'config')
+    return done(nil, err, kind or 'config')
   end
   local id, e = lib.oauth_call(op, account, arg)
   if not id then
