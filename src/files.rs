@@ -21,16 +21,19 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// bytes. Anything else is an error of kind `InvalidInput` ("not a regular
 /// file") or `InvalidData` (too large), and is never waited for.
 pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    // Looked at before it is opened too: opening some devices does
+    // something (a tape rewinds).
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
+    // And after: the path may have been replaced meanwhile.
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+        return Err(not_regular());
     }
     let too_large = || {
         io::Error::new(
@@ -48,6 +51,10 @@ pub fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         return Err(too_large());
     }
     Ok(bytes)
+}
+
+fn not_regular() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")
 }
 
 /// [`read_regular`] as text (invalid UTF-8 is an `InvalidData` error).

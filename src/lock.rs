@@ -1820,6 +1820,37 @@ mod tests {
         );
     }
 
+    /// A zero timeout tries once and answers in the first poll; a cancel
+    /// ends a wait, as in the blocking form.
+    #[tokio::test(flavor = "current_thread")]
+    async fn async_wait_tries_once_without_a_timeout_and_stops_when_cancelled() {
+        use std::future::Future;
+        let (_tmp, locks) = setup();
+        let _held = locks.try_acquire("acct", "x").expect("try").expect("free");
+        let mut once = std::pin::pin!(locks.acquire_async("acct", Duration::ZERO, "y", None));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match once.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(Err(e)) => assert_eq!(e.kind, ErrorKind::Locked),
+            other => panic!(
+                "not answered in the first poll: {:?}",
+                other.map(|r| r.map(|_| ()))
+            ),
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cancel);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            flag.store(true, Ordering::Relaxed);
+        });
+        let started = Instant::now();
+        let err = locks
+            .acquire_async("acct", Duration::from_secs(10), "y", Some(&cancel))
+            .await
+            .expect_err("cancelled");
+        assert_eq!(err.kind, ErrorKind::Cancelled);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
     #[test]
     fn acquire_stops_when_cancelled() {
         let (_tmp, locks) = setup();

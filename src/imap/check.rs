@@ -318,7 +318,7 @@ pub fn read_state(path: &Path) -> Result<Option<PulledState>> {
     let mut new_file = PathBuf::from(path);
     new_file.as_mut_os_string().push(".new");
     if new_file.exists() {
-        if let Ok(text) = std::fs::read_to_string(&journal) {
+        if let Ok(text) = crate::files::read_regular_text(&journal, 1 << 30) {
             for line in text.lines().skip(1) {
                 let mut words = line.split(' ');
                 let op = words.next();

@@ -78,7 +78,9 @@ impl History {
 
     /// Every account's history; an unreadable file is an error that names it.
     pub fn load(&self) -> Result<BTreeMap<String, AccountHistory>> {
-        match fs::read(&self.path) {
+        // Read on the editor's thread (`sync_history`): a regular file only,
+        // of bounded size (see `files`).
+        match crate::files::read_regular(&self.path, crate::files::MAX_CONFIG_BYTES) {
             Ok(bytes) if bytes.is_empty() => Ok(BTreeMap::new()),
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 Error::new(

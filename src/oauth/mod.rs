@@ -178,11 +178,15 @@ impl Tokens {
         acct: &AccountSettings,
         seen: Option<Option<String>>,
     ) -> Result<Token> {
-        let locks = self.locks.clone();
         let name = format!("oauth-{}", acct.name);
         let (wait, purpose) = (acct.wait(), format!("OAuth refresh of {}", acct.name));
-        let guard =
-            off_thread(move |stop| locks.acquire(&name, wait, &purpose, Some(stop))).await?;
+        // Every IDLE connection, check and sync of the account may wait here
+        // behind one slow refresh: the wait holds no thread (see
+        // `LockDir::acquire_async`), and ends when its caller gives up.
+        let guard = self
+            .locks
+            .acquire_async(&name, wait, &purpose, Some(crate::runtime::stop_flag()))
+            .await?;
         let current = self.load(acct).await?;
         if let (Some(seen), Some(t)) = (&seen, current.as_ref()) {
             let renewed = seen.as_deref() != Some(t.access_token.as_str());
