@@ -158,6 +158,43 @@ describe('himalaya.sync.lock', function()
     ok(not lock.is_locked('crowded'))
   end)
 
+  it('from a fast event: refused until the main loop has opened the lock folder, then working', function()
+    -- In a Neovim of its own: this one has the library loaded already.
+    local stdout = t.nvim_lua(([[
+vim.opt.rtp:prepend(%q)
+local lock = require('himalaya.sync.lock')
+local function in_callback(fn)
+  local out
+  local timer = assert(vim.uv.new_timer())
+  timer:start(0, 0, function()
+    timer:close()
+    out = { pcall(fn) }
+  end)
+  vim.wait(5000, function()
+    return out ~= nil
+  end)
+  return out
+end
+local before = in_callback(function()
+  return lock.acquire_lock('fast', 0)
+end)
+assert(lock.list_locks())
+local after = in_callback(function()
+  return lock.acquire_lock('fast', 0)
+end)
+local released = in_callback(function()
+  return lock.release_lock('fast')
+end)
+io.stdout:write(vim.json.encode({ before = before, after = after, released = released }))
+]]):format(t.root))
+    local r = vim.json.decode(stdout)
+    eq({ true, false }, { r.before[1], r.before[2] })
+    contains(r.before[3], 'cannot start in a fast event (a libuv callback)')
+    eq('invalid', r.before[4])
+    eq({ true, true }, r.after)
+    eq({ true, true }, r.released)
+  end)
+
   it('times out with the holder named', function()
     local file = lock_dir() .. '/busy.lock'
     local holder = t.hold_lock(file, 30)

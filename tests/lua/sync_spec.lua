@@ -219,9 +219,11 @@ describe('syncing real mail', function()
       on_progress = function(p)
         if not cancelled and p.near and p.near.new.done > 200 then
           seen_shape = shape(p)
+          local lock = require('himalaya.sync.lock')
           account_lock = vim.tbl_filter(function(l)
             return l.name == 'sync-demo'
-          end, require('himalaya.sync.lock').list_locks())[1]
+          end, lock.list_locks())[1]
+          account_lock.release = { lock.release_lock('sync-demo') }
           cancelled = true
           eq(1, mbsync.cancel_sync())
         end
@@ -236,6 +238,11 @@ describe('syncing real mail', function()
     ok(cancelled, 'cancelled during the sync')
     -- The engine's own lock on the account is shown as this Neovim's.
     ok(account_lock and account_lock.held and account_lock.mine, vim.inspect(account_lock))
+    -- Not released from under the sync; the refusal says what holds it.
+    eq({
+      false,
+      'lock sync-demo is held by a sync or token refresh of this Neovim; it is released when that ends (:HimalayaSync cancel)',
+    }, account_lock.release)
     -- A parsed frame has the shape of the progress events carry (which add
     -- only the folder's name).
     local parsed = mbsync.parse_progress_line('C: 0/1  B: 0/1  F: +1/2 *0/0 #0/0 -0/0  N: +0/0 *0/0 #0/0 -0/0')

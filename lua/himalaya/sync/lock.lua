@@ -29,6 +29,20 @@ local opened_for
 ---@return string? err
 ---@return string? kind
 local function ready()
+  -- In a fast event (a libuv callback) the library and its lock folder
+  -- work once a call from the main loop has loaded and opened them:
+  -- loading and reading the configuration need the main loop.
+  if
+    vim.in_fast_event() --[[@as boolean]]
+  then
+    local lib = native.is_loaded() and native.get() or nil
+    if lib and opened_for == lib then
+      return lib
+    end
+    return nil,
+      'himalaya-sync cannot start in a fast event (a libuv callback): call a lock function from the main loop first, or call it from vim.schedule()',
+      'invalid'
+  end
   local lib, err = native.get()
   if not lib then
     return nil, err, 'config'
@@ -193,7 +207,21 @@ function M.release_lock(name)
   if holder and holder[own.holds]() then
     return false, ("lock %s is held by this Neovim's %s; %s gives it up"):format(name, own.what, own.stop)
   end
-  return M._release(name)
+  local released, err = M._release(name)
+  if not released and not err then
+    -- Held here, but not through this module: the engine holds it for a
+    -- sync (its account lock) or a token refresh that runs now.
+    local info = vim.tbl_filter(function(l)
+      return l.name == name
+    end, M.list_locks() or {})[1]
+    if info and info.mine then
+      return false,
+        ('lock %s is held by a sync or token refresh of this Neovim; it is released when that ends (:HimalayaSync cancel)'):format(
+          name
+        )
+    end
+  end
+  return released, err
 end
 
 --- Runs `fn` while holding `name`, releasing it afterwards even when `fn`
