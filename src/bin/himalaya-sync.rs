@@ -1,7 +1,7 @@
 //! `himalaya-sync`: the engine from the command line. Its commands are
 //! listed in [`HELP`] (`himalaya-sync help`).
 //!
-//! Errors are one line on stderr and a non-zero exit (2 for usage).
+//! Errors go to stderr, with a non-zero exit (2 for a bad argument).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -37,8 +37,9 @@ himalaya-sync: the engine of himalaya-sync.nvim from the command line
 
 Locks live in $HIMALAYA_SYNC_LOCK_DIR, else $XDG_RUNTIME_DIR/himalaya-sync/locks,
 else $XDG_STATE_HOME (or ~/.local/state)/nvim/himalaya-sync/locks.
-Errors are one line on stderr; the exit status is 2 for a usage error, 1 for
-any other. In Neovim: :help himalaya-sync-cli";
+An error is told on stderr (a usage error with the usage line); the exit
+status is 2 for a bad argument, 1 for any other failure. In Neovim:
+:help himalaya-sync-cli";
 
 /// Runs `prog` for `with-lock` and returns its exit code (128 + the signal
 /// when a signal ended it). The lock must outlive the command: TERM, INT

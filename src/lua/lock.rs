@@ -58,6 +58,17 @@ pub(crate) fn seconds(name: &str, value: f64) -> Result<Duration> {
         .map_err(|_| Error::invalid(format!("invalid {name} {value}")))
 }
 
+/// [`seconds`] for a time limit that must leave room for the work it
+/// bounds (the Lua side checks the same; this holds for other callers).
+pub(crate) fn limit_seconds(name: &str, value: f64) -> Result<Duration> {
+    if !(1.0..=MAX_WAIT).contains(&value) {
+        return Err(Error::invalid(format!(
+            "invalid {name} {value}: expected seconds from 1 to {MAX_WAIT}"
+        )));
+    }
+    seconds(name, value)
+}
+
 pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
     m.set(
         "lock_open",

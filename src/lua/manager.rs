@@ -83,12 +83,6 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             let s: LuaSettings = lua
                 .from_value(v)
                 .map_err(|e| Error::invalid(format!("invalid manager settings: {e}")))?;
-            if s.timeout <= 0.0 {
-                return Err(Error::invalid(format!(
-                    "invalid mbsync.timeout {}",
-                    s.timeout
-                )));
-            }
             let mut oauth = HashMap::new();
             for a in s.oauth {
                 a.provider_spec()?;
@@ -108,7 +102,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             manager()?.configure(Settings {
                 mbsync_cmd: s.cmd.into(),
                 mbsync_config: s.config.map(Into::into),
-                idle_timeout: super::lock::seconds("mbsync.timeout", s.timeout)?,
+                idle_timeout: super::lock::limit_seconds("mbsync.timeout", s.timeout)?,
                 extra_args: s.extra_args,
                 accounts: s.accounts,
                 max_parallel: s.max_parallel.max(1),

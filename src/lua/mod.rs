@@ -189,4 +189,20 @@ mod tests {
         let cut = m.len() - s.find("...").unwrap();
         assert!(s.ends_with(&format!("... ({cut} more bytes)")));
     }
+
+    #[test]
+    fn time_limits_take_one_second_at_least() {
+        for bad in [0.0, 1e-300, 0.5, -1.0, f64::NAN, 1e9] {
+            let e = lock::limit_seconds("mbsync.timeout", bad).unwrap_err();
+            assert!(
+                e.message.contains("expected seconds from 1 to 86400"),
+                "{}",
+                e.message
+            );
+        }
+        assert_eq!(
+            lock::limit_seconds("mbsync.timeout", 1.5).unwrap(),
+            std::time::Duration::from_millis(1500)
+        );
+    }
 }

@@ -188,7 +188,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                         "authorize" => {
                             let device = arg.get("device").and_then(Value::as_bool).unwrap_or(false);
                             let timeout = match arg.get("timeout").and_then(Value::as_f64) {
-                                Some(s) => super::lock::seconds("authorize timeout", s)?,
+                                Some(s) => super::lock::limit_seconds("authorize timeout", s)?,
                                 None => AUTHORIZE_TIMEOUT,
                             };
                             Box::pin(async move {

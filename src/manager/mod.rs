@@ -453,11 +453,14 @@ pub(crate) fn now() -> f64 {
 
 /// A duration for messages: "40 ms", "3.2 s", "2 min 5 s".
 pub(crate) fn took(seconds: f64) -> String {
+    // Rounded before the unit is chosen: 0.9996 s is "1.0 s", not "1000 ms".
     let seconds = seconds.max(0.0);
-    if seconds < 1.0 {
-        format!("{:.0} ms", seconds * 1000.0)
-    } else if seconds < 60.0 {
-        format!("{seconds:.1} s")
+    let ms = (seconds * 1000.0).round();
+    let tenths = (seconds * 10.0).round() / 10.0;
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else if tenths < 60.0 {
+        format!("{tenths:.1} s")
     } else {
         let whole = seconds.round() as u64;
         format!("{} min {} s", whole / 60, whole % 60)
@@ -1946,8 +1949,11 @@ mod tests {
     fn durations_read_naturally() {
         assert_eq!(took(0.0404), "40 ms");
         assert_eq!(took(-1.0), "0 ms");
-        assert_eq!(took(3.25), "3.2 s");
+        assert_eq!(took(3.24), "3.2 s");
         assert_eq!(took(125.4), "2 min 5 s");
+        // At the edges of the units.
+        assert_eq!(took(0.9996), "1.0 s");
+        assert_eq!(took(59.96), "1 min 0 s");
     }
 
     fn opts(kind: SyncType, account: &str, folders: &[&str]) -> StartOptions {

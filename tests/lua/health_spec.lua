@@ -98,7 +98,9 @@ describe('health and hostile lock folders', function()
     -- opened one yet when this test runs first... so use a fresh Neovim.
     local stdout = t.nvim_lua(([[
 vim.opt.rtp:prepend(%q)
-vim.g.himalaya_sync = { lock_dir = %q }
+vim.g.himalaya_sync = { lock_dir = %q, accounts = { demo = { oauth = {
+  provider = 'generic', client_id = 'c', auth_url = 'http://127.0.0.1:9/a', token_url = 'http://127.0.0.1:9/t',
+} } } }
 local lock = require('himalaya.sync.lock')
 local got, err, kind = lock.acquire_lock('x', 0)
 -- The callback form hands the same failure to its callback.
@@ -128,6 +130,7 @@ io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false)
     -- Told once, under locks; the sections that need the folder say so.
     eq(1, select(2, rest:gsub('0777', '')), rest)
     contains(rest, 'the mbsyncrc was not read: the lock folder cannot be used (see locks below)')
+    contains(rest, 'the tokens were not looked at: the lock folder cannot be used (see locks below)')
     eq(tonumber('40777', 8), uv.fs_stat(dir).mode, 'nothing was changed')
   end)
 

@@ -62,6 +62,10 @@ describe('manager', function()
     vim.cmd('runtime plugin/himalaya-sync.lua')
     local status = vim.api.nvim_exec2('HimalayaSync status', { output = true }).output
     contains(status, '#0 inbox (reported from outside): error - boom')
+    -- The next outside sync starts clean.
+    manager.update_progress({ percent = 5 })
+    eq({ 'running', 'external' }, { manager.get_sync_info().status, manager.get_sync_info().type })
+    eq({}, { manager.get_sync_info().error, manager.get_sync_info().result, manager.get_sync_info().end_time })
     manager.complete_sync('inbox', { success = true })
     eq(nil, manager.get_sync_info().error)
     eq('', manager.statusline())

@@ -40,10 +40,13 @@ end
 --- A duration: "40 ms", "3.2 s", "2 min 5 s".
 local function took(seconds)
   seconds = math.max(seconds, 0)
-  if seconds < 1 then
-    return ('%d ms'):format(math.floor(seconds * 1000 + 0.5))
-  elseif seconds < 60 then
-    return ('%.1f s'):format(seconds)
+  -- Rounded before the unit is chosen: 0.9996 s is "1.0 s", not "1000 ms".
+  local ms = math.floor(seconds * 1000 + 0.5)
+  local tenths = math.floor(seconds * 10 + 0.5) / 10
+  if ms < 1000 then
+    return ('%d ms'):format(ms)
+  elseif tenths < 60 then
+    return ('%.1f s'):format(tenths)
   end
   local whole = math.floor(seconds + 0.5)
   return ('%d min %d s'):format(math.floor(whole / 60), whole % 60)

@@ -189,12 +189,15 @@ function M.check()
   health.start('himalaya-sync: OAuth2')
   local oauth = require('himalaya.sync.oauth')
   local names = oauth.accounts()
+  local oauth_blocked = native.is_loaded() and #names > 0 and blocked()
   if #names == 0 then
     health.info('no account has accounts.NAME.oauth configured')
   elseif not native.is_loaded() then
     health.info('skipped: the library is not loaded')
+  elseif oauth_blocked then
+    health.info('the tokens were not looked at: ' .. oauth_blocked)
   end
-  for _, name in ipairs(native.is_loaded() and names or {}) do
+  for _, name in ipairs(native.is_loaded() and not oauth_blocked and names or {}) do
     local st, serr = oauth.status(name)
     local oauth_cfg = cfg.accounts[name].oauth
     -- oauth.accounts() names only accounts that have it.

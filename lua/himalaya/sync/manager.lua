@@ -213,32 +213,47 @@ local USER_EVENT = {
 
 --- Short text for status lines, computed when state changes (not on redraw).
 local function compute_status()
-  -- One part per account: more syncs of it waiting are counted there.
-  local parts, part_of, waiting = {}, {}, {}
+  -- Per account, in the order accounts first appear: what runs (or waits
+  -- to retry, or is repaired), then how many of its syncs wait in the
+  -- queue: "sync demo 18% +1 queued", "sync work 2 queued".
+  local names, active, queued = {}, {}, {}
   for _, id in ipairs(order) do
     local info = syncs[id]
     -- A sync reported from outside the engine (update_progress) may name no account.
     local name = info.account or info.type
-    local before = #parts
-    if part_of[name] and info.status == 'queued' then
-      waiting[name] = (waiting[name] or 0) + 1
-    elseif info.status == 'running' then
-      local pct = info.progress and info.progress.percent
-      parts[#parts + 1] = pct and ('%s %d%%'):format(name, math.floor(pct)) or name
-    elseif info.status == 'queued' then
-      parts[#parts + 1] = name .. ' queued'
-    elseif info.status == 'retrying' then
-      -- A time, not a countdown: the text only changes with sync state.
-      parts[#parts + 1] = ('%s retry at %s'):format(name, os.date('%H:%M:%S', math.floor(info.next_retry or 0)))
-    elseif info.status == 'repairing' then
-      parts[#parts + 1] = name .. ' repairing'
-    end
-    if #parts > before then
-      part_of[name] = part_of[name] or #parts
+    local st = info.status
+    if st == 'queued' or st == 'running' or st == 'retrying' or st == 'repairing' then
+      if not active[name] then
+        names[#names + 1] = name
+        active[name], queued[name] = {}, 0
+      end
+      if st == 'queued' then
+        queued[name] = queued[name] + 1
+      elseif st == 'running' then
+        local pct = info.progress and info.progress.percent
+        table.insert(active[name], pct and ('%s %d%%'):format(name, math.floor(pct)) or name)
+      elseif st == 'retrying' then
+        -- A time, not a countdown: the text only changes with sync state.
+        table.insert(
+          active[name],
+          ('%s retry at %s'):format(name, os.date('%H:%M:%S', math.floor(info.next_retry or 0)))
+        )
+      else
+        table.insert(active[name], name .. ' repairing')
+      end
     end
   end
-  for name, n in pairs(waiting) do
-    parts[part_of[name]] = ('%s +%d queued'):format(parts[part_of[name]], n)
+  local parts = {}
+  for _, name in ipairs(names) do
+    local mine, n = active[name], queued[name]
+    if #mine == 0 then
+      parts[#parts + 1] = n == 1 and (name .. ' queued') or ('%s %d queued'):format(name, n)
+    else
+      if n > 0 then
+        mine[#mine] = ('%s +%d queued'):format(mine[#mine], n)
+      end
+      vim.list_extend(parts, mine)
+    end
   end
   if #parts > 0 then
     return 'sync ' .. table.concat(parts, ', ')
@@ -1004,7 +1019,11 @@ function M.update_progress(progress)
   if bad then
     return false, 'invalid progress: ' .. bad, 'invalid'
   end
-  local info = syncs[0] or { id = 0, status = 'running', type = 'external', start_time = os.time() }
+  local info = syncs[0]
+  if not info or FINAL[info.status] then
+    -- A new outside sync: nothing of the last one's end carries over.
+    info = { id = 0, status = 'running', type = 'external', start_time = os.time() }
+  end
   info.status = 'running'
   info.progress = progress
   remember(info)
