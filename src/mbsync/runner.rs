@@ -482,8 +482,7 @@ pub async fn list_boxes(
 /// How often the watchdog looks at mbsync's I/O counters: an eighth of its
 /// limit, within 0.1–15 s. A hang is then stopped at most two probes late
 /// (the probe after the last output only notes the counters, and data
-/// still in flight may move them once more): a quarter of the limit, or
-/// 0.2 s for limits under 0.8 s.
+/// still in flight may move them once more): a quarter of the limit.
 fn io_probe_every(idle_timeout: Duration) -> Duration {
     (idle_timeout / 8).clamp(Duration::from_millis(100), Duration::from_secs(15))
 }

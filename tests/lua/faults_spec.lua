@@ -143,20 +143,26 @@ describe('faults', function()
     ok(not finished(), 'the sync was still running when the server froze')
     local frozen_at = uv.hrtime()
     local pids = fx.signal('STOP')
-    -- Every dovecot process is frozen, the imap process serving mbsync too.
-    local comms = {}
-    for _, pid in ipairs(pids) do
-      -- A signal reaches a process a moment later (one running on another
-      -- CPU, or one in a system call).
-      local state, comm
-      vim.wait(2000, function()
-        state, comm = t.proc_state(pid)
-        return state == 'T' or state == nil
-      end, 5)
-      if state then
-        eq('T', state, ('%s (%d) is stopped'):format(comm, pid))
-        comms[#comms + 1] = comm
+    -- Every dovecot process is frozen, the imap process serving mbsync too
+    -- (T), or had ended and waits for its frozen parent (Z). A signal
+    -- reaches a process a moment later (on another CPU, in a system call).
+    local procs
+    vim.wait(2000, function()
+      procs = {}
+      for _, pid in ipairs(pids) do
+        local state, comm = t.proc_state(pid)
+        if state then
+          procs[#procs + 1] = { pid = pid, state = state, comm = comm }
+        end
       end
+      return vim.iter(procs):all(function(p)
+        return p.state == 'T' or p.state == 'Z'
+      end)
+    end, 5)
+    local comms = {}
+    for _, p in ipairs(procs) do
+      ok(p.state == 'T' or p.state == 'Z', ('%s (%d) is stopped: %s'):format(p.comm, p.pid, p.state))
+      comms[#comms + 1] = p.comm
     end
     ok(vim.tbl_contains(comms, 'imap'), 'an imap process was frozen: ' .. table.concat(comms, ', '))
     t.wait_for(function()
@@ -166,7 +172,10 @@ describe('faults', function()
     local info = manager.get_sync_info()
     eq('retrying', info.status, vim.inspect(finished()))
     eq('timeout', info.error.kind, info.error.message)
-    ok(secs <= TIMEOUT + 2, ('the watchdog fired after %.1f s (limit %d s)'):format(secs, TIMEOUT))
+    -- From the freeze: what the server had sent already (in the kernel's
+    -- buffers and the relay's) still reaches mbsync for a moment, and
+    -- counts as activity. Measured here: 2.8 to 3.8 s.
+    ok(secs <= TIMEOUT + 3, ('the watchdog fired after %.1f s (limit %d s)'):format(secs, TIMEOUT))
     fx.signal('CONT')
     t.wait_for(function()
       return finished() ~= nil
