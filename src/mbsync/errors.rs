@@ -184,6 +184,11 @@ fn is_unopenable_box(line: &str) -> bool {
 /// A configuration parse error: `<file>:<line>: <problem>`, as printed by
 /// mbsync's config reader, but not its `Notice:`/`Warning:` lines.
 fn is_config_file_error(line: &str) -> bool {
+    // A failed connection names HOST:PORT, which reads the same (the relay
+    // of a throttled account says "Cannot connect to 127.0.0.1:993: ...").
+    if line.contains("Cannot connect to") {
+        return false;
+    }
     let mut search = 0;
     while let Some(found) = line[search..].find(':') {
         let colon = search + found;
@@ -708,6 +713,18 @@ mod tests {
         let got = classify_output(&[], Some(1)).unwrap();
         assert_eq!(got.kind, ErrorKind::Unknown);
         assert!(got.line.contains("status 1"));
+    }
+
+    #[test]
+    fn the_relays_failed_connection_is_a_network_error() {
+        // What a throttled account's relay prints when the server is down.
+        let line =
+            "himalaya-sync: Cannot connect to 127.0.0.1:1: Connection refused (os error 111)";
+        assert_eq!(classify_line(line), Some(ErrorKind::Network));
+        assert_eq!(
+            classify_line("/home/me/.mbsyncrc:12: unknown keyword 'Hots'"),
+            Some(ErrorKind::Config)
+        );
     }
 
     #[test]

@@ -279,10 +279,17 @@ describe('syncing real mail', function()
 
   it('classifies a server that is down as network', function()
     local fx = t.fixture({ '--folders', 'INBOX=5' })
-    use(variant(fx, { Port = tostring(t.closed_port()) }))
+    local rc = variant(fx, { Port = tostring(t.closed_port()) })
+    use(rc)
     local result = t.sync_and_wait('full', { account = 'demo' })
     eq('network', result.kind, result.error)
     one_line(result.error)
+    -- Through the relay of a throttled account too (its message names
+    -- HOST:PORT, which once read as a config file's FILE:LINE).
+    use(rc, { accounts = { demo = { throttle = { kbps = 100 } } }, retry = { max_attempts = 0 } })
+    result = t.sync_and_wait('full', { account = 'demo' })
+    eq('network', result.kind, result.error)
+    contains(result.error, 'cannot reach the mail server')
   end)
 
   it('a missing mbsync is a config error that says how to get one', function()
