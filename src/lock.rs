@@ -480,6 +480,9 @@ impl LockDir {
                     self.shown(name)
                 ),
             ),
+            // O_CREAT of a plain name fails so only when the directory
+            // itself is gone.
+            Errno::ENOENT => self.removed(),
             e => Error::io(format!("cannot open lock file {}", self.shown(name)), e),
         })?;
         let file = File::from(fd);
@@ -658,7 +661,11 @@ impl LockDir {
     fn lock_names(&self) -> Result<Vec<String>> {
         let context = || format!("cannot read lock directory {}", self.path.display());
         let mut names = Vec::new();
-        for entry in fs::read_dir(&self.path).map_err(|e| Error::io(context(), e))? {
+        let entries = fs::read_dir(&self.path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => self.removed(),
+            _ => Error::io(context(), e),
+        })?;
+        for entry in entries {
             let file_name = entry.map_err(|e| Error::io(context(), e))?.file_name();
             let Some(name) = file_name.to_str().and_then(|f| f.strip_suffix(LOCK_SUFFIX)) else {
                 continue;
@@ -693,6 +700,21 @@ impl LockDir {
     /// The path of lock `name`'s file, for messages.
     fn shown(&self, name: &str) -> String {
         self.path.join(lock_file_name(name)).display().to_string()
+    }
+
+    /// The error once the directory was removed under a running process
+    /// (a logout removes `$XDG_RUNTIME_DIR`). A new directory would not
+    /// help: the locks held in the old one no longer exclude anybody, so
+    /// only a restart brings back a sound state.
+    fn removed(&self) -> Error {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "the lock folder {} was removed while this process ran (a logout removes \
+                 $XDG_RUNTIME_DIR): restart Neovim",
+                self.path.display()
+            ),
+        )
     }
 }
 
@@ -1187,6 +1209,26 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let locks = LockDir::open(tmp.path().join("locks")).expect("open lock dir");
         (tmp, locks)
+    }
+
+    /// A lock folder removed under a running process (a logout removes
+    /// $XDG_RUNTIME_DIR) is told as such, with the way out.
+    #[test]
+    fn a_removed_folder_says_so() {
+        let (tmp, locks) = setup();
+        fs::remove_dir_all(tmp.path().join("locks")).expect("remove");
+        for err in [
+            locks.try_acquire("acct", "x").map(|_| ()).unwrap_err(),
+            locks.list().map(|_| ()).unwrap_err(),
+        ] {
+            assert_eq!(err.kind, ErrorKind::Config);
+            assert!(
+                err.message.contains("was removed while this process ran")
+                    && err.message.ends_with("restart Neovim"),
+                "{}",
+                err.message
+            );
+        }
     }
 
     fn mode_of(path: &Path) -> u32 {
