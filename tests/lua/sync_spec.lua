@@ -150,6 +150,9 @@ describe('syncing real mail', function()
     eq('completed', manager.get_sync_info().status)
     eq(true, manager.get_sync_info().result.success)
     eq('', manager.statusline())
+    -- Cancelling it now, or a sync that never was, says why nothing stopped.
+    eq({ 0, ('sync #%d has ended already (completed)'):format(id) }, { manager.cancel_sync(id) })
+    eq({ 0, 'sync #999999 is not running or waiting in this Neovim' }, { manager.cancel_sync(999999) })
   end)
 
   it('inbox and selected-folder syncs touch only those folders', function()

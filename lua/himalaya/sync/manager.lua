@@ -858,7 +858,8 @@ function M.get_folder_counts(account)
 end
 
 --- Cancels one sync or check by id, or every one of this Neovim. Returns
---- how many were asked to stop (0 and a message for an id that is not one).
+--- how many were asked to stop (0 and a message for an id that is not one,
+--- or whose sync has ended).
 ---@param id? integer
 ---@return integer
 ---@return string? err
@@ -872,7 +873,16 @@ function M.cancel_sync(id)
   local lib = native.get()
   -- Loaded, so get() returns it.
   ---@cast lib -?
-  return lib.sync_cancel(id) or 0
+  local n = lib.sync_cancel(id) or 0
+  if n == 0 and id then
+    local info = syncs[id]
+    if info and FINAL[info.status] then
+      return 0, ('sync #%d has ended already (%s)'):format(id, info.status)
+    elseif not info then
+      return 0, ('sync #%d is not running or waiting in this Neovim'):format(id)
+    end
+  end
+  return n
 end
 
 --- True while a sync of this Neovim runs.
