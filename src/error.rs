@@ -105,9 +105,28 @@ pub fn prefix_within(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// A value a caller passed, for a message: quoted and escaped by `{:?}`
+/// so the message stays one readable line whatever it holds, and cut to
+/// its first `max` bytes (marked `...`) so one absurd argument cannot flood
+/// every notification and log line.
+pub fn quoted(value: &str, max: usize) -> String {
+    let kept = prefix_within(value, max);
+    if kept.len() == value.len() {
+        format!("{value:?}")
+    } else {
+        format!("{kept:?}...")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_escapes_and_cuts() {
+        assert_eq!(quoted("a\nb", 10), "\"a\\nb\"");
+        assert_eq!(quoted("abcdef", 3), "\"abc\"...");
+    }
 
     #[test]
     fn prefix_within_cuts_on_a_character() {

@@ -189,19 +189,8 @@ pub fn validate_name(name: &str) -> Result<()> {
     };
     Err(Error::invalid(format!(
         "invalid lock name {}: {problem}",
-        quote_bad_name(name)
+        crate::error::quoted(name, 2 * MAX_NAME_LEN)
     )))
-}
-
-/// A rejected name for a message: quoted and escaped by `{:?}` so the
-/// message stays one readable line whatever the caller passed, and cut
-/// short if it is absurdly long so one bad argument can't flood the log.
-fn quote_bad_name(name: &str) -> String {
-    const SHOWN: usize = 2 * MAX_NAME_LEN;
-    if name.len() <= SHOWN {
-        return format!("{name:?}");
-    }
-    format!("{:?}...", crate::error::prefix_within(name, SHOWN))
 }
 
 /// A checked, private directory of lock files.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{quoted, Error, ErrorKind, Result};
 use crate::mbsync::config::MbsyncConfig;
 
 /// What to sync.
@@ -67,15 +67,6 @@ pub struct Throttle {
 /// quotes one.
 const MAX_FOLDER_BYTES: usize = 1000;
 
-/// `name` for a message, cut after 100 characters: it may be anything a
-/// caller passed.
-fn quoted(name: &str) -> String {
-    match name.char_indices().nth(100) {
-        Some((end, _)) => format!("{:?}...", &name[..end]),
-        None => format!("{name:?}"),
-    }
-}
-
 /// Checks a folder name given for a selective sync.
 pub fn validate_folder(name: &str) -> Result<()> {
     let bad = if name.is_empty() {
@@ -96,7 +87,7 @@ pub fn validate_folder(name: &str) -> Result<()> {
     match bad {
         Some(why) => Err(Error::invalid(format!(
             "invalid folder name {}: {why}",
-            quoted(name)
+            quoted(name, 100)
         ))),
         None => Ok(()),
     }
@@ -126,7 +117,7 @@ pub fn validate_account(name: &str) -> Result<()> {
         None => Ok(()),
         Some(rule) => Err(Error::invalid(format!(
             "invalid account name {}: {rule}",
-            quoted(name)
+            quoted(name, 100)
         ))),
     }
 }
