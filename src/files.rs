@@ -13,6 +13,8 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use crate::error::{Error, ErrorKind};
+
 /// The largest configuration file read: far more than any mbsyncrc or
 /// certificate bundle, small enough to read at once.
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
@@ -63,14 +65,20 @@ pub fn read_regular_text(path: &Path, limit: u64) -> io::Result<String> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Whether an error of [`read_regular`] is about what the path names (it
-/// is missing, or no regular file, or too large), which the user fixes in
-/// the configuration, rather than about reading it.
-pub fn is_wrong_file(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData
-    )
+/// An error of [`read_regular`] for the user: `what` and the reason,
+/// without the "(os error 2)" that helps nobody. Kind `config` when it is
+/// about what the path names (missing, no regular file, too large), which
+/// the user fixes in the configuration; `io` when reading it failed.
+pub fn error(what: &str, err: &io::Error) -> Error {
+    let kind = match err.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => {
+            ErrorKind::Config
+        }
+        _ => ErrorKind::Io,
+    };
+    let text = err.to_string();
+    let reason = text.split(" (os error").next().unwrap_or(&text);
+    Error::new(kind, format!("{what}: {reason}"))
 }
 
 #[cfg(test)]
@@ -94,7 +102,12 @@ mod tests {
         let err = read_regular(&path, 100).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(err.to_string(), "not a regular file");
-        assert!(is_wrong_file(&err));
+        let e = error("Cannot open config file 'fifo'", &err);
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert_eq!(
+            e.message,
+            "Cannot open config file 'fifo': not a regular file"
+        );
     }
 
     #[test]
@@ -108,6 +121,8 @@ mod tests {
         std::fs::write(&path, vec![b'x'; 3 << 20]).unwrap();
         let err = read_regular(&path, 2 << 20).unwrap_err();
         assert_eq!(err.to_string(), "larger than 2 MiB");
-        assert!(is_wrong_file(&err));
+        assert_eq!(error("x", &err).kind, ErrorKind::Config);
+        let missing = read_regular(&dir.path().join("none"), 100).unwrap_err();
+        assert_eq!(error("x", &missing).message, "x: No such file or directory");
     }
 }

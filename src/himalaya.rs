@@ -122,16 +122,9 @@ fn load(
     for path in paths {
         let text = crate::files::read_regular_text(path, crate::files::MAX_CONFIG_BYTES).map_err(
             |err| {
-                let kind = if crate::files::is_wrong_file(&err) {
-                    ErrorKind::Config
-                } else {
-                    ErrorKind::Io
-                };
-                let err = err.to_string();
-                let reason = err.split(" (os error").next().unwrap_or(&err);
-                Error::new(
-                    kind,
-                    format!("Cannot read himalaya config {}: {reason}", path.display()),
+                crate::files::error(
+                    &format!("Cannot read himalaya config {}", path.display()),
+                    &err,
                 )
             },
         )?;

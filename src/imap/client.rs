@@ -358,9 +358,9 @@ impl Connection {
         if let Some(path) = &self.certificate_file {
             let text =
                 crate::files::read_regular(path, crate::files::MAX_CONFIG_BYTES).map_err(|e| {
-                    Error::new(
-                        ErrorKind::Config,
-                        format!("Cannot read CertificateFile '{}': {e}", path.display()),
+                    crate::files::error(
+                        &format!("Cannot read CertificateFile '{}'", path.display()),
+                        &e,
                     )
                 })?;
             let mut added = 0;

@@ -244,15 +244,13 @@ impl MbsyncConfig {
     fn read(path: &Path, also_tried: Option<PathBuf>) -> Result<MbsyncConfig> {
         let bytes =
             crate::files::read_regular(path, crate::files::MAX_CONFIG_BYTES).map_err(|err| {
-                let missing = err.kind() == std::io::ErrorKind::NotFound;
-                let wrong = crate::files::is_wrong_file(&err);
-                // "No such file or directory (os error 2)": the number helps nobody.
-                let err = err.to_string();
-                let reason = err.split(" (os error").next().unwrap_or(&err);
-                let mut message = format!("Cannot open config file '{}': {reason}", path.display());
+                let mut e = crate::files::error(
+                    &format!("Cannot open config file '{}'", path.display()),
+                    &err,
+                );
                 match also_tried {
-                    Some(legacy) if missing => {
-                        message.push_str(&format!(
+                    Some(legacy) if err.kind() == std::io::ErrorKind::NotFound => {
+                        e.message.push_str(&format!(
                             " (nor is there {}): name your mbsyncrc with mbsync.config in \
                              Neovim, -c on the command line",
                             legacy.display()
@@ -260,12 +258,7 @@ impl MbsyncConfig {
                     }
                     _ => {}
                 }
-                let kind = if wrong {
-                    ErrorKind::Config
-                } else {
-                    ErrorKind::Io
-                };
-                Error::new(kind, message)
+                e
             })?;
         let text = String::from_utf8(bytes).map_err(|err| {
             let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
