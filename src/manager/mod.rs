@@ -1697,6 +1697,19 @@ impl Manager {
         counts: Option<Vec<FolderCounts>>,
     ) -> HistoryItem {
         let info = &mut e.info;
+        // The plain "sync cancelled" (mbsync stopped, or the sync never left
+        // the queue) says which sync, in the result and the history too; a
+        // cancel with more to tell (a lock or token wait) keeps its words.
+        let error = error.map(|mut err| {
+            if err.kind == ErrorKind::Cancelled && err.line.is_empty() {
+                err.message = format!(
+                    "{} sync of {} cancelled (start it again when needed)",
+                    info.kind.as_str(),
+                    info.account
+                );
+            }
+            err
+        });
         let end = now();
         info.end_time = Some(end);
         info.next_retry = None;
@@ -1753,14 +1766,6 @@ impl Manager {
                 took(result.duration),
                 result.pulled,
                 result.pushed
-            ),
-            // The plain "sync cancelled" (mbsync stopped, or the sync
-            // never left the queue) says which sync; a cancel with more to
-            // tell (a lock or token wait) keeps its own words.
-            Some(e) if e.kind == ErrorKind::Cancelled && e.line.is_empty() => format!(
-                "{} sync of {} cancelled (start it again when needed)",
-                info.kind.as_str(),
-                info.account
             ),
             Some(e) => e.message.clone(),
         };
