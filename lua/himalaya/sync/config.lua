@@ -168,6 +168,16 @@ end
 ---@type fun(opts: any, spec: table, path: string)
 local validate
 
+--- Whether `v` is a string of 1 to `max` bytes without control characters
+--- (what a path, a name or an argument may be: a NUL or a newline would
+--- break it later, and less clearly).
+---@param v any
+---@param max integer
+---@return boolean
+function M.is_plain(v, max)
+  return type(v) == 'string' and v ~= '' and #v <= max and not v:find('[%z\1-\31\127]')
+end
+
 --- Whether `s` is UTF-8 text (the engine takes names as such).
 ---@param s string
 ---@return boolean
@@ -234,22 +244,15 @@ local function nonempty_string(what, hide)
   end
 end
 
---- A validator for a path, program, mbsync target or argument: a string
---- of 1 to `max` bytes without control characters (a NUL or a newline
---- would break it later, and less clearly), and with `no_dash` not
---- starting with `-` (mbsync would read an option).
+--- A validator for a path, program, mbsync target or argument (see
+--- M.is_plain), with `no_dash` not starting with `-` (mbsync would read an
+--- option).
 ---@param what string
 ---@param max integer
 ---@param no_dash? boolean
 local function plain_string(what, max, no_dash)
   return function(path, v)
-    if
-      type(v) ~= 'string'
-      or v == ''
-      or #v > max
-      or v:find('[%z\1-\31\127]')
-      or (no_dash and vim.startswith(v, '-'))
-    then
+    if not M.is_plain(v, max) or (no_dash and vim.startswith(v, '-')) then
       fail(path, what, v)
     end
   end

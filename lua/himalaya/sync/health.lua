@@ -91,9 +91,10 @@ function M.check()
       'or set mbsync.cmd in your configuration',
     })
   end
-  local mbsyncrc_blocked = native.is_loaded() and blocked()
-  if mbsyncrc_blocked then
-    health.info('the mbsyncrc was not read: ' .. mbsyncrc_blocked)
+  -- Once, for every section below that needs the engine configured.
+  local engine_blocked = native.is_loaded() and blocked()
+  if engine_blocked then
+    health.info('the mbsyncrc was not read: ' .. engine_blocked)
   elseif native.is_loaded() then
     local targets, terr = require('himalaya.sync.manager').list_targets()
     if not targets then
@@ -120,8 +121,8 @@ function M.check()
   else
     health.info('himalaya CLI not found on PATH (optional)')
   end
-  if mbsyncrc_blocked then
-    health.info('the himalaya configuration was not read: ' .. mbsyncrc_blocked)
+  if engine_blocked then
+    health.info('the himalaya configuration was not read: ' .. engine_blocked)
   elseif native.is_loaded() then
     local accounts, herr, file = himalaya.accounts()
     if herr then
@@ -189,15 +190,14 @@ function M.check()
   health.start('himalaya-sync: OAuth2')
   local oauth = require('himalaya.sync.oauth')
   local names = oauth.accounts()
-  local oauth_blocked = native.is_loaded() and #names > 0 and blocked()
   if #names == 0 then
     health.info('no account has accounts.NAME.oauth configured')
   elseif not native.is_loaded() then
     health.info('skipped: the library is not loaded')
-  elseif oauth_blocked then
-    health.info('the tokens were not looked at: ' .. oauth_blocked)
+  elseif engine_blocked then
+    health.info('the tokens were not looked at: ' .. engine_blocked)
   end
-  for _, name in ipairs(native.is_loaded() and not oauth_blocked and names or {}) do
+  for _, name in ipairs(native.is_loaded() and not engine_blocked and names or {}) do
     local st, serr = oauth.status(name)
     local oauth_cfg = cfg.accounts[name].oauth
     -- oauth.accounts() names only accounts that have it.

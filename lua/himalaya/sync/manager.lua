@@ -977,15 +977,6 @@ local function count(v)
   return _G.type(v) == 'number' and v >= 0 and v < math.huge
 end
 
---- Whether `v` is a string of 1 to `max` bytes without control characters:
---- what an outside sync may name, shown in status lines and messages.
----@param v any
----@param max integer
----@return boolean
-local function short_text(v, max)
-  return _G.type(v) == 'string' and v ~= '' and #v <= max and not v:find('[%z\1-\31\127]')
-end
-
 --- What is wrong with a progress table from outside the engine, if
 --- anything: it is stored and shown (status line, `:HimalayaSync status`),
 --- so a bad one must not get in.
@@ -999,7 +990,7 @@ local function bad_progress(p)
   if pct ~= nil and (_G.type(pct) ~= 'number' or not (pct >= 0 and pct <= 100)) then
     return ('percent %s: expected a number from 0 to 100'):format(native.shown(pct))
   end
-  if p.box ~= nil and not short_text(p.box, 1000) then
+  if p.box ~= nil and not config.is_plain(p.box, 1000) then
     return ('box %s: expected a folder name (1 to 1000 bytes, no control characters)'):format(native.shown(p.box))
   end
   for _, side in ipairs({ 'near', 'far' }) do
@@ -1048,7 +1039,7 @@ end
 ---@return string? err
 ---@return string? kind
 function M.complete_sync(type, result)
-  if not short_text(type, 100) then
+  if not config.is_plain(type, 100) then
     return false,
       ('invalid type %s: expected a name (1 to 100 bytes, no control characters)'):format(native.shown(type)),
       'invalid'
