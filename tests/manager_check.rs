@@ -167,6 +167,7 @@ fn check_and_counts_follow_the_mbsyncrc() {
     let (_held, _) = silent.accept().expect("the check connects");
     assert_eq!(manager.cancel(Some(id + 1)), 0, "another id");
     assert_eq!(manager.cancel(Some(id)), 1);
+    assert_eq!(manager.cancel(Some(id)), 0, "asked to stop already");
     let data = rx
         .recv_timeout(Duration::from_secs(2))
         .expect("the cancelled check ends at once");

@@ -1834,13 +1834,13 @@ impl Manager {
     }
 
     /// Cancels one sync or check, or every active one when `id` is None;
-    /// returns how many were asked to stop. Queued syncs end at once;
-    /// running ones when mbsync has stopped; waiting retries and checks at
-    /// once.
+    /// returns how many were asked to stop (one asked already is not
+    /// counted again). Queued syncs end at once; running ones when mbsync
+    /// has stopped; waiting retries and checks at once.
     pub fn cancel(self: &Arc<Self>, id: Option<u64>) -> usize {
         let mut n = 0;
         for (check, stop) in self.checks.lock().iter() {
-            if id.is_none_or(|i| i == *check) {
+            if id.is_none_or(|i| i == *check) && !*stop.borrow() {
                 n += 1;
                 let _ = stop.send(true);
             }
@@ -1848,7 +1848,10 @@ impl Manager {
         let mut entries = self.entries.lock();
         let mut done = Vec::new();
         for e in entries.iter_mut() {
-            if !e.info.status.active() || id.is_some_and(|i| i != e.info.id) {
+            if !e.info.status.active()
+                || id.is_some_and(|i| i != e.info.id)
+                || e.cancel_flag.load(Ordering::SeqCst)
+            {
                 continue;
             }
             n += 1;

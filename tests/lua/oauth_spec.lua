@@ -314,9 +314,13 @@ describe('oauth', function()
     eq(nil, done, 'still refreshing')
     local start = uv.hrtime()
     eq(1, manager.cancel_sync(id))
+    -- Asked once is enough: again, it is not counted twice.
+    eq({ 0, ('sync #%d is being cancelled already'):format(id) }, { manager.cancel_sync(id) })
+    eq({ 0, '1 sync is being cancelled already' }, { manager.cancel_sync() })
     t.wait_for(function()
       return done ~= nil
     end, 1500, 'the cancelled sync to end')
+    eq({ 0, ('sync #%d has ended already (cancelled)'):format(id) }, { manager.cancel_sync(id) })
     ok((uv.hrtime() - start) / 1e6 < 1000, 'ended at once')
     eq('cancelled', done.info.status)
     eq('cancelled', done.result.kind)

@@ -396,8 +396,8 @@ M.subcommands.cancel = {
   desc = "cancel this Neovim's syncs and checks",
   nargs = 0,
   run = function()
-    local n = require('himalaya.sync.manager').cancel_sync()
-    notify(n == 0 and 'no sync is running' or ('cancelling %d sync%s'):format(n, n == 1 and '' or 's'))
+    local n, why = require('himalaya.sync.manager').cancel_sync()
+    notify(n == 0 and (why or 'no sync is running') or ('cancelling %d sync%s'):format(n, n == 1 and '' or 's'))
   end,
 }
 

@@ -116,6 +116,7 @@ local M = {}
 ---@field ended_unseen table<integer, true?> syncs that ended since the last HimalayaSyncUpdate
 ---@field progress_msg table<integer, integer> sync id -> native progress message id
 ---@field progress_cancel table<integer, true?> syncs whose progress message someone set to cancel
+---@field cancelling table<integer, true?> running syncs that cancel_sync asked to stop
 ---@field status_text string the status line text (see M.statusline)
 ---@type himalaya.sync.ManagerState
 local S = native.state('manager', {
@@ -129,6 +130,7 @@ local S = native.state('manager', {
   ended_unseen = {},
   progress_msg = {},
   progress_cancel = {},
+  cancelling = {},
   status_text = '',
 })
 local syncs, order, callbacks, wanted, quiet = S.syncs, S.order, S.callbacks, S.wanted, S.quiet
@@ -159,11 +161,13 @@ local function remember(info)
       local old = table.remove(order, 1)
       syncs[old] = nil
       frozen[old] = nil
+      S.cancelling[old] = nil
     end
   end
   syncs[info.id] = info
   if FINAL[info.status] then
     S.ended_unseen[info.id] = true
+    S.cancelling[info.id] = nil
   end
   return true
 end
@@ -858,8 +862,8 @@ function M.get_folder_counts(account)
 end
 
 --- Cancels one sync or check by id, or every one of this Neovim. Returns
---- how many were asked to stop (0 and a message for an id that is not one,
---- or whose sync has ended).
+--- how many were asked to stop: one asked already is not counted again
+--- (0 and a message saying why nothing more was asked to stop).
 ---@param id? integer
 ---@return integer
 ---@return string? err
@@ -874,15 +878,33 @@ function M.cancel_sync(id)
   -- Loaded, so get() returns it.
   ---@cast lib -?
   local n = lib.sync_cancel(id) or 0
-  if n == 0 and id then
-    local info = syncs[id]
-    if info and FINAL[info.status] then
-      return 0, ('sync #%d has ended already (%s)'):format(id, info.status)
-    elseif not info then
-      return 0, ('sync #%d is not running or waiting in this Neovim'):format(id)
+  local stopping = 0
+  for sid, info in pairs(syncs) do
+    if sid ~= 0 and not FINAL[info.status] and (id == nil or id == sid) then
+      if n > 0 then
+        S.cancelling[sid] = true
+      elseif S.cancelling[sid] then
+        stopping = stopping + 1
+      end
     end
   end
-  return n
+  if n > 0 then
+    return n
+  end
+  local info = id and syncs[id]
+  if id and not info then
+    return 0, ('sync #%d is not running or waiting in this Neovim'):format(id)
+  elseif info and FINAL[info.status] then
+    return 0, ('sync #%d has ended already (%s)'):format(id, info.status)
+  elseif id and stopping > 0 then
+    return 0, ('sync #%d is being cancelled already'):format(id)
+  elseif id then
+    -- Its end is on its way from the engine.
+    return 0, ('sync #%d is ending already'):format(id)
+  elseif stopping > 0 then
+    return 0, ('%d sync%s being cancelled already'):format(stopping, stopping == 1 and ' is' or 's are')
+  end
+  return 0
 end
 
 --- True while a sync of this Neovim runs.
