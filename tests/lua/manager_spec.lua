@@ -484,7 +484,7 @@ io.stdout:write(vim.json.encode(out))
     contains(vim.v.errmsg, "attempt to index field 'pulled'")
   end)
 
-  it('cancel before any sync neither fixes the lock folder nor raises on a bad id', function()
+  it('cancel before any sync neither fixes the lock folder nor raises on a bad id; the folder then stays', function()
     -- In a Neovim of its own: the library loaded, no sync yet, a lock folder
     -- of one's own configured.
     local dir = t.tmpdir()
@@ -506,6 +506,16 @@ vim.wait(10000, function() return done ~= nil end)
 out.status = done.status
 out.lock_file = vim.fn.filereadable(%q .. '/sync-demo.lock')
 out.seen = vim.fn.readfile(%q)[1]
+-- Another lock folder once one is in use: told once, the sync goes on in
+-- the folder in use.
+out.notes = {}
+vim.notify = function(msg, level) table.insert(out.notes, { msg, level }) end
+require('himalaya.sync').setup({ lock_dir = %q })
+require('himalaya.sync').setup({ lock_dir = %q, max_parallel = 2 })
+done = nil
+assert(manager.start_sync('full', { on_complete = function(r, info) done = info end }))
+vim.wait(10000, function() return done ~= nil end)
+out.again = done.status
 io.stdout:write(vim.json.encode(out))
 ]]):format(
         t.root,
@@ -513,7 +523,9 @@ io.stdout:write(vim.json.encode(out))
         ok_mbsync,
         dir .. '/locks',
         dir .. '/locks',
-        dir .. '/seen'
+        dir .. '/seen',
+        dir .. '/other',
+        dir .. '/other'
       )
     )
     eq({
@@ -523,7 +535,16 @@ io.stdout:write(vim.json.encode(out))
       status = 'completed',
       lock_file = 1,
       seen = dir .. '/locks',
+      notes = {
+        {
+          ('himalaya-sync: the lock folder is already %s/locks; restart Neovim to use %s/other '):format(dir, dir)
+            .. '(lock_dir changed after the first lock or sync)',
+          vim.log.levels.WARN,
+        },
+      },
+      again = 'completed',
     }, vim.json.decode(stdout))
+    eq(0, vim.fn.isdirectory(dir .. '/other'), 'the other folder is not made')
   end)
 
   it('mbsync sees the environment as Neovim has it when the sync starts', function()

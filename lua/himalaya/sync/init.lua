@@ -30,6 +30,11 @@ end
 function M.setup(opts)
   local config = require('himalaya.sync.config')
   config.setup(opts)
+  -- A lock folder in use cannot change: said now, when it is asked for.
+  local native = require('himalaya.sync.native')
+  if native.is_loaded() and package.loaded['himalaya.sync.lock'] then
+    require('himalaya.sync.lock')._check_moved(assert(native.get()), config.get())
+  end
   require('himalaya.sync.auto').stop()
   require('himalaya.sync.idle').stop()
   M._start_enabled(config.get())

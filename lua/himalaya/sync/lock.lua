@@ -23,6 +23,39 @@ local RETRY_MS = 25
 ---@field mine boolean held by this Neovim
 
 local opened_for
+--- The configuration the open folder was last compared with, and the
+--- folder it asked for (nil: the default).
+---@type table?, string?
+local seen_cfg, asked_dir
+
+--- A configuration that names another lock folder than the open one is
+--- told once: the folder cannot change while locks may be held in it.
+--- Called by the manager with the configuration it starts a sync with
+--- (the lock functions themselves do not read the configuration again:
+--- they stay a few microseconds).
+---@param lib himalaya.sync.NativeLib
+---@param cfg himalaya.sync.Config
+function M._check_moved(lib, cfg)
+  if cfg == seen_cfg or opened_for ~= lib then
+    return
+  end
+  seen_cfg = cfg
+  local want = cfg.lock_dir and vim.fs.normalize(cfg.lock_dir) or nil
+  if want == asked_dir then
+    return
+  end
+  local msg
+  if want then
+    local _, e = lib.lock_open(want)
+    msg = e and e.message
+  else
+    msg = ('the lock folder is already %s; restart Neovim to use the default one'):format(lib.lock_open(nil))
+  end
+  asked_dir = want
+  if msg then
+    native.notify(msg .. ' (lock_dir changed after the first lock or sync)', vim.log.levels.WARN)
+  end
+end
 
 --- The library with the lock folder opened (once, with the configured path).
 ---@return himalaya.sync.NativeLib? lib
@@ -56,12 +89,13 @@ local function ready()
     return nil, e, 'config'
   end
   -- `~` and `$VAR` only: expand() would also run a command in backticks.
-  local dir, derr = lib.lock_open(e.lock_dir and vim.fs.normalize(e.lock_dir) or nil)
+  asked_dir = e.lock_dir and vim.fs.normalize(e.lock_dir) or nil
+  local dir, derr = lib.lock_open(asked_dir)
   if not dir then
     ---@cast derr -?
     return nil, derr.message, derr.kind
   end
-  opened_for = lib
+  opened_for, seen_cfg = lib, e
   return lib
 end
 M._ready = ready

@@ -461,10 +461,12 @@ local function ready()
   end
   -- The configured lock folder must be in place before the engine takes
   -- any lock (it is shared with other Neovims).
-  local locked, lerr = require('himalaya.sync.lock')._ready()
+  local lock = require('himalaya.sync.lock')
+  local locked, lerr = lock._ready()
   if not locked then
     return nil, lerr
   end
+  lock._check_moved(lib, cfg)
   -- The engine's settings come from the configuration (the same table
   -- until it changes): unchanged, the engine needs nothing. This runs at
   -- every sync start, before mbsync can start, so nothing more is looked
