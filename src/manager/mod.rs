@@ -16,8 +16,10 @@
 //!   cancellable. `config` and the rest are never retried.
 //! * **Events.** `sync_queued` (only for a request that has to wait),
 //!   `sync_started` (when mbsync starts), `sync_progress` (at most five a
-//!   second per sync, always the latest and the final one), `sync_retry`
-//!   and `sync_done`, each carrying the sync's [`SyncInfo`].
+//!   second per sync, always the latest and the final one), `sync_waiting`
+//!   (when another process holds the account's lock and the sync waits for
+//!   it, and again when the wait is over), `sync_retry` and `sync_done`,
+//!   each carrying the sync's [`SyncInfo`].
 //! * **History** per account is recorded after every finished sync
 //!   ([`history`]).
 
@@ -297,6 +299,9 @@ pub struct SyncInfo {
     /// The mbsync channel of that folder: what a repair is asked for (the
     /// account may be a group of several channels).
     pub damaged_channel: Option<String>,
+    /// While the sync waits for another process that syncs the account:
+    /// who holds the account's lock (`lock "sync-demo" is held by pid …`).
+    pub waiting_for: Option<String>,
     /// Exact counts of the account's local folders, read when the sync
     /// ended (see [`check::folder_counts`]); absent while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -360,6 +365,7 @@ impl Entry {
             repair: None,
             damaged: None,
             damaged_channel: None,
+            waiting_for: None,
             counts: None,
         };
         Entry {
@@ -803,11 +809,26 @@ impl Manager {
         // (no thread hop before mbsync runs); the pauses of a wait are timers.
         let mut guards = Vec::with_capacity(names.len());
         for name in &names {
-            match self
+            let mut got = self
                 .locks
-                .acquire_async(name, opts.wait_lock, &purpose, Some(&cancel_flag))
-                .await
-            {
+                .acquire_async(name, Duration::ZERO, &purpose, Some(&cancel_flag))
+                .await;
+            let held_by = match &got {
+                Err(e) if e.kind == ErrorKind::Locked && !opts.wait_lock.is_zero() => {
+                    Some(e.message.clone())
+                }
+                _ => None,
+            };
+            if let Some(holder) = held_by {
+                // Shown as waiting, not as running, for as long as it waits.
+                self.set_waiting(id, Some(holder));
+                got = self
+                    .locks
+                    .acquire_async(name, opts.wait_lock, &purpose, Some(&cancel_flag))
+                    .await;
+                self.set_waiting(id, None);
+            }
+            match got {
                 Ok(guard) => guards.push(guard),
                 Err(e) if e.kind == ErrorKind::Locked => {
                     return Attempt::NotRun(Error::new(
@@ -1249,6 +1270,27 @@ impl Manager {
             restored,
             backed_up,
         }))
+    }
+
+    /// Marks sync `id` as waiting for the lock another process holds
+    /// (`Some(holder)`), or as running again (`None`), and tells the editor.
+    fn set_waiting(&self, id: u64, holder: Option<String>) {
+        let mut entries = self.entries.lock();
+        let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
+            return;
+        };
+        if !e.info.status.active() {
+            return;
+        }
+        e.info.message = match &holder {
+            Some(h) => format!(
+                "waiting for another process to finish syncing {}: {h}",
+                e.info.account
+            ),
+            None => format!("syncing {}", e.info.account),
+        };
+        e.info.waiting_for = holder;
+        (self.emit)(id, "sync_waiting", json!(e.info));
     }
 
     fn on_update(&self, id: u64, update: Update) {

@@ -64,6 +64,14 @@ describe('queue', function()
     ok(full.id ~= doomed.id, 'a sync being cancelled takes no new request')
     local inbox = start('inbox', { account = 'demo' })
     eq(full.id, inbox.id, 'coalesced into the full sync waiting for the lock')
+    -- Shown as waiting for the other process, not as running.
+    t.wait_for(function()
+      return manager.statusline() == 'sync demo waiting'
+    end, 5000, 'the status line to show the wait: ' .. manager.statusline())
+    local info = manager.get_sync_info()
+    eq(full.id, info.id)
+    contains(info.waiting_for, 'lock "sync-demo" is held by pid ')
+    eq('waiting for another process to finish syncing demo: ' .. info.waiting_for, info.message)
     holder.stop()
     -- Once its mbsync runs it may be past the inbox: mail that arrives now
     -- and the request it prompts get a sync of their own, after it.
@@ -71,6 +79,7 @@ describe('queue', function()
       local info = manager.get_sync_info()
       return info.status == 'running' and info.progress ~= nil
     end, 30000, 'the full sync to report progress')
+    eq(nil, manager.get_sync_info().waiting_for, 'the wait is over')
     fx.deliver('demo', 'INBOX', 3)
     local after = start('inbox', { account = 'demo' })
     ok(after.id ~= full.id, 'a new sync for a request made while mbsync runs')

@@ -417,7 +417,7 @@ local function describe(info)
       parts[#parts + 1] = ('%d/%d new'):format(p.near.new.done, p.near.new.total)
     end
   end
-  if info.message and info.status ~= 'running' then
+  if info.message and (info.status ~= 'running' or info.waiting_for) then
     parts[#parts + 1] = '- ' .. info.message
   end
   return table.concat(parts, ' ')

@@ -86,6 +86,7 @@ local M = {}
 ---@field repair? {channel: string, mailbox: string, backup: string, restored: integer, backed_up: integer} what a UIDVALIDITY repair did
 ---@field damaged? string the folder whose UIDVALIDITY change ended the sync
 ---@field damaged_channel? string its mbsync channel (what a repair is for)
+---@field waiting_for? string while a running sync waits for another process that syncs the account: who holds its lock
 
 --- What `get_sync_info()` returns: the current (or last) sync's info, or
 --- only `status = 'idle'` before any sync, and the lists.
@@ -235,7 +236,10 @@ local function compute_status()
         queued[name] = queued[name] + 1
       elseif st == 'running' then
         local pct = info.progress and info.progress.percent
-        table.insert(active[name], pct and ('%s %d%%'):format(name, math.floor(pct)) or name)
+        table.insert(
+          active[name],
+          info.waiting_for and (name .. ' waiting') or pct and ('%s %d%%'):format(name, math.floor(pct)) or name
+        )
       elseif st == 'retrying' then
         -- A time, not a countdown: the text only changes with sync state.
         table.insert(
@@ -448,6 +452,7 @@ local function ready()
       'sync_queued',
       'sync_started',
       'sync_progress',
+      'sync_waiting',
       'sync_retry',
       'sync_repair',
       'sync_auth',
