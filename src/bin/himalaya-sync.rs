@@ -236,6 +236,9 @@ fn sync(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
     let emit = move |_id: u64, name: &str, data: serde_json::Value| {
         if name == "sync_done" {
             let _ = tx.send(data);
+        } else if name == "sync_waiting" && data["waiting_for"].is_string() {
+            // Says why nothing seems to happen (`-t`: another process syncs).
+            eprintln!("{}", data["message"].as_str().unwrap_or(""));
         }
     };
     let manager = Arc::new(Manager::new(
