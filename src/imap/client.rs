@@ -73,8 +73,9 @@ pub enum PasswordSource {
     Literal(Password),
     /// `PassCmd`: run with `sh -c`, the first line of its output is used.
     Command(String),
-    /// Neither: only a token source (XOAUTH2) can log in.
-    Missing,
+    /// Neither (in IMAPAccount `.0`): only a token source (XOAUTH2) can
+    /// log in.
+    Missing(String),
 }
 
 /// The future a [`TokenSource`] returns.
@@ -171,7 +172,7 @@ impl Connection {
         let password = match (&account.pass, &account.pass_cmd) {
             (Some(pass), _) => PasswordSource::Literal(Password::new(pass.expose())),
             (None, Some(cmd)) => PasswordSource::Command(cmd.clone()),
-            (None, None) => PasswordSource::Missing,
+            (None, None) => PasswordSource::Missing(name.clone()),
         };
         let user = account.user.clone().ok_or_else(|| {
             Error::new(
@@ -454,9 +455,15 @@ impl Connection {
         match &self.password {
             PasswordSource::Literal(p) => Ok(p.clone()),
             PasswordSource::Command(cmd) => run_pass_cmd(cmd, PASS_CMD_TIMEOUT).await,
-            PasswordSource::Missing => Err(Error::new(
-                ErrorKind::Auth,
-                format!("No Pass or PassCmd for IMAP user '{}'", self.user),
+            // As when mbsync asks for it (see `mbsync::errors::summary`):
+            // a password nobody can type in is a matter of the config.
+            PasswordSource::Missing(account) => Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "IMAP account {account:?} has no Pass or PassCmd, and nobody can type a \
+                     password in here (give it a PassCmd, the command of a password manager \
+                     or keyring that prints it, or a Pass)"
+                ),
             )),
         }
     }
@@ -1595,6 +1602,24 @@ mod tests {
             .decode(encoded)
             .unwrap();
         assert_eq!(raw, b"user=me@example.org\x01auth=Bearer ya29.tok\x01\x01");
+    }
+
+    #[tokio::test]
+    async fn an_account_without_pass_or_passcmd_is_a_config_error() {
+        let rc = crate::mbsync::config::MbsyncConfig::parse(
+            "IMAPAccount work\nHost 127.0.0.1\nUser me\nSSLType None\n",
+            std::path::Path::new("/rc"),
+        )
+        .unwrap();
+        let c = Connection::from_account(&rc.imap_accounts[0]).unwrap();
+        let e = c.password().await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert_eq!(
+            e.message,
+            "IMAP account \"work\" has no Pass or PassCmd, and nobody can type a password in \
+             here (give it a PassCmd, the command of a password manager or keyring that prints \
+             it, or a Pass)"
+        );
     }
 
     #[test]

@@ -137,6 +137,11 @@ pub fn classify_line(line: &str) -> Option<ErrorKind> {
     let lower = line.to_ascii_lowercase();
     let has = |patterns: &[&str]| patterns.iter().any(|p| line.contains(p));
 
+    // The mbsyncrc gives no password, and nobody can type one in (see
+    // `runner::read_terminal`): retrying or refreshing cannot help.
+    if no_password_account(line).is_some() {
+        return Some(ErrorKind::Config);
+    }
     if has(AUTH_PATTERNS) || AUTH_PATTERNS_ANY_CASE.iter().any(|p| lower.contains(p)) {
         return Some(ErrorKind::Auth);
     }
@@ -157,6 +162,13 @@ pub fn classify_line(line: &str) -> Option<ErrorKind> {
         return Some(ErrorKind::Network);
     }
     None
+}
+
+/// The account of `Skipping account X, no password`: mbsync asked for the
+/// password on its terminal and got an empty answer.
+fn no_password_account(line: &str) -> Option<&str> {
+    line.strip_prefix("Skipping account ")?
+        .strip_suffix(", no password")
 }
 
 /// `Error: channel c, far side box INBOX: UIDVALIDITY genuinely changed (at
@@ -276,6 +288,13 @@ pub fn classify_output(lines: &[String], exit_code: Option<i32>) -> Option<Class
 /// mbsync line (redacted), and what to do about it.
 pub fn summary(kind: ErrorKind, line: &str) -> String {
     let line = redact(line.trim());
+    if let (ErrorKind::Config, Some(account)) = (kind, no_password_account(&line)) {
+        return format!(
+            "mbsync asked for the password of {account}, which nobody can type in here \
+             (give IMAPAccount {account} in the mbsync config a PassCmd, the command of a \
+             password manager or keyring that prints it, or a Pass)"
+        );
+    }
     let (what, hint) = match kind {
         ErrorKind::Auth if is_hang_line(&line) => (
             "authentication failed",
@@ -521,7 +540,6 @@ mod tests {
             "Skipping account gmail, PassCmd exited with status 1",
             "Skipping account work, PassCmd crashed",
             "Skipping account work, PassCmd produced no output",
-            "Skipping account work, no password",
             "Error: IMAP wants more steps despite successful SASL authentication.",
             "Error performing SASL authentication step: SASL(-13): authentication failure: bad token",
             "IMAP error: LOGIN failed.",
@@ -724,6 +742,29 @@ mod tests {
         assert_eq!(
             classify_line("/home/me/.mbsyncrc:12: unknown keyword 'Hots'"),
             Some(ErrorKind::Config)
+        );
+    }
+
+    #[test]
+    fn no_password_in_the_config_is_a_config_error_with_its_fix() {
+        let line = "Skipping account work, no password";
+        assert_eq!(classify_line(line), Some(ErrorKind::Config));
+        // It wins over the connection noise that may come with it.
+        let out = lines(&["Socket error on x (1.2.3.4:993): timeout.", line]);
+        assert_eq!(
+            classify_output(&out, Some(1)).unwrap().kind,
+            ErrorKind::Config
+        );
+        assert_eq!(
+            summary(ErrorKind::Config, line),
+            "mbsync asked for the password of work, which nobody can type in here (give \
+             IMAPAccount work in the mbsync config a PassCmd, the command of a password manager \
+             or keyring that prints it, or a Pass)"
+        );
+        // A PassCmd that fails is another matter: the credentials, not the config.
+        assert_eq!(
+            classify_line("Skipping account work, PassCmd exited with status 1"),
+            Some(ErrorKind::Auth)
         );
     }
 

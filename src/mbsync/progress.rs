@@ -533,6 +533,12 @@ impl StreamParser {
         items
     }
 
+    /// The start of a line not ended yet: a prompt waiting for an answer
+    /// shows here (see `runner::read_terminal`).
+    pub fn unfinished(&self) -> &[u8] {
+        &self.pending
+    }
+
     /// Returns the item held back for want of a line ending (the last
     /// output of a process that has exited) and resets the parser.
     pub fn finish(&mut self) -> Vec<StreamItem> {

@@ -10,7 +10,7 @@
 //! (lines come from the reader in batches, at most [`OUTPUT_BATCH`] apart).
 
 use std::collections::VecDeque;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -126,6 +126,12 @@ impl Outcome {
 /// soon as the sync no longer listens, even if a process that escaped
 /// mbsync's group keeps the terminal open (and maybe writes to it): that
 /// would otherwise hold this thread and the terminal for as long as it lives.
+///
+/// mbsync asks for a password on its terminal when the mbsyncrc gives it
+/// none (no `Pass`, no `PassCmd`). Nobody can type it in there, so the
+/// reader answers with an empty line at once: mbsync skips that account
+/// ("Skipping account X, no password", a `config` error that says what to
+/// add) instead of waiting until the watchdog kills it.
 fn read_terminal(
     mut reader: std::fs::File,
     tx: mpsc::UnboundedSender<Vec<StreamItem>>,
@@ -138,6 +144,7 @@ fn read_terminal(
     let mut out: Vec<StreamItem> = Vec::new();
     let mut latest: Option<Progress> = None;
     let mut last_sent = Instant::now();
+    let mut answered = false;
     loop {
         let over = exited.load(Ordering::Acquire);
         if over && tx.is_closed() {
@@ -188,6 +195,14 @@ fn read_terminal(
                 }
             }
         }
+        if is_password_prompt(parser.unfinished()) {
+            if !answered {
+                answered = true;
+                let _ = (&reader).write_all(b"\n");
+            }
+        } else {
+            answered = false;
+        }
         if n < READ_PACE_BELOW && !exited.load(Ordering::Acquire) {
             std::thread::park_timeout(READ_PACE);
         }
@@ -199,6 +214,12 @@ fn read_terminal(
     if !out.is_empty() {
         let _ = tx.send(out);
     }
+}
+
+/// mbsync's own password question, `Password (ACCOUNT): `, still waiting
+/// for its answer.
+fn is_password_prompt(unfinished: &[u8]) -> bool {
+    unfinished.starts_with(b"Password (") && unfinished.ends_with(b"): ")
 }
 
 /// Extracts the box name from `Opening far side box X...` style lines,

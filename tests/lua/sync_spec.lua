@@ -281,6 +281,29 @@ describe('syncing real mail', function()
     ok(not result.error:find('wrong%-password'), 'the password is not shown: ' .. result.error)
   end)
 
+  it('a password nobody can type in ends the sync and the check at once, saying what to add', function()
+    -- Without Pass or PassCmd, mbsync asks on its terminal and would wait
+    -- there until the watchdog's time limit.
+    local fx = t.fixture({ '--folders', 'INBOX=1' })
+    local rc = fx.dir .. '/mbsyncrc-nopass'
+    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPass [^\n]*', '')))
+    use(rc, { mbsync = { timeout = 60 } })
+    local started = vim.uv.hrtime()
+    local result = t.sync_and_wait('full', { account = 'demo' }, 30000)
+    local secs = (vim.uv.hrtime() - started) / 1e9
+    eq('config', result.kind, result.error)
+    eq(
+      'mbsync asked for the password of demo, which nobody can type in here (give IMAPAccount demo in the '
+        .. 'mbsync config a PassCmd, the command of a password manager or keyring that prints it, or a Pass)',
+      result.error
+    )
+    ok(secs < 10, ('answered at once, not at the 60 s time limit: %.1f s'):format(secs))
+    eq({}, t.pgrep('mbsync .*' .. fx.dir), 'no mbsync left')
+    result = t.sync_and_wait('check', { account = 'demo' }, 30000)
+    eq('config', result.kind, result.error)
+    contains(result.error, 'IMAP account "demo" has no Pass or PassCmd, and nobody can type a password in here')
+  end)
+
   it('classifies a server that is down as network', function()
     local fx = t.fixture({ '--folders', 'INBOX=5' })
     local rc = variant(fx, { Port = tostring(t.closed_port()) })
