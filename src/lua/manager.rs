@@ -234,6 +234,12 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             to_lua(lua, &manager()?.mbsync_config()?.targets())
         })?,
     )?;
+    m.set(
+        "mbsync_passwordless",
+        func(lua, |lua, ()| {
+            to_lua(lua, &manager()?.mbsync_config()?.passwordless_accounts())
+        })?,
+    )?;
     // Whether an account name is a channel or group: what every sync start
     // asks, without building the whole list as Lua tables.
     m.set(

@@ -357,6 +357,21 @@ impl MbsyncConfig {
         }
     }
 
+    /// The IMAP accounts of channels that give mbsync no password: neither
+    /// `Pass` nor `PassCmd`. mbsync would ask for it on its terminal, where
+    /// nobody can answer (see `runner::read_terminal`).
+    pub fn passwordless_accounts(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for channel in &self.channels {
+            if let Some(a) = self.imap_account_for(channel) {
+                if a.pass.is_none() && a.pass_cmd.is_none() && !names.contains(&a.name) {
+                    names.push(a.name.clone());
+                }
+            }
+        }
+        names
+    }
+
     /// The IMAP account a channel logs in with: that of its far side's
     /// `IMAPStore`, or of its near side if only that one is IMAP.
     pub fn imap_account_for(&self, channel: &Channel) -> Option<&ImapAccount> {
@@ -1381,6 +1396,25 @@ Channel gmail-all:INBOX,Work
             config.imap_account_for(gmail),
             Some(&config.imap_accounts[0])
         );
+    }
+
+    #[test]
+    fn accounts_without_a_password() {
+        assert_eq!(
+            parse(GMAIL).unwrap().passwordless_accounts(),
+            Vec::<String>::new()
+        );
+        let config = parse(
+            "IMAPAccount asks\nHost a\nUser u\n\nIMAPAccount keyring\nHost k\nUser u\n\
+             PassCmd \"secret-tool lookup mail k\"\n\n\
+             IMAPStore a-remote\nAccount asks\n\nIMAPStore k-remote\nAccount keyring\n\n\
+             MaildirStore local\nPath ~/Mail/\n\n\
+             Channel a-inbox\nFar :a-remote:INBOX\nNear :local:a\n\n\
+             Channel a-all\nFar :a-remote:\nNear :local:a/\nPatterns *\n\n\
+             Channel k\nFar :k-remote:\nNear :local:k/\nPatterns *\n",
+        )
+        .unwrap();
+        assert_eq!(config.passwordless_accounts(), ["asks"]);
     }
 
     #[test]

@@ -28,6 +28,18 @@ describe('health and hostile lock folders', function()
       t.root .. '/target/release/himalaya-sync, version ' .. require('himalaya.sync.version') .. ': the relay'
     )
     ok(not out:find('ERROR'), out)
+    ok(not out:find('neither Pass nor PassCmd'), out)
+
+    -- An account mbsync would have to ask for its password.
+    local rc = t.tmpdir() .. '/mbsyncrc'
+    t.write(rc, (t.read(t.standalone_mbsyncrc(t.tmpdir(), t.closed_port())):gsub('\nPass[^\n]*', '')))
+    t.use(rc)
+    out = health_output()
+    contains(
+      out,
+      'WARNING IMAPAccount demo has neither Pass nor PassCmd: mbsync would ask for its password, which nobody can type in here'
+    )
+    contains(out, 'give it a PassCmd that prints the password')
   end)
 
   it('checkhealth says when there is no mbsyncrc, and where it looked', function()

@@ -110,6 +110,15 @@ function M.check()
         end, targets),
         ', '
       )))
+      local lib = assert(native.get())
+      for _, name in ipairs(lib.mbsync_passwordless() or {}) do
+        health.warn(
+          ('IMAPAccount %s has neither Pass nor PassCmd: mbsync would ask for its password, which nobody can type in here, so its syncs end with a config error'):format(
+            name
+          ),
+          { 'give it a PassCmd that prints the password (a password manager or keyring command), or a Pass' }
+        )
+      end
     end
   end
 
