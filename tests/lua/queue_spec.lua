@@ -121,6 +121,28 @@ describe('queue', function()
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
 
+  it(':HimalayaSync runs after another process that syncs the account, shown as waiting meanwhile', function()
+    local fx = t.fixture({ '--messages', '20' })
+    use(fx.mbsyncrc)
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local lock = require('himalaya.sync.lock')
+    local holder = t.hold_lock(assert(lock.lock_dir()) .. '/sync-demo.lock', 60)
+    t.wait_for(function()
+      return lock.is_locked('sync-demo')
+    end, 5000, 'the other process to hold the lock')
+    local before = #manager.get_sync_info().syncs
+    vim.cmd('HimalayaSync full demo')
+    t.wait_for(function()
+      return manager.statusline() == 'sync demo waiting'
+    end, 5000, 'the status line to show the wait: ' .. manager.statusline())
+    holder.stop()
+    t.wait_for(function()
+      local info = manager.get_sync_info()
+      return #info.syncs > before and info.status == 'completed'
+    end, 30000, 'the sync to run once the other process is done')
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+
   it('a request merged into another sync gets at least the lock wait it asked for', function()
     local fx = t.fixture({ '--messages', '100' })
     use(fx.mbsyncrc)

@@ -123,6 +123,12 @@ M.subcommands.version = {
 M.BUILD_TIMEOUT_MS = 15 * 60 * 1000
 --- How long cargo gets to exit after SIGTERM before SIGKILL.
 M.BUILD_GRACE_MS = 3000
+--- How long a sync asked for with a command waits, in seconds, while
+--- another process (another Neovim, the command-line tool) syncs the same
+--- account: the person asked for this sync, so it runs after that one
+--- instead of failing with `locked`. It shows as waiting meanwhile and
+--- `:HimalayaSync cancel` ends the wait.
+M.LOCK_WAIT = 600
 
 --- luv's kill, which types/luv.lua does not describe.
 ---@class himalaya.sync.UvKill
@@ -309,7 +315,8 @@ local function at_most(args, n, usage)
 end
 
 local function start(type, account, folders)
-  local id, e = require('himalaya.sync.manager').start_sync(type, { account = account, folders = folders })
+  local id, e =
+    require('himalaya.sync.manager').start_sync(type, { account = account, folders = folders, wait = M.LOCK_WAIT })
   if not id then
     err(e)
   end
