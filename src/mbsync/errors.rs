@@ -137,9 +137,9 @@ pub fn classify_line(line: &str) -> Option<ErrorKind> {
     let lower = line.to_ascii_lowercase();
     let has = |patterns: &[&str]| patterns.iter().any(|p| line.contains(p));
 
-    // The mbsyncrc gives no password, and nobody can type one in (see
-    // `runner::read_terminal`): retrying or refreshing cannot help.
-    if no_password_account(line).is_some() {
+    // The mbsyncrc gives no password (and nobody can type one in, see
+    // `runner::read_terminal`) or no user: retrying or refreshing cannot help.
+    if missing_credential(line).is_some() {
         return Some(ErrorKind::Config);
     }
     if has(AUTH_PATTERNS) || AUTH_PATTERNS_ANY_CASE.iter().any(|p| lower.contains(p)) {
@@ -164,11 +164,17 @@ pub fn classify_line(line: &str) -> Option<ErrorKind> {
     None
 }
 
-/// The account of `Skipping account X, no password`: mbsync asked for the
-/// password on its terminal and got an empty answer.
-fn no_password_account(line: &str) -> Option<&str> {
-    line.strip_prefix("Skipping account ")?
-        .strip_suffix(", no password")
+/// The account of `Skipping account X, no password` (mbsync asked for the
+/// password on its terminal and got an empty answer), and whether it is
+/// the password (true) or, in `Skipping account X, no user`, the user.
+fn missing_credential(line: &str) -> Option<(&str, bool)> {
+    let rest = line.strip_prefix("Skipping account ")?;
+    match rest.strip_suffix(", no password") {
+        Some(account) => Some((account, true)),
+        None => rest
+            .strip_suffix(", no user")
+            .map(|account| (account, false)),
+    }
 }
 
 /// `Error: channel c, far side box INBOX: UIDVALIDITY genuinely changed (at
@@ -288,12 +294,21 @@ pub fn classify_output(lines: &[String], exit_code: Option<i32>) -> Option<Class
 /// mbsync line (redacted), and what to do about it.
 pub fn summary(kind: ErrorKind, line: &str) -> String {
     let line = redact(line.trim());
-    if let (ErrorKind::Config, Some(account)) = (kind, no_password_account(&line)) {
-        return format!(
-            "mbsync asked for the password of {account}, which nobody can type in here \
-             (give IMAPAccount {account} in the mbsync config a PassCmd, the command of a \
-             password manager or keyring that prints it, or a Pass)"
-        );
+    match (kind, missing_credential(&line)) {
+        (ErrorKind::Config, Some((account, true))) => {
+            return format!(
+                "mbsync asked for the password of {account}, which nobody can type in here \
+                 (give IMAPAccount {account} in the mbsync config a PassCmd, the command of a \
+                 password manager or keyring that prints it, or a Pass)"
+            )
+        }
+        (ErrorKind::Config, Some((account, false))) => {
+            return format!(
+                "IMAPAccount {account} in the mbsync config has no User (give it a User, or a \
+                 UserCmd that prints it)"
+            )
+        }
+        _ => {}
     }
     let (what, hint) = match kind {
         ErrorKind::Auth if is_hang_line(&line) => (
@@ -746,7 +761,7 @@ mod tests {
     }
 
     #[test]
-    fn no_password_in_the_config_is_a_config_error_with_its_fix() {
+    fn no_password_or_user_in_the_config_is_a_config_error_with_its_fix() {
         let line = "Skipping account work, no password";
         assert_eq!(classify_line(line), Some(ErrorKind::Config));
         // It wins over the connection noise that may come with it.
@@ -760,6 +775,15 @@ mod tests {
             "mbsync asked for the password of work, which nobody can type in here (give \
              IMAPAccount work in the mbsync config a PassCmd, the command of a password manager \
              or keyring that prints it, or a Pass)"
+        );
+        assert_eq!(
+            classify_line("Skipping account work, no user"),
+            Some(ErrorKind::Config)
+        );
+        assert_eq!(
+            summary(ErrorKind::Config, "Skipping account work, no user"),
+            "IMAPAccount work in the mbsync config has no User (give it a User, or a UserCmd \
+             that prints it)"
         );
         // A PassCmd that fails is another matter: the credentials, not the config.
         assert_eq!(
