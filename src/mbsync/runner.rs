@@ -185,7 +185,14 @@ fn read_terminal(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        for item in parser.feed(&buf[..n]) {
+        let items = parser.feed(&buf[..n]);
+        // A finished line ends the prompt answered before (getpass writes
+        // its newline after the answer): a prompt seen now is a new one,
+        // even when it came in the same read (the next account's).
+        if !items.is_empty() {
+            answered = false;
+        }
+        for item in items {
             match item {
                 StreamItem::Progress(p) => latest = Some(p),
                 line => {
@@ -195,13 +202,9 @@ fn read_terminal(
                 }
             }
         }
-        if is_password_prompt(parser.unfinished()) {
-            if !answered {
-                answered = true;
-                let _ = (&reader).write_all(b"\n");
-            }
-        } else {
-            answered = false;
+        if !answered && is_password_prompt(parser.unfinished()) {
+            answered = true;
+            let _ = (&reader).write_all(b"\n");
         }
         if n < READ_PACE_BELOW && !exited.load(Ordering::Acquire) {
             std::thread::park_timeout(READ_PACE);
@@ -653,6 +656,30 @@ mod tests {
         assert_eq!(out.exit.unwrap().code, Some(0));
         assert!(updates.contains(&Update::Box("INBOX".into())));
         assert_eq!(out.last_progress.unwrap().near.new.done, 4);
+    }
+
+    /// mbsync's password questions (no Pass or PassCmd) are answered with
+    /// an empty line at once, also a second account's that comes in the
+    /// same read as the end of the first (a group of two accounts).
+    #[test]
+    fn password_questions_are_answered_at_once() {
+        let started = Instant::now();
+        let script = r#"stty -echo
+printf 'Password (a): '; read -r x
+printf '\nSkipping account a, no password\nPassword (b): '; read -r y
+printf '\nSkipping account b, no password\n'; exit 1"#;
+        let (spec, _dir) = sh(script, Duration::from_secs(30));
+        let (out, _) = run_blocking(spec, None);
+        let err = out.error.unwrap();
+        assert_eq!(err.kind, ErrorKind::Config, "{err:?}");
+        assert_eq!(err.line, "Skipping account a, no password");
+        assert!(
+            out.tail
+                .contains(&"Skipping account b, no password".to_string()),
+            "{:?}",
+            out.tail
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
