@@ -1283,6 +1283,11 @@ impl Manager {
             return;
         }
         e.info.message = match &holder {
+            // This process's own lock (a script's `acquire_lock`) is no
+            // other process's sync.
+            Some(h) if h.contains(" is held by this process") => {
+                format!("waiting for the lock of {}: {h}", e.info.account)
+            }
             Some(h) => format!(
                 "waiting for another process to finish syncing {}: {h}",
                 e.info.account

@@ -357,19 +357,44 @@ impl MbsyncConfig {
         }
     }
 
-    /// The IMAP accounts of channels that give mbsync no password: neither
-    /// `Pass` nor `PassCmd`. mbsync would ask for it on its terminal, where
-    /// nobody can answer (see `runner::read_terminal`).
+    /// Where channels' IMAP accounts that give mbsync no password are
+    /// written: `IMAPAccount NAME`, or `IMAPStore NAME` for an account
+    /// written inside its store. Such an account has neither `Pass` nor
+    /// `PassCmd`, and logs in with a password (no `Tunnel` to a logged-in
+    /// server, not `AuthMechs EXTERNAL` alone): mbsync would ask for it on
+    /// its terminal, where nobody can answer (see `runner::read_terminal`).
     pub fn passwordless_accounts(&self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
+        let mut found: Vec<String> = Vec::new();
         for channel in &self.channels {
-            if let Some(a) = self.imap_account_for(channel) {
-                if a.pass.is_none() && a.pass_cmd.is_none() && !names.contains(&a.name) {
-                    names.push(a.name.clone());
+            for spec in [&channel.far, &channel.near] {
+                let Some((store, _)) = split_spec(spec) else {
+                    continue;
+                };
+                let Some(store) = self.imap_stores.iter().find(|s| s.name == store) else {
+                    continue;
+                };
+                let (section, account) = match &store.account {
+                    Some(name) => match self.imap_accounts.iter().find(|a| &a.name == name) {
+                        Some(a) => (format!("IMAPAccount {name}"), a),
+                        None => continue,
+                    },
+                    None => match &store.inline_account {
+                        Some(a) => (format!("IMAPStore {}", store.name), a),
+                        None => continue,
+                    },
+                };
+                let external = matches!(account.auth_mechs.as_slice(),
+                    [only] if only.eq_ignore_ascii_case("EXTERNAL"));
+                let asks = account.pass.is_none()
+                    && account.pass_cmd.is_none()
+                    && account.tunnel.is_none()
+                    && !external;
+                if asks && !found.contains(&section) {
+                    found.push(section);
                 }
             }
         }
-        names
+        found
     }
 
     /// The IMAP account a channel logs in with: that of its far side's
@@ -1414,7 +1439,20 @@ Channel gmail-all:INBOX,Work
              Channel k\nFar :k-remote:\nNear :local:k/\nPatterns *\n",
         )
         .unwrap();
-        assert_eq!(config.passwordless_accounts(), ["asks"]);
+        assert_eq!(config.passwordless_accounts(), ["IMAPAccount asks"]);
+        // Written inside its store; a tunnel to a logged-in server, or
+        // EXTERNAL alone, needs no password.
+        let config = parse(
+            "IMAPStore inline\nHost h\nUser u\n\n\
+             IMAPStore tunnel\nTunnel \"ssh -q h imapd\"\n\n\
+             IMAPStore cert\nHost c\nUser u\nAuthMechs external\n\n\
+             MaildirStore local\nPath ~/Mail/\n\n\
+             Channel i\nFar :inline:\nNear :local:i/\nPatterns *\n\n\
+             Channel t\nFar :tunnel:\nNear :local:t/\nPatterns *\n\n\
+             Channel c\nFar :local:c/\nNear :cert:\nPatterns *\n",
+        )
+        .unwrap();
+        assert_eq!(config.passwordless_accounts(), ["IMAPStore inline"]);
     }
 
     #[test]

@@ -298,14 +298,14 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
         (ErrorKind::Config, Some((account, true))) => {
             return format!(
                 "mbsync asked for the password of {account}, which nobody can type in here \
-                 (give IMAPAccount {account} in the mbsync config a PassCmd, the command of a \
-                 password manager or keyring that prints it, or a Pass)"
+                 (give {account}, an IMAPAccount or IMAPStore of the mbsync config, a PassCmd, \
+                 the command of a password manager or keyring that prints it, or a Pass)"
             )
         }
         (ErrorKind::Config, Some((account, false))) => {
             return format!(
-                "IMAPAccount {account} in the mbsync config has no User (give it a User, or a \
-                 UserCmd that prints it)"
+                "{account}, an IMAPAccount or IMAPStore of the mbsync config, has no User \
+                 (give it a User, or a UserCmd that prints it)"
             )
         }
         _ => {}
@@ -772,9 +772,9 @@ mod tests {
         );
         assert_eq!(
             summary(ErrorKind::Config, line),
-            "mbsync asked for the password of work, which nobody can type in here (give \
-             IMAPAccount work in the mbsync config a PassCmd, the command of a password manager \
-             or keyring that prints it, or a Pass)"
+            "mbsync asked for the password of work, which nobody can type in here (give work, \
+             an IMAPAccount or IMAPStore of the mbsync config, a PassCmd, the command of a \
+             password manager or keyring that prints it, or a Pass)"
         );
         assert_eq!(
             classify_line("Skipping account work, no user"),
@@ -782,8 +782,8 @@ mod tests {
         );
         assert_eq!(
             summary(ErrorKind::Config, "Skipping account work, no user"),
-            "IMAPAccount work in the mbsync config has no User (give it a User, or a UserCmd \
-             that prints it)"
+            "work, an IMAPAccount or IMAPStore of the mbsync config, has no User (give it a \
+             User, or a UserCmd that prints it)"
         );
         // A PassCmd that fails is another matter: the credentials, not the config.
         assert_eq!(

@@ -141,6 +141,21 @@ describe('queue', function()
       return #info.syncs > before and info.status == 'completed'
     end, 30000, 'the sync to run once the other process is done')
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+
+    -- The lock held by this Neovim itself (a script's acquire_lock): no
+    -- other process is syncing, and the message does not say so.
+    eq(true, lock.acquire_lock('sync-demo', 0))
+    local own = start('full', { account = 'demo', wait = 30 })
+    t.wait_for(function()
+      return manager.get_sync_info().waiting_for ~= nil
+    end, 5000, 'the sync to wait')
+    contains(
+      manager.get_sync_info().message,
+      'waiting for the lock of demo: lock "sync-demo" is held by this process (pid ' .. vim.fn.getpid()
+    )
+    lock.release_lock('sync-demo')
+    wait_done({ own }, 30000)
+    eq(true, own.done.result.success)
   end)
 
   it('a request merged into another sync gets at least the lock wait it asked for', function()

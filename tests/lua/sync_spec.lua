@@ -293,8 +293,9 @@ describe('syncing real mail', function()
     local secs = (vim.uv.hrtime() - started) / 1e9
     eq('config', result.kind, result.error)
     eq(
-      'mbsync asked for the password of demo, which nobody can type in here (give IMAPAccount demo in the '
-        .. 'mbsync config a PassCmd, the command of a password manager or keyring that prints it, or a Pass)',
+      'mbsync asked for the password of demo, which nobody can type in here (give demo, an IMAPAccount or '
+        .. 'IMAPStore of the mbsync config, a PassCmd, the command of a password manager or keyring that prints '
+        .. 'it, or a Pass)',
       result.error
     )
     ok(secs < 10, ('answered at once, not at the 60 s time limit: %.1f s'):format(secs))

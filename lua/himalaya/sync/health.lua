@@ -113,7 +113,7 @@ function M.check()
       local lib = assert(native.get())
       for _, name in ipairs(lib.mbsync_passwordless() or {}) do
         health.warn(
-          ('IMAPAccount %s has neither Pass nor PassCmd: mbsync would ask for its password, which nobody can type in here, so its syncs end with a config error'):format(
+          ('%s has neither Pass nor PassCmd: mbsync would ask for its password, which nobody can type in here, so its syncs end with a config error'):format(
             name
           ),
           { 'give it a PassCmd that prints the password (a password manager or keyring command), or a Pass' }
