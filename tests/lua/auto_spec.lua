@@ -165,6 +165,36 @@ io.stdout:write(vim.json.encode(seen))
     starts('himalaya-sync: ' .. missing, seen[3], vim.log.levels.ERROR)
   end)
 
+  it("a tick's sync waits for another process that syncs the account, and then runs", function()
+    local fx = t.fixture({ '--folders', 'INBOX=3' })
+    -- A history of its own: the tick skips an account synced less than
+    -- half an interval ago, as demo was by the tests before.
+    vim.g.himalaya_sync = {
+      mbsync = { config = fx.mbsyncrc },
+      notify = false,
+      auto_sync = { interval = 1 },
+      state_dir = t.tmpdir(),
+    }
+    t.defer(function()
+      vim.g.himalaya_sync = nil
+    end)
+    local lock = require('himalaya.sync.lock')
+    local manager = require('himalaya.sync.manager')
+    local holder = t.hold_lock(assert(lock.lock_dir()) .. '/sync-demo.lock', 60)
+    t.wait_for(function()
+      return lock.is_locked('sync-demo')
+    end, 5000, 'the other process to hold the lock')
+    require('himalaya.sync.auto').tick()
+    t.wait_for(function()
+      return manager.statusline() == 'sync demo waiting'
+    end, 10000, 'the status line to show the wait: ' .. manager.statusline())
+    holder.stop()
+    t.wait_for(function()
+      return manager.get_sync_info().status == 'completed'
+    end, 30000, 'the sync to run after the other process')
+    eq('', manager.statusline())
+  end)
+
   it(':HimalayaSync auto turns it on and off', function()
     local fx = t.fixture({ '--folders', 'INBOX=3' })
     vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc }, notify = false, auto_sync = { interval = 1 / 60 } }

@@ -75,13 +75,22 @@ function M._smart_plan(type, changed, boxes)
   return 'folders', boxes
 end
 
+--- How long a tick's sync waits while another process (another Neovim's
+--- `:HimalayaSync`, the command-line tool) syncs the account: up to half
+--- the interval, then the next tick comes. It runs after that sync instead
+--- of ending with a `locked` error that the status line would show.
+---@return number seconds
+local function lock_wait()
+  return config.get().auto_sync.interval * 60 / 2
+end
+
 --- A smart tick for one account: the fast check first, then a sync of
 --- what changed. A failed check falls back to the plain sync, whose error
 --- is then reported like any auto-sync error.
 local function smart_sync(account, sync_type)
   local manager = require('himalaya.sync.manager')
   local function start(t, folders)
-    local id, err = manager.start_sync(t, { account = account, folders = folders, auto = true })
+    local id, err = manager.start_sync(t, { account = account, folders = folders, auto = true, wait = lock_wait() })
     if not id then
       problem(('could not start %s: %s'):format(account, err))
     end
@@ -133,7 +142,7 @@ local function sync_due()
     elseif cfg.auto_sync.smart then
       smart_sync(account, cfg.auto_sync.type)
     else
-      local id, err = manager.start_sync(cfg.auto_sync.type, { account = account, auto = true })
+      local id, err = manager.start_sync(cfg.auto_sync.type, { account = account, auto = true, wait = lock_wait() })
       if not id then
         problem(('could not start %s: %s'):format(account, err))
       end
