@@ -92,6 +92,49 @@ describe('native progress message', function()
     eq(100, events[#events].percent)
   end)
 
+  it('a sync that waits for another process says so in its progress message', function()
+    local fx = t.fixture({ '--folders', 'INBOX=20' })
+    use(fx.mbsyncrc)
+    local lock = require('himalaya.sync.lock')
+    local holder = t.hold_lock(assert(lock.lock_dir()) .. '/sync-demo.lock', 60)
+    t.wait_for(function()
+      return lock.is_locked('sync-demo')
+    end, 5000, 'the other process to hold the lock')
+    local events = watch_progress()
+    local done
+    assert(require('himalaya.sync.manager').start_sync('full', {
+      account = 'demo',
+      wait = 30,
+      on_complete = function(r)
+        done = r
+      end,
+    }))
+    if native then
+      t.wait_for(function()
+        return #events > 0
+      end, 5000, 'the progress message')
+    end
+    holder.stop()
+    t.wait_for(function()
+      return done ~= nil
+    end, 30000, 'the sync')
+    eq(true, done.success, done.error)
+    if skipped() then
+      eq({}, events)
+      return
+    end
+    t.contains(
+      events[1].text[1],
+      'waiting for another process to finish syncing demo: lock "sync-demo" is held by pid '
+    )
+    eq('running', events[1].status)
+    eq({ 'syncing demo' }, events[2].text, 'the wait is over')
+    for _, ev in ipairs(events) do
+      eq(events[1].id, ev.id, 'one message for the whole sync')
+    end
+    eq('success', events[#events].status)
+  end)
+
   it('setting it to cancel cancels the sync, which ends the same message', function()
     if skipped() then
       return

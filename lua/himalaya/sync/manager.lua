@@ -386,6 +386,9 @@ local function on_event(ev)
       end
     end
     echo_progress(info, 'running')
+  elseif ev.name == 'sync_waiting' then
+    -- What it waits for, or that it runs again.
+    echo_progress(info, 'running')
   elseif ev.name == 'sync_auth' then
     M._refresh(info)
   elseif ev.name == 'sync_retry' or ev.name == 'sync_repair' then
