@@ -664,7 +664,12 @@ impl Manager {
                 .iter()
                 .filter(|e| e.info.status.occupying())
                 .collect();
-            if running.len() >= settings.max_parallel.max(1) {
+            // A sync waiting for another process's lock does no work: it
+            // keeps its channels but not a slot, so that a long sync in
+            // another Neovim does not hold up the other accounts here. Once
+            // it has the lock it runs at once, above the limit if need be.
+            let working = running.iter().filter(|e| e.info.waiting_for.is_none());
+            if working.count() >= settings.max_parallel.max(1) {
                 return;
             }
             let busy: HashSet<String> = running
@@ -1274,7 +1279,8 @@ impl Manager {
 
     /// Marks sync `id` as waiting for the lock another process holds
     /// (`Some(holder)`), or as running again (`None`), and tells the editor.
-    fn set_waiting(&self, id: u64, holder: Option<String>) {
+    fn set_waiting(self: &Arc<Self>, id: u64, holder: Option<String>) {
+        let waits = holder.is_some();
         let mut entries = self.entries.lock();
         let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
             return;
@@ -1296,6 +1302,11 @@ impl Manager {
         };
         e.info.waiting_for = holder;
         (self.emit)(id, "sync_waiting", json!(e.info));
+        drop(entries);
+        if waits {
+            // Its slot is free while it waits (see `start_free`).
+            self.pump();
+        }
     }
 
     fn on_update(&self, id: u64, update: Update) {
