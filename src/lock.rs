@@ -341,12 +341,30 @@ impl LockDir {
         purpose: &str,
         cancel: Option<&AtomicBool>,
     ) -> Result<LockGuard> {
+        self.acquire_async_within(name, || timeout, purpose, cancel)
+            .await
+    }
+
+    /// [`LockDir::acquire_async`] with a wait that may grow while it runs:
+    /// `timeout` is asked again before every pause and counts from the
+    /// start (a sync waiting for another process's lock waits longer when
+    /// a more patient request joins it).
+    pub async fn acquire_async_within(
+        &self,
+        name: &str,
+        timeout: impl Fn() -> Duration,
+        purpose: &str,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<LockGuard> {
         validate_name(name)?;
-        let mut patience = Patience::new(timeout);
+        let started = Instant::now();
+        let mut patience = Patience::new(timeout());
         loop {
             if let Some(guard) = self.try_unless_cancelled(name, purpose, cancel)? {
                 return Ok(guard);
             }
+            let timeout = timeout();
+            patience.deadline = started.checked_add(timeout);
             match patience.next_pause() {
                 Some(pause) => tokio::time::sleep(pause).await,
                 None => return Err(self.locked_error(name, timeout)),

@@ -332,6 +332,10 @@ struct Entry {
     began: Arc<AtomicBool>,
     /// When the current attempt was started (its lock wait starts later).
     launched: Instant,
+    /// How long the current attempt waits for a lock another process
+    /// holds: its requests' longest wait, grown when a request that asks
+    /// for more joins it while it waits (read again by the wait).
+    patience: Arc<Mutex<Duration>>,
     /// The folder counts of the current attempt, read as soon as its
     /// mbsync exited (see [`Manager::count_early`]).
     early_counts: Option<std::sync::mpsc::Receiver<Option<Vec<FolderCounts>>>>,
@@ -384,6 +388,7 @@ impl Entry {
             started_sent: false,
             began: Arc::new(AtomicBool::new(false)),
             launched: Instant::now(),
+            patience: Arc::new(Mutex::new(Duration::ZERO)),
             early_counts: None,
         }
     }
@@ -394,32 +399,29 @@ impl Entry {
     /// while a full sync is past the inbox). A repair covers the same
     /// repair whenever it runs. A sync being cancelled answers nothing new.
     ///
-    /// A request must also get at least the lock wait it asked for. A sync
-    /// not yet running takes the longer wait on joining (see [`Entry::join`]);
-    /// a running one already waits with its own, so it answers only requests
-    /// that wait no longer than what is left of it.
+    /// A request must also get at least the lock wait it asked for: the
+    /// sync takes the longer wait on joining (see [`Entry::join`]), also
+    /// while it waits for the lock already.
     fn joinable(&self, opts: &StartOptions) -> bool {
         if self.cancel_flag.load(Ordering::SeqCst) || !self.opts.covers(opts) {
             return false;
         }
         match self.info.status {
             Status::Queued | Status::Retrying => true,
-            Status::Running => {
-                let left =
-                    (self.launched + self.opts.wait_lock).saturating_duration_since(Instant::now());
-                opts.kind == SyncType::Repair
-                    || (!self.began.load(Ordering::SeqCst) && opts.wait_lock <= left)
-            }
+            Status::Running => opts.kind == SyncType::Repair || !self.began.load(Ordering::SeqCst),
             Status::Repairing | Status::Completed | Status::Error | Status::Cancelled => false,
         }
     }
 
-    /// Takes on a `joinable` request: its next attempt waits for the lock
-    /// as long as the most patient of its requests asked.
+    /// Takes on a `joinable` request: the sync waits for the lock as long
+    /// as the most patient of its requests asked, counted for each from
+    /// when it asked.
     fn join(&mut self, opts: &StartOptions) {
         self.info.requests += 1;
-        if matches!(self.info.status, Status::Queued | Status::Retrying) {
-            self.opts.wait_lock = self.opts.wait_lock.max(opts.wait_lock);
+        self.opts.wait_lock = self.opts.wait_lock.max(opts.wait_lock);
+        if self.info.status == Status::Running {
+            let mut patience = self.patience.lock();
+            *patience = (*patience).max(self.launched.elapsed() + opts.wait_lock);
         }
     }
 }
@@ -501,6 +503,8 @@ struct Job {
     cancel_flag: Arc<AtomicBool>,
     /// Set when mbsync is about to run (see [`Entry::joinable`]).
     began: Arc<AtomicBool>,
+    /// See [`Entry::patience`].
+    patience: Arc<Mutex<Duration>>,
     /// Kilobytes per second when the account is throttled.
     throttle: Option<u32>,
 }
@@ -690,6 +694,7 @@ impl Manager {
             e.started_sent = false;
             e.began.store(false, Ordering::SeqCst);
             e.launched = Instant::now();
+            *e.patience.lock() = e.opts.wait_lock;
             e.early_counts = None;
             let spec = RunSpec {
                 program: settings.mbsync_cmd.clone(),
@@ -710,6 +715,7 @@ impl Manager {
                 cancel_rx: e.cancel.subscribe(),
                 cancel_flag: e.cancel_flag.clone(),
                 began: e.began.clone(),
+                patience: e.patience.clone(),
                 throttle: settings
                     .accounts
                     .get(&e.info.account)
@@ -753,6 +759,7 @@ impl Manager {
             cancel_rx,
             cancel_flag,
             began,
+            patience,
             throttle,
         } = job;
         // Folder names are Unicode up to here; mbsync 1.4 wants a box
@@ -769,14 +776,11 @@ impl Manager {
         }
         // `sync_started` goes out when mbsync starts (the runner's
         // `Update::Started`). A step that can take a while before that
-        // (deriving a throttled config, waiting for the lock, refreshing a
-        // token, a repair's backup) announces it first, so that the editor
-        // shows the sync meanwhile.
+        // (deriving a throttled config, refreshing a token, a repair's
+        // backup, and a wait for another process's lock once it begins)
+        // announces it first, so that the editor shows the sync meanwhile.
         let oauth = self.settings.lock().oauth.get(&opts.account).cloned();
-        let slow = throttle.is_some()
-            || !opts.wait_lock.is_zero()
-            || opts.kind == SyncType::Repair
-            || oauth.is_some();
+        let slow = throttle.is_some() || opts.kind == SyncType::Repair || oauth.is_some();
         if slow {
             self.on_update(id, Update::Started);
         }
@@ -825,11 +829,13 @@ impl Manager {
                 _ => None,
             };
             if let Some(holder) = held_by {
-                // Shown as waiting, not as running, for as long as it waits.
+                // Shown as waiting, not as running, for as long as it waits
+                // (a request that joins it meanwhile may make it wait longer).
+                self.on_update(id, Update::Started);
                 self.set_waiting(id, Some(holder));
                 got = self
                     .locks
-                    .acquire_async(name, opts.wait_lock, &purpose, Some(&cancel_flag))
+                    .acquire_async_within(name, || *patience.lock(), &purpose, Some(&cancel_flag))
                     .await;
                 self.set_waiting(id, None);
             }
@@ -2053,25 +2059,34 @@ mod tests {
         // A shorter wait never lowers it.
         queued.join(&opts(SyncType::Inbox, "a", &[]));
         assert_eq!(queued.opts.wait_lock, Duration::from_secs(60));
-        // Running (waiting for the lock with its own wait): only requests
-        // that wait no longer than what is left of it join.
-        let running = entry(opts(SyncType::Full, "a", &[]), Status::Running);
-        assert!(running.joinable(&opts(SyncType::Inbox, "a", &[])));
-        assert!(!running.joinable(&patient));
+        // Running (waiting for the lock): it joins too, and the wait grows
+        // to what it asked for, counted from now; never shrinks.
         let mut long = entry(patient.clone(), Status::Running);
         long.launched = Instant::now() - Duration::from_secs(30);
+        *long.patience.lock() = Duration::from_secs(60);
         let wait = |secs| StartOptions {
             wait_lock: Duration::from_secs(secs),
             ..opts(SyncType::Inbox, "a", &[])
         };
-        assert!(!long.joinable(&patient), "30 s of its 60 are gone");
-        assert!(!long.joinable(&wait(40)));
         assert!(long.joinable(&wait(20)));
         long.join(&wait(20));
-        assert_eq!(long.info.requests, 2);
+        assert_eq!(
+            *long.patience.lock(),
+            Duration::from_secs(60),
+            "30 s + 20 s < 60 s"
+        );
+        assert!(long.joinable(&patient));
+        long.join(&patient);
+        let grown = *long.patience.lock();
+        assert!(
+            grown >= Duration::from_secs(90) && grown < Duration::from_secs(91),
+            "30 s gone + 60 s asked: {grown:?}"
+        );
+        assert_eq!(long.info.requests, 3);
         // Once its mbsync began, nothing joins but the same repair.
         long.began.store(true, Ordering::SeqCst);
         assert!(!long.joinable(&opts(SyncType::Inbox, "a", &[])));
+        assert!(!long.joinable(&patient));
     }
 
     #[test]

@@ -135,11 +135,19 @@ describe('queue', function()
     t.wait_for(function()
       return manager.statusline() == 'sync demo waiting'
     end, 5000, 'the status line to show the wait: ' .. manager.statusline())
+    -- Asked again while it waits: the same sync answers, no second one.
+    vim.wait(300)
+    local waiting = #manager.get_sync_info().syncs
+    vim.cmd('HimalayaSync full demo')
+    eq(waiting, #manager.get_sync_info().syncs)
+    eq('sync demo waiting', manager.statusline())
     holder.stop()
     t.wait_for(function()
       local info = manager.get_sync_info()
       return #info.syncs > before and info.status == 'completed'
     end, 30000, 'the sync to run once the other process is done')
+    eq(waiting, #manager.get_sync_info().syncs, 'no second sync')
+    eq(2, manager.get_sync_info().requests)
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
 
     -- The lock held by this Neovim itself (a script's acquire_lock): no
@@ -195,17 +203,18 @@ describe('queue', function()
     local short = start('inbox', { account = 'demo', wait = 1 })
     local full = start('full', { account = 'demo' })
     ok(full.id ~= short.id)
-    -- Requests that would wait 60 s join the queued full sync, not the
-    -- inbox sync that gives up after 1 s, and the full sync waits 60 s.
+    -- A full request that would wait 60 s joins the queued full sync,
+    -- which now waits 60 s; an inbox one joins the inbox sync waiting for
+    -- the lock, which now waits 60 s from then instead of giving up.
     local patient = start('full', { account = 'demo', wait = 60 })
     local inbox = start('inbox', { account = 'demo', wait = 60 })
     eq(full.id, patient.id, 'joined the queued full sync')
-    eq(full.id, inbox.id, 'joined the queued full sync, not the running inbox sync that waits less')
+    eq(short.id, inbox.id, 'joined the inbox sync waiting for the lock')
     wait_done({ short, full, patient, inbox }, 30000)
-    eq('error', short.done.info.status)
-    eq('locked', short.done.info.error.kind)
+    eq(true, short.done.result.success, vim.inspect(short.done.info.error))
+    eq(2, short.done.info.requests)
     eq(true, full.done.result.success, vim.inspect(full.done.info.error))
-    eq(3, full.done.info.requests)
+    eq(2, full.done.info.requests)
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
 
