@@ -178,12 +178,8 @@ io.stdout:write(vim.json.encode(seen))
     t.defer(function()
       vim.g.himalaya_sync = nil
     end)
-    local lock = require('himalaya.sync.lock')
     local manager = require('himalaya.sync.manager')
-    local holder = t.hold_lock(assert(lock.lock_dir()) .. '/sync-demo.lock', 60)
-    t.wait_for(function()
-      return lock.is_locked('sync-demo')
-    end, 5000, 'the other process to hold the lock')
+    local holder = t.hold_plugin_lock('sync-demo', 60)
     require('himalaya.sync.auto').tick()
     t.wait_for(function()
       return manager.statusline() == 'sync demo waiting'

@@ -214,10 +214,7 @@ io.stdout:write('\n' .. table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false)
     contains(msg, 'restart')
     lock.release_lock('busy-now')
     -- A lock wait still waiting for its answer keeps the running build too.
-    local holder = t.hold_lock(assert(lock.lock_dir()) .. '/waited-for.lock', 30)
-    t.wait_for(function()
-      return lock.is_locked('waited-for')
-    end, 5000, 'the other process to hold the lock')
+    local holder = t.hold_plugin_lock('waited-for', 30)
     local answer
     eq(
       true,

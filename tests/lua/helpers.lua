@@ -157,6 +157,17 @@ function M.hold_lock(file, seconds)
   return h
 end
 
+--- Another process holds lock `name` of the plugin's lock folder for
+--- `seconds` (see hold_lock); returns once the lock is taken.
+function M.hold_plugin_lock(name, seconds)
+  local lock = require('himalaya.sync.lock')
+  local h = M.hold_lock(assert(lock.lock_dir()) .. '/' .. name .. '.lock', seconds)
+  M.wait_for(function()
+    return lock.is_locked(name)
+  end, 5000, 'another process to hold lock ' .. name)
+  return h
+end
+
 --- Process ids of running processes whose command line matches `pattern`
 --- (pgrep -f), excluding pgrep itself.
 function M.pgrep(pattern)

@@ -95,11 +95,7 @@ describe('native progress message', function()
   it('a sync that waits for another process says so in its progress message', function()
     local fx = t.fixture({ '--folders', 'INBOX=20' })
     use(fx.mbsyncrc)
-    local lock = require('himalaya.sync.lock')
-    local holder = t.hold_lock(assert(lock.lock_dir()) .. '/sync-demo.lock', 60)
-    t.wait_for(function()
-      return lock.is_locked('sync-demo')
-    end, 5000, 'the other process to hold the lock')
+    local holder = t.hold_plugin_lock('sync-demo', 60)
     local events = watch_progress()
     local done
     assert(require('himalaya.sync.manager').start_sync('full', {
