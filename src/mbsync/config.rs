@@ -367,21 +367,8 @@ impl MbsyncConfig {
         let mut found: Vec<String> = Vec::new();
         for channel in &self.channels {
             for spec in [&channel.far, &channel.near] {
-                let Some((store, _)) = split_spec(spec) else {
+                let Some((store, account)) = self.imap_side(spec) else {
                     continue;
-                };
-                let Some(store) = self.imap_stores.iter().find(|s| s.name == store) else {
-                    continue;
-                };
-                let (section, account) = match &store.account {
-                    Some(name) => match self.imap_accounts.iter().find(|a| &a.name == name) {
-                        Some(a) => (format!("IMAPAccount {name}"), a),
-                        None => continue,
-                    },
-                    None => match &store.inline_account {
-                        Some(a) => (format!("IMAPStore {}", store.name), a),
-                        None => continue,
-                    },
                 };
                 let external = matches!(account.auth_mechs.as_slice(),
                     [only] if only.eq_ignore_ascii_case("EXTERNAL"));
@@ -389,6 +376,10 @@ impl MbsyncConfig {
                     && account.pass_cmd.is_none()
                     && account.tunnel.is_none()
                     && !external;
+                let section = match store.account {
+                    Some(_) => format!("IMAPAccount {}", account.name),
+                    None => format!("IMAPStore {}", store.name),
+                };
                 if asks && !found.contains(&section) {
                     found.push(section);
                 }
@@ -400,14 +391,22 @@ impl MbsyncConfig {
     /// The IMAP account a channel logs in with: that of its far side's
     /// `IMAPStore`, or of its near side if only that one is IMAP.
     pub fn imap_account_for(&self, channel: &Channel) -> Option<&ImapAccount> {
-        [&channel.far, &channel.near].into_iter().find_map(|spec| {
-            let (store, _) = split_spec(spec)?;
-            let store = self.imap_stores.iter().find(|s| s.name == store)?;
-            match &store.account {
-                Some(account) => self.imap_accounts.iter().find(|a| &a.name == account),
-                None => store.inline_account.as_ref(),
-            }
-        })
+        [&channel.far, &channel.near]
+            .into_iter()
+            .find_map(|spec| self.imap_side(spec).map(|(_, account)| account))
+    }
+
+    /// The `IMAPStore` a channel side (`:store:box`) names and the account
+    /// it logs in with (its `Account`, or the one written inside it); None
+    /// for a Maildir side or an unknown name.
+    fn imap_side(&self, spec: &str) -> Option<(&ImapStore, &ImapAccount)> {
+        let (store, _) = split_spec(spec)?;
+        let store = self.imap_stores.iter().find(|s| s.name == store)?;
+        let account = match &store.account {
+            Some(account) => self.imap_accounts.iter().find(|a| &a.name == account),
+            None => store.inline_account.as_ref(),
+        }?;
+        Some((store, account))
     }
 }
 
