@@ -1019,21 +1019,25 @@ fn unescape(value: &str) -> String {
     out
 }
 
+/// What a `Locked` message says when the holder is the process itself
+/// (another handle of its own, such as a script's lock in Neovim).
+pub const HELD_BY_THIS_PROCESS: &str = "is held by this process";
+
 /// `Locked` message text for a held lock, e.g.
 /// `lock "acct" is held by pid 1234 (nvim) for "sync full" (taken 12 s ago)`.
 fn describe_holder(info: &LockInfo) -> String {
-    let mut text = format!("lock {:?} is held by ", info.name);
+    let mut text = format!("lock {:?} ", info.name);
     let process = info.process.as_deref();
     match (info.pid, process) {
         (Some(pid), Some(process)) if pid == std::process::id() => {
-            text.push_str(&format!("this process (pid {pid}, {process})"));
+            text.push_str(&format!("{HELD_BY_THIS_PROCESS} (pid {pid}, {process})"));
         }
         (Some(pid), None) if pid == std::process::id() => {
-            text.push_str(&format!("this process (pid {pid})"));
+            text.push_str(&format!("{HELD_BY_THIS_PROCESS} (pid {pid})"));
         }
-        (Some(pid), Some(process)) => text.push_str(&format!("pid {pid} ({process})")),
-        (Some(pid), None) => text.push_str(&format!("pid {pid}")),
-        (None, _) => text.push_str("another process"),
+        (Some(pid), Some(process)) => text.push_str(&format!("is held by pid {pid} ({process})")),
+        (Some(pid), None) => text.push_str(&format!("is held by pid {pid}")),
+        (None, _) => text.push_str("is held by another process"),
     }
     if let Some(purpose) = info.purpose.as_deref().filter(|p| !p.is_empty()) {
         text.push_str(&format!(" for {purpose:?}"));

@@ -1297,7 +1297,7 @@ impl Manager {
         e.info.message = match &holder {
             // This process's own lock (a script's `acquire_lock`) is no
             // other process's sync.
-            Some(h) if h.contains(" is held by this process") => {
+            Some(h) if h.contains(crate::lock::HELD_BY_THIS_PROCESS) => {
                 format!("waiting for the lock of {}: {h}", e.info.account)
             }
             Some(h) => format!(
