@@ -442,6 +442,39 @@ describe('syncing real mail', function()
     eq({}, complete('HimalayaSync repair one Work '))
   end)
 
+  it('folder names with spaces complete escaped, and the command reads them back as one name', function()
+    local dir = t.tmpdir()
+    local rc = dir .. '/mbsyncrc'
+    t.write(rc, 'MaildirStore a\nPath /tmp/a/\n\nMaildirStore b\nPath /tmp/b/\n\nChannel sp\nFar :a:\nNear :b:\n')
+    use(rc, { accounts = { sp = { folders = { 'INBOX', 'Sent Items', 'Old Sent', [[a\b]] } } } })
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    local function complete(line)
+      local got = vim.fn.getcompletion(line, 'cmdline')
+      table.sort(got)
+      return got
+    end
+    eq({ [[Sent\ Items]] }, complete('HimalayaSync folders sp Se'))
+    eq({ [[Sent\ Items]] }, complete([[HimalayaSync folders sp Sent\]]))
+    eq({ [[Sent\ Items]] }, complete([[HimalayaSync folders sp Sent\ I]]))
+    eq({}, complete([[HimalayaSync folders sp Sent\ X]]))
+    eq({ 'INBOX', [[Old\ Sent]], [[a\\b]] }, complete([[HimalayaSync folders sp Sent\ Items ]]))
+    eq({ [[a\\b]] }, complete([[HimalayaSync folders sp a\]]))
+    eq({ [[a\\b]] }, complete([[HimalayaSync folders sp a\b]]))
+    eq({ [[Old\ Sent]] }, complete([[HimalayaSync repair sp O]]))
+    -- What completion gives is what the command syncs.
+    local started = {}
+    local orig = manager.start_sync
+    manager.start_sync = function(type, opts)
+      started[#started + 1] = { type, opts.account, opts.folders }
+      return 1
+    end
+    t.defer(function()
+      manager.start_sync = orig
+    end)
+    vim.cmd('HimalayaSync folders sp ' .. complete('HimalayaSync folders sp Se')[1] .. ' ' .. [[a\\b]])
+    eq({ { 'folders', 'sp', { 'Sent Items', [[a\b]] } } }, started)
+  end)
+
   it(':HimalayaSync full/inbox/status/cancel work and complete account names', function()
     local fx = t.fixture({ '--folders', 'INBOX=5,Work=5' })
     use(fx.mbsyncrc)

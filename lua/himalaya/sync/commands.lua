@@ -737,12 +737,46 @@ function M.run(opts)
   end
 end
 
---- Completion for `:HimalayaSync`.
+--- Splits a command line into words as Neovim splits `:HimalayaSync`'s
+--- arguments (`fargs`): at blanks, where a backslash before a blank or a
+--- backslash makes that character part of the word (`Sent\ Items` is one
+--- argument).
+---@param line string
+---@return string[]
+local function split_args(line)
+  local words, word = {}, nil
+  local i = 1
+  while i <= #line do
+    local c = line:sub(i, i)
+    if c == '\\' and line:sub(i + 1, i + 1):match('[ \t\\]') then
+      word = (word or '') .. line:sub(i + 1, i + 1)
+      i = i + 1
+    elseif c == ' ' or c == '\t' then
+      words[#words + 1] = word
+      word = nil
+    else
+      word = (word or '') .. c
+    end
+    i = i + 1
+  end
+  words[#words + 1] = word
+  return words
+end
+
+--- `name` as an argument that split_args reads back as `name`: Neovim puts
+--- a completion into the command line as it is, so a space would split it.
+---@param name string
+---@return string
+local function escape_arg(name)
+  return (name:gsub('[ \t\\]', '\\%0'))
+end
+
+--- Completion for `:HimalayaSync`. Names come back escaped (`Sent\ Items`).
 ---@param arglead string
 ---@param cmdline string
 ---@return string[]
 function M.complete(arglead, cmdline)
-  local words = vim.split(cmdline, '%s+', { trimempty = true })
+  local words = split_args(cmdline)
   -- Drop what comes before the arguments: modifiers such as :silent, and
   -- the command's name, maybe abbreviated.
   for i, w in ipairs(words) do
@@ -752,13 +786,22 @@ function M.complete(arglead, cmdline)
       break
     end
   end
-  if arglead ~= '' then
-    table.remove(words)
-  end
+  -- The word typed so far as the command will read it: the last word when
+  -- one is being typed.
+  local typed = arglead ~= '' and table.remove(words) or ''
+  ---@param list string[]
+  ---@return string[]
   local function filter(list)
-    return vim.tbl_filter(function(s)
-      return vim.startswith(s, arglead)
-    end, list)
+    local out = {}
+    for _, s in ipairs(list) do
+      local escaped = escape_arg(s)
+      -- What is typed may be escaped or not: `Sent\` starts only the
+      -- escaped `Sent\ Items`, `a\b` (read back as itself) only the name.
+      if vim.startswith(escaped, arglead) or vim.startswith(s, typed) then
+        out[#out + 1] = escaped
+      end
+    end
+    return out
   end
   local name = words[1]
   if not name then
