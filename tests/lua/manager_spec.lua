@@ -451,6 +451,30 @@ io.stdout:write(vim.json.encode(out))
     }, vim.json.decode(stdout))
   end)
 
+  it('the status line and listeners show a sync as soon as start_sync returns', function()
+    local dir = t.tmpdir()
+    local slow = t.script(dir, 'slow-mbsync', 'sleep 0.5; exit 0')
+    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { mbsync = { cmd = slow }, notify = false })
+    local heard = {}
+    t.defer(manager.on_update(function(info)
+      heard[#heard + 1] = info.status
+    end))
+    local id = manager.start_sync('full', { account = 'demo' })
+    ok(id, 'started')
+    eq('running', manager.get_sync_info().status)
+    eq('sync demo', manager.statusline())
+    -- The listeners on the next loop turn, as for any change.
+    eq({}, heard)
+    t.wait_for(function()
+      return #heard > 0
+    end, 1000, 'an update')
+    eq('running', heard[1])
+    t.wait_for(function()
+      return not manager.is_busy()
+    end, 10000, 'the sync to end')
+    eq('', manager.statusline())
+  end)
+
   it('an error in a User autocommand leaves the status line and listeners updated', function()
     local dir = t.tmpdir()
     -- It notes the lock folder it was told of: mbsync's PassCmd (the

@@ -812,8 +812,8 @@ function M.start_sync(type, options)
   end
   -- The engine tells of a new sync once mbsync runs, or that it waits for
   -- a slot, through an event handled a moment later: until then it is
-  -- known here as accepted, so that is_busy() and get_sync_info() see it
-  -- as soon as this returns.
+  -- known here as accepted, so that is_busy(), get_sync_info() and the
+  -- status line see it as soon as this returns.
   if not syncs[id] then
     remember({
       id = id,
@@ -826,6 +826,10 @@ function M.start_sync(type, options)
       requests = 1,
       message = 'syncing ' .. account,
     })
+    -- The status line text is computed here, not on redraw. The update
+    -- is coalesced with the engine's first event when that comes in the
+    -- same loop turn.
+    M.notify_ui_update()
   end
   -- The id may be a sync that already covers this request (coalesced):
   -- its callbacks then fire when that sync ends.
