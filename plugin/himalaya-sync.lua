@@ -27,10 +27,15 @@ map('n', '<Plug>(HimalayaSyncCancel)', '<Cmd>HimalayaSync cancel<CR>', opts)
 -- the merged configuration then decides, so that a setup() called earlier
 -- (from init.lua) can still turn them off.
 local g = vim.g.himalaya_sync
-local function wants(key)
-  return type(g[key]) == 'table' and g[key].enabled
+-- Vimscript writes false as 0, which Lua takes as true. Anything else but
+-- false counts, so that a bad value is reported now, not at the first use.
+local function on(v)
+  return v ~= nil and v ~= false and v ~= 0
 end
-if type(g) == 'table' and (g.legacy_commands or wants('auto_sync') or wants('idle')) then
+local function wants(key)
+  return type(g[key]) == 'table' and on(g[key].enabled)
+end
+if type(g) == 'table' and (on(g.legacy_commands) or wants('auto_sync') or wants('idle')) then
   local ok, cfg = pcall(require('himalaya.sync.config').get)
   if ok then
     require('himalaya.sync')._start_enabled(cfg)

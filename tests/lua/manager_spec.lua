@@ -302,6 +302,79 @@ describe('manager', function()
     eq(vim.tbl_extend('force', defaults, { enabled = false }), notify_with(nil, { notify = false }))
   end)
 
+  it("Vimscript's 0 and 1 are false and true wherever a boolean is expected, other numbers are refused", function()
+    local config = require('himalaya.sync.config')
+    t.defer(function()
+      vim.g.himalaya_sync = nil
+      config.setup({})
+    end)
+    vim.cmd([[let g:himalaya_sync = {'log': 0, 'responsive': 1, 'legacy_commands': 0,
+      \ 'auto_sync': {'enabled': 0, 'smart': 1}, 'idle': {'enabled': v:false},
+      \ 'notify': {'enabled': 1, 'start': 1, 'error': 0}}]])
+    local cfg = config.get()
+    eq({ false, true, false }, { cfg.log, cfg.responsive, cfg.legacy_commands })
+    eq({ false, true, false }, { cfg.auto_sync.enabled, cfg.auto_sync.smart, cfg.idle.enabled })
+    eq({ enabled = true, start = true, success = true, error = false, auto = false }, cfg.notify)
+    -- Normalised in a copy: what was read stays as it is, and is still
+    -- recognised as unchanged.
+    eq(0, vim.g.himalaya_sync.log)
+    ok(config.get() == cfg, 'the merged configuration is reused')
+    -- notify = 0 is notify = false: the other layer's fields stay.
+    local opts = { notify = 0 }
+    config.setup(opts)
+    eq(0, opts.notify, "setup()'s table is left as given")
+    eq({ enabled = false, start = true, success = true, error = false, auto = false }, config.get().notify)
+    vim.g.himalaya_sync = nil
+    for _, c in ipairs({
+      { { auto_sync = { enabled = 2 } }, 'himalaya_sync.auto_sync.enabled: expected true or false, got 2' },
+      { { log = -1 }, 'himalaya_sync.log: expected true or false, got -1' },
+      { { idle = { enabled = 0.5 } }, 'himalaya_sync.idle.enabled: expected true or false, got 0.5' },
+      { { responsive = '1' }, 'himalaya_sync.responsive: expected true or false, got "1"' },
+      { { notify = 2 }, 'himalaya_sync.notify: expected true, false or a table, got 2' },
+      { { notify = { success = 3 } }, 'himalaya_sync.notify.success: expected true or false, got 3' },
+    }) do
+      local fine, msg = pcall(config.setup, c[1])
+      eq(false, fine, vim.inspect(c[1]))
+      contains(msg, c[2])
+    end
+  end)
+
+  it('the plugin file starts nothing for a Vimscript 0, and still reports a bad value at startup', function()
+    local out = t.nvim_lua(([[
+vim.opt.rtp:prepend(%q)
+local notes = {}
+vim.notify = function(msg)
+  notes[#notes + 1] = msg
+end
+local function startup(g)
+  vim.g.loaded_himalaya_sync = nil
+  vim.cmd('let g:himalaya_sync = ' .. g)
+  vim.cmd('runtime plugin/himalaya-sync.lua')
+end
+startup("{'auto_sync': {'enabled': 0}, 'idle': {'enabled': 0}, 'legacy_commands': 0}")
+local loaded = package.loaded['himalaya.sync.config'] ~= nil
+startup("{'auto_sync': {'enabled': 0}, 'legacy_commands': 1}")
+local legacy = vim.fn.exists(':HimalayaSyncFull') == 2
+local auto = package.loaded['himalaya.sync.auto'] ~= nil
+local before = #notes
+startup("{'auto_sync': {'enabled': 2}}")
+io.stdout:write(vim.json.encode({
+  loaded = loaded,
+  legacy = legacy,
+  auto = auto,
+  notes_before = before,
+  notes = notes,
+}))
+]]):format(t.root))
+    local got = vim.json.decode(out)
+    eq(false, got.loaded, 'all off: no module loaded')
+    eq(true, got.legacy, 'legacy commands on')
+    eq(false, got.auto, 'auto-sync not started')
+    eq(0, got.notes_before, vim.inspect(got.notes))
+    eq(1, #got.notes, vim.inspect(got.notes))
+    contains(got.notes[1], 'himalaya_sync.auto_sync.enabled: expected true or false, got 2')
+  end)
+
   it('with no account given and several in the mbsyncrc, asks which', function()
     local rc = t.tmpdir() .. '/rc'
     t.write(

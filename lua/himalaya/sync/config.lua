@@ -148,10 +148,18 @@ local function check_table_of_strings(path, v)
   end
 end
 
+--- A boolean, or Vimscript's 0 or 1 for one (what `let g:himalaya_sync`
+--- gives for false and true), returned as a boolean.
+---@param path string
+---@param v any
+---@return boolean
 local function boolean(path, v)
-  if type(v) ~= 'boolean' then
+  if v == 0 or v == 1 then
+    return v == 1
+  elseif type(v) ~= 'boolean' then
     fail(path, 'true or false', v)
   end
+  return v
 end
 
 --- The longest time accepted for any timeout or wait (a day).
@@ -165,7 +173,7 @@ local function number_between(min, max)
   end
 end
 
----@type fun(opts: any, spec: table, path: string)
+---@type fun(opts: any, spec: table, path: string): table
 local validate
 
 --- Whether `v` is a string of 1 to `max` bytes without control characters
@@ -320,7 +328,8 @@ local oauth_schema = {
 }
 
 --- Field checkers: one per known key; unknown keys are errors too, since a
---- typo silently ignored is worse than a clear message.
+--- typo silently ignored is worse than a clear message. A checker may
+--- return the value normalised (see M.validate).
 local schema = {
   lock_dir = function(path, v)
     -- Absolute (after ~ and $VAR): every Neovim must name the same folder.
@@ -338,19 +347,20 @@ local schema = {
     end
   end,
   notify = function(path, v)
-    if type(v) == 'boolean' then
-      return
-    end
     if type(v) ~= 'table' then
-      fail(path, 'true, false or a table', v)
+      if type(v) ~= 'boolean' and v ~= 0 and v ~= 1 then
+        fail(path, 'true, false or a table', v)
+      end
+      return boolean(path, v)
     end
+    local out = {}
     for k, b in pairs(v) do
       if not vim.tbl_contains({ 'enabled', 'start', 'success', 'error', 'auto' }, k) then
         fail(path .. '.' .. tostring(k), 'one of enabled, start, success, error, auto', b, true)
-      elseif type(b) ~= 'boolean' then
-        fail(path .. '.' .. k, 'true or false', b)
       end
+      out[k] = boolean(path .. '.' .. k, b)
     end
+    return out
   end,
   log = boolean,
   responsive = boolean,
@@ -491,34 +501,45 @@ function validate(opts, spec, path)
   if type(opts) ~= 'table' then
     fail(path, 'a table', opts, SECRET_TABLES[spec])
   end
+  local out = opts
   for k, v in pairs(opts) do
     local p = path .. '.' .. tostring(k)
     local check = spec[k]
+    local normal
     if check == nil then
       local known = vim.tbl_keys(spec)
       table.sort(known)
       fail(p, 'one of the known options (' .. table.concat(known, ', ') .. ')', v, true)
     elseif type(check) == 'table' then
-      validate(v, check, p)
+      normal = validate(v, check, p)
     else
-      check(p, v)
+      normal = check(p, v)
+    end
+    if normal ~= nil and normal ~= v then
+      -- Copied before the first change: the caller's table stays as given.
+      if out == opts then
+        out = vim.tbl_extend('force', {}, opts)
+      end
+      out[k] = normal
     end
   end
+  return out
 end
 
---- Checks a user table; raises an error naming the bad field.
+--- Checks a user table and raises an error naming the bad field. Returns
+--- it normalised: Vimscript's 0 and 1 given for a boolean are false and
+--- true (in a copy; `opts` itself is left as it is).
 ---@param opts table
+---@return table
 function M.validate(opts)
-  validate(opts, schema, 'himalaya_sync')
+  return validate(opts, schema, 'himalaya_sync')
 end
 
 --- Stores a copy of the options from setup() after validating them
 --- (changing the table afterwards changes nothing: call setup() again).
 ---@param opts? table
 function M.setup(opts)
-  opts = opts or {}
-  M.validate(opts)
-  S.user_opts = vim.deepcopy(opts)
+  S.user_opts = vim.deepcopy(M.validate(opts or {}))
 end
 
 --- One layer of options ready to merge: `notify = BOOL` is short for
@@ -543,10 +564,8 @@ function M.get()
   if cached and cached.user == S.user_opts and vim.deep_equal(cached.g, g) then
     return cached.cfg
   end
-  if g ~= nil then
-    M.validate(g)
-  end
-  local cfg = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), layer(g), layer(S.user_opts))
+  local normal = g ~= nil and M.validate(g) or nil
+  local cfg = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), layer(normal), layer(S.user_opts))
   cached = { g = g, user = S.user_opts, cfg = cfg }
   return cfg
 end
