@@ -180,7 +180,10 @@ describe('manager', function()
       { { mbsync = { timeout = 1e-300 } }, 'himalaya_sync.mbsync.timeout: expected seconds from 1 to 86400' },
       -- Paths, programs, targets and arguments: no control characters, no
       -- option where mbsync takes a name.
-      { { state_dir = 'a\0b' }, 'himalaya_sync.state_dir: expected a folder path' },
+      { { state_dir = '/a\0b' }, 'himalaya_sync.state_dir: expected an absolute folder path' },
+      -- Shared by every Neovim: not wherever one was started.
+      { { state_dir = 'rel/state' }, 'himalaya_sync.state_dir: expected an absolute folder path' },
+      { { state_dir = '$HIMALAYA_UNSET_VAR/state' }, 'himalaya_sync.state_dir: expected an absolute folder path' },
       { { lock_dir = '/tmp/a\nb' }, 'himalaya_sync.lock_dir' },
       { { mbsync = { config = ('a'):rep(5000) } }, 'himalaya_sync.mbsync.config: expected a file path' },
       { { mbsync = { cmd = 'mbsync\0' } }, 'himalaya_sync.mbsync.cmd' },
@@ -200,7 +203,12 @@ describe('manager', function()
       contains(msg, c[2])
       ok(not msg:find('\n'), msg)
     end
-    for _, good in ipairs({ { accounts = { ['café'] = {}, ['me@x.org+1'] = {} } }, { lock_dir = '~/locks' } }) do
+    for _, good in ipairs({
+      { accounts = { ['café'] = {}, ['me@x.org+1'] = {} } },
+      { lock_dir = '~/locks' },
+      { state_dir = '~/state' },
+      { state_dir = '$HOME/state' },
+    }) do
       local fine, msg = pcall(require('himalaya.sync.config').setup, good)
       ok(fine, msg)
     end

@@ -327,25 +327,24 @@ local oauth_schema = {
   },
 }
 
+--- A folder every Neovim shares (locks, history): absolute after ~ and
+--- $VAR, so that it names the same folder wherever Neovim was started.
+local function shared_dir(path, v)
+  local what = 'an absolute folder path (~ and $VAR are expanded)'
+  if v ~= nil then
+    plain_string(what, 4096)(path, v)
+    if not vim.startswith(vim.fs.normalize(v), '/') then
+      fail(path, what, v)
+    end
+  end
+end
+
 --- Field checkers: one per known key; unknown keys are errors too, since a
 --- typo silently ignored is worse than a clear message. A checker may
 --- return the value normalised (see M.validate).
 local schema = {
-  lock_dir = function(path, v)
-    -- Absolute (after ~ and $VAR): every Neovim must name the same folder.
-    local what = 'an absolute folder path (~ and $VAR are expanded)'
-    if v ~= nil then
-      plain_string(what, 4096)(path, v)
-      if not vim.startswith(vim.fs.normalize(v), '/') then
-        fail(path, what, v)
-      end
-    end
-  end,
-  state_dir = function(path, v)
-    if v ~= nil then
-      plain_string('a folder path', 4096)(path, v)
-    end
-  end,
+  lock_dir = shared_dir,
+  state_dir = shared_dir,
   notify = function(path, v)
     if type(v) ~= 'table' then
       if type(v) ~= 'boolean' and v ~= 0 and v ~= 1 then
