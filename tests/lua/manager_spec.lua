@@ -117,6 +117,10 @@ describe('manager', function()
       { manager.update_progress, { { box = 'x\n\0y' } }, 'box' },
       { manager.complete_sync, { 'full', { success = false, error = {} } }, 'result.error' },
       { manager.on_update, { 42 }, 'listener' },
+      -- Misspelt fields, named as start_sync names a misspelt option.
+      { manager.update_progress, { { percnt = 20 } }, 'invalid progress.percnt: unknown field (known: box, ' },
+      { manager.update_progress, { { near = { nwe = { done = 1, total = 2 } } } }, 'progress.near.nwe: unknown field' },
+      { manager.complete_sync, { 'x', { sucess = true } }, 'invalid result.sucess: unknown field (known: ' },
     }
     for _, c in ipairs(cases) do
       local called, okv, err, kind = pcall(c[1], unpack(c[2]))
@@ -126,12 +130,45 @@ describe('manager', function()
       contains(err, c[3])
     end
     -- Nothing bad was stored: the status line and status still work.
+    for _, s in ipairs(manager.get_sync_info().syncs) do
+      ok(s.type ~= 'x', 'a refused result was recorded: ' .. vim.inspect(s))
+    end
     eq(true, manager.update_progress({ percent = 50, near = {} }))
     contains(manager.statusline(), '50%')
     local called, e = pcall(require('himalaya.sync.commands').run, { fargs = { 'status' } })
     ok(called, tostring(e))
     eq(true, manager.complete_sync('full', { success = true }))
     eq('completed', manager.get_sync_info().status)
+    -- Every field of a Progress (as mbsync.parse_progress_line gives it)
+    -- and of a Result is known.
+    local c = { done = 0, total = 1 }
+    local side = { new = c, flags = c, trash = c, expunge = c }
+    eq(
+      true,
+      manager.update_progress({
+        channels = c,
+        boxes = c,
+        far = side,
+        near = side,
+        truncated = false,
+        percent = 50,
+        box = 'INBOX',
+      })
+    )
+    eq(
+      true,
+      manager.complete_sync('full', {
+        success = false,
+        error = 'boom',
+        kind = 'network',
+        duration = 1,
+        attempts = 1,
+        pulled = 0,
+        pushed = 0,
+        flags_changed = 0,
+        trashed = 0,
+      })
+    )
   end)
 
   it('rejects bad options with the field named', function()

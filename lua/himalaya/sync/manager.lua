@@ -712,19 +712,40 @@ function M.resolve_account(name)
   return lib and target_for(lib, name) or require('himalaya.sync.himalaya').target_of(name) or name
 end
 
---- The fields of himalaya.sync.StartOptions: a misspelt one is an error,
---- not an option silently left out (`acount` would sync the default).
----@type table<any, boolean?>
-local START_OPTIONS = {
-  account = true,
-  folders = true,
-  wait = true,
-  on_progress = true,
-  on_complete = true,
-  auto = true,
-  quiet = true,
-}
-local START_OPTION_NAMES = table.concat(vim.fn.sort(vim.tbl_keys(START_OPTIONS)), ', ')
+---@class himalaya.sync.KnownKeys
+---@field set table<any, true?>
+---@field names string sorted, for messages
+
+--- The keys a table from a caller may have: a misspelt one is an error, not
+--- a field silently left out (`acount` would sync the default account).
+---@param names string[]
+---@return himalaya.sync.KnownKeys
+local function known_keys(names)
+  local set = {}
+  for _, k in ipairs(names) do
+    set[k] = true
+  end
+  local sorted = vim.list_extend({}, names)
+  table.sort(sorted)
+  return { set = set, names = table.concat(sorted, ', ') }
+end
+
+--- The error for the first key of `t` that is not `known`, if any.
+---@param t table
+---@param known himalaya.sync.KnownKeys
+---@param what string the table as the message names it: options, progress.near
+---@param noun 'option'|'field'
+---@return string?
+local function unknown_key(t, known, what, noun)
+  for k in pairs(t) do
+    if not known.set[k] then
+      return ('invalid %s.%s: unknown %s (known: %s)'):format(what, native.cut(tostring(k)), noun, known.names)
+    end
+  end
+end
+
+--- The fields of himalaya.sync.StartOptions.
+local START_OPTIONS = known_keys({ 'account', 'folders', 'wait', 'on_progress', 'on_complete', 'auto', 'quiet' })
 
 --- Starts a sync; returns its id, or `nil, err, kind`. Never blocks: the
 --- callbacks run on the main loop as the sync progresses and ends.
@@ -743,10 +764,9 @@ function M.start_sync(type, options)
   if _G.type(options) ~= 'table' then
     return nil, 'invalid options: expected a table', 'invalid'
   end
-  for k in pairs(options) do
-    if not START_OPTIONS[k] then
-      return nil, ('invalid options.%s: unknown option (known: %s)'):format(tostring(k), START_OPTION_NAMES), 'invalid'
-    end
+  local unknown = unknown_key(options, START_OPTIONS, 'options', 'option')
+  if unknown then
+    return nil, unknown, 'invalid'
   end
   if options.folders ~= nil and (type == 'full' or type == 'inbox') then
     return nil, ('invalid options.folders: a %s sync takes no folders (use type "folders")'):format(type), 'invalid'
@@ -1013,32 +1033,46 @@ local function count(v)
   return _G.type(v) == 'number' and v >= 0 and v < math.huge
 end
 
+--- The fields of himalaya.sync.Progress, and of its sides.
+local PROGRESS_FIELDS = known_keys({ 'channels', 'boxes', 'far', 'near', 'truncated', 'percent', 'box' })
+local SIDE_FIELDS = known_keys({ 'new', 'flags', 'trash', 'expunge' })
+
 --- What is wrong with a progress table from outside the engine, if
---- anything: it is stored and shown (status line, `:HimalayaSync status`),
---- so a bad one must not get in.
+--- anything, as an error message: it is stored and shown (status line,
+--- `:HimalayaSync status`), so a bad one must not get in.
 ---@param p any
----@return string? reason
+---@return string? err
 local function bad_progress(p)
   if _G.type(p) ~= 'table' then
-    return ('%s: expected a table'):format(native.shown(p))
+    return ('invalid progress: %s: expected a table'):format(native.shown(p))
+  end
+  local unknown = unknown_key(p, PROGRESS_FIELDS, 'progress', 'field')
+  if unknown then
+    return unknown
   end
   local pct = p.percent
   if pct ~= nil and (_G.type(pct) ~= 'number' or not (pct >= 0 and pct <= 100)) then
-    return ('percent %s: expected a number from 0 to 100'):format(native.shown(pct))
+    return ('invalid progress: percent %s: expected a number from 0 to 100'):format(native.shown(pct))
   end
   if p.box ~= nil and not config.is_plain(p.box, 1000) then
-    return ('box %s: expected a folder name (1 to 1000 bytes, no control characters)'):format(native.shown(p.box))
+    return ('invalid progress: box %s: expected a folder name (1 to 1000 bytes, no control characters)'):format(
+      native.shown(p.box)
+    )
   end
   for _, side in ipairs({ 'near', 'far' }) do
     local s = p[side]
     if s ~= nil then
       if _G.type(s) ~= 'table' then
-        return ('%s %s: expected a table'):format(side, native.shown(s))
+        return ('invalid progress: %s %s: expected a table'):format(side, native.shown(s))
+      end
+      unknown = unknown_key(s, SIDE_FIELDS, 'progress.' .. side, 'field')
+      if unknown then
+        return unknown
       end
       for _, k in ipairs({ 'new', 'flags', 'trash' }) do
         local c = s[k]
         if c ~= nil and not (_G.type(c) == 'table' and count(c.done) and count(c.total)) then
-          return ('%s.%s %s: expected {done = n, total = n}'):format(side, k, native.shown(c))
+          return ('invalid progress: %s.%s %s: expected {done = n, total = n}'):format(side, k, native.shown(c))
         end
       end
     end
@@ -1054,7 +1088,7 @@ end
 function M.update_progress(progress)
   local bad = bad_progress(progress)
   if bad then
-    return false, 'invalid progress: ' .. bad, 'invalid'
+    return false, bad, 'invalid'
   end
   local info = syncs[0]
   if not info or FINAL[info.status] then
@@ -1067,6 +1101,19 @@ function M.update_progress(progress)
   M.notify_ui_update()
   return true
 end
+
+--- The fields of himalaya.sync.Result.
+local RESULT_FIELDS = known_keys({
+  'success',
+  'error',
+  'kind',
+  'duration',
+  'attempts',
+  'pulled',
+  'pushed',
+  'flags_changed',
+  'trashed',
+})
 
 --- Marks the externally reported sync as finished.
 ---@param type string
@@ -1083,6 +1130,10 @@ function M.complete_sync(type, result)
   if result ~= nil then
     if _G.type(result) ~= 'table' then
       return false, ('invalid result %s: expected a table'):format(native.shown(result)), 'invalid'
+    end
+    local unknown = unknown_key(result, RESULT_FIELDS, 'result', 'field')
+    if unknown then
+      return false, unknown, 'invalid'
     elseif result.success ~= nil and _G.type(result.success) ~= 'boolean' then
       return false, ('invalid result.success %s: expected a boolean'):format(native.shown(result.success)), 'invalid'
     elseif result.error ~= nil and (_G.type(result.error) ~= 'string' or #result.error > 1000) then
