@@ -744,6 +744,42 @@ local function unknown_key(t, known, what, noun)
   end
 end
 
+--- What is wrong with an account name from a caller, if anything, as an
+--- error naming the parameter `name` as the caller wrote it (a function
+--- that takes the account as an argument says `account`, not the option it
+--- becomes).
+---@param v any nil for the default account
+---@param name string
+---@return string? err
+function M._bad_account(v, name)
+  if v ~= nil and _G.type(v) ~= 'string' then
+    return ('invalid %s: expected a string, got %s'):format(name, native.shown(v))
+  elseif v and not config.is_utf8(v) then
+    return ('invalid %s %s: not UTF-8 text'):format(name, native.shown(v))
+  end
+end
+
+--- The same for a list of folder names.
+---@param v any
+---@param name string
+---@return string? err
+function M._bad_folders(v, name)
+  if
+    v ~= nil
+    and (
+      _G.type(v) ~= 'table'
+      or not vim.islist(v)
+      -- Neovim types vim.iter as `@operator call:Iter`, without parameters.
+      ---@diagnostic disable-next-line: redundant-parameter
+      or vim.iter(v):any(function(f)
+        return _G.type(f) ~= 'string' or not config.is_utf8(f)
+      end)
+    )
+  then
+    return ('invalid %s: expected a list of folder names (UTF-8 text), got %s'):format(name, native.shown(v))
+  end
+end
+
 --- The fields of himalaya.sync.StartOptions.
 local START_OPTIONS = known_keys({ 'account', 'folders', 'wait', 'on_progress', 'on_complete', 'auto', 'quiet' })
 
@@ -781,24 +817,9 @@ function M.start_sync(type, options)
       return nil, ('invalid options.%s: expected a boolean, got %s'):format(k, native.shown(options[k])), 'invalid'
     end
   end
-  if options.account ~= nil and _G.type(options.account) ~= 'string' then
-    return nil, ('invalid options.account: expected a string, got %s'):format(native.shown(options.account)), 'invalid'
-  end
-  if options.account and not config.is_utf8(options.account) then
-    return nil, ('invalid options.account %s: not UTF-8 text'):format(native.shown(options.account)), 'invalid'
-  end
-  if options.folders ~= nil then
-    if
-      _G.type(options.folders) ~= 'table'
-      or not vim.islist(options.folders)
-      -- Neovim types vim.iter as `@operator call:Iter`, without parameters.
-      ---@diagnostic disable-next-line: redundant-parameter
-      or vim.iter(options.folders):any(function(f)
-        return _G.type(f) ~= 'string' or not config.is_utf8(f)
-      end)
-    then
-      return nil, 'invalid options.folders: expected a list of folder names (UTF-8 text)', 'invalid'
-    end
+  local bad = M._bad_account(options.account, 'options.account') or M._bad_folders(options.folders, 'options.folders')
+  if bad then
+    return nil, bad, 'invalid'
   end
   if
     options.wait ~= nil

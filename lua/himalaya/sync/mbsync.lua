@@ -2,6 +2,7 @@
 --- the manager, so `manager.get_sync_info()` always tells the truth.
 local manager = require('himalaya.sync.manager')
 local native = require('himalaya.sync.native')
+local config = require('himalaya.sync.config')
 
 local M = {}
 
@@ -10,7 +11,21 @@ local M = {}
 ---@field on_complete? fun(result: himalaya.sync.Result, info: himalaya.sync.SyncInfo)
 ---@field wait? number seconds to wait when another process syncs the account
 
+--- Starts a sync through the manager. An error about an argument must name
+--- it as the caller gave it (`account`), not as the manager's option it
+--- becomes (`options.account`): the arguments are checked here first.
+---@param type himalaya.sync.SyncType
+---@param account any
+---@param folders? string[] checked by the caller
+---@param opts any
+---@return integer? id
+---@return string? err
+---@return string? kind
 local function start(type, account, folders, opts)
+  local bad = manager._bad_account(account, 'account')
+  if bad then
+    return nil, bad, 'invalid'
+  end
   if opts ~= nil and _G.type(opts) ~= 'table' then
     return nil, 'invalid options: expected a table', 'invalid'
   end
@@ -59,6 +74,10 @@ end
 ---@return string? err
 ---@return string? kind
 function M.sync_folders(account, folders, opts)
+  local bad = manager._bad_folders(folders, 'folders')
+  if bad then
+    return nil, bad, 'invalid'
+  end
   return start('folders', account, folders, opts)
 end
 
@@ -72,6 +91,9 @@ end
 ---@return string? err
 ---@return string? kind
 function M.repair_folder(account, folder, opts)
+  if _G.type(folder) ~= 'string' or not config.is_utf8(folder) then
+    return nil, ('invalid folder %s: expected a folder name (UTF-8 text)'):format(native.shown(folder)), 'invalid'
+  end
   return start('repair', account, { folder }, opts)
 end
 
