@@ -1,21 +1,22 @@
-//! `himalaya-sync sync ACCOUNT -t SECONDS`: while another process syncs the
-//! account (holds its lock), the tool says so on stderr instead of seeming
-//! to hang, then gives up with a clear `locked` answer.
+//! `himalaya-sync sync`: while another process syncs the account (holds its
+//! lock), the tool says so on stderr instead of seeming to hang, then gives
+//! up with a clear `locked` answer (`-t SECONDS`); and it exits only once
+//! the sync's history entry is saved.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use himalaya_sync::lock::LockDir;
 
-#[test]
-fn a_sync_that_waits_for_another_process_says_who_holds_the_account() {
-    let tmp = tempfile::tempdir().unwrap();
-    let locks = tmp.path().join("locks");
+/// A private lock folder and an mbsyncrc whose one account has neither a
+/// server (port 1) nor a local folder: a sync of it fails at once.
+fn serverless_account(tmp: &Path) -> (PathBuf, PathBuf) {
+    let locks = tmp.join("locks");
     std::fs::create_dir(&locks).unwrap();
     std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o700)).unwrap();
-    // mbsync never runs: the lock is held for the whole wait.
-    let rc = tmp.path().join("mbsyncrc");
+    let rc = tmp.join("mbsyncrc");
     std::fs::write(
         &rc,
         "IMAPAccount demo\nHost 127.0.0.1\nPort 1\nUser demo\nPass x\nSSLType None\n\n\
@@ -24,6 +25,14 @@ fn a_sync_that_waits_for_another_process_says_who_holds_the_account() {
          Channel demo\nFar :demo-remote:\nNear :demo-local:\nPatterns *\n",
     )
     .unwrap();
+    (locks, rc)
+}
+
+#[test]
+fn a_sync_that_waits_for_another_process_says_who_holds_the_account() {
+    let tmp = tempfile::tempdir().unwrap();
+    // mbsync never runs: the lock is held for the whole wait.
+    let (locks, rc) = serverless_account(tmp.path());
     let _held = LockDir::open(locks.clone())
         .unwrap()
         .acquire("sync-demo", Duration::ZERO, "the test's sync", None)
@@ -54,4 +63,44 @@ fn a_sync_that_waits_for_another_process_says_who_holds_the_account() {
             && stdout.contains("gave up after 1 s"),
         "stdout: {stdout}"
     );
+}
+
+/// The entry is written in the background after the sync's end is
+/// announced, and the tool exits when it hears of that end: it used to
+/// exit first, and the entry was lost (always while another process held
+/// the history file's lock, often without).
+#[test]
+fn the_tool_exits_only_once_the_sync_is_in_the_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (locks, rc) = serverless_account(tmp.path());
+    let state = tmp.path().join("state");
+    let held = LockDir::open(locks.clone())
+        .unwrap()
+        .acquire("history", Duration::ZERO, "another process's entry", None)
+        .unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        drop(held);
+    });
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_himalaya-sync"))
+        .args(["sync", "demo", "inbox", "-c"])
+        .arg(&rc)
+        .env("HIMALAYA_SYNC_LOCK_DIR", &locks)
+        .env("HIMALAYA_SYNC_STATE_DIR", &state)
+        .output()
+        .expect("the tool runs");
+    release.join().unwrap();
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "stdout: {stdout}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "exited before the history lock was free"
+    );
+    let history = std::fs::read_to_string(state.join("history.json")).expect("history saved");
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let demo = &history["demo"];
+    assert_eq!(demo["syncs_today"], 1, "history: {history}");
+    assert_eq!(demo["last_error"]["kind"], "config", "history: {history}");
 }

@@ -220,3 +220,55 @@ fn an_unanswered_refresh_ends_the_sync_as_an_auth_failure() {
         "{message}"
     );
 }
+
+/// A state folder the history may not be written to (here: open to every
+/// user) is told once, as a `warning`, not at every sync and not never;
+/// once the folder is fixed, the history is saved again.
+#[test]
+fn a_history_that_cannot_be_saved_is_told_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::start(&["--messages", "1"]);
+    let state = fx.tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let settings = Settings {
+        mbsync_config: Some(fx.mbsyncrc()),
+        state_dir: Some(state.clone()),
+        ..Settings::default()
+    };
+    let (manager, _rt) = common::manager(&fx, settings, move |id, name, data| {
+        let text = match name {
+            "warning" => data["message"].as_str().unwrap_or_default().to_string(),
+            _ => data["status"].as_str().unwrap_or_default().to_string(),
+        };
+        let _ = tx.lock().unwrap().send((id, name.to_string(), text));
+    });
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let id = start(&manager, SyncType::Inbox);
+        seen.extend(until_done(&rx, &[id]));
+    }
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let id = start(&manager, SyncType::Inbox);
+    seen.extend(until_done(&rx, &[id]));
+    // The last entry is written after `sync_done`: wait for the file.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !state.join("history.json").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seen.extend(rx.try_iter());
+
+    let warnings: Vec<&str> = seen
+        .iter()
+        .filter(|(_, n, _)| n == "warning")
+        .map(|(_, _, text)| text.as_str())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{seen:?}");
+    assert!(
+        warnings[0].starts_with("sync history not saved: ") && warnings[0].contains("0777"),
+        "{warnings:?}"
+    );
+    assert!(state.join("history.json").exists(), "{seen:?}");
+}

@@ -437,6 +437,9 @@ pub struct Manager {
     entries: Mutex<Vec<Entry>>,
     locks: Arc<LockDir>,
     history: Mutex<Option<(PathBuf, Arc<History>)>>,
+    /// Why the last entry could not be saved, if it could not: the user is
+    /// told once per reason, not at every sync.
+    history_problem: Arc<Mutex<Option<String>>>,
     emit: Emit,
     next_id: Box<dyn Fn() -> u64 + Send + Sync>,
     rt: Handle,
@@ -540,6 +543,7 @@ impl Manager {
             entries: Mutex::new(Vec::new()),
             locks,
             history: Mutex::new(None),
+            history_problem: Arc::new(Mutex::new(None)),
             emit,
             next_id,
             rt,
@@ -1846,6 +1850,7 @@ impl Manager {
             }
         }
         let item = HistoryItem {
+            keep: crate::runtime::must_finish(),
             account: info.account.clone(),
             kind: info.kind.as_str().to_string(),
             end,
@@ -1873,12 +1878,15 @@ impl Manager {
     }
 
     fn record_history(&self, item: HistoryItem) {
-        let Ok(Some(history)) = self.history() else {
-            return;
+        let history = match self.history() {
+            Ok(Some(history)) => history,
+            Ok(None) => return,
+            Err(e) => return tell_history_problem(&self.emit, &self.history_problem, Some(e)),
         };
         // File I/O and the history lock stay off the caller's thread (which
         // may be Neovim's main loop when a queued sync is cancelled).
         let emit = self.emit.clone();
+        let problem = self.history_problem.clone();
         self.rt.spawn_blocking(move || {
             let record = Record {
                 account: &item.account,
@@ -1887,13 +1895,8 @@ impl Manager {
                 duration: item.duration,
                 error: item.error.as_ref().map(|(k, m)| (*k, m.as_str())),
             };
-            if let Err(e) = history.record(&record) {
-                emit(
-                    0,
-                    "warning",
-                    json!({ "message": format!("sync history not saved: {}", e.message) }),
-                );
-            }
+            tell_history_problem(&emit, &problem, history.record(&record).err());
+            drop(item.keep);
         });
     }
 
@@ -1951,8 +1954,28 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// Tells the user that the history is not saved (a `warning` event), once
+/// for each new reason; `None` (an entry was saved) forgets the reason, so
+/// that a problem that comes back is told again.
+fn tell_history_problem(emit: &Emit, last: &Mutex<Option<String>>, problem: Option<Error>) {
+    let problem = problem.map(|e| e.message);
+    let mut last = last.lock();
+    if let Some(message) = problem.as_ref().filter(|p| last.as_ref() != Some(*p)) {
+        emit(
+            0,
+            "warning",
+            json!({ "message": format!("sync history not saved: {message}") }),
+        );
+    }
+    *last = problem;
+}
+
 /// What [`Manager::record_history`] writes, detached from the entry.
 struct HistoryItem {
+    /// Taken before the sync's end is announced, so that a process that
+    /// exits as soon as it hears of it (the command-line tool, a Neovim
+    /// that quits in `on_complete`) still waits for the entry at shutdown.
+    keep: crate::runtime::MustFinish,
     account: String,
     kind: String,
     end: f64,
