@@ -155,7 +155,7 @@ pub async fn check_channel(
                     } else {
                         e.name.strip_prefix(&wire_prefix)?.to_owned()
                     };
-                    matches_patterns(&chan.patterns, &name).then_some(name)
+                    chan.takes(&name).then_some(name)
                 })
                 .collect();
             names.sort();
@@ -339,33 +339,6 @@ pub fn read_state(path: &Path) -> Result<Option<PulledState>> {
     Ok(Some(state))
 }
 
-/// mbsync's Patterns: the last pattern that matches decides; `!` negates;
-/// `*` matches anything, `%` anything but `/`.
-pub fn matches_patterns(patterns: &[String], name: &str) -> bool {
-    let mut result = false;
-    for pattern in patterns {
-        let (negated, pattern) = match pattern.strip_prefix('!') {
-            Some(p) => (true, p),
-            None => (false, pattern.as_str()),
-        };
-        if glob(pattern.as_bytes(), name.as_bytes()) {
-            result = !negated;
-        }
-    }
-    result
-}
-
-fn glob(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| glob(rest, &name[i..])),
-        Some((b'%', rest)) => (0..=name.len())
-            .take_while(|&i| i == 0 || name[i - 1] != b'/')
-            .any(|i| glob(rest, &name[i..])),
-        Some((&c, rest)) => name.first() == Some(&c) && glob(rest, &name[1..]),
-    }
-}
-
 /// How a channel's mailbox names map to far names and near paths.
 struct Layout {
     far_store: String,
@@ -509,21 +482,6 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn patterns_like_mbsync() {
-        let p = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(matches_patterns(&p(&["*"]), "Work/Projects"));
-        assert!(!matches_patterns(&p(&["%"]), "Work/Projects"));
-        assert!(matches_patterns(&p(&["%"]), "Work"));
-        assert!(!matches_patterns(&p(&["*", "!Trash"]), "Trash"));
-        assert!(matches_patterns(
-            &p(&["*", "!Work*", "Work/Projects"]),
-            "Work/Projects"
-        ));
-        assert!(!matches_patterns(&p(&["*", "!Work*"]), "Work"));
-        assert!(!matches_patterns(&p(&["INBOX"]), "Sent"));
-    }
 
     #[test]
     fn reads_state_files() {

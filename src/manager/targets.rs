@@ -133,19 +133,27 @@ pub fn resolve(
     validate_account(account)?;
     let ov = overrides.get(account).cloned().unwrap_or_default();
     let known = |name: &str| cfg.channel(name).is_some() || cfg.group(name).is_some();
-    let unknown =
-        || {
-            let names: Vec<String> = cfg.targets().into_iter().map(|t| t.name).collect();
-            Error::new(
-                ErrorKind::Config,
-                format!(
-                "unknown account {account:?}: no channel or group of that name in {} (known: {})",
-                cfg.path.display(),
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
-            ),
-            )
-        };
     let full = ov.full.clone().unwrap_or_else(|| account.to_string());
+    // The name that was looked up: the account's, or the `full` it set.
+    let unknown = || {
+        let names: Vec<String> = cfg.targets().into_iter().map(|t| t.name).collect();
+        let what = match &ov.full {
+            Some(full) => format!("accounts.{account}.full = {full:?}"),
+            None => format!("unknown account {account:?}"),
+        };
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "{what}: no channel or group of that name in {} (known: {})",
+                cfg.path.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        )
+    };
     match kind {
         SyncType::Full => {
             if !known(base(&full)) {
@@ -161,9 +169,17 @@ pub fn resolve(
             if cfg.channel(&dedicated).is_some() {
                 return Ok(vec![dedicated]);
             }
-            channels_of(cfg, &full)
-                .ok_or_else(unknown)
-                .map(|chans| chans.into_iter().map(|c| format!("{c}:INBOX")).collect())
+            let targets = inbox_targets(cfg, &full).ok_or_else(unknown)?;
+            if targets.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "no channel of {full:?} syncs INBOX (their Patterns or mailboxes leave it \
+                         out): set accounts.{account}.inbox to the channel or group that does"
+                    ),
+                ));
+            }
+            Ok(targets)
         }
         SyncType::Repair if folders.len() != 1 => Err(Error::invalid(
             "a repair needs exactly one folder (the one whose UIDVALIDITY changed)",
@@ -177,6 +193,15 @@ pub fn resolve(
             }
             let chans = channels_of(cfg, &full).ok_or_else(unknown)?;
             match chans.as_slice() {
+                [one] if cfg.channel(one).is_some_and(|c| c.patterns.is_empty()) => {
+                    Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "channel {one:?} syncs one mailbox (it has no Patterns): sync it whole, \
+                             or name a channel with Patterns in accounts.{account}.full"
+                        ),
+                    ))
+                }
                 [one] => Ok(vec![format!("{one}:{}", folders.join(","))]),
                 many => Err(Error::new(
                     ErrorKind::Config,
@@ -188,6 +213,33 @@ pub fn resolve(
             }
         }
     }
+}
+
+/// The targets that sync the server's INBOX of `name` (a channel or a
+/// group) and no other mailbox, one per channel that syncs INBOX at all
+/// (see [`crate::mbsync::config::Channel::inbox_target`]); a group member
+/// that selects mailboxes counts only if it selects INBOX. None for an
+/// unknown name.
+fn inbox_targets(cfg: &MbsyncConfig, name: &str) -> Option<Vec<String>> {
+    let name = base(name);
+    if let Some(channel) = cfg.channel(name) {
+        return Some(channel.inbox_target().into_iter().collect());
+    }
+    let group = cfg.group(name)?;
+    let mut out: Vec<String> = Vec::new();
+    for member in &group.members {
+        let target = match member.split_once(':') {
+            Some((chan, boxes)) => boxes
+                .split(',')
+                .any(|b| b == "INBOX")
+                .then(|| format!("{chan}:INBOX")),
+            None => cfg.channel(member).and_then(|c| c.inbox_target()),
+        };
+        if let Some(t) = target.filter(|t| !out.contains(t)) {
+            out.push(t);
+        }
+    }
+    Some(out)
 }
 
 /// The channels a list of resolved targets touches, sorted and unique:
@@ -276,18 +328,20 @@ Channel work
             resolve(&c, &no(), SyncType::Inbox, "gmail", &[]).unwrap(),
             ["gmail-inbox"]
         );
+        // `work` has no Patterns: it syncs INBOX alone, and mbsync refuses
+        // a mailbox named on such a channel's command line.
         assert_eq!(
             resolve(&c, &no(), SyncType::Inbox, "work", &[]).unwrap(),
-            ["work:INBOX"]
+            ["work"]
         );
         assert_eq!(
             resolve(&c, &no(), SyncType::Inbox, "both", &[]).unwrap(),
-            ["gmail:INBOX", "work:INBOX"]
+            ["gmail:INBOX", "work"]
         );
         let f = vec!["INBOX".to_string(), "Work/Projects".to_string()];
         assert_eq!(
-            resolve(&c, &no(), SyncType::Folders, "work", &f).unwrap(),
-            ["work:INBOX,Work/Projects"]
+            resolve(&c, &no(), SyncType::Folders, "gmail", &f).unwrap(),
+            ["gmail:INBOX,Work/Projects"]
         );
     }
 
@@ -310,6 +364,66 @@ Channel work
         assert_eq!(
             resolve(&c, &ov, SyncType::Inbox, "mail", &[]).unwrap(),
             ["gmail-inbox"]
+        );
+    }
+
+    /// Only channels that sync INBOX take part in an inbox sync: one whose
+    /// Patterns leave INBOX out would get an INBOX folder it never had.
+    #[test]
+    fn an_inbox_sync_only_touches_channels_that_sync_inbox() {
+        let text = "\
+IMAPStore r
+Host example.org
+User me
+
+MaildirStore l
+Path ~/Mail/
+Inbox ~/Mail/INBOX
+
+MaildirStore a
+Path ~/Archive/
+
+Channel main
+Far :r:
+Near :l:
+Patterns INBOX Sent
+
+Channel arch
+Far :r:
+Near :a:
+Patterns Archive*
+
+Channel in
+Far :r:INBOX
+Near :l:INBOX
+
+Channel rest
+Far :r:
+Near :l:
+Patterns * !INBOX
+
+Group g
+Channel main
+Channel arch
+
+Group x
+Channel in
+Channel rest
+
+Group picked
+Channels main:Sent arch:INBOX,Archive
+";
+        let c = MbsyncConfig::parse(text, Path::new("/home/u/.mbsyncrc")).unwrap();
+        let inbox = |name| resolve(&c, &no(), SyncType::Inbox, name, &[]);
+        assert_eq!(inbox("g").unwrap(), ["main:INBOX"]);
+        assert_eq!(inbox("x").unwrap(), ["in"]);
+        assert_eq!(inbox("picked").unwrap(), ["arch:INBOX"]);
+        let e = inbox("arch").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert!(
+            e.message.starts_with("no channel of \"arch\" syncs INBOX")
+                && e.message.contains("accounts.arch.inbox"),
+            "{e}"
         );
     }
 
@@ -337,7 +451,7 @@ Channel work
             &c,
             &no(),
             SyncType::Folders,
-            "work",
+            "gmail",
             std::slice::from_ref(&long),
         )
         .unwrap_err();
@@ -360,10 +474,28 @@ Channel work
             assert_eq!(e.kind, ErrorKind::Invalid);
             assert!(e.message.contains(rule), "{name:?}: {e}");
         }
-        let e = resolve(&c, &no(), SyncType::Folders, "work", &["a,b".into()]).unwrap_err();
+        let e = resolve(&c, &no(), SyncType::Folders, "gmail", &["a,b".into()]).unwrap_err();
         assert!(e.message.contains("\"a,b\""));
         let e = resolve(&c, &no(), SyncType::Folders, "both", &["INBOX".into()]).unwrap_err();
         assert!(e.message.contains("group"));
+        let e = resolve(&c, &no(), SyncType::Folders, "work", &["INBOX".into()]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert!(e.message.contains("no Patterns"), "{e}");
+        let mut ov = no();
+        ov.insert(
+            "demo".into(),
+            AccountOverrides {
+                full: Some("nope".into()),
+                inbox: None,
+                throttle: None,
+            },
+        );
+        let e = resolve(&c, &ov, SyncType::Full, "demo", &[]).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("accounts.demo.full = \"nope\": no channel or group of that name"),
+            "{e}"
+        );
         assert!(SyncType::parse("weekly")
             .unwrap_err()
             .message

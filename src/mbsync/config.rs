@@ -163,6 +163,51 @@ pub struct Channel {
     pub line: usize,
 }
 
+impl Channel {
+    /// Whether the channel's Patterns take the mailbox `name` (named as
+    /// under the channel's mailbox prefix), as mbsync decides it: the last
+    /// pattern that matches decides; `!` negates; `*` matches anything, `%`
+    /// anything but `/`.
+    pub fn takes(&self, name: &str) -> bool {
+        let mut taken = false;
+        for pattern in &self.patterns {
+            let (negated, pattern) = match pattern.strip_prefix('!') {
+                Some(p) => (true, p),
+                None => (false, pattern.as_str()),
+            };
+            if glob(pattern.as_bytes(), name.as_bytes()) {
+                taken = !negated;
+            }
+        }
+        taken
+    }
+
+    /// The mbsync target that syncs the server's INBOX through this channel
+    /// and nothing else: `chan:INBOX` when its Patterns take INBOX, the
+    /// channel itself when INBOX is the one mailbox it syncs (no Patterns,
+    /// and its far side names INBOX or no mailbox, which mbsync reads as
+    /// INBOX; mbsync refuses a `:INBOX` on such a channel), None when the
+    /// channel never syncs INBOX.
+    pub fn inbox_target(&self) -> Option<String> {
+        if !self.patterns.is_empty() {
+            return self.takes("INBOX").then(|| format!("{}:INBOX", self.name));
+        }
+        let (_, mailbox) = split_spec(&self.far)?;
+        matches!(mailbox, "" | "INBOX").then(|| self.name.clone())
+    }
+}
+
+fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| glob(rest, &name[i..])),
+        Some((b'%', rest)) => (0..=name.len())
+            .take_while(|&i| i == 0 || name[i - 1] != b'/')
+            .any(|i| glob(rest, &name[i..])),
+        Some((&c, rest)) => name.first() == Some(&c) && glob(rest, &name[1..]),
+    }
+}
+
 /// A `Group` section.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Group {
@@ -1254,6 +1299,52 @@ mod tests {
 
     fn parse(text: &str) -> Result<MbsyncConfig> {
         parse_with_home(text, Path::new("/home/me/.mbsyncrc"), Some(Path::new(HOME)))
+    }
+
+    /// A channel with these Patterns (none: the far and near sides as
+    /// given) named `c`.
+    fn channel(far: &str, patterns: &[&str]) -> Channel {
+        Channel {
+            name: "c".into(),
+            far: far.into(),
+            near: ":local:".into(),
+            patterns: patterns.iter().map(|p| p.to_string()).collect(),
+            sync_state: None,
+            line: 1,
+        }
+    }
+
+    #[test]
+    fn patterns_like_mbsync() {
+        let takes = |patterns: &[&str], name| channel(":remote:", patterns).takes(name);
+        assert!(takes(&["*"], "Work/Projects"));
+        assert!(!takes(&["%"], "Work/Projects"));
+        assert!(takes(&["%"], "Work"));
+        assert!(!takes(&["*", "!Trash"], "Trash"));
+        assert!(takes(&["*", "!Work*", "Work/Projects"], "Work/Projects"));
+        assert!(!takes(&["*", "!Work*"], "Work"));
+        assert!(!takes(&["INBOX"], "Sent"));
+    }
+
+    #[test]
+    fn the_inbox_of_a_channel() {
+        let inbox = |far, patterns: &[&str]| channel(far, patterns).inbox_target();
+        assert_eq!(inbox(":remote:", &["*"]).as_deref(), Some("c:INBOX"));
+        assert_eq!(
+            inbox(":remote:", &["INBOX", "Sent"]).as_deref(),
+            Some("c:INBOX")
+        );
+        assert_eq!(
+            inbox(":remote:", &["*", "![Gmail]*"]).as_deref(),
+            Some("c:INBOX")
+        );
+        // Patterns that leave INBOX out: it is none of this channel's.
+        assert_eq!(inbox(":remote:", &["Archive"]), None);
+        assert_eq!(inbox(":remote:", &["*", "!INBOX"]), None);
+        // No Patterns: the one mailbox of the far side, INBOX when unnamed.
+        assert_eq!(inbox(":remote:INBOX", &[]).as_deref(), Some("c"));
+        assert_eq!(inbox(":remote:", &[]).as_deref(), Some("c"));
+        assert_eq!(inbox(":remote:Archive", &[]), None);
     }
 
     #[test]
