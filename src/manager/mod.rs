@@ -555,8 +555,11 @@ impl Manager {
         }
     }
 
-    pub fn configure(&self, settings: Settings) {
+    /// New settings, used from the next sync on; a `max_parallel` raised
+    /// starts queued syncs at once.
+    pub fn configure(self: &Arc<Self>, settings: Settings) {
         *self.settings.lock() = settings;
+        self.pump();
     }
 
     pub fn settings(&self) -> Settings {

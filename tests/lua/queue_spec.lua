@@ -247,6 +247,27 @@ describe('queue', function()
     ok(b.done.info.end_time >= a.done.info.end_time)
     ok(b.done.result.success and a.done.result.success)
   end)
+
+  it('a max_parallel raised by setup() starts the queued syncs at once', function()
+    local fx = t.fixture({ '--accounts', 'demo,work', '--messages', '5' })
+    -- mbsync takes 3 s, so the second account is still queued when the
+    -- limit goes up.
+    local slow = t.tmpdir() .. '/slow-mbsync'
+    t.write(slow, '#!/bin/sh\nsleep 3\nexec mbsync "$@"\n')
+    vim.uv.fs_chmod(slow, 448)
+    use(fx.mbsyncrc, { max_parallel = 1, mbsync = { cmd = slow } })
+    local a, b = start('full', { account = 'demo' }), start('full', { account = 'work' })
+    t.wait_for(function()
+      return #manager.get_sync_info().queue == 1
+    end, 10000, 'the second account to wait')
+    t.setup_for_test({ max_parallel = 2 })
+    t.wait_for(function()
+      return #manager.get_sync_info().queue == 0
+    end, 1000, 'the queued sync to start')
+    wait_done({ a, b })
+    ok(b.done.result.success and a.done.result.success)
+    ok(b.done.info.start_time < a.done.info.end_time, 'both ran at once')
+  end)
 end)
 
 describe('parallel folders', function()

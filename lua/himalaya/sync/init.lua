@@ -35,6 +35,11 @@ function M.setup(opts)
   if native.is_loaded() and package.loaded['himalaya.sync.lock'] then
     require('himalaya.sync.lock')._check_moved(assert(native.get()), config.get())
   end
+  -- The engine takes the new settings now, not at the next sync: a raised
+  -- max_parallel starts syncs waiting in the queue.
+  if native.is_loaded() and package.loaded['himalaya.sync.manager'] then
+    require('himalaya.sync.manager')._ready()
+  end
   require('himalaya.sync.auto').stop()
   require('himalaya.sync.idle').stop()
   M._start_enabled(config.get())
