@@ -272,3 +272,35 @@ fn a_history_that_cannot_be_saved_is_told_once() {
     );
     assert!(state.join("history.json").exists(), "{seen:?}");
 }
+
+/// A sync cancelled as soon as it is started ends as the plain "sync
+/// cancelled", whichever step the cancel meets: it used to say that a wait
+/// for its lock was cancelled, though nobody held the lock.
+#[test]
+fn a_sync_cancelled_at_once_says_so_plainly() {
+    let fx = Fixture::start(&["--messages", "1"]);
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let settings = Settings {
+        mbsync_config: Some(fx.mbsyncrc()),
+        ..Settings::default()
+    };
+    let (manager, _rt) = common::manager(&fx, settings, move |id, name, data| {
+        let message = data["message"].as_str().unwrap_or_default().to_string();
+        let _ = tx.lock().unwrap().send((id, name.to_string(), message));
+    });
+    for _ in 0..5 {
+        let id = start(&manager, SyncType::Full);
+        assert_eq!(manager.cancel(Some(id)), 1);
+        let seen = until_done(&rx, &[id]);
+        let done = seen
+            .iter()
+            .find(|(i, n, _)| *i == id && n == "sync_done")
+            .map(|(_, _, message)| message.as_str());
+        assert_eq!(
+            done,
+            Some("full sync of demo cancelled (start it again when needed)"),
+            "{seen:?}"
+        );
+    }
+}

@@ -835,6 +835,7 @@ impl Manager {
                 }
                 _ => None,
             };
+            let waited = held_by.is_some();
             if let Some(holder) = held_by {
                 // Shown as waiting, not as running, for as long as it waits
                 // (a request that joins it meanwhile may make it wait longer).
@@ -848,6 +849,11 @@ impl Manager {
             }
             match got {
                 Ok(guard) => guards.push(guard),
+                // Cancelled before its first try: the plain "sync
+                // cancelled" (an empty line), not a wait that never was.
+                Err(e) if e.kind == ErrorKind::Cancelled && !waited => {
+                    return Attempt::NotRun(Error::new(ErrorKind::Cancelled, String::new()))
+                }
                 Err(e) if e.kind == ErrorKind::Locked => {
                     return Attempt::NotRun(Error::new(
                         ErrorKind::Locked,
