@@ -60,6 +60,10 @@ const AUTH_PATTERNS_ANY_CASE: &[&str] = &["authentication failed", "invalid cred
 /// Another mbsync holds the lock of a channel's sync state.
 const LOCKED_PATTERNS: &[&str] = &["Maildir error: cannot fcntl lock UIDVALIDITY"];
 
+/// `IMAP error: cannot use unqualified 'inbox'. Did you mean INBOX?`: a
+/// folder named inbox in another case.
+const UNQUALIFIED_INBOX: &str = "cannot use unqualified";
+
 /// Problems the user has to fix in the configuration or the installation.
 const CONFIG_PATTERNS: &[&str] = &[
     "No channel or group named",
@@ -92,7 +96,7 @@ const CONFIG_PATTERNS: &[&str] = &[
     "does not support in-box sync state",
     "Error: invalid SyncState location",
     "hierarchy delimiter",
-    "cannot use unqualified",
+    UNQUALIFIED_INBOX,
     "Unknown option",
     "requires an argument",
     // Authentication that cannot work as configured: retrying with a fresh
@@ -351,10 +355,31 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
             "the local mail folder cannot be opened",
             "create that folder, or fix the Path of the MaildirStore in the mbsync config",
         ),
-        ErrorKind::Config if is_unopenable_box(&line) => (
+        ErrorKind::Config if is_unopenable_box(&line) && line.contains(" both ") => (
             "a folder cannot be opened",
             "check the folder name: it must exist on the server or locally, or the channel \
              must Create it",
+        ),
+        // Missing on one side only: maybe deleted there after a sync.
+        ErrorKind::Config if is_unopenable_box(&line) => (
+            "a folder cannot be opened",
+            "check the folder name: it must exist on the server or locally, or the channel \
+             must Create it; a folder synced before and then deleted on one side is not \
+             created again: delete it on the other side too, or let the channel's Remove do it",
+        ),
+        // mbsync prints the next line right after this one's "?", with no
+        // line break: only this line is worth showing.
+        ErrorKind::Config if line.contains(UNQUALIFIED_INBOX) => {
+            let end = line.find('?').map_or(line.len(), |i| i + 1);
+            return format!(
+                "a folder name mbsync does not take: {} (the inbox is INBOX, in capitals, in \
+                 the folders you sync and in the mbsync config)",
+                &line[..end]
+            );
+        }
+        ErrorKind::Config if line.starts_with("Unknown option") => (
+            "mbsync was given an option it does not know",
+            "check mbsync.extra_args",
         ),
         ErrorKind::Config if line.ends_with(crate::process::NOT_FOUND_ADVICE) => {
             let missing = line.trim_end_matches(crate::process::NOT_FOUND_ADVICE);
@@ -789,6 +814,28 @@ mod tests {
         assert_eq!(
             classify_line("Skipping account work, PassCmd exited with status 1"),
             Some(ErrorKind::Auth)
+        );
+    }
+
+    #[test]
+    fn a_wrong_folder_name_or_option_is_blamed_on_itself_not_on_the_config_file() {
+        // mbsync 1.4 writes its next line right after the "?".
+        let line =
+            "IMAP error: cannot use unqualified 'inbox'. Did you mean INBOX?Opening near side box \
+             inbox...";
+        assert_eq!(classify_line(line), Some(ErrorKind::Config));
+        assert_eq!(
+            summary(ErrorKind::Config, line),
+            "a folder name mbsync does not take: IMAP error: cannot use unqualified 'inbox'. Did \
+             you mean INBOX? (the inbox is INBOX, in capitals, in the folders you sync and in the \
+             mbsync config)"
+        );
+        let line = "Unknown option '--bogus'";
+        assert_eq!(classify_line(line), Some(ErrorKind::Config));
+        assert_eq!(
+            summary(ErrorKind::Config, line),
+            "mbsync was given an option it does not know: Unknown option '--bogus' (check \
+             mbsync.extra_args)"
         );
     }
 
