@@ -318,6 +318,29 @@ describe('manager', function()
       eq(false, bad, vim.inspect(c[1]))
       contains(msg, c[2])
     end
+    -- Rules that tie fields together fail at setup() too: at the first
+    -- sync they would stop every account's syncs, not only this one's.
+    local whole = {
+      { oauth({}), 'himalaya_sync.accounts.demo.oauth: expected a provider or a refresh_cmd in it, got a table' },
+      {
+        oauth({ provider = 'generic', client_secret = secret, client_secret_env = 'SECRET' }),
+        'oauth: expected only one of client_secret, client_secret_env and client_secret_cmd, got a table',
+      },
+      {
+        oauth({ provider = 'google', store = { backend = 'gpg' } }),
+        'oauth.store.recipient: expected a value (store.backend = "gpg" needs it), got nothing',
+      },
+      {
+        oauth({ refresh_cmd = 'x', store = { backend = 'command', load_cmd = 'x' } }),
+        'oauth.store.save_cmd: expected a value (store.backend = "command" needs it), got nothing',
+      },
+    }
+    for _, c in ipairs(whole) do
+      local bad, msg = pcall(config.setup, c[1])
+      eq(false, bad, vim.inspect(c[1]))
+      contains(msg, c[2])
+      ok(not msg:find(secret, 1, true), msg)
+    end
   end)
 
   it('notify = true or false in one layer keeps the notify fields of the others', function()

@@ -327,6 +327,31 @@ local oauth_schema = {
   },
 }
 
+--- The rules of `accounts.NAME.oauth` that tie fields together. The engine
+--- checks them again when it is configured, but there one account's
+--- mistake would stop the syncs of every account: here setup() says so.
+---@param path string
+---@param o table the account's oauth table, its fields checked already
+local function check_oauth_whole(path, o)
+  if o.provider == nil and o.refresh_cmd == nil then
+    fail(path, 'a provider or a refresh_cmd in it', o, true)
+  end
+  local secrets = 0
+  for _, k in ipairs({ 'client_secret', 'client_secret_env', 'client_secret_cmd' }) do
+    secrets = secrets + (o[k] ~= nil and 1 or 0)
+  end
+  if secrets > 1 then
+    fail(path, 'only one of client_secret, client_secret_env and client_secret_cmd', o, true)
+  end
+  local store = o.store or {}
+  local needs = ({ gpg = { 'recipient' }, command = { 'load_cmd', 'save_cmd' } })[store.backend] or {}
+  for _, k in ipairs(needs) do
+    if store[k] == nil then
+      fail(('%s.store.%s'):format(path, k), ('a value (store.backend = %q needs it)'):format(store.backend), nil, true)
+    end
+  end
+end
+
 --- A folder every Neovim shares (locks, history): absolute after ~ and
 --- $VAR, so that it names the same folder wherever Neovim was started.
 local function shared_dir(path, v)
@@ -479,6 +504,7 @@ local schema = {
           end
         elseif k == 'oauth' then
           validate(val, oauth_schema, p .. '.oauth')
+          check_oauth_whole(p .. '.oauth', val)
         elseif k == 'throttle' then
           local kbps = type(val) == 'table' and val.kbps
           if type(kbps) ~= 'number' or kbps < 1 or kbps > 1e6 or kbps % 1 ~= 0 or next(val, next(val)) ~= nil then
