@@ -86,8 +86,10 @@ impl History {
                 Error::new(
                     ErrorKind::Config,
                     format!(
-                        "sync history {} is corrupt ({e}); remove it to start a new one",
-                        self.path.display()
+                        "sync history {} is corrupt ({e}); the next sync keeps it as {} and \
+                         starts a new one",
+                        self.path.display(),
+                        self.corrupt_path().display()
                     ),
                 )
             }),
@@ -111,13 +113,29 @@ impl History {
         Ok(all)
     }
 
-    /// Adds one finished sync.
-    pub fn record(&self, r: &Record<'_>) -> Result<()> {
+    /// Where a corrupt history is kept when a new one is started.
+    fn corrupt_path(&self) -> PathBuf {
+        self.path.with_file_name(format!("{FILE}.corrupt"))
+    }
+
+    /// Adds one finished sync. A corrupt file is moved aside (see
+    /// [`History::load`]) rather than blocking the history forever, or
+    /// being overwritten unseen: the returned notice says so. A file that
+    /// cannot be read is left alone, and the entry is not saved.
+    pub fn record(&self, r: &Record<'_>) -> Result<Option<String>> {
         let _guard =
             self.locks
                 .acquire(LOCK, Duration::from_secs(5), "update sync history", None)?;
-        // A corrupt file is replaced rather than blocking history forever.
-        let mut all = self.load().unwrap_or_default();
+        let (mut all, notice) = match self.load() {
+            Ok(all) => (all, None),
+            Err(e) if e.kind == ErrorKind::Config => {
+                fs::rename(&self.path, self.corrupt_path()).map_err(|io| {
+                    Error::io(format!("cannot move aside {}", self.path.display()), io)
+                })?;
+                (BTreeMap::new(), Some(e.message))
+            }
+            Err(e) => return Err(e),
+        };
         let day = local_date(r.end);
         let h = all.entry(r.account.to_string()).or_default();
         if h.day != day {
@@ -138,7 +156,8 @@ impl History {
                 })
             }
         }
-        self.write(&all)
+        self.write(&all)?;
+        Ok(notice)
     }
 
     fn write(&self, all: &BTreeMap<String, AccountHistory>) -> Result<()> {
@@ -271,16 +290,22 @@ mod tests {
             e.message.contains("history.json") && e.message.contains("corrupt"),
             "{e}"
         );
-        // Recording replaces the corrupt file instead of failing forever.
-        h.record(&Record {
-            account: "b",
-            kind: "full",
-            end: 2.0,
-            duration: 1.0,
-            error: None,
-        })
-        .unwrap();
-        assert!(h.load().unwrap().contains_key("b"));
+        // Recording starts a new file instead of failing forever, and keeps
+        // the corrupt one.
+        let notice = h
+            .record(&Record {
+                account: "b",
+                kind: "full",
+                end: 2.0,
+                duration: 1.0,
+                error: None,
+            })
+            .unwrap();
+        assert_eq!(notice, Some(e.message));
+        let all = h.load().unwrap();
+        assert!(all.contains_key("b") && !all.contains_key("a"), "{all:?}");
+        let kept = h.path().with_file_name("history.json.corrupt");
+        assert_eq!(fs::read(kept).unwrap(), b"{not json");
     }
 
     #[test]

@@ -1904,7 +1904,11 @@ impl Manager {
                 duration: item.duration,
                 error: item.error.as_ref().map(|(k, m)| (*k, m.as_str())),
             };
-            tell_history_problem(&emit, &problem, history.record(&record).err());
+            let saved = history.record(&record);
+            if let Ok(Some(notice)) = &saved {
+                emit(0, "warning", json!({ "message": notice }));
+            }
+            tell_history_problem(&emit, &problem, saved.err());
             drop(item.keep);
         });
     }
