@@ -218,12 +218,42 @@ pub struct Group {
     pub line: usize,
 }
 
+impl Group {
+    /// Whether this group syncs every mailbox `other` syncs: each member of
+    /// `other` is a channel this group syncs whole, or a selection of boxes
+    /// this group selects too.
+    fn syncs_all_of(&self, other: &Group) -> bool {
+        let boxes = |member: &str| -> (String, Option<Vec<String>>) {
+            match member.split_once(':') {
+                Some((chan, list)) => (
+                    chan.to_string(),
+                    Some(list.split(',').map(str::to_string).collect()),
+                ),
+                None => (member.to_string(), None),
+            }
+        };
+        other.members.iter().all(|m| {
+            let (chan, wanted) = boxes(m);
+            self.members
+                .iter()
+                .any(|mine| match (boxes(mine), &wanted) {
+                    ((c, _), _) if c != chan => false,
+                    ((_, None), _) => true,
+                    ((_, Some(have)), Some(wanted)) => wanted.iter().all(|b| have.contains(b)),
+                    ((_, Some(_)), None) => false,
+                })
+        })
+    }
+}
+
 /// Something that can be named on mbsync's command line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {
     pub name: String,
     pub kind: TargetKind,
-    /// A channel that some group syncs (auto-sync then syncs the group only).
+    /// A channel that some group syncs, or a group whose mailboxes another
+    /// group syncs all of (of two groups that sync the same, the later
+    /// one): auto-sync and IDLE then leave it to that group.
     pub grouped: bool,
 }
 
@@ -350,12 +380,20 @@ impl MbsyncConfig {
             .map(|(_, name, kind)| Target {
                 name: name.clone(),
                 kind,
-                grouped: kind == TargetKind::Channel
-                    && self.groups.iter().any(|g| {
+                grouped: match kind {
+                    TargetKind::Channel => self.groups.iter().any(|g| {
                         g.members
                             .iter()
                             .any(|m| m.split(':').next() == Some(name.as_str()))
                     }),
+                    TargetKind::Group => self.group(name).is_some_and(|g| {
+                        self.groups.iter().any(|other| {
+                            other.name != g.name
+                                && other.syncs_all_of(g)
+                                && (other.line < g.line || !g.syncs_all_of(other))
+                        })
+                    }),
+                },
             })
             .collect()
     }
@@ -1567,6 +1605,45 @@ Channel gmail-all:INBOX,Work
             r#"{"name":"everything","kind":"group","grouped":false}"#
         );
         assert!(targets[2].grouped, "work is in a group");
+        assert!(
+            targets[4].grouped,
+            "everything syncs all that selected syncs"
+        );
+    }
+
+    /// Auto-sync takes every group no other group covers: two groups that
+    /// overlap are not both synced at every tick.
+    #[test]
+    fn a_group_another_group_covers_is_grouped() {
+        let config = parse(
+            "IMAPStore r\nHost h\nUser u\n\nMaildirStore l\nPath /m/\n\n\
+             Channel a\nFar :r:\nNear :l:\nPatterns *\n\n\
+             Channel b\nFar :r:\nNear :l:\nPatterns *\n\n\
+             Group part\nChannels a b:INBOX,Sent\n\n\
+             Group whole\nChannels a b\n\n\
+             Group same\nChannels b a\n\n\
+             Group other\nChannels a:Work\n\n\
+             Group few\nChannels b:Sent\n",
+        )
+        .unwrap();
+        let grouped: Vec<(String, bool)> = config
+            .targets()
+            .into_iter()
+            .filter(|t| t.kind == TargetKind::Group)
+            .map(|t| (t.name, t.grouped))
+            .collect();
+        let expect = [
+            ("part", true),
+            ("whole", false),
+            ("same", true),
+            ("other", true),
+            ("few", true),
+        ];
+        assert_eq!(
+            grouped,
+            expect.map(|(n, g)| (n.to_string(), g)),
+            "of groups that sync the same, the first one stays"
+        );
     }
 
     #[test]

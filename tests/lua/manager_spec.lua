@@ -11,6 +11,24 @@ describe('manager', function()
     eq(false, require('himalaya.sync.native').is_loaded())
   end)
 
+  it('the accounts auto-sync takes cover every channel once: no group that another group covers', function()
+    local rc = t.tmpdir() .. '/mbsyncrc'
+    t.write(
+      rc,
+      table.concat({
+        'IMAPStore r\nHost h\nUser u\nPass p\n',
+        'MaildirStore l\nPath /m/\n',
+        'Channel a\nFar :r:\nNear :l:\nPatterns *\n',
+        'Channel b\nFar :r:\nNear :l:\nPatterns *\n',
+        'Channel c\nFar :r:\nNear :l:\nPatterns *\n',
+        'Group part\nChannels a b:INBOX,Sent\n',
+        'Group both\nChannels a b\n',
+      }, '\n')
+    )
+    t.setup_for_test({ mbsync = { config = rc } })
+    eq({ 'c', 'both' }, (manager.whole_accounts()))
+  end)
+
   it('a User autocommand with a wildcard pattern hears the events', function()
     local seen = {}
     local au = vim.api.nvim_create_autocmd('User', {

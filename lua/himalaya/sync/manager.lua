@@ -664,7 +664,7 @@ end
 ---@class himalaya.sync.Target
 ---@field name string
 ---@field kind 'channel'|'group'
----@field grouped boolean a channel that some group syncs
+---@field grouped boolean a channel that some group syncs, or a group another group covers
 
 --- Every channel and group in the mbsyncrc (each is an account name).
 ---@return himalaya.sync.Target[]? targets
@@ -677,16 +677,16 @@ function M.list_targets()
   return targets_of(lib)
 end
 
---- The accounts that together sync everything once: every group, and
---- every channel that no group syncs already (what auto-sync and IDLE
---- cover when not told which accounts).
+--- The accounts that together sync everything once: every group that no
+--- other group covers, and every channel that no group syncs already (what
+--- auto-sync and IDLE cover when not told which accounts).
 ---@return string[] names
 ---@return string? err why there are none when the mbsyncrc cannot be read
 function M.whole_accounts()
   local targets, err = M.list_targets()
   local names = {}
   for _, t in ipairs(targets or {}) do
-    if t.kind == 'group' or not t.grouped then
+    if not t.grouped then
       names[#names + 1] = t.name
     end
   end
