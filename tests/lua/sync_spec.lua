@@ -120,6 +120,42 @@ describe('syncing real mail', function()
     end
   )
 
+  it('an on_progress that raises is told once and not called again for that sync', function()
+    local fx = t.fixture({ '--messages', '3000' })
+    use(fx.mbsyncrc)
+    local seen = t.notifications()
+    local events, calls, done = 0, 0, nil
+    local au = vim.api.nvim_create_autocmd('User', {
+      pattern = 'HimalayaSyncProgress',
+      callback = function()
+        events = events + 1
+      end,
+    })
+    t.defer(function()
+      vim.api.nvim_del_autocmd(au)
+    end)
+    assert(manager.start_sync('full', {
+      account = 'demo',
+      on_progress = function()
+        calls = calls + 1
+        error('broken progress callback', 0)
+      end,
+      on_complete = function(result)
+        done = result
+      end,
+    }))
+    t.wait_for(function()
+      return done ~= nil
+    end, 30000, 'the sync to end')
+    eq(true, done.success, done.error)
+    ok(events >= 2, 'progress events: ' .. events)
+    eq(1, calls)
+    local errors = vim.tbl_filter(function(n)
+      return n[1]:find('error in a callback', 1, true) ~= nil
+    end, seen)
+    eq({ { 'himalaya-sync: error in a callback: broken progress callback', vim.log.levels.ERROR } }, errors)
+  end)
+
   it('a sync counts as busy from the moment start_sync() accepts it', function()
     local fx = t.fixture({ '--messages', '20' })
     use(fx.mbsyncrc)

@@ -382,7 +382,11 @@ local function on_event(ev)
     for _, r in ipairs(requests) do
       if r.on_progress then
         local copy = vim.deepcopy(info)
-        call(r.on_progress, copy.progress, copy)
+        -- An on_progress that raised is not called again for this sync:
+        -- it would raise (and notify) at every progress event.
+        if not native.call_back(r.on_progress, copy.progress, copy) then
+          r.on_progress = nil
+        end
       end
     end
     echo_progress(info, 'running')

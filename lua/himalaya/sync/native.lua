@@ -652,11 +652,13 @@ end
 --- not raised into the event loop (a traceback) or into the plugin's code.
 ---@param fn function
 ---@param ... any its arguments
+---@return boolean ok false when it raised an error
 function M.call_back(fn, ...)
   local ok, err = pcall(fn, ...)
   if not ok then
     vim.notify('himalaya-sync: error in a callback: ' .. tostring(err), vim.log.levels.ERROR)
   end
+  return ok
 end
 
 --- The state of the module `owner`, kept in the Lua registry like this
