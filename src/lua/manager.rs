@@ -234,6 +234,14 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             to_lua(lua, &manager()?.mbsync_config()?.targets())
         })?,
     )?;
+    // The mbsyncrc the engine reads (the configured one, else mbsync's
+    // default), for :checkhealth.
+    m.set(
+        "mbsync_path",
+        func(lua, |_, ()| {
+            Ok(manager()?.mbsync_config()?.path.display().to_string())
+        })?,
+    )?;
     m.set(
         "mbsync_passwordless",
         func(lua, |lua, ()| {

@@ -9,7 +9,8 @@ function M.check()
   if ok then
     health.ok('configuration is valid')
   else
-    health.error(tostring(cfg))
+    -- The section names the plugin already.
+    health.error((tostring(cfg):gsub('^himalaya%-sync: ', '')))
     cfg = require('himalaya.sync.config').defaults
   end
 
@@ -104,13 +105,18 @@ function M.check()
     elseif #targets == 0 then
       health.warn('the mbsyncrc has no Channel or Group: there is nothing to sync')
     else
-      health.ok(('accounts (channels and groups of the mbsyncrc): %s'):format(table.concat(
-        vim.tbl_map(function(tg)
-          return tg.name
-        end, targets),
-        ', '
-      )))
       local lib = assert(native.get())
+      health.ok(
+        ('accounts (channels and groups of %s): %s'):format(
+          lib.mbsync_path() or 'the mbsyncrc',
+          table.concat(
+            vim.tbl_map(function(tg)
+              return tg.name
+            end, targets),
+            ', '
+          )
+        )
+      )
       for _, name in ipairs(lib.mbsync_passwordless() or {}) do
         health.warn(
           ('%s has neither Pass nor PassCmd: mbsync would ask for its password, which nobody can type in here, so its syncs end with a config error'):format(

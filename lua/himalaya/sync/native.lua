@@ -76,6 +76,7 @@ local DRAIN_MAX = 256
 ---@field himalaya_accounts fun(path?: string): himalaya.sync.HimalayaConfig?, himalaya.sync.LibError?
 ---@field mbsync_targets fun(): himalaya.sync.Target[]?, himalaya.sync.LibError?
 ---@field mbsync_has_target fun(name: string): boolean?, himalaya.sync.LibError?
+---@field mbsync_path fun(): string?, himalaya.sync.LibError?
 ---@field mbsync_passwordless fun(): string[]?, himalaya.sync.LibError?
 ---@field oauth_call fun(op: string, account: string, arg?: table|string): integer?, himalaya.sync.LibError?
 ---@field oauth_cancel_authorize fun(account?: string): integer, integer authorizations ended, and found finishing
