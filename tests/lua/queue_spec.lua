@@ -711,16 +711,26 @@ io.stdout:write(vim.json.encode(require('himalaya.sync.manager').history()))
     eq('<Cmd>HimalayaSync full<CR>', vim.fn.maparg('<Plug>(HimalayaSyncFull)', 'n'))
     eq('<Cmd>HimalayaSync cancel<CR>', vim.fn.maparg('<Plug>(HimalayaSyncCancel)', 'n'))
     eq(0, vim.fn.exists(':HimalayaSyncInbox'))
-    require('himalaya.sync').setup({ legacy_commands = true })
-    for _, c in ipairs({
+    local legacy = {
       'HimalayaSyncInbox',
       'HimalayaSyncFull',
       'HimalayaCancelSync',
       'HimalayaSyncStatus',
       'HimalayaSyncInfo',
       'HimalayaAutoSyncToggle',
-    }) do
+    }
+    require('himalaya.sync').setup({ legacy_commands = true })
+    for _, c in ipairs(legacy) do
       eq(2, vim.fn.exists(':' .. c), c)
+    end
+    -- They complete as :HimalayaSync does.
+    t.use(t.standalone_mbsyncrc(t.tmpdir(), t.closed_port()))
+    eq({ 'demo' }, vim.fn.getcompletion('HimalayaSyncFull ', 'cmdline'))
+    eq({ 'demo' }, vim.fn.getcompletion('HimalayaSyncFull d', 'cmdline'))
+    -- setup() that turns them off removes them.
+    require('himalaya.sync').setup({})
+    for _, c in ipairs(legacy) do
+      eq(0, vim.fn.exists(':' .. c), c)
     end
   end)
 end)

@@ -11,9 +11,7 @@ M.version = require('himalaya.sync.version')
 --- setup() and by the plugin file for |g:himalaya_sync|.
 ---@param cfg himalaya.sync.Config
 function M._start_enabled(cfg)
-  if cfg.legacy_commands then
-    M.legacy_commands()
-  end
+  M.legacy_commands(cfg.legacy_commands)
   if cfg.auto_sync.enabled then
     require('himalaya.sync.auto').start()
   end
@@ -66,20 +64,41 @@ M.lualine = {
   end,
 }
 
---- The original plugin's commands, as thin aliases of `:HimalayaSync`.
-function M.legacy_commands()
-  local aliases = {
-    HimalayaSyncInbox = 'inbox',
-    HimalayaSyncFull = 'full',
-    HimalayaCancelSync = 'cancel',
-    HimalayaSyncStatus = 'status',
-    HimalayaSyncInfo = 'info',
-    HimalayaAutoSyncToggle = 'auto toggle',
-  }
-  for name, sub in pairs(aliases) do
-    vim.api.nvim_create_user_command(name, function(o)
-      vim.cmd('HimalayaSync ' .. sub .. (o.args ~= '' and (' ' .. o.args) or ''))
-    end, { nargs = '*', desc = 'himalaya-sync: :HimalayaSync ' .. sub })
+--- The original plugin's commands and the `:HimalayaSync` subcommand each
+--- one stands for.
+local LEGACY = {
+  HimalayaSyncInbox = 'inbox',
+  HimalayaSyncFull = 'full',
+  HimalayaCancelSync = 'cancel',
+  HimalayaSyncStatus = 'status',
+  HimalayaSyncInfo = 'info',
+  HimalayaAutoSyncToggle = 'auto toggle',
+}
+
+--- The original plugin's commands, as thin aliases of `:HimalayaSync` that
+--- complete as it does; `false` removes them again.
+---@param on? boolean default true
+function M.legacy_commands(on)
+  local existing = vim.api.nvim_get_commands({})
+  for name, sub in pairs(LEGACY) do
+    local desc = 'himalaya-sync: :HimalayaSync ' .. sub
+    if on == false then
+      -- Only ours: a command of that name from the original plugin stays.
+      if existing[name] and existing[name].definition == desc then
+        vim.api.nvim_del_user_command(name)
+      end
+    else
+      vim.api.nvim_create_user_command(name, function(o)
+        vim.cmd('HimalayaSync ' .. sub .. (o.args ~= '' and (' ' .. o.args) or ''))
+      end, {
+        nargs = '*',
+        desc = desc,
+        complete = function(arglead, cmdline)
+          local args = cmdline:gsub('^%s*:*%s*%S+', '', 1)
+          return require('himalaya.sync.commands').complete(arglead, 'HimalayaSync ' .. sub .. args)
+        end,
+      })
+    end
   end
 end
 
