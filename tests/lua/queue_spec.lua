@@ -706,6 +706,19 @@ io.stdout:write(vim.json.encode(require('himalaya.sync.manager').history()))
     ok(not log:find(fx.accounts.demo.password, 1, true), 'no password in the log')
   end)
 
+  it(':HimalayaSync log says when the log is off', function()
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    t.setup_for_test({ log = false })
+    local seen = t.notifications()
+    local windows = #vim.api.nvim_list_wins()
+    vim.cmd('HimalayaSync log')
+    if #vim.api.nvim_list_wins() > windows then
+      vim.cmd('close')
+    end
+    eq(1, #seen, vim.inspect(seen))
+    contains(seen[1][1], 'the log is off (option log = false)')
+  end)
+
   it('<Plug> mappings and legacy commands exist', function()
     vim.cmd('runtime plugin/himalaya-sync.lua')
     eq('<Cmd>HimalayaSync full<CR>', vim.fn.maparg('<Plug>(HimalayaSyncFull)', 'n'))

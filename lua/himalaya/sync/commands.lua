@@ -563,11 +563,16 @@ M.subcommands.log = {
   nargs = 0,
   run = function()
     local path = require('himalaya.sync.manager').log_path()
+    local ok, cfg = pcall(require('himalaya.sync.config').get)
+    local off = ok and not cfg.log
     if vim.fn.filereadable(path) ~= 1 then
-      return notify('no log yet at ' .. path)
+      return notify(off and 'the log is off (option log = false)' or ('no log yet at ' .. path))
     end
     vim.cmd('split ' .. vim.fn.fnameescape(path))
     vim.bo.readonly = true
+    if off then
+      notify('the log is off (option log = false): this is what it held before')
+    end
   end,
 }
 
