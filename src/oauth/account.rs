@@ -9,6 +9,7 @@
 //! for the processes it starts) or the default that Neovim would use.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -202,26 +203,42 @@ impl AccountSettings {
     }
 }
 
-/// The state folder shared by the editor and the token command.
+/// The state folder shared by the editor and the token command:
+/// `$HIMALAYA_SYNC_STATE_DIR`, else Neovim's default, `stdpath("state")`
+/// plus `himalaya-sync`, for the app name in `$NVIM_APPNAME` (`nvim` when
+/// unset), as a Neovim started from the same shell would pick it.
 pub fn state_dir() -> Result<PathBuf> {
-    if let Some(d) = crate::env::var_os("HIMALAYA_SYNC_STATE_DIR").filter(|d| !d.is_empty()) {
+    state_dir_from(|name| crate::env::var_os(name))
+}
+
+/// [`state_dir`] with the environment passed in, for tests.
+fn state_dir_from(var: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf> {
+    let set = |name: &str| var(name).filter(|v| !v.is_empty());
+    if let Some(d) = set("HIMALAYA_SYNC_STATE_DIR") {
         return Ok(PathBuf::from(d));
     }
-    let base = match crate::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+    let base = match set("XDG_STATE_HOME") {
         Some(d) => PathBuf::from(d),
         None => {
-            let home = crate::env::var_os("HOME")
-                .filter(|h| !h.is_empty())
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Config,
-                        "no state folder: set HIMALAYA_SYNC_STATE_DIR, XDG_STATE_HOME or HOME",
-                    )
-                })?;
+            let home = set("HOME").ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    "no state folder: set HIMALAYA_SYNC_STATE_DIR, XDG_STATE_HOME or HOME",
+                )
+            })?;
             PathBuf::from(home).join(".local").join("state")
         }
     };
-    Ok(base.join("nvim").join("himalaya-sync"))
+    // Neovim refuses an app name that is a path leading out of its folder;
+    // such a name is not Neovim's, so the default one is used.
+    let app = set("NVIM_APPNAME")
+        .map(PathBuf::from)
+        .filter(|a| {
+            a.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
+        .unwrap_or_else(|| PathBuf::from("nvim"));
+    Ok(base.join(app).join("himalaya-sync"))
 }
 
 fn accounts_file(state_dir: &Path) -> PathBuf {
@@ -275,6 +292,40 @@ mod tests {
 
     fn account(json: &str) -> AccountSettings {
         serde_json::from_str(json).expect("test json")
+    }
+
+    #[test]
+    fn the_state_folder_is_neovims_for_its_app_name() {
+        let dir = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, OsString)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.into()))
+                .collect();
+            state_dir_from(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        };
+        let path = |p: &str| PathBuf::from(p);
+        assert_eq!(
+            dir(&[("HOME", "/h")]).unwrap(),
+            path("/h/.local/state/nvim/himalaya-sync")
+        );
+        assert_eq!(
+            dir(&[
+                ("HOME", "/h"),
+                ("XDG_STATE_HOME", "/s"),
+                ("NVIM_APPNAME", "mail")
+            ])
+            .unwrap(),
+            path("/s/mail/himalaya-sync")
+        );
+        assert_eq!(
+            dir(&[("XDG_STATE_HOME", "/s"), ("NVIM_APPNAME", "../x")]).unwrap(),
+            path("/s/nvim/himalaya-sync")
+        );
+        assert_eq!(
+            dir(&[("HIMALAYA_SYNC_STATE_DIR", "/st"), ("NVIM_APPNAME", "mail")]).unwrap(),
+            path("/st")
+        );
+        assert_eq!(dir(&[]).unwrap_err().kind, ErrorKind::Config);
     }
 
     #[test]
