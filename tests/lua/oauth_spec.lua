@@ -580,6 +580,25 @@ describe('oauth', function()
     })
     eq(false, okk)
     contains(err, 'himalaya_sync.accounts.demo.oauth.store.backend')
+    -- A token folder is absolute after ~ and $VAR, and is used expanded:
+    -- it was taken as written, a folder named "$X" under the current one.
+    okk, err = pcall(require('himalaya.sync').setup, {
+      accounts = { demo = { oauth = { provider = 'google', store = { backend = 'plain', dir = 'rel/tokens' } } } },
+    })
+    eq(false, okk)
+    contains(err, 'oauth.store.dir: expected an absolute folder path (~ and $VAR are expanded), got "rel/tokens"')
+    local tmp = t.tmpdir()
+    vim.env.HIMALAYA_TEST_TOKENS = tmp
+    t.defer(function()
+      vim.env.HIMALAYA_TEST_TOKENS = nil
+    end)
+    t.setup_for_test({
+      accounts = {
+        demo = { oauth = { provider = 'google', store = { backend = 'plain', dir = '$HIMALAYA_TEST_TOKENS/tokens' } } },
+      },
+    })
+    ok(oauth.store_token('demo', { access_token = t.secret('expanded-dir-4a7d21'), expires_in = 3600 }))
+    ok(#vim.fn.glob(tmp .. '/tokens/*', false, true) > 0, 'a token file in the expanded folder')
     require('himalaya.sync').setup({})
     local v, e, kind = oauth.get_valid_token('../etc')
     eq(nil, v)

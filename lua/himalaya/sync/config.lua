@@ -291,6 +291,18 @@ local function url(path, v)
   end
 end
 
+--- A folder every Neovim shares (locks, history, tokens): absolute after ~ and
+--- $VAR, so that it names the same folder wherever Neovim was started.
+local function shared_dir(path, v)
+  local what = 'an absolute folder path (~ and $VAR are expanded)'
+  if v ~= nil then
+    plain_string(what, 4096)(path, v)
+    if not vim.startswith(vim.fs.normalize(v), '/') then
+      fail(path, what, v)
+    end
+  end
+end
+
 --- `accounts.NAME.oauth`: see |himalaya-sync-oauth|.
 local oauth_schema = {
   provider = one_of({ 'google', 'microsoft', 'generic' }),
@@ -316,7 +328,7 @@ local oauth_schema = {
   wait = number_between(0, M.MAX_SECONDS),
   store = {
     backend = one_of({ 'secret-service', 'gpg', 'encrypted', 'command', 'plain' }),
-    dir = plain_string('a folder path', 4096),
+    dir = shared_dir,
     key_cmd = secret_string('a shell command'),
     recipient = nonempty_string('a GPG key id or e-mail'),
     gpg = nonempty_string('a program name or path'),
@@ -348,18 +360,6 @@ local function check_oauth_whole(path, o)
   for _, k in ipairs(needs) do
     if store[k] == nil then
       fail(('%s.store.%s'):format(path, k), ('a value (store.backend = %q needs it)'):format(store.backend), nil, true)
-    end
-  end
-end
-
---- A folder every Neovim shares (locks, history): absolute after ~ and
---- $VAR, so that it names the same folder wherever Neovim was started.
-local function shared_dir(path, v)
-  local what = 'an absolute folder path (~ and $VAR are expanded)'
-  if v ~= nil then
-    plain_string(what, 4096)(path, v)
-    if not vim.startswith(vim.fs.normalize(v), '/') then
-      fail(path, what, v)
     end
   end
 end

@@ -502,7 +502,12 @@ local function ready()
       refreshable[#refreshable + 1] = name
     end
     if a.oauth then
-      oauth[#oauth + 1] = vim.tbl_extend('force', a.oauth, { name = name })
+      local o = vim.tbl_extend('force', a.oauth, { name = name })
+      -- A token folder gets ~ and $VAR expanded, as state_dir does.
+      if o.store and o.store.dir then
+        o.store = vim.tbl_extend('force', o.store, { dir = vim.fs.normalize(o.store.dir) })
+      end
+      oauth[#oauth + 1] = o
     end
   end
   table.sort(refreshable)
