@@ -740,10 +740,18 @@ io.stdout:write(vim.json.encode(require('himalaya.sync.manager').history()))
     t.use(t.standalone_mbsyncrc(t.tmpdir(), t.closed_port()))
     eq({ 'demo' }, vim.fn.getcompletion('HimalayaSyncFull ', 'cmdline'))
     eq({ 'demo' }, vim.fn.getcompletion('HimalayaSyncFull d', 'cmdline'))
-    -- setup() that turns them off removes them.
+    eq({ 'demo' }, vim.fn.getcompletion('silent HimalayaSyncFull ', 'cmdline'))
+    -- setup() that turns the option off removes what the option made...
     require('himalaya.sync').setup({})
     for _, c in ipairs(legacy) do
       eq(0, vim.fn.exists(':' .. c), c)
     end
+    -- ...but not what a call of legacy_commands() made.
+    require('himalaya.sync').legacy_commands()
+    t.defer(function()
+      require('himalaya.sync').legacy_commands(false)
+    end)
+    require('himalaya.sync').setup({})
+    eq(2, vim.fn.exists(':HimalayaSyncFull'))
   end)
 end)

@@ -11,7 +11,15 @@ M.version = require('himalaya.sync.version')
 --- setup() and by the plugin file for |g:himalaya_sync|.
 ---@param cfg himalaya.sync.Config
 function M._start_enabled(cfg)
-  M.legacy_commands(cfg.legacy_commands)
+  -- Removed only when the option made them: commands made by a call of
+  -- legacy_commands() stay.
+  local S = require('himalaya.sync.native').state('init', { legacy_by_option = false })
+  if cfg.legacy_commands then
+    M.legacy_commands()
+  elseif S.legacy_by_option then
+    M.legacy_commands(false)
+  end
+  S.legacy_by_option = cfg.legacy_commands
   if cfg.auto_sync.enabled then
     require('himalaya.sync.auto').start()
   end
@@ -76,7 +84,8 @@ local LEGACY = {
 }
 
 --- The original plugin's commands, as thin aliases of `:HimalayaSync` that
---- complete as it does; `false` removes them again.
+--- complete as it does; `false` removes them again (not commands of those
+--- names made by another plugin).
 ---@param on? boolean default true
 function M.legacy_commands(on)
   local existing = vim.api.nvim_get_commands({})
@@ -94,7 +103,9 @@ function M.legacy_commands(on)
         nargs = '*',
         desc = desc,
         complete = function(arglead, cmdline)
-          local args = cmdline:gsub('^%s*:*%s*%S+', '', 1)
+          -- What follows this command's name, after any modifier
+          -- (`:silent`, a count) or abbreviation of it.
+          local args = cmdline:match('Himalaya%w*!?(.*)$') or ''
           return require('himalaya.sync.commands').complete(arglead, 'HimalayaSync ' .. sub .. args)
         end,
       })
