@@ -12,7 +12,7 @@ local M = {}
 
 ---@class himalaya.sync.AccountConfig
 ---@field full? string mbsync target for a full sync (default: the channel or group named like the account)
----@field inbox? string mbsync target for an inbox sync (default: channel `NAME-inbox`, else `NAME:INBOX`)
+---@field inbox? string mbsync target for an inbox sync (default: channel `NAME-inbox`, else the part of NAME that syncs INBOX)
 ---@field folders? string[] folders offered for selective syncs
 ---@field throttle? {kbps: number} bandwidth limit, kB/s each way (through mbsync's Tunnel; TLS stays end to end)
 ---@field refresh? string|fun(account: string, done: fun(ok: boolean, err?: string)) refreshes credentials after an auth failure (a function, or a Vimscript function's name); the sync then runs once more
@@ -339,8 +339,9 @@ local oauth_schema = {
   },
 }
 
---- The rules of `accounts.NAME.oauth` that tie fields together. The engine
---- checks them again when it is configured, but there one account's
+--- The rules of `accounts.NAME.oauth` that tie fields together, checked on
+--- the merged configuration (the fields may come from two layers). The
+--- engine checks them again when it is configured, but there one account's
 --- mistake would stop the syncs of every account: here setup() says so.
 ---@param path string
 ---@param o table the account's oauth table, its fields checked already
@@ -504,7 +505,6 @@ local schema = {
           end
         elseif k == 'oauth' then
           validate(val, oauth_schema, p .. '.oauth')
-          check_oauth_whole(p .. '.oauth', val)
         elseif k == 'throttle' then
           local kbps = type(val) == 'table' and val.kbps
           if type(kbps) ~= 'number' or kbps < 1 or kbps > 1e6 or kbps % 1 ~= 0 or next(val, next(val)) ~= nil then
@@ -560,13 +560,6 @@ function M.validate(opts)
   return validate(opts, schema, 'himalaya_sync')
 end
 
---- Stores a copy of the options from setup() after validating them
---- (changing the table afterwards changes nothing: call setup() again).
----@param opts? table
-function M.setup(opts)
-  S.user_opts = vim.deepcopy(M.validate(opts or {}))
-end
-
 --- One layer of options ready to merge: `notify = BOOL` is short for
 --- `notify = { enabled = BOOL }`, so that it keeps the other `notify`
 --- fields of the layers below and above it instead of replacing them.
@@ -579,6 +572,34 @@ local function layer(opts)
   return opts or {}
 end
 
+--- defaults < `g` < `user` (both validated already), checked as a whole.
+---@param g? table
+---@param user? table
+---@return himalaya.sync.Config
+local function merge(g, user)
+  local cfg = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), layer(g), layer(user))
+  for name, acct in pairs(cfg.accounts) do
+    if acct.oauth then
+      check_oauth_whole(('himalaya_sync.accounts.%s.oauth'):format(name), acct.oauth)
+    end
+  end
+  return cfg
+end
+
+--- Stores a copy of the options from setup() after validating them, also
+--- as merged with |g:himalaya_sync| (changing the table afterwards changes
+--- nothing: call setup() again).
+---@param opts? table
+function M.setup(opts)
+  local user = vim.deepcopy(M.validate(opts or {}))
+  -- A g:himalaya_sync that is invalid on its own is reported by get().
+  local g_ok, g = pcall(M.validate, vim.g.himalaya_sync or {})
+  if g_ok then
+    merge(g, user)
+  end
+  S.user_opts = user
+end
+
 --- The merged configuration: defaults < vim.g.himalaya_sync < setup().
 --- The table is shared between callers until the configuration changes:
 --- read it, never modify it.
@@ -589,8 +610,7 @@ function M.get()
   if cached and cached.user == S.user_opts and vim.deep_equal(cached.g, g) then
     return cached.cfg
   end
-  local normal = g ~= nil and M.validate(g) or nil
-  local cfg = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), layer(normal), layer(S.user_opts))
+  local cfg = merge(g ~= nil and M.validate(g) or nil, S.user_opts)
   cached = { g = g, user = S.user_opts, cfg = cfg }
   return cfg
 end
