@@ -1194,7 +1194,12 @@ impl Manager {
         let spec = RunSpec {
             program: settings.mbsync_cmd.clone(),
             config: Some(cfg.path.clone()),
-            targets: vec![format!("{channel}:{mailbox}")],
+            // mbsync refuses a box named for a channel without Patterns,
+            // which syncs its one box anyway.
+            targets: vec![match cfg.channel(channel) {
+                Some(c) if c.patterns.is_empty() => channel.to_string(),
+                _ => format!("{channel}:{mailbox}"),
+            }],
             extra_args: settings.extra_args.clone(),
             idle_timeout: settings.idle_timeout,
             list: false,

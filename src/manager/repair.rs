@@ -96,14 +96,36 @@ pub fn plan(
             "the repair needs `SyncState *` (state kept inside each folder) in the mbsyncrc".into(),
         ));
     }
-    let store = [&chan.near, &chan.far]
+    let (store, side_box) = [&chan.near, &chan.far]
         .into_iter()
         .find_map(|spec| {
-            let name = spec.strip_prefix(':')?.split(':').next()?;
-            cfg.maildir_stores.iter().find(|s| s.name == name)
+            let (name, side_box) = spec.strip_prefix(':')?.split_once(':')?;
+            let store = cfg.maildir_stores.iter().find(|s| s.name == name)?;
+            Some((store, side_box))
         })
         .ok_or_else(|| refuse("the channel has no Maildir side".into()))?;
-    let local = if mailbox == "INBOX" {
+    // A channel without Patterns syncs one box, named on each side by the
+    // channel itself (none: INBOX): the local folder is the one named on
+    // its Maildir side, whatever the server calls the box.
+    let here = if chan.patterns.is_empty() {
+        let far_box = match chan.far.strip_prefix(':').and_then(|f| f.split_once(':')) {
+            Some((_, b)) if !b.is_empty() => b,
+            _ => "INBOX",
+        };
+        if mailbox != far_box {
+            return Err(refuse(format!(
+                "channel {channel:?} syncs only its box {far_box}"
+            )));
+        }
+        if side_box.is_empty() {
+            "INBOX"
+        } else {
+            side_box
+        }
+    } else {
+        mailbox
+    };
+    let local = if here == "INBOX" {
         store
             .inbox
             .clone()
@@ -114,10 +136,10 @@ pub fn plan(
             .as_ref()
             .ok_or_else(|| refuse(format!("MaildirStore {} has no Path", store.name)))?;
         let layout = store.subfolders.as_deref().unwrap_or("");
-        let rel = if layout.eq_ignore_ascii_case("Verbatim") || !mailbox.contains('/') {
-            mailbox.to_string()
+        let rel = if layout.eq_ignore_ascii_case("Verbatim") || !here.contains('/') {
+            here.to_string()
         } else if layout.eq_ignore_ascii_case("Maildir++") {
-            format!(".{}", mailbox.replace('/', "."))
+            format!(".{}", here.replace('/', "."))
         } else {
             return Err(refuse(format!(
                 "nested folders with SubFolders {layout:?} are not supported; use Verbatim or Maildir++"
@@ -127,7 +149,10 @@ pub fn plan(
         p.push(rel);
         PathBuf::from(p)
     };
-    if mailbox.split('/').any(|part| part == ".." || part == ".") || mailbox.starts_with('/') {
+    if [mailbox, here]
+        .iter()
+        .any(|b| b.split('/').any(|part| part == ".." || part == ".") || b.starts_with('/'))
+    {
         return Err(refuse("the box name is not a plain folder name".into()));
     }
     // Only a folder synced before can have a UIDVALIDITY to repair. The

@@ -192,8 +192,11 @@ pub fn resolve(
                 validate_folder(f)?;
             }
             let chans = channels_of(cfg, &full).ok_or_else(unknown)?;
+            let one_box = |c: &String| cfg.channel(c).is_some_and(|c| c.patterns.is_empty());
             match chans.as_slice() {
-                [one] if cfg.channel(one).is_some_and(|c| c.patterns.is_empty()) => {
+                // The repair takes the channel's one box (see `repair::plan`).
+                [one] if kind == SyncType::Repair && one_box(one) => Ok(vec![one.clone()]),
+                [one] if one_box(one) => {
                     Err(Error::new(
                         ErrorKind::Config,
                         format!(

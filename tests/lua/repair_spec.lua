@@ -74,6 +74,35 @@ describe('UIDVALIDITY', function()
     eq(0, result.pulled)
   end)
 
+  it('a channel without Patterns (its one box) is repaired too', function()
+    local fx = t.fixture({ '--folders', 'INBOX=8,Work=4' })
+    -- The inbox alone, through a channel that names its box on each side.
+    local rc = fx.dir .. '/mbsyncrc-inbox'
+    t.write(
+      rc,
+      t.read(fx.mbsyncrc)
+        .. '\nChannel demo-in\nFar :demo-remote:INBOX\nNear :demo-local:INBOX\nCreate Both\nExpunge Both\nSyncState *\n'
+    )
+    use(rc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo-in' })).success)
+    local_only(fx, 'INBOX', '<local-only-in@test>')
+    renumber(fx, '')
+    local result, info = t.sync_and_wait('full', { account = 'demo-in' })
+    eq(true, result.success, result.error)
+    ok(info.repair, 'the repair is reported')
+    eq('INBOX', info.repair.mailbox)
+    eq(1, info.repair.restored)
+    local server, localside = fx.ids('demo', 'server'), fx.ids('demo', 'local')
+    eq(server.INBOX, localside.INBOX)
+    no_duplicates(localside)
+    ok(vim.tbl_contains(server.INBOX, '<local-only-in@test>'), 'the local-only message reached the server')
+    eq(9, #server.INBOX)
+    -- By hand, the folder the error names is the one to give.
+    result, info = t.sync_and_wait('repair', { account = 'demo-in', folders = { 'INBOX' } })
+    eq(true, result.success, result.error)
+    contains(info.message, 'nothing to repair')
+  end)
+
   it('a repair of a folder never synced is refused, and creates nothing', function()
     local fx = t.fixture({ '--folders', 'INBOX=3' })
     use(fx.mbsyncrc)
