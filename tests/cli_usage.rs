@@ -45,3 +45,20 @@ fn an_unknown_command_is_a_usage_error_that_mentions_help() {
     );
     assert!(out.stdout.is_empty(), "{out:?}");
 }
+
+/// A wait too long for any clock (1e99 s) is a usage error like a negative
+/// one, not a panic (exit status 101).
+#[test]
+fn a_wait_out_of_range_is_a_usage_error() {
+    for t in ["1e99", "1e30", "86401", "-1", "nan", "inf"] {
+        let out = tool(&["with-lock", "x", "-t", t, "--", "true"]);
+        assert_eq!(out.status.code(), Some(2), "-t {t}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.starts_with(&format!(
+                "himalaya-sync: invalid timeout \"{t}\": expected seconds from 0 to 86400"
+            )),
+            "-t {t}: {text}"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use himalaya_sync::error::{Error, ErrorKind, Result};
-use himalaya_sync::lock::{default_dir, LockDir};
+use himalaya_sync::lock::{default_dir, LockDir, MAX_WAIT};
 use himalaya_sync::manager::{Manager, Settings, StartOptions, SyncType};
 use himalaya_sync::oauth::account::state_dir;
 use himalaya_sync::oauth::Tokens;
@@ -54,16 +54,23 @@ fn run_holding(prog: &str, args: &[String]) -> Result<u8> {
     let forwarded = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
     let mut set = SigSet::empty();
     forwarded.iter().for_each(|s| set.add(*s));
-    // Blocked here they wait to be read below; the command starts with an
-    // empty mask (std resets it in the child).
+    // Blocked here they wait to be read below. The child inherits the mask,
+    // and a program that does not reset it (sleep, most of them) would
+    // never get the signals passed on, nor the SIGTERM of its parent's
+    // death: it is emptied before the command starts.
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
         .map_err(|e| Error::io("cannot block signals", e))?;
     let mut command = std::process::Command::new(prog);
     command.args(args);
-    // SAFETY: prctl is async-signal-safe and touches only this process.
+    // SAFETY: sigemptyset, sigprocmask and prctl are async-signal-safe and
+    // touch only this process.
     unsafe {
         command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            if libc::sigemptyset(&mut none) == -1
+                || libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) == -1
+                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -100,9 +107,13 @@ fn seconds(v: Option<String>) -> Result<Duration> {
     let v = v.ok_or_else(|| usage("-t needs a number of seconds"))?;
     v.parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| usage(&format!("invalid timeout {v:?}: expected seconds >= 0")))
+        .filter(|s| (0.0..=MAX_WAIT).contains(s))
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| {
+            usage(&format!(
+                "invalid timeout {v:?}: expected seconds from 0 to {MAX_WAIT}"
+            ))
+        })
 }
 
 fn locks() -> Result<LockDir> {

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{func, to_lua};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lock::{default_dir, LockDir, LockTable};
+use crate::lock::{default_dir, LockDir, LockTable, MAX_WAIT};
 use crate::runtime;
 
 static TABLE: OnceCell<Arc<LockTable>> = OnceCell::new();
@@ -43,9 +43,6 @@ pub(crate) fn table(dir: Option<PathBuf>) -> Result<Arc<LockTable>> {
     }
     Ok(t)
 }
-
-/// The longest wait accepted anywhere (a day); longer is surely a mistake.
-pub(crate) const MAX_WAIT: f64 = 86_400.0;
 
 /// Seconds from Lua as a Duration, with an error naming the bad value.
 pub(crate) fn seconds(name: &str, value: f64) -> Result<Duration> {
