@@ -116,6 +116,10 @@ pub struct PulledState {
     pub max_pulled: u32,
     /// Far UIDs with a record above `max_pulled` (pushed messages).
     pub known_above: HashSet<u32>,
+    /// Far UIDs an interrupted sync registered but never copied here
+    /// (`+ FAR 0` in its journal, with no `>` giving them a near UID):
+    /// the next sync pulls them, so they are new, whatever `max_pulled`.
+    pub pending: HashSet<u32>,
 }
 
 /// Checks the far folders of `channel` (all matching its Patterns, or only
@@ -246,16 +250,21 @@ async fn check_folder(
     if let Some(state) = state {
         if state.uidvalidity != status.uidvalidity {
             check.uidvalidity_changed = true;
-        } else if status.uidnext.saturating_sub(1) <= state.max_pulled {
+        } else if status.uidnext.saturating_sub(1) <= state.max_pulled && state.pending.is_empty() {
             check.new = 0;
         } else {
-            let uids = match uids_from(session, &folder.folder, state.max_pulled + 1).await? {
+            let from = state.pending.iter().copied().min().unwrap_or(u32::MAX);
+            let from = from.min(state.max_pulled.saturating_add(1));
+            let uids = match uids_from(session, &folder.folder, from).await? {
                 Ok(uids) => uids,
                 Err(refused) => return Ok(FolderCheck::refused(&folder.folder, refused)),
             };
             check.new = uids
                 .iter()
-                .filter(|&&u| u > state.max_pulled && !state.known_above.contains(&u))
+                .filter(|&&u| {
+                    state.pending.contains(&u)
+                        || (u > state.max_pulled && !state.known_above.contains(&u))
+                })
                 .count() as u32;
         }
     }
@@ -326,7 +335,18 @@ pub fn read_state(path: &Path) -> Result<Option<PulledState>> {
                 match (op, nums.as_slice()) {
                     (Some("N"), [0, uid]) => state.max_pulled = *uid,
                     (Some("|"), [far, _]) => state.uidvalidity = *far,
+                    // A message found on the server, to be copied here...
+                    (Some("+"), [far, 0]) => {
+                        state.pending.insert(*far);
+                    }
                     (Some("+"), [far, _]) => far_uids.push(*far),
+                    // ...and copied: it has a near UID now.
+                    (Some(">"), [far, 0, near]) if *near != 0 && state.pending.remove(far) => {
+                        far_uids.push(*far)
+                    }
+                    (Some("-"), [far, _]) => {
+                        state.pending.remove(far);
+                    }
                     _ => {}
                 }
             }
@@ -511,7 +531,21 @@ mod tests {
         std::fs::write(dir.path().join(".mbsyncstate.new"), "").unwrap();
         let state = read_state(&path).unwrap().unwrap();
         assert_eq!(state.max_pulled, 13);
-        assert_eq!(state.known_above, HashSet::from([15]));
+        assert_eq!(
+            state.pending,
+            HashSet::from([15]),
+            "registered, never copied"
+        );
+        // As mbsync 1.4 writes it when killed while it pulls new mail: 16
+        // and 17 registered, 16 copied (it got near UID 30), 17 not yet.
+        std::fs::write(
+            dir.path().join(".mbsyncstate.journal"),
+            "4\nF 1 11\n+ 16 0\n+ 17 0\n# 16 0 roryMX2qsT37\n# 17 0 6LUgnQ7q6QNZ\n> 16 0 30\n+ 18 31\n",
+        )
+        .unwrap();
+        let state = read_state(&path).unwrap().unwrap();
+        assert_eq!(state.pending, HashSet::from([17]));
+        assert_eq!(state.known_above, HashSet::from([16, 18]));
 
         assert_eq!(read_state(&dir.path().join("none")).unwrap(), None);
         std::fs::write(&path, "garbage\n").unwrap();

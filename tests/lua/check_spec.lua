@@ -80,6 +80,41 @@ describe('folder counts', function()
 end)
 
 describe('check', function()
+  it('counts the messages a cancelled sync registered but never copied as new', function()
+    local fx = t.fixture()
+    t.use(fx.mbsyncrc)
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    fx.deliver('demo', 'Sent', 200, 100000)
+    -- Throttled, so that the cancel comes while mbsync pulls: it leaves its
+    -- journal, where the messages it found are registered.
+    t.use(fx.mbsyncrc, { accounts = { demo = { throttle = { kbps = 2000 } } } })
+    local done, cancelled
+    assert(manager.start_sync('full', {
+      account = 'demo',
+      on_progress = function(p)
+        if p.near.new.done >= 1 and not cancelled then
+          cancelled = manager.cancel_sync()
+        end
+      end,
+      on_complete = function(result)
+        done = result
+      end,
+    }))
+    t.wait_for(function()
+      return done ~= nil
+    end, 10000, 'the cancel')
+    eq('cancelled', done.kind)
+    t.use(fx.mbsyncrc)
+    local missing = fx.counts('demo', 'server').Sent.total - fx.counts('demo', 'local').Sent.total
+    ok(missing > 0, 'the cancel left messages to pull')
+    local result, info = check('demo', { 'Sent' })
+    ok(result.success, info.message)
+    eq(missing, result.new)
+    -- And the sync that follows pulls exactly those.
+    local synced = t.sync_and_wait('full', { account = 'demo' })
+    eq(missing, synced.pulled)
+  end)
+
   it('reports exactly the delivered messages, and 0 after a sync', function()
     local fx = t.fixture()
     t.use(fx.mbsyncrc)
