@@ -86,10 +86,9 @@ impl History {
                 Error::new(
                     ErrorKind::Config,
                     format!(
-                        "sync history {} is corrupt ({e}); the next sync keeps it as {} and \
+                        "sync history {} is corrupt ({e}); the next sync keeps it aside and \
                          starts a new one",
-                        self.path.display(),
-                        self.corrupt_path().display()
+                        self.path.display()
                     ),
                 )
             }),
@@ -113,9 +112,13 @@ impl History {
         Ok(all)
     }
 
-    /// Where a corrupt history is kept when a new one is started.
+    /// Where a corrupt history is kept when a new one is started: a name of
+    /// its own (the time), so that one kept before is not overwritten.
     fn corrupt_path(&self) -> PathBuf {
-        self.path.with_file_name(format!("{FILE}.corrupt"))
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.path.with_file_name(format!("{FILE}.corrupt-{now}"))
     }
 
     /// Adds one finished sync. A corrupt file is moved aside (see
@@ -129,10 +132,16 @@ impl History {
         let (mut all, notice) = match self.load() {
             Ok(all) => (all, None),
             Err(e) if e.kind == ErrorKind::Config => {
-                fs::rename(&self.path, self.corrupt_path()).map_err(|io| {
+                let kept = self.corrupt_path();
+                fs::rename(&self.path, &kept).map_err(|io| {
                     Error::io(format!("cannot move aside {}", self.path.display()), io)
                 })?;
-                (BTreeMap::new(), Some(e.message))
+                let notice = format!(
+                    "sync history {} was corrupt; it is kept as {}, and a new one was started",
+                    self.path.display(),
+                    kept.display()
+                );
+                (BTreeMap::new(), Some(notice))
             }
             Err(e) => return Err(e),
         };
@@ -301,11 +310,29 @@ mod tests {
                 error: None,
             })
             .unwrap();
-        assert_eq!(notice, Some(e.message));
+        let notice = notice.unwrap();
+        let kept = notice
+            .split_once(" is kept as ")
+            .and_then(|(_, rest)| rest.split_once(", and a new one"))
+            .map(|(kept, _)| PathBuf::from(kept))
+            .expect(&notice);
+        assert_eq!(fs::read(&kept).unwrap(), b"{not json");
         let all = h.load().unwrap();
         assert!(all.contains_key("b") && !all.contains_key("a"), "{all:?}");
-        let kept = h.path().with_file_name("history.json.corrupt");
-        assert_eq!(fs::read(kept).unwrap(), b"{not json");
+        // A second corrupt file is kept too, next to the first.
+        fs::write(h.path(), b"[").unwrap();
+        let second = h
+            .record(&Record {
+                account: "c",
+                kind: "full",
+                end: 3.0,
+                duration: 1.0,
+                error: None,
+            })
+            .unwrap()
+            .unwrap();
+        assert!(!second.contains(&kept.display().to_string()), "{second}");
+        assert_eq!(fs::read(&kept).unwrap(), b"{not json");
     }
 
     #[test]

@@ -189,10 +189,13 @@ impl Channel {
     /// INBOX; mbsync refuses a `:INBOX` on such a channel), None when the
     /// channel never syncs INBOX.
     pub fn inbox_target(&self) -> Option<String> {
-        if !self.patterns.is_empty() {
-            return self.takes("INBOX").then(|| format!("{}:INBOX", self.name));
-        }
         let (_, mailbox) = split_spec(&self.far)?;
+        if !self.patterns.is_empty() {
+            // Under a prefix (`Far :r:Archive/`) the channel's boxes are
+            // Archive/…: `chan:INBOX` would name Archive/INBOX.
+            return (mailbox.is_empty() && self.takes("INBOX"))
+                .then(|| format!("{}:INBOX", self.name));
+        }
         matches!(mailbox, "" | "INBOX").then(|| self.name.clone())
     }
 }
@@ -201,8 +204,10 @@ fn glob(pattern: &[u8], name: &[u8]) -> bool {
     match pattern.split_first() {
         None => name.is_empty(),
         Some((b'*', rest)) => (0..=name.len()).any(|i| glob(rest, &name[i..])),
+        // As mbsync's: it gives up at a `/` before it tries the rest there,
+        // so `%/x` never matches.
         Some((b'%', rest)) => (0..=name.len())
-            .take_while(|&i| i == 0 || name[i - 1] != b'/')
+            .take_while(|&i| name.get(i) != Some(&b'/'))
             .any(|i| glob(rest, &name[i..])),
         Some((&c, rest)) => name.first() == Some(&c) && glob(rest, &name[1..]),
     }
@@ -1362,6 +1367,9 @@ mod tests {
         assert!(takes(&["*", "!Work*", "Work/Projects"], "Work/Projects"));
         assert!(!takes(&["*", "!Work*"], "Work"));
         assert!(!takes(&["INBOX"], "Sent"));
+        assert!(!takes(&["%/x"], "a/x"), "mbsync's % stops at the /");
+        assert!(takes(&["a/%"], "a/x"));
+        assert!(takes(&["%"], ""));
     }
 
     #[test]
@@ -1383,6 +1391,8 @@ mod tests {
         assert_eq!(inbox(":remote:INBOX", &[]).as_deref(), Some("c"));
         assert_eq!(inbox(":remote:", &[]).as_deref(), Some("c"));
         assert_eq!(inbox(":remote:Archive", &[]), None);
+        // Under a prefix, INBOX is none of the channel's boxes.
+        assert_eq!(inbox(":remote:Archive/", &["*"]), None);
     }
 
     #[test]
