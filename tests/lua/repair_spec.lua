@@ -252,6 +252,36 @@ exec %s "$@"]]):format(dir, dir, vim.fn.exepath('mbsync'))
     no_duplicates(fx.ids('demo', 'local'))
   end)
 
+  it('with uidvalidity = "ask", automatic syncs ask once, not at every tick', function()
+    local fx = t.fixture({ '--folders', 'INBOX=5,Work=6' })
+    use(fx.mbsyncrc, { uidvalidity = 'ask', notify = false })
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    renumber(fx, '.Work')
+    local asked = {}
+    local orig = vim.ui.select
+    vim.ui.select = function(items, _, on_choice)
+      asked[#asked + 1] = function(i)
+        on_choice(items[i])
+      end
+    end
+    t.defer(function()
+      vim.ui.select = orig
+    end)
+    -- Two ticks while the question is open: one question.
+    for _ = 1, 2 do
+      eq('uidvalidity', (t.sync_and_wait('full', { account = 'demo', auto = true })).kind)
+    end
+    eq(1, #asked)
+    -- "Not now": the next tick does not ask again...
+    asked[1](2)
+    eq('uidvalidity', (t.sync_and_wait('full', { account = 'demo', auto = true })).kind)
+    eq(1, #asked)
+    -- ...a sync started by hand does.
+    eq('uidvalidity', (t.sync_and_wait('full', { account = 'demo' })).kind)
+    eq(2, #asked)
+    asked[2](2)
+  end)
+
   it('a repair whose fresh sync fails puts the folder back as it was, and a later repair completes', function()
     local fx = t.fixture({ '--folders', 'INBOX=5,Work=6' })
     use(fx.mbsyncrc, { uidvalidity = 'off', retry = { max_attempts = 0 } })

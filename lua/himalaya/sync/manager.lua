@@ -118,6 +118,7 @@ local M = {}
 ---@field progress_msg table<integer, integer> sync id -> native progress message id
 ---@field progress_cancel table<integer, true?> syncs whose progress message someone set to cancel
 ---@field cancelling table<integer, true?> running syncs that cancel_sync asked to stop
+---@field repair_asked table<string, 'open'|'declined'> repair prompts by channel and folder (see M._offer_repair)
 ---@field status_text string the status line text (see M.statusline)
 ---@type himalaya.sync.ManagerState
 local S = native.state('manager', {
@@ -132,6 +133,7 @@ local S = native.state('manager', {
   progress_msg = {},
   progress_cancel = {},
   cancelling = {},
+  repair_asked = {},
   status_text = '',
 })
 local syncs, order, callbacks, wanted, quiet = S.syncs, S.order, S.callbacks, S.wanted, S.quiet
@@ -411,10 +413,11 @@ local function on_event(ev)
     else
       notify('error', info.message, info.status == 'cancelled' and vim.log.levels.WARN or vim.log.levels.ERROR, info.id)
     end
+    local by_hand = wanted[info.id]
     wanted[info.id] = nil
     quiet[info.id] = nil
     if info.damaged and info.error and info.error.kind == 'uidvalidity' then
-      M._offer_repair(info)
+      M._offer_repair(info, by_hand)
     end
   end
   local pattern = USER_EVENT[ev.name]
@@ -591,18 +594,29 @@ function M._refresh(info)
 end
 
 --- With `uidvalidity = 'ask'`, offers to repair the folder that broke a sync.
+--- Once per folder: not again while the question is open, nor, after "Not
+--- now", for the syncs of auto-sync and IDLE (which would ask at every
+--- tick); a sync started by hand asks again.
 ---@param info himalaya.sync.SyncInfo
-function M._offer_repair(info)
+---@param by_hand? boolean some request for the sync was not an automatic one
+function M._offer_repair(info, by_hand)
   local ok, cfg = pcall(config.get)
   if not ok or cfg.uidvalidity ~= 'ask' then
     return
   end
   local channel = info.damaged_channel or info.account
+  local key = channel .. '\0' .. info.damaged
+  local asked = S.repair_asked[key]
+  if asked == 'open' or (asked == 'declined' and not by_hand) then
+    return
+  end
+  S.repair_asked[key] = 'open'
   local prompt = ('himalaya-sync: the server renumbered %s of %s (UIDVALIDITY changed). Repair it without loss?'):format(
     info.damaged,
     channel
   )
   vim.ui.select({ 'Repair now', 'Not now' }, { prompt = prompt }, function(choice)
+    S.repair_asked[key] = choice ~= 'Repair now' and 'declined' or nil
     if choice == 'Repair now' then
       local id, err = M.start_sync('repair', { account = channel, folders = { info.damaged } })
       if not id then
