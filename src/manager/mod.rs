@@ -1841,14 +1841,29 @@ impl Manager {
                     info.account
                 ),
             },
-            None => format!(
-                "{} sync of {} done in {}: {} new, {} sent",
-                info.kind.as_str(),
-                info.account,
-                took(result.duration),
-                result.pulled,
-                result.pushed
-            ),
+            None => {
+                let done = format!(
+                    "{} sync of {} done in {}: {} new, {} sent",
+                    info.kind.as_str(),
+                    info.account,
+                    took(result.duration),
+                    result.pulled,
+                    result.pushed
+                );
+                // An automatic repair ran first: the user hears of it here
+                // too (the command-line tool prints only this message).
+                match &info.repair {
+                    Some(r) => format!(
+                        "{done}; {} was repaired first (its UIDVALIDITY changed): {} of {} \
+                         backed-up messages went back to the server, backup kept in {}",
+                        r.mailbox,
+                        r.restored,
+                        r.backed_up,
+                        r.backup.display()
+                    ),
+                    None => done,
+                }
+            }
             Some(e) => e.message.clone(),
         };
         crate::log::write(
