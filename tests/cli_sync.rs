@@ -104,3 +104,40 @@ fn the_tool_exits_only_once_the_sync_is_in_the_history() {
     assert_eq!(demo["syncs_today"], 1, "history: {history}");
     assert_eq!(demo["last_error"]["kind"], "config", "history: {history}");
 }
+
+/// Ctrl-C (or TERM, HUP) cancels the sync like `:HimalayaSync cancel`: the
+/// tool says so and exits 128 + the signal. It used to die at once, saying
+/// nothing.
+#[test]
+fn a_signal_cancels_the_sync_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A lock held by another process: the sync waits, until the signal.
+    let (locks, rc) = serverless_account(tmp.path());
+    let _held = LockDir::open(locks.clone())
+        .unwrap()
+        .acquire("sync-demo", Duration::ZERO, "the test's sync", None)
+        .unwrap();
+    let mut tool = Command::new(env!("CARGO_BIN_EXE_himalaya-sync"))
+        .args(["sync", "demo", "full", "-c"])
+        .arg(&rc)
+        .args(["-t", "30"])
+        .env("HIMALAYA_SYNC_LOCK_DIR", &locks)
+        .env("HIMALAYA_SYNC_STATE_DIR", tmp.path().join("state"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the tool runs");
+    // It waits once it says so on stderr.
+    let mut stderr = std::io::BufReader::new(tool.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(line.starts_with("waiting for another process"), "{line}");
+    let started = Instant::now();
+    // SAFETY: kill only sends a signal.
+    assert_eq!(unsafe { libc::kill(tool.id() as i32, libc::SIGINT) }, 0);
+    let out = tool.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(128 + libc::SIGINT));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("was cancelled"), "{stdout}");
+}

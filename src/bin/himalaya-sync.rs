@@ -223,7 +223,20 @@ fn token(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A sync from the command line. INT, TERM and HUP cancel it, and it ends
+/// as any cancelled sync: mbsync stopped, its message printed, its history
+/// saved, the exit status 128 + the signal.
 fn sync(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let mut stop = SigSet::empty();
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]
+        .iter()
+        .for_each(|s| stop.add(*s));
+    // Blocked before the runtime's threads start, so that every thread
+    // inherits the block and the signals wait for the thread below
+    // (mbsync starts with an empty mask: see `process`).
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop), None)
+        .map_err(|e| Error::io("cannot block signals", e))?;
     let account = it.next().ok_or_else(|| usage("sync needs an account"))?;
     let mut kind = SyncType::Full;
     // History and repair backups go where Neovim keeps them by default.
@@ -265,15 +278,26 @@ fn sync(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
         folders: Vec::new(),
         wait_lock: wait,
     })?;
+    let signalled = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    {
+        let (manager, signalled) = (manager.clone(), signalled.clone());
+        // Lives until the process exits; nothing to join.
+        std::thread::spawn(move || {
+            if let Ok(sig) = stop.wait() {
+                signalled.store(sig as i32, std::sync::atomic::Ordering::SeqCst);
+                manager.cancel(None);
+            }
+        });
+    }
     let done = rx
         .recv()
         .map_err(|_| Error::new(ErrorKind::Unknown, "the sync ended without a result"))?;
     runtime::shutdown(Duration::from_millis(200));
     println!("{}", done["message"].as_str().unwrap_or(""));
-    Ok(if done["status"] == "completed" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Ok(match signalled.load(std::sync::atomic::Ordering::SeqCst) {
+        0 if done["status"] == "completed" => ExitCode::SUCCESS,
+        0 => ExitCode::from(1),
+        sig => ExitCode::from((128 + sig).min(255) as u8),
     })
 }
 
