@@ -117,11 +117,13 @@ describe('check', function()
 
   it('reports exactly the delivered messages, and 0 after a sync', function()
     local fx = t.fixture()
-    t.use(fx.mbsyncrc)
+    t.use(fx.mbsyncrc, { notify = { start = true } })
+    local seen = t.notifications()
     -- Never synced: every server message is new.
     local result, info = check('demo')
     ok(result.success, info.message)
     eq('check', info.type)
+    eq('himalaya-sync: check of demo started', seen[1] and seen[1][1])
     local server = fx.counts('demo', 'server')
     for folder, c in pairs(server) do
       eq(c.total, new_by_folder(result)[folder], folder .. ' before the first sync')

@@ -377,7 +377,8 @@ local function on_event(ev)
   end
   local requests = callbacks[info.id] or {}
   if ev.name == 'sync_started' then
-    notify('start', ('%s sync of %s started'):format(info.type, info.account), vim.log.levels.INFO, info.id)
+    local what = info.type == 'check' and 'check' or (info.type .. ' sync')
+    notify('start', ('%s of %s started'):format(what, info.account), vim.log.levels.INFO, info.id)
   elseif ev.name == 'sync_progress' and info.progress then
     -- Callbacks get copies: what they change must not change the state
     -- the status line, is_busy() and the next events read.
