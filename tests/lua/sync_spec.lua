@@ -481,7 +481,10 @@ describe('syncing real mail', function()
   it('folder names with spaces complete escaped, and the command reads them back as one name', function()
     local dir = t.tmpdir()
     local rc = dir .. '/mbsyncrc'
-    t.write(rc, 'MaildirStore a\nPath /tmp/a/\n\nMaildirStore b\nPath /tmp/b/\n\nChannel sp\nFar :a:\nNear :b:\nPatterns *\n')
+    t.write(
+      rc,
+      'MaildirStore a\nPath /tmp/a/\n\nMaildirStore b\nPath /tmp/b/\n\nChannel sp\nFar :a:\nNear :b:\nPatterns *\n'
+    )
     use(rc, { accounts = { sp = { folders = { 'INBOX', 'Sent Items', 'Old Sent', [[a\b]] } } } })
     vim.cmd('runtime plugin/himalaya-sync.lua')
     local function complete(line)

@@ -13,6 +13,7 @@ M.version = require('himalaya.sync.version')
 function M._start_enabled(cfg)
   -- Removed only when the option made them: commands made by a call of
   -- legacy_commands() stay.
+  ---@type {legacy_by_option: boolean}
   local S = require('himalaya.sync.native').state('init', { legacy_by_option = false })
   if cfg.legacy_commands then
     M.legacy_commands()
