@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use himalaya_sync::lock::LockDir;
+use himalaya_sync::lock::{LockDir, LockGuard};
 
 /// A private lock folder and an mbsyncrc whose one account has neither a
 /// server (port 1) nor a local folder: a sync of it fails at once.
@@ -28,15 +28,22 @@ fn serverless_account(tmp: &Path) -> (PathBuf, PathBuf) {
     (locks, rc)
 }
 
+/// [`serverless_account`] while another process syncs it (this test holds
+/// its lock, until the guard is dropped).
+fn account_synced_elsewhere(tmp: &Path) -> (PathBuf, PathBuf, LockGuard) {
+    let (locks, rc) = serverless_account(tmp);
+    let held = LockDir::open(locks.clone())
+        .unwrap()
+        .acquire("sync-demo", Duration::ZERO, "the test's sync", None)
+        .unwrap();
+    (locks, rc, held)
+}
+
 #[test]
 fn a_sync_that_waits_for_another_process_says_who_holds_the_account() {
     let tmp = tempfile::tempdir().unwrap();
     // mbsync never runs: the lock is held for the whole wait.
-    let (locks, rc) = serverless_account(tmp.path());
-    let _held = LockDir::open(locks.clone())
-        .unwrap()
-        .acquire("sync-demo", Duration::ZERO, "the test's sync", None)
-        .unwrap();
+    let (locks, rc, _held) = account_synced_elsewhere(tmp.path());
 
     let out = Command::new(env!("CARGO_BIN_EXE_himalaya-sync"))
         .args(["sync", "demo", "full", "-c"])
@@ -111,12 +118,8 @@ fn the_tool_exits_only_once_the_sync_is_in_the_history() {
 #[test]
 fn a_signal_cancels_the_sync_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
-    // A lock held by another process: the sync waits, until the signal.
-    let (locks, rc) = serverless_account(tmp.path());
-    let _held = LockDir::open(locks.clone())
-        .unwrap()
-        .acquire("sync-demo", Duration::ZERO, "the test's sync", None)
-        .unwrap();
+    // The sync waits for the lock, until the signal.
+    let (locks, rc, _held) = account_synced_elsewhere(tmp.path());
     let mut tool = Command::new(env!("CARGO_BIN_EXE_himalaya-sync"))
         .args(["sync", "demo", "full", "-c"])
         .arg(&rc)

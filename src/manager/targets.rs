@@ -286,8 +286,8 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn cfg() -> MbsyncConfig {
-        let text = "\
+    /// The stores of the test mbsyncrc files.
+    const STORES: &str = "\
 IMAPStore r
 Host example.org
 User me
@@ -295,7 +295,11 @@ User me
 MaildirStore l
 Path ~/Mail/
 Inbox ~/Mail/INBOX
+";
 
+    fn cfg() -> MbsyncConfig {
+        let text = format!(
+            "{STORES}
 Channel gmail
 Far :r:
 Near :l:
@@ -312,8 +316,9 @@ Near :l:
 Group both
 Channel gmail
 Channel work
-";
-        MbsyncConfig::parse(text, Path::new("/home/u/.mbsyncrc")).unwrap()
+"
+        );
+        MbsyncConfig::parse(&text, Path::new("/home/u/.mbsyncrc")).unwrap()
     }
 
     fn no() -> HashMap<String, AccountOverrides> {
@@ -374,15 +379,8 @@ Channel work
     /// Patterns leave INBOX out would get an INBOX folder it never had.
     #[test]
     fn an_inbox_sync_only_touches_channels_that_sync_inbox() {
-        let text = "\
-IMAPStore r
-Host example.org
-User me
-
-MaildirStore l
-Path ~/Mail/
-Inbox ~/Mail/INBOX
-
+        let text = format!(
+            "{STORES}
 MaildirStore a
 Path ~/Archive/
 
@@ -415,8 +413,9 @@ Channel rest
 
 Group picked
 Channels main:Sent arch:INBOX,Archive
-";
-        let c = MbsyncConfig::parse(text, Path::new("/home/u/.mbsyncrc")).unwrap();
+"
+        );
+        let c = MbsyncConfig::parse(&text, Path::new("/home/u/.mbsyncrc")).unwrap();
         let inbox = |name| resolve(&c, &no(), SyncType::Inbox, name, &[]);
         assert_eq!(inbox("g").unwrap(), ["main:INBOX"]);
         assert_eq!(inbox("x").unwrap(), ["in"]);

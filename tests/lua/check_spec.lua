@@ -88,21 +88,15 @@ describe('check', function()
     -- Throttled, so that the cancel comes while mbsync pulls: it leaves its
     -- journal, where the messages it found are registered.
     t.use(fx.mbsyncrc, { accounts = { demo = { throttle = { kbps = 2000 } } } })
-    local done, cancelled
-    assert(manager.start_sync('full', {
+    local cancelled
+    local done = t.sync_and_wait('full', {
       account = 'demo',
       on_progress = function(p)
         if p.near.new.done >= 1 and not cancelled then
           cancelled = manager.cancel_sync()
         end
       end,
-      on_complete = function(result)
-        done = result
-      end,
-    }))
-    t.wait_for(function()
-      return done ~= nil
-    end, 10000, 'the cancel')
+    })
     eq('cancelled', done.kind)
     t.use(fx.mbsyncrc)
     local missing = fx.counts('demo', 'server').Sent.total - fx.counts('demo', 'local').Sent.total

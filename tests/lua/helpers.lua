@@ -777,9 +777,13 @@ end
 function M.sync_and_wait(type, opts, timeout_ms)
   local manager = require('himalaya.sync.manager')
   local done, progress = nil, {}
+  local theirs = opts and opts.on_progress
   opts = vim.tbl_extend('force', opts or {}, {
-    on_progress = function(p)
+    on_progress = function(p, info)
       progress[#progress + 1] = vim.deepcopy(p)
+      if theirs then
+        theirs(p, info)
+      end
     end,
     on_complete = function(result, info)
       done = { result = result, info = info }

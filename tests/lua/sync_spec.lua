@@ -27,6 +27,23 @@ local function no_duplicates(ids)
   end
 end
 
+--- The command line completions of a Neovim using an mbsyncrc of two
+--- Maildir stores (a, b) and `channels`, with these accounts settings: a
+--- function from a command line to its completions, sorted.
+---@param channels string
+---@param accounts table
+local function completing(channels, accounts)
+  local rc = t.tmpdir() .. '/mbsyncrc'
+  t.write(rc, 'MaildirStore a\nPath /tmp/a/\n\nMaildirStore b\nPath /tmp/b/\n\n' .. channels)
+  use(rc, { accounts = accounts })
+  vim.cmd('runtime plugin/himalaya-sync.lua')
+  return function(line)
+    local got = vim.fn.getcompletion(line, 'cmdline')
+    table.sort(got)
+    return got
+  end
+end
+
 local function one_line(s)
   ok(type(s) == 'string' and s ~= '' and not s:find('\n'), 'one-line reason expected, got ' .. vim.inspect(s))
 end
@@ -124,7 +141,7 @@ describe('syncing real mail', function()
     local fx = t.fixture({ '--messages', '3000' })
     use(fx.mbsyncrc)
     local seen = t.notifications()
-    local events, calls, done = 0, 0, nil
+    local events, calls = 0, 0
     local au = vim.api.nvim_create_autocmd('User', {
       pattern = 'HimalayaSyncProgress',
       callback = function()
@@ -134,19 +151,13 @@ describe('syncing real mail', function()
     t.defer(function()
       vim.api.nvim_del_autocmd(au)
     end)
-    assert(manager.start_sync('full', {
+    local done = t.sync_and_wait('full', {
       account = 'demo',
       on_progress = function()
         calls = calls + 1
         error('broken progress callback', 0)
       end,
-      on_complete = function(result)
-        done = result
-      end,
-    }))
-    t.wait_for(function()
-      return done ~= nil
-    end, 30000, 'the sync to end')
+    })
     eq(true, done.success, done.error)
     ok(events >= 2, 'progress events: ' .. events)
     eq(1, calls)
@@ -454,20 +465,10 @@ describe('syncing real mail', function()
   end)
 
   it('folders and repair complete only channels, then the configured folders', function()
-    local dir = t.tmpdir()
-    local rc = dir .. '/mbsyncrc'
-    t.write(
-      rc,
-      'MaildirStore a\nPath /tmp/a/\n\nMaildirStore b\nPath /tmp/b/\n\n'
-        .. 'Channel one\nFar :a:\nNear :b:\n\nChannel two\nFar :a:\nNear :b:\n\nGroup both\nChannel one\nChannel two\n'
+    local complete = completing(
+      'Channel one\nFar :a:\nNear :b:\n\nChannel two\nFar :a:\nNear :b:\n\nGroup both\nChannel one\nChannel two\n',
+      { one = { folders = { 'INBOX', 'Work' } } }
     )
-    use(rc, { accounts = { one = { folders = { 'INBOX', 'Work' } } } })
-    vim.cmd('runtime plugin/himalaya-sync.lua')
-    local function complete(line)
-      local got = vim.fn.getcompletion(line, 'cmdline')
-      table.sort(got)
-      return got
-    end
     eq({ 'both', 'one', 'two' }, complete('HimalayaSync full '))
     eq({ 'one', 'two' }, complete('HimalayaSync folders '))
     eq({ 'one', 'two' }, complete('HimalayaSync repair '))
@@ -479,19 +480,10 @@ describe('syncing real mail', function()
   end)
 
   it('folder names with spaces complete escaped, and the command reads them back as one name', function()
-    local dir = t.tmpdir()
-    local rc = dir .. '/mbsyncrc'
-    t.write(
-      rc,
-      'MaildirStore a\nPath /tmp/a/\n\nMaildirStore b\nPath /tmp/b/\n\nChannel sp\nFar :a:\nNear :b:\nPatterns *\n'
+    local complete = completing(
+      'Channel sp\nFar :a:\nNear :b:\nPatterns *\n',
+      { sp = { folders = { 'INBOX', 'Sent Items', 'Old Sent', [[a\b]] } } }
     )
-    use(rc, { accounts = { sp = { folders = { 'INBOX', 'Sent Items', 'Old Sent', [[a\b]] } } } })
-    vim.cmd('runtime plugin/himalaya-sync.lua')
-    local function complete(line)
-      local got = vim.fn.getcompletion(line, 'cmdline')
-      table.sort(got)
-      return got
-    end
     eq({ [[Sent\ Items]] }, complete('HimalayaSync folders sp Se'))
     eq({ [[Sent\ Items]] }, complete([[HimalayaSync folders sp Sent\]]))
     eq({ [[Sent\ Items]] }, complete([[HimalayaSync folders sp Sent\ I]]))
