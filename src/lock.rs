@@ -72,13 +72,13 @@ const LOCK_SUFFIX: &str = ".lock";
 const MAX_NAME_LEN: usize = 100;
 /// How much of a holder note we read; a real note is far smaller.
 const MAX_NOTE_LEN: u64 = 4096;
-/// First and longest pause between attempts in [`LockDir::acquire`]: short
-/// at first so a lock released quickly is picked up quickly, then capped so
-/// a long wait doesn't spin but still notices a release within 25 ms.
 /// The longest wait, in seconds, accepted from a user anywhere (a day);
 /// longer is surely a mistake.
 pub const MAX_WAIT: f64 = 86_400.0;
 
+/// First and longest pause between attempts in [`LockDir::acquire`]: short
+/// at first so a lock released quickly is picked up quickly, then capped so
+/// a long wait doesn't spin but still notices a release within 25 ms.
 const FIRST_PAUSE: Duration = Duration::from_millis(1);
 const MAX_PAUSE: Duration = Duration::from_millis(25);
 
