@@ -506,10 +506,7 @@ fn channel_dirs(cfg: &MbsyncConfig, channel: &Channel) -> BTreeSet<PathBuf> {
     if let Some(dir) = cfg.near_maildir(channel) {
         dirs.insert(normalize(&dir));
     }
-    let store = [&channel.near, &channel.far].into_iter().find_map(|spec| {
-        let name = spec.strip_prefix(':')?.split(':').next()?;
-        cfg.maildir_stores.iter().find(|s| s.name == name)
-    });
+    let store = cfg.maildir_side(channel).map(|(store, _)| store);
     if let Some(store) = store {
         if let Some(path) = &store.path {
             dirs.insert(normalize(path));

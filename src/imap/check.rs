@@ -376,7 +376,7 @@ struct Layout {
 impl Layout {
     fn new(config: &MbsyncConfig, chan: &Channel) -> Result<Layout> {
         let split = |spec: &str| -> Option<(String, String)> {
-            let (store, mailbox) = spec.strip_prefix(':')?.split_once(':')?;
+            let (store, mailbox) = crate::mbsync::config::split_spec(spec)?;
             Some((store.to_owned(), mailbox.to_owned()))
         };
         let malformed = |spec: &str| {

@@ -68,11 +68,7 @@ pub struct CheckResult {
 /// Unicode too (a prefix may be written as the server spells it, as
 /// mbsync 1.4 needs; see [`crate::mbsync::names`]).
 pub fn box_name(channel: &Channel, folder: &str) -> String {
-    let prefix = channel
-        .far
-        .strip_prefix(':')
-        .and_then(|s| s.split_once(':'))
-        .map_or(String::new(), |(_, mailbox)| decode_mutf7(mailbox));
+    let prefix = decode_mutf7(channel.far_mailbox());
     if folder == "INBOX" || prefix.is_empty() {
         return folder.to_string();
     }
@@ -123,10 +119,7 @@ pub fn folder_counts(
         let Some(channel) = cfg.channel(&name) else {
             continue;
         };
-        let store = [&channel.near, &channel.far].into_iter().find_map(|spec| {
-            let store = spec.strip_prefix(':')?.split(':').next()?;
-            cfg.maildir_stores.iter().find(|s| s.name == store)
-        });
+        let store = cfg.maildir_side(channel).map(|(store, _)| store);
         if let Some(store) = store {
             if !stores.iter().any(|s: &&_| std::ptr::eq(*s, store)) {
                 stores.push(store);

@@ -96,21 +96,16 @@ pub fn plan(
             "the repair needs `SyncState *` (state kept inside each folder) in the mbsyncrc".into(),
         ));
     }
-    let (store, side_box) = [&chan.near, &chan.far]
-        .into_iter()
-        .find_map(|spec| {
-            let (name, side_box) = spec.strip_prefix(':')?.split_once(':')?;
-            let store = cfg.maildir_stores.iter().find(|s| s.name == name)?;
-            Some((store, side_box))
-        })
+    let (store, side_box) = cfg
+        .maildir_side(chan)
         .ok_or_else(|| refuse("the channel has no Maildir side".into()))?;
     // A channel without Patterns syncs one box, named on each side by the
     // channel itself (none: INBOX): the local folder is the one named on
     // its Maildir side, whatever the server calls the box.
     let here = if chan.patterns.is_empty() {
-        let far_box = match chan.far.strip_prefix(':').and_then(|f| f.split_once(':')) {
-            Some((_, b)) if !b.is_empty() => b,
-            _ => "INBOX",
+        let far_box = match chan.far_mailbox() {
+            "" => "INBOX",
+            b => b,
         };
         if mailbox != far_box {
             return Err(refuse(format!(

@@ -182,6 +182,12 @@ impl Channel {
         taken
     }
 
+    /// The mailbox (without Patterns) or prefix (with them) the channel
+    /// names on its far side; empty when it names none.
+    pub fn far_mailbox(&self) -> &str {
+        split_spec(&self.far).map_or("", |(_, mailbox)| mailbox)
+    }
+
     /// The mbsync target that syncs the server's INBOX through this channel
     /// and nothing else: `chan:INBOX` when its Patterns take INBOX, the
     /// channel itself when INBOX is the one mailbox it syncs (no Patterns,
@@ -411,6 +417,17 @@ impl MbsyncConfig {
         self.groups.iter().find(|g| g.name == name)
     }
 
+    /// A channel's Maildir side (the near side, or the far side if only that
+    /// one is a `MaildirStore`): its store, and the mailbox or prefix the
+    /// channel names there (empty when none).
+    pub fn maildir_side<'a>(&'a self, channel: &'a Channel) -> Option<(&'a MaildirStore, &'a str)> {
+        [&channel.near, &channel.far].into_iter().find_map(|spec| {
+            let (store, mailbox) = split_spec(spec)?;
+            let store = self.maildir_stores.iter().find(|s| s.name == store)?;
+            Some((store, mailbox))
+        })
+    }
+
     /// The local directory a channel syncs into: the mail directory of its
     /// Maildir side (the near side, or the far side if only that one is a
     /// `MaildirStore`).
@@ -422,11 +439,7 @@ impl MbsyncConfig {
     /// otherwise `Path` followed by the mailbox name. `None` when the channel
     /// has no Maildir side or the needed `Path` is not set.
     pub fn near_maildir(&self, channel: &Channel) -> Option<PathBuf> {
-        let (store, mailbox) = [&channel.near, &channel.far].into_iter().find_map(|spec| {
-            let (store, mailbox) = split_spec(spec)?;
-            let store = self.maildir_stores.iter().find(|s| s.name == store)?;
-            Some((store, mailbox))
-        })?;
+        let (store, mailbox) = self.maildir_side(channel)?;
         let inbox = || {
             store
                 .inbox
@@ -608,7 +621,7 @@ fn exists(path: &Path) -> bool {
 }
 
 /// `:store:mailbox` split into store and mailbox.
-fn split_spec(spec: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_spec(spec: &str) -> Option<(&str, &str)> {
     spec.strip_prefix(':')?.split_once(':')
 }
 
