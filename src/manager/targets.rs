@@ -230,13 +230,10 @@ fn inbox_targets(cfg: &MbsyncConfig, name: &str) -> Option<Vec<String>> {
     }
     let group = cfg.group(name)?;
     let mut out: Vec<String> = Vec::new();
-    for member in &group.members {
-        let target = match member.split_once(':') {
-            Some((chan, boxes)) => boxes
-                .split(',')
-                .any(|b| b == "INBOX")
-                .then(|| format!("{chan}:INBOX")),
-            None => cfg.channel(member).and_then(|c| c.inbox_target()),
+    for (chan, boxes) in group.selections() {
+        let target = match boxes {
+            Some(boxes) => boxes.contains(&"INBOX").then(|| format!("{chan}:INBOX")),
+            None => cfg.channel(chan).and_then(|c| c.inbox_target()),
         };
         if let Some(t) = target.filter(|t| !out.contains(t)) {
             out.push(t);

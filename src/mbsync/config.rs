@@ -234,26 +234,31 @@ impl Group {
     /// `other` is a channel this group syncs whole, or a selection of boxes
     /// this group selects too.
     fn syncs_all_of(&self, other: &Group) -> bool {
-        let boxes = |member: &str| -> (String, Option<Vec<String>>) {
-            match member.split_once(':') {
-                Some((chan, list)) => (
-                    chan.to_string(),
-                    Some(list.split(',').map(str::to_string).collect()),
-                ),
-                None => (member.to_string(), None),
-            }
-        };
         other.members.iter().all(|m| {
-            let (chan, wanted) = boxes(m);
+            let (chan, wanted) = member_boxes(m);
             self.members
                 .iter()
-                .any(|mine| match (boxes(mine), &wanted) {
+                .any(|mine| match (member_boxes(mine), &wanted) {
                     ((c, _), _) if c != chan => false,
                     ((_, None), _) => true,
                     ((_, Some(have)), Some(wanted)) => wanted.iter().all(|b| have.contains(b)),
                     ((_, Some(_)), None) => false,
                 })
         })
+    }
+
+    /// Each member as its channel and, when it selects some, its boxes.
+    pub fn selections(&self) -> impl Iterator<Item = (&str, Option<Vec<&str>>)> {
+        self.members.iter().map(|m| member_boxes(m))
+    }
+}
+
+/// A group member, `chan` or `chan:INBOX,Work`: the channel, and the boxes
+/// it selects (None: the channel's own Patterns).
+fn member_boxes(member: &str) -> (&str, Option<Vec<&str>>) {
+    match member.split_once(':') {
+        Some((chan, list)) => (chan, Some(list.split(',').collect())),
+        None => (member, None),
     }
 }
 
