@@ -4,8 +4,10 @@
 --
 -- With no arguments it runs every tests/lua/*_spec.lua. Each spec file runs
 -- in its own Neovim (a fresh process: fresh library state, fresh lock
--- table) with private XDG folders and lock folder, removed afterwards. The
--- last line is `N passed, N failed`; the exit code is non-zero on failure.
+-- table) with private XDG folders and lock folder, removed afterwards.
+-- Two spec files run at a time (HIMALAYA_SPEC_JOBS), each printed whole
+-- when it ends. The last line is `N passed, N failed`; the exit code is
+-- non-zero on failure.
 --
 -- Secret check: after each spec, its output (stdout and stderr), the files
 -- in its XDG folders (engine log, history, locks) and the notifications it
@@ -68,12 +70,60 @@ local function run_one(spec)
   vim.cmd(failed == 0 and 'qa!' or 'cquit 1')
 end
 
+--- Starts one spec file's Neovim with its private folders; `done` is set
+--- when it exits. Its output is kept, not printed: specs run side by side.
+---@param spec string
+---@param filter string?
+---@param secrets_file string
+local function start_spec(spec, filter, secrets_file)
+  local home = vim.fn.tempname() .. '-spec'
+  vim.fn.mkdir(home, 'p', tonumber('700', 8))
+  local env = {
+    XDG_STATE_HOME = home .. '/state',
+    XDG_CACHE_HOME = home .. '/cache',
+    XDG_CONFIG_HOME = home .. '/config',
+    XDG_DATA_HOME = home .. '/data',
+    XDG_RUNTIME_DIR = home .. '/run',
+    -- Neovim's own temp folder too: one killed on purpose cannot remove it.
+    TMPDIR = home .. '/tmp',
+    HIMALAYA_SPEC_HOME = home,
+    HIMALAYA_SPEC_FILTER = filter,
+    HIMALAYA_SPEC_SECRETS = secrets_file,
+  }
+  vim.fn.mkdir(env.XDG_RUNTIME_DIR, 'p', tonumber('700', 8))
+  vim.fn.mkdir(env.TMPDIR, 'p', tonumber('700', 8))
+  local run = { spec = spec, name = vim.fn.fnamemodify(spec, ':t'), home = home, out = {}, errs = {} }
+  run.started = uv.hrtime()
+  run.proc = vim.system(
+    { nvim, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', debug.getinfo(1, 'S').source:sub(2), '--one', spec },
+    {
+      env = env,
+      text = true,
+      stdout = function(_, data)
+        run.out[#run.out + 1] = data
+      end,
+      stderr = function(_, data)
+        run.errs[#run.errs + 1] = data
+      end,
+    },
+    function(res)
+      run.res = res
+    end
+  )
+  return run
+end
+
 local function run_all(specs)
   if #specs == 0 then
     specs = vim.fn.glob(root .. '/tests/lua/*_spec.lua', false, true)
     table.sort(specs)
   end
   local filter = os.getenv('HIMALAYA_SPEC_FILTER')
+  -- Most specs wait on servers, processes and timers much more than they
+  -- compute, so two at a time keep this machine's two CPUs busier and take
+  -- a little over half as long; each has its own Neovim, folders, servers
+  -- and ports. HIMALAYA_SPEC_JOBS=1 runs them one after another.
+  local jobs = math.max(1, tonumber(os.getenv('HIMALAYA_SPEC_JOBS') or '') or 2)
   local total_pass, total_fail = 0, 0
   package.path = root .. '/tests/lua/?.lua;' .. package.path
   local helpers = require('helpers')
@@ -83,79 +133,80 @@ local function run_all(specs)
   local secrets_file = suite .. '/secrets'
   helpers.write(secrets_file, '')
   local leaks = {}
-  for _, spec in ipairs(specs) do
-    local home = vim.fn.tempname() .. '-spec'
-    vim.fn.mkdir(home, 'p', tonumber('700', 8))
-    local env = {
-      XDG_STATE_HOME = home .. '/state',
-      XDG_CACHE_HOME = home .. '/cache',
-      XDG_CONFIG_HOME = home .. '/config',
-      XDG_DATA_HOME = home .. '/data',
-      XDG_RUNTIME_DIR = home .. '/run',
-      -- Neovim's own temp folder too: one killed on purpose cannot remove it.
-      TMPDIR = home .. '/tmp',
-      HIMALAYA_SPEC_HOME = home,
-      HIMALAYA_SPEC_FILTER = filter,
-      HIMALAYA_SPEC_SECRETS = secrets_file,
-    }
-    vim.fn.mkdir(env.XDG_RUNTIME_DIR, 'p', tonumber('700', 8))
-    vim.fn.mkdir(env.TMPDIR, 'p', tonumber('700', 8))
-    local name = vim.fn.fnamemodify(spec, ':t')
-    io.stdout:write(('\n== %s\n'):format(name))
+
+  ---@param run table
+  local function finish(run)
+    local res = run.res
+    local secs = (uv.hrtime() - run.started) / 1e9
+    local name = run.name
+    local out = table.concat(run.out)
+    io.stdout:write(('\n== %s\n%s%s'):format(name, out, out:sub(-1) == '\n' and '' or '\n'))
     io.stdout:flush()
-    local started = uv.hrtime()
-    local out, errs = {}, {}
-    local proc = vim.system(
-      { nvim, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', debug.getinfo(1, 'S').source:sub(2), '--one', spec },
-      {
-        env = env,
-        text = true,
-        stdout = function(_, data)
-          if data then
-            out[#out + 1] = data
-            io.stdout:write(data)
-            io.stdout:flush()
-          end
-        end,
-        stderr = function(_, data)
-          if data then
-            errs[#errs + 1] = data
-            io.stderr:write(data)
-          end
-        end,
-      }
-    )
-    local res = proc:wait(SPEC_TIMEOUT_MS)
-    local secs = (uv.hrtime() - started) / 1e9
+    local errs = table.concat(run.errs)
+    if errs ~= '' then
+      io.stderr:write(errs, errs:sub(-1) == '\n' and '' or '\n')
+    end
     -- Collect the child's own summary from what it printed.
     local p, f = 0, 0
-    for a, b in table.concat(out):gmatch('(%d+) passed, (%d+) failed') do
+    for a, b in out:gmatch('(%d+) passed, (%d+) failed') do
       p, f = tonumber(a), tonumber(b)
     end
     if res.code ~= 0 and f == 0 then
       f = 1
-      io.stdout:write(
-        ('FAIL %s: Neovim exited with code %s (signal %s) after %.1f s\n'):format(name, res.code, res.signal, secs)
-      )
+      local why = run.timed_out and ('its %d s limit'):format(SPEC_TIMEOUT_MS / 1000)
+        or ('code %s (signal %s)'):format(res.code, res.signal)
+      io.stdout:write(('FAIL %s: Neovim stopped by %s after %.1f s\n'):format(name, why, secs))
     end
     total_pass, total_fail = total_pass + p, total_fail + f
     -- A spec killed at its time limit could not clean up: stop every
     -- server it started before removing its folder.
     vim
-      .system({ 'python3', root .. '/tests/fixture/imap_fixture.py', 'stop-all', '--root', home }, { text = true })
+      .system({ 'python3', root .. '/tests/fixture/imap_fixture.py', 'stop-all', '--root', run.home }, { text = true })
       :wait(30000)
     io.stdout:write(('-- %s: %.1f s\n'):format(name, secs))
-    helpers.write(('%s/%s.stdout'):format(suite, name), table.concat(out))
-    helpers.write(('%s/%s.stderr'):format(suite, name), table.concat(errs))
-    local scan = { suite .. '/' .. name .. '.stdout', suite .. '/' .. name .. '.stderr', home .. '/notifications.log' }
+    io.stdout:flush()
+    helpers.write(('%s/%s.stdout'):format(suite, name), out)
+    helpers.write(('%s/%s.stderr'):format(suite, name), errs)
+    local scan =
+      { suite .. '/' .. name .. '.stdout', suite .. '/' .. name .. '.stderr', run.home .. '/notifications.log' }
     for _, d in ipairs({ 'state', 'cache', 'config', 'data', 'run' }) do
-      scan[#scan + 1] = home .. '/' .. d
+      scan[#scan + 1] = run.home .. '/' .. d
     end
     local hits = helpers.find_secrets(helpers.all_secrets(secrets_file), scan)
     if #hits == 0 then
-      vim.fn.delete(home, 'rf')
+      vim.fn.delete(run.home, 'rf')
     end
     vim.list_extend(leaks, hits)
+  end
+
+  local next_spec, running = 1, {}
+  while next_spec <= #specs or #running > 0 do
+    while #running < jobs and next_spec <= #specs do
+      running[#running + 1] = start_spec(specs[next_spec], filter, secrets_file)
+      next_spec = next_spec + 1
+    end
+    vim.wait(1000, function()
+      for _, run in ipairs(running) do
+        if run.res then
+          return true
+        end
+      end
+      return false
+    end, 20)
+    for i = #running, 1, -1 do
+      local run = running[i]
+      if not run.res and (uv.hrtime() - run.started) / 1e6 > SPEC_TIMEOUT_MS then
+        run.timed_out = true
+        run.proc:kill('sigkill')
+        run.res = run.proc:wait()
+      end
+      if run.res then
+        -- wait() returns once the output pipes are drained too.
+        run.proc:wait()
+        table.remove(running, i)
+        finish(run)
+      end
+    end
   end
   if #leaks > 0 then
     total_fail = total_fail + 1
