@@ -28,8 +28,10 @@ test: build
 	$(MAKE) --no-print-directory test-lua
 	$(MAKE) --no-print-directory test-other-nvims
 
+# Four tests at a time in each test binary: most wait on a server or a
+# process they started, so this takes two thirds of the time two take.
 test-rust:
-	cargo test --release
+	cargo test --release -- --test-threads=4
 
 test-lua:
 	$(NVIM_RUN) -l tests/lua/runner.lua $(SPECS)
@@ -39,7 +41,7 @@ test-lua:
 ## (trixie), the oldest the plugin supports, and the newest Debian has (0.12
 ## or later, from forky). The core: loading, commands, bad input, locks,
 ## health, exit paths, a real sync with its progress message. (All specs:
-## `make test-other-nvims SPECS_OTHER=`, 6 more minutes each.)
+## `make test-other-nvims SPECS_OTHER=`, 4 more minutes each.)
 OTHER_NVIMS := $(CURDIR)/.deps/nvim-oldest $(CURDIR)/.deps/nvim-newest
 SPECS_OTHER ?= $(addprefix tests/lua/,badinput_spec.lua distribution_spec.lua health_spec.lua \
   lifecycle_spec.lua loader_spec.lua lock_spec.lua manager_spec.lua progress_spec.lua)

@@ -3,8 +3,9 @@
 //! server and removes its directory on drop, also when a test fails; real
 //! mbsync runs against it; dovecot restarted by a test, also with TLS.
 //!
-//! Each test crate includes this with `mod common;` and uses part of it,
-//! so the parts one crate leaves unused are not dead code.
+//! Each test crate includes this as `mod common;` (tests/engine/main.rs
+//! by its path) and uses part of it, so the parts one crate leaves unused
+//! are not dead code.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -95,7 +95,7 @@ fn processes_take_turns() {
         let child = Command::new(&exe)
             .args([
                 "--exact",
-                "contention_child",
+                "lock_contention::contention_child",
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -14,9 +14,7 @@ use himalaya_sync::manager::targets::Throttle;
 use himalaya_sync::manager::{AccountOverrides, Manager, Settings, StartOptions, SyncType};
 use serde_json::Value;
 
-mod common;
-
-use common::{mbsync, Fixture};
+use crate::common::{self, mbsync, Fixture};
 
 impl Fixture {
     /// The fixture's mbsyncrc with the state files under a global

@@ -19,9 +19,7 @@ use himalaya_sync::imap::idle::{IdleEvent, IdleOptions, IdleWatcher};
 use himalaya_sync::manager::check::check_account;
 use himalaya_sync::mbsync::config::MbsyncConfig;
 
-mod common;
-
-use common::{Fixture, Restarted};
+use crate::common::{Fixture, Restarted};
 
 impl Fixture {
     fn config(&self) -> MbsyncConfig {

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use himalaya_sync::manager::{Manager, Settings, StartOptions, SyncType};
 
-mod common;
-
-use common::Fixture;
+use crate::common::{self, Fixture};
 
 /// One event: sync id, event name, the sync's status in it.
 type Seen = (u64, String, String);
