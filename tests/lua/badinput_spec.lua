@@ -141,9 +141,10 @@ describe('bad input', function()
         end
       end
     end
-    rejects('sync_full with a misspelt option', function()
+    local misspelt = rejects('sync_full with a misspelt option', function()
       return mbsync.sync_full('demo', { on_complet = function() end })
     end, 'invalid')
+    eq('invalid options.on_complet: unknown option (known: on_complete, on_progress, wait)', misspelt)
     for _, o in ipairs({
       { device = 'yes' },
       { devcie = true },
@@ -155,6 +156,9 @@ describe('bad input', function()
       local got, err, kind = require('himalaya.sync.oauth').authorize('demo', o, function() end)
       eq({ nil, 'invalid' }, { got, kind }, 'authorize ' .. vim.inspect(o))
       clear(err, 'authorize ' .. vim.inspect(o))
+      if o.devcie then
+        eq('invalid opts.devcie: unknown option (known: device, timeout)', err)
+      end
     end
     rejects('sync_inbox with options 42', function()
       return mbsync.sync_inbox('demo', 42)

@@ -736,38 +736,6 @@ function M.resolve_account(name)
   return lib and target_for(lib, name) or require('himalaya.sync.himalaya').target_of(name) or name
 end
 
----@class himalaya.sync.KnownKeys
----@field set table<any, true?>
----@field names string sorted, for messages
-
---- The keys a table from a caller may have: a misspelt one is an error, not
---- a field silently left out (`acount` would sync the default account).
----@param names string[]
----@return himalaya.sync.KnownKeys
-local function known_keys(names)
-  local set = {}
-  for _, k in ipairs(names) do
-    set[k] = true
-  end
-  local sorted = vim.list_extend({}, names)
-  table.sort(sorted)
-  return { set = set, names = table.concat(sorted, ', ') }
-end
-
---- The error for the first key of `t` that is not `known`, if any.
----@param t table
----@param known himalaya.sync.KnownKeys
----@param what string the table as the message names it: options, progress.near
----@param noun 'option'|'field'
----@return string?
-local function unknown_key(t, known, what, noun)
-  for k in pairs(t) do
-    if not known.set[k] then
-      return ('invalid %s.%s: unknown %s (known: %s)'):format(what, native.cut(tostring(k)), noun, known.names)
-    end
-  end
-end
-
 --- What is wrong with an account name from a caller, if anything, as an
 --- error naming the parameter `name` as the caller wrote it (a function
 --- that takes the account as an argument says `account`, not the option it
@@ -805,7 +773,7 @@ function M._bad_folders(v, name)
 end
 
 --- The fields of himalaya.sync.StartOptions.
-local START_OPTIONS = known_keys({ 'account', 'folders', 'wait', 'on_progress', 'on_complete', 'auto', 'quiet' })
+local START_OPTIONS = native.known_keys({ 'account', 'folders', 'wait', 'on_progress', 'on_complete', 'auto', 'quiet' })
 
 --- Starts a sync; returns its id, or `nil, err, kind`. Never blocks: the
 --- callbacks run on the main loop as the sync progresses and ends.
@@ -824,7 +792,7 @@ function M.start_sync(type, options)
   if _G.type(options) ~= 'table' then
     return nil, 'invalid options: expected a table', 'invalid'
   end
-  local unknown = unknown_key(options, START_OPTIONS, 'options', 'option')
+  local unknown = native.unknown_key(options, START_OPTIONS, 'options', 'option')
   if unknown then
     return nil, unknown, 'invalid'
   end
@@ -1079,8 +1047,8 @@ local function count(v)
 end
 
 --- The fields of himalaya.sync.Progress, and of its sides.
-local PROGRESS_FIELDS = known_keys({ 'channels', 'boxes', 'far', 'near', 'truncated', 'percent', 'box' })
-local SIDE_FIELDS = known_keys({ 'new', 'flags', 'trash', 'expunge' })
+local PROGRESS_FIELDS = native.known_keys({ 'channels', 'boxes', 'far', 'near', 'truncated', 'percent', 'box' })
+local SIDE_FIELDS = native.known_keys({ 'new', 'flags', 'trash', 'expunge' })
 
 --- What is wrong with a progress table from outside the engine, if
 --- anything, as an error message: it is stored and shown (status line,
@@ -1091,7 +1059,7 @@ local function bad_progress(p)
   if _G.type(p) ~= 'table' then
     return ('invalid progress: %s: expected a table'):format(native.shown(p))
   end
-  local unknown = unknown_key(p, PROGRESS_FIELDS, 'progress', 'field')
+  local unknown = native.unknown_key(p, PROGRESS_FIELDS, 'progress', 'field')
   if unknown then
     return unknown
   end
@@ -1110,7 +1078,7 @@ local function bad_progress(p)
       if _G.type(s) ~= 'table' then
         return ('invalid progress: %s %s: expected a table'):format(side, native.shown(s))
       end
-      unknown = unknown_key(s, SIDE_FIELDS, 'progress.' .. side, 'field')
+      unknown = native.unknown_key(s, SIDE_FIELDS, 'progress.' .. side, 'field')
       if unknown then
         return unknown
       end
@@ -1148,7 +1116,7 @@ function M.update_progress(progress)
 end
 
 --- The fields of himalaya.sync.Result.
-local RESULT_FIELDS = known_keys({
+local RESULT_FIELDS = native.known_keys({
   'success',
   'error',
   'kind',
@@ -1176,7 +1144,7 @@ function M.complete_sync(type, result)
     if _G.type(result) ~= 'table' then
       return false, ('invalid result %s: expected a table'):format(native.shown(result)), 'invalid'
     end
-    local unknown = unknown_key(result, RESULT_FIELDS, 'result', 'field')
+    local unknown = native.unknown_key(result, RESULT_FIELDS, 'result', 'field')
     if unknown then
       return false, unknown, 'invalid'
     elseif result.success ~= nil and _G.type(result.success) ~= 'boolean' then

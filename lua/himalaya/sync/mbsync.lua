@@ -11,6 +11,8 @@ local M = {}
 ---@field on_complete? fun(result: himalaya.sync.Result, info: himalaya.sync.SyncInfo)
 ---@field wait? number seconds to wait when another process syncs the account
 
+local OPTIONS = native.known_keys({ 'on_progress', 'on_complete', 'wait' })
+
 --- Starts a sync through the manager. An error about an argument must name
 --- it as the caller gave it (`account`), not as the manager's option it
 --- becomes (`options.account`): the arguments are checked here first.
@@ -30,12 +32,9 @@ local function start(type, account, folders, opts)
     return nil, 'invalid options: expected a table', 'invalid'
   end
   opts = opts or {}
-  for k in pairs(opts) do
-    if k ~= 'on_progress' and k ~= 'on_complete' and k ~= 'wait' then
-      return nil,
-        ('invalid options.%s: unknown option (known: on_complete, on_progress, wait)'):format(tostring(k)),
-        'invalid'
-    end
+  local unknown = native.unknown_key(opts, OPTIONS, 'options', 'option')
+  if unknown then
+    return nil, unknown, 'invalid'
   end
   return manager.start_sync(type, {
     account = account,

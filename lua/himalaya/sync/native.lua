@@ -627,6 +627,38 @@ function M.shown(v)
   return M.cut(vim.inspect(type(v) == 'string' and v:sub(1, 4 * SHOWN) or v, { newline = ' ', indent = '' }))
 end
 
+---@class himalaya.sync.KnownKeys
+---@field set table<any, true?>
+---@field names string sorted, for messages
+
+--- The keys a table from a caller may have: a misspelt one is an error, not
+--- a field silently left out (`acount` would sync the default account).
+---@param names string[]
+---@return himalaya.sync.KnownKeys
+function M.known_keys(names)
+  local set = {}
+  for _, k in ipairs(names) do
+    set[k] = true
+  end
+  local sorted = vim.list_extend({}, names)
+  table.sort(sorted)
+  return { set = set, names = table.concat(sorted, ', ') }
+end
+
+--- The error for the first key of `t` that is not `known`, if any.
+---@param t table
+---@param known himalaya.sync.KnownKeys
+---@param what string the table as the message names it: options, progress.near
+---@param noun 'option'|'field'
+---@return string?
+function M.unknown_key(t, known, what, noun)
+  for k in pairs(t) do
+    if not known.set[k] then
+      return ('invalid %s.%s: unknown %s (known: %s)'):format(what, M.cut(tostring(k)), noun, known.names)
+    end
+  end
+end
+
 --- Answers a call that failed before it could start: returns the failure,
 --- and hands it to `callback` too when that is callable (later, on the main
 --- loop, never before the call returns), since a callback gets every answer.

@@ -192,6 +192,8 @@ function M.status(account, callback)
   return run('status', account, nil, callback)
 end
 
+local AUTHORIZE_OPTIONS = native.known_keys({ 'device', 'timeout' })
+
 --- Asks the user to grant access: in the browser (authorization code with
 --- PKCE and a one-shot listener on 127.0.0.1), or with `{ device = true }`
 --- by a code entered on another device. Never blocks; the result goes to
@@ -206,12 +208,16 @@ function M.authorize(account, opts, callback)
   if opts ~= nil and type(opts) ~= 'table' then
     return native.fail(callback, nil, 'invalid opts: expected a table like { device = true }', 'invalid')
   end
-  for k, v in pairs(opts or {}) do
+  opts = opts or {}
+  local unknown = native.unknown_key(opts, AUTHORIZE_OPTIONS, 'opts', 'option')
+  if unknown then
+    return native.fail(callback, nil, unknown, 'invalid')
+  end
+  for k, v in pairs(opts) do
     local bad = (k == 'device' and type(v) ~= 'boolean' and 'expected a boolean')
       or (k == 'timeout' and not (type(v) == 'number' and v >= 1 and v <= 86400) and 'expected seconds from 1 to 86400')
-      or (k ~= 'device' and k ~= 'timeout' and 'unknown option (known: device, timeout)')
     if bad then
-      return native.fail(callback, nil, ('invalid opts.%s %s: %s'):format(tostring(k), native.shown(v), bad), 'invalid')
+      return native.fail(callback, nil, ('invalid opts.%s %s: %s'):format(k, native.shown(v), bad), 'invalid')
     end
   end
   callback = callback
@@ -222,7 +228,7 @@ function M.authorize(account, opts, callback)
         vim.notify(('himalaya-sync: authorizing %s failed: %s'):format(account, err), vim.log.levels.ERROR)
       end
     end
-  return run('authorize', account, opts or {}, callback, function(p)
+  return run('authorize', account, opts, callback, function(p)
     if p.url then
       local opened = vim.ui.open and select(2, pcall(vim.ui.open, p.url))
       vim.notify(
