@@ -21,8 +21,12 @@ build: deps
 
 ## All tests: Rust unit and integration tests, then Lua specs in headless
 ## Neovim against the release build: all of them on Neovim 0.11, and their
-## core on 0.10 and 0.12 too.
-test: build
+## core on 0.10 and 0.12 too. The first step builds what `make build` does
+## (the library and the tool) and the test binaries in one cargo run, which
+## compiles the library and its unit tests side by side: about a minute
+## sooner than one after the other.
+test: deps
+	cargo test --release --no-run
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-lua
