@@ -24,9 +24,12 @@ build: deps
 ## core on 0.10 and 0.12 too. The first step builds what `make build` does
 ## (the library and the tool) and the test binaries in one cargo run, which
 ## compiles the library and its unit tests side by side: about a minute
-## sooner than one after the other.
+## sooner than one after the other. `cargo test` leaves the library in
+## target/release/deps; the `cargo build` after it only links it to
+## target/release, where the plugin looks (it compiles nothing again).
 test: deps
 	cargo test --release --no-run
+	cargo build --release
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-lua

@@ -122,7 +122,9 @@ local function run_all(specs)
   -- Most specs wait on servers, processes and timers much more than they
   -- compute, so two at a time keep this machine's two CPUs busier and take
   -- a little over half as long; each has its own Neovim, folders, servers
-  -- and ports. HIMALAYA_SPEC_JOBS=1 runs them one after another.
+  -- and ports. HIMALAYA_SPEC_JOBS=1 runs them one after another. Three at
+  -- a time leave these CPUs no slack: the specs that time a watchdog (a
+  -- frozen server must be noticed within its limit) then fail now and then.
   local jobs = math.max(1, tonumber(os.getenv('HIMALAYA_SPEC_JOBS') or '') or 2)
   local total_pass, total_fail = 0, 0
   package.path = root .. '/tests/lua/?.lua;' .. package.path
