@@ -60,6 +60,7 @@ build = {
       ['himalaya.sync.himalaya'] = 'lua/himalaya/sync/himalaya.lua',
       ['himalaya.sync.idle'] = 'lua/himalaya/sync/idle.lua',
       ['himalaya.sync.init'] = 'lua/himalaya/sync/init.lua',
+      ['himalaya.sync.legacy'] = 'lua/himalaya/sync/legacy.lua',
       ['himalaya.sync.lock'] = 'lua/himalaya/sync/lock.lua',
       ['himalaya.sync.manager'] = 'lua/himalaya/sync/manager.lua',
       ['himalaya.sync.mbsync'] = 'lua/himalaya/sync/mbsync.lua',

@@ -448,9 +448,14 @@ io.stdout:write(vim.json.encode(out))
     contains(msg, 'already using')
   end)
 
-  it('old require paths return the very same module tables', function()
-    for _, m in ipairs({ 'lock' }) do
-      eq(require('himalaya.sync.' .. m), require('neotex.plugins.tools.himalaya.sync.' .. m), m)
+  it('old require paths lead to the same functions', function()
+    for _, m in ipairs({ 'lock', 'oauth' }) do
+      eq(
+        require('himalaya.sync.' .. m).list_locks or require('himalaya.sync.' .. m).status,
+        require('neotex.plugins.tools.himalaya.sync.' .. m).list_locks
+          or require('neotex.plugins.tools.himalaya.sync.' .. m).status,
+        m
+      )
     end
   end)
 

@@ -1,1 +1,1 @@
-return require('himalaya.sync.lock')
+return require('himalaya.sync.legacy').lock

@@ -1,1 +1,1 @@
-return require('himalaya.sync.manager')
+return require('himalaya.sync.legacy').manager

@@ -1,1 +1,1 @@
-return require('himalaya.sync.mbsync')
+return require('himalaya.sync.legacy').mbsync

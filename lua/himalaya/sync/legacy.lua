@@ -1,0 +1,136 @@
+--- The original plugin's modules (`neotex.plugins.tools.himalaya.sync.*`),
+--- as its callers use them. Each is the new module plus the original
+--- functions that have a meaning here, with the original's arguments and
+--- answers: `mbsync.sync(channel, { callback = function(success, err) })`,
+--- `manager.cancel_sync()` answering true or false, channel names from
+--- `lock.get_active_locks()`. So a configuration written for the original
+--- keeps working when its require paths lead here. The new modules are left
+--- as they are; `:help himalaya-sync-compat` lists what is kept.
+local M = {}
+
+---@param new table
+---@param kept table
+---@return table
+local function legacy(new, kept)
+  return setmetatable(kept, { __index = new })
+end
+
+local manager = require('himalaya.sync.manager')
+local mbsync = require('himalaya.sync.mbsync')
+local lock = require('himalaya.sync.lock')
+
+--- Cancels every sync of this Neovim: true when one was asked to stop.
+---@return boolean
+local function cancel_all()
+  return manager.cancel_sync() > 0
+end
+
+M.manager = legacy(manager, {
+  cancel_sync = cancel_all,
+  --- True while a sync of this Neovim runs.
+  can_cancel_sync = manager.is_busy,
+  --- Starts the auto-sync timer (`:help himalaya-sync-opt-auto_sync`).
+  start_auto_sync = function()
+    require('himalaya.sync.auto').start()
+  end,
+  stop_auto_sync = function()
+    require('himalaya.sync.auto').stop()
+  end,
+  is_auto_sync_running = function()
+    return require('himalaya.sync.auto').is_enabled()
+  end,
+})
+
+--- The original's sync: a full sync of `channel` (a channel, group or
+--- account name; nil for the default). `opts.callback(success, err)` gets
+--- the end, with the error's message; `opts.on_progress(progress)` the
+--- progress. Returns the sync id, or false and why it did not start.
+---@param channel? string
+---@param opts? {callback?: fun(success: boolean, err?: string), on_progress?: fun(progress: himalaya.sync.Progress), auto_refresh?: boolean}
+---@return integer|false id
+---@return string? err
+local function sync(channel, opts)
+  if opts ~= nil and type(opts) ~= 'table' then
+    return false, 'invalid opts: expected a table like { callback = function(success, err) end }'
+  end
+  opts = opts or {}
+  for _, k in ipairs({ 'callback', 'on_progress' }) do
+    if opts[k] ~= nil and not vim.is_callable(opts[k]) then
+      return false, ('invalid opts.%s: expected a function'):format(k)
+    end
+  end
+  local callback = opts.callback
+  -- auto_refresh: tokens are always refreshed before a sync that needs one.
+  local id, err = manager.start_sync('full', {
+    account = channel,
+    on_progress = opts.on_progress,
+    on_complete = callback and function(result)
+      local msg = result.error
+      -- The original always gave a failure a message.
+      if not result.success and (msg == nil or msg == '') then
+        msg = 'sync ' .. (result.kind or 'failed')
+      end
+      callback(result.success == true, msg)
+    end,
+  })
+  return id or false, err
+end
+
+M.mbsync = legacy(mbsync, {
+  sync = sync,
+  --- Cancels the syncs of this Neovim: true when one was asked to stop.
+  stop = cancel_all,
+  cancel_current_sync = cancel_all,
+  is_running = manager.is_busy,
+  is_sync_running = manager.is_busy,
+  --- Whether the mbsync program can be run.
+  ---@return boolean
+  check_mbsync = function()
+    return vim.fn.executable(require('himalaya.sync.config').get().mbsync.cmd) == 1
+  end,
+  --- The new status plus the original's fields: `sync_running`, `status`
+  --- ('idle' or the current sync's), `progress`, and from the history of
+  --- the default account `last_sync` and `last_error` (a message).
+  get_status = function()
+    local status = mbsync.get_status() --[[@as table<string, any>]]
+    local current = status.current
+    status.sync_running = status.running
+    status.status = status.running and current.status or 'idle'
+    status.progress = status.running and current.progress or nil
+    local history = manager.history() or {}
+    local account = manager.default_account()
+    local h = account and history[account]
+    if h then
+      status.last_sync = h.last_sync
+      status.last_error = h.last_error and h.last_error.message
+    end
+    return status
+  end,
+})
+
+M.lock = legacy(lock, {
+  --- The original asked with a channel name, or nothing for "a sync runs";
+  --- syncs take `sync-CHANNEL` locks here.
+  ---@param name? string
+  ---@return boolean
+  is_locked = function(name)
+    for _, l in ipairs(lock.list_locks()) do
+      if
+        l.held
+        and (name == nil and vim.startswith(l.name, 'sync-') or l.name == name or l.name == 'sync-' .. tostring(name))
+      then
+        return true
+      end
+    end
+    return false
+  end,
+  --- The names of the locks held now.
+  ---@return string[]
+  get_active_locks = function()
+    return vim.tbl_map(function(l)
+      return l.name
+    end, lock.get_active_locks())
+  end,
+})
+
+return M

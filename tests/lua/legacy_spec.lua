@@ -1,0 +1,107 @@
+-- The original plugin's require paths (`neotex.plugins.tools.himalaya.sync.*`)
+-- called as its code called them, against a real dovecot and real mbsync:
+-- `mbsync.sync(channel, { callback = function(success, err) })`, the cancel
+-- and status questions answered as booleans, lock names as strings.
+local t = require('helpers')
+local describe, it, eq, ok = t.describe, t.it, t.eq, t.ok
+
+local PREFIX = 'neotex.plugins.tools.himalaya.sync.'
+
+describe('original require paths', function()
+  it('lead to the new modules, with the original functions beside them', function()
+    for _, m in ipairs({ 'manager', 'mbsync', 'lock', 'oauth' }) do
+      local old, new = require(PREFIX .. m), require('himalaya.sync.' .. m)
+      for name, fn in pairs(new) do
+        if rawget(old, name) == nil then
+          eq(fn, old[name], m .. '.' .. name)
+        end
+      end
+    end
+    local manager, mbsync = require(PREFIX .. 'manager'), require(PREFIX .. 'mbsync')
+    eq(false, manager.cancel_sync(), 'nothing to cancel is false, not 0')
+    eq(false, manager.can_cancel_sync())
+    eq(false, mbsync.stop())
+    eq(false, mbsync.is_running())
+    eq(false, mbsync.is_sync_running())
+    eq(true, mbsync.check_mbsync())
+    eq(false, require(PREFIX .. 'lock').is_locked())
+    local got, err = mbsync.sync('demo', { callback = 'print' })
+    eq({ false, 'invalid opts.callback: expected a function' }, { got, err })
+  end)
+
+  it('start and stop the auto-sync as the original setup did', function()
+    local manager = require(PREFIX .. 'manager')
+    t.use('/nonexistent/mbsyncrc', { auto_sync = { enabled = false } })
+    eq(false, manager.is_auto_sync_running())
+    manager.start_auto_sync()
+    t.defer(manager.stop_auto_sync)
+    eq(true, manager.is_auto_sync_running())
+    manager.stop_auto_sync()
+    eq(false, manager.is_auto_sync_running())
+  end)
+
+  it('mbsync.sync syncs the channel and calls back with (success, err)', function()
+    local fx = t.fixture({ '--messages', '300' })
+    t.use(fx.mbsyncrc)
+    local mbsync, manager, lock = require(PREFIX .. 'mbsync'), require(PREFIX .. 'manager'), require(PREFIX .. 'lock')
+    local ended, progress, seen = nil, 0, {}
+    local id = mbsync.sync('demo', {
+      auto_refresh = true,
+      on_progress = function()
+        progress = progress + 1
+      end,
+      callback = function(success, err)
+        ended = { success, err }
+      end,
+    })
+    ok(type(id) == 'number', 'an id: ' .. tostring(id))
+    t.wait_for(function()
+      local locks = lock.get_active_locks()
+      if not seen.running and mbsync.is_running() and vim.tbl_contains(locks, 'sync-demo') then
+        seen.running = true
+        seen.status = mbsync.get_status()
+        seen.locked = { lock.is_locked(), lock.is_locked('demo'), lock.is_locked('sync-demo') }
+        seen.can_cancel = manager.can_cancel_sync()
+      end
+      return ended ~= nil
+    end, 60000, 'the sync to end')
+    eq({ true, nil }, ended)
+    ok(progress > 0, 'progress was reported')
+    ok(seen.running, 'seen running')
+    eq(true, seen.status.sync_running)
+    eq('running', seen.status.status)
+    eq({ true, true, true }, seen.locked)
+    eq(true, seen.can_cancel)
+    t.wait_for(function()
+      return not mbsync.is_running()
+    end, 5000, 'the sync to be over')
+    local status = mbsync.get_status()
+    eq({ false, 'idle' }, { status.sync_running, status.status })
+    -- The history is written off the main loop, just after the end.
+    t.wait_for(function()
+      return type(mbsync.get_status().last_sync) == 'number'
+    end, 5000, 'last_sync from the history')
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+
+  it('a cancelled sync calls back with false and a message; cancel answers true', function()
+    local fx = t.fixture({ '--messages', '2000' })
+    t.use(fx.mbsyncrc)
+    local mbsync, manager = require(PREFIX .. 'mbsync'), require(PREFIX .. 'manager')
+    local ended
+    mbsync.sync('demo', {
+      callback = function(success, err)
+        ended = { success, err }
+      end,
+    })
+    t.wait_for(function()
+      return mbsync.get_status().status == 'running' or ended ~= nil
+    end, 30000, 'the sync to run')
+    eq(true, manager.cancel_sync())
+    t.wait_for(function()
+      return ended ~= nil
+    end, 30000, 'the sync to end')
+    eq(false, ended[1])
+    t.contains(ended[2], 'cancelled')
+  end)
+end)
