@@ -731,6 +731,7 @@ io.stdout:write(vim.json.encode(require('himalaya.sync.manager').history()))
       'HimalayaSyncStatus',
       'HimalayaSyncInfo',
       'HimalayaAutoSyncToggle',
+      'HimalayaOAuthRefresh',
     }
     require('himalaya.sync').setup({ legacy_commands = true })
     for _, c in ipairs(legacy) do

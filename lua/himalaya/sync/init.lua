@@ -82,6 +82,7 @@ local LEGACY = {
   HimalayaSyncStatus = 'status',
   HimalayaSyncInfo = 'info',
   HimalayaAutoSyncToggle = 'auto toggle',
+  HimalayaOAuthRefresh = 'oauth refresh',
 }
 
 --- The original plugin's commands, as thin aliases of `:HimalayaSync` that
