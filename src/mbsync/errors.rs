@@ -106,6 +106,9 @@ const CONFIG_PATTERNS: &[&str] = &[
     "not using LOGIN because connection is not encrypted",
     "Error initializing SASL",
     "SSL support not available",
+    // OpenSSL's answer to a TLS hello sent to a port that speaks plain
+    // IMAP: SSLType IMAPS on the STARTTLS port.
+    "wrong version number",
     // Certificate verification: a configuration (CertificateFile) matter.
     "SSL error connecting",
     "certificate owner does not match hostname",
@@ -158,6 +161,9 @@ pub fn classify_line(line: &str) -> Option<ErrorKind> {
     if has(CONFIG_PATTERNS) || is_config_file_error(line) || is_unopenable_box(line) {
         return Some(ErrorKind::Config);
     }
+    if is_local_file_error(line) {
+        return Some(ErrorKind::Io);
+    }
     let connection = line.contains("Socket error") || line.contains("Cannot connect to");
     if connection && (lower.contains("timeout") || lower.contains("timed out")) {
         return Some(ErrorKind::Timeout);
@@ -201,6 +207,26 @@ fn is_uidvalidity_error(line: &str) -> bool {
 /// empty.
 fn is_unopenable_box(line: &str) -> bool {
     line.starts_with("Error: channel ") && line.ends_with(" cannot be opened.")
+}
+
+/// Why a local file or folder could not be written or read, as the system
+/// says it (strerror). A full disk must be named as such: mbsync then goes
+/// on and fails to open folders, which alone would read as a config error.
+const FILE_ERRORS: &[&str] = &[
+    "No space left on device",
+    "Disk quota exceeded",
+    "Read-only file system",
+    "Permission denied",
+    "Not a directory",
+    "Input/output error",
+];
+
+/// A local file error: mbsync's Maildir and state-file messages (`Maildir
+/// error: cannot write ...: No space left on device`, `Error: cannot create
+/// lock file ...: Permission denied`), not a refused connection.
+fn is_local_file_error(line: &str) -> bool {
+    (line.starts_with("Maildir error: ") || line.starts_with("Error: cannot "))
+        && FILE_ERRORS.iter().any(|e| line.contains(e))
 }
 
 /// A configuration parse error: `<file>:<line>: <problem>`, as printed by
@@ -251,9 +277,11 @@ pub fn classify_output(lines: &[String], exit_code: Option<i32>) -> Option<Class
         ErrorKind::Auth => 0,
         ErrorKind::Uidvalidity => 1,
         ErrorKind::Locked => 2,
-        ErrorKind::Config => 3,
-        ErrorKind::Timeout => 4,
-        _ => 5,
+        // A full disk also makes folders fail to open (config lines).
+        ErrorKind::Io => 3,
+        ErrorKind::Config => 4,
+        ErrorKind::Timeout => 5,
+        _ => 6,
     };
     let mut best: Option<(ErrorKind, &str)> = None;
     for line in lines {
@@ -351,6 +379,19 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
                 "install the SASL plugin for it (e.g. cyrus-sasl-xoauth2) or change AuthMechs",
             )
         }
+        ErrorKind::Config if line.contains("wrong version number") => (
+            "the server does not speak TLS on that port",
+            "check SSLType and Port of the IMAPAccount: IMAPS is usually port 993, STARTTLS \
+             (or no TLS) port 143",
+        ),
+        ErrorKind::Config if line.contains("SSL support not available") => (
+            "the server offers no STARTTLS",
+            "use its IMAPS port (usually 993) with SSLType IMAPS",
+        ),
+        ErrorKind::Config if line.contains("SSL error connecting") && line.contains("certificate") => (
+            "the server's certificate is not trusted",
+            "set CertificateFile in the IMAPAccount to the server's certificate or its CA's",
+        ),
         ErrorKind::Config if line.starts_with("Maildir error: cannot open store '") => (
             "the local mail folder cannot be opened",
             "create that folder, or fix the Path of the MaildirStore in the mbsync config",
@@ -360,7 +401,14 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
             "check the folder name: it must exist on the server or locally, or the channel \
              must Create it",
         ),
-        // Missing on one side only: maybe deleted there after a sync.
+        // Missing on the server: its local copy may be the only one left.
+        ErrorKind::Config if is_unopenable_box(&line) && line.contains("far side box ") => (
+            "a folder is missing on the server",
+            "check the folder name; if it was deleted or renamed on the server, its local \
+             copy may be the only one: create it on the server again, or move its mail to \
+             another folder before deleting it locally",
+        ),
+        // Missing locally: maybe deleted there after a sync.
         ErrorKind::Config if is_unopenable_box(&line) => (
             "a folder cannot be opened",
             "check the folder name: it must exist on the server or locally, or the channel \
@@ -391,9 +439,18 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
         ErrorKind::Config => ("mbsync configuration error", "fix the mbsync config file"),
         ErrorKind::Cancelled => ("sync cancelled", "start it again when needed"),
         ErrorKind::Invalid => ("invalid request", "check the arguments"),
+        ErrorKind::Io
+            if line.contains("No space left on device") || line.contains("Disk quota exceeded") =>
+        {
+            (
+                "the local disk is full",
+                "free some space (or raise the quota) and sync again: what was not copied yet \
+                 is still on the server",
+            )
+        }
         ErrorKind::Io => (
             "local file error",
-            "check permissions and free space of the mail directory",
+            "check that you own the named file or folder and can write it",
         ),
         ErrorKind::Unknown => (
             "mbsync failed",
@@ -757,7 +814,7 @@ mod tests {
     fn unknown_failure_reports_an_error_line() {
         let out = lines(&[
             "Opening far side box INBOX...",
-            "Error: cannot create lock file /home/me/.mbsync/x.lock: Permission denied",
+            "IMAP error: unexpected reply: 220 mail.example.com ESMTP",
             "Processed 0 box(es)",
             "",
         ]);
@@ -930,6 +987,63 @@ mod tests {
         assert_eq!(got.kind, ErrorKind::Auth);
         assert!(!got.line.contains("hunter2"));
         assert!(!summary(got.kind, &out[0]).contains("hunter2"));
+    }
+
+    #[test]
+    fn a_full_disk_is_named_before_the_folders_it_keeps_from_opening() {
+        let lines: Vec<String> = [
+            "Maildir error: cannot write /m/Archive/tmp/1.x: No space left on device",
+            "Maildir error: cannot write UIDVALIDITY.",
+            "Error: channel demo: near side box Sent cannot be opened.",
+        ]
+        .map(String::from)
+        .to_vec();
+        let got = classify_output(&lines, Some(1)).unwrap();
+        assert_eq!(got.kind, ErrorKind::Io);
+        assert!(got.line.contains("No space left"), "{}", got.line);
+        let said = summary(got.kind, &got.line);
+        assert!(said.starts_with("the local disk is full: "), "{said}");
+        assert!(said.contains("still on the server"), "{said}");
+    }
+
+    #[test]
+    fn local_permission_errors_are_io_but_a_refused_connection_is_not() {
+        for line in [
+            "Error: cannot create lock file /m/Work/.mbsyncstate.lock: Permission denied",
+            "Maildir error: cannot create mailbox '/m/ro/INBOX': Permission denied",
+            "Error: cannot read sync state /m/inboxfile/.mbsyncstate: Not a directory",
+        ] {
+            assert_eq!(classify_line(line), Some(ErrorKind::Io), "{line}");
+            let said = summary(ErrorKind::Io, line);
+            assert!(said.contains("can write it"), "{said}");
+        }
+        let refused = "Cannot connect to 127.0.0.1 (127.0.0.1:993): Permission denied";
+        assert_eq!(classify_line(refused), Some(ErrorKind::Network));
+    }
+
+    #[test]
+    fn tls_on_a_plain_port_is_a_config_error_naming_ssltype_and_port() {
+        let line = "Socket error: secure connect to 127.0.0.1 (127.0.0.1:45973): \
+                    error:0A00010B:SSL routines::wrong version number";
+        assert_eq!(classify_line(line), Some(ErrorKind::Config));
+        let said = summary(ErrorKind::Config, line);
+        assert!(said.contains("check SSLType and Port"), "{said}");
+        let untrusted = "SSL error connecting 127.0.0.1 (127.0.0.1:993): self-signed certificate";
+        assert!(summary(ErrorKind::Config, untrusted).contains("CertificateFile"));
+        let no_starttls = "IMAP error: SSL support not available";
+        assert!(summary(ErrorKind::Config, no_starttls).contains("SSLType IMAPS"));
+    }
+
+    #[test]
+    fn a_folder_missing_on_the_server_is_not_advised_away() {
+        let line = "Error: channel demo: far side box Archive cannot be opened.";
+        let said = summary(ErrorKind::Config, line);
+        assert!(
+            said.starts_with("a folder is missing on the server: "),
+            "{said}"
+        );
+        assert!(said.contains("may be the only one"), "{said}");
+        assert!(!said.contains("delete it on the other side"), "{said}");
     }
 
     proptest! {
