@@ -139,6 +139,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some("version") => {
+            no_more(it)?;
             println!(
                 "himalaya-sync {} (build {})",
                 himalaya_sync::VERSION,
@@ -147,6 +148,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some("locks") => {
+            no_more(it)?;
             let dir = locks()?;
             println!("Locks in {}", dir.path().display());
             for l in dir.list()? {
@@ -165,6 +167,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some("cleanup-locks") => {
+            no_more(it)?;
             println!("removed {} stale lock files", locks()?.cleanup_stale()?);
             Ok(ExitCode::SUCCESS)
         }
@@ -204,14 +207,21 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
     }
 }
 
+/// A command that takes nothing more refuses what is left, rather than
+/// ignore an argument the user meant something by.
+fn no_more(mut it: impl Iterator<Item = String>) -> Result<()> {
+    match it.next() {
+        Some(extra) => Err(usage(&format!("unexpected argument {extra:?}"))),
+        None => Ok(()),
+    }
+}
+
 /// Prints the account's access token on stdout, nothing else: mbsync reads
 /// it as the password (`PassCmd "himalaya-sync token ACCOUNT"`). The
 /// account's settings are those Neovim wrote to the state folder.
 fn token(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
     let account = it.next().ok_or_else(|| usage("token needs an account"))?;
-    if let Some(extra) = it.next() {
-        return Err(usage(&format!("unexpected argument {extra:?}")));
-    }
+    no_more(it)?;
     let state = state_dir()?;
     let acct = himalaya_sync::oauth::account::load(&state, &account)?;
     let tokens = Tokens::new(Arc::new(locks()?), state);

@@ -46,6 +46,20 @@ fn an_unknown_command_is_a_usage_error_that_mentions_help() {
     assert!(out.stdout.is_empty(), "{out:?}");
 }
 
+#[test]
+fn a_command_without_arguments_refuses_one() {
+    for command in ["version", "locks", "cleanup-locks"] {
+        let out = tool(&[command, "extra"]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.starts_with("himalaya-sync: unexpected argument \"extra\""),
+            "{command}: {text}"
+        );
+        assert!(out.stdout.is_empty(), "{command}: {out:?}");
+    }
+}
+
 /// A wait too long for any clock (1e99 s) is a usage error like a negative
 /// one, not a panic (exit status 101).
 #[test]

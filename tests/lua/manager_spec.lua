@@ -8,6 +8,9 @@ describe('manager', function()
     local info = manager.get_sync_info()
     eq('idle', info.status)
     eq({}, info.syncs)
+    -- A cancel says why nothing stopped, still without the library.
+    eq({ 0, 'sync #99 is not running or waiting in this Neovim' }, { manager.cancel_sync(99) })
+    eq({ 0 }, { manager.cancel_sync() })
     eq(false, require('himalaya.sync.native').is_loaded())
   end)
 

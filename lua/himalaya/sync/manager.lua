@@ -919,7 +919,8 @@ function M.cancel_sync(id)
     return 0, ('invalid sync id %s: expected a whole number'):format(native.shown(id))
   end
   if not native.is_loaded() then
-    return 0
+    -- Nothing has run in this Neovim.
+    return 0, id and ('sync #%d is not running or waiting in this Neovim'):format(id) or nil
   end
   local lib = native.get()
   -- Loaded, so get() returns it.
