@@ -89,17 +89,24 @@ M.mbsync = legacy(mbsync, {
     return vim.fn.executable(require('himalaya.sync.config').get().mbsync.cmd) == 1
   end,
   --- The new status plus the original's fields: `sync_running`, `status`
-  --- ('idle' or the current sync's), `progress`, and from the history of
-  --- the default account `last_sync` and `last_error` (a message).
+  --- ('idle' or the current sync's), `progress`, and `last_sync` and
+  --- `last_error` (a message) of this Neovim's last sync, else from the
+  --- history of the default account.
   get_status = function()
     local status = mbsync.get_status() --[[@as table<string, any>]]
     local current = status.current
     status.sync_running = status.running
     status.status = status.running and current.status or 'idle'
     status.progress = status.running and current.progress or nil
-    local history = manager.history() or {}
+    -- A UI may ask at every redraw: the history file is read only until
+    -- this Neovim has finished a sync of its own.
+    if current.end_time then
+      status.last_sync = current.end_time
+      status.last_error = current.error and current.error.message
+      return status
+    end
     local account = manager.default_account()
-    local h = account and history[account]
+    local h = account and (manager.history() or {})[account]
     if h then
       status.last_sync = h.last_sync
       status.last_error = h.last_error and h.last_error.message
