@@ -614,6 +614,31 @@ pub fn io_bytes(pid: i32) -> Option<u64> {
     Some(field("rchar:")?.wrapping_add(field("wchar:")?))
 }
 
+/// Whether `pid` is blocked reading a pipe: `/proc/PID/syscall` names
+/// `read` on a descriptor that is a pipe. mbsync is there while it waits
+/// for the output of a `PassCmd` (or `UserCmd`), which it runs with
+/// `popen`; while it waits for the server it sits in `poll` instead.
+/// `false` when this cannot be read (the process is gone, or the system
+/// hides another process's system call).
+pub fn reading_pipe(pid: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+        return false;
+    };
+    let mut fields = text.split_whitespace();
+    let nr = fields.next().and_then(|n| n.parse::<libc::c_long>().ok());
+    let fd = fields
+        .next()
+        .and_then(|a| a.strip_prefix("0x"))
+        .and_then(|a| i64::from_str_radix(a, 16).ok());
+    match (nr, fd) {
+        (Some(nr), Some(fd)) if nr == libc::SYS_read => {
+            std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                .is_ok_and(|target| target.to_string_lossy().starts_with("pipe:"))
+        }
+        _ => false,
+    }
+}
+
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {

@@ -16,6 +16,11 @@ use crate::error::ErrorKind;
 /// server before giving up; the runner kills it as soon as it is seen.
 const HANG_MESSAGE: &str = "IMAP wants more steps despite successful SASL authentication.";
 
+/// How the runner's watchdog reports an mbsync that stopped while it waited
+/// for the output of its `PassCmd` or `UserCmd`: the command may be asking
+/// for a passphrase where nobody can type it.
+pub const PASSCMD_SILENT: &str = "the PassCmd (or UserCmd) of the mbsync config gave no answer";
+
 /// Replaces every secret found by [`redact`].
 const REDACTED: &str = "<redacted>";
 
@@ -64,6 +69,18 @@ const LOCKED_PATTERNS: &[&str] = &["Maildir error: cannot fcntl lock UIDVALIDITY
 /// folder named inbox in another case.
 const UNQUALIFIED_INBOX: &str = "cannot use unqualified";
 
+/// What mbsync says of a first line from the server that is no IMAP
+/// greeting: Host and Port lead to another kind of server (SSH, SMTP, ...).
+const NOT_IMAP: &str = "IMAP error: unexpected reply: ";
+
+/// The resolver's answers for a host name that does not exist (EAI_NONAME,
+/// EAI_NODATA), as opposed to "Temporary failure in name resolution"
+/// (EAI_AGAIN: no DNS reachable, offline), which is worth a retry.
+const NO_SUCH_HOST: &[&str] = &[
+    "Name or service not known",
+    "No address associated with hostname",
+];
+
 /// Problems the user has to fix in the configuration or the installation.
 const CONFIG_PATTERNS: &[&str] = &[
     "No channel or group named",
@@ -97,6 +114,7 @@ const CONFIG_PATTERNS: &[&str] = &[
     "Error: invalid SyncState location",
     "hierarchy delimiter",
     UNQUALIFIED_INBOX,
+    NOT_IMAP,
     "Unknown option",
     "requires an argument",
     // Authentication that cannot work as configured: retrying with a fresh
@@ -158,7 +176,11 @@ pub fn classify_line(line: &str) -> Option<ErrorKind> {
     if (line.contains("Error: channel ") && line.contains(" is locked")) || has(LOCKED_PATTERNS) {
         return Some(ErrorKind::Locked);
     }
-    if has(CONFIG_PATTERNS) || is_config_file_error(line) || is_unopenable_box(line) {
+    if has(CONFIG_PATTERNS)
+        || is_config_file_error(line)
+        || is_unopenable_box(line)
+        || is_unknown_host(line)
+    {
         return Some(ErrorKind::Config);
     }
     if is_local_file_error(line) {
@@ -207,6 +229,12 @@ fn is_uidvalidity_error(line: &str) -> bool {
 /// empty.
 fn is_unopenable_box(line: &str) -> bool {
     line.starts_with("Error: channel ") && line.ends_with(" cannot be opened.")
+}
+
+/// `Error: Cannot resolve server 'imap.exmaple.com': Name or service not
+/// known`: a typo in Host, which no retry mends.
+fn is_unknown_host(line: &str) -> bool {
+    line.contains("Cannot resolve server") && NO_SUCH_HOST.iter().any(|e| line.contains(e))
 }
 
 /// Why a local file or folder could not be written or read, as the system
@@ -292,9 +320,23 @@ pub fn classify_output(lines: &[String], exit_code: Option<i32>) -> Option<Class
         }
     }
     if let Some((kind, line)) = best {
+        let line = line.trim();
+        // Each missing folder gets a line of its own: name them all (a
+        // renamed hierarchy misses several), not just the first.
+        let line = if is_unopenable_box(line) {
+            let mut boxes: Vec<&str> = Vec::new();
+            for l in lines.iter().map(|l| l.trim()) {
+                if is_unopenable_box(l) && !boxes.contains(&l) {
+                    boxes.push(l);
+                }
+            }
+            boxes.join(" ")
+        } else {
+            line.to_string()
+        };
         return Some(Classified {
             kind,
-            line: redact(line.trim()),
+            line: redact(&line),
         });
     }
 
@@ -347,6 +389,12 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
             "authentication failed",
             "the server did not accept the OAuth2 token; refresh it and sync again",
         ),
+        ErrorKind::Auth if line.starts_with(PASSCMD_SILENT) => (
+            "no password",
+            "the command may be waiting for a passphrase nobody can type here: run it once \
+             in a terminal to unlock your password manager or gpg-agent, or use a graphical \
+             pinentry, then sync again",
+        ),
         ErrorKind::Auth if line.contains("PassCmd") => (
             "authentication failed",
             "the PassCmd in the mbsync config failed; run it by hand to see why",
@@ -383,6 +431,14 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
             "the server does not speak TLS on that port",
             "check SSLType and Port of the IMAPAccount: IMAPS is usually port 993, STARTTLS \
              (or no TLS) port 143",
+        ),
+        ErrorKind::Config if line.contains(NOT_IMAP) => (
+            "the server at that Host and Port is no IMAP server",
+            "check Host and Port of the IMAPAccount: IMAP is usually port 143, IMAPS 993",
+        ),
+        ErrorKind::Config if is_unknown_host(&line) => (
+            "the mail server's host name does not exist",
+            "check Host in the IMAPAccount of the mbsync config",
         ),
         ErrorKind::Config if line.contains("SSL support not available") => (
             "the server offers no STARTTLS",
@@ -456,6 +512,13 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
             "mbsync failed",
             "run mbsync -V with the same target in a terminal to see all of its output",
         ),
+    };
+    // `classify_output` names every folder that cannot be opened.
+    let what = match what.strip_prefix("a folder ") {
+        Some(rest) if line.matches(" cannot be opened.").count() > 1 => {
+            format!("folders {}", rest.replacen("is ", "are ", 1))
+        }
+        _ => what.to_string(),
     };
     if line.is_empty() {
         format!("{what} ({hint})")
@@ -814,7 +877,7 @@ mod tests {
     fn unknown_failure_reports_an_error_line() {
         let out = lines(&[
             "Opening far side box INBOX...",
-            "IMAP error: unexpected reply: 220 mail.example.com ESMTP",
+            "IMAP error: unexpected tag 42",
             "Processed 0 box(es)",
             "",
         ]);
@@ -1032,6 +1095,40 @@ mod tests {
         assert!(summary(ErrorKind::Config, untrusted).contains("CertificateFile"));
         let no_starttls = "IMAP error: SSL support not available";
         assert!(summary(ErrorKind::Config, no_starttls).contains("SSLType IMAPS"));
+    }
+
+    #[test]
+    fn another_kind_of_server_and_an_unknown_host_are_config_errors() {
+        let ssh = "IMAP error: unexpected reply: SSH-2.0-OpenSSH_9.2p1 Debian-2";
+        assert_eq!(classify_line(ssh), Some(ErrorKind::Config));
+        assert!(summary(ErrorKind::Config, ssh).contains("no IMAP server"));
+        let typo = "Error: Cannot resolve server 'imap.exmaple.com': Name or service not known";
+        assert_eq!(classify_line(typo), Some(ErrorKind::Config));
+        assert!(summary(ErrorKind::Config, typo).contains("check Host"));
+        // Offline: no DNS server answers, which a later retry may mend.
+        let offline = "Error: Cannot resolve server 'imap.example.com': Temporary failure in \
+                       name resolution";
+        assert_eq!(classify_line(offline), Some(ErrorKind::Network));
+    }
+
+    #[test]
+    fn every_folder_that_cannot_be_opened_is_named_once() {
+        let lines: Vec<String> = [
+            "Error: channel demo: far side box Work cannot be opened.",
+            "Opening far side box Archive...",
+            "Error: channel demo: far side box Work/Projects cannot be opened.",
+            "Error: channel demo: far side box Work cannot be opened.",
+        ]
+        .map(String::from)
+        .to_vec();
+        let got = classify_output(&lines, Some(1)).unwrap();
+        assert_eq!(got.kind, ErrorKind::Config);
+        assert_eq!(
+            got.line,
+            "Error: channel demo: far side box Work cannot be opened. \
+             Error: channel demo: far side box Work/Projects cannot be opened."
+        );
+        assert!(summary(got.kind, &got.line).starts_with("folders are missing on the server: "));
     }
 
     #[test]

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::errors::{classify_line, classify_output, is_hang_line, redact, Classified};
+use super::errors::{
+    classify_line, classify_output, is_hang_line, redact, Classified, PASSCMD_SILENT,
+};
 use super::progress::{Progress, StreamItem, StreamParser};
 use crate::error::{Error, ErrorKind};
 use crate::imap::mutf7::decode_mutf7;
@@ -423,13 +425,17 @@ pub async fn run(
                 next_probe = now + probe_every;
             },
             _ = tokio::time::sleep_until(idle_deadline), if exit.is_none() && stopped_by_us.is_none() => {
-                stopped_by_us = failed(
-                    ErrorKind::Timeout,
-                    format!(
-                        "mbsync printed nothing and moved no data for {} s and was stopped",
-                        fmt_secs(spec.idle_timeout)
-                    ),
-                );
+                let waited = fmt_secs(spec.idle_timeout);
+                // Waiting for the password command is no server's fault: a
+                // retry would only run it (and its passphrase dialog) again.
+                stopped_by_us = if process::reading_pipe(pid) {
+                    failed(ErrorKind::Auth, format!("{PASSCMD_SILENT} for {waited} s and was stopped"))
+                } else {
+                    failed(
+                        ErrorKind::Timeout,
+                        format!("mbsync printed nothing and moved no data for {waited} s and was stopped"),
+                    )
+                };
                 tokio::spawn(process::terminate_group(group.clone(), GRACE));
             },
             changed = cancel.changed(), if exit.is_none() && stopped_by_us.is_none() => {
@@ -704,6 +710,17 @@ exit 1"#;
         let (out, _) = run_blocking(spec, None);
         assert_eq!(out.error.unwrap().kind, ErrorKind::Timeout);
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// A PassCmd waiting for a passphrase: mbsync reads its pipe. Stopped
+    /// as an auth failure, which the manager does not retry.
+    #[test]
+    fn a_silent_password_command_trips_the_watchdog_as_auth() {
+        let (spec, _dir) = sh("x=$(sleep 30)", Duration::from_millis(300));
+        let (out, _) = run_blocking(spec, None);
+        let error = out.error.unwrap();
+        assert_eq!(error.kind, ErrorKind::Auth);
+        assert!(error.line.starts_with(PASSCMD_SILENT), "{}", error.line);
     }
 
     /// A large message on a slow link: mbsync prints nothing for longer

@@ -585,8 +585,10 @@ function M.read(path)
 end
 
 --- A TCP server on 127.0.0.1 that accepts connections and never answers
---- (a hung IMAP server). Returns its port; closed after the test.
-function M.silent_server()
+--- (a hung IMAP server), or says only `greeting` (another kind of server).
+--- Returns its port; closed after the test.
+---@param greeting? string
+function M.silent_server(greeting)
   local server = assert(uv.new_tcp())
   assert(server:bind('127.0.0.1', 0))
   local clients = {}
@@ -594,6 +596,9 @@ function M.silent_server()
     local c = uv.new_tcp()
     server:accept(c)
     clients[#clients + 1] = c
+    if greeting then
+      c:write(greeting)
+    end
   end)
   M.defer(function()
     for _, c in ipairs(clients) do

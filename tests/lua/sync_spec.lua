@@ -352,6 +352,32 @@ describe('syncing real mail', function()
     contains(result.error, 'IMAP account "demo" has no Pass or PassCmd, and nobody can type a password in here')
   end)
 
+  it('a PassCmd waiting for a passphrase is stopped at the time limit as auth, and not retried', function()
+    -- As a pinentry on the terminal would: it asks there, and nobody answers.
+    local fx = t.fixture({ '--folders', 'INBOX=1' })
+    local rc = fx.dir .. '/mbsyncrc-passcmd'
+    local passcmd = 'PassCmd "printf \'Passphrase: \' > /dev/tty; read -r p < /dev/tty; echo $p"'
+    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPass [^\n]*', '\n' .. passcmd)))
+    use(rc, { mbsync = { timeout = 1 }, retry = { base = 0.1, max_attempts = 3 } })
+    local result = t.sync_and_wait('full', { account = 'demo' }, 30000)
+    eq('auth', result.kind, result.error)
+    eq(1, result.attempts, 'not retried')
+    one_line(result.error)
+    contains(result.error, 'no password: the PassCmd (or UserCmd) of the mbsync config gave no answer for 1 s')
+    contains(result.error, 'run it once in a terminal')
+    eq({}, t.pgrep('mbsync .*' .. fx.dir), 'no mbsync left')
+    eq({}, t.pgrep('read -r p < /dev/tty'), 'no PassCmd left')
+  end)
+
+  it('a Host and Port where another kind of server answers is a config error', function()
+    local fx = t.fixture({ '--folders', 'INBOX=1' })
+    use(variant(fx, { Port = tostring(t.silent_server('SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n')) }))
+    local result = t.sync_and_wait('full', { account = 'demo' }, 30000)
+    eq('config', result.kind, result.error)
+    eq(1, result.attempts, 'not retried')
+    contains(result.error, 'the server at that Host and Port is no IMAP server: IMAP error: unexpected reply: SSH-2.0')
+  end)
+
   it('classifies a server that is down as network', function()
     local fx = t.fixture({ '--folders', 'INBOX=5' })
     local rc = variant(fx, { Port = tostring(t.closed_port()) })
