@@ -1245,6 +1245,7 @@ impl Manager {
             )
         };
         let fresh = runner::run(spec.clone(), cancel_rx.clone(), |_| {}).await;
+        let fetched = fresh.last_progress.as_ref().map_or(0, |p| p.near.new.done);
         if let Some(c) = fresh.error {
             // Put the box back as it was: the next sync meets the changed
             // UIDVALIDITY again and repairs it then, with nothing left for
@@ -1296,6 +1297,7 @@ impl Manager {
             channel: channel.to_string(),
             mailbox: mailbox.to_string(),
             backup: plan.backup.clone(),
+            fetched,
             restored,
             backed_up,
         }))
@@ -1825,10 +1827,11 @@ impl Manager {
         info.message = match &error {
             None if info.kind == SyncType::Repair => match &info.repair {
                 Some(r) => format!(
-                    "repaired {} of {}: {} of {} backed-up messages were only here and went \
-                     back to the server; backup kept in {}",
+                    "repaired {} of {}: {} messages fetched afresh, {} of {} backed-up \
+                     messages were only here and went back to the server; backup kept in {}",
                     r.mailbox,
                     info.account,
+                    r.fetched,
                     r.restored,
                     r.backed_up,
                     r.backup.display()
@@ -1854,9 +1857,11 @@ impl Manager {
                 // too (the command-line tool prints only this message).
                 match &info.repair {
                     Some(r) => format!(
-                        "{done}; {} was repaired first (its UIDVALIDITY changed): {} of {} \
-                         backed-up messages went back to the server, backup kept in {}",
+                        "{done}; {} was repaired first (its UIDVALIDITY changed): {} messages \
+                         fetched afresh, {} of {} backed-up messages went back to the server, \
+                         backup kept in {}",
                         r.mailbox,
+                        r.fetched,
                         r.restored,
                         r.backed_up,
                         r.backup.display()

@@ -55,6 +55,8 @@ pub struct Report {
     pub channel: String,
     pub mailbox: String,
     pub backup: PathBuf,
+    /// Messages the fresh sync fetched from the server into the new folder.
+    pub fetched: u64,
     /// Messages of the backup that the server lacked and were uploaded.
     pub restored: usize,
     /// Messages in the backup.
