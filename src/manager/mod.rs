@@ -1781,16 +1781,20 @@ impl Manager {
         counts: Option<Vec<FolderCounts>>,
     ) -> HistoryItem {
         let info = &mut e.info;
-        // The plain "sync cancelled" (mbsync stopped, or the sync never left
-        // the queue) says which sync, in the result and the history too; a
-        // cancel with more to tell (a lock or token wait) keeps its words.
+        // A cancel says which sync, in the result and the history too, and
+        // what it was waiting for, if anything ("waiting for lock ... was
+        // cancelled" becomes "... cancelled while waiting for lock ...").
         let error = error.map(|mut err| {
-            if err.kind == ErrorKind::Cancelled && err.line.is_empty() {
-                err.message = format!(
-                    "{} sync of {} cancelled (start it again when needed)",
-                    info.kind.as_str(),
-                    info.account
-                );
+            if err.kind == ErrorKind::Cancelled {
+                let sync = format!("{} sync of {} cancelled", info.kind.as_str(), info.account);
+                err.message = if err.line.is_empty() {
+                    format!("{sync} (start it again when needed)")
+                } else {
+                    match err.message.strip_suffix(" was cancelled") {
+                        Some(during) => format!("{sync} while {during}"),
+                        None => format!("{sync}: {}", err.message),
+                    }
+                };
             }
             err
         });
