@@ -234,9 +234,11 @@ describe('syncing real mail', function()
     eq(before.Work.total, after.Work.total, 'Work untouched')
 
     -- A folder that exists on neither side: a config error that says so.
-    result = t.sync_and_wait('folders', { account = 'demo', folders = { 'Nope' } })
+    local info
+    result, info = t.sync_and_wait('folders', { account = 'demo', folders = { 'Nope' } })
     eq(false, result.success)
     eq('config', result.kind, result.error)
+    ok(not info.progress or (info.progress.percent or 0) < 100, 'a failed sync is not shown as 100 %')
     t.contains(result.error, 'a folder cannot be opened: ')
     t.contains(result.error, 'both far side Nope and near side Nope cannot be opened')
 
