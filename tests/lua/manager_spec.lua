@@ -247,6 +247,16 @@ describe('manager', function()
       { { mbsync = { cmd = 'mbsync\0' } }, 'himalaya_sync.mbsync.cmd' },
       { { mbsync = { extra_args = { 'a\0b' } } }, 'himalaya_sync.mbsync.extra_args[1]' },
       {
+        { mbsync = { extra_args = { '-Dn' } } },
+        'extra_args[1]: expected an argument that leaves mbsync syncing and printing its progress (this one asks for debug output), got "-Dn"',
+      },
+      {
+        { mbsync = { extra_args = { '-V', '--quiet' } } },
+        'extra_args[2]: expected an argument that leaves mbsync syncing',
+      },
+      { { mbsync = { extra_args = { '-c', 'x' } } }, 'asks for a config file (set mbsync.config)' },
+      { { mbsync = { extra_args = { '-l' } } }, 'a folder listing instead of a sync' },
+      {
         { accounts = { demo = { inbox = '--help' } } },
         'himalaya_sync.accounts.demo.inbox: expected an mbsync channel',
       },

@@ -461,7 +461,27 @@ local schema = {
     extra_args = function(path, v)
       check_table_of_strings(path, v)
       for i, arg in ipairs(v) do
-        plain_string('an argument without control characters', 4096)(('%s[%d]'):format(path, i), arg)
+        local p = ('%s[%d]'):format(path, i)
+        plain_string('an argument without control characters', 4096)(p, arg)
+        -- The progress, the folder names and the error kinds are read from
+        -- what mbsync prints; these change it, or what mbsync does.
+        local clash = nil ---@type string?
+        if arg:match('^%-D') or arg:match('^%-%-debug') then
+          clash = 'debug output'
+        elseif arg == '-q' or arg == '--quiet' then
+          clash = 'quiet output'
+        elseif arg:match('^%-c') or arg:match('^%-%-config') then
+          clash = 'a config file (set mbsync.config)'
+        elseif arg == '-l' or arg == '--list' then
+          clash = 'a folder listing instead of a sync'
+        end
+        if clash then
+          fail(
+            p,
+            ('an argument that leaves mbsync syncing and printing its progress (this one asks for %s)'):format(clash),
+            arg
+          )
+        end
       end
     end,
   },
