@@ -72,6 +72,18 @@ describe('loading', function()
     local got, lerr = lock.acquire_lock('x', 0)
     eq(false, got)
     contains(lerr, 'HIMALAYA_SYNC_LIB')
+    -- The version asked for (to report a problem) is there without it.
+    local msgs = {}
+    local orig = vim.notify
+    vim.notify = function(m)
+      msgs[#msgs + 1] = m
+    end
+    t.defer(function()
+      vim.notify = orig
+    end)
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('HimalayaSync version')
+    contains(msgs[1], 'himalaya-sync ' .. require('himalaya.sync.version') .. ', no library: ')
   end)
 
   it('a cache folder that cannot be made is one line, not a traceback', function()

@@ -101,7 +101,7 @@ M.subcommands.version = {
     local native = require('himalaya.sync.native')
     local lib, lerr = native.get()
     if not lib then
-      return err(lerr)
+      return err(('himalaya-sync %s, no library: %s'):format(native.expected_version, lerr))
     end
     vim.api.nvim_echo({
       {
