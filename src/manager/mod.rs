@@ -47,7 +47,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockDir;
 use crate::maildir::FolderCounts;
 use crate::mbsync::config::{ConfigCache, MbsyncConfig};
-use crate::mbsync::errors::{summary, Classified};
+use crate::mbsync::errors::{summary, without_tls, Classified};
 use crate::mbsync::names;
 use crate::mbsync::progress::{PercentEstimate, Progress};
 use crate::mbsync::runner::{self, Outcome, RunSpec, Update};
@@ -1435,10 +1435,19 @@ impl Manager {
         let policy = settings.retry.clone();
         let (error, last, ran) = match attempt {
             Attempt::Ran(o) => (
-                o.error.map(|c| ErrorInfo {
-                    kind: c.kind,
-                    message: summary(c.kind, &c.line),
-                    line: c.line,
+                o.error.map(|c| {
+                    // Only the mbsync config tells this timeout from a
+                    // server that stopped answering.
+                    let c = (c.kind == ErrorKind::Timeout)
+                        .then(|| self.mbsync_config().ok())
+                        .flatten()
+                        .and_then(|cfg| without_tls(&c, &cfg.imap_accounts))
+                        .unwrap_or(c);
+                    ErrorInfo {
+                        kind: c.kind,
+                        message: summary(c.kind, &c.line),
+                        line: c.line,
+                    }
                 }),
                 o.last_progress,
                 true,

@@ -101,7 +101,7 @@ pub struct ImapAccount {
 }
 
 impl ImapAccount {
-    fn new(name: &str, line: usize) -> Self {
+    pub(crate) fn new(name: &str, line: usize) -> Self {
         ImapAccount {
             name: name.to_owned(),
             host: None,

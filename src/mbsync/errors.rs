@@ -10,6 +10,7 @@
 //! IMAP commands, and `AUTHENTICATE XOAUTH2` carries a bearer token. Every
 //! line this module hands out goes through [`redact`] first.
 
+use super::config::ImapAccount;
 use crate::error::ErrorKind;
 
 /// The message after which mbsync 1.4 waits about three minutes for the
@@ -280,6 +281,41 @@ fn is_config_file_error(line: &str) -> bool {
     false
 }
 
+/// Ends the `config` line [`without_tls`] makes.
+const NO_TLS_ON_IMAPS_PORT: &str = "has Port 993 but does not start TLS";
+
+/// A timeout while connecting to port 993 (`Socket error on HOST
+/// (ADDRESS:993): timeout.`) from an IMAPAccount of `accounts` that has
+/// that Host and Port but no `SSLType IMAPS`: mbsync waits for the server's
+/// greeting, the server for a TLS hello, until the time limit. That is a
+/// setting to fix, not a server to retry; the `config` error says so.
+pub fn without_tls(c: &Classified, accounts: &[ImapAccount]) -> Option<Classified> {
+    if c.kind != ErrorKind::Timeout {
+        return None;
+    }
+    let rest = c.line.strip_prefix("Socket error on ")?;
+    let (host, addr) = rest.split_once(" (")?;
+    if !addr.contains(":993)") {
+        return None;
+    }
+    let account = accounts.iter().find(|a| {
+        a.host.as_deref() == Some(host)
+            && a.port == Some(993)
+            && a.tunnel.is_none()
+            && !a
+                .ssl_type
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("IMAPS"))
+    })?;
+    Some(Classified {
+        kind: ErrorKind::Config,
+        line: format!(
+            "{} (IMAPAccount {} {NO_TLS_ON_IMAPS_PORT})",
+            c.line, account.name
+        ),
+    })
+}
+
 /// Whether `line` announces mbsync's post-SASL hang: it would then wait for
 /// the server's timeout (about three minutes) before failing, so the runner
 /// should stop it at once and report an authentication failure.
@@ -439,6 +475,11 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
         ErrorKind::Config if is_unknown_host(&line) => (
             "the mail server's host name does not exist",
             "check Host in the IMAPAccount of the mbsync config",
+        ),
+        ErrorKind::Config if line.ends_with(&format!("{NO_TLS_ON_IMAPS_PORT})")) => (
+            "the server waits for TLS, which the account does not start",
+            "port 993 is for IMAPS: set SSLType IMAPS in that IMAPAccount, or use port 143 \
+             with STARTTLS",
         ),
         ErrorKind::Config if line.contains("SSL support not available") => (
             "the server offers no STARTTLS",
@@ -1109,6 +1150,42 @@ mod tests {
         let offline = "Error: Cannot resolve server 'imap.example.com': Temporary failure in \
                        name resolution";
         assert_eq!(classify_line(offline), Some(ErrorKind::Network));
+    }
+
+    #[test]
+    fn a_timeout_on_port_993_without_tls_is_a_config_error_naming_the_account() {
+        let account = |name: &str, port: u16, ssl: Option<&str>| ImapAccount {
+            host: Some("imap.example.com".into()),
+            port: Some(port),
+            ssl_type: ssl.map(String::from),
+            ..ImapAccount::new(name, 1)
+        };
+        let timeout = Classified {
+            kind: ErrorKind::Timeout,
+            line: "Socket error on imap.example.com (192.0.2.1:993): timeout.".into(),
+        };
+        for ssl in [None, Some("STARTTLS"), Some("None")] {
+            let got = without_tls(&timeout, &[account("work", 993, ssl)]).unwrap();
+            assert_eq!(got.kind, ErrorKind::Config);
+            let said = summary(got.kind, &got.line);
+            assert!(
+                said.starts_with("the server waits for TLS, which the account does not start: "),
+                "{said}"
+            );
+            assert!(said.contains("IMAPAccount work has Port 993"), "{said}");
+            assert!(said.contains("set SSLType IMAPS"), "{said}");
+        }
+        // With TLS from the start, or on another port, it is a plain timeout.
+        assert_eq!(
+            without_tls(&timeout, &[account("work", 993, Some("imaps"))]),
+            None
+        );
+        assert_eq!(without_tls(&timeout, &[account("work", 143, None)]), None);
+        let network = Classified {
+            kind: ErrorKind::Network,
+            ..timeout.clone()
+        };
+        assert_eq!(without_tls(&network, &[account("work", 993, None)]), None);
     }
 
     #[test]
