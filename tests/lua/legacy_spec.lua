@@ -103,4 +103,43 @@ describe('original require paths', function()
     t.contains(ended[2], 'cancelled')
     t.contains(mbsync.get_status().last_error, 'cancelled')
   end)
+
+  it("the original's OAuth functions answer for the default account, against a real OAuth2 server", function()
+    local server = t.oauth_server()
+    t.oauth_account(server, 'INBOX=1')
+    local oauth = require(PREFIX .. 'oauth')
+    oauth.setup()
+    eq(false, oauth.has_token())
+    eq(false, oauth.is_valid())
+    local function ask(fn, ...)
+      local got
+      fn(..., function(success, err)
+        got = { success, err }
+      end)
+      t.wait_for(function()
+        return got ~= nil
+      end, 20000, 'the callback')
+      return got
+    end
+    local failed = ask(oauth.refresh, nil)
+    eq(false, failed[1])
+    ok(type(failed[2]) == 'string' and failed[2] ~= '', 'a refresh without a token says why')
+    t.oauth_authorize(server)
+    eq(true, oauth.has_token())
+    eq(true, oauth.is_valid('demo'))
+    eq({ true, nil }, ask(oauth.refresh, 'demo'))
+    eq({ true, nil }, ask(oauth.ensure_token, nil))
+    local retried = false
+    oauth.refresh_and_retry(function()
+      retried = true
+    end)
+    t.wait_for(function()
+      return retried
+    end, 20000, 'refresh_and_retry to call fn')
+    local status = oauth.get_status()
+    eq(true, status.has_token)
+    ok(status.last_refresh > 0, 'this Neovim refreshed')
+    eq(0, oauth.get_status('nobody').last_refresh)
+    eq(false, oauth.get_status('nobody').has_token)
+  end)
 end)

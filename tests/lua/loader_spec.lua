@@ -463,7 +463,7 @@ io.stdout:write(vim.json.encode(out))
   it('old require paths lead to the same functions', function()
     local old = 'neotex.plugins.tools.himalaya.sync.'
     eq(require('himalaya.sync.lock').list_locks, require(old .. 'lock').list_locks)
-    eq(require('himalaya.sync.oauth'), require(old .. 'oauth'))
+    eq(require('himalaya.sync.oauth').status, require(old .. 'oauth').status)
   end)
 
   it(':HimalayaSync completes subcommands and rejects unknown ones', function()

@@ -140,4 +140,87 @@ M.lock = legacy(lock, {
   end,
 })
 
+local oauth = require('himalaya.sync.oauth')
+
+--- The original's OAuth functions served its one account; here an account
+--- left out is the default one (|himalaya-sync-accounts|). With none, nil
+--- goes on to the new function, which says what is missing.
+---@param account? string
+---@return string
+local function account_or_default(account)
+  return (account or manager.default_account()) --[[@as string]]
+end
+
+--- The original's callback, `callback(success, err)`; without one, a
+--- failure is told to the user (the original logged it).
+---@param callback? fun(success: boolean, err?: string)
+---@param what string
+---@return fun(ok: any, err?: string)
+local function answer(callback, what)
+  return function(ok, err)
+    if callback then
+      callback(ok ~= nil and ok ~= false, err)
+    elseif not ok then
+      vim.notify(('himalaya-sync: %s: %s'):format(what, err), vim.log.levels.ERROR)
+    end
+  end
+end
+
+--- Refreshes the token now; `callback(success, err)` gets the end.
+---@param account? string
+---@param callback? fun(success: boolean, err?: string)
+local function refresh(account, callback)
+  oauth.refresh_token(account_or_default(account), answer(callback, 'refreshing the OAuth2 token'))
+end
+
+M.oauth = legacy(oauth, {
+  --- Whether a token is stored for the account.
+  ---@param account? string
+  ---@return boolean
+  has_token = function(account)
+    local status = oauth.status(account_or_default(account))
+    return status ~= nil and status.has_token
+  end,
+  --- Whether a stored access token has not expired.
+  ---@param account? string
+  ---@return boolean
+  is_valid = function(account)
+    local status = oauth.status(account_or_default(account))
+    return status ~= nil and status.has_token and (status.expires_in == nil or status.expires_in > 0)
+  end,
+  refresh = refresh,
+  --- A valid token, refreshed first when it is about to expire;
+  --- `callback(success, err)`.
+  ---@param account? string
+  ---@param callback? fun(success: boolean, err?: string)
+  ensure_token = function(account, callback)
+    oauth.get_valid_token(account_or_default(account), answer(callback, 'getting a valid OAuth2 token'))
+  end,
+  --- Refreshes the token, then calls `fn` if that worked.
+  ---@param fn function
+  ---@param account? string
+  refresh_and_retry = function(fn, account)
+    refresh(account, function(ok, err)
+      if ok then
+        fn()
+      else
+        vim.notify('himalaya-sync: refreshing the OAuth2 token: ' .. tostring(err), vim.log.levels.ERROR)
+      end
+    end)
+  end,
+  --- The new status (|himalaya.sync.oauth.status()|) with the original's
+  --- `last_refresh` of 0 when this Neovim has not refreshed; `has_token`
+  --- false and `error` when there is none to tell.
+  ---@param account? string
+  ---@return table
+  get_status = function(account)
+    local status, err = oauth.status(account_or_default(account))
+    local got = status or { has_token = false, error = err } --[[@as table<string, any>]]
+    got.last_refresh = got.last_refresh or 0
+    return got
+  end,
+  --- The original loaded its environment here; nothing needs setting up.
+  setup = function() end,
+})
+
 return M

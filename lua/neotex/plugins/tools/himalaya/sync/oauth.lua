@@ -1,1 +1,1 @@
-return require('himalaya.sync.oauth')
+return require('himalaya.sync.legacy').oauth
