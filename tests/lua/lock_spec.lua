@@ -264,6 +264,31 @@ io.stdout:write(vim.json.encode({ before = before, after = after, released = rel
     eq(lock.cleanup_locks, lock.cleanup_stale_locks)
   end)
 
+  it(':HimalayaSync cleanup cancels the syncs and removes the lock files nobody holds', function()
+    eq(true, lock.acquire_lock('held', 0))
+    t.defer(function()
+      lock.release_lock('held')
+    end)
+    lock.acquire_lock('stale', 0)
+    lock.release_lock('stale')
+    local msgs = {}
+    local orig = vim.notify
+    vim.notify = function(m)
+      msgs[#msgs + 1] = m
+    end
+    t.defer(function()
+      vim.notify = orig
+    end)
+    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('HimalayaSync cleanup')
+    t.contains(msgs[1], 'no sync was running; removed ')
+    local names = vim.tbl_map(function(l)
+      return l.name
+    end, lock.list_locks())
+    ok(vim.tbl_contains(names, 'held'), 'a held lock is kept')
+    ok(not vim.tbl_contains(names, 'stale'), 'the unheld one is gone')
+  end)
+
   it('keeps the counter exact with Neovims and plain processes contending', function()
     local dir = t.tmpdir()
     local counter = dir .. '/counter'

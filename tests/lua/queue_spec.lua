@@ -747,6 +747,7 @@ io.stdout:write(vim.json.encode(require('himalaya.sync.manager').history()))
       'HimalayaSyncInfo',
       'HimalayaAutoSyncToggle',
       'HimalayaOAuthRefresh',
+      'HimalayaCleanup',
     }
     require('himalaya.sync').setup({ legacy_commands = true })
     for _, c in ipairs(legacy) do

@@ -408,6 +408,25 @@ M.subcommands.cancel = {
   end,
 }
 
+M.subcommands.cleanup = {
+  desc = "cancel this Neovim's syncs and remove lock files nobody holds",
+  nargs = 0,
+  run = function()
+    local n = require('himalaya.sync.manager').cancel_sync()
+    local removed, lerr = require('himalaya.sync.lock').cleanup_stale_locks()
+    if lerr then
+      return err(lerr)
+    end
+    notify(
+      ('%s; removed %d lock file%s nobody held'):format(
+        n == 0 and 'no sync was running' or ('cancelling %d sync%s'):format(n, n == 1 and '' or 's'),
+        removed,
+        removed == 1 and '' or 's'
+      )
+    )
+  end,
+}
+
 local function describe(info)
   -- Id 0 is a sync reported from outside the engine (update_progress).
   local whose = info.account or (info.id == 0 and '(reported from outside)') or '?'

@@ -83,6 +83,7 @@ local LEGACY = {
   HimalayaSyncInfo = 'info',
   HimalayaAutoSyncToggle = 'auto toggle',
   HimalayaOAuthRefresh = 'oauth refresh',
+  HimalayaCleanup = 'cleanup',
 }
 
 --- The original plugin's commands, as thin aliases of `:HimalayaSync` that
