@@ -22,6 +22,11 @@ const HANG_MESSAGE: &str = "IMAP wants more steps despite successful SASL authen
 /// for a passphrase where nobody can type it.
 pub const PASSCMD_SILENT: &str = "the PassCmd (or UserCmd) of the mbsync config gave no answer";
 
+/// How the runner reports a `PassCmd` (or `UserCmd`) that asked a question
+/// on mbsync's terminal, where nobody can answer it.
+pub const PASSCMD_PROMPT: &str =
+    "the PassCmd (or UserCmd) of the mbsync config asked for input on a terminal";
+
 /// Replaces every secret found by [`redact`].
 const REDACTED: &str = "<redacted>";
 
@@ -467,6 +472,12 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
             "the server does not speak TLS on that port",
             "check SSLType and Port of the IMAPAccount: IMAPS is usually port 993, STARTTLS \
              (or no TLS) port 143",
+        ),
+        ErrorKind::Config if line.starts_with(PASSCMD_PROMPT) => (
+            "no password",
+            "nobody can answer there: set the command up to work without a terminal, for \
+             gpg with an agent that has a graphical pinentry or the passphrase cached, then \
+             sync again",
         ),
         ErrorKind::Config if line.contains(NOT_IMAP) => (
             "the server at that Host and Port is no IMAP server",

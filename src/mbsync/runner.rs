@@ -12,14 +12,15 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::errors::{
-    classify_line, classify_output, is_hang_line, redact, Classified, PASSCMD_SILENT,
+    classify_line, classify_output, is_hang_line, redact, Classified, PASSCMD_PROMPT,
+    PASSCMD_SILENT,
 };
 use super::progress::{Progress, StreamItem, StreamParser};
 use crate::error::{Error, ErrorKind};
@@ -42,6 +43,9 @@ const READ_PACE_BELOW: usize = 2048;
 const TAIL: usize = 50;
 /// How long mbsync gets to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);
+/// Text without a line end that stays this long on the terminal while
+/// mbsync waits for its PassCmd is the PassCmd's question (see `run`).
+const PROMPT_WAIT: Duration = Duration::from_secs(1);
 
 /// One mbsync invocation.
 #[derive(Debug, Clone)]
@@ -134,10 +138,16 @@ impl Outcome {
 /// reader answers with an empty line at once: mbsync skips that account
 /// ("Skipping account X, no password", a `config` error that says what to
 /// add) instead of waiting until the watchdog kills it.
+///
+/// `pending_since` tells the runner since when text without a line end has
+/// stood at the end of the output: milliseconds after `base`, plus one; 0
+/// while there is none.
 fn read_terminal(
     mut reader: std::fs::File,
     tx: mpsc::UnboundedSender<Vec<StreamItem>>,
     exited: &AtomicBool,
+    pending_since: &AtomicU64,
+    base: Instant,
 ) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
@@ -208,6 +218,12 @@ fn read_terminal(
             answered = true;
             let _ = (&reader).write_all(b"\n");
         }
+        let since = if parser.unfinished().is_empty() {
+            0
+        } else {
+            base.elapsed().as_millis() as u64 + 1
+        };
+        pending_since.store(since, Ordering::Relaxed);
         if n < READ_PACE_BELOW && !exited.load(Ordering::Acquire) {
             std::thread::park_timeout(READ_PACE);
         }
@@ -287,6 +303,9 @@ pub async fn run(
     let reader = std::fs::File::from(master);
     let exited = Arc::new(AtomicBool::new(false));
     let reader_exited = exited.clone();
+    let pending_since = Arc::new(AtomicU64::new(0));
+    let reader_pending = pending_since.clone();
+    let base = Instant::now();
     // Without either thread the run could not be followed: mbsync is
     // stopped (the leader's guard kills its group) and the sync fails
     // rather than run blind.
@@ -298,7 +317,7 @@ pub async fn run(
     };
     let reader_thread = match std::thread::Builder::new()
         .name("himalaya-sync-pty".into())
-        .spawn(move || read_terminal(reader, items_tx, &reader_exited))
+        .spawn(move || read_terminal(reader, items_tx, &reader_exited, &reader_pending, base))
     {
         Ok(h) => h.thread().clone(),
         Err(e) => {
@@ -343,6 +362,13 @@ pub async fn run(
     // each probe that finds them moved since the one before counts as
     // activity. (A probe after output has no "before": it only notes them.)
     let probe_every = io_probe_every(spec.idle_timeout);
+    // A PassCmd that asks on the terminal (a pinentry for it, `read` in a
+    // script) waits for an answer nobody can give: mbsync then reads the
+    // command's pipe, and the question stands without a line end. Looked
+    // for once a PROMPT_WAIT, so it ends the sync in seconds rather than at
+    // the watchdog's limit.
+    let mut prompt_probe = tokio::time::interval(PROMPT_WAIT);
+    prompt_probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_probe = tokio::time::Instant::now() + probe_every;
     let mut io_before: Option<u64> = None;
 
@@ -423,6 +449,15 @@ pub async fn run(
                 }
                 io_before = io;
                 next_probe = now + probe_every;
+            },
+            _ = prompt_probe.tick(), if exit.is_none() && stopped_by_us.is_none() => {
+                let since = pending_since.load(Ordering::Relaxed);
+                let standing = since > 0
+                    && base.elapsed() >= Duration::from_millis(since - 1) + PROMPT_WAIT;
+                if standing && process::reading_pipe(pid) {
+                    stopped_by_us = failed(ErrorKind::Config, PASSCMD_PROMPT.to_string());
+                    tokio::spawn(process::terminate_group(group.clone(), GRACE));
+                }
             },
             _ = tokio::time::sleep_until(idle_deadline), if exit.is_none() && stopped_by_us.is_none() => {
                 let waited = fmt_secs(spec.idle_timeout);
@@ -628,6 +663,8 @@ mod tests {
             std::fs::File::from(std::os::fd::OwnedFd::from(rx_end)),
             tx,
             &AtomicBool::new(false),
+            &AtomicU64::new(0),
+            Instant::now(),
         );
         let elapsed = started.elapsed();
         writer.join().unwrap();
@@ -721,6 +758,35 @@ exit 1"#;
         let error = out.error.unwrap();
         assert_eq!(error.kind, ErrorKind::Auth);
         assert!(error.line.starts_with(PASSCMD_SILENT), "{}", error.line);
+    }
+
+    /// A PassCmd that asks on the terminal, as a pinentry for the terminal
+    /// would: stopped in seconds as a config error, long before the limit.
+    #[test]
+    fn a_password_command_asking_on_the_terminal_is_stopped_at_once() {
+        let started = Instant::now();
+        let (spec, _dir) = sh(
+            "x=$(printf 'Passphrase: ' > /dev/tty; sleep 30)",
+            Duration::from_secs(60),
+        );
+        let (out, _) = run_blocking(spec, None);
+        let error = out.error.unwrap();
+        assert_eq!(error.kind, ErrorKind::Config);
+        assert_eq!(error.line, PASSCMD_PROMPT);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// Diagnostics with a line end (gpg's "encrypted with ..." on stderr)
+    /// are no question: the command goes on and its answer counts.
+    #[test]
+    fn a_password_command_that_prints_lines_is_left_alone() {
+        let (spec, _dir) = sh(
+            "x=$(echo 'gpg: note' > /dev/tty; sleep 2; echo pw); echo \"got $x\"",
+            Duration::from_secs(60),
+        );
+        let (out, _) = run_blocking(spec, None);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        assert_eq!(out.tail, ["gpg: note", "got pw"]);
     }
 
     /// A large message on a slow link: mbsync prints nothing for longer

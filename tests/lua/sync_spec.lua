@@ -354,12 +354,30 @@ describe('syncing real mail', function()
     contains(result.error, 'IMAP account "demo" has no Pass or PassCmd, and nobody can type a password in here')
   end)
 
-  it('a PassCmd waiting for a passphrase is stopped at the time limit as auth, and not retried', function()
-    -- As a pinentry on the terminal would: it asks there, and nobody answers.
+  it('a PassCmd asking on the terminal ends the sync in seconds as config, saying what to set up', function()
+    -- As a pinentry for the terminal would: it asks there, nobody answers.
     local fx = t.fixture({ '--folders', 'INBOX=1' })
     local rc = fx.dir .. '/mbsyncrc-passcmd'
     local passcmd = 'PassCmd "printf \'Passphrase: \' > /dev/tty; read -r p < /dev/tty; echo $p"'
     t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPass [^\n]*', '\n' .. passcmd)))
+    use(rc, { mbsync = { timeout = 60 }, retry = { base = 0.1, max_attempts = 3 } })
+    local started = vim.uv.hrtime()
+    local result = t.sync_and_wait('full', { account = 'demo' }, 30000)
+    local secs = (vim.uv.hrtime() - started) / 1e9
+    eq('config', result.kind, result.error)
+    eq(1, result.attempts, 'not retried')
+    one_line(result.error)
+    contains(result.error, 'no password: the PassCmd (or UserCmd) of the mbsync config asked for input on a terminal')
+    contains(result.error, 'graphical pinentry')
+    ok(secs < 15, ('in seconds, not at the 60 s limit: %.1f s'):format(secs))
+    eq({}, t.pgrep('mbsync .*' .. fx.dir), 'no mbsync left')
+    eq({}, t.pgrep('read -r p < /dev/tty'), 'no PassCmd left')
+  end)
+
+  it('a PassCmd that gives no answer is stopped at the time limit as auth, and not retried', function()
+    local fx = t.fixture({ '--folders', 'INBOX=1' })
+    local rc = fx.dir .. '/mbsyncrc-passcmd'
+    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPass [^\n]*', '\nPassCmd "sleep 120; echo nothing"')))
     use(rc, { mbsync = { timeout = 1 }, retry = { base = 0.1, max_attempts = 3 } })
     local result = t.sync_and_wait('full', { account = 'demo' }, 30000)
     eq('auth', result.kind, result.error)
@@ -368,7 +386,7 @@ describe('syncing real mail', function()
     contains(result.error, 'no password: the PassCmd (or UserCmd) of the mbsync config gave no answer for 1 s')
     contains(result.error, 'run it once in a terminal')
     eq({}, t.pgrep('mbsync .*' .. fx.dir), 'no mbsync left')
-    eq({}, t.pgrep('read -r p < /dev/tty'), 'no PassCmd left')
+    eq({}, t.pgrep('sleep 120; echo nothing'), 'no PassCmd left')
   end)
 
   it('a Host and Port where another kind of server answers is a config error', function()
