@@ -256,6 +256,8 @@ describe('manager', function()
       },
       { { mbsync = { extra_args = { '-c', 'x' } } }, 'asks for a config file (set mbsync.config)' },
       { { mbsync = { extra_args = { '-l' } } }, 'a folder listing instead of a sync' },
+      { { mbsync = { extra_args = { '-Vl' } } }, 'a folder listing instead of a sync' },
+      { { mbsync = { extra_args = { '-qq' } } }, 'quiet output' },
       {
         { accounts = { demo = { inbox = '--help' } } },
         'himalaya_sync.accounts.demo.inbox: expected an mbsync channel',

@@ -465,14 +465,17 @@ local schema = {
         plain_string('an argument without control characters', 4096)(p, arg)
         -- The progress, the folder names and the error kinds are read from
         -- what mbsync prints; these change it, or what mbsync does.
+        -- Short options combine (`-Vl`); none of mbsync's takes D, q, c or
+        -- l as a suffix, so any of them in a cluster is that option.
+        local short = arg:match('^%-(%w+)$') or ''
         local clash = nil ---@type string?
-        if arg:match('^%-D') or arg:match('^%-%-debug') then
+        if short:find('D') or arg:match('^%-%-debug') then
           clash = 'debug output'
-        elseif arg == '-q' or arg == '--quiet' then
+        elseif short:find('q') or arg == '--quiet' then
           clash = 'quiet output'
-        elseif arg:match('^%-c') or arg:match('^%-%-config') then
+        elseif short:find('c') or arg:match('^%-%-config') then
           clash = 'a config file (set mbsync.config)'
-        elseif arg == '-l' or arg == '--list' then
+        elseif short:find('l') or arg == '--list' then
           clash = 'a folder listing instead of a sync'
         end
         if clash then
