@@ -109,6 +109,12 @@ describe('original require paths', function()
     t.oauth_account(server, 'INBOX=1')
     local oauth = require(PREFIX .. 'oauth')
     oauth.setup()
+    -- The state questions answer what was last heard, and ask the store in
+    -- the background: first nothing, then no token.
+    eq(false, oauth.has_token())
+    t.wait_for(function()
+      return oauth.get_status().error ~= nil or oauth.get_status().store ~= nil
+    end, 10000, 'the store to answer')
     eq(false, oauth.has_token())
     eq(false, oauth.is_valid())
     local function ask(fn, ...)
@@ -125,7 +131,10 @@ describe('original require paths', function()
     eq(false, failed[1])
     ok(type(failed[2]) == 'string' and failed[2] ~= '', 'a refresh without a token says why')
     t.oauth_authorize(server)
-    eq(true, oauth.has_token())
+    -- Heard within the state's age limit (5 s).
+    t.wait_for(function()
+      return oauth.has_token()
+    end, 10000, 'has_token to hear of the token')
     eq(true, oauth.is_valid('demo'))
     eq({ true, nil }, ask(oauth.refresh, 'demo'))
     eq({ true, nil }, ask(oauth.ensure_token, nil))
@@ -136,10 +145,42 @@ describe('original require paths', function()
     t.wait_for(function()
       return retried
     end, 20000, 'refresh_and_retry to call fn')
-    local status = oauth.get_status()
-    eq(true, status.has_token)
-    ok(status.last_refresh > 0, 'this Neovim refreshed')
+    t.wait_for(function()
+      return oauth.get_status().last_refresh > 0
+    end, 10000, 'the refresh to be heard of')
+    eq(true, oauth.get_status().has_token)
     eq(0, oauth.get_status('nobody').last_refresh)
     eq(false, oauth.get_status('nobody').has_token)
+  end)
+
+  it("the original's token questions never wait for a slow store", function()
+    local store = t.tmpdir()
+    t.setup_for_test({
+      notify = false,
+      accounts = {
+        slow = {
+          oauth = {
+            provider = 'generic',
+            client_id = 'x',
+            auth_url = 'http://127.0.0.1:9/auth',
+            token_url = 'http://127.0.0.1:9/token',
+            store = {
+              backend = 'command',
+              load_cmd = 'sleep 3; cat ' .. store .. '/t',
+              save_cmd = 'cat > ' .. store .. '/t',
+            },
+          },
+        },
+      },
+    })
+    local oauth = require(PREFIX .. 'oauth')
+    local started = vim.uv.hrtime()
+    for _ = 1, 3 do
+      oauth.has_token('slow')
+      oauth.is_valid('slow')
+      oauth.get_status('slow')
+    end
+    local ms = (vim.uv.hrtime() - started) / 1e6
+    ok(ms < 1000, ('answered from what was heard, not after the 3 s store: %d ms'):format(ms))
   end)
 end)

@@ -166,26 +166,76 @@ local function answer(callback, what)
   end
 end
 
+--- How old a token state may be before a question asks the store again.
+local STATUS_MAX_AGE_MS = 5000
+
+---@class himalaya.sync.LegacyStatus
+---@field status? himalaya.sync.OAuthStatus
+---@field err? string
+---@field asked integer when the store was last asked (`vim.uv.now()`)
+---@field pending boolean
+
+--- The token state of each account as last heard. The original's callers
+--- ask at every redraw, and asking the store (a keyring, gpg, a command)
+--- may take seconds: the answer is what was last heard, and the store is
+--- asked again in the background when that is older than
+--- STATUS_MAX_AGE_MS. Until it has answered once, there is no token.
+---@type table<string, himalaya.sync.LegacyStatus>
+local heard = {}
+
+---@param account? string
+---@return himalaya.sync.OAuthStatus? status
+---@return string? err
+local function status_of(account)
+  local name = account_or_default(account)
+  local entry = heard[tostring(name)] --[[@as himalaya.sync.LegacyStatus?]]
+  if not entry then
+    entry = { asked = 0, pending = false }
+    heard[tostring(name)] = entry
+  end
+  if not entry.pending and vim.uv.now() - entry.asked >= STATUS_MAX_AGE_MS then
+    entry.pending = true
+    entry.asked = vim.uv.now()
+    oauth.status(name, function(status, err)
+      entry.status, entry.err, entry.pending = status, err, false
+    end)
+  end
+  return entry.status, entry.err
+end
+
+--- A refresh changes the state: the next question asks the store again.
+---@param account? string
+local function forget(account)
+  local entry = heard[tostring(account_or_default(account))] --[[@as himalaya.sync.LegacyStatus?]]
+  if entry then
+    entry.asked = 0
+  end
+end
+
 --- Refreshes the token now; `callback(success, err)` gets the end.
 ---@param account? string
 ---@param callback? fun(success: boolean, err?: string)
 local function refresh(account, callback)
-  oauth.refresh_token(account_or_default(account), answer(callback, 'refreshing the OAuth2 token'))
+  local done = answer(callback, 'refreshing the OAuth2 token')
+  oauth.refresh_token(account_or_default(account), function(ok, err)
+    forget(account)
+    done(ok, err)
+  end)
 end
 
 M.oauth = legacy(oauth, {
-  --- Whether a token is stored for the account.
+  --- Whether a token is stored for the account (as last heard).
   ---@param account? string
   ---@return boolean
   has_token = function(account)
-    local status = oauth.status(account_or_default(account))
+    local status = status_of(account)
     return status ~= nil and status.has_token
   end,
-  --- Whether a stored access token has not expired.
+  --- Whether a stored access token has not expired (as last heard).
   ---@param account? string
   ---@return boolean
   is_valid = function(account)
-    local status = oauth.status(account_or_default(account))
+    local status = status_of(account)
     return status ~= nil and status.has_token and (status.expires_in == nil or status.expires_in > 0)
   end,
   refresh = refresh,
@@ -194,7 +244,11 @@ M.oauth = legacy(oauth, {
   ---@param account? string
   ---@param callback? fun(success: boolean, err?: string)
   ensure_token = function(account, callback)
-    oauth.get_valid_token(account_or_default(account), answer(callback, 'getting a valid OAuth2 token'))
+    local done = answer(callback, 'getting a valid OAuth2 token')
+    oauth.get_valid_token(account_or_default(account), function(token, err)
+      forget(account)
+      done(token, err)
+    end)
   end,
   --- Refreshes the token, then calls `fn` if that worked.
   ---@param fn function
@@ -208,14 +262,14 @@ M.oauth = legacy(oauth, {
       end
     end)
   end,
-  --- The new status (|himalaya.sync.oauth.status()|) with the original's
-  --- `last_refresh` of 0 when this Neovim has not refreshed; `has_token`
-  --- false and `error` when there is none to tell.
+  --- The new status (|himalaya.sync.oauth.status()|, as last heard) with
+  --- the original's `last_refresh` of 0 when this Neovim has not
+  --- refreshed; `has_token` false and `error` when there is none to tell.
   ---@param account? string
   ---@return table
   get_status = function(account)
-    local status, err = oauth.status(account_or_default(account))
-    local got = status or { has_token = false, error = err } --[[@as table<string, any>]]
+    local status, err = status_of(account)
+    local got = vim.deepcopy(status or { has_token = false, error = err }) --[[@as table<string, any>]]
     got.last_refresh = got.last_refresh or 0
     return got
   end,
