@@ -619,11 +619,18 @@ pub fn io_bytes(pid: i32) -> Option<u64> {
 /// for the output of a `PassCmd` (or `UserCmd`), which it runs with
 /// `popen`; while it waits for the server it sits in `poll` instead.
 /// `false` when this cannot be read (the process is gone, or the system
-/// hides another process's system call).
+/// hides another process's system call), and for a program not named like
+/// mbsync: a wrapper set as `mbsync.cmd` that reads mbsync's output from a
+/// pipe is waiting for mbsync, not for a password.
 pub fn reading_pipe(pid: i32) -> bool {
+    let is_mbsync = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|name| name.contains("mbsync"));
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
         return false;
     };
+    if !is_mbsync {
+        return false;
+    }
     let mut fields = text.split_whitespace();
     let nr = fields.next().and_then(|n| n.parse::<libc::c_long>().ok());
     let fd = fields

@@ -46,7 +46,7 @@ use tokio::sync::watch;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockDir;
 use crate::maildir::FolderCounts;
-use crate::mbsync::config::{ConfigCache, MbsyncConfig};
+use crate::mbsync::config::{ConfigCache, ImapAccount, MbsyncConfig};
 use crate::mbsync::errors::{summary, without_tls, Classified};
 use crate::mbsync::names;
 use crate::mbsync::progress::{PercentEstimate, Progress};
@@ -1439,9 +1439,8 @@ impl Manager {
                     // Only the mbsync config tells this timeout from a
                     // server that stopped answering.
                     let c = (c.kind == ErrorKind::Timeout)
-                        .then(|| self.mbsync_config().ok())
+                        .then(|| self.without_tls(id, &c))
                         .flatten()
-                        .and_then(|cfg| without_tls(&c, &cfg.imap_accounts))
                         .unwrap_or(c);
                     ErrorInfo {
                         kind: c.kind,
@@ -1777,6 +1776,24 @@ impl Manager {
             drop(entries);
         }
         self.pump();
+    }
+
+    /// [`without_tls`] for the IMAP accounts of the channels sync `id`
+    /// runs (called before `entries` is held, on a timeout only).
+    fn without_tls(&self, id: u64, c: &Classified) -> Option<Classified> {
+        let cfg = self.mbsync_config().ok()?;
+        let targets = self
+            .entries
+            .lock()
+            .iter()
+            .find(|e| e.info.id == id)
+            .map(|e| e.targets.clone())?;
+        let accounts: Vec<&ImapAccount> = targets::channels_of_targets(&cfg, &targets)
+            .iter()
+            .filter_map(|name| cfg.channel(name))
+            .filter_map(|channel| cfg.imap_account_for(channel))
+            .collect();
+        without_tls(c, &accounts)
     }
 
     /// Sets the final state of a sync and emits its last events (called with

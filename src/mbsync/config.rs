@@ -1286,7 +1286,8 @@ fn account_option(
         account.auth_mechs.extend_from_slice(values);
         return Ok(());
     }
-    const SINGLE: [&str; 11] = [
+    const SINGLE: [&str; 12] = [
+        "UseIMAPS",
         "Timeout",
         "Host",
         "Port",
@@ -1337,18 +1338,29 @@ fn account_option(
     } else if is("CertificateFile") {
         account.certificate_file = Some(expand_tilde(&value, home));
     } else if is("SystemCertificates") {
-        // mbsync's booleans: yes/no, true/false, on/off, or a number.
-        account.system_certificates = match value.to_ascii_lowercase().as_str() {
-            "yes" | "true" | "on" => true,
-            "no" | "false" | "off" => false,
-            n => n.parse::<i64>().map(|n| n != 0).map_err(|_| {
-                format!("invalid SystemCertificates '{value}' (expected yes or no)")
-            })?,
-        };
+        account.system_certificates = boolean("SystemCertificates", &value)?;
+    } else if is("UseIMAPS") {
+        // Deprecated, and still honoured by mbsync 1.4: TLS from the start
+        // unless an SSLType says otherwise.
+        if boolean("UseIMAPS", &value)? {
+            account.ssl_type.get_or_insert_with(|| "IMAPS".to_owned());
+        }
     } else {
         account.tunnel = Some(value);
     }
     Ok(())
+}
+
+/// mbsync's booleans: yes/no, true/false, on/off, or a number.
+fn boolean(keyword: &str, value: &str) -> std::result::Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" => Ok(true),
+        "no" | "false" | "off" => Ok(false),
+        n => n
+            .parse::<i64>()
+            .map(|n| n != 0)
+            .map_err(|_| format!("invalid {keyword} '{value}' (expected yes or no)")),
+    }
 }
 
 #[cfg(test)]
@@ -1760,6 +1772,19 @@ Channel gmail-all:INBOX,Work
             Some("imap.example.org")
         );
         assert_eq!(config.imap_accounts[0].ssl_type.as_deref(), Some("IMAPS"));
+    }
+
+    #[test]
+    fn the_deprecated_use_imaps_means_tls_unless_ssltype_says_otherwise() {
+        let ssl = |text: &str| parse(text).unwrap().imap_accounts[0].ssl_type.clone();
+        assert_eq!(
+            ssl("IMAPAccount a\nHost h\nUseIMAPS yes\n").as_deref(),
+            Some("IMAPS")
+        );
+        assert_eq!(ssl("IMAPAccount a\nHost h\nUseIMAPS no\n"), None);
+        let both = "IMAPAccount a\nHost h\nSSLType STARTTLS\nUseIMAPS yes\n";
+        assert_eq!(ssl(both).as_deref(), Some("STARTTLS"));
+        assert!(parse("IMAPAccount a\nHost h\nUseIMAPS maybe\n").is_err());
     }
 
     #[test]

@@ -237,10 +237,31 @@ fn is_unopenable_box(line: &str) -> bool {
     line.starts_with("Error: channel ") && line.ends_with(" cannot be opened.")
 }
 
+/// A line `classify_output` made of [`is_unopenable_box`] lines, maybe
+/// ending in how many more there were.
+fn names_unopenable_boxes(line: &str) -> bool {
+    line.starts_with("Error: channel ") && line.contains(" cannot be opened.")
+}
+
 /// `Error: Cannot resolve server 'imap.exmaple.com': Name or service not
 /// known`: a typo in Host, which no retry mends.
 fn is_unknown_host(line: &str) -> bool {
     line.contains("Cannot resolve server") && NO_SUCH_HOST.iter().any(|e| line.contains(e))
+}
+
+/// Folders named in one error message at most (see `classify_output`).
+const MAX_BOXES_NAMED: usize = 5;
+
+/// Where the folder of an [`is_unopenable_box`] line is missing: "both",
+/// "far" or "near".
+fn unopenable_side(line: &str) -> &'static str {
+    if line.contains(" both ") {
+        "both"
+    } else if line.contains("far side box ") {
+        "far"
+    } else {
+        "near"
+    }
 }
 
 /// Why a local file or folder could not be written or read, as the system
@@ -290,11 +311,12 @@ fn is_config_file_error(line: &str) -> bool {
 const NO_TLS_ON_IMAPS_PORT: &str = "has Port 993 but does not start TLS";
 
 /// A timeout while connecting to port 993 (`Socket error on HOST
-/// (ADDRESS:993): timeout.`) from an IMAPAccount of `accounts` that has
+/// (ADDRESS:993): timeout.`) from an IMAPAccount of `accounts` (those of
+/// the channels synced) that has
 /// that Host and Port but no `SSLType IMAPS`: mbsync waits for the server's
 /// greeting, the server for a TLS hello, until the time limit. That is a
 /// setting to fix, not a server to retry; the `config` error says so.
-pub fn without_tls(c: &Classified, accounts: &[ImapAccount]) -> Option<Classified> {
+pub fn without_tls(c: &Classified, accounts: &[&ImapAccount]) -> Option<Classified> {
     if c.kind != ErrorKind::Timeout {
         return None;
     }
@@ -362,16 +384,24 @@ pub fn classify_output(lines: &[String], exit_code: Option<i32>) -> Option<Class
     }
     if let Some((kind, line)) = best {
         let line = line.trim();
-        // Each missing folder gets a line of its own: name them all (a
-        // renamed hierarchy misses several), not just the first.
+        // Each missing folder gets a line of its own: name those missing
+        // where the first one is missing (a renamed hierarchy misses
+        // several), not just the first; the advice differs by side.
         let line = if is_unopenable_box(line) {
+            let side = unopenable_side(line);
             let mut boxes: Vec<&str> = Vec::new();
             for l in lines.iter().map(|l| l.trim()) {
-                if is_unopenable_box(l) && !boxes.contains(&l) {
+                if is_unopenable_box(l) && unopenable_side(l) == side && !boxes.contains(&l) {
                     boxes.push(l);
                 }
             }
-            boxes.join(" ")
+            let more = boxes.len().saturating_sub(MAX_BOXES_NAMED);
+            boxes.truncate(MAX_BOXES_NAMED);
+            let mut named = boxes.join(" ");
+            if more > 0 {
+                named.push_str(&format!(" And {more} more."));
+            }
+            named
         } else {
             line.to_string()
         };
@@ -431,10 +461,10 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
             "the server did not accept the OAuth2 token; refresh it and sync again",
         ),
         ErrorKind::Auth if line.starts_with(PASSCMD_SILENT) => (
-            "no password",
+            "no credentials",
             "the command may be waiting for a passphrase nobody can type here: run it once \
              in a terminal to unlock your password manager or gpg-agent, or use a graphical \
-             pinentry, then sync again",
+             pinentry, then sync again; if it is only slow, raise mbsync.timeout",
         ),
         ErrorKind::Auth if line.contains("PassCmd") => (
             "authentication failed",
@@ -474,7 +504,7 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
              (or no TLS) port 143",
         ),
         ErrorKind::Config if line.starts_with(PASSCMD_PROMPT) => (
-            "no password",
+            "no credentials",
             "nobody can answer there: set the command up to work without a terminal, for \
              gpg with an agent that has a graphical pinentry or the passphrase cached, then \
              sync again",
@@ -504,20 +534,20 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
             "the local mail folder cannot be opened",
             "create that folder, or fix the Path of the MaildirStore in the mbsync config",
         ),
-        ErrorKind::Config if is_unopenable_box(&line) && line.contains(" both ") => (
+        ErrorKind::Config if names_unopenable_boxes(&line) && line.contains(" both ") => (
             "a folder cannot be opened",
             "check the folder name: it must exist on the server or locally, or the channel \
              must Create it",
         ),
         // Missing on the server: its local copy may be the only one left.
-        ErrorKind::Config if is_unopenable_box(&line) && line.contains("far side box ") => (
+        ErrorKind::Config if names_unopenable_boxes(&line) && line.contains("far side box ") => (
             "a folder is missing on the server",
             "check the folder name; if it was deleted or renamed on the server, its local \
              copy may be the only one: create it on the server again, or move its mail to \
              another folder before deleting it locally",
         ),
         // Missing locally: maybe deleted there after a sync.
-        ErrorKind::Config if is_unopenable_box(&line) => (
+        ErrorKind::Config if names_unopenable_boxes(&line) => (
             "a folder cannot be opened",
             "check the folder name: it must exist on the server or locally, or the channel \
              must Create it; a folder synced before and then deleted on one side is not \
@@ -567,7 +597,9 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
     };
     // `classify_output` names every folder that cannot be opened.
     let what = match what.strip_prefix("a folder ") {
-        Some(rest) if line.matches(" cannot be opened.").count() > 1 => {
+        Some(rest)
+            if line.matches(" cannot be opened.").count() > 1 || line.ends_with(" more.") =>
+        {
             format!("folders {}", rest.replacen("is ", "are ", 1))
         }
         _ => what.to_string(),
@@ -1176,7 +1208,7 @@ mod tests {
             line: "Socket error on imap.example.com (192.0.2.1:993): timeout.".into(),
         };
         for ssl in [None, Some("STARTTLS"), Some("None")] {
-            let got = without_tls(&timeout, &[account("work", 993, ssl)]).unwrap();
+            let got = without_tls(&timeout, &[&account("work", 993, ssl)]).unwrap();
             assert_eq!(got.kind, ErrorKind::Config);
             let said = summary(got.kind, &got.line);
             assert!(
@@ -1188,15 +1220,15 @@ mod tests {
         }
         // With TLS from the start, or on another port, it is a plain timeout.
         assert_eq!(
-            without_tls(&timeout, &[account("work", 993, Some("imaps"))]),
+            without_tls(&timeout, &[&account("work", 993, Some("imaps"))]),
             None
         );
-        assert_eq!(without_tls(&timeout, &[account("work", 143, None)]), None);
+        assert_eq!(without_tls(&timeout, &[&account("work", 143, None)]), None);
         let network = Classified {
             kind: ErrorKind::Network,
             ..timeout.clone()
         };
-        assert_eq!(without_tls(&network, &[account("work", 993, None)]), None);
+        assert_eq!(without_tls(&network, &[&account("work", 993, None)]), None);
     }
 
     #[test]
@@ -1204,6 +1236,7 @@ mod tests {
         let lines: Vec<String> = [
             "Error: channel demo: far side box Work cannot be opened.",
             "Opening far side box Archive...",
+            "Error: channel demo: near side box Sent cannot be opened.",
             "Error: channel demo: far side box Work/Projects cannot be opened.",
             "Error: channel demo: far side box Work cannot be opened.",
         ]
@@ -1217,6 +1250,26 @@ mod tests {
              Error: channel demo: far side box Work/Projects cannot be opened."
         );
         assert!(summary(got.kind, &got.line).starts_with("folders are missing on the server: "));
+
+        // Many: a few are named, and how many more there are.
+        let many: Vec<String> = (0..80)
+            .map(|i| format!("Error: channel demo: far side box F{i} cannot be opened."))
+            .collect();
+        let got = classify_output(&many, Some(1)).unwrap();
+        assert!(
+            got.line.ends_with("box F4 cannot be opened. And 75 more."),
+            "{}",
+            got.line
+        );
+        let said = summary(got.kind, &got.line);
+        assert!(
+            said.starts_with("folders are missing on the server: "),
+            "{said}"
+        );
+        assert!(
+            said.contains("its local copy may be the only one"),
+            "{said}"
+        );
     }
 
     #[test]
