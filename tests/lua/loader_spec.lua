@@ -73,17 +73,10 @@ describe('loading', function()
     eq(false, got)
     contains(lerr, 'HIMALAYA_SYNC_LIB')
     -- The version asked for (to report a problem) is there without it.
-    local msgs = {}
-    local orig = vim.notify
-    vim.notify = function(m)
-      msgs[#msgs + 1] = m
-    end
-    t.defer(function()
-      vim.notify = orig
-    end)
+    local seen = t.notifications()
     vim.cmd('runtime plugin/himalaya-sync.lua')
     vim.cmd('HimalayaSync version')
-    contains(msgs[1], 'himalaya-sync ' .. require('himalaya.sync.version') .. ', no library: ')
+    contains(seen[1][1], 'himalaya-sync ' .. require('himalaya.sync.version') .. ', no library: ')
   end)
 
   it('a cache folder that cannot be made is one line, not a traceback', function()
@@ -474,16 +467,9 @@ io.stdout:write(vim.json.encode(out))
       vim.inspect(list)
     )
     eq({ 'locks' }, vim.fn.getcompletion('HimalayaSync loc', 'cmdline'))
-    local msgs = {}
-    local orig = vim.notify
-    vim.notify = function(m)
-      msgs[#msgs + 1] = m
-    end
-    t.defer(function()
-      vim.notify = orig
-    end)
+    local seen = t.notifications()
     vim.cmd('HimalayaSync frobnicate')
-    contains(msgs[1], 'unknown subcommand "frobnicate"')
+    contains(seen[1][1], 'unknown subcommand "frobnicate"')
   end)
 
   it(':HimalayaSync locks and version print without errors', function()

@@ -271,17 +271,10 @@ io.stdout:write(vim.json.encode({ before = before, after = after, released = rel
     end)
     lock.acquire_lock('stale', 0)
     lock.release_lock('stale')
-    local msgs = {}
-    local orig = vim.notify
-    vim.notify = function(m)
-      msgs[#msgs + 1] = m
-    end
-    t.defer(function()
-      vim.notify = orig
-    end)
+    local seen = t.notifications()
     vim.cmd('runtime plugin/himalaya-sync.lua')
     vim.cmd('HimalayaSync cleanup')
-    t.contains(msgs[1], 'no sync was running; removed ')
+    t.contains(seen[1][1], 'no sync was running; removed ')
     local names = vim.tbl_map(function(l)
       return l.name
     end, lock.list_locks())
