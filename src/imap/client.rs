@@ -242,7 +242,10 @@ impl Connection {
             timeout: self.timeout,
             address,
         };
-        let greeting = session.read_with_timeout("greeting").await?;
+        let greeting = session
+            .read_with_timeout("greeting")
+            .await
+            .map_err(|e| no_greeting(e, self.port, self.security))?;
         let greeting = Response::parse(&greeting);
         match greeting.kind {
             Kind::Untagged(ref word) if word == "OK" || word == "PREAUTH" => {}
@@ -256,10 +259,16 @@ impl Connection {
                     ),
                 ))
             }
+            // Host and Port lead to another kind of server: a setting to
+            // fix, as with mbsync ("unexpected reply").
             _ => {
                 return Err(Error::new(
-                    ErrorKind::Network,
-                    format!("{} did not greet like an IMAP server", session.address),
+                    ErrorKind::Config,
+                    format!(
+                        "{} did not greet like an IMAP server (check Host and Port of the \
+                         IMAPAccount: IMAP is usually port 143, IMAPS 993)",
+                        session.address
+                    ),
                 ))
             }
         }
@@ -1509,6 +1518,23 @@ async fn step<T>(
     }
 }
 
+/// A greeting that never came on port 993 without TLS: the server waits for
+/// a TLS hello, the client for the greeting. That is the account's SSLType
+/// to fix, as the mbsync runs say too, not a server to retry.
+fn no_greeting(e: Error, port: u16, security: Security) -> Error {
+    if e.kind == ErrorKind::Timeout && port == 993 && security != Security::Tls {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "{e}: port 993 is for IMAPS, and this account does not start TLS (set SSLType \
+                 IMAPS in its IMAPAccount, or use port 143 with STARTTLS)"
+            ),
+        )
+    } else {
+        e
+    }
+}
+
 fn human(d: Duration) -> String {
     if d.as_millis().is_multiple_of(1000) {
         format!("{}s", d.as_secs())
@@ -1619,6 +1645,52 @@ mod tests {
             "IMAP account \"work\" has no Pass or PassCmd, and nobody can type a password in \
              here (give it a PassCmd, the command of a password manager or keyring that prints \
              it, or a Pass)"
+        );
+    }
+
+    #[test]
+    fn no_greeting_on_port_993_without_tls_is_a_config_error() {
+        let timeout = || {
+            Error::new(
+                ErrorKind::Timeout,
+                "IMAP server h:993 did not answer within 3s (greeting)",
+            )
+        };
+        let e = no_greeting(timeout(), 993, Security::StartTls);
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert!(e.message.contains("set SSLType IMAPS"), "{e}");
+        assert_eq!(
+            no_greeting(timeout(), 993, Security::Tls).kind,
+            ErrorKind::Timeout
+        );
+        assert_eq!(
+            no_greeting(timeout(), 143, Security::None).kind,
+            ErrorKind::Timeout
+        );
+    }
+
+    #[tokio::test]
+    async fn another_kind_of_server_is_a_config_error() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut peer, _) = listener.accept().await.unwrap();
+            let _ = peer.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n").await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let rc = crate::mbsync::config::MbsyncConfig::parse(
+            &format!("IMAPAccount a\nHost 127.0.0.1\nPort {port}\nUser u\nPass p\nSSLType None\n"),
+            std::path::Path::new("/rc"),
+        )
+        .unwrap();
+        let c = Connection::from_account(&rc.imap_accounts[0]).unwrap();
+        let e = c.connect().await.expect_err("no session");
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert!(
+            e.message
+                .contains("did not greet like an IMAP server (check Host and Port"),
+            "{e}"
         );
     }
 

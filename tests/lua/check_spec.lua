@@ -312,6 +312,17 @@ describe('check', function()
     eq(false, manager.is_busy())
     eq(0, manager.cancel_sync(), 'nothing left to cancel')
   end)
+
+  it('a check that meets another kind of server is a config error, not retried', function()
+    t.use(
+      t.standalone_mbsyncrc(t.tmpdir(), t.silent_server('SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n')),
+      { retry = { base = 0.1, max_attempts = 3 } }
+    )
+    local result = t.sync_and_wait('check', { account = 'demo' }, 20000)
+    eq('config', result.kind, result.error)
+    eq(1, result.attempts, 'not retried')
+    t.contains(result.error, 'did not greet like an IMAP server (check Host and Port')
+  end)
 end)
 
 describe('smart auto-sync', function()
