@@ -28,6 +28,7 @@ use tokio_rustls::rustls;
 use super::mutf7::{decode_mutf7, encode_mutf7};
 use crate::error::{Error, ErrorKind, Result};
 use crate::mbsync::config::ImapAccount;
+use crate::mbsync::errors::{HOST_PORT_ADVICE, IMAPS_PORT_ADVICE};
 
 /// Timeout of every step when the caller does not set one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -265,8 +266,7 @@ impl Connection {
                 return Err(Error::new(
                     ErrorKind::Config,
                     format!(
-                        "{} did not greet like an IMAP server (check Host and Port of the \
-                         IMAPAccount: IMAP is usually port 143, IMAPS 993)",
+                        "{} did not greet like an IMAP server ({HOST_PORT_ADVICE})",
                         session.address
                     ),
                 ))
@@ -1525,10 +1525,7 @@ fn no_greeting(e: Error, port: u16, security: Security) -> Error {
     if e.kind == ErrorKind::Timeout && port == 993 && security != Security::Tls {
         Error::new(
             ErrorKind::Config,
-            format!(
-                "{e}: port 993 is for IMAPS, and this account does not start TLS (set SSLType \
-                 IMAPS in its IMAPAccount, or use port 143 with STARTTLS)"
-            ),
+            format!("{e}: the account does not start TLS ({IMAPS_PORT_ADVICE})"),
         )
     } else {
         e

@@ -307,15 +307,25 @@ fn is_config_file_error(line: &str) -> bool {
     false
 }
 
+/// What to check when Host and Port lead to another kind of server; the
+/// fast check (`imap::client`) says the same.
+pub const HOST_PORT_ADVICE: &str =
+    "check Host and Port of the IMAPAccount: IMAP is usually port 143, IMAPS 993";
+
+/// What to set when an account talks plain IMAP to port 993; the fast
+/// check (`imap::client`) says the same.
+pub const IMAPS_PORT_ADVICE: &str =
+    "port 993 is for IMAPS: set SSLType IMAPS in that IMAPAccount, or use port 143 with STARTTLS";
+
 /// Ends the `config` line [`without_tls`] makes.
 const NO_TLS_ON_IMAPS_PORT: &str = "has Port 993 but does not start TLS";
 
 /// A timeout while connecting to port 993 (`Socket error on HOST
 /// (ADDRESS:993): timeout.`) from an IMAPAccount of `accounts` (those of
-/// the channels synced) that has
-/// that Host and Port but no `SSLType IMAPS`: mbsync waits for the server's
-/// greeting, the server for a TLS hello, until the time limit. That is a
-/// setting to fix, not a server to retry; the `config` error says so.
+/// the channels synced) that has that Host and Port but no `SSLType IMAPS`:
+/// mbsync waits for the server's greeting, the server for a TLS hello,
+/// until the time limit. That is a setting to fix, not a server to retry;
+/// the `config` error says so.
 pub fn without_tls(c: &Classified, accounts: &[&ImapAccount]) -> Option<Classified> {
     if c.kind != ErrorKind::Timeout {
         return None;
@@ -511,7 +521,7 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
         ),
         ErrorKind::Config if line.contains(NOT_IMAP) => (
             "the server at that Host and Port is no IMAP server",
-            "check Host and Port of the IMAPAccount: IMAP is usually port 143, IMAPS 993",
+            HOST_PORT_ADVICE,
         ),
         ErrorKind::Config if is_unknown_host(&line) => (
             "the mail server's host name does not exist",
@@ -519,8 +529,7 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
         ),
         ErrorKind::Config if line.ends_with(&format!("{NO_TLS_ON_IMAPS_PORT})")) => (
             "the server waits for TLS, which the account does not start",
-            "port 993 is for IMAPS: set SSLType IMAPS in that IMAPAccount, or use port 143 \
-             with STARTTLS",
+            IMAPS_PORT_ADVICE,
         ),
         ErrorKind::Config if line.contains("SSL support not available") => (
             "the server offers no STARTTLS",
