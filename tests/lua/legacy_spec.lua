@@ -135,7 +135,10 @@ describe('original require paths', function()
     t.wait_for(function()
       return oauth.has_token()
     end, 10000, 'has_token to hear of the token')
-    eq(true, oauth.is_valid('demo'))
+    -- Asked by name, the account is heard of under that name.
+    t.wait_for(function()
+      return oauth.is_valid('demo')
+    end, 10000, 'is_valid to hear of the token')
     eq({ true, nil }, ask(oauth.refresh, 'demo'))
     eq({ true, nil }, ask(oauth.ensure_token, nil))
     local retried = false

@@ -183,31 +183,32 @@ local STATUS_MAX_AGE_MS = 5000
 ---@type table<string, himalaya.sync.LegacyStatus>
 local heard = {}
 
+--- Kept under the name asked for ('' for the default account), so the
+--- default is looked up (the mbsyncrc, himalaya's config) only with the store.
 ---@param account? string
 ---@return himalaya.sync.OAuthStatus? status
 ---@return string? err
 local function status_of(account)
-  local name = account_or_default(account)
-  local entry = heard[tostring(name)] --[[@as himalaya.sync.LegacyStatus?]]
+  local key = account or ''
+  local entry = heard[key] --[[@as himalaya.sync.LegacyStatus?]]
   if not entry then
     entry = { asked = 0, pending = false }
-    heard[tostring(name)] = entry
+    heard[key] = entry
   end
   if not entry.pending and vim.uv.now() - entry.asked >= STATUS_MAX_AGE_MS then
     entry.pending = true
     entry.asked = vim.uv.now()
-    oauth.status(name, function(status, err)
+    oauth.status(account_or_default(account), function(status, err)
       entry.status, entry.err, entry.pending = status, err, false
     end)
   end
   return entry.status, entry.err
 end
 
---- A refresh changes the state: the next question asks the store again.
----@param account? string
-local function forget(account)
-  local entry = heard[tostring(account_or_default(account))] --[[@as himalaya.sync.LegacyStatus?]]
-  if entry then
+--- A refresh changes the state: the next questions ask the store again
+--- (under any name, the default's too).
+local function forget()
+  for _, entry in pairs(heard) do
     entry.asked = 0
   end
 end
@@ -218,7 +219,7 @@ end
 local function refresh(account, callback)
   local done = answer(callback, 'refreshing the OAuth2 token')
   oauth.refresh_token(account_or_default(account), function(ok, err)
-    forget(account)
+    forget()
     done(ok, err)
   end)
 end
@@ -246,7 +247,7 @@ M.oauth = legacy(oauth, {
   ensure_token = function(account, callback)
     local done = answer(callback, 'getting a valid OAuth2 token')
     oauth.get_valid_token(account_or_default(account), function(token, err)
-      forget(account)
+      forget()
       done(token, err)
     end)
   end,
