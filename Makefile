@@ -27,6 +27,8 @@ build: deps
 ## sooner than one after the other. `cargo test` leaves the library in
 ## target/release/deps; the `cargo build` after it only links it to
 ## target/release, where the plugin looks (it compiles nothing again).
+## The tests keep their temporary files on tmpfs when there is one (see
+## scripts/test-tmpdir.sh).
 test: deps
 	cargo test --release --no-run
 	cargo build --release
@@ -38,10 +40,10 @@ test: deps
 # Four tests at a time in each test binary: most wait on a server or a
 # process they started, so this takes two thirds of the time two take.
 test-rust:
-	cargo test --release -- --test-threads=4
+	scripts/test-tmpdir.sh cargo test --release -- --test-threads=4
 
 test-lua:
-	$(NVIM_RUN) -l tests/lua/runner.lua $(SPECS)
+	scripts/test-tmpdir.sh $(NVIM_RUN) -l tests/lua/runner.lua $(SPECS)
 
 ## The core of the Lua specs on two more Neovims, Debian's builds (unpacked
 ## into .deps/ by scripts/install-other-nvims.sh): 0.10 from Debian 13
@@ -57,7 +59,7 @@ test-other-nvims:
 	@bash scripts/install-other-nvims.sh
 	@for d in $(OTHER_NVIMS); do \
 	  echo "== $$(VIMRUNTIME=$$d/runtime $$d/bin/nvim --version | head -n1) ($$d)"; \
-	  VIMRUNTIME=$$d/runtime $$d/bin/nvim --headless -u NONE -i NONE -n \
+	  VIMRUNTIME=$$d/runtime scripts/test-tmpdir.sh $$d/bin/nvim --headless -u NONE -i NONE -n \
 	    -l tests/lua/runner.lua $(SPECS_OTHER) || exit 1; \
 	done
 

@@ -76,8 +76,10 @@ end
 ---@param filter string?
 ---@param secrets_file string
 local function start_spec(spec, filter, secrets_file)
-  local home = vim.fn.tempname() .. '-spec'
-  vim.fn.mkdir(home, 'p', tonumber('700', 8))
+  -- Right under TMPDIR, not in Neovim's own temp folder: the IMAP fixture
+  -- wants its folder's path short (dovecot's socket paths), and
+  -- scripts/test-tmpdir.sh may have put TMPDIR a few levels deeper.
+  local home = assert(uv.fs_mkdtemp((os.getenv('TMPDIR') or '/tmp') .. '/spec-XXXXXX'))
   local env = {
     XDG_STATE_HOME = home .. '/state',
     XDG_CACHE_HOME = home .. '/cache',
