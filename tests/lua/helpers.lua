@@ -673,23 +673,48 @@ function M.relay(port, target, delay_ms)
   return r
 end
 
---- Watches processes matching `pattern` until the test ends; returns a
---- function giving the most seen at once. Samples every 20 ms with an
---- asynchronous pgrep (one at a time): a blocking one from a timer nests
---- event-loop waits inside the test's own `vim.wait` and can stall it.
-function M.watch_processes(pattern)
-  local most, busy = 0, false
+--- The command lines of the running processes, arguments joined by
+--- spaces (zombies and kernel threads, which have none, left out).
+---@return string[]
+local function command_lines()
+  local lines = {}
+  local dir = uv.fs_scandir('/proc')
+  while dir do
+    local name = uv.fs_scandir_next(dir)
+    if not name then
+      break
+    end
+    local f = name:match('^%d+$') and io.open('/proc/' .. name .. '/cmdline', 'rb')
+    if f then
+      local raw = f:read('*a') or ''
+      f:close()
+      if raw ~= '' then
+        lines[#lines + 1] = (raw:gsub('%z$', ''):gsub('%z', ' '))
+      end
+    end
+  end
+  return lines
+end
+
+--- Watches the processes whose command line (arguments joined by spaces)
+--- `matches` until the test ends; returns a function giving the most seen
+--- at once. Samples every 20 ms by reading /proc from a timer: a pgrep
+--- started 50 times a second took most of a CPU through the 60 s soak,
+--- slowing the spec beside it (and a blocking call from a timer would nest
+--- event-loop waits inside the test's own `vim.wait`).
+---@param matches fun(cmdline: string): boolean
+---@return fun(): integer
+function M.watch_processes(matches)
+  local most = 0
   local timer = assert(uv.new_timer())
   timer:start(0, 20, function()
-    if busy then
-      return
+    local n = 0
+    for _, line in ipairs(command_lines()) do
+      if matches(line) then
+        n = n + 1
+      end
     end
-    busy = true
-    vim.system({ 'pgrep', '-f', pattern }, { text = true }, function(r)
-      local n = select(2, (r.stdout or ''):gsub('%d+', ''))
-      most = math.max(most, n)
-      busy = false
-    end)
+    most = math.max(most, n)
   end)
   M.defer(function()
     timer:stop()
