@@ -139,6 +139,18 @@ describe('original require paths', function()
     t.wait_for(function()
       return oauth.is_valid('demo')
     end, 10000, 'is_valid to hear of the token')
+    -- In progress from the call to its callback, as the original's flag.
+    eq(false, oauth.get_status().refresh_in_progress)
+    local during
+    oauth.refresh('demo', function()
+      during = oauth.get_status().refresh_in_progress
+    end)
+    eq(true, oauth.get_status().refresh_in_progress)
+    t.wait_for(function()
+      return during ~= nil
+    end, 20000, 'the refresh to end')
+    eq(false, during)
+    eq(false, oauth.get_status().refresh_in_progress)
     eq({ true, nil }, ask(oauth.refresh, 'demo'))
     eq({ true, nil }, ask(oauth.ensure_token, nil))
     local retried = false

@@ -213,15 +213,29 @@ local function forget()
   end
 end
 
+--- How many refreshes (and ensure_token calls) started through these
+--- functions have not ended: the original's `refresh_in_progress`, one
+--- flag for all accounts as it had.
+local in_flight = 0
+
+--- Counts a call as in flight until its callback: returns the callback
+--- to pass on, which also forgets what was heard (the state changed).
+---@param done fun(ok: any, err?: string)
+---@return fun(ok: any, err?: string)
+local function track(done)
+  in_flight = in_flight + 1
+  return function(ok, err)
+    in_flight = in_flight - 1
+    forget()
+    done(ok, err)
+  end
+end
+
 --- Refreshes the token now; `callback(success, err)` gets the end.
 ---@param account? string
 ---@param callback? fun(success: boolean, err?: string)
 local function refresh(account, callback)
-  local done = answer(callback, 'refreshing the OAuth2 token')
-  oauth.refresh_token(account_or_default(account), function(ok, err)
-    forget()
-    done(ok, err)
-  end)
+  oauth.refresh_token(account_or_default(account), track(answer(callback, 'refreshing the OAuth2 token')))
 end
 
 M.oauth = legacy(oauth, {
@@ -245,11 +259,7 @@ M.oauth = legacy(oauth, {
   ---@param account? string
   ---@param callback? fun(success: boolean, err?: string)
   ensure_token = function(account, callback)
-    local done = answer(callback, 'getting a valid OAuth2 token')
-    oauth.get_valid_token(account_or_default(account), function(token, err)
-      forget()
-      done(token, err)
-    end)
+    oauth.get_valid_token(account_or_default(account), track(answer(callback, 'getting a valid OAuth2 token')))
   end,
   --- Refreshes the token, then calls `fn` if that worked.
   ---@param fn function
@@ -265,13 +275,15 @@ M.oauth = legacy(oauth, {
   end,
   --- The new status (|himalaya.sync.oauth.status()|, as last heard) with
   --- the original's `last_refresh` of 0 when this Neovim has not
-  --- refreshed; `has_token` false and `error` when there is none to tell.
+  --- refreshed and its `refresh_in_progress`; `has_token` false and
+  --- `error` when there is none to tell.
   ---@param account? string
   ---@return table
   get_status = function(account)
     local status, err = status_of(account)
     local got = vim.deepcopy(status or { has_token = false, error = err }) --[[@as table<string, any>]]
     got.last_refresh = got.last_refresh or 0
+    got.refresh_in_progress = in_flight > 0
     return got
   end,
   --- The original loaded its environment here; nothing needs setting up.
