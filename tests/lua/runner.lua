@@ -76,9 +76,10 @@ end
 ---@param filter string?
 ---@param secrets_file string
 local function start_spec(spec, filter, secrets_file)
-  -- Right under TMPDIR, not in Neovim's own temp folder: the IMAP fixture
-  -- wants its folder's path short (dovecot's socket paths), and
-  -- scripts/test-tmpdir.sh may have put TMPDIR a few levels deeper.
+  -- Right under TMPDIR, not in Neovim's own temp folder (two levels more,
+  -- nvim.USER/XXXXXX): the IMAP fixture wants its folder's path short
+  -- (dovecot's socket paths), and scripts/test-tmpdir.sh's TMPDIR is
+  -- longer than /tmp.
   local home = assert(uv.fs_mkdtemp((os.getenv('TMPDIR') or '/tmp') .. '/spec-XXXXXX'))
   local env = {
     XDG_STATE_HOME = home .. '/state',
