@@ -118,6 +118,9 @@ impl Patience {
 const MAX_REPLACED_RETRIES: usize = 50;
 /// The kernel's table of file locks (Linux only; elsewhere we probe).
 const PROC_LOCKS: &str = "/proc/locks";
+/// The buffer `/proc/locks` is read into: well over the page the kernel
+/// fills per read, so the first read takes all it will give at once.
+const PROC_LOCKS_READ: usize = 64 * 1024;
 
 /// The directory where locks live when the caller doesn't choose one.
 ///
@@ -400,7 +403,9 @@ impl LockDir {
     ///
     /// Held-ness comes from the kernel: on Linux from `/proc/locks`,
     /// elsewhere (or if `/proc/locks` can't be used for this directory) by
-    /// trying a shared lock on the file. Files that are not regular files,
+    /// trying a shared lock on the file. That try is also made for a file
+    /// `/proc/locks` leaves out while its note names a living process,
+    /// since the table can miss locks that changed while it was read. Files that are not regular files,
     /// including symlinks, are skipped and never followed.
     pub fn list(&self) -> Result<Vec<LockInfo>> {
         let kernel = self.kernel_locks();
@@ -546,8 +551,19 @@ impl LockDir {
         if !is_regular(&st) {
             return Ok(None);
         }
-        let holding = match kernel {
-            Some(kernel) => kernel.holding(st.st_ino),
+        let holding = match kernel.map(|kernel| kernel.holding(st.st_ino)) {
+            Some(Holding::Free) if self.note_names_a_living_process(name) => {
+                // `/proc/locks` comes in page-sized reads, and a lock taken
+                // or released between two of them shifts the rest of the
+                // table: a held lock can be missing from the snapshot. A
+                // note naming a living process says this one may be, so
+                // ask the kernel about this file directly. (A killed
+                // holder's note names a dead process and is not probed:
+                // probing takes a shared lock for a moment, which would
+                // make a concurrent `try_acquire` of a free lock fail.)
+                self.probe(name)?
+            }
+            Some(holding) => holding,
             None => self.probe(name)?,
         };
         let Holding::Held { pid: kernel_pid } = holding else {
@@ -601,6 +617,13 @@ impl LockDir {
         }
     }
 
+    /// Whether the note of `name` names a process that is still running.
+    fn note_names_a_living_process(&self, name: &str) -> bool {
+        self.read_note(name)
+            .pid
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+
     /// Reads the holder note of `name`. Best effort: the note only
     /// describes the holder, so an unreadable one is reported as unknown
     /// fields rather than failing a listing or an error message.
@@ -645,7 +668,14 @@ impl LockDir {
         .ok()?;
         let dir_ino = stat::fstat(&dir).ok()?.st_ino;
         flock(dir.as_fd(), libc::LOCK_SH | libc::LOCK_NB).ok()?;
-        let table = fs::read_to_string(PROC_LOCKS).ok()?;
+        // One read of a page holds a consistent table; reading with a
+        // small first buffer (as `read_to_string` on a file of size 0
+        // does) would split even a short table across two reads.
+        let mut table = String::with_capacity(PROC_LOCKS_READ);
+        File::open(PROC_LOCKS)
+            .ok()?
+            .read_to_string(&mut table)
+            .ok()?;
         drop(dir);
         let entries: Vec<KernelLock<'_>> =
             table.lines().filter_map(parse_proc_locks_line).collect();
@@ -1605,6 +1635,89 @@ mod tests {
             ));
             assert!(matches!(kernel.holding(ino("free")), Holding::Free));
         }
+    }
+
+    #[test]
+    fn a_held_lock_missing_from_the_kernel_snapshot_is_still_held() {
+        let (_tmp, locks) = setup();
+        let _held = locks
+            .try_acquire("held", "sync full")
+            .expect("try")
+            .expect("free");
+        drop(locks.try_acquire("free", "x").expect("try").expect("free"));
+        // A killed holder's note: its process is gone, the lock is free.
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        child.wait().expect("wait");
+        fs::write(
+            locks.path().join(lock_file_name("killed")),
+            format!("pid={}\nprocess=nvim\n", child.id()),
+        )
+        .expect("write");
+        // A note naming a living process on a lock nobody holds.
+        fs::write(
+            locks.path().join(lock_file_name("note-only")),
+            format!("pid={}\n", std::process::id()),
+        )
+        .expect("write");
+        // What a read of `/proc/locks` that skipped every entry looks like.
+        let skipped = KernelLocks {
+            holders: HashMap::new(),
+        };
+        let info = |name: &str| {
+            locks
+                .inspect(name, Some(&skipped))
+                .expect("inspect")
+                .expect("exists")
+        };
+        let held = info("held");
+        assert!(held.held);
+        assert_eq!(held.pid, Some(std::process::id()));
+        assert_eq!(held.purpose.as_deref(), Some("sync full"));
+        for name in ["free", "killed", "note-only"] {
+            assert!(!info(name).held, "{name}");
+        }
+    }
+
+    #[test]
+    fn list_sees_held_locks_while_other_locks_come_and_go() {
+        let (_tmp, locks) = setup();
+        // Enough held locks that the table no longer fits the page the
+        // kernel fills per read.
+        let held: Vec<LockGuard> = (0..150)
+            .map(|i| {
+                locks
+                    .try_acquire(&format!("held{i}"), "x")
+                    .expect("try")
+                    .expect("free")
+            })
+            .collect();
+        let stop = AtomicBool::new(false);
+        thread::scope(|s| {
+            // Other locks taken and released all the time, as Neovims
+            // trying a busy lock do: they shift `/proc/locks` while we read.
+            s.spawn(|| {
+                let files: Vec<File> = (0..3)
+                    .map(|i| File::create(locks.path().join(format!("other{i}"))).expect("create"))
+                    .collect();
+                while !stop.load(Ordering::Relaxed) {
+                    for file in &files {
+                        flock(file.as_fd(), libc::LOCK_SH).expect("lock");
+                    }
+                    for file in &files {
+                        flock(file.as_fd(), libc::LOCK_UN).expect("unlock");
+                    }
+                }
+            });
+            let me = Some(std::process::id());
+            let missed = (0..200)
+                .filter(|_| {
+                    let infos = locks.list().expect("list");
+                    infos.iter().filter(|i| i.held && i.pid == me).count() != held.len()
+                })
+                .count();
+            stop.store(true, Ordering::Relaxed);
+            assert_eq!(missed, 0, "lists that missed a held lock");
+        });
     }
 
     #[test]
