@@ -290,11 +290,15 @@ impl Fixture {
     /// on the fixture's port, IMAPS on a new one, certificates signed by a
     /// throwaway CA. Stopped again when the returned value drops.
     pub fn restart_with_tls(&self) -> Tls {
+        self.restart_with_tls_on(free_port())
+    }
+
+    /// [`Fixture::restart_with_tls`] with IMAPS on `imaps_port`.
+    pub fn restart_with_tls_on(&self, imaps_port: u16) -> Tls {
         let certs = self.dir.join("certs");
         std::fs::create_dir_all(&certs).expect("certs dir");
         make_certificates(&certs);
         self.run(&["stop", "--keep"]);
-        let imaps_port = free_port();
         let conf = std::fs::read_to_string(self.dir.join("dovecot.conf")).expect("dovecot.conf");
         let tls_conf = conf
             .replace(

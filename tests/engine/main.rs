@@ -16,6 +16,7 @@ mod cli_sync;
 mod cli_usage;
 mod cli_with_lock;
 mod imap_check;
+mod imaps_port;
 mod lock_contention;
 mod maildir_counts;
 mod manager_check;
