@@ -141,8 +141,8 @@ describe('faults', function()
       return finished() ~= nil
     end, 30000, 'an imap process serving the sync')
     ok(not finished(), 'the sync was still running when the server froze')
-    local frozen_at = uv.hrtime()
     local pids = fx.signal('STOP')
+    local frozen_at = uv.hrtime()
     -- Every dovecot process is frozen, the imap process serving mbsync too
     -- (T), or had ended and waits for its frozen parent (Z). A signal
     -- reaches a process a moment later (on another CPU, in a system call).
@@ -174,8 +174,10 @@ describe('faults', function()
     eq('timeout', info.error.kind, info.error.message)
     -- From the freeze: what the server had sent already (in the kernel's
     -- buffers and the relay's) still reaches mbsync for a moment, and
-    -- counts as activity. Measured here: 2.8 to 3.8 s.
-    ok(secs <= TIMEOUT + 3, ('the watchdog fired after %.1f s (limit %d s)'):format(secs, TIMEOUT))
+    -- counts as activity, for longer on a slower or busier machine.
+    -- Measured here: 2.8 to 3.8 s; the bound only has to tell the
+    -- watchdog's limit from a hang.
+    ok(secs <= TIMEOUT + 5, ('the watchdog fired after %.1f s (limit %d s)'):format(secs, TIMEOUT))
     fx.signal('CONT')
     t.wait_for(function()
       return finished() ~= nil

@@ -146,6 +146,10 @@ local function deliver_and_check(fx, dir, log, watcher)
     local runs = t.mbsync_runs(log)
     return #runs > runs_before and runs[#runs].stop ~= nil
   end, 10000, 'the mbsync run to end')
+  -- The watcher logs the sync's end once its engine event is handled.
+  t.wait_for(function()
+    return #events(dir) >= events_before + 2
+  end, 10000, 'the watcher to log the sync')
   -- Time for a duplicate sync (from IDLE or another Neovim) to show up.
   vim.wait(2000)
   local runs, overlaps = t.mbsync_runs(log)

@@ -402,7 +402,9 @@ io.stdout:write(vim.json.encode(out))
       return notes[#notes] or {}
     end
 
-    commands.BUILD_TIMEOUT_MS, commands.BUILD_GRACE_MS = 1000, 300
+    -- Long enough for the checks below on a busy machine, each of which
+    -- runs pgrep twice.
+    commands.BUILD_TIMEOUT_MS, commands.BUILD_GRACE_MS = 4000, 300
     vim.cmd('HimalayaSync build')
     t.wait_for(function()
       return running() == 2
@@ -413,7 +415,7 @@ io.stdout:write(vim.json.encode(out))
     eq(2, running(), 'no second cargo')
     t.wait_for(function()
       return running() == 0
-    end, 5000, 'the build and its child to be stopped at the time limit')
+    end, 10000, 'the build and its child to be stopped at the time limit')
     t.wait_for(function()
       return (last()[1] or ''):find('did not finish within', 1, true) ~= nil
     end, 5000, 'the message about the time limit')
