@@ -309,13 +309,18 @@ fn a_store_command_is_stopped_when_nobody_waits_for_the_token_any_more() {
     let rt = rt();
     rt.block_on(async {
         // A cancelled sync: the wait for the token is dropped while the
-        // store's load command runs.
-        let gave_up = tokio::time::timeout(
-            std::time::Duration::from_millis(500),
-            tokens.valid_token(&acct),
-        )
-        .await;
-        assert!(gave_up.is_err());
+        // store's load command runs (once it has said its pid).
+        let load_runs = async {
+            while std::fs::read_to_string(&pid_file).map_or(true, |p| p.trim().is_empty()) {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            _ = tokens.valid_token(&acct) => panic!("answered while the load command runs"),
+            started = tokio::time::timeout(std::time::Duration::from_secs(10), load_runs) => {
+                started.expect("the load command to start");
+            }
+        }
     });
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
@@ -368,16 +373,19 @@ fn a_refresh_scripts_token_is_saved_under_the_lock_even_when_the_waiter_gives_up
         .build()
         .unwrap();
     rt.block_on(async {
-        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(400), async {
-            tokens.valid_token(&acct).await
-        })
-        .await;
-        assert!(gave_up.is_err(), "answered before the save ended");
+        // The waiter gives up once the save has begun.
+        let saving = async {
+            while !started.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            _ = tokens.valid_token(&acct) => panic!("answered before the save ended"),
+            begun = tokio::time::timeout(std::time::Duration::from_secs(10), saving) => {
+                begun.expect("the save to begin");
+            }
+        }
     });
-    assert!(
-        started.exists(),
-        "the save had not begun when the waiter gave up"
-    );
     // Nobody waits, but the save goes on, and the lock stays taken until
     // it ends: another refresh would start from the token not yet saved.
     assert!(
@@ -392,8 +400,14 @@ fn a_refresh_scripts_token_is_saved_under_the_lock_even_when_the_waiter_gives_up
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(!held(), "the oauth lock is still taken after the save");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while held() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the oauth lock is still taken after the save"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(std::fs::read_to_string(&saved)
         .unwrap()
         .contains("from-script"));

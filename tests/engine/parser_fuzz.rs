@@ -17,14 +17,16 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use himalaya_sync::mbsync::config::MbsyncConfig;
 use himalaya_sync::mbsync::progress::{parse_progress_line, StreamParser};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 
-/// One call slower than this fails the test.
+/// One call that used more CPU time than this fails the test. CPU time,
+/// not wall time: on a busy machine the thread may wait for a CPU for a
+/// while in the middle of a call (the watchdog catches hangs by wall time).
 const SLOW: Duration = Duration::from_millis(250);
 /// One call slower than this is a hang: the watchdog aborts the process.
 const HANG: Duration = Duration::from_secs(5);
@@ -165,6 +167,18 @@ fn watchdog() {
     });
 }
 
+/// CPU time the calling thread has used so far.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Runs `f` on `input` under the watchdog; fails when it was slow.
 fn guarded<T>(input: &[u8], f: impl FnOnce() -> T) -> std::result::Result<T, TestCaseError> {
     watchdog();
@@ -173,9 +187,9 @@ fn guarded<T>(input: &[u8], f: impl FnOnce() -> T) -> std::result::Result<T, Tes
         cur.extend_from_slice(input);
     }
     BUSY_SINCE.store(now_ms().max(1), Ordering::SeqCst);
-    let started = Instant::now();
+    let started = thread_cpu_time();
     let out = f();
-    let took = started.elapsed();
+    let took = thread_cpu_time().saturating_sub(started);
     BUSY_SINCE.store(0, Ordering::SeqCst);
     prop_assert!(
         took < SLOW,
