@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use himalaya_sync::lock::LockDir;
-use himalaya_sync::manager::{Manager, Settings};
+use himalaya_sync::manager::{Manager, Settings, StartOptions, SyncType};
 use serde_json::Value;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixture/imap_fixture.py");
@@ -38,6 +38,19 @@ pub fn manager(
     ));
     manager.configure(settings);
     (manager, rt)
+}
+
+/// Starts a sync of `kind` of account `demo` that does not wait for a busy
+/// account; returns its id.
+pub fn start_demo(manager: &Arc<Manager>, kind: SyncType) -> u64 {
+    manager
+        .start(StartOptions {
+            kind,
+            account: "demo".into(),
+            folders: Vec::new(),
+            wait_lock: Duration::ZERO,
+        })
+        .expect("start")
 }
 
 /// A running fixture; stopped and removed on drop.

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use himalaya_sync::manager::{Settings, StartOptions, SyncType};
+use himalaya_sync::manager::{Settings, SyncType};
 use serde_json::Value;
 
 use crate::common::{self, Fixture};
@@ -57,14 +57,7 @@ fn sync(fx: &Fixture, rc: &Path) -> Value {
             let _ = tx.lock().unwrap().send((id, name.to_string(), data));
         },
     );
-    let id = manager
-        .start(StartOptions {
-            kind: SyncType::Full,
-            account: "demo".into(),
-            folders: Vec::new(),
-            wait_lock: Duration::ZERO,
-        })
-        .expect("start");
+    let id = common::start_demo(&manager, SyncType::Full);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

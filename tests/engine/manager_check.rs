@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use himalaya_sync::manager::targets::Throttle;
-use himalaya_sync::manager::{AccountOverrides, Manager, Settings, StartOptions, SyncType};
+use himalaya_sync::manager::{AccountOverrides, Manager, Settings, SyncType};
 use serde_json::Value;
 
 use crate::common::{self, mbsync, Fixture};
@@ -64,15 +64,7 @@ impl Harness {
 
     /// A full sync of `demo`, to its end.
     fn full_sync(&self) -> Value {
-        let id = self
-            .manager
-            .start(StartOptions {
-                kind: SyncType::Full,
-                account: "demo".into(),
-                folders: Vec::new(),
-                wait_lock: Duration::ZERO,
-            })
-            .expect("start");
+        let id = common::start_demo(&self.manager, SyncType::Full);
         let data = self
             .done
             .recv_timeout(Duration::from_secs(60))

@@ -8,7 +8,7 @@
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use himalaya_sync::manager::{Manager, Settings, StartOptions, SyncType};
+use himalaya_sync::manager::{Manager, Settings, SyncType};
 
 use crate::common::{self, Fixture};
 
@@ -27,17 +27,6 @@ fn manager(
         let _ = tx.lock().unwrap().send((id, name.to_string(), status));
     });
     (manager, rx, rt)
-}
-
-fn start(manager: &Arc<Manager>, kind: SyncType) -> u64 {
-    manager
-        .start(StartOptions {
-            kind,
-            account: "demo".into(),
-            folders: Vec::new(),
-            wait_lock: Duration::ZERO,
-        })
-        .expect("start")
 }
 
 /// Every event until each of `ids` has sent `sync_done`.
@@ -84,9 +73,9 @@ fn a_sync_is_announced_as_queued_only_when_it_waits() {
             ..Settings::default()
         },
     );
-    let first = start(&manager, SyncType::Inbox);
+    let first = common::start_demo(&manager, SyncType::Inbox);
     // A full sync is not covered by the inbox sync, and needs its channel.
-    let second = start(&manager, SyncType::Full);
+    let second = common::start_demo(&manager, SyncType::Full);
     assert_ne!(first, second);
     let seen = until_done(&rx, &[first, second]);
 
@@ -121,7 +110,7 @@ fn a_sync_whose_mbsync_never_ran_sends_no_started() {
             ..Settings::default()
         },
     );
-    let id = start(&manager, SyncType::Full);
+    let id = common::start_demo(&manager, SyncType::Full);
     let seen = until_done(&rx, &[id]);
     assert_eq!(names_of(&seen, id), ["sync_done"], "{seen:?}");
     assert_eq!(seen.last().map(|s| s.2.as_str()), Some("error"));
@@ -152,8 +141,8 @@ fn a_panic_while_a_sync_ends_still_ends_it() {
         let _ = tx.lock().unwrap().send((id, name.to_string(), status));
     });
     // The second one waits in the queue for the first.
-    let first = start(&manager, SyncType::Inbox);
-    let second = start(&manager, SyncType::Full);
+    let first = common::start_demo(&manager, SyncType::Inbox);
+    let second = common::start_demo(&manager, SyncType::Full);
     let seen = until_done(&rx, &[first, second]);
     let done = |id| {
         seen.iter()
@@ -195,7 +184,7 @@ fn an_unanswered_refresh_ends_the_sync_as_an_auth_failure() {
             let _ = tx.lock().unwrap().send((id, name.to_string(), data));
         },
     );
-    let id = start(&manager, SyncType::Full);
+    let id = common::start_demo(&manager, SyncType::Full);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut names = Vec::new();
     let done = loop {
@@ -245,11 +234,11 @@ fn a_history_that_cannot_be_saved_is_told_once() {
     });
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let id = start(&manager, SyncType::Inbox);
+        let id = common::start_demo(&manager, SyncType::Inbox);
         seen.extend(until_done(&rx, &[id]));
     }
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let id = start(&manager, SyncType::Inbox);
+    let id = common::start_demo(&manager, SyncType::Inbox);
     seen.extend(until_done(&rx, &[id]));
     // The last entry is written after `sync_done`: wait for the file.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -288,7 +277,7 @@ fn a_sync_cancelled_at_once_says_so_plainly() {
         let _ = tx.lock().unwrap().send((id, name.to_string(), message));
     });
     for _ in 0..5 {
-        let id = start(&manager, SyncType::Full);
+        let id = common::start_demo(&manager, SyncType::Full);
         assert_eq!(manager.cancel(Some(id)), 1);
         let seen = until_done(&rx, &[id]);
         let done = seen
