@@ -405,8 +405,9 @@ impl LockDir {
     /// elsewhere (or if `/proc/locks` can't be used for this directory) by
     /// trying a shared lock on the file. That try is also made for a file
     /// `/proc/locks` leaves out while its note names a living process,
-    /// since the table can miss locks that changed while it was read. Files that are not regular files,
-    /// including symlinks, are skipped and never followed.
+    /// since the table can miss locks that changed while it was read.
+    /// Files that are not regular files, including symlinks, are skipped
+    /// and never followed.
     pub fn list(&self) -> Result<Vec<LockInfo>> {
         let kernel = self.kernel_locks();
         let mut infos = Vec::new();
