@@ -5,12 +5,19 @@
 //! read-modify-write under the named lock `history` and lands with an atomic
 //! rename, so concurrent Neovims never lose each other's entries and a crash
 //! never leaves half a file.
+//!
+//! A new entry is first saved in a pending file of its own, which needs no
+//! lock, and then merged under the lock. A process that exits or dies
+//! while another holds the lock (Neovim waits only so long at exit) thus
+//! loses nothing: the next update merges what it left, and reading the
+//! history includes it meanwhile.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +28,10 @@ use crate::lock::{ensure_private_dir, LockDir};
 
 const FILE: &str = "history.json";
 const LOCK: &str = "history";
+/// How a pending entry's file name starts (see [`History::record`]).
+const PENDING: &str = "history.json.pending-";
+/// How long an update waits for another process's update.
+const WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastError {
@@ -46,20 +57,22 @@ pub struct AccountHistory {
     pub day: String,
 }
 
-/// One finished sync, as recorded.
-#[derive(Debug, Clone)]
-pub struct Record<'a> {
-    pub account: &'a str,
-    pub kind: &'a str,
+/// One finished sync, as recorded (and as a pending file holds it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub account: String,
+    pub kind: String,
+    /// Unix seconds.
     pub end: f64,
     pub duration: f64,
-    pub error: Option<(ErrorKind, &'a str)>,
+    pub error: Option<(ErrorKind, String)>,
 }
 
 /// The history file and the lock that guards it.
 pub struct History {
     path: PathBuf,
     locks: Arc<LockDir>,
+    wait: Duration,
 }
 
 impl History {
@@ -69,6 +82,7 @@ impl History {
         Ok(History {
             path: dir.join(FILE),
             locks,
+            wait: WAIT,
         })
     }
 
@@ -76,8 +90,18 @@ impl History {
         &self.path
     }
 
-    /// Every account's history; an unreadable file is an error that names it.
+    /// Every account's history, pending entries included; an unreadable
+    /// file is an error that names it.
     pub fn load(&self) -> Result<BTreeMap<String, AccountHistory>> {
+        let mut all = self.load_file()?;
+        for (_, r) in self.pending().0 {
+            apply(&mut all, &r);
+        }
+        Ok(all)
+    }
+
+    /// The history file alone.
+    fn load_file(&self) -> Result<BTreeMap<String, AccountHistory>> {
         // Read on the editor's thread (`sync_history`): a regular file only,
         // of bounded size (see `files`).
         match crate::files::read_regular(&self.path, crate::files::MAX_CONFIG_BYTES) {
@@ -115,58 +139,126 @@ impl History {
     /// Where a corrupt history is kept when a new one is started: a name of
     /// its own (the time), so that one kept before is not overwritten.
     fn corrupt_path(&self) -> PathBuf {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        self.path.with_file_name(format!("{FILE}.corrupt-{now}"))
+        self.path
+            .with_file_name(format!("{FILE}.corrupt-{}", unix_nanos()))
     }
 
-    /// Adds one finished sync. A corrupt file is moved aside (see
+    /// Adds one finished sync. The entry is saved at once in a pending file
+    /// of its own (no lock needed), then merged into the history under the
+    /// lock with every pending entry, and those files are removed. If the
+    /// lock stays held (past [`WAIT`], or while this process exits) the
+    /// pending file keeps the entry for the next update; only when even it
+    /// could not be saved is that an error.
+    ///
+    /// A corrupt history (or pending file) is moved aside (see
     /// [`History::load`]) rather than blocking the history forever, or
     /// being overwritten unseen: the returned notice says so. A file that
-    /// cannot be read is left alone, and the entry is not saved.
-    pub fn record(&self, r: &Record<'_>) -> Result<Option<String>> {
-        let _guard =
-            self.locks
-                .acquire(LOCK, Duration::from_secs(5), "update sync history", None)?;
-        let (mut all, notice) = match self.load() {
-            Ok(all) => (all, None),
-            Err(e) if e.kind == ErrorKind::Config => {
-                let kept = self.corrupt_path();
-                fs::rename(&self.path, &kept).map_err(|io| {
-                    Error::io(format!("cannot move aside {}", self.path.display()), io)
-                })?;
-                let notice = format!(
-                    "sync history {} was corrupt; it is kept as {}, and a new one was started",
-                    self.path.display(),
-                    kept.display()
-                );
-                (BTreeMap::new(), Some(notice))
-            }
+    /// cannot be read is left alone, and nothing is merged.
+    pub fn record(&self, r: &Record) -> Result<Option<String>> {
+        let saved = self.save_pending(r);
+        let _guard = match self
+            .locks
+            .acquire(LOCK, self.wait, "update sync history", None)
+        {
+            Ok(guard) => guard,
+            Err(_) if saved.is_ok() => return Ok(None),
             Err(e) => return Err(e),
         };
-        let day = local_date(r.end);
-        let h = all.entry(r.account.to_string()).or_default();
-        if h.day != day {
-            h.day = day;
-            h.syncs_today = 0;
+        let (mut all, mut notices) = match self.load_file() {
+            Ok(all) => (all, Vec::new()),
+            Err(e) if e.kind == ErrorKind::Config => (
+                BTreeMap::new(),
+                vec![self.move_aside(&self.path, "sync history")?],
+            ),
+            Err(e) => return Err(e),
+        };
+        let (pending, corrupt) = self.pending();
+        for path in corrupt {
+            notices.push(self.move_aside(&path, "pending sync history entry")?);
         }
-        h.syncs_today += 1;
-        h.last_sync = Some(r.end);
-        h.last_type = Some(r.kind.to_string());
-        h.last_duration = Some(r.duration);
-        match r.error {
-            None => h.last_success = Some(r.end),
-            Some((kind, message)) => {
-                h.last_error = Some(LastError {
-                    kind,
-                    message: message.to_string(),
-                    time: r.end,
-                })
-            }
+        if saved.is_err() {
+            apply(&mut all, r);
+        }
+        for (_, p) in &pending {
+            apply(&mut all, p);
         }
         self.write(&all)?;
-        Ok(notice)
+        // Removed only once the history holds them. A crash right between
+        // the two would count those syncs twice in `syncs_today`, which is
+        // better than losing them.
+        for (path, _) in pending {
+            let _ = fs::remove_file(path);
+        }
+        Ok((!notices.is_empty()).then(|| notices.join("; ")))
+    }
+
+    /// Moves a corrupt file aside, to a name of its own; returns the notice
+    /// that says so.
+    fn move_aside(&self, path: &Path, what: &str) -> Result<String> {
+        let kept = self.corrupt_path();
+        fs::rename(path, &kept)
+            .map_err(|io| Error::io(format!("cannot move aside {}", path.display()), io))?;
+        Ok(format!(
+            "{what} {} was corrupt; it is kept as {}, and a new one was started",
+            path.display(),
+            kept.display()
+        ))
+    }
+
+    /// Saves `r` as a pending entry: written under a hidden name, then
+    /// renamed, so that a reader never sees half of it. Not synced to the
+    /// disk: it only has to outlive this process, and the history file it
+    /// is merged into is.
+    fn save_pending(&self, r: &Record) -> Result<()> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "{PENDING}{}-{}-{}",
+            std::process::id(),
+            unix_nanos(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = self.path.with_file_name(&name);
+        let tmp = self.path.with_file_name(format!(".{name}.tmp"));
+        let context = || format!("cannot write {}", path.display());
+        let data = serde_json::to_vec(r).map_err(|e| Error::io(context(), e))?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| Error::io(context(), e))?;
+        f.write_all(&data).map_err(|e| Error::io(context(), e))?;
+        fs::rename(&tmp, &path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(context(), e)
+        })
+    }
+
+    /// The pending entries with their files, oldest first, and the pending
+    /// files that are not an entry. A file that cannot be read is left out
+    /// of both (and kept for a later update).
+    fn pending(&self) -> (Vec<(PathBuf, Record)>, Vec<PathBuf>) {
+        let mut entries = Vec::new();
+        let mut corrupt = Vec::new();
+        let Some(dir) = self.path.parent() else {
+            return (entries, corrupt);
+        };
+        for dirent in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if !dirent.file_name().to_string_lossy().starts_with(PENDING) {
+                continue;
+            }
+            let path = dirent.path();
+            match crate::files::read_regular(&path, crate::files::MAX_CONFIG_BYTES) {
+                Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
+                    Ok(r) => entries.push((path, r)),
+                    Err(_) => corrupt.push(path),
+                },
+                Err(_) => continue,
+            }
+        }
+        entries.sort_by(|a, b| a.1.end.total_cmp(&b.1.end));
+        (entries, corrupt)
     }
 
     fn write(&self, all: &BTreeMap<String, AccountHistory>) -> Result<()> {
@@ -191,6 +283,46 @@ impl History {
             Error::io(context(), e)
         })
     }
+}
+
+/// Adds one finished sync to `all`. The order entries are added in does
+/// not matter: a pending entry may be merged after a later one, so an
+/// older entry changes no "last" field that a newer one set, and counts
+/// for `syncs_today` only if its day is still the one counted.
+fn apply(all: &mut BTreeMap<String, AccountHistory>, r: &Record) {
+    let day = local_date(r.end);
+    let h = all.entry(r.account.clone()).or_default();
+    if h.day < day {
+        h.day.clone_from(&day);
+        h.syncs_today = 0;
+    }
+    if h.day == day {
+        h.syncs_today += 1;
+    }
+    if h.last_sync.is_none_or(|last| r.end >= last) {
+        h.last_sync = Some(r.end);
+        h.last_type = Some(r.kind.clone());
+        h.last_duration = Some(r.duration);
+    }
+    match &r.error {
+        None => h.last_success = Some(h.last_success.map_or(r.end, |s| s.max(r.end))),
+        Some((kind, message)) => {
+            if h.last_error.as_ref().is_none_or(|e| r.end >= e.time) {
+                h.last_error = Some(LastError {
+                    kind: *kind,
+                    message: message.clone(),
+                    time: r.end,
+                });
+            }
+        }
+    }
+}
+
+/// Nanoseconds since the epoch, for file names of their own.
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// The local calendar date of a unix time, as YYYY-MM-DD.
@@ -225,19 +357,19 @@ mod tests {
         let (_d, h) = setup();
         let now = 1_700_000_000.0;
         h.record(&Record {
-            account: "a",
-            kind: "full",
+            account: "a".into(),
+            kind: "full".into(),
             end: now,
             duration: 2.0,
             error: None,
         })
         .unwrap();
         h.record(&Record {
-            account: "a",
-            kind: "inbox",
+            account: "a".into(),
+            kind: "inbox".into(),
             end: now + 10.0,
             duration: 1.0,
-            error: Some((ErrorKind::Network, "cannot connect")),
+            error: Some((ErrorKind::Network, "cannot connect".into())),
         })
         .unwrap();
         let all = h.load().unwrap();
@@ -249,8 +381,8 @@ mod tests {
         assert_eq!(a.last_type.as_deref(), Some("inbox"));
         // A new day starts a new count.
         h.record(&Record {
-            account: "a",
-            kind: "full",
+            account: "a".into(),
+            kind: "full".into(),
             end: now + 86_400.0 * 2.0,
             duration: 1.0,
             error: None,
@@ -265,8 +397,8 @@ mod tests {
         let then = 1_700_000_000.0;
         for end in [then, then + 1.0] {
             h.record(&Record {
-                account: "a",
-                kind: "full",
+                account: "a".into(),
+                kind: "full".into(),
                 end,
                 duration: 1.0,
                 error: None,
@@ -284,8 +416,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let (_d, h) = setup();
         h.record(&Record {
-            account: "a",
-            kind: "full",
+            account: "a".into(),
+            kind: "full".into(),
             end: 1.0,
             duration: 1.0,
             error: None,
@@ -303,8 +435,8 @@ mod tests {
         // the corrupt one.
         let notice = h
             .record(&Record {
-                account: "b",
-                kind: "full",
+                account: "b".into(),
+                kind: "full".into(),
                 end: 2.0,
                 duration: 1.0,
                 error: None,
@@ -323,8 +455,8 @@ mod tests {
         fs::write(h.path(), b"[").unwrap();
         let second = h
             .record(&Record {
-                account: "c",
-                kind: "full",
+                account: "c".into(),
+                kind: "full".into(),
                 end: 3.0,
                 duration: 1.0,
                 error: None,
@@ -333,6 +465,132 @@ mod tests {
             .unwrap();
         assert!(!second.contains(&kept.display().to_string()), "{second}");
         assert_eq!(fs::read(&kept).unwrap(), b"{not json");
+    }
+
+    fn pending_files(h: &History) -> Vec<PathBuf> {
+        fs::read_dir(h.path().parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(PENDING)
+            })
+            .collect()
+    }
+
+    /// Neovim waits only so long at exit; an entry whose process gives up
+    /// on the lock (or dies waiting) is kept, shown, and merged later.
+    #[test]
+    fn an_entry_is_kept_while_another_process_holds_the_lock() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, mut h) = setup();
+        h.wait = Duration::from_millis(100);
+        let other = LockDir::open(dir.path().join("locks")).unwrap();
+        let held = other
+            .acquire(LOCK, Duration::ZERO, "another process's entry", None)
+            .unwrap();
+        let first = Record {
+            account: "a".into(),
+            kind: "full".into(),
+            end: 1_700_000_000.0,
+            duration: 2.0,
+            error: None,
+        };
+        assert_eq!(h.record(&first).unwrap(), None);
+        assert!(!h.path().exists());
+        let pending = pending_files(&h);
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        let mode = fs::metadata(&pending[0]).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(h.load().unwrap()["a"].last_success, Some(first.end));
+
+        drop(held);
+        let second = Record {
+            end: first.end + 5.0,
+            kind: "inbox".into(),
+            ..first.clone()
+        };
+        assert_eq!(h.record(&second).unwrap(), None);
+        assert!(pending_files(&h).is_empty());
+        let file = h.load_file().unwrap();
+        assert_eq!(file["a"].syncs_today, 2);
+        assert_eq!(file["a"].last_type.as_deref(), Some("inbox"));
+        assert_eq!(file, h.load().unwrap());
+    }
+
+    /// Pending entries may be merged after later ones: any order gives the
+    /// same history.
+    #[test]
+    fn entries_merged_in_any_order_give_one_history() {
+        let t = 1_700_000_000.0;
+        let entry = |end: f64, kind: &str, error: Option<ErrorKind>| Record {
+            account: "a".into(),
+            kind: kind.into(),
+            end,
+            duration: 1.0,
+            error: error.map(|k| (k, format!("{k:?} at {end}"))),
+        };
+        let entries = [
+            entry(t - 86_400.0 * 2.0, "full", None),
+            entry(t, "full", None),
+            entry(t + 10.0, "inbox", Some(ErrorKind::Network)),
+            entry(t + 5.0, "inbox", Some(ErrorKind::Timeout)),
+            entry(t + 20.0, "folder", None),
+        ];
+        let mut first: Option<BTreeMap<String, AccountHistory>> = None;
+        // Every rotation, forwards and backwards.
+        for start in 0..entries.len() {
+            for reverse in [false, true] {
+                let mut order: Vec<&Record> = entries.iter().cycle().skip(start).take(5).collect();
+                if reverse {
+                    order.reverse();
+                }
+                let mut all = BTreeMap::new();
+                for r in order {
+                    apply(&mut all, r);
+                }
+                match &first {
+                    None => first = Some(all),
+                    Some(f) => assert_eq!(f, &all, "start {start}, reverse {reverse}"),
+                }
+            }
+        }
+        let a = &first.unwrap()["a"];
+        assert_eq!(a.syncs_today, 4);
+        assert_eq!(a.day, local_date(t));
+        assert_eq!(a.last_sync, Some(t + 20.0));
+        assert_eq!(a.last_type.as_deref(), Some("folder"));
+        assert_eq!(a.last_success, Some(t + 20.0));
+        assert_eq!(a.last_error.as_ref().unwrap().time, t + 10.0);
+        assert_eq!(a.last_error.as_ref().unwrap().kind, ErrorKind::Network);
+    }
+
+    #[test]
+    fn a_corrupt_pending_entry_is_kept_aside_and_named() {
+        let (_d, h) = setup();
+        let bad = h.path().with_file_name(format!("{PENDING}1-2-3"));
+        fs::write(&bad, b"{").unwrap();
+        let notice = h
+            .record(&Record {
+                account: "a".into(),
+                kind: "full".into(),
+                end: 1.0,
+                duration: 1.0,
+                error: None,
+            })
+            .unwrap()
+            .unwrap();
+        assert!(
+            notice.starts_with(&format!(
+                "pending sync history entry {} was corrupt; it is kept as ",
+                bad.display()
+            )),
+            "{notice}"
+        );
+        assert!(pending_files(&h).is_empty());
+        assert_eq!(h.load().unwrap()["a"].syncs_today, 1);
     }
 
     #[test]
@@ -346,8 +604,8 @@ mod tests {
                     for _ in 0..10 {
                         let name = format!("acct{i}");
                         h.record(&Record {
-                            account: &name,
-                            kind: "full",
+                            account: name.clone(),
+                            kind: "full".into(),
                             end: 5.0,
                             duration: 1.0,
                             error: None,

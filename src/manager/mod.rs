@@ -1915,11 +1915,13 @@ impl Manager {
         }
         let item = HistoryItem {
             keep: crate::runtime::must_finish(),
-            account: info.account.clone(),
-            kind: info.kind.as_str().to_string(),
-            end,
-            duration: result.duration,
-            error: error.as_ref().map(|e| (e.kind, e.message.clone())),
+            record: Record {
+                account: info.account.clone(),
+                kind: info.kind.as_str().to_string(),
+                end,
+                duration: result.duration,
+                error: error.as_ref().map(|e| (e.kind, e.message.clone())),
+            },
         };
         info.counts = counts;
         // A later success clears the error of earlier attempts.
@@ -1952,14 +1954,7 @@ impl Manager {
         let emit = self.emit.clone();
         let problem = self.history_problem.clone();
         self.rt.spawn_blocking(move || {
-            let record = Record {
-                account: &item.account,
-                kind: &item.kind,
-                end: item.end,
-                duration: item.duration,
-                error: item.error.as_ref().map(|(k, m)| (*k, m.as_str())),
-            };
-            let saved = history.record(&record);
+            let saved = history.record(&item.record);
             if let Ok(Some(notice)) = &saved {
                 emit(0, "warning", json!({ "message": notice }));
             }
@@ -2044,11 +2039,7 @@ struct HistoryItem {
     /// exits as soon as it hears of it (the command-line tool, a Neovim
     /// that quits in `on_complete`) still waits for the entry at shutdown.
     keep: crate::runtime::MustFinish,
-    account: String,
-    kind: String,
-    end: f64,
-    duration: f64,
-    error: Option<(ErrorKind, String)>,
+    record: Record,
 }
 
 /// A box list worth splitting: two boxes or more, and no name with a comma

@@ -1,5 +1,5 @@
 -- Neovim's lifetime and its children: :qa and SIGKILL while mbsync runs,
--- and two Neovims syncing the same account.
+-- :qa as a sync ends, and two Neovims syncing the same account.
 local t = require('helpers')
 local describe, it, eq, ok, contains = t.describe, t.it, t.eq, t.ok, t.contains
 
@@ -74,6 +74,57 @@ describe('lifecycle', function()
     local lock = require('himalaya.sync.lock')
     eq(true, lock.acquire_lock('sync-demo', 0))
     lock.release_lock('sync-demo')
+  end)
+
+  it(':qa as a sync ends while another process holds the history lock: the entry is kept', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3' })
+    local manager = require('himalaya.sync.manager')
+    local file = vim.fn.stdpath('state') .. '/himalaya-sync/history.json'
+    -- Syncs of demo today in the history file (earlier tests add some).
+    local function in_file()
+      local saved = uv.fs_stat(file) and vim.json.decode(t.read(file)) or {}
+      return saved.demo and saved.demo.syncs_today or 0
+    end
+    local before = in_file()
+    local holder = t.hold_plugin_lock('history', 120)
+    local script = t.tmpdir() .. '/child.lua'
+    t.write(
+      script,
+      ([[
+vim.opt.rtp:prepend(%q)
+vim.g.himalaya_sync = { mbsync = { config = %q }, notify = false }
+assert(require('himalaya.sync.manager').start_sync('full', {
+  account = 'demo',
+  on_complete = function(result)
+    io.stdout:write('ended ' .. tostring(result.success) .. '\n')
+    io.stdout:flush()
+    vim.cmd('qa!')
+  end,
+}))
+vim.wait(60000, function() return false end, 50)
+]]):format(t.root, fx.mbsyncrc)
+    )
+    local child = t.child_nvim(script)
+    local res = child.proc:wait(30000)
+    eq(0, res.code, child.out)
+    contains(child.out, 'ended true')
+    -- Not merged (the lock is held), but kept and shown.
+    eq(before, in_file())
+    local h = manager.history()
+    ok(h and h.demo, vim.inspect(h))
+    eq(before + 1, h.demo.syncs_today)
+    eq('full', h.demo.last_type)
+
+    -- The next sync, once the lock is free, merges it.
+    holder.stop()
+    t.use(fx.mbsyncrc)
+    local result = t.sync_and_wait('inbox', { account = 'demo' })
+    ok(result.success, result.error)
+    t.wait_for(function()
+      return in_file() == before + 2
+    end, 5000, 'both entries in ' .. file)
+    eq({}, vim.fn.glob(vim.fn.fnamemodify(file, ':h') .. '/history.json.pending-*', true, true))
+    eq('inbox', manager.history().demo.last_type)
   end)
 
   it('two Neovims on one account: the second reports locked, or waits when asked', function()
