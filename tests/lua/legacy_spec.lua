@@ -44,11 +44,15 @@ describe('original require paths', function()
     local fx = t.fixture({ '--messages', '300' })
     t.use(fx.mbsyncrc)
     local mbsync, manager, lock = require(PREFIX .. 'mbsync'), require(PREFIX .. 'manager'), require(PREFIX .. 'lock')
-    local ended, progress, seen = nil, 0, {}
+    local ended, progress, seen = nil, {}, {}
     local id = mbsync.sync('demo', {
       auto_refresh = true,
-      on_progress = function()
-        progress = progress + 1
+      on_progress = function(p)
+        progress[#progress + 1] = p
+        if not seen.info and mbsync.is_running() then
+          seen.info = manager.get_sync_info()
+          seen.status_progress = mbsync.get_status().progress
+        end
       end,
       callback = function(success, err)
         ended = { success, err }
@@ -66,7 +70,27 @@ describe('original require paths', function()
       return ended ~= nil
     end, 60000, 'the sync to end')
     eq({ true, nil }, ended)
-    ok(progress > 0, 'progress was reported')
+    ok(#progress > 0, 'progress was reported')
+    -- With the original's fields, as its sidebar header read them.
+    local downloading
+    for _, p in ipairs(progress) do
+      eq('syncing', p.status)
+      ok(p.folders_done <= p.folders_total and p.messages_processed <= p.messages_total, vim.inspect(p))
+      ok(type(p.current_operation) == 'string' and type(p.start_time) == 'number', vim.inspect(p))
+      ok(p.boxes and p.near, 'the new fields are kept')
+      if p.current_operation == 'Downloading' and p.messages_total > 0 and p.current_folder then
+        downloading = p
+      end
+    end
+    ok(downloading, 'a download was reported: ' .. vim.inspect(progress[#progress]))
+    eq(downloading.near.new.done, downloading.messages_processed)
+    eq(progress[#progress].folders_total, progress[#progress].folders_done)
+    eq(300, progress[#progress].total_new)
+    for _, p in ipairs({ seen.info.progress, seen.status_progress }) do
+      eq('syncing', p.status)
+      ok(p.folders_total >= 0 and p.messages_total >= 0 and p.current_operation, vim.inspect(p))
+    end
+    eq('running', seen.info.status)
     ok(seen.running, 'seen running')
     eq(true, seen.status.sync_running)
     eq('running', seen.status.status)

@@ -25,8 +25,76 @@ local function cancel_all()
   return manager.cancel_sync() > 0
 end
 
+---@class himalaya.sync.OriginalProgress: himalaya.sync.Progress
+---@field status 'syncing'
+---@field current_folder? string
+---@field folders_done integer
+---@field folders_total integer
+---@field current_operation string
+---@field messages_processed integer
+---@field messages_total integer
+---@field total_new integer
+---@field total_updated integer
+---@field total_deleted integer
+---@field start_time? number
+
+---@param side? himalaya.sync.Side
+---@param field string
+---@return integer done
+---@return integer total
+local function counter(side, field)
+  local c = side and side[field] or {}
+  return c.done or 0, c.total or 0
+end
+
+--- A progress with the original's fields beside the new ones, so that code
+--- written for the original (its sidebar header: "INBOX 2/5 - Downloaded
+--- 120/4000") shows the sync: the folders done of all, the folder, and the
+--- messages of what mbsync does now (downloads first, then uploads).
+---@param p? himalaya.sync.Progress
+---@param start_time? number
+---@return himalaya.sync.OriginalProgress?
+local function original_progress(p, start_time)
+  if type(p) ~= 'table' then
+    return nil
+  end
+  local o = vim.tbl_extend('force', {}, p) --[[@as himalaya.sync.OriginalProgress]]
+  local folders = (p.boxes and (p.boxes.total or 0) > 0) and p.boxes or p.channels or {}
+  o.status = 'syncing'
+  o.start_time = start_time
+  o.current_folder = p.box
+  o.folders_done, o.folders_total = folders.done or 0, folders.total or 0
+  local pulled, to_pull = counter(p.near, 'new')
+  local pushed, to_push = counter(p.far, 'new')
+  local near_flags, near_flag_total = counter(p.near, 'flags')
+  local far_flags, far_flag_total = counter(p.far, 'flags')
+  o.messages_processed, o.messages_total, o.current_operation = 0, 0, 'Synchronizing'
+  if pulled < to_pull or (to_pull > 0 and to_push == 0) then
+    o.messages_processed, o.messages_total, o.current_operation = pulled, to_pull, 'Downloading'
+  elseif to_push > 0 then
+    o.messages_processed, o.messages_total, o.current_operation = pushed, to_push, 'Uploading'
+  elseif near_flag_total + far_flag_total > 0 then
+    o.current_operation = 'Updating flags'
+  end
+  o.total_new = pulled + pushed
+  o.total_updated = near_flags + far_flags
+  o.total_deleted = 0
+  for _, side in ipairs({ p.near, p.far }) do
+    for _, field in ipairs({ 'trash', 'expunge' }) do
+      o.total_deleted = o.total_deleted + (counter(side, field))
+    end
+  end
+  return o
+end
+
 M.manager = legacy(manager, {
   cancel_sync = cancel_all,
+  --- The new state, its progress with the original's fields as well.
+  get_sync_info = function()
+    local info = manager.get_sync_info()
+    info.progress = original_progress(info.progress, info.start_time)
+    return info
+  end,
   --- True while a sync of this Neovim runs.
   can_cancel_sync = manager.is_busy,
   --- Starts the auto-sync timer (`:help himalaya-sync-opt-auto_sync`).
@@ -46,7 +114,7 @@ M.manager = legacy(manager, {
 --- the end, with the error's message; `opts.on_progress(progress)` the
 --- progress. Returns the sync id, or false and why it did not start.
 ---@param channel? string
----@param opts? {callback?: fun(success: boolean, err?: string), on_progress?: fun(progress: himalaya.sync.Progress), auto_refresh?: boolean}
+---@param opts? {callback?: fun(success: boolean, err?: string), on_progress?: fun(progress: himalaya.sync.OriginalProgress), auto_refresh?: boolean}
 ---@return integer|false id
 ---@return string? err
 local function sync(channel, opts)
@@ -63,7 +131,9 @@ local function sync(channel, opts)
   -- auto_refresh: tokens are always refreshed before a sync that needs one.
   local id, err = manager.start_sync('full', {
     account = channel,
-    on_progress = opts.on_progress,
+    on_progress = opts.on_progress and function(progress, info)
+      opts.on_progress(original_progress(progress, info.start_time) --[[@as himalaya.sync.OriginalProgress]])
+    end,
     on_complete = callback and function(result)
       local msg = result.error
       -- The original always gave a failure a message.
@@ -97,7 +167,7 @@ M.mbsync = legacy(mbsync, {
     local current = status.current
     status.sync_running = status.running
     status.status = status.running and current.status or 'idle'
-    status.progress = status.running and current.progress or nil
+    status.progress = status.running and original_progress(current.progress, current.start_time) or nil
     -- A UI may ask at every redraw: the history file is read only until
     -- this Neovim has finished a sync of its own.
     if current.end_time then
