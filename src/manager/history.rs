@@ -207,8 +207,8 @@ impl History {
 
     /// Saves `r` as a pending entry: written under a hidden name, then
     /// renamed, so that a reader never sees half of it. Not synced to the
-    /// disk: it only has to outlive this process, and the history file it
-    /// is merged into is.
+    /// disk: it only has to outlive this process (the history file it is
+    /// merged into is synced).
     fn save_pending(&self, r: &Record) -> Result<()> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let name = format!(
