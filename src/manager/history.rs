@@ -32,6 +32,13 @@ const LOCK: &str = "history";
 const PENDING: &str = "history.json.pending-";
 /// How long an update waits for another process's update.
 const WAIT: Duration = Duration::from_secs(5);
+/// Seconds a stored time may lie ahead of the clock before it is taken
+/// for one written while the clock was set ahead (see [`apply`]).
+const CLOCK_SLACK: f64 = 60.0;
+
+/// Numbers the files this process names, so that no two names meet even
+/// when the clock is coarse.
+static SEQ: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastError {
@@ -94,8 +101,9 @@ impl History {
     /// file is an error that names it.
     pub fn load(&self) -> Result<BTreeMap<String, AccountHistory>> {
         let mut all = self.load_file()?;
+        let now = super::now();
         for (_, r) in self.pending().0 {
-            apply(&mut all, &r);
+            apply(&mut all, &r, now);
         }
         Ok(all)
     }
@@ -136,24 +144,17 @@ impl History {
         Ok(all)
     }
 
-    /// Where a corrupt history is kept when a new one is started: a name of
-    /// its own (the time), so that one kept before is not overwritten.
-    fn corrupt_path(&self) -> PathBuf {
-        self.path
-            .with_file_name(format!("{FILE}.corrupt-{}", unix_nanos()))
-    }
-
     /// Adds one finished sync. The entry is saved at once in a pending file
     /// of its own (no lock needed), then merged into the history under the
-    /// lock with every pending entry, and those files are removed. If the
-    /// lock stays held (past [`WAIT`], or while this process exits) the
-    /// pending file keeps the entry for the next update; only when even it
-    /// could not be saved is that an error.
+    /// lock with every pending entry, and those files are removed. While
+    /// another process holds the lock (past [`WAIT`], or until this process
+    /// exits) the pending file keeps the entry for the next update: that is
+    /// not an error, unless the entry could not even be saved.
     ///
-    /// A corrupt history (or pending file) is moved aside (see
-    /// [`History::load`]) rather than blocking the history forever, or
-    /// being overwritten unseen: the returned notice says so. A file that
-    /// cannot be read is left alone, and nothing is merged.
+    /// A corrupt history (or pending entry) is moved aside rather than
+    /// blocking the history forever, or being overwritten unseen: the
+    /// returned notice says so. A history that cannot be read is left
+    /// alone, and nothing is merged.
     pub fn record(&self, r: &Record) -> Result<Option<String>> {
         let saved = self.save_pending(r);
         let _guard = match self
@@ -161,26 +162,38 @@ impl History {
             .acquire(LOCK, self.wait, "update sync history", None)
         {
             Ok(guard) => guard,
-            Err(_) if saved.is_ok() => return Ok(None),
+            Err(e) if e.kind == ErrorKind::Locked => return saved.map(|()| None),
             Err(e) => return Err(e),
         };
-        let (mut all, mut notices) = match self.load_file() {
-            Ok(all) => (all, Vec::new()),
-            Err(e) if e.kind == ErrorKind::Config => (
-                BTreeMap::new(),
-                vec![self.move_aside(&self.path, "sync history")?],
-            ),
+        let mut notices = Vec::new();
+        let mut all = match self.load_file() {
+            Ok(all) => all,
+            Err(e) if e.kind == ErrorKind::Config => {
+                let kept = self.move_aside(&self.path)?;
+                notices.push(format!(
+                    "sync history {} was corrupt; it is kept as {}, and a new one was started",
+                    self.path.display(),
+                    kept.display()
+                ));
+                BTreeMap::new()
+            }
             Err(e) => return Err(e),
         };
         let (pending, corrupt) = self.pending();
         for path in corrupt {
-            notices.push(self.move_aside(&path, "pending sync history entry")?);
+            let kept = self.move_aside(&path)?;
+            notices.push(format!(
+                "a saved sync history entry {} was corrupt and is left out; it is kept as {}",
+                path.display(),
+                kept.display()
+            ));
         }
+        let now = super::now();
         if saved.is_err() {
-            apply(&mut all, r);
+            apply(&mut all, r, now);
         }
         for (_, p) in &pending {
-            apply(&mut all, p);
+            apply(&mut all, p, now);
         }
         self.write(&all)?;
         // Removed only once the history holds them. A crash right between
@@ -192,17 +205,17 @@ impl History {
         Ok((!notices.is_empty()).then(|| notices.join("; ")))
     }
 
-    /// Moves a corrupt file aside, to a name of its own; returns the notice
-    /// that says so.
-    fn move_aside(&self, path: &Path, what: &str) -> Result<String> {
-        let kept = self.corrupt_path();
+    /// Moves a corrupt file aside, to a name of its own (so that one kept
+    /// before is not overwritten); returns that name.
+    fn move_aside(&self, path: &Path) -> Result<PathBuf> {
+        let kept = self.path.with_file_name(format!(
+            "{FILE}.corrupt-{}-{}",
+            unix_nanos(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
         fs::rename(path, &kept)
             .map_err(|io| Error::io(format!("cannot move aside {}", path.display()), io))?;
-        Ok(format!(
-            "{what} {} was corrupt; it is kept as {}, and a new one was started",
-            path.display(),
-            kept.display()
-        ))
+        Ok(kept)
     }
 
     /// Saves `r` as a pending entry: written under a hidden name, then
@@ -210,7 +223,6 @@ impl History {
     /// disk: it only has to outlive this process (the history file it is
     /// merged into is synced).
     fn save_pending(&self, r: &Record) -> Result<()> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
         let name = format!(
             "{PENDING}{}-{}-{}",
             std::process::id(),
@@ -218,26 +230,20 @@ impl History {
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
         let path = self.path.with_file_name(&name);
-        let tmp = self.path.with_file_name(format!(".{name}.tmp"));
-        let context = || format!("cannot write {}", path.display());
-        let data = serde_json::to_vec(r).map_err(|e| Error::io(context(), e))?;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| Error::io(context(), e))?;
-        f.write_all(&data).map_err(|e| Error::io(context(), e))?;
-        fs::rename(&tmp, &path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io(context(), e)
-        })
+        let data = serde_json::to_vec(r)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        replace_file(
+            &self.path.with_file_name(format!(".{name}.tmp")),
+            &path,
+            &data,
+            false,
+        )
     }
 
     /// The pending entries with their files, oldest first, and the pending
     /// files that are not an entry. A file that cannot be read is left out
-    /// of both (and kept for a later update).
+    /// of both (and kept for a later update); an empty one (its data never
+    /// reached the disk before a power cut) is removed.
     fn pending(&self) -> (Vec<(PathBuf, Record)>, Vec<PathBuf>) {
         let mut entries = Vec::new();
         let mut corrupt = Vec::new();
@@ -250,6 +256,9 @@ impl History {
             }
             let path = dirent.path();
             match crate::files::read_regular(&path, crate::files::MAX_CONFIG_BYTES) {
+                Ok(bytes) if bytes.is_empty() => {
+                    let _ = fs::remove_file(&path);
+                }
                 Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
                     Ok(r) => entries.push((path, r)),
                     Err(_) => corrupt.push(path),
@@ -262,52 +271,69 @@ impl History {
     }
 
     fn write(&self, all: &BTreeMap<String, AccountHistory>) -> Result<()> {
+        let data = serde_json::to_vec_pretty(all)
+            .map_err(|e| Error::io(format!("cannot write {}", self.path.display()), e))?;
         let tmp = self
             .path
             .with_file_name(format!(".{FILE}.{}.tmp", std::process::id()));
-        let context = || format!("cannot write {}", self.path.display());
-        let data = serde_json::to_vec_pretty(all).map_err(|e| Error::io(context(), e))?;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| Error::io(context(), e))?;
-        f.write_all(&data)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(context(), e))?;
-        fs::rename(&tmp, &self.path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io(context(), e)
-        })
+        replace_file(&tmp, &self.path, &data, true)
     }
 }
 
-/// Adds one finished sync to `all`. The order entries are added in does
-/// not matter: a pending entry may be merged after a later one, so an
-/// older entry changes no "last" field that a newer one set, and counts
-/// for `syncs_today` only if its day is still the one counted.
-fn apply(all: &mut BTreeMap<String, AccountHistory>, r: &Record) {
+/// Puts `data` at `path` through the file `tmp` (mode 0600, never through
+/// a symlink) and a rename, so that a reader sees the old file or the new
+/// one, never half; with `durable` the data reaches the disk first.
+fn replace_file(tmp: &Path, path: &Path, data: &[u8], durable: bool) -> Result<()> {
+    let context = || format!("cannot write {}", path.display());
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(tmp)
+        .map_err(|e| Error::io(context(), e))?;
+    f.write_all(data)
+        .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
+        .and_then(|()| fs::rename(tmp, path))
+        .map_err(|e| {
+            let _ = fs::remove_file(tmp);
+            Error::io(context(), e)
+        })
+}
+
+/// Adds one finished sync to `all`, `now` being the time of the merge. The
+/// order entries are added in does not matter: a pending entry may be
+/// merged after a later one, so an older entry changes no "last" field
+/// that a newer one set, and counts for `syncs_today` only if its day is
+/// still the one counted. Except for a time ahead of `now` (beyond
+/// [`CLOCK_SLACK`]), written while the clock was set ahead: any entry
+/// replaces it, or it would hold the history (and an auto-sync that asks
+/// when an account was last synced) until that time.
+fn apply(all: &mut BTreeMap<String, AccountHistory>, r: &Record, now: f64) {
+    let newer = |stored: f64| r.end >= stored || stored > now + CLOCK_SLACK;
     let day = local_date(r.end);
     let h = all.entry(r.account.clone()).or_default();
-    if h.day < day {
+    if h.day < day || h.day > local_date(now + CLOCK_SLACK) {
         h.day.clone_from(&day);
         h.syncs_today = 0;
     }
     if h.day == day {
         h.syncs_today += 1;
     }
-    if h.last_sync.is_none_or(|last| r.end >= last) {
+    if h.last_sync.is_none_or(newer) {
         h.last_sync = Some(r.end);
         h.last_type = Some(r.kind.clone());
         h.last_duration = Some(r.duration);
     }
     match &r.error {
-        None => h.last_success = Some(h.last_success.map_or(r.end, |s| s.max(r.end))),
+        None => {
+            if h.last_success.is_none_or(newer) {
+                h.last_success = Some(r.end);
+            }
+        }
         Some((kind, message)) => {
-            if h.last_error.as_ref().is_none_or(|e| r.end >= e.time) {
+            if h.last_error.as_ref().is_none_or(|e| newer(e.time)) {
                 h.last_error = Some(LastError {
                     kind: *kind,
                     message: message.clone(),
@@ -549,7 +575,7 @@ mod tests {
                 }
                 let mut all = BTreeMap::new();
                 for r in order {
-                    apply(&mut all, r);
+                    apply(&mut all, r, t + 100.0);
                 }
                 match &first {
                     None => first = Some(all),
@@ -584,13 +610,42 @@ mod tests {
             .unwrap();
         assert!(
             notice.starts_with(&format!(
-                "pending sync history entry {} was corrupt; it is kept as ",
+                "a saved sync history entry {} was corrupt and is left out; it is kept as ",
                 bad.display()
             )),
             "{notice}"
         );
         assert!(pending_files(&h).is_empty());
         assert_eq!(h.load().unwrap()["a"].syncs_today, 1);
+        // An empty one (cut off by a power loss) is no entry, and no alarm.
+        fs::write(&bad, b"").unwrap();
+        assert_eq!(h.load().unwrap()["a"].syncs_today, 1);
+        assert!(pending_files(&h).is_empty());
+    }
+
+    /// One entry written while the clock was set a month ahead must not
+    /// hold "last sync" (and the day's count) until that date.
+    #[test]
+    fn a_time_from_a_clock_set_ahead_does_not_hold_the_history() {
+        let t = 1_700_000_000.0;
+        let entry = |end: f64| Record {
+            account: "a".into(),
+            kind: "inbox".into(),
+            end,
+            duration: 1.0,
+            error: None,
+        };
+        let mut all = BTreeMap::new();
+        apply(&mut all, &entry(t + 30.0 * 86_400.0), t + 30.0 * 86_400.0);
+        apply(&mut all, &entry(t), t);
+        let a = &all["a"];
+        assert_eq!((a.last_sync, a.last_success), (Some(t), Some(t)));
+        assert_eq!((a.day.as_str(), a.syncs_today), (local_date(t).as_str(), 1));
+        // Within a minute it is an ordinary reordering: the later one stays.
+        apply(&mut all, &entry(t + 30.0), t);
+        apply(&mut all, &entry(t + 1.0), t);
+        assert_eq!(all["a"].last_sync, Some(t + 30.0));
+        assert_eq!(all["a"].syncs_today, 3);
     }
 
     #[test]
@@ -618,8 +673,18 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let all = h.load().unwrap();
-        assert_eq!(all.len(), 4);
-        assert!(all.values().all(|a| a.syncs_today == 10));
+        // Had a thread given up on the lock, this merge takes its entry in.
+        h.record(&Record {
+            account: "last".into(),
+            kind: "full".into(),
+            end: 6.0,
+            duration: 1.0,
+            error: None,
+        })
+        .unwrap();
+        assert!(pending_files(&h).is_empty());
+        let all = h.load_file().unwrap();
+        assert_eq!(all.len(), 5);
+        assert!((0..4).all(|i| all[&format!("acct{i}")].syncs_today == 10));
     }
 }
