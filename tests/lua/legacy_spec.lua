@@ -29,6 +29,24 @@ describe('original require paths', function()
     eq({ false, 'invalid opts.callback: expected a function' }, { got, err })
   end)
 
+  it("give progress reported from outside the original's fields too", function()
+    local manager = require(PREFIX .. 'manager')
+    eq(true, manager.update_progress({ percent = 5, box = 'INBOX', boxes = { done = 1, total = 3 } }))
+    local p = manager.get_sync_info().progress
+    eq({ 'syncing', 'INBOX', 1, 3, 0, 0, 'Synchronizing' }, {
+      p.status,
+      p.current_folder,
+      p.folders_done,
+      p.folders_total,
+      p.messages_processed,
+      p.messages_total,
+      p.current_operation,
+    })
+    eq(5, p.percent)
+    manager.complete_sync('external', { success = true })
+    eq('completed', manager.get_sync_info().progress.status)
+  end)
+
   it('start and stop the auto-sync as the original setup did', function()
     local manager = require(PREFIX .. 'manager')
     t.use('/nonexistent/mbsyncrc', { auto_sync = { enabled = false } })
@@ -86,11 +104,14 @@ describe('original require paths', function()
     eq(downloading.near.new.done, downloading.messages_processed)
     eq(progress[#progress].folders_total, progress[#progress].folders_done)
     eq(300, progress[#progress].total_new)
+    eq('running', seen.info.status)
+    ok(seen.info.progress and seen.status_progress, 'progress while running')
     for _, p in ipairs({ seen.info.progress, seen.status_progress }) do
       eq('syncing', p.status)
       ok(p.folders_total >= 0 and p.messages_total >= 0 and p.current_operation, vim.inspect(p))
     end
-    eq('running', seen.info.status)
+    -- Once ended, the progress kept says how.
+    eq('completed', manager.get_sync_info().progress.status)
     ok(seen.running, 'seen running')
     eq(true, seen.status.sync_running)
     eq('running', seen.status.status)

@@ -26,44 +26,57 @@ local function cancel_all()
 end
 
 ---@class himalaya.sync.OriginalProgress: himalaya.sync.Progress
----@field status 'syncing'
+---@field status string `syncing` while the sync runs, else how it ended
 ---@field current_folder? string
----@field folders_done integer
----@field folders_total integer
+---@field folders_done number
+---@field folders_total number
 ---@field current_operation string
----@field messages_processed integer
----@field messages_total integer
----@field total_new integer
----@field total_updated integer
----@field total_deleted integer
+---@field messages_processed number
+---@field messages_total number
+---@field total_new number
+---@field total_updated number
+---@field total_deleted number
 ---@field start_time? number
+
+---@param c any a himalaya.sync.Counter, or nothing
+---@return number done
+---@return number total
+local function done_total(c)
+  if type(c) ~= 'table' then
+    return 0, 0
+  end
+  return tonumber(c.done) or 0, tonumber(c.total) or 0
+end
 
 ---@param side? himalaya.sync.Side
 ---@param field string
----@return integer done
----@return integer total
+---@return number done
+---@return number total
 local function counter(side, field)
-  local c = side and side[field] or {}
-  return c.done or 0, c.total or 0
+  return done_total(type(side) == 'table' and side[field] or nil)
 end
 
 --- A progress with the original's fields beside the new ones, so that code
 --- written for the original (its sidebar header: "INBOX 2/5 - Downloaded
 --- 120/4000") shows the sync: the folders done of all, the folder, and the
 --- messages of what mbsync does now (downloads first, then uploads).
+--- `status` is the original's `syncing` while the sync runs, else how it
+--- ended.
 ---@param p? himalaya.sync.Progress
----@param start_time? number
+---@param info {start_time?: number, status?: string} the sync
 ---@return himalaya.sync.OriginalProgress?
-local function original_progress(p, start_time)
+local function original_progress(p, info)
   if type(p) ~= 'table' then
     return nil
   end
   local o = vim.tbl_extend('force', {}, p) --[[@as himalaya.sync.OriginalProgress]]
-  local folders = (p.boxes and (p.boxes.total or 0) > 0) and p.boxes or p.channels or {}
-  o.status = 'syncing'
-  o.start_time = start_time
+  o.status = (info.status == nil or info.status == 'running') and 'syncing' or info.status
+  o.start_time = info.start_time
   o.current_folder = p.box
-  o.folders_done, o.folders_total = folders.done or 0, folders.total or 0
+  o.folders_done, o.folders_total = done_total(p.boxes)
+  if o.folders_total == 0 then
+    o.folders_done, o.folders_total = done_total(p.channels)
+  end
   local pulled, to_pull = counter(p.near, 'new')
   local pushed, to_push = counter(p.far, 'new')
   local near_flags, near_flag_total = counter(p.near, 'flags')
@@ -92,7 +105,7 @@ M.manager = legacy(manager, {
   --- The new state, its progress with the original's fields as well.
   get_sync_info = function()
     local info = manager.get_sync_info()
-    info.progress = original_progress(info.progress, info.start_time)
+    info.progress = original_progress(info.progress, info)
     return info
   end,
   --- True while a sync of this Neovim runs.
@@ -132,7 +145,7 @@ local function sync(channel, opts)
   local id, err = manager.start_sync('full', {
     account = channel,
     on_progress = opts.on_progress and function(progress, info)
-      opts.on_progress(original_progress(progress, info.start_time) --[[@as himalaya.sync.OriginalProgress]])
+      opts.on_progress(original_progress(progress, info) --[[@as himalaya.sync.OriginalProgress]])
     end,
     on_complete = callback and function(result)
       local msg = result.error
@@ -167,7 +180,7 @@ M.mbsync = legacy(mbsync, {
     local current = status.current
     status.sync_running = status.running
     status.status = status.running and current.status or 'idle'
-    status.progress = status.running and original_progress(current.progress, current.start_time) or nil
+    status.progress = status.running and original_progress(current.progress, current) or nil
     -- A UI may ask at every redraw: the history file is read only until
     -- this Neovim has finished a sync of its own.
     if current.end_time then

@@ -1073,6 +1073,15 @@ local function bad_progress(p)
       native.shown(p.box)
     )
   end
+  for _, k in ipairs({ 'channels', 'boxes' }) do
+    local c = p[k]
+    if c ~= nil and not (_G.type(c) == 'table' and count(c.done) and count(c.total)) then
+      return ('invalid progress: %s %s: expected {done = n, total = n}'):format(k, native.shown(c))
+    end
+  end
+  if p.truncated ~= nil and _G.type(p.truncated) ~= 'boolean' then
+    return ('invalid progress: truncated %s: expected a boolean'):format(native.shown(p.truncated))
+  end
   for _, side in ipairs({ 'near', 'far' }) do
     local s = p[side]
     if s ~= nil then
@@ -1083,7 +1092,7 @@ local function bad_progress(p)
       if unknown then
         return unknown
       end
-      for _, k in ipairs({ 'new', 'flags', 'trash' }) do
+      for _, k in ipairs({ 'new', 'flags', 'trash', 'expunge' }) do
         local c = s[k]
         if c ~= nil and not (_G.type(c) == 'table' and count(c.done) and count(c.total)) then
           return ('invalid progress: %s.%s %s: expected {done = n, total = n}'):format(side, k, native.shown(c))
