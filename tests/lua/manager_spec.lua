@@ -132,7 +132,8 @@ describe('manager', function()
       { manager.update_progress, { { boxes = 2 } }, 'invalid progress: boxes 2: expected {done = n, total = n}' },
       { manager.update_progress, { { channels = { done = 1 } } }, 'channels' },
       { manager.update_progress, { { far = { expunge = 3 } } }, 'far.expunge 3' },
-      { manager.update_progress, { { truncated = 'yes' } }, 'truncated' },
+      { manager.update_progress, { { truncated = 'yes' } }, 'truncated "yes": expected true or false' },
+      { manager.update_progress, { { truncated = 2 } }, 'truncated 2' },
       { manager.complete_sync, { 'x', 42 }, 'result' },
       { manager.complete_sync, { 42, {} }, 'type' },
       { manager.complete_sync, { ('a'):rep(1e6), {} }, 'type' },
@@ -433,6 +434,11 @@ describe('manager', function()
       vim.g.himalaya_sync = nil
       config.setup({})
     end)
+    local progress = { truncated = 1, percent = 10 }
+    eq(true, manager.update_progress(progress))
+    eq(true, manager.get_sync_info().progress.truncated)
+    eq(1, progress.truncated, "the caller's table is left as given")
+    manager.complete_sync('external', { success = true })
     vim.cmd([[let g:himalaya_sync = {'log': 0, 'responsive': 1, 'legacy_commands': 0,
       \ 'auto_sync': {'enabled': 0, 'smart': 1}, 'idle': {'enabled': v:false},
       \ 'notify': {'enabled': 1, 'start': 1, 'error': 0}}]])

@@ -1079,8 +1079,9 @@ local function bad_progress(p)
       return ('invalid progress: %s %s: expected {done = n, total = n}'):format(k, native.shown(c))
     end
   end
-  if p.truncated ~= nil and _G.type(p.truncated) ~= 'boolean' then
-    return ('invalid progress: truncated %s: expected a boolean'):format(native.shown(p.truncated))
+  local cut = p.truncated
+  if cut ~= nil and _G.type(cut) ~= 'boolean' and cut ~= 0 and cut ~= 1 then
+    return ('invalid progress: truncated %s: expected true or false'):format(native.shown(cut))
   end
   for _, side in ipairs({ 'near', 'far' }) do
     local s = p[side]
@@ -1119,6 +1120,11 @@ function M.update_progress(progress)
     info = { id = 0, status = 'running', type = 'external', start_time = os.time() }
   end
   info.status = 'running'
+  if _G.type(progress.truncated) == 'number' then
+    -- Vimscript's 0 or 1, as a boolean in a copy: the caller's table is
+    -- left as given.
+    progress = vim.tbl_extend('force', {}, progress, { truncated = progress.truncated == 1 })
+  end
   info.progress = progress
   remember(info)
   M.notify_ui_update()
