@@ -156,7 +156,22 @@ impl History {
     /// returned notice says so. A history that cannot be read is left
     /// alone, and nothing is merged.
     pub fn record(&self, r: &Record) -> Result<Option<String>> {
-        let saved = self.save_pending(r);
+        self.record_then(r, || ())
+    }
+
+    /// [`record`](Self::record), calling `on_saved` as soon as the entry is
+    /// safe in its pending file, before the merge (which may wait for the
+    /// lock). When that file could not be written, the entry lives only in
+    /// `r` until the merge: `on_saved` is then kept, uncalled, until this
+    /// returns (a guard it holds lasts as long as the entry is at risk).
+    pub fn record_then(&self, r: &Record, on_saved: impl FnOnce()) -> Result<Option<String>> {
+        let (saved, _unsaved) = match self.save_pending(r) {
+            Ok(()) => {
+                on_saved();
+                (Ok(()), None)
+            }
+            Err(e) => (Err(e), Some(on_saved)),
+        };
         let _guard = match self
             .locks
             .acquire(LOCK, self.wait, "update sync history", None)
@@ -544,6 +559,57 @@ mod tests {
         assert_eq!(file["a"].syncs_today, 2);
         assert_eq!(file["a"].last_type.as_deref(), Some("inbox"));
         assert_eq!(file, h.load().unwrap());
+    }
+
+    /// Neovim quits once the entry is saved, not once it is merged: the
+    /// caller hears of the save while another process still holds the lock,
+    /// and never when nothing could be saved.
+    #[test]
+    fn the_save_is_told_before_the_merge_and_only_when_it_worked() {
+        use std::cell::Cell;
+        let (dir, mut h) = setup();
+        h.wait = Duration::from_millis(100);
+        let other = LockDir::open(dir.path().join("locks")).unwrap();
+        let held = other
+            .acquire(LOCK, Duration::ZERO, "another process's entry", None)
+            .unwrap();
+        let entry = Record {
+            account: "a".into(),
+            kind: "full".into(),
+            end: 1_700_000_000.0,
+            duration: 2.0,
+            error: None,
+        };
+        let told = Cell::new(0);
+        let saved = h.record_then(&entry, || {
+            assert_eq!(pending_files(&h).len(), 1, "told before the save");
+            assert!(!h.path().exists(), "told after the merge");
+            told.set(told.get() + 1);
+        });
+        assert_eq!(saved.unwrap(), None);
+        assert_eq!(told.get(), 1);
+        drop(held);
+
+        /// Counts its drops: the closure's guard.
+        struct Guard<'a>(&'a Cell<u32>);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        fs::remove_dir_all(h.path().parent().unwrap()).unwrap();
+        let dropped = Cell::new(0);
+        let guard = Guard(&dropped);
+        let saved = h.record_then(&entry, move || {
+            drop(guard);
+            panic!("told of a save that failed");
+        });
+        assert!(saved.is_err());
+        assert_eq!(
+            dropped.get(),
+            1,
+            "the guard is let go once the entry is given up"
+        );
     }
 
     /// Pending entries may be merged after later ones: any order gives the

@@ -1954,12 +1954,15 @@ impl Manager {
         let emit = self.emit.clone();
         let problem = self.history_problem.clone();
         self.rt.spawn_blocking(move || {
-            let saved = history.record(&item.record);
+            let HistoryItem { keep, record } = item;
+            // Once the entry is in its pending file, Neovim may quit: the
+            // merge can wait for a lock another process holds, and the
+            // next sync of any process merges the file anyway.
+            let saved = history.record_then(&record, move || drop(keep));
             if let Ok(Some(notice)) = &saved {
                 emit(0, "warning", json!({ "message": notice }));
             }
             tell_history_problem(&emit, &problem, saved.err());
-            drop(item.keep);
         });
     }
 
@@ -2037,7 +2040,8 @@ fn tell_history_problem(emit: &Emit, last: &Mutex<Option<String>>, problem: Opti
 struct HistoryItem {
     /// Taken before the sync's end is announced, so that a process that
     /// exits as soon as it hears of it (the command-line tool, a Neovim
-    /// that quits in `on_complete`) still waits for the entry at shutdown.
+    /// that quits in `on_complete`) still waits at shutdown until the
+    /// entry is saved (not until it is merged).
     keep: crate::runtime::MustFinish,
     record: Record,
 }
