@@ -127,6 +127,40 @@ describe('original require paths', function()
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
 
+  it("manager.get_history() gives the original's history, of every account", function()
+    local fx = t.fixture({ '--accounts', 'demo,work', '--folders', 'INBOX=2' })
+    local manager, mbsync = require(PREFIX .. 'manager'), require(PREFIX .. 'mbsync')
+    local function sync(account)
+      local ended
+      mbsync.sync(account, {
+        callback = function(success)
+          ended = success
+        end,
+      })
+      t.wait_for(function()
+        return ended ~= nil
+      end, 60000, 'the sync of ' .. account .. ' to end')
+      return ended
+    end
+    t.use(fx.mbsyncrc)
+    local before = manager.get_history().total_syncs_today or 0
+    eq(true, sync('demo'))
+    local h = manager.get_history()
+    ok(math.abs(os.time() - h.last_full_sync) <= 5, vim.inspect(h))
+    eq(math.floor(h.last_full_sync), h.last_full_sync, 'whole seconds, as os.time()')
+    eq(before + 1, h.total_syncs_today)
+    eq(os.date('%Y-%m-%d'), h.last_count_date)
+
+    -- A failed sync of another account: the newest error, whichever account.
+    t.use(t.mbsyncrc_on_port(fx, t.closed_port(), 'down'))
+    eq(false, sync('work'))
+    h = manager.get_history()
+    eq(before + 2, h.total_syncs_today)
+    ok(type(h.last_error) == 'string' and h.last_error ~= '', vim.inspect(h))
+    eq('full', h.last_error_type)
+    eq(h.last_full_sync, h.last_error_time)
+  end)
+
   it('a cancelled sync calls back with false and a message; cancel answers true', function()
     local fx = t.fixture({ '--messages', '2000' })
     t.use(fx.mbsyncrc)

@@ -100,8 +100,46 @@ local function original_progress(p, info)
   return o
 end
 
+---@class himalaya.sync.OriginalHistory
+---@field last_full_sync? integer Unix seconds when the newest sync ended
+---@field total_syncs_today? integer syncs of every account ended today
+---@field last_count_date? string YYYY-MM-DD, the day counted
+---@field last_error? string the newest error's message
+---@field last_error_time? integer
+---@field last_error_type? string the type of the sync that failed, when known
+
+--- The original's one history, from the history of every account (the
+--- original kept one for all). Whole seconds, as its os.time() stamps; an
+--- empty table (and why) when the history cannot be read, as the original
+--- had none before its first sync.
+---@return himalaya.sync.OriginalHistory history
+---@return string? err
+local function original_history()
+  local all, err = manager.history()
+  local out = {} ---@type himalaya.sync.OriginalHistory
+  local last, failed = 0, 0
+  for _, h in pairs(all or {}) do
+    if h.last_sync and h.last_sync > last then
+      last = h.last_sync
+    end
+    out.total_syncs_today = (out.total_syncs_today or 0) + h.syncs_today
+    out.last_count_date = h.day
+    local e = h.last_error
+    if e and e.time > failed then
+      failed = e.time
+      out.last_error = e.message
+      -- The history keeps the type of each account's last sync only.
+      out.last_error_type = e.time == h.last_sync and h.last_type or nil
+    end
+  end
+  out.last_full_sync = last > 0 and math.floor(last) or nil
+  out.last_error_time = failed > 0 and math.floor(failed) or nil
+  return out, err
+end
+
 M.manager = legacy(manager, {
   cancel_sync = cancel_all,
+  get_history = original_history,
   --- The new state, its progress with the original's fields as well.
   get_sync_info = function()
     local info = manager.get_sync_info()
