@@ -11,6 +11,15 @@
 //! while another holds the lock (Neovim waits only so long at exit) thus
 //! loses nothing: the next update merges what it left, and reading the
 //! history includes it meanwhile.
+//!
+//! Before even that file is written, the entry is held in memory
+//! ([`History::hold`]): a sync's end is announced first, and whoever reads
+//! the history on hearing of it must find the sync there. Reads and the
+//! steps that move an entry between memory, its pending file and the
+//! history file exclude each other within the process, so a reader here
+//! never counts an entry twice or misses it. (Another process reading in
+//! the instant between a merge and the removal of the files it merged
+//! counts those entries twice, until its next read.)
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -80,7 +90,16 @@ pub struct History {
     path: PathBuf,
     locks: Arc<LockDir>,
     wait: Duration,
+    /// Entries held in memory (see [`History::hold`]), by ticket. Its lock
+    /// is also taken by every read and by each step that moves entries, so
+    /// that a read sees an entry in exactly one place.
+    unsaved: Mutex<Vec<(u64, Record)>>,
 }
+
+/// An entry held in memory by [`History::hold`], to be recorded with
+/// [`History::record_held`].
+#[derive(Debug)]
+pub struct Held(u64);
 
 impl History {
     /// Uses `<dir>/history.json`; `dir` is created private (0700) if missing.
@@ -90,6 +109,7 @@ impl History {
             path: dir.join(FILE),
             locks,
             wait: WAIT,
+            unsaved: Mutex::new(Vec::new()),
         })
     }
 
@@ -97,13 +117,17 @@ impl History {
         &self.path
     }
 
-    /// Every account's history, pending entries included; an unreadable
-    /// file is an error that names it.
+    /// Every account's history, pending and held entries included; an
+    /// unreadable file is an error that names it.
     pub fn load(&self) -> Result<BTreeMap<String, AccountHistory>> {
+        let unsaved = self.unsaved.lock();
         let mut all = self.load_file()?;
         let now = super::now();
         for (_, r) in self.pending().0 {
             apply(&mut all, &r, now);
+        }
+        for (_, r) in unsaved.iter() {
+            apply(&mut all, r, now);
         }
         Ok(all)
     }
@@ -156,16 +180,37 @@ impl History {
     /// returned notice says so. A history that cannot be read is left
     /// alone, and nothing is merged.
     pub fn record(&self, r: &Record) -> Result<Option<String>> {
-        self.record_then(r, || ())
+        self.record_held(self.hold(r.clone()), || ())
     }
 
-    /// [`record`](Self::record), calling `on_saved` as soon as the entry is
-    /// safe in its pending file, before the merge (which may wait for the
-    /// lock). When that file could not be written, the entry lives only in
-    /// `r` until the merge: `on_saved` is then kept, uncalled, until this
-    /// returns (a guard it holds lasts as long as the entry is at risk).
-    pub fn record_then(&self, r: &Record, on_saved: impl FnOnce()) -> Result<Option<String>> {
-        let (saved, _unsaved) = match self.save_pending(r) {
+    /// Holds `r` in memory, where [`load`](Self::load) finds it, until
+    /// [`record_held`](Self::record_held) has saved it: at once, without
+    /// I/O, so that it can be done before the sync's end is announced.
+    pub fn hold(&self, r: Record) -> Held {
+        let ticket = SEQ.fetch_add(1, Ordering::Relaxed);
+        self.unsaved.lock().push((ticket, r));
+        Held(ticket)
+    }
+
+    /// [`record`](Self::record) for a held entry, calling `on_saved` as soon
+    /// as the entry is safe in its pending file, before the merge (which
+    /// may wait for the lock). When that file could not be written, the
+    /// entry lives only in memory until the merge: `on_saved` is then kept,
+    /// uncalled, until this returns (a guard it holds lasts as long as the
+    /// entry is at risk); if the merge cannot happen either, the entry
+    /// stays held, and shown, while this process lives.
+    pub fn record_held(&self, held: Held, on_saved: impl FnOnce()) -> Result<Option<String>> {
+        let Some(r) = self
+            .unsaved
+            .lock()
+            .iter()
+            .find(|(t, _)| *t == held.0)
+            .map(|(_, r)| r.clone())
+        else {
+            return Ok(None);
+        };
+        let r = &r;
+        let (saved, _unsaved) = match self.save_pending(r, &held) {
             Ok(()) => {
                 on_saved();
                 (Ok(()), None)
@@ -210,13 +255,17 @@ impl History {
         for (_, p) in &pending {
             apply(&mut all, p, now);
         }
-        self.write(&all)?;
-        // Removed only once the history holds them. A crash right between
-        // the two would count those syncs twice in `syncs_today`, which is
-        // better than losing them.
-        for (path, _) in pending {
-            let _ = fs::remove_file(path);
-        }
+        self.write(&all, |unsaved| {
+            // Removed only once the history holds them. A crash right
+            // between the two would count those syncs twice in
+            // `syncs_today`, which is better than losing them.
+            for (path, _) in pending {
+                let _ = fs::remove_file(path);
+            }
+            if saved.is_err() {
+                unsaved.retain(|(t, _)| *t != held.0);
+            }
+        })?;
         Ok((!notices.is_empty()).then(|| notices.join("; ")))
     }
 
@@ -237,7 +286,7 @@ impl History {
     /// renamed, so that a reader never sees half of it. Not synced to the
     /// disk: it only has to outlive this process (the history file it is
     /// merged into is synced).
-    fn save_pending(&self, r: &Record) -> Result<()> {
+    fn save_pending(&self, r: &Record, held: &Held) -> Result<()> {
         let name = format!(
             "{PENDING}{}-{}-{}",
             std::process::id(),
@@ -247,11 +296,12 @@ impl History {
         let path = self.path.with_file_name(&name);
         let data = serde_json::to_vec(r)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-        replace_file(
+        self.replace_file(
             &self.path.with_file_name(format!(".{name}.tmp")),
             &path,
             &data,
             false,
+            |unsaved| unsaved.retain(|(t, _)| *t != held.0),
         )
     }
 
@@ -285,36 +335,56 @@ impl History {
         (entries, corrupt)
     }
 
-    fn write(&self, all: &BTreeMap<String, AccountHistory>) -> Result<()> {
+    /// Replaces the history file with `all`; `then` (the rest of the
+    /// merge) runs with it, out of any reader's sight.
+    fn write(
+        &self,
+        all: &BTreeMap<String, AccountHistory>,
+        then: impl FnOnce(&mut Vec<(u64, Record)>),
+    ) -> Result<()> {
         let data = serde_json::to_vec_pretty(all)
             .map_err(|e| Error::io(format!("cannot write {}", self.path.display()), e))?;
         let tmp = self
             .path
             .with_file_name(format!(".{FILE}.{}.tmp", std::process::id()));
-        replace_file(&tmp, &self.path, &data, true)
+        self.replace_file(&tmp, &self.path, &data, true, then)
     }
-}
 
-/// Puts `data` at `path` through the file `tmp` (mode 0600, never through
-/// a symlink) and a rename, so that a reader sees the old file or the new
-/// one, never half; with `durable` the data reaches the disk first.
-fn replace_file(tmp: &Path, path: &Path, data: &[u8], durable: bool) -> Result<()> {
-    let context = || format!("cannot write {}", path.display());
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(tmp)
-        .map_err(|e| Error::io(context(), e))?;
-    f.write_all(data)
-        .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
-        .and_then(|()| fs::rename(tmp, path))
-        .map_err(|e| {
-            let _ = fs::remove_file(tmp);
-            Error::io(context(), e)
-        })
+    /// Puts `data` at `path` through the file `tmp` (mode 0600, never
+    /// through a symlink) and a rename, so that a reader sees the old file
+    /// or the new one, never half; with `durable` the data reaches the disk
+    /// first. The rename and `then` (given the held entries) happen
+    /// together for readers of this process (see [`History::load`]).
+    fn replace_file(
+        &self,
+        tmp: &Path,
+        path: &Path,
+        data: &[u8],
+        durable: bool,
+        then: impl FnOnce(&mut Vec<(u64, Record)>),
+    ) -> Result<()> {
+        let context = || format!("cannot write {}", path.display());
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(tmp)
+            .map_err(|e| Error::io(context(), e))?;
+        f.write_all(data)
+            .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
+            .and_then(|()| {
+                let mut unsaved = self.unsaved.lock();
+                fs::rename(tmp, path)?;
+                then(&mut unsaved);
+                Ok(())
+            })
+            .map_err(|e| {
+                let _ = fs::remove_file(tmp);
+                Error::io(context(), e)
+            })
+    }
 }
 
 /// Adds one finished sync to `all`, `now` being the time of the merge. The
@@ -581,7 +651,7 @@ mod tests {
             error: None,
         };
         let told = Cell::new(0);
-        let saved = h.record_then(&entry, || {
+        let saved = h.record_held(h.hold(entry.clone()), || {
             assert_eq!(pending_files(&h).len(), 1, "told before the save");
             assert!(!h.path().exists(), "told after the merge");
             told.set(told.get() + 1);
@@ -600,7 +670,7 @@ mod tests {
         fs::remove_dir_all(h.path().parent().unwrap()).unwrap();
         let dropped = Cell::new(0);
         let guard = Guard(&dropped);
-        let saved = h.record_then(&entry, move || {
+        let saved = h.record_held(h.hold(entry.clone()), move || {
             drop(guard);
             panic!("told of a save that failed");
         });
@@ -752,5 +822,55 @@ mod tests {
         let all = h.load_file().unwrap();
         assert_eq!(all.len(), 5);
         assert!((0..4).all(|i| all[&format!("acct{i}")].syncs_today == 10));
+    }
+
+    /// An entry is in the history from the moment it is held (before the
+    /// sync's end is announced), and a reader of this process sees it in
+    /// exactly one place as it moves to its pending file and into the
+    /// history file: counts only grow, and never pass the entries held.
+    #[test]
+    fn a_reader_here_sees_each_entry_once_from_its_hold_on() {
+        use std::sync::atomic::AtomicBool;
+        let (_d, h) = setup();
+        let h = Arc::new(h);
+        let entry = Record {
+            account: "a".into(),
+            kind: "full".into(),
+            end: 1_700_000_000.0,
+            duration: 1.0,
+            error: None,
+        };
+        let first = h.hold(entry.clone());
+        assert_eq!(h.load().unwrap()["a"].syncs_today, 1, "held, not saved");
+        h.record_held(first, || ()).unwrap();
+        assert_eq!(h.load().unwrap()["a"].syncs_today, 1);
+
+        let given = Arc::new(AtomicU64::new(1));
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (h, given, done) = (h.clone(), given.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                let mut reads = 0;
+                while !done.load(Ordering::SeqCst) || reads == 0 {
+                    let count = u64::from(h.load().unwrap()["a"].syncs_today);
+                    // Read after: an entry is counted as given before it is held.
+                    let limit = given.load(Ordering::SeqCst);
+                    assert!(count >= seen, "a count went down: {seen} then {count}");
+                    assert!(count <= limit, "{count} counted of {limit} given");
+                    seen = count;
+                    reads += 1;
+                }
+            })
+        };
+        for _ in 0..200 {
+            given.fetch_add(1, Ordering::SeqCst);
+            let held = h.hold(entry.clone());
+            h.record_held(held, || ()).unwrap();
+        }
+        done.store(true, Ordering::SeqCst);
+        reader.join().unwrap();
+        assert_eq!(h.load().unwrap()["a"].syncs_today, 201);
+        assert_eq!(h.load_file().unwrap()["a"].syncs_today, 201);
     }
 }

@@ -53,7 +53,7 @@ use crate::mbsync::progress::{PercentEstimate, Progress};
 use crate::mbsync::runner::{self, Outcome, RunSpec, Update};
 use crate::oauth::account::AccountSettings;
 use crate::oauth::Tokens;
-use history::{History, Record};
+use history::{Held, History, Record};
 pub use targets::{AccountOverrides, SyncType};
 
 /// Progress events are sent at most this often per sync. Each one costs
@@ -1915,13 +1915,13 @@ impl Manager {
         }
         let item = HistoryItem {
             keep: crate::runtime::must_finish(),
-            record: Record {
+            held: self.hold_history(Record {
                 account: info.account.clone(),
                 kind: info.kind.as_str().to_string(),
                 end,
                 duration: result.duration,
                 error: error.as_ref().map(|e| (e.kind, e.message.clone())),
-            },
+            }),
         };
         info.counts = counts;
         // A later success clears the error of earlier attempts.
@@ -1943,22 +1943,37 @@ impl Manager {
         }
     }
 
+    /// Holds a finished sync's entry in the history, in memory (see
+    /// [`History::hold`]): done before its end is announced, so that the
+    /// history read on hearing of it has the sync.
+    fn hold_history(&self, record: Record) -> Option<(Arc<History>, Held)> {
+        match self.history() {
+            Ok(Some(history)) => {
+                let held = history.hold(record);
+                Some((history, held))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tell_history_problem(&self.emit, &self.history_problem, Some(e));
+                None
+            }
+        }
+    }
+
     fn record_history(&self, item: HistoryItem) {
-        let history = match self.history() {
-            Ok(Some(history)) => history,
-            Ok(None) => return,
-            Err(e) => return tell_history_problem(&self.emit, &self.history_problem, Some(e)),
+        let HistoryItem { keep, held } = item;
+        let Some((history, held)) = held else {
+            return;
         };
         // File I/O and the history lock stay off the caller's thread (which
         // may be Neovim's main loop when a queued sync is cancelled).
         let emit = self.emit.clone();
         let problem = self.history_problem.clone();
         self.rt.spawn_blocking(move || {
-            let HistoryItem { keep, record } = item;
             // Once the entry is in its pending file, Neovim may quit: the
             // merge can wait for a lock another process holds, and the
             // next sync of any process merges the file anyway.
-            let saved = history.record_then(&record, move || drop(keep));
+            let saved = history.record_held(held, move || drop(keep));
             if let Ok(Some(notice)) = &saved {
                 emit(0, "warning", json!({ "message": notice }));
             }
@@ -2043,7 +2058,9 @@ struct HistoryItem {
     /// that quits in `on_complete`) still waits at shutdown until the
     /// entry is saved (not until it is merged).
     keep: crate::runtime::MustFinish,
-    record: Record,
+    /// The entry, held in the history it goes into; none without a state
+    /// directory, or when the history could not be opened (told then).
+    held: Option<(Arc<History>, Held)>,
 }
 
 /// A box list worth splitting: two boxes or more, and no name with a comma

@@ -997,7 +997,8 @@ end
 ---@field day string YYYY-MM-DD
 
 --- Sync history per account (last success, last error, syncs today, last
---- duration), shared by every Neovim and kept across restarts.
+--- duration), shared by every Neovim and kept across restarts. A sync of
+--- this Neovim is in it as soon as its end is told.
 ---@return table<string, himalaya.sync.History>? history
 ---@return string? err
 function M.history()
