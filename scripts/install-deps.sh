@@ -7,7 +7,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 deps="$root/.deps"
 nvim_version=0.11.4
-apt_packages=(isync dovecot-imapd libsasl2-modules libsasl2-modules-kdexoauth2 gnome-keyring libsecret-tools dbus gnupg luarocks)
+# procps (pgrep, pkill, kill) and openssl (the test certificates) come with
+# a full Debian install but not with a minimal one, such as a container's.
+apt_packages=(isync dovecot-imapd libsasl2-modules libsasl2-modules-kdexoauth2 gnome-keyring libsecret-tools dbus gnupg luarocks procps openssl)
 
 missing=()
 for p in "${apt_packages[@]}"; do
