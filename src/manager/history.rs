@@ -15,11 +15,13 @@
 //! Before even that file is written, the entry is held in memory
 //! ([`History::hold`]): a sync's end is announced first, and whoever reads
 //! the history on hearing of it must find the sync there. Reads and the
-//! steps that move an entry between memory, its pending file and the
-//! history file exclude each other within the process, so a reader here
-//! never counts an entry twice or misses it. (Another process reading in
-//! the instant between a merge and the removal of the files it merged
-//! counts those entries twice, until its next read.)
+//! steps by which this process moves an entry between memory, its pending
+//! file and the history file exclude each other, so those moves never make
+//! a reader here count an entry twice or miss it. A merge by another
+//! process can: a read in the instant between its new history file and
+//! the removal of the pending files it took in counts those entries twice,
+//! until the next read (reads take the pending files first, so that such
+//! a merge can never make them miss one).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -90,14 +92,23 @@ pub struct History {
     path: PathBuf,
     locks: Arc<LockDir>,
     wait: Duration,
-    /// Entries held in memory (see [`History::hold`]), by ticket. Its lock
-    /// is also taken by every read and by each step that moves entries, so
-    /// that a read sees an entry in exactly one place.
-    unsaved: Mutex<Vec<(u64, Record)>>,
+    /// Entries held in memory (see [`History::hold`]). Its lock is also
+    /// taken by every read and by each step that moves entries, so that a
+    /// read sees an entry in exactly one place.
+    unsaved: Mutex<Vec<Unsaved>>,
+}
+
+/// An entry in memory only.
+struct Unsaved {
+    ticket: u64,
+    record: Record,
+    /// Its pending file could not be written: the next merge of this
+    /// process takes it in from here.
+    failed: bool,
 }
 
 /// An entry held in memory by [`History::hold`], to be recorded with
-/// [`History::record_held`].
+/// [`History::record_held`], or let go with [`History::forget`].
 #[derive(Debug)]
 pub struct Held(u64);
 
@@ -121,13 +132,16 @@ impl History {
     /// unreadable file is an error that names it.
     pub fn load(&self) -> Result<BTreeMap<String, AccountHistory>> {
         let unsaved = self.unsaved.lock();
+        // The pending files first: another process's merge in between then
+        // counts an entry twice (until the next read) rather than not at all.
+        let pending = self.pending().0;
         let mut all = self.load_file()?;
         let now = super::now();
-        for (_, r) in self.pending().0 {
+        for (_, r) in pending {
             apply(&mut all, &r, now);
         }
-        for (_, r) in unsaved.iter() {
-            apply(&mut all, r, now);
+        for u in unsaved.iter() {
+            apply(&mut all, &u.record, now);
         }
         Ok(all)
     }
@@ -188,34 +202,48 @@ impl History {
     /// I/O, so that it can be done before the sync's end is announced.
     pub fn hold(&self, r: Record) -> Held {
         let ticket = SEQ.fetch_add(1, Ordering::Relaxed);
-        self.unsaved.lock().push((ticket, r));
+        self.unsaved.lock().push(Unsaved {
+            ticket,
+            record: r,
+            failed: false,
+        });
         Held(ticket)
+    }
+
+    /// Lets go of a held entry that will not be recorded (the sync's end
+    /// could not be told).
+    pub fn forget(&self, held: Held) {
+        self.unsaved.lock().retain(|u| u.ticket != held.0);
     }
 
     /// [`record`](Self::record) for a held entry, calling `on_saved` as soon
     /// as the entry is safe in its pending file, before the merge (which
     /// may wait for the lock). When that file could not be written, the
-    /// entry lives only in memory until the merge: `on_saved` is then kept,
-    /// uncalled, until this returns (a guard it holds lasts as long as the
-    /// entry is at risk); if the merge cannot happen either, the entry
-    /// stays held, and shown, while this process lives.
+    /// entry lives only in memory until a merge of this process takes it
+    /// in (this one, or the next): `on_saved` is then kept, uncalled, until
+    /// this returns (a guard it holds lasts as long as the entry is at
+    /// risk).
     pub fn record_held(&self, held: Held, on_saved: impl FnOnce()) -> Result<Option<String>> {
         let Some(r) = self
             .unsaved
             .lock()
             .iter()
-            .find(|(t, _)| *t == held.0)
-            .map(|(_, r)| r.clone())
+            .find(|u| u.ticket == held.0)
+            .map(|u| u.record.clone())
         else {
             return Ok(None);
         };
-        let r = &r;
-        let (saved, _unsaved) = match self.save_pending(r, &held) {
+        let (saved, _kept) = match self.save_pending(&r, &held) {
             Ok(()) => {
                 on_saved();
                 (Ok(()), None)
             }
-            Err(e) => (Err(e), Some(on_saved)),
+            Err(e) => {
+                for u in self.unsaved.lock().iter_mut() {
+                    u.failed |= u.ticket == held.0;
+                }
+                (Err(e), Some(on_saved))
+            }
         };
         let _guard = match self
             .locks
@@ -225,6 +253,11 @@ impl History {
             Err(e) if e.kind == ErrorKind::Locked => return saved.map(|()| None),
             Err(e) => return Err(e),
         };
+        // A merge is short once it has the lock: an exit waits for it, or
+        // one cut between the new history file and the removal of the
+        // pending files it took in would count those entries twice, and
+        // every later merge would keep that count.
+        let _finishing = crate::runtime::must_finish();
         let mut notices = Vec::new();
         let mut all = match self.load_file() {
             Ok(all) => all,
@@ -249,12 +282,22 @@ impl History {
             ));
         }
         let now = super::now();
-        if saved.is_err() {
-            apply(&mut all, r, now);
-        }
         for (_, p) in &pending {
             apply(&mut all, p, now);
         }
+        // Entries whose pending file failed, this one's or earlier ones':
+        // merges are one at a time (the lock), so each is taken in once.
+        let failed: Vec<u64> = {
+            let unsaved = self.unsaved.lock();
+            unsaved
+                .iter()
+                .filter(|u| u.failed)
+                .map(|u| {
+                    apply(&mut all, &u.record, now);
+                    u.ticket
+                })
+                .collect()
+        };
         self.write(&all, |unsaved| {
             // Removed only once the history holds them. A crash right
             // between the two would count those syncs twice in
@@ -262,9 +305,7 @@ impl History {
             for (path, _) in pending {
                 let _ = fs::remove_file(path);
             }
-            if saved.is_err() {
-                unsaved.retain(|(t, _)| *t != held.0);
-            }
+            unsaved.retain(|u| !failed.contains(&u.ticket));
         })?;
         Ok((!notices.is_empty()).then(|| notices.join("; ")))
     }
@@ -301,7 +342,7 @@ impl History {
             &path,
             &data,
             false,
-            |unsaved| unsaved.retain(|(t, _)| *t != held.0),
+            |unsaved| unsaved.retain(|u| u.ticket != held.0),
         )
     }
 
@@ -340,7 +381,7 @@ impl History {
     fn write(
         &self,
         all: &BTreeMap<String, AccountHistory>,
-        then: impl FnOnce(&mut Vec<(u64, Record)>),
+        then: impl FnOnce(&mut Vec<Unsaved>),
     ) -> Result<()> {
         let data = serde_json::to_vec_pretty(all)
             .map_err(|e| Error::io(format!("cannot write {}", self.path.display()), e))?;
@@ -361,7 +402,7 @@ impl History {
         path: &Path,
         data: &[u8],
         durable: bool,
-        then: impl FnOnce(&mut Vec<(u64, Record)>),
+        then: impl FnOnce(&mut Vec<Unsaved>),
     ) -> Result<()> {
         let context = || format!("cannot write {}", path.display());
         let mut f = fs::OpenOptions::new()
@@ -822,6 +863,45 @@ mod tests {
         let all = h.load_file().unwrap();
         assert_eq!(all.len(), 5);
         assert!((0..4).all(|i| all[&format!("acct{i}")].syncs_today == 10));
+    }
+
+    /// An entry whose pending file could not be written, and that could
+    /// not be merged then either (another process held the lock), is kept
+    /// in memory and taken in by the next merge, once; one let go of is
+    /// gone.
+    #[test]
+    fn an_entry_that_could_not_be_saved_is_merged_by_the_next_update() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, mut h) = setup();
+        h.wait = Duration::from_millis(100);
+        let entry = |end: f64| Record {
+            account: "a".into(),
+            kind: "full".into(),
+            end,
+            duration: 1.0,
+            error: None,
+        };
+        let state = h.path().parent().unwrap().to_path_buf();
+        let other = LockDir::open(dir.path().join("locks")).unwrap();
+        let held = other
+            .acquire(LOCK, Duration::ZERO, "another process's entry", None)
+            .unwrap();
+        fs::remove_dir_all(&state).unwrap();
+        assert!(h.record(&entry(1_700_000_000.0)).is_err());
+        assert_eq!(h.load().unwrap()["a"].syncs_today, 1, "kept in memory");
+        drop(held);
+
+        fs::create_dir(&state).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+        let forgotten = h.hold(entry(1_700_000_001.0));
+        assert_eq!(h.load().unwrap()["a"].syncs_today, 2);
+        h.forget(forgotten);
+        h.record(&entry(1_700_000_002.0)).unwrap();
+        let file = h.load_file().unwrap();
+        assert_eq!(file["a"].syncs_today, 2, "{file:?}");
+        assert_eq!(file, h.load().unwrap(), "nothing left in memory");
+        h.record(&entry(1_700_000_003.0)).unwrap();
+        assert_eq!(h.load_file().unwrap()["a"].syncs_today, 3, "taken in once");
     }
 
     /// An entry is in the history from the moment it is held (before the

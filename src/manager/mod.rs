@@ -1914,7 +1914,7 @@ impl Manager {
             }
         }
         let item = HistoryItem {
-            keep: crate::runtime::must_finish(),
+            keep: Some(crate::runtime::must_finish()),
             held: self.hold_history(Record {
                 account: info.account.clone(),
                 kind: info.kind.as_str().to_string(),
@@ -1945,7 +1945,9 @@ impl Manager {
 
     /// Holds a finished sync's entry in the history, in memory (see
     /// [`History::hold`]): done before its end is announced, so that the
-    /// history read on hearing of it has the sync.
+    /// history read on hearing of it has the sync. The entry belongs to the
+    /// state folder configured now: should `state_dir` change before it is
+    /// saved, it is still saved in this one.
     fn hold_history(&self, record: Record) -> Option<(Arc<History>, Held)> {
         match self.history() {
             Ok(Some(history)) => {
@@ -1960,9 +1962,8 @@ impl Manager {
         }
     }
 
-    fn record_history(&self, item: HistoryItem) {
-        let HistoryItem { keep, held } = item;
-        let Some((history, held)) = held else {
+    fn record_history(&self, mut item: HistoryItem) {
+        let (Some((history, held)), keep) = (item.held.take(), item.keep.take()) else {
             return;
         };
         // File I/O and the history lock stay off the caller's thread (which
@@ -2057,10 +2058,21 @@ struct HistoryItem {
     /// exits as soon as it hears of it (the command-line tool, a Neovim
     /// that quits in `on_complete`) still waits at shutdown until the
     /// entry is saved (not until it is merged).
-    keep: crate::runtime::MustFinish,
+    keep: Option<crate::runtime::MustFinish>,
     /// The entry, held in the history it goes into; none without a state
     /// directory, or when the history could not be opened (told then).
     held: Option<(Arc<History>, Held)>,
+}
+
+impl Drop for HistoryItem {
+    /// An item dropped before [`Manager::record_history`] took it (ending
+    /// the sync panicked after the entry was held) lets go of its entry:
+    /// it would otherwise be in this process's history, and never saved.
+    fn drop(&mut self) {
+        if let Some((history, held)) = self.held.take() {
+            history.forget(held);
+        }
+    }
 }
 
 /// A box list worth splitting: two boxes or more, and no name with a comma
