@@ -117,8 +117,9 @@ const MUST_FINISH_GRACE: Duration = Duration::from_secs(2);
 
 /// Held by work that must not be cut off at shutdown: a token refresh
 /// whose answer may carry a rotated refresh token, which is lost unless
-/// saved; the history entry of a sync that just ended, until it is saved.
-/// [`shutdown`] waits for it (at most [`MUST_FINISH_GRACE`]).
+/// saved; the history entry of a sync that just ended, until it is saved,
+/// and a merge of the history once it has the lock. [`shutdown`] waits for
+/// it (at most [`MUST_FINISH_GRACE`]).
 pub struct MustFinish(());
 
 impl Drop for MustFinish {
