@@ -504,6 +504,18 @@ mod tests {
         (dir, h)
     }
 
+    /// [`setup`] with the history lock held as by another process, and a
+    /// short wait for it.
+    fn setup_held_elsewhere() -> (tempfile::TempDir, History, crate::lock::LockGuard) {
+        let (dir, mut h) = setup();
+        h.wait = Duration::from_millis(100);
+        let held = LockDir::open(dir.path().join("locks"))
+            .unwrap()
+            .acquire(LOCK, Duration::ZERO, "another process's entry", None)
+            .unwrap();
+        (dir, h, held)
+    }
+
     #[test]
     fn records_success_error_and_counts_the_day() {
         let (_d, h) = setup();
@@ -637,12 +649,7 @@ mod tests {
     #[test]
     fn an_entry_is_kept_while_another_process_holds_the_lock() {
         use std::os::unix::fs::PermissionsExt;
-        let (dir, mut h) = setup();
-        h.wait = Duration::from_millis(100);
-        let other = LockDir::open(dir.path().join("locks")).unwrap();
-        let held = other
-            .acquire(LOCK, Duration::ZERO, "another process's entry", None)
-            .unwrap();
+        let (_dir, h, held) = setup_held_elsewhere();
         let first = Record {
             account: "a".into(),
             kind: "full".into(),
@@ -678,12 +685,7 @@ mod tests {
     #[test]
     fn the_save_is_told_before_the_merge_and_only_when_it_worked() {
         use std::cell::Cell;
-        let (dir, mut h) = setup();
-        h.wait = Duration::from_millis(100);
-        let other = LockDir::open(dir.path().join("locks")).unwrap();
-        let held = other
-            .acquire(LOCK, Duration::ZERO, "another process's entry", None)
-            .unwrap();
+        let (_dir, h, held) = setup_held_elsewhere();
         let entry = Record {
             account: "a".into(),
             kind: "full".into(),
@@ -872,8 +874,7 @@ mod tests {
     #[test]
     fn an_entry_that_could_not_be_saved_is_merged_by_the_next_update() {
         use std::os::unix::fs::PermissionsExt;
-        let (dir, mut h) = setup();
-        h.wait = Duration::from_millis(100);
+        let (_dir, h, held) = setup_held_elsewhere();
         let entry = |end: f64| Record {
             account: "a".into(),
             kind: "full".into(),
@@ -882,10 +883,6 @@ mod tests {
             error: None,
         };
         let state = h.path().parent().unwrap().to_path_buf();
-        let other = LockDir::open(dir.path().join("locks")).unwrap();
-        let held = other
-            .acquire(LOCK, Duration::ZERO, "another process's entry", None)
-            .unwrap();
         fs::remove_dir_all(&state).unwrap();
         assert!(h.record(&entry(1_700_000_000.0)).is_err());
         assert_eq!(h.load().unwrap()["a"].syncs_today, 1, "kept in memory");
