@@ -239,8 +239,8 @@ impl History {
                 (Ok(()), None)
             }
             Err(e) => {
-                for u in self.unsaved.lock().iter_mut() {
-                    u.failed |= u.ticket == held.0;
+                if let Some(u) = self.unsaved.lock().iter_mut().find(|u| u.ticket == held.0) {
+                    u.failed = true;
                 }
                 (Err(e), Some(on_saved))
             }

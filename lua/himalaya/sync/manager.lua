@@ -1052,6 +1052,16 @@ end
 local PROGRESS_FIELDS = native.known_keys({ 'channels', 'boxes', 'far', 'near', 'truncated', 'percent', 'box' })
 local SIDE_FIELDS = native.known_keys({ 'new', 'flags', 'trash', 'expunge' })
 
+--- The error for a counter that is not `{done = n, total = n}`, if any.
+---@param c any
+---@param name string where it is: `boxes`, `near.new`...
+---@return string? err
+local function bad_counter(c, name)
+  if c ~= nil and not (_G.type(c) == 'table' and count(c.done) and count(c.total)) then
+    return ('invalid progress: %s %s: expected {done = n, total = n}'):format(name, native.shown(c))
+  end
+end
+
 --- What is wrong with a progress table from outside the engine, if
 --- anything, as an error message: it is stored and shown (status line,
 --- `:HimalayaSync status`), so a bad one must not get in.
@@ -1075,9 +1085,9 @@ local function bad_progress(p)
     )
   end
   for _, k in ipairs({ 'channels', 'boxes' }) do
-    local c = p[k]
-    if c ~= nil and not (_G.type(c) == 'table' and count(c.done) and count(c.total)) then
-      return ('invalid progress: %s %s: expected {done = n, total = n}'):format(k, native.shown(c))
+    local err = bad_counter(p[k], k)
+    if err then
+      return err
     end
   end
   local cut = p.truncated
@@ -1095,9 +1105,9 @@ local function bad_progress(p)
         return unknown
       end
       for _, k in ipairs({ 'new', 'flags', 'trash', 'expunge' }) do
-        local c = s[k]
-        if c ~= nil and not (_G.type(c) == 'table' and count(c.done) and count(c.total)) then
-          return ('invalid progress: %s.%s %s: expected {done = n, total = n}'):format(side, k, native.shown(c))
+        local err = bad_counter(s[k], side .. '.' .. k)
+        if err then
+          return err
         end
       end
     end
