@@ -7,12 +7,12 @@
 //! quitting Neovim never leaves mbsync behind.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use once_cell::sync::OnceCell;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tokio::runtime::{Handle, Runtime};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -108,8 +108,12 @@ fn signal_groups(sig: Signal) -> usize {
     tracked().iter().filter(|g| g.signal(sig)).count()
 }
 
-/// Work that must not be cut off at shutdown, running now.
-static MUST_FINISH: AtomicUsize = AtomicUsize::new(0);
+/// Work that must not be cut off at shutdown, running now, and the signal
+/// that the count fell to 0: shutdown wakes the moment the last one ends
+/// instead of polling (a poll every 5 ms kept every `:qa` after a sync
+/// waiting that long for a history merge of 1–2 ms).
+static MUST_FINISH: Mutex<usize> = Mutex::new(0);
+static MUST_FINISH_DONE: Condvar = Condvar::new();
 
 /// The longest [`shutdown`] waits for work that must finish, beyond its
 /// own timeout.
@@ -124,13 +128,17 @@ pub struct MustFinish(());
 
 impl Drop for MustFinish {
     fn drop(&mut self) {
-        MUST_FINISH.fetch_sub(1, Ordering::SeqCst);
+        let mut running = MUST_FINISH.lock();
+        *running -= 1;
+        if *running == 0 {
+            MUST_FINISH_DONE.notify_all();
+        }
     }
 }
 
 /// Marks the caller's work as one that must finish (see [`MustFinish`]).
 pub fn must_finish() -> MustFinish {
-    MUST_FINISH.fetch_add(1, Ordering::SeqCst);
+    *MUST_FINISH.lock() += 1;
     MustFinish(())
 }
 
@@ -154,9 +162,9 @@ pub fn shutdown(timeout: Duration) {
         signal_groups(Signal::SIGKILL);
     }
     let hold = Instant::now() + MUST_FINISH_GRACE;
-    while MUST_FINISH.load(Ordering::SeqCst) > 0 && Instant::now() < hold {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut running = MUST_FINISH.lock();
+    while *running > 0 && !MUST_FINISH_DONE.wait_until(&mut running, hold).timed_out() {}
+    drop(running);
     let rt = RUNTIME.lock().take();
     if let Some(rt) = rt {
         rt.shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
