@@ -54,6 +54,8 @@ NVIM_BASE_TEXT = ("nvim --headless -u NONE -i NONE -n --cmd 'set rtp^=%s' "
 # (and many configurations) turn it on: a fresh Neovim then loads the
 # plugin's Lua from the cache instead of compiling it.
 NVIM_CACHED = NVIM_BASE[:1] + ["--cmd", "lua vim.loader.enable()"] + NVIM_BASE[1:]
+# Neovim without the plugin: nothing on its runtimepath, plugin file not sourced.
+NVIM_PLAIN = NVIM_BASE[:7]
 
 ALL = ["sync", "lag", "parallel", "locks", "micro", "folders", "counts", "check"]
 MESSAGES = 10000
@@ -452,7 +454,7 @@ def bench_sync(fx, agent, reps, R):
     rc = fx.mbsyncrc
     acct = "demo"
     total = sum(fx.info["folders"].values())
-    variants = ["bare", "bare_pty", "bare_pty_v", "warm", "fresh", "fresh_cached"]
+    variants = ["bare", "bare_pty", "bare_pty_v", "warm", "fresh", "fresh_cached", "plain"]
     out_json = os.path.join(ROOT, "fresh-sync.json")
     bare_out = os.path.join(ROOT, "bare.out")
     data = {}
@@ -478,19 +480,20 @@ def bench_sync(fx, agent, reps, R):
             res = r.get("result") or {}
             expect(r["status"] == "completed" and res.get("pulled") == expect_pulled,
                    "plugin sync (warm) did not complete as expected: %s %s" % (r["status"], r.get("message")))
-        elif v in ("fresh", "fresh_cached"):
+        elif v in ("fresh", "fresh_cached", "plain"):
             if os.path.exists(out_json):
                 os.unlink(out_json)
-            env = nvim_env({"BENCH_MODE": "sync", "BENCH_RC": rc, "BENCH_ACCOUNT": acct,
+            env = nvim_env({"BENCH_MODE": "job" if v == "plain" else "sync", "BENCH_RC": rc, "BENCH_ACCOUNT": acct,
                             "BENCH_OUT": out_json})
-            base = NVIM_CACHED if v == "fresh_cached" else NVIM_BASE
+            base = {"fresh": NVIM_BASE, "fresh_cached": NVIM_CACHED, "plain": NVIM_PLAIN}[v]
             wall, cpu, code = run_timed(base + ["-c", "luafile " + os.path.join(REPO, "bench", "fresh.lua")],
                                         env=env, out_path=os.path.join(ROOT, "fresh.out"))
             r = json.load(open(out_json)) if os.path.exists(out_json) else {"ok": False, "error": "no result"}
             res = r.get("result") or {}
-            expect(code == 0 and r.get("ok") and r.get("status") == "completed" and res.get("pulled") == expect_pulled,
-                   "fresh Neovim sync failed (exit %d): %s; Neovim said: %s" % (
-                       code, json.dumps(r)[:800], open(os.path.join(ROOT, "fresh.out")).read()[-800:]))
+            synced = r.get("ok") if v == "plain" else (
+                r.get("ok") and r.get("status") == "completed" and res.get("pulled") == expect_pulled)
+            expect(code == 0 and synced, "fresh Neovim sync (%s) failed (exit %d): %s; Neovim said: %s" % (
+                v, code, json.dumps(r)[:800], open(os.path.join(ROOT, "fresh.out")).read()[-800:]))
             m = {"internal_ms": r["ms"], "wall_ms": wall, "cpu_s": cpu}
         return m
 
@@ -561,6 +564,10 @@ def report_sync(R, md):
              [m["internal_ms"] for m in runs["fresh_cached"]], None, "F"),
             ("as E, with `vim.loader` on",
              [m["wall_ms"] for m in runs["fresh_cached"]], [m["cpu_s"] for m in runs["fresh_cached"]], "G"),
+            ("no plugin (reference): a fresh headless Neovim runs B's `mbsync -c RC -a` on a pty with "
+             "`jobstart()`, time inside Neovim", [m["internal_ms"] for m in runs["plain"]], None, "H"),
+            ("no plugin (reference): as H, whole process: start → mbsync → exit",
+             [m["wall_ms"] for m in runs["plain"]], [m["cpu_s"] for m in runs["plain"]], "I"),
         ]
         md.append("### %s\n" % title)
         md.append("| | measurement | time, ms: median (min–max) | CPU s (user+sys) | ratio to A (file) | "
@@ -571,17 +578,29 @@ def report_sync(R, md):
             for ref, ref_key in ((bare, "A"), (term, "B")):
                 if key == ref_key:
                     cells += ["1×", "reference"]
-                elif key in ("A", "B", "V"):
+                elif key in ("A", "B", "V", "H", "I"):
                     cells += [ratio_text(paired(xs, ref)), "—"]
                 else:
                     rs = paired(xs, ref)
                     cells += [ratio_ci_text(rs), judge(rs, lambda r: r <= 1.03)]
             md.append("| %s | %s | %s | %s | %s |" % (
-                key, label, spread(xs), spread(cpu) if cpu else "(in %s)" % {"D": "E", "F": "G"}[key], " | ".join(cells)))
+                key, label, spread(xs), spread(cpu) if cpu else "(in %s)" % {"D": "E", "F": "G", "H": "I"}[key], " | ".join(cells)))
         md.append("")
         warm = [m["internal_ms"] for m in runs["warm"]]
         md.append("C against V, which runs mbsync exactly as the plugin does (so mbsync's own cost of printing its "
                   "`-V` lines is left out): %s.\n" % ratio_ci_text(paired(warm, verbose)))
+        plain = [m["wall_ms"] for m in runs["plain"]]
+        outside = med([m["wall_ms"] - m["internal_ms"] for m in runs["plain"]])
+        md.append("Neovim's own start and exit, the part of E that any plugin pays: I − H = %s ms (median of "
+                  "per-repetition differences), %.1f%% of B's median; with the plugin (its plugin file sourced, "
+                  "its exit hooks run) E − D = %s ms. E against I (the whole process with the "
+                  "plugin against the same process running mbsync without it): %s. D against H (the first command "
+                  "against `jobstart()` in a fresh Neovim): %s.\n" % (
+                      num(outside), outside / med(term) * 100,
+                      num(med([m["wall_ms"] - m["internal_ms"] for m in runs["fresh"]])),
+                      ratio_ci_text(paired([m["wall_ms"] for m in runs["fresh"]], plain)),
+                      ratio_ci_text(paired([m["internal_ms"] for m in runs["fresh"]],
+                                           [m["internal_ms"] for m in runs["plain"]]))))
         for ref, name in ((bare, "A"), (term, "B")):
             md.append("Spread of %s itself: %.1f%% of its median (the 3%% target is only resolvable when this is "
                       "small)." % (name, (max(ref) - min(ref)) / med(ref) * 100 if ref else 0))
@@ -590,7 +609,7 @@ def report_sync(R, md):
     md.append("CPU is user+system time of the process and the children it reaped (mbsync): for A/B the "
               "mbsync process, for C the agent Neovim (from /proc/PID/stat, 10 ms ticks), for E the whole "
               "Neovim process. Dovecot's CPU is in none of them.\n")
-    md.append("Commands (`$FX` = the fixture dir; every repetition runs A–G and V in rotating order, after "
+    md.append("Commands (`$FX` = the fixture dir; every repetition runs A–I and V in rotating order, after "
               "`rm -rf $FX/local/demo && mkdir $FX/local/demo` for the initial sync):\n")
     md.append("- Fixture: `python3 tests/fixture/imap_fixture.py start --dir $FX --accounts demo --messages 10000`")
     md.append("- A: `mbsync -c $FX/mbsyncrc -a` (output to a file: no progress counters)")
@@ -606,6 +625,9 @@ def report_sync(R, md):
               "(D: time inside Neovim; E: process wall time)" % NVIM_BASE_TEXT)
     md.append("- F, G: as D, E with `--cmd 'lua vim.loader.enable()'` right after `nvim`; the cache is filled by "
               "the warm-up repetition")
+    md.append("- H, I: `BENCH_MODE=job BENCH_RC=$FX/mbsyncrc BENCH_OUT=out.json nvim --headless -u NONE -i NONE -n "
+              "-c 'luafile bench/fresh.lua'` (the plugin neither on the runtimepath nor sourced; "
+              "`vim.fn.jobstart({'mbsync', '-c', RC, '-a'}, {pty = true})`, timed to `on_exit`)")
     md.append("- This table alone: `BENCH_ONLY=sync make bench`\n")
 
 
@@ -1661,10 +1683,16 @@ def summary_rows(R, only):
                                  "≤ 1.03×", "%s; medians %s vs %s ms" % (
                                      ratio_ci_text(rs), num(med(xs)), num(med(ref))),
                                  judge(rs, lambda r: r <= 1.03)))
-            xs, ref = [m["internal_ms"] for m in runs["warm"]], [m["wall_ms"] for m in runs["bare_pty_v"]]
-            rows.append(("1. (reference) %s: Neovim-internal, library loaded, vs bare `mbsync -V -a` in a terminal "
-                         "(as the plugin runs it)" % name, "—", "%s; medians %s vs %s ms" % (
-                             ratio_ci_text(paired(xs, ref)), num(med(xs)), num(med(ref))), "—"))
+            for xs, ref, label in (
+                    ([m["internal_ms"] for m in runs["warm"]], [m["wall_ms"] for m in runs["bare_pty_v"]],
+                     "Neovim-internal, library loaded, vs bare `mbsync -V -a` in a terminal (as the plugin runs it)"),
+                    ([m["wall_ms"] for m in runs["plain"]], [m["wall_ms"] for m in runs["bare_pty"]],
+                     "whole Neovim process without the plugin (`jobstart()` runs mbsync), vs bare `mbsync -a` "
+                     "in a terminal: Neovim's own cost"),
+                    ([m["wall_ms"] for m in runs["fresh"]], [m["wall_ms"] for m in runs["plain"]],
+                     "whole Neovim process with the plugin vs without it (`jobstart()` runs mbsync)")):
+                rows.append(("1. (reference) %s: %s" % (name, label), "—", "%s; medians %s vs %s ms" % (
+                    ratio_ci_text(paired(xs, ref)), num(med(xs)), num(med(ref))), "—"))
     elif "sync" in only:
         rows.append(("1. Sync overhead", "≤ 1.03×", "not run", "—"))
     if "lag" in R:

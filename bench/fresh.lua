@@ -11,6 +11,8 @@
 --   load  the first require('himalaya.sync.lock').list_locks() (library
 --         load), then a second call
 --   rss   VmRSS before the core is loaded, after, during a sync and after it
+--   job   no plugin: `mbsync -c BENCH_RC -a` on a pty through jobstart(), as
+--         a user without the plugin could run it, timed to its exit
 local uv = vim.uv or vim.loop
 local B = dofile(vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h') .. '/lib.lua')
 
@@ -97,6 +99,18 @@ elseif mode == 'rss' then
       })
     end, 50)
   end)
+elseif mode == 'job' then
+  local t0 = uv.hrtime()
+  local job = vim.fn.jobstart({ 'mbsync', '-c', os.getenv('BENCH_RC'), '-a' }, {
+    pty = true,
+    env = { LC_ALL = 'C' },
+    on_exit = function(_, code)
+      finish({ ok = code == 0, ms = (uv.hrtime() - t0) / 1e6, error = code ~= 0 and ('mbsync exited ' .. code) or nil })
+    end,
+  })
+  if job <= 0 then
+    finish({ ok = false, error = 'jobstart failed: ' .. job })
+  end
 else
   finish({ ok = false, error = 'unknown BENCH_MODE ' .. tostring(mode) })
 end
