@@ -89,14 +89,14 @@ $(EMMYLUA_CHECK) $(NVIM):
 	@bash scripts/install-deps.sh
 
 ## Formatting and static checks: rustfmt, clippy, StyLua (Lua files and the
-## rockspec), the type check of the plugin's Lua (lua/ and plugin/; any
+## rockspec), the type check of the plugin's Lua (lua/; any
 ## warning fails), `luarocks lint` when a luarocks is installed (Debian:
 ## luarocks).
 lint: $(STYLUA) $(EMMYLUA_CHECK) $(NVIM)
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
 	node scripts/stylua.cjs --check $(LUA_FILES) $(ROCKSPEC)
-	$(EMMYLUA_CHECK) -c .emmyrc.json --warnings-as-errors lua plugin
+	$(EMMYLUA_CHECK) -c .emmyrc.json --warnings-as-errors lua
 	@if command -v luarocks >/dev/null; then echo 'luarocks lint $(ROCKSPEC)'; luarocks lint $(ROCKSPEC); \
 	else echo 'lint: no luarocks, $(ROCKSPEC) not linted'; fi
 

@@ -4,7 +4,7 @@
 -- the control channel's own latency never enters a figure.
 --
 --   nvim --headless -u NONE -i NONE -n --cmd 'set rtp^=ROOT' \
---        -c 'runtime plugin/himalaya-sync.lua' -c 'luafile ROOT/bench/agent.lua'
+--        -c 'runtime plugin/himalaya-sync.vim' -c 'luafile ROOT/bench/agent.lua'
 --
 -- While idle the agent only waits on stdin, so the editor loop is as quiet
 -- as a user's idle Neovim.

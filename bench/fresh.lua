@@ -3,7 +3,7 @@
 -- environment: BENCH_MODE, BENCH_OUT (JSON result), BENCH_RC, BENCH_ACCOUNT.
 --
 --   nvim --headless -u NONE -i NONE -n --cmd 'set rtp^=ROOT' \
---        -c 'runtime plugin/himalaya-sync.lua' -c 'luafile ROOT/bench/fresh.lua'
+--        -c 'runtime plugin/himalaya-sync.vim' -c 'luafile ROOT/bench/fresh.lua'
 --
 -- Modes:
 --   sync  `:HimalayaSync full ACCOUNT` as the first thing this Neovim does

@@ -2,7 +2,7 @@
 -- "demo" with :HimalayaSync full demo and shows what a user would see.
 local root = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h')
 vim.opt.rtp:prepend(root)
-vim.cmd('runtime plugin/himalaya-sync.lua')
+vim.cmd('runtime plugin/himalaya-sync.vim')
 
 local fixture = vim.json.decode(table.concat(vim.fn.readfile(os.getenv('HIMALAYA_DEMO_FIXTURE')), '\n'))
 vim.g.himalaya_sync = { mbsync = { config = fixture.mbsyncrc }, notify = false }

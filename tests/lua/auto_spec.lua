@@ -26,7 +26,7 @@ vim.api.nvim_create_autocmd('User', {
     f:close()
   end,
 })
-vim.cmd('runtime plugin/himalaya-sync.lua')
+vim.cmd('runtime plugin/himalaya-sync.vim')
 vim.wait(120000, function() return false end, 50)
 ]]):format(t.root, rc, log)
   )
@@ -139,7 +139,7 @@ describe('auto-sync', function()
     local stdout = t.nvim_lua(([[
 vim.opt.rtp:prepend(%q)
 vim.env.HIMALAYA_SYNC_LIB = %q
-vim.cmd('runtime plugin/himalaya-sync.lua')
+vim.cmd('runtime plugin/himalaya-sync.vim')
 local seen = {}
 vim.notify = function(msg, level)
   seen[#seen + 1] = { msg, level }
@@ -194,7 +194,7 @@ io.stdout:write(vim.json.encode(seen))
   it(':HimalayaSync auto turns it on and off', function()
     local fx = t.fixture({ '--folders', 'INBOX=3' })
     vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc }, notify = false, auto_sync = { interval = 1 / 60 } }
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local auto = require('himalaya.sync.auto')
     eq(false, auto.is_enabled())
     vim.cmd('HimalayaSync auto on')

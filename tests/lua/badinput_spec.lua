@@ -43,7 +43,7 @@ local function setup()
   local wrapper = t.mbsync_wrapper(log)
   t.use(rc, { mbsync = { cmd = wrapper, timeout = 10 } })
   if vim.fn.exists(':HimalayaSync') ~= 2 then
-    dofile(t.root .. '/plugin/himalaya-sync.lua')
+    vim.cmd.source(t.root .. '/plugin/himalaya-sync.vim')
   end
   local cwd = vim.fn.getcwd()
   vim.fn.chdir(dir)

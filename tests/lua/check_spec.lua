@@ -179,7 +179,7 @@ describe('check', function()
     table.sort(changed)
     eq({ 'Archive', 'INBOX' }, changed)
     -- :HimalayaSync check shows the reason on the folder's line.
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local echoed
     local echo = vim.api.nvim_echo
     vim.api.nvim_echo = function(chunks, ...)
@@ -256,7 +256,7 @@ describe('check', function()
   it(':HimalayaSync check echoes new messages per folder', function()
     local fx = t.fixture()
     t.use(fx.mbsyncrc)
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     ok(t.sync_and_wait('full', { account = 'demo' }).success)
     fx.deliver('demo', 'INBOX', 1)
     local echoed
@@ -296,7 +296,7 @@ describe('check', function()
     -- The server accepts the check's connection and never greets it: the
     -- check would wait for the account's Timeout (120 s).
     t.use(t.standalone_mbsyncrc(t.tmpdir(), t.silent_server()))
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local notes = t.notifications()
     vim.cmd('HimalayaSync check demo')
     vim.wait(300)
@@ -461,13 +461,13 @@ describe('IDLE push', function()
       -- A setup() that ran first (from init.lua) has the last word.
       t.setup_for_test({ idle = { enabled = false } })
       vim.g.loaded_himalaya_sync = nil
-      vim.cmd('runtime plugin/himalaya-sync.lua')
+      vim.cmd('runtime plugin/himalaya-sync.vim')
       vim.wait(500)
       eq({}, idle.list())
       eq(false, require('himalaya.sync.lock').is_locked('idle-watch'))
       require('himalaya.sync.config').setup({})
       vim.g.loaded_himalaya_sync = nil
-      vim.cmd('runtime plugin/himalaya-sync.lua')
+      vim.cmd('runtime plugin/himalaya-sync.vim')
       t.wait_for(function()
         local l = idle.list()
         return #l == 1 and l[1].idle
@@ -575,7 +575,7 @@ backend.root-dir = "%s/nowhere"
     eq(fx.counts('work', 'server').INBOX, by_folder(assert(manager.get_folder_counts('job'))).INBOX)
 
     -- Completion offers both kinds of names.
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local names = vim.fn.getcompletion('HimalayaSync full ', 'cmdline')
     for _, n in ipairs({ 'demo', 'work', 'personal', 'job' }) do
       ok(vim.tbl_contains(names, n), n .. ' in ' .. vim.inspect(names))

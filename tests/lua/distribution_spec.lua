@@ -220,7 +220,7 @@ describe('install with LuaRocks', function()
       ok(uv.fs_stat(share .. rel), 'rock has ' .. rel)
     end
     local rockdir = tree .. '/lib/luarocks/rocks-5.1/himalaya-sync.nvim/scm-1'
-    ok(uv.fs_stat(rockdir .. '/plugin/himalaya-sync.lua'), 'rock has plugin/')
+    ok(uv.fs_stat(rockdir .. '/plugin/himalaya-sync.vim'), 'rock has plugin/')
     ok(uv.fs_stat(rockdir .. '/doc/himalaya-sync.txt'), 'rock has doc/')
     -- The command-line tool is in the tree's bin folder, and runs.
     local tool = tree .. '/bin/himalaya-sync'
@@ -255,7 +255,7 @@ local tree, rockdir = %q, %q
 package.cpath = tree .. '/lib/lua/5.1/?.so;' .. package.cpath
 vim.opt.rtp:append(tree .. '/nvim')
 vim.opt.rtp:append(rockdir)
-vim.cmd('runtime plugin/himalaya-sync.lua')
+vim.cmd('runtime plugin/himalaya-sync.vim')
 local before = package.loaded['himalaya.sync.native'] == nil
 local out = vim.api.nvim_exec2('HimalayaSync version', { output = true }).output
 local native = require('himalaya.sync.native')

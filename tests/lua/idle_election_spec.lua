@@ -36,7 +36,7 @@ vim.api.nvim_create_autocmd('User', {
 -- The plugin file starts IDLE (vim.g enables it): retry every 500 ms.
 local idle = require('himalaya.sync.idle')
 idle.RETRY_MS = 500
-vim.cmd('runtime plugin/himalaya-sync.lua')
+vim.cmd('runtime plugin/himalaya-sync.vim')
 idle.start()
 local timer = assert(vim.uv.new_timer())
 timer:start(0, 100, vim.schedule_wrap(function()

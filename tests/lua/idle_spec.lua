@@ -14,7 +14,7 @@ local lock = require('himalaya.sync.lock')
 local function start(fx, folders)
   t.use(fx.mbsyncrc, { notify = { enabled = true }, idle = { accounts = { 'demo' }, folders = folders } })
   t.defer(idle.stop)
-  vim.cmd('runtime plugin/himalaya-sync.lua')
+  vim.cmd('runtime plugin/himalaya-sync.vim')
   local seen = t.notifications()
   vim.cmd('HimalayaSync idle on')
   return seen

@@ -53,7 +53,7 @@ io.stdout:write(vim.json.encode({
 
 describe('loading', function()
   it('the plugin file registers the command without loading anything', function()
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     eq(2, vim.fn.exists(':HimalayaSync'))
     eq(nil, package.loaded['himalaya.sync.native'])
     eq(nil, package.loaded['himalaya.sync.commands'])
@@ -74,7 +74,7 @@ describe('loading', function()
     contains(lerr, 'HIMALAYA_SYNC_LIB')
     -- The version asked for (to report a problem) is there without it.
     local seen = t.notifications()
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     vim.cmd('HimalayaSync version')
     contains(seen[1][1], 'himalaya-sync ' .. require('himalaya.sync.version') .. ', no library: ')
   end)
@@ -367,7 +367,7 @@ io.stdout:write(vim.json.encode(out))
     local lib, err = require('himalaya.sync.native').get()
     eq(nil, lib)
     contains(err, 'point $HIMALAYA_SYNC_LIB at a build of version 9.9.9')
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local notes = t.notifications()
     vim.cmd('HimalayaSync build')
     eq(1, #notes, vim.inspect(notes))
@@ -376,7 +376,7 @@ io.stdout:write(vim.json.encode(out))
   end)
 
   it(':HimalayaSync build runs one cargo at a time, and stops it at its time limit and at exit', function()
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local commands = require('himalaya.sync.commands')
     -- A stand-in for cargo that never ends, with a child of its own like
     -- the compilers cargo runs; it ignores SIGTERM when told to.
@@ -462,7 +462,7 @@ io.stdout:write(vim.json.encode(out))
   end)
 
   it(':HimalayaSync completes subcommands and rejects unknown ones', function()
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local list = vim.fn.getcompletion('HimalayaSync ', 'cmdline')
     ok(
       vim.tbl_contains(list, 'locks') and vim.tbl_contains(list, 'build') and vim.tbl_contains(list, 'version'),
@@ -472,10 +472,13 @@ io.stdout:write(vim.json.encode(out))
     local seen = t.notifications()
     vim.cmd('HimalayaSync frobnicate')
     contains(seen[1][1], 'unknown subcommand "frobnicate"')
+    -- Arguments are split as a Lua command's fargs: `\ ` keeps a space.
+    vim.cmd([[HimalayaSync frob\ nicate more]])
+    contains(seen[2][1], 'unknown subcommand "frob nicate"')
   end)
 
   it(':HimalayaSync locks and version print without errors', function()
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local out = vim.api.nvim_exec2('HimalayaSync locks', { output = true }).output
     contains(out, 'Locks in')
     out = vim.api.nvim_exec2('HimalayaSync version', { output = true }).output

@@ -273,7 +273,7 @@ io.stdout:write(vim.json.encode({ before = before, after = after, released = rel
     lock.acquire_lock('stale', 0)
     lock.release_lock('stale')
     local seen = t.notifications()
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     vim.cmd('HimalayaSync cleanup')
     t.contains(seen[1][1], 'no sync was running; removed ')
     local names = vim.tbl_map(function(l)

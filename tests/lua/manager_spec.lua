@@ -80,7 +80,7 @@ describe('manager', function()
     eq('boom', manager.get_sync_info().message)
     eq({ kind = 'unknown', message = 'boom', line = 'boom' }, manager.get_sync_info().error)
     eq('sync inbox: unknown error', manager.statusline())
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local status = vim.api.nvim_exec2('HimalayaSync status', { output = true }).output
     contains(status, '#0 inbox (reported from outside): error - boom')
     -- The next outside sync starts clean.
@@ -480,7 +480,7 @@ end
 local function startup(g)
   vim.g.loaded_himalaya_sync = nil
   vim.cmd('let g:himalaya_sync = ' .. g)
-  vim.cmd('runtime plugin/himalaya-sync.lua')
+  vim.cmd('runtime plugin/himalaya-sync.vim')
 end
 startup("{'auto_sync': {'enabled': 0}, 'idle': {'enabled': 0}, 'legacy_commands': 0}")
 local loaded = package.loaded['himalaya.sync.config'] ~= nil

@@ -158,7 +158,7 @@ describe('oauth', function()
     t.defer(function()
       vim.notify = orig
     end)
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     eq(
       { 'authorize', 'cancel', 'clear', 'refresh', 'status' },
       vim.fn.sort(vim.fn.getcompletion('HimalayaSync oauth ', 'cmdline'))
@@ -476,7 +476,7 @@ describe('oauth', function()
 
   it('an authorization still waiting can be cancelled, which frees its fixed port', function()
     local redirect = browser_flow_account()
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local urls = collect_urls()
     local seen = t.notifications()
     local first
@@ -538,7 +538,7 @@ describe('oauth', function()
         },
       },
     })
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local urls = collect_urls()
     local seen = t.notifications()
     local done

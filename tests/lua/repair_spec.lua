@@ -200,7 +200,7 @@ exec %s "$@"]]):format(dir, dir, vim.fn.exepath('mbsync'))
     contains(result.error, ':HimalayaSync repair demo Work')
     ok(not result.error:find('\n'))
 
-    vim.cmd('runtime plugin/himalaya-sync.lua')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
     local done
     local unsub = require('himalaya.sync.manager').on_update(function(i)
       if i.type == 'repair' and i.result then

@@ -29,6 +29,17 @@ function M._start_enabled(cfg)
   end
 end
 
+--- What the plugin file runs when |g:himalaya_sync| turns on one of them:
+--- starts them from the merged configuration, or reports why it is bad.
+function M._start_from_plugin()
+  local ok, cfg = pcall(require('himalaya.sync.config').get)
+  if ok then
+    M._start_enabled(cfg)
+  else
+    require('himalaya.sync.native').notify(cfg, vim.log.levels.ERROR)
+  end
+end
+
 --- Applies options (same table as `vim.g.himalaya_sync`); raises an error
 --- naming the bad field when a value is invalid. Starts auto-sync, IDLE and
 --- the legacy commands when they are enabled (restarted, so that a new
