@@ -86,8 +86,11 @@ describe('install with lazy.nvim (its steps replayed)', function()
       loads = loads + 1
       vim.api.nvim_del_user_command('HimalayaSync')
       vim.opt.rtp:prepend(t.root)
-      for _, file in ipairs(vim.fn.glob(t.root .. '/plugin/**/*.lua', false, true)) do
-        vim.cmd.source(vim.fn.fnameescape(file))
+      -- As lazy.nvim sources a plugin's plugin/ files: .vim and .lua.
+      for _, ext in ipairs({ 'vim', 'lua' }) do
+        for _, file in ipairs(vim.fn.glob(t.root .. '/plugin/**/*.' .. ext, false, true)) do
+          vim.cmd.source(vim.fn.fnameescape(file))
+        end
       end
       vim.cmd('HimalayaSync ' .. opts.args)
     end, { nargs = '*' })
