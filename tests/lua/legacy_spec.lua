@@ -247,6 +247,57 @@ describe('original require paths', function()
     eq(false, oauth.get_status('nobody').has_token)
   end)
 
+  it("the original's load_environment() reads the systemd user environment, with or without a callback", function()
+    -- The original's setup wizard and health check call it on NixOS.
+    local dir = t.tmpdir()
+    local secret = t.secret('systemd-client-secret-' .. vim.fn.rand())
+    t.script(
+      dir,
+      'systemctl',
+      '[ "$*" = "--user show-environment" ] || exit 3\n'
+        .. ('printf "%%s\\n" HOME=/home/u GMAIL_CLIENT_ID=id-1 GMAIL_CLIENT_SECRET=%s OTHER_VAR=kept'):format(secret)
+    )
+    local path = vim.env.PATH
+    vim.env.PATH = dir .. ':' .. path
+    t.defer(function()
+      vim.env.PATH = path
+      vim.env.GMAIL_CLIENT_ID = nil
+      vim.env.GMAIL_CLIENT_SECRET = nil
+    end)
+    local oauth = require(PREFIX .. 'oauth')
+    local env = oauth.load_environment()
+    eq({ 'id-1', secret, 'kept' }, { env.GMAIL_CLIENT_ID, env.GMAIL_CLIENT_SECRET, env.OTHER_VAR })
+    -- Set in Neovim's environment, for what it starts later: the OAuth
+    -- variables only.
+    eq({ 'id-1', secret }, { vim.env.GMAIL_CLIENT_ID, vim.env.GMAIL_CLIENT_SECRET })
+    eq(nil, vim.env.OTHER_VAR)
+
+    vim.env.GMAIL_CLIENT_ID = nil
+    local got
+    eq(
+      nil,
+      oauth.load_environment(function(vars)
+        got = vars
+      end)
+    )
+    t.wait_for(function()
+      return got ~= nil
+    end, 5000, 'the callback')
+    eq({ 'id-1', 'id-1' }, { got.GMAIL_CLIENT_ID, vim.env.GMAIL_CLIENT_ID })
+
+    -- No systemd: nothing, and no error.
+    vim.env.PATH = dir .. '/none'
+    eq({}, oauth.load_environment())
+    got = nil
+    oauth.load_environment(function(vars)
+      got = vars
+    end)
+    t.wait_for(function()
+      return got ~= nil
+    end, 5000, 'the callback without systemctl')
+    eq({}, got)
+  end)
+
   it("the original's token questions never wait for a slow store", function()
     local store = t.tmpdir()
     t.setup_for_test({

@@ -359,6 +359,35 @@ local function refresh(account, callback)
   oauth.refresh_token(account_or_default(account), track(answer(callback, 'refreshing the OAuth2 token')))
 end
 
+--- The variables the original's `load_environment()` also sets in Neovim's
+--- environment, where mbsync and refresh commands started later find them.
+local OAUTH_VARS = { 'GMAIL_CLIENT_ID', 'GMAIL_CLIENT_SECRET', 'SASL_PATH', 'GOOGLE_APPLICATION_CREDENTIALS' }
+
+--- The most `load_environment()` waits for systemctl without a callback.
+local SYSTEMCTL_WAIT_MS = 2000
+
+--- Reads `systemctl --user show-environment` output into a table and sets
+--- the OAuth variables from it in Neovim's environment.
+---@param out? vim.SystemCompleted
+---@return table<string, string>
+local function systemd_environment(out)
+  local vars = {}
+  if out and out.code == 0 then
+    for line in (out.stdout or ''):gmatch('[^\n]+') do
+      local k, v = line:match('^([^=]+)=(.+)$')
+      if k then
+        vars[k] = v
+      end
+    end
+  end
+  for _, k in ipairs(OAUTH_VARS) do
+    if vars[k] then
+      vim.env[k] = vars[k]
+    end
+  end
+  return vars
+end
+
 M.oauth = legacy(oauth, {
   --- Whether a token is stored for the account (as last heard).
   ---@param account? string
@@ -409,6 +438,35 @@ M.oauth = legacy(oauth, {
   end,
   --- The original loaded its environment here; nothing needs setting up.
   setup = function() end,
+  --- The original's, for NixOS: the systemd user environment as a table
+  --- (`{}` without systemd), whose OAuth variables are also set in
+  --- Neovim's environment. With `callback(vars)` it does not wait; without,
+  --- it waits for systemctl (at most SYSTEMCTL_WAIT_MS), as the original did.
+  ---@param callback? fun(vars: table<string, string>)
+  ---@return table<string, string>? vars without a callback
+  load_environment = function(callback)
+    local cmd = { 'systemctl', '--user', 'show-environment' }
+    local started, proc = pcall(vim.system, cmd, { text = true }, callback and function(out)
+      vim.schedule(function()
+        callback(systemd_environment(out))
+      end)
+    end)
+    if not started then
+      -- No systemctl: no systemd environment.
+      if callback then
+        vim.schedule(function()
+          callback({})
+        end)
+        return
+      end
+      return {}
+    end
+    if callback then
+      return
+    end
+    local out = proc:wait(SYSTEMCTL_WAIT_MS)
+    return systemd_environment(out)
+  end,
 })
 
 return M
