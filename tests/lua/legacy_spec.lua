@@ -127,6 +127,33 @@ describe('original require paths', function()
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
 
+  it("mbsync.himalaya_fast_check counts a folder's new mail as the original's HimalayaFastCheck reads it", function()
+    local fx = t.fixture({ '--folders', 'INBOX=4,Archive=2' })
+    t.use(fx.mbsyncrc)
+    ok(t.sync_and_wait('full', { account = 'demo' }).success)
+    fx.deliver('demo', 'INBOX', 3)
+    local mbsync = require(PREFIX .. 'mbsync')
+    local function fast_check(opts)
+      local got
+      opts.callback = function(status, err)
+        got = { status = status, err = err }
+      end
+      local id = mbsync.himalaya_fast_check(opts)
+      ok(type(id) == 'number', 'an id: ' .. tostring(id))
+      t.wait_for(function()
+        return got ~= nil
+      end, 20000, 'the fast check to call back')
+      return got
+    end
+    local got = fast_check({ auto_refresh = true })
+    eq({ has_new = true, new_count = 3, remote_count = 7, local_count = 4 }, got.status)
+    eq(0, fast_check({ account = 'demo', folder = 'Archive' }).status.new_count)
+    got = fast_check({ folder = 'Nowhere' })
+    eq(nil, got.status)
+    ok(type(got.err) == 'string' and got.err ~= '', vim.inspect(got))
+    eq({ false, 'invalid opts.callback: expected a function' }, { mbsync.himalaya_fast_check({ callback = 1 }) })
+  end)
+
   it("manager.get_history() gives the original's history, of every account", function()
     local fx = t.fixture({ '--accounts', 'demo,work', '--folders', 'INBOX=2' })
     local manager, mbsync = require(PREFIX .. 'manager'), require(PREFIX .. 'mbsync')
@@ -271,6 +298,7 @@ describe('original require paths', function()
     -- variables only.
     eq({ 'id-1', secret }, { vim.env.GMAIL_CLIENT_ID, vim.env.GMAIL_CLIENT_SECRET })
     eq(nil, vim.env.OTHER_VAR)
+    eq(true, oauth.get_status().environment_loaded)
 
     -- With a callback: nothing returned, the table given to it.
     local function called_back()

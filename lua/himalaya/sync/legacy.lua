@@ -197,8 +197,42 @@ local function sync(channel, opts)
   return id or false, err
 end
 
+--- The original's fast check of one folder (default INBOX): here the
+--- new-mail check (|himalaya-sync-check|). `opts.callback(status, err)`
+--- gets `{has_new, new_count, remote_count, local_count}` (the server's
+--- total, and that less the new ones), or nil and the error's message.
+--- Returns the check's id, or false and why it did not start.
+---@param opts? {account?: string, folder?: string, callback?: fun(status?: table, err?: string), auto_refresh?: boolean}
+---@return integer|false id
+---@return string? err
+local function fast_check(opts)
+  if opts ~= nil and type(opts) ~= 'table' then
+    return false, 'invalid opts: expected a table like { callback = function(status, err) end }'
+  end
+  opts = opts or {}
+  if opts.callback ~= nil and not vim.is_callable(opts.callback) then
+    return false, 'invalid opts.callback: expected a function'
+  end
+  local callback = opts.callback
+  -- auto_refresh: a check refreshes an OAuth token first, as a sync does.
+  local id, err = manager.start_sync('check', {
+    account = opts.account,
+    folders = { opts.folder or 'INBOX' },
+    on_complete = callback and function(result)
+      if not result.success then
+        return callback(nil, result.error or ('check ' .. (result.kind or 'failed')))
+      end
+      local folder = (result.folders or {})[1] or {}
+      local new, total = folder.new or 0, folder.total or 0
+      callback({ has_new = new > 0, new_count = new, remote_count = total, local_count = math.max(total - new, 0) })
+    end,
+  })
+  return id or false, err
+end
+
 M.mbsync = legacy(mbsync, {
   sync = sync,
+  himalaya_fast_check = fast_check,
   --- Cancels the syncs of this Neovim: true when one was asked to stop.
   stop = cancel_all,
   cancel_current_sync = cancel_all,
@@ -434,6 +468,9 @@ M.oauth = legacy(oauth, {
     local got = vim.deepcopy(status or { has_token = false, error = err }) --[[@as table<string, any>]]
     got.last_refresh = got.last_refresh or 0
     got.refresh_in_progress = in_flight > 0
+    -- The original's health check asks for it: whether its OAuth client
+    -- variable is in Neovim's environment (see load_environment()).
+    got.environment_loaded = vim.env.GMAIL_CLIENT_ID ~= nil
     return got
   end,
   --- The original loaded its environment here; nothing needs setting up.
