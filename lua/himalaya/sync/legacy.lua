@@ -160,6 +160,23 @@ M.manager = legacy(manager, {
   end,
 })
 
+--- What is wrong with the options of the original's `sync()` or fast
+--- check, if anything: they must be a table, and its `callback` and
+--- `on_progress` functions.
+---@param opts any
+---@param args string the callback's arguments, for the message
+---@return string? err
+local function bad_opts(opts, args)
+  if opts ~= nil and type(opts) ~= 'table' then
+    return ('invalid opts: expected a table like { callback = function(%s) end }'):format(args)
+  end
+  for _, k in ipairs({ 'callback', 'on_progress' }) do
+    if opts and opts[k] ~= nil and not vim.is_callable(opts[k]) then
+      return ('invalid opts.%s: expected a function'):format(k)
+    end
+  end
+end
+
 --- The original's sync: a full sync of `channel` (a channel, group or
 --- account name; nil for the default). `opts.callback(success, err)` gets
 --- the end, with the error's message; `opts.on_progress(progress)` the
@@ -169,15 +186,11 @@ M.manager = legacy(manager, {
 ---@return integer|false id
 ---@return string? err
 local function sync(channel, opts)
-  if opts ~= nil and type(opts) ~= 'table' then
-    return false, 'invalid opts: expected a table like { callback = function(success, err) end }'
+  local bad = bad_opts(opts, 'success, err')
+  if bad then
+    return false, bad
   end
   opts = opts or {}
-  for _, k in ipairs({ 'callback', 'on_progress' }) do
-    if opts[k] ~= nil and not vim.is_callable(opts[k]) then
-      return false, ('invalid opts.%s: expected a function'):format(k)
-    end
-  end
   local callback = opts.callback
   -- auto_refresh: tokens are always refreshed before a sync that needs one.
   local id, err = manager.start_sync('full', {
@@ -206,13 +219,11 @@ end
 ---@return integer|false id
 ---@return string? err
 local function fast_check(opts)
-  if opts ~= nil and type(opts) ~= 'table' then
-    return false, 'invalid opts: expected a table like { callback = function(status, err) end }'
+  local bad = bad_opts(opts, 'status, err')
+  if bad then
+    return false, bad
   end
   opts = opts or {}
-  if opts.callback ~= nil and not vim.is_callable(opts.callback) then
-    return false, 'invalid opts.callback: expected a function'
-  end
   local callback = opts.callback
   -- auto_refresh: a check refreshes an OAuth token first, as a sync does.
   local id, err = manager.start_sync('check', {
