@@ -255,13 +255,20 @@ M.mbsync = legacy(mbsync, {
     return vim.fn.executable(require('himalaya.sync.config').get().mbsync.cmd) == 1
   end,
   --- The new status plus the original's fields: `sync_running`, `status`
-  --- ('idle' or the current sync's), `progress`, and `last_sync` and
+  --- ('idle' or the current sync's), `progress`, `external_sync_running`
+  --- (another process syncs: it holds a sync lock), and `last_sync` and
   --- `last_error` (a message) of this Neovim's last sync, else from the
   --- history of the default account.
   get_status = function()
     local status = mbsync.get_status() --[[@as table<string, any>]]
     local current = status.current
     status.sync_running = status.running
+    status.external_sync_running = false
+    for _, l in ipairs(lock.list_locks()) do
+      if l.held and not l.mine and vim.startswith(l.name, 'sync-') then
+        status.external_sync_running = true
+      end
+    end
     status.status = status.running and current.status or 'idle'
     status.progress = status.running and original_progress(current.progress, current) or nil
     -- A UI may ask at every redraw: the history file is read only until
