@@ -43,6 +43,12 @@ describe('original require paths', function()
       p.current_operation,
     })
     eq(5, p.percent)
+    -- The original's sidebar shows a running sync with its message.
+    eq({ 'external', 'running', 'syncing' }, {
+      manager.get_sync_info().type,
+      manager.get_sync_info().status,
+      manager.get_sync_info().message,
+    })
     manager.complete_sync('external', { success = true })
     eq('completed', manager.get_sync_info().progress.status)
   end)
@@ -104,7 +110,7 @@ describe('original require paths', function()
     eq(downloading.near.new.done, downloading.messages_processed)
     eq(progress[#progress].folders_total, progress[#progress].folders_done)
     eq(300, progress[#progress].total_new)
-    eq('running', seen.info.status)
+    eq({ 'running', 'full', 'syncing demo' }, { seen.info.status, seen.info.type, seen.info.message })
     ok(seen.info.progress and seen.status_progress, 'progress while running')
     for _, p in ipairs({ seen.info.progress, seen.status_progress }) do
       eq('syncing', p.status)

@@ -140,10 +140,15 @@ end
 M.manager = legacy(manager, {
   cancel_sync = cancel_all,
   get_history = original_history,
-  --- The new state, its progress with the original's fields as well.
+  --- The new state, its progress with the original's fields as well, and
+  --- a running sync always with a message: the original's sidebar shows a
+  --- sync only with one (a sync reported from outside has none).
   get_sync_info = function()
     local info = manager.get_sync_info()
     info.progress = original_progress(info.progress, info)
+    if info.status == 'running' and info.message == nil then
+      info.message = 'syncing'
+    end
     return info
   end,
   --- True while a sync of this Neovim runs.
