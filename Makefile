@@ -28,14 +28,12 @@ build: deps
 ## target/release/deps; the `cargo build` after it only links it to
 ## target/release, where the plugin looks (it compiles nothing again).
 ## The tests keep their temporary files on tmpfs when there is one (see
-## scripts/test-tmpdir.sh).
+## scripts/test-tmpdir.sh). `make lint` runs beside the tests, at the
+## lowest CPU priority (see scripts/test-and-lint.sh).
 test: deps
 	cargo test --release --no-run
 	cargo build --release
-	$(MAKE) --no-print-directory lint
-	$(MAKE) --no-print-directory test-rust
-	$(MAKE) --no-print-directory test-lua
-	$(MAKE) --no-print-directory test-other-nvims
+	@MAKE='$(MAKE)' scripts/test-and-lint.sh
 
 # Four tests at a time in each test binary: most wait on a server or a
 # process they started, so this takes two thirds of the time two take.
