@@ -126,7 +126,7 @@ describe('install with lazy.nvim (its steps replayed)', function()
       local good, mod = pcall(require, name)
       ok(good and type(mod) == 'table', name .. ': ' .. tostring(mod))
     end
-    eq(require('himalaya.sync.manager').start_sync, require('neotex.plugins.tools.himalaya.sync.manager').start_sync)
+    eq(require('himalaya.sync.manager').history, require('neotex.plugins.tools.himalaya.sync.manager').history)
     local got, err = require('himalaya.sync.lock').acquire_lock('distribution', 0)
     eq(true, got, err)
     require('himalaya.sync.lock').release_lock('distribution')

@@ -144,6 +144,49 @@ describe('original require paths', function()
     eq(false, mbsync.get_status().external_sync_running)
   end)
 
+  it("the original's sync commands: their manager bookkeeping around mbsync.sync shows one sync", function()
+    local fx = t.fixture({ '--messages', '50' })
+    t.use(fx.mbsyncrc)
+    local manager, mbsync = require(PREFIX .. 'manager'), require(PREFIX .. 'mbsync')
+    ---@return integer count, table? outside the syncs of this Neovim, and the one reported from outside
+    local function syncs()
+      local list = manager.get_sync_info().syncs
+      local outside = vim.tbl_filter(function(s)
+        return s.id == 0
+      end, list)[1]
+      return #list, outside and { outside.type, outside.status, outside.end_time }
+    end
+    local before, outside = syncs()
+    -- As the original's HimalayaSyncFull: mark the start, sync, pass the
+    -- progress on, tell the end.
+    eq(nil, manager.start_sync('full', { channel = 'demo', account = 'demo' }))
+    eq(false, manager.is_busy(), 'the mark started nothing')
+    local ended, updated, running = nil, {}, nil
+    mbsync.sync('demo', {
+      on_progress = function(p)
+        updated[#updated + 1] = manager.update_progress(p)
+        local info = manager.get_sync_info()
+        -- What the original's sidebar header reads.
+        running = running or info.status == 'running' and { info.type, info.message, info.progress.folders_total }
+      end,
+      callback = function(success, err)
+        ended = { manager.complete_sync('full', { success = success, error = err }), success }
+      end,
+    })
+    t.wait_for(function()
+      return ended ~= nil
+    end, 30000, 'the sync to end')
+    eq({ true, true }, ended)
+    ok(#updated > 0 and not vim.tbl_contains(updated, false), vim.inspect(updated))
+    eq({ 'full', 'syncing demo' }, { running[1], running[2] })
+    ok(running[3] >= 1, 'folders_total: ' .. vim.inspect(running[3]))
+    local after, outside_after = syncs()
+    eq(before + 1, after, 'one sync more')
+    eq(outside, outside_after, 'no sync from outside begun or ended')
+    eq('completed', manager.get_sync_info().status)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+
   it("mbsync.himalaya_fast_check counts a folder's new mail as the original's HimalayaFastCheck reads it", function()
     local fx = t.fixture({ '--folders', 'INBOX=4,Archive=2' })
     t.use(fx.mbsyncrc)

@@ -137,8 +137,62 @@ local function original_history()
   return out, err
 end
 
+--- True while a sync reported from outside (id 0) runs.
+---@return boolean
+local function outside_running()
+  for _, s in ipairs(manager.get_sync_info().syncs) do
+    if s.id == 0 and s.status == 'running' then
+      return true
+    end
+  end
+  return false
+end
+
+--- The fields of a progress the manager takes from outside; the original's
+--- own (`status`, `messages_total`...) are left out.
+local PROGRESS_FIELDS = { 'channels', 'boxes', 'far', 'near', 'truncated', 'percent', 'box' }
+
 M.manager = legacy(manager, {
   cancel_sync = cancel_all,
+  --- The original's start_sync() only marked a sync as begun; its commands
+  --- then ran `mbsync.sync()`, which here is a sync of the manager, shown
+  --- from its start. So this starts and marks nothing: a second, outside
+  --- sync would show one sync twice.
+  start_sync = function() end,
+  --- Progress of the sync this Neovim runs is the manager's already: the
+  --- original's commands passed on what `mbsync.sync()` reported. Other
+  --- progress is a sync reported from outside, its new fields kept.
+  ---@param progress any
+  ---@return boolean ok
+  ---@return string? err
+  ---@return string? kind
+  update_progress = function(progress)
+    if type(progress) ~= 'table' then
+      return manager.update_progress(progress)
+    end
+    if manager.is_busy() and not outside_running() then
+      return true
+    end
+    local p = {}
+    for _, k in ipairs(PROGRESS_FIELDS) do
+      p[k] = progress[k]
+    end
+    return manager.update_progress(p)
+  end,
+  --- Ends the sync reported from outside; without one, the sync ended is
+  --- one this Neovim ran (the original's commands told the end of
+  --- `mbsync.sync()`), which the manager has ended already.
+  ---@param sync_type string
+  ---@param result? table
+  ---@return boolean ok
+  ---@return string? err
+  ---@return string? kind
+  complete_sync = function(sync_type, result)
+    if not outside_running() then
+      return true
+    end
+    return manager.complete_sync(sync_type, result)
+  end,
   get_history = original_history,
   --- The new state, its progress with the original's fields as well, and
   --- a running sync always with a message: the original's sidebar shows a

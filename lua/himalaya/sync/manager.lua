@@ -1157,7 +1157,7 @@ local RESULT_FIELDS = native.known_keys({
 
 --- Marks the externally reported sync as finished.
 ---@param type string
----@param result himalaya.sync.Result|table
+---@param result? himalaya.sync.Result|table
 ---@return boolean ok
 ---@return string? err
 ---@return string? kind
