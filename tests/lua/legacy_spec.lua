@@ -51,6 +51,10 @@ describe('original require paths', function()
     })
     manager.complete_sync('external', { success = true })
     eq('completed', manager.get_sync_info().progress.status)
+    -- An outside sync told only at its end is kept too.
+    eq(true, manager.complete_sync('full', { success = false, error = 'boom' }))
+    local info = manager.get_sync_info()
+    eq({ 0, 'full', 'error', 'boom' }, { info.id, info.type, info.status, info.message })
   end)
 
   it('start and stop the auto-sync as the original setup did', function()

@@ -137,6 +137,24 @@ local function original_history()
   return out, err
 end
 
+--- True while the callback of a sync or check of this Neovim runs, and
+--- until what it scheduled has run: a `complete_sync()` then is the
+--- original's commands telling the end of that sync, which the manager has.
+local ending = false
+
+--- Calls `callback(...)` as the end of a sync of this Neovim (see `ending`).
+---@param callback function
+local function tell_end(callback, ...)
+  ending = true
+  local ok, err = pcall(callback, ...)
+  vim.schedule(function()
+    ending = false
+  end)
+  if not ok then
+    error(err, 0)
+  end
+end
+
 --- True while a sync reported from outside (id 0) runs.
 ---@return boolean
 local function outside_running()
@@ -179,16 +197,16 @@ M.manager = legacy(manager, {
     end
     return manager.update_progress(p)
   end,
-  --- Ends the sync reported from outside; without one, the sync ended is
-  --- one this Neovim ran (the original's commands told the end of
-  --- `mbsync.sync()`), which the manager has ended already.
+  --- Ends a sync reported from outside; from the callback of `sync()` or
+  --- the fast check (as the original's commands told the end of
+  --- `mbsync.sync()`), nothing: the manager has ended that sync already.
   ---@param sync_type string
   ---@param result? table
   ---@return boolean ok
   ---@return string? err
   ---@return string? kind
   complete_sync = function(sync_type, result)
-    if not outside_running() then
+    if ending then
       return true
     end
     return manager.complete_sync(sync_type, result)
@@ -263,7 +281,7 @@ local function sync(channel, opts)
       if not result.success and (msg == nil or msg == '') then
         msg = 'sync ' .. (result.kind or 'failed')
       end
-      callback(result.success == true, msg)
+      tell_end(callback, result.success == true, msg)
     end,
   })
   return id or false, err
@@ -290,11 +308,14 @@ local function fast_check(opts)
     folders = { opts.folder or 'INBOX' },
     on_complete = callback and function(result)
       if not result.success then
-        return callback(nil, result.error or ('check ' .. (result.kind or 'failed')))
+        return tell_end(callback, nil, result.error or ('check ' .. (result.kind or 'failed')))
       end
       local folder = (result.folders or {})[1] or {}
       local new, total = folder.new or 0, folder.total or 0
-      callback({ has_new = new > 0, new_count = new, remote_count = total, local_count = math.max(total - new, 0) })
+      tell_end(
+        callback,
+        { has_new = new > 0, new_count = new, remote_count = total, local_count = math.max(total - new, 0) }
+      )
     end,
   })
   return id or false, err
