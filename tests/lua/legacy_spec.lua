@@ -216,6 +216,30 @@ describe('original require paths', function()
     eq(nil, got.status)
     ok(type(got.err) == 'string' and got.err ~= '', vim.inspect(got))
     eq({ false, 'invalid opts.callback: expected a function' }, { mbsync.himalaya_fast_check({ callback = 1 }) })
+    -- Two checks at once, each telling its end to the original's manager
+    -- from what its callback scheduled: neither is taken for an outside sync.
+    local manager = require(PREFIX .. 'manager')
+    local function outside()
+      local o = vim.tbl_filter(function(s)
+        return s.id == 0
+      end, manager.get_sync_info().syncs)[1]
+      return o and { o.type, o.status, o.end_time }
+    end
+    local before, told = outside(), {}
+    for _ = 1, 2 do
+      mbsync.himalaya_fast_check({
+        callback = function()
+          vim.schedule(function()
+            told[#told + 1] = manager.complete_sync('fast_check', { success = true })
+          end)
+        end,
+      })
+    end
+    t.wait_for(function()
+      return #told == 2
+    end, 20000, 'both checks to tell their end')
+    eq({ true, true }, told)
+    eq(before, outside())
   end)
 
   it("manager.get_history() gives the original's history, of every account", function()

@@ -137,18 +137,19 @@ local function original_history()
   return out, err
 end
 
---- True while the callback of a sync or check of this Neovim runs, and
---- until what it scheduled has run: a `complete_sync()` then is the
+--- How many callbacks of syncs or checks of this Neovim run, or have run
+--- with what they scheduled still to run: a `complete_sync()` then is the
 --- original's commands telling the end of that sync, which the manager has.
-local ending = false
+--- A count, as two syncs may end in one turn of the event loop.
+local ending = 0
 
 --- Calls `callback(...)` as the end of a sync of this Neovim (see `ending`).
 ---@param callback function
 local function tell_end(callback, ...)
-  ending = true
+  ending = ending + 1
   local ok, err = pcall(callback, ...)
   vim.schedule(function()
-    ending = false
+    ending = ending - 1
   end)
   if not ok then
     error(err, 0)
@@ -198,15 +199,15 @@ M.manager = legacy(manager, {
     return manager.update_progress(p)
   end,
   --- Ends a sync reported from outside; from the callback of `sync()` or
-  --- the fast check (as the original's commands told the end of
-  --- `mbsync.sync()`), nothing: the manager has ended that sync already.
+  --- the fast check, or what it scheduled (as the original's commands told
+  --- the end of `mbsync.sync()`), nothing: the manager has ended that sync.
   ---@param sync_type string
   ---@param result? table
   ---@return boolean ok
   ---@return string? err
   ---@return string? kind
   complete_sync = function(sync_type, result)
-    if ending then
+    if ending > 0 then
       return true
     end
     return manager.complete_sync(sync_type, result)
