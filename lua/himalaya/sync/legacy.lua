@@ -156,17 +156,6 @@ local function tell_end(callback, ...)
   end
 end
 
---- True while a sync reported from outside (id 0) runs.
----@return boolean
-local function outside_running()
-  for _, s in ipairs(manager.get_sync_info().syncs) do
-    if s.id == 0 and s.status == 'running' then
-      return true
-    end
-  end
-  return false
-end
-
 --- The fields of a progress the manager takes from outside; the original's
 --- own (`status`, `messages_total`...) are left out.
 local PROGRESS_FIELDS = { 'channels', 'boxes', 'far', 'near', 'truncated', 'percent', 'box' }
@@ -178,9 +167,11 @@ M.manager = legacy(manager, {
   --- from its start. So this starts and marks nothing: a second, outside
   --- sync would show one sync twice.
   start_sync = function() end,
-  --- Progress of the sync this Neovim runs is the manager's already: the
-  --- original's commands passed on what `mbsync.sync()` reported. Other
-  --- progress is a sync reported from outside, its new fields kept.
+  --- While this Neovim syncs, progress is that sync's, which the manager
+  --- has already: the original's commands passed on what `mbsync.sync()`
+  --- reported. Called for each progress line, so only `is_busy()` is
+  --- asked. Other progress is a sync reported from outside, its new
+  --- fields kept.
   ---@param progress any
   ---@return boolean ok
   ---@return string? err
@@ -189,7 +180,7 @@ M.manager = legacy(manager, {
     if type(progress) ~= 'table' then
       return manager.update_progress(progress)
     end
-    if manager.is_busy() and not outside_running() then
+    if manager.is_busy() then
       return true
     end
     local p = {}
