@@ -17,11 +17,12 @@
 //! the history on hearing of it must find the sync there. Reads and the
 //! steps by which this process moves an entry between memory, its pending
 //! file and the history file exclude each other, so those moves never make
-//! a reader here count an entry twice or miss it. A merge by another
-//! process can: a read in the instant between its new history file and
-//! the removal of the pending files it took in counts those entries twice,
-//! until the next read (reads take the pending files first, so that such
-//! a merge can never make them miss one).
+//! a reader here count an entry twice or miss it. Nor does a merge by
+//! another process, which replaces the history file first and removes the
+//! pending files it took in after: the history file names those files
+//! (for [`MERGED_KEEP`]), and a read leaves out a pending file it names.
+//! Reads take the pending files first, so that such a merge can never make
+//! them miss one either.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -47,6 +48,10 @@ const WAIT: Duration = Duration::from_secs(5);
 /// Seconds a stored time may lie ahead of the clock before it is taken
 /// for one written while the clock was set ahead (see [`apply`]).
 const CLOCK_SLACK: f64 = 60.0;
+/// Seconds the history file keeps naming a pending file it took in, once
+/// that file is gone. A reader needs the name only between its listing of
+/// the pending files and its read of the history file, microseconds apart.
+const MERGED_KEEP: f64 = 60.0;
 
 /// Numbers the files this process names, so that no two names meet even
 /// when the clock is coarse.
@@ -74,6 +79,19 @@ pub struct AccountHistory {
     pub syncs_today: u32,
     /// Local date `syncs_today` counts for (YYYY-MM-DD).
     pub day: String,
+}
+
+/// An account as the history file keeps it: its history, and the pending
+/// files recent merges took into it, each with the unix seconds of its
+/// merge. Older versions of the plugin read the file too: they ignore
+/// `merged`, and a merge of theirs drops it (their readers count a merge
+/// in progress twice, as they always did).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    history: AccountHistory,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    merged: BTreeMap<String, f64>,
 }
 
 /// One finished sync, as recorded (and as a pending file holds it).
@@ -132,13 +150,20 @@ impl History {
     /// unreadable file is an error that names it.
     pub fn load(&self) -> Result<BTreeMap<String, AccountHistory>> {
         let unsaved = self.unsaved.lock();
-        // The pending files first: another process's merge in between then
-        // counts an entry twice (until the next read) rather than not at all.
+        // The pending files first: another process's merge in between is
+        // then in the history file, which names the files it took in,
+        // rather than in neither.
         let pending = self.pending().0;
-        let mut all = self.load_file()?;
+        let file = self.load_file()?;
         let now = super::now();
-        for (_, r) in pending {
-            apply(&mut all, &r, now);
+        let mut all = BTreeMap::new();
+        for (account, stored) in &file {
+            all.insert(account.clone(), stored.history.clone());
+        }
+        for (path, r) in pending {
+            if !taken_in(&file, &path, &r) {
+                apply(&mut all, &r, now);
+            }
         }
         for u in unsaved.iter() {
             apply(&mut all, &u.record, now);
@@ -147,7 +172,7 @@ impl History {
     }
 
     /// The history file alone.
-    fn load_file(&self) -> Result<BTreeMap<String, AccountHistory>> {
+    fn load_file(&self) -> Result<BTreeMap<String, Stored>> {
         // Read on the editor's thread (`sync_history`): a regular file only,
         // of bounded size (see `files`).
         match crate::files::read_regular(&self.path, crate::files::MAX_CONFIG_BYTES) {
@@ -253,10 +278,8 @@ impl History {
             Err(e) if e.kind == ErrorKind::Locked => return saved.map(|()| None),
             Err(e) => return Err(e),
         };
-        // A merge is short once it has the lock: an exit waits for it, or
-        // one cut between the new history file and the removal of the
-        // pending files it took in would count those entries twice, and
-        // every later merge would keep that count.
+        // A merge is short once it has the lock: an exit waits for it, so
+        // that the history file holds this process's syncs when it is gone.
         let _finishing = crate::runtime::must_finish();
         let mut notices = Vec::new();
         let mut all = match self.load_file() {
@@ -282,8 +305,23 @@ impl History {
             ));
         }
         let now = super::now();
-        for (_, p) in &pending {
-            apply(&mut all, p, now);
+        // A name is kept while its file is there: a merge cut short
+        // between its history file and the removal leaves files that the
+        // next merge (this one) removes without taking them in again.
+        let present: Vec<&str> = pending.iter().filter_map(|(p, _)| name(p)).collect();
+        for stored in all.values_mut() {
+            stored
+                .merged
+                .retain(|n, t| present.contains(&n.as_str()) || (now - *t).abs() < MERGED_KEEP);
+        }
+        for (path, p) in &pending {
+            if !taken_in(&all, path, p) {
+                let stored = all.entry(p.account.clone()).or_default();
+                apply_to(&mut stored.history, p, now);
+                if let Some(n) = name(path) {
+                    stored.merged.insert(n.to_string(), now);
+                }
+            }
         }
         // Entries whose pending file failed, this one's or earlier ones':
         // merges are one at a time (the lock), so each is taken in once.
@@ -293,15 +331,17 @@ impl History {
                 .iter()
                 .filter(|u| u.failed)
                 .map(|u| {
-                    apply(&mut all, &u.record, now);
+                    apply_to(
+                        &mut all.entry(u.record.account.clone()).or_default().history,
+                        &u.record,
+                        now,
+                    );
                     u.ticket
                 })
                 .collect()
         };
         self.write(&all, |unsaved| {
-            // Removed only once the history holds them. A crash right
-            // between the two would count those syncs twice in
-            // `syncs_today`, which is better than losing them.
+            // Removed only once the history holds them (and names them).
             for (path, _) in pending {
                 let _ = fs::remove_file(path);
             }
@@ -380,7 +420,7 @@ impl History {
     /// merge) runs with it, out of any reader's sight.
     fn write(
         &self,
-        all: &BTreeMap<String, AccountHistory>,
+        all: &BTreeMap<String, Stored>,
         then: impl FnOnce(&mut Vec<Unsaved>),
     ) -> Result<()> {
         let data = serde_json::to_vec_pretty(all)
@@ -437,9 +477,13 @@ impl History {
 /// replaces it, or it would hold the history (and an auto-sync that asks
 /// when an account was last synced) until that time.
 fn apply(all: &mut BTreeMap<String, AccountHistory>, r: &Record, now: f64) {
+    apply_to(all.entry(r.account.clone()).or_default(), r, now);
+}
+
+/// [`apply`] to the history of `r`'s account.
+fn apply_to(h: &mut AccountHistory, r: &Record, now: f64) {
     let newer = |stored: f64| r.end >= stored || stored > now + CLOCK_SLACK;
     let day = local_date(r.end);
-    let h = all.entry(r.account.clone()).or_default();
     if h.day < day || h.day > local_date(now + CLOCK_SLACK) {
         h.day.clone_from(&day);
         h.syncs_today = 0;
@@ -468,6 +512,20 @@ fn apply(all: &mut BTreeMap<String, AccountHistory>, r: &Record, now: f64) {
             }
         }
     }
+}
+
+/// Whether the history file `file` already holds the pending entry `r`,
+/// saved at `path`: a merge took it in and has yet to remove that file.
+fn taken_in(file: &BTreeMap<String, Stored>, path: &Path, r: &Record) -> bool {
+    name(path).is_some_and(|n| {
+        file.get(&r.account)
+            .is_some_and(|stored| stored.merged.contains_key(n))
+    })
+}
+
+/// A pending file's name.
+fn name(path: &Path) -> Option<&str> {
+    path.file_name().and_then(|n| n.to_str())
 }
 
 /// Nanoseconds since the epoch, for file names of their own.
@@ -631,6 +689,15 @@ mod tests {
         assert_eq!(fs::read(&kept).unwrap(), b"{not json");
     }
 
+    /// The history file alone, as [`History::load`] gives it.
+    fn saved(h: &History) -> BTreeMap<String, AccountHistory> {
+        h.load_file()
+            .unwrap()
+            .into_iter()
+            .map(|(account, stored)| (account, stored.history))
+            .collect()
+    }
+
     fn pending_files(h: &History) -> Vec<PathBuf> {
         fs::read_dir(h.path().parent().unwrap())
             .unwrap()
@@ -673,10 +740,62 @@ mod tests {
         };
         assert_eq!(h.record(&second).unwrap(), None);
         assert!(pending_files(&h).is_empty());
-        let file = h.load_file().unwrap();
+        let file = saved(&h);
         assert_eq!(file["a"].syncs_today, 2);
         assert_eq!(file["a"].last_type.as_deref(), Some("inbox"));
         assert_eq!(file, h.load().unwrap());
+    }
+
+    /// Another process's merge replaces the history file, then removes the
+    /// pending files it took in. A read in between (its pending file
+    /// restored here) counts each entry once, and a merge cut short there
+    /// leaves files the next merge removes without taking them in again.
+    /// Older versions still read the file, and names of merges long past
+    /// are let go.
+    #[test]
+    fn a_merge_by_another_process_is_never_counted_twice() {
+        let (dir, h, held) = setup_held_elsewhere();
+        let other = History::open(
+            h.path().parent().unwrap(),
+            Arc::new(LockDir::open(dir.path().join("locks")).unwrap()),
+        )
+        .unwrap();
+        let entry = |end: f64| Record {
+            account: "a".into(),
+            kind: "full".into(),
+            end,
+            duration: 1.0,
+            error: None,
+        };
+        let now = crate::manager::now();
+        h.record(&entry(now)).unwrap();
+        let [left] = pending_files(&h).try_into().unwrap();
+        let bytes = fs::read(&left).unwrap();
+        drop(held);
+        other.record(&entry(now + 1.0)).unwrap();
+        assert!(pending_files(&h).is_empty());
+        fs::write(&left, &bytes).unwrap();
+        assert_eq!(h.load().unwrap()["a"].syncs_today, 2);
+        assert_eq!(other.load().unwrap()["a"].syncs_today, 2);
+
+        h.record(&entry(now + 2.0)).unwrap();
+        assert!(pending_files(&h).is_empty());
+        assert_eq!(saved(&h)["a"].syncs_today, 3);
+        assert_eq!(h.load().unwrap()["a"].syncs_today, 3);
+        let old: BTreeMap<String, AccountHistory> =
+            serde_json::from_slice(&fs::read(h.path()).unwrap()).unwrap();
+        assert_eq!(old, saved(&h), "as an older version reads it");
+
+        let mut file = h.load_file().unwrap();
+        let names = &mut file.get_mut("a").unwrap().merged;
+        assert_eq!(names.len(), 3, "{names:?}");
+        for t in names.values_mut() {
+            *t -= MERGED_KEEP + 1.0;
+        }
+        h.write(&file, |_| ()).unwrap();
+        h.record(&entry(now + 3.0)).unwrap();
+        assert_eq!(h.load_file().unwrap()["a"].merged.len(), 1);
+        assert_eq!(h.load().unwrap()["a"].syncs_today, 4);
     }
 
     /// Neovim quits once the entry is saved, not once it is merged: the
@@ -862,7 +981,7 @@ mod tests {
         })
         .unwrap();
         assert!(pending_files(&h).is_empty());
-        let all = h.load_file().unwrap();
+        let all = saved(&h);
         assert_eq!(all.len(), 5);
         assert!((0..4).all(|i| all[&format!("acct{i}")].syncs_today == 10));
     }
@@ -894,11 +1013,11 @@ mod tests {
         assert_eq!(h.load().unwrap()["a"].syncs_today, 2);
         h.forget(forgotten);
         h.record(&entry(1_700_000_002.0)).unwrap();
-        let file = h.load_file().unwrap();
+        let file = saved(&h);
         assert_eq!(file["a"].syncs_today, 2, "{file:?}");
         assert_eq!(file, h.load().unwrap(), "nothing left in memory");
         h.record(&entry(1_700_000_003.0)).unwrap();
-        assert_eq!(h.load_file().unwrap()["a"].syncs_today, 3, "taken in once");
+        assert_eq!(saved(&h)["a"].syncs_today, 3, "taken in once");
     }
 
     /// An entry is in the history from the moment it is held (before the
@@ -948,6 +1067,6 @@ mod tests {
         done.store(true, Ordering::SeqCst);
         reader.join().unwrap();
         assert_eq!(h.load().unwrap()["a"].syncs_today, 201);
-        assert_eq!(h.load_file().unwrap()["a"].syncs_today, 201);
+        assert_eq!(saved(&h)["a"].syncs_today, 201);
     }
 }
