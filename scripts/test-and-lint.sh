@@ -23,6 +23,10 @@
 # (/proc/self/autogroup), and its processes too, for kernels without
 # autogroups. The kernel takes such a change from a user at most every
 # 100 ms across the machine, so a refused write is tried again.
+#
+# Its own session also escapes a kill of `make test`'s process group, and
+# a SIGKILL runs no trap: so the session looks for this script every
+# second, and once it is gone removes lint's log and stops itself.
 set -uo pipefail
 
 make=${MAKE:-make}
@@ -30,8 +34,14 @@ log=$(mktemp "${TMPDIR:-/tmp}/himalaya-sync-lint.XXXXXX") || exit 1
 
 CARGO_TARGET_DIR=target/lint setsid bash -c \
   'for _ in 1 2 3; do { echo 19 >/proc/self/autogroup; } 2>/dev/null && break; sleep 0.2; done
-   exec nice -n 19 "$0" --no-print-directory lint' \
-  "$make" >"$log" 2>&1 &
+   nice -n 19 "$0" --no-print-directory lint &
+   lint=$!
+   while kill -0 "$lint" 2>/dev/null; do
+     kill -0 "$1" 2>/dev/null || { rm -f "$2"; kill -TERM -- "-$$"; }
+     sleep 1
+   done
+   wait "$lint"' \
+  "$make" "$$" "$log" >"$log" 2>&1 &
 lint=$!
 
 cleanup() {
