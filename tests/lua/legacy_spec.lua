@@ -240,6 +240,38 @@ describe('original require paths', function()
     end, 20000, 'both checks to tell their end')
     eq({ true, true }, told)
     eq(before, outside())
+    -- The same with both ends in one turn of the event loop, as when two
+    -- syncs end in one drain of the engine's events. The manager's
+    -- start_sync is stood in for, to hold both ends until then.
+    local engine = require('himalaya.sync.manager')
+    local start_sync, ends = engine.start_sync, {}
+    engine.start_sync = function(_, o)
+      ends[#ends + 1] = o.on_complete
+      return #ends
+    end
+    told = {}
+    local started, err = pcall(function()
+      for _ = 1, 2 do
+        mbsync.himalaya_fast_check({
+          callback = function()
+            vim.schedule(function()
+              told[#told + 1] = manager.complete_sync('fast_check', { success = true })
+            end)
+          end,
+        })
+      end
+    end)
+    engine.start_sync = start_sync
+    ok(started, err)
+    eq(2, #ends)
+    for _, done in ipairs(ends) do
+      done({ success = true, folders = { { new = 0, total = 1 } } })
+    end
+    t.wait_for(function()
+      return #told == 2
+    end, 5000, 'both ends to be told')
+    eq({ true, true }, told)
+    eq(before, outside())
   end)
 
   it("manager.get_history() gives the original's history, of every account", function()
