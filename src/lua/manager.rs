@@ -11,6 +11,7 @@ use super::{func, to_lua};
 use crate::error::{Error, Result};
 use crate::imap::idle::IdleOptions;
 use crate::lock::LockDir;
+use crate::manager::elsewhere;
 use crate::manager::idle::IdleSet;
 use crate::manager::{
     AccountOverrides, Manager, RetryPolicy, Settings, StartOptions, SyncType, UidvalidityPolicy,
@@ -26,11 +27,19 @@ pub(super) fn manager() -> Result<Arc<Manager>> {
     MANAGER
         .get_or_try_init(|| {
             let dir = super::lock::table(None)?.dir().path().to_path_buf();
+            let locks = Arc::new(LockDir::open(dir)?);
+            let rt = runtime::handle()?;
+            // Without it only the status line misses other processes' syncs.
+            if let Err(e) = elsewhere::watch(locks.clone(), std::process::id(), &rt, |syncs| {
+                runtime::emit(0, "sync_elsewhere", serde_json::json!({ "syncs": syncs }));
+            }) {
+                crate::log::write("warn", &e.message);
+            }
             Ok(Arc::new(Manager::new(
-                Arc::new(LockDir::open(dir)?),
+                locks,
                 Arc::new(runtime::emit),
                 Box::new(runtime::next_id),
-                runtime::handle()?,
+                rt,
             )))
         })
         .cloned()

@@ -22,8 +22,11 @@
 //!   each carrying the sync's [`SyncInfo`].
 //! * **History** per account is recorded after every finished sync
 //!   ([`history`]).
+//! * **Syncs elsewhere**: `sync_elsewhere` tells the syncs other processes
+//!   run, as their locks come and go ([`elsewhere`]).
 
 pub mod check;
+pub mod elsewhere;
 pub mod himalaya;
 pub mod history;
 pub mod idle;

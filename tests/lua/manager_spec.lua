@@ -679,6 +679,62 @@ io.stdout:write(vim.json.encode(out))
     eq('', manager.statusline())
   end)
 
+  it("shows another process's sync in the status line and get_sync_info() until it ends or dies", function()
+    local dir = t.tmpdir()
+    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { notify = false })
+    -- The engine watches the lock folder once the library is in use.
+    ok(manager.history())
+    local told = 0
+    t.defer(manager.on_update(function(info)
+      told = told + #info.elsewhere
+    end))
+    local lock = require('himalaya.sync.lock')
+    local function hold(name)
+      local proc = vim.system(
+        { t.root .. '/target/release/himalaya-sync', 'with-lock', name, '--', 'sleep', '60' },
+        { env = { HIMALAYA_SYNC_LOCK_DIR = lock.lock_dir() } }
+      )
+      t.defer(function()
+        proc:kill(9)
+        proc:wait(5000)
+      end)
+      return proc
+    end
+    local function shown(text, what)
+      t.wait_for(function()
+        return manager.statusline() == text
+      end, 5000, what .. ': ' .. vim.inspect(text) .. ' in the status line, not ' .. vim.inspect(
+        manager.statusline()
+      ))
+    end
+
+    local first = hold('sync-demo')
+    shown(('sync demo (himalaya-sync %d)'):format(first.pid), 'a sync of another process')
+    local e = manager.get_sync_info().elsewhere
+    eq(1, #e, vim.inspect(e))
+    eq({ 'demo', first.pid, 'himalaya-sync' }, { e[1].account, e[1].pid, e[1].process })
+    ok(type(e[1].since) == 'number', vim.inspect(e[1]))
+    ok(told > 0, 'listeners told')
+    vim.cmd('runtime plugin/himalaya-sync.vim')
+    local status = vim.api.nvim_exec2('HimalayaSync status', { output = true }).output
+    contains(status, ('demo: synced by himalaya-sync %d since '):format(first.pid))
+    -- It ends (the tool releases the lock on SIGTERM), or it dies.
+    first:kill(15)
+    shown('', 'its end')
+    eq({}, manager.get_sync_info().elsewhere)
+    local second = hold('sync-demo')
+    shown(('sync demo (himalaya-sync %d)'):format(second.pid), 'the next one')
+    second:kill(9)
+    shown('', 'its holder killed')
+    -- Other locks are no syncs.
+    hold('history')
+    t.wait_for(function()
+      return lock.is_locked('history')
+    end, 5000, 'the other process to hold lock history')
+    vim.wait(300)
+    eq('', manager.statusline())
+  end)
+
   it('an error in a User autocommand leaves the status line and listeners updated', function()
     local dir = t.tmpdir()
     -- It notes the lock folder it was told of: mbsync's PassCmd (the

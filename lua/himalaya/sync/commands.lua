@@ -456,13 +456,19 @@ M.subcommands.status = {
     local info = require('himalaya.sync.manager').get_sync_info()
     ---@type [string, string?][]
     local chunks = { { 'himalaya-sync: ', 'Title' } }
-    if #info.syncs == 0 then
+    if #info.syncs == 0 and #info.elsewhere == 0 then
       chunks[#chunks + 1] = { 'idle, no sync yet\n' }
     else
       chunks[#chunks + 1] = { info.status .. '\n' }
       for _, s in ipairs(info.syncs) do
         local hl = ({ error = 'ErrorMsg', cancelled = 'WarningMsg', running = 'MoreMsg' })[s.status]
         chunks[#chunks + 1] = { '  ' .. describe(s) .. '\n', hl }
+      end
+      for _, e in ipairs(info.elsewhere) do
+        local who = e.pid and ('%s %d'):format(e.process or 'pid', e.pid) or 'another process'
+        local since = e.since and (' since ' .. os.date('%H:%M:%S', e.since)) or ''
+        local what = e.purpose and (' (' .. e.purpose .. ')') or ''
+        chunks[#chunks + 1] = { ('  %s: synced by %s%s%s\n'):format(e.account, who, since, what), 'MoreMsg' }
       end
     end
     vim.api.nvim_echo(chunks, true, {})

@@ -88,11 +88,21 @@ local M = {}
 ---@field damaged_channel? string its mbsync channel (what a repair is for)
 ---@field waiting_for? string while a running sync waits for another process that syncs the account: who holds its lock
 
+--- A sync another process runs (another Neovim, the command-line tool):
+--- the holder of the account's sync lock.
+---@class himalaya.sync.Elsewhere
+---@field account string the mbsync channel it syncs
+---@field pid? integer
+---@field process? string its process name (`nvim`, `himalaya-sync`)
+---@field since? integer unix seconds it has held the lock since
+---@field purpose? string what it said it does (`sync full`)
+
 --- What `get_sync_info()` returns: the current (or last) sync's info, or
 --- only `status = 'idle'` before any sync, and the lists.
 ---@class himalaya.sync.SyncState : himalaya.sync.SyncInfo
 ---@field syncs himalaya.sync.SyncInfo[] every sync of this Neovim, oldest first
 ---@field queue himalaya.sync.SyncInfo[] syncs waiting (queued or retrying)
+---@field elsewhere himalaya.sync.Elsewhere[] syncs other processes run, by account
 
 ---@class himalaya.sync.StartOptions
 ---@field account? string channel or group name (default: the only one in mbsyncrc)
@@ -120,6 +130,7 @@ local M = {}
 ---@field cancelling table<integer, true?> running syncs that cancel_sync asked to stop
 ---@field repair_asked table<string, 'open'|'declined'> repair prompts by channel and folder (see M._offer_repair)
 ---@field status_text string the status line text (see M.statusline)
+---@field elsewhere himalaya.sync.Elsewhere[] syncs other processes run (event sync_elsewhere)
 ---@type himalaya.sync.ManagerState
 local S = native.state('manager', {
   syncs = {},
@@ -135,6 +146,7 @@ local S = native.state('manager', {
   cancelling = {},
   repair_asked = {},
   status_text = '',
+  elsewhere = {},
 })
 local syncs, order, callbacks, wanted, quiet = S.syncs, S.order, S.callbacks, S.wanted, S.quiet
 local listeners, frozen, progress_msg, progress_cancel = S.listeners, S.frozen, S.progress_msg, S.progress_cancel
@@ -254,6 +266,14 @@ local function compute_status()
     end
   end
   local parts = {}
+  -- Syncs of other processes, unless this Neovim shows that account
+  -- already (its sync waits for the other one).
+  for _, e in ipairs(S.elsewhere) do
+    if not active[e.account] then
+      local who = e.pid and ('%s %d'):format(e.process or 'pid', e.pid) or 'elsewhere'
+      parts[#parts + 1] = ('%s (%s)'):format(e.account, who)
+    end
+  end
   for _, name in ipairs(names) do
     local mine, n = active[name], queued[name]
     if #mine == 0 then
@@ -371,6 +391,11 @@ local function on_event(ev)
     native.notify(ev.data.message, vim.log.levels.WARN)
     return
   end
+  if ev.name == 'sync_elsewhere' then
+    S.elsewhere = ev.data.syncs or {}
+    M.notify_ui_update()
+    return
+  end
   local info = ev.data
   if not remember(info) then
     return
@@ -468,6 +493,7 @@ local function ready()
       'sync_repair',
       'sync_auth',
       'sync_done',
+      'sync_elsewhere',
       'warning',
     }, on_event)
   end
@@ -984,6 +1010,7 @@ function M.get_sync_info()
   out.queue = vim.tbl_filter(function(i)
     return i.status == 'queued' or i.status == 'retrying'
   end, list)
+  out.elsewhere = vim.deepcopy(S.elsewhere)
   return out
 end
 
