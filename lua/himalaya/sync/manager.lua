@@ -392,8 +392,12 @@ local function on_event(ev)
     return
   end
   if ev.name == 'sync_elsewhere' then
-    S.elsewhere = ev.data.syncs or {}
-    M.notify_ui_update()
+    -- The engine's first word may be what is known already (nothing).
+    local now = ev.data.syncs or {}
+    if not vim.deep_equal(now, S.elsewhere) then
+      S.elsewhere = now
+      M.notify_ui_update()
+    end
     return
   end
   local info = ev.data
