@@ -744,6 +744,12 @@ impl LockDir {
         self.path.join(lock_file_name(name)).display().to_string()
     }
 
+    /// Whether the directory was removed (it has no name left), as a
+    /// logout removes `$XDG_RUNTIME_DIR`.
+    pub fn is_removed(&self) -> bool {
+        stat::fstat(&self.fd).is_ok_and(|st| st.st_nlink == 0)
+    }
+
     /// The error once the directory was removed under a running process
     /// (a logout removes `$XDG_RUNTIME_DIR`). A new directory would not
     /// help: the locks held in the old one no longer exclude anybody, so

@@ -11,10 +11,12 @@
 //! whose events are not watched: a look never wakes the watcher again.
 //!
 //! A burst of events is one change: the watcher looks once [`SETTLE`] after
-//! the first, and tells only an answer that differs from the last one. A
-//! holder that writes no note (`flock(1)`) is seen when it creates the lock
-//! file; to see such a holder go, the watcher also looks every [`RECHECK`]
-//! while another process's sync is shown.
+//! the first, and tells only an answer that differs from the last one.
+//! Looks are at least [`GAP`] apart: a process that waits for a lock tries
+//! it again every few milliseconds, and each try opens the file for
+//! writing. A holder that writes no note (`flock(1)`) is seen at the next
+//! change in the folder; to see such a holder go, the watcher also looks
+//! every [`RECHECK`] while another process's sync is shown.
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde::Serialize;
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 use tokio::runtime::Handle;
 
@@ -34,8 +36,11 @@ use crate::lock::LockDir;
 /// holder writes its note right after it locks, and unlocks right after it
 /// empties the note.
 const SETTLE: Duration = Duration::from_millis(20);
-/// How often the folder is looked at while another process's sync is shown.
-const RECHECK: Duration = Duration::from_secs(5);
+/// The shortest time from one look to the next.
+const GAP: Duration = Duration::from_millis(250);
+/// How often the folder is looked at while another process's sync is shown
+/// (a look costs about 40 µs).
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// A sync another process runs: the holder of the lock `sync-CHANNEL`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,7 +56,7 @@ pub struct Elsewhere {
     /// When it took the lock, in Unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
-    /// What it said it syncs (`sync full`).
+    /// What it said it does (`full sync of demo`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
 }
@@ -87,13 +92,24 @@ impl AsRawFd for Watch {
 /// Watches the lock folder of `locks` from a task on `rt`, calling `tell`
 /// with the syncs of processes other than `me`: once at the start (a
 /// library loaded in place of another replaces what that one told), then
-/// at each change. Ends when the folder is removed, telling that nothing
-/// is known then. An error means the folder cannot be watched (no
-/// inotify, or its limit reached).
+/// at each change. Ends when the folder is removed (no lock in it excludes
+/// anybody then), telling that nothing runs. An error means the folder
+/// cannot be watched (no inotify, or its limit reached).
 pub fn watch(
     locks: Arc<LockDir>,
     me: u32,
     rt: &Handle,
+    tell: impl Fn(&[Elsewhere]) + Send + 'static,
+) -> Result<()> {
+    watch_every(locks, me, rt, RECHECK, tell)
+}
+
+/// [`watch`], looking every `recheck` while something is shown.
+fn watch_every(
+    locks: Arc<LockDir>,
+    me: u32,
+    rt: &Handle,
+    recheck: Duration,
     tell: impl Fn(&[Elsewhere]) + Send + 'static,
 ) -> Result<()> {
     let context = || format!("cannot watch lock folder {}", locks.path().display());
@@ -118,59 +134,55 @@ pub fn watch(
         .map_err(|e| Error::io(context(), std::io::Error::from(e)))?;
     rt.spawn(async move {
         let mut shown: Option<Vec<Elsewhere>> = None;
-        let mut changed = true;
+        let mut last = tokio::time::Instant::now();
+        // No wait before the first look.
+        let mut ready: Option<AsyncFdReadyGuard<'_, Watch>> = None;
         loop {
-            if changed {
-                tokio::time::sleep(SETTLE).await;
-                if !drain(&fd) {
-                    if shown.is_some_and(|s| !s.is_empty()) {
-                        tell(&[]);
-                    }
-                    return;
-                }
-                // A folder that cannot be read now is told as empty: what
-                // was shown can no longer be vouched for.
-                let now = look(&locks, me).unwrap_or_default();
-                if shown.as_ref() != Some(&now) {
-                    tell(&now);
-                    shown = Some(now);
-                }
+            tokio::time::sleep_until((tokio::time::Instant::now() + SETTLE).max(last + GAP)).await;
+            let readable = drain(&fd);
+            // Cleared after the drain: tokio keeps readiness newer than the
+            // wakeup, so an event after the drain is not missed, while the
+            // one woken on does not wake the watcher twice.
+            if let Some(mut guard) = ready.take() {
+                guard.clear_ready();
             }
-            let ready = if shown.as_ref().is_none_or(Vec::is_empty) {
+            last = tokio::time::Instant::now();
+            if !readable || locks.is_removed() {
+                if shown.is_some_and(|s| !s.is_empty()) {
+                    tell(&[]);
+                }
+                return;
+            }
+            // A folder that cannot be read now is told as empty: what was
+            // shown can no longer be vouched for.
+            let now = look(&locks, me).unwrap_or_default();
+            if shown.as_ref() != Some(&now) {
+                tell(&now);
+                shown = Some(now);
+            }
+            let woke = if shown.as_ref().is_none_or(Vec::is_empty) {
                 fd.readable().await.map(Some)
             } else {
-                tokio::time::timeout(RECHECK, fd.readable())
+                tokio::time::timeout(recheck, fd.readable())
                     .await
                     .map_or(Ok(None), |r| r.map(Some))
             };
-            changed = match ready {
-                Ok(Some(mut guard)) => {
-                    guard.clear_ready();
-                    true
-                }
-                Ok(None) => true,
+            match woke {
+                Ok(guard) => ready = guard,
                 Err(_) => return,
-            };
+            }
         }
     });
     Ok(())
 }
 
-/// Reads every queued event; false once the folder is gone (its watch is
-/// removed) or the descriptor fails.
+/// Reads every queued event: what they were does not matter, only that
+/// something changed. False when the descriptor fails.
 fn drain(fd: &AsyncFd<Watch>) -> bool {
     loop {
         match fd.get_ref().0.read_events() {
-            Ok(events) => {
-                if events.iter().any(|e| {
-                    e.mask
-                        .intersects(AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_DELETE_SELF)
-                }) {
-                    return false;
-                }
-            }
+            Ok(_) | Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => return true,
-            Err(Errno::EINTR) => continue,
             Err(_) => return false,
         }
     }
@@ -179,8 +191,9 @@ fn drain(fd: &AsyncFd<Watch>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::{File, OpenOptions};
+    use std::os::unix::fs::OpenOptionsExt;
     use std::sync::mpsc;
-    use std::time::Instant;
 
     /// A lock folder, and a second handle on it as another process would
     /// have.
@@ -192,11 +205,53 @@ mod tests {
         (dir, locks, other)
     }
 
+    /// Watches `locks` as another process's (pid 0 is nobody's), looking
+    /// every `recheck` while something is shown; the answers told arrive
+    /// on the receiver.
+    fn watching(
+        locks: &Arc<LockDir>,
+        recheck: Duration,
+    ) -> (tokio::runtime::Runtime, mpsc::Receiver<Vec<String>>) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        watch_every(locks.clone(), 0, rt.handle(), recheck, move |l| {
+            let _ = tx.send(l.iter().map(|e| e.account.clone()).collect());
+        })
+        .unwrap();
+        (rt, rx)
+    }
+
+    /// The next answer told, or a failure after 5 s.
+    fn next(rx: &mpsc::Receiver<Vec<String>>) -> Vec<String> {
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("an answer told")
+    }
+
+    /// Holds `name` as a process without the plugin would: an exclusive
+    /// flock on a file it opens (and creates) itself, writing no note.
+    fn flock(locks: &LockDir, name: &str, write: bool) -> File {
+        // O_CREAT by hand: std creates files only when opened for writing.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_CREAT)
+            .mode(0o600)
+            .open(locks.path().join(format!("{name}.lock")))
+            .unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+        file
+    }
+
     #[test]
     fn only_sync_locks_of_other_processes_count() {
         let (_d, locks, other) = setup();
         let _sync = other
-            .try_acquire("sync-demo", "sync full")
+            .try_acquire("sync-demo", "full sync of demo")
             .unwrap()
             .unwrap();
         let _history = other.try_acquire("history", "update").unwrap().unwrap();
@@ -207,93 +262,63 @@ mod tests {
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert_eq!(seen[0].account, "demo");
         assert_eq!(seen[0].pid, Some(me));
-        assert_eq!(seen[0].purpose.as_deref(), Some("sync full"));
+        assert_eq!(seen[0].purpose.as_deref(), Some("full sync of demo"));
     }
 
-    /// Waits for the next answer told, or fails after `secs`.
-    fn next(rx: &mpsc::Receiver<Vec<Elsewhere>>, secs: u64) -> Vec<Elsewhere> {
-        rx.recv_timeout(Duration::from_secs(secs))
-            .expect("an answer told")
-    }
-
+    /// Everything here is seen through its events alone: no recheck runs.
     #[test]
     fn a_lock_taken_released_or_dropped_with_its_holder_is_told() {
-        use std::os::unix::fs::OpenOptionsExt;
         let (_d, locks, other) = setup();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let early = other
-            .try_acquire("sync-early", "sync full")
+            .try_acquire("sync-early", "full sync of early")
             .unwrap()
             .unwrap();
-        let (tx, rx) = mpsc::channel();
-        watch(locks.clone(), 0, rt.handle(), move |l| {
-            let _ = tx.send(l.to_vec());
-        })
-        .unwrap();
-        let names = |l: &[Elsewhere]| l.iter().map(|e| e.account.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&next(&rx, 5)), ["early"], "told at the start");
-
-        let t = Instant::now();
+        let (_rt, rx) = watching(&locks, Duration::from_secs(3600));
+        assert_eq!(next(&rx), ["early"], "told at the start");
         let demo = other
-            .try_acquire("sync-demo", "sync inbox")
+            .try_acquire("sync-demo", "inbox sync of demo")
             .unwrap()
             .unwrap();
-        assert_eq!(names(&next(&rx, 5)), ["demo", "early"]);
-        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(next(&rx), ["demo", "early"]);
         demo.release();
-        assert_eq!(names(&next(&rx, 5)), ["early"]);
+        assert_eq!(next(&rx), ["early"]);
         drop(early);
-        assert_eq!(names(&next(&rx, 5)), Vec::<String>::new());
+        assert_eq!(next(&rx), Vec::<String>::new());
 
         // A holder that dies leaves its note; the kernel's close of its
-        // file (open for writing, as holders open it) is what is seen.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(locks.path().join("sync-gone.lock"))
-            .unwrap();
-        // SAFETY: flock on a descriptor this test owns.
-        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
-        assert_eq!(names(&next(&rx, 5)), ["gone"]);
+        // file (open for writing, as the plugin's holders open it) is what
+        // is seen.
+        let file = flock(&locks, "sync-gone", true);
+        assert_eq!(next(&rx), ["gone"]);
         drop(file);
-        assert_eq!(names(&next(&rx, 5)), Vec::<String>::new());
+        assert_eq!(next(&rx), Vec::<String>::new());
 
         // Locks that are not syncs change nothing told.
         let _history = other.try_acquire("history", "update").unwrap().unwrap();
-        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
 
         // A folder removed (a logout removes $XDG_RUNTIME_DIR) ends the
         // watch, and what it showed.
         let _last = other
-            .try_acquire("sync-last", "sync full")
+            .try_acquire("sync-last", "full sync of last")
             .unwrap()
             .unwrap();
-        assert_eq!(names(&next(&rx, 5)), ["last"]);
+        assert_eq!(next(&rx), ["last"]);
         std::fs::remove_dir_all(locks.path()).unwrap();
-        assert_eq!(names(&next(&rx, 5)), Vec::<String>::new());
-        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        assert_eq!(next(&rx), Vec::<String>::new());
+        assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
     }
 
+    /// A holder that reads only (`flock(1)`) is seen when it creates the
+    /// file, and its end, which makes no event, by the recheck.
     #[test]
-    fn nothing_elsewhere_is_told_at_the_start_too() {
+    fn a_holder_that_reads_only_is_rechecked() {
         let (_d, locks, _other) = setup();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        watch(locks, 0, rt.handle(), move |l| {
-            let _ = tx.send(l.to_vec());
-        })
-        .unwrap();
-        assert_eq!(next(&rx, 5), vec![]);
+        let (_rt, rx) = watching(&locks, Duration::from_millis(100));
+        assert_eq!(next(&rx), Vec::<String>::new(), "told at the start");
+        let file = flock(&locks, "sync-ro", false);
+        assert_eq!(next(&rx), ["ro"]);
+        drop(file);
+        assert_eq!(next(&rx), Vec::<String>::new());
     }
 }

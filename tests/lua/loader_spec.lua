@@ -178,6 +178,47 @@ local lib = assert(native.get())
     eq(3, out.got, 'events of the new build arrive')
   end)
 
+  it("a reloaded build watches other processes' syncs at once, and forgets what the old one saw", function()
+    local copy = t.tmpdir() .. '/libhimalaya_sync.so'
+    assert(vim.uv.fs_copyfile(require('himalaya.sync.native').build_path(), copy))
+    -- The other process; stopped here whatever the child did.
+    t.defer(function()
+      for _, pid in ipairs(t.pgrep('with-lock sync-demo -- sleep 61[.]5')) do
+        vim.uv.kill(pid, 'sigkill')
+      end
+    end)
+    local out = in_child(
+      ([[
+local native = require('himalaya.sync.native')
+local manager = require('himalaya.sync.manager')
+local lock = require('himalaya.sync.lock')
+local out = {}
+assert(manager.history())
+local holder = vim.system(
+  { %q, 'with-lock', 'sync-demo', '--', 'sleep', '61.5' },
+  { env = { HIMALAYA_SYNC_LOCK_DIR = lock.lock_dir() } }
+)
+local function shown(text)
+  return vim.wait(5000, function()
+    return manager.statusline() == text
+  end, 10)
+end
+out.before = shown(('sync demo (himalaya-sync %%d)'):format(holder.pid))
+local later = os.time() + 10
+vim.uv.fs_utime(os.getenv('HIMALAYA_SYNC_LIB'), later, later)
+out.reloaded = native.reload()
+out.again = shown(('sync demo (himalaya-sync %%d)'):format(holder.pid))
+holder:kill(9)
+holder:wait()
+out.after = shown('')
+out.text = manager.statusline()
+io.stdout:write(vim.json.encode(out))
+]]):format(t.root .. '/target/release/himalaya-sync'),
+      { HIMALAYA_SYNC_LIB = copy }
+    )
+    eq({ before = true, reloaded = true, again = true, after = true, text = '' }, out)
+  end)
+
   it('the command-line tool is the one built with the library, else the one on $PATH', function()
     -- A child Neovim on a copy of the library in a folder of its own.
     local dir = t.tmpdir()

@@ -95,7 +95,7 @@ local M = {}
 ---@field pid? integer
 ---@field process? string its process name (`nvim`, `himalaya-sync`)
 ---@field since? integer unix seconds it has held the lock since
----@field purpose? string what it said it does (`sync full`)
+---@field purpose? string what it said it does (`full sync of demo`)
 
 --- What `get_sync_info()` returns: the current (or last) sync's info, or
 --- only `status = 'idle'` before any sync, and the lists.
@@ -994,6 +994,17 @@ function M.is_busy()
     end
   end
   return false
+end
+
+--- A new build replaced the library (`:HimalayaSync build`). The syncs of
+--- other processes were the old one's to watch: forgotten, and the new one
+--- is configured at once, which starts its watch (it tells what it finds).
+function M._library_replaced()
+  if #S.elsewhere > 0 then
+    S.elsewhere = {}
+    M.notify_ui_update()
+  end
+  ready()
 end
 
 --- The state of syncing: the current (or last) sync's fields, plus `syncs`,

@@ -776,6 +776,10 @@ function M.reload(is_busy)
   if not pumping then
     return false, perr
   end
+  local manager = package.loaded['himalaya.sync.manager'] --[[@as table?]]
+  if manager then
+    manager._library_replaced()
+  end
   return true, ('now using build %s (was %s from %s)'):format(fresh.build_id, old.build_id, old_source)
 end
 
