@@ -767,7 +767,8 @@ mod tests {
             duration: 1.0,
             error: None,
         };
-        let now = crate::manager::now();
+        // Far from a midnight: the entries count for one day.
+        let now = 1_700_000_000.0;
         h.record(&entry(now)).unwrap();
         let [left] = pending_files(&h).try_into().unwrap();
         let bytes = fs::read(&left).unwrap();
