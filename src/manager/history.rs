@@ -562,6 +562,17 @@ mod tests {
         (dir, h)
     }
 
+    /// A successful full sync of account `a` that ended at `end`.
+    fn full_sync(end: f64) -> Record {
+        Record {
+            account: "a".into(),
+            kind: "full".into(),
+            end,
+            duration: 1.0,
+            error: None,
+        }
+    }
+
     /// [`setup`] with the history lock held as by another process, and a
     /// short wait for it.
     fn setup_held_elsewhere() -> (tempfile::TempDir, History, crate::lock::LockGuard) {
@@ -760,26 +771,19 @@ mod tests {
             Arc::new(LockDir::open(dir.path().join("locks")).unwrap()),
         )
         .unwrap();
-        let entry = |end: f64| Record {
-            account: "a".into(),
-            kind: "full".into(),
-            end,
-            duration: 1.0,
-            error: None,
-        };
         // Far from a midnight: the entries count for one day.
         let now = 1_700_000_000.0;
-        h.record(&entry(now)).unwrap();
+        h.record(&full_sync(now)).unwrap();
         let [left] = pending_files(&h).try_into().unwrap();
         let bytes = fs::read(&left).unwrap();
         drop(held);
-        other.record(&entry(now + 1.0)).unwrap();
+        other.record(&full_sync(now + 1.0)).unwrap();
         assert!(pending_files(&h).is_empty());
         fs::write(&left, &bytes).unwrap();
         assert_eq!(h.load().unwrap()["a"].syncs_today, 2);
         assert_eq!(other.load().unwrap()["a"].syncs_today, 2);
 
-        h.record(&entry(now + 2.0)).unwrap();
+        h.record(&full_sync(now + 2.0)).unwrap();
         assert!(pending_files(&h).is_empty());
         assert_eq!(saved(&h)["a"].syncs_today, 3);
         assert_eq!(h.load().unwrap()["a"].syncs_today, 3);
@@ -794,7 +798,7 @@ mod tests {
             *t -= MERGED_KEEP + 1.0;
         }
         h.write(&file, |_| ()).unwrap();
-        h.record(&entry(now + 3.0)).unwrap();
+        h.record(&full_sync(now + 3.0)).unwrap();
         assert_eq!(h.load_file().unwrap()["a"].merged.len(), 1);
         assert_eq!(h.load().unwrap()["a"].syncs_today, 4);
     }
@@ -995,29 +999,22 @@ mod tests {
     fn an_entry_that_could_not_be_saved_is_merged_by_the_next_update() {
         use std::os::unix::fs::PermissionsExt;
         let (_dir, h, held) = setup_held_elsewhere();
-        let entry = |end: f64| Record {
-            account: "a".into(),
-            kind: "full".into(),
-            end,
-            duration: 1.0,
-            error: None,
-        };
         let state = h.path().parent().unwrap().to_path_buf();
         fs::remove_dir_all(&state).unwrap();
-        assert!(h.record(&entry(1_700_000_000.0)).is_err());
+        assert!(h.record(&full_sync(1_700_000_000.0)).is_err());
         assert_eq!(h.load().unwrap()["a"].syncs_today, 1, "kept in memory");
         drop(held);
 
         fs::create_dir(&state).unwrap();
         fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
-        let forgotten = h.hold(entry(1_700_000_001.0));
+        let forgotten = h.hold(full_sync(1_700_000_001.0));
         assert_eq!(h.load().unwrap()["a"].syncs_today, 2);
         h.forget(forgotten);
-        h.record(&entry(1_700_000_002.0)).unwrap();
+        h.record(&full_sync(1_700_000_002.0)).unwrap();
         let file = saved(&h);
         assert_eq!(file["a"].syncs_today, 2, "{file:?}");
         assert_eq!(file, h.load().unwrap(), "nothing left in memory");
-        h.record(&entry(1_700_000_003.0)).unwrap();
+        h.record(&full_sync(1_700_000_003.0)).unwrap();
         assert_eq!(saved(&h)["a"].syncs_today, 3, "taken in once");
     }
 
