@@ -735,6 +735,51 @@ io.stdout:write(vim.json.encode(out))
     eq('', manager.statusline())
   end)
 
+  it("a sync of this Neovim that waited for another process's shows that one gone once it runs", function()
+    local dir = t.tmpdir()
+    local slow = t.script(dir, 'slow-mbsync', 'sleep 0.3; exit 0')
+    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { mbsync = { cmd = slow }, notify = false })
+    ok(manager.history())
+    local lock = require('himalaya.sync.lock')
+    local other = vim.system(
+      { t.root .. '/target/release/himalaya-sync', 'with-lock', 'sync-demo', '--', 'sleep', '60' },
+      { env = { HIMALAYA_SYNC_LOCK_DIR = lock.lock_dir() } }
+    )
+    t.defer(function()
+      other:kill(9)
+      other:wait(5000)
+    end)
+    t.wait_for(function()
+      return #manager.get_sync_info().elsewhere == 1
+    end, 5000, 'the other process to show')
+    -- Each update while this Neovim's sync runs: whether it waits, and how
+    -- many syncs of other processes are shown.
+    local seen = {}
+    t.defer(manager.on_update(function(info)
+      if info.status == 'running' then
+        seen[#seen + 1] = { info.waiting_for ~= nil, #info.elsewhere }
+      end
+    end))
+    ok(manager.start_sync('full', { account = 'demo', wait = 20 }))
+    t.wait_for(function()
+      return manager.statusline() == 'sync demo waiting'
+    end, 5000, 'the wait to show')
+    other:kill(15)
+    t.wait_for(function()
+      return not manager.is_busy()
+    end, 10000, 'the sync to end')
+    eq('', manager.statusline())
+    -- The first update after the wait.
+    local waited, after = false, nil
+    for _, s in ipairs(seen) do
+      waited = waited or s[1]
+      if waited and not s[1] then
+        after = after or s
+      end
+    end
+    eq({ false, 0 }, after, vim.inspect(seen))
+  end)
+
   it('an error in a User autocommand leaves the status line and listeners updated', function()
     local dir = t.tmpdir()
     -- It notes the lock folder it was told of: mbsync's PassCmd (the

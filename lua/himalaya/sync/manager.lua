@@ -386,6 +386,28 @@ local function fire(pattern, data)
   end
 end
 
+--- A sync of this Neovim holds the locks of its channels now (its wait is
+--- over, or mbsync reports progress): whoever held them before is gone.
+--- The engine's next look says so too, but up to a quarter second later,
+--- and a short sync can end before it: "sync demo (nvim 4242)" would then
+--- stand after this Neovim's own sync of demo had ended.
+---@param info himalaya.sync.SyncInfo
+local function forget_elsewhere(info)
+  if #S.elsewhere == 0 then
+    return
+  end
+  local mine = {}
+  for target in (info.channel or ''):gmatch('%S+') do
+    mine[target:match('^[^:]+')] = true
+  end
+  local left = vim.tbl_filter(function(e)
+    return not mine[e.account]
+  end, S.elsewhere)
+  if #left < #S.elsewhere then
+    S.elsewhere = left
+  end
+end
+
 local function on_event(ev)
   if ev.name == 'warning' then
     native.notify(ev.data.message, vim.log.levels.WARN)
@@ -422,9 +444,13 @@ local function on_event(ev)
       end
     end
     echo_progress(info, 'running')
+    forget_elsewhere(info)
   elseif ev.name == 'sync_waiting' then
     -- What it waits for, or that it runs again.
     echo_progress(info, 'running')
+    if not info.waiting_for then
+      forget_elsewhere(info)
+    end
   elseif ev.name == 'sync_auth' then
     M._refresh(info)
   elseif ev.name == 'sync_retry' or ev.name == 'sync_repair' then
