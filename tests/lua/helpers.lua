@@ -154,10 +154,22 @@ function M.hold_lock(file, seconds)
     proc:wait(5000)
     -- flock(1) reads the file only, and the engine's watch of the lock
     -- folder sees such a holder's end a second later: an open for writing
-    -- tells it at once, so that the next test starts from what runs now.
+    -- tells it now. The next test then starts from what runs now.
     local f = io.open(file, 'a')
     if f then
       f:close()
+    end
+    local account = vim.fs.basename(file):match('^sync%-(.+)%.lock$')
+    local manager = package.loaded['himalaya.sync.manager'] --[[@as table?]]
+    if account and manager then
+      vim.wait(2000, function()
+        for _, e in ipairs(manager.get_sync_info().elsewhere) do
+          if e.account == account then
+            return false
+          end
+        end
+        return true
+      end, 10)
     end
   end
   M.defer(h.stop)

@@ -266,14 +266,6 @@ local function compute_status()
     end
   end
   local parts = {}
-  -- Syncs of other processes, unless this Neovim shows that account
-  -- already (its sync waits for the other one).
-  for _, e in ipairs(S.elsewhere) do
-    if not active[e.account] then
-      local who = e.pid and ('%s %d'):format(e.process or 'pid', e.pid) or 'elsewhere'
-      parts[#parts + 1] = ('%s (%s)'):format(e.account, who)
-    end
-  end
   for _, name in ipairs(names) do
     local mine, n = active[name], queued[name]
     if #mine == 0 then
@@ -283,6 +275,14 @@ local function compute_status()
         mine[#mine] = ('%s +%d queued'):format(mine[#mine], n)
       end
       vim.list_extend(parts, mine)
+    end
+  end
+  -- Then syncs of other processes, unless this Neovim shows that account
+  -- already (its sync waits for the other one).
+  for _, e in ipairs(S.elsewhere) do
+    if not active[e.account] then
+      local who = e.pid and ('%s %d'):format(e.process or 'pid', e.pid) or 'elsewhere'
+      parts[#parts + 1] = ('%s (%s)'):format(e.account, who)
     end
   end
   if #parts > 0 then
