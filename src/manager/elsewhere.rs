@@ -135,7 +135,7 @@ fn watch_every(
     rt.spawn(async move {
         let mut shown: Option<Vec<Elsewhere>> = None;
         let mut last = tokio::time::Instant::now();
-        // No wait before the first look.
+        // The readiness the watcher woke on (none before the first look).
         let mut ready: Option<AsyncFdReadyGuard<'_, Watch>> = None;
         loop {
             tokio::time::sleep_until((tokio::time::Instant::now() + SETTLE).max(last + GAP)).await;
