@@ -155,15 +155,18 @@ impl History {
         // rather than in neither.
         let pending = self.pending().0;
         let file = self.load_file()?;
+        let pending: Vec<Record> = pending
+            .into_iter()
+            .filter(|(path, r)| !taken_in(&file, path, r))
+            .map(|(_, r)| r)
+            .collect();
+        let mut all: BTreeMap<String, AccountHistory> = file
+            .into_iter()
+            .map(|(a, stored)| (a, stored.history))
+            .collect();
         let now = super::now();
-        let mut all = BTreeMap::new();
-        for (account, stored) in &file {
-            all.insert(account.clone(), stored.history.clone());
-        }
-        for (path, r) in pending {
-            if !taken_in(&file, &path, &r) {
-                apply(&mut all, &r, now);
-            }
+        for r in &pending {
+            apply(&mut all, r, now);
         }
         for u in unsaved.iter() {
             apply(&mut all, &u.record, now);
