@@ -156,10 +156,6 @@ local function tell_end(callback, ...)
   end
 end
 
---- The fields of a progress the manager takes from outside; the original's
---- own (`status`, `messages_total`...) are left out.
-local PROGRESS_FIELDS = { 'channels', 'boxes', 'far', 'near', 'truncated', 'percent', 'box' }
-
 M.manager = legacy(manager, {
   cancel_sync = cancel_all,
   --- The original's start_sync() only marked a sync as begun; its commands
@@ -183,8 +179,10 @@ M.manager = legacy(manager, {
     if manager.is_busy() then
       return true
     end
+    -- Only the fields the manager takes; the original's own (`status`,
+    -- `messages_total`...) are left out.
     local p = {}
-    for _, k in ipairs(PROGRESS_FIELDS) do
+    for k in pairs(manager._progress_fields.set) do
       p[k] = progress[k]
     end
     return manager.update_progress(p)

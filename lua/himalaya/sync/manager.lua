@@ -1118,6 +1118,8 @@ end
 
 --- The fields of himalaya.sync.Progress, and of its sides.
 local PROGRESS_FIELDS = native.known_keys({ 'channels', 'boxes', 'far', 'near', 'truncated', 'percent', 'box' })
+--- For the old names (legacy.lua), which pass on only these fields.
+M._progress_fields = PROGRESS_FIELDS
 local SIDE_FIELDS = native.known_keys({ 'new', 'flags', 'trash', 'expunge' })
 
 --- The error for a counter that is not `{done = n, total = n}`, if any.
