@@ -28,8 +28,9 @@ build: deps
 ## target/release/deps; the `cargo build` after it only links it to
 ## target/release, where the plugin looks (it compiles nothing again).
 ## The tests keep their temporary files on tmpfs when there is one (see
-## scripts/test-tmpdir.sh). `make lint` runs beside the tests, at the
-## lowest CPU priority (see scripts/test-and-lint.sh).
+## scripts/test-tmpdir.sh). `make lint` and the install of the other
+## Neovims run beside the tests, at the lowest CPU priority (see
+## scripts/test-and-lint.sh).
 test: deps
 	cargo test --release --no-run
 	cargo build --release

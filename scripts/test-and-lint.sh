@@ -1,52 +1,75 @@
 #!/usr/bin/env bash
 # The part of `make test` after the build: the tests in the foreground
 # (`make test-rust`, `test-lua`, `test-other-nvims`, stopping at the first
-# that fails) and `make lint` beside them at the lowest CPU priority. Either
-# failing fails this; lint's output comes after the tests', whole.
+# that fails), and beside them at the lowest CPU priority `make lint` and
+# the install of the other Neovims. Either the tests or lint failing fails
+# this; lint's output comes after the tests', whole.
 #
 #   MAKE=make scripts/test-and-lint.sh
 #
 # Why beside them: the tests mostly wait on servers, processes and timers,
 # and leave about half of this machine's two CPUs idle, while clippy checks
 # every dependency once more in its own mode, a minute of both CPUs that
-# stood alone before the tests. At the lowest priority it gets only what
-# the tests leave: a test process that wakes takes the CPU from it at once.
-# Clippy gets a target folder of its own, as cargo lets one command at a
-# time use a target folder.
+# stood alone before the tests. Installing the two other Neovims
+# (scripts/install-other-nvims.sh) is 20 s of one CPU on a fresh checkout,
+# most of it apt reading Debian's package lists, which stood alone between
+# the Lua specs and the specs on those Neovims. At the lowest priority they
+# get only what the tests leave: a test process that wakes takes the CPU
+# from them at once. Clippy gets a target folder of its own, as cargo lets
+# one command at a time use a target folder. The specs on the other
+# Neovims wait for the install; when it failed, `make test-other-nvims`
+# runs it again and stops with its error.
 #
-# The lowest priority is nice 19 twice. Lint runs in a session of its own
-# (setsid), so that it and what it started can be stopped together when the
-# tests are interrupted. With the kernel's autogroups (Debian's default),
-# each session shares the CPUs as one group, whatever its processes' nice:
-# a new session at nice 0 took half of them from the tests, whose engine
-# tests then took 37 s instead of 21. So the session's group gets nice 19
-# (/proc/self/autogroup), and its processes too, for kernels without
-# autogroups. The kernel takes such a change from a user at most every
-# 100 ms across the machine, so a refused write is tried again.
+# The lowest priority is nice 19 twice. Each job runs in a session of its
+# own (setsid), so that it and what it started can be stopped together when
+# the tests are interrupted. With the kernel's autogroups (Debian's
+# default), each session shares the CPUs as one group, whatever its
+# processes' nice: a new session at nice 0 took half of them from the
+# tests, whose engine tests then took 37 s instead of 21. So the session's
+# group gets nice 19 (/proc/self/autogroup), and its processes too, for
+# kernels without autogroups. The kernel takes such a change from a user at
+# most every 100 ms across the machine, so a refused write is tried again.
 #
 # Its own session also escapes a kill of `make test`'s process group, and
-# a SIGKILL runs no trap: so the session looks for this script every
-# second, and once it is gone removes lint's log and stops itself.
+# a SIGKILL runs no trap: so each session looks for this script every
+# second, and once it is gone removes its log and stops itself.
 set -uo pipefail
 
 make=${MAKE:-make}
-log=$(mktemp "${TMPDIR:-/tmp}/himalaya-sync-lint.XXXXXX") || exit 1
+lint_log=$(mktemp "${TMPDIR:-/tmp}/himalaya-sync-lint.XXXXXX") || exit 1
+install_log=$(mktemp "${TMPDIR:-/tmp}/himalaya-sync-install.XXXXXX") || {
+  rm -f "$lint_log"
+  exit 1
+}
 
-CARGO_TARGET_DIR=target/lint setsid bash -c \
-  'for _ in 1 2 3; do { echo 19 >/proc/self/autogroup; } 2>/dev/null && break; sleep 0.2; done
-   nice -n 19 "$0" --no-print-directory lint &
-   lint=$!
-   while kill -0 "$lint" 2>/dev/null; do
-     kill -0 "$1" 2>/dev/null || { rm -f "$2"; kill -TERM -- "-$$"; }
-     sleep 1
-   done
-   wait "$lint"' \
-  "$make" "$$" "$log" >"$log" 2>&1 &
-lint=$!
+# in_background LOG COMMAND...: COMMAND in a session of its own at the
+# lowest priority, its output in LOG; the session's pid in $background.
+in_background() {
+  local log=$1
+  shift
+  setsid bash -c \
+    'for _ in 1 2 3; do { echo 19 >/proc/self/autogroup; } 2>/dev/null && break; sleep 0.2; done
+     runner=$1 log=$2
+     shift 2
+     nice -n 19 "$@" &
+     job=$!
+     while kill -0 "$job" 2>/dev/null; do
+       kill -0 "$runner" 2>/dev/null || { rm -f "$log"; kill -TERM -- "-$$"; }
+       sleep 1
+     done
+     wait "$job"' \
+    bash "$$" "$log" "$@" >"$log" 2>&1 &
+  background=$!
+}
+
+CARGO_TARGET_DIR=target/lint in_background "$lint_log" "$make" --no-print-directory lint
+lint=$background
+in_background "$install_log" bash scripts/install-other-nvims.sh
+install=$background
 
 cleanup() {
-  kill -TERM -- "-$lint" 2>/dev/null
-  rm -f "$log"
+  kill -TERM -- "-$lint" "-$install" 2>/dev/null
+  rm -f "$lint_log" "$install_log"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -54,6 +77,10 @@ trap 'exit 143' TERM HUP
 
 tests=0
 for t in test-rust test-lua test-other-nvims; do
+  if [ "$t" = test-other-nvims ]; then
+    wait "$install"
+    cat "$install_log"
+  fi
   "$make" --no-print-directory "$t" || {
     tests=$?
     break
@@ -64,7 +91,7 @@ wait "$lint"
 linted=$?
 echo
 echo "== make lint (it ran beside the tests)"
-cat "$log"
+cat "$lint_log"
 if [ "$linted" -ne 0 ]; then
   echo "make lint failed (exit $linted)"
 fi
