@@ -280,6 +280,9 @@ pub struct SyncInfo {
     pub account: String,
     /// The mbsync targets, space separated.
     pub channel: String,
+    /// The mbsync channels it syncs, sorted (a group's members), each
+    /// locked while mbsync runs.
+    pub channels: Vec<String>,
     pub folders: Vec<String>,
     pub status: Status,
     pub progress: Option<ProgressInfo>,
@@ -315,8 +318,6 @@ struct Entry {
     info: SyncInfo,
     opts: StartOptions,
     targets: Vec<String>,
-    /// Channels this sync touches; each is locked while mbsync runs.
-    channels: Vec<String>,
     config: PathBuf,
     cancel: watch::Sender<bool>,
     cancel_flag: Arc<AtomicBool>,
@@ -358,6 +359,7 @@ impl Entry {
             kind: opts.kind,
             account: opts.account.clone(),
             channel: targets.join(" "),
+            channels,
             folders: opts.folders.clone(),
             status: Status::Queued,
             progress: None,
@@ -379,7 +381,6 @@ impl Entry {
             info,
             opts,
             targets,
-            channels,
             config,
             cancel: watch::channel(false).0,
             cancel_flag: Arc::new(AtomicBool::new(false)),
@@ -688,10 +689,10 @@ impl Manager {
             }
             let busy: HashSet<String> = running
                 .iter()
-                .flat_map(|e| e.channels.iter().cloned())
+                .flat_map(|e| e.info.channels.iter().cloned())
                 .collect();
             let Some(e) = entries.iter_mut().find(|e| {
-                e.info.status == Status::Queued && !e.channels.iter().any(|c| busy.contains(c))
+                e.info.status == Status::Queued && !e.info.channels.iter().any(|c| busy.contains(c))
             }) else {
                 return;
             };
@@ -721,7 +722,7 @@ impl Manager {
                 id,
                 opts: e.opts.clone(),
                 spec,
-                channels: e.channels.clone(),
+                channels: e.info.channels.clone(),
                 cancel_rx: e.cancel.subscribe(),
                 cancel_flag: e.cancel_flag.clone(),
                 began: e.began.clone(),

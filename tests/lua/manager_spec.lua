@@ -735,14 +735,22 @@ io.stdout:write(vim.json.encode(out))
     eq('', manager.statusline())
   end)
 
-  it("a sync of this Neovim that waited for another process's shows that one gone once it runs", function()
-    local dir = t.tmpdir()
+  --- A sync of `account` (mbsync: a stand-in that takes 0.3 s) waits for
+  --- the command-line tool, which holds the lock of channel `held`, and
+  --- runs once it is killed. While it waits, the status line shows only
+  --- this Neovim's sync; the first update after the wait shows no other
+  --- process, although the engine's next look may be 250 ms away.
+  ---@param dir string
+  ---@param mbsyncrc string
+  ---@param account string
+  ---@param held string
+  local function wait_for_the_other(dir, mbsyncrc, account, held)
     local slow = t.script(dir, 'slow-mbsync', 'sleep 0.3; exit 0')
-    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { mbsync = { cmd = slow }, notify = false })
+    t.use(mbsyncrc, { mbsync = { cmd = slow }, notify = false })
     ok(manager.history())
     local lock = require('himalaya.sync.lock')
     local other = vim.system(
-      { t.root .. '/target/release/himalaya-sync', 'with-lock', 'sync-demo', '--', 'sleep', '60' },
+      { t.root .. '/target/release/himalaya-sync', 'with-lock', 'sync-' .. held, '--', 'sleep', '60' },
       { env = { HIMALAYA_SYNC_LOCK_DIR = lock.lock_dir() } }
     )
     t.defer(function()
@@ -760,10 +768,11 @@ io.stdout:write(vim.json.encode(out))
         seen[#seen + 1] = { info.waiting_for ~= nil, #info.elsewhere }
       end
     end))
-    ok(manager.start_sync('full', { account = 'demo', wait = 20 }))
+    ok(manager.start_sync('full', { account = account, wait = 20 }))
     t.wait_for(function()
-      return manager.statusline() == 'sync demo waiting'
-    end, 5000, 'the wait to show')
+      return manager.get_sync_info().waiting_for ~= nil
+    end, 5000, 'the wait')
+    eq('sync ' .. account .. ' waiting', manager.statusline())
     other:kill(15)
     t.wait_for(function()
       return not manager.is_busy()
@@ -778,6 +787,40 @@ io.stdout:write(vim.json.encode(out))
       end
     end
     eq({ false, 0 }, after, vim.inspect(seen))
+  end
+
+  it("a sync of this Neovim that waited for another process's shows that one gone once it runs", function()
+    local dir = t.tmpdir()
+    wait_for_the_other(dir, t.standalone_mbsyncrc(dir, t.closed_port()), 'demo', 'demo')
+  end)
+
+  it("a sync of a group that waited for another process's sync of one of its channels: the same", function()
+    local dir = t.tmpdir()
+    local rc = dir .. '/mbsyncrc'
+    t.write(
+      rc,
+      ([[
+MaildirStore far
+Path %s/far/
+
+MaildirStore near
+Path %s/near/
+
+Channel one
+Far :far:one
+Near :near:one
+
+Channel two
+Far :far:two
+Near :near:two
+
+Group both
+Channel one
+Channel two
+]]):format(dir, dir)
+    )
+    wait_for_the_other(dir, rc, 'both', 'one')
+    eq({ 'one', 'two' }, manager.get_sync_info().channels)
   end)
 
   it('an error in a User autocommand leaves the status line and listeners updated', function()

@@ -74,6 +74,7 @@ local M = {}
 ---@field progress? himalaya.sync.Progress
 ---@field account? string
 ---@field channel? string mbsync targets
+---@field channels? string[] the mbsync channels it syncs (a group's members), each locked while mbsync runs
 ---@field start_time? number unix seconds
 ---@field end_time? number unix seconds
 ---@field message? string
@@ -235,13 +236,16 @@ local function compute_status()
   -- Per account, in the order accounts first appear: what runs (or waits
   -- to retry, or is repaired), then how many of its syncs wait in the
   -- queue: "sync demo 18% +1 queued", "sync work 2 queued".
-  local names, active, queued = {}, {}, {}
+  local names, active, queued, channels = {}, {}, {}, {}
   for _, id in ipairs(order) do
     local info = syncs[id]
     -- A sync reported from outside the engine (update_progress) may name no account.
     local name = info.account or info.type
     local st = info.status
     if st == 'queued' or st == 'running' or st == 'retrying' or st == 'repairing' then
+      for _, c in ipairs(info.channels or {}) do
+        channels[c] = true
+      end
       if not active[name] then
         names[#names + 1] = name
         active[name], queued[name] = {}, 0
@@ -277,10 +281,10 @@ local function compute_status()
       vim.list_extend(parts, mine)
     end
   end
-  -- Then syncs of other processes, unless this Neovim shows that account
-  -- already (its sync waits for the other one).
+  -- Then syncs of other processes, unless this Neovim shows a sync of that
+  -- channel already (its sync, maybe of a group, waits for the other one).
   for _, e in ipairs(S.elsewhere) do
-    if not active[e.account] then
+    if not (active[e.account] or channels[e.account]) then
       local who = e.pid and ('%s %d'):format(e.process or 'pid', e.pid) or 'elsewhere'
       parts[#parts + 1] = ('%s (%s)'):format(e.account, who)
     end
@@ -397,8 +401,8 @@ local function forget_elsewhere(info)
     return
   end
   local mine = {}
-  for target in (info.channel or ''):gmatch('%S+') do
-    mine[target:match('^[^:]+')] = true
+  for _, channel in ipairs(info.channels or {}) do
+    mine[channel] = true
   end
   local left = vim.tbl_filter(function(e)
     return not mine[e.account]
