@@ -735,6 +735,67 @@ io.stdout:write(vim.json.encode(out))
     eq('', manager.statusline())
   end)
 
+  --- An mbsyncrc in `dir` whose group `both` syncs channels `one` and `two`.
+  ---@param dir string
+  ---@return string path
+  local function group_mbsyncrc(dir)
+    local rc = dir .. '/mbsyncrc'
+    t.write(
+      rc,
+      ([[
+MaildirStore far
+Path %s/far/
+
+MaildirStore near
+Path %s/near/
+
+Channel one
+Far :far:one
+Near :near:one
+
+Channel two
+Far :far:two
+Near :near:two
+
+Group both
+Channel one
+Channel two
+]]):format(dir, dir)
+    )
+    return rc
+  end
+
+  it("another process's sync of a group shows once in the status line, by the name it gave", function()
+    local dir = t.tmpdir()
+    local rc = group_mbsyncrc(dir)
+    t.use(rc, { notify = false })
+    ok(manager.history())
+    -- The command-line tool syncs the group with an mbsync that takes its
+    -- time; it holds the locks of both channels meanwhile.
+    vim.fn.mkdir(dir .. '/bin', 'p')
+    t.script(dir .. '/bin', 'mbsync', 'exec sleep 60')
+    local lock = require('himalaya.sync.lock')
+    local other = vim.system({ t.root .. '/target/release/himalaya-sync', 'sync', 'both', 'full', '-c', rc }, {
+      env = { HIMALAYA_SYNC_LOCK_DIR = lock.lock_dir(), PATH = dir .. '/bin:' .. os.getenv('PATH') },
+    })
+    t.defer(function()
+      other:kill(9)
+      other:wait(5000)
+    end)
+    t.wait_for(function()
+      return #manager.get_sync_info().elsewhere == 2
+    end, 5000, 'both channels to show')
+    local got = manager.get_sync_info().elsewhere
+    eq({ 'one', 'two' }, { got[1].account, got[2].account })
+    eq({ 'full sync of both', 'full sync of both' }, { got[1].purpose, got[2].purpose })
+    eq(('sync both (himalaya-sync %d)'):format(other.pid), manager.statusline())
+    other:kill(15)
+    eq(143, other:wait(10000).code)
+    t.wait_for(function()
+      return manager.statusline() == ''
+    end, 5000, 'the status line to clear')
+  end)
+
   --- A sync of `account` (mbsync: a stand-in that takes 0.3 s) waits for
   --- the command-line tool, which holds the lock of channel `held`, and
   --- runs once it is killed. While it waits, the status line shows only
@@ -796,30 +857,7 @@ io.stdout:write(vim.json.encode(out))
 
   it("a sync of a group that waited for another process's sync of one of its channels: the same", function()
     local dir = t.tmpdir()
-    local rc = dir .. '/mbsyncrc'
-    t.write(
-      rc,
-      ([[
-MaildirStore far
-Path %s/far/
-
-MaildirStore near
-Path %s/near/
-
-Channel one
-Far :far:one
-Near :near:one
-
-Channel two
-Far :far:two
-Near :near:two
-
-Group both
-Channel one
-Channel two
-]]):format(dir, dir)
-    )
-    wait_for_the_other(dir, rc, 'both', 'one')
+    wait_for_the_other(dir, group_mbsyncrc(dir), 'both', 'one')
     eq({ 'one', 'two' }, manager.get_sync_info().channels)
   end)
 

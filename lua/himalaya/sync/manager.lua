@@ -283,10 +283,18 @@ local function compute_status()
   end
   -- Then syncs of other processes, unless this Neovim shows a sync of that
   -- channel already (its sync, maybe of a group, waits for the other one).
+  -- Locks are per channel: a sync of a group holds several, each with the
+  -- note "full sync of gmail", and shows once, by that name.
+  local shown = {}
   for _, e in ipairs(S.elsewhere) do
     if not (active[e.account] or channels[e.account]) then
       local who = e.pid and ('%s %d'):format(e.process or 'pid', e.pid) or 'elsewhere'
-      parts[#parts + 1] = ('%s (%s)'):format(e.account, who)
+      local name = e.pid and e.purpose and e.purpose:match('^%l+ sync of (%S+)$') or e.account
+      local part = ('%s (%s)'):format(name, who)
+      if not shown[part] then
+        shown[part] = true
+        parts[#parts + 1] = part
+      end
     end
   end
   if #parts > 0 then
