@@ -253,8 +253,8 @@ describe('check', function()
     ok(secs >= 0.9 and secs < 3, ('gave up after %.1f s'):format(secs))
   end)
 
-  it(':HimalayaSync check echoes new messages per folder', function()
-    local fx = t.fixture()
+  it(':HimalayaSync check echoes new messages per folder, in columns', function()
+    local fx = t.fixture({ '--folders', 'INBOX=2,Entwürfe=2,Work=1' })
     t.use(fx.mbsyncrc)
     vim.cmd('runtime plugin/himalaya-sync.vim')
     ok(t.sync_and_wait('full', { account = 'demo' }).success)
@@ -280,6 +280,13 @@ describe('check', function()
       return echoed ~= nil and echoed:find('new', 1, true) ~= nil
     end, 10000, 'the check report')
     t.contains(echoed, 'demo: 1 new')
+    -- Each folder's count ends in the same column, also after a name
+    -- beyond ASCII.
+    local ends = {}
+    for line in echoed:gmatch('  [^\n]+') do
+      ends[#ends + 1] = vim.fn.strdisplaywidth(line:match('^.-%d+ new'))
+    end
+    eq({ ends[1], ends[1], ends[1] }, ends, echoed)
     -- The report is the answer: no notification repeats it, nor a failure.
     eq({}, notes)
     fx.kill_server()

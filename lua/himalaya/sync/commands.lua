@@ -367,9 +367,11 @@ local function report_check(result, info)
     { ('%s: %d new (%.0f ms)\n'):format(info.account, result.new, result.duration * 1000), 'Title' },
   }
   for _, f in ipairs(result.folders or {}) do
-    local line = ('  %-24s %5d new  %6d total  %5d unseen'):format(f.folder, f.new, f.total, f.unseen)
+    -- Padded by display width: `%-24s` counts bytes, and "Entwürfe" has 9.
+    local name = f.folder .. (' '):rep(24 - vim.fn.strdisplaywidth(f.folder))
+    local line = ('  %s %5d new  %6d total  %5d unseen'):format(name, f.new, f.total, f.unseen)
     if f.error then
-      line = ('  %-24s not checked: %s'):format(f.folder, f.error.message)
+      line = ('  %s not checked: %s'):format(name, f.error.message)
     elseif f.uidvalidity_changed then
       line = line .. '  (UIDVALIDITY changed)'
     end
