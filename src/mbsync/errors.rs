@@ -543,10 +543,12 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
             "the local mail folder cannot be opened",
             "create that folder, or fix the Path of the MaildirStore in the mbsync config",
         ),
+        // Create makes a folder on one side from the other's, so no setting
+        // helps when neither side has it.
         ErrorKind::Config if names_unopenable_boxes(&line) && line.contains(" both ") => (
             "a folder cannot be opened",
-            "check the folder name: it must exist on the server or locally, or the channel \
-             must Create it",
+            "check the folder name: no folder of that name exists on the server or locally; \
+             names are case-sensitive, except INBOX",
         ),
         // Missing on the server: its local copy may be the only one left.
         ErrorKind::Config if names_unopenable_boxes(&line) && line.contains("far side box ") => (
@@ -886,8 +888,8 @@ mod tests {
                 "Error: channel demo: both far side Nope and near side Nope cannot be opened."
             ),
             "a folder cannot be opened: Error: channel demo: both far side Nope and near side \
-             Nope cannot be opened. (check the folder name: it must exist on the server or \
-             locally, or the channel must Create it)"
+             Nope cannot be opened. (check the folder name: no folder of that name exists on \
+             the server or locally; names are case-sensitive, except INBOX)"
         );
         assert_eq!(
             classify_line(
