@@ -43,6 +43,13 @@ function uv_timer_t:start(timeout, repeat_, callback) end
 ---@return string? err_name
 function uv_timer_t:stop() end
 
+--- Stops the timer and, when it repeats, starts it again with the repeat
+--- as its timeout.
+---@return 0|nil success
+---@return string? err
+---@return string? err_name
+function uv_timer_t:again() end
+
 ---@class uv.uv_poll_t : uv.uv_handle_t
 local uv_poll_t = {}
 

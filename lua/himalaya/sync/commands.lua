@@ -534,9 +534,14 @@ M.subcommands.idle = switch(
     -- Turned on: try at once, so that the answer says who watches; `on`
     -- also restarts folders that stopped for good (their cause fixed).
     if what and idle.is_enabled() then
-      idle.try()
+      local watching, warned = idle.try_now()
       if what == 'on' then
         idle.restart_stopped()
+      end
+      -- A warning has just said why it does not watch: the same reason
+      -- again would only repeat it.
+      if not watching and warned then
+        return
       end
     end
     notify(idle.describe())

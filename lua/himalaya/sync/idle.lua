@@ -28,6 +28,7 @@ M.RETRY_MS = 30000
 ---@field stopped table<string, true?> watched folders ("account\0folder") that stopped for good
 ---@field gave_up? string why IDLE turned itself off, until the next start()
 ---@field why_not? string why the last try did not watch, when not because another Neovim does
+---@field warned_now? boolean the last try that did not watch showed a warning (see M.try_now)
 ---@type himalaya.sync.IdleState
 local S = require('himalaya.sync.native').state('idle', { watching = false, stopped = {} })
 
@@ -73,7 +74,7 @@ end
 ---@return false
 local function not_watching(why)
   S.why_not = why
-  require('himalaya.sync.native').problem('IDLE', why)
+  S.warned_now = require('himalaya.sync.native').problem('IDLE', why)
   return false
 end
 
@@ -110,6 +111,21 @@ function M.try()
   end
   S.watching = true
   return true
+end
+
+--- Tries at once, for `:HimalayaSync idle on`, so that its answer says who
+--- watches. The timer's next try then comes a whole interval later: the
+--- one it may have queued for now would only repeat this one (and its
+--- line in the log).
+---@return boolean watching
+---@return boolean warned a warning has just told why not
+function M.try_now()
+  S.warned_now = false
+  local watching = M.try()
+  if S.timer then
+    S.timer:again()
+  end
+  return watching, S.warned_now
 end
 
 --- Starts again the watchers that stopped for good while others still

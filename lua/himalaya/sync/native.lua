@@ -592,6 +592,7 @@ end
 ---@param job string 'auto-sync' or 'IDLE'
 ---@param msg string
 ---@param again? boolean shown even if shown before (it ends the job)
+---@return boolean shown whether it was shown now
 function M.problem(job, msg, again)
   local text = job .. ': ' .. tostring(msg):gsub('^himalaya%-sync: ', '')
   M.log('warn', text)
@@ -600,7 +601,9 @@ function M.problem(job, msg, again)
   if (again or not S.warned[text]) and (not ok or cfg.notify.enabled) then
     S.warned[text] = true
     M.notify(text, vim.log.levels.WARN)
+    return true
   end
+  return false
 end
 
 --- Longest text of a bad value quoted in an error message, in bytes.
