@@ -23,7 +23,7 @@ const HELP: &str = "\
 himalaya-sync: the engine of himalaya-sync.nvim from the command line
 
   himalaya-sync help                     this text
-  himalaya-sync version
+  himalaya-sync version                  its version and build (also --version)
   himalaya-sync locks                    list named locks and their holders
   himalaya-sync cleanup-locks            remove lock files nobody holds
   himalaya-sync with-lock NAME [-t SECS] -- CMD [ARGS...]
@@ -138,7 +138,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             println!("{HELP}");
             Ok(ExitCode::SUCCESS)
         }
-        Some("version") => {
+        Some("version" | "--version") => {
             no_more(it)?;
             println!(
                 "himalaya-sync {} (build {})",

@@ -31,6 +31,20 @@ fn help_lists_every_command_on_stdout() {
 }
 
 #[test]
+fn version_prints_one_line_on_stdout() {
+    for flag in ["version", "--version"] {
+        let out = tool(&[flag]);
+        assert!(out.status.success(), "{flag}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("himalaya-sync ") && text.lines().count() == 1,
+            "{flag}: {text}"
+        );
+        assert!(out.stderr.is_empty(), "{flag}: {:?}", out.stderr);
+    }
+}
+
+#[test]
 fn an_unknown_command_is_a_usage_error_that_mentions_help() {
     let out = tool(&["--hlep"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -48,7 +62,7 @@ fn an_unknown_command_is_a_usage_error_that_mentions_help() {
 
 #[test]
 fn a_command_without_arguments_refuses_one() {
-    for command in ["version", "locks", "cleanup-locks"] {
+    for command in ["version", "--version", "locks", "cleanup-locks"] {
         let out = tool(&[command, "extra"]);
         assert_eq!(out.status.code(), Some(2), "{command}: {out:?}");
         let text = String::from_utf8_lossy(&out.stderr);
