@@ -80,14 +80,15 @@ end
 ---@return string
 local function progress(p)
   -- Before mbsync has listed the folders there is nothing to count yet.
+  -- Messages are counted as copied, with no total: mbsync's grows as it
+  -- opens each folder, so "done/total" would read 1091/1091 at 14%.
   local line = p.boxes.total == 0 and (bar(0) .. '  connecting to the server')
-    or ('%s  %s  %d/%d folders, %d/%d messages'):format(
+    or ('%s  %s  %d/%d folders, %d messages copied'):format(
       bar(math.floor(p.percent or 0)),
       p.box or '',
       p.boxes.done,
       p.boxes.total,
-      p.near.new.done,
-      p.near.new.total
+      p.near.new.done
     )
   if line ~= last_line then
     last_line = line
