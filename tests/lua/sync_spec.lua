@@ -261,6 +261,13 @@ describe('syncing real mail', function()
     eq(before['Entwürfe'].total, after['Entwürfe'].total, 'Entwürfe untouched')
     eq(true, (t.sync_and_wait('folders', { account = 'demo', folders = { 'Entwürfe' } })).success)
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    -- The name get_folder_counts() gives (the Maildir's) reaches it too.
+    fx.deliver('demo', 'Entwürfe', 1)
+    ok(vim.tbl_contains(manager.get_folder_counts('demo'), function(c)
+      return c.folder == 'Entw&APw-rfe'
+    end, { predicate = true }))
+    eq(true, (t.sync_and_wait('folders', { account = 'demo', folders = { 'Entw&APw-rfe' } })).success)
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
 
   it('cancel mid-sync stops the process group; the next sync completes with nothing lost or doubled', function()
