@@ -93,6 +93,40 @@ describe('auto-sync', function()
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
 
+  it(':HimalayaSync auto says who leads: nobody yet, another process, or this Neovim', function()
+    local dir = t.tmpdir()
+    local quick = t.script(dir, 'quick-mbsync', 'exit 0')
+    vim.g.himalaya_sync =
+      { mbsync = { config = t.standalone_mbsyncrc(dir, t.closed_port()), cmd = quick }, notify = false }
+    local auto = require('himalaya.sync.auto')
+    local lock = require('himalaya.sync.lock')
+    t.defer(function()
+      auto.stop()
+      vim.g.himalaya_sync = nil
+    end)
+    auto.start()
+    eq('auto-sync is on, every 15 min (no Neovim leads yet: the first to tick takes the lead)', auto.describe())
+    local other = vim.system(
+      { t.root .. '/target/release/himalaya-sync', 'with-lock', 'auto-sync', '--', 'sleep', '60' },
+      { env = { HIMALAYA_SYNC_LOCK_DIR = lock.lock_dir() } }
+    )
+    t.defer(function()
+      other:kill(9)
+      other:wait(5000)
+    end)
+    t.wait_for(function()
+      return lock.is_locked('auto-sync')
+    end, 5000, 'the other process to lead')
+    eq(('auto-sync is on, every 15 min (himalaya-sync %d leads)'):format(other.pid), auto.describe())
+    other:kill(15)
+    other:wait(5000)
+    auto.tick()
+    eq('auto-sync is on, every 15 min (this Neovim leads)', auto.describe())
+    t.wait_for(function()
+      return not require('himalaya.sync.manager').is_busy()
+    end, 10000, "the tick's sync to end")
+  end)
+
   it('an account it cannot sync is shown once, not only logged at every tick', function()
     local fx = t.fixture({ '--folders', 'INBOX=3' })
     vim.g.himalaya_sync = { mbsync = { config = fx.mbsyncrc }, auto_sync = { accounts = { 'gmial' } } }

@@ -239,7 +239,17 @@ function M.describe()
   end
   local minutes = config.get().auto_sync.interval
   local every = minutes < 1 and ('%g s'):format(math.floor(minutes * 60 + 0.5)) or ('%g min'):format(minutes)
-  return ('auto-sync is on, every %s%s'):format(every, S.leader and ' (this Neovim leads)' or '')
+  local lead = ' (this Neovim leads)'
+  if not S.leader then
+    -- The lead is taken at a tick, the first one an interval after start.
+    lead = ' (no Neovim leads yet: the first to tick takes the lead)'
+    for _, l in ipairs(require('himalaya.sync.lock').list_locks()) do
+      if l.name == LEADER_LOCK and l.held then
+        lead = l.pid and (' (%s %d leads)'):format(l.process or 'pid', l.pid) or ' (another process leads)'
+      end
+    end
+  end
+  return ('auto-sync is on, every %s%s'):format(every, lead)
 end
 
 --- Turns auto-sync on or off; returns the new state.
