@@ -1880,7 +1880,7 @@ impl Manager {
             },
             None => {
                 let done = format!(
-                    "{} sync of {} done in {}: {} new, {} sent",
+                    "{} sync of {} done in {}: {} new, {} uploaded",
                     info.kind.as_str(),
                     info.account,
                     took(result.duration),

@@ -714,7 +714,8 @@ describe('editor integration', function()
     -- Durations read naturally ("40 ms", "3.2 s"), never "0.0 s".
     ok(out:match('%(full, %d+ ms%)') or out:match('%(full, %d+%.%d s%)'), out)
     ok(
-      s.done.info.message:match('done in %d+ ms:') or s.done.info.message:match('done in %d+%.%d s:'),
+      s.done.info.message:match('done in %d+ ms: %d+ new, %d+ uploaded$')
+        or s.done.info.message:match('done in %d+%.%d s: %d+ new, %d+ uploaded$'),
       s.done.info.message
     )
     ok(not out:find('0.0 s', 1, true) and not s.done.info.message:find('0.0 s', 1, true), out)
