@@ -106,14 +106,7 @@ describe('auto-sync', function()
     end)
     auto.start()
     eq('auto-sync is on, every 15 min (no Neovim leads yet: the first to tick takes the lead)', auto.describe())
-    local other = vim.system(
-      { t.root .. '/target/release/himalaya-sync', 'with-lock', 'auto-sync', '--', 'sleep', '60' },
-      { env = { HIMALAYA_SYNC_LOCK_DIR = lock.lock_dir() } }
-    )
-    t.defer(function()
-      other:kill(9)
-      other:wait(5000)
-    end)
+    local other = t.tool_holds('auto-sync')
     t.wait_for(function()
       return lock.is_locked('auto-sync')
     end, 5000, 'the other process to lead')

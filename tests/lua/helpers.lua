@@ -142,6 +142,23 @@ function M.nvim_lua(source)
   return r.stdout
 end
 
+--- The command-line tool holds lock `name` of this Neovim's lock folder
+--- (`himalaya-sync with-lock NAME -- sleep 60`) until it is killed, at the
+--- latest when the test ends.
+---@param name string
+---@return vim.SystemObj
+function M.tool_holds(name)
+  local proc = vim.system(
+    { M.root .. '/target/release/himalaya-sync', 'with-lock', name, '--', 'sleep', '60' },
+    { env = { HIMALAYA_SYNC_LOCK_DIR = require('himalaya.sync.lock').lock_dir() } }
+  )
+  M.defer(function()
+    proc:kill(9)
+    proc:wait(5000)
+  end)
+  return proc
+end
+
 --- Holds `file` with flock(1) from another process for `seconds`; the
 --- holder (and its sleep) is killed after the test. Returns a handle with
 --- `:stop()` that kills it now and waits until it is gone.

@@ -688,18 +688,6 @@ io.stdout:write(vim.json.encode(out))
     t.defer(manager.on_update(function(info)
       told = told + #info.elsewhere
     end))
-    local lock = require('himalaya.sync.lock')
-    local function hold(name)
-      local proc = vim.system(
-        { t.root .. '/target/release/himalaya-sync', 'with-lock', name, '--', 'sleep', '60' },
-        { env = { HIMALAYA_SYNC_LOCK_DIR = lock.lock_dir() } }
-      )
-      t.defer(function()
-        proc:kill(9)
-        proc:wait(5000)
-      end)
-      return proc
-    end
     local function shown(text, what)
       t.wait_for(function()
         return manager.statusline() == text
@@ -708,7 +696,7 @@ io.stdout:write(vim.json.encode(out))
       ))
     end
 
-    local first = hold('sync-demo')
+    local first = t.tool_holds('sync-demo')
     shown(('sync demo (himalaya-sync %d)'):format(first.pid), 'a sync of another process')
     local e = manager.get_sync_info().elsewhere
     eq(1, #e, vim.inspect(e))
@@ -722,14 +710,14 @@ io.stdout:write(vim.json.encode(out))
     first:kill(15)
     shown('', 'its end')
     eq({}, manager.get_sync_info().elsewhere)
-    local second = hold('sync-demo')
+    local second = t.tool_holds('sync-demo')
     shown(('sync demo (himalaya-sync %d)'):format(second.pid), 'the next one')
     second:kill(9)
     shown('', 'its holder killed')
     -- Other locks are no syncs.
-    hold('history')
+    t.tool_holds('history')
     t.wait_for(function()
-      return lock.is_locked('history')
+      return require('himalaya.sync.lock').is_locked('history')
     end, 5000, 'the other process to hold lock history')
     vim.wait(300)
     eq('', manager.statusline())
@@ -809,15 +797,7 @@ Channel two
     local slow = t.script(dir, 'slow-mbsync', 'sleep 0.3; exit 0')
     t.use(mbsyncrc, { mbsync = { cmd = slow }, notify = false })
     ok(manager.history())
-    local lock = require('himalaya.sync.lock')
-    local other = vim.system(
-      { t.root .. '/target/release/himalaya-sync', 'with-lock', 'sync-' .. held, '--', 'sleep', '60' },
-      { env = { HIMALAYA_SYNC_LOCK_DIR = lock.lock_dir() } }
-    )
-    t.defer(function()
-      other:kill(9)
-      other:wait(5000)
-    end)
+    local other = t.tool_holds('sync-' .. held)
     t.wait_for(function()
       return #manager.get_sync_info().elsewhere == 1
     end, 5000, 'the other process to show')
