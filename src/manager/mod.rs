@@ -377,6 +377,7 @@ impl Entry {
             waiting_for: None,
             counts: None,
         };
+        let estimate = PercentEstimate::for_channels(info.channels.len());
         Entry {
             info,
             opts,
@@ -384,7 +385,7 @@ impl Entry {
             config,
             cancel: watch::channel(false).0,
             cancel_flag: Arc::new(AtomicBool::new(false)),
-            estimate: PercentEstimate::new(),
+            estimate,
             last_sent: None,
             dirty: false,
             auth_refreshed: false,
@@ -699,7 +700,7 @@ impl Manager {
             e.info.status = Status::Running;
             e.info.next_retry = None;
             e.info.progress = None;
-            e.estimate = PercentEstimate::new();
+            e.estimate = PercentEstimate::for_channels(e.info.channels.len());
             e.info.message = format!("syncing {}", e.info.account);
             e.announced = true;
             e.started_sent = false;

@@ -447,16 +447,33 @@ impl Progress {
 /// (several at once), so the plain ratio in [`Progress::percent`] jumps.
 /// This estimate counts finished boxes and adds the share of the messages
 /// announced since the last box finished.
+///
+/// A run of several channels (a group) counts channels first: mbsync syncs
+/// them one after another and learns a channel's boxes only when it starts
+/// it, so the boxes alone said 99 % once the first channel's last box was
+/// nearly done. Each channel is an equal share, split by its own boxes.
 #[derive(Debug, Default, Clone)]
 pub struct PercentEstimate {
+    /// Whether the run syncs several channels (see [`Self::for_channels`]).
+    by_channel: bool,
     boxes_done: u64,
     base: (u64, u64),
+    /// Channels done, and boxes done and known, when the current channel
+    /// began.
+    channel: (u64, u64, u64),
     last: Option<f64>,
 }
 
 impl PercentEstimate {
-    pub fn new() -> Self {
-        PercentEstimate::default()
+    /// For a run of `channels` channels. The processes that split one
+    /// channel's boxes (parallel folders) add up to several channels in
+    /// their summed counters, but run side by side: they are one channel
+    /// here, counted by boxes.
+    pub fn for_channels(channels: usize) -> Self {
+        PercentEstimate {
+            by_channel: channels > 1,
+            ..PercentEstimate::default()
+        }
     }
 
     /// Feeds one frame; returns the estimate so far.
@@ -477,7 +494,22 @@ impl PercentEstimate {
                 0.0
             };
             let units = (p.boxes.done as f64 + frac).min(p.boxes.total as f64);
-            Some((100.0 * units / p.boxes.total as f64).min(99.0))
+            if self.by_channel && p.channels.total > 1 {
+                if p.channels.done != self.channel.0 {
+                    self.channel = (p.channels.done, p.boxes.done, p.boxes.total);
+                }
+                let (_, boxes_before, known_before) = self.channel;
+                let in_channel = if p.boxes.total > known_before {
+                    ((units - boxes_before as f64) / (p.boxes.total - known_before) as f64)
+                        .clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let channels = (p.channels.done as f64 + in_channel).min(p.channels.total as f64);
+                Some((100.0 * channels / p.channels.total as f64).min(99.0))
+            } else {
+                Some((100.0 * units / p.boxes.total as f64).min(99.0))
+            }
         };
         self.last = match (self.last, now) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -904,7 +936,7 @@ mod tests {
             "C: 0/1  B: 2/3  F: +0/0 *0/0 #0/0  N: +30/30 *0/0 #0/0",
             "C: 1/1  B: 3/3  F: +0/0 *0/0 #0/0  N: +30/30 *0/0 #0/0",
         ];
-        let mut est = PercentEstimate::new();
+        let mut est = PercentEstimate::for_channels(1);
         let mut last = 0.0;
         let mut seen = Vec::new();
         for f in frames {
@@ -915,5 +947,38 @@ mod tests {
             seen.push(v.round());
         }
         assert_eq!(seen, [0.0, 17.0, 33.0, 33.0, 50.0, 67.0, 99.0]);
+    }
+
+    /// A group: mbsync learns each channel's boxes when it starts it.
+    #[test]
+    fn a_group_counts_each_channel_as_an_equal_share() {
+        let frames = [
+            "C: 0/3  B: 0/1  F: +0/0 *0/0 #0/0  N: +0/10 *0/0 #0/0",
+            "C: 0/3  B: 0/1  F: +0/0 *0/0 #0/0  N: +9/10 *0/0 #0/0",
+            "C: 0/3  B: 1/1  F: +0/0 *0/0 #0/0  N: +10/10 *0/0 #0/0",
+            "C: 1/3  B: 1/1  F: +0/0 *0/0 #0/0  N: +10/10 *0/0 #0/0",
+            "C: 1/3  B: 1/3  F: +0/0 *0/0 #0/0  N: +10/30 *0/0 #0/0",
+            "C: 1/3  B: 2/3  F: +0/0 *0/0 #0/0  N: +20/30 *0/0 #0/0",
+            "C: 2/3  B: 3/3  F: +0/0 *0/0 #0/0  N: +30/30 *0/0 #0/0",
+            "C: 2/3  B: 3/4  F: +0/0 *0/0 #0/0  N: +30/40 *0/0 #0/0",
+            "C: 2/3  B: 3/4  F: +0/0 *0/0 #0/0  N: +35/40 *0/0 #0/0",
+            "C: 3/3  B: 4/4  F: +0/0 *0/0 #0/0  N: +40/40 *0/0 #0/0",
+        ];
+        let mut est = PercentEstimate::for_channels(3);
+        let seen: Vec<f64> = frames
+            .iter()
+            .map(|f| {
+                let p = parse_progress_line(f.as_bytes()).unwrap();
+                est.update(&p).unwrap().round()
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [0.0, 30.0, 33.0, 33.0, 33.0, 50.0, 67.0, 67.0, 83.0, 99.0]
+        );
+        // Two processes splitting one channel's boxes, summed: by boxes.
+        let mut split = PercentEstimate::for_channels(1);
+        let p = parse_progress_line(b"C: 0/2  B: 1/2  F: +0/0 *0/0 #0/0  N: +10/10 *0/0 #0/0");
+        assert_eq!(split.update(&p.unwrap()).map(f64::round), Some(50.0));
     }
 }
