@@ -723,7 +723,8 @@ io.stdout:write(vim.json.encode(out))
     eq('', manager.statusline())
   end)
 
-  --- An mbsyncrc in `dir` whose group `both` syncs channels `one` and `two`.
+  --- An mbsyncrc in `dir` whose group `both` syncs channels `both-inbox`
+  --- (what an inbox sync of `both` syncs) and `two`.
   ---@param dir string
   ---@return string path
   local function group_mbsyncrc(dir)
@@ -737,16 +738,16 @@ Path %s/far/
 MaildirStore near
 Path %s/near/
 
-Channel one
-Far :far:one
-Near :near:one
+Channel both-inbox
+Far :far:INBOX
+Near :near:INBOX
 
 Channel two
 Far :far:two
 Near :near:two
 
 Group both
-Channel one
+Channel both-inbox
 Channel two
 ]]):format(dir, dir)
     )
@@ -756,7 +757,8 @@ Channel two
   it("another process's sync of a group shows once in the status line, by the name it gave", function()
     local dir = t.tmpdir()
     local rc = group_mbsyncrc(dir)
-    t.use(rc, { notify = false })
+    local quick = t.script(dir, 'quick-mbsync', 'exit 0')
+    t.use(rc, { mbsync = { cmd = quick }, notify = false })
     ok(manager.history())
     -- The command-line tool syncs the group with an mbsync that takes its
     -- time; it holds the locks of both channels meanwhile.
@@ -774,14 +776,22 @@ Channel two
       return #manager.get_sync_info().elsewhere == 2
     end, 5000, 'both channels to show')
     local got = manager.get_sync_info().elsewhere
-    eq({ 'one', 'two' }, { got[1].account, got[2].account })
+    eq({ 'both-inbox', 'two' }, { got[1].account, got[2].account })
     eq({ 'full sync of both', 'full sync of both' }, { got[1].purpose, got[2].purpose })
     eq(('sync both (himalaya-sync %d)'):format(other.pid), manager.statusline())
+    -- An inbox sync of the group here waits for one of those channels: the
+    -- group is named once, by this Neovim's sync.
+    ok(manager.start_sync('inbox', { account = 'both', wait = 20 }))
+    t.wait_for(function()
+      return manager.get_sync_info().waiting_for ~= nil
+    end, 5000, 'the wait')
+    eq({ 'both-inbox' }, manager.get_sync_info().channels)
+    eq('sync both waiting', manager.statusline())
     other:kill(15)
     eq(143, other:wait(10000).code)
     t.wait_for(function()
-      return manager.statusline() == ''
-    end, 5000, 'the status line to clear')
+      return not manager.is_busy() and manager.statusline() == ''
+    end, 5000, 'the sync to end and the status line to clear')
   end)
 
   --- A sync of `account` (mbsync: a stand-in that takes 0.3 s) waits for
@@ -837,8 +847,8 @@ Channel two
 
   it("a sync of a group that waited for another process's sync of one of its channels: the same", function()
     local dir = t.tmpdir()
-    wait_for_the_other(dir, group_mbsyncrc(dir), 'both', 'one')
-    eq({ 'one', 'two' }, manager.get_sync_info().channels)
+    wait_for_the_other(dir, group_mbsyncrc(dir), 'both', 'both-inbox')
+    eq({ 'both-inbox', 'two' }, manager.get_sync_info().channels)
   end)
 
   it('an error in a User autocommand leaves the status line and listeners updated', function()

@@ -281,15 +281,16 @@ local function compute_status()
       vim.list_extend(parts, mine)
     end
   end
-  -- Then syncs of other processes, unless this Neovim shows a sync of that
-  -- channel already (its sync, maybe of a group, waits for the other one).
-  -- Locks are per channel: a sync of a group holds several, each with the
-  -- note "full sync of gmail", and shows once, by that name.
+  -- Then syncs of other processes. Locks are per channel: a sync of a
+  -- group holds several, each with the note "full sync of gmail", and
+  -- shows once, by that name. Left out when this Neovim shows a sync of
+  -- that channel or name already (its sync, maybe of a group or part of
+  -- one, waits for the other one).
   local shown = {}
   for _, e in ipairs(S.elsewhere) do
-    if not (active[e.account] or channels[e.account]) then
+    local name = e.pid and e.purpose and e.purpose:match('^%l+ sync of (%S+)$') or e.account
+    if not (active[e.account] or channels[e.account] or active[name]) then
       local who = e.pid and ('%s %d'):format(e.process or 'pid', e.pid) or 'elsewhere'
-      local name = e.pid and e.purpose and e.purpose:match('^%l+ sync of (%S+)$') or e.account
       local part = ('%s (%s)'):format(name, who)
       if not shown[part] then
         shown[part] = true
