@@ -851,6 +851,27 @@ Channel two
     eq({ 'both-inbox', 'two' }, manager.get_sync_info().channels)
   end)
 
+  it('the status line shows the error of the sync that ended last, not of the last one asked for', function()
+    local dir = t.tmpdir()
+    local slow = t.script(dir, 'slow-mbsync', 'sleep 0.5; exit 0')
+    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { mbsync = { cmd = slow }, notify = false })
+    local full = assert(manager.start_sync('full', { account = 'demo' }))
+    -- A check runs beside it, and fails at once: nothing listens there.
+    local check = assert(manager.start_sync('check', { account = 'demo' }))
+    t.wait_for(function()
+      return not manager.is_busy()
+    end, 10000, 'both to end')
+    local info = manager.get_sync_info()
+    local ended = {}
+    for _, s in ipairs(info.syncs) do
+      ended[s.id] = s
+    end
+    eq('error', ended[check].status)
+    eq('completed', ended[full].status)
+    ok(ended[check].end_time < ended[full].end_time, 'the check ended first')
+    eq('', manager.statusline())
+  end)
+
   it('an error in a User autocommand leaves the status line and listeners updated', function()
     local dir = t.tmpdir()
     -- It notes the lock folder it was told of: mbsync's PassCmd (the

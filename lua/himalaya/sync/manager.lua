@@ -301,7 +301,16 @@ local function compute_status()
   if #parts > 0 then
     return 'sync ' .. table.concat(parts, ', ')
   end
-  local last = syncs[order[#order]]
+  -- The sync that ended last, not the last one asked for: a check asked
+  -- for during a long sync ends first.
+  ---@type himalaya.sync.SyncInfo?
+  local last
+  for _, id in ipairs(order) do
+    local info = syncs[id]
+    if info.end_time and (not last or info.end_time >= last.end_time) then
+      last = info
+    end
+  end
   if last and last.status == 'error' and last.error then
     return ('sync %s: %s error'):format(last.account or last.type, last.error.kind)
   end
