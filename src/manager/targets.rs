@@ -209,7 +209,7 @@ pub fn resolve(
                 many => Err(Error::new(
                     ErrorKind::Config,
                     format!(
-                        "{account:?} is a group of several channels ({}); sync folders of one channel, or set accounts.{account}.full to a channel",
+                        "{account:?} is a group of several channels ({}): name the channel whose folders to sync",
                         many.join(", ")
                     ),
                 )),
@@ -476,7 +476,10 @@ Channels main:Sent arch:INBOX,Archive
         let e = resolve(&c, &no(), SyncType::Folders, "gmail", &["a,b".into()]).unwrap_err();
         assert!(e.message.contains("\"a,b\""));
         let e = resolve(&c, &no(), SyncType::Folders, "both", &["INBOX".into()]).unwrap_err();
-        assert!(e.message.contains("group"));
+        assert!(
+            e.message.ends_with("is a group of several channels (gmail, work): name the channel whose folders to sync"),
+            "{e}"
+        );
         let e = resolve(&c, &no(), SyncType::Folders, "work", &["INBOX".into()]).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Config);
         assert!(e.message.contains("no Patterns"), "{e}");
