@@ -851,7 +851,7 @@ Channel two
     eq({ 'both-inbox', 'two' }, manager.get_sync_info().channels)
   end)
 
-  it('the status line shows the error of the sync that ended last, not of the last one asked for', function()
+  it('the status line and get_sync_info() speak of the sync that ended last, not of the last one asked for', function()
     local dir = t.tmpdir()
     local slow = t.script(dir, 'slow-mbsync', 'sleep 0.5; exit 0')
     t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { mbsync = { cmd = slow }, notify = false })
@@ -870,6 +870,8 @@ Channel two
     eq('completed', ended[full].status)
     ok(ended[check].end_time < ended[full].end_time, 'the check ended first')
     eq('', manager.statusline())
+    -- And what get_sync_info() (and :HimalayaSync status) call the last sync.
+    eq({ full, 'completed' }, { info.id, info.status })
   end)
 
   it('an error in a User autocommand leaves the status line and listeners updated', function()

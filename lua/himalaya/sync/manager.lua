@@ -98,7 +98,7 @@ local M = {}
 ---@field since? integer unix seconds it has held the lock since
 ---@field purpose? string what it said it does (`full sync of demo`)
 
---- What `get_sync_info()` returns: the current (or last) sync's info, or
+--- What `get_sync_info()` returns: the current (or last ended) sync's info, or
 --- only `status = 'idle'` before any sync, and the lists.
 ---@class himalaya.sync.SyncState : himalaya.sync.SyncInfo
 ---@field syncs himalaya.sync.SyncInfo[] every sync of this Neovim, oldest first
@@ -231,6 +231,20 @@ local USER_EVENT = {
   sync_progress = 'HimalayaSyncProgress',
 }
 
+--- The sync that ended last, not the last one asked for: a check asked
+--- for during a long sync ends first.
+---@return himalaya.sync.SyncInfo?
+local function last_ended()
+  local last
+  for _, id in ipairs(order) do
+    local info = syncs[id]
+    if info.end_time and (not last or info.end_time >= last.end_time) then
+      last = info
+    end
+  end
+  return last
+end
+
 --- Short text for status lines, computed when state changes (not on redraw).
 local function compute_status()
   -- Per account, in the order accounts first appear: what runs (or waits
@@ -301,16 +315,7 @@ local function compute_status()
   if #parts > 0 then
     return 'sync ' .. table.concat(parts, ', ')
   end
-  -- The sync that ended last, not the last one asked for: a check asked
-  -- for during a long sync ends first.
-  ---@type himalaya.sync.SyncInfo?
-  local last
-  for _, id in ipairs(order) do
-    local info = syncs[id]
-    if info.end_time and (not last or info.end_time >= last.end_time) then
-      last = info
-    end
-  end
+  local last = last_ended()
   if last and last.status == 'error' and last.error then
     return ('sync %s: %s error'):format(last.account or last.type, last.error.kind)
   end
@@ -1060,14 +1065,20 @@ end
 --- shared between calls.
 ---@return himalaya.sync.SyncState
 function M.get_sync_info()
-  local list, primary = {}, nil
+  -- The newest running sync, else the newest that has not ended (queued,
+  -- retrying), else the one that ended last.
+  local list, running, waiting = {}, nil, nil
   for _, id in ipairs(order) do
     local info = syncs[id]
     list[#list + 1] = snapshot(info)
-    if info.status == 'running' or not (primary and primary.status == 'running') then
-      primary = info
+    if info.status == 'running' then
+      running = info
+    elseif not info.end_time then
+      waiting = info
     end
   end
+  local primary = running or waiting or last_ended()
+  ---@type himalaya.sync.SyncState
   local out = primary and vim.deepcopy(primary) or { status = 'idle' }
   out.syncs = list
   out.queue = vim.tbl_filter(function(i)
