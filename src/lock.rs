@@ -612,7 +612,12 @@ impl LockDir {
             Err(e) => return Err(Error::io(format!("cannot open {}", self.shown(name)), e)),
         };
         match flock(file.as_fd(), libc::LOCK_SH | libc::LOCK_NB) {
-            Ok(()) => Ok(Holding::Free),
+            Ok(()) => {
+                // Unlocked before closing, as LockGuard does: a child forked
+                // meanwhile would otherwise hold our shared lock until exec.
+                let _ = flock(file.as_fd(), libc::LOCK_UN);
+                Ok(Holding::Free)
+            }
             Err(Errno::EWOULDBLOCK) => Ok(Holding::Held { pid: None }),
             Err(e) => Err(Error::io(format!("cannot lock {}", self.shown(name)), e)),
         }
@@ -767,7 +772,7 @@ impl LockDir {
 }
 
 /// A held lock. Dropping it (or calling [`LockGuard::release`]) empties the
-/// holder note and closes the file, which releases the lock. The file is
+/// holder note, unlocks and closes the file. The file is
 /// left in place: removing it on release would open the race described at
 /// [`LockDir::cleanup_stale`].
 #[derive(Debug)]
@@ -806,7 +811,11 @@ impl Drop for LockGuard {
         // left behind is harmless because held-ness always comes from the
         // kernel and the next holder overwrites the note.
         let _ = self.file.set_len(0);
-        // Closing `file`, which happens right after this, releases the lock.
+        // Unlocked explicitly: closing `file` alone would leave the lock
+        // held while a child forked a moment ago still has the file open
+        // (until its exec closes it), so a lock given up just as a sync
+        // spawns a process would look busy to everyone else.
+        let _ = flock(self.file.as_fd(), libc::LOCK_UN);
     }
 }
 
@@ -1261,6 +1270,23 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let locks = LockDir::open(tmp.path().join("locks")).expect("open lock dir");
         (tmp, locks)
+    }
+
+    /// A process forked while a lock is held has the lock file open until
+    /// it execs (close-on-exec): releasing must free the lock at once all
+    /// the same, or a lock given up just as a sync spawns mbsync stays
+    /// held by the child for a moment and another Neovim's try fails.
+    #[test]
+    fn release_frees_the_lock_that_a_forked_child_still_has_open() {
+        let (_tmp, locks) = setup();
+        let guard = locks.try_acquire("a", "x").expect("try").expect("free");
+        // What fork gives the child: another descriptor of the same open file.
+        let child_copy = guard.file.try_clone().expect("dup");
+        guard.release();
+        let info = locks.list().expect("list");
+        assert!(!info[0].held, "{info:?}");
+        assert!(locks.try_acquire("a", "x").expect("try").is_some());
+        drop(child_copy);
     }
 
     /// A lock folder removed under a running process (a logout removes
