@@ -261,6 +261,9 @@ pub struct SyncResult {
     pub kind: Option<ErrorKind>,
     /// Seconds from the request to the end, retries included.
     pub duration: f64,
+    /// Seconds of `duration` spent waiting for another process that
+    /// synced the account (its lock).
+    pub waited: f64,
     /// Messages copied to the local (near) side.
     pub pulled: u64,
     /// Messages copied to the server (far) side.
@@ -343,6 +346,10 @@ struct Entry {
     /// The folder counts of the current attempt, read as soon as its
     /// mbsync exited (see [`Manager::count_early`]).
     early_counts: Option<std::sync::mpsc::Receiver<Option<Vec<FolderCounts>>>>,
+    /// Since when it waits for another process's lock, while it does.
+    wait_began: Option<Instant>,
+    /// Time spent waiting for other processes' locks, all attempts.
+    waited: Duration,
 }
 
 impl Entry {
@@ -395,6 +402,8 @@ impl Entry {
             launched: Instant::now(),
             patience: Arc::new(Mutex::new(Duration::ZERO)),
             early_counts: None,
+            wait_began: None,
+            waited: Duration::ZERO,
         }
     }
 
@@ -1316,6 +1325,11 @@ impl Manager {
         let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
             return;
         };
+        if waits {
+            e.wait_began.get_or_insert_with(Instant::now);
+        } else if let Some(began) = e.wait_began.take() {
+            e.waited += began.elapsed();
+        }
         if !e.info.status.active() {
             return;
         }
@@ -1811,6 +1825,9 @@ impl Manager {
         last: Option<Progress>,
         counts: Option<Vec<FolderCounts>>,
     ) -> HistoryItem {
+        if let Some(began) = e.wait_began.take() {
+            e.waited += began.elapsed();
+        }
         let info = &mut e.info;
         // A cancel says which sync, in the result and the history too, and
         // what it was waiting for, if anything ("waiting for lock ... was
@@ -1840,6 +1857,7 @@ impl Manager {
             error: error.as_ref().map(|e| e.message.clone()),
             kind: error.as_ref().map(|e| e.kind),
             duration: end - info.start_time,
+            waited: e.waited.as_secs_f64(),
             pulled: counters.near.new.done,
             pushed: counters.far.new.done,
             flags_changed: counters.near.flags.done + counters.far.flags.done,
@@ -1880,11 +1898,19 @@ impl Manager {
                 ),
             },
             None => {
+                // A wait for another process is said apart: "done in 25 s"
+                // for a sync that ran 5 s would make it look slow. (Its
+                // lock, not another sync: a script may have held it.)
+                let waited = if result.waited >= 0.1 {
+                    format!(" after waiting {} for its lock", took(result.waited))
+                } else {
+                    String::new()
+                };
                 let done = format!(
-                    "{} sync of {} done in {}: {} new, {} uploaded",
+                    "{} sync of {} done in {}{waited}: {} new, {} uploaded",
                     info.kind.as_str(),
                     info.account,
-                    took(result.duration),
+                    took(result.duration - result.waited),
                     result.pulled,
                     result.pushed
                 );

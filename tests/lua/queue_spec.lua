@@ -141,6 +141,14 @@ describe('queue', function()
     end, 30000, 'the sync to run once the other process is done')
     eq(waiting, #manager.get_sync_info().syncs, 'no second sync')
     eq(2, manager.get_sync_info().requests)
+    -- The wait is told apart from the time the sync took.
+    local result = manager.get_sync_info().result
+    ok(result.waited >= 0.3 and result.waited < result.duration, vim.inspect(result))
+    local msg = manager.get_sync_info().message
+    ok(
+      msg:match('^full sync of demo done in [%d.]+ m?s after waiting [%d.]+ m?s for its lock: 20 new, 0 uploaded$'),
+      msg
+    )
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
 
     -- The lock held by this Neovim itself (a script's acquire_lock): no
@@ -157,6 +165,7 @@ describe('queue', function()
     lock.release_lock('sync-demo')
     wait_done({ own }, 30000)
     eq(true, own.done.result.success)
+    ok(own.done.result.waited > 0, vim.inspect(own.done.result))
   end)
 
   it('a sync cancelled while it waits for another process says which sync and what it waited for', function()

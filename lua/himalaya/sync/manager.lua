@@ -36,6 +36,7 @@ local M = {}
 ---@field error? string one line for the user
 ---@field kind? string auth|network|timeout|locked|uidvalidity|config|cancelled|invalid|io|unknown
 ---@field duration number seconds from the request to the end, retries included
+---@field waited number seconds of duration spent waiting for the account's lock (another process's sync)
 ---@field attempts integer attempts made (1 without retries)
 ---@field pulled integer messages copied to the local side
 ---@field pushed integer messages copied to the server
