@@ -185,7 +185,9 @@ pub fn connection_for(
 }
 
 /// Checks every channel of `account`; `folders` (Unicode far names) limits
-/// the answer to those, each of which must exist in some channel.
+/// the answer to those, each of which must exist in some channel. INBOX
+/// comes first, then the folders as the server lists them, channel by
+/// channel.
 pub async fn check_account(
     cfg: &MbsyncConfig,
     overrides: &HashMap<String, AccountOverrides>,
@@ -233,6 +235,9 @@ pub async fn check_account(
         }
         out.retain(|c| folders.contains(&c.folder));
     }
+    // INBOX first, as the folder counts and every mail client list it, also
+    // when a channel that sorts before its own syncs other folders.
+    out.sort_by_key(|c| !c.folder.eq_ignore_ascii_case("INBOX"));
     match all_refused(&out) {
         Some(e) => Err(e),
         None => Ok(out),

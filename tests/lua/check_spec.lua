@@ -153,8 +153,8 @@ describe('check', function()
     t.write(
       rc,
       t.read(fx.mbsyncrc)
-        .. '\nChannel demo-archive\nFar :demo-remote:Archive\nNear :demo-local:Archive\nSyncState *\n'
-        .. '\nGroup both\nChannel demo\nChannel demo-archive\n'
+        .. '\nChannel archive\nFar :demo-remote:Archive\nNear :demo-local:Archive\nSyncState *\n'
+        .. '\nGroup both\nChannel demo\nChannel archive\n'
     )
     t.use(rc)
     vim.fn.delete(fx.accounts.demo.server_maildir .. '/.Archive', 'rf')
@@ -163,6 +163,7 @@ describe('check', function()
     ok(result.success, info.message)
     eq('completed', info.status)
     eq(2, result.new)
+    eq('INBOX', result.folders[1].folder, 'INBOX first, whichever channel syncs it')
     local by = {}
     for _, f in ipairs(result.folders) do
       by[f.folder] = f
@@ -199,11 +200,11 @@ describe('check', function()
     t.contains(line[1], "not checked: IMAP folder 'Archive' on 127.0.0.1:")
     eq('ErrorMsg', line[2])
     -- Nothing left to check in that channel: a failure, not "0 new".
-    result, info = check('demo-archive')
+    result, info = check('archive')
     eq(false, result.success)
     eq('error', info.status)
     eq('config', result.kind, info.message)
-    t.contains(info.message, "check of demo-archive failed: IMAP folder 'Archive' on 127.0.0.1:")
+    t.contains(info.message, "check of archive failed: IMAP folder 'Archive' on 127.0.0.1:")
   end)
 
   it('is fast on loopback', function()

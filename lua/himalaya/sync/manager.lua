@@ -64,7 +64,7 @@ local M = {}
 ---@field duration number seconds from the request to the end
 ---@field attempts integer always 1
 ---@field new integer new messages in all folders
----@field folders himalaya.sync.FolderCheck[] per folder, as the server lists them
+---@field folders himalaya.sync.FolderCheck[] per folder: INBOX first, then as the server lists them
 ---@field changed string[] folders a sync has work in, or that the check could not look into
 ---@field changed_boxes string[] the same as mbsync names them (empty: several channels)
 
