@@ -14,7 +14,8 @@ use crate::lock::LockDir;
 use crate::manager::elsewhere;
 use crate::manager::idle::IdleSet;
 use crate::manager::{
-    AccountOverrides, Manager, RetryPolicy, Settings, StartOptions, SyncType, UidvalidityPolicy,
+    targets, AccountOverrides, Manager, RetryPolicy, Settings, StartOptions, SyncType,
+    UidvalidityPolicy,
 };
 use crate::oauth::account::AccountSettings;
 use crate::runtime;
@@ -240,7 +241,9 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
     m.set(
         "mbsync_targets",
         func(lua, |lua, ()| {
-            to_lua(lua, &manager()?.mbsync_config()?.targets())
+            let m = manager()?;
+            let offers = targets::offers(&m.mbsync_config()?, &m.settings().accounts);
+            to_lua(lua, &offers)
         })?,
     )?;
     // The mbsyncrc the engine reads (the configured one, else mbsync's

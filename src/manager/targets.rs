@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::error::{quoted, Error, ErrorKind, Result};
-use crate::mbsync::config::MbsyncConfig;
+use crate::mbsync::config::{MbsyncConfig, Target};
 
 /// What to sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
@@ -218,6 +218,38 @@ pub fn resolve(
     }
 }
 
+/// A channel or group of the mbsyncrc with the sync types it can be asked
+/// for, so that command-line completion offers only names a sync accepts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Offer {
+    #[serde(flatten)]
+    pub target: Target,
+    /// Among full, inbox, folders and repair, in that order.
+    pub syncs: Vec<SyncType>,
+}
+
+/// Every target of the mbsyncrc, in file order, with the syncs it takes.
+/// A folders sync or a repair is judged by its channel only: the folder
+/// names are the user's, checked when the sync is asked for.
+pub fn offers(cfg: &MbsyncConfig, overrides: &HashMap<String, AccountOverrides>) -> Vec<Offer> {
+    let any_folder = ["INBOX".to_string()];
+    cfg.targets()
+        .into_iter()
+        .map(|target| {
+            let syncs = [
+                SyncType::Full,
+                SyncType::Inbox,
+                SyncType::Folders,
+                SyncType::Repair,
+            ]
+            .into_iter()
+            .filter(|&kind| resolve(cfg, overrides, kind, &target.name, &any_folder).is_ok())
+            .collect();
+            Offer { target, syncs }
+        })
+        .collect()
+}
+
 /// The targets that sync the server's INBOX of `name` (a channel or a
 /// group) and no other mailbox, one per channel that syncs INBOX at all
 /// (see [`crate::mbsync::config::Channel::inbox_target`]); a group member
@@ -320,6 +352,53 @@ Channel work
 
     fn no() -> HashMap<String, AccountOverrides> {
         HashMap::new()
+    }
+
+    /// Completion offers a name only for the syncs that would take it.
+    #[test]
+    fn offers_name_the_syncs_each_target_takes() {
+        let text = format!(
+            "{STORES}
+Channel gmail
+Far :r:
+Near :l:
+Patterns *
+
+Channel gmail-inbox
+Far :r:INBOX
+Near :l:INBOX
+
+Channel archive
+Far :r:Archive
+Near :l:Archive
+
+Group both
+Channel gmail
+Channel archive
+"
+        );
+        let c = MbsyncConfig::parse(&text, Path::new("/home/u/.mbsyncrc")).unwrap();
+        let syncs = |name: &str, ov: &HashMap<String, AccountOverrides>| {
+            let offers = offers(&c, ov);
+            let o = offers.iter().find(|o| o.target.name == name).unwrap();
+            o.syncs.iter().map(|k| k.as_str()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            syncs("gmail", &no()),
+            ["full", "inbox", "folders", "repair"]
+        );
+        assert_eq!(syncs("gmail-inbox", &no()), ["full", "inbox", "repair"]);
+        assert_eq!(syncs("both", &no()), ["full", "inbox"]);
+        // One mailbox that is not INBOX: no inbox sync, unless configured.
+        assert_eq!(syncs("archive", &no()), ["full", "repair"]);
+        let ov = HashMap::from([(
+            "archive".to_string(),
+            AccountOverrides {
+                inbox: Some("gmail-inbox".into()),
+                ..Default::default()
+            },
+        )]);
+        assert_eq!(syncs("archive", &ov), ["full", "inbox", "repair"]);
     }
 
     #[test]

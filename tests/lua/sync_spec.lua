@@ -520,13 +520,18 @@ describe('syncing real mail', function()
     eq(nil, mbsync.parse_progress_line(nil))
   end)
 
-  it('folders and repair complete only channels, then the configured folders', function()
+  it('each sync completes the accounts it takes, then the configured folders', function()
     local complete = completing(
-      'Channel one\nFar :a:\nNear :b:\n\nChannel two\nFar :a:\nNear :b:\n\nGroup both\nChannel one\nChannel two\n',
+      'Channel one\nFar :a:\nNear :b:\nPatterns *\n\nChannel two\nFar :a:Archive\nNear :b:Archive\n\n'
+        .. 'Group both\nChannel one\nChannel two\n',
       { one = { folders = { 'INBOX', 'Work' } } }
     )
     eq({ 'both', 'one', 'two' }, complete('HimalayaSync full '))
-    eq({ 'one', 'two' }, complete('HimalayaSync folders '))
+    eq({ 'both', 'one', 'two' }, complete('HimalayaSync check '))
+    -- two syncs Archive alone: it has no inbox to sync, nor folders to name.
+    eq({ 'both', 'one' }, complete('HimalayaSync inbox '))
+    -- A group's folders are refused: name the channel.
+    eq({ 'one' }, complete('HimalayaSync folders '))
     eq({ 'one', 'two' }, complete('HimalayaSync repair '))
     eq({ 'INBOX', 'Work' }, complete('HimalayaSync folders one '))
     eq({ 'INBOX' }, complete('HimalayaSync folders one Work '))

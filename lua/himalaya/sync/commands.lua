@@ -266,44 +266,54 @@ M.subcommands.build = {
   end,
 }
 
-local function account_names()
-  local targets = require('himalaya.sync.manager').list_targets() or {}
-  local names = vim.tbl_map(function(t)
-    return t.name
-  end, targets)
-  -- himalaya's account names too (each maps to a channel or group).
-  for _, n in ipairs(require('himalaya.sync.himalaya').names()) do
-    if not vim.tbl_contains(names, n) then
+--- The names a sync of `type` takes: the mbsyncrc's channels and groups
+--- that take it, and himalaya's account names whose target does.
+---@param type himalaya.sync.SyncType
+---@return string[]
+local function account_names(type)
+  local names, targets = {}, {}
+  for _, t in ipairs(require('himalaya.sync.manager').list_targets() or {}) do
+    targets[t.name] = vim.tbl_contains(t.syncs, type)
+    if targets[t.name] then
+      names[#names + 1] = t.name
+    end
+  end
+  local himalaya = require('himalaya.sync.himalaya')
+  for _, n in ipairs(himalaya.names()) do
+    if targets[n] == nil and targets[himalaya.target_of(n) or ''] then
       names[#names + 1] = n
     end
   end
   return names
 end
 
-local function complete_account(_, args)
-  return #args == 0 and account_names() or {}
+--- Completes the account of a sync of `type`, the only argument.
+---@param type himalaya.sync.SyncType
+local function complete_account(type)
+  return function(_, args)
+    return #args == 0 and account_names(type) or {}
+  end
 end
 
---- Channels only, then the account's configured folders: a folders sync or
---- a repair names folders of one channel, so groups would be refused.
-local function complete_channel_folders(_, args)
-  if #args == 0 then
-    local channels = vim.tbl_filter(function(t)
-      return t.kind == 'channel'
-    end, require('himalaya.sync.manager').list_targets() or {})
-    return vim.tbl_map(function(t)
-      return t.name
-    end, channels)
+--- Completes `{account} {folder...}` of a folders sync or a repair: the
+--- accounts that take it (one channel of several folders for a folders
+--- sync, so no groups), then the account's configured folders.
+---@param type 'folders'|'repair'
+local function complete_account_folders(type)
+  return function(_, args)
+    if #args == 0 then
+      return account_names(type)
+    end
+    local acct = require('himalaya.sync.config').get().accounts[args[1]]
+    -- Folders given already are not offered again.
+    local given = {}
+    for i = 2, #args do
+      given[args[i]] = true
+    end
+    return vim.tbl_filter(function(f)
+      return not given[f]
+    end, acct and acct.folders or {})
   end
-  local acct = require('himalaya.sync.config').get().accounts[args[1]]
-  -- Folders given already are not offered again.
-  local given = {}
-  for i = 2, #args do
-    given[args[i]] = true
-  end
-  return vim.tbl_filter(function(f)
-    return not given[f]
-  end, acct and acct.folders or {})
 end
 
 local function at_most(args, n, usage)
@@ -324,7 +334,7 @@ end
 
 M.subcommands.full = {
   desc = 'sync every folder of an account',
-  complete = complete_account,
+  complete = complete_account('full'),
   run = function(args)
     if at_most(args, 1, ':HimalayaSync full [account]') then
       start('full', args[1])
@@ -334,7 +344,7 @@ M.subcommands.full = {
 
 M.subcommands.inbox = {
   desc = "sync an account's inbox",
-  complete = complete_account,
+  complete = complete_account('inbox'),
   run = function(args)
     if at_most(args, 1, ':HimalayaSync inbox [account]') then
       start('inbox', args[1])
@@ -344,7 +354,7 @@ M.subcommands.inbox = {
 
 M.subcommands.folders = {
   desc = 'sync some folders of an account: folders {account} {folder...}',
-  complete = complete_channel_folders,
+  complete = complete_account_folders('folders'),
   run = function(args)
     local account = table.remove(args, 1)
     if not account or #args == 0 then
@@ -382,7 +392,7 @@ end
 
 M.subcommands.check = {
   desc = 'ask the server how many messages are new per folder (STATUS, no sync)',
-  complete = complete_account,
+  complete = complete_account('full'),
   run = function(args)
     if not at_most(args, 1, ':HimalayaSync check [account]') then
       return
@@ -611,7 +621,7 @@ M.subcommands.log = {
 M.subcommands.repair = {
   desc = 'repair a folder whose UIDVALIDITY changed, without losing mail: repair {account} {folder}',
   complete = function(arglead, args)
-    return #args <= 1 and complete_channel_folders(arglead, args) or {}
+    return #args <= 1 and complete_account_folders('repair')(arglead, args) or {}
   end,
   run = function(args)
     if #args ~= 2 then

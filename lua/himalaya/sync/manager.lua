@@ -773,6 +773,7 @@ end
 ---@field name string
 ---@field kind 'channel'|'group'
 ---@field grouped boolean a channel that some group syncs, or a group another group covers
+---@field syncs himalaya.sync.SyncType[] the sync types it takes (a group takes no folders sync)
 
 --- Every channel and group in the mbsyncrc (each is an account name).
 ---@return himalaya.sync.Target[]? targets
