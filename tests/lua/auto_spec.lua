@@ -105,16 +105,30 @@ describe('auto-sync', function()
       vim.g.himalaya_sync = nil
     end)
     auto.start()
-    eq('auto-sync is on, every 15 min (no Neovim leads yet: the first to tick takes the lead)', auto.describe())
+    eq(
+      'auto-sync is on, every 15 min (no Neovim leads yet: the first to tick takes the lead): full sync of demo',
+      auto.describe()
+    )
     local other = t.tool_holds('auto-sync')
     t.wait_for(function()
       return lock.is_locked('auto-sync')
     end, 5000, 'the other process to lead')
-    eq(('auto-sync is on, every 15 min (himalaya-sync %d leads)'):format(other.pid), auto.describe())
+    eq(('auto-sync is on, every 15 min (himalaya-sync %d leads): full sync of demo'):format(other.pid), auto.describe())
     other:kill(15)
     other:wait(5000)
     auto.tick()
-    eq('auto-sync is on, every 15 min (this Neovim leads)', auto.describe())
+    eq('auto-sync is on, every 15 min (this Neovim leads): full sync of demo', auto.describe())
+    -- What it syncs, as configured.
+    t.defer(function()
+      require('himalaya.sync.config').setup({})
+    end)
+    require('himalaya.sync.config').setup({
+      auto_sync = { accounts = { 'demo', 'work' }, type = 'inbox', smart = true },
+    })
+    eq(
+      'auto-sync is on, every 15 min (this Neovim leads): inbox sync of demo, work when a check finds new mail',
+      auto.describe()
+    )
     t.wait_for(function()
       return not require('himalaya.sync.manager').is_busy()
     end, 10000, "the tick's sync to end")

@@ -31,16 +31,27 @@ local function problem(msg)
   require('himalaya.sync.native').problem('auto-sync', msg)
 end
 
---- The accounts the timer syncs.
----@return string[]
-local function accounts()
+--- The accounts the timer syncs, or why there are none.
+---@return string[] names
+---@return string? why
+local function account_list()
   local cfg = config.get()
   if cfg.auto_sync.accounts then
     return cfg.auto_sync.accounts
   end
   local names, err = require('himalaya.sync.manager').whole_accounts()
   if #names == 0 then
-    problem('no account to sync: ' .. (err or 'the mbsyncrc has no Channel or Group'))
+    return names, 'no account to sync: ' .. (err or 'the mbsyncrc has no Channel or Group')
+  end
+  return names
+end
+
+--- The accounts the timer syncs; none is a problem shown once.
+---@return string[]
+local function accounts()
+  local names, why = account_list()
+  if why then
+    problem(why)
   end
   return names
 end
@@ -237,7 +248,8 @@ function M.describe()
   if not S.timer then
     return 'auto-sync is off'
   end
-  local minutes = config.get().auto_sync.interval
+  local opts = config.get().auto_sync
+  local minutes = opts.interval
   local every = minutes < 1 and ('%g s'):format(math.floor(minutes * 60 + 0.5)) or ('%g min'):format(minutes)
   local lead = ' (this Neovim leads)'
   if not S.leader then
@@ -249,7 +261,14 @@ function M.describe()
       end
     end
   end
-  return ('auto-sync is on, every %s%s'):format(every, lead)
+  local names, why = account_list()
+  local what = why
+    or ('%s sync of %s%s'):format(
+      opts.type,
+      table.concat(names, ', '),
+      opts.smart and ' when a check finds new mail' or ''
+    )
+  return ('auto-sync is on, every %s%s: %s'):format(every, lead, what)
 end
 
 --- Turns auto-sync on or off; returns the new state.
