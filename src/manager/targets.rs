@@ -130,6 +130,18 @@ pub fn resolve(
     account: &str,
     folders: &[String],
 ) -> Result<Vec<String>> {
+    resolve_for(cfg, overrides, kind, account, Some(folders))
+}
+
+/// [`resolve`]; without `folders`, a folders sync or a repair is judged by
+/// its channel only (for [`offers`]) and resolves to that channel.
+fn resolve_for(
+    cfg: &MbsyncConfig,
+    overrides: &HashMap<String, AccountOverrides>,
+    kind: SyncType,
+    account: &str,
+    folders: Option<&[String]>,
+) -> Result<Vec<String>> {
     validate_account(account)?;
     let ov = overrides.get(account).cloned().unwrap_or_default();
     let known = |name: &str| cfg.channel(name).is_some() || cfg.group(name).is_some();
@@ -181,14 +193,14 @@ pub fn resolve(
             }
             Ok(targets)
         }
-        SyncType::Repair if folders.len() != 1 => Err(Error::invalid(
+        SyncType::Repair if folders.is_some_and(|f| f.len() != 1) => Err(Error::invalid(
             "a repair needs exactly one folder (the one whose UIDVALIDITY changed)",
         )),
         SyncType::Folders | SyncType::Repair => {
-            if folders.is_empty() {
+            if folders.is_some_and(<[String]>::is_empty) {
                 return Err(Error::invalid("a folders sync needs at least one folder"));
             }
-            for f in folders {
+            for f in folders.unwrap_or_default() {
                 validate_folder(f)?;
             }
             let chans = channels_of(cfg, &full).ok_or_else(unknown)?;
@@ -205,7 +217,32 @@ pub fn resolve(
                         ),
                     ))
                 }
-                [one] => Ok(vec![format!("{one}:{}", folders.join(","))]),
+                [one] => {
+                    let Some(folders) = folders else {
+                        return Ok(vec![one.clone()]);
+                    };
+                    // mbsync syncs a box named on its command line whatever
+                    // the Patterns say: a folder they leave out (a huge
+                    // archive, the Trash) would be downloaded after all.
+                    if let Some(channel) = cfg.channel(one) {
+                        let left_out = folders.iter().find(|f| {
+                            let inbox = f.eq_ignore_ascii_case("INBOX");
+                            !channel.takes(if inbox { "INBOX" } else { f.as_str() })
+                        });
+                        if let Some(f) = left_out {
+                            return Err(Error::new(
+                                ErrorKind::Config,
+                                format!(
+                                    "folder {} is left out by the Patterns of channel {one:?} ({}): \
+                                     add it there to sync it",
+                                    quoted(f, 80),
+                                    channel.patterns.join(" ")
+                                ),
+                            ));
+                        }
+                    }
+                    Ok(vec![format!("{one}:{}", folders.join(","))])
+                }
                 many => Err(Error::new(
                     ErrorKind::Config,
                     format!(
@@ -232,7 +269,6 @@ pub struct Offer {
 /// A folders sync or a repair is judged by its channel only: the folder
 /// names are the user's, checked when the sync is asked for.
 pub fn offers(cfg: &MbsyncConfig, overrides: &HashMap<String, AccountOverrides>) -> Vec<Offer> {
-    let any_folder = ["INBOX".to_string()];
     cfg.targets()
         .into_iter()
         .map(|target| {
@@ -243,7 +279,7 @@ pub fn offers(cfg: &MbsyncConfig, overrides: &HashMap<String, AccountOverrides>)
                 SyncType::Repair,
             ]
             .into_iter()
-            .filter(|&kind| resolve(cfg, overrides, kind, &target.name, &any_folder).is_ok())
+            .filter(|&kind| resolve_for(cfg, overrides, kind, &target.name, None).is_ok())
             .collect();
             Offer { target, syncs }
         })
@@ -372,6 +408,11 @@ Channel archive
 Far :r:Archive
 Near :l:Archive
 
+Channel rest
+Far :r:
+Near :l:
+Patterns * !INBOX
+
 Group both
 Channel gmail
 Channel archive
@@ -399,6 +440,7 @@ Channel archive
             },
         )]);
         assert_eq!(syncs("archive", &ov), ["full", "inbox", "repair"]);
+        assert_eq!(syncs("rest", &no()), ["full", "folders", "repair"]);
     }
 
     #[test]
@@ -512,6 +554,43 @@ Channels main:Sent arch:INBOX,Archive
         assert_eq!(channels_of_targets(&c, &t), ["gmail", "work"]);
         let t = resolve(&c, &no(), SyncType::Inbox, "work", &[]).unwrap();
         assert_eq!(channels_of_targets(&c, &t), ["work"]);
+    }
+
+    /// A folders sync or a repair names only folders the channel's
+    /// Patterns take: mbsync would sync any box named to it.
+    #[test]
+    fn folders_the_patterns_leave_out_are_refused() {
+        let text = format!(
+            "{STORES}
+Channel mail
+Far :r:
+Near :l:
+Patterns INBOX Work* !Work/Secret
+"
+        );
+        let c = MbsyncConfig::parse(&text, Path::new("/home/u/.mbsyncrc")).unwrap();
+        let folders = |kind, names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            resolve(&c, &no(), kind, "mail", &names)
+        };
+        assert_eq!(
+            folders(SyncType::Folders, &["inbox", "Work/Projects"]).unwrap(),
+            ["mail:inbox,Work/Projects"]
+        );
+        for kind in [SyncType::Folders, SyncType::Repair] {
+            let e = folders(kind, &["Work/Secret"]).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Config);
+            assert_eq!(
+                e.message,
+                "folder \"Work/Secret\" is left out by the Patterns of channel \"mail\" \
+                 (INBOX Work* !Work/Secret): add it there to sync it"
+            );
+        }
+        let e = folders(SyncType::Folders, &["INBOX", "Archive"]).unwrap_err();
+        assert!(
+            e.message.starts_with("folder \"Archive\" is left out"),
+            "{e}"
+        );
     }
 
     #[test]
