@@ -56,11 +56,19 @@ pub fn write(level: &str, message: &str) {
     send(Msg::Line(line));
 }
 
-/// Waits (up to 2 s) until every queued line is written.
-pub fn flush() {
-    let (tx, rx) = mpsc::channel();
-    send(Msg::Flush(tx));
-    let _ = rx.recv_timeout(Duration::from_secs(2));
+/// Waits up to `within` until every line queued so far is written; false
+/// when the writer, which runs at the lowest priority, did not get to them
+/// in time. Called at shutdown, so that the last lines (what Neovim's exit
+/// stopped) reach the file before the process ends.
+pub fn flush(within: Duration) -> bool {
+    let Some(Some(tx)) = WRITER.get() else {
+        return true;
+    };
+    let (done, wait) = mpsc::channel();
+    if tx.lock().send(Msg::Flush(done)).is_err() {
+        return true;
+    }
+    wait.recv_timeout(within).is_ok()
 }
 
 enum Msg {
@@ -68,8 +76,11 @@ enum Msg {
     Flush(mpsc::Sender<()>),
 }
 
+/// The writer thread's queue, made at the first line; None if the thread
+/// could not be started.
+static WRITER: OnceCell<Option<Mutex<mpsc::Sender<Msg>>>> = OnceCell::new();
+
 fn send(msg: Msg) {
-    static WRITER: OnceCell<Option<Mutex<mpsc::Sender<Msg>>>> = OnceCell::new();
     let writer = WRITER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
@@ -183,7 +194,7 @@ mod tests {
         let p = dir.path().join("sub/h.log");
         open(Some(&p)).unwrap();
         write("info", "hello\nworld");
-        flush();
+        assert!(flush(Duration::from_secs(60)), "the writer stalled");
         let text = fs::read_to_string(&p).unwrap();
         assert!(text.contains("info  ["), "{text}");
         assert!(text.trim_end().ends_with("hello world"), "{text}");
@@ -193,7 +204,7 @@ mod tests {
         );
         fs::write(&p, vec![b'x'; (MAX_BYTES + 1) as usize]).unwrap();
         write("info", "after rotation");
-        flush();
+        assert!(flush(Duration::from_secs(60)), "the writer stalled");
         assert!(fs::read_to_string(&p).unwrap().contains("after rotation"));
         assert!(dir.path().join("sub/h.log.1").exists());
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -201,20 +212,20 @@ mod tests {
         // A log others can read is narrowed before the next line.
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         write("info", "private again");
-        flush();
+        assert!(flush(Duration::from_secs(60)), "the writer stalled");
         assert_eq!(mode(&p), 0o600);
         assert!(fs::read_to_string(&p).unwrap().contains("private again"));
         // A log someone else owns gets nothing (only root can make one here).
         if std::os::unix::fs::chown(&p, Some(65534), Some(65534)).is_ok() {
             write("info", "for the owner only");
-            flush();
+            assert!(flush(Duration::from_secs(60)), "the writer stalled");
             assert!(!fs::read_to_string(&p)
                 .unwrap()
                 .contains("for the owner only"));
         }
         open(None).unwrap();
         write("info", "not written");
-        flush();
+        assert!(flush(Duration::from_secs(60)), "the writer stalled");
         assert!(!fs::read_to_string(&p).unwrap().contains("not written"));
     }
 }

@@ -169,6 +169,14 @@ pub fn shutdown(timeout: Duration) {
     if let Some(rt) = rt {
         rt.shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
     }
+    // The log is written by a thread of the lowest priority: the lines of
+    // what the exit stopped would be lost with the process. A short wait
+    // at most, even past the deadline.
+    crate::log::flush(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(200)),
+    );
 }
 
 fn signal_groups_alive() -> bool {

@@ -1835,7 +1835,10 @@ impl Manager {
         let error = error.map(|mut err| {
             if err.kind == ErrorKind::Cancelled {
                 let sync = format!("{} sync of {} cancelled", info.kind.as_str(), info.account);
-                err.message = if err.line.is_empty() {
+                err.message = if crate::runtime::is_stopped() {
+                    // Whatever it was doing: the log says why it ended.
+                    format!("{sync}: Neovim is exiting")
+                } else if err.line.is_empty() {
                     format!("{sync} (start it again when needed)")
                 } else {
                     match err.message.strip_suffix(" was cancelled") {
@@ -1932,10 +1935,12 @@ impl Manager {
             }
             Some(e) => e.message.clone(),
         };
-        crate::log::write(
-            if error.is_none() { "info" } else { "error" },
-            &format!("sync #{} {}", info.id, info.message),
-        );
+        // A cancel is what someone asked for, not an error.
+        let level = match &error {
+            Some(e) if e.kind != ErrorKind::Cancelled => "error",
+            _ => "info",
+        };
+        crate::log::write(level, &format!("sync #{} {}", info.id, info.message));
         if let Some(e) = &error {
             if !e.line.is_empty() && e.line != e.message {
                 crate::log::write(

@@ -501,11 +501,15 @@ pub async fn run(
     outcome
 }
 
-/// The error of an mbsync killed by a signal we did not send. SIGPIPE means
-/// the other end of its connection (the server, or the throttle relay) went
-/// away while mbsync wrote to it: a network failure, worth a retry.
+/// The error of an mbsync killed by a signal the runner did not send. At
+/// shutdown it was the engine's (Neovim exits): a cancel, not a failure.
+/// SIGPIPE means the other end of its connection (the server, or the
+/// throttle relay) went away while mbsync wrote to it: a network failure,
+/// worth a retry.
 fn killed_by(sig: i32) -> Option<Classified> {
-    if sig == libc::SIGPIPE {
+    if crate::runtime::is_stopped() {
+        failed(ErrorKind::Cancelled, String::new())
+    } else if sig == libc::SIGPIPE {
         failed(
             ErrorKind::Network,
             "the connection to the server broke while mbsync wrote to it (SIGPIPE)".to_string(),

@@ -61,6 +61,11 @@ describe('lifecycle', function()
     ok(secs < 3, ('Neovim took %.2f s to quit'):format(secs))
     ok(not alive(child.mbsync[1]), 'mbsync is gone')
     eq({}, t.pgrep('mbsync .*' .. cfg))
+    -- Its log says so, before the process ended (the writer thread has the
+    -- lowest priority), and not as a failure of mbsync.
+    local line = ('%%[%d%%] sync #%%d+ full sync of demo cancelled: Neovim is exiting\n'):format(child.proc.pid)
+    local log = t.read(require('himalaya.sync.manager').log_path())
+    ok(log:find('info  ' .. line) ~= nil, log:sub(-2000))
   end)
 
   it('SIGKILL of Neovim while mbsync runs: mbsync dies too and the account lock is free', function()
@@ -137,7 +142,8 @@ vim.wait(60000, function() return false end, 50)
   it('two Neovims on one account: the second reports locked, or waits when asked', function()
     local cfg = config_for(t.silent_server())
     vim.g.himalaya_sync = { mbsync = { config = cfg, timeout = 3 }, notify = false, retry = { max_attempts = 0 } }
-    local child = other_neovim(cfg, { timeout = 3 })
+    -- Its watchdog (6 s) leaves time to ask on a busy machine.
+    local child = other_neovim(cfg, { timeout = 6 })
     local manager = require('himalaya.sync.manager')
 
     local result = t.sync_and_wait('full', { account = 'demo' })
