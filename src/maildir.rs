@@ -775,9 +775,11 @@ mod tests {
             fs::File::create(dir.join(sub).join(format!("17.{n}_1.host,U={n}:2,S"))).unwrap();
         };
         let not_read = |_: &str, _: &Path| -> Result<FolderCounts> { panic!("read again") };
-        let later = SystemTime::now() + SETTLE;
         add("cur", 1);
         add("cur", 2);
+        // Taken after the changes: a stamp is never ahead of the clock, but
+        // one taken before them would be behind a tick that came between.
+        let later = SystemTime::now() + SETTLE;
         // Counted once the directories have settled: remembered, so the
         // next count does not read, and only takes the new name.
         assert_eq!(

@@ -757,7 +757,9 @@ exit 1"#;
     /// as an auth failure, which the manager does not retry.
     #[test]
     fn a_silent_password_command_trips_the_watchdog_as_auth() {
-        let (spec, _dir) = sh("x=$(sleep 30)", Duration::from_millis(300));
+        // Room for a busy machine to start the shell and its `sleep`: the
+        // classification needs it reading the pipe when the limit comes.
+        let (spec, _dir) = sh("x=$(sleep 30)", Duration::from_secs(2));
         let (out, _) = run_blocking(spec, None);
         let error = out.error.unwrap();
         assert_eq!(error.kind, ErrorKind::Auth);

@@ -173,18 +173,19 @@ describe('faults', function()
     eq('retrying', info.status, vim.inspect(finished()))
     eq('timeout', info.error.kind, info.error.message)
     -- From the freeze: what the server had sent already (in the kernel's
-    -- buffers and the relay's) still reaches mbsync for a moment, and
-    -- counts as activity, for longer on a slower or busier machine.
-    -- Measured here: 2.8 to 3.8 s; the bound only has to tell the
-    -- watchdog's limit from a hang.
+    -- buffers and the relay's, at most 64 KiB) still reaches mbsync for a
+    -- moment, and counts as activity, for longer on a slower or busier
+    -- machine. The bound only has to tell the watchdog's limit from a hang.
     ok(secs <= TIMEOUT + 5, ('the watchdog fired after %.1f s (limit %d s)'):format(secs, TIMEOUT))
-    fx.signal('CONT')
+    fx.signal('CONT', pids)
     t.wait_for(function()
       return finished() ~= nil
     end, 90000, 'the retried sync to end')
     local result = finished().result
     eq(true, result.success, result.error)
-    eq(2, result.attempts)
+    -- The retry 1 s later may meet the server still frozen on a slow
+    -- machine, and time out too: then the third attempt completes.
+    ok(result.attempts >= 2, 'attempts: ' .. result.attempts)
     assert_ids(fx, before)
   end)
 

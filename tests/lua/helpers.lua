@@ -396,19 +396,6 @@ function M.record_notifications(file)
   end
 end
 
---- Process ids in process group `pgid` (a fixture's dovecot and its
---- children).
----@param pgid integer
----@return integer[]
-function M.group_pids(pgid)
-  local r = vim.system({ 'pgrep', '-g', tostring(pgid) }, { text = true }):wait()
-  local pids = {}
-  for pid in (r.stdout or ''):gmatch('%d+') do
-    pids[#pids + 1] = tonumber(pid)
-  end
-  return pids
-end
-
 --- The state letter of a process (R, S, T for stopped, Z...) and its
 --- command name, or nil when it is gone.
 ---@param pid integer
@@ -435,29 +422,55 @@ function M.server_controls(fx)
   end
   --- Every dovecot process of the fixture: its process group and all
   --- descendants of the master (login and imap processes get a group of
-  --- their own).
+  --- their own). One look at /proc, no process started: a test that kills
+  --- the server mid-sync must do it before the sync is over.
   function fx.server_pids()
     local g = pgid()
-    local pids, seen = {}, {}
-    local function add(pid)
-      if not seen[pid] then
-        seen[pid] = true
-        pids[#pids + 1] = pid
-        local r = vim.system({ 'pgrep', '-P', tostring(pid) }, { text = true }):wait()
-        for child in (r.stdout or ''):gmatch('%d+') do
-          add(tonumber(child))
+    local procs = {}
+    local dir = uv.fs_scandir('/proc')
+    while dir do
+      local name = uv.fs_scandir_next(dir)
+      if not name then
+        break
+      end
+      local f = name:match('^%d+$') and io.open('/proc/' .. name .. '/stat')
+      if f then
+        local ppid, pgrp = (f:read('*a') or ''):match('^%d+ %(.*%) %S (%d+) (%d+)')
+        f:close()
+        if ppid then
+          procs[#procs + 1] = { pid = tonumber(name), ppid = tonumber(ppid), pgrp = tonumber(pgrp) }
         end
       end
     end
-    for _, pid in ipairs(M.group_pids(g)) do
-      add(pid)
+    local pids, seen = {}, {}
+    for _, p in ipairs(procs) do
+      if p.pgrp == g then
+        seen[p.pid] = true
+        pids[#pids + 1] = p.pid
+      end
+    end
+    -- Descendants, whatever their group: until a pass adds none.
+    local added = true
+    while added do
+      added = false
+      for _, p in ipairs(procs) do
+        if seen[p.ppid] and not seen[p.pid] then
+          seen[p.pid] = true
+          pids[#pids + 1] = p.pid
+          added = true
+        end
+      end
     end
     return pids
   end
   --- Sends `sig` (e.g. 'STOP', 'CONT') to every dovecot process of the
-  --- fixture (master, login, imap, auth); returns the pids signalled.
-  function fx.signal(sig)
-    local pids = fx.server_pids()
+  --- fixture (master, login, imap, auth), or to `pids` (those an earlier
+  --- call returned: no time lost finding them again); returns the pids
+  --- signalled.
+  ---@param sig string
+  ---@param pids? integer[]
+  function fx.signal(sig, pids)
+    pids = pids or fx.server_pids()
     if #pids > 0 then
       vim.system(vim.list_extend({ 'kill', '-' .. sig, '--' }, vim.tbl_map(tostring, pids))):wait()
     end
@@ -620,6 +633,34 @@ function M.read(path)
   return s
 end
 
+--- How many times `text` is in the plugin's log, once it is there at all:
+--- the engine writes the log from a thread of the lowest priority, which
+--- may come to it a while later on a busy machine.
+---@param text string
+---@return integer
+function M.logged(text)
+  local path = require('himalaya.sync.manager').log_path()
+  local function count()
+    local f = io.open(path)
+    if not f then
+      return 0
+    end
+    local log = f:read('*a')
+    f:close()
+    local n = 0
+    local at = log:find(text, 1, true)
+    while at do
+      n = n + 1
+      at = log:find(text, at + #text, true)
+    end
+    return n
+  end
+  M.wait_for(function()
+    return count() > 0
+  end, 10000, 'the log to say ' .. text)
+  return count()
+end
+
 --- A TCP server on 127.0.0.1 that accepts connections and never answers
 --- (a hung IMAP server), or says only `greeting` (another kind of server).
 --- Returns its port; closed after the test.
@@ -648,7 +689,10 @@ end
 --- A TCP relay on 127.0.0.1:`port` to 127.0.0.1:`target` (a server that
 --- "comes back", or a slow link when `delay_ms` delays every chunk in each
 --- direction). Closed after the test or by `:close()`; `:connections()`
---- says how many it has accepted.
+--- says how many it has accepted. It holds at most RELAY_BUFFER bytes per
+--- direction, as a link does: a backlog that went on flowing after the
+--- server froze would keep a watchdog from firing for as long as it lasts.
+local RELAY_BUFFER = 64 * 1024
 function M.relay(port, target, delay_ms)
   local server = assert(uv.new_tcp())
   assert(server:bind('127.0.0.1', port))
@@ -671,14 +715,29 @@ function M.relay(port, target, delay_ms)
         return close(client)
       end
       -- Same delay for every chunk: timers fire in order, so order is kept.
-      local function forward(to)
-        return function(e, data)
+      local function forward(from, to)
+        local held, paused = 0, false
+        local on_read
+        on_read = function(e, data)
+          if data and not e then
+            held = held + #data
+            if held > RELAY_BUFFER and not paused then
+              paused = true
+              from:read_stop()
+            end
+          end
           local function go()
             if to:is_closing() then
               return
             end
             if data and not e then
-              to:write(data)
+              to:write(data, function()
+                held = held - #data
+                if paused and held <= RELAY_BUFFER / 2 and not from:is_closing() then
+                  paused = false
+                  from:read_start(on_read)
+                end
+              end)
             else
               close(up)
               close(client)
@@ -690,9 +749,10 @@ function M.relay(port, target, delay_ms)
             go()
           end
         end
+        from:read_start(on_read)
       end
-      client:read_start(forward(up))
-      up:read_start(forward(client))
+      forward(client, up)
+      forward(up, client)
     end)
   end)
   local r = {}

@@ -445,7 +445,7 @@ io.stdout:write(vim.json.encode(out))
 
     -- Long enough for the checks below on a busy machine, each of which
     -- runs pgrep twice.
-    commands.BUILD_TIMEOUT_MS, commands.BUILD_GRACE_MS = 4000, 300
+    commands.BUILD_TIMEOUT_MS, commands.BUILD_GRACE_MS = 10000, 300
     vim.cmd('HimalayaSync build')
     t.wait_for(function()
       return running() == 2
@@ -456,7 +456,7 @@ io.stdout:write(vim.json.encode(out))
     eq(2, running(), 'no second cargo')
     t.wait_for(function()
       return running() == 0
-    end, 10000, 'the build and its child to be stopped at the time limit')
+    end, 20000, 'the build and its child to be stopped at the time limit')
     t.wait_for(function()
       return (last()[1] or ''):find('did not finish within', 1, true) ~= nil
     end, 5000, 'the message about the time limit')

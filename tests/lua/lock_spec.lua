@@ -233,7 +233,8 @@ io.stdout:write(vim.json.encode({ before = before, after = after, released = rel
     local ms = (vim.uv.hrtime() - started) / 1e6
     eq({ false, 'cancelled' }, { got, kind }, err)
     eq('waiting for lock "ctrlc" was cancelled (CTRL-C)', err)
-    ok(ms >= 250 and ms < 1000, ('stopped waiting after %.0f ms'):format(ms))
+    -- Stopped by the CTRL-C, not by the 10 s limit.
+    ok(ms >= 250 and ms < 5000, ('stopped waiting after %.0f ms'):format(ms))
     -- The holder lets go: nothing of this Neovim takes the lock later.
     holder.stop()
     vim.wait(300)

@@ -291,10 +291,7 @@ describe('oauth', function()
     success, err = refresh()
     eq(true, success, err)
     eq(asked, #seen)
-    local log = require('himalaya.sync.manager').log_path()
-    t.wait_for(function()
-      return t.read(log):find('HTTP_PROXY in the environment is not a proxy address', 1, true) ~= nil
-    end, 5000, 'the warning in the log')
+    ok(t.logged('HTTP_PROXY in the environment is not a proxy address') > 0)
   end)
 
   it('the token refresh before mbsync can be cancelled; a network failure there is retried', function()
@@ -324,11 +321,12 @@ describe('oauth', function()
     -- Asked once is enough: again, it is not counted twice.
     eq({ 0, ('sync #%d is being cancelled already'):format(id) }, { manager.cancel_sync(id) })
     eq({ 0, '1 sync is being cancelled already' }, { manager.cancel_sync() })
+    -- "At once" next to the script's 31 s, with room for a busy machine.
     t.wait_for(function()
       return done ~= nil
-    end, 1500, 'the cancelled sync to end')
+    end, 5000, 'the cancelled sync to end')
     eq({ 0, ('sync #%d has ended already (cancelled)'):format(id) }, { manager.cancel_sync(id) })
-    ok((uv.hrtime() - start) / 1e6 < 1000, 'ended at once')
+    ok((uv.hrtime() - start) / 1e6 < 5000, 'ended at once')
     eq('cancelled', done.info.status)
     eq('cancelled', done.result.kind)
     -- The script is stopped too, not left to run to its own time limit.
@@ -341,7 +339,7 @@ describe('oauth', function()
     t.setup_for_test({
       mbsync = { config = rc },
       notify = false,
-      accounts = { demo = { oauth = { refresh_cmd = 'sleep 1.75', store = store } } },
+      accounts = { demo = { oauth = { refresh_cmd = 'sleep 7.75', store = store } } },
     })
     local ctrl_c = assert(uv.new_timer())
     ctrl_c:start(300, 0, function()
@@ -350,14 +348,14 @@ describe('oauth', function()
     start = uv.hrtime()
     local token, why, kind = oauth.get_valid_token('demo')
     ctrl_c:close()
-    ok((uv.hrtime() - start) / 1e6 < 1000, 'stopped waiting at once')
+    ok((uv.hrtime() - start) / 1e6 < 5000, 'stopped waiting at once')
     eq(nil, token)
     eq('cancelled', kind, why)
     eq('stopped waiting for demo (interrupted); it goes on in the background', why)
-    ok(#t.pgrep('sleep 1.75') > 0, 'the refresh goes on')
+    ok(#t.pgrep('sleep 7.75') > 0, 'the refresh goes on')
     t.wait_for(function()
-      return #t.pgrep('sleep 1.75') == 0
-    end, 5000, 'the refresh to end')
+      return #t.pgrep('sleep 7.75') == 0
+    end, 15000, 'the refresh to end')
 
     -- A provider that cannot be reached (a resumed laptop whose network is
     -- not up yet): retried like a network failure of mbsync.
