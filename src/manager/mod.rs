@@ -524,6 +524,11 @@ struct Job {
     patience: Arc<Mutex<Duration>>,
     /// Kilobytes per second when the account is throttled.
     throttle: Option<u32>,
+    /// Taken when mbsync is about to run and held until the attempt's end
+    /// is recorded: Neovim's exit stops mbsync and then lets the sync say
+    /// so in the log and the history (see [`crate::runtime::MustFinish`]).
+    /// Not before: a sync waiting for a lock would hold up the exit.
+    ending: Arc<Mutex<Option<crate::runtime::MustFinish>>>,
 }
 
 /// What `finish` needs from one attempt.
@@ -742,7 +747,9 @@ impl Manager {
                     .get(&e.info.account)
                     .and_then(|a| a.throttle)
                     .map(|t| t.kbps),
+                ending: Arc::new(Mutex::new(None)),
             };
+            let ending = job.ending.clone();
             let me = self.clone();
             self.rt.spawn(async move {
                 // The editor thread answers promptly while this runs (and
@@ -767,6 +774,7 @@ impl Manager {
                 if ended.is_err() {
                     me.abandon(id);
                 }
+                drop(ending.lock().take());
             });
         }
     }
@@ -782,6 +790,7 @@ impl Manager {
             began,
             patience,
             throttle,
+            ending,
         } = job;
         // Folder names are Unicode up to here; mbsync 1.4 wants a box
         // beyond ASCII as the server spells it.
@@ -819,6 +828,7 @@ impl Manager {
         }
         if opts.kind == SyncType::Repair {
             began.store(true, Ordering::SeqCst);
+            *ending.lock() = Some(crate::runtime::must_finish());
             let (Some(channel), Some(mailbox)) = (channels.first(), mailbox.as_ref()) else {
                 return Attempt::NotRun(Error::invalid("a repair needs a channel and a folder"));
             };
@@ -906,6 +916,7 @@ impl Manager {
         // From here on mbsync may read any folder: a request now needs a
         // sync of its own.
         began.store(true, Ordering::SeqCst);
+        *ending.lock() = Some(crate::runtime::must_finish());
         // Flushes throttled progress that arrived inside the last interval.
         let ticker = {
             let me = self.clone();
