@@ -1965,13 +1965,16 @@ mod tests {
             err.message
         );
 
-        // A zero timeout tries exactly once.
-        let started = Instant::now();
+        // A zero timeout tries once: held fails, free succeeds.
         let err = other
             .acquire("acct", Duration::ZERO, "x", None)
             .expect_err("held");
         assert_eq!(err.kind, ErrorKind::Locked);
-        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(
+            err.message.ends_with("(taken just now)") || err.message.ends_with("(taken 1 s ago)"),
+            "{}",
+            err.message
+        );
         assert!(other.acquire("free", Duration::ZERO, "x", None).is_ok());
     }
 
