@@ -362,9 +362,8 @@ Path ~/Mail/
 Inbox ~/Mail/INBOX
 ";
 
-    fn cfg() -> MbsyncConfig {
-        let text = format!(
-            "{STORES}
+    /// A channel with Patterns and a dedicated inbox channel beside it.
+    const GMAIL: &str = "
 Channel gmail
 Far :r:
 Near :l:
@@ -373,7 +372,11 @@ Patterns *
 Channel gmail-inbox
 Far :r:INBOX
 Near :l:INBOX
+";
 
+    fn cfg() -> MbsyncConfig {
+        let text = format!(
+            "{STORES}{GMAIL}
 Channel work
 Far :r:
 Near :l:
@@ -394,16 +397,7 @@ Channel work
     #[test]
     fn offers_name_the_syncs_each_target_takes() {
         let text = format!(
-            "{STORES}
-Channel gmail
-Far :r:
-Near :l:
-Patterns *
-
-Channel gmail-inbox
-Far :r:INBOX
-Near :l:INBOX
-
+            "{STORES}{GMAIL}
 Channel archive
 Far :r:Archive
 Near :l:Archive

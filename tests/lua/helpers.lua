@@ -396,6 +396,26 @@ function M.record_notifications(file)
   end
 end
 
+--- Calls `fn(pid, text)` with `/proc/PID/<file>` of every process that is
+--- still there when read: one look at /proc, no process started.
+---@param file string
+---@param fn fun(pid: integer, text: string)
+function M.each_process(file, fn)
+  local dir = uv.fs_scandir('/proc')
+  while dir do
+    local name = uv.fs_scandir_next(dir)
+    if not name then
+      break
+    end
+    local f = name:match('^%d+$') and io.open(('/proc/%s/%s'):format(name, file), 'rb')
+    if f then
+      local text = f:read('*a') or ''
+      f:close()
+      fn(tonumber(name) --[[@as integer]], text)
+    end
+  end
+end
+
 --- The state letter of a process (R, S, T for stopped, Z...) and its
 --- command name, or nil when it is gone.
 ---@param pid integer
@@ -427,21 +447,12 @@ function M.server_controls(fx)
   function fx.server_pids()
     local g = pgid()
     local procs = {}
-    local dir = uv.fs_scandir('/proc')
-    while dir do
-      local name = uv.fs_scandir_next(dir)
-      if not name then
-        break
+    M.each_process('stat', function(pid, stat)
+      local ppid, pgrp = stat:match('^%d+ %(.*%) %S (%d+) (%d+)')
+      if ppid then
+        procs[#procs + 1] = { pid = pid, ppid = tonumber(ppid), pgrp = tonumber(pgrp) }
       end
-      local f = name:match('^%d+$') and io.open('/proc/' .. name .. '/stat')
-      if f then
-        local ppid, pgrp = (f:read('*a') or ''):match('^%d+ %(.*%) %S (%d+) (%d+)')
-        f:close()
-        if ppid then
-          procs[#procs + 1] = { pid = tonumber(name), ppid = tonumber(ppid), pgrp = tonumber(pgrp) }
-        end
-      end
-    end
+    end)
     local pids, seen = {}, {}
     for _, p in ipairs(procs) do
       if p.pgrp == g then
@@ -774,21 +785,11 @@ end
 ---@return string[]
 local function command_lines()
   local lines = {}
-  local dir = uv.fs_scandir('/proc')
-  while dir do
-    local name = uv.fs_scandir_next(dir)
-    if not name then
-      break
+  M.each_process('cmdline', function(_, raw)
+    if raw ~= '' then
+      lines[#lines + 1] = (raw:gsub('%z$', ''):gsub('%z', ' '))
     end
-    local f = name:match('^%d+$') and io.open('/proc/' .. name .. '/cmdline', 'rb')
-    if f then
-      local raw = f:read('*a') or ''
-      f:close()
-      if raw ~= '' then
-        lines[#lines + 1] = (raw:gsub('%z$', ''):gsub('%z', ' '))
-      end
-    end
-  end
+  end)
   return lines
 end
 
