@@ -221,26 +221,6 @@ fn resolve_for(
                     let Some(folders) = folders else {
                         return Ok(vec![one.clone()]);
                     };
-                    // mbsync syncs a box named on its command line whatever
-                    // the Patterns say: a folder they leave out (a huge
-                    // archive, the Trash) would be downloaded after all.
-                    if let Some(channel) = cfg.channel(one) {
-                        let left_out = folders.iter().find(|f| {
-                            let inbox = f.eq_ignore_ascii_case("INBOX");
-                            !channel.takes(if inbox { "INBOX" } else { f.as_str() })
-                        });
-                        if let Some(f) = left_out {
-                            return Err(Error::new(
-                                ErrorKind::Config,
-                                format!(
-                                    "folder {} is left out by the Patterns of channel {one:?} ({}): \
-                                     add it there to sync it",
-                                    quoted(f, 80),
-                                    channel.patterns.join(" ")
-                                ),
-                            ));
-                        }
-                    }
                     Ok(vec![format!("{one}:{}", folders.join(","))])
                 }
                 many => Err(Error::new(
@@ -548,43 +528,6 @@ Channels main:Sent arch:INBOX,Archive
         assert_eq!(channels_of_targets(&c, &t), ["gmail", "work"]);
         let t = resolve(&c, &no(), SyncType::Inbox, "work", &[]).unwrap();
         assert_eq!(channels_of_targets(&c, &t), ["work"]);
-    }
-
-    /// A folders sync or a repair names only folders the channel's
-    /// Patterns take: mbsync would sync any box named to it.
-    #[test]
-    fn folders_the_patterns_leave_out_are_refused() {
-        let text = format!(
-            "{STORES}
-Channel mail
-Far :r:
-Near :l:
-Patterns INBOX Work* !Work/Secret
-"
-        );
-        let c = MbsyncConfig::parse(&text, Path::new("/home/u/.mbsyncrc")).unwrap();
-        let folders = |kind, names: &[&str]| {
-            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            resolve(&c, &no(), kind, "mail", &names)
-        };
-        assert_eq!(
-            folders(SyncType::Folders, &["inbox", "Work/Projects"]).unwrap(),
-            ["mail:inbox,Work/Projects"]
-        );
-        for kind in [SyncType::Folders, SyncType::Repair] {
-            let e = folders(kind, &["Work/Secret"]).unwrap_err();
-            assert_eq!(e.kind, ErrorKind::Config);
-            assert_eq!(
-                e.message,
-                "folder \"Work/Secret\" is left out by the Patterns of channel \"mail\" \
-                 (INBOX Work* !Work/Secret): add it there to sync it"
-            );
-        }
-        let e = folders(SyncType::Folders, &["INBOX", "Archive"]).unwrap_err();
-        assert!(
-            e.message.starts_with("folder \"Archive\" is left out"),
-            "{e}"
-        );
     }
 
     #[test]
