@@ -50,7 +50,7 @@ pub struct CheckResult {
     pub attempts: u32,
     /// New messages over all folders.
     pub new: u64,
-    /// Per folder, in the order the server listed them.
+    /// Per folder: INBOX first, then in the order the server listed them.
     pub folders: Vec<FolderCheck>,
     /// Folders with new messages or a changed UIDVALIDITY: what a sync
     /// would have work to do in. Folders the server refused are here too:

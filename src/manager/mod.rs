@@ -524,8 +524,8 @@ struct Job {
     patience: Arc<Mutex<Duration>>,
     /// Kilobytes per second when the account is throttled.
     throttle: Option<u32>,
-    /// Taken when mbsync is about to run and held until the attempt's end
-    /// is recorded: Neovim's exit stops mbsync and then lets the sync say
+    /// Taken when mbsync is about to run (a repair: once it has its lock)
+    /// and held until the attempt's end is recorded: Neovim's exit stops mbsync and then lets the sync say
     /// so in the log and the history (see [`crate::runtime::MustFinish`]).
     /// Not before: a sync waiting for a lock would hold up the exit.
     ending: Arc<Mutex<Option<crate::runtime::MustFinish>>>,
@@ -828,12 +828,18 @@ impl Manager {
         }
         if opts.kind == SyncType::Repair {
             began.store(true, Ordering::SeqCst);
-            *ending.lock() = Some(crate::runtime::must_finish());
             let (Some(channel), Some(mailbox)) = (channels.first(), mailbox.as_ref()) else {
                 return Attempt::NotRun(Error::invalid("a repair needs a channel and a folder"));
             };
             return match self
-                .repair_steps(channel, mailbox, opts.wait_lock, cancel_rx, cancel_flag)
+                .repair_steps(
+                    channel,
+                    mailbox,
+                    opts.wait_lock,
+                    cancel_rx,
+                    cancel_flag,
+                    &ending,
+                )
                 .await
             {
                 Ok(RepairEnd::Repaired(report)) => Attempt::Repaired(report),
@@ -1193,6 +1199,7 @@ impl Manager {
         wait: Duration,
         cancel_rx: watch::Receiver<bool>,
         cancel_flag: Arc<AtomicBool>,
+        ending: &Mutex<Option<crate::runtime::MustFinish>>,
     ) -> Result<RepairEnd> {
         let settings = self.settings();
         let cfg = self.mbsync_config()?;
@@ -1216,6 +1223,8 @@ impl Manager {
                 Some(&cancel_flag),
             )
             .await?;
+        // Only now, as for a sync (see `Job::ending`): not while it waits.
+        *ending.lock() = Some(crate::runtime::must_finish());
         let spec = RunSpec {
             program: settings.mbsync_cmd.clone(),
             config: Some(cfg.path.clone()),
@@ -1455,7 +1464,8 @@ impl Manager {
             Attempt::NotRun(e) => Some(e.kind),
             Attempt::Repaired(_) => None,
         } == Some(ErrorKind::Cancelled);
-        let counts = if cancelled {
+        // Nor at exit: nobody would see them, and the exit waits for this.
+        let counts = if cancelled || crate::runtime::is_stopped() {
             None
         } else {
             self.early_counts(id)
@@ -1538,8 +1548,9 @@ impl Manager {
                 let account = account.to_string();
                 drop(entries);
                 self.rt.spawn(async move {
+                    let ending = Mutex::new(None);
                     let repaired = me
-                        .repair_steps(&channel, &mailbox, Duration::ZERO, cancel_rx, flag)
+                        .repair_steps(&channel, &mailbox, Duration::ZERO, cancel_rx, flag, &ending)
                         .await
                         .map(|end| match end {
                             RepairEnd::Repaired(report) => Some(report),
@@ -1547,6 +1558,7 @@ impl Manager {
                             RepairEnd::Unneeded(_) => None,
                         });
                     me.after_auto_repair(id, &account, repaired);
+                    drop(ending);
                 });
                 return;
             }
@@ -1952,7 +1964,7 @@ impl Manager {
             _ => "info",
         };
         crate::log::write(level, &format!("sync #{} {}", info.id, info.message));
-        if let Some(e) = &error {
+        if let Some(e) = error.as_ref().filter(|e| e.kind != ErrorKind::Cancelled) {
             if !e.line.is_empty() && e.line != e.message {
                 crate::log::write(
                     "error",

@@ -669,6 +669,8 @@ function M.logged(text)
   M.wait_for(function()
     return count() > 0
   end, 10000, 'the log to say ' .. text)
+  -- A repeat queued with it would be written a moment later.
+  vim.wait(200)
   return count()
 end
 

@@ -68,6 +68,41 @@ describe('lifecycle', function()
     ok(log:find('info  ' .. line) ~= nil, log:sub(-2000))
   end)
 
+  it(':qa while a repair waits for the lock: Neovim does not wait for the repair', function()
+    local dir = t.tmpdir()
+    local cfg = t.standalone_mbsyncrc(dir, t.silent_server())
+    for _, sub in ipairs({ 'cur', 'new', 'tmp' }) do
+      vim.fn.mkdir(dir .. '/mail/INBOX/' .. sub, 'p')
+    end
+    local holder = t.hold_plugin_lock('sync-demo', 60)
+    t.defer(holder.stop)
+    local script = t.tmpdir() .. '/child.lua'
+    t.write(
+      script,
+      ([[
+vim.opt.rtp:prepend(%q)
+vim.g.himalaya_sync = { mbsync = { config = %q }, notify = false }
+assert(require('himalaya.sync.manager').start_sync('repair', { account = 'demo', folders = { 'INBOX' } }))
+vim.wait(500)
+io.stdout:write(require('himalaya.sync.manager').get_sync_info().status .. '\n')
+io.stdout:write(('quitting at %%d\n'):format(vim.uv.hrtime()))
+io.stdout:flush()
+vim.cmd('qa!')
+]]):format(t.root, cfg)
+    )
+    local child = t.child_nvim(script)
+    local res = child.proc:wait(20000)
+    local gone = uv.hrtime()
+    eq(0, res.code, child.out)
+    -- Still waiting (the repair had not failed) when it quit.
+    local quitting = tonumber(child.out:match('^running\nquitting at (%d+)'))
+    ok(quitting, child.out)
+    -- Work that must finish gets up to 2 s at exit; a repair still waiting
+    -- for its lock is not such work.
+    local secs = (gone - quitting) / 1e9
+    ok(secs < 1.5, ('Neovim took %.1f s to quit'):format(secs))
+  end)
+
   it('SIGKILL of Neovim while mbsync runs: mbsync dies too and the account lock is free', function()
     local cfg = config_for(t.silent_server())
     local child = other_neovim(cfg, {})

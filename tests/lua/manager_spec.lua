@@ -188,6 +188,7 @@ describe('manager', function()
         error = 'boom',
         kind = 'network',
         duration = 1,
+        waited = 0,
         attempts = 1,
         pulled = 0,
         pushed = 0,

@@ -278,10 +278,10 @@ local function account_names(type)
       names[#names + 1] = t.name
     end
   end
-  local himalaya = require('himalaya.sync.himalaya')
-  for _, n in ipairs(himalaya.names()) do
-    if targets[n] == nil and targets[himalaya.target_of(n) or ''] then
-      names[#names + 1] = n
+  -- The himalaya config is read once per completion, not once per name.
+  for _, a in ipairs(require('himalaya.sync.himalaya').accounts() or {}) do
+    if targets[a.name] == nil and a.target and targets[a.target] then
+      names[#names + 1] = a.name
     end
   end
   return names

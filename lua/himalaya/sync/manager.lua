@@ -773,7 +773,7 @@ end
 ---@field name string
 ---@field kind 'channel'|'group'
 ---@field grouped boolean a channel that some group syncs, or a group another group covers
----@field syncs himalaya.sync.SyncType[] the sync types it takes (a group takes no folders sync)
+---@field syncs himalaya.sync.SyncType[] the sync types it takes (a group of several channels takes no folders sync)
 
 --- Every channel and group in the mbsyncrc (each is an account name).
 ---@return himalaya.sync.Target[]? targets
@@ -1253,6 +1253,7 @@ local RESULT_FIELDS = native.known_keys({
   'error',
   'kind',
   'duration',
+  'waited',
   'attempts',
   'pulled',
   'pushed',
