@@ -772,8 +772,8 @@ impl LockDir {
 }
 
 /// A held lock. Dropping it (or calling [`LockGuard::release`]) empties the
-/// holder note, unlocks and closes the file. The file is
-/// left in place: removing it on release would open the race described at
+/// holder note, unlocks and closes the file. The file is left in place:
+/// removing it on release would open the race described at
 /// [`LockDir::cleanup_stale`].
 #[derive(Debug)]
 pub struct LockGuard {

@@ -525,9 +525,10 @@ struct Job {
     /// Kilobytes per second when the account is throttled.
     throttle: Option<u32>,
     /// Taken when mbsync is about to run (a repair: once it has its lock)
-    /// and held until the attempt's end is recorded: Neovim's exit stops mbsync and then lets the sync say
-    /// so in the log and the history (see [`crate::runtime::MustFinish`]).
-    /// Not before: a sync waiting for a lock would hold up the exit.
+    /// and held until the attempt's end is recorded: Neovim's exit stops
+    /// mbsync and then lets the sync say so in the log and the history
+    /// (see [`crate::runtime::MustFinish`]). Not before: a sync waiting
+    /// for a lock would hold up the exit.
     ending: Arc<Mutex<Option<crate::runtime::MustFinish>>>,
 }
 

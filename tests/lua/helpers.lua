@@ -652,19 +652,8 @@ end
 function M.logged(text)
   local path = require('himalaya.sync.manager').log_path()
   local function count()
-    local f = io.open(path)
-    if not f then
-      return 0
-    end
-    local log = f:read('*a')
-    f:close()
-    local n = 0
-    local at = log:find(text, 1, true)
-    while at do
-      n = n + 1
-      at = log:find(text, at + #text, true)
-    end
-    return n
+    local ok, log = pcall(M.read, path)
+    return ok and select(2, log:gsub(vim.pesc(text), '')) or 0
   end
   M.wait_for(function()
     return count() > 0
