@@ -124,13 +124,16 @@ pub struct PulledState {
 
 /// Checks the far folders of `channel` (all matching its Patterns, or only
 /// `only` when given, by Unicode name) over one connection; a folder the
-/// server refuses comes back with its `error`.
+/// server refuses comes back with its `error`. `utf8`: the mbsync at hand
+/// names folders in UTF-8 (isync 1.5 and later; see
+/// [`crate::mbsync::names`]), in its Patterns and its state files.
 pub async fn check_channel(
     connection: &Connection,
     config: &MbsyncConfig,
     channel: &str,
     sync_state: &SyncState,
     only: Option<&[String]>,
+    utf8: bool,
 ) -> Result<Vec<FolderCheck>> {
     let chan = config.channel(channel).ok_or_else(|| {
         Error::new(
@@ -138,7 +141,7 @@ pub async fn check_channel(
             format!("No channel '{channel}' in {}", config.path.display()),
         )
     })?;
-    let layout = Layout::new(config, chan)?;
+    let layout = Layout::new(config, chan, utf8)?;
     let mut session = connection.connect().await?;
     let result = async {
         let boxes: Vec<String> = if chan.patterns.is_empty() {
@@ -146,7 +149,7 @@ pub async fn check_channel(
         } else {
             // The Far prefix is written in Unicode (mbsync 1.5) or as the
             // server spells it (1.4): listed by its Unicode name, matched in
-            // the server's spelling.
+            // the server's spelling; the Patterns in mbsync's.
             let prefix = decode_mutf7(&layout.far_box);
             let wire_prefix = encode_mutf7(&prefix);
             let entries = session.list("", &format!("{prefix}*")).await?;
@@ -159,7 +162,12 @@ pub async fn check_channel(
                     } else {
                         e.name.strip_prefix(&wire_prefix)?.to_owned()
                     };
-                    chan.takes(&name).then_some(name)
+                    let spelled = if utf8 {
+                        decode_mutf7(&name)
+                    } else {
+                        name.clone()
+                    };
+                    chan.takes(&spelled).then_some(name)
                 })
                 .collect();
             names.sort();
@@ -371,10 +379,12 @@ struct Layout {
     subfolders: Option<String>,
     flatten: Option<String>,
     patterns: bool,
+    /// mbsync names its state files in UTF-8 (1.5), not as the server does.
+    utf8: bool,
 }
 
 impl Layout {
-    fn new(config: &MbsyncConfig, chan: &Channel) -> Result<Layout> {
+    fn new(config: &MbsyncConfig, chan: &Channel, utf8: bool) -> Result<Layout> {
         let split = |spec: &str| -> Option<(String, String)> {
             let (store, mailbox) = crate::mbsync::config::split_spec(spec)?;
             Some((store.to_owned(), mailbox.to_owned()))
@@ -413,6 +423,7 @@ impl Layout {
             subfolders: store.subfolders.clone(),
             flatten: store.flatten.clone(),
             patterns: !chan.patterns.is_empty(),
+            utf8,
         })
     }
 
@@ -432,8 +443,8 @@ impl Layout {
         }
     }
 
-    /// The near mailbox name for a far box (without the far prefix); mbsync
-    /// 1.4 keeps modified UTF-7 names as they are.
+    /// The near mailbox name for a far box (without the far prefix), as
+    /// given: mbsync 1.4 keeps modified UTF-7 names as they are.
     fn near_name(&self, name: &str) -> String {
         let name = if self.patterns {
             if name == "INBOX" {
@@ -475,7 +486,14 @@ impl Layout {
     }
 
     fn state_file(&self, sync_state: &SyncState, wire: &str) -> PathBuf {
-        let near = self.near_name(wire);
+        let spelled = |name: String| {
+            if self.utf8 {
+                decode_mutf7(&name)
+            } else {
+                name
+            }
+        };
+        let near = spelled(self.near_name(wire));
         let clean = |s: &str| s.replace('/', "!");
         match sync_state {
             SyncState::InMailbox => self.near_dir(&near).join(".mbsyncstate"),
@@ -489,7 +507,7 @@ impl Layout {
                 p.push(format!(
                     ":{}:{}_:{}:{}",
                     self.far_store,
-                    clean(&self.far_name(wire)),
+                    clean(&spelled(self.far_name(wire))),
                     self.near_store,
                     clean(&near)
                 ));
@@ -560,7 +578,7 @@ mod tests {
             Path::new("/rc"),
         )
         .unwrap();
-        let layout = Layout::new(&config, config.channel("c").unwrap()).unwrap();
+        let layout = Layout::new(&config, config.channel("c").unwrap(), false).unwrap();
         assert_eq!(
             layout.state_file(&SyncState::InMailbox, "Work/Caf&AOk-"),
             Path::new("/m/Work/Caf&AOk-/.mbsyncstate")

@@ -25,6 +25,8 @@ use crate::mbsync::config::MbsyncConfig;
 
 /// The channel and box named by mbsync's UIDVALIDITY error line, e.g.
 /// `Error: channel demo, far side box Work: UIDVALIDITY genuinely changed (at UID 1).`
+/// (1.4) or `Error: channel demo, far side box Work (at UID 1): UIDVALIDITY
+/// genuinely changed.` (1.5).
 pub fn parse_error_line(line: &str) -> Option<(String, String)> {
     let rest = &line[line.find("channel ")? + "channel ".len()..];
     let (channel, rest) = rest.split_once(", ")?;
@@ -34,6 +36,16 @@ pub fn parse_error_line(line: &str) -> Option<(String, String)> {
         .or_else(|| rest.strip_prefix("master box "))
         .or_else(|| rest.strip_prefix("slave box "))?;
     let (name, _) = rest.split_once(": ")?;
+    let name = match name.rsplit_once(" (at UID ") {
+        Some((name, uid))
+            if uid
+                .strip_suffix(')')
+                .is_some_and(|n| n.parse::<u32>().is_ok()) =>
+        {
+            name
+        }
+        _ => name,
+    };
     (!channel.is_empty() && !name.is_empty()).then(|| (channel.to_string(), name.to_string()))
 }
 
@@ -394,6 +406,20 @@ mod tests {
                 "Error: channel g, near side box INBOX: Unable to recover from UIDVALIDITY change."
             ),
             Some(("g".into(), "INBOX".into()))
+        );
+        // mbsync 1.5 puts the UID beside the box.
+        assert_eq!(
+            parse_error_line(
+                "Error: channel demo, far side box Work (x) (at UID 7): UIDVALIDITY genuinely changed."
+            ),
+            Some(("demo".into(), "Work (x)".into()))
+        );
+        assert_eq!(
+            parse_error_line(
+                "Error: channel g, near side box A (at UID 2): Unable to recover from both-sided \
+                 UIDVALIDITY change, as it is genuine on at least one side."
+            ),
+            Some(("g".into(), "A".into()))
         );
         assert_eq!(parse_error_line("Error: something else"), None);
     }

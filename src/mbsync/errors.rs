@@ -846,6 +846,10 @@ mod tests {
             "Error: channel gmail, far side box Work: Unable to recover from UIDVALIDITY change.",
             "Error: channel gmail: UIDVALIDITY of both far side INBOX and near side INBOX changed.",
             "Maildir error: cannot read UIDVALIDITY.",
+            // mbsync 1.5
+            "Error: channel gmail, far side box Work (at UID 3): UIDVALIDITY genuinely changed.",
+            "Error: channel gmail, far side box Work (at UID 3): Unable to recover from both-sided \
+             UIDVALIDITY change, as it is genuine on at least one side.",
         ] {
             assert_eq!(classify_line(line), Some(ErrorKind::Uidvalidity), "{line}");
         }

@@ -599,9 +599,53 @@ impl StreamParser {
     }
 }
 
+/// Reads the summary mbsync 1.5 prints when it is done, as a frame with
+/// everything done:
+///
+/// ```text
+/// Channels: 1    Boxes: 5    Far: +0 *0 #0 -0    Near: +3000 *0 #0 -0
+/// ```
+///
+/// 1.5 draws its counters at most every 200 ms, so its last frame can be
+/// far behind the end (1,459 of 3,000 new messages); only this line has the
+/// final figures.
+fn parse_summary(line: &[u8]) -> Option<Progress> {
+    if !line.starts_with(b"Channels: ") || line.len() > MAX_FRAME {
+        return None;
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    let mut words = text.split_whitespace();
+    let mut number = |label: &str, sign: &str| -> Option<u64> {
+        if !label.is_empty() && words.next()? != label {
+            return None;
+        }
+        words.next()?.strip_prefix(sign)?.parse().ok()
+    };
+    let all = |n: u64| Counter { done: n, total: n };
+    let channels = all(number("Channels:", "")?);
+    let boxes = all(number("Boxes:", "")?);
+    let mut side = |label: &str| -> Option<Side> {
+        Some(Side {
+            new: all(number(label, "+")?),
+            flags: all(number("", "*")?),
+            trash: all(number("", "#")?),
+            expunge: all(number("", "-")?),
+        })
+    };
+    let far = side("Far:")?;
+    let near = side("Near:")?;
+    words.next().is_none().then_some(Progress {
+        channels,
+        boxes,
+        far,
+        near,
+        truncated: false,
+    })
+}
+
 /// Turns one frame or line into an item; `None` if nothing visible is left.
 fn classify(line: &[u8]) -> Option<StreamItem> {
-    if let Some(progress) = parse_frame(line) {
+    if let Some(progress) = parse_frame(line).or_else(|| parse_summary(line)) {
         return Some(StreamItem::Progress(progress));
     }
     let visible: Vec<u8> = Visible::new(line).collect();
@@ -748,6 +792,53 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    /// mbsync 1.5's closing summary is the last frame, everything done; a
+    /// line that only starts like it is ordinary output.
+    #[test]
+    fn the_summary_of_mbsync_1_5_is_a_final_frame() {
+        let mut parser = StreamParser::new();
+        let items = parser.feed(
+            b"\rC: 1/1  B: 3/5  F: +0/0 *0/0 #0/0 -0/0  N: +1459/3000 *0/0 #0/0 -0/0\r\n\
+              Channels: 1    Boxes: 5    Far: +2 *1 #0 -0    Near: +3000 *4 #5 -6\r\n\
+              Channels: 1    Boxes: 5    Far: +2 *1 #0 -0    Near: +3000 *4 #5\r\n\
+              Channels: 1    Boxes: 5    Far: +2 *1 #0 -0    Near: +3000 *4 #5 -6 more\r\n",
+        );
+        let all = |n| c(n, n);
+        let summary = Progress {
+            channels: all(1),
+            boxes: all(5),
+            far: Side {
+                new: all(2),
+                flags: all(1),
+                ..Side::default()
+            },
+            near: Side {
+                new: all(3000),
+                flags: all(4),
+                trash: all(5),
+                expunge: all(6),
+            },
+            truncated: false,
+        };
+        assert_eq!(items[1], StreamItem::Progress(summary));
+        assert_eq!(
+            items[2..],
+            [
+                StreamItem::Line(
+                    "Channels: 1    Boxes: 5    Far: +2 *1 #0 -0    Near: +3000 *4 #5".into()
+                ),
+                StreamItem::Line(
+                    "Channels: 1    Boxes: 5    Far: +2 *1 #0 -0    Near: +3000 *4 #5 -6 more"
+                        .into()
+                ),
+            ]
+        );
+        let StreamItem::Progress(last) = &items[1] else {
+            unreachable!()
+        };
+        assert_eq!(last.percent(), Some(100.0));
     }
 
     #[test]

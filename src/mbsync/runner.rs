@@ -537,13 +537,23 @@ pub async fn list_boxes(
     if let Some(e) = out.error {
         return Err(e);
     }
-    // mbsync prints notices on the same stream; box names never look like them.
+    // mbsync prints notices on the same stream (the terminal); box names
+    // never look like them. Those about the mbsyncrc start with its path
+    // (1.5: `/home/u/.mbsyncrc: notice: SSLType is deprecated. ...`), as
+    // redacted like every line kept (a part of it can look like a token).
     const NOISE: [&str; 6] = ["Error", "Warning", "Notice", "Maildir ", "IMAP ", "Socket "];
+    let about_config = spec
+        .config
+        .as_ref()
+        .map(|c| redact(&format!("{}:", c.display())));
     Ok(out
         .tail
         .into_iter()
         .filter(|l| {
-            !l.is_empty() && !NOISE.iter().any(|n| l.starts_with(n)) && !l.starts_with("***")
+            !l.is_empty()
+                && !NOISE.iter().any(|n| l.starts_with(n))
+                && !l.starts_with("***")
+                && !about_config.as_ref().is_some_and(|c| l.starts_with(c))
         })
         .collect())
 }
@@ -742,6 +752,31 @@ exit 1"#;
         assert_eq!(err.kind, ErrorKind::Uidvalidity, "{err:?}");
         assert!(err.line.contains("box Archive"), "{err:?}");
         assert_eq!(out.tail.len(), TAIL);
+    }
+
+    /// mbsync 1.5 tells of a deprecated setting on the terminal it lists the
+    /// boxes on: that line is no box.
+    #[test]
+    fn box_lists_leave_out_notices_about_the_mbsyncrc() {
+        let (mut spec, dir) = sh(
+            r#"echo INBOX; echo "$2: notice: SSLType is deprecated. Use TLSType instead." >&2
+echo 'Work/Café'; echo "Sent: notice: not about the mbsyncrc""#,
+            Duration::from_secs(10),
+        );
+        // A part of a path that looks like a token is redacted in the line.
+        let rc = dir.path().join("Ab1cD2eF3gH4iJ5kL6mN7oP8qR9/mbsyncrc");
+        assert_ne!(redact(&rc.to_string_lossy()), rc.to_string_lossy());
+        spec.config = Some(rc);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (_tx, rx) = watch::channel(false);
+        let boxes = rt.block_on(list_boxes(&spec, "demo", rx)).unwrap();
+        assert_eq!(
+            boxes,
+            ["INBOX", "Work/Café", "Sent: notice: not about the mbsyncrc"]
+        );
     }
 
     #[test]
