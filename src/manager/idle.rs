@@ -25,6 +25,7 @@ use super::targets::{self, SyncType};
 use super::{Manager, StartOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::imap::idle::{IdleEvent, IdleOptions, IdleWatcher};
+use crate::mbsync::names;
 
 /// The serial number of the next watcher started in this process.
 static NEXT_WATCHER: AtomicU64 = AtomicU64::new(1);
@@ -101,6 +102,24 @@ impl IdleSet {
         // several channels (a group) cannot sync one folder by name, and a
         // channel of one box has no box to name: those sync in full.
         let only = (channels.len() == 1).then_some(channel);
+        // A push would be refused by a folders sync (see
+        // `targets::check_patterns`): told now, not at the first new mail.
+        if let Some(c) = only {
+            let utf8 = names::known_utf8(&manager.settings().mbsync_cmd.to_string_lossy());
+            for folder in folders.iter().filter(|f| !f.eq_ignore_ascii_case("INBOX")) {
+                let boxed = super::check::box_name(c, folder);
+                if boxed.is_empty() {
+                    continue;
+                }
+                let target = format!("{}:{boxed}", c.name);
+                targets::check_patterns(&cfg, SyncType::Folders, &[target], utf8).map_err(|e| {
+                    Error::new(
+                        e.kind,
+                        format!("{}, or leave it out of idle.folders", e.message),
+                    )
+                })?;
+            }
+        }
         self.stop(Some(account));
         let _enter = manager.rt.enter();
         let mut started = Vec::new();

@@ -654,6 +654,10 @@ impl Manager {
             &opts.account,
             &opts.folders,
         )?;
+        // A name spelled alike by every mbsync is judged now; another one
+        // too once this mbsync's version is known, else by the attempt.
+        let utf8 = names::known_utf8(&settings.mbsync_cmd.to_string_lossy());
+        targets::check_patterns(&cfg, opts.kind, &targets, utf8)?;
         let channels = targets::channels_of_targets(&cfg, &targets);
         let mut entries = self.entries.lock();
         if let Some(e) = entries.iter_mut().find(|e| e.joinable(&opts)) {
@@ -794,10 +798,17 @@ impl Manager {
             ending,
         } = job;
         // Folder names are Unicode up to here; mbsync 1.4 wants a box
-        // beyond ASCII as the server spells it.
+        // beyond ASCII as the server spells it, and matches its Patterns
+        // against that spelling (which `start` could not judge unasked).
         let mut mailbox = opts.folders.first().cloned();
         if spec.targets.iter().any(|t| names::depends_on_version(t)) {
             let utf8 = names::takes_utf8(&spec.program.to_string_lossy()).await;
+            let left_out = self.rc_cache.load(spec.config.as_deref()).and_then(|cfg| {
+                targets::check_patterns(&cfg, opts.kind, &spec.targets, Some(utf8))
+            });
+            if let Err(e) = left_out {
+                return Attempt::NotRun(e);
+            }
             spec.targets = spec
                 .targets
                 .iter()

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::error::{quoted, Error, ErrorKind, Result};
 use crate::mbsync::config::{MbsyncConfig, Target};
+use crate::mbsync::names;
 
 /// What to sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
@@ -233,6 +234,74 @@ fn resolve_for(
             }
         }
     }
+}
+
+/// Refuses a folders sync or a repair of a folder its channel's Patterns
+/// leave out: mbsync takes a box it is given by name whatever the Patterns
+/// say, so it would create that folder and download all of it (a Gmail
+/// `[Gmail]/All Mail` left out to avoid a second copy of every message).
+///
+/// Patterns are matched as the installed mbsync matches them: against the
+/// name as it spells it (`utf8`, see [`names`]). A name whose spelling
+/// depends on the version passes while `utf8` is unknown; the sync judges
+/// it again once it knows.
+pub fn check_patterns(
+    cfg: &MbsyncConfig,
+    kind: SyncType,
+    targets: &[String],
+    utf8: Option<bool>,
+) -> Result<()> {
+    if !matches!(kind, SyncType::Folders | SyncType::Repair) {
+        return Ok(());
+    }
+    for target in targets {
+        let Some((name, boxes)) = target.split_once(':') else {
+            continue;
+        };
+        let Some(channel) = cfg.channel(name).filter(|c| !c.patterns.is_empty()) else {
+            continue;
+        };
+        for folder in boxes.split(',') {
+            let spelled = match utf8 {
+                Some(utf8) => names::spelled(folder, utf8),
+                None if names::depends_on_version(folder) => continue,
+                None => folder.to_owned(),
+            };
+            if !channel.takes(&spelled) {
+                let what = match kind {
+                    SyncType::Repair => "a repair",
+                    _ => "a folders sync",
+                };
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "folder {} is left out by channel {name:?}'s `Patterns {}` in {}: \
+                         {what} would download it all the same; add it to the Patterns to sync it",
+                        quoted(folder, 100),
+                        written(&channel.patterns),
+                        cfg.path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Patterns as an mbsyncrc writes them: a name with a space in quotes.
+fn written(patterns: &[String]) -> String {
+    let words: Vec<String> = patterns
+        .iter()
+        .map(|p| {
+            let (not, name) = p.strip_prefix('!').map_or(("", p.as_str()), |n| ("!", n));
+            if name.contains(char::is_whitespace) {
+                format!("{not}{name:?}")
+            } else {
+                p.clone()
+            }
+        })
+        .collect();
+    words.join(" ")
 }
 
 /// A channel or group of the mbsyncrc with the sync types it can be asked
@@ -519,6 +588,58 @@ Channels main:Sent arch:INBOX,Archive
                 && e.message.contains("accounts.arch.inbox"),
             "{e}"
         );
+    }
+
+    /// A folder the Patterns leave out is refused, matched in the spelling
+    /// of the mbsync at hand (isync 1.4: the server's modified UTF-7).
+    #[test]
+    fn folders_the_patterns_leave_out_are_refused() {
+        let text = format!(
+            "{STORES}
+Channel g
+Far :r:
+Near :l:
+Patterns * !\"[Gmail]/All Mail\" !Entw&APw-rfe
+
+Channel u
+Far :r:
+Near :l:
+Patterns * !Entwürfe
+
+Channel one
+Far :r:Archive
+Near :l:Archive
+"
+        );
+        let c = MbsyncConfig::parse(&text, Path::new("/home/u/.mbsyncrc")).unwrap();
+        let check = |kind, account, folder: &str, utf8| {
+            let t = resolve(&c, &no(), kind, account, &[folder.to_owned()]).unwrap();
+            check_patterns(&c, kind, &t, utf8)
+        };
+        let e = check(SyncType::Folders, "g", "[Gmail]/All Mail", None).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert_eq!(
+            e.message,
+            "folder \"[Gmail]/All Mail\" is left out by channel \"g\"'s \
+             `Patterns * !\"[Gmail]/All Mail\" !Entw&APw-rfe` in /home/u/.mbsyncrc: a folders sync \
+             would download it all the same; add it to the Patterns to sync it"
+        );
+        let e = check(SyncType::Repair, "g", "[Gmail]/All Mail", Some(true)).unwrap_err();
+        assert!(e.message.contains(": a repair would download it"), "{e}");
+        assert!(check(SyncType::Folders, "g", "Work", None).is_ok());
+        assert!(check(SyncType::Folders, "g", "INBOX", Some(false)).is_ok());
+        // Beyond ASCII: judged once the version is known, in its spelling.
+        assert!(check(SyncType::Folders, "g", "Entwürfe", None).is_ok());
+        assert!(check(SyncType::Folders, "g", "Entwürfe", Some(false)).is_err());
+        assert!(check(SyncType::Folders, "g", "Entw&APw-rfe", Some(false)).is_err());
+        assert!(check(SyncType::Folders, "g", "Entwürfe", Some(true)).is_ok());
+        assert!(check(SyncType::Folders, "u", "Entwürfe", Some(true)).is_err());
+        assert!(check(SyncType::Folders, "u", "Entwürfe", Some(false)).is_ok());
+        // A channel of one mailbox has no Patterns to leave one out; a full
+        // sync names no folder.
+        assert!(check(SyncType::Repair, "one", "Archive", Some(false)).is_ok());
+        let full = resolve(&c, &no(), SyncType::Full, "g", &[]).unwrap();
+        assert!(check_patterns(&c, SyncType::Full, &full, Some(false)).is_ok());
     }
 
     #[test]

@@ -23,8 +23,8 @@ static UTF8: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
 /// later. Asked once per program (`--version`); an mbsync that cannot say
 /// is taken for 1.4, whose spelling is also what a server lists.
 pub async fn takes_utf8(program: &str) -> bool {
-    if let Some(known) = UTF8.lock().as_ref().and_then(|m| m.get(program)) {
-        return *known;
+    if let Some(known) = known_utf8(program) {
+        return known;
     }
     let name = program.to_owned();
     let version = command::off_thread(move |stop| {
@@ -44,6 +44,12 @@ pub async fn takes_utf8(program: &str) -> bool {
         .get_or_insert_with(HashMap::new)
         .insert(program.to_owned(), utf8);
     utf8
+}
+
+/// Whether `program` takes UTF-8 box names, if it was asked before (see
+/// [`takes_utf8`]); never waits.
+pub fn known_utf8(program: &str) -> Option<bool> {
+    UTF8.lock().as_ref().and_then(|m| m.get(program).copied())
 }
 
 /// Whether `mbsync --version` output (`isync 1.5.1`) names 1.5 or later.

@@ -175,6 +175,26 @@ describe('IDLE', function()
     t.contains(seen[2][1], 'IDLE is on but not watching: no account could be watched: ')
   end)
 
+  it('idle on refuses a folder the Patterns leave out, since its new mail would sync it', function()
+    local fx = t.fixture({ '--folders', 'INBOX=1,Spam=1' })
+    local rc = fx.dir .. '/mbsyncrc-no-spam'
+    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPatterns [^\n]*', '\nPatterns * !Spam')))
+    t.use(rc, { notify = { enabled = true }, idle = { accounts = { 'demo' }, folders = { 'INBOX', 'Spam' } } })
+    t.defer(idle.stop)
+    vim.cmd('runtime plugin/himalaya-sync.vim')
+    local seen = t.notifications()
+    vim.cmd('HimalayaSync idle on')
+    vim.wait(300)
+    eq(2, #seen, vim.inspect(seen))
+    t.contains(
+      seen[1][1],
+      'IDLE: cannot watch demo: folder "Spam" is left out by channel "demo"\'s `Patterns * !Spam` in '
+    )
+    t.contains(seen[1][1], 'add it to the Patterns to sync it, or leave it out of idle.folders')
+    t.contains(seen[2][1], 'IDLE: no account could be watched; trying again later')
+    ok(not idle.is_watching(), 'IDLE watches')
+  end)
+
   it('idle off and toggle switch it; bad arguments are refused', function()
     local fx = t.fixture()
     local seen = start(fx, { 'INBOX' })
