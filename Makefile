@@ -9,7 +9,7 @@ export PATH := $(dir $(NVIM)):$(PATH)
 # would mix two versions.
 unexport VIMRUNTIME VIM
 
-.PHONY: all deps build test test-rust test-lua test-other-nvims demo bench lint format clean
+.PHONY: all deps build test test-rust test-lua test-other-nvims test-other-mbsync demo bench lint format clean
 
 all: build
 
@@ -45,7 +45,7 @@ test-lua:
 	scripts/test-tmpdir.sh $(NVIM_RUN) -l tests/lua/runner.lua $(SPECS)
 
 ## The core of the Lua specs on two more Neovims, Debian's builds (unpacked
-## into .deps/ by scripts/install-other-nvims.sh): 0.10 from Debian 13
+## into .deps/ by scripts/install-other-versions.sh): 0.10 from Debian 13
 ## (trixie), the oldest the plugin supports, and the newest Debian has (0.12
 ## or later, from forky). The core: loading, commands, bad input, locks,
 ## health, exit paths, a real sync with its progress message. (All specs:
@@ -55,12 +55,30 @@ SPECS_OTHER ?= $(addprefix tests/lua/,badinput_spec.lua distribution_spec.lua he
   lifecycle_spec.lua loader_spec.lua lock_spec.lua manager_spec.lua progress_spec.lua)
 
 test-other-nvims:
-	@bash scripts/install-other-nvims.sh
+	@bash scripts/install-other-versions.sh
 	@for d in $(OTHER_NVIMS); do \
 	  echo "== $$(VIMRUNTIME=$$d/runtime $$d/bin/nvim --version | head -n1) ($$d)"; \
 	  VIMRUNTIME=$$d/runtime scripts/test-tmpdir.sh $$d/bin/nvim --headless -u NONE -i NONE -n \
 	    -l tests/lua/runner.lua $(SPECS_OTHER) || exit 1; \
 	done
+
+## The Lua specs that depend on how mbsync spells folder names, prints its
+## progress and messages and lists its boxes, with isync 1.5 (Debian 13's,
+## unpacked into .deps/ by scripts/install-other-versions.sh) in place of
+## the 1.4 of Debian 12 that every other test runs. (Every spec:
+## `make test-other-mbsync TESTS_MBSYNC=`, about 6 minutes.)
+MBSYNC_OTHER := $(CURDIR)/.deps/isync-1.5
+SPECS_MBSYNC ?= $(addprefix tests/lua/,check_spec.lua queue_spec.lua repair_spec.lua sync_spec.lua)
+TESTS_MBSYNC ?= an initial full sync brings every message|folders sync of folders beyond ASCII|\
+  the Patterns leave out|a cancelled sync registered|echoes new messages per folder|\
+  reports exactly the delivered messages|is repaired automatically|its one box) is repaired too|\
+  reported with the command that repairs it|max_connections runs one full sync|a split sync
+
+test-other-mbsync:
+	@bash scripts/install-other-versions.sh
+	@echo "== $$($(MBSYNC_OTHER)/bin/mbsync --version) ($(MBSYNC_OTHER))"
+	@PATH='$(MBSYNC_OTHER)/bin':"$$PATH" HIMALAYA_SPEC_FILTER='$(TESTS_MBSYNC)' \
+	  scripts/test-tmpdir.sh $(NVIM_RUN) -l tests/lua/runner.lua $(if $(TESTS_MBSYNC),$(SPECS_MBSYNC))
 
 demo: build
 	@bash scripts/demo.sh

@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
 # The part of `make test` after the build: the tests in the foreground
-# (`make test-rust`, `test-lua`, `test-other-nvims`, stopping at the first
-# that fails), and beside them at the lowest CPU priority `make lint` and
-# the install of the other Neovims. Either the tests or lint failing fails
-# this; lint's output comes after the tests', whole.
+# (`make test-rust`, `test-lua`, `test-other-nvims`, `test-other-mbsync`,
+# stopping at the first that fails), and beside them at the lowest CPU
+# priority `make lint` and the install of the other Neovims and mbsync.
+# Either the tests or lint failing fails this; lint's output comes after
+# the tests', whole.
 #
 #   MAKE=make scripts/test-and-lint.sh
 #
 # Why beside them: the tests mostly wait on servers, processes and timers,
 # and leave about half of this machine's two CPUs idle, while clippy checks
 # every dependency once more in its own mode, a minute of both CPUs that
-# stood alone before the tests. Installing the two other Neovims
-# (scripts/install-other-nvims.sh) is 20 s of one CPU on a fresh checkout,
-# most of it apt reading Debian's package lists, which stood alone between
-# the Lua specs and the specs on those Neovims. At the lowest priority they
-# get only what the tests leave: a test process that wakes takes the CPU
-# from them at once. Clippy gets a target folder of its own, as cargo lets
-# one command at a time use a target folder. The specs on the other
-# Neovims wait for the install; when it failed, `make test-other-nvims`
-# runs it again and stops with its error.
+# stood alone before the tests. Installing the other versions
+# (scripts/install-other-versions.sh) is 30 s of one CPU on a fresh
+# checkout, most of it apt reading Debian's package lists, which stood
+# alone between the Lua specs and the specs on those versions. At the
+# lowest priority they get only what the tests leave: a test process that
+# wakes takes the CPU from them at once. Clippy gets a target folder of its
+# own, as cargo lets one command at a time use a target folder. The specs
+# on the other versions wait for the install; when it failed, `make
+# test-other-nvims` runs it again and stops with its error.
 #
 # The lowest priority is nice 19 twice. Each job runs in a session of its
 # own (setsid), so that it and what it started can be stopped together when
@@ -64,7 +65,7 @@ in_background() {
 
 CARGO_TARGET_DIR=target/lint in_background "$lint_log" "$make" --no-print-directory lint
 lint=$background
-in_background "$install_log" bash scripts/install-other-nvims.sh
+in_background "$install_log" bash scripts/install-other-versions.sh
 install=$background
 
 cleanup() {
@@ -76,7 +77,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
 tests=0
-for t in test-rust test-lua test-other-nvims; do
+for t in test-rust test-lua test-other-nvims test-other-mbsync; do
   if [ "$t" = test-other-nvims ]; then
     wait "$install"
     cat "$install_log"
