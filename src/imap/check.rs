@@ -32,6 +32,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::imap::client::{Connection, FolderStatus, Session};
 use crate::imap::mutf7::{decode_mutf7, encode_mutf7};
 use crate::mbsync::config::{Channel, MbsyncConfig};
+use crate::mbsync::names;
 
 /// What the check found in one far folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,16 +125,17 @@ pub struct PulledState {
 
 /// Checks the far folders of `channel` (all matching its Patterns, or only
 /// `only` when given, by Unicode name) over one connection; a folder the
-/// server refuses comes back with its `error`. `utf8`: the mbsync at hand
-/// names folders in UTF-8 (isync 1.5 and later; see
-/// [`crate::mbsync::names`]), in its Patterns and its state files.
+/// server refuses comes back with its `error`. `program`: the mbsync whose
+/// spelling of names beyond ASCII its Patterns and state files use (UTF-8
+/// from isync 1.5 on; see [`crate::mbsync::names`]), asked only when the
+/// server lists such a name.
 pub async fn check_channel(
     connection: &Connection,
     config: &MbsyncConfig,
     channel: &str,
     sync_state: &SyncState,
     only: Option<&[String]>,
-    utf8: bool,
+    program: &str,
 ) -> Result<Vec<FolderCheck>> {
     let chan = config.channel(channel).ok_or_else(|| {
         Error::new(
@@ -141,7 +143,7 @@ pub async fn check_channel(
             format!("No channel '{channel}' in {}", config.path.display()),
         )
     })?;
-    let layout = Layout::new(config, chan, utf8)?;
+    let mut layout = Layout::new(config, chan)?;
     let mut session = connection.connect().await?;
     let result = async {
         let boxes: Vec<String> = if chan.patterns.is_empty() {
@@ -153,26 +155,28 @@ pub async fn check_channel(
             let prefix = decode_mutf7(&layout.far_box);
             let wire_prefix = encode_mutf7(&prefix);
             let entries = session.list("", &format!("{prefix}*")).await?;
-            let mut names: Vec<String> = entries
+            let listed: Vec<String> = entries
                 .into_iter()
                 .filter(|e| e.selectable())
                 .filter_map(|e| {
-                    let name = if e.name.eq_ignore_ascii_case("INBOX") {
-                        "INBOX".to_owned()
+                    if e.name.eq_ignore_ascii_case("INBOX") {
+                        Some("INBOX".to_owned())
                     } else {
-                        e.name.strip_prefix(&wire_prefix)?.to_owned()
-                    };
-                    let spelled = if utf8 {
-                        decode_mutf7(&name)
-                    } else {
-                        name.clone()
-                    };
-                    chan.takes(&spelled).then_some(name)
+                        Some(e.name.strip_prefix(&wire_prefix)?.to_owned())
+                    }
                 })
                 .collect();
-            names.sort();
-            names.dedup();
-            names
+            // A fake mbsync in a test, or a slow machine, must not hold up
+            // a check of ASCII names, which every version spells alike.
+            layout.utf8 = listed.iter().any(|n| names::depends_on_version(n))
+                && names::takes_utf8(program).await;
+            let mut taken: Vec<String> = listed
+                .into_iter()
+                .filter(|name| chan.takes(&layout.spelled(name)))
+                .collect();
+            taken.sort();
+            taken.dedup();
+            taken
         };
         let folders: Vec<CheckFolder> = boxes
             .iter()
@@ -384,7 +388,7 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(config: &MbsyncConfig, chan: &Channel, utf8: bool) -> Result<Layout> {
+    fn new(config: &MbsyncConfig, chan: &Channel) -> Result<Layout> {
         let split = |spec: &str| -> Option<(String, String)> {
             let (store, mailbox) = crate::mbsync::config::split_spec(spec)?;
             Some((store.to_owned(), mailbox.to_owned()))
@@ -423,7 +427,7 @@ impl Layout {
             subfolders: store.subfolders.clone(),
             flatten: store.flatten.clone(),
             patterns: !chan.patterns.is_empty(),
-            utf8,
+            utf8: false,
         })
     }
 
@@ -485,15 +489,18 @@ impl Layout {
         PathBuf::from(path)
     }
 
+    /// A listed box (without the far prefix) as mbsync names it: decoded
+    /// for 1.5. (A prefix is written in the mbsyncrc as mbsync names it.)
+    fn spelled(&self, wire: &str) -> String {
+        if self.utf8 {
+            decode_mutf7(wire)
+        } else {
+            wire.to_owned()
+        }
+    }
+
     fn state_file(&self, sync_state: &SyncState, wire: &str) -> PathBuf {
-        let spelled = |name: String| {
-            if self.utf8 {
-                decode_mutf7(&name)
-            } else {
-                name
-            }
-        };
-        let near = spelled(self.near_name(wire));
+        let near = self.near_name(&self.spelled(wire));
         let clean = |s: &str| s.replace('/', "!");
         match sync_state {
             SyncState::InMailbox => self.near_dir(&near).join(".mbsyncstate"),
@@ -507,7 +514,7 @@ impl Layout {
                 p.push(format!(
                     ":{}:{}_:{}:{}",
                     self.far_store,
-                    clean(&spelled(self.far_name(wire))),
+                    clean(&self.far_name(&self.spelled(wire))),
                     self.near_store,
                     clean(&near)
                 ));
@@ -578,7 +585,7 @@ mod tests {
             Path::new("/rc"),
         )
         .unwrap();
-        let layout = Layout::new(&config, config.channel("c").unwrap(), false).unwrap();
+        let layout = Layout::new(&config, config.channel("c").unwrap()).unwrap();
         assert_eq!(
             layout.state_file(&SyncState::InMailbox, "Work/Caf&AOk-"),
             Path::new("/m/Work/Caf&AOk-/.mbsyncstate")

@@ -37,7 +37,6 @@ use crate::imap::client::{Connection, TokenFuture, TokenSource, DEFAULT_TIMEOUT}
 use crate::imap::mutf7::decode_mutf7;
 use crate::maildir::{count_store, FolderCounts};
 use crate::mbsync::config::{Channel, ImapAccount, MbsyncConfig};
-use crate::mbsync::names;
 
 /// What a check found, handed to completion callbacks like a sync result.
 #[derive(Debug, Clone, Serialize)]
@@ -188,14 +187,14 @@ pub fn connection_for(
 /// Checks every channel of `account`; `folders` (Unicode far names) limits
 /// the answer to those, each of which must exist in some channel. INBOX
 /// comes first, then the folders as the server lists them, channel by
-/// channel. `utf8`: as for [`check_channel`].
+/// channel. `program`: as for [`check_channel`].
 pub async fn check_account(
     cfg: &MbsyncConfig,
     overrides: &HashMap<String, AccountOverrides>,
     account: &str,
     folders: &[String],
     tokens: Option<Arc<dyn TokenSource>>,
-    utf8: bool,
+    program: &str,
 ) -> Result<Vec<FolderCheck>> {
     let channels = account_channels(cfg, overrides, account)?;
     let mut out: Vec<FolderCheck> = Vec::new();
@@ -216,7 +215,7 @@ pub async fn check_account(
         // One channel can be asked for exactly the folders (the check
         // then reports a missing one); several are filtered afterwards.
         let only = (channels.len() == 1 && !folders.is_empty()).then_some(folders);
-        for c in check_channel(&connection, cfg, name, &state, only, utf8).await? {
+        for c in check_channel(&connection, cfg, name, &state, only, program).await? {
             match out.iter_mut().find(|o| o.folder == c.folder) {
                 None => out.push(c),
                 // Two channels with one folder: an answer beats a refusal.
@@ -432,8 +431,7 @@ impl Manager {
             // Its own task, so that a panic in it is an error of this check
             // (not a check that never ends); aborted when cancelled.
             let mut task = AbortOnDrop(tokio::spawn(async move {
-                let utf8 = names::takes_utf8(&program).await;
-                check_account(&cfg, &accounts, &account, &folders, tokens, utf8).await
+                check_account(&cfg, &accounts, &account, &folders, tokens, &program).await
             }));
             let checked = tokio::select! {
                 joined = &mut task.0 => joined.unwrap_or_else(|e| {

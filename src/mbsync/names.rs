@@ -21,7 +21,8 @@ static UTF8: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
 
 /// Whether `program` (an mbsync) takes UTF-8 box names: isync 1.5 and
 /// later. Asked once per program (`--version`); an mbsync that cannot say
-/// is taken for 1.4, whose spelling is also what a server lists.
+/// is taken for 1.4, whose spelling is also what a server lists, and asked
+/// again next time (it may have failed only for want of time).
 pub async fn takes_utf8(program: &str) -> bool {
     if let Some(known) = known_utf8(program) {
         return known;
@@ -39,7 +40,10 @@ pub async fn takes_utf8(program: &str) -> bool {
         })
     })
     .await;
-    let utf8 = version.is_ok_and(|out| is_utf8_version(&String::from_utf8_lossy(&out.stdout)));
+    let Ok(out) = version else {
+        return false;
+    };
+    let utf8 = is_utf8_version(&String::from_utf8_lossy(&out.stdout));
     UTF8.lock()
         .get_or_insert_with(HashMap::new)
         .insert(program.to_owned(), utf8);

@@ -18,7 +18,6 @@ use himalaya_sync::imap::client::{Connection, Password, PasswordSource, Security
 use himalaya_sync::imap::idle::{IdleEvent, IdleOptions, IdleWatcher};
 use himalaya_sync::manager::check::check_account;
 use himalaya_sync::mbsync::config::MbsyncConfig;
-use himalaya_sync::mbsync::names;
 
 use crate::common::{Fixture, Restarted};
 
@@ -37,11 +36,6 @@ impl Fixture {
     }
 }
 
-/// Whether the mbsync the tests run names folders in UTF-8 (isync 1.5).
-async fn mbsync_utf8() -> bool {
-    names::takes_utf8("mbsync").await
-}
-
 async fn check(fx: &Fixture) -> Vec<FolderCheck> {
     check_channel(
         &fx.connection(),
@@ -49,7 +43,7 @@ async fn check(fx: &Fixture) -> Vec<FolderCheck> {
         "demo",
         &SyncState::InMailbox,
         None,
-        mbsync_utf8().await,
+        "mbsync",
     )
     .await
     .expect("check")
@@ -155,7 +149,7 @@ async fn check_reports_exact_new_counts() {
         "demo",
         &SyncState::InMailbox,
         Some(&only),
-        mbsync_utf8().await,
+        "mbsync",
     )
     .await
     .unwrap();
@@ -166,7 +160,7 @@ async fn check_reports_exact_new_counts() {
         "demo",
         &SyncState::InMailbox,
         Some(&["Nope".to_owned()]),
-        mbsync_utf8().await,
+        "mbsync",
     )
     .await
     .unwrap_err();
@@ -516,30 +510,16 @@ async fn check_with_global_sync_state() {
 
     let config = MbsyncConfig::load(Some(&rc)).unwrap();
     let global = SyncState::Global(states);
-    let checks = check_channel(
-        &fx.connection(),
-        &config,
-        "demo",
-        &global,
-        None,
-        mbsync_utf8().await,
-    )
-    .await
-    .unwrap();
+    let checks = check_channel(&fx.connection(), &config, "demo", &global, None, "mbsync")
+        .await
+        .unwrap();
     assert_eq!(checks.len(), 7);
     assert!(checks.iter().all(|c| c.new == 0), "{checks:?}");
 
     fx.deliver("Work/Café", 2);
-    let checks = check_channel(
-        &fx.connection(),
-        &config,
-        "demo",
-        &global,
-        None,
-        mbsync_utf8().await,
-    )
-    .await
-    .unwrap();
+    let checks = check_channel(&fx.connection(), &config, "demo", &global, None, "mbsync")
+        .await
+        .unwrap();
     for c in &checks {
         assert_eq!(
             c.new,
@@ -555,7 +535,7 @@ async fn check_with_global_sync_state() {
         "demo",
         &SyncState::InMailbox,
         None,
-        mbsync_utf8().await,
+        "mbsync",
     )
     .await
     .unwrap();
@@ -1130,7 +1110,7 @@ async fn a_check_fails_when_every_folder_is_refused() {
     let account = |only: &[&str]| {
         let only: Vec<String> = only.iter().map(|f| (*f).to_owned()).collect();
         let cfg = cfg.clone();
-        async move { check_account(&cfg, &HashMap::new(), "c", &only, None, mbsync_utf8().await).await }
+        async move { check_account(&cfg, &HashMap::new(), "c", &only, None, "mbsync").await }
     };
 
     let checks = account(&[]).await.expect("INBOX was answered");
@@ -1183,7 +1163,7 @@ async fn a_folder_deleted_on_the_server_is_reported_per_folder() {
     .unwrap();
     let cfg = MbsyncConfig::load(Some(&rc)).unwrap();
     let none = HashMap::new();
-    let checks = check_account(&cfg, &none, "both", &[], None, mbsync_utf8().await)
+    let checks = check_account(&cfg, &none, "both", &[], None, "mbsync")
         .await
         .unwrap();
     assert!(
@@ -1198,7 +1178,7 @@ async fn a_folder_deleted_on_the_server_is_reported_per_folder() {
     );
     std::fs::remove_dir_all(server.join(".Archive")).unwrap();
     fx.deliver("INBOX", 2);
-    let checks = check_account(&cfg, &none, "both", &[], None, mbsync_utf8().await)
+    let checks = check_account(&cfg, &none, "both", &[], None, "mbsync")
         .await
         .expect("one deleted folder does not fail the check");
     assert_eq!(find(&checks, "INBOX").new, 2, "{checks:?}");
@@ -1210,7 +1190,7 @@ async fn a_folder_deleted_on_the_server_is_reported_per_folder() {
         "{message}"
     );
 
-    let e = check_account(&cfg, &none, "demo-archive", &[], None, mbsync_utf8().await)
+    let e = check_account(&cfg, &none, "demo-archive", &[], None, "mbsync")
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Config, "{e}");
@@ -1416,7 +1396,7 @@ async fn a_far_prefix_beyond_ascii_is_listed_in_either_spelling() {
             .join("\n");
         std::fs::write(&rc, changed).unwrap();
         let cfg = MbsyncConfig::load(Some(&rc)).unwrap();
-        let checks = check_account(&cfg, &none, "demo", &[], None, mbsync_utf8().await)
+        let checks = check_account(&cfg, &none, "demo", &[], None, "mbsync")
             .await
             .unwrap();
         let mut folders: Vec<(&str, u32)> = checks
