@@ -71,14 +71,15 @@ impl IdleSet {
 
     /// Watches `folders` (Unicode names on the server) of `account`,
     /// replacing any watchers it had. Each uses the connection of the
-    /// account's first channel.
+    /// account's first channel. Returns how many it watches, and why it
+    /// watches none of the others (a folder the account leaves out).
     pub fn start(
         &self,
         manager: &Arc<Manager>,
         account: &str,
         folders: &[String],
         options: IdleOptions,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Vec<String>)> {
         targets::validate_account(account)?;
         if folders.is_empty() {
             return Err(Error::invalid("IDLE needs at least one folder to watch"));
@@ -103,27 +104,37 @@ impl IdleSet {
         // channel of one box has no box to name: those sync in full.
         let only = (channels.len() == 1).then_some(channel);
         // A push would be refused by a folders sync (see
-        // `targets::check_patterns`): told now, not at the first new mail.
+        // `targets::check_patterns`): told now, not at the first new mail,
+        // and the other folders watched (idle.folders is one list for every
+        // account). A name beyond ASCII is judged once mbsync's version is
+        // known; before that, by the sync its new mail asks for.
+        let mut refused = Vec::new();
+        let mut watched: Vec<&String> = folders.iter().collect();
         if let Some(c) = only {
             let utf8 = names::known_utf8(&manager.settings().mbsync_cmd.to_string_lossy());
-            for folder in folders.iter().filter(|f| !f.eq_ignore_ascii_case("INBOX")) {
+            watched.retain(|folder| {
                 let boxed = super::check::box_name(c, folder);
-                if boxed.is_empty() {
-                    continue;
+                if folder.eq_ignore_ascii_case("INBOX") || boxed.is_empty() {
+                    return true;
                 }
-                let target = format!("{}:{boxed}", c.name);
-                targets::check_patterns(&cfg, SyncType::Folders, &[target], utf8).map_err(|e| {
-                    Error::new(
-                        e.kind,
-                        format!("{}, or leave it out of idle.folders", e.message),
-                    )
-                })?;
-            }
+                let target = [format!("{}:{boxed}", c.name)];
+                let kind = SyncType::Folders;
+                match targets::check_patterns(&cfg, &accounts, kind, account, &target, utf8) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refused.push(format!("not watching {folder:?}: {}", e.message));
+                        false
+                    }
+                }
+            });
+        }
+        if watched.is_empty() {
+            return Err(Error::new(ErrorKind::Config, refused.join("; ")));
         }
         self.stop(Some(account));
         let _enter = manager.rt.enter();
         let mut started = Vec::new();
-        for folder in folders {
+        for folder in watched.iter().copied() {
             let weak: Weak<Manager> = Arc::downgrade(manager);
             let (acct, name) = (account.to_string(), folder.clone());
             let push = push_sync(
@@ -154,12 +165,13 @@ impl IdleSet {
             });
         }
         let n = started.len();
+        let names: Vec<&str> = watched.iter().map(|f| f.as_str()).collect();
         crate::log::write(
             "info",
-            &format!("IDLE: watching {} of {account}", folders.join(", ")),
+            &format!("IDLE: watching {} of {account}", names.join(", ")),
         );
         self.watchers.lock().insert(account.to_string(), started);
-        Ok(n)
+        Ok((n, refused))
     }
 
     /// Stops the watchers of one account, or all; returns how many stopped.

@@ -657,7 +657,14 @@ impl Manager {
         // A name spelled alike by every mbsync is judged now; another one
         // too once this mbsync's version is known, else by the attempt.
         let utf8 = names::known_utf8(&settings.mbsync_cmd.to_string_lossy());
-        targets::check_patterns(&cfg, opts.kind, &targets, utf8)?;
+        targets::check_patterns(
+            &cfg,
+            &settings.accounts,
+            opts.kind,
+            &opts.account,
+            &targets,
+            utf8,
+        )?;
         let channels = targets::channels_of_targets(&cfg, &targets);
         let mut entries = self.entries.lock();
         if let Some(e) = entries.iter_mut().find(|e| e.joinable(&opts)) {
@@ -803,8 +810,10 @@ impl Manager {
         let mut mailbox = opts.folders.first().cloned();
         if spec.targets.iter().any(|t| names::depends_on_version(t)) {
             let utf8 = names::takes_utf8(&spec.program.to_string_lossy()).await;
+            let accounts = self.settings().accounts;
             let left_out = self.rc_cache.load(spec.config.as_deref()).and_then(|cfg| {
-                targets::check_patterns(&cfg, opts.kind, &spec.targets, Some(utf8))
+                let (kind, account) = (opts.kind, &opts.account);
+                targets::check_patterns(&cfg, &accounts, kind, account, &spec.targets, Some(utf8))
             });
             if let Err(e) = left_out {
                 return Attempt::NotRun(e);

@@ -244,16 +244,23 @@ fn resolve_for(
 /// Patterns are matched as the installed mbsync matches them: against the
 /// name as it spells it (`utf8`, see [`names`]). A name whose spelling
 /// depends on the version passes while `utf8` is unknown; the sync judges
-/// it again once it knows.
+/// it again once it knows. A box that the account's full sync names itself
+/// (see [`named_boxes`]) is synced whatever the Patterns say, so it passes.
 pub fn check_patterns(
     cfg: &MbsyncConfig,
+    overrides: &HashMap<String, AccountOverrides>,
     kind: SyncType,
+    account: &str,
     targets: &[String],
     utf8: Option<bool>,
 ) -> Result<()> {
     if !matches!(kind, SyncType::Folders | SyncType::Repair) {
         return Ok(());
     }
+    let full = overrides
+        .get(account)
+        .and_then(|o| o.full.clone())
+        .unwrap_or_else(|| account.to_string());
     for target in targets {
         let Some((name, boxes)) = target.split_once(':') else {
             continue;
@@ -261,13 +268,20 @@ pub fn check_patterns(
         let Some(channel) = cfg.channel(name).filter(|c| !c.patterns.is_empty()) else {
             continue;
         };
+        let named = named_boxes(cfg, &full, name);
         for folder in boxes.split(',') {
+            // IMAP's INBOX is INBOX however it is written.
+            let folder = if folder.eq_ignore_ascii_case("INBOX") {
+                "INBOX"
+            } else {
+                folder
+            };
             let spelled = match utf8 {
                 Some(utf8) => names::spelled(folder, utf8),
                 None if names::depends_on_version(folder) => continue,
                 None => folder.to_owned(),
             };
-            if !channel.takes(&spelled) {
+            if !channel.takes(&spelled) && !named.contains(&spelled.as_str()) {
                 let what = match kind {
                     SyncType::Repair => "a repair",
                     _ => "a folders sync",
@@ -286,6 +300,25 @@ pub fn check_patterns(
         }
     }
     Ok(())
+}
+
+/// The boxes of `channel` that a full sync of `full` names on mbsync's
+/// command line: a group member `chan:box,box`, or a full target written
+/// so (`accounts.NAME.full = "chan:box"`).
+fn named_boxes<'a>(cfg: &'a MbsyncConfig, full: &'a str, channel: &str) -> Vec<&'a str> {
+    if let Some((chan, boxes)) = full.split_once(':') {
+        return if chan == channel {
+            boxes.split(',').collect()
+        } else {
+            Vec::new()
+        };
+    }
+    cfg.group(full).map_or_else(Vec::new, |g| {
+        g.selections()
+            .filter(|(chan, _)| *chan == channel)
+            .flat_map(|(_, boxes)| boxes.unwrap_or_default())
+            .collect()
+    })
 }
 
 /// Patterns as an mbsyncrc writes them: a name with a space in quotes.
@@ -609,12 +642,15 @@ Patterns * !Entwürfe
 Channel one
 Far :r:Archive
 Near :l:Archive
+
+Group sent
+Channel g:\"[Gmail]/All Mail\"
 "
         );
         let c = MbsyncConfig::parse(&text, Path::new("/home/u/.mbsyncrc")).unwrap();
         let check = |kind, account, folder: &str, utf8| {
             let t = resolve(&c, &no(), kind, account, &[folder.to_owned()]).unwrap();
-            check_patterns(&c, kind, &t, utf8)
+            check_patterns(&c, &no(), kind, account, &t, utf8)
         };
         let e = check(SyncType::Folders, "g", "[Gmail]/All Mail", None).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Config);
@@ -639,7 +675,19 @@ Near :l:Archive
         // sync names no folder.
         assert!(check(SyncType::Repair, "one", "Archive", Some(false)).is_ok());
         let full = resolve(&c, &no(), SyncType::Full, "g", &[]).unwrap();
-        assert!(check_patterns(&c, SyncType::Full, &full, Some(false)).is_ok());
+        assert!(check_patterns(&c, &no(), SyncType::Full, "g", &full, Some(false)).is_ok());
+        // INBOX in any case; a box the account's full sync names itself.
+        assert!(check(SyncType::Folders, "g", "inbox", Some(false)).is_ok());
+        assert!(check(SyncType::Folders, "sent", "[Gmail]/All Mail", Some(false)).is_ok());
+        let ov = HashMap::from([(
+            "u".to_owned(),
+            AccountOverrides {
+                full: Some("u:INBOX,Entwürfe".into()),
+                ..AccountOverrides::default()
+            },
+        )]);
+        let t = resolve(&c, &ov, SyncType::Folders, "u", &["Entwürfe".to_owned()]).unwrap();
+        assert!(check_patterns(&c, &ov, SyncType::Folders, "u", &t, Some(true)).is_ok());
     }
 
     #[test]

@@ -61,6 +61,11 @@ local function start_watchers(lib)
     local n, e = lib.idle_start(account, cfg.idle.folders, cfg.idle.reidle)
     if n then
       started = started + 1
+      -- The folders this account leaves out (its other folders are watched).
+      ---@cast e string[]
+      for _, why in ipairs(e) do
+        native.problem('IDLE', ('%s: %s'):format(account, why))
+      end
     else
       ---@cast e -?
       native.problem('IDLE', ('cannot watch %s: %s'):format(account, e.message))

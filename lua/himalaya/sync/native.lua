@@ -70,7 +70,7 @@ local DRAIN_MAX = 256
 ---@field log_open fun(path?: string): true?, himalaya.sync.LibError?
 ---@field log_write fun(level: string, message: string): true?, himalaya.sync.LibError?
 ---@field folder_counts fun(account: string): himalaya.sync.FolderCounts[]?, himalaya.sync.LibError?
----@field idle_start fun(account: string, folders: string[], reidle?: number): integer?, himalaya.sync.LibError?
+---@field idle_start fun(account: string, folders: string[], reidle?: number): integer?, (string[]|himalaya.sync.LibError)
 ---@field idle_stop fun(account?: string): integer?, himalaya.sync.LibError?
 ---@field idle_list fun(): himalaya.sync.IdleWatch[]?, himalaya.sync.LibError?
 ---@field himalaya_accounts fun(path?: string): himalaya.sync.HimalayaConfig?, himalaya.sync.LibError?
