@@ -35,16 +35,16 @@ pub fn parse_error_line(line: &str) -> Option<(String, String)> {
         .or_else(|| rest.strip_prefix("near side box "))
         .or_else(|| rest.strip_prefix("master box "))
         .or_else(|| rest.strip_prefix("slave box "))?;
-    let (name, _) = rest.split_once(": ")?;
-    let name = match name.rsplit_once(" (at UID ") {
-        Some((name, uid))
-            if uid
-                .strip_suffix(')')
-                .is_some_and(|n| n.parse::<u32>().is_ok()) =>
-        {
-            name
-        }
-        _ => name,
+    // 1.5 ends the box with ` (at UID n)`, which a name with `: ` in it
+    // (`Re: old`) cannot hide; else the box ends at the first `: `.
+    let at_uid = rest.match_indices(" (at UID ").find(|(i, m)| {
+        let tail = &rest[i + m.len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        digits > 0 && tail[digits..].starts_with("): ")
+    });
+    let name = match at_uid {
+        Some((i, _)) => &rest[..i],
+        None => rest.split_once(": ")?.0,
     };
     (!channel.is_empty() && !name.is_empty()).then(|| (channel.to_string(), name.to_string()))
 }
@@ -407,7 +407,13 @@ mod tests {
             ),
             Some(("g".into(), "INBOX".into()))
         );
-        // mbsync 1.5 puts the UID beside the box.
+        // mbsync 1.5 puts the UID beside the box, after any `: ` in it.
+        assert_eq!(
+            parse_error_line(
+                "Error: channel d, far side box Re: old (at UID 3): UIDVALIDITY genuinely changed."
+            ),
+            Some(("d".into(), "Re: old".into()))
+        );
         assert_eq!(
             parse_error_line(
                 "Error: channel demo, far side box Work (x) (at UID 7): UIDVALIDITY genuinely changed."

@@ -107,6 +107,20 @@ impl Progress {
         Some(percent.clamp(0.0, 100.0))
     }
 
+    /// Raises each total to `last`'s where that was larger: a summary
+    /// (all done) after a frame that announced more work than was done.
+    fn keep_totals(&mut self, last: &Progress) {
+        let raise = |c: &mut Counter, l: Counter| c.total = c.total.max(l.total);
+        raise(&mut self.channels, last.channels);
+        raise(&mut self.boxes, last.boxes);
+        for (side, last) in [(&mut self.far, &last.far), (&mut self.near, &last.near)] {
+            raise(&mut side.new, last.new);
+            raise(&mut side.flags, last.flags);
+            raise(&mut side.trash, last.trash);
+            raise(&mut side.expunge, last.expunge);
+        }
+    }
+
     /// Message operations (both sides, all kinds): (done, announced).
     pub fn message_totals(&self) -> (u64, u64) {
         self.far
@@ -541,6 +555,8 @@ pub struct StreamParser {
     pending: Vec<u8>,
     /// The current line already overflowed and was reported; skip the rest.
     overflowed: bool,
+    /// The last progress frame, whose totals a summary keeps.
+    last: Option<Progress>,
 }
 
 impl StreamParser {
@@ -584,18 +600,38 @@ impl StreamParser {
             self.pending.extend_from_slice(bytes);
         } else {
             self.pending.extend_from_slice(&bytes[..room]);
-            items.extend(classify(&self.pending));
-            self.pending.clear();
+            let line = std::mem::take(&mut self.pending);
+            items.extend(self.classify(&line));
             self.overflowed = true;
         }
     }
 
     fn end_line(&mut self, items: &mut Vec<StreamItem>) {
+        let line = std::mem::take(&mut self.pending);
         if !self.overflowed {
-            items.extend(classify(&self.pending));
+            items.extend(self.classify(&line));
         }
-        self.pending.clear();
         self.overflowed = false;
+    }
+
+    /// Turns one frame or line into an item; `None` if nothing visible is
+    /// left. A summary keeps the totals of the frame before it: mbsync 1.5
+    /// prints one after a failed box too, which is then not 100 % done.
+    fn classify(&mut self, line: &[u8]) -> Option<StreamItem> {
+        if let Some(progress) = parse_frame(line) {
+            self.last = Some(progress.clone());
+            return Some(StreamItem::Progress(progress));
+        }
+        if let Some(mut summary) = parse_summary(line) {
+            if let Some(last) = self.last.take() {
+                summary.keep_totals(&last);
+            }
+            return Some(StreamItem::Progress(summary));
+        }
+        let visible: Vec<u8> = Visible::new(line).collect();
+        let text = String::from_utf8_lossy(&visible);
+        let text = text.trim_end();
+        (!text.is_empty()).then(|| StreamItem::Line(text.to_owned()))
     }
 }
 
@@ -641,17 +677,6 @@ fn parse_summary(line: &[u8]) -> Option<Progress> {
         near,
         truncated: false,
     })
-}
-
-/// Turns one frame or line into an item; `None` if nothing visible is left.
-fn classify(line: &[u8]) -> Option<StreamItem> {
-    if let Some(progress) = parse_frame(line).or_else(|| parse_summary(line)) {
-        return Some(StreamItem::Progress(progress));
-    }
-    let visible: Vec<u8> = Visible::new(line).collect();
-    let text = String::from_utf8_lossy(&visible);
-    let text = text.trim_end();
-    (!text.is_empty()).then(|| StreamItem::Line(text.to_owned()))
 }
 
 #[cfg(test)]
@@ -799,8 +824,9 @@ mod tests {
     #[test]
     fn the_summary_of_mbsync_1_5_is_a_final_frame() {
         let mut parser = StreamParser::new();
+        // As 1.5 writes it: the frame is wiped with blanks before the line.
         let items = parser.feed(
-            b"\rC: 1/1  B: 3/5  F: +0/0 *0/0 #0/0 -0/0  N: +1459/3000 *0/0 #0/0 -0/0\r\n\
+            b"\rC: 1/1  B: 3/5  F: +0/0 *0/0 #0/0 -0/0  N: +1459/3000 *0/0 #0/0 -0/0\r     \r\
               Channels: 1    Boxes: 5    Far: +2 *1 #0 -0    Near: +3000 *4 #5 -6\r\n\
               Channels: 1    Boxes: 5    Far: +2 *1 #0 -0    Near: +3000 *4 #5\r\n\
               Channels: 1    Boxes: 5    Far: +2 *1 #0 -0    Near: +3000 *4 #5 -6 more\r\n",
@@ -839,6 +865,17 @@ mod tests {
             unreachable!()
         };
         assert_eq!(last.percent(), Some(100.0));
+        // After a box failed: done as the summary says, of the totals the
+        // last frame announced.
+        let items = parser.feed(
+            b"\rC: 0/1  B: 1/2  F: +0/0 *0/0 #0/0 -0/0  N: +7/9 *0/0 #0/0 -0/0\r     \r\
+              Channels: 1    Boxes: 1    Far: +0 *0 #0 -0    Near: +7 *0 #0 -0\n",
+        );
+        let StreamItem::Progress(failed) = &items[1] else {
+            panic!("{items:?}")
+        };
+        assert_eq!((failed.boxes, failed.near.new), (c(1, 2), c(7, 9)));
+        assert!(failed.percent() < Some(100.0));
     }
 
     #[test]
