@@ -20,8 +20,9 @@ build: deps
 	cargo build --release
 
 ## All tests: Rust unit and integration tests, then Lua specs in headless
-## Neovim against the release build: all of them on Neovim 0.11, and their
-## core on 0.10 and 0.12 too. The first step builds what `make build` does
+## Neovim against the release build: all of them on Neovim 0.11 with
+## mbsync 1.4, their core on Neovim 0.10 and 0.12 too, and those that depend
+## on mbsync's version with 1.5 too. The first step builds what `make build` does
 ## (the library and the tool) and the test binaries in one cargo run, which
 ## compiles the library and its unit tests side by side: about a minute
 ## sooner than one after the other. `cargo test` leaves the library in
@@ -29,7 +30,7 @@ build: deps
 ## target/release, where the plugin looks (it compiles nothing again).
 ## The tests keep their temporary files on tmpfs when there is one (see
 ## scripts/test-tmpdir.sh). `make lint` and the install of the other
-## Neovims run beside the tests, at the lowest CPU priority (see
+## Neovims and mbsync run beside the tests, at the lowest CPU priority (see
 ## scripts/test-and-lint.sh).
 test: deps
 	cargo test --release --no-run
@@ -55,7 +56,7 @@ SPECS_OTHER ?= $(addprefix tests/lua/,badinput_spec.lua distribution_spec.lua he
   lifecycle_spec.lua loader_spec.lua lock_spec.lua manager_spec.lua progress_spec.lua)
 
 test-other-nvims:
-	@bash scripts/install-other-versions.sh
+	@bash scripts/install-other-versions.sh nvim
 	@for d in $(OTHER_NVIMS); do \
 	  echo "== $$(VIMRUNTIME=$$d/runtime $$d/bin/nvim --version | head -n1) ($$d)"; \
 	  VIMRUNTIME=$$d/runtime scripts/test-tmpdir.sh $$d/bin/nvim --headless -u NONE -i NONE -n \
@@ -68,15 +69,16 @@ test-other-nvims:
 ## the 1.4 of Debian 12 that every other test runs. (Every spec:
 ## `make test-other-mbsync TESTS_MBSYNC=`, about 6 minutes.)
 MBSYNC_OTHER := $(CURDIR)/.deps/isync-1.5
-SPECS_MBSYNC ?= $(addprefix tests/lua/,check_spec.lua queue_spec.lua repair_spec.lua sync_spec.lua)
+SPECS_MBSYNC ?= $(addprefix tests/lua/,check_spec.lua idle_spec.lua queue_spec.lua repair_spec.lua \
+  sync_spec.lua)
 TESTS_MBSYNC ?= an initial full sync brings every message|folders sync of folders beyond ASCII|\
   the Patterns leave out|a cancelled sync registered|echoes new messages per folder|\
   reports exactly the delivered messages|is repaired automatically|its one box) is repaired too|\
   reported with the command that repairs it|max_connections runs one full sync|a split sync
 
 test-other-mbsync:
-	@bash scripts/install-other-versions.sh
-	@echo "== $$($(MBSYNC_OTHER)/bin/mbsync --version) ($(MBSYNC_OTHER))"
+	@bash scripts/install-other-versions.sh mbsync
+	@echo "== $$('$(MBSYNC_OTHER)/bin/mbsync' --version) ($(MBSYNC_OTHER))"
 	@PATH='$(MBSYNC_OTHER)/bin':"$$PATH" HIMALAYA_SPEC_FILTER='$(TESTS_MBSYNC)' \
 	  scripts/test-tmpdir.sh $(NVIM_RUN) -l tests/lua/runner.lua $(if $(TESTS_MBSYNC),$(SPECS_MBSYNC))
 

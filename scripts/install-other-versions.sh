@@ -96,6 +96,12 @@ install_from_debian() {
   exit 1
 }
 
-install_from_debian neovim nvim "$deps/nvim-oldest" '^NVIM v0\.10\.' trixie
-install_from_debian neovim nvim "$deps/nvim-newest" '^NVIM v(0\.(1[2-9]|[2-9][0-9])|[1-9][0-9]*)\.' forky sid
-install_from_debian isync mbsync "$deps/isync-1.5" '^isync 1\.5\.' trixie
+# The argument says what to install (nvim, mbsync); all when none.
+want=${1:-all}
+if [ "$want" = all ] || [ "$want" = nvim ]; then
+  install_from_debian neovim nvim "$deps/nvim-oldest" '^NVIM v0\.10\.' trixie
+  install_from_debian neovim nvim "$deps/nvim-newest" '^NVIM v(0\.(1[2-9]|[2-9][0-9])|[1-9][0-9]*)\.' forky sid
+fi
+if [ "$want" = all ] || [ "$want" = mbsync ]; then
+  install_from_debian isync mbsync "$deps/isync-1.5" '^isync 1\.5\.' trixie
+fi

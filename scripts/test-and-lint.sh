@@ -19,7 +19,8 @@
 # wakes takes the CPU from them at once. Clippy gets a target folder of its
 # own, as cargo lets one command at a time use a target folder. The specs
 # on the other versions wait for the install; when it failed, `make
-# test-other-nvims` runs it again and stops with its error.
+# test-other-nvims` (or `test-other-mbsync`) runs its part again and stops
+# with its error.
 #
 # The lowest priority is nice 19 twice. Each job runs in a session of its
 # own (setsid), so that it and what it started can be stopped together when

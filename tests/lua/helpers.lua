@@ -46,7 +46,9 @@ function M.run_all()
   end
   -- HIMALAYA_SPEC_FILTER: the tests whose name holds one of its parts
   -- (separated by `|`); all when unset.
-  local filter = vim.split(os.getenv('HIMALAYA_SPEC_FILTER') or '', '|', { plain = true, trimempty = true })
+  local filter = vim.tbl_filter(function(part)
+    return part ~= ''
+  end, vim.tbl_map(vim.trim, vim.split(os.getenv('HIMALAYA_SPEC_FILTER') or '', '|', { plain = true })))
   local chosen = function(name)
     return #filter == 0 or vim.iter(filter):any(function(part)
       return name:find(part, 1, true) ~= nil
@@ -797,9 +799,10 @@ function M.relay(port, target, delay_ms)
   return r
 end
 
---- The command lines of the running processes, arguments joined by
---- spaces (zombies and kernel threads, which have none, left out).
----@return string[]
+--- A process's command line (/proc/PID/cmdline), arguments joined by
+--- spaces.
+---@param raw string
+---@return string
 local function command_line(raw)
   return (raw:gsub('%z$', ''):gsub('%z', ' '))
 end
@@ -836,7 +839,7 @@ function M.watch_processes(matches)
         f:close()
       end
       -- After the command name, which may hold blanks: state, then ppid.
-      local ppid = tonumber(stat:match('%) %a (%d+)'))
+      local ppid = tonumber(stat:match('.*%) %a (%d+)'))
       if ppid and not seen[ppid] then
         n = n + 1
       end
