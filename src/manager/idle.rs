@@ -165,10 +165,10 @@ impl IdleSet {
             });
         }
         let n = started.len();
-        let names: Vec<&str> = watched.iter().map(|f| f.as_str()).collect();
+        let watching: Vec<&str> = watched.iter().map(|f| f.as_str()).collect();
         crate::log::write(
             "info",
-            &format!("IDLE: watching {} of {account}", names.join(", ")),
+            &format!("IDLE: watching {} of {account}", watching.join(", ")),
         );
         self.watchers.lock().insert(account.to_string(), started);
         Ok((n, refused))

@@ -397,36 +397,38 @@ mod tests {
 
     #[test]
     fn error_lines_name_channel_and_box() {
-        assert_eq!(
-            parse_error_line("Error: channel demo, far side box Work/Projects: UIDVALIDITY genuinely changed (at UID 1)."),
-            Some(("demo".into(), "Work/Projects".into()))
-        );
-        assert_eq!(
-            parse_error_line(
-                "Error: channel g, near side box INBOX: Unable to recover from UIDVALIDITY change."
+        for (line, channel, mailbox) in [
+            (
+                "Error: channel demo, far side box Work/Projects: UIDVALIDITY genuinely changed (at UID 1).",
+                "demo",
+                "Work/Projects",
             ),
-            Some(("g".into(), "INBOX".into()))
-        );
-        // mbsync 1.5 puts the UID beside the box, after any `: ` in it.
-        assert_eq!(
-            parse_error_line(
-                "Error: channel d, far side box Re: old (at UID 3): UIDVALIDITY genuinely changed."
+            (
+                "Error: channel g, near side box INBOX: Unable to recover from UIDVALIDITY change.",
+                "g",
+                "INBOX",
             ),
-            Some(("d".into(), "Re: old".into()))
-        );
-        assert_eq!(
-            parse_error_line(
-                "Error: channel demo, far side box Work (x) (at UID 7): UIDVALIDITY genuinely changed."
+            // mbsync 1.5 puts the UID beside the box, after any `: ` in it.
+            (
+                "Error: channel d, far side box Re: old (at UID 3): UIDVALIDITY genuinely changed.",
+                "d",
+                "Re: old",
             ),
-            Some(("demo".into(), "Work (x)".into()))
-        );
-        assert_eq!(
-            parse_error_line(
+            (
+                "Error: channel demo, far side box Work (x) (at UID 7): UIDVALIDITY genuinely changed.",
+                "demo",
+                "Work (x)",
+            ),
+            (
                 "Error: channel g, near side box A (at UID 2): Unable to recover from both-sided \
-                 UIDVALIDITY change, as it is genuine on at least one side."
+                 UIDVALIDITY change, as it is genuine on at least one side.",
+                "g",
+                "A",
             ),
-            Some(("g".into(), "A".into()))
-        );
+        ] {
+            let named = Some((channel.to_owned(), mailbox.to_owned()));
+            assert_eq!(parse_error_line(line), named, "{line}");
+        }
         assert_eq!(parse_error_line("Error: something else"), None);
     }
 
