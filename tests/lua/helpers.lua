@@ -39,16 +39,23 @@ function M.record_load_error(spec, err)
   load_errors[#load_errors + 1] = ('%s: %s'):format(spec, err)
 end
 
+--- The parts of HIMALAYA_SPEC_FILTER (separated by `|`, blanks around
+--- them dropped): a test runs when its name holds one; all when none.
+---@param filter string?
+---@return string[]
+function M.filter_parts(filter)
+  local parts = vim.tbl_map(vim.trim, vim.split(filter or '', '|', { plain = true }))
+  return vim.tbl_filter(function(part)
+    return part ~= ''
+  end, parts)
+end
+
 function M.run_all()
   local passed, failed = 0, #load_errors
   for _, e in ipairs(load_errors) do
     io.stdout:write('FAIL (load) ' .. e .. '\n')
   end
-  -- HIMALAYA_SPEC_FILTER: the tests whose name holds one of its parts
-  -- (separated by `|`); all when unset.
-  local filter = vim.tbl_filter(function(part)
-    return part ~= ''
-  end, vim.tbl_map(vim.trim, vim.split(os.getenv('HIMALAYA_SPEC_FILTER') or '', '|', { plain = true })))
+  local filter = M.filter_parts(os.getenv('HIMALAYA_SPEC_FILTER'))
   local chosen = function(name)
     return #filter == 0 or vim.iter(filter):any(function(part)
       return name:find(part, 1, true) ~= nil

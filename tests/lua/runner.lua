@@ -138,6 +138,8 @@ local function run_all(specs)
   local secrets_file = suite .. '/secrets'
   helpers.write(secrets_file, '')
   local leaks = {}
+  -- The names of the tests that ran, to find a filter part that chose none.
+  local ran = {}
 
   ---@param run table
   local function finish(run)
@@ -163,6 +165,9 @@ local function run_all(specs)
       io.stdout:write(('FAIL %s: Neovim stopped by %s after %.1f s\n'):format(name, why, secs))
     end
     total_pass, total_fail = total_pass + p, total_fail + f
+    for line in vim.gsplit(out, '\n', { plain = true }) do
+      ran[#ran + 1] = line:match('^ok   (.*) %(%d+ ms%)$') or line:match('^FAIL (.*)$')
+    end
     -- A spec killed at its time limit could not clean up: stop every
     -- server it started before removing its folder.
     vim
@@ -211,6 +216,16 @@ local function run_all(specs)
         table.remove(running, i)
         finish(run)
       end
+    end
+  end
+  -- A renamed test must not drop out of a lane that chooses it by name.
+  for _, part in ipairs(helpers.filter_parts(filter)) do
+    local chose = vim.iter(ran):any(function(name)
+      return name:find(part, 1, true) ~= nil
+    end)
+    if not chose then
+      total_fail = total_fail + 1
+      io.stdout:write(('\nFAIL HIMALAYA_SPEC_FILTER: no test of these specs is named with %q\n'):format(part))
     end
   end
   if #leaks > 0 then
