@@ -1656,17 +1656,23 @@ mod tests {
         // Probing must not leave anything behind that blocks a holder.
         assert!(locks.try_acquire("free", "x").expect("try").is_some());
         if cfg!(target_os = "linux") {
-            let kernel = locks.kernel_locks().expect("/proc/locks usable on Linux");
             let ino = |name: &str| {
                 fs::metadata(locks.path().join(lock_file_name(name)))
                     .expect("stat")
                     .ino()
             };
-            assert!(matches!(
-                kernel.holding(ino("held")),
-                Holding::Held { pid: Some(pid) } if pid == std::process::id()
-            ));
-            assert!(matches!(kernel.holding(ino("free")), Holding::Free));
+            // On a busy machine the table can shift between the page-sized
+            // reads of one snapshot (see `inspect`), which then misses a
+            // line or is refused: the kernel must agree in one of a few.
+            let agrees = (0..50).any(|_| {
+                locks.kernel_locks().is_some_and(|kernel| {
+                    matches!(
+                        kernel.holding(ino("held")),
+                        Holding::Held { pid: Some(pid) } if pid == std::process::id()
+                    ) && matches!(kernel.holding(ino("free")), Holding::Free)
+                })
+            });
+            assert!(agrees, "/proc/locks never showed the held lock alone");
         }
     }
 
