@@ -162,7 +162,7 @@ pub async fn check_channel(
                     if e.name.eq_ignore_ascii_case("INBOX") {
                         Some("INBOX".to_owned())
                     } else {
-                        Some(e.name.strip_prefix(&wire_prefix)?.to_owned())
+                        e.name.strip_prefix(&wire_prefix).map(str::to_owned)
                     }
                 })
                 .collect();
@@ -489,14 +489,10 @@ impl Layout {
         PathBuf::from(path)
     }
 
-    /// A listed box (without the far prefix) as mbsync names it: decoded
-    /// for 1.5. (A prefix is written in the mbsyncrc as mbsync names it.)
+    /// A listed box (without the far prefix) as mbsync names it. (A prefix
+    /// is written in the mbsyncrc as mbsync names it.)
     fn spelled(&self, wire: &str) -> String {
-        if self.utf8 {
-            decode_mutf7(wire)
-        } else {
-            wire.to_owned()
-        }
+        names::spelled(wire, self.utf8)
     }
 
     fn state_file(&self, sync_state: &SyncState, wire: &str) -> PathBuf {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::error::{quoted, Error, ErrorKind, Result};
-use crate::mbsync::config::{MbsyncConfig, Target};
+use crate::mbsync::config::{member_boxes, MbsyncConfig, Target};
 use crate::mbsync::names;
 
 /// What to sync.
@@ -306,19 +306,15 @@ pub fn check_patterns(
 /// command line: a group member `chan:box,box`, or a full target written
 /// so (`accounts.NAME.full = "chan:box"`).
 fn named_boxes<'a>(cfg: &'a MbsyncConfig, full: &'a str, channel: &str) -> Vec<&'a str> {
-    if let Some((chan, boxes)) = full.split_once(':') {
-        return if chan == channel {
-            boxes.split(',').collect()
-        } else {
-            Vec::new()
-        };
-    }
-    cfg.group(full).map_or_else(Vec::new, |g| {
-        g.selections()
-            .filter(|(chan, _)| *chan == channel)
-            .flat_map(|(_, boxes)| boxes.unwrap_or_default())
-            .collect()
-    })
+    let members: Vec<(&str, Option<Vec<&str>>)> = match cfg.group(full) {
+        Some(group) => group.selections().collect(),
+        None => vec![member_boxes(full)],
+    };
+    members
+        .into_iter()
+        .filter(|(chan, _)| *chan == channel)
+        .flat_map(|(_, boxes)| boxes.unwrap_or_default())
+        .collect()
 }
 
 /// Patterns as an mbsyncrc writes them: a name with a space in quotes.

@@ -253,9 +253,10 @@ impl Group {
     }
 }
 
-/// A group member, `chan` or `chan:INBOX,Work`: the channel, and the boxes
-/// it selects (None: the channel's own Patterns).
-fn member_boxes(member: &str) -> (&str, Option<Vec<&str>>) {
+/// A group member, `chan` or `chan:INBOX,Work` (the syntax of any mbsync
+/// target): the channel, and the boxes it selects (None: the channel's own
+/// Patterns).
+pub fn member_boxes(member: &str) -> (&str, Option<Vec<&str>>) {
     match member.split_once(':') {
         Some((chan, list)) => (chan, Some(list.split(',').collect())),
         None => (member, None),
