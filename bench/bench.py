@@ -70,6 +70,9 @@ FOLDERS_SPEC = "INBOX=400,Sent=400,Archive=400,Work=400,Work/Projects=400,Drafts
 FOLDERS_DELAY_MS = 10  # each way: a 20 ms round trip
 FOLDERS_CONNECTIONS = [1, 3, 6]  # max_connections of the plugin variants
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Debian 13's mbsync (isync 1.5), which scripts/install-other-versions.sh
+# unpacks here; section 1 measures it beside the system's mbsync when present.
+OTHER_MBSYNC = os.path.join(REPO, ".deps", "isync-1.5", "bin", "mbsync")
 
 
 class BenchError(Exception):
@@ -228,9 +231,9 @@ def run_pty_many(argvs, env=None, keep=False, cols=250, timeout=300):
     return wall, sum(w[1] for w in waited), [w[0] for w in waited], [bytes(bufs[m]) for m in masters]
 
 
-def nvim_env(extra=None):
+def nvim_env(extra=None, xdg="xdg"):
     env = dict(os.environ)
-    x = os.path.join(ROOT, "xdg")
+    x = os.path.join(ROOT, xdg)
     env.update({
         "XDG_CONFIG_HOME": os.path.join(x, "config"),
         "XDG_DATA_HOME": os.path.join(x, "data"),
@@ -248,12 +251,12 @@ def nvim_env(extra=None):
 class Agent:
     """A long-running headless Neovim running bench/agent.lua."""
 
-    def __init__(self, name):
+    def __init__(self, name, xdg="xdg"):
         self.name = name
         self.errlog = open(os.path.join(ROOT, name + ".stderr"), "wb")
         self.p = track(subprocess.Popen(
             NVIM_BASE + ["-c", "luafile " + os.path.join(REPO, "bench", "agent.lua")],
-            env=nvim_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog,
+            env=nvim_env(xdg=xdg), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog,
             start_new_session=True))
         self.buf = b""
         self.seq = 0
@@ -410,24 +413,31 @@ def ratio_ci_text(rs):
 # Fixture helpers
 # --------------------------------------------------------------------------
 
-def reset_local(fx, accounts):
-    """Deletes the local Maildirs and mbsync state (SyncState * keeps it in
-    the Maildirs); the server side stays."""
-    for a in accounts:
-        d = fx.info["accounts"][a]["local_maildir"]
+def reset_dirs(dirs):
+    """Deletes local Maildirs and their mbsync state (SyncState * keeps it
+    in the Maildirs); the server side stays."""
+    for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
         os.mkdir(d, 0o755)
     time.sleep(0.3)  # let the system settle after removing thousands of files
 
 
-def count_local(fx, account):
+def reset_local(fx, accounts):
+    reset_dirs([fx.info["accounts"][a]["local_maildir"] for a in accounts])
+
+
+def count_dir(d):
     n = 0
-    for dirpath, dirnames, filenames in os.walk(fx.info["accounts"][account]["local_maildir"]):
+    for dirpath, dirnames, filenames in os.walk(d):
         base = os.path.basename(dirpath)
         if base in ("cur", "new"):
             n += len(filenames)
             dirnames[:] = []
     return n
+
+
+def count_local(fx, account):
+    return count_dir(fx.info["accounts"][account]["local_maildir"])
 
 
 def expect(cond, what):
@@ -450,36 +460,65 @@ NOOP_REPS_FACTOR = 12
 INITIAL_REPS_FACTOR = 3
 
 
-def bench_sync(fx, agent, reps, R):
+def other_mbsync_setup(fx):
+    """The mbsyncrc and agent that run Debian 13's mbsync (isync 1.5) in
+    section 1, or None when it is not installed. Its own local Maildir (and
+    so its own sync state: each mbsync keeps the state it wrote) and its own
+    XDG folders (its locks and state apart from the first agent's)."""
+    if not os.access(OTHER_MBSYNC, os.X_OK):
+        log("sync: %s not found: isync 1.5 left out (scripts/install-other-versions.sh mbsync)" % OTHER_MBSYNC)
+        return None
+    version = sh([OTHER_MBSYNC, "--version"])
+    local = fx.info["accounts"]["demo"]["local_maildir"]
+    other_local = local + "-isync15"
+    os.mkdir(other_local, 0o755)
+    with open(fx.mbsyncrc) as f:
+        text = f.read()
+    expect(text.count(local + "/") == 2, "fixture mbsyncrc does not name %s as expected" % local)
+    rc = os.path.join(ROOT, "f1-isync15.mbsyncrc")
+    with open(rc, "w") as f:
+        f.write(text.replace(local + "/", other_local + "/"))
+    os.chmod(rc, 0o600)
+    agent = Agent("agent-isync15", xdg="xdg-isync15")
+    agent.call("setup", rc=rc, extra={"mbsync": {"config": rc, "cmd": OTHER_MBSYNC}})
+    return {"mbsync": OTHER_MBSYNC, "version": version, "rc": rc, "local": other_local, "agent": agent}
+
+
+def bench_sync(fx, agent, reps, R, other=None):
     rc = fx.mbsyncrc
     acct = "demo"
     total = sum(fx.info["folders"].values())
     variants = ["bare", "bare_pty", "bare_pty_v", "warm", "fresh", "fresh_cached", "plain"]
+    if other:
+        variants += ["other_bare", "other_pty", "other_warm"]
+    local = fx.info["accounts"][acct]["local_maildir"]
     out_json = os.path.join(ROOT, "fresh-sync.json")
     bare_out = os.path.join(ROOT, "bare.out")
     data = {}
 
     def measure(v, phase, expect_pulled):
         m = {}
-        if v == "bare":
-            wall, cpu, code = run_timed(["mbsync", "-c", rc, "-a"], out_path=bare_out)
+        mbsync, rc_v = (other["mbsync"], other["rc"]) if v.startswith("other_") else ("mbsync", rc)
+        if v in ("bare", "other_bare"):
+            wall, cpu, code = run_timed([mbsync, "-c", rc_v, "-a"], out_path=bare_out)
             with open(bare_out, "rb") as f:
                 text = f.read()
-            expect(code == 0, "bare mbsync failed (%d): %s" % (code, text[-500:]))
+            expect(code == 0, "bare %s failed (%d): %s" % (mbsync, code, text[-500:]))
             m = {"wall_ms": wall, "cpu_s": cpu,
                  "sleeps": text.count(b"sleeping due to recent directory modification")}
-        elif v in ("bare_pty", "bare_pty_v"):
+        elif v in ("bare_pty", "bare_pty_v", "other_pty"):
             verbose = ["-V"] if v == "bare_pty_v" else []
-            wall, cpu, code, text = run_pty(["mbsync", "-c", rc] + verbose + ["-a"], env=dict(os.environ, LC_ALL="C"))
-            expect(code == 0, "bare mbsync (pty%s) failed (%d): %s" % (", -V" if verbose else "", code, text[-500:]))
+            wall, cpu, code, text = run_pty([mbsync, "-c", rc_v] + verbose + ["-a"], env=dict(os.environ, LC_ALL="C"))
+            expect(code == 0, "bare %s (pty%s) failed (%d): %s" % (mbsync, ", -V" if verbose else "", code, text[-500:]))
             m = {"wall_ms": wall, "cpu_s": cpu}
-        elif v == "warm":
-            c0 = agent.cpu_s()
-            r = agent.call("sync", account=acct)
-            m = {"internal_ms": r["ms"], "cpu_s": agent.cpu_s() - c0}
+        elif v in ("warm", "other_warm"):
+            a = other["agent"] if v == "other_warm" else agent
+            c0 = a.cpu_s()
+            r = a.call("sync", account=acct)
+            m = {"internal_ms": r["ms"], "cpu_s": a.cpu_s() - c0}
             res = r.get("result") or {}
             expect(r["status"] == "completed" and res.get("pulled") == expect_pulled,
-                   "plugin sync (warm) did not complete as expected: %s %s" % (r["status"], r.get("message")))
+                   "plugin sync (%s) did not complete as expected: %s %s" % (v, r["status"], r.get("message")))
         elif v in ("fresh", "fresh_cached", "plain"):
             if os.path.exists(out_json):
                 os.unlink(out_json)
@@ -505,16 +544,20 @@ def bench_sync(fx, agent, reps, R):
         factor = INITIAL_REPS_FACTOR if phase == "initial" else NOOP_REPS_FACTOR
         for rep in range(reps * factor + 1):
             for v in rotate(variants, rep):
+                dest = other["local"] if v.startswith("other_") else local
                 if phase == "initial":
-                    reset_local(fx, [acct])
+                    reset_dirs([dest])
                 m = measure(v, phase, total if phase == "initial" else 0)
-                expect(count_local(fx, acct) == total, "%s %s: local Maildir does not hold %d messages" % (phase, v, total))
-                sleeps += m.get("sleeps", 0)
+                expect(count_dir(dest) == total, "%s %s: local Maildir does not hold %d messages" % (phase, v, total))
+                if v == "bare":
+                    sleeps += m["sleeps"]
                 if rep > 0:
                     runs[v].append(m)
                 log("sync %s rep %d%s %s: %s" % (phase, rep, " (warm-up)" if rep == 0 else "", v,
                                                  ", ".join("%s=%.1f" % kv for kv in m.items())))
         data[phase] = {"runs": runs, "bare_sleeps": sleeps}
+    if other:
+        data["other"] = {"version": other["version"], "mbsync": other["mbsync"]}
     R["sync"] = data
 
 
@@ -606,6 +649,11 @@ def report_sync(R, md):
                       "small)." % (name, (max(ref) - min(ref)) / med(ref) * 100 if ref else 0))
         md.append("mbsync's \"sleeping due to recent directory modification\" (a 1 s sleep) occurred %d time(s) "
                   "in the recorded A runs.\n" % d[phase]["bare_sleeps"])
+    if "other" in d:
+        report_sync_other(R, md)
+    else:
+        md.append("Debian 13's mbsync (isync 1.5) was not installed (`bash scripts/install-other-versions.sh "
+                  "mbsync`), so this run did not measure it.\n")
     md.append("CPU is user+system time of the process and the children it reaped (mbsync): for A/B the "
               "mbsync process, for C the agent Neovim (from /proc/PID/stat, 10 ms ticks), for E the whole "
               "Neovim process. Dovecot's CPU is in none of them.\n")
@@ -628,7 +676,55 @@ def report_sync(R, md):
     md.append("- H, I: `BENCH_MODE=job BENCH_RC=$FX/mbsyncrc BENCH_OUT=out.json nvim --headless -u NONE -i NONE -n "
               "-c 'luafile bench/fresh.lua'` (the plugin neither on the runtimepath nor sourced; "
               "`vim.fn.jobstart({'mbsync', '-c', RC, '-a'}, {pty = true})`, timed to `on_exit`)")
+    if "other" in d:
+        md.append("- A′, B′, C′: as A, B, C with `.deps/isync-1.5/bin/mbsync` (Debian 13's package, unpacked by "
+                  "`bash scripts/install-other-versions.sh mbsync`, which `make bench` runs) and "
+                  "`$FX/../f1-isync15.mbsyncrc`: the fixture's mbsyncrc with the local Maildir moved to "
+                  "`$FX/local/demo-isync15`. C′'s agent is a second Neovim with its own XDG folders, configured "
+                  "with `mbsync = { cmd = <that mbsync>, config = <that mbsyncrc> }`")
     md.append("- This table alone: `BENCH_ONLY=sync make bench`\n")
+
+
+def report_sync_other(R, md):
+    """Section 1's A, B and C again with isync 1.5 (see other_mbsync_setup)."""
+    d = R["sync"]
+    version = d["other"]["version"]
+    md.append("### The same with %s (Debian 13's mbsync)\n" % version)
+    initial = d["initial"]["runs"]
+    cost = paired([m["wall_ms"] for m in initial["bare_pty"]], [m["wall_ms"] for m in initial["bare"]])
+    cost15 = paired([m["wall_ms"] for m in initial["other_pty"]], [m["wall_ms"] for m in initial["other_bare"]])
+    md.append("%s (above) redraws its progress counters for every message; on a terminal its initial sync took "
+              "%.3f× its time with output to a file (B against A). %s redraws them at most every 200 ms: %.3f× "
+              "(B′ against A′). The same fixture, with a local Maildir of its own; A′, B′ and C′ ran in the same "
+              "repetitions as A–I, in the same rotation.\n" % (
+                  R["env"]["mbsync"], med(cost), version, med(cost15)))
+    for phase, title in (("initial", "Initial sync"), ("noop", "No-op resync")):
+        runs = d[phase]["runs"]
+        bare = [m["wall_ms"] for m in runs["other_bare"]]
+        term = [m["wall_ms"] for m in runs["other_pty"]]
+        rows = [
+            ("A′", "bare `mbsync -c RC -a`, output to a file", bare, runs["other_bare"]),
+            ("B′", "bare `mbsync -c RC -a` in a terminal (on a pty)", term, runs["other_pty"]),
+            ("C′", "plugin, Neovim-internal, library already loaded (command → completion)",
+             [m["internal_ms"] for m in runs["other_warm"]], runs["other_warm"]),
+        ]
+        md.append("%s, %s (%d repetitions):\n" % (title, version, len(bare)))
+        md.append("| | measurement | time, ms: median (min–max) | CPU s (user+sys) | ratio to A′ (file) | "
+                  "result vs A′ (≤ 1.03×) | ratio to B′ (terminal) | result vs B′ (≤ 1.03×) |")
+        md.append("|---|---|---|---|---|---|---|---|")
+        for key, label, xs, ms in rows:
+            cells = []
+            for ref, ref_key in ((bare, "A′"), (term, "B′")):
+                rs = paired(xs, ref)
+                if key == ref_key:
+                    cells += ["1×", "reference"]
+                elif key == "C′":
+                    cells += [ratio_ci_text(rs), judge(rs, lambda r: r <= 1.03)]
+                else:
+                    cells += [ratio_text(rs), "—"]
+            md.append("| %s | %s | %s | %s | %s |" % (
+                key, label, spread(xs), spread([m["cpu_s"] for m in ms]), " | ".join(cells)))
+        md.append("")
 
 
 # --------------------------------------------------------------------------
@@ -1638,7 +1734,9 @@ def header(R, md, only):
     if R.get("busy"):
         md.append("| CPU busy with other work (1 s with this harness idle, before each section) | %s |" % ", ".join(
             "%s %.0f%%" % kv for kv in R["busy"].items()))
-    md.append("| mbsync | %s |" % e["mbsync"])
+    other = R.get("sync", {}).get("other")
+    md.append("| mbsync | %s%s |" % (e["mbsync"], "; section 1 also %s, `%s`" % (
+        other["version"], os.path.relpath(other["mbsync"], REPO)) if other else ""))
     md.append("| dovecot | %s |" % e["dovecot"])
     md.append("| Neovim | %s |" % e["nvim"])
     md.append("| git commit | `%s`%s |" % (e["commit"], " + uncommitted changes in the working tree" if e["dirty"] else ""))
@@ -1693,6 +1791,18 @@ def summary_rows(R, only):
                      "whole Neovim process with the plugin vs without it (`jobstart()` runs mbsync)")):
                 rows.append(("1. (reference) %s: %s" % (name, label), "—", "%s; medians %s vs %s ms" % (
                     ratio_ci_text(paired(xs, ref)), num(med(xs)), num(med(ref))), "—"))
+        if "other" in R["sync"]:
+            version = R["sync"]["other"]["version"]
+            for phase, name in (("initial", "initial sync, 10k messages"), ("noop", "no-op resync, 10k messages")):
+                runs = R["sync"][phase]["runs"]
+                xs = [m["internal_ms"] for m in runs["other_warm"]]
+                for ref_key, ref_name in (("other_bare", "output to a file"), ("other_pty", "in a terminal")):
+                    ref = [m["wall_ms"] for m in runs[ref_key]]
+                    rs = paired(xs, ref)
+                    rows.append(("1. Sync overhead, %s, %s: Neovim-internal, library loaded, vs bare `mbsync -a` %s"
+                                 % (name, version, ref_name), "≤ 1.03×", "%s; medians %s vs %s ms" % (
+                                     ratio_ci_text(rs), num(med(xs)), num(med(ref))),
+                                 judge(rs, lambda r: r <= 1.03)))
     elif "sync" in only:
         rows.append(("1. Sync overhead", "≤ 1.03×", "not run", "—"))
     if "lag" in R:
@@ -1817,9 +1927,9 @@ def main():
 
     signal.signal(signal.SIGTERM, _sigterm)
     signal.signal(signal.SIGHUP, _sigterm)
-    x = os.path.join(ROOT, "xdg")
-    for sub in ("config", "data", "state", "cache", "run", "tmp"):
-        os.makedirs(os.path.join(x, sub), mode=0o700, exist_ok=True)
+    for xdg in ("xdg", "xdg-isync15"):
+        for sub in ("config", "data", "state", "cache", "run", "tmp"):
+            os.makedirs(os.path.join(ROOT, xdg, sub), mode=0o700, exist_ok=True)
     expect(os.path.exists(NVIM), "Neovim not found at %s (run make deps)" % NVIM)
     expect(os.path.exists(os.path.join(REPO, "target", "release", "libhimalaya_sync.so")),
            "target/release/libhimalaya_sync.so missing (run make build)")
@@ -1924,7 +2034,17 @@ def main():
                 except Exception as exc:  # noqa: BLE001 (stopped again at the end)
                     log("stopping fixture f3: %s" % exc)
 
-        section("sync", lambda: bench_sync(fx1, agent1(), reps, R))
+        def run_sync():
+            other = other_mbsync_setup(fx1)
+            if other:
+                agents.append(other["agent"])
+            try:
+                bench_sync(fx1, agent1(), reps, R, other)
+            finally:
+                if other:
+                    other["agent"].close()
+
+        section("sync", run_sync)
         section("lag", lambda: bench_lag(fx1, agent1(), reps, R))
         section("parallel", run_parallel)
         section("locks", lambda: bench_locks(agent1(), reps, R))

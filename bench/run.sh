@@ -29,6 +29,12 @@ for tool in mbsync dovecot python3 flock; do
 done
 [ -x "$nvim" ] || { echo "bench: Neovim not found at $nvim (run make deps)" >&2; exit 1; }
 [ -f "$root/target/release/libhimalaya_sync.so" ] || { echo "bench: library not built (run make build)" >&2; exit 1; }
+# Section 1 also measures Debian 13's mbsync (isync 1.5) when this can
+# install it; without it (offline, say), the report says it was left out.
+if [[ ",${BENCH_ONLY:-sync}," == *,sync,* ]]; then
+  bash "$root/scripts/install-other-versions.sh" mbsync ||
+    echo "bench: isync 1.5 could not be installed; section 1 measures the system's mbsync only" >&2
+fi
 
 base=/tmp
 [ -d /dev/shm ] && [ -w /dev/shm ] && base=/dev/shm
