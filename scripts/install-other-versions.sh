@@ -4,9 +4,11 @@
 #   - two more Neovims (`make test-other-nvims`): 0.10, the oldest the
 #     plugin supports, from Debian 13 (trixie), and the newest Debian has
 #     (0.12 or later) from forky (testing), else sid;
-#   - isync 1.5 (`make test-other-mbsync`), Debian 13's mbsync, beside the
-#     1.4 of Debian 12 that the tests use otherwise: 1.5 spells folder names
-#     and its messages differently.
+#   - isync 1.3 and 1.5 (`make test-other-mbsync`), Debian 11's and 13's
+#     mbsync, beside the 1.4 of Debian 12 that the tests use otherwise: 1.3
+#     draws its progress differently, 1.5 spells folder names and its
+#     messages differently. (Debian 11 is read from archive.debian.org once
+#     deb.debian.org no longer has it.)
 # apt downloads each with a source list of its own in .deps/ (nothing is
 # installed system-wide, and the host's apt setup is not touched); the
 # packages are unpacked into the same folder, and patchelf points the
@@ -49,9 +51,22 @@ unpack() {
   local package=$1 program=$2 suite=$3 dir=$4
   rm -rf "$dir"
   mkdir -p "$dir/apt/lists/partial" "$dir/apt/archives/partial" "$dir/debs" "$dir/root" "$dir/bin"
-  echo "deb [signed-by=$keyring] http://deb.debian.org/debian $suite main" >"$dir/apt/sources.list"
+  local mirror=http://deb.debian.org/debian
+  # An empty package status: apt then takes the suite's own versions, not
+  # the newer ones this machine has installed (Debian 12's isync is newer
+  # than Debian 11's).
+  : >"$dir/apt/status"
   local apt_opts=(-o "Dir::Etc::sourcelist=$dir/apt/sources.list" -o Dir::Etc::sourceparts=-
-    -o "Dir::State::Lists=$dir/apt/lists" -o "Dir::Cache=$dir/apt" -o "APT::Sandbox::User=$(id -un)")
+    -o "Dir::State::Lists=$dir/apt/lists" -o "Dir::State::status=$dir/apt/status" -o "Dir::Cache=$dir/apt"
+    -o "APT::Sandbox::User=$(id -un)")
+  # archive/SUITE: a release moved to archive.debian.org, whose Release
+  # files are past their Valid-Until date.
+  if [[ $suite == archive/* ]]; then
+    suite=${suite#archive/}
+    mirror=http://archive.debian.org/debian
+    apt_opts+=(-o Acquire::Check-Valid-Until=false)
+  fi
+  echo "deb [signed-by=$keyring] $mirror $suite main" >"$dir/apt/sources.list"
   apt-get "${apt_opts[@]}" update -qq --error-on=any
   local list pkgs
   list=$(apt-cache "${apt_opts[@]}" depends --recurse --no-recommends --no-suggests \
@@ -62,13 +77,20 @@ unpack() {
   local debs=("$dir"/debs/*.deb) deb
   [ ${#debs[@]} -gt 0 ] || return 1
   for deb in "${debs[@]}"; do dpkg-deb -x "$deb" "$dir/root"; done
-  local libc loader
-  libc=$(find "$dir/root/usr/lib" -maxdepth 2 -name libc.so.6 | head -n1)
+  # Before Debian 12 merged /lib into /usr/lib, packages put the C library
+  # into /lib and most others into /usr/lib: both are searched.
+  local libc loader libdirs
+  libc=$(find "$dir/root/usr/lib" "$dir/root/lib" -maxdepth 2 -name libc.so.6 2>/dev/null | head -n1)
   loader=$(find "$(dirname "$libc")" -maxdepth 1 \( -name 'ld-linux*.so.*' -o -name 'ld64.so.*' \) | head -n1)
+  libdirs=$(dirname "$libc")
+  local triplet=${libdirs##*/} other
+  for other in "$dir/root/usr/lib/$triplet" "$dir/root/lib/$triplet"; do
+    [ -d "$other" ] && [ "$other" != "$libdirs" ] && libdirs+=":$other"
+  done
   cp "$dir/root/usr/bin/$program" "$dir/bin/$program"
   # An RPATH (not RUNPATH) also covers the libraries' own dependencies,
   # such as LuaJIT's libgcc_s.
-  patchelf --set-interpreter "$loader" --set-rpath "$(dirname "$libc")" --force-rpath "$dir/bin/$program"
+  patchelf --set-interpreter "$loader" --set-rpath "$libdirs" --force-rpath "$dir/bin/$program"
   if [ "$program" = nvim ]; then
     ln -s root/usr/share/nvim/runtime "$dir/runtime"
   fi
@@ -103,5 +125,6 @@ if [ "$want" = all ] || [ "$want" = nvim ]; then
   install_from_debian neovim nvim "$deps/nvim-newest" '^NVIM v(0\.(1[2-9]|[2-9][0-9])|[1-9][0-9]*)\.' forky sid
 fi
 if [ "$want" = all ] || [ "$want" = mbsync ]; then
+  install_from_debian isync mbsync "$deps/isync-1.3" '^isync 1\.3\.' bullseye archive/bullseye
   install_from_debian isync mbsync "$deps/isync-1.5" '^isync 1\.5\.' trixie
 fi

@@ -25,16 +25,15 @@ use crate::mbsync::config::MbsyncConfig;
 
 /// The channel and box named by mbsync's UIDVALIDITY error line, e.g.
 /// `Error: channel demo, far side box Work: UIDVALIDITY genuinely changed (at UID 1).`
-/// (1.4) or `Error: channel demo, far side box Work (at UID 1): UIDVALIDITY
-/// genuinely changed.` (1.5).
+/// (1.4), `Error: channel demo, far side box Work (at UID 1): UIDVALIDITY
+/// genuinely changed.` (1.5) or `Error: channel demo, master Work: ...`
+/// (1.3, which names the sides master and slave, without "box").
 pub fn parse_error_line(line: &str) -> Option<(String, String)> {
     let rest = &line[line.find("channel ")? + "channel ".len()..];
     let (channel, rest) = rest.split_once(", ")?;
-    let rest = rest
-        .strip_prefix("far side box ")
-        .or_else(|| rest.strip_prefix("near side box "))
-        .or_else(|| rest.strip_prefix("master box "))
-        .or_else(|| rest.strip_prefix("slave box "))?;
+    let rest = ["far side box ", "near side box ", "master ", "slave "]
+        .iter()
+        .find_map(|side| rest.strip_prefix(side))?;
     // 1.5 ends the box with ` (at UID n)`, which a name with `: ` in it
     // (`Re: old`) cannot hide; else the box ends at the first `: `.
     let at_uid = rest.match_indices(" (at UID ").find(|(i, m)| {
@@ -424,6 +423,17 @@ mod tests {
                  UIDVALIDITY change, as it is genuine on at least one side.",
                 "g",
                 "A",
+            ),
+            // mbsync 1.3: master and slave, no "box".
+            (
+                "Error: channel demo, master Work: UIDVALIDITY genuinely changed (at UID 1).",
+                "demo",
+                "Work",
+            ),
+            (
+                "Error: channel demo-in, slave Lists/Rust: Unable to recover from UIDVALIDITY change",
+                "demo-in",
+                "Lists/Rust",
             ),
         ] {
             let named = Some((channel.to_owned(), mailbox.to_owned()));

@@ -257,11 +257,17 @@ const MAX_BOXES_NAMED: usize = 5;
 fn unopenable_side(line: &str) -> &'static str {
     if line.contains(" both ") {
         "both"
-    } else if line.contains("far side box ") {
+    } else if names_far_side(line) {
         "far"
     } else {
         "near"
     }
+}
+
+/// Whether an `Error: channel c: … cannot be opened.` line names the far
+/// side (the server's): `far side box X`, or `master X` from mbsync 1.3.
+fn names_far_side(line: &str) -> bool {
+    line.contains("far side box ") || line.contains(": master ")
 }
 
 /// Why a local file or folder could not be written or read, as the system
@@ -551,7 +557,7 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
              names are case-sensitive, except INBOX",
         ),
         // Missing on the server: its local copy may be the only one left.
-        ErrorKind::Config if names_unopenable_boxes(&line) && line.contains("far side box ") => (
+        ErrorKind::Config if names_unopenable_boxes(&line) && names_far_side(&line) => (
             "a folder is missing on the server",
             "check the folder name; if it was deleted or renamed on the server, its local \
              copy may be the only one: create it on the server again, or move its mail to \
@@ -1284,6 +1290,28 @@ mod tests {
         assert!(
             said.contains("its local copy may be the only one"),
             "{said}"
+        );
+    }
+
+    /// mbsync 1.3 names the sides master and slave.
+    #[test]
+    fn folders_that_cannot_be_opened_in_the_words_of_mbsync_1_3() {
+        let far = "Error: channel demo: master Archive cannot be opened.";
+        assert_eq!(classify_line(far), Some(ErrorKind::Config));
+        assert!(summary(ErrorKind::Config, far).starts_with("a folder is missing on the server: "));
+        let near = "Error: channel demo: slave Archive cannot be opened.";
+        assert!(summary(ErrorKind::Config, near).starts_with("a folder cannot be opened: "));
+        let both = "Error: channel demo: both master Nope and slave Nope cannot be opened.";
+        assert!(summary(ErrorKind::Config, both).contains("no folder of that name exists"));
+        assert_eq!(
+            classify_line(
+                "Error: channel demo, master Work: UIDVALIDITY genuinely changed (at UID 1)."
+            ),
+            Some(ErrorKind::Uidvalidity)
+        );
+        assert_eq!(
+            classify_line("Error: channel demo: UIDVALIDITY of both master and slave changed"),
+            Some(ErrorKind::Uidvalidity)
         );
     }
 

@@ -153,7 +153,7 @@ describe('check', function()
     t.write(
       rc,
       t.read(fx.mbsyncrc)
-        .. '\nChannel archive\nFar :demo-remote:Archive\nNear :demo-local:Archive\nSyncState *\n'
+        .. t.channel('archive', ':demo-remote:Archive', ':demo-local:Archive', 'SyncState *\n')
         .. '\nGroup both\nChannel demo\nChannel archive\n'
     )
     t.use(rc)

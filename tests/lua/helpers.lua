@@ -237,23 +237,49 @@ local function fixture_script()
   return FIXTURE
 end
 
-local utf8_names
+local mbsync_version
+
+--- The version of the mbsync on PATH, as a comparable number (1.4 is 104).
+---@return integer
+function M.mbsync_version()
+  if mbsync_version == nil then
+    local out = vim.system({ 'mbsync', '--version' }, { text = true }):wait(10000).stdout or ''
+    local major, minor = out:match('isync (%d+)%.(%d+)')
+    assert(major, 'mbsync --version: ' .. out)
+    mbsync_version = tonumber(major) * 100 + tonumber(minor)
+  end
+  return mbsync_version
+end
 
 --- A folder name beyond ASCII as the mbsync on PATH writes it (its Maildir
 --- folder, its Patterns): isync 1.5 and later in Unicode, 1.4 as the server
 --- spells it, in IMAP's modified UTF-7 (`make test-other-mbsync` runs the
---- specs with 1.5).
+--- specs with 1.3 and 1.5).
 ---@param unicode string
 ---@param server string
 ---@return string
 function M.spelled(unicode, server)
-  if utf8_names == nil then
-    local out = vim.system({ 'mbsync', '--version' }, { text = true }):wait(10000).stdout or ''
-    local major, minor = out:match('isync (%d+)%.(%d+)')
-    assert(major, 'mbsync --version: ' .. out)
-    utf8_names = tonumber(major) > 1 or tonumber(minor) >= 5
-  end
-  return utf8_names and unicode or server
+  return M.mbsync_version() >= 105 and unicode or server
+end
+
+--- An mbsyncrc channel section in the keywords of the mbsync on PATH (as
+--- the fixture writes them): `Far` and `Near` since 1.4, `Master` and
+--- `Slave` before.
+---@param name string
+---@param far string `:store:` or `:store:box`
+---@param near string
+---@param rest? string more lines, each ending in a newline
+---@return string
+function M.channel(name, far, near, rest)
+  local old = M.mbsync_version() < 104
+  return ('\nChannel %s\n%s %s\n%s %s\n%s'):format(
+    name,
+    old and 'Master' or 'Far',
+    far,
+    old and 'Slave' or 'Near',
+    near,
+    rest or ''
+  )
 end
 
 --- Runs an imap_fixture.py subcommand and decodes its JSON answer.
@@ -897,14 +923,8 @@ MaildirStore demo-local
 Path %s/mail/
 Inbox %s/mail/INBOX
 SubFolders Verbatim
-
-Channel demo
-Far :demo-remote:
-Near :demo-local:
-Patterns *
-Create Both
-SyncState *
 ]]):format(port, dir, dir)
+      .. M.channel('demo', ':demo-remote:', ':demo-local:', 'Patterns *\nCreate Both\nSyncState *\n')
   )
   return path
 end

@@ -83,7 +83,7 @@ describe('UIDVALIDITY', function()
     t.write(
       rc,
       t.read(fx.mbsyncrc)
-        .. '\nChannel demo-in\nFar :demo-remote:INBOX\nNear :demo-local:INBOX\nCreate Both\nExpunge Both\nSyncState *\n'
+        .. t.channel('demo-in', ':demo-remote:INBOX', ':demo-local:INBOX', 'Create Both\nExpunge Both\nSyncState *\n')
     )
     use(rc)
     eq(true, (t.sync_and_wait('full', { account = 'demo-in' })).success)

@@ -100,7 +100,7 @@ function M.check()
     local targets, terr = require('himalaya.sync.manager').list_targets()
     if not targets then
       health.error(tostring(terr), {
-        'mbsync.config names the mbsyncrc; without it the plugin reads $XDG_CONFIG_HOME/isyncrc, else ~/.mbsyncrc, as mbsync 1.5 does, and passes it to mbsync (1.4 itself reads only ~/.mbsyncrc)',
+        'mbsync.config names the mbsyncrc; without it the plugin reads $XDG_CONFIG_HOME/isyncrc, else ~/.mbsyncrc, as mbsync 1.5 does, and passes it to mbsync (1.3 and 1.4 read only ~/.mbsyncrc)',
       })
     elseif #targets == 0 then
       health.warn('the mbsyncrc has no Channel or Group: there is nothing to sync')

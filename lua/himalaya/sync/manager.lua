@@ -960,7 +960,7 @@ function M.start_sync(type, options)
 end
 
 ---@class himalaya.sync.FolderCounts
----@field folder string mbsync's name, as its Maildir keeps it: INBOX, Archive/2024, Entw&APw-rfe (mbsync 1.4)...
+---@field folder string mbsync's name, as its Maildir keeps it: INBOX, Archive/2024, Entw&APw-rfe (mbsync 1.3 and 1.4)...
 ---@field total integer messages, without trashed ones
 ---@field unread integer
 ---@field flagged integer
