@@ -50,7 +50,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockDir;
 use crate::maildir::FolderCounts;
 use crate::mbsync::config::{ConfigCache, ImapAccount, MbsyncConfig};
-use crate::mbsync::errors::{summary, without_tls, Classified};
+use crate::mbsync::errors::{summary, without_tls, Classified, PASSCMD_CUT};
 use crate::mbsync::names;
 use crate::mbsync::progress::{PercentEstimate, Progress};
 use crate::mbsync::runner::{self, Outcome, RunSpec, Update};
@@ -972,6 +972,7 @@ impl Manager {
                     me.folder_counts(&account)
                 });
         }
+        let program = spec.program.to_string_lossy().into_owned();
         let max = self.settings().max_connections;
         let split = max > 1
             && opts.kind == SyncType::Full
@@ -989,7 +990,27 @@ impl Manager {
             .await
         };
         drop(guards);
+        let outcome = self.token_cut(&opts.account, &program, outcome).await;
         Attempt::Ran(Box::new(outcome))
+    }
+
+    /// An OAuth2 login that failed with an mbsync older than 1.4 is told as
+    /// what it is (see [`PASSCMD_CUT`]): a config error, neither refreshed
+    /// nor retried, since no token gets through.
+    async fn token_cut(&self, account: &str, program: &str, mut outcome: Outcome) -> Outcome {
+        let Some(err) = outcome.error.as_mut() else {
+            return outcome;
+        };
+        if err.kind == ErrorKind::Auth
+            && self.settings().oauth.contains_key(account)
+            && names::version(program).await.is_some_and(|v| v < (1, 4))
+        {
+            *err = Classified {
+                kind: ErrorKind::Config,
+                line: format!("{PASSCMD_CUT} ({}: {})", program, err.line),
+            };
+        }
+        outcome
     }
 
     /// Writes the mbsyncrc copy that sends a throttled account through the

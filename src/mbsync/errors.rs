@@ -22,6 +22,11 @@ const HANG_MESSAGE: &str = "IMAP wants more steps despite successful SASL authen
 /// for a passphrase where nobody can type it.
 pub const PASSCMD_SILENT: &str = "the PassCmd (or UserCmd) of the mbsync config gave no answer";
 
+/// How the manager reports an OAuth2 login that failed with an mbsync
+/// before 1.4: isync 1.3 reads at most 79 characters of PassCmd's output
+/// (measured with Debian 11's 1.3.0), and cuts the token, which is longer.
+pub const PASSCMD_CUT: &str = "mbsync older than 1.4 cut the OAuth2 token";
+
 /// How the runner reports a `PassCmd` (or `UserCmd`) that asked a question
 /// on mbsync's terminal, where nobody can answer it.
 pub const PASSCMD_PROMPT: &str =
@@ -475,6 +480,12 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
         ErrorKind::Auth if is_hang_line(&line) => (
             "authentication failed",
             "the server did not accept the OAuth2 token; refresh it and sync again",
+        ),
+        ErrorKind::Config if line.starts_with(PASSCMD_CUT) => (
+            "the OAuth2 login cannot work with this mbsync",
+            "isync 1.3 passes at most 79 characters of the PassCmd's output to the server, and \
+             an OAuth2 token is longer: install isync 1.4 or later (a new token would be cut \
+             the same way)",
         ),
         ErrorKind::Auth if line.starts_with(PASSCMD_SILENT) => (
             "no credentials",
@@ -1313,6 +1324,19 @@ mod tests {
             classify_line("Error: channel demo: UIDVALIDITY of both master and slave changed"),
             Some(ErrorKind::Uidvalidity)
         );
+    }
+
+    #[test]
+    fn a_token_cut_by_an_old_mbsync_is_told_with_what_to_do() {
+        let line = format!(
+            "{PASSCMD_CUT} (mbsync: Error: IMAP wants more steps despite successful SASL authentication.)"
+        );
+        let said = summary(ErrorKind::Config, &line);
+        assert!(
+            said.starts_with("the OAuth2 login cannot work with this mbsync: "),
+            "{said}"
+        );
+        assert!(said.contains("install isync 1.4 or later"), "{said}");
     }
 
     #[test]

@@ -16,19 +16,24 @@ use parking_lot::Mutex;
 use crate::command::{self, Run};
 use crate::imap::mutf7::{decode_mutf7, encode_mutf7};
 
-/// Per mbsync program: whether it takes UTF-8 box names.
-static UTF8: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
+/// Per mbsync program: its version, (major, minor).
+static VERSIONS: Mutex<Option<HashMap<String, Version>>> = Mutex::new(None);
 
-/// Whether `program` (an mbsync) takes UTF-8 box names: isync 1.5 and
-/// later. Asked once per program (`--version`); an mbsync that cannot say
-/// is taken for 1.4, whose spelling is also what a server lists, and asked
-/// again next time (it may have failed only for want of time).
-pub async fn takes_utf8(program: &str) -> bool {
-    if let Some(known) = known_utf8(program) {
-        return known;
+/// An mbsync version, (major, minor): `isync 1.5.1` is (1, 5).
+pub type Version = (u32, u32);
+
+/// The first version that takes UTF-8 box names.
+const UTF8_FROM: Version = (1, 5);
+
+/// `program`'s version (an mbsync), asked once per program
+/// (`--version`). None when it cannot say; asked again next time then (it
+/// may have failed only for want of time).
+pub async fn version(program: &str) -> Option<Version> {
+    if let Some(known) = known_version(program) {
+        return Some(known);
     }
     let name = program.to_owned();
-    let version = command::off_thread(move |stop| {
+    let out = command::off_thread(move |stop| {
         command::run(&Run {
             what: "mbsync --version",
             program: &name,
@@ -39,37 +44,49 @@ pub async fn takes_utf8(program: &str) -> bool {
             stop: Some(stop),
         })
     })
-    .await;
-    let Ok(out) = version else {
-        return false;
-    };
-    let utf8 = is_utf8_version(&String::from_utf8_lossy(&out.stdout));
-    UTF8.lock()
+    .await
+    .ok()?;
+    let version = parse_version(&String::from_utf8_lossy(&out.stdout))?;
+    VERSIONS
+        .lock()
         .get_or_insert_with(HashMap::new)
-        .insert(program.to_owned(), utf8);
-    utf8
+        .insert(program.to_owned(), version);
+    Some(version)
 }
 
-/// Whether `program` takes UTF-8 box names, if it was asked before (see
-/// [`takes_utf8`]); never waits.
+/// `program`'s version, if it was asked before (see [`version`]); never
+/// waits.
+fn known_version(program: &str) -> Option<Version> {
+    VERSIONS
+        .lock()
+        .as_ref()
+        .and_then(|m| m.get(program).copied())
+}
+
+/// Whether `program` (an mbsync) takes UTF-8 box names: isync 1.5 and
+/// later. An mbsync that cannot say is taken for 1.4, whose spelling is
+/// also what a server lists.
+pub async fn takes_utf8(program: &str) -> bool {
+    version(program).await.is_some_and(|v| v >= UTF8_FROM)
+}
+
+/// Whether `program` takes UTF-8 box names, if its version was asked
+/// before (see [`version`]); never waits.
 pub fn known_utf8(program: &str) -> Option<bool> {
-    UTF8.lock().as_ref().and_then(|m| m.get(program).copied())
+    known_version(program).map(|v| v >= UTF8_FROM)
 }
 
-/// Whether `mbsync --version` output (`isync 1.5.1`) names 1.5 or later.
-fn is_utf8_version(text: &str) -> bool {
-    let Some(version) = text.split_whitespace().nth(1) else {
-        return false;
-    };
+/// The version in `mbsync --version` output (`isync 1.5.1`).
+fn parse_version(text: &str) -> Option<Version> {
+    let version = text.split_whitespace().nth(1)?;
     let mut parts = version.split('.').map(|p| {
         p.chars()
             .take_while(char::is_ascii_digit)
             .collect::<String>()
             .parse::<u32>()
-            .unwrap_or(0)
+            .ok()
     });
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (1, 5)
+    Some((parts.next()??, parts.next().flatten().unwrap_or(0)))
 }
 
 /// Folder `name`, in Unicode or already as the server spells it, as this
@@ -107,15 +124,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_from_1_5_take_utf8() {
-        assert!(!is_utf8_version("isync 1.4.4\n"));
-        assert!(!is_utf8_version("isync 1.3.0"));
-        assert!(is_utf8_version("isync 1.5.0"));
-        assert!(is_utf8_version("isync 1.5.1\n"));
-        assert!(is_utf8_version("isync 2.0"));
-        assert!(is_utf8_version("isync 1.6.0-rc1"));
-        assert!(!is_utf8_version(""));
-        assert!(!is_utf8_version("mbsync: unknown option"));
+    fn versions_are_read_from_the_version_line() {
+        assert_eq!(parse_version("isync 1.4.4\n"), Some((1, 4)));
+        assert_eq!(parse_version("isync 1.3.0"), Some((1, 3)));
+        assert_eq!(parse_version("isync 1.5.1\n"), Some((1, 5)));
+        assert_eq!(parse_version("isync 2.0"), Some((2, 0)));
+        assert_eq!(parse_version("isync 1.6.0-rc1"), Some((1, 6)));
+        assert_eq!(parse_version(""), None);
+        assert_eq!(parse_version("mbsync: unknown option"), None);
+        assert!(Some((1, 5)) >= Some(UTF8_FROM) && Some((1, 4)) < Some(UTF8_FROM));
     }
 
     #[test]

@@ -43,6 +43,28 @@ describe('health and hostile lock folders', function()
     contains(out, 'give it a PassCmd that prints the password')
   end)
 
+  it('checkhealth says that isync 1.3 cannot log in with an OAuth2 token', function()
+    local dir = t.tmpdir()
+    local fake = dir .. '/mbsync'
+    t.write(fake, '#!/bin/sh\necho isync 1.3.0\n')
+    vim.fn.setfperm(fake, 'rwx------')
+    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), {
+      mbsync = { cmd = fake },
+      accounts = { demo = { oauth = { refresh_cmd = 'true', store = { backend = 'plain', dir = dir .. '/tokens' } } } },
+    })
+    local out = health_output()
+    contains(
+      out,
+      'ERROR isync 1.3.0 cuts an OAuth2 token: it passes at most 79 characters of the PassCmd output, so demo cannot log in'
+    )
+    contains(out, 'install isync 1.4 or later')
+    -- Without OAuth2 accounts, 1.3 is fine.
+    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), { mbsync = { cmd = fake } })
+    out = health_output()
+    contains(out, 'found: isync 1.3.0')
+    ok(not out:find('cuts an OAuth2 token'), out)
+  end)
+
   it('checkhealth says when there is no mbsyncrc, and where it looked', function()
     local dir = t.tmpdir()
     t.use(dir .. '/nowhere/mbsyncrc')

@@ -66,6 +66,26 @@ describe('oauth', function()
     eq('auth', st.last_error.kind)
   end)
 
+  it('with isync 1.3, whose PassCmd cuts the token, a sync says to install 1.4 (which syncs)', function()
+    local server = oauth_server()
+    local fx = setup(server)
+    authorize(server)
+    current_token()
+    local refreshes = get(server.control_url).counters.refreshes
+    local result = t.sync_and_wait('full', { account = 'demo' }, 60000)
+    if t.mbsync_version() >= 104 then
+      eq(true, result.success, result.error)
+      eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+      return
+    end
+    eq(false, result.success)
+    eq('config', result.kind)
+    contains(result.error, 'the OAuth2 login cannot work with this mbsync')
+    contains(result.error, 'install isync 1.4 or later')
+    eq(1, result.attempts)
+    eq(refreshes, get(server.control_url).counters.refreshes, 'no refresh: a new token would be cut too')
+  end)
+
   it('an auth failure mid-session refreshes the token and retries once', function()
     local server = oauth_server()
     local fx = setup(server)

@@ -84,6 +84,18 @@ function M.check()
     local res = vim.system({ cmd, '--version' }, { text = true }):wait(5000)
     local version = vim.trim((res.stdout or '') .. (res.stderr or ''))
     health.ok(('%s found: %s'):format(vim.fn.exepath(cmd), version ~= '' and version or 'version unknown'))
+    -- isync 1.3 reads at most 79 characters of a PassCmd's output.
+    local minor = version:match('^isync 1%.(%d+)')
+    local oauth_accounts = require('himalaya.sync.oauth').accounts()
+    if minor and tonumber(minor) < 4 and #oauth_accounts > 0 then
+      health.error(
+        ('%s cuts an OAuth2 token: it passes at most 79 characters of the PassCmd output, so %s cannot log in'):format(
+          version,
+          table.concat(oauth_accounts, ', ')
+        ),
+        { 'install isync 1.4 or later (Debian 12, Ubuntu 22.04 and later have it)' }
+      )
+    end
   else
     -- A name is looked up on PATH; a path (absolute or with a slash) is not.
     local where = cmd:find('/', 1, true) and 'not found or not executable' or 'not found on PATH'
