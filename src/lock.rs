@@ -824,8 +824,16 @@ impl LockGuard {
             since: Some(unix_now()),
             purpose: Some(purpose.to_owned()),
         };
-        self.file.set_len(0)?;
-        self.file.write_all_at(note.encode().as_bytes(), 0)
+        let text = note.encode();
+        self.file.write_all_at(text.as_bytes(), 0)?;
+        // Cut only what a killed holder's longer note left behind: the file
+        // is empty as a rule, and a truncate is one more change for those
+        // who watch the folder.
+        let len = text.len() as u64;
+        if self.file.metadata()?.len() > len {
+            self.file.set_len(len)?;
+        }
+        Ok(())
     }
 }
 
@@ -1660,6 +1668,24 @@ mod tests {
         let file = File::open(locks.path().join(format!("{name}.lock"))).expect("open");
         flock(file.as_fd(), libc::LOCK_SH | libc::LOCK_NB).expect("shared lock");
         file
+    }
+
+    #[test]
+    fn a_longer_note_left_by_a_killed_holder_is_replaced_whole() {
+        let (_tmp, locks) = setup();
+        let path = locks.path().join("acct.lock");
+        fs::write(&path, format!("pid=1\npurpose={}\n", "x".repeat(500))).expect("old note");
+        fs::set_permissions(&path, Permissions::from_mode(0o600)).expect("mode");
+        let guard = locks
+            .try_acquire("acct", "sync")
+            .expect("try")
+            .expect("free");
+        let text = fs::read_to_string(&path).expect("read");
+        assert!(text.ends_with("purpose=sync\n"), "{text:?}");
+        assert!(!text.contains("xxx"), "{text:?}");
+        assert_eq!(text.lines().count(), 4, "{text:?}");
+        guard.release();
+        assert_eq!(fs::read_to_string(&path).expect("read"), "");
     }
 
     #[test]
