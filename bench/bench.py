@@ -613,22 +613,8 @@ def report_sync(R, md):
              [m["wall_ms"] for m in runs["plain"]], [m["cpu_s"] for m in runs["plain"]], "I"),
         ]
         md.append("### %s\n" % title)
-        md.append("| | measurement | time, ms: median (min–max) | CPU s (user+sys) | ratio to A (file) | "
-                  "result vs A (≤ 1.03×) | ratio to B (terminal) | result vs B (≤ 1.03×) |")
-        md.append("|---|---|---|---|---|---|---|---|")
-        for label, xs, cpu, key in rows:
-            cells = []
-            for ref, ref_key in ((bare, "A"), (term, "B")):
-                if key == ref_key:
-                    cells += ["1×", "reference"]
-                elif key in ("A", "B", "V", "H", "I"):
-                    cells += [ratio_text(paired(xs, ref)), "—"]
-                else:
-                    rs = paired(xs, ref)
-                    cells += [ratio_ci_text(rs), judge(rs, lambda r: r <= 1.03)]
-            md.append("| %s | %s | %s | %s | %s |" % (
-                key, label, spread(xs), spread(cpu) if cpu else "(in %s)" % {"D": "E", "F": "G", "H": "I"}[key], " | ".join(cells)))
-        md.append("")
+        sync_table(md, [(key, label, xs, spread(cpu) if cpu else "(in %s)" % {"D": "E", "F": "G", "H": "I"}[key])
+                        for label, xs, cpu, key in rows], bare, term, ("A", "B"), ("C", "D", "E", "F", "G"))
         warm = [m["internal_ms"] for m in runs["warm"]]
         md.append("C against V, which runs mbsync exactly as the plugin does (so mbsync's own cost of printing its "
                   "`-V` lines is left out): %s.\n" % ratio_ci_text(paired(warm, verbose)))
@@ -685,6 +671,29 @@ def report_sync(R, md):
     md.append("- This table alone: `BENCH_ONLY=sync make bench`\n")
 
 
+def sync_table(md, rows, bare, term, refs, judged):
+    """One table of section 1: rows of (key, label, times, CPU text), each
+    with its ratios to the bare runs `bare` (to a file) and `term` (in a
+    terminal), whose keys `refs` names; the rows whose key is in `judged`
+    are judged against the 3 % target."""
+    md.append("| | measurement | time, ms: median (min–max) | CPU s (user+sys) | ratio to %s (file) | "
+              "result vs %s (≤ 1.03×) | ratio to %s (terminal) | result vs %s (≤ 1.03×) |" % (
+                  refs[0], refs[0], refs[1], refs[1]))
+    md.append("|---|---|---|---|---|---|---|---|")
+    for key, label, xs, cpu in rows:
+        cells = []
+        for ref, ref_key in zip((bare, term), refs):
+            rs = paired(xs, ref)
+            if key == ref_key:
+                cells += ["1×", "reference"]
+            elif key in judged:
+                cells += [ratio_ci_text(rs), judge(rs, lambda r: r <= 1.03)]
+            else:
+                cells += [ratio_text(rs), "—"]
+        md.append("| %s | %s | %s | %s | %s |" % (key, label, spread(xs), cpu, " | ".join(cells)))
+    md.append("")
+
+
 def report_sync_other(R, md):
     """Section 1's A, B and C again with isync 1.5 (see other_mbsync_setup)."""
     d = R["sync"]
@@ -709,22 +718,8 @@ def report_sync_other(R, md):
              [m["internal_ms"] for m in runs["other_warm"]], runs["other_warm"]),
         ]
         md.append("%s, %s (%d repetitions):\n" % (title, version, len(bare)))
-        md.append("| | measurement | time, ms: median (min–max) | CPU s (user+sys) | ratio to A′ (file) | "
-                  "result vs A′ (≤ 1.03×) | ratio to B′ (terminal) | result vs B′ (≤ 1.03×) |")
-        md.append("|---|---|---|---|---|---|---|---|")
-        for key, label, xs, ms in rows:
-            cells = []
-            for ref, ref_key in ((bare, "A′"), (term, "B′")):
-                rs = paired(xs, ref)
-                if key == ref_key:
-                    cells += ["1×", "reference"]
-                elif key == "C′":
-                    cells += [ratio_ci_text(rs), judge(rs, lambda r: r <= 1.03)]
-                else:
-                    cells += [ratio_text(rs), "—"]
-            md.append("| %s | %s | %s | %s | %s |" % (
-                key, label, spread(xs), spread([m["cpu_s"] for m in ms]), " | ".join(cells)))
-        md.append("")
+        sync_table(md, [(key, label, xs, spread([m["cpu_s"] for m in ms])) for key, label, xs, ms in rows],
+                   bare, term, ("A′", "B′"), ("C′",))
 
 
 # --------------------------------------------------------------------------
