@@ -396,47 +396,8 @@ mod tests {
 
     #[test]
     fn error_lines_name_channel_and_box() {
-        for (line, channel, mailbox) in [
-            (
-                "Error: channel demo, far side box Work/Projects: UIDVALIDITY genuinely changed (at UID 1).",
-                "demo",
-                "Work/Projects",
-            ),
-            (
-                "Error: channel g, near side box INBOX: Unable to recover from UIDVALIDITY change.",
-                "g",
-                "INBOX",
-            ),
-            // mbsync 1.5 puts the UID beside the box, after any `: ` in it.
-            (
-                "Error: channel d, far side box Re: old (at UID 3): UIDVALIDITY genuinely changed.",
-                "d",
-                "Re: old",
-            ),
-            (
-                "Error: channel demo, far side box Work (x) (at UID 7): UIDVALIDITY genuinely changed.",
-                "demo",
-                "Work (x)",
-            ),
-            (
-                "Error: channel g, near side box A (at UID 2): Unable to recover from both-sided \
-                 UIDVALIDITY change, as it is genuine on at least one side.",
-                "g",
-                "A",
-            ),
-            // mbsync 1.3: master and slave, no "box".
-            (
-                "Error: channel demo, master Work: UIDVALIDITY genuinely changed (at UID 1).",
-                "demo",
-                "Work",
-            ),
-            (
-                "Error: channel demo-in, slave Lists/Rust: Unable to recover from UIDVALIDITY change",
-                "demo-in",
-                "Lists/Rust",
-            ),
-        ] {
-            let named = Some((channel.to_owned(), mailbox.to_owned()));
+        for (line, named) in crate::mbsync::errors::UIDVALIDITY_LINES {
+            let named = named.map(|(c, b)| (c.to_owned(), b.to_owned()));
             assert_eq!(parse_error_line(line), named, "{line}");
         }
         assert_eq!(parse_error_line("Error: something else"), None);
