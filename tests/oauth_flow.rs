@@ -208,8 +208,9 @@ fn browser(
     )
 }
 
-/// Asserts that nothing listens any more on the loopback port of the
-/// redirect URI in authorization URL `auth_url`.
+/// Asserts that this process no longer listens on the loopback port of
+/// the redirect URI in authorization URL `auth_url`. (Not by connecting:
+/// once freed, the port may be taken by a listener of another test.)
 fn assert_listener_closed(auth_url: &str) {
     let url = reqwest::Url::parse(auth_url).unwrap();
     let redirect = url
@@ -219,7 +220,44 @@ fn assert_listener_closed(auth_url: &str) {
         .1
         .into_owned();
     let port = reqwest::Url::parse(&redirect).unwrap().port().unwrap();
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(
+        !own_listening_ports().contains(&port),
+        "still listening on {port}"
+    );
+}
+
+/// The TCP ports this process listens on: the listening sockets of
+/// /proc/net/tcp whose inode is one of this process's descriptors.
+fn own_listening_ports() -> Vec<u16> {
+    let own: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local address, state (0A: LISTEN), inode
+            let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+            let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            (*state == "0A" && own.contains(*inode)).then_some(port)
+        })
+        .collect()
+}
+
+#[test]
+fn own_listening_ports_sees_a_listener_until_it_closes() {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert!(own_listening_ports().contains(&port));
+    drop(listener);
+    assert!(!own_listening_ports().contains(&port));
 }
 
 /// Runs the code flow end to end and returns the tokens.
