@@ -300,18 +300,34 @@ pub fn restore_missing(plan: &Plan) -> Result<usize> {
     let mut have: HashSet<String> = fresh.iter().filter_map(|p| identity(p)).collect();
     let mut restored = 0;
     for (i, path) in messages(&plan.backup).iter().enumerate() {
-        let Some(id) = identity(path) else { continue };
-        if !have.insert(id) {
+        // A message that cannot be told apart is restored: at worst the
+        // server gets a second copy, never none.
+        if identity(path).is_some_and(|id| !have.insert(id)) {
             continue;
         }
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("msg");
-        let target = plan.local.join("cur").join(new_name(name, i));
-        fs::copy(path, &target).map_err(|e| {
-            Error::io(
-                format!("cannot restore {} to {}", path.display(), target.display()),
+        let name = new_name(name, i);
+        // Written in tmp/ and then moved to cur/, as Maildir wants: a mail
+        // client reading the folder meanwhile never sees half a message.
+        let (partial, target) = (
+            plan.local.join("tmp").join(&name),
+            plan.local.join("cur").join(&name),
+        );
+        let copied = fs::create_dir_all(plan.local.join("tmp"))
+            .and_then(|()| fs::copy(path, &partial))
+            .and_then(|_| fs::rename(&partial, &target));
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&partial);
+            return Err(Error::io(
+                format!(
+                    "cannot restore {} to {} (the backup is kept in {})",
+                    path.display(),
+                    target.display(),
+                    plan.backup.display()
+                ),
                 e,
-            )
-        })?;
+            ));
+        }
         restored += 1;
     }
     Ok(restored)
@@ -335,17 +351,21 @@ fn messages(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The Message-ID (case-insensitive header, folded lines joined), or a
-/// content hash for messages without one.
+/// content hash for messages without one (or with an empty one). Headers
+/// are read as bytes: old mail often has raw Latin-1 in `From:` or
+/// `Subject:`, which must not hide the Message-ID after it. `None` only
+/// when the file cannot be read.
 fn identity(path: &Path) -> Option<String> {
     let file = fs::File::open(path).ok()?;
     let mut reader = BufReader::new(file);
-    let mut line = String::new();
+    let mut raw = Vec::new();
     let mut current: Option<String> = None;
     loop {
-        line.clear();
-        if reader.read_line(&mut line).ok()? == 0 {
+        raw.clear();
+        if reader.read_until(b'\n', &mut raw).ok()? == 0 {
             break;
         }
+        let line = String::from_utf8_lossy(&raw);
         let l = line.trim_end_matches(['\r', '\n']);
         if l.is_empty() {
             break;
@@ -356,7 +376,7 @@ fn identity(path: &Path) -> Option<String> {
             }
             continue;
         }
-        if let Some(id) = current.take() {
+        if let Some(id) = current.take().filter(|id| !id.is_empty()) {
             return Some(id);
         }
         if let Some((k, v)) = l.split_once(':') {
@@ -515,5 +535,40 @@ mod tests {
         let p = d.path().join("m");
         fs::write(&p, "From: a\nmessage-id:\n  <folded@x>\nSubject: s\n\nb\n").unwrap();
         assert_eq!(identity(&p).as_deref(), Some("<folded@x>"));
+    }
+
+    #[test]
+    fn raw_latin1_headers_and_empty_ids_do_not_hide_a_message() {
+        let d = tempfile::tempdir().unwrap();
+        let latin1 = d.path().join("latin1");
+        fs::write(&latin1, b"From: Ren\xe9 <r@x>\nMessage-ID: <abc@x>\n\nb\n").unwrap();
+        assert_eq!(identity(&latin1).as_deref(), Some("<abc@x>"));
+        // An empty Message-ID is no identity: two such messages that differ
+        // must not pass for one.
+        let (e1, e2) = (d.path().join("e1"), d.path().join("e2"));
+        fs::write(&e1, "Message-ID:\nSubject: one\n\nb\n").unwrap();
+        fs::write(&e2, "Message-ID:\nSubject: two\n\nb\n").unwrap();
+        let (i1, i2) = (identity(&e1).unwrap(), identity(&e2).unwrap());
+        assert!(i1.starts_with("<content-") && i1 != i2, "{i1} {i2}");
+    }
+
+    #[test]
+    fn every_missing_message_is_restored_through_tmp() {
+        let root = tempfile::tempdir().unwrap();
+        let plan = work_plan(root.path());
+        let cur = plan.backup.join("cur");
+        fs::create_dir_all(&cur).unwrap();
+        fs::write(
+            cur.join("1.a,U=1:2,S"),
+            b"From: Ren\xe9\nMessage-ID: <a@x>\n\nb\n",
+        )
+        .unwrap();
+        fs::write(cur.join("2.b,U=2:2,"), "Message-ID:\nSubject: two\n\nb\n").unwrap();
+        fs::write(cur.join("3.c,U=3:2,"), "Message-ID:\nSubject: three\n\nb\n").unwrap();
+        fs::create_dir_all(plan.local.join("cur")).unwrap();
+        assert_eq!(restore_missing(&plan).unwrap(), 3);
+        assert_eq!(messages(&plan.local).len(), 3);
+        let tmp = fs::read_dir(plan.local.join("tmp")).unwrap().count();
+        assert_eq!(tmp, 0, "nothing is left in tmp/");
     }
 }
