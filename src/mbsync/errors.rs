@@ -653,7 +653,26 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
 /// `not using LOGIN because ...` stays readable.
 pub fn redact(line: &str) -> String {
     let line = redact_commands(line);
+    if names_boxes(&line) {
+        return line;
+    }
     redact_blobs(&line)
+}
+
+/// mbsync's own lines about a channel's boxes (`Error: channel c, far side
+/// box B: UIDVALIDITY genuinely changed ...`, `Opening near side box B...`):
+/// besides fixed words they hold only names from the mbsyncrc and the
+/// server's folder list, never a credential, and a long folder name
+/// (`Archive/2023/Project-Alpha-Meeting-Notes`) must stay readable there:
+/// the repair and the error message take the box from the line.
+fn names_boxes(line: &str) -> bool {
+    line.starts_with("Error: channel ")
+        || line.starts_with("Warning: channel ")
+        || line.strip_prefix("Opening ").is_some_and(|rest| {
+            ["far side box ", "near side box ", "master ", "slave "]
+                .iter()
+                .any(|side| rest.starts_with(side))
+        })
 }
 
 /// Handles `LOGIN`, `AUTHENTICATE` and `>+>`.
@@ -1190,6 +1209,33 @@ mod tests {
         // Paths and ordinary words stay.
         let path = "Maildir error: cannot open /home/someone/Mail/Archive/AllMail/Projects2023/cur";
         assert_eq!(redact(path), path);
+    }
+
+    #[test]
+    fn long_folder_names_in_box_lines_stay() {
+        let name = "Archive/2023/Project-Alpha-Meeting-Notes";
+        for line in [
+            format!("Error: channel demo, far side box {name}: UIDVALIDITY genuinely changed (at UID 1)."),
+            format!("Error: channel demo: near side box {name} cannot be opened."),
+            format!("Opening far side box {name}..."),
+            format!("Opening slave {name}..."),
+        ] {
+            assert_eq!(redact(&line), line);
+        }
+        let line = format!(
+            "Error: channel demo, far side box {name}: UIDVALIDITY genuinely changed (at UID 1)."
+        );
+        assert_eq!(
+            crate::manager::repair::parse_error_line(&redact(&line)),
+            Some(("demo".to_string(), name.to_string()))
+        );
+        // Elsewhere such a run is still taken for a token.
+        assert_eq!(redact(&format!("token {name}")), "token <redacted>");
+        // A password in a LOGIN is removed whatever the line.
+        assert_eq!(
+            redact("Error: channel x: 'LOGIN me hunter2' failed"),
+            "Error: channel x: 'LOGIN me <redacted>' failed"
+        );
     }
 
     #[test]

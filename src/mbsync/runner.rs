@@ -101,7 +101,9 @@ pub struct Outcome {
     /// None on success.
     pub error: Option<Classified>,
     pub last_progress: Option<Progress>,
-    /// The last lines mbsync printed (redacted), oldest first.
+    /// The last lines mbsync printed (redacted), oldest first; for a
+    /// listing (`RunSpec::list`), all of them as printed: the box names
+    /// (see [`list_boxes`]), never shown or logged.
     pub tail: Vec<String>,
     pub duration: Duration,
 }
@@ -346,7 +348,7 @@ pub async fn run(
     }
 
     // A listing is the output itself; a sync keeps the last lines for errors.
-    let keep = if spec.list { 100_000 } else { TAIL };
+    let (list, keep) = (spec.list, if spec.list { 100_000 } else { TAIL });
     let mut lines: VecDeque<String> = VecDeque::new();
     // Lines that name a failure, from the whole run: mbsync goes on after a
     // box or an account fails, and the line that decides the error's kind
@@ -398,7 +400,9 @@ pub async fn run(
                     if lines.len() == keep {
                         lines.pop_front();
                     }
-                    lines.push_back(redact(&line));
+                    // A listing's lines are box names, which redaction
+                    // could take for tokens (`Archive/2023/Q4-Report-v2...`).
+                    lines.push_back(if list { line } else { redact(&line) });
                 }
             }
         }
@@ -492,7 +496,7 @@ pub async fn run(
             match (code, exit.and_then(|e| e.signal)) {
                 (None, Some(sig)) => killed_by(sig),
                 _ => {
-                    failures.extend(outcome.tail.iter().cloned());
+                    failures.extend(outcome.tail.iter().map(|l| redact(l)));
                     classify_output(&failures, code)
                 }
             }
@@ -539,13 +543,9 @@ pub async fn list_boxes(
     }
     // mbsync prints notices on the same stream (the terminal); box names
     // never look like them. Those about the mbsyncrc start with its path
-    // (1.5: `/home/u/.mbsyncrc: notice: SSLType is deprecated. ...`), as
-    // redacted like every line kept (a part of it can look like a token).
+    // (1.5: `/home/u/.mbsyncrc: notice: SSLType is deprecated. ...`).
     const NOISE: [&str; 6] = ["Error", "Warning", "Notice", "Maildir ", "IMAP ", "Socket "];
-    let about_config = spec
-        .config
-        .as_ref()
-        .map(|c| redact(&format!("{}:", c.display())));
+    let about_config = spec.config.as_ref().map(|c| format!("{}:", c.display()));
     Ok(out
         .tail
         .into_iter()
@@ -760,10 +760,12 @@ exit 1"#;
     fn box_lists_leave_out_notices_about_the_mbsyncrc() {
         let (mut spec, dir) = sh(
             r#"echo INBOX; echo "$2: notice: SSLType is deprecated. Use TLSType instead." >&2
-echo 'Work/Café'; echo "Sent: notice: not about the mbsyncrc""#,
+echo 'Work/Café'; echo "Sent: notice: not about the mbsyncrc"
+echo Archive/2023/Project-Alpha-Meeting-Notes"#,
             Duration::from_secs(10),
         );
-        // A part of a path that looks like a token is redacted in the line.
+        // Even where a part of its path looks like a token (which the
+        // redaction of other lines would hide).
         let rc = dir.path().join("Ab1cD2eF3gH4iJ5kL6mN7oP8qR9/mbsyncrc");
         assert_ne!(redact(&rc.to_string_lossy()), rc.to_string_lossy());
         spec.config = Some(rc);
@@ -775,7 +777,12 @@ echo 'Work/Café'; echo "Sent: notice: not about the mbsyncrc""#,
         let boxes = rt.block_on(list_boxes(&spec, "demo", rx)).unwrap();
         assert_eq!(
             boxes,
-            ["INBOX", "Work/Café", "Sent: notice: not about the mbsyncrc"]
+            [
+                "INBOX",
+                "Work/Café",
+                "Sent: notice: not about the mbsyncrc",
+                "Archive/2023/Project-Alpha-Meeting-Notes"
+            ]
         );
     }
 
