@@ -264,6 +264,17 @@ describe('manager', function()
       { { mbsync = { extra_args = { '-l' } } }, 'a folder listing instead of a sync' },
       { { mbsync = { extra_args = { '-Vl' } } }, 'a folder listing instead of a sync' },
       { { mbsync = { extra_args = { '-qq' } } }, 'quiet output' },
+      { { mbsync = { extra_args = { '-v' } } }, 'no sync at all (-v is the version' },
+      { { mbsync = { extra_args = { '--help' } } }, 'no sync at all' },
+      { { mbsync = { extra_args = { '-Vh' } } }, 'no sync at all' },
+      { { mbsync = { extra_args = { '--dry-run' } } }, 'a dry run' },
+      { { mbsync = { extra_args = { '-e' } } }, 'other exit codes' },
+      { { mbsync = { extra_args = { '-a' } } }, 'every channel' },
+      { { mbsync = { extra_args = { '--all' } } }, 'every channel' },
+      {
+        { mbsync = { extra_args = { '-X', 'other' } } },
+        'extra_args[2]: expected an argument that leaves mbsync syncing and printing its progress (this one asks for a channel or group',
+      },
       {
         { accounts = { demo = { inbox = '--help' } } },
         'himalaya_sync.accounts.demo.inbox: expected an mbsync channel',
@@ -284,6 +295,8 @@ describe('manager', function()
       { lock_dir = '~/locks' },
       { state_dir = '~/state' },
       { state_dir = '$HOME/state' },
+      -- What to propagate, per side: options mbsync syncs with.
+      { mbsync = { extra_args = { '--pull', '-Cn', '-X', '--expunge-far', '-V', '--' } } },
     }) do
       local fine, msg = pcall(require('himalaya.sync.config').setup, good)
       ok(fine, msg)

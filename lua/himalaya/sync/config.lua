@@ -465,8 +465,9 @@ local schema = {
         plain_string('an argument without control characters', 4096)(p, arg)
         -- The progress, the folder names and the error kinds are read from
         -- what mbsync prints; these change it, or what mbsync does.
-        -- Short options combine (`-Vl`); none of mbsync's takes D, q, c or
-        -- l as a suffix, so any of them in a cluster is that option.
+        -- Short options combine (`-Vl`); none of mbsync's (1.3 to 1.5)
+        -- takes any of these letters as a suffix, so any of them in a
+        -- cluster is that option.
         local short = arg:match('^%-(%w+)$') or ''
         local clash = nil ---@type string?
         if short:find('D') or arg:match('^%-%-debug') then
@@ -475,8 +476,20 @@ local schema = {
           clash = 'quiet output'
         elseif short:find('c') or arg:match('^%-%-config') then
           clash = 'a config file (set mbsync.config)'
-        elseif short:find('l') or arg == '--list' then
+        elseif short:find('l') or arg:match('^%-%-list') then
           clash = 'a folder listing instead of a sync'
+        elseif short:find('[vh]') or arg == '--version' or arg == '--help' then
+          -- mbsync prints it and exits 0: every sync would pass for done.
+          clash = 'no sync at all (-v is the version, not verbose output)'
+        elseif short:find('y') or arg == '--dry-run' then
+          clash = 'a dry run, which would pass for a sync'
+        elseif short:find('e') or arg == '--ext-exit' then
+          clash = 'other exit codes, which tell how a sync ended'
+        elseif short:find('a') or arg == '--all' then
+          -- Every channel would sync under the lock of one account.
+          clash = 'every channel (sync each account by its name)'
+        elseif arg ~= '--' and not arg:match('^%-') then
+          clash = 'a channel or group besides the account synced (sync it as an account)'
         end
         if clash then
           fail(
