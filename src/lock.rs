@@ -718,9 +718,12 @@ impl LockDir {
         if devices.any(|other| other != device) {
             return None;
         }
+        // Only exclusive locks hold one of ours: a shared one is somebody
+        // looking (another process listing the locks), and the lock may be
+        // free.
         let holders = entries
             .iter()
-            .filter(|e| e.device == device)
+            .filter(|e| e.device == device && e.exclusive)
             .map(|e| (e.ino, e.pid))
             .collect();
         Some(KernelLocks { holders })
@@ -998,6 +1001,10 @@ impl KernelLocks {
 #[derive(Debug, PartialEq)]
 struct KernelLock<'a> {
     pid: Option<u32>,
+    /// An exclusive lock (`WRITE`): a holder. A shared one (`READ`) is a
+    /// look at the file (see [`lock_exclusive`], [`LockDir::list`]), or
+    /// ours on the directory (see [`LockDir::kernel_locks`]).
+    exclusive: bool,
     /// The `MAJ:MIN` text (hex), compared as text, never decoded.
     device: &'a str,
     ino: libc::ino_t,
@@ -1011,12 +1018,14 @@ fn parse_proc_locks_line(line: &str) -> Option<KernelLock<'_>> {
     if fields.next()? != "FLOCK" {
         return None;
     }
-    // Skip ADVISORY/MANDATORY and READ/WRITE.
-    let pid: i64 = fields.nth(2)?.parse().ok()?;
+    // Skip ADVISORY/MANDATORY.
+    let exclusive = fields.nth(1)? == "WRITE";
+    let pid: i64 = fields.next()?.parse().ok()?;
     let (device, ino) = fields.next()?.rsplit_once(':')?;
     Some(KernelLock {
         // The kernel shows 0 or -1 when it can't name the holder.
         pid: u32::try_from(pid).ok().filter(|&pid| pid > 0),
+        exclusive,
         device,
         ino: ino.parse().ok()?,
     })
@@ -1711,6 +1720,17 @@ mod tests {
     }
 
     #[test]
+    fn a_look_at_a_free_lock_is_no_holder() {
+        let (_tmp, locks) = setup();
+        locks.try_acquire("acct", "x").expect("try").expect("free");
+        // Another process listing the locks, caught in its probe.
+        let _probe = shared_holder(&locks, "acct");
+        let list = locks.list().expect("list");
+        let acct = list.iter().find(|i| i.name == "acct").expect("listed");
+        assert!(!acct.held, "{acct:?}");
+    }
+
+    #[test]
     fn a_shared_holder_that_stays_is_reported_after_the_grace() {
         let (_tmp, locks) = setup();
         locks.try_acquire("acct", "x").expect("try").expect("free");
@@ -2369,11 +2389,13 @@ garbage
             [
                 KernelLock {
                     pid: Some(1234),
+                    exclusive: true,
                     device: "fe:00",
                     ino: 10010642
                 },
                 KernelLock {
                     pid: None,
+                    exclusive: false,
                     device: "00:2b",
                     ino: 7
                 },
