@@ -113,17 +113,19 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                 let id = runtime::next_id();
                 runtime::handle()?.spawn(async move {
                     let purpose = purpose.unwrap_or_default();
-                    let data = match table
+                    let got = table
                         .acquire_async(&name, timeout, &purpose, Some(runtime::stop_flag()))
-                        .await
-                    {
+                        .await;
+                    // Shut down while waiting: nobody will ever release it.
+                    // (Only if this request got it: a failed one must not
+                    // free the same name another request of this Neovim holds.)
+                    if got.is_ok() && runtime::is_stopped() {
+                        let _ = table.release(&name);
+                    }
+                    let data = match got {
                         Ok(()) => json!({ "ok": true }),
                         Err(e) => json!({ "ok": false, "error": { "kind": e.kind, "message": e.message } }),
                     };
-                    // Shut down while waiting: nobody will ever release it.
-                    if runtime::is_stopped() {
-                        let _ = table.release(&name);
-                    }
                     runtime::emit(id, "lock", data);
                 });
                 Ok(id)
