@@ -1590,16 +1590,41 @@ impl Manager {
                 let account = account.to_string();
                 drop(entries);
                 self.rt.spawn(async move {
-                    let ending = Mutex::new(None);
-                    let repaired = me
-                        .repair_steps(&channel, &mailbox, Duration::ZERO, cancel_rx, flag, &ending)
-                        .await
-                        .map(|end| match end {
+                    // As in `pump`: a panic in the repair, or while ending
+                    // it, must not leave the sync "repairing" for good,
+                    // holding its channels from every later sync.
+                    let ending = Arc::new(Mutex::new(None));
+                    let steps = {
+                        let (me, ending) = (me.clone(), ending.clone());
+                        tokio::spawn(async move {
+                            me.repair_steps(
+                                &channel,
+                                &mailbox,
+                                Duration::ZERO,
+                                cancel_rx,
+                                flag,
+                                &ending,
+                            )
+                            .await
+                        })
+                    };
+                    let repaired = match steps.await {
+                        Ok(end) => end.map(|end| match end {
                             RepairEnd::Repaired(report) => Some(report),
                             // The sync runs again in full anyway.
                             RepairEnd::Unneeded(_) => None,
-                        });
-                    me.after_auto_repair(id, &account, repaired);
+                        }),
+                        Err(e) => Err(Error::new(
+                            ErrorKind::Unknown,
+                            format!("internal error in the repair task: {e}"),
+                        )),
+                    };
+                    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        me.after_auto_repair(id, &account, repaired)
+                    }));
+                    if ended.is_err() {
+                        me.abandon(id);
+                    }
                     drop(ending);
                 });
                 return;
