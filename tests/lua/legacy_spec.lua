@@ -43,6 +43,12 @@ describe('original require paths', function()
       p.current_operation,
     })
     eq(5, p.percent)
+    -- Each update is kept, not only the first one.
+    eq(true, manager.update_progress({ percent = 60, box = 'Sent' }))
+    p = manager.get_sync_info().progress
+    eq({ 60, 'Sent' }, { p.percent, p.current_folder })
+    -- Nothing here can cancel it.
+    eq(false, manager.can_cancel_sync())
     -- The original's sidebar shows a running sync with its message.
     eq({ 'external', 'running', 'syncing' }, {
       manager.get_sync_info().type,

@@ -452,6 +452,23 @@ describe('syncing real mail', function()
     contains(result.error, 'cannot reach the mail server')
   end)
 
+  it("a failed sync's notification names the sync and its account", function()
+    local fx = t.fixture({ '--folders', 'INBOX=1' })
+    use(fx.mbsyncrc, { mbsync = { cmd = '/nonexistent/mbsync' }, notify = { enabled = true } })
+    vim.cmd('runtime plugin/himalaya-sync.vim')
+    local notes = t.notifications()
+    vim.cmd('HimalayaSync full demo')
+    t.wait_for(function()
+      return #vim.tbl_filter(function(n)
+        return n[2] == vim.log.levels.ERROR
+      end, notes) > 0
+    end, 20000, 'the failure')
+    local failed = vim.tbl_filter(function(n)
+      return n[2] == vim.log.levels.ERROR
+    end, notes)
+    contains(failed[1][1], 'himalaya-sync: full sync of demo failed: mbsync cannot be started: ')
+  end)
+
   it('a missing mbsync is a config error that says how to get one', function()
     local fx = t.fixture({ '--folders', 'INBOX=1' })
     use(fx.mbsyncrc, { mbsync = { cmd = '/nonexistent/mbsync' } })

@@ -165,7 +165,7 @@ M.manager = legacy(manager, {
   start_sync = function() end,
   --- While this Neovim syncs, progress is that sync's, which the manager
   --- has already: the original's commands passed on what `mbsync.sync()`
-  --- reported. Called for each progress line, so only `is_busy()` is
+  --- reported. Called for each progress line, so only `_own_busy()` is
   --- asked. Other progress is a sync reported from outside, its new
   --- fields kept.
   ---@param progress any
@@ -176,7 +176,7 @@ M.manager = legacy(manager, {
     if type(progress) ~= 'table' then
       return manager.update_progress(progress)
     end
-    if manager.is_busy() then
+    if manager._own_busy() then
       return true
     end
     -- Only the fields the manager takes; the original's own (`status`,
@@ -214,7 +214,8 @@ M.manager = legacy(manager, {
     return info
   end,
   --- True while a sync of this Neovim runs.
-  can_cancel_sync = manager.is_busy,
+  -- `cancel_sync()` stops only syncs of this Neovim.
+  can_cancel_sync = manager._own_busy,
   --- Starts the auto-sync timer (`:help himalaya-sync-opt-auto_sync`).
   start_auto_sync = function()
     require('himalaya.sync.auto').start()

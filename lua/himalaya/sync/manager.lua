@@ -220,6 +220,22 @@ local function notify(what, msg, level, id)
   native.notify(msg, level)
 end
 
+--- `msg` about sync `info` as a notification names it: `full sync of
+--- demo failed: authentication failed: ...`, so that a failure of one of
+--- several accounts says which (unless the message names it already).
+---@param info table
+---@param msg any
+---@param failed boolean?
+---@return any
+local function named(info, msg, failed)
+  local what = info.type == 'check' and 'check' or (tostring(info.type or 'sync') .. ' sync')
+  local head = ('%s of %s'):format(what, tostring(info.account))
+  if type(msg) ~= 'string' or info.account == nil or vim.startswith(msg, head) then
+    return msg
+  end
+  return ('%s%s: %s'):format(head, failed and ' failed' or '', msg)
+end
+
 local function call(fn, ...)
   if fn then
     native.call_back(fn, ...)
@@ -482,7 +498,7 @@ local function on_event(ev)
   elseif ev.name == 'sync_auth' then
     M._refresh(info)
   elseif ev.name == 'sync_retry' or ev.name == 'sync_repair' then
-    notify('error', info.message, vim.log.levels.WARN, info.id)
+    notify('error', named(info, info.message), vim.log.levels.WARN, info.id)
   elseif ev.name == 'sync_done' then
     callbacks[info.id] = nil
     for _, r in ipairs(requests) do
@@ -495,7 +511,13 @@ local function on_event(ev)
     if info.status == 'completed' then
       notify('success', info.message, vim.log.levels.INFO, info.id)
     else
-      notify('error', info.message, info.status == 'cancelled' and vim.log.levels.WARN or vim.log.levels.ERROR, info.id)
+      local cancelled = info.status == 'cancelled'
+      notify(
+        'error',
+        named(info, info.message, not cancelled),
+        cancelled and vim.log.levels.WARN or vim.log.levels.ERROR,
+        info.id
+      )
     end
     local by_hand = wanted[info.id]
     wanted[info.id] = nil
@@ -1045,6 +1067,18 @@ end
 function M.is_busy()
   for _, info in pairs(syncs) do
     if not FINAL[info.status] and info.id ~= 0 or info.status == 'running' then
+      return true
+    end
+  end
+  return false
+end
+
+--- True while a sync this Neovim started runs; one reported from outside
+--- (`update_progress()`, `complete_sync()`) does not count.
+---@return boolean
+function M._own_busy()
+  for _, info in pairs(syncs) do
+    if info.id ~= 0 and not FINAL[info.status] then
       return true
     end
   end
