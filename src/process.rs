@@ -105,6 +105,15 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
     let pid = posix_spawn_on_terminal(&terminal, Fds::Terminal, &file, &argv, &env).map_err(
         |e| match e {
             Errno::ENOENT => not_found(),
+            // A file that is no program (a text file, a folder, no x bit):
+            // the setting names the wrong file; no file permission to fix.
+            Errno::EACCES | Errno::ENOEXEC | Errno::EISDIR | Errno::ENOTDIR => Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{program} is not a program that can be run ({}){NOT_FOUND_ADVICE}",
+                    e.desc()
+                ),
+            ),
             e => Error::io(format!("cannot start {program}"), e),
         },
     )?;
@@ -877,5 +886,27 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn a_file_that_is_no_program_is_a_config_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("mbsyncrc");
+        std::fs::write(&text, "IMAPAccount x\n").unwrap();
+        for program in [text, dir.path().to_path_buf()] {
+            let spec = Spec {
+                program: program.clone(),
+                args: vec![],
+                env: vec![],
+                columns: 80,
+            };
+            let Err(e) = spawn_pty(&spec) else {
+                panic!("started {}", program.display());
+            };
+            assert_eq!(e.kind, ErrorKind::Config, "{}", e.message);
+            let named = format!("{} is not a program that can be run (", program.display());
+            assert!(e.message.starts_with(&named), "{}", e.message);
+            assert!(e.message.ends_with(NOT_FOUND_ADVICE), "{}", e.message);
+        }
     }
 }
