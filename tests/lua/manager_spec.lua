@@ -280,6 +280,10 @@ describe('manager', function()
         'himalaya_sync.accounts.demo.inbox: expected an mbsync channel',
       },
       { { accounts = { demo = { full = 'a\nb' } } }, 'himalaya_sync.accounts.demo.full' },
+      {
+        { accounts = { ['café'] = { oauth = { provider = 'google', client_id = 'x' } } } },
+        'himalaya_sync.accounts.café.oauth: expected an account whose name is ASCII',
+      },
       { { accounts = { demo = { folders = { 'INBOX', '-x' } } } }, 'himalaya_sync.accounts.demo.folders[2]' },
     }
     -- A table shown in the message stays on one line.

@@ -540,6 +540,15 @@ local schema = {
             fail(p .. '.refresh', "a function(account, done) or a Vimscript function's name", val, true)
           end
         elseif k == 'oauth' then
+          -- Its tokens are stored in files named after the account and
+          -- handed to your commands: ASCII names only there.
+          if name:find('[\128-\255]') then
+            fail(
+              p .. '.oauth',
+              'an account whose name is ASCII letters, digits and _ - . @ + (its tokens are stored under that name)',
+              name
+            )
+          end
           validate(val, oauth_schema, p .. '.oauth')
         elseif k == 'throttle' then
           local kbps = type(val) == 'table' and val.kbps
