@@ -78,7 +78,7 @@ TESTS_MBSYNC ?= an initial full sync brings every message|folders sync of folder
   the Patterns leave out|a cancelled sync registered|echoes new messages per folder|\
   reports exactly the delivered messages|is repaired automatically|its one box) is repaired too|\
   reported with the command that repairs it|max_connections runs one full sync|a split sync|\
-  whose PassCmd cuts the token|touch only those folders
+  whose PassCmd cuts the token|touch only those folders|the folder they clash in
 
 test-other-mbsync:
 	@bash scripts/install-other-versions.sh mbsync

@@ -1285,9 +1285,9 @@ impl Manager {
         // it is first: if mbsync takes it, nothing needed repairing, and
         // those changes reached the server.
         let first = runner::run(spec.clone(), cancel_rx.clone(), |_| {}).await;
-        match first.error.clone() {
+        let reason = match first.error.clone() {
             None => return Ok(RepairEnd::Unneeded(first)),
-            Some(c) if c.kind == ErrorKind::Uidvalidity => {}
+            Some(c) if c.kind == ErrorKind::Uidvalidity => repair::reason(&c.line),
             Some(c) => {
                 return Err(Error::new(
                     c.kind,
@@ -1297,7 +1297,7 @@ impl Manager {
                     ),
                 ))
             }
-        }
+        };
         crate::log::write(
             "warn",
             &format!(
@@ -1372,6 +1372,7 @@ impl Manager {
         Ok(RepairEnd::Repaired(repair::Report {
             channel: channel.to_string(),
             mailbox: mailbox.to_string(),
+            reason,
             backup: plan.backup.clone(),
             fetched,
             restored,
@@ -1561,16 +1562,19 @@ impl Manager {
         let damaged = error
             .as_ref()
             .filter(|err| err.kind == ErrorKind::Uidvalidity)
-            .and_then(|err| repair::parse_error_line(&err.line));
+            .and_then(|err| {
+                let (channel, mailbox) = repair::parse_error_line(&err.line)?;
+                let why = repair::why(&channel, &mailbox, &err.line);
+                Some((channel, mailbox, why))
+            });
         let mut error = error;
-        if let Some((channel, mailbox)) = damaged {
+        if let Some((channel, mailbox, why)) = damaged {
             e.info.damaged = Some(mailbox.clone());
             e.info.damaged_channel = Some(channel.clone());
             if settings.uidvalidity != UidvalidityPolicy::Repair {
                 if let Some(err) = error.as_mut() {
                     err.message = format!(
-                        "the server renumbered {channel}:{mailbox} (UIDVALIDITY changed); \
-                         repair it without loss with :HimalayaSync repair {channel} {mailbox}"
+                        "{why}; repair it without loss with :HimalayaSync repair {channel} {mailbox}"
                     );
                 }
             }
@@ -1579,9 +1583,7 @@ impl Manager {
                 && !e.cancel_flag.load(Ordering::SeqCst)
             {
                 e.info.status = Status::Repairing;
-                e.info.message = format!(
-                    "the server renumbered {channel}:{mailbox} (UIDVALIDITY changed); repairing it without loss"
-                );
+                e.info.message = format!("{why}; repairing it without loss");
                 e.info.error = error.clone();
                 (self.emit)(id, "sync_repair", json!(e.info));
                 let cancel_rx = e.cancel.subscribe();
@@ -2011,10 +2013,10 @@ impl Manager {
                 // too (the command-line tool prints only this message).
                 match &info.repair {
                     Some(r) => format!(
-                        "{done}; {} was repaired first (its UIDVALIDITY changed): {} messages \
-                         fetched afresh, {} of {} backed-up messages went back to the server, \
-                         backup kept in {}",
+                        "{done}; {} was repaired first ({}): {} messages fetched afresh, {} of \
+                         {} backed-up messages went back to the server, backup kept in {}",
                         r.mailbox,
+                        r.reason,
                         r.fetched,
                         r.restored,
                         r.backed_up,

@@ -48,6 +48,30 @@ pub fn parse_error_line(line: &str) -> Option<(String, String)> {
     (!channel.is_empty() && !name.is_empty()).then(|| (channel.to_string(), name.to_string()))
 }
 
+/// What made the box named by error `line` need the repair, to begin a
+/// message with: the server renumbered it, or a mail client moved files
+/// into it that keep mbsync's `,U=` of another folder (see
+/// [`crate::mbsync::errors::is_maildir_uid_error`]).
+pub fn why(channel: &str, mailbox: &str, line: &str) -> String {
+    if crate::mbsync::errors::is_maildir_uid_error(line) {
+        format!(
+            "local messages of {channel}:{mailbox} clash with mbsync's numbering (a mail client \
+             moved them there and kept mbsync's ,U= in their file names)"
+        )
+    } else {
+        format!("the server renumbered {channel}:{mailbox} (UIDVALIDITY changed)")
+    }
+}
+
+/// The reason a [`Report`] gives, in a few words, for error `line`.
+pub fn reason(line: &str) -> &'static str {
+    if crate::mbsync::errors::is_maildir_uid_error(line) {
+        "its local messages clashed with mbsync's numbering"
+    } else {
+        "its UIDVALIDITY changed"
+    }
+}
+
 /// Where the repair works for one box.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -65,6 +89,8 @@ pub struct Plan {
 pub struct Report {
     pub channel: String,
     pub mailbox: String,
+    /// Why it needed the repair (see [`reason`]).
+    pub reason: &'static str,
     pub backup: PathBuf,
     /// Messages the fresh sync fetched from the server into the new folder.
     pub fetched: u64,

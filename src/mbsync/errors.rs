@@ -181,7 +181,7 @@ pub fn classify_line(line: &str) -> Option<ErrorKind> {
     if has(AUTH_PATTERNS) || AUTH_PATTERNS_ANY_CASE.iter().any(|p| lower.contains(p)) {
         return Some(ErrorKind::Auth);
     }
-    if is_uidvalidity_error(line) {
+    if is_uidvalidity_error(line) || is_maildir_uid_error(line) {
         return Some(ErrorKind::Uidvalidity);
     }
     if (line.contains("Error: channel ") && line.contains(" is locked")) || has(LOCKED_PATTERNS) {
@@ -218,6 +218,34 @@ fn missing_credential(line: &str) -> Option<(&str, bool)> {
             .strip_suffix(", no user")
             .map(|account| (account, false)),
     }
+}
+
+/// `Maildir error: duplicate UID 3.` and `Maildir error: UID 10 is beyond
+/// highest assigned UID 5.` (1.5 adds ` in PATH` before the full stop):
+/// mbsync refuses a local folder where a mail client put a file that keeps
+/// mbsync's `,U=` from the folder it came from (a move that kept the file
+/// name). Every sync of that folder fails until it is repaired, and the
+/// moved message, deleted from its old folder on the server by the sync
+/// before, is then only here. The same lossless repair as for a changed
+/// UIDVALIDITY mends it (the runner names the box in the line, see
+/// [`locate_maildir_uid_error`]), so it is of that kind.
+pub fn is_maildir_uid_error(line: &str) -> bool {
+    let Some(at) = line.find("Maildir error: ") else {
+        return false;
+    };
+    let rest = &line[at + "Maildir error: ".len()..];
+    rest.starts_with("duplicate UID ")
+        || (rest.starts_with("UID ") && rest.contains(" is beyond highest assigned UID "))
+}
+
+/// An [`is_maildir_uid_error`] line with the channel and the local box it
+/// is about put in front, as mbsync's own box errors name them (`Error:
+/// channel demo, near side box Archive: Maildir error: duplicate UID 3.`),
+/// so that the repair finds the box; mbsync names neither (1.5 only the
+/// folder's path). `channel` and `near_box` come from the `-V` lines
+/// before it (`Channel demo`, `Opening near side box Archive...`).
+pub fn locate_maildir_uid_error(line: &str, channel: &str, near_box: &str) -> String {
+    format!("Error: channel {channel}, near side box {near_box}: {line}")
 }
 
 /// `Error: channel c, far side box INBOX: UIDVALIDITY genuinely changed (at
@@ -512,6 +540,11 @@ pub fn summary(kind: ErrorKind, line: &str) -> String {
         ErrorKind::Locked => (
             "another mbsync is syncing this channel",
             "wait for it to finish; if no mbsync runs, delete the .mbsyncstate.lock file in that local folder",
+        ),
+        ErrorKind::Uidvalidity if is_maildir_uid_error(&line) => (
+            "local messages clash with mbsync's numbering",
+            "a mail client moved messages between folders and kept mbsync's ,U= in their file \
+             names; the folder needs to be repaired before it can sync",
         ),
         ErrorKind::Uidvalidity => (
             "the server renumbered a mailbox (UIDVALIDITY changed)",
@@ -856,6 +889,20 @@ pub const UIDVALIDITY_LINES: &[(&str, Option<(&str, &str)>)] = &[
         Some(("demo-in", "Lists/Rust")),
     ),
     ("Error: channel demo: UIDVALIDITY of both master and slave changed", None),
+    // A local folder with a file that kept the UID of another folder
+    // (1.3 and 1.4; 1.5 adds the path), as the runner locates it.
+    (
+        "Error: channel demo, near side box Archive: Maildir error: duplicate UID 3.",
+        Some(("demo", "Archive")),
+    ),
+    (
+        "Error: channel demo, near side box Sent: Maildir error: UID 10 is beyond highest \
+         assigned UID 5 in /home/me/Mail/Sent.",
+        Some(("demo", "Sent")),
+    ),
+    // Not located (no -V line named the box): still of the kind.
+    ("Maildir error: duplicate UID 3 in /home/me/Mail/Archive.", None),
+    ("Maildir error: UID 11 is beyond highest assigned UID 6.", None),
 ];
 
 #[cfg(test)]

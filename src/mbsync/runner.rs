@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::errors::{
-    classify_line, classify_output, is_hang_line, redact, Classified, PASSCMD_PROMPT,
-    PASSCMD_SILENT,
+    classify_line, classify_output, is_hang_line, is_maildir_uid_error, locate_maildir_uid_error,
+    redact, Classified, PASSCMD_PROMPT, PASSCMD_SILENT,
 };
 use super::progress::{Progress, StreamItem, StreamParser};
 use crate::error::{Error, ErrorKind};
@@ -245,6 +245,40 @@ fn is_password_prompt(unfinished: &[u8]) -> bool {
     unfinished.starts_with(b"Password (") && unfinished.ends_with(b"): ")
 }
 
+/// Where mbsync is, as its `-V` lines say: `Channel demo`, then `Opening
+/// near side box Archive...` (`Opening slave box Archive...` before 1.4)
+/// for each box, the name as mbsync takes it in `channel:box`.
+#[derive(Default)]
+struct Place {
+    channel: Option<String>,
+    near_box: Option<String>,
+}
+
+impl Place {
+    /// Notes what `line` says of the place, and returns it, with the place
+    /// put in front if it is an error that does not say where it happened
+    /// (see [`locate_maildir_uid_error`]).
+    fn locate(&mut self, line: String) -> String {
+        if let Some(channel) = line.strip_prefix("Channel ") {
+            if !channel.is_empty() && !channel.contains(char::is_whitespace) {
+                self.channel = Some(channel.to_string());
+                self.near_box = None;
+            }
+        } else if let Some(name) = ["Opening near side box ", "Opening slave box "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p))
+        {
+            let name = name.strip_suffix("...").unwrap_or(name);
+            self.near_box = (!name.is_empty()).then(|| name.to_string());
+        } else if is_maildir_uid_error(&line) && !line.starts_with("Error: channel ") {
+            if let (Some(channel), Some(near_box)) = (&self.channel, &self.near_box) {
+                return locate_maildir_uid_error(&line, channel, near_box);
+            }
+        }
+        line
+    }
+}
+
 /// Extracts the box name from `Opening far side box X...` style lines,
 /// decoded for display (mbsync 1.4 prints IMAP's modified UTF-7).
 fn box_of(line: &str) -> Option<String> {
@@ -354,6 +388,9 @@ pub async fn run(
     // box or an account fails, and the line that decides the error's kind
     // (UIDVALIDITY, a failed login) may have left the tail by the end.
     let mut failures: Vec<String> = Vec::new();
+    // The channel and the local box mbsync works on, from its `-V` lines:
+    // they locate a Maildir UID error, which names neither.
+    let mut place = Place::default();
     let mut stopped_by_us: Option<Classified> = None;
     let mut exit: Option<Exit> = None;
     let mut output_open = true;
@@ -377,6 +414,7 @@ pub async fn run(
     let handle_items = |items: Vec<StreamItem>,
                         lines: &mut VecDeque<String>,
                         failures: &mut Vec<String>,
+                        place: &mut Place,
                         outcome: &mut Outcome,
                         on_update: &mut dyn FnMut(Update)|
      -> Option<Classified> {
@@ -391,6 +429,7 @@ pub async fn run(
                     if let Some(b) = box_of(&line) {
                         on_update(Update::Box(b));
                     }
+                    let line = place.locate(line);
                     if is_hang_line(&line) {
                         hang = failed(ErrorKind::Auth, redact(&line));
                     }
@@ -427,7 +466,7 @@ pub async fn run(
                 Some(items) => {
                     last_activity = tokio::time::Instant::now();
                     io_before = None;
-                    if let Some(hang) = handle_items(items, &mut lines, &mut failures, &mut outcome, &mut on_update) {
+                    if let Some(hang) = handle_items(items, &mut lines, &mut failures, &mut place, &mut outcome, &mut on_update) {
                         if stopped_by_us.is_none() {
                             stopped_by_us = Some(hang);
                             signal_now(&group);
@@ -737,6 +776,37 @@ printf '\nSkipping account b, no password\n'; exit 1"#;
             out.tail
         );
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_maildir_uid_error_is_located_in_its_channel_and_box() {
+        // As isync 1.4 prints it with -V: the error names no box.
+        let script = r#"echo 'Channel other'
+echo 'Opening near side box INBOX...'
+echo 'Channel demo'
+echo 'Opening far side box Archive/2023/Project-Alpha-Meeting-Notes...'
+echo 'Opening near side box Archive/2023/Project-Alpha-Meeting-Notes...'
+echo 'Loading near side box...'
+echo 'Maildir error: duplicate UID 3.'
+echo 'Opening near side box Work...'
+echo 'near side: 4 messages, 0 recent'
+exit 1"#;
+        let (spec, _dir) = sh(script, Duration::from_secs(10));
+        let (out, _) = run_blocking(spec, None);
+        let err = out.error.unwrap();
+        assert_eq!(err.kind, ErrorKind::Uidvalidity, "{err:?}");
+        assert_eq!(
+            err.line,
+            "Error: channel demo, near side box Archive/2023/Project-Alpha-Meeting-Notes: \
+             Maildir error: duplicate UID 3."
+        );
+        assert_eq!(
+            crate::manager::repair::parse_error_line(&err.line),
+            Some((
+                "demo".to_string(),
+                "Archive/2023/Project-Alpha-Meeting-Notes".to_string()
+            ))
+        );
     }
 
     #[test]

@@ -339,3 +339,83 @@ exec %s "$@"]]):format(dir, dir, t.closed_port(), dir, vim.fn.exepath('mbsync'),
     ok(vim.tbl_contains(server.Work, '<local-only-4@test>'), 'the local-only message reached the server')
   end)
 end)
+
+--- The file of the message with mbsync UID `uid` in a local folder.
+local function with_uid(fx, folder, uid)
+  local dir = fx.accounts.demo.local_maildir .. '/' .. folder
+  for _, sub in ipairs({ 'cur', 'new' }) do
+    for name in vim.fs.dir(dir .. '/' .. sub) do
+      if name:match(',U=' .. uid .. '[:,]') then
+        return dir .. '/' .. sub .. '/' .. name
+      end
+    end
+  end
+  error(('no message with UID %d in %s'):format(uid, folder))
+end
+
+--- Moves a local message to another folder as a mail client that keeps
+--- the file name (and mbsync's ,U= in it) does; returns its Message-ID.
+local function move_keeping_name(fx, path, folder)
+  local id = t.read(path):match('\n[Mm]essage%-I[Dd]:%s*(%S+)')
+  local to = ('%s/%s/cur/%s'):format(fx.accounts.demo.local_maildir, folder, vim.fs.basename(path))
+  assert(uv.fs_rename(path, to))
+  return id
+end
+
+describe('messages a mail client moved keeping their mbsync UID', function()
+  it('are repaired without loss: the folder they clash in, and the one whose numbering they pass', function()
+    local fx = t.fixture({ '--folders', 'INBOX=8,Archive=5,Sent=3' })
+    use(fx.mbsyncrc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    local all = fx.ids('demo', 'server')
+    -- UID 2 of INBOX into Archive, which has its own UID 2.
+    local moved = move_keeping_name(fx, with_uid(fx, 'INBOX', 2), 'Archive')
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    ok(info.repair, 'the repair is reported')
+    eq('Archive', info.repair.mailbox)
+    contains(info.message, "Archive was repaired first (its local messages clashed with mbsync's numbering)")
+    local server = fx.ids('demo', 'server')
+    eq(server, fx.ids('demo', 'local'))
+    no_duplicates(server)
+    ok(vim.tbl_contains(server.Archive, moved), 'the moved message is in Archive on the server')
+    ok(not vim.tbl_contains(server.INBOX, moved), 'and no longer in INBOX')
+    eq(6, #server.Archive)
+    eq(7, #server.INBOX)
+
+    -- UID 8 of INBOX into Sent, whose highest UID is 3.
+    moved = move_keeping_name(fx, with_uid(fx, 'INBOX', 8), 'Sent')
+    result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    eq('Sent', info.repair.mailbox)
+    server = fx.ids('demo', 'server')
+    eq(server, fx.ids('demo', 'local'))
+    no_duplicates(server)
+    ok(vim.tbl_contains(server.Sent, moved), 'the moved message is in Sent on the server')
+    eq(4, #server.Sent)
+    -- Nothing lost anywhere: the same messages, only in other folders.
+    local function every(ids)
+      local list = {}
+      for _, l in pairs(ids) do
+        vim.list_extend(list, l)
+      end
+      table.sort(list)
+      return list
+    end
+    eq(every(all), every(server))
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success, 'the next sync is clean')
+  end)
+
+  it('with uidvalidity = "off" the error says what happened and how to repair it', function()
+    local fx = t.fixture({ '--folders', 'INBOX=4,Archive=3' })
+    use(fx.mbsyncrc, { uidvalidity = 'off' })
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    move_keeping_name(fx, with_uid(fx, 'INBOX', 1), 'Archive')
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(false, result.success)
+    eq('uidvalidity', result.kind)
+    eq('Archive', info.damaged)
+    contains(result.error, "local messages of demo:Archive clash with mbsync's numbering")
+    contains(result.error, ':HimalayaSync repair demo Archive')
+  end)
+end)

@@ -619,7 +619,7 @@ M.subcommands.log = {
 }
 
 M.subcommands.repair = {
-  desc = 'repair a folder whose UIDVALIDITY changed, without losing mail: repair {account} {folder}',
+  desc = 'repair a folder mbsync refuses (UIDVALIDITY changed, clashing UIDs), without losing mail: repair {account} {folder}',
   complete = function(arglead, args)
     return #args <= 1 and complete_account_folders('repair')(arglead, args) or {}
   end,

@@ -718,10 +718,16 @@ function M._offer_repair(info, by_hand)
     return
   end
   S.repair_asked[key] = 'open'
-  local prompt = ('himalaya-sync: the server renumbered %s of %s (UIDVALIDITY changed). Repair it without loss?'):format(
-    info.damaged,
-    channel
-  )
+  local line = info.error and info.error.line or ''
+  local prompt = line:find('Maildir error: ', 1, true)
+      and ("himalaya-sync: local messages of %s of %s clash with mbsync's numbering (a mail client moved them there and kept mbsync's ,U=). Repair it without loss?"):format(
+        info.damaged,
+        channel
+      )
+    or ('himalaya-sync: the server renumbered %s of %s (UIDVALIDITY changed). Repair it without loss?'):format(
+      info.damaged,
+      channel
+    )
   vim.ui.select({ 'Repair now', 'Not now' }, { prompt = prompt }, function(choice)
     S.repair_asked[key] = choice ~= 'Repair now' and 'declined' or nil
     if choice == 'Repair now' then
