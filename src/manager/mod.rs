@@ -35,7 +35,7 @@ pub mod targets;
 pub mod throttle;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -542,6 +542,15 @@ enum Attempt {
     Repaired(repair::Report),
 }
 
+/// The box a repair mends (its channel, and the box as mbsync names it in
+/// `channel:box`), and the mbsyncrc its runs use when the account is
+/// throttled (the raw one otherwise).
+struct RepairOf<'a> {
+    channel: &'a str,
+    mailbox: &'a str,
+    throttled: Option<&'a Path>,
+}
+
 /// How a repair ended that did not fail.
 enum RepairEnd {
     /// The folder was moved aside and fetched afresh.
@@ -852,10 +861,14 @@ impl Manager {
             let (Some(channel), Some(mailbox)) = (channels.first(), mailbox.as_ref()) else {
                 return Attempt::NotRun(Error::invalid("a repair needs a channel and a folder"));
             };
+            let throttled = _derived.as_ref().map(|d: &throttle::Cleanup| d.0.as_path());
             return match self
                 .repair_steps(
-                    channel,
-                    mailbox,
+                    RepairOf {
+                        channel,
+                        mailbox,
+                        throttled,
+                    },
                     opts.wait_lock,
                     cancel_rx,
                     cancel_flag,
@@ -1236,13 +1249,17 @@ impl Manager {
     /// sync again to upload it.
     async fn repair_steps(
         self: &Arc<Self>,
-        channel: &str,
-        mailbox: &str,
+        of: RepairOf<'_>,
         wait: Duration,
         cancel_rx: watch::Receiver<bool>,
         cancel_flag: Arc<AtomicBool>,
         ending: &Mutex<Option<crate::runtime::MustFinish>>,
     ) -> Result<RepairEnd> {
+        let RepairOf {
+            channel,
+            mailbox,
+            throttled,
+        } = of;
         let settings = self.settings();
         let cfg = self.mbsync_config()?;
         let state = settings.state_dir.clone().ok_or_else(|| {
@@ -1269,7 +1286,9 @@ impl Manager {
         *ending.lock() = Some(crate::runtime::must_finish());
         let spec = RunSpec {
             program: settings.mbsync_cmd.clone(),
-            config: Some(cfg.path.clone()),
+            // A throttled account's mbsyncrc sends it through the relay: a
+            // repair fetches the whole folder, the largest transfer of all.
+            config: Some(throttled.map_or_else(|| cfg.path.clone(), Path::to_path_buf)),
             // mbsync refuses a box named for a channel without Patterns,
             // which syncs its one box anyway.
             targets: vec![match cfg.channel(channel) {
@@ -1597,11 +1616,29 @@ impl Manager {
                     // holding its channels from every later sync.
                     let ending = Arc::new(Mutex::new(None));
                     let steps = {
-                        let (me, ending) = (me.clone(), ending.clone());
+                        let (me, ending, account) = (me.clone(), ending.clone(), account.clone());
                         tokio::spawn(async move {
+                            // Throttled as the sync was (see `attempt`);
+                            // the derived mbsyncrc goes when this ends.
+                            let kbps = me
+                                .settings()
+                                .accounts
+                                .get(&account)
+                                .and_then(|a| a.throttle);
+                            let derived = match kbps {
+                                Some(t) => Some(throttle::Cleanup(
+                                    me.throttled_config(std::slice::from_ref(&channel), t.kbps, id)
+                                        .await?,
+                                )),
+                                None => None,
+                            };
+                            let throttled = derived.as_ref().map(|d| d.0.as_path());
                             me.repair_steps(
-                                &channel,
-                                &mailbox,
+                                RepairOf {
+                                    channel: &channel,
+                                    mailbox: &mailbox,
+                                    throttled,
+                                },
                                 Duration::ZERO,
                                 cancel_rx,
                                 flag,

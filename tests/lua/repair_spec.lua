@@ -406,6 +406,29 @@ describe('messages a mail client moved keeping their mbsync UID', function()
     eq(true, (t.sync_and_wait('full', { account = 'demo' })).success, 'the next sync is clean')
   end)
 
+  it("a throttled account's repair runs mbsync throttled too, by itself and by hand", function()
+    local fx = t.fixture({ '--folders', 'INBOX=4,Archive=3' })
+    local dir = t.tmpdir()
+    -- Notes the mbsyncrc of every run (`mbsync -c RC ...`).
+    local wrapper =
+      t.script(dir, 'mbsync', ('echo "$2" >> %s/configs\nexec %s "$@"'):format(dir, vim.fn.exepath('mbsync')))
+    use(fx.mbsyncrc, { accounts = { demo = { throttle = { kbps = 100000 } } }, mbsync = { cmd = wrapper } })
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    move_keeping_name(fx, with_uid(fx, 'INBOX', 1), 'Archive')
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    ok(info.repair, 'the repair is reported')
+    result = t.sync_and_wait('repair', { account = 'demo', folders = { 'Archive' } })
+    eq(true, result.success, result.error)
+    local configs = vim.fn.readfile(dir .. '/configs')
+    -- Sync; the sync that fails, the repair's first try, its fresh sync
+    -- and its upload, the sync again; the repair by hand.
+    ok(#configs >= 7, vim.inspect(configs))
+    for _, rc in ipairs(configs) do
+      ok(rc ~= fx.mbsyncrc, 'a run without the throttle: ' .. vim.inspect(configs))
+    end
+  end)
+
   it('with uidvalidity = "off" the error says what happened and how to repair it', function()
     local fx = t.fixture({ '--folders', 'INBOX=4,Archive=3' })
     use(fx.mbsyncrc, { uidvalidity = 'off' })
