@@ -79,6 +79,43 @@ describe('loading', function()
     contains(seen[1][1], 'himalaya-sync ' .. require('himalaya.sync.version') .. ', no library: ')
   end)
 
+  it('in a fast event before it is loaded, the library is not loaded and the call says why', function()
+    local out = in_child([[
+local mbsync = require('himalaya.sync.mbsync')
+local native = require('himalaya.sync.native')
+local out = {}
+local timer = vim.uv.new_timer()
+timer:start(0, 0, function()
+  local ok, parsed = pcall(mbsync.parse_progress_line, 'C: 0/1  B: 0/1  F: +1/2 *0/0 #0/0  N: +0/0 *0/0 #0/0')
+  local lib, err = native.get()
+  out = { ok = ok, parsed = parsed == nil, lib = lib == nil, err = err, loaded = native.is_loaded() }
+end)
+vim.wait(5000, function()
+  return out.ok ~= nil
+end, 10)
+io.stdout:write(vim.json.encode(out))
+]])
+    eq(true, out.ok, 'no E5560')
+    eq(true, out.parsed, 'nil, as documented')
+    eq(true, out.lib)
+    eq(false, out.loaded)
+    contains(out.err, 'is not loaded in a fast event')
+  end)
+
+  it('a file that is no library is named once, with one prefix', function()
+    local junk = t.tmpdir() .. '/libhimalaya_sync.so'
+    t.write(junk, 'not a shared object\n')
+    vim.env.HIMALAYA_SYNC_LIB = junk
+    t.defer(function()
+      vim.env.HIMALAYA_SYNC_LIB = nil
+    end)
+    local seen = t.notifications()
+    vim.cmd('runtime plugin/himalaya-sync.vim')
+    vim.cmd('HimalayaSync version')
+    contains(seen[1][1], ', no library: cannot load ' .. junk .. ': ')
+    ok(not seen[1][1]:find('no library: himalaya-sync:', 1, true), seen[1][1])
+  end)
+
   it('a cache folder that cannot be made is one line, not a traceback', function()
     -- A child Neovim whose cache folder for the staged library is a file.
     local cache = t.tmpdir() .. '/cache'

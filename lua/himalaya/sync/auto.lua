@@ -194,6 +194,13 @@ end
 
 --- Starts the timer (first tick after one interval).
 function M.start()
+  -- From a libuv callback: on the main loop, which the autocommand (and
+  -- the configuration) need.
+  if
+    vim.in_fast_event() --[[@as boolean]]
+  then
+    return vim.schedule(M.start)
+  end
   if S.timer then
     return
   end

@@ -101,7 +101,9 @@ M.subcommands.version = {
     local native = require('himalaya.sync.native')
     local lib, lerr = native.get()
     if not lib then
-      return err(('himalaya-sync %s, no library: %s'):format(native.expected_version, lerr))
+      -- The reason says "himalaya-sync: " itself, which err() says too.
+      local why = tostring(lerr):gsub('^himalaya%-sync: ', '')
+      return err(('himalaya-sync %s, no library: %s'):format(native.expected_version, why))
     end
     vim.api.nvim_echo({
       {

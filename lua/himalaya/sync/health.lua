@@ -38,7 +38,8 @@ function M.check()
     else
       -- The message carries its own fix: a build hint for a library that
       -- does not load, what to remove for a staging folder that is refused.
-      health.error(lerr or 'cannot load the library')
+      -- Said in the plugin's own report: without "himalaya-sync: ".
+      health.error(lerr and (lerr:gsub('^himalaya%-sync: ', '')) or 'cannot load the library')
     end
   end
 

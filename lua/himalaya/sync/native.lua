@@ -487,6 +487,15 @@ function M.get()
     end
     return S.lib
   end
+  -- Finding, staging and loading it call Vimscript functions, which a
+  -- fast event (a libuv callback) may not (E5560).
+  if
+    vim.in_fast_event() --[[@as boolean]]
+  then
+    return nil,
+      'the library is not loaded yet, and is not loaded in a fast event (a libuv callback): '
+        .. 'use the plugin from the main loop first (vim.schedule)'
+  end
   local loc, err = M.find()
   if not loc then
     return nil, err
