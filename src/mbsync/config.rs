@@ -327,13 +327,15 @@ impl MbsyncConfig {
     /// Reads and parses `path`, or without one the file mbsync itself would
     /// read (see [`MbsyncConfig::default_path`]).
     pub fn load(path: Option<&Path>) -> Result<MbsyncConfig> {
+        let given = path.is_some();
         let (path, also_tried) = resolve(path)?;
-        Self::read(&path, also_tried)
+        Self::read(&path, also_tried, given)
     }
 
     /// Reads and parses `path`; `also_tried` is the other default file,
-    /// named when neither exists.
-    fn read(path: &Path, also_tried: Option<PathBuf>) -> Result<MbsyncConfig> {
+    /// named when neither exists; `given`: the user named `path` (a missing
+    /// one then says where it was named).
+    fn read(path: &Path, also_tried: Option<PathBuf>, given: bool) -> Result<MbsyncConfig> {
         let bytes =
             crate::files::read_regular(path, crate::files::MAX_CONFIG_BYTES).map_err(|err| {
                 let mut e = crate::files::error(
@@ -347,6 +349,11 @@ impl MbsyncConfig {
                              Neovim, -c on the command line",
                             legacy.display()
                         ));
+                    }
+                    None if given && err.kind() == std::io::ErrorKind::NotFound => {
+                        e.message.push_str(
+                            " (named by mbsync.config in Neovim, -c on the command line)",
+                        );
                     }
                     _ => {}
                 }
@@ -586,6 +593,7 @@ impl ConfigCache {
     /// The same as [`MbsyncConfig::load`], from the cache while the file
     /// and `$HOME` are unchanged.
     pub fn load(&self, path: Option<&Path>) -> Result<MbsyncConfig> {
+        let given = path.is_some();
         let (file, also_tried) = resolve(path)?;
         // Taken before the read (see `crate::stamp`).
         let key = Key::of(&file);
@@ -594,7 +602,7 @@ impl ConfigCache {
                 return Ok(cfg.clone());
             }
         }
-        let cfg = MbsyncConfig::read(&file, also_tried)?;
+        let cfg = MbsyncConfig::read(&file, also_tried, given)?;
         if let Some(key) = key.filter(|k| k.file.settled(SystemTime::now(), self.settle)) {
             *self.last.lock() = Some((key, cfg.clone()));
         }
@@ -1902,6 +1910,7 @@ Channel gmail-all:INBOX,Work
         let err = MbsyncConfig::read(
             &dir.path().join("isyncrc"),
             Some(dir.path().join(".mbsyncrc")),
+            false,
         )
         .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Config);
@@ -1927,7 +1936,8 @@ Channel gmail-all:INBOX,Work
         assert_eq!(
             err.message,
             format!(
-                "Cannot open config file '{}': No such file or directory",
+                "Cannot open config file '{}': No such file or directory (named by mbsync.config \
+                 in Neovim, -c on the command line)",
                 missing.display()
             )
         );

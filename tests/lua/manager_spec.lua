@@ -11,6 +11,12 @@ describe('manager', function()
     -- A cancel says why nothing stopped, still without the library.
     eq({ 0, 'sync #99 is not running or waiting in this Neovim' }, { manager.cancel_sync(99) })
     eq({ 0 }, { manager.cancel_sync() })
+    -- No exact whole number (2^63 became "#-9223372036854775808").
+    eq({ 0, 'invalid sync id 9.2233720368548e+18: expected a whole number' }, { manager.cancel_sync(2 ^ 63) })
+    -- A name that is no text is named as the account.
+    local counts, err = manager.get_folder_counts('\255')
+    eq(nil, counts)
+    ok(vim.startswith(err, 'invalid account ') and vim.endswith(err, ': not UTF-8 text'), err)
     eq(false, require('himalaya.sync.native').is_loaded())
   end)
 
@@ -280,6 +286,7 @@ describe('manager', function()
         'himalaya_sync.accounts.demo.inbox: expected an mbsync channel',
       },
       { { accounts = { demo = { full = 'a\nb' } } }, 'himalaya_sync.accounts.demo.full' },
+      { { accounts = { 'demo' } }, 'himalaya_sync.accounts: expected a table keyed by account name' },
       {
         { accounts = { ['café'] = { oauth = { provider = 'google', client_id = 'x' } } } },
         'himalaya_sync.accounts.café.oauth: expected an account whose name is ASCII',

@@ -507,6 +507,10 @@ local schema = {
     end
     for name, acct in pairs(v) do
       local p = ('%s.%s'):format(path, tostring(name))
+      if type(name) == 'number' then
+        -- A list (`accounts = { 'gmail' }`): the names are the keys.
+        fail(path, 'a table keyed by account name, e.g. { gmail = { inbox = "gmail-inbox" } }', v)
+      end
       if not account_name(name) then
         fail(path, 'account names: ' .. ACCOUNT_RULE, name)
       end

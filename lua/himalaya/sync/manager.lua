@@ -1001,8 +1001,9 @@ end
 ---@return himalaya.sync.FolderCounts[]? counts
 ---@return string? err
 function M.get_folder_counts(account)
-  if account ~= nil and _G.type(account) ~= 'string' then
-    return nil, ('invalid account: expected a string, got %s'):format(native.shown(account))
+  local bad = M._bad_account(account, 'account')
+  if bad then
+    return nil, bad
   end
   local lib, err = ready()
   if not lib then
@@ -1028,7 +1029,8 @@ end
 ---@return integer
 ---@return string? err
 function M.cancel_sync(id)
-  if id ~= nil and (type(id) ~= 'number' or id < 0 or id % 1 ~= 0) then
+  -- Ids count up from 1; above 2^53 a number is no exact whole number.
+  if id ~= nil and (type(id) ~= 'number' or id < 0 or id % 1 ~= 0 or id > 2 ^ 53) then
     return 0, ('invalid sync id %s: expected a whole number'):format(native.shown(id))
   end
   if not native.is_loaded() then
