@@ -27,6 +27,12 @@ describe('original require paths', function()
     eq(false, require(PREFIX .. 'lock').is_locked())
     local got, err = mbsync.sync('demo', { callback = 'print' })
     eq({ false, 'invalid opts.callback: expected a function' }, { got, err })
+    -- Refused before anything starts, not an error in a callback later.
+    local oauth = require(PREFIX .. 'oauth')
+    eq({ false, 'invalid callback: expected a function, got 5' }, { oauth.refresh('demo', 5) })
+    eq({ false, 'invalid callback: expected a function, got "x"' }, { oauth.ensure_token('demo', 'x') })
+    eq({ false, 'invalid fn: expected a function, got nil' }, { oauth.refresh_and_retry(nil, 'demo') })
+    eq({ nil, 'invalid callback: expected a function, got 5' }, { oauth.load_environment(5) })
   end)
 
   it("give progress reported from outside the original's fields too", function()

@@ -18,6 +18,7 @@ end
 local manager = require('himalaya.sync.manager')
 local mbsync = require('himalaya.sync.mbsync')
 local lock = require('himalaya.sync.lock')
+local native = require('himalaya.sync.native')
 
 --- Cancels every sync of this Neovim: true when one was asked to stop.
 ---@return boolean
@@ -475,10 +476,29 @@ local function track(done)
   end
 end
 
+--- Why `v`, given as parameter `name`, is no function (`nil` allowed
+--- unless `needed`): checked before anything starts, so that a bad one is
+--- refused at once instead of failing in a callback later.
+---@param v any
+---@param name string
+---@param needed? boolean
+---@return string? err
+local function bad_function(v, name, needed)
+  if (v ~= nil or needed) and not vim.is_callable(v) then
+    return ('invalid %s: expected a function, got %s'):format(name, native.shown(v))
+  end
+end
+
 --- Refreshes the token now; `callback(success, err)` gets the end.
 ---@param account? string
 ---@param callback? fun(success: boolean, err?: string)
+---@return false? refused
+---@return string? err when refused
 local function refresh(account, callback)
+  local bad = bad_function(callback, 'callback')
+  if bad then
+    return false, bad
+  end
   oauth.refresh_token(account_or_default(account), track(answer(callback, 'refreshing the OAuth2 token')))
 end
 
@@ -532,13 +552,21 @@ M.oauth = legacy(oauth, {
   ---@param account? string
   ---@param callback? fun(success: boolean, err?: string)
   ensure_token = function(account, callback)
+    local bad = bad_function(callback, 'callback')
+    if bad then
+      return false, bad
+    end
     oauth.get_valid_token(account_or_default(account), track(answer(callback, 'getting a valid OAuth2 token')))
   end,
   --- Refreshes the token, then calls `fn` if that worked.
   ---@param fn function
   ---@param account? string
   refresh_and_retry = function(fn, account)
-    refresh(account, function(ok, err)
+    local bad = bad_function(fn, 'fn', true)
+    if bad then
+      return false, bad
+    end
+    return refresh(account, function(ok, err)
       if ok then
         fn()
       else
@@ -570,7 +598,12 @@ M.oauth = legacy(oauth, {
   --- it waits for systemctl (at most SYSTEMCTL_WAIT_MS), as the original did.
   ---@param callback? fun(vars: table<string, string>)
   ---@return table<string, string>? vars without a callback
+  ---@return string? err a callback that is no function
   load_environment = function(callback)
+    local bad = bad_function(callback, 'callback')
+    if bad then
+      return nil, bad
+    end
     local cmd = { 'systemctl', '--user', 'show-environment' }
     local started, proc = pcall(vim.system, cmd, { text = true }, callback and function(out)
       vim.schedule(function()
