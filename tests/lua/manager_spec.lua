@@ -153,6 +153,15 @@ describe('manager', function()
       { manager.update_progress, { { percnt = 20 } }, 'invalid progress.percnt: unknown field (known: box, ' },
       { manager.update_progress, { { near = { nwe = { done = 1, total = 2 } } } }, 'progress.near.nwe: unknown field' },
       { manager.complete_sync, { 'x', { sucess = true } }, 'invalid result.sucess: unknown field (known: ' },
+      {
+        manager.complete_sync,
+        { 'x', { duration = 'x' } },
+        'invalid result.duration "x": expected a number of seconds',
+      },
+      { manager.complete_sync, { 'x', { pulled = 1.5 } }, 'invalid result.pulled 1.5: expected a whole number' },
+      { manager.complete_sync, { 'x', { attempts = -1 } }, 'invalid result.attempts -1' },
+      { manager.complete_sync, { 'x', { waited = 0 / 0 } }, 'invalid result.waited' },
+      { manager.complete_sync, { 'x', { kind = {} } }, 'invalid result.kind {}' },
     }
     for _, c in ipairs(cases) do
       local called, okv, err, kind = pcall(c[1], unpack(c[2]))

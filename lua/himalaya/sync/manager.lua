@@ -1328,6 +1328,26 @@ function M.complete_sync(type, result)
       return false,
         ('invalid result.error %s: expected a message of at most 1000 bytes'):format(native.shown(result.error)),
         'invalid'
+    elseif result.kind ~= nil and not config.is_plain(result.kind, 100) then
+      return false,
+        ('invalid result.kind %s: expected a name (1 to 100 bytes, no control characters)'):format(
+          native.shown(result.kind)
+        ),
+        'invalid'
+    end
+    -- What listeners and the status line read as numbers.
+    for _, k in ipairs({ 'duration', 'waited', 'attempts', 'pulled', 'pushed', 'flags_changed', 'trashed' }) do
+      local v = result[k]
+      local whole = k ~= 'duration' and k ~= 'waited'
+      if v ~= nil and (_G.type(v) ~= 'number' or v ~= v or v < 0 or v == math.huge or (whole and v % 1 ~= 0)) then
+        return false,
+          ('invalid result.%s %s: expected a %s'):format(
+            k,
+            native.shown(v),
+            whole and 'whole number, 0 or more' or 'number of seconds, 0 or more'
+          ),
+          'invalid'
+      end
     end
   end
   local info = syncs[0] or { id = 0, start_time = os.time() }
