@@ -177,7 +177,16 @@ describe('queue', function()
     t.wait_for(function()
       return manager.get_sync_info().waiting_for ~= nil
     end, 5000, 'the sync to wait for the lock')
+    -- :HimalayaSync status says it waits, without an age that goes stale.
+    vim.cmd('runtime plugin/himalaya-sync.vim')
+    local status = vim.api.nvim_exec2('HimalayaSync status', { output = true }).output
+    contains(status, ('#%d full demo: waiting - waiting for another process'):format(waiting.id))
+    ok(not status:find('ago)', 1, true), status)
     eq(1, manager.cancel_sync(waiting.id))
+    status = vim.api.nvim_exec2('HimalayaSync status', { output = true }).output
+    if not waiting.done then
+      contains(status, ('#%d full demo: cancelling'):format(waiting.id))
+    end
     wait_done({ waiting }, 10000)
     eq('cancelled', waiting.done.result.kind)
     eq('full sync of demo cancelled while waiting for lock "sync-demo"', waiting.done.result.error)

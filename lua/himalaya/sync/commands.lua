@@ -444,7 +444,15 @@ M.subcommands.cleanup = {
 local function describe(info)
   -- Id 0 is a sync reported from outside the engine (update_progress).
   local whose = info.account or (info.id == 0 and '(reported from outside)') or '?'
-  local parts = { ('#%s %s %s: %s'):format(info.id, info.type or '?', whose, info.status) }
+  local status = info.status
+  if status == 'running' or status == 'queued' or status == 'retrying' or status == 'repairing' then
+    if require('himalaya.sync.manager')._cancelling(info.id) then
+      status = 'cancelling'
+    elseif status == 'running' and info.waiting_for then
+      status = 'waiting'
+    end
+  end
+  local parts = { ('#%s %s %s: %s'):format(info.id, info.type or '?', whose, status) }
   local p = info.progress
   if info.status == 'running' and p then
     if p.percent then
@@ -458,7 +466,9 @@ local function describe(info)
     end
   end
   if info.message and (info.status ~= 'running' or info.waiting_for) then
-    parts[#parts + 1] = '- ' .. info.message
+    -- The holder's age was told when the wait began; by now it is wrong.
+    local message = info.waiting_for and info.message:gsub(' %(taken [^()]* ago%)', '') or info.message
+    parts[#parts + 1] = '- ' .. message
   end
   return table.concat(parts, ' ')
 end

@@ -1081,6 +1081,13 @@ function M.is_busy()
   return false
 end
 
+--- Whether `cancel_sync()` asked sync `id` to stop and it has not ended.
+---@param id integer
+---@return boolean
+function M._cancelling(id)
+  return S.cancelling[id] == true
+end
+
 --- True while a sync this Neovim started runs; one reported from outside
 --- (`update_progress()`, `complete_sync()`) does not count.
 ---@return boolean
