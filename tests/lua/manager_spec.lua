@@ -225,6 +225,24 @@ describe('manager', function()
     ok(err:find('options'), err)
   end)
 
+  it('setup() with an invalid g:himalaya_sync names it there, and changes nothing', function()
+    local config = require('himalaya.sync.config')
+    local auto = require('himalaya.sync.auto')
+    require('himalaya.sync').setup({ auto_sync = { enabled = true, interval = 30 } })
+    t.defer(function()
+      vim.g.himalaya_sync = nil
+      require('himalaya.sync').setup({})
+    end)
+    eq(true, auto.is_enabled())
+    vim.g.himalaya_sync = { retry = { base = 'x' } }
+    local fine, err = pcall(require('himalaya.sync').setup, { auto_sync = { enabled = true, interval = 5 } })
+    eq(false, fine)
+    contains(err, 'invalid config g:himalaya_sync.retry.base: ')
+    eq(true, auto.is_enabled(), 'auto-sync still runs')
+    vim.g.himalaya_sync = nil
+    eq(30, config.get().auto_sync.interval, 'the refused options were not stored')
+  end)
+
   it('invalid configuration is reported with the field path, not a traceback', function()
     vim.g.himalaya_sync = { mbsync = { timeout = 'soon' } }
     t.defer(function()
@@ -234,6 +252,8 @@ describe('manager', function()
     eq(nil, id)
     ok(err:find('himalaya_sync.mbsync.timeout', 1, true), err)
     ok(err:find('"soon"', 1, true), err)
+    -- What follows is about setup()'s own options.
+    vim.g.himalaya_sync = nil
     local ok2, e = pcall(require('himalaya.sync').setup, { acounts = {} })
     eq(false, ok2)
     ok(e:find('himalaya_sync.acounts', 1, true), e)

@@ -604,9 +604,10 @@ end
 --- it normalised: Vimscript's 0 and 1 given for a boolean are false and
 --- true (in a copy; `opts` itself is left as it is).
 ---@param opts table
+---@param root? string how the table is named in errors (default `himalaya_sync`)
 ---@return table
-function M.validate(opts)
-  return validate(opts, schema, 'himalaya_sync')
+function M.validate(opts, root)
+  return validate(opts, schema, root or 'himalaya_sync')
 end
 
 --- One layer of options ready to merge: `notify = BOOL` is short for
@@ -635,17 +636,20 @@ local function merge(g, user)
   return cfg
 end
 
+--- How errors in |g:himalaya_sync| name its fields (`g:himalaya_sync.retry.base`),
+--- so that one raised by setup() (which merges it) says where the bad value is.
+local G_ROOT = 'g:himalaya_sync'
+
 --- Stores a copy of the options from setup() after validating them, also
 --- as merged with |g:himalaya_sync| (changing the table afterwards changes
 --- nothing: call setup() again).
 ---@param opts? table
 function M.setup(opts)
   local user = vim.deepcopy(M.validate(opts or {}))
-  -- A g:himalaya_sync that is invalid on its own is reported by get().
-  local g_ok, g = pcall(M.validate, vim.g.himalaya_sync or {})
-  if g_ok then
-    merge(g, user)
-  end
+  -- Nothing is stored when g:himalaya_sync is invalid, or with these
+  -- options makes an invalid whole: the error names the field.
+  local g = vim.g.himalaya_sync
+  merge(g ~= nil and M.validate(g, G_ROOT) or nil, user)
   S.user_opts = user
 end
 
@@ -659,7 +663,7 @@ function M.get()
   if cached and cached.user == S.user_opts and vim.deep_equal(cached.g, g) then
     return cached.cfg
   end
-  local cfg = merge(g ~= nil and M.validate(g) or nil, S.user_opts)
+  local cfg = merge(g ~= nil and M.validate(g, G_ROOT) or nil, S.user_opts)
   cached = { g = g, user = S.user_opts, cfg = cfg }
   return cfg
 end

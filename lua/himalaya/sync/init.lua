@@ -48,6 +48,9 @@ end
 function M.setup(opts)
   local config = require('himalaya.sync.config')
   config.setup(opts)
+  -- Raises here, before anything is stopped, when g:himalaya_sync (merged
+  -- with these options) is invalid.
+  local cfg = config.get()
   -- A lock folder in use cannot change: said now, when it is asked for.
   local native = require('himalaya.sync.native')
   if native.is_loaded() and package.loaded['himalaya.sync.lock'] then
@@ -60,7 +63,7 @@ function M.setup(opts)
   end
   require('himalaya.sync.auto').stop()
   require('himalaya.sync.idle').stop()
-  M._start_enabled(config.get())
+  M._start_enabled(cfg)
 end
 
 --- Status line text: empty when idle, else e.g. `sync demo 42%`. Cheap
