@@ -641,6 +641,10 @@ describe('syncing real mail', function()
     eq(out, vim.api.nvim_exec2('HimalayaSync', { output = true }).output)
     out = vim.api.nvim_exec2('HimalayaSync cancel', { output = true }).output
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    -- Without accounts.demo.folders, the folders synced are offered.
+    eq({ 'INBOX', 'Work' }, vim.fn.getcompletion('HimalayaSync folders demo ', 'cmdline'))
+    eq({ 'Work' }, vim.fn.getcompletion('HimalayaSync folders demo INBOX ', 'cmdline'))
+    eq({ 'INBOX', 'Work' }, vim.fn.getcompletion('HimalayaSync repair demo ', 'cmdline'))
   end)
   it('keeps the editor responsive: a short time slice for the main thread exactly while a sync runs', function()
     local function slice()

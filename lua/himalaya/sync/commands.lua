@@ -299,7 +299,8 @@ end
 
 --- Completes `{account} {folder...}` of a folders sync or a repair: the
 --- accounts that take it (one channel of several folders for a folders
---- sync, so no groups), then the account's configured folders.
+--- sync, so no groups), then the account's configured folders, or else its
+--- local folders (as the last sync left them).
 ---@param type 'folders'|'repair'
 local function complete_account_folders(type)
   return function(_, args)
@@ -307,6 +308,13 @@ local function complete_account_folders(type)
       return account_names(type)
     end
     local acct = require('himalaya.sync.config').get().accounts[args[1]]
+    local folders = acct and acct.folders
+    if not folders then
+      local counts = require('himalaya.sync.manager').get_folder_counts(args[1])
+      folders = vim.tbl_map(function(c)
+        return c.folder
+      end, counts or {})
+    end
     -- Folders given already are not offered again.
     local given = {}
     for i = 2, #args do
@@ -314,7 +322,7 @@ local function complete_account_folders(type)
     end
     return vim.tbl_filter(function(f)
       return not given[f]
-    end, acct and acct.folders or {})
+    end, folders)
   end
 end
 
