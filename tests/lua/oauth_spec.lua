@@ -629,6 +629,17 @@ describe('oauth', function()
     eq(nil, v)
     eq('invalid', kind)
     contains(e, 'invalid account')
+    -- With a callback too: refused at once, and the callback hears it.
+    local heard
+    eq({ nil, e, 'invalid' }, {
+      oauth.get_valid_token('../etc', function(...)
+        heard = { ... }
+      end),
+    })
+    t.wait_for(function()
+      return heard ~= nil
+    end, 2000, 'the callback')
+    eq({ nil, e, 'invalid' }, heard)
     v, e, kind = oauth.get_valid_token('nobody')
     eq(nil, v)
     eq('config', kind)

@@ -60,6 +60,12 @@ local function run(op, account, arg, callback, on_prompt)
   if callback ~= nil and not vim.is_callable(callback) then
     return nil, 'invalid callback: expected a function', 'invalid'
   end
+  -- Refused at once, as the other bad arguments are: returned, and handed
+  -- to the callback too.
+  local bad = bad_account(account)
+  if bad then
+    return native.fail(callback, nil, bad, 'invalid')
+  end
   if callback then
     start(op, account, arg, function(...)
       local args = vim.F.pack_len(...)
