@@ -1146,11 +1146,14 @@ fn describe_holder(info: &LockInfo) -> String {
     text
 }
 
-/// A short rough duration for messages: `250 ms`, `12 s`, `5 min`, `3 h`.
+/// A short rough duration for messages: `250 ms`, `1.5 s`, `12 s`, `5 min`, `3 h`.
 fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if secs == 0 {
         format!("{} ms", d.as_millis())
+    } else if secs < 10 && d.subsec_millis() >= 100 {
+        // "1 s" for a wait of 1.5 s reads as the wrong limit.
+        format!("{:.1} s", d.as_secs_f64())
     } else if secs < 120 {
         format!("{secs} s")
     } else if secs < 2 * 3600 {
@@ -2407,6 +2410,8 @@ garbage
     fn durations_read_naturally() {
         assert_eq!(human_duration(Duration::from_millis(250)), "250 ms");
         assert_eq!(human_duration(Duration::from_secs(12)), "12 s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(human_duration(Duration::from_millis(2050)), "2 s");
         assert_eq!(human_duration(Duration::from_secs(300)), "5 min");
         assert_eq!(human_duration(Duration::from_secs(3 * 3600 + 5)), "3 h");
     }
