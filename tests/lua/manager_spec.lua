@@ -316,6 +316,8 @@ describe('manager', function()
       },
       { { accounts = { demo = { full = 'a\nb' } } }, 'himalaya_sync.accounts.demo.full' },
       { { accounts = { 'demo' } }, 'himalaya_sync.accounts: expected a table keyed by account name' },
+      -- From Vimscript, where a value may be v:null: said so.
+      { { mbsync = { config = vim.NIL } }, 'himalaya_sync.mbsync.config: expected a file path, got v:null' },
       {
         { accounts = { ['café'] = { oauth = { provider = 'google', client_id = 'x' } } } },
         'himalaya_sync.accounts.café.oauth: expected an account whose name is ASCII',

@@ -634,6 +634,10 @@ end
 ---@param v any
 ---@return string
 function M.shown(v)
+  -- What a Vimscript v:null (or a Funcref, which arrives the same) is there.
+  if v == vim.NIL then
+    return 'v:null'
+  end
   -- Only the start of a long string can be shown: inspect no more of it.
   -- On one line: a table is shown as `{ a = 1, b = { 2 } }`.
   return M.cut(vim.inspect(type(v) == 'string' and v:sub(1, 4 * SHOWN) or v, { newline = ' ', indent = '' }))
