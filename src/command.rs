@@ -406,6 +406,25 @@ mod tests {
             e.message,
             "himalaya-sync-no-such-program not found: install it or set its path"
         );
+        // A file that is no program: the setting names the wrong file.
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("token.txt");
+        std::fs::write(&text, "not a program\n").unwrap();
+        let program = text.to_str().unwrap();
+        let e = run(&Run {
+            what: "refresh_cmd",
+            program,
+            args: &[],
+            env: &[],
+            stdin: None,
+            timeout: Duration::from_secs(5),
+            stop: None,
+        })
+        .err()
+        .unwrap();
+        assert_eq!(e.kind, ErrorKind::Config, "{}", e.message);
+        let named = format!("refresh_cmd {program} is not a program that can be run (");
+        assert!(e.message.starts_with(&named), "{}", e.message);
     }
 
     #[test]

@@ -102,21 +102,8 @@ pub fn spawn_pty(spec: &Spec) -> Result<PtyChild> {
     };
     let file = locate(&spec.program, &vars).ok_or_else(not_found)?;
     let env = environ(vars);
-    let pid = posix_spawn_on_terminal(&terminal, Fds::Terminal, &file, &argv, &env).map_err(
-        |e| match e {
-            Errno::ENOENT => not_found(),
-            // A file that is no program (a text file, a folder, no x bit):
-            // the setting names the wrong file; no file permission to fix.
-            Errno::EACCES | Errno::ENOEXEC | Errno::EISDIR | Errno::ENOTDIR => Error::new(
-                ErrorKind::Config,
-                format!(
-                    "{program} is not a program that can be run ({}){NOT_FOUND_ADVICE}",
-                    e.desc()
-                ),
-            ),
-            e => Error::io(format!("cannot start {program}"), e),
-        },
-    )?;
+    let pid = posix_spawn_on_terminal(&terminal, Fds::Terminal, &file, &argv, &env)
+        .map_err(|e| start_error(e, &program, not_found))?;
     // The child has its own descriptors now (the spawn returns after its
     // exec); the master sees EIO once the child and its own children close
     // theirs.
@@ -187,10 +174,25 @@ pub fn spawn_helper(
             leader: Leader::new(pid, false, !finishing),
             terminal: master,
         })
-        .map_err(|e| match e {
-            Errno::ENOENT => not_found(),
-            e => Error::io(format!("cannot start {what}"), e),
-        })
+        .map_err(|e| start_error(e, &format!("{what} {}", file.display()), not_found))
+}
+
+/// Why a program `named` could not be started: missing (`not_found`), no
+/// program at all (a text file, a folder, no x bit: the setting names the
+/// wrong file, and no file permission is to be fixed), or what the system
+/// says.
+fn start_error(e: Errno, named: &str, not_found: impl Fn() -> Error) -> Error {
+    match e {
+        Errno::ENOENT => not_found(),
+        Errno::EACCES | Errno::ENOEXEC | Errno::EISDIR | Errno::ENOTDIR => Error::new(
+            ErrorKind::Config,
+            format!(
+                "{named} is not a program that can be run ({}){NOT_FOUND_ADVICE}",
+                e.desc()
+            ),
+        ),
+        e => Error::io(format!("cannot start {named}"), e),
+    }
 }
 
 type HelperFiles = (i32, Option<std::fs::File>, std::fs::File, std::fs::File);
