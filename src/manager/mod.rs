@@ -846,22 +846,19 @@ impl Manager {
         }
         // Kept until the attempt ends: the derived mbsyncrc of a throttled
         // account is removed when this drops.
-        let mut _derived = None;
-        if let Some(kbps) = throttle {
-            match self.throttled_config(&channels, kbps, id).await {
-                Ok(path) => {
-                    spec.config = Some(path.clone());
-                    _derived = Some(throttle::Cleanup(path));
-                }
-                Err(e) => return Attempt::NotRun(e),
-            }
+        let _derived = match self.throttled(throttle, &channels, id).await {
+            Ok(derived) => derived,
+            Err(e) => return Attempt::NotRun(e),
+        };
+        if let Some(d) = &_derived {
+            spec.config = Some(d.0.clone());
         }
         if opts.kind == SyncType::Repair {
             began.store(true, Ordering::SeqCst);
             let (Some(channel), Some(mailbox)) = (channels.first(), mailbox.as_ref()) else {
                 return Attempt::NotRun(Error::invalid("a repair needs a channel and a folder"));
             };
-            let throttled = _derived.as_ref().map(|d: &throttle::Cleanup| d.0.as_path());
+            let throttled = _derived.as_ref().map(|d| d.0.as_path());
             return match self
                 .repair_steps(
                     RepairOf {
@@ -1026,9 +1023,18 @@ impl Manager {
         outcome
     }
 
-    /// Writes the mbsyncrc copy that sends a throttled account through the
-    /// relay (see [`throttle`]).
-    async fn throttled_config(&self, channels: &[String], kbps: u32, id: u64) -> Result<PathBuf> {
+    /// For an account throttled to `kbps`, the mbsyncrc copy that sends
+    /// `channels` through the relay (see [`throttle`]), removed when the
+    /// returned guard drops; `None` for an account that is not throttled.
+    async fn throttled(
+        &self,
+        kbps: Option<u32>,
+        channels: &[String],
+        id: u64,
+    ) -> Result<Option<throttle::Cleanup>> {
+        let Some(kbps) = kbps else {
+            return Ok(None);
+        };
         let settings = self.settings();
         let cfg = self.mbsync_config()?;
         let relay = settings.relay_cmd.clone().ok_or_else(|| {
@@ -1045,12 +1051,13 @@ impl Manager {
             )
         })?;
         let channels = channels.to_vec();
-        tokio::task::spawn_blocking(move || {
+        let path = tokio::task::spawn_blocking(move || {
             crate::lock::ensure_private_dir(&dir, "state directory")?;
             throttle::derived_config(&cfg, &channels, kbps, &relay, &dir, id)
         })
         .await
-        .map_err(|e| Error::new(ErrorKind::Unknown, format!("throttle task failed: {e}")))?
+        .map_err(|e| Error::new(ErrorKind::Unknown, format!("throttle task failed: {e}")))??;
+        Ok(Some(throttle::Cleanup(path)))
     }
 
     /// A full sync of one channel as up to `max` mbsync processes on
@@ -1625,13 +1632,9 @@ impl Manager {
                                 .accounts
                                 .get(&account)
                                 .and_then(|a| a.throttle);
-                            let derived = match kbps {
-                                Some(t) => Some(throttle::Cleanup(
-                                    me.throttled_config(std::slice::from_ref(&channel), t.kbps, id)
-                                        .await?,
-                                )),
-                                None => None,
-                            };
+                            let derived = me
+                                .throttled(kbps.map(|t| t.kbps), std::slice::from_ref(&channel), id)
+                                .await?;
                             let throttled = derived.as_ref().map(|d| d.0.as_path());
                             me.repair_steps(
                                 RepairOf {
