@@ -102,8 +102,7 @@ M.subcommands.version = {
     local lib, lerr = native.get()
     if not lib then
       -- The reason says "himalaya-sync: " itself, which err() says too.
-      local why = tostring(lerr):gsub('^himalaya%-sync: ', '')
-      return err(('himalaya-sync %s, no library: %s'):format(native.expected_version, why))
+      return err(('himalaya-sync %s, no library: %s'):format(native.expected_version, native.bare(lerr)))
     end
     vim.api.nvim_echo({
       {

@@ -10,7 +10,7 @@ function M.check()
     health.ok('configuration is valid')
   else
     -- The section names the plugin already.
-    health.error((tostring(cfg):gsub('^himalaya%-sync: ', '')))
+    health.error(require('himalaya.sync.native').bare(cfg))
     cfg = require('himalaya.sync.config').defaults
   end
 
@@ -30,7 +30,10 @@ function M.check()
   local native = require('himalaya.sync.native')
   local loc, ferr = native.find()
   if not loc then
-    health.error(ferr or 'library not found', { native.build_hint(os.getenv('HIMALAYA_SYNC_LIB') and 'env' or nil) })
+    health.error(
+      ferr and native.bare(ferr) or 'library not found',
+      { native.build_hint(os.getenv('HIMALAYA_SYNC_LIB') and 'env' or nil) }
+    )
   else
     local lib, lerr = native.get()
     if lib then
@@ -39,7 +42,7 @@ function M.check()
       -- The message carries its own fix: a build hint for a library that
       -- does not load, what to remove for a staging folder that is refused.
       -- Said in the plugin's own report: without "himalaya-sync: ".
-      health.error(lerr and (lerr:gsub('^himalaya%-sync: ', '')) or 'cannot load the library')
+      health.error(lerr and native.bare(lerr) or 'cannot load the library')
     end
   end
 

@@ -585,13 +585,19 @@ function M.own(owner, names, fn)
   S.owners[owner] = offs
 end
 
---- Shows `msg` as a notification with the plugin's prefix, once (errors
---- of the loader and the configuration carry it already).
+--- `msg` without the plugin's prefix, which errors of the loader and the
+--- configuration carry, for a text that says it once itself.
+---@param msg any
+---@return string
+function M.bare(msg)
+  return (tostring(msg):gsub('^himalaya%-sync: ', ''))
+end
+
+--- Shows `msg` as a notification with the plugin's prefix, once.
 ---@param msg any
 ---@param level? integer vim.log.levels (default INFO)
 function M.notify(msg, level)
-  local text = tostring(msg):gsub('^himalaya%-sync: ', '')
-  vim.notify('himalaya-sync: ' .. text, level or vim.log.levels.INFO)
+  vim.notify('himalaya-sync: ' .. M.bare(msg), level or vim.log.levels.INFO)
 end
 
 --- A problem that keeps a background job (auto-sync, IDLE) from working:
@@ -603,7 +609,7 @@ end
 ---@param again? boolean shown even if shown before (it ends the job)
 ---@return boolean shown whether it was shown now
 function M.problem(job, msg, again)
-  local text = job .. ': ' .. tostring(msg):gsub('^himalaya%-sync: ', '')
+  local text = job .. ': ' .. M.bare(msg)
   M.log('warn', text)
   S.warned = S.warned or {}
   local ok, cfg = pcall(require('himalaya.sync.config').get)
