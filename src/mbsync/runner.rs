@@ -535,7 +535,14 @@ pub async fn run(
             match (code, exit.and_then(|e| e.signal)) {
                 (None, Some(sig)) => killed_by(sig),
                 _ => {
-                    failures.extend(outcome.tail.iter().map(|l| redact(l)));
+                    // A listing's tail is kept as printed (see `handle_items`).
+                    failures.extend(outcome.tail.iter().map(|l| {
+                        if list {
+                            redact(l)
+                        } else {
+                            l.clone()
+                        }
+                    }));
                     classify_output(&failures, code)
                 }
             }

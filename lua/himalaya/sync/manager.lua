@@ -1073,12 +1073,7 @@ end
 --- True while a sync of this Neovim runs.
 ---@return boolean
 function M.is_busy()
-  for _, info in pairs(syncs) do
-    if not FINAL[info.status] and info.id ~= 0 or info.status == 'running' then
-      return true
-    end
-  end
-  return false
+  return M._own_busy() or (syncs[0] ~= nil and syncs[0].status == 'running')
 end
 
 --- Whether `cancel_sync()` asked sync `id` to stop and it has not ended.

@@ -25,10 +25,6 @@ end
 --- Starts operation `op` in the engine; `done(result, err, kind)` gets the
 --- answer, `on_prompt(data)` what `authorize` asks the user to do.
 local function start(op, account, arg, done, on_prompt)
-  local bad = bad_account(account)
-  if bad then
-    return done(nil, bad, 'invalid')
-  end
   local lib, err, kind = require('himalaya.sync.manager')._ready()
   if not lib then
     return done(nil, err, kind or 'config')
