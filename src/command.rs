@@ -390,17 +390,20 @@ mod tests {
         )
         .unwrap();
         assert!(argv0.starts_with("sh -c "), "{argv0}");
-        let e = run(&Run {
-            what: "helper",
-            program: "himalaya-sync-no-such-program",
-            args: &[],
-            env: &[],
-            stdin: None,
-            timeout: Duration::from_secs(5),
-            stop: None,
-        })
-        .err()
-        .unwrap();
+        let start = |what, program| {
+            run(&Run {
+                what,
+                program,
+                args: &[],
+                env: &[],
+                stdin: None,
+                timeout: Duration::from_secs(5),
+                stop: None,
+            })
+            .err()
+            .unwrap()
+        };
+        let e = start("helper", "himalaya-sync-no-such-program");
         assert_eq!(e.kind, ErrorKind::Config);
         assert_eq!(
             e.message,
@@ -411,17 +414,7 @@ mod tests {
         let text = dir.path().join("token.txt");
         std::fs::write(&text, "not a program\n").unwrap();
         let program = text.to_str().unwrap();
-        let e = run(&Run {
-            what: "refresh_cmd",
-            program,
-            args: &[],
-            env: &[],
-            stdin: None,
-            timeout: Duration::from_secs(5),
-            stop: None,
-        })
-        .err()
-        .unwrap();
+        let e = start("refresh_cmd", program);
         assert_eq!(e.kind, ErrorKind::Config, "{}", e.message);
         let named = format!("refresh_cmd {program} is not a program that can be run (");
         assert!(e.message.starts_with(&named), "{}", e.message);
