@@ -272,4 +272,22 @@ io.stdout:write(vim.json.encode(seen))
       return last_id() > before
     end, 5000, 'the sync of the tick')
   end)
+
+  it('started from a libuv callback, it starts and leads', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3' })
+    t.use(fx.mbsyncrc, { auto_sync = { interval = 1 / 60 } })
+    local auto = require('himalaya.sync.auto')
+    t.defer(auto.stop)
+    local result
+    local timer = assert(uv.new_timer())
+    timer:start(0, 0, function()
+      timer:close()
+      result = { pcall(auto.start) }
+    end)
+    t.wait_for(function()
+      return result ~= nil and auto.is_enabled()
+    end, 5000, 'auto-sync to start')
+    eq({ true }, result)
+    t.wait_for(auto.is_leader, 10000, 'the first tick to take the lead')
+  end)
 end)

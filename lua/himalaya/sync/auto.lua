@@ -193,14 +193,9 @@ function M.tick()
 end
 
 --- Starts the timer (first tick after one interval).
+--- Safe from a libuv callback: it uses nothing that needs the main loop
+--- (its ticks run there).
 function M.start()
-  -- From a libuv callback: on the main loop, which the autocommand (and
-  -- the configuration) need.
-  if
-    vim.in_fast_event() --[[@as boolean]]
-  then
-    return vim.schedule(M.start)
-  end
   if S.timer then
     return
   end
