@@ -311,6 +311,21 @@ fn command_store_round_trip_and_errors() {
     let e = err(s.clear("work"));
     assert_eq!(e.kind, ErrorKind::Config);
 
+    // A secret the command was given, echoed on stderr, is not quoted:
+    // the message reaches the history, the log and notifications.
+    let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b";
+    let s = store::open(&StoreSpec::Command {
+        save: "cat >/dev/null".into(),
+        load: format!("echo \"curl: (22) HTTP 401 with client_secret={hex}\" >&2; exit 1"),
+        clear: None,
+    })
+    .unwrap();
+    let e = err(s.load("work"));
+    assert_eq!(
+        e.message,
+        "token load command failed (exit status 1): curl: (22) HTTP 401 with client_secret=[redacted]"
+    );
+
     // Output that is not a token is refused without being echoed.
     let s = store::open(&StoreSpec::Command {
         save: "cat >/dev/null".into(),

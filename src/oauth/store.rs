@@ -1145,14 +1145,132 @@ fn failed(what: &str, out: &Output, secrets: &[String], last_line: bool, kind: E
     let message = match line {
         Some(line) => {
             let mut refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            // Then whatever else looks like a token or encoded credentials.
-            let clean = crate::mbsync::errors::redact(&redact_all(line, &mut refs));
+            // Then whatever else looks like a token, key or password.
+            let clean = redact_program_line(&redact_all(line, &mut refs));
             let cut: String = clean.chars().take(MAX_QUOTED_LINE).collect();
             format!("{what} failed ({status}): {cut}")
         }
         None => format!("{what} failed ({status}) and printed nothing on stderr"),
     };
     Error::new(kind, message)
+}
+
+/// Words that, ending a key (`client_secret=`, `"refresh_token": `,
+/// `--password=`), say that its value is a credential.
+const SECRET_KEYS: &[&str] = &[
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "pwd",
+    "key",
+    "code",
+    "assertion",
+    "credential",
+    "credentials",
+    "authorization",
+];
+
+/// Shortest run of letters and digits, with at least one of each, that is
+/// taken for a secret in a program's error output: a hex client secret or
+/// key, an API key, a password generator's output.
+const MIN_PROGRAM_SECRET_LEN: usize = 20;
+
+/// One line of what a helper program (the user's refresh script, token or
+/// key command, gpg, secret-tool) printed, made fit for an error message.
+/// Such programs are `curl … -d client_secret=…`, `pass`, `oauth2.py`:
+/// they echo what they were given. So besides what mbsync's own redaction
+/// removes (IMAP logins, long mixed-case blobs), this hides the value of
+/// every `KEY=value` or `"KEY": "value"` whose key names a credential, the
+/// word after `Bearer` or `Basic`, and every run of
+/// [`MIN_PROGRAM_SECRET_LEN`] letters and digits or more (lower-case hex
+/// too) between dots and slashes. What is left (`curl: (22) … error: 401`, `gpg: decryption failed:
+/// No secret key`) still says what went wrong.
+pub(crate) fn redact_program_line(line: &str) -> String {
+    let line = crate::mbsync::errors::redact(line);
+    let keyed = redact_keyed_values(&line);
+    let is_word_char = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+    let mut out = String::with_capacity(keyed.len());
+    let mut rest = keyed.as_str();
+    while let Some(start) = rest.find(is_word_char) {
+        let len = rest[start..]
+            .find(|c: char| !is_word_char(c))
+            .unwrap_or(rest.len() - start);
+        let word = &rest[start..start + len];
+        out.push_str(&rest[..start]);
+        // Looked at piece by piece between dots and slashes, so that host
+        // names, URLs and paths stay (`www.googleapis.com/oauth2/v4/token`),
+        // while `ya29.<token>` and each part of a JWT do not.
+        let secret = !word.starts_with('/')
+            && word.split(['.', '/']).any(|piece| {
+                piece.bytes().filter(u8::is_ascii_alphanumeric).count() >= MIN_PROGRAM_SECRET_LEN
+                    && piece.bytes().any(|b| b.is_ascii_digit())
+                    && piece.bytes().any(|b| b.is_ascii_alphabetic())
+            });
+        out.push_str(if secret {
+            crate::oauth::token::REDACTED
+        } else {
+            word
+        });
+        rest = &rest[start + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The values of keys in [`SECRET_KEYS`] (`KEY=v`, `KEY: v`, `"KEY": "v"`)
+/// and the credentials after `Bearer ` or `Basic `, replaced.
+fn redact_keyed_values(line: &str) -> String {
+    let is_key_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let ends_value = |c: char| c.is_whitespace() || "\"',;&}]".contains(c);
+    let mut out = String::with_capacity(line.len());
+    let mut at = 0;
+    while at < line.len() {
+        let rest = &line[at..];
+        let word_len = rest.find(|c: char| !is_key_char(c)).unwrap_or(rest.len());
+        if word_len == 0 {
+            let c = rest.chars().next().map_or(1, char::len_utf8);
+            out.push_str(&rest[..c]);
+            at += c;
+            continue;
+        }
+        let word = &rest[..word_len];
+        out.push_str(word);
+        at += word_len;
+        let lower = word.to_ascii_lowercase();
+        let after = &line[at..];
+        // Where the value starts: after `=`, `:` (with a closing quote of
+        // the key before it and blanks and an opening quote after it), or
+        // the blank after Bearer or Basic.
+        let value_at = if lower == "bearer" || lower == "basic" {
+            after.starts_with(' ').then_some(1)
+        } else if SECRET_KEYS.iter().any(|k| lower.ends_with(k)) {
+            let quoted = usize::from(after.starts_with('"'));
+            match after[quoted..].chars().next() {
+                Some('=' | ':') => {
+                    let skip = quoted + 1;
+                    let blanks = after[skip..].len() - after[skip..].trim_start_matches(' ').len();
+                    let open = usize::from(after[skip + blanks..].starts_with('"'));
+                    Some(skip + blanks + open)
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if let Some(v) = value_at {
+            let value = &after[v..];
+            let len = value.find(ends_value).unwrap_or(value.len());
+            // `Authorization: Bearer X`: X is hidden as Bearer's word.
+            let scheme = ["bearer", "basic"].contains(&value[..len].to_ascii_lowercase().as_str());
+            if len > 0 && !scheme {
+                out.push_str(&after[..v]);
+                out.push_str(crate::oauth::token::REDACTED);
+                at += v + len;
+            }
+        }
+    }
+    out
 }
 
 /// Runs of token-like characters (letters, digits, `-._~+/=`) at least
@@ -1291,6 +1409,46 @@ mod tests {
         let words = secret_words("{\"access_token\":\"ya29.abc-DEF_123\",\"expires_in\":3599}");
         assert!(words.contains(&"ya29.abc-DEF_123".to_owned()));
         assert!(!words.contains(&"3599".to_owned()));
+    }
+
+    #[test]
+    fn program_output_loses_keyed_values_and_long_runs() {
+        let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b";
+        for (line, kept) in [
+            (
+                format!("curl: (22) HTTP 401 with client_secret={hex}"),
+                "curl: (22) HTTP 401 with client_secret=[redacted]",
+            ),
+            (
+                "error: {\"refresh_token\": \"1//0gx-y\", \"code\":\"4/abc\"}".to_owned(),
+                "error: {\"refresh_token\": \"[redacted]\", \"code\":\"[redacted]\"}",
+            ),
+            (
+                "sent Authorization: Bearer ya29.short and --password=hunter2&x=1".to_owned(),
+                "sent Authorization: Bearer [redacted] and --password=[redacted]&x=1",
+            ),
+            (
+                format!("unexpected {hex} in reply"),
+                "unexpected [redacted] in reply",
+            ),
+            (
+                "curl: (6) Could not resolve host: www.googleapis.com/oauth2/v4/token".to_owned(),
+                "curl: (6) Could not resolve host: www.googleapis.com/oauth2/v4/token",
+            ),
+            (
+                "gpg: decryption failed: No secret key".to_owned(),
+                "gpg: decryption failed: No secret key",
+            ),
+            (
+                "cannot open /home/me/.config/tokens/0123456789abcdef0123.gpg: No such file"
+                    .to_owned(),
+                "cannot open /home/me/.config/tokens/0123456789abcdef0123.gpg: No such file",
+            ),
+            ("token: ".to_owned(), "token: "),
+            ("é key=café ü".to_owned(), "é key=[redacted] ü"),
+        ] {
+            assert_eq!(redact_program_line(&line), kept, "{line}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, ErrorKind, Result};
 
 /// What replaces a token in text shown to the user.
-const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 /// Longest non-token value quoted back in an error message; a longer one is
 /// described by its length so a misplaced secret is not echoed in full.
 const MAX_QUOTED: usize = 12;
