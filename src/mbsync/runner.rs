@@ -587,10 +587,27 @@ pub async fn list_boxes(
     if let Some(e) = out.error {
         return Err(e);
     }
-    // mbsync prints notices on the same stream (the terminal); box names
-    // never look like them. Those about the mbsyncrc start with its path
-    // (1.5: `/home/u/.mbsyncrc: notice: SSLType is deprecated. ...`).
-    const NOISE: [&str; 6] = ["Error", "Warning", "Notice", "Maildir ", "IMAP ", "Socket "];
+    // mbsync prints notices on the same stream (the terminal), each a word
+    // or two and a colon (`Error: `, `IMAP warning: `, `Socket error: `,
+    // `IMAP command 'LIST' returned an error`); a box may well be named
+    // `Errors` or `IMAP Archive`, so only those exact forms are left out.
+    // Those about the mbsyncrc start with its path (1.5:
+    // `/home/u/.mbsyncrc: notice: SSLType is deprecated. ...`).
+    const NOISE: [&str; 13] = [
+        "Error: ",
+        "Warning: ",
+        "Notice: ",
+        "Maildir error: ",
+        "Maildir warning: ",
+        "Maildir notice: ",
+        "IMAP error: ",
+        "IMAP warning: ",
+        "IMAP notice: ",
+        "IMAP command '",
+        "Socket error: ",
+        "Socket warning: ",
+        "Socket notice: ",
+    ];
     let about_config = spec.config.as_ref().map(|c| format!("{}:", c.display()));
     Ok(out
         .tail
@@ -834,11 +851,15 @@ exit 1"#;
     /// mbsync 1.5 tells of a deprecated setting on the terminal it lists the
     /// boxes on: that line is no box.
     #[test]
-    fn box_lists_leave_out_notices_about_the_mbsyncrc() {
+    fn box_lists_leave_out_notices_but_not_boxes_named_like_them() {
         let (mut spec, dir) = sh(
             r#"echo INBOX; echo "$2: notice: SSLType is deprecated. Use TLSType instead." >&2
 echo 'Work/Café'; echo "Sent: notice: not about the mbsyncrc"
-echo Archive/2023/Project-Alpha-Meeting-Notes"#,
+echo Archive/2023/Project-Alpha-Meeting-Notes
+echo 'Error: channel demo: cannot list'; echo 'IMAP warning: slow server' >&2
+echo "IMAP command 'LIST' returned an error: NO busy"; echo 'Socket error: reset'
+echo Errors; echo 'IMAP Archive'; echo 'Warnings'; echo 'Notices 2023'; echo 'Socket Wrench'
+echo 'Maildir Import'"#,
             Duration::from_secs(10),
         );
         // Even where a part of its path looks like a token (which the
@@ -858,7 +879,13 @@ echo Archive/2023/Project-Alpha-Meeting-Notes"#,
                 "INBOX",
                 "Work/Café",
                 "Sent: notice: not about the mbsyncrc",
-                "Archive/2023/Project-Alpha-Meeting-Notes"
+                "Archive/2023/Project-Alpha-Meeting-Notes",
+                "Errors",
+                "IMAP Archive",
+                "Warnings",
+                "Notices 2023",
+                "Socket Wrench",
+                "Maildir Import"
             ]
         );
     }
