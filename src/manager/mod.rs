@@ -850,6 +850,11 @@ impl Manager {
             Ok(derived) => derived,
             Err(e) => return Attempt::NotRun(e),
         };
+        // A split sync's box list is cached under the user's mbsyncrc: the
+        // derived copy of a throttled account has a new name every sync,
+        // which listed the boxes again every time (a login more, on the
+        // slow links throttling is for) and grew the cache by one entry.
+        let cache_rc = spec.config.clone();
         if let Some(d) = &_derived {
             spec.config = Some(d.0.clone());
         }
@@ -890,8 +895,11 @@ impl Manager {
                 .locks
                 .acquire_async(name, Duration::ZERO, &purpose, Some(&cancel_flag))
                 .await;
+            // The patience, not this attempt's copy of the options: a
+            // request that joined the sync since it started may have asked
+            // for a wait.
             let held_by = match &got {
-                Err(e) if e.kind == ErrorKind::Locked && !opts.wait_lock.is_zero() => {
+                Err(e) if e.kind == ErrorKind::Locked && !patience.lock().is_zero() => {
                     Some(e.message.clone())
                 }
                 _ => None,
@@ -989,7 +997,8 @@ impl Manager {
             && channels.len() == 1
             && spec.targets == channels;
         let outcome = if split {
-            self.run_split(id, spec, &channels[0], max, cancel_rx).await
+            self.run_split(id, spec, cache_rc, &channels[0], max, cancel_rx)
+                .await
         } else {
             let me = self.clone();
             let account = opts.account.clone();
@@ -1069,16 +1078,18 @@ impl Manager {
     /// sync of the channel is used to start at once, while a fresh listing
     /// runs beside the parts; when it differs, boxes that appeared get a part
     /// of their own, and parts that failed on a box that vanished (deleted on
-    /// the server, config changed) run again without it.
+    /// the server, config changed) run again without it. The list is kept
+    /// under `cache_rc` (the user's mbsyncrc) and the channel.
     async fn run_split(
         self: &Arc<Self>,
         id: u64,
         spec: RunSpec,
+        cache_rc: Option<PathBuf>,
         channel: &str,
         max: usize,
         cancel_rx: watch::Receiver<bool>,
     ) -> Outcome {
-        let key = (spec.config.clone(), channel.to_string());
+        let key = (cache_rc, channel.to_string());
         let cached = self.box_cache.lock().get(&key).cloned();
         let listing = {
             let (spec, channel, rx) = (spec.clone(), channel.to_string(), cancel_rx.clone());

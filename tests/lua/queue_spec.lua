@@ -236,6 +236,28 @@ describe('queue', function()
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
 
+  it('a request that joins a sync before its first lock try gets its lock wait too', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3,Café=3' })
+    -- A folder beyond ASCII makes the sync ask mbsync --version first,
+    -- which takes 1.5 s here: the sync runs, not yet trying the lock.
+    local wrapper = t.tmpdir() .. '/mbsync'
+    t.write(wrapper, '#!/bin/sh\nif [ "$1" = --version ]; then sleep 1.5; fi\nexec mbsync "$@"\n')
+    vim.fn.setfperm(wrapper, 'rwx------')
+    use(fx.mbsyncrc, { mbsync = { cmd = wrapper } })
+    t.hold_plugin_lock('sync-demo', 3)
+    local eager = start('folders', { account = 'demo', folders = { 'Café' } })
+    vim.wait(300)
+    local running = vim.iter(manager.get_sync_info().syncs):find(function(i)
+      return i.id == eager.id
+    end)
+    eq('running', running and running.status)
+    local patient = start('folders', { account = 'demo', folders = { 'Café' }, wait = 30 })
+    eq(eager.id, patient.id, 'joined the running sync')
+    wait_done({ eager, patient }, 30000)
+    eq(true, patient.done.result.success, vim.inspect(patient.done.info.error))
+    eq(3, #fx.ids('demo', 'local')['Café'])
+  end)
+
   it('syncs two accounts in parallel: both mbsyncs run at once', function()
     -- Behind a link with 20 ms round trips (a relay delaying each way by
     -- 10 ms), as real servers are: the syncs wait on the network, not CPU.
@@ -356,6 +378,40 @@ describe('parallel folders', function()
     s = start('full', { account = 'demo' })
     wait_done({ s })
     eq(true, s.done.result.success, s.done.result.error)
+  end)
+
+  it("a throttled account's split sync starts from the last box list too", function()
+    local fx = t.fixture({ '--folders', 'INBOX=5,Sent=5,Archive=5' })
+    -- mbsync, noting each run: LIST for a box listing (0.5 s late, so that
+    -- a listing beside the parts is noted after them), else SYNC.
+    local dir = t.tmpdir()
+    local wrapper = dir .. '/mbsync'
+    t.write(
+      wrapper,
+      ([[#!/bin/sh
+for a in "$@"; do
+  if [ "$a" = -l ]; then sleep 0.5; echo LIST >> %s/runs; exec mbsync "$@"; fi
+done
+echo SYNC >> %s/runs
+exec mbsync "$@"
+]]):format(dir, dir)
+    )
+    vim.fn.setfperm(wrapper, 'rwx------')
+    use(fx.mbsyncrc, {
+      max_connections = 2,
+      mbsync = { cmd = wrapper },
+      accounts = { demo = { throttle = { kbps = 100000 } } },
+    })
+    local s = start('full', { account = 'demo' })
+    wait_done({ s })
+    eq(true, s.done.result.success, s.done.result.error)
+    local before = #vim.split(t.read(dir .. '/runs'), '\n', { trimempty = true })
+    s = start('full', { account = 'demo' })
+    wait_done({ s })
+    eq(true, s.done.result.success, s.done.result.error)
+    local runs = vim.split(t.read(dir .. '/runs'), '\n', { trimempty = true })
+    eq('SYNC', runs[before + 1], 'the second sync started its parts before listing: ' .. vim.inspect(runs))
+    eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
   end)
 
   it('a split sync whose box listing alone fails keeps what its parts synced', function()
