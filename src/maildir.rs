@@ -71,6 +71,10 @@ pub struct FolderCounts {
     pub flagged: u64,
     /// Messages with the `T` flag, which are in none of the counts above.
     pub trashed: u64,
+    /// The `MaildirStore` the folder is in, when the account's channels
+    /// sync into several (a `Group` of accounts: each has an `INBOX`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// mbsync's `SubFolders` option: how hierarchical names map to directories.
@@ -266,6 +270,7 @@ fn read_folder(name: &str, dir: &Path) -> Result<FolderCounts> {
         unread: 0,
         flagged: 0,
         trashed: 0,
+        store: None,
     };
     let cur = dir.join("cur");
     let entries = std::fs::read_dir(&cur).map_err(|err| {
@@ -560,6 +565,7 @@ mod tests {
                 unread: 6,
                 flagged: 3,
                 trashed: 2,
+                store: None,
             }
         );
     }

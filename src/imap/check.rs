@@ -53,6 +53,11 @@ pub struct FolderCheck {
     /// the counts are then 0, as nothing is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<FolderError>,
+    /// The mbsyncrc's `IMAPAccount` the folder is on, when the checked
+    /// account's channels log in to several (a `Group` of accounts: each
+    /// has an `INBOX`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap_account: Option<String>,
 }
 
 impl FolderCheck {
@@ -64,6 +69,7 @@ impl FolderCheck {
             total: 0,
             unseen: 0,
             uidvalidity_changed: false,
+            imap_account: None,
             error: Some(FolderError {
                 kind: error.kind,
                 message: error.message,
@@ -258,6 +264,7 @@ async fn check_folder(
         unseen: status.unseen,
         uidvalidity_changed: false,
         error: None,
+        imap_account: None,
     };
     if let Some(state) = state {
         if state.uidvalidity != status.uidvalidity {

@@ -55,7 +55,8 @@ pub struct CheckResult {
     /// Folders with new messages or a changed UIDVALIDITY: what a sync
     /// would have work to do in. Folders the server refused are here too:
     /// the check could not tell, and the sync finds out (as it did when a
-    /// refusal failed the whole check and the full sync followed).
+    /// refusal failed the whole check and the full sync followed). Each
+    /// name once, also when several accounts of a group have it.
     pub changed: Vec<String>,
     /// The same folders as mbsync names them in a `channel:box` selection
     /// (without the channel's far prefix); empty when the account has
@@ -108,7 +109,8 @@ fn account_channels(
 
 /// Exact counts of every local folder of `account`: each Maildir store its
 /// channels sync into, INBOX first; a folder two channels share is counted
-/// once.
+/// once. The folders of different stores (a `Group` of accounts) are all
+/// there, each with its store named.
 pub fn folder_counts(
     cfg: &MbsyncConfig,
     overrides: &HashMap<String, AccountOverrides>,
@@ -132,14 +134,16 @@ pub fn folder_counts(
             format!("account '{account}' syncs into no MaildirStore"),
         ));
     }
+    let several = stores.len() > 1;
     let mut out: Vec<FolderCounts> = Vec::new();
     for store in stores {
-        for c in count_store(store)? {
-            if !out.iter().any(|o| o.folder == c.folder) {
-                out.push(c);
-            }
-        }
+        out.extend(count_store(store)?.into_iter().map(|c| FolderCounts {
+            store: several.then(|| store.name.clone()),
+            ..c
+        }));
     }
+    // INBOX first, as for one store (whose own list starts with it).
+    out.sort_by_key(|c| !c.folder.eq_ignore_ascii_case("INBOX"));
     Ok(out)
 }
 
@@ -187,7 +191,10 @@ pub fn connection_for(
 /// Checks every channel of `account`; `folders` (Unicode far names) limits
 /// the answer to those, each of which must exist in some channel. INBOX
 /// comes first, then the folders as the server lists them, channel by
-/// channel. `program`: as for [`check_channel`].
+/// channel. A folder two channels of one `IMAPAccount` share is answered
+/// once; channels of different ones (a `Group` of accounts) each have
+/// their own folders, named with their `imap_account`. `program`: as for
+/// [`check_channel`].
 pub async fn check_account(
     cfg: &MbsyncConfig,
     overrides: &HashMap<String, AccountOverrides>,
@@ -197,6 +204,15 @@ pub async fn check_account(
     program: &str,
 ) -> Result<Vec<FolderCheck>> {
     let channels = account_channels(cfg, overrides, account)?;
+    let server = |name: &String| {
+        cfg.channel(name)
+            .and_then(|c| cfg.imap_account_for(c))
+            .map(|a| a.name.clone())
+    };
+    let mut servers: Vec<Option<String>> = channels.iter().map(server).collect();
+    servers.sort();
+    servers.dedup();
+    let several = servers.len() > 1;
     let mut out: Vec<FolderCheck> = Vec::new();
     for name in &channels {
         let channel = cfg.channel(name).ok_or_else(|| {
@@ -215,8 +231,13 @@ pub async fn check_account(
         // One channel can be asked for exactly the folders (the check
         // then reports a missing one); several are filtered afterwards.
         let only = (channels.len() == 1 && !folders.is_empty()).then_some(folders);
-        for c in check_channel(&connection, cfg, name, &state, only, program).await? {
-            match out.iter_mut().find(|o| o.folder == c.folder) {
+        let imap_account = several.then(|| server(name)).flatten();
+        for mut c in check_channel(&connection, cfg, name, &state, only, program).await? {
+            c.imap_account = imap_account.clone();
+            match out
+                .iter_mut()
+                .find(|o| o.folder == c.folder && o.imap_account == c.imap_account)
+            {
                 None => out.push(c),
                 // Two channels with one folder: an answer beats a refusal.
                 Some(o) if o.error.is_some() && c.error.is_none() => *o = c,
@@ -263,13 +284,22 @@ fn quoted(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// How a message names a folder: `INBOX`, or `work: INBOX` when the
+/// account checks the folders of several `IMAPAccount`s.
+fn shown(check: &FolderCheck) -> std::borrow::Cow<'_, str> {
+    match &check.imap_account {
+        Some(account) => format!("{account}: {}", check.folder).into(),
+        None => check.folder.as_str().into(),
+    }
+}
+
 /// The folders the server refused, each with its reason, for a message:
 /// `Foo (IMAP folder 'Foo' on host:143: ...), Bar (...), and 2 more`.
 /// `None` when it refused none.
 fn not_checked(checks: &[FolderCheck]) -> Option<String> {
-    let refused: Vec<(&str, &str)> = checks
+    let refused: Vec<(std::borrow::Cow<'_, str>, &str)> = checks
         .iter()
-        .filter_map(|c| Some((c.folder.as_str(), c.error.as_ref()?.message.as_str())))
+        .filter_map(|c| Some((shown(c), c.error.as_ref()?.message.as_str())))
         .collect();
     if refused.is_empty() {
         return None;
@@ -280,7 +310,7 @@ fn not_checked(checks: &[FolderCheck]) -> Option<String> {
         .map(|(folder, why)| {
             format!(
                 "{} ({})",
-                quoted(folder, QUOTED_NAME),
+                quoted(folder.as_ref(), QUOTED_NAME),
                 quoted(why, QUOTED_REASON)
             )
         })
@@ -453,11 +483,15 @@ impl Manager {
             let result = match checked {
                 Ok(folders) => {
                     let new: u64 = folders.iter().map(|f| u64::from(f.new)).sum();
-                    let changed: Vec<String> = folders
-                        .iter()
-                        .filter(|f| f.new > 0 || f.uidvalidity_changed || f.error.is_some())
-                        .map(|f| f.folder.clone())
-                        .collect();
+                    let mut changed: Vec<String> = Vec::new();
+                    for f in &folders {
+                        let busy = f.new > 0 || f.uidvalidity_changed || f.error.is_some();
+                        // Each name once: the INBOX of several accounts of
+                        // a group is one INBOX to an inbox sync of it.
+                        if busy && !changed.contains(&f.folder) {
+                            changed.push(f.folder.clone());
+                        }
+                    }
                     let changed_boxes = match cfg_channel.as_ref() {
                         Some(channel) => changed.iter().map(|f| box_name(channel, f)).collect(),
                         None => Vec::new(),
@@ -599,6 +633,7 @@ mod tests {
             unseen: 0,
             uidvalidity_changed: false,
             error: None,
+            imap_account: None,
         }
     }
 

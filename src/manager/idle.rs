@@ -25,6 +25,7 @@ use super::targets::{self, SyncType};
 use super::{Manager, StartOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::imap::idle::{IdleEvent, IdleOptions, IdleWatcher};
+use crate::mbsync::config::Channel;
 use crate::mbsync::names;
 
 /// The serial number of the next watcher started in this process.
@@ -46,6 +47,8 @@ struct Running {
     /// report of this watcher from one of a watcher it replaced.
     serial: u64,
     folder: String,
+    /// See [`Watched::imap_account`].
+    imap_account: Option<String>,
     watcher: IdleWatcher,
     idle: Arc<AtomicBool>,
 }
@@ -55,6 +58,10 @@ struct Running {
 pub struct Watched {
     pub account: String,
     pub folder: String,
+    /// The mbsyncrc's `IMAPAccount` it watches, when the account's channels
+    /// log in to several (a `Group` of accounts: each has an `INBOX`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap_account: Option<String>,
     /// The watcher's serial number (its `idle_stopped` event names it).
     pub watcher: u64,
     /// False once the watcher ended on an error retrying cannot fix (see
@@ -70,9 +77,11 @@ impl IdleSet {
     }
 
     /// Watches `folders` (Unicode names on the server) of `account`,
-    /// replacing any watchers it had. Each uses the connection of the
-    /// account's first channel. Returns how many it watches, and why it
-    /// watches none of the others (a folder the account leaves out).
+    /// replacing any watchers it had: on every `IMAPAccount` its channels
+    /// log in to (a `Group` of accounts has several), each folder with the
+    /// connection of the first channel on it. Returns how many it watches,
+    /// and why it watches none of the others (a folder the account leaves
+    /// out).
     pub fn start(
         &self,
         manager: &Arc<Manager>,
@@ -88,16 +97,26 @@ impl IdleSet {
         let accounts = manager.settings().accounts;
         let full = targets::resolve(&cfg, &accounts, SyncType::Full, account, &[])?;
         let channels = targets::channels_of_targets(&cfg, &full);
-        let channel = channels
-            .first()
-            .and_then(|c| cfg.channel(c))
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("account '{account}' has no channel to watch"),
-                )
-            })?;
-        let connection = connection_for(&cfg, channel, manager.token_source(account))?;
+        // The first channel on each IMAPAccount, in the account's order.
+        let mut servers: Vec<(&Channel, Option<&str>)> = Vec::new();
+        for c in channels.iter().filter_map(|c| cfg.channel(c)) {
+            let server = cfg.imap_account_for(c).map(|a| a.name.as_str());
+            if !servers.iter().any(|(_, s)| *s == server) {
+                servers.push((c, server));
+            }
+        }
+        let Some(&(channel, _)) = servers.first() else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("account '{account}' has no channel to watch"),
+            ));
+        };
+        let tokens = manager.token_source(account);
+        let mut connections = Vec::with_capacity(servers.len());
+        for (c, server) in &servers {
+            let name = (servers.len() > 1).then(|| server.unwrap_or_default().to_string());
+            connections.push((connection_for(&cfg, c, tokens.clone())?, name));
+        }
         // The box a push syncs: a folder of the account's only channel, by
         // its name in that channel (without the Far prefix). An account of
         // several channels (a group) cannot sync one folder by name, and a
@@ -134,41 +153,60 @@ impl IdleSet {
         self.stop(Some(account));
         let _enter = manager.rt.enter();
         let mut started = Vec::new();
-        for folder in watched.iter().copied() {
-            let weak: Weak<Manager> = Arc::downgrade(manager);
-            let (acct, name) = (account.to_string(), folder.clone());
-            let push = push_sync(
-                account,
-                folder,
-                only.map(|c| super::check::box_name(c, folder)),
-            );
-            let idle = Arc::new(AtomicBool::new(false));
-            let flag = idle.clone();
-            let serial = NEXT_WATCHER.fetch_add(1, Ordering::Relaxed);
-            let watcher = IdleWatcher::spawn(connection.clone(), folder.clone(), options, {
-                move |event| {
-                    flag.store(
-                        matches!(
-                            event,
-                            IdleEvent::Watching { .. } | IdleEvent::NewMail { .. }
-                        ),
-                        Ordering::SeqCst,
-                    );
-                    on_event(&weak, serial, &acct, &name, &push, event)
-                }
-            });
-            started.push(Running {
-                serial,
-                folder: folder.clone(),
-                watcher,
-                idle,
-            });
+        for (connection, server) in &connections {
+            for folder in watched.iter().copied() {
+                let weak: Weak<Manager> = Arc::downgrade(manager);
+                let acct = account.to_string();
+                let name = match server {
+                    Some(s) => format!("{s}: {folder}"),
+                    None => folder.clone(),
+                };
+                let push = push_sync(
+                    account,
+                    folder,
+                    only.map(|c| super::check::box_name(c, folder)),
+                );
+                let idle = Arc::new(AtomicBool::new(false));
+                let flag = idle.clone();
+                let serial = NEXT_WATCHER.fetch_add(1, Ordering::Relaxed);
+                let watcher = IdleWatcher::spawn(connection.clone(), folder.clone(), options, {
+                    move |event| {
+                        flag.store(
+                            matches!(
+                                event,
+                                IdleEvent::Watching { .. } | IdleEvent::NewMail { .. }
+                            ),
+                            Ordering::SeqCst,
+                        );
+                        on_event(&weak, serial, &acct, &name, &push, event)
+                    }
+                });
+                started.push(Running {
+                    serial,
+                    folder: folder.clone(),
+                    imap_account: server.clone(),
+                    watcher,
+                    idle,
+                });
+            }
         }
         let n = started.len();
         let watching: Vec<&str> = watched.iter().map(|f| f.as_str()).collect();
+        let on: Vec<&str> = connections
+            .iter()
+            .filter_map(|(_, s)| s.as_deref())
+            .collect();
         crate::log::write(
             "info",
-            &format!("IDLE: watching {} of {account}", watching.join(", ")),
+            &format!(
+                "IDLE: watching {} of {account}{}",
+                watching.join(", "),
+                if on.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", on.join(", "))
+                }
+            ),
         );
         self.watchers.lock().insert(account.to_string(), started);
         Ok((n, refused))
@@ -200,13 +238,16 @@ impl IdleSet {
                 ws.iter().map(move |r| Watched {
                     account: account.clone(),
                     folder: r.folder.clone(),
+                    imap_account: r.imap_account.clone(),
                     watcher: r.serial,
                     running: !r.watcher.is_finished(),
                     idle: r.idle.load(Ordering::SeqCst) && !r.watcher.is_finished(),
                 })
             })
             .collect();
-        out.sort_by(|a, b| (&a.account, &a.folder).cmp(&(&b.account, &b.folder)));
+        out.sort_by(|a, b| {
+            (&a.account, &a.folder, &a.imap_account).cmp(&(&b.account, &b.folder, &b.imap_account))
+        });
         out
     }
 }

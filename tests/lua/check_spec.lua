@@ -603,3 +603,62 @@ describe('check over XOAUTH2', function()
     eq({ 'Work' }, result.changed)
   end)
 end)
+
+describe('a Group of two IMAP accounts', function()
+  it('counts, checks and watches the folders of both, though each has an INBOX', function()
+    local fx = t.fixture({ '--accounts', 'demo,work', '--folders', 'INBOX=3,Work=2' })
+    local rc = fx.dir .. '/mbsyncrc-group'
+    t.write(rc, t.read(fx.mbsyncrc) .. '\nGroup all\nChannel demo\nChannel work\n')
+    t.use(rc, { idle = { accounts = { 'all' }, folders = { 'INBOX' } } })
+    ok(t.sync_and_wait('full', { account = 'all' }).success)
+
+    local inboxes = vim.tbl_filter(function(c)
+      return c.folder == 'INBOX'
+    end, assert(manager.get_folder_counts('all')))
+    table.sort(inboxes, function(a, b)
+      return a.store < b.store
+    end)
+    eq({ 'demo-local', 'work-local' }, { inboxes[1].store, inboxes[2].store })
+    eq({ 3, 3 }, { inboxes[1].total, inboxes[2].total })
+
+    fx.deliver('work', 'INBOX', 2)
+    local result = check('all')
+    eq(2, result.new, vim.inspect(result.folders))
+    eq({ 'INBOX' }, result.changed)
+    local work = vim.iter(result.folders):find(function(f)
+      return f.imap_account == 'work' and f.folder == 'INBOX'
+    end)
+    eq(2, work and work.new)
+    -- The original plugin's fast check counts the INBOX of both.
+    local status
+    require('neotex.plugins.tools.himalaya.sync.mbsync').himalaya_fast_check({
+      account = 'all',
+      callback = function(s)
+        status = s
+      end,
+    })
+    t.wait_for(function()
+      return status ~= nil
+    end, 10000, 'the fast check')
+    eq({ true, 2, 8 }, { status.has_new, status.new_count, status.remote_count })
+
+    -- IDLE watches the INBOX of each; a delivery to work's syncs it.
+    local idle = require('himalaya.sync.idle')
+    idle.start()
+    t.defer(idle.stop)
+    t.wait_for(function()
+      local l = idle.list()
+      return #l == 2 and l[1].idle and l[2].idle
+    end, 10000, 'IDLE on both INBOXes')
+    eq({ 'demo', 'work' }, {
+      idle.list()[1].imap_account,
+      idle.list()[2].imap_account,
+    })
+    t.contains(idle.describe(), 'all work: INBOX (idle)')
+    fx.deliver('work', 'INBOX', 1)
+    t.wait_for(function()
+      local here = fx.ids('work', 'local')
+      return #here.INBOX == 6
+    end, 20000, "the pushed sync to bring work's three new messages")
+  end)
+end)

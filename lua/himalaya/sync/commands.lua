@@ -386,8 +386,9 @@ local function report_check(result, info)
     { ('%s: %d new (%.0f ms)\n'):format(info.account, result.new, result.duration * 1000), 'Title' },
   }
   for _, f in ipairs(result.folders or {}) do
+    local shown = f.imap_account and (f.imap_account .. ': ' .. f.folder) or f.folder
     -- Padded by display width: `%-24s` counts bytes, and "Entwürfe" has 9.
-    local name = f.folder .. (' '):rep(24 - vim.fn.strdisplaywidth(f.folder))
+    local name = shown .. (' '):rep(24 - vim.fn.strdisplaywidth(shown))
     local line = ('  %s %5d new  %6d total  %5d unseen'):format(name, f.new, f.total, f.unseen)
     if f.error then
       line = ('  %s not checked: %s'):format(name, f.error.message)

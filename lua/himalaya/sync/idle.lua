@@ -25,7 +25,7 @@ M.RETRY_MS = 30000
 ---@class himalaya.sync.IdleState
 ---@field timer? uv.uv_timer_t
 ---@field watching boolean this Neovim runs the watchers
----@field stopped table<string, true?> watched folders ("account\0folder") that stopped for good
+---@field stopped table<integer, true?> the serial numbers of watchers that stopped for good
 ---@field gave_up? string why IDLE turned itself off, until the next start()
 ---@field why_not? string why the last try did not watch, when not because another Neovim does
 ---@field warned_now? boolean the last try that did not watch showed a warning (see M.try_now)
@@ -145,16 +145,9 @@ function M.restart_stopped()
   return lib ~= nil and start_watchers(lib) > 0
 end
 
----@param account string
----@param folder string
----@return string
-local function key(account, folder)
-  return account .. '\0' .. folder
-end
-
 --- A watcher stopped for good (the engine's `idle_stopped` event): the
 --- user hears why; with no folder left, IDLE turns off.
----@param data {watcher: integer, account: string, folder: string, kind: string, message: string}
+---@param data {watcher: integer, account: string, folder: string, kind: string, message: string} folder: as shown, `work: INBOX` when the account watches several IMAP accounts
 function M._on_stopped(data)
   if not S.watching then
     return
@@ -169,12 +162,12 @@ function M._on_stopped(data)
   if not current then
     return
   end
-  S.stopped[key(data.account, data.folder)] = true
+  S.stopped[data.watcher] = true
   local what = ('stopped watching %s %s: %s'):format(data.account, data.folder, data.message)
   local native = require('himalaya.sync.native')
   for _, w in ipairs(watched) do
     -- The event may come before the engine counts its watcher as ended.
-    if w.running and not S.stopped[key(w.account, w.folder)] then
+    if w.running and not S.stopped[w.watcher] then
       native.problem('IDLE', what .. ' (other folders are still watched)')
       return
     end
@@ -255,9 +248,9 @@ function M.describe()
   end
   local parts = {}
   for _, w in ipairs(M.list()) do
-    local state = (not w.running or S.stopped[key(w.account, w.folder)]) and 'stopped'
-      or (w.idle and 'idle' or 'connecting')
-    parts[#parts + 1] = ('%s %s (%s)'):format(w.account, w.folder, state)
+    local state = (not w.running or S.stopped[w.watcher]) and 'stopped' or (w.idle and 'idle' or 'connecting')
+    local folder = w.imap_account and (w.imap_account .. ': ' .. w.folder) or w.folder
+    parts[#parts + 1] = ('%s %s (%s)'):format(w.account, folder, state)
   end
   return 'IDLE is on, watching ' .. table.concat(parts, ', ')
 end
@@ -271,6 +264,7 @@ end
 ---@class himalaya.sync.IdleWatch
 ---@field account string
 ---@field folder string
+---@field imap_account? string the mbsyncrc's IMAPAccount it watches, when the account's channels log in to several (a Group of accounts: each has an INBOX)
 ---@field watcher integer the watcher's serial number in this Neovim
 ---@field running boolean the watcher runs (it reconnects after errors)
 ---@field idle boolean whether it is in IDLE now

@@ -302,8 +302,11 @@ local function fast_check(opts)
       if not result.success then
         return tell_end(callback, nil, result.error or ('check ' .. (result.kind or 'failed')))
       end
-      local folder = (result.folders or {})[1] or {}
-      local new, total = folder.new or 0, folder.total or 0
+      -- The folder of every IMAP account of a group (each has an INBOX).
+      local new, total = 0, 0
+      for _, f in ipairs(result.folders or {}) do
+        new, total = new + f.new, total + f.total
+      end
       tell_end(
         callback,
         { has_new = new > 0, new_count = new, remote_count = total, local_count = math.max(total - new, 0) }

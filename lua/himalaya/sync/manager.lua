@@ -55,6 +55,7 @@ local M = {}
 ---@field unseen integer
 ---@field uidvalidity_changed boolean the next sync fails until the folder is repaired
 ---@field error? himalaya.sync.FolderError set when the server refused the folder; new, total and unseen are then 0
+---@field imap_account? string the mbsyncrc's IMAPAccount the folder is on, when the account's channels log in to several (a Group of accounts: each has an INBOX)
 
 --- The result of a check (sync type `check`), in place of a Result.
 ---@class himalaya.sync.CheckResult
@@ -993,6 +994,7 @@ end
 ---@field unread integer
 ---@field flagged integer
 ---@field trashed integer messages marked deleted, not yet expunged
+---@field store? string the MaildirStore it is in, when the account's channels sync into several (a Group of accounts: each has an INBOX)
 
 --- Exact counts of every local folder of `account` (default: the only
 --- account), read straight from the Maildir now. A finished sync's info
