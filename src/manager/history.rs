@@ -73,6 +73,15 @@ pub struct AccountHistory {
     /// Unix seconds of the last sync, whatever its end.
     pub last_sync: Option<f64>,
     pub last_type: Option<String>,
+    /// Unix seconds of the last successful full sync: when every folder
+    /// was last brought up to date (auto-sync skips a full sync before it
+    /// is due again).
+    #[serde(default)]
+    pub last_full: Option<f64>,
+    /// Unix seconds of the last successful sync of the INBOX (an inbox or
+    /// a full sync).
+    #[serde(default)]
+    pub last_inbox: Option<f64>,
     pub last_error: Option<LastError>,
     /// Seconds the last sync took.
     pub last_duration: Option<f64>,
@@ -504,6 +513,12 @@ fn apply_to(h: &mut AccountHistory, r: &Record, now: f64) {
             if h.last_success.is_none_or(newer) {
                 h.last_success = Some(r.end);
             }
+            if r.kind == "full" && h.last_full.is_none_or(newer) {
+                h.last_full = Some(r.end);
+            }
+            if (r.kind == "full" || r.kind == "inbox") && h.last_inbox.is_none_or(newer) {
+                h.last_inbox = Some(r.end);
+            }
         }
         Some((kind, message)) => {
             if h.last_error.as_ref().is_none_or(|e| newer(e.time)) {
@@ -615,6 +630,18 @@ mod tests {
         assert_eq!(a.syncs_today, 2);
         assert_eq!(a.last_error.as_ref().unwrap().kind, ErrorKind::Network);
         assert_eq!(a.last_type.as_deref(), Some("inbox"));
+        // The failed inbox sync brought nothing up to date.
+        assert_eq!((a.last_full, a.last_inbox), (Some(now), Some(now)));
+        h.record(&Record {
+            account: "a".into(),
+            kind: "inbox".into(),
+            end: now + 20.0,
+            duration: 1.0,
+            error: None,
+        })
+        .unwrap();
+        let a = &h.load().unwrap()["a"];
+        assert_eq!((a.last_full, a.last_inbox), (Some(now), Some(now + 20.0)));
         // A new day starts a new count.
         h.record(&Record {
             account: "a".into(),

@@ -273,6 +273,32 @@ io.stdout:write(vim.json.encode(seen))
     end, 5000, 'the sync of the tick')
   end)
 
+  it('an inbox sync leaves the full sync of the next tick due; a full one puts it off', function()
+    local fx = t.fixture({ '--folders', 'INBOX=2,Work=2' })
+    -- A history of its own: earlier tests synced an account named demo too.
+    t.use(fx.mbsyncrc, { auto_sync = { interval = 10 }, state_dir = t.tmpdir() })
+    local manager = require('himalaya.sync.manager')
+    local auto = require('himalaya.sync.auto')
+    ok(t.sync_and_wait('inbox', { account = 'demo' }).success)
+    fx.deliver('demo', 'Work', 1)
+    local function syncs()
+      return #manager.get_sync_info().syncs
+    end
+    local before = syncs()
+    auto.tick()
+    t.wait_for(function()
+      local all = manager.get_sync_info().syncs
+      return #all > before and all[#all].status == 'completed'
+    end, 20000, 'the full sync of the tick')
+    eq('full', manager.get_sync_info().syncs[syncs()].type)
+    eq(3, #fx.ids('demo', 'local').Work)
+    -- Right after that full sync, the next tick has nothing due.
+    before = syncs()
+    auto.tick()
+    vim.wait(300)
+    eq(before, syncs())
+  end)
+
   it('started from a libuv callback, it starts and leads', function()
     local fx = t.fixture({ '--folders', 'INBOX=3' })
     t.use(fx.mbsyncrc, { auto_sync = { interval = 1 / 60 } })

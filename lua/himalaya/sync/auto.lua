@@ -136,20 +136,29 @@ local function smart_sync(account, sync_type)
   end
 end
 
---- Starts the syncs a tick is for: every account not synced recently.
+--- Starts the syncs a tick is for: every account that no sync of the
+--- tick's kind brought up to date recently (by any Neovim, or by hand). Only
+--- a sync that covers the tick's counts: a successful full sync for a full
+--- tick, an inbox or full one for an inbox tick. Inbox syncs of IDLE or by
+--- hand, failed and cancelled syncs leave the full sync due.
 local function sync_due()
   local cfg = config.get()
   local manager = require('himalaya.sync.manager')
   local history = manager.history() or {}
   local recent = cfg.auto_sync.interval * 60 / 2
+  local kind = cfg.auto_sync.type
   -- The history has fractions of a second; os.time() would be up to a
   -- second behind them and skip a sync that is due.
   local sec, usec = uv.gettimeofday()
   local now = sec + usec / 1e6
   for _, account in ipairs(accounts()) do
-    local h = history[account]
-    if h and h.last_sync and now - h.last_sync < recent then
-      log(('skipped %s: synced %.1f s ago'):format(account, now - h.last_sync))
+    local h = history[account] or {}
+    local covered = h.last_inbox
+    if kind == 'full' then
+      covered = h.last_full
+    end
+    if covered and now - covered < recent then
+      log(('skipped %s: its %s sync succeeded %.1f s ago'):format(account, kind, now - covered))
     elseif cfg.auto_sync.smart then
       smart_sync(account, cfg.auto_sync.type)
     else

@@ -1140,6 +1140,8 @@ end
 ---@field last_success? number unix seconds of the last successful sync
 ---@field last_sync? number unix seconds of the last sync, however it ended
 ---@field last_type? string
+---@field last_full? number unix seconds of the last successful full sync
+---@field last_inbox? number unix seconds of the last successful inbox or full sync
 ---@field last_error? {kind: string, message: string, time: number}
 ---@field last_duration? number seconds
 ---@field syncs_today integer syncs finished on the local date `day`
