@@ -7,8 +7,10 @@ if exists('g:loaded_himalaya_sync')
 endif
 let g:loaded_himalaya_sync = v:true
 
-" <f-args> splits the arguments as a Lua command's `fargs` does.
-command! -nargs=* -complete=customlist,v:lua.require'himalaya.sync.commands'.complete
+" <f-args> splits the arguments as a Lua command's `fargs` does. -bar: it
+" can be followed by `| command` and a `" comment`, as most commands can; a
+" folder name with `|` or `"` is written `\|`, `\"` (completion does that).
+command! -bar -nargs=* -complete=customlist,v:lua.require'himalaya.sync.commands'.complete
       \ HimalayaSync call v:lua.require'himalaya.sync.commands'.run({'fargs': [<f-args>]})
 
 " <Plug> mappings to bind as you like; no default keys.

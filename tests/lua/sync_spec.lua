@@ -589,13 +589,16 @@ describe('syncing real mail', function()
   it('folder names with spaces complete escaped, and the command reads them back as one name', function()
     local complete = completing(
       'Channel sp\nFar :a:\nNear :b:\nPatterns *\n',
-      { sp = { folders = { 'INBOX', 'Sent Items', 'Old Sent', [[a\b]] } } }
+      { sp = { folders = { 'INBOX', 'Sent Items', 'Old Sent', [[a\b]], 'x|y "z"' } } }
     )
     eq({ [[Sent\ Items]] }, complete('HimalayaSync folders sp Se'))
     eq({ [[Sent\ Items]] }, complete([[HimalayaSync folders sp Sent\]]))
     eq({ [[Sent\ Items]] }, complete([[HimalayaSync folders sp Sent\ I]]))
     eq({}, complete([[HimalayaSync folders sp Sent\ X]]))
-    eq({ 'INBOX', [[Old\ Sent]], [[a\\b]] }, complete([[HimalayaSync folders sp Sent\ Items ]]))
+    eq({ 'INBOX', [[Old\ Sent]], [[a\\b]], [[x\|y\ \"z\"]] }, complete([[HimalayaSync folders sp Sent\ Items ]]))
+    eq({ [[x\|y\ \"z\"]] }, complete([[HimalayaSync folders sp x\|]]))
+    -- After a `|`, the next command is completed.
+    eq({ [[Old\ Sent]] }, complete([[HimalayaSync status | HimalayaSync repair sp O]]))
     eq({ [[a\\b]] }, complete([[HimalayaSync folders sp a\]]))
     eq({ [[a\\b]] }, complete([[HimalayaSync folders sp a\b]]))
     eq({ [[Old\ Sent]] }, complete([[HimalayaSync repair sp O]]))
@@ -611,6 +614,11 @@ describe('syncing real mail', function()
     end)
     vim.cmd('HimalayaSync folders sp ' .. complete('HimalayaSync folders sp Se')[1] .. ' ' .. [[a\\b]])
     eq({ { 'folders', 'sp', { 'Sent Items', [[a\b]] } } }, started)
+    -- It takes `| command` and a comment after it, as most commands do.
+    vim.g.after = nil
+    vim.cmd('HimalayaSync folders sp ' .. complete('HimalayaSync folders sp x')[1] .. ' | let g:after = 1 " done')
+    eq({ 'folders', 'sp', { 'x|y "z"' } }, started[2])
+    eq(1, vim.g.after)
   end)
 
   it(':HimalayaSync full/inbox/status/cancel work and complete account names', function()

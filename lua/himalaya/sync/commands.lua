@@ -386,9 +386,9 @@ local function report_check(result, info)
     { ('%s: %d new (%.0f ms)\n'):format(info.account, result.new, result.duration * 1000), 'Title' },
   }
   for _, f in ipairs(result.folders or {}) do
-    local shown = f.imap_account and (f.imap_account .. ': ' .. f.folder) or f.folder
+    local label = f.imap_account and (f.imap_account .. ': ' .. f.folder) or f.folder
     -- Padded by display width: `%-24s` counts bytes, and "Entwürfe" has 9.
-    local name = shown .. (' '):rep(24 - vim.fn.strdisplaywidth(shown))
+    local name = label .. (' '):rep(24 - vim.fn.strdisplaywidth(label))
     local line = ('  %s %5d new  %6d total  %5d unseen'):format(name, f.new, f.total, f.unseen)
     if f.error then
       line = ('  %s not checked: %s'):format(name, f.error.message)
@@ -786,7 +786,7 @@ function M.names()
 end
 
 --- Entry point of `:HimalayaSync`.
----@param opts {fargs: string[], bang: boolean}
+---@param opts {fargs: string[]}
 function M.run(opts)
   local args = vim.deepcopy(opts.fargs)
   -- The bare command: what a user typing it most likely wants to know.
@@ -807,7 +807,8 @@ end
 --- Splits a command line into words as Neovim splits `:HimalayaSync`'s
 --- arguments (`fargs`): at blanks, where a backslash before a blank or a
 --- backslash makes that character part of the word (`Sent\ Items` is one
---- argument).
+--- argument), and before `|` or `"` too (the command has -bar: unescaped,
+--- they would end it).
 ---@param line string
 ---@return string[]
 local function split_args(line)
@@ -815,7 +816,7 @@ local function split_args(line)
   local i = 1
   while i <= #line do
     local c = line:sub(i, i)
-    if c == '\\' and line:sub(i + 1, i + 1):match('[ \t\\]') then
+    if c == '\\' and line:sub(i + 1, i + 1):match('[ \t\\|"]') then
       word = (word or '') .. line:sub(i + 1, i + 1)
       i = i + 1
     elseif c == ' ' or c == '\t' then
@@ -831,11 +832,12 @@ local function split_args(line)
 end
 
 --- `name` as an argument that split_args reads back as `name`: Neovim puts
---- a completion into the command line as it is, so a space would split it.
+--- a completion into the command line as it is, so a space would split it,
+--- and `|` or `"` would end the command.
 ---@param name string
 ---@return string
 local function escape_arg(name)
-  return (name:gsub('[ \t\\]', '\\%0'))
+  return (name:gsub('[ \t\\|"]', '\\%0'))
 end
 
 --- Completion for `:HimalayaSync`. Names come back escaped (`Sent\ Items`).
@@ -843,7 +845,15 @@ end
 ---@param cmdline string
 ---@return string[]
 function M.complete(arglead, cmdline)
-  local words = split_args(cmdline)
+  -- Only the last command of `cmd | cmd`: Neovim gives the whole line.
+  local last, at = 1, cmdline:find('|', 1, true)
+  while at do
+    if cmdline:sub(at - 1, at - 1) ~= '\\' then
+      last = at + 1
+    end
+    at = cmdline:find('|', at + 1, true)
+  end
+  local words = split_args(cmdline:sub(last))
   -- Drop what comes before the arguments: modifiers such as :silent, and
   -- the command's name, maybe abbreviated.
   for i, w in ipairs(words) do

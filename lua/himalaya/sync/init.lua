@@ -115,9 +115,12 @@ function M.legacy_commands(on)
       end
     else
       vim.api.nvim_create_user_command(name, function(o)
-        vim.cmd('HimalayaSync ' .. sub .. (o.args ~= '' and (' ' .. o.args) or ''))
+        -- The split arguments as they are: a folder's `|`, unescaped by
+        -- now, must not end a :HimalayaSync line.
+        require('himalaya.sync.commands').run({ fargs = vim.list_extend(vim.split(sub, ' '), o.fargs) })
       end, {
         nargs = '*',
+        bar = true,
         desc = desc,
         complete = function(arglead, cmdline)
           -- What follows this command's name, after any modifier
