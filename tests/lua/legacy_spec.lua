@@ -205,9 +205,10 @@ describe('original require paths', function()
 
   it("mbsync.himalaya_fast_check counts a folder's new mail as the original's HimalayaFastCheck reads it", function()
     local fx = t.fixture({ '--folders', 'INBOX=4,Archive=2' })
-    t.use(fx.mbsyncrc)
+    t.use(fx.mbsyncrc, { notify = { enabled = true } })
     ok(t.sync_and_wait('full', { account = 'demo' }).success)
     fx.deliver('demo', 'INBOX', 3)
+    local seen = t.notifications()
     local mbsync = require(PREFIX .. 'mbsync')
     local function fast_check(opts)
       local got
@@ -223,6 +224,8 @@ describe('original require paths', function()
     end
     local got = fast_check({ auto_refresh = true })
     eq({ has_new = true, new_count = 3, remote_count = 7, local_count = 4 }, got.status)
+    -- The callback tells the result: no notification of the check besides.
+    eq({}, seen)
     eq(0, fast_check({ account = 'demo', folder = 'Archive' }).status.new_count)
     got = fast_check({ folder = 'Nowhere' })
     eq(nil, got.status)

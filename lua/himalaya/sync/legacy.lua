@@ -298,6 +298,9 @@ local function fast_check(opts)
   local id, err = manager.start_sync('check', {
     account = opts.account,
     folders = { opts.folder or 'INBOX' },
+    -- A caller with a callback shows the result itself, as the original's
+    -- :HimalayaFastCheck did: no notification of ours besides.
+    quiet = callback ~= nil,
     on_complete = callback and function(result)
       if not result.success then
         return tell_end(callback, nil, result.error or ('check ' .. (result.kind or 'failed')))
