@@ -562,17 +562,23 @@ io.stdout:write(vim.json.encode({
     contains(got.notes[1], 'himalaya_sync.auto_sync.enabled: expected true or false, got 2')
   end)
 
-  it('with no account given and several in the mbsyncrc, asks which', function()
+  it('with no account given and several in the mbsyncrc, asks which, unless one group covers them', function()
     local rc = t.tmpdir() .. '/rc'
-    t.write(
-      rc,
+    local channels =
       'MaildirStore a\nPath /tmp/a/\n\nMaildirStore b\nPath /tmp/b/\n\nChannel one\nFar :a:\nNear :b:\n\nChannel two\nFar :a:\nNear :b:\n'
-    )
+    t.write(rc, channels)
     vim.g.himalaya_sync = { mbsync = { config = rc }, notify = false }
     local id, err, kind = manager.start_sync('full')
     eq(nil, id)
     eq('config', kind)
     eq('which account? one of: one, two', err)
+    -- `Group all` over both: what mbsync -a syncs, and what the <Plug>
+    -- mappings and :HimalayaSync full then sync.
+    t.write(rc, channels .. '\nGroup all\nChannel one\nChannel two\n')
+    eq('all', manager.default_account())
+    -- Two groups that cover everything between them: which one is asked.
+    t.write(rc, channels .. '\nGroup x\nChannel one\n\nGroup y\nChannel two\n')
+    eq({ nil, 'which account? one of: one, two, x, y' }, { manager.default_account() })
   end)
 
   it('a manager loaded again by a plugin reloader takes its events over, not twice', function()

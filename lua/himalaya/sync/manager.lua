@@ -764,7 +764,7 @@ end
 --- The mbsync target to sync for account `name`: the name itself when the
 --- mbsyncrc has it, else the target of the himalaya account of that name.
 --- Without a name, the only target in the mbsyncrc, or himalaya's default
---- account when there are several.
+--- account when there are several, else the one group that covers them.
 ---@param lib himalaya.sync.NativeLib a library made ready
 ---@param name? string
 ---@return string? target
@@ -788,6 +788,14 @@ local function target_for(lib, name)
     return target
   elseif herr then
     return nil, herr
+  end
+  -- One group that covers every channel (`Group all`): what `mbsync -a`
+  -- would sync, and what auto-sync and IDLE take.
+  local whole = vim.tbl_filter(function(t)
+    return not t.grouped
+  end, targets)
+  if #whole == 1 then
+    return whole[1].name
   end
   local names = vim.tbl_map(function(t)
     return t.name
@@ -831,7 +839,7 @@ function M.whole_accounts()
   return names, err
 end
 
---- The account to use when none is given: the only target in mbsyncrc.
+--- The account to use when none is given (see target_for).
 ---@return string? account
 ---@return string? err
 function M.default_account()
