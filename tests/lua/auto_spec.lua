@@ -299,6 +299,42 @@ io.stdout:write(vim.json.encode(seen))
     eq(before, syncs())
   end)
 
+  it('a sync that fails in a way the next tick will too is told once, and :checkhealth says it', function()
+    local fx = t.fixture({ '--folders', 'INBOX=2' })
+    local rc = fx.dir .. '/mbsyncrc-wrong'
+    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nPass [^\n]*', '\nPass "wrong"')))
+    t.use(rc, { auto_sync = { interval = 10 }, state_dir = t.tmpdir(), notify = { enabled = true } })
+    local manager = require('himalaya.sync.manager')
+    local auto = require('himalaya.sync.auto')
+    local seen = t.notifications()
+    local function failed()
+      return vim.tbl_filter(function(n)
+        return n[1]:find('auto-sync: full sync of demo failed: ', 1, true) ~= nil
+      end, seen)
+    end
+    auto.tick()
+    t.wait_for(function()
+      return #failed() == 1
+    end, 20000, 'the failure to be told')
+    t.wait_for(function()
+      return not manager.is_busy()
+    end, 10000, 'the sync to end')
+    -- Not again at the next tick: it failed as before.
+    auto.tick()
+    t.wait_for(function()
+      local h = (manager.history() or {}).demo or {}
+      return h.syncs_today == 2
+    end, 20000, 'the second sync')
+    vim.wait(200)
+    eq(1, #failed(), vim.inspect(seen))
+    auto.start()
+    t.defer(auto.stop)
+    vim.cmd('checkhealth himalaya.sync')
+    local out = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
+    vim.cmd('bwipeout!')
+    t.contains(out, 'WARNING the last sync of demo failed (auth): ')
+  end)
+
   it('started from a libuv callback, it starts and leads', function()
     local fx = t.fixture({ '--folders', 'INBOX=3' })
     t.use(fx.mbsyncrc, { auto_sync = { interval = 1 / 60 } })

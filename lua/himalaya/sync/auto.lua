@@ -86,6 +86,34 @@ function M._smart_plan(type, changed, boxes)
   return 'folders', boxes
 end
 
+--- Kinds of failure that the next tick will meet again: the user has to act.
+local LASTING = { auth = true, config = true }
+
+--- Starts one sync of a tick. Timer syncs are quiet (notify.auto), so a
+--- failure that will not go away by itself (a wrong password, a broken
+--- mbsyncrc) would go unseen without a status line: it is shown once, as
+--- a problem of auto-sync.
+---@param type himalaya.sync.SyncType
+---@param account string
+---@param folders? string[]
+---@param wait number
+local function start_sync(type, account, folders, wait)
+  local id, err = require('himalaya.sync.manager').start_sync(type, {
+    account = account,
+    folders = folders,
+    auto = true,
+    wait = wait,
+    on_complete = function(result)
+      if not result.success and LASTING[result.kind] then
+        problem(('%s sync of %s failed: %s'):format(type, account, result.error))
+      end
+    end,
+  })
+  if not id then
+    problem(('could not start %s: %s'):format(account, err))
+  end
+end
+
 --- How long a tick's sync waits while another process (another Neovim's
 --- `:HimalayaSync`, the command-line tool) syncs the account: up to half
 --- the interval, then the next tick comes. It runs after that sync instead
@@ -101,10 +129,7 @@ end
 local function smart_sync(account, sync_type)
   local manager = require('himalaya.sync.manager')
   local function start(t, folders)
-    local id, err = manager.start_sync(t, { account = account, folders = folders, auto = true, wait = lock_wait() })
-    if not id then
-      problem(('could not start %s: %s'):format(account, err))
-    end
+    start_sync(t, account, folders, lock_wait())
   end
   local id, err = manager.start_sync('check', {
     account = account,
@@ -160,12 +185,9 @@ local function sync_due()
     if covered and now - covered < recent then
       log(('skipped %s: its %s sync succeeded %.1f s ago'):format(account, kind, now - covered))
     elseif cfg.auto_sync.smart then
-      smart_sync(account, cfg.auto_sync.type)
+      smart_sync(account, kind)
     else
-      local id, err = manager.start_sync(cfg.auto_sync.type, { account = account, auto = true, wait = lock_wait() })
-      if not id then
-        problem(('could not start %s: %s'):format(account, err))
-      end
+      start_sync(kind, account, nil, lock_wait())
     end
   end
 end
@@ -280,6 +302,27 @@ function M.describe()
       opts.smart and ' when a check finds new mail' or ''
     )
   return ('auto-sync is on, every %s%s: %s'):format(every, lead, what)
+end
+
+--- What keeps auto-sync from working, for :checkhealth: no account to
+--- sync, or an account whose last sync (in any Neovim) failed in a way
+--- the next one will too (auth, config), after its last success.
+---@return string[]
+function M.problems()
+  local names, why = account_list()
+  local out = {}
+  if why then
+    out[1] = why
+  end
+  local history = require('himalaya.sync.manager').history() or {}
+  for _, account in ipairs(names) do
+    local h = history[account] or {}
+    local e = h.last_error
+    if e and LASTING[e.kind] and (h.last_success or 0) < e.time then
+      out[#out + 1] = ('the last sync of %s failed (%s): %s'):format(account, e.kind, e.message)
+    end
+  end
+  return out
 end
 
 --- Turns auto-sync on or off; returns the new state.

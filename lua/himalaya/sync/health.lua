@@ -199,7 +199,15 @@ function M.check()
   health.start('himalaya-sync: auto-sync and IDLE')
   local auto = require('himalaya.sync.auto')
   if auto.is_enabled() then
-    health.ok(auto.describe())
+    local problems = auto.problems()
+    if #problems == 0 then
+      health.ok(auto.describe())
+    else
+      health.warn(auto.describe())
+      for _, p in ipairs(problems) do
+        health.warn(p, { 'fix it; the next tick tries again (or :HimalayaSync full to try now)' })
+      end
+    end
   else
     health.info(auto.describe() .. ' (:HimalayaSync auto on)')
   end
