@@ -49,6 +49,11 @@ pub struct FolderCheck {
     /// The server's UIDVALIDITY differs from the one mbsync recorded: the
     /// next sync will fail until the local copy is repaired.
     pub uidvalidity_changed: bool,
+    /// The local copy changed since mbsync last synced the folder (its
+    /// Maildir's `cur/` or `new/` is newer than mbsync's state file): a
+    /// message read, flagged, deleted, moved or saved here waits for a
+    /// sync to reach the server.
+    pub local_changes: bool,
     /// Set when the server refused to let the check look into the folder;
     /// the counts are then 0, as nothing is known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +74,7 @@ impl FolderCheck {
             total: 0,
             unseen: 0,
             uidvalidity_changed: false,
+            local_changes: false,
             imap_account: None,
             error: Some(FolderError {
                 kind: error.kind,
@@ -114,6 +120,8 @@ pub struct CheckFolder {
     pub folder: String,
     /// `None` when the folder is not synced by any channel.
     pub state_file: Option<PathBuf>,
+    /// Its local Maildir folder, when known: for `local_changes`.
+    pub near_dir: Option<PathBuf>,
 }
 
 /// What a state file says about the far side.
@@ -195,6 +203,7 @@ pub async fn check_channel(
             .map(|wire| CheckFolder {
                 folder: decode_mutf7(&layout.far_name(wire)),
                 state_file: Some(layout.state_file(sync_state, wire)),
+                near_dir: Some(layout.near_dir(&layout.near_name(&layout.spelled(wire)))),
             })
             .collect();
         if let Some(only) = only {
@@ -263,9 +272,13 @@ async fn check_folder(
         total: status.messages,
         unseen: status.unseen,
         uidvalidity_changed: false,
+        local_changes: false,
         error: None,
         imap_account: None,
     };
+    if let (Some(state_file), Some(near)) = (&folder.state_file, &folder.near_dir) {
+        check.local_changes = changed_since_sync(state_file, near);
+    }
     if let Some(state) = state {
         if state.uidvalidity != status.uidvalidity {
             check.uidvalidity_changed = true;
@@ -288,6 +301,23 @@ async fn check_folder(
         }
     }
     Ok(check)
+}
+
+/// Whether the Maildir folder `near` changed after mbsync last wrote its
+/// `state_file`: mbsync writes the state file of a box after the box's
+/// last change to the Maildir, so anything newer in `cur/` or `new/` (a
+/// message added, removed, or renamed to change its flags) is a change of
+/// someone else's that the next sync takes to the server. Never synced
+/// (no state file) or not there: false, the new messages say it already.
+fn changed_since_sync(state_file: &Path, near: &Path) -> bool {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(synced) = mtime(state_file) else {
+        return false;
+    };
+    ["cur", "new"]
+        .iter()
+        .filter_map(|sub| mtime(&near.join(sub)))
+        .any(|changed| changed > synced)
 }
 
 /// The UIDs of `folder` from `uid` on (EXAMINE, then UID SEARCH). The inner

@@ -52,8 +52,8 @@ pub struct CheckResult {
     pub new: u64,
     /// Per folder: INBOX first, then in the order the server listed them.
     pub folders: Vec<FolderCheck>,
-    /// Folders with new messages or a changed UIDVALIDITY: what a sync
-    /// would have work to do in. Folders the server refused are here too:
+    /// Folders with new messages, local changes or a changed UIDVALIDITY:
+    /// what a sync would have work to do in. Folders the server refused are here too:
     /// the check could not tell, and the sync finds out (as it did when a
     /// refusal failed the whole check and the full sync followed). Each
     /// name once, also when several accounts of a group have it.
@@ -485,7 +485,10 @@ impl Manager {
                     let new: u64 = folders.iter().map(|f| u64::from(f.new)).sum();
                     let mut changed: Vec<String> = Vec::new();
                     for f in &folders {
-                        let busy = f.new > 0 || f.uidvalidity_changed || f.error.is_some();
+                        let busy = f.new > 0
+                            || f.uidvalidity_changed
+                            || f.local_changes
+                            || f.error.is_some();
                         // Each name once: the INBOX of several accounts of
                         // a group is one INBOX to an inbox sync of it.
                         if busy && !changed.contains(&f.folder) {
@@ -632,6 +635,7 @@ mod tests {
             total: new,
             unseen: 0,
             uidvalidity_changed: false,
+            local_changes: false,
             error: None,
             imap_account: None,
         }

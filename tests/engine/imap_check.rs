@@ -928,6 +928,7 @@ fn folders(names: &[&str], state_dir: Option<&Path>) -> Vec<CheckFolder> {
         .map(|name| CheckFolder {
             folder: (*name).to_owned(),
             state_file: state_dir.map(|d| d.join(name)),
+            near_dir: None,
         })
         .collect()
 }

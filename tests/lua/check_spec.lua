@@ -332,12 +332,14 @@ describe('smart auto-sync', function()
     eq('full', plan('full', { 'Caf\195\169', 'INBOX' }, { 'Caf\195\169', 'INBOX' }))
   end)
 
-  it('checks first and syncs only when the server has new mail', function()
+  it('checks first and syncs only when the server has new mail or a folder changed here', function()
     local fx = t.fixture()
     t.use(fx.mbsyncrc, { auto_sync = { smart = true, interval = 1 / 60, accounts = { 'demo' } } })
     ok(t.sync_and_wait('full', { account = 'demo' }).success)
     local auto = require('himalaya.sync.auto')
     t.defer(auto.stop)
+    -- Ticks by hand count from 0 here too (as after auto.start()).
+    require('himalaya.sync.native').state('auto', {}).smart_ticks = {}
     -- What ends from now on (the manager keeps only the last 20 syncs).
     local ended = {}
     local au = vim.api.nvim_create_autocmd('User', {
@@ -365,6 +367,31 @@ describe('smart auto-sync', function()
     end, 20000, 'the check and the inbox sync')
     eq({ 'check:completed', 'check:completed', 'inbox:completed' }, ended)
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+    -- A message of Archive read here: the check sees the change, and a
+    -- sync of that folder takes it to the server.
+    local dir = fx.accounts.demo.local_maildir .. '/' .. fx.folder_dirs.Archive['local']
+    local unread = vim.iter(vim.fn.glob(dir .. '/{cur,new}/*', false, true)):find(function(f)
+      return not vim.fs.basename(f):match(':2,%a*S')
+    end)
+    ok(unread, 'an unread message in Archive')
+    local name = vim.fs.basename(unread):gsub(':2,.*$', '')
+    assert(vim.uv.fs_rename(unread, dir .. '/cur/' .. name .. ':2,S'))
+    eq(fx.counts('demo', 'server').Archive.unread - 1, fx.counts('demo', 'local').Archive.unread)
+    vim.wait(1100)
+    auto.tick()
+    t.wait_for(function()
+      return #ended >= 5
+    end, 20000, 'the check and the sync of Archive')
+    eq({ 'check:completed', 'folders:completed' }, { ended[4], ended[5] })
+    eq(fx.counts('demo', 'local').Archive.unread, fx.counts('demo', 'server').Archive.unread)
+    -- The fourth tick syncs without a check: changes of flags on the
+    -- server cannot be seen by one.
+    vim.wait(1100)
+    auto.tick()
+    t.wait_for(function()
+      return #ended >= 6
+    end, 20000, 'the plain sync')
+    eq('full:completed', ended[6])
     -- A check cancelled (here while a hung server keeps it waiting) is not
     -- a failed check: no sync follows.
     t.use(
@@ -376,13 +403,14 @@ describe('smart auto-sync', function()
     vim.wait(300)
     eq(1, require('himalaya.sync.manager').cancel_sync())
     t.wait_for(function()
-      return #ended >= 4
+      return #ended >= 7
     end, 5000, 'the cancelled check')
     vim.wait(500)
     local busy = require('himalaya.sync.manager').is_busy()
     require('himalaya.sync.manager').cancel_sync()
     eq(false, busy, 'no sync started after the cancelled check')
-    eq({ 'check:completed', 'check:completed', 'inbox:completed', 'check:cancelled' }, ended)
+    eq('check:cancelled', ended[7])
+    eq(7, #ended)
   end)
 end)
 

@@ -17,8 +17,14 @@ local LEADER_LOCK = 'auto-sync'
 ---@class himalaya.sync.AutoState
 ---@field timer? uv.uv_timer_t
 ---@field leader boolean this Neovim holds the leader lock
+---@field smart_ticks table<string, integer> per account, smart ticks since its last plain one
 ---@type himalaya.sync.AutoState
-local S = require('himalaya.sync.native').state('auto', { leader = false })
+local S = require('himalaya.sync.native').state('auto', { leader = false, smart_ticks = {} })
+
+--- With `smart`, every this many ticks of an account one syncs without a
+--- check first: the check sees new mail on the server and changes here,
+--- but not flags changed, messages deleted or moved on the server.
+local SMART_PLAIN_EVERY = 4
 
 local function log(msg)
   require('himalaya.sync.native').log('info', 'auto-sync: ' .. msg)
@@ -184,9 +190,11 @@ local function sync_due()
     end
     if covered and now - covered < recent then
       log(('skipped %s: its %s sync succeeded %.1f s ago'):format(account, kind, now - covered))
-    elseif cfg.auto_sync.smart then
+    elseif cfg.auto_sync.smart and (S.smart_ticks[account] or 0) < SMART_PLAIN_EVERY - 1 then
+      S.smart_ticks[account] = (S.smart_ticks[account] or 0) + 1
       smart_sync(account, kind)
     else
+      S.smart_ticks[account] = 0
       start_sync(kind, account, nil, lock_wait())
     end
   end
@@ -230,6 +238,7 @@ function M.start()
   if S.timer then
     return
   end
+  S.smart_ticks = {}
   local ms = math.max(1, math.floor(config.get().auto_sync.interval * 60 * 1000))
   local timer = assert(uv.new_timer())
   S.timer = timer

@@ -54,6 +54,7 @@ local M = {}
 ---@field total integer
 ---@field unseen integer
 ---@field uidvalidity_changed boolean the next sync fails until the folder is repaired
+---@field local_changes boolean the local copy changed since mbsync last synced it (a sync takes that to the server)
 ---@field error? himalaya.sync.FolderError set when the server refused the folder; new, total and unseen are then 0
 ---@field imap_account? string the mbsyncrc's IMAPAccount the folder is on, when the account's channels log in to several (a Group of accounts: each has an INBOX)
 
