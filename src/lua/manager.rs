@@ -8,7 +8,7 @@ use once_cell::sync::OnceCell;
 use serde::Deserialize;
 
 use super::{func, to_lua};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::imap::idle::IdleOptions;
 use crate::lock::LockDir;
 use crate::manager::elsewhere;
@@ -149,18 +149,35 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
         )?,
     )?;
     // The editor's answer to a `sync_auth` event: `ok`, or the reason the
-    // credentials could not be refreshed.
+    // credentials could not be refreshed and, optionally, the kind of that
+    // failure (a `network` or `timeout` one is retried as such; any other,
+    // or none, ends the sync as an auth failure).
     m.set(
         "sync_auth_refreshed",
-        func(lua, |_, (id, ok, why): (u64, bool, Option<String>)| {
-            let outcome = if ok {
-                Ok(())
-            } else {
-                Err(why.unwrap_or_else(|| "the refresh failed".into()))
-            };
-            manager()?.auth_refreshed(id, outcome);
-            Ok(true)
-        })?,
+        func(
+            lua,
+            |_, (id, ok, why, kind): (u64, bool, Option<String>, Option<String>)| {
+                let outcome = if ok {
+                    Ok(())
+                } else {
+                    let kind = match kind {
+                        Some(k) => serde_json::from_value(serde_json::Value::String(k.clone()))
+                            .map_err(|_| {
+                                Error::invalid(format!(
+                                    "invalid kind {k:?}: expected an error kind such as auth, network or timeout"
+                                ))
+                            })?,
+                        None => ErrorKind::Auth,
+                    };
+                    Err(Error::new(
+                        kind,
+                        why.unwrap_or_else(|| "the refresh failed".into()),
+                    ))
+                };
+                manager()?.auth_refreshed(id, outcome);
+                Ok(true)
+            },
+        )?,
     )?;
     m.set(
         "sync_cancel",

@@ -1743,28 +1743,7 @@ impl Manager {
                 message: String::new(),
                 line: String::new(),
             });
-            let delay = policy.delay(e.info.attempt, jitter_unit(id ^ e.info.attempt as u64));
-            e.info.status = Status::Retrying;
-            e.info.next_retry = Some(now() + delay.as_secs_f64());
-            e.info.message = format!(
-                "{}; retrying in {:.0} s (attempt {} of {})",
-                err.message,
-                delay.as_secs_f64().ceil(),
-                e.info.attempt + 1,
-                policy.max_attempts + 1
-            );
-            e.info.error = Some(err);
-            e.info.attempt += 1;
-            crate::log::write("warn", &format!("sync #{id} {}", e.info.message));
-            (self.emit)(id, "sync_retry", json!(e.info));
-            let mut cancel_rx = e.cancel.subscribe();
-            let me = self.clone();
-            self.rt.spawn(async move {
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => me.requeue(id),
-                    _ = cancel_rx.wait_for(|c| *c) => me.requeue(id),
-                }
-            });
+            self.retry_later(e, err, &policy);
             drop(entries);
             self.pump();
             return;
@@ -1803,6 +1782,35 @@ impl Manager {
             drop(entries);
         }
         self.pump();
+    }
+
+    /// Sync `e` failed with `err` and runs again after the policy's backoff
+    /// (or at once when cancelled meanwhile, to end as such: see
+    /// [`Manager::requeue`]).
+    fn retry_later(self: &Arc<Self>, e: &mut Entry, err: ErrorInfo, policy: &RetryPolicy) {
+        let id = e.info.id;
+        let delay = policy.delay(e.info.attempt, jitter_unit(id ^ e.info.attempt as u64));
+        e.info.status = Status::Retrying;
+        e.info.next_retry = Some(now() + delay.as_secs_f64());
+        e.info.message = format!(
+            "{}; retrying in {:.0} s (attempt {} of {})",
+            err.message,
+            delay.as_secs_f64().ceil(),
+            e.info.attempt + 1,
+            policy.max_attempts + 1
+        );
+        e.info.error = Some(err);
+        e.info.attempt += 1;
+        crate::log::write("warn", &format!("sync #{id} {}", e.info.message));
+        (self.emit)(id, "sync_retry", json!(e.info));
+        let mut cancel_rx = e.cancel.subscribe();
+        let me = self.clone();
+        self.rt.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => me.requeue(id),
+                _ = cancel_rx.wait_for(|c| *c) => me.requeue(id),
+            }
+        });
     }
 
     /// An automatic repair ended: sync again (with the repair recorded, if
@@ -1854,8 +1862,11 @@ impl Manager {
     }
 
     /// The editor's answer to `sync_auth`: run again with the refreshed
-    /// credentials, or end with the refresh's error.
-    pub fn auth_refreshed(self: &Arc<Self>, id: u64, outcome: std::result::Result<(), String>) {
+    /// credentials, or end with the refresh's error. A refresh that failed
+    /// because the provider could not be reached (kind `network` or
+    /// `timeout`) says nothing about the credentials: the sync is retried
+    /// as a network failure is, and, once out of attempts, ends as one.
+    pub fn auth_refreshed(self: &Arc<Self>, id: u64, outcome: Result<()>) {
         let mut entries = self.entries.lock();
         let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
             return;
@@ -1863,15 +1874,41 @@ impl Manager {
         if e.info.status != Status::Retrying || !e.auth_refreshed {
             return;
         }
+        let cancelled = e.cancel_flag.load(Ordering::SeqCst);
         match outcome {
-            Ok(()) if !e.cancel_flag.load(Ordering::SeqCst) => {
+            Ok(()) if !cancelled => {
                 e.info.status = Status::Queued;
                 e.info.message = format!("credentials refreshed; syncing {} again", e.info.account);
                 (self.emit)(id, "sync_queued", json!(e.info));
                 drop(entries);
             }
+            Err(why) if matches!(why.kind, ErrorKind::Network | ErrorKind::Timeout) => {
+                let message = format!(
+                    "the credentials of {} could not be refreshed: {}",
+                    e.info.account, why.message
+                );
+                let error = ErrorInfo {
+                    kind: why.kind,
+                    message,
+                    line: why.message,
+                };
+                let policy = self.settings().retry.clone();
+                if !cancelled && e.info.attempt <= policy.max_attempts {
+                    // The next login that fails asks for a refresh again:
+                    // this one never reached the provider.
+                    e.auth_refreshed = false;
+                    self.retry_later(e, error, &policy);
+                    drop(entries);
+                } else {
+                    let item = self.finalize(e, Some(error), None, None);
+                    drop(entries);
+                    self.record_history(item);
+                }
+            }
             refused => {
-                let why = refused.err().unwrap_or_else(|| "cancelled".to_string());
+                let why = refused
+                    .err()
+                    .map_or_else(|| "cancelled".to_string(), |e| e.message);
                 let error = Some(ErrorInfo {
                     kind: ErrorKind::Auth,
                     message: format!(
@@ -1904,9 +1941,12 @@ impl Manager {
             let limit = self.settings().auth_refresh_limit;
             self.auth_refreshed(
                 id,
-                Err(format!(
-                    "the refresh did not answer within {} s",
-                    limit.as_secs_f64()
+                Err(Error::new(
+                    ErrorKind::Auth,
+                    format!(
+                        "the refresh did not answer within {} s",
+                        limit.as_secs_f64()
+                    ),
                 )),
             );
         }

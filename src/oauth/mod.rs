@@ -11,8 +11,9 @@
 //!   second refresh could invalidate a refresh token the first one rotated);
 //! * every new refresh token is saved the moment it arrives;
 //! * `invalid_grant` becomes an `auth` error saying "re-authorization
-//!   needed", with the provider's own text; network trouble keeps the old
-//!   token and retries with backoff.
+//!   needed", with the provider's own text; network trouble retries with
+//!   backoff, then keeps the old token while it is still valid, for a
+//!   caller asking for a valid token (a forced refresh reports it).
 //!
 //! No token or secret ever enters an error message or a log line: errors
 //! from other programs are passed through [`token::Token::redact`].
@@ -208,8 +209,10 @@ impl Tokens {
                 Refreshed::Stored(token) => Ok(token),
             },
             None => {
+                let keep_valid = seen.is_some();
                 Self::finish_holding(guard, async move {
-                    this.refresh_with_provider(&acct, current.as_ref()).await
+                    this.refresh_with_provider(&acct, current.as_ref(), keep_valid)
+                        .await
                 })
                 .await
             }
@@ -298,10 +301,15 @@ impl Tokens {
             })
     }
 
+    /// Refreshes at the provider. With `keep_valid`, a provider that cannot
+    /// be reached leaves the `current` token in use while it has not
+    /// expired; without it (a forced refresh) that failure is the answer:
+    /// the caller asked for a new token, and got none.
     async fn refresh_with_provider(
         &self,
         acct: &AccountSettings,
         current: Option<&Token>,
+        keep_valid: bool,
     ) -> Result<Token> {
         let provider = self.provider(acct)?;
         let Some(refresh_token) = current.and_then(|t| t.refresh_token.clone()) else {
@@ -330,7 +338,8 @@ impl Tokens {
                     // The old token stays stored; while it has not expired
                     // it is still good to use.
                     if let Some(t) = current.filter(|t| {
-                        matches!(e.kind, ErrorKind::Network | ErrorKind::Timeout)
+                        keep_valid
+                            && matches!(e.kind, ErrorKind::Network | ErrorKind::Timeout)
                             && !t.expires_within(0, now())
                     }) {
                         return Ok(t.clone());

@@ -153,13 +153,8 @@ fn a_panic_while_a_sync_ends_still_ends_it() {
     assert_eq!(done(second), Some("completed"), "{seen:?}");
 }
 
-/// A `sync_auth` that nobody answers (an account `refresh` function that
-/// never calls `done`) ends the sync as an auth failure once
-/// `auth_refresh_limit` has passed, instead of holding it, and every
-/// request joined to it, for good.
-#[test]
-fn an_unanswered_refresh_ends_the_sync_as_an_auth_failure() {
-    let fx = Fixture::start(&["--messages", "5"]);
+/// A copy of the fixture's mbsyncrc whose password the server refuses.
+fn wrong_password_rc(fx: &Fixture) -> std::path::PathBuf {
     let rc = fx.tmp.path().join("mbsyncrc-wrong-password");
     let text = std::fs::read_to_string(fx.mbsyncrc()).unwrap();
     let wrong: Vec<String> = text
@@ -170,18 +165,41 @@ fn an_unanswered_refresh_ends_the_sync_as_an_auth_failure() {
         })
         .collect();
     std::fs::write(&rc, wrong.join("\n") + "\n").unwrap();
-    let (tx, rx) = mpsc::channel::<(u64, String, serde_json::Value)>();
+    rc
+}
+
+/// A manager that sends every event with its data to the returned
+/// receiver.
+fn manager_with_data(
+    fx: &Fixture,
+    settings: Settings,
+) -> (
+    Arc<Manager>,
+    mpsc::Receiver<(u64, String, serde_json::Value)>,
+    tokio::runtime::Runtime,
+) {
+    let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
-    let (manager, _rt) = common::manager(
+    let (manager, rt) = common::manager(fx, settings, move |id, name, data| {
+        let _ = tx.lock().unwrap().send((id, name.to_string(), data));
+    });
+    (manager, rx, rt)
+}
+
+/// A `sync_auth` that nobody answers (an account `refresh` function that
+/// never calls `done`) ends the sync as an auth failure once
+/// `auth_refresh_limit` has passed, instead of holding it, and every
+/// request joined to it, for good.
+#[test]
+fn an_unanswered_refresh_ends_the_sync_as_an_auth_failure() {
+    let fx = Fixture::start(&["--messages", "5"]);
+    let (manager, rx, _rt) = manager_with_data(
         &fx,
         Settings {
-            mbsync_config: Some(rc),
+            mbsync_config: Some(wrong_password_rc(&fx)),
             auth_refresh: ["demo".to_string()].into(),
             auth_refresh_limit: Duration::from_millis(500),
             ..Settings::default()
-        },
-        move |id, name, data| {
-            let _ = tx.lock().unwrap().send((id, name.to_string(), data));
         },
     );
     let id = common::start_demo(&manager, SyncType::Full);
@@ -206,6 +224,71 @@ fn an_unanswered_refresh_ends_the_sync_as_an_auth_failure() {
         message.contains("the refresh did not answer within 0.5 s"),
         "{message}"
     );
+}
+
+/// A refresh that could not reach the provider says nothing about the
+/// credentials: the sync is retried with backoff, its next failed login
+/// asks for a refresh again, and once out of attempts it ends as a network
+/// failure, not as one that needs re-authorization.
+#[test]
+fn a_refresh_that_cannot_reach_the_provider_is_retried_as_a_network_failure() {
+    use himalaya_sync::error::{Error, ErrorKind};
+    use himalaya_sync::manager::RetryPolicy;
+    let fx = Fixture::start(&["--messages", "5"]);
+    let (manager, rx, _rt) = manager_with_data(
+        &fx,
+        Settings {
+            mbsync_config: Some(wrong_password_rc(&fx)),
+            auth_refresh: ["demo".to_string()].into(),
+            retry: RetryPolicy {
+                base: Duration::from_millis(100),
+                cap: Duration::from_millis(100),
+                max_attempts: 2,
+                jitter: 0.0,
+                ..RetryPolicy::default()
+            },
+            ..Settings::default()
+        },
+    );
+    let id = common::start_demo(&manager, SyncType::Full);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut names = Vec::new();
+    let done = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (i, name, data) = rx.recv_timeout(left).expect("the sync to end");
+        if i != id {
+            continue;
+        }
+        names.push(name.clone());
+        match name.as_str() {
+            // The editor's refresh: the token endpoint cannot be reached.
+            "sync_auth" => manager.auth_refreshed(
+                id,
+                Err(Error::new(
+                    ErrorKind::Network,
+                    "demo: cannot reach the token endpoint",
+                )),
+            ),
+            "sync_done" => break data,
+            _ => {}
+        }
+    };
+    let count = |n: &str| names.iter().filter(|x| *x == n).count();
+    // Attempt 1 fails its login, its refresh fails (attempt 2), retried:
+    // attempt 3 fails its login, its refresh fails too: out of attempts.
+    assert_eq!(
+        (count("sync_auth"), count("sync_retry")),
+        (2, 1),
+        "{names:?}"
+    );
+    assert_eq!(done["status"], "error", "{done}");
+    assert_eq!(done["error"]["kind"], "network", "{done}");
+    let message = done["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the credentials of demo could not be refreshed: demo: cannot reach"),
+        "{message}"
+    );
+    assert!(!message.contains("re-authorization"), "{message}");
 }
 
 /// A state folder the history may not be written to (here: open to every

@@ -99,7 +99,7 @@ fn a_failing_refresh_script_is_an_auth_error_that_quotes_no_token() {
 }
 
 #[test]
-fn a_network_failure_keeps_a_token_that_has_not_expired() {
+fn a_network_failure_keeps_a_token_that_has_not_expired_unless_refresh_was_forced() {
     let tmp = tempfile::tempdir().unwrap();
     let tokens = setup(tmp.path());
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -119,6 +119,13 @@ fn a_network_failure_keeps_a_token_that_has_not_expired() {
     old.expires_at = Some(now() + 100);
     old.refresh_token = Some("refresh-1".into());
     rt.block_on(tokens.store_token(&acct, old.clone())).unwrap();
+    // A forced refresh asked for a new token: that it got none is its
+    // answer, and no refresh is recorded as done.
+    let e = rt.block_on(tokens.refresh(&acct)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Network, "{e}");
+    let status = rt.block_on(tokens.status(&acct));
+    assert_eq!(status.last_refresh, None);
+    assert_eq!(status.last_error.map(|l| l.kind), Some(ErrorKind::Network));
     assert_eq!(
         rt.block_on(tokens.valid_token(&acct)).unwrap(),
         "old-but-valid"

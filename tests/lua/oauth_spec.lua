@@ -86,9 +86,9 @@ describe('oauth', function()
     eq(refreshes, get(server.control_url).counters.refreshes, 'no refresh: a new token would be cut too')
   end)
 
-  it('an auth failure mid-session refreshes the token and retries once', function()
+  it('an auth failure mid-session refreshes the token and retries once, unless the provider is out of reach', function()
     local server = oauth_server()
-    local fx = setup(server)
+    local fx, store = setup(server)
     authorize(server)
     local old = current_token()
     -- The server forgets the access token (as when it is revoked early):
@@ -99,6 +99,33 @@ describe('oauth', function()
     eq(2, result.attempts)
     ok(current_token() ~= old, 'a new access token')
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+
+    -- Again, but the token endpoint cannot be reached: that says nothing
+    -- about the credentials, and the sync ends as a network failure (no
+    -- retries are configured here), not as one needing re-authorization.
+    ok(post(server.control_url .. '/revoke_access_tokens'))
+    t.setup_for_test({
+      mbsync = { config = fx.dir .. '/mbsyncrc-oauth' },
+      notify = false,
+      retry = { max_attempts = 0 },
+      accounts = {
+        demo = {
+          oauth = {
+            provider = 'generic',
+            client_id = server.client_id,
+            token_url = ('http://127.0.0.1:%d/token'):format(t.closed_port()),
+            store = { backend = 'encrypted', dir = store, key_cmd = 'printf correct-horse-battery-staple' },
+          },
+        },
+      },
+    })
+    result = t.sync_and_wait('full', { account = 'demo' }, 60000)
+    eq(false, result.success)
+    eq('network', result.kind, result.error)
+    eq(2, result.attempts)
+    contains(result.error, 'could not be refreshed')
+    ok(not result.error:find('re-authorization', 1, true), result.error)
+    eq('network', oauth.status('demo').last_error.kind)
   end)
 
   it('one refresh for many processes at once, and the token command prints only the token', function()
@@ -276,20 +303,22 @@ describe('oauth', function()
     end)
     local function refresh()
       local got
-      oauth.refresh_token('demo', function(success, err)
-        got = { success, err }
+      oauth.refresh_token('demo', function(success, err, kind)
+        got = { success, err, kind }
       end)
       t.wait_for(function()
         return got ~= nil
       end, 30000, 'the refresh')
-      return got[1], got[2]
+      return got[1], got[2], got[3]
     end
 
     -- Set after the library was loaded: the engine still sees it. The
-    -- proxy's 502 is a network error, which keeps the valid token.
+    -- proxy's 502 is a network error: the forced refresh fails, and the
+    -- valid token stays.
     local before = current_token()
     vim.env.HTTP_PROXY = 'http://127.0.0.1:' .. proxy:getsockname().port
-    eq(true, (refresh()))
+    local refreshed, why, kind = refresh()
+    eq({ nil, 'network' }, { refreshed, kind }, why)
     ok(#seen > 0, 'the proxy was asked')
     for _, line in ipairs(seen) do
       eq('POST ' .. server.token_url .. ' HTTP/1.1', line)

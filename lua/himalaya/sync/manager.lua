@@ -666,8 +666,10 @@ function M._refresh(info)
   local ok, cfg = pcall(config.get)
   local acct = ok and cfg.accounts[info.account] or nil
   if lib and acct and not acct.refresh and acct.oauth then
-    require('himalaya.sync.oauth').refresh_token(info.account, function(success, err)
-      lib.sync_auth_refreshed(info.id, success == true, err)
+    -- The kind tells a provider out of reach (retried) from credentials
+    -- that are no good (re-authorization needed).
+    require('himalaya.sync.oauth').refresh_token(info.account, function(success, err, kind)
+      lib.sync_auth_refreshed(info.id, success == true, err, kind)
     end)
     return
   end

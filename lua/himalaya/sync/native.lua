@@ -64,7 +64,7 @@ local DRAIN_MAX = 256
 ---@field manager_configure fun(settings: table): true?, himalaya.sync.LibError?
 ---@field sync_start fun(type: himalaya.sync.SyncType, account: string, folders?: string[], wait?: number): integer?, himalaya.sync.LibError?
 ---@field sync_check fun(account: string, folders?: string[]): integer?, himalaya.sync.LibError?
----@field sync_auth_refreshed fun(id: integer, ok: boolean, why?: string): true?, himalaya.sync.LibError?
+---@field sync_auth_refreshed fun(id: integer, ok: boolean, why?: string, kind?: string): true?, himalaya.sync.LibError?
 ---@field sync_cancel fun(id?: integer): integer?, himalaya.sync.LibError?
 ---@field sync_history fun(): table<string, himalaya.sync.History>?, himalaya.sync.LibError?
 ---@field log_open fun(path?: string): true?, himalaya.sync.LibError?
