@@ -143,7 +143,9 @@ impl Token {
     /// Surrounding whitespace is ignored. A bare token must be a single line
     /// without inner whitespace or control characters, so that a script
     /// printing a message instead of a token is caught rather than sent to
-    /// the server.
+    /// the server; nor may it be one of the words a script prints for a
+    /// missing value ([`NOT_TOKENS`]: `curl ... | jq -r .access_token`
+    /// prints `null` for an error reply).
     pub fn parse_external(text: &str, now: i64) -> Result<Token> {
         let text = text.trim();
         if text.is_empty() {
@@ -167,6 +169,12 @@ impl Token {
                 "the token output contains whitespace or control characters; \
                  expected one access token or a JSON object",
             ));
+        }
+        if let Some(word) = NOT_TOKENS.iter().find(|w| w.eq_ignore_ascii_case(text)) {
+            // One of a few fixed words, never a secret: safe to quote.
+            return Err(bad(format!(
+                "the token output holds no token, only `{word}`"
+            )));
         }
         Ok(Token::new(text, now))
     }
@@ -263,6 +271,20 @@ fn percent_encoded(s: &str, upper: bool) -> String {
     }
     out
 }
+
+/// Words that programs print for a value that is missing or an error (in
+/// any case), refused as bare access tokens.
+const NOT_TOKENS: [&str; 9] = [
+    "null",
+    "(null)",
+    "nil",
+    "none",
+    "undefined",
+    "nan",
+    "false",
+    "true",
+    "error",
+];
 
 fn bad(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, message)
@@ -469,6 +491,21 @@ mod tests {
             m.contains("not valid JSON") && !m.contains("secret\""),
             "{m}"
         );
+        for s in [
+            "null",
+            "NULL\n",
+            "None",
+            "undefined",
+            "nil",
+            "false",
+            "Error",
+            "(null)",
+        ] {
+            let m = err(s);
+            assert!(m.contains("holds no token, only `"), "{s}: {m}");
+        }
+        // A word that merely starts like one is a token.
+        assert!(Token::parse_external("nullable-ab12", NOW).is_ok());
         for s in [
             "secret1\nsecret2",
             "tab\tsecret",

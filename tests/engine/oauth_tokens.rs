@@ -99,6 +99,22 @@ fn a_failing_refresh_script_is_an_auth_error_that_quotes_no_token() {
 }
 
 #[test]
+fn a_refresh_script_printing_null_is_an_auth_error_and_nothing_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    // `curl ... | jq -r .access_token` on an error reply.
+    let acct = account(tmp.path(), json!({ "refresh_cmd": "echo null" }));
+    let rt = rt();
+    let e = rt.block_on(tokens.valid_token(&acct)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth, "{e}");
+    assert_eq!(
+        e.message,
+        "refresh_cmd of demo: the token output holds no token, only `null`"
+    );
+    assert!(!rt.block_on(tokens.status(&acct)).has_token);
+}
+
+#[test]
 fn a_network_failure_keeps_a_token_that_has_not_expired_unless_refresh_was_forced() {
     let tmp = tempfile::tempdir().unwrap();
     let tokens = setup(tmp.path());
