@@ -367,13 +367,20 @@ impl Tokens {
 
     fn provider(&self, acct: &AccountSettings) -> Result<Provider> {
         let spec = acct.provider_spec()?.ok_or_else(|| {
-            Error::new(
-                ErrorKind::Config,
-                format!(
+            // Only `authorize` gets here with a refresh_cmd: refreshes use
+            // the script.
+            let message = match acct.refresh_cmd {
+                Some(_) => format!(
+                    "accounts.{0}.oauth: authorize needs a provider (google, microsoft, generic); \
+                     {0} refreshes through refresh_cmd",
+                    acct.name
+                ),
+                None => format!(
                     "accounts.{}.oauth: set provider (google, microsoft, generic) or refresh_cmd",
                     acct.name
                 ),
-            )
+            };
+            Error::new(ErrorKind::Config, message)
         })?;
         Provider::resolve(&spec).map_err(|e| {
             Error::new(

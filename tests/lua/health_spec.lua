@@ -65,6 +65,25 @@ describe('health and hostile lock folders', function()
     ok(not out:find('cuts an OAuth2 token'), out)
   end)
 
+  it('a refresh_cmd account without a valid token is told as refreshed at next use, not as an error', function()
+    local dir = t.tmpdir()
+    local store = { backend = 'encrypted', dir = dir .. '/tokens', key_cmd = 'printf correct-horse-battery-staple' }
+    t.use(t.standalone_mbsyncrc(dir, t.closed_port()), {
+      accounts = { demo = { oauth = { refresh_cmd = 'exit 1', store = store } } },
+    })
+    local out = health_output()
+    contains(out, 'demo: no token stored; refreshed by refresh_cmd at next use')
+    -- An expired token with no refresh token: the script needs none.
+    ok(require('himalaya.sync.oauth').store_token('demo', {
+      access_token = t.secret('expired-by-script-3e1f'),
+      expires_at = os.time() - 600,
+    }))
+    out = health_output()
+    contains(out, 'demo: token expired 10 min ago; refreshed by refresh_cmd at next use')
+    ok(not out:find('authorize demo', 1, true), out)
+    ok(not out:find('ERROR demo', 1, true), out)
+  end)
+
   it('checkhealth says when there is no mbsyncrc, and where it looked', function()
     local dir = t.tmpdir()
     t.use(dir .. '/nowhere/mbsyncrc')

@@ -673,6 +673,21 @@ describe('oauth', function()
     eq(nil, v)
     eq('config', kind)
     contains(e, 'no OAuth account "nobody"')
+    -- A refresh_cmd account cannot be authorized, and is told why.
+    t.setup_for_test({ accounts = { demo = { oauth = { refresh_cmd = 'exit 1' } } } })
+    local told
+    ok(oauth.authorize('demo', { device = true }, function(...)
+      told = { ... }
+    end))
+    t.wait_for(function()
+      return told ~= nil
+    end, 5000, 'the authorization to be refused')
+    eq({
+      nil,
+      'accounts.demo.oauth: authorize needs a provider (google, microsoft, generic); demo refreshes through refresh_cmd',
+      'config',
+    }, { told[1], told[2], told[3] })
+    require('himalaya.sync').setup({})
     v, e = oauth.store_token('nobody', 42)
     eq(nil, v)
     contains(e, 'invalid token')

@@ -247,15 +247,25 @@ function M.check()
         'use "secret-service", "gpg" or "encrypted" unless this machine is otherwise protected',
       })
     end
+    -- A refresh_cmd account needs no authorization: its script gets a
+    -- token whenever the stored one is missing or expired.
+    local expired = st and st.expires_in and st.expires_in < 0
     if not st then
       health.error(('%s: %s'):format(name, serr))
     elseif st.store_error then
       health.error(('%s: %s'):format(name, st.store_error))
+    elseif oauth_cfg.refresh_cmd and not st.last_error and (not st.has_token or expired) then
+      health.info(
+        ('%s: %s; refreshed by refresh_cmd at next use'):format(
+          name,
+          st.has_token and ('token ' .. oauth._expiry(st.expires_in)) or 'no token stored'
+        )
+      )
     elseif not st.has_token then
       health.warn(('%s: no token stored'):format(name), { ':HimalayaSync oauth authorize ' .. name })
     elseif st.last_error then
       health.error(('%s: last refresh failed (%s): %s'):format(name, st.last_error.kind, st.last_error.message))
-    elseif st.expires_in and st.expires_in < 0 and not st.has_refresh_token then
+    elseif expired and not st.has_refresh_token then
       health.error(('%s: token expired and no refresh token'):format(name), {
         ':HimalayaSync oauth authorize ' .. name,
       })
