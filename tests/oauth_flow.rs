@@ -740,6 +740,65 @@ async fn unavailable_or_redirecting_endpoints_are_classified() {
     server.join().unwrap();
 }
 
+/// Client errors whose body is no OAuth2 error (a wrong URL's HTML page, a
+/// proxy's refusal) name the status and the setting to check, by kind; a
+/// success that is not OAuth2 says so without a field path of `.`.
+#[tokio::test]
+async fn client_errors_without_an_oauth2_body_are_classified_by_status() {
+    let html = |status: &'static str| -> &'static str {
+        Box::leak(
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: 22\r\nConnection: close\r\n\r\n<html>not here</html>\n"
+            )
+            .into_boxed_str(),
+        )
+    };
+    let (port, server) = canned_server(vec![
+        html("404 Not Found"),
+        html("405 Method Not Allowed"),
+        html("403 Forbidden"),
+        html("400 Bad Request"),
+        html("429 Too Many Requests"),
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
+    ]);
+    let spec = ProviderSpec {
+        kind: "generic".into(),
+        client_id: Some(CLIENT_ID.into()),
+        token_url: Some(format!("http://127.0.0.1:{port}/token")),
+        ..Default::default()
+    };
+    let provider = Provider::resolve(&spec).unwrap();
+    for (kind, text) in [
+        (
+            ErrorKind::Config,
+            "answered HTTP 404 Not Found: check token_url",
+        ),
+        (
+            ErrorKind::Config,
+            "answered HTTP 405 Method Not Allowed: check token_url",
+        ),
+        (
+            ErrorKind::Auth,
+            "answered HTTP 403 Forbidden without an OAuth2 error: check token_url, client_id",
+        ),
+        (
+            ErrorKind::Config,
+            "answered HTTP 400 Bad Request without an OAuth2 error: check token_url",
+        ),
+        (ErrorKind::Network, "answered HTTP 429 Too Many Requests"),
+        (
+            ErrorKind::Unknown,
+            "the token endpoint sent a response that is not valid OAuth2",
+        ),
+    ] {
+        let err = refresh(&provider, "rt").await.unwrap_err();
+        assert_eq!(err.kind, kind, "{err}");
+        assert!(err.message.contains(text), "{err}");
+        assert!(!err.message.contains("(at `.`)"), "{err}");
+    }
+    server.join().unwrap();
+}
+
 #[test]
 fn provider_resolution() {
     // Microsoft: default tenant, named tenants, bad tenant.

@@ -736,18 +736,62 @@ where
                 ),
             )
         }
+        // A client error without an OAuth2 error body comes from something
+        // other than an OAuth2 endpoint answering: a wrong URL (404, 405),
+        // a proxy or firewall refusing us (401, 403), a rate limit (429).
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_)
+            if (400..500).contains(&http.last_status.load(Ordering::Relaxed)) =>
+        {
+            client_error(endpoint, http.last_status.load(Ordering::Relaxed))
+        }
         // The serde error text may quote a value from the body (a token),
-        // so only the path of the bad field is shown.
-        RequestTokenError::Parse(e, _) => Error::new(
-            ErrorKind::Unknown,
-            format!(
-                "the {endpoint} sent a response that is not valid OAuth2 (at `{}`)",
-                e.path()
-            ),
-        ),
+        // so only the path of the bad field is shown, when there is one.
+        RequestTokenError::Parse(e, _) => {
+            let path = e.path().to_string();
+            let at = match path.as_str() {
+                "." => String::new(),
+                p => format!(" (at `{p}`)"),
+            };
+            Error::new(
+                ErrorKind::Unknown,
+                format!("the {endpoint} sent a response that is not valid OAuth2{at}"),
+            )
+        }
         RequestTokenError::Other(msg) => Error::new(
             ErrorKind::Unknown,
             format!("the {endpoint} sent an unexpected response: {msg}"),
+        ),
+    }
+}
+
+/// An HTTP client error `status` of `endpoint` that came without an OAuth2
+/// error: 404 and 405 say its URL is wrong (config), 401 and 403 that we
+/// were refused (auth), 429 to come back later (network, retried); any
+/// other is a request this endpoint does not take, most likely because it
+/// is not the endpoint meant (config).
+fn client_error(endpoint: &str, status: u16) -> Error {
+    let setting = match endpoint {
+        "device authorization endpoint" => "device_url",
+        _ => "token_url",
+    };
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map_or(String::new(), |r| format!(" {r}"));
+    let answered = format!("the {endpoint} answered HTTP {status}{reason}");
+    match status {
+        404 | 405 => Error::new(
+            ErrorKind::Config,
+            format!("{answered}: check {setting}"),
+        ),
+        401 | 403 => Error::new(
+            ErrorKind::Auth,
+            format!("{answered} without an OAuth2 error: check {setting}, client_id and the client secret"),
+        ),
+        429 => Error::new(ErrorKind::Network, answered),
+        _ => Error::new(
+            ErrorKind::Config,
+            format!("{answered} without an OAuth2 error: check {setting}"),
         ),
     }
 }
