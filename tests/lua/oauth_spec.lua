@@ -625,6 +625,33 @@ describe('oauth', function()
     eq('timeout', second[3], second[2])
   end)
 
+  it('a blocking call that gives up stops listening, and says the work goes on', function()
+    local dir = t.tmpdir()
+    t.setup_for_test({
+      mbsync = { config = t.standalone_mbsyncrc(dir, t.closed_port()) },
+      notify = false,
+      accounts = {
+        demo = {
+          oauth = {
+            refresh_cmd = 'exit 1',
+            store = { backend = 'command', load_cmd = 'sleep 2', save_cmd = 'cat >/dev/null', clear_cmd = 'true' },
+          },
+        },
+      },
+    })
+    local wait = oauth.WAIT_MS
+    oauth.WAIT_MS = 300
+    t.defer(function()
+      oauth.WAIT_MS = wait
+    end)
+    local v, err, kind = oauth.status('demo')
+    eq({ nil, 'no answer for demo within 0.3 s; it goes on in the background', 'timeout' }, { v, err, kind })
+    -- Nobody waits for that answer any more: it does not keep a new
+    -- build from being loaded.
+    local _, why = require('himalaya.sync.native').reload()
+    ok(not tostring(why):find('requests are active', 1, true), why)
+  end)
+
   it('bad OAuth settings and arguments give one clear line', function()
     local okk, err = pcall(require('himalaya.sync').setup, { accounts = { demo = { oauth = { provider = 'yahoo' } } } })
     eq(false, okk)

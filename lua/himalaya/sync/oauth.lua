@@ -23,16 +23,20 @@ local function bad_account(account)
 end
 
 --- Starts operation `op` in the engine; `done(result, err, kind)` gets the
---- answer, `on_prompt(data)` what `authorize` asks the user to do.
+--- answer, `on_prompt(data)` what `authorize` asks the user to do. Returns
+--- the request id, none when it failed at once (`done` has heard why).
+---@return integer? id
 local function start(op, account, arg, done, on_prompt)
   local lib, err, kind = require('himalaya.sync.manager')._ready()
   if not lib then
-    return done(nil, err, kind or 'config')
+    done(nil, err, kind or 'config')
+    return nil
   end
   local id, e = lib.oauth_call(op, account, arg)
   if not id then
     ---@cast e -?
-    return done(nil, e.message, e.kind)
+    done(nil, e.message, e.kind)
+    return nil
   end
   native.on_id(id, function(ev)
     if ev.name == 'oauth_prompt' then
@@ -48,6 +52,7 @@ local function start(op, account, arg, done, on_prompt)
       done(nil, ev.data.error.message, ev.data.error.kind)
     end
   end)
+  return id
 end
 
 --- Runs `op` with `callback` (answers later, on the main loop) or waits for
@@ -72,19 +77,26 @@ local function run(op, account, arg, callback, on_prompt)
     return true
   end
   local answer
-  start(op, account, arg, function(...)
+  local id = start(op, account, arg, function(...)
     answer = vim.F.pack_len(...)
   end, on_prompt)
   if not answer then
     local done, why = vim.wait(M.WAIT_MS, function()
       return answer ~= nil
     end, 10)
-    -- -2: the user pressed Ctrl-C. What runs in the engine is left to end
-    -- on its own (a refresh still stores its token), only unheard.
+    if not done then
+      -- What runs in the engine is left to end on its own (a refresh
+      -- still stores its token), unheard: nobody waits for its answer,
+      -- which would keep a reload of the library refused until it came.
+      native.off(assert(id))
+    end
+    -- -2: the user pressed Ctrl-C.
     if not done and why == -2 then
       return nil, ('stopped waiting for %s (interrupted); it goes on in the background'):format(account), 'cancelled'
     elseif not done then
-      return nil, ('no answer for %s within %d s'):format(account, M.WAIT_MS / 1000), 'timeout'
+      return nil,
+        ('no answer for %s within %g s; it goes on in the background'):format(account, M.WAIT_MS / 1000),
+        'timeout'
     end
   end
   return vim.F.unpack_len(answer)
