@@ -15,7 +15,7 @@ use super::manager::manager;
 use crate::error::{Error, ErrorKind, Result};
 use crate::oauth::flow::{CodeOptions, DeviceOptions, Until};
 use crate::oauth::token::Token;
-use crate::oauth::{now, Authorize};
+use crate::oauth::{answer_limit, now, Authorize};
 use crate::runtime;
 
 /// How long an authorization may wait for the user, unless given.
@@ -128,7 +128,9 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
     )?;
     // `op`: token | refresh | store | clear | status | authorize;
     // `arg`: the token table for `store`, `{ device = bool, timeout = s }`
-    // for `authorize`. Returns the request id at once.
+    // for `authorize`. Returns at once the request id and the seconds the
+    // engine may take to answer (none for `authorize`: see
+    // `oauth::answer_limit`).
     m.set(
         "oauth_call",
         func(
@@ -136,6 +138,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
             |lua, (op, account, arg): (String, String, Option<mlua::Value>)| {
                 let mgr = manager()?;
                 let acct = mgr.oauth_account(&account)?;
+                let limit = answer_limit(&acct, &op).map(|d| d.as_secs_f64());
                 let tokens = mgr.tokens()?;
                 let arg: Value = match arg {
                     Some(v) => lua
@@ -228,7 +231,7 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                         }
                     };
                 handle.spawn(async move { answer(id, work.await) });
-                Ok(id)
+                Ok((id, limit))
             },
         )?,
     )?;

@@ -49,6 +49,36 @@ const REFRESH_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest a refresh script may run.
 const REFRESH_CMD_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The longest the engine takes to answer operation `op` (as the editor
+/// names it) for `acct`, each step at its own limit; None for `authorize`,
+/// which waits for the user. A caller waiting for the answer waits longer
+/// than this, so that the engine's own, precise error comes first.
+pub fn answer_limit(acct: &AccountSettings, op: &str) -> Option<Duration> {
+    match op {
+        // The lock wait, three store operations (the load before the lock,
+        // the load under it, the save or the load after a script that
+        // stored the token itself) and the refresh: the script, or the
+        // client secret command and every attempt at the provider with the
+        // pauses between them.
+        "token" | "refresh" => {
+            let refresh = match acct.refresh_cmd {
+                Some(_) => REFRESH_CMD_TIMEOUT,
+                None => {
+                    let pauses: Duration = (0..REFRESH_ATTEMPTS - 1)
+                        .map(|n| REFRESH_BACKOFF * 2u32.pow(n))
+                        .sum();
+                    provider::SECRET_COMMAND_TIMEOUT
+                        + provider::DEFAULT_TIMEOUT * REFRESH_ATTEMPTS
+                        + pauses
+                }
+            };
+            Some(acct.wait() + store::OPERATION_LIMIT * 3 + refresh)
+        }
+        "store" | "clear" | "status" => Some(store::OPERATION_LIMIT),
+        _ => None,
+    }
+}
+
 /// Unix seconds now (0 if the clock is before 1970).
 pub fn now() -> i64 {
     SystemTime::now()
@@ -493,5 +523,43 @@ fn redact_all(token: Option<&Token>, text: &str) -> String {
     match token {
         Some(t) => t.redact(text),
         None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(settings: serde_json::Value) -> AccountSettings {
+        let mut v = serde_json::json!({ "name": "demo" });
+        for (k, x) in settings.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// The editor's blocking calls wait a little longer than this: the
+    /// worst case of a refresh, every step at its limit, must fit in it
+    /// (the 90 s they waited before did not: the engine's own error came
+    /// a moment after the caller had given up).
+    #[test]
+    fn the_answer_limit_outlasts_every_step_at_its_limit() {
+        let s = Duration::from_secs;
+        let store_ops = store::COMMAND_TIMEOUT * 3;
+        let provider = account(serde_json::json!({ "provider": "generic" }));
+        let limit = answer_limit(&provider, "refresh").unwrap();
+        // Lock wait, client secret command, three requests and the pauses.
+        assert!(limit >= s(30) + s(10) + s(3 * 30) + Duration::from_millis(1500) + store_ops);
+        assert_eq!(answer_limit(&provider, "token"), Some(limit));
+        let script = account(serde_json::json!({ "refresh_cmd": "true" }));
+        // Lock wait and the script.
+        assert!(answer_limit(&script, "token").unwrap() >= s(30) + s(60) + store_ops);
+        // A longer lock wait is waited out too.
+        let patient = account(serde_json::json!({ "provider": "generic", "wait": 600 }));
+        assert_eq!(answer_limit(&patient, "token").unwrap(), limit + s(570));
+        for op in ["store", "clear", "status"] {
+            assert!(answer_limit(&provider, op).unwrap() >= store::COMMAND_TIMEOUT);
+        }
+        assert_eq!(answer_limit(&provider, "authorize"), None);
     }
 }

@@ -19,11 +19,11 @@ use oauth2::url::Url;
 use crate::error::{Error, ErrorKind, Result};
 
 /// How long a `client_secret` command may run before it is killed.
-const SECRET_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const SECRET_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time allowed to open a connection to a provider endpoint.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time allowed for one whole request to a provider endpoint.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const GOOGLE_AUTH_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
 const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";

@@ -111,6 +111,11 @@ use crate::runtime;
 
 /// How long any program we run may take before it is killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest one load, save or clear takes: four programs or waits of
+/// at most [`COMMAND_TIMEOUT`] one after another (the encrypted store's
+/// first key from the Secret Service: look it up, wait for the key lock,
+/// look it up again, store it; fewer for every other store).
+pub const OPERATION_LIMIT: Duration = Duration::from_secs(4 * COMMAND_TIMEOUT.as_secs());
 /// The environment variable that tells user commands which account.
 pub const ACCOUNT_ENV: &str = "HIMALAYA_SYNC_ACCOUNT";
 /// The Secret Service `service` attribute the himalaya CLI v1 uses.

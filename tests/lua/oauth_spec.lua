@@ -650,6 +650,14 @@ describe('oauth', function()
     -- build from being loaded.
     local _, why = require('himalaya.sync.native').reload()
     ok(not tostring(why):find('requests are active', 1, true), why)
+    -- Unset, the wait is a little longer than the engine's own limit for
+    -- the call, which it gives with the request id: here a store's load.
+    oauth.WAIT_MS = nil
+    local id, limit = require('himalaya.sync.native').get().oauth_call('status', 'demo')
+    ok(id, limit)
+    eq(120, limit)
+    local st, serr = oauth.status('demo')
+    eq(false, st and st.has_token, serr)
   end)
 
   it('bad OAuth settings and arguments give one clear line', function()

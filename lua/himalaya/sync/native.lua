@@ -78,7 +78,7 @@ local DRAIN_MAX = 256
 ---@field mbsync_has_target fun(name: string): boolean?, himalaya.sync.LibError?
 ---@field mbsync_path fun(): string?, himalaya.sync.LibError?
 ---@field mbsync_passwordless fun(): string[]?, himalaya.sync.LibError?
----@field oauth_call fun(op: string, account: string, arg?: table|string): integer?, himalaya.sync.LibError?
+---@field oauth_call fun(op: string, account: string, arg?: table|string): integer?, (himalaya.sync.LibError|number)? request id and answer limit (s), or nil and the error
 ---@field oauth_cancel_authorize fun(account?: string): integer, integer authorizations ended, and found finishing
 
 -- State lives in the Lua registry, not in this module: a plugin reloader

@@ -10,9 +10,17 @@ local native = require('himalaya.sync.native')
 
 local M = {}
 
---- The longest a call without a callback waits (ms): the cross-process
---- refresh lock (default 30 s) plus a refresh with its retries.
-M.WAIT_MS = 90000
+--- The longest a call without a callback waits (ms). Unset, a little
+--- longer than the engine may take to answer that call (its limits:
+--- the account's refresh lock `wait`, the store's programs, the refresh
+--- script or every attempt at the provider), so that the engine's own
+--- error, which says what did not answer, comes first.
+---@type integer?
+M.WAIT_MS = nil
+
+--- How much longer than the engine's limit a call waits (s): its answer
+--- still has to travel to the main loop.
+local WAIT_SLACK = 5
 
 ---@alias himalaya.sync.OAuthCallback fun(result: any, err?: string, kind?: string)
 
@@ -24,8 +32,10 @@ end
 
 --- Starts operation `op` in the engine; `done(result, err, kind)` gets the
 --- answer, `on_prompt(data)` what `authorize` asks the user to do. Returns
---- the request id, none when it failed at once (`done` has heard why).
+--- the request id, none when it failed at once (`done` has heard why), and
+--- the seconds the engine may take to answer (none for `authorize`).
 ---@return integer? id
+---@return number? limit
 local function start(op, account, arg, done, on_prompt)
   local lib, err, kind = require('himalaya.sync.manager')._ready()
   if not lib then
@@ -34,10 +44,11 @@ local function start(op, account, arg, done, on_prompt)
   end
   local id, e = lib.oauth_call(op, account, arg)
   if not id then
-    ---@cast e -?
+    ---@cast e himalaya.sync.LibError
     done(nil, e.message, e.kind)
     return nil
   end
+  ---@cast e number?
   native.on_id(id, function(ev)
     if ev.name == 'oauth_prompt' then
       if on_prompt then
@@ -52,11 +63,11 @@ local function start(op, account, arg, done, on_prompt)
       done(nil, ev.data.error.message, ev.data.error.kind)
     end
   end)
-  return id
+  return id, e
 end
 
 --- Runs `op` with `callback` (answers later, on the main loop) or waits for
---- it, bounded by `M.WAIT_MS`.
+--- it, bounded (see `M.WAIT_MS`).
 local function run(op, account, arg, callback, on_prompt)
   if callback ~= nil and not vim.is_callable(callback) then
     return nil, 'invalid callback: expected a function', 'invalid'
@@ -77,11 +88,13 @@ local function run(op, account, arg, callback, on_prompt)
     return true
   end
   local answer
-  local id = start(op, account, arg, function(...)
+  local id, limit = start(op, account, arg, function(...)
     answer = vim.F.pack_len(...)
   end, on_prompt)
+  -- Only `authorize` has no limit, and it always has a callback.
+  local wait_ms = M.WAIT_MS or math.ceil(((limit or 0) + WAIT_SLACK) * 1000)
   if not answer then
-    local done, why = vim.wait(M.WAIT_MS, function()
+    local done, why = vim.wait(wait_ms, function()
       return answer ~= nil
     end, 10)
     if not done then
@@ -95,7 +108,7 @@ local function run(op, account, arg, callback, on_prompt)
       return nil, ('stopped waiting for %s (interrupted); it goes on in the background'):format(account), 'cancelled'
     elseif not done then
       return nil,
-        ('no answer for %s within %g s; it goes on in the background'):format(account, M.WAIT_MS / 1000),
+        ('no answer for %s within %g s; it goes on in the background'):format(account, wait_ms / 1000),
         'timeout'
     end
   end
