@@ -164,9 +164,8 @@ pub(super) fn register(lua: &Lua, m: &Table) -> mlua::Result<()> {
                             let as_invalid =
                                 |e: Error| Error::new(ErrorKind::Invalid, e.message);
                             let token = match &arg {
-                                Value::String(s) => {
-                                    Token::parse_external(s, now()).map_err(as_invalid)?
-                                }
+                                Value::String(s) => Token::parse_text(s, now(), "the token string")
+                                    .map_err(|e| Error::invalid(format!("invalid token: {}", e.message)))?,
                                 v @ Value::Object(_) => {
                                     Token::from_json_value(v, now()).map_err(as_invalid)?
                                 }

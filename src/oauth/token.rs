@@ -147,34 +147,37 @@ impl Token {
     /// missing value ([`NOT_TOKENS`]: `curl ... | jq -r .access_token`
     /// prints `null` for an error reply).
     pub fn parse_external(text: &str, now: i64) -> Result<Token> {
+        Token::parse_text(text, now, "the token output")
+    }
+
+    /// [`Token::parse_external`] for a text its messages call `what`.
+    pub fn parse_text(text: &str, now: i64, what: &str) -> Result<Token> {
         let text = text.trim();
         if text.is_empty() {
-            return Err(bad("the token output is empty"));
+            return Err(bad(format!("{what} is empty")));
         }
         if text.starts_with('{') {
             let value: Value = serde_json::from_str(text).map_err(|e| {
                 // serde_json's syntax errors give a position, never the text.
-                bad(format!("the token output is not valid JSON: {e}"))
+                bad(format!("{what} is not valid JSON: {e}"))
             })?;
             return Token::from_json_value(&value, now);
         }
         let lines = text.lines().count();
         if lines > 1 {
             return Err(bad(format!(
-                "the token output has {lines} lines; expected one access token or a JSON object"
+                "{what} has {lines} lines; expected one access token or a JSON object"
             )));
         }
         if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad(
-                "the token output contains whitespace or control characters; \
-                 expected one access token or a JSON object",
-            ));
+            return Err(bad(format!(
+                "{what} contains whitespace or control characters; \
+                 expected one access token or a JSON object"
+            )));
         }
         if let Some(word) = NOT_TOKENS.iter().find(|w| w.eq_ignore_ascii_case(text)) {
             // One of a few fixed words, never a secret: safe to quote.
-            return Err(bad(format!(
-                "the token output holds no token, only `{word}`"
-            )));
+            return Err(bad(format!("{what} holds no token, only `{word}`")));
         }
         Ok(Token::new(text, now))
     }

@@ -722,6 +722,16 @@ describe('oauth', function()
       'accounts.demo.oauth: authorize needs a provider (google, microsoft, generic); demo refreshes through refresh_cmd',
       'config',
     }, { told[1], told[2], told[3] })
+    -- A bad access-token string is the caller's argument, and named so.
+    eq({
+      nil,
+      'invalid token: the token string contains whitespace or control characters; '
+        .. 'expected one access token or a JSON object',
+      'invalid',
+    }, { oauth.store_token('demo', 'two words') })
+    eq({ nil, 'invalid token: the token string holds no token, only `null`', 'invalid' }, {
+      oauth.store_token('demo', 'null'),
+    })
     require('himalaya.sync').setup({})
     v, e = oauth.store_token('nobody', 42)
     eq(nil, v)
