@@ -14,13 +14,20 @@ local M = {}
 --- longer than the engine may take to answer that call (its limits:
 --- the account's refresh lock `wait`, the store's programs, the refresh
 --- script or every attempt at the provider), so that the engine's own
---- error, which says what did not answer, comes first.
+--- error, which says what did not answer, comes first; but at most
+--- MAX_WAIT: the editor is frozen meanwhile.
 ---@type integer?
 M.WAIT_MS = nil
 
 --- How much longer than the engine's limit a call waits (s): its answer
 --- still has to travel to the main loop.
 local WAIT_SLACK = 5
+
+--- The longest a call without a callback freezes the editor (s), whatever
+--- the engine's limit: enough for a provider that never answers (three
+--- requests of 30 s), while store programs that each hang to their limit
+--- (up to minutes in all) are left to the background.
+local MAX_WAIT = 120
 
 ---@alias himalaya.sync.OAuthCallback fun(result: any, err?: string, kind?: string)
 
@@ -92,7 +99,7 @@ local function run(op, account, arg, callback, on_prompt)
     answer = vim.F.pack_len(...)
   end, on_prompt)
   -- Only `authorize` has no limit, and it always has a callback.
-  local wait_ms = M.WAIT_MS or math.ceil(((limit or 0) + WAIT_SLACK) * 1000)
+  local wait_ms = M.WAIT_MS or math.ceil(math.min((limit or 0) + WAIT_SLACK, MAX_WAIT) * 1000)
   if not answer then
     local done, why = vim.wait(wait_ms, function()
       return answer ~= nil
