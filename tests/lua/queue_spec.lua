@@ -846,7 +846,7 @@ io.stdout:write(vim.json.encode(require('himalaya.sync.manager').history()))
     -- They run their subcommand, and take `| command` after them.
     vim.g.after_legacy = nil
     local out = vim.api.nvim_exec2('HimalayaSyncStatus | let g:after_legacy = 1', { output = true }).output
-    t.contains(out, 'idle')
+    t.contains(out, 'himalaya-sync: ')
     eq(1, vim.g.after_legacy)
     -- setup() that turns the option off removes what the option made...
     require('himalaya.sync').setup({})
