@@ -131,10 +131,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// `-h` or `--help`: asked anywhere before a command to run (`with-lock`'s
+/// after `--`), it is what the user wants, not an account or a host.
+fn wants_help(args: &[String]) -> bool {
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "-h" || a == "--help")
+}
+
 fn run(args: Vec<String>) -> Result<ExitCode> {
+    if wants_help(&args)
+        && args
+            .first()
+            .is_some_and(|c| !matches!(c.as_str(), "help" | "-h" | "--help"))
+    {
+        println!("{HELP}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut it = args.into_iter();
     match it.next().as_deref() {
         Some("help" | "--help" | "-h") => {
+            no_more(it)?;
             println!("{HELP}");
             Ok(ExitCode::SUCCESS)
         }
@@ -222,6 +239,9 @@ fn no_more(mut it: impl Iterator<Item = String>) -> Result<()> {
 fn token(mut it: impl Iterator<Item = String>) -> Result<ExitCode> {
     let account = it.next().ok_or_else(|| usage("token needs an account"))?;
     no_more(it)?;
+    // Refused as a bad argument here, not as an account to configure.
+    himalaya_sync::oauth::store::validate_account(&account)
+        .map_err(|e| usage(&format!("invalid account {account:?}: {}", e.message)))?;
     let state = state_dir()?;
     let acct = himalaya_sync::oauth::account::load(&state, &account)?;
     let tokens = Tokens::new(Arc::new(locks()?), state);

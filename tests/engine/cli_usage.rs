@@ -60,9 +60,58 @@ fn an_unknown_command_is_a_usage_error_that_mentions_help() {
     assert!(out.stdout.is_empty(), "{out:?}");
 }
 
+/// `-h` or `--help` after a command is help, not an account or a host; a
+/// `--help` meant for with-lock's command (after `--`) is left to it.
+#[test]
+fn help_after_a_command_is_help() {
+    for args in [
+        &["token", "--help"][..],
+        &["token", "-h"],
+        &["sync", "--help"],
+        &["sync", "demo", "-h"],
+        &["relay", "--help"],
+        &["with-lock", "x", "--help"],
+    ] {
+        let out = tool(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("token ACCOUNT"),
+            "{args:?}: {out:?}"
+        );
+    }
+    let locks = tempfile::tempdir().expect("a lock folder");
+    let out = Command::new(env!("CARGO_BIN_EXE_himalaya-sync"))
+        .args(["with-lock", "x", "--", "printf", "%s\\n", "--help"])
+        .env("HIMALAYA_SYNC_LOCK_DIR", locks.path().join("locks"))
+        .output()
+        .expect("the tool runs");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "--help\n");
+}
+
+/// An account name the tool could never have settings for is a usage
+/// error, not advice to configure `accounts.a b.oauth`.
+#[test]
+fn token_refuses_an_invalid_account_name() {
+    let out = tool(&["token", "a b"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.starts_with("himalaya-sync: invalid account \"a b\": "),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_command_without_arguments_refuses_one() {
-    for command in ["version", "--version", "locks", "cleanup-locks"] {
+    for command in [
+        "help",
+        "-h",
+        "version",
+        "--version",
+        "locks",
+        "cleanup-locks",
+    ] {
         let out = tool(&[command, "extra"]);
         assert_eq!(out.status.code(), Some(2), "{command}: {out:?}");
         let text = String::from_utf8_lossy(&out.stderr);
