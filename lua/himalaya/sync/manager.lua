@@ -285,6 +285,9 @@ local function compute_status()
       end
       if st == 'queued' then
         queued[name] = queued[name] + 1
+      elseif st == 'running' and info.type == 'check' then
+        -- A check only asks the server: not shown as a sync of the account.
+        table.insert(active[name], name .. ' checking')
       elseif st == 'running' then
         local pct = info.progress and info.progress.percent
         table.insert(
