@@ -198,17 +198,7 @@ pub fn plan(
             local.display()
         )));
     }
-    let safe: String = mailbox
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let backup = backup_root.join(format!("{channel}-{safe}-{stamp}"));
+    let backup = backup_root.join(backup_name(channel, mailbox, stamp));
     if let Some(root) = &store.path {
         if backup.starts_with(root) {
             return Err(refuse(format!(
@@ -224,6 +214,25 @@ pub fn plan(
         local,
         backup,
     })
+}
+
+/// The backup folder's name, `CHANNEL-FOLDER-STAMP`: the folder with every
+/// character but letters, digits and `_` written `%XX` (its UTF-8 bytes),
+/// so that two folders never share a name (`Work/A` and `Work_A` did when
+/// both became `Work_A`), nor do two channels (the folder has no `-`).
+fn backup_name(channel: &str, mailbox: &str, stamp: &str) -> String {
+    let mut safe = String::with_capacity(mailbox.len());
+    for c in mailbox.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            safe.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                safe.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    format!("{channel}-{safe}-{stamp}")
 }
 
 /// Step 1: moves the local folder to the backup and leaves an empty Maildir
@@ -439,6 +448,15 @@ fn new_name(old: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_names_never_meet() {
+        assert_eq!(backup_name("demo", "Work/A", "1"), "demo-Work%2FA-1");
+        assert_eq!(backup_name("demo", "Work_A", "1"), "demo-Work_A-1");
+        assert_eq!(backup_name("a-b", "c", "1"), "a-b-c-1");
+        assert_eq!(backup_name("a", "b-c", "1"), "a-b%2Dc-1");
+        assert_eq!(backup_name("d", "Café 100%", "1"), "d-Café%20100%25-1");
+    }
 
     #[test]
     fn error_lines_name_channel_and_box() {
