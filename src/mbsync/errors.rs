@@ -818,19 +818,26 @@ fn argument_len(s: &str, prefix: &str) -> usize {
 /// Replaces long base64-like runs (tokens, encoded credentials).
 fn redact_blobs(line: &str) -> String {
     let is_blob_char = |c: char| c.is_ascii_alphanumeric() || "+/=_-".contains(c);
+    replace_runs(line, is_blob_char, looks_like_secret, REDACTED)
+}
+
+/// `line` with each longest run of `is_run_char` characters that `secret`
+/// picks replaced by `with`.
+pub(crate) fn replace_runs(
+    line: &str,
+    is_run_char: impl Fn(char) -> bool,
+    secret: impl Fn(&str) -> bool,
+    with: &str,
+) -> String {
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
-    while let Some(start) = rest.find(is_blob_char) {
+    while let Some(start) = rest.find(&is_run_char) {
         let len = rest[start..]
-            .find(|c: char| !is_blob_char(c))
+            .find(|c: char| !is_run_char(c))
             .unwrap_or(rest.len() - start);
         let run = &rest[start..start + len];
         out.push_str(&rest[..start]);
-        if looks_like_secret(run) {
-            out.push_str(REDACTED);
-        } else {
-            out.push_str(run);
-        }
+        out.push_str(if secret(run) { with } else { run });
         rest = &rest[start + len..];
     }
     out.push_str(rest);

@@ -1189,38 +1189,24 @@ const MIN_PROGRAM_SECRET_LEN: usize = 20;
 /// every `KEY=value` or `"KEY": "value"` whose key names a credential, the
 /// word after `Bearer` or `Basic`, and every run of
 /// [`MIN_PROGRAM_SECRET_LEN`] letters and digits or more (lower-case hex
-/// too) between dots and slashes. What is left (`curl: (22) … error: 401`, `gpg: decryption failed:
-/// No secret key`) still says what went wrong.
+/// too) between dots and slashes. What is left (`curl: (22) … error: 401`,
+/// `gpg: decryption failed: No secret key`) still says what went wrong.
 pub(crate) fn redact_program_line(line: &str) -> String {
     let line = crate::mbsync::errors::redact(line);
     let keyed = redact_keyed_values(&line);
     let is_word_char = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
-    let mut out = String::with_capacity(keyed.len());
-    let mut rest = keyed.as_str();
-    while let Some(start) = rest.find(is_word_char) {
-        let len = rest[start..]
-            .find(|c: char| !is_word_char(c))
-            .unwrap_or(rest.len() - start);
-        let word = &rest[start..start + len];
-        out.push_str(&rest[..start]);
-        // Looked at piece by piece between dots and slashes, so that host
-        // names, URLs and paths stay (`www.googleapis.com/oauth2/v4/token`),
-        // while `ya29.<token>` and each part of a JWT do not.
-        let secret = !word.starts_with('/')
+    // Looked at piece by piece between dots and slashes, so that host
+    // names, URLs and paths stay (`www.googleapis.com/oauth2/v4/token`),
+    // while `ya29.<token>` and each part of a JWT do not.
+    let secret = |word: &str| {
+        !word.starts_with('/')
             && word.split(['.', '/']).any(|piece| {
                 piece.bytes().filter(u8::is_ascii_alphanumeric).count() >= MIN_PROGRAM_SECRET_LEN
                     && piece.bytes().any(|b| b.is_ascii_digit())
                     && piece.bytes().any(|b| b.is_ascii_alphabetic())
-            });
-        out.push_str(if secret {
-            crate::oauth::token::REDACTED
-        } else {
-            word
-        });
-        rest = &rest[start + len..];
-    }
-    out.push_str(rest);
-    out
+            })
+    };
+    crate::mbsync::errors::replace_runs(&keyed, is_word_char, secret, crate::oauth::token::REDACTED)
 }
 
 /// The values of keys in [`SECRET_KEYS`] (`KEY=v`, `KEY: v`, `"KEY": "v"`)
