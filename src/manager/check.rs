@@ -209,7 +209,7 @@ pub async fn check_account(
             .and_then(|c| cfg.imap_account_for(c))
             .map(|a| a.name.clone())
     };
-    let mut servers: Vec<Option<String>> = channels.iter().map(server).collect();
+    let mut servers: Vec<String> = channels.iter().filter_map(server).collect();
     servers.sort();
     servers.dedup();
     let several = servers.len() > 1;
@@ -221,6 +221,12 @@ pub async fn check_account(
                 format!("No channel '{name}' in {}", cfg.path.display()),
             )
         })?;
+        // A channel with no server (Maildir to Maildir, say a local backup
+        // in a `Group`) has nothing to check; the account's others are
+        // checked. `connection_for` says why when none has one.
+        if !servers.is_empty() && cfg.imap_account_for(channel).is_none() {
+            continue;
+        }
         let state = sync_state_of(cfg, channel).ok_or_else(|| {
             Error::new(
                 ErrorKind::Config,

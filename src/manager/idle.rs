@@ -97,10 +97,14 @@ impl IdleSet {
         let accounts = manager.settings().accounts;
         let full = targets::resolve(&cfg, &accounts, SyncType::Full, account, &[])?;
         let channels = targets::channels_of_targets(&cfg, &full);
-        // The first channel on each IMAPAccount, in the account's order.
-        let mut servers: Vec<(&Channel, Option<&str>)> = Vec::new();
+        // The first channel on each IMAPAccount, in the account's order. A
+        // channel with no IMAP side (Maildir to Maildir, say a local backup
+        // in a `Group`) has no server to watch; the others are watched.
+        let mut servers: Vec<(&Channel, &str)> = Vec::new();
         for c in channels.iter().filter_map(|c| cfg.channel(c)) {
-            let server = cfg.imap_account_for(c).map(|a| a.name.as_str());
+            let Some(server) = cfg.imap_account_for(c).map(|a| a.name.as_str()) else {
+                continue;
+            };
             if !servers.iter().any(|(_, s)| *s == server) {
                 servers.push((c, server));
             }
@@ -108,13 +112,13 @@ impl IdleSet {
         let Some(&(channel, _)) = servers.first() else {
             return Err(Error::new(
                 ErrorKind::Config,
-                format!("account '{account}' has no channel to watch"),
+                format!("account '{account}' has no channel with an IMAP side to watch"),
             ));
         };
         let tokens = manager.token_source(account);
         let mut connections = Vec::with_capacity(servers.len());
         for (c, server) in &servers {
-            let name = (servers.len() > 1).then(|| server.unwrap_or_default().to_string());
+            let name = (servers.len() > 1).then(|| server.to_string());
             connections.push((connection_for(&cfg, c, tokens.clone())?, name));
         }
         // The box a push syncs: a folder of the account's only channel, by

@@ -691,3 +691,44 @@ describe('a Group of two IMAP accounts', function()
     end, 20000, "the pushed sync to bring work's three new messages")
   end)
 end)
+
+describe('a Group with a channel that has no server', function()
+  it('checks and watches its IMAP channel, and syncs the local one too', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3,Work=2' })
+    -- A local copy of the mail, Maildir to Maildir, synced with the account.
+    local copy = fx.dir .. '/copy'
+    vim.fn.mkdir(copy, 'p')
+    local rc = fx.dir .. '/mbsyncrc-group'
+    t.write(
+      rc,
+      t.read(fx.mbsyncrc)
+        .. ('\nMaildirStore copy\nPath %s/\nInbox %s/INBOX\nSubFolders Verbatim\n'):format(copy, copy)
+        .. '\nChannel copy\nFar :demo-local:\nNear :copy:\nPatterns *\nCreate Near\nSyncState *\n'
+        .. '\nGroup all\nChannel demo\nChannel copy\n'
+    )
+    t.use(rc, { idle = { accounts = { 'all' }, folders = { 'INBOX' } } })
+    local synced = t.sync_and_wait('full', { account = 'all' })
+    ok(synced.success, synced.error)
+    eq(3, #fx.ids('demo', 'local').INBOX)
+    local copied = vim.fn.glob(copy .. '/INBOX/*/*', false, true)
+    eq(3, #copied, vim.inspect(copied))
+
+    fx.deliver('demo', 'INBOX', 2)
+    local result, info = check('all')
+    ok(result.success, info.message)
+    eq(2, result.new, vim.inspect(result.folders))
+    eq({ 'INBOX' }, result.changed)
+
+    local idle = require('himalaya.sync.idle')
+    idle.start()
+    t.defer(idle.stop)
+    t.wait_for(function()
+      local l = idle.list()
+      return #l == 1 and l[1].idle
+    end, 10000, 'IDLE on the INBOX of the IMAP channel')
+    fx.deliver('demo', 'INBOX', 1)
+    t.wait_for(function()
+      return #fx.ids('demo', 'local').INBOX == 6
+    end, 20000, 'the pushed sync to bring the three new messages')
+  end)
+end)
