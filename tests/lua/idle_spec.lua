@@ -143,6 +143,38 @@ describe('IDLE', function()
     end, 20000, 'Nope and INBOX to be watched')
   end)
 
+  it('a pushed sync that fails in a way the next will too is told once', function()
+    local fx = t.fixture()
+    -- mbsync refuses this option of the channel, which the plugin's own
+    -- IMAP client does not read.
+    local rc = fx.dir .. '/mbsyncrc-refused'
+    t.write(rc, (t.read(fx.mbsyncrc):gsub('\nSyncState %*', '%0\nBogus yes')))
+    t.use(rc, {
+      notify = { enabled = true },
+      idle = { accounts = { 'demo' }, folders = { 'INBOX' } },
+      state_dir = t.tmpdir(),
+    })
+    t.defer(idle.stop)
+    local seen = t.notifications()
+    idle.start()
+    local watching = vim.wait(10000, function()
+      local l = idle.list()
+      return #l == 1 and l[1].idle
+    end, 10)
+    ok(watching, vim.inspect({ idle.describe(), seen }))
+    local history = require('himalaya.sync.manager').history
+    for n = 1, 2 do
+      fx.deliver('demo', 'INBOX', 1)
+      t.wait_for(function()
+        return ((history() or {}).demo or {}).syncs_today == n
+      end, 20000, 'pushed sync ' .. n)
+    end
+    vim.wait(200)
+    local told = with(seen, 'IDLE: inbox sync of demo failed: ')
+    eq(1, #told, vim.inspect(seen))
+    t.contains(told[1][1], 'Bogus')
+  end)
+
   it('a report of a watcher that idle off/on replaced does not stop its successor', function()
     local fx = t.fixture()
     local seen = start(fx, { 'Later' })

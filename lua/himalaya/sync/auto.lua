@@ -95,10 +95,8 @@ end
 --- Kinds of failure that the next tick will meet again: the user has to act.
 local LASTING = { auth = true, config = true }
 
---- Starts one sync of a tick. Timer syncs are quiet (notify.auto), so a
---- failure that will not go away by itself (a wrong password, a broken
---- mbsyncrc) would go unseen without a status line: it is shown once, as
---- a problem of auto-sync.
+--- Starts one sync of a tick. Timer syncs are quiet (notify.auto); the
+--- manager tells once of one that fails in a way the next will too.
 ---@param type himalaya.sync.SyncType
 ---@param account string
 ---@param folders? string[]
@@ -109,11 +107,6 @@ local function start_sync(type, account, folders, wait)
     folders = folders,
     auto = true,
     wait = wait,
-    on_complete = function(result)
-      if not result.success and LASTING[result.kind] then
-        problem(('%s sync of %s failed: %s'):format(type, account, result.error))
-      end
-    end,
   })
   if not id then
     problem(('could not start %s: %s'):format(account, err))

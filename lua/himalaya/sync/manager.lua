@@ -457,6 +457,28 @@ local function forget_elsewhere(info)
   end
 end
 
+--- Kinds of failure the next background sync will meet again: the user has to act.
+---@type table<string, true?>
+local LASTING = { auth = true, config = true }
+
+--- Background syncs (auto-sync's timer, IDLE's pushes) are quiet unless
+--- `notify.auto`, so one that fails in a way the next will too (a wrong
+--- password, a broken mbsyncrc) would go unseen without a status line: it
+--- is told once, as a problem of the job that asked for it.
+---@param info himalaya.sync.SyncInfo a sync that ended
+---@param job string 'auto-sync' or 'IDLE'
+local function tell_lasting(info, job)
+  local r = info.result
+  if info.type == 'check' or not r or r.success or not LASTING[r.kind] then
+    return
+  end
+  local ok, cfg = pcall(config.get)
+  if ok and cfg.notify.enabled and cfg.notify.auto and cfg.notify.error then
+    return -- the failure was notified as it ended
+  end
+  native.problem(job, ('%s sync of %s failed: %s'):format(info.type, info.account, r.error))
+end
+
 local function on_event(ev)
   if ev.name == 'warning' then
     native.notify(ev.data.message, vim.log.levels.WARN)
@@ -525,6 +547,11 @@ local function on_event(ev)
       )
     end
     local by_hand = wanted[info.id]
+    if not by_hand and not quiet[info.id] then
+      -- false: asked for by auto-sync's timer; nil: by nobody here, so by
+      -- an IDLE watcher of this Neovim's engine.
+      tell_lasting(info, by_hand == false and 'auto-sync' or 'IDLE')
+    end
     wanted[info.id] = nil
     quiet[info.id] = nil
     if info.damaged and info.error and info.error.kind == 'uidvalidity' then
