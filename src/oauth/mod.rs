@@ -386,12 +386,25 @@ impl Tokens {
             }
         };
         let mut token = token_from_response(response, now());
+        let rotated = token.refresh_token.is_some()
+            && token.refresh_token != current.and_then(|t| t.refresh_token.clone());
         if let Some(old) = current {
             token.keep_refresh_from(old);
         }
         // Saved before anything else can fail: a rotated refresh token that
-        // is not saved is lost for good.
-        self.save(acct, &token).await?;
+        // is not saved is lost for good. Most providers still take the old
+        // one; the user is told what to do when this one does not.
+        self.save(acct, &token).await.map_err(|e| match rotated {
+            false => e,
+            true => Error::new(
+                e.kind,
+                format!(
+                    "{}; the provider sent a new refresh token, which is lost: if the next \
+                     refresh fails, run :HimalayaSync oauth authorize {}",
+                    e.message, acct.name
+                ),
+            ),
+        })?;
         Ok(token)
     }
 

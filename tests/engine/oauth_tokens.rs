@@ -435,3 +435,56 @@ fn a_refresh_scripts_token_is_saved_under_the_lock_even_when_the_waiter_gives_up
         .unwrap()
         .contains("from-script"));
 }
+
+#[test]
+fn a_rotated_refresh_token_that_cannot_be_saved_says_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = setup(tmp.path());
+    let rt = rt();
+    // A store that reads but cannot write (a full disk, a locked keyring).
+    let file = tmp.path().join("token.json");
+    let mut old = Token::new("expired-access", now());
+    old.expires_at = Some(now() - 1);
+    old.refresh_token = Some("refresh-1".into());
+    std::fs::write(&file, serde_json::to_string(&old).unwrap()).unwrap();
+    let acct = |url: &str| {
+        account(
+            tmp.path(),
+            json!({
+                "provider": "generic", "client_id": "himalaya-test", "token_url": url,
+                "store": {
+                    "backend": "command",
+                    "load_cmd": format!("cat {}", file.display()),
+                    "save_cmd": "echo 'keyring is locked' >&2; exit 1",
+                },
+            }),
+        )
+    };
+    let refresh = |body: &'static str| {
+        let (url, server) = one_answer_server(std::time::Duration::ZERO, "200 OK", body);
+        let e = rt.block_on(tokens.valid_token(&acct(&url))).unwrap_err();
+        server.join().unwrap();
+        e.message
+    };
+    let rotated = refresh(
+        r#"{"access_token":"rotated-access","token_type":"Bearer","expires_in":3600,"refresh_token":"rotated-refresh-2"}"#,
+    );
+    assert!(
+        rotated.contains("keyring is locked")
+            && rotated.contains("new refresh token, which is lost")
+            && rotated.contains(":HimalayaSync oauth authorize demo"),
+        "{rotated}"
+    );
+    assert!(!rotated.contains("rotated-"), "{rotated}");
+    // The provider kept the refresh token (or sent none): nothing is lost.
+    for body in [
+        r#"{"access_token":"new-access","token_type":"Bearer","expires_in":3600,"refresh_token":"refresh-1"}"#,
+        r#"{"access_token":"new-access","token_type":"Bearer","expires_in":3600}"#,
+    ] {
+        let kept = refresh(body);
+        assert!(
+            kept.contains("keyring is locked") && !kept.contains("lost"),
+            "{kept}"
+        );
+    }
+}
