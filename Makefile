@@ -9,7 +9,7 @@ export PATH := $(dir $(NVIM)):$(PATH)
 # would mix two versions.
 unexport VIMRUNTIME VIM
 
-.PHONY: all deps build test test-rust test-lua test-other-nvims test-other-mbsync demo bench lint format clean
+.PHONY: all deps build test test-rust test-lua test-other-nvims test-other-mbsync test-specs demo bench lint format clean
 
 all: build
 
@@ -22,7 +22,7 @@ build: deps
 ## All tests: Rust unit and integration tests, then Lua specs in headless
 ## Neovim against the release build: all of them on Neovim 0.11 with
 ## mbsync 1.4, their core on Neovim 0.10 and 0.12 too, and those that depend
-## on mbsync's version with 1.5 too. The first step builds what `make build` does
+## on mbsync's version with 1.3 and 1.5 too (`make test-specs`). The first step builds what `make build` does
 ## (the library and the tool) and the test binaries in one cargo run, which
 ## compiles the library and its unit tests side by side: about a minute
 ## sooner than one after the other. `cargo test` leaves the library in
@@ -51,17 +51,12 @@ test-lua:
 ## or later, from forky). The core: loading, commands, bad input, locks,
 ## health, exit paths, a real sync with its progress message. (All specs:
 ## `make test-other-nvims SPECS_OTHER=`, 4 more minutes each.)
-OTHER_NVIMS := $(CURDIR)/.deps/nvim-oldest $(CURDIR)/.deps/nvim-newest
 SPECS_OTHER ?= $(addprefix tests/lua/,badinput_spec.lua distribution_spec.lua health_spec.lua \
   lifecycle_spec.lua loader_spec.lua lock_spec.lua manager_spec.lua progress_spec.lua)
 
 test-other-nvims:
 	@bash scripts/install-other-versions.sh nvim
-	@for d in $(OTHER_NVIMS); do \
-	  echo "== $$(VIMRUNTIME=$$d/runtime $$d/bin/nvim --version | head -n1) ($$d)"; \
-	  VIMRUNTIME=$$d/runtime scripts/test-tmpdir.sh $$d/bin/nvim --headless -u NONE -i NONE -n \
-	    -l tests/lua/runner.lua $(SPECS_OTHER) || exit 1; \
-	done
+	scripts/test-tmpdir.sh $(NVIM_RUN) -l tests/lua/runner.lua --lanes nvim-oldest,nvim-newest
 
 ## The Lua specs that depend on how mbsync spells folder names, prints its
 ## progress and messages and lists its boxes, with isync 1.3 and 1.5
@@ -71,7 +66,6 @@ test-other-nvims:
 ## TESTS_MBSYNC=`, about 6 minutes each; with 1.3, the tests that log in
 ## over XOAUTH2 fail, since 1.3 cuts the token: one test here checks that
 ## the plugin says so.)
-MBSYNC_OTHER := $(CURDIR)/.deps/isync-1.3 $(CURDIR)/.deps/isync-1.5
 SPECS_MBSYNC ?= $(addprefix tests/lua/,check_spec.lua idle_spec.lua oauth_spec.lua queue_spec.lua \
   repair_spec.lua sync_spec.lua)
 TESTS_MBSYNC ?= an initial full sync brings every message|folders sync of folders beyond ASCII|\
@@ -79,14 +73,23 @@ TESTS_MBSYNC ?= an initial full sync brings every message|folders sync of folder
   reports exactly the delivered messages|is repaired automatically|its one box) is repaired too|\
   reported with the command that repairs it|max_connections runs one full sync|a split sync|\
   whose PassCmd cuts the token|touch only those folders|the folder they clash in
+# The runner's lanes (tests/lua/runner.lua) read these.
+export HIMALAYA_SPECS_OTHER = $(SPECS_OTHER)
+export HIMALAYA_SPECS_MBSYNC = $(SPECS_MBSYNC)
+export HIMALAYA_TESTS_MBSYNC = $(TESTS_MBSYNC)
 
 test-other-mbsync:
 	@bash scripts/install-other-versions.sh mbsync
-	@for d in $(MBSYNC_OTHER); do \
-	  echo "== $$("$$d/bin/mbsync" --version) ($$d)"; \
-	  PATH="$$d/bin:$$PATH" HIMALAYA_SPEC_FILTER='$(TESTS_MBSYNC)' \
-	    scripts/test-tmpdir.sh $(NVIM_RUN) -l tests/lua/runner.lua $(if $(TESTS_MBSYNC),$(SPECS_MBSYNC)) || exit 1; \
-	done
+	scripts/test-tmpdir.sh $(NVIM_RUN) -l tests/lua/runner.lua --lanes isync-1.3,isync-1.5
+
+## What `make test` runs of the above: the specs of test-lua,
+## test-other-nvims and test-other-mbsync in one queue (see
+## tests/lua/runner.lua), two at a time, so that none waits for the end of
+## another's last spec.
+test-specs:
+	@bash scripts/install-other-versions.sh
+	scripts/test-tmpdir.sh $(NVIM_RUN) -l tests/lua/runner.lua \
+	  --lanes main,nvim-oldest,nvim-newest,isync-1.3,isync-1.5
 
 demo: build
 	@bash scripts/demo.sh

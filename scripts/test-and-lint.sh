@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The part of `make test` after the build: the tests in the foreground
-# (`make test-rust`, `test-lua`, `test-other-nvims`, `test-other-mbsync`,
-# stopping at the first that fails), and beside them at the lowest CPU
+# (`make test-rust`, then `make test-specs`: the Lua specs on every
+# version, unless the Rust tests failed), and beside them at the lowest CPU
 # priority `make lint` and the install of the other Neovims and mbsync.
 # Either the tests or lint failing fails this; lint's output comes after
 # the tests', whole.
@@ -14,13 +14,12 @@
 # stood alone before the tests. Installing the other versions
 # (scripts/install-other-versions.sh) is 30 s of one CPU on a fresh
 # checkout, most of it apt reading Debian's package lists, which stood
-# alone between the Lua specs and the specs on those versions. At the
+# alone before the specs on those versions. At the
 # lowest priority they get only what the tests leave: a test process that
 # wakes takes the CPU from them at once. Clippy gets a target folder of its
 # own, as cargo lets one command at a time use a target folder. The specs
-# on the other versions wait for the install; when it failed, `make
-# test-other-nvims` (or `test-other-mbsync`) runs its part again and stops
-# with its error.
+# wait for the install; when it failed, `make test-specs` runs it again
+# and stops with its error.
 #
 # The lowest priority is nice 19 twice. Each job runs in a session of its
 # own (setsid), so that it and what it started can be stopped together when
@@ -78,8 +77,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
 tests=0
-for t in test-rust test-lua test-other-nvims test-other-mbsync; do
-  if [ "$t" = test-other-nvims ]; then
+for t in test-rust test-specs; do
+  if [ "$t" = test-specs ]; then
     wait "$install"
     cat "$install_log"
   fi

@@ -1,6 +1,6 @@
 -- Test runner for the Lua specs, in real headless Neovim.
 --
---   nvim --headless -u NONE -i NONE -n -l tests/lua/runner.lua [spec ...]
+--   nvim --headless -u NONE -i NONE -n -l tests/lua/runner.lua [--lanes L,...] [spec ...]
 --
 -- With no arguments it runs every tests/lua/*_spec.lua. Each spec file runs
 -- in its own Neovim (a fresh process: fresh library state, fresh lock
@@ -8,6 +8,12 @@
 -- Two spec files run at a time (HIMALAYA_SPEC_JOBS), the longest first,
 -- each printed whole when it ends. The last line is `N passed, N failed`; the exit code is
 -- non-zero on failure.
+--
+-- Lanes (see LANES) run specs with other versions: `main` (the default)
+-- with this Neovim and the mbsync on PATH, the others with a Neovim or an
+-- isync of .deps/. `make test` runs every lane in one queue, so that no
+-- lane waits for the last spec of the one before it with a CPU idle; a
+-- spec file never runs in two lanes at once.
 --
 -- Secret check: after each spec, its output (stdout and stderr), the files
 -- in its XDG folders (engine log, history, locks) and the notifications it
@@ -73,9 +79,9 @@ end
 --- Starts one spec file's Neovim with its private folders; `done` is set
 --- when it exits. Its output is kept, not printed: specs run side by side.
 ---@param spec string
----@param filter string?
+---@param lane himalaya.test.Lane
 ---@param secrets_file string
-local function start_spec(spec, filter, secrets_file)
+local function start_spec(spec, lane, secrets_file)
   -- Right under TMPDIR, not in Neovim's own temp folder (two levels more,
   -- nvim.USER/XXXXXX): the IMAP fixture wants its folder's path short
   -- (dovecot's socket paths), and scripts/test-tmpdir.sh's TMPDIR is
@@ -90,37 +96,55 @@ local function start_spec(spec, filter, secrets_file)
     -- Neovim's own temp folder too: one killed on purpose cannot remove it.
     TMPDIR = home .. '/tmp',
     HIMALAYA_SPEC_HOME = home,
-    HIMALAYA_SPEC_FILTER = filter,
+    HIMALAYA_SPEC_FILTER = lane.filter,
     HIMALAYA_SPEC_SECRETS = secrets_file,
   }
+  for k, v in pairs(lane.env) do
+    env[k] = v
+  end
   vim.fn.mkdir(env.XDG_RUNTIME_DIR, 'p', tonumber('700', 8))
   vim.fn.mkdir(env.TMPDIR, 'p', tonumber('700', 8))
-  local run = { spec = spec, name = vim.fn.fnamemodify(spec, ':t'), home = home, out = {}, errs = {} }
+  local file = vim.fn.fnamemodify(spec, ':t')
+  local run = {
+    spec = spec,
+    lane = lane,
+    name = lane.name == 'main' and file or ('%s %s'):format(lane.name, file),
+    home = home,
+    out = {},
+    errs = {},
+  }
   run.started = uv.hrtime()
-  run.proc = vim.system(
-    { nvim, '--headless', '-u', 'NONE', '-i', 'NONE', '-n', '-l', debug.getinfo(1, 'S').source:sub(2), '--one', spec },
-    {
-      env = env,
-      text = true,
-      stdout = function(_, data)
-        run.out[#run.out + 1] = data
-      end,
-      stderr = function(_, data)
-        run.errs[#run.errs + 1] = data
-      end,
-    },
-    function(res)
-      run.res = res
-    end
-  )
+  run.proc = vim.system({
+    lane.nvim,
+    '--headless',
+    '-u',
+    'NONE',
+    '-i',
+    'NONE',
+    '-n',
+    '-l',
+    debug.getinfo(1, 'S').source:sub(2),
+    '--one',
+    spec,
+  }, {
+    env = env,
+    text = true,
+    stdout = function(_, data)
+      run.out[#run.out + 1] = data
+    end,
+    stderr = function(_, data)
+      run.errs[#run.errs + 1] = data
+    end,
+  }, function(res)
+    run.res = res
+  end)
   return run
 end
 
 -- The specs that take longest, longest first: they start first. Started
 -- in name order, the four longest (a minute each) came last, and the last
 -- ran alone for most of a minute while the other job had nothing left.
--- Each lane of `make test` (Makefile) leads with its longest. A spec left
--- out of this list, or a list gone stale, only costs time.
+-- A spec left out of this list, or a list gone stale, only costs time.
 local LONGEST_FIRST = {
   'soak_spec.lua',
   'queue_spec.lua',
@@ -135,34 +159,117 @@ local LONGEST_FIRST = {
   'idle_election_spec.lua',
 }
 
---- The specs in the order they start: those of LONGEST_FIRST by that list,
---- then the others by name.
+---@class himalaya.test.Lane
+---@field name string
+---@field nvim string the Neovim that runs its specs
+---@field env table<string, string> set for its specs
+---@field specs string[]
+---@field filter? string HIMALAYA_SPEC_FILTER for its specs
+---@field version? string[] the command that prints the version it runs with
+
+--- The words of environment variable `name` (set by the Makefile).
+---@param name string
+---@return string[]
+local function words(name)
+  return vim.split(vim.trim(os.getenv(name) or ''), '%s+', { trimempty = true })
+end
+
+--- `specs`, or every spec when it is empty.
 ---@param specs string[]
 ---@return string[]
-local function in_start_order(specs)
+local function or_all(specs)
+  return #specs > 0 and specs or vim.fn.glob(root .. '/tests/lua/*_spec.lua', false, true)
+end
+
+--- The lanes: `main`, and the other versions of Neovim and isync that
+--- scripts/install-other-versions.sh unpacks into .deps/. Which specs and
+--- tests those run is the Makefile's (SPECS_OTHER, SPECS_MBSYNC,
+--- TESTS_MBSYNC, passed as HIMALAYA_SPECS_OTHER and so on).
+---@param name string
+---@param specs string[] the command line's specs, for `main`
+---@return himalaya.test.Lane?
+local function lane_named(name, specs)
+  local dir = root .. '/.deps/' .. name
+  if name == 'main' then
+    local filter = os.getenv('HIMALAYA_SPEC_FILTER')
+    return { name = name, nvim = nvim, env = {}, specs = or_all(specs), filter = filter }
+  elseif name == 'nvim-oldest' or name == 'nvim-newest' then
+    local bin = dir .. '/bin/nvim'
+    return {
+      name = name,
+      nvim = bin,
+      env = { VIMRUNTIME = dir .. '/runtime' },
+      specs = or_all(words('HIMALAYA_SPECS_OTHER')),
+      filter = os.getenv('HIMALAYA_SPEC_FILTER'),
+      version = { bin, '--version' },
+    }
+  elseif name == 'isync-1.3' or name == 'isync-1.5' then
+    local filter = os.getenv('HIMALAYA_TESTS_MBSYNC') or ''
+    return {
+      name = name,
+      nvim = nvim,
+      env = { PATH = dir .. '/bin:' .. os.getenv('PATH') },
+      -- Without a filter, every test of every spec.
+      specs = or_all(filter ~= '' and words('HIMALAYA_SPECS_MBSYNC') or {}),
+      filter = filter,
+      version = { dir .. '/bin/mbsync', '--version' },
+    }
+  end
+end
+
+--- Every spec of every lane, in the order they start: those of
+--- LONGEST_FIRST by that list (each lane's one after another), then the
+--- others by name; a lane that runs chosen tests only is short whatever
+--- its specs, and comes last, to fill the end.
+---@param lanes himalaya.test.Lane[]
+---@return {spec: string, lane: himalaya.test.Lane}[]
+local function in_start_order(lanes)
   local rank = {}
   for i, name in ipairs(LONGEST_FIRST) do
     rank[name] = i
   end
-  local function key(spec)
-    return rank[vim.fn.fnamemodify(spec, ':t')] or #LONGEST_FIRST + 1
-  end
-  local sorted = vim.deepcopy(specs)
-  table.sort(sorted, function(a, b)
-    if key(a) ~= key(b) then
-      return key(a) < key(b)
+  local runs = {}
+  for i, lane in ipairs(lanes) do
+    local chosen = lane.filter and lane.filter ~= ''
+    for _, spec in ipairs(lane.specs) do
+      local r = rank[vim.fn.fnamemodify(spec, ':t')] or #LONGEST_FIRST + 1
+      runs[#runs + 1] = { spec = spec, lane = lane, key = { chosen and 1 or 0, r, spec, i } }
     end
-    return a < b
+  end
+  table.sort(runs, function(a, b)
+    for k = 1, 4 do
+      if a.key[k] ~= b.key[k] then
+        return a.key[k] < b.key[k]
+      end
+    end
+    return false
   end)
-  return sorted
+  return runs
 end
 
-local function run_all(specs)
-  if #specs == 0 then
-    specs = vim.fn.glob(root .. '/tests/lua/*_spec.lua', false, true)
+local function run_all(args)
+  local names, specs = { 'main' }, {}
+  for i, a in ipairs(args) do
+    if a == '--lanes' then
+      names = vim.split(args[i + 1] or '', ',', { trimempty = true })
+    elseif args[i - 1] ~= '--lanes' then
+      specs[#specs + 1] = a
+    end
   end
-  specs = in_start_order(specs)
-  local filter = os.getenv('HIMALAYA_SPEC_FILTER')
+  local lanes = {}
+  for _, name in ipairs(names) do
+    local lane = lane_named(name, specs)
+    if not lane then
+      io.stderr:write(('runner: unknown lane %q (main, nvim-oldest, nvim-newest, isync-1.3, isync-1.5)\n'):format(name))
+      os.exit(2)
+    end
+    if lane.version then
+      local v = vim.system(lane.version, { env = lane.env, text = true }):wait()
+      io.stdout:write(('== lane %s: %s\n'):format(name, vim.split(v.stdout or '', '\n')[1]))
+    end
+    lanes[#lanes + 1] = lane
+  end
+  local runs = in_start_order(lanes)
   -- Most specs wait on servers, processes and timers much more than they
   -- compute, so two at a time keep this machine's two CPUs busier and take
   -- a little over half as long; each has its own Neovim, folders, servers
@@ -179,7 +286,9 @@ local function run_all(specs)
   local secrets_file = suite .. '/secrets'
   helpers.write(secrets_file, '')
   local leaks = {}
-  -- The names of the tests that ran, to find a filter part that chose none.
+  -- The names of the tests that ran per lane, to find a filter part that
+  -- chose none.
+  ---@type table<himalaya.test.Lane, string[]>
   local ran = {}
 
   ---@param run table
@@ -206,8 +315,9 @@ local function run_all(specs)
       io.stdout:write(('FAIL %s: Neovim stopped by %s after %.1f s\n'):format(name, why, secs))
     end
     total_pass, total_fail = total_pass + p, total_fail + f
+    ran[run.lane] = ran[run.lane] or {}
     for line in vim.gsplit(out, '\n', { plain = true }) do
-      ran[#ran + 1] = line:match('^ok   (.*) %(%d+ ms%)$') or line:match('^FAIL (.*)$')
+      table.insert(ran[run.lane], line:match('^ok   (.*) %(%d+ ms%)$') or line:match('^FAIL (.*)$'))
     end
     -- A spec killed at its time limit could not clean up: stop every
     -- server it started before removing its folder.
@@ -230,11 +340,27 @@ local function run_all(specs)
     vim.list_extend(leaks, hits)
   end
 
-  local next_spec, running = 1, {}
-  while next_spec <= #specs or #running > 0 do
-    while #running < jobs and next_spec <= #specs do
-      running[#running + 1] = start_spec(specs[next_spec], filter, secrets_file)
-      next_spec = next_spec + 1
+  --- The first run waiting whose spec file no lane runs now (some specs
+  --- use the checkout itself: loader_spec builds in its target folder),
+  --- taken out of `runs`.
+  local function next_run(running)
+    for i, r in ipairs(runs) do
+      local busy = vim.iter(running):any(function(other)
+        return other.spec == r.spec
+      end)
+      if not busy then
+        return table.remove(runs, i)
+      end
+    end
+  end
+  local running = {}
+  while #runs > 0 or #running > 0 do
+    while #running < jobs do
+      local r = next_run(running)
+      if not r then
+        break
+      end
+      running[#running + 1] = start_spec(r.spec, r.lane, secrets_file)
     end
     vim.wait(1000, function()
       for _, run in ipairs(running) do
@@ -260,13 +386,15 @@ local function run_all(specs)
     end
   end
   -- A renamed test must not drop out of a lane that chooses it by name.
-  for _, part in ipairs(helpers.filter_parts(filter)) do
-    local chose = vim.iter(ran):any(function(name)
-      return name:find(part, 1, true) ~= nil
-    end)
-    if not chose then
-      total_fail = total_fail + 1
-      io.stdout:write(('\nFAIL HIMALAYA_SPEC_FILTER: no test of these specs is named with %q\n'):format(part))
+  for _, lane in ipairs(lanes) do
+    for _, part in ipairs(helpers.filter_parts(lane.filter)) do
+      local chose = vim.iter(ran[lane] or {}):any(function(name)
+        return name:find(part, 1, true) ~= nil
+      end)
+      if not chose then
+        total_fail = total_fail + 1
+        io.stdout:write(('\nFAIL %s lane: no test of its specs is named with %q\n'):format(lane.name, part))
+      end
     end
   end
   if #leaks > 0 then
