@@ -788,9 +788,14 @@ impl Manager {
                 };
                 drop(busy);
                 // Nor may a panic while ending it (a bug, or the event sink
-                // failing): its callbacks would never run.
+                // failing): its callbacks would never run. Ending it may
+                // wait on the disk (the folder counts: milliseconds for
+                // 10,000 messages, more on a slow or network file system),
+                // so this worker's other tasks (timers, other syncs) move
+                // to another worker meanwhile; the engine's runtimes are
+                // all multi-threaded, which that needs.
                 let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    me.finish(id, &account, result)
+                    tokio::task::block_in_place(|| me.finish(id, &account, result))
                 }));
                 if ended.is_err() {
                     me.abandon(id);
