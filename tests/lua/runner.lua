@@ -6,8 +6,8 @@
 -- in its own Neovim (a fresh process: fresh library state, fresh lock
 -- table) with private XDG folders and lock folder, removed afterwards.
 -- Two spec files run at a time (HIMALAYA_SPEC_JOBS), the longest first,
--- each printed whole when it ends. The last line is `N passed, N failed`; the exit code is
--- non-zero on failure.
+-- each printed whole when it ends. The last line is `N passed, N failed in
+-- M min S s`; the exit code is non-zero on failure.
 --
 -- Lanes (see LANES) run specs with other versions: `main` (the default)
 -- with this Neovim and the mbsync on PATH, the others with a Neovim or an
@@ -248,6 +248,7 @@ local function in_start_order(lanes)
 end
 
 local function run_all(args)
+  local began = uv.hrtime()
   local names, specs = { 'main' }, {}
   for i, a in ipairs(args) do
     if a == '--lanes' then
@@ -410,7 +411,15 @@ local function run_all(args)
     )
     vim.fn.delete(suite, 'rf')
   end
-  io.stdout:write(('\n%d passed, %d failed\n'):format(total_pass, total_fail))
+  local secs = (uv.hrtime() - began) / 1e9
+  io.stdout:write(
+    ('\n%d passed, %d failed in %d min %d s\n'):format(
+      total_pass,
+      total_fail,
+      math.floor(secs / 60),
+      math.floor(secs % 60)
+    )
+  )
   io.stdout:flush()
   -- Through :qa, not os.exit: Neovim then removes its own temp folder.
   vim.cmd(total_fail == 0 and 'qa!' or 'cquit 1')
