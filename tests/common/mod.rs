@@ -19,6 +19,33 @@ use serde_json::Value;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixture/imap_fixture.py");
 
+/// The fixture run by the Python interpreter itself, not a version
+/// manager's shim (pyenv's costs 0.15 s of CPU per start here), with -S,
+/// as it needs the standard library only (site's .pth files cost 50 ms
+/// more): a test runs it several times. Found once per test binary, unless
+/// HIMALAYA_PYTHON names it.
+fn fixture() -> Command {
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let python = PYTHON.get_or_init(|| {
+        std::env::var("HIMALAYA_PYTHON")
+            .ok()
+            .or_else(|| {
+                let out = Command::new("python3")
+                    .args(["-c", "import sys; print(sys.executable)"])
+                    .output()
+                    .ok()?;
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            })
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "python3".into())
+    });
+    let mut command = Command::new(python);
+    command.arg("-S").arg(FIXTURE);
+    command
+}
+
 /// A manager on its own runtime, with a lock folder in the fixture's temp
 /// folder; `emit` gets every event. The runtime must outlive the manager's
 /// syncs: keep it until the test ends.
@@ -68,8 +95,7 @@ impl Fixture {
     pub fn start(args: &[&str]) -> Fixture {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().join("imap");
-        let out = Command::new("python3")
-            .arg(FIXTURE)
+        let out = fixture()
             .args(["start", "--dir"])
             .arg(&dir)
             .args(args)
@@ -88,8 +114,7 @@ impl Fixture {
 
     /// Runs `imap_fixture.py COMMAND --dir DIR ARGS...` and returns its JSON.
     pub fn run(&self, args: &[&str]) -> Value {
-        let out = Command::new("python3")
-            .arg(FIXTURE)
+        let out = fixture()
             .arg(args[0])
             .arg("--dir")
             .arg(&self.dir)
@@ -129,8 +154,7 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let _ = Command::new("python3")
-            .arg(FIXTURE)
+        let _ = fixture()
             .args(["stop", "--dir"])
             .arg(&self.dir)
             .stdout(Stdio::null())

@@ -190,10 +190,8 @@ describe('IDLE', function()
     end
     -- os.execute, not vim.system: waiting must not run the loop either.
     local made = os.execute(
-      ('python3 %s/tests/fixture/imap_fixture.py deliver --dir %s --account demo --folder Later >/dev/null'):format(
-        vim.fn.shellescape(t.root),
-        vim.fn.shellescape(fx.dir)
-      )
+      t.python_sh(t.root .. '/tests/fixture/imap_fixture.py', 'deliver', '--dir', fx.dir, '--account', 'demo')
+        .. ' --folder Later >/dev/null'
     )
     ok(made == 0 or made == true, 'cannot create the folder on the server')
     vim.cmd('HimalayaSync idle off')

@@ -597,7 +597,7 @@ describe('oauth', function()
     end, 5000, 'the URL')
     -- The browser: the authorization server redirects it to our listener.
     local browser = vim
-      .system({ 'python3', '-c', 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)', urls[1] })
+      .system(t.python('-c', 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)', urls[1]))
       :wait(15000)
     eq(0, browser.code, browser.stderr)
     t.wait_for(function()

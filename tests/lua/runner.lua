@@ -31,11 +31,10 @@ local function run_one(spec)
   local parent = uv.os_getppid()
   local home = os.getenv('HIMALAYA_SPEC_HOME')
   -- Built here: Vimscript functions cannot run in a timer callback.
+  package.path = root .. '/tests/lua/?.lua;' .. package.path
+  local t = require('helpers')
   local stop_fixtures = home
-    and ('python3 %s stop-all --root %s >/dev/null 2>&1'):format(
-      vim.fn.shellescape(root .. '/tests/fixture/imap_fixture.py'),
-      vim.fn.shellescape(home)
-    )
+    and t.python_sh(root .. '/tests/fixture/imap_fixture.py', 'stop-all', '--root', home) .. ' >/dev/null 2>&1'
   local watch = assert(uv.new_timer())
   watch:start(1000, 1000, function()
     if uv.os_getppid() ~= parent then
@@ -48,8 +47,6 @@ local function run_one(spec)
   watch:unref()
   vim.opt.rtp:prepend(root)
   vim.opt.packpath = ''
-  package.path = root .. '/tests/lua/?.lua;' .. package.path
-  local t = require('helpers')
   t.root = root
   local home = os.getenv('HIMALAYA_SPEC_HOME')
   if home then
@@ -98,6 +95,7 @@ local function start_spec(spec, lane, secrets_file)
     HIMALAYA_SPEC_HOME = home,
     HIMALAYA_SPEC_FILTER = lane.filter,
     HIMALAYA_SPEC_SECRETS = secrets_file,
+    HIMALAYA_PYTHON = require('helpers').python()[1],
   }
   for k, v in pairs(lane.env) do
     env[k] = v
@@ -323,7 +321,7 @@ local function run_all(args)
     -- A spec killed at its time limit could not clean up: stop every
     -- server it started before removing its folder.
     vim
-      .system({ 'python3', root .. '/tests/fixture/imap_fixture.py', 'stop-all', '--root', run.home }, { text = true })
+      .system(helpers.python(root .. '/tests/fixture/imap_fixture.py', 'stop-all', '--root', run.home), { text = true })
       :wait(30000)
     io.stdout:write(('-- %s: %.1f s\n'):format(name, secs))
     io.stdout:flush()
