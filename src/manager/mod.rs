@@ -350,6 +350,12 @@ struct Entry {
     wait_began: Option<Instant>,
     /// Time spent waiting for other processes' locks, all attempts.
     waited: Duration,
+    /// The boxes (channel, box) an automatic repair ran for, with what it
+    /// did (None: nothing needed repairing). A server moved to new storage
+    /// renumbers every folder, and mbsync names one per run: each is
+    /// repaired in turn, but only once, so that a box still refused after
+    /// its repair ends the sync instead of being repaired forever.
+    auto_repairs: Vec<(String, String, Option<repair::Report>)>,
 }
 
 impl Entry {
@@ -404,6 +410,7 @@ impl Entry {
             early_counts: None,
             wait_began: None,
             waited: Duration::ZERO,
+            auto_repairs: Vec::new(),
         }
     }
 
@@ -1621,9 +1628,14 @@ impl Manager {
                 }
             }
             if settings.uidvalidity == UidvalidityPolicy::Repair
-                && e.info.repair.is_none()
+                && !e
+                    .auto_repairs
+                    .iter()
+                    .any(|(c, m, _)| *c == channel && *m == mailbox)
                 && !e.cancel_flag.load(Ordering::SeqCst)
             {
+                e.auto_repairs
+                    .push((channel.clone(), mailbox.clone(), None));
                 e.info.status = Status::Repairing;
                 e.info.message = format!("{why}; repairing it without loss");
                 e.info.error = error.clone();
@@ -1847,7 +1859,14 @@ impl Manager {
                     // complaint did not come back: the sync just runs again.
                     None => "nothing needed repairing after all; syncing again".to_string(),
                 };
-                e.info.repair = report;
+                if let Some(last) = e.auto_repairs.last_mut() {
+                    last.2.clone_from(&report);
+                }
+                // `repair` tells the last repair done: a later one that
+                // found its box healthy does not hide it.
+                if report.is_some() {
+                    e.info.repair = report;
+                }
                 e.info.status = Status::Queued;
                 (self.emit)(id, "sync_queued", json!(e.info));
                 drop(entries);
@@ -2016,6 +2035,11 @@ impl Manager {
         if let Some(began) = e.wait_began.take() {
             e.waited += began.elapsed();
         }
+        let repairs: Vec<&repair::Report> = e
+            .auto_repairs
+            .iter()
+            .filter_map(|(_, _, r)| r.as_ref())
+            .collect();
         let info = &mut e.info;
         // A cancel says which sync, in the result and the history too, and
         // what it was waiting for, if anything ("waiting for lock ... was
@@ -2105,21 +2129,20 @@ impl Manager {
                     result.pulled,
                     result.pushed
                 );
-                // An automatic repair ran first: the user hears of it here
+                // Automatic repairs ran first: the user hears of each here
                 // too (the command-line tool prints only this message).
-                match &info.repair {
-                    Some(r) => format!(
-                        "{done}; {} was repaired first ({}): {} messages fetched afresh, {} of \
-                         {} backed-up messages went back to the server, backup kept in {}",
+                repairs.iter().fold(done, |message, r| {
+                    format!(
+                        "{message}; {} was repaired first ({}): {} messages fetched afresh, {} \
+                         of {} backed-up messages went back to the server, backup kept in {}",
                         r.mailbox,
                         r.reason,
                         r.fetched,
                         r.restored,
                         r.backed_up,
                         r.backup.display()
-                    ),
-                    None => done,
-                }
+                    )
+                })
             }
             Some(e) => e.message.clone(),
         };
