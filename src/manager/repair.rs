@@ -159,28 +159,38 @@ pub fn plan(
     } else {
         mailbox
     };
-    let local = if here == "INBOX" {
+    let inbox = || {
         store
             .inbox
             .clone()
-            .ok_or_else(|| refuse(format!("MaildirStore {} has no Inbox", store.name)))?
+            .ok_or_else(|| refuse(format!("MaildirStore {} has no Inbox", store.name)))
+    };
+    let layout = store.subfolders.as_deref().unwrap_or("");
+    let local = if here == "INBOX" {
+        inbox()?
+    } else if layout.eq_ignore_ascii_case("Maildir++") {
+        // mbsync refuses `Path` with Maildir++: every other folder is a
+        // dot directory in the Inbox, `/` written `.` (`INBOX/sub` is
+        // `..sub`).
+        let name = here
+            .strip_prefix("INBOX")
+            .filter(|rest| rest.starts_with('/'))
+            .unwrap_or(here);
+        let mut p = inbox()?.into_os_string();
+        p.push(format!("/.{}", name.replace('/', ".")));
+        PathBuf::from(p)
     } else {
         let path = store
             .path
             .as_ref()
             .ok_or_else(|| refuse(format!("MaildirStore {} has no Path", store.name)))?;
-        let layout = store.subfolders.as_deref().unwrap_or("");
-        let rel = if layout.eq_ignore_ascii_case("Verbatim") || !here.contains('/') {
-            here.to_string()
-        } else if layout.eq_ignore_ascii_case("Maildir++") {
-            format!(".{}", here.replace('/', "."))
-        } else {
+        if !layout.eq_ignore_ascii_case("Verbatim") && here.contains('/') {
             return Err(refuse(format!(
                 "nested folders with SubFolders {layout:?} are not supported; use Verbatim or Maildir++"
             )));
-        };
+        }
         let mut p = path.clone().into_os_string();
-        p.push(rel);
+        p.push(here);
         PathBuf::from(p)
     };
     if [mailbox, here]
@@ -571,6 +581,40 @@ mod tests {
         // And the repair can start over.
         move_aside(&plan).unwrap();
         assert!(plan.backup.join("new/3.local").exists());
+    }
+
+    /// A Maildir folder (its `cur/`) at `dir`.
+    fn folder(dir: &Path) -> PathBuf {
+        fs::create_dir_all(dir.join("cur")).unwrap();
+        dir.to_path_buf()
+    }
+
+    /// mbsync refuses `Path` with `SubFolders Maildir++`: every folder is a
+    /// dot directory in the Inbox (`.Work`, `.Work.Projects`, `..sub` for
+    /// `INBOX/sub`).
+    #[test]
+    fn maildir_plus_plus_folders_are_found_in_the_inbox() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().display();
+        let rc = root.path().join("mbsyncrc");
+        let text = format!(
+            "SyncState *\n\nIMAPStore remote\nHost localhost\nUser u\n\n\
+             MaildirStore local\nInbox {r}/mail\nSubFolders Maildir++\n\n\
+             Channel demo\nFar :remote:\nNear :local:\nPatterns *\n"
+        );
+        fs::write(&rc, &text).unwrap();
+        let cfg = MbsyncConfig::parse(&text, &rc).unwrap();
+        let mail = root.path().join("mail");
+        let state = root.path().join("state");
+        for (mailbox, dir) in [
+            ("INBOX", folder(&mail)),
+            ("Work", folder(&mail.join(".Work"))),
+            ("Work/Projects", folder(&mail.join(".Work.Projects"))),
+            ("INBOX/sub", folder(&mail.join("..sub"))),
+        ] {
+            let plan = plan(&cfg, "demo", mailbox, &state, "1").unwrap();
+            assert_eq!(plan.local, dir, "{mailbox}");
+        }
     }
 
     #[test]

@@ -97,6 +97,36 @@ describe('UIDVALIDITY', function()
     contains(info.message, 'Archive')
   end)
 
+  it('a folder of a Maildir++ store is repaired too', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3,Work=5' })
+    -- Maildir++ takes no Path: every folder is a dot directory in the Inbox.
+    local mpp = t.tmpdir() .. '/mpp'
+    local rc = table.concat(vim.fn.readfile(fx.mbsyncrc), '\n')
+    rc = rc:gsub('MaildirStore demo%-local\nPath [^\n]*\nInbox [^\n]*\nSubFolders Verbatim', function()
+      return ('MaildirStore demo-local\nInbox %s\nSubFolders Maildir++'):format(mpp)
+    end)
+    contains(rc, 'SubFolders Maildir++')
+    t.write(fx.mbsyncrc, rc)
+    use(fx.mbsyncrc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    t.write(
+      mpp .. '/.Work/new/1.local-only.test',
+      'From: me@test\nSubject: local only\nMessage-ID: <local-only-mpp@test>\n\nwritten offline\n'
+    )
+    renumber(fx, '.Work')
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    eq('Work', info.repair.mailbox)
+    eq(1, info.repair.restored)
+    local server = fx.ids('demo', 'server')
+    no_duplicates(server)
+    eq(6, #server.Work)
+    ok(vim.tbl_contains(server.Work, '<local-only-mpp@test>'), 'the local-only message reached the server')
+    result = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    eq(0, result.pulled)
+  end)
+
   it('a channel without Patterns (its one box) is repaired too', function()
     local fx = t.fixture({ '--folders', 'INBOX=8,Work=4' })
     -- The inbox alone, through a channel that names its box on each side.
