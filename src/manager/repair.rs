@@ -152,13 +152,16 @@ pub fn plan(
             )));
         }
         if side_box.is_empty() {
-            "INBOX"
+            "INBOX".to_string()
         } else {
-            side_box
+            side_box.to_string()
         }
     } else {
-        mailbox
+        // A prefix on the Maildir side (`Near :local:gmail/`) goes before
+        // every box, INBOX too: mbsync keeps them all under it.
+        format!("{side_box}{mailbox}")
     };
+    let here = here.as_str();
     let inbox = || {
         store
             .inbox
