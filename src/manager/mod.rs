@@ -1862,6 +1862,9 @@ impl Manager {
                 if let Some(last) = e.auto_repairs.last_mut() {
                     last.2.clone_from(&report);
                 }
+                if let Some(r) = &report {
+                    crate::log::write("warn", &format!("sync #{id}: {}", repaired_first(r)));
+                }
                 // `repair` tells the last repair done: a later one that
                 // found its box healthy does not hide it.
                 if report.is_some() {
@@ -2129,20 +2132,22 @@ impl Manager {
                     result.pulled,
                     result.pushed
                 );
-                // Automatic repairs ran first: the user hears of each here
-                // too (the command-line tool prints only this message).
-                repairs.iter().fold(done, |message, r| {
-                    format!(
-                        "{message}; {} was repaired first ({}): {} messages fetched afresh, {} \
-                         of {} backed-up messages went back to the server, backup kept in {}",
-                        r.mailbox,
-                        r.reason,
-                        r.fetched,
-                        r.restored,
-                        r.backed_up,
-                        r.backup.display()
-                    )
-                })
+                // Automatic repairs ran first: the user hears of them here
+                // too (the command-line tool prints only this message); of
+                // a server that renumbered many folders, of the first few,
+                // and the log has each (see `after_auto_repair`).
+                let named = repairs.iter().take(NAMED_REPAIRS).fold(done, |message, r| {
+                    format!("{message}; {}", repaired_first(r))
+                });
+                match repairs.len().saturating_sub(NAMED_REPAIRS) {
+                    0 => named,
+                    1 => {
+                        format!("{named}; 1 more folder was repaired first (see :HimalayaSync log)")
+                    }
+                    more => format!(
+                        "{named}; {more} more folders were repaired first (see :HimalayaSync log)"
+                    ),
+                }
             }
             Some(e) => e.message.clone(),
         };
@@ -2281,6 +2286,24 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// How many automatic repairs a sync's final message names; the log has
+/// every one.
+const NAMED_REPAIRS: usize = 3;
+
+/// One automatic repair, for the sync's final message and the log.
+fn repaired_first(r: &repair::Report) -> String {
+    format!(
+        "{} was repaired first ({}): {} messages fetched afresh, {} of {} backed-up messages \
+         went back to the server, backup kept in {}",
+        r.mailbox,
+        r.reason,
+        r.fetched,
+        r.restored,
+        r.backed_up,
+        r.backup.display()
+    )
 }
 
 /// Tells the user that the history is not saved (a `warning` event), once

@@ -77,14 +77,15 @@ describe('UIDVALIDITY', function()
   end)
 
   it('a server that renumbered several folders has each repaired by the one sync', function()
-    local fx = t.fixture({ '--folders', 'INBOX=6,Work=5,Archive=4' })
+    local fx = t.fixture({ '--folders', 'INBOX=6,Work=5,Archive=4,Sent=3,Drafts=2' })
     use(fx.mbsyncrc)
     eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
     local_only(fx, 'Work', '<local-only-w@test>')
     local_only(fx, 'Archive', '<local-only-a@test>')
     -- A server moved to new storage renumbers every folder.
-    renumber(fx, '.Work')
-    renumber(fx, '.Archive')
+    for _, folder in ipairs({ '.Work', '.Archive', '.Sent', '.Drafts' }) do
+      renumber(fx, folder)
+    end
     local result, info = t.sync_and_wait('full', { account = 'demo' })
     eq(true, result.success, result.error)
     ok(info.repair, 'the repair is reported')
@@ -93,8 +94,14 @@ describe('UIDVALIDITY', function()
     no_duplicates(server)
     ok(vim.tbl_contains(server.Work, '<local-only-w@test>'), 'Work was repaired')
     ok(vim.tbl_contains(server.Archive, '<local-only-a@test>'), 'Archive was repaired')
-    contains(info.message, 'Work')
-    contains(info.message, 'Archive')
+    -- The message names the first three; the log has each.
+    contains(info.message, '; 1 more folder was repaired first (see :HimalayaSync log)')
+    local named = select(2, info.message:gsub(' was repaired first %(its', ''))
+    eq(3, named, info.message)
+    local log = table.concat(vim.fn.readfile(require('himalaya.sync.manager').log_path()), '\n')
+    for _, folder in ipairs({ 'Work', 'Archive', 'Sent', 'Drafts' }) do
+      contains(log, ('sync #%d: %s was repaired first ('):format(info.id, folder))
+    end
   end)
 
   it('a folder of a Maildir++ store is repaired too', function()
