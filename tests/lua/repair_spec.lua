@@ -104,6 +104,21 @@ describe('UIDVALIDITY', function()
     end
   end)
 
+  --- A full sync of demo repairs Work (5 messages on the server), whose
+  --- local-only message `id` reaches the server, once.
+  ---@param fx table
+  ---@param id string
+  local function repairs_work(fx, id)
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    eq('Work', info.repair.mailbox)
+    eq(1, info.repair.restored)
+    local server = fx.ids('demo', 'server')
+    no_duplicates(server)
+    eq(6, #server.Work)
+    ok(vim.tbl_contains(server.Work, id), 'the local-only message reached the server')
+  end
+
   it('a folder of a Maildir++ store is repaired too', function()
     local fx = t.fixture({ '--folders', 'INBOX=3,Work=5' })
     -- Maildir++ takes no Path: every folder is a dot directory in the Inbox.
@@ -121,15 +136,8 @@ describe('UIDVALIDITY', function()
       'From: me@test\nSubject: local only\nMessage-ID: <local-only-mpp@test>\n\nwritten offline\n'
     )
     renumber(fx, '.Work')
-    local result, info = t.sync_and_wait('full', { account = 'demo' })
-    eq(true, result.success, result.error)
-    eq('Work', info.repair.mailbox)
-    eq(1, info.repair.restored)
-    local server = fx.ids('demo', 'server')
-    no_duplicates(server)
-    eq(6, #server.Work)
-    ok(vim.tbl_contains(server.Work, '<local-only-mpp@test>'), 'the local-only message reached the server')
-    result = t.sync_and_wait('full', { account = 'demo' })
+    repairs_work(fx, '<local-only-mpp@test>')
+    local result = t.sync_and_wait('full', { account = 'demo' })
     eq(true, result.success, result.error)
     eq(0, result.pulled)
   end)
@@ -144,14 +152,7 @@ describe('UIDVALIDITY', function()
     eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
     local_only(fx, 'mine/Work', '<local-only-prefix@test>')
     renumber(fx, '.Work')
-    local result, info = t.sync_and_wait('full', { account = 'demo' })
-    eq(true, result.success, result.error)
-    eq('Work', info.repair.mailbox)
-    eq(1, info.repair.restored)
-    local server = fx.ids('demo', 'server')
-    no_duplicates(server)
-    ok(vim.tbl_contains(server.Work, '<local-only-prefix@test>'), 'the local-only message reached the server')
-    eq(6, #server.Work)
+    repairs_work(fx, '<local-only-prefix@test>')
   end)
 
   it('a channel without Patterns (its one box) is repaired too', function()
