@@ -1620,18 +1620,27 @@ impl Manager {
         if let Some((channel, mailbox, why)) = damaged {
             e.info.damaged = Some(mailbox.clone());
             e.info.damaged_channel = Some(channel.clone());
-            if settings.uidvalidity != UidvalidityPolicy::Repair {
+            // Each box is repaired automatically once per sync: one that
+            // mbsync refuses again after that is the user's to look at.
+            let repaired = e
+                .auto_repairs
+                .iter()
+                .any(|(c, m, _)| *c == channel && *m == mailbox);
+            if settings.uidvalidity != UidvalidityPolicy::Repair || repaired {
+                let again = if repaired {
+                    " again after its automatic repair"
+                } else {
+                    ""
+                };
                 if let Some(err) = error.as_mut() {
                     err.message = format!(
-                        "{why}; repair it without loss with :HimalayaSync repair {channel} {mailbox}"
+                        "{why}{again}; repair it without loss with :HimalayaSync repair {channel} \
+                         {mailbox}"
                     );
                 }
             }
             if settings.uidvalidity == UidvalidityPolicy::Repair
-                && !e
-                    .auto_repairs
-                    .iter()
-                    .any(|(c, m, _)| *c == channel && *m == mailbox)
+                && !repaired
                 && !e.cancel_flag.load(Ordering::SeqCst)
             {
                 e.auto_repairs
@@ -1865,6 +1874,10 @@ impl Manager {
                 if let Some(r) = &report {
                     crate::log::write("warn", &format!("sync #{id}: {}", repaired_first(r)));
                 }
+                // It no longer stops the sync, which runs again (and says
+                // so again if mbsync still refuses the folder).
+                e.info.damaged = None;
+                e.info.damaged_channel = None;
                 // `repair` tells the last repair done: a later one that
                 // found its box healthy does not hide it.
                 if report.is_some() {

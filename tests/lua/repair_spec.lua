@@ -58,6 +58,8 @@ describe('UIDVALIDITY', function()
     local result, info = t.sync_and_wait('full', { account = 'demo' })
     eq(true, result.success, result.error)
     ok(info.repair, 'the repair is reported')
+    -- Nothing needs a repair any more.
+    eq({}, { info.damaged, info.damaged_channel })
     eq('Work', info.repair.mailbox)
     eq(1, info.repair.restored)
     eq(12, info.repair.fetched, 'the fresh sync fetched the server copy of Work')
@@ -89,6 +91,8 @@ describe('UIDVALIDITY', function()
     local result, info = t.sync_and_wait('full', { account = 'demo' })
     eq(true, result.success, result.error)
     ok(info.repair, 'the repair is reported')
+    -- Nothing needs a repair any more.
+    eq({}, { info.damaged, info.damaged_channel })
     local server = fx.ids('demo', 'server')
     eq(server, fx.ids('demo', 'local'))
     no_duplicates(server)
@@ -171,6 +175,8 @@ describe('UIDVALIDITY', function()
     local result, info = t.sync_and_wait('full', { account = 'demo-in' })
     eq(true, result.success, result.error)
     ok(info.repair, 'the repair is reported')
+    -- Nothing needs a repair any more.
+    eq({}, { info.damaged, info.damaged_channel })
     eq('INBOX', info.repair.mailbox)
     eq(1, info.repair.restored)
     local server, localside = fx.ids('demo', 'server'), fx.ids('demo', 'local')
@@ -260,6 +266,36 @@ exec %s "$@"]]):format(dir, dir, vim.fn.exepath('mbsync'))
     eq(6, fx.counts('demo', 'local').Work.total)
     eq(nil, info.repair)
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
+  end)
+
+  it('a folder still refused after its automatic repair ends the sync with the command that repairs it', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3,Work=4' })
+    use(fx.mbsyncrc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    -- mbsync complains about Work at every full sync of the channel, but
+    -- not when the repair syncs Work alone, which finds it healthy.
+    local dir = t.tmpdir()
+    local wrapper = t.script(
+      dir,
+      'mbsync',
+      ([[
+for a in "$@"; do
+  if [ "$a" = demo ]; then
+    echo 'Error: channel demo, far side box Work: UIDVALIDITY genuinely changed (at UID 4).'
+    exit 1
+  fi
+done
+exec %s "$@"]]):format(vim.fn.exepath('mbsync'))
+    )
+    use(fx.mbsyncrc, { mbsync = { cmd = wrapper } })
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(false, result.success)
+    eq('uidvalidity', result.kind)
+    contains(
+      result.error,
+      'again after its automatic repair; repair it without loss with :HimalayaSync repair demo Work'
+    )
+    eq('Work', info.damaged)
   end)
 
   it('with uidvalidity = "off" it is reported with the command that repairs it', function()
@@ -452,6 +488,8 @@ describe('messages a mail client moved keeping their mbsync UID', function()
     local result, info = t.sync_and_wait('full', { account = 'demo' })
     eq(true, result.success, result.error)
     ok(info.repair, 'the repair is reported')
+    -- Nothing needs a repair any more.
+    eq({}, { info.damaged, info.damaged_channel })
     eq('Archive', info.repair.mailbox)
     contains(info.message, "Archive was repaired first (its local messages clashed with mbsync's numbering)")
     local server = fx.ids('demo', 'server')
@@ -497,6 +535,8 @@ describe('messages a mail client moved keeping their mbsync UID', function()
     local result, info = t.sync_and_wait('full', { account = 'demo' })
     eq(true, result.success, result.error)
     ok(info.repair, 'the repair is reported')
+    -- Nothing needs a repair any more.
+    eq({}, { info.damaged, info.damaged_channel })
     result = t.sync_and_wait('repair', { account = 'demo', folders = { 'Archive' } })
     eq(true, result.success, result.error)
     local configs = vim.fn.readfile(dir .. '/configs')
