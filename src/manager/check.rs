@@ -224,7 +224,7 @@ pub async fn check_account(
         // A channel with no server (Maildir to Maildir, say a local backup
         // in a `Group`) has nothing to check; the account's others are
         // checked. `connection_for` says why when none has one.
-        if !servers.is_empty() && cfg.imap_account_for(channel).is_none() {
+        if !servers.is_empty() && server(name).is_none() {
             continue;
         }
         let state = sync_state_of(cfg, channel).ok_or_else(|| {

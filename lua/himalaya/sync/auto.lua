@@ -92,9 +92,6 @@ function M._smart_plan(type, changed, boxes)
   return 'folders', boxes
 end
 
---- Kinds of failure that the next tick will meet again: the user has to act.
-local LASTING = { auth = true, config = true }
-
 --- Starts one sync of a tick. Timer syncs are quiet (notify.auto); the
 --- manager tells once of one that fails in a way the next will too.
 ---@param type himalaya.sync.SyncType
@@ -316,11 +313,12 @@ function M.problems()
   if why then
     out[1] = why
   end
-  local history = require('himalaya.sync.manager').history() or {}
+  local manager = require('himalaya.sync.manager')
+  local history = manager.history() or {}
   for _, account in ipairs(names) do
     local h = history[account] or {}
     local e = h.last_error
-    if e and LASTING[e.kind] and (h.last_success or 0) < e.time then
+    if e and manager._LASTING[e.kind] and (h.last_success or 0) < e.time then
       out[#out + 1] = ('the last sync of %s failed (%s): %s'):format(account, e.kind, e.message)
     end
   end

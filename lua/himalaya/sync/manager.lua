@@ -457,9 +457,11 @@ local function forget_elsewhere(info)
   end
 end
 
---- Kinds of failure the next background sync will meet again: the user has to act.
+--- Kinds of failure the next background sync will meet again: the user
+--- has to act (also what auto-sync's :checkhealth warns of).
 ---@type table<string, true?>
 local LASTING = { auth = true, config = true }
+M._LASTING = LASTING
 
 --- Background syncs (auto-sync's timer, IDLE's pushes) are quiet unless
 --- `notify.auto`, so one that fails in a way the next will too (a wrong
