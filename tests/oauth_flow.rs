@@ -654,21 +654,24 @@ async fn until_ends_the_wait_for_a_device_approval() {
     assert_eq!(server.state().await["counters"]["device_polls"], polls);
 }
 
-#[tokio::test]
-async fn server_down_is_a_network_error() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+/// A generic provider whose token endpoint is on `port` of 127.0.0.1.
+fn local_provider(port: u16) -> Provider {
     let spec = ProviderSpec {
         kind: "generic".into(),
         client_id: Some(CLIENT_ID.into()),
         token_url: Some(format!("http://127.0.0.1:{port}/token")),
         ..Default::default()
     };
-    let err = refresh(&Provider::resolve(&spec).unwrap(), "rt")
-        .await
-        .unwrap_err();
+    Provider::resolve(&spec).unwrap()
+}
+
+#[tokio::test]
+async fn server_down_is_a_network_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = refresh(&local_provider(port), "rt").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Network, "{err}");
     assert!(err.message.contains(&format!("127.0.0.1:{port}")), "{err}");
 }
@@ -679,15 +682,8 @@ async fn silent_server_is_a_timeout_in_the_configured_time() {
     // reads or answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let spec = ProviderSpec {
-        kind: "generic".into(),
-        client_id: Some(CLIENT_ID.into()),
-        token_url: Some(format!("http://127.0.0.1:{port}/token")),
-        ..Default::default()
-    };
-    let provider = Provider::resolve(&spec)
-        .unwrap()
-        .with_timeouts(Duration::from_secs(1), Duration::from_millis(1500));
+    let provider =
+        local_provider(port).with_timeouts(Duration::from_secs(1), Duration::from_millis(1500));
     let start = Instant::now();
     let err = refresh(&provider, "rt").await.unwrap_err();
     let elapsed = start.elapsed();
@@ -724,13 +720,7 @@ async fn unavailable_or_redirecting_endpoints_are_classified() {
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\nContent-Length: 13\r\nConnection: close\r\n\r\n<html></html>",
         "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     ]);
-    let spec = ProviderSpec {
-        kind: "generic".into(),
-        client_id: Some(CLIENT_ID.into()),
-        token_url: Some(format!("http://127.0.0.1:{port}/token")),
-        ..Default::default()
-    };
-    let provider = Provider::resolve(&spec).unwrap();
+    let provider = local_provider(port);
     let err = refresh(&provider, "rt").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Network, "{err}");
     assert!(err.message.contains("HTTP 503"), "{err}");
@@ -761,13 +751,7 @@ async fn client_errors_without_an_oauth2_body_are_classified_by_status() {
         html("429 Too Many Requests"),
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
     ]);
-    let spec = ProviderSpec {
-        kind: "generic".into(),
-        client_id: Some(CLIENT_ID.into()),
-        token_url: Some(format!("http://127.0.0.1:{port}/token")),
-        ..Default::default()
-    };
-    let provider = Provider::resolve(&spec).unwrap();
+    let provider = local_provider(port);
     for (kind, text) in [
         (
             ErrorKind::Config,

@@ -186,6 +186,30 @@ fn manager_with_data(
     (manager, rx, rt)
 }
 
+/// The names of sync `id`'s events until its `sync_done`, each passed to
+/// `on` as it comes (to answer it, as the editor would), and that last
+/// event's data.
+fn events_until_done(
+    rx: &mpsc::Receiver<(u64, String, serde_json::Value)>,
+    id: u64,
+    mut on: impl FnMut(&str),
+) -> (Vec<String>, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut names = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (i, name, data) = rx.recv_timeout(left).expect("the sync to end");
+        if i != id {
+            continue;
+        }
+        on(&name);
+        names.push(name);
+        if names.last().is_some_and(|n| n == "sync_done") {
+            return (names, data);
+        }
+    }
+}
+
 /// A `sync_auth` that nobody answers (an account `refresh` function that
 /// never calls `done`) ends the sync as an auth failure once
 /// `auth_refresh_limit` has passed, instead of holding it, and every
@@ -203,19 +227,7 @@ fn an_unanswered_refresh_ends_the_sync_as_an_auth_failure() {
         },
     );
     let id = common::start_demo(&manager, SyncType::Full);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut names = Vec::new();
-    let done = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (i, name, data) = rx.recv_timeout(left).expect("the sync to end");
-        if i != id {
-            continue;
-        }
-        names.push(name.clone());
-        if name == "sync_done" {
-            break data;
-        }
-    };
+    let (names, done) = events_until_done(&rx, id, |_| {});
     assert!(names.iter().any(|n| n == "sync_auth"), "{names:?}");
     assert_eq!(done["status"], "error", "{done}");
     assert_eq!(done["error"]["kind"], "auth", "{done}");
@@ -251,28 +263,18 @@ fn a_refresh_that_cannot_reach_the_provider_is_retried_as_a_network_failure() {
         },
     );
     let id = common::start_demo(&manager, SyncType::Full);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut names = Vec::new();
-    let done = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (i, name, data) = rx.recv_timeout(left).expect("the sync to end");
-        if i != id {
-            continue;
-        }
-        names.push(name.clone());
-        match name.as_str() {
-            // The editor's refresh: the token endpoint cannot be reached.
-            "sync_auth" => manager.auth_refreshed(
+    let (names, done) = events_until_done(&rx, id, |name| {
+        // The editor's refresh: the token endpoint cannot be reached.
+        if name == "sync_auth" {
+            manager.auth_refreshed(
                 id,
                 Err(Error::new(
                     ErrorKind::Network,
                     "demo: cannot reach the token endpoint",
                 )),
-            ),
-            "sync_done" => break data,
-            _ => {}
+            );
         }
-    };
+    });
     let count = |n: &str| names.iter().filter(|x| *x == n).count();
     // Attempt 1 fails its login, its refresh fails (attempt 2), retried:
     // attempt 3 fails its login, its refresh fails too: out of attempts.
