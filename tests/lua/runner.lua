@@ -172,11 +172,18 @@ local function words(name)
   return vim.split(vim.trim(os.getenv(name) or ''), '%s+', { trimempty = true })
 end
 
---- `specs`, or every spec when it is empty.
+--- `specs`, or every spec when it is empty, as absolute paths: the queue
+--- tells two runs of one spec file apart by path, and the Makefile names
+--- them relative to the checkout while the glob gives absolute ones (so
+--- loader_spec ran in two lanes at once, and each found the other's
+--- processes).
 ---@param specs string[]
 ---@return string[]
 local function or_all(specs)
-  return #specs > 0 and specs or vim.fn.glob(root .. '/tests/lua/*_spec.lua', false, true)
+  local chosen = #specs > 0 and specs or vim.fn.glob(root .. '/tests/lua/*_spec.lua', false, true)
+  return vim.tbl_map(function(spec)
+    return vim.fn.fnamemodify(spec, ':p')
+  end, chosen)
 end
 
 --- The lanes: `main`, and the other versions of Neovim and isync that
