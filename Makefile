@@ -84,7 +84,7 @@ test-other-mbsync:
 
 ## What `make test` runs of the above: the specs of test-lua,
 ## test-other-nvims and test-other-mbsync in one queue (see
-## tests/lua/runner.lua), two at a time, so that none waits for the end of
+## tests/lua/runner.lua), three at a time, so that none waits for the end of
 ## another's last spec.
 test-specs:
 	@bash scripts/install-other-versions.sh

@@ -5,7 +5,7 @@
 -- With no arguments it runs every tests/lua/*_spec.lua. Each spec file runs
 -- in its own Neovim (a fresh process: fresh library state, fresh lock
 -- table) with private XDG folders and lock folder, removed afterwards.
--- Two spec files run at a time (HIMALAYA_SPEC_JOBS), the longest first,
+-- Three spec files run at a time (HIMALAYA_SPEC_JOBS), the longest first,
 -- each printed whole when it ends. The last line is `N passed, N failed in
 -- M min S s`; the exit code is non-zero on failure.
 --
@@ -277,12 +277,14 @@ local function run_all(args)
   end
   local runs = in_start_order(lanes)
   -- Most specs wait on servers, processes and timers much more than they
-  -- compute, so two at a time keep this machine's two CPUs busier and take
-  -- a little over half as long; each has its own Neovim, folders, servers
-  -- and ports. HIMALAYA_SPEC_JOBS=1 runs them one after another. Three at
-  -- a time leave these CPUs no slack: the specs that time a watchdog (a
-  -- frozen server must be noticed within its limit) then fail now and then.
-  local jobs = math.max(1, tonumber(os.getenv('HIMALAYA_SPEC_JOBS') or '') or 2)
+  -- compute: two at a time kept 0.8 of this machine's two CPUs busy on
+  -- average, and took 5 min 21 s for every lane; three keep 1.0 busy and
+  -- take 4 min to 4 min 24 s. Each has its own Neovim, folders, servers
+  -- and ports. HIMALAYA_SPEC_JOBS=1 runs them one after another. (Three
+  -- once made the specs that time a watchdog fail now and then; those runs
+  -- also started pyenv's Python shim for every fixture command, which cost
+  -- more CPU than the fixture itself.)
+  local jobs = math.max(1, tonumber(os.getenv('HIMALAYA_SPEC_JOBS') or '') or 3)
   local total_pass, total_fail = 0, 0
   package.path = root .. '/tests/lua/?.lua;' .. package.path
   local helpers = require('helpers')
