@@ -182,6 +182,16 @@ pub fn plan(
         let mut p = inbox()?.into_os_string();
         p.push(format!("/.{}", name.replace('/', ".")));
         PathBuf::from(p)
+    } else if let Some(sub) = here
+        .strip_prefix("INBOX/")
+        .filter(|_| layout.eq_ignore_ascii_case("Verbatim"))
+    {
+        // mbsync keeps a box under INBOX in the Inbox, wherever that is:
+        // `INBOX/sub` is Inbox/sub, which is Path/INBOX/sub only when the
+        // Inbox is Path/INBOX.
+        let mut p = inbox()?.into_os_string();
+        p.push(format!("/{sub}"));
+        PathBuf::from(p)
     } else {
         let path = store
             .path
@@ -614,6 +624,31 @@ mod tests {
             ("Work", folder(&mail.join(".Work"))),
             ("Work/Projects", folder(&mail.join(".Work.Projects"))),
             ("INBOX/sub", folder(&mail.join("..sub"))),
+        ] {
+            let plan = plan(&cfg, "demo", mailbox, &state, "1").unwrap();
+            assert_eq!(plan.local, dir, "{mailbox}");
+        }
+    }
+
+    /// With `SubFolders Verbatim` a box under INBOX is in the Inbox, also
+    /// when that is not Path/INBOX.
+    #[test]
+    fn verbatim_folders_under_the_inbox_are_found_in_the_inbox() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().display();
+        let rc = root.path().join("mbsyncrc");
+        let text = format!(
+            "SyncState *\n\nIMAPStore remote\nHost localhost\nUser u\n\n\
+             MaildirStore local\nPath {r}/mail/\nInbox {r}/inbox\nSubFolders Verbatim\n\n\
+             Channel demo\nFar :remote:\nNear :local:\nPatterns *\n"
+        );
+        fs::write(&rc, &text).unwrap();
+        let cfg = MbsyncConfig::parse(&text, &rc).unwrap();
+        let state = root.path().join("state");
+        for (mailbox, dir) in [
+            ("INBOX", folder(&root.path().join("inbox"))),
+            ("INBOX/sub", folder(&root.path().join("inbox/sub"))),
+            ("Work", folder(&root.path().join("mail/Work"))),
         ] {
             let plan = plan(&cfg, "demo", mailbox, &state, "1").unwrap();
             assert_eq!(plan.local, dir, "{mailbox}");

@@ -159,6 +159,59 @@ describe('UIDVALIDITY', function()
     repairs_work(fx, '<local-only-prefix@test>')
   end)
 
+  it('a folder under the inbox of a Verbatim store whose Inbox is outside its Path is repaired too', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3' })
+    -- mbsync keeps INBOX/sub in the Inbox (Inbox/sub), not in Path/INBOX/sub.
+    local inbox = t.tmpdir() .. '/inbox'
+    local rc = table.concat(vim.fn.readfile(fx.mbsyncrc), '\n')
+    rc = rc:gsub('\nInbox [^\n]*\n', ('\nInbox %s\n'):format(inbox))
+    contains(rc, 'Inbox ' .. inbox)
+    t.write(fx.mbsyncrc, rc)
+    -- The fixture makes no folder under INBOX: the server makes it.
+    local made = vim
+      .system(
+        t.python(
+          '-c',
+          [[
+import imaplib, sys
+m = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+m.login("demo", "fixture-password")
+assert m.create("INBOX/sub")[0] == "OK"
+for i in range(5):
+    msg = "From: a@test\r\nMessage-ID: <sub-%d@test>\r\nSubject: s\r\n\r\nb\r\n" % i
+    assert m.append("INBOX/sub", None, None, msg.encode())[0] == "OK"
+]],
+          tostring(fx.port)
+        ),
+        { text = true }
+      )
+      :wait(20000)
+    eq(0, made.code, made.stderr)
+    use(fx.mbsyncrc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    ok(vim.fn.isdirectory(inbox .. '/sub/cur') == 1, 'mbsync keeps INBOX/sub in the Inbox')
+    t.write(
+      inbox .. '/sub/new/1.local-only.test',
+      'From: me@test\nSubject: local only\nMessage-ID: <local-only-sub@test>\n\nwritten offline\n'
+    )
+    renumber(fx, '.INBOX.sub')
+    -- By hand: mbsync's later syncs of the whole channel refuse INBOX/sub
+    -- in this layout (`near side box INBOX/sub cannot be opened`, 1.3 to
+    -- 1.5), but a sync of that one box, as the repair's, reaches it.
+    local result, info = t.sync_and_wait('repair', { account = 'demo', folders = { 'INBOX/sub' } })
+    eq(true, result.success, result.error)
+    eq('INBOX/sub', info.repair.mailbox)
+    eq(1, info.repair.restored)
+    local server = fx.accounts.demo.server_maildir .. '/.INBOX.sub/'
+    local files =
+      vim.list_extend(vim.fn.glob(server .. 'cur/*', false, true), vim.fn.glob(server .. 'new/*', false, true))
+    eq(6, #files)
+    local uploaded = vim.tbl_filter(function(f)
+      return t.read(f):find('<local-only-sub@test>', 1, true) ~= nil
+    end, files)
+    eq(1, #uploaded, 'the local-only message reached the server, once')
+  end)
+
   it('a channel without Patterns (its one box) is repaired too', function()
     local fx = t.fixture({ '--folders', 'INBOX=8,Work=4' })
     -- The inbox alone, through a channel that names its box on each side.
