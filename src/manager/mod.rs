@@ -1604,6 +1604,12 @@ impl Manager {
                 return;
             }
         };
+        // Read before `entries` is locked; it names the box of a UIDVALIDITY
+        // error as the channel does (see `repair::channel_box`).
+        let cfg = error
+            .as_ref()
+            .filter(|err| err.kind == ErrorKind::Uidvalidity)
+            .and_then(|_| self.mbsync_config().ok());
         let mut entries = self.entries.lock();
         let Some(e) = entries.iter_mut().find(|e| e.info.id == id) else {
             return;
@@ -1612,7 +1618,7 @@ impl Manager {
             .as_ref()
             .filter(|err| err.kind == ErrorKind::Uidvalidity)
             .and_then(|err| {
-                let (channel, mailbox) = repair::parse_error_line(&err.line)?;
+                let (channel, mailbox) = repair::channel_box(cfg.as_ref(), &err.line)?;
                 let why = repair::why(&channel, &mailbox, &err.line);
                 Some((channel, mailbox, why))
             });

@@ -29,11 +29,21 @@ use crate::mbsync::config::MbsyncConfig;
 /// genuinely changed.` (1.5) or `Error: channel demo, master Work: ...`
 /// (1.3, which names the sides master and slave, without "box").
 pub fn parse_error_line(line: &str) -> Option<(String, String)> {
+    parse_sided(line).map(|(channel, _, name)| (channel, name))
+}
+
+/// [`parse_error_line`], and whether the line is about the far side.
+fn parse_sided(line: &str) -> Option<(String, bool, String)> {
     let rest = &line[line.find("channel ")? + "channel ".len()..];
     let (channel, rest) = rest.split_once(", ")?;
-    let rest = ["far side box ", "near side box ", "master ", "slave "]
-        .iter()
-        .find_map(|side| rest.strip_prefix(side))?;
+    let (far, rest) = [
+        ("far side box ", true),
+        ("near side box ", false),
+        ("master ", true),
+        ("slave ", false),
+    ]
+    .iter()
+    .find_map(|(side, far)| Some((*far, rest.strip_prefix(side)?)))?;
     // 1.5 ends the box with ` (at UID n)`, which a name with `: ` in it
     // (`Re: old`) cannot hide; else the box ends at the first `: `.
     let at_uid = rest.match_indices(" (at UID ").find(|(i, m)| {
@@ -45,7 +55,35 @@ pub fn parse_error_line(line: &str) -> Option<(String, String)> {
         Some((i, _)) => &rest[..i],
         None => rest.split_once(": ")?.0,
     };
-    (!channel.is_empty() && !name.is_empty()).then(|| (channel.to_string(), name.to_string()))
+    (!channel.is_empty() && !name.is_empty()).then(|| (channel.to_string(), far, name.to_string()))
+}
+
+/// The channel and box of error `line` ([`parse_error_line`]), the box as
+/// the channel names it: what `chan:BOX` and [`plan`] take. mbsync names
+/// the box as the side the line is about does, under that side's prefix
+/// (`far side box [Gmail]/Sent` for `Far :r:"[Gmail]/"`, `near side box
+/// mine/Work` for `Near :l:mine/`), which would be doubled in `chan:BOX`
+/// and in the local folder. A channel without Patterns has one box, the
+/// one its far side names, whatever its near side calls it.
+pub fn channel_box(cfg: Option<&MbsyncConfig>, line: &str) -> Option<(String, String)> {
+    let (channel, far, name) = parse_sided(line)?;
+    let Some(chan) = cfg.and_then(|c| c.channel(&channel)) else {
+        return Some((channel, name));
+    };
+    let mailbox = if chan.patterns.is_empty() {
+        match chan.far_mailbox() {
+            "" => "INBOX".to_string(),
+            b => b.to_string(),
+        }
+    } else {
+        let spec = if far { &chan.far } else { &chan.near };
+        let prefix = crate::mbsync::config::split_spec(spec).map_or("", |(_, p)| p);
+        match name.strip_prefix(prefix) {
+            Some(rest) if !rest.is_empty() => rest.to_string(),
+            _ => name,
+        }
+    };
+    Some((channel, mailbox))
 }
 
 /// What made the box named by error `line` need the repair, to begin a
@@ -488,6 +526,48 @@ mod tests {
             assert_eq!(parse_error_line(line), named, "{line}");
         }
         assert_eq!(parse_error_line("Error: something else"), None);
+    }
+
+    /// mbsync prints a box under the prefix of the side it speaks of.
+    #[test]
+    fn error_lines_name_the_box_as_the_channel_does() {
+        let text = "IMAPStore remote\nHost localhost\nUser u\n\n\
+                    MaildirStore local\nPath /m/\nInbox /m/INBOX\nSubFolders Verbatim\n\n\
+                    Channel g\nFar :remote:\"[Gmail]/\"\nNear :local:mine/\nPatterns *\n\n\
+                    Channel one\nFar :remote:Work\nNear :local:Mine\n";
+        let cfg = MbsyncConfig::parse(text, Path::new("/rc")).unwrap();
+        let named = |line: &str| channel_box(Some(&cfg), line).unwrap().1;
+        for (line, mailbox) in [
+            (
+                "Error: channel g, far side box [Gmail]/Sent: UIDVALIDITY genuinely changed (at UID 1).",
+                "Sent",
+            ),
+            (
+                "Error: channel g, near side box mine/Work: Maildir error: duplicate UID 2.",
+                "Work",
+            ),
+            (
+                "Error: channel g, master [Gmail]/A/B: UIDVALIDITY genuinely changed (at UID 1).",
+                "A/B",
+            ),
+            (
+                "Error: channel g, far side box INBOX (at UID 1): UIDVALIDITY genuinely changed.",
+                "INBOX",
+            ),
+            (
+                "Error: channel one, near side box Mine: Maildir error: UID 9 is beyond highest \
+                 assigned UID 2.",
+                "Work",
+            ),
+        ] {
+            assert_eq!(named(line), mailbox, "{line}");
+        }
+        let line =
+            "Error: channel other, far side box X/Y: UIDVALIDITY genuinely changed (at UID 1).";
+        assert_eq!(
+            channel_box(Some(&cfg), line),
+            Some(("other".into(), "X/Y".into()))
+        );
     }
 
     fn write_msg(dir: &Path, sub: &str, name: &str, id: Option<&str>) {

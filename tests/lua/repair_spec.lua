@@ -159,6 +159,31 @@ describe('UIDVALIDITY', function()
     repairs_work(fx, '<local-only-prefix@test>')
   end)
 
+  it('a channel with a prefix on its far side (Gmail\'s "[Gmail]/") is repaired in its local folder', function()
+    local fx = t.fixture({ '--folders', 'INBOX=3,Pre/Work=5' })
+    -- mbsync names the far box with the prefix (`far side box Pre/Work`);
+    -- the channel's box, and its local folder, is Work.
+    local rc = table.concat(vim.fn.readfile(fx.mbsyncrc), '\n')
+    rc = rc:gsub('(\nFar :demo%-remote:)\n', '%1"Pre/"\n')
+    contains(rc, 'Far :demo-remote:"Pre/"')
+    t.write(fx.mbsyncrc, rc)
+    use(fx.mbsyncrc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    local_only(fx, 'Work', '<local-only-far-prefix@test>')
+    renumber(fx, '.Pre.Work')
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    eq('Work', info.repair.mailbox)
+    eq(1, info.repair.restored)
+    local server = fx.ids('demo', 'server')
+    no_duplicates(server)
+    eq(6, #server['Pre/Work'])
+    ok(
+      vim.tbl_contains(server['Pre/Work'], '<local-only-far-prefix@test>'),
+      'the local-only message reached the server'
+    )
+  end)
+
   it('a folder under the inbox of a Verbatim store whose Inbox is outside its Path is repaired too', function()
     local fx = t.fixture({ '--folders', 'INBOX=3' })
     -- mbsync keeps INBOX/sub in the Inbox (Inbox/sub), not in Path/INBOX/sub.
@@ -573,6 +598,26 @@ describe('messages a mail client moved keeping their mbsync UID', function()
       return list
     end
     eq(every(all), every(server))
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success, 'the next sync is clean')
+  end)
+
+  it('are repaired in a channel with a prefix on its Maildir side, which mbsync names with the prefix', function()
+    local fx = t.fixture({ '--folders', 'INBOX=8,Archive=5' })
+    local rc = table.concat(vim.fn.readfile(fx.mbsyncrc), '\n')
+    rc = rc:gsub('(\nNear :demo%-local:)\n', '%1mine/\n')
+    contains(rc, 'Near :demo-local:mine/')
+    t.write(fx.mbsyncrc, rc)
+    use(fx.mbsyncrc)
+    eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
+    -- mbsync opens `near side box mine/Archive`; the channel's box is Archive.
+    local moved = move_keeping_name(fx, with_uid(fx, 'mine/INBOX', 2), 'mine/Archive')
+    local result, info = t.sync_and_wait('full', { account = 'demo' })
+    eq(true, result.success, result.error)
+    eq('Archive', info.repair.mailbox)
+    local server = fx.ids('demo', 'server')
+    no_duplicates(server)
+    ok(vim.tbl_contains(server.Archive, moved), 'the moved message is in Archive on the server')
+    eq(6, #server.Archive)
     eq(true, (t.sync_and_wait('full', { account = 'demo' })).success, 'the next sync is clean')
   end)
 
