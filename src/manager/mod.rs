@@ -1403,30 +1403,36 @@ impl Manager {
         let restored = tokio::task::spawn_blocking(move || repair::restore_missing(&p))
             .await
             .map_err(|e| Error::new(ErrorKind::Unknown, format!("repair task failed: {e}")))??;
+        // A channel that does not upload (`Sync Pull`) leaves them here:
+        // what mbsync counted as sent to the far side says which it was.
+        let mut uploaded = 0;
         if restored > 0 {
             let upload = runner::run(spec, cancel_rx, |_| {}).await;
             if let Some(c) = upload.error {
                 return Err(kept("the upload of restored messages", c));
             }
+            uploaded = upload.last_progress.as_ref().map_or(0, |p| p.far.new.done);
         }
         drop(guard);
-        crate::log::write(
-            "warn",
-            &format!(
-                "repaired {channel}:{mailbox}: {restored} of {backed_up} backed-up messages were \
-                 missing on the server and were uploaded; backup kept in {}",
-                plan.backup.display()
-            ),
-        );
-        Ok(RepairEnd::Repaired(repair::Report {
+        let report = repair::Report {
             channel: channel.to_string(),
             mailbox: mailbox.to_string(),
             reason,
             backup: plan.backup.clone(),
             fetched,
             restored,
+            uploaded,
             backed_up,
-        }))
+        };
+        crate::log::write(
+            "warn",
+            &format!(
+                "repaired {channel}:{mailbox}: {}; backup kept in {}",
+                repair::restored_text(&report),
+                plan.backup.display()
+            ),
+        );
+        Ok(RepairEnd::Repaired(report))
     }
 
     /// Marks sync `id` as waiting for the lock another process holds
@@ -2117,13 +2123,11 @@ impl Manager {
         info.message = match &error {
             None if info.kind == SyncType::Repair => match &info.repair {
                 Some(r) => format!(
-                    "repaired {} of {}: {} messages fetched afresh, {} of {} backed-up \
-                     messages were only here and went back to the server; backup kept in {}",
+                    "repaired {} of {}: {} messages fetched afresh, {}; backup kept in {}",
                     r.mailbox,
                     info.account,
                     r.fetched,
-                    r.restored,
-                    r.backed_up,
+                    repair::restored_text(r),
                     r.backup.display()
                 ),
                 // It ran mbsync only (see `repair_steps`).
@@ -2314,13 +2318,11 @@ const NAMED_REPAIRS: usize = 3;
 /// One automatic repair, for the sync's final message and the log.
 fn repaired_first(r: &repair::Report) -> String {
     format!(
-        "{} was repaired first ({}): {} messages fetched afresh, {} of {} backed-up messages \
-         went back to the server, backup kept in {}",
+        "{} was repaired first ({}): {} messages fetched afresh, {}, backup kept in {}",
         r.mailbox,
         r.reason,
         r.fetched,
-        r.restored,
-        r.backed_up,
+        repair::restored_text(r),
         r.backup.display()
     )
 }

@@ -9,7 +9,8 @@
 //! 2. sync the box fresh into an empty folder;
 //! 3. copy back every backed-up message whose Message-ID the fresh copy
 //!    lacks (into `cur/`, without mbsync's `,U=` so it counts as new);
-//! 4. sync the box again, which uploads those messages.
+//! 4. sync the box again, which uploads those messages (unless the channel
+//!    does not upload, `Sync Pull`: then they stay in the local folder).
 //!
 //! The backup is kept and reported. This module holds the file work and the
 //! plan; the manager runs mbsync between the steps under the channel lock.
@@ -132,10 +133,37 @@ pub struct Report {
     pub backup: PathBuf,
     /// Messages the fresh sync fetched from the server into the new folder.
     pub fetched: u64,
-    /// Messages of the backup that the server lacked and were uploaded.
+    /// Messages of the backup that the server lacked, put back in the
+    /// local folder.
     pub restored: usize,
+    /// Messages the sync after that uploaded: `restored`, unless the
+    /// channel does not upload (`Sync Pull`), when they stay only here.
+    pub uploaded: u64,
     /// Messages in the backup.
     pub backed_up: usize,
+}
+
+/// What became of the restored messages of `r`, for its messages: `N of M
+/// backed-up messages were only here and ...`.
+pub fn restored_text(r: &Report) -> String {
+    let (restored, uploaded) = (r.restored as u64, r.uploaded.min(r.restored as u64));
+    let fate = if uploaded == restored {
+        "went back to the server".to_string()
+    } else if uploaded == 0 {
+        format!(
+            "stay only here (channel {} does not upload them, as with Sync Pull)",
+            r.channel
+        )
+    } else {
+        format!(
+            "{uploaded} went back to the server, {} stay only here",
+            restored - uploaded
+        )
+    };
+    format!(
+        "{} of {} backed-up messages were only here and {fate}",
+        r.restored, r.backed_up
+    )
 }
 
 /// Works out the local folder of `mailbox` and a backup path under
@@ -567,6 +595,34 @@ mod tests {
         assert_eq!(
             channel_box(Some(&cfg), line),
             Some(("other".into(), "X/Y".into()))
+        );
+    }
+
+    #[test]
+    fn restored_messages_are_said_to_reach_the_server_only_when_uploaded() {
+        let report = |restored, uploaded| Report {
+            channel: "demo".into(),
+            mailbox: "Work".into(),
+            reason: "its UIDVALIDITY changed",
+            backup: PathBuf::from("/b"),
+            fetched: 5,
+            restored,
+            uploaded,
+            backed_up: 6,
+        };
+        assert_eq!(
+            restored_text(&report(2, 2)),
+            "2 of 6 backed-up messages were only here and went back to the server"
+        );
+        assert_eq!(
+            restored_text(&report(2, 0)),
+            "2 of 6 backed-up messages were only here and stay only here (channel demo does \
+             not upload them, as with Sync Pull)"
+        );
+        assert_eq!(
+            restored_text(&report(2, 1)),
+            "2 of 6 backed-up messages were only here and 1 went back to the server, 1 stay \
+             only here"
         );
     }
 

@@ -87,7 +87,7 @@ local M = {}
 ---@field attempt? integer attempt in progress (1 for the first run)
 ---@field next_retry? number unix seconds of the next attempt while retrying
 ---@field requests? integer requests this sync answers (more than 1 when coalesced)
----@field repair? {channel: string, mailbox: string, backup: string, fetched: integer, restored: integer, backed_up: integer} what a UIDVALIDITY repair did
+---@field repair? {channel: string, mailbox: string, backup: string, fetched: integer, restored: integer, uploaded: integer, backed_up: integer} what a UIDVALIDITY repair did
 ---@field damaged? string the folder whose UIDVALIDITY change ended the sync
 ---@field damaged_channel? string its mbsync channel (what a repair is for)
 ---@field waiting_for? string while a running sync waits for another process that syncs the account: who holds its lock
