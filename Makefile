@@ -72,7 +72,8 @@ TESTS_MBSYNC ?= an initial full sync brings every message|folders sync of folder
   the Patterns leave out|a cancelled sync registered|echoes new messages per folder|\
   reports exactly the delivered messages|is repaired automatically|its one box) is repaired too|\
   reported with the command that repairs it|max_connections runs one full sync|a split sync|\
-  whose PassCmd cuts the token|touch only those folders|the folder they clash in
+  whose PassCmd cuts the token|touch only those folders|the folder they clash in|\
+  with a prefix on its|puts its folders under a prefix
 # The runner's lanes (tests/lua/runner.lua) read these.
 export HIMALAYA_SPECS_OTHER = $(SPECS_OTHER)
 export HIMALAYA_SPECS_MBSYNC = $(SPECS_MBSYNC)
