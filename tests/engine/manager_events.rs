@@ -376,3 +376,75 @@ fn a_sync_cancelled_at_once_says_so_plainly() {
         );
     }
 }
+
+/// Renumbers the server folder in `dir` (`.Work`) as a server that made it
+/// anew would: a new UIDVALIDITY, the UIDs in another order (dovecot reads
+/// its uidlist again once its index is gone).
+fn renumber(fx: &Fixture, dir: &str) {
+    let server = fx.info["accounts"]["demo"]["server_maildir"]
+        .as_str()
+        .expect("server_maildir");
+    let folder = std::path::Path::new(server).join(dir);
+    let list = folder.join("dovecot-uidlist");
+    let text = std::fs::read_to_string(&list).expect("dovecot-uidlist");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("its header").split(' ').collect();
+    let names: Vec<&str> = lines
+        .filter_map(|l| l.split_once(' ').map(|(_, name)| name))
+        .collect();
+    let validity: u64 = header[1][1..].parse().expect("V<uidvalidity>");
+    let mut out = format!(
+        "3 V{} N{} {}\n",
+        validity + 1000,
+        names.len() + 1,
+        header[3]
+    );
+    for (i, name) in names.iter().rev().enumerate() {
+        out.push_str(&format!("{} {name}\n", i + 1));
+    }
+    std::fs::write(&list, out).expect("write dovecot-uidlist");
+    for entry in std::fs::read_dir(&folder).expect("the folder") {
+        let path = entry.expect("an entry").path();
+        let index = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("dovecot.index"));
+        if index {
+            std::fs::remove_file(&path).expect("remove the index");
+        }
+    }
+}
+
+/// A panic while an automatic repair ends (here: the event sink, on the
+/// `sync_queued` that sends the repaired sync to run again) must not leave
+/// the sync waiting for good: it runs again and completes, the repair
+/// reported.
+#[test]
+fn a_panic_while_an_automatic_repair_ends_still_lets_the_sync_run() {
+    let fx = Fixture::start(&["--folders", "INBOX=3,Work=5"]);
+    fx.sync();
+    renumber(&fx, ".Work");
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let panicked = std::sync::atomic::AtomicBool::new(false);
+    let settings = Settings {
+        mbsync_config: Some(fx.mbsyncrc()),
+        // The repair's backup goes there.
+        state_dir: Some(fx.tmp.path().join("state")),
+        ..Settings::default()
+    };
+    let (manager, _rt) = common::manager(&fx, settings, move |id, name, data| {
+        if name == "sync_queued"
+            && !data["repair"].is_null()
+            && !panicked.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("the event sink failed");
+        }
+        let _ = tx.lock().unwrap().send((id, name.to_string(), data));
+    });
+    let id = common::start_demo(&manager, SyncType::Full);
+    let (names, done) = events_until_done(&rx, id, |_| {});
+    assert!(names.iter().any(|n| n == "sync_repair"), "{names:?}");
+    assert_eq!(done["status"], "completed", "{names:?} {done}");
+    assert_eq!(done["repair"]["mailbox"], "Work", "{done}");
+}
