@@ -211,13 +211,14 @@ describe('UIDVALIDITY', function()
           [[
 import imaplib, sys
 m = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
-m.login("demo", "fixture-password")
+m.login("demo", sys.argv[2])
 assert m.create("INBOX/sub")[0] == "OK"
 for i in range(5):
     msg = "From: a@test\r\nMessage-ID: <sub-%d@test>\r\nSubject: s\r\n\r\nb\r\n" % i
     assert m.append("INBOX/sub", None, None, msg.encode())[0] == "OK"
 ]],
-          tostring(fx.port)
+          tostring(fx.port),
+          fx.accounts.demo.password
         ),
         { text = true }
       )
