@@ -308,6 +308,9 @@ pub struct SyncInfo {
     /// The mbsync channel of that folder: what a repair is asked for (the
     /// account may be a group of several channels).
     pub damaged_channel: Option<String>,
+    /// Why that folder needs a repair, in a phrase (see [`repair::why`]):
+    /// what the editor's question names, so it never reads mbsync's lines.
+    pub damaged_why: Option<String>,
     /// While the sync waits for another process that syncs the account:
     /// who holds the account's lock (`lock "sync-demo" is held by pid …`).
     pub waiting_for: Option<String>,
@@ -387,6 +390,7 @@ impl Entry {
             repair: None,
             damaged: None,
             damaged_channel: None,
+            damaged_why: None,
             waiting_for: None,
             counts: None,
         };
@@ -1632,6 +1636,7 @@ impl Manager {
         if let Some((channel, mailbox, why)) = damaged {
             e.info.damaged = Some(mailbox.clone());
             e.info.damaged_channel = Some(channel.clone());
+            e.info.damaged_why = Some(why.clone());
             // Each box is repaired automatically once per sync: one that
             // mbsync refuses again after that is the user's to look at.
             let repaired = e
@@ -1890,6 +1895,7 @@ impl Manager {
                 // so again if mbsync still refuses the folder).
                 e.info.damaged = None;
                 e.info.damaged_channel = None;
+                e.info.damaged_why = None;
                 // `repair` tells the last repair done: a later one that
                 // found its box healthy does not hide it.
                 if report.is_some() {

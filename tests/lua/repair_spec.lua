@@ -475,7 +475,7 @@ exec %s "$@"]]):format(vim.fn.exepath('mbsync'))
     t.wait_for(function()
       return repaired ~= nil
     end, 60000, 'the repair the user agreed to')
-    contains(asked, 'Work')
+    eq('himalaya-sync: the server renumbered demo:Work (UIDVALIDITY changed). Repair it without loss?', asked)
     eq(true, repaired.result.success, repaired.result.error)
     eq(true, (t.sync_and_wait('full', { account = 'demo' })).success)
     eq(fx.ids('demo', 'server'), fx.ids('demo', 'local'))
@@ -690,6 +690,11 @@ describe('messages a mail client moved keeping their mbsync UID', function()
     eq(false, result.success)
     eq('uidvalidity', result.kind)
     eq('Archive', info.damaged)
+    eq(
+      "local messages of demo:Archive clash with mbsync's numbering (a mail client moved them there and kept mbsync's"
+        .. ' ,U= in their file names)',
+      info.damaged_why
+    )
     contains(result.error, "local messages of demo:Archive clash with mbsync's numbering")
     contains(result.error, ':HimalayaSync repair demo Archive')
   end)

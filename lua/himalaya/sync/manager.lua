@@ -90,6 +90,7 @@ local M = {}
 ---@field repair? {channel: string, mailbox: string, backup: string, fetched: integer, restored: integer, uploaded: integer, backed_up: integer} what a UIDVALIDITY repair did
 ---@field damaged? string the folder whose UIDVALIDITY change ended the sync
 ---@field damaged_channel? string its mbsync channel (what a repair is for)
+---@field damaged_why? string why it needs a repair, in a phrase ("the server renumbered demo:Work (UIDVALIDITY changed)")
 ---@field waiting_for? string while a running sync waits for another process that syncs the account: who holds its lock
 
 --- A sync another process runs (another Neovim, the command-line tool):
@@ -754,16 +755,7 @@ function M._offer_repair(info, by_hand)
     return
   end
   S.repair_asked[key] = 'open'
-  local line = info.error and info.error.line or ''
-  local prompt = line:find('Maildir error: ', 1, true)
-      and ("himalaya-sync: local messages of %s of %s clash with mbsync's numbering (a mail client moved them there and kept mbsync's ,U=). Repair it without loss?"):format(
-        info.damaged,
-        channel
-      )
-    or ('himalaya-sync: the server renumbered %s of %s (UIDVALIDITY changed). Repair it without loss?'):format(
-      info.damaged,
-      channel
-    )
+  local prompt = ('himalaya-sync: %s. Repair it without loss?'):format(info.damaged_why)
   vim.ui.select({ 'Repair now', 'Not now' }, { prompt = prompt }, function(choice)
     S.repair_asked[key] = choice ~= 'Repair now' and 'declined' or nil
     if choice == 'Repair now' then
