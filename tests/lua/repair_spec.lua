@@ -52,6 +52,21 @@ local function edit_rc(fx, pattern, repl)
   t.write(fx.mbsyncrc, rc)
 end
 
+--- A fixture of `folders` synced once through a channel that keeps its
+--- folders under `mine/` in its Maildir store (`Near :demo-local:mine/`),
+--- INBOX left out: isync 1.5 cannot open a box mine/INBOX.
+---@param folders string
+---@return table fx
+local function synced_under_prefix(folders)
+  local fx = t.fixture({ '--folders', folders })
+  edit_rc(fx, '(:demo%-local:)\n', '%1mine/\n')
+  edit_rc(fx, '\nPatterns %*\n', '\nPatterns * !INBOX\n')
+  use(fx.mbsyncrc)
+  local first = t.sync_and_wait('full', { account = 'demo' })
+  eq(true, first.success, first.error)
+  return fx
+end
+
 local function no_duplicates(ids)
   for folder, list in pairs(ids) do
     local seen = {}
@@ -163,13 +178,7 @@ describe('UIDVALIDITY', function()
   end)
 
   it('a channel that puts its folders under a prefix of its Maildir store is repaired too', function()
-    local fx = t.fixture({ '--folders', 'INBOX=3,Work=5' })
-    edit_rc(fx, '(:demo%-local:)\n', '%1mine/\n')
-    -- isync 1.5 cannot open a box mine/INBOX.
-    edit_rc(fx, '\nPatterns %*\n', '\nPatterns * !INBOX\n')
-    use(fx.mbsyncrc)
-    local first = t.sync_and_wait('full', { account = 'demo' })
-    eq(true, first.success, first.error)
+    local fx = synced_under_prefix('Work=5')
     local_only(fx, 'mine/Work', '<local-only-prefix@test>')
     renumber(fx, '.Work')
     repairs_work(fx, '<local-only-prefix@test>')
@@ -637,13 +646,7 @@ describe('messages a mail client moved keeping their mbsync UID', function()
   end)
 
   it('are repaired in a channel with a prefix on its Maildir side, which mbsync names with the prefix', function()
-    local fx = t.fixture({ '--folders', 'INBOX=1,Other=8,Archive=5' })
-    edit_rc(fx, '(:demo%-local:)\n', '%1mine/\n')
-    -- isync 1.5 cannot open a box mine/INBOX.
-    edit_rc(fx, '\nPatterns %*\n', '\nPatterns * !INBOX\n')
-    use(fx.mbsyncrc)
-    local first = t.sync_and_wait('full', { account = 'demo' })
-    eq(true, first.success, first.error)
+    local fx = synced_under_prefix('Other=8,Archive=5')
     -- mbsync opens `near side box mine/Archive`; the channel's box is Archive.
     local moved = move_keeping_name(fx, with_uid(fx, 'mine/Other', 2), 'mine/Archive')
     local result, info = t.sync_and_wait('full', { account = 'demo' })
