@@ -22,19 +22,13 @@ build: deps
 ## All tests: Rust unit and integration tests, then Lua specs in headless
 ## Neovim against the release build: all of them on Neovim 0.11 with
 ## mbsync 1.4, their core on Neovim 0.10 and 0.12 too, and those that depend
-## on mbsync's version with 1.3 and 1.5 too (`make test-specs`). The first step builds what `make build` does
-## (the library and the tool) and the test binaries in one cargo run, which
-## compiles the library and its unit tests side by side: about a minute
-## sooner than one after the other. `cargo test` leaves the library in
-## target/release/deps; the `cargo build` after it only links it to
-## target/release, where the plugin looks (it compiles nothing again).
+## on mbsync's version with 1.3 and 1.5 too (`make test-specs`). The build
+## first: what `make build` does and the test binaries, in one cargo run.
 ## The tests keep their temporary files on tmpfs when there is one (see
 ## scripts/test-tmpdir.sh). `make lint` and the install of the other
-## Neovims and mbsync run beside the tests, at the lowest CPU priority (see
-## scripts/test-and-lint.sh).
+## Neovims and mbsync run beside the build and the tests, at the lowest
+## CPU priority (see scripts/test-and-lint.sh, which runs all of it).
 test: deps
-	cargo test --release --no-run
-	cargo build --release
 	@MAKE='$(MAKE)' scripts/test-and-lint.sh
 
 # Eight tests at a time in each test binary: most wait on a server or a

@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
-# The part of `make test` after the build: the tests in the foreground
-# (`make test-rust`, then `make test-specs`: the Lua specs on every
-# version, unless the Rust tests failed), and beside them at the lowest CPU
-# priority `make lint` and the install of the other Neovims and mbsync.
-# Either the tests or lint failing fails this; lint's output comes after
-# the tests', whole.
+# `make test` after its install step: the build, then the tests in the
+# foreground (`make test-rust`, then `make test-specs`: the Lua specs on
+# every version, unless the Rust tests failed), and beside them at the
+# lowest CPU priority `make lint` and the install of the other Neovims and
+# mbsync. The build, the tests or lint failing fails this; lint's output
+# comes after the tests', whole.
 #
 #   MAKE=make scripts/test-and-lint.sh
+#
+# The build makes what `make build` does (the library and the tool) and
+# the test binaries in one cargo run, which compiles the library and its
+# unit tests side by side: about a minute sooner than one after the other.
+# `cargo test` leaves the library in target/release/deps; the `cargo build`
+# after it only links it to target/release, where the plugin looks (it
+# compiles nothing again).
 #
 # Why beside them: the tests mostly wait on servers, processes and timers,
 # and leave about half of this machine's two CPUs idle, while clippy checks
 # every dependency once more in its own mode, a minute of both CPUs that
-# stood alone before the tests. Installing the other versions
-# (scripts/install-other-versions.sh) is 30 s of one CPU on a fresh
-# checkout, most of it apt reading Debian's package lists, which stood
-# alone before the specs on those versions. At the
-# lowest priority they get only what the tests leave: a test process that
-# wakes takes the CPU from them at once. Clippy gets a target folder of its
-# own, as cargo lets one command at a time use a target folder. The specs
-# wait for the install; when it failed, `make test-specs` runs it again
-# and stops with its error.
+# stood alone before the tests. At the lowest priority the jobs get only
+# what the tests leave: a test process that wakes takes the CPU from them
+# at once. Clippy gets a target folder of its own, as cargo lets one
+# command at a time use a target folder.
+#
+# Installing the other versions (scripts/install-other-versions.sh) is 30 s
+# of one CPU on a fresh checkout, most of it apt fetching and reading
+# Debian's package lists. It starts before the build: started after it, it
+# was not done when the Rust tests were, and the specs, which need it,
+# waited 35 s. When it failed, `make test-specs` runs it again and stops
+# with its error.
 #
 # The lowest priority is nice 19 twice. Each job runs in a session of its
 # own (setsid), so that it and what it started can be stopped together when
@@ -63,18 +72,26 @@ in_background() {
   background=$!
 }
 
-CARGO_TARGET_DIR=target/lint in_background "$lint_log" "$make" --no-print-directory lint
-lint=$background
-in_background "$install_log" bash scripts/install-other-versions.sh
-install=$background
-
+background_jobs=()
 cleanup() {
-  kill -TERM -- "-$lint" "-$install" 2>/dev/null
+  for job in "${background_jobs[@]}"; do
+    kill -TERM -- "-$job" 2>/dev/null
+  done
   rm -f "$lint_log" "$install_log"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
+
+in_background "$install_log" bash scripts/install-other-versions.sh
+install=$background
+background_jobs+=("$install")
+
+cargo test --release --no-run && cargo build --release || exit
+
+CARGO_TARGET_DIR=target/lint in_background "$lint_log" "$make" --no-print-directory lint
+lint=$background
+background_jobs+=("$lint")
 
 tests=0
 for t in test-rust test-specs; do
